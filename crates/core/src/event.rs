@@ -1,0 +1,225 @@
+//! Flight Recorder events: the envelope (design decision 11) and the typed payloads the engine writes.
+//!
+//! Events are built here as values and committed by the store in the same
+//! transaction as the change they record, with a per-run sequence number
+//! that has no gaps.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::state::{AttemptStatus, RunState, UnknownValue};
+use crate::time::Timestamp;
+
+/// Who caused an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Actor {
+    /// A person, through the CLI or API.
+    Human,
+    /// A model or agent.
+    Agent,
+    /// Steward itself.
+    System,
+}
+
+impl Actor {
+    /// The canonical spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Actor::Human => "human",
+            Actor::Agent => "agent",
+            Actor::System => "system",
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Actor {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "human" => Ok(Actor::Human),
+            "agent" => Ok(Actor::Agent),
+            "system" => Ok(Actor::System),
+            _ => Err(UnknownValue {
+                what: "actor",
+                value: s.to_owned(),
+            }),
+        }
+    }
+}
+
+/// The typed payloads of the events the engine writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Payload {
+    /// `run_created`
+    RunCreated {
+        /// Workflow id.
+        workflow_id: String,
+        /// Workflow version.
+        workflow_version: u32,
+        /// SHA-256 of the definition source.
+        definition_hash: String,
+        /// Input names, sorted.
+        input_keys: Vec<String>,
+    },
+    /// `run_state_changed`
+    RunStateChanged {
+        /// The state before.
+        from_state: RunState,
+        /// The state after.
+        to_state: RunState,
+        /// Why.
+        reason: String,
+    },
+    /// `step_attempt_started`
+    StepAttemptStarted {
+        /// The step.
+        step_id: String,
+        /// Attempt number.
+        attempt: u32,
+        /// Visit number.
+        visit: u32,
+        /// `run:step:attempt`, passed on to what the step calls.
+        idempotency_key: String,
+    },
+    /// `step_attempt_finished`
+    StepAttemptFinished {
+        /// The step.
+        step_id: String,
+        /// Attempt number.
+        attempt: u32,
+        /// How it ended.
+        status: AttemptStatus,
+        /// Why it failed, if it did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// How long it ran.
+        duration_ms: i64,
+    },
+    /// FR-EVT-WF-RECOVERY `workflow_recovery` (HSK-WF-003, DG-FR-09).
+    WorkflowRecovery {
+        /// The recovered run.
+        workflow_run_id: String,
+        /// Its job.
+        job_id: String,
+        /// Always `running`.
+        from_state: RunState,
+        /// Always `stalled`.
+        to_state: RunState,
+        /// Why.
+        reason: String,
+        /// The stale heartbeat, RFC 3339.
+        last_heartbeat_ts: String,
+        /// The threshold it was older than.
+        threshold_secs: u64,
+    },
+}
+
+impl Payload {
+    /// The `event_type` discriminator.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Payload::RunCreated { .. } => "run_created",
+            Payload::RunStateChanged { .. } => "run_state_changed",
+            Payload::StepAttemptStarted { .. } => "step_attempt_started",
+            Payload::StepAttemptFinished { .. } => "step_attempt_finished",
+            Payload::WorkflowRecovery { .. } => "workflow_recovery",
+        }
+    }
+
+    /// The step the event concerns, if any.
+    pub fn step_id(&self) -> Option<&str> {
+        match self {
+            Payload::StepAttemptStarted { step_id, .. }
+            | Payload::StepAttemptFinished { step_id, .. } => Some(step_id),
+            _ => None,
+        }
+    }
+
+    /// The payload as JSON.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// An event before the store assigns its sequence number and run fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// A UUID, unique.
+    pub event_id: String,
+    /// When it happened.
+    pub ts: Timestamp,
+    /// Who caused it.
+    pub actor: Actor,
+    /// Which human, agent or system component.
+    pub actor_id: String,
+    /// What happened.
+    pub payload: Payload,
+}
+
+/// A stored event with its full envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Store-wide order (increasing, not necessarily gapless across runs).
+    pub id: i64,
+    /// Per-run sequence: 1, 2, 3, ... without gaps.
+    pub seq: i64,
+    /// UUID.
+    pub event_id: String,
+    /// When it happened.
+    pub ts: Timestamp,
+    /// The discriminator.
+    pub event_type: String,
+    /// Who caused it.
+    pub actor: Actor,
+    /// Which one.
+    pub actor_id: String,
+    /// Correlates everything the run's job did.
+    pub trace_id: String,
+    /// The job.
+    pub job_id: String,
+    /// The run.
+    pub workflow_run_id: String,
+    /// The step, if any.
+    pub step_id: Option<String>,
+    /// The micro-task, if any.
+    pub mt_id: Option<String>,
+    /// The model, if any.
+    pub model_id: Option<String>,
+    /// The capability, if any.
+    pub capability_id: Option<String>,
+    /// The typed payload as JSON.
+    pub payload: Value,
+}
+
+impl Event {
+    /// The envelope as one JSON object, `ts` in RFC 3339.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "seq": self.seq,
+            "event_id": self.event_id,
+            "ts": self.ts.to_rfc3339(),
+            "event_type": self.event_type,
+            "actor": self.actor,
+            "actor_id": self.actor_id,
+            "trace_id": self.trace_id,
+            "job_id": self.job_id,
+            "workflow_run_id": self.workflow_run_id,
+            "step_id": self.step_id,
+            "mt_id": self.mt_id,
+            "model_id": self.model_id,
+            "capability_id": self.capability_id,
+            "payload": self.payload,
+        })
+    }
+}

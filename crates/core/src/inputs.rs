@@ -1,0 +1,149 @@
+//! Typed run inputs: checking given values against a workflow's declarations.
+
+use serde_json::{Map, Value};
+
+use crate::workflow::{InputType, Workflow};
+
+/// Checks a JSON value against a declared type.
+pub fn coerce(ty: InputType, v: &Value) -> Result<Value, String> {
+    match (ty, v) {
+        (InputType::String, Value::String(_))
+        | (InputType::Number, Value::Number(_))
+        | (InputType::Bool, Value::Bool(_))
+        | (InputType::Json, _) => Ok(v.clone()),
+        (_, other) => Err(format!(
+            "expected a {}, found {}",
+            ty.as_str(),
+            describe(other)
+        )),
+    }
+}
+
+/// Reads a value given as text on the command line (`--input k=v`) by its declared type.
+pub fn from_text(ty: InputType, text: &str) -> Result<Value, String> {
+    match ty {
+        InputType::String => Ok(Value::String(text.to_owned())),
+        InputType::Number => text
+            .trim()
+            .parse::<serde_json::Number>()
+            .map(Value::Number)
+            .map_err(|_| format!("expected a number, found `{text}`")),
+        InputType::Bool => match text.trim() {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err(format!("expected true or false, found `{text}`")),
+        },
+        InputType::Json => serde_json::from_str(text).map_err(|e| format!("expected JSON: {e}")),
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("bool `{b}`"),
+        Value::Number(n) => format!("number `{n}`"),
+        Value::String(s) => format!("string `{s}`"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// Checks given inputs against the declarations and fills defaults.
+///
+/// Returns every problem at once, each naming the input and where it is declared.
+pub fn resolve(
+    wf: &Workflow,
+    given: &Map<String, Value>,
+) -> Result<Map<String, Value>, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut out = Map::new();
+    for (name, value) in given {
+        match wf.input(name) {
+            None => {
+                let known: Vec<&str> = wf.inputs.iter().map(|d| d.name.as_str()).collect();
+                errors.push(format!(
+                    "unknown input `{name}` (workflow `{}` declares: {})",
+                    wf.id,
+                    if known.is_empty() {
+                        "no inputs".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+            }
+            Some(decl) => match coerce(decl.ty, value) {
+                Ok(v) => {
+                    out.insert(name.clone(), v);
+                }
+                Err(e) => errors.push(format!(
+                    "input `{name}` (declared at line {}): {e}",
+                    decl.line
+                )),
+            },
+        }
+    }
+    for decl in &wf.inputs {
+        if out.contains_key(&decl.name) || given.contains_key(&decl.name) {
+            continue;
+        }
+        match &decl.default {
+            Some(d) => {
+                out.insert(decl.name.clone(), d.clone());
+            }
+            None if decl.required => errors.push(format!(
+                "missing required input `{}` (declared at line {}, type {}); pass --input {}=...",
+                decl.name,
+                decl.line,
+                decl.ty.as_str(),
+                decl.name
+            )),
+            None => {}
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_values_follow_the_declared_type() {
+        assert_eq!(from_text(InputType::Number, "42"), Ok(json!(42)));
+        assert_eq!(from_text(InputType::Number, "1.5"), Ok(json!(1.5)));
+        assert!(from_text(InputType::Number, "abc").is_err());
+        assert_eq!(from_text(InputType::Bool, "true"), Ok(json!(true)));
+        assert!(from_text(InputType::Bool, "yes").is_err());
+        assert_eq!(
+            from_text(InputType::Json, r#"{"a":1}"#),
+            Ok(json!({"a": 1}))
+        );
+        assert_eq!(from_text(InputType::String, "42"), Ok(json!("42")));
+    }
+
+    #[test]
+    fn resolve_reports_every_problem_and_fills_defaults() {
+        let wf = crate::workflow::parse(
+            "id: w\nversion: 1\ninputs:\n  name: {type: string, required: true}\n  n: {type: number, default: 3}\n  flag: {type: bool}\nsteps:\n  - {id: a, type: noop}\n",
+        )
+        .unwrap();
+        let ok = resolve(&wf, json!({"name": "x"}).as_object().unwrap()).unwrap();
+        assert_eq!(Value::Object(ok), json!({"name": "x", "n": 3}));
+        let errs =
+            resolve(&wf, json!({"n": "three", "bogus": 1}).as_object().unwrap()).unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("unknown input `bogus`")));
+        assert!(errs.iter().any(|e| {
+            e.contains("input `n` (declared at line 5): expected a number, found string `three`")
+        }));
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("missing required input `name` (declared at line 4"))
+        );
+    }
+}

@@ -1,0 +1,36 @@
+//! Steward's domain core: what a workflow is, what a run may do next, and what gets recorded.
+//!
+//! Everything here is pure: no IO, no async, no clock reads, no randomness.
+//! Time arrives as a [`Timestamp`] argument and identifiers as strings the
+//! caller generated. That makes every decision the engine takes
+//! reproducible from persisted state, which is what crash recovery relies on.
+//!
+//! - [`workflow`]: YAML definitions read into a validated model, every error
+//!   located ([`workflow::parse`]).
+//! - [`state`]: the run and attempt state machines, one transition table each.
+//! - [`schedule`]: next-step resolution from a run's attempt history.
+//! - [`template`]: `{{...}}` placeholders, checked statically and rendered.
+//! - [`event`]: the Flight Recorder envelope and typed payloads.
+//! - [`job`]: job kinds and the DG-JOB-06 contract.
+//! - [`inputs`], [`result_block`], [`progress`]: typed inputs, the
+//!   `[workflow_result]` envelope, and the progress snapshot.
+#![warn(missing_docs)]
+
+pub mod event;
+pub mod inputs;
+pub mod job;
+pub mod progress;
+pub mod result_block;
+pub mod schedule;
+pub mod state;
+pub mod template;
+pub mod time;
+pub mod workflow;
+pub mod yaml;
+
+pub use time::Timestamp;
+
+/// The idempotency key of a step attempt: stable across processes and retries of the write.
+pub fn idempotency_key(run_id: &str, step_id: &str, attempt: u32) -> String {
+    format!("{run_id}:{step_id}:{attempt}")
+}

@@ -1,0 +1,148 @@
+//! The `[workflow_result]` envelope: the only part of a step's output that routes or produces outputs.
+//!
+//! The block is `[workflow_result]{json}[/workflow_result]`, exactly once. Its
+//! JSON object may carry `status` (`complete` or `failed`), `summary`, and
+//! `outputs` (an object). Text outside the block is ignored.
+
+use serde_json::{Map, Value};
+
+use crate::workflow::OutputDecl;
+
+const OPEN: &str = "[workflow_result]";
+const CLOSE: &str = "[/workflow_result]";
+
+/// A parsed envelope.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Envelope {
+    /// `complete` unless the block says `failed`.
+    pub failed: bool,
+    /// The block's summary line.
+    pub summary: Option<String>,
+    /// Declared outputs.
+    pub outputs: Map<String, Value>,
+}
+
+/// Finds and parses the block. `Ok(None)` when there is none.
+pub fn parse(text: &str) -> Result<Option<Envelope>, String> {
+    let Some(start) = text.find(OPEN) else {
+        if text.contains(CLOSE) {
+            return Err(format!("found `{CLOSE}` without `{OPEN}`"));
+        }
+        return Ok(None);
+    };
+    let body_start = start + OPEN.len();
+    let Some(len) = text[body_start..].find(CLOSE) else {
+        return Err(format!("`{OPEN}` is not closed by `{CLOSE}`"));
+    };
+    if text[body_start + len + CLOSE.len()..].contains(OPEN) {
+        return Err(format!("more than one `{OPEN}` block"));
+    }
+    let body = text[body_start..body_start + len].trim();
+    let value: Value = serde_json::from_str(body)
+        .map_err(|e| format!("the `{OPEN}` block is not valid JSON: {e}"))?;
+    let Value::Object(mut obj) = value else {
+        return Err(format!("the `{OPEN}` block must be a JSON object"));
+    };
+    let failed = match obj.remove("status") {
+        None => false,
+        Some(Value::String(s)) if s == "complete" => false,
+        Some(Value::String(s)) if s == "failed" => true,
+        Some(other) => {
+            return Err(format!(
+                "`status` must be \"complete\" or \"failed\", found {other}"
+            ));
+        }
+    };
+    let summary = match obj.remove("summary") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(other) => Some(other.to_string()),
+    };
+    let outputs = match obj.remove("outputs") {
+        None => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err("`outputs` must be a JSON object".into()),
+    };
+    Ok(Some(Envelope {
+        failed,
+        summary,
+        outputs,
+    }))
+}
+
+/// Checks that every required declared output is present; returns the missing keys.
+pub fn missing_outputs(declared: &[OutputDecl], outputs: &Map<String, Value>) -> Vec<String> {
+    declared
+        .iter()
+        .filter(|d| !d.optional && outputs.get(&d.key).is_none_or(Value::is_null))
+        .map(|d| d.key.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_the_envelope_and_ignores_surrounding_text() {
+        let env = parse("noise\n[workflow_result]{\"summary\": \"ok\", \"outputs\": {\"n\": 2}}[/workflow_result]\nmore").unwrap().unwrap();
+        assert_eq!(
+            env,
+            Envelope {
+                failed: false,
+                summary: Some("ok".into()),
+                outputs: json!({"n": 2}).as_object().unwrap().clone()
+            }
+        );
+        assert_eq!(parse("no block").unwrap(), None);
+    }
+
+    #[test]
+    fn malformed_blocks_are_named() {
+        assert!(
+            parse("[workflow_result]{")
+                .unwrap_err()
+                .contains("not closed")
+        );
+        assert!(
+            parse("[workflow_result]nope[/workflow_result]")
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+        assert!(
+            parse("[workflow_result][1][/workflow_result]")
+                .unwrap_err()
+                .contains("must be a JSON object")
+        );
+        assert!(
+            parse("[workflow_result]{}[/workflow_result][workflow_result]{}[/workflow_result]")
+                .unwrap_err()
+                .contains("more than one")
+        );
+        assert!(
+            parse("[workflow_result]{\"status\":\"meh\"}[/workflow_result]")
+                .unwrap_err()
+                .contains("`status`")
+        );
+    }
+
+    #[test]
+    fn required_outputs_must_be_present() {
+        let decl = vec![
+            OutputDecl {
+                key: "a".into(),
+                optional: false,
+            },
+            OutputDecl {
+                key: "b".into(),
+                optional: true,
+            },
+        ];
+        assert_eq!(
+            missing_outputs(&decl, json!({"b": 1}).as_object().unwrap()),
+            ["a"]
+        );
+        assert!(missing_outputs(&decl, json!({"a": "x"}).as_object().unwrap()).is_empty());
+    }
+}

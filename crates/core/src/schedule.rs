@@ -1,0 +1,384 @@
+//! Next-step resolution: what a run does next, decided only from its persisted attempts.
+//!
+//! [`plan`] is a pure function of the workflow, the run's attempt history and
+//! `now`. The engine calls it after every write and does what it says, so a
+//! process that resumes a run after a crash makes the same decision the
+//! crashed one would have made. Counting, not ordering, drives it: a routed
+//! step owes one visit per arrival, a join step one visit per completion of
+//! all its needs, and a visit is done when one of its attempts completed.
+
+use crate::state::AttemptStatus;
+use crate::time::Timestamp;
+use crate::workflow::Workflow;
+
+/// What the planner needs to know about one persisted attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptFact<'a> {
+    /// The step.
+    pub step_id: &'a str,
+    /// Attempt number, 1-based and increasing per step across the run.
+    pub attempt: u32,
+    /// Which visit of the step this attempt belongs to, 1-based.
+    pub visit: u32,
+    /// Its status.
+    pub status: AttemptStatus,
+    /// For a failed attempt: may it be retried?
+    pub retryable: bool,
+    /// For a failed attempt: why.
+    pub error: Option<&'a str>,
+    /// When it ended.
+    pub finished_at: Option<Timestamp>,
+    /// For a completed attempt: the steps its completion routed to.
+    pub routes: &'a [String],
+}
+
+/// An attempt to record and start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    /// Index of the step in the workflow.
+    pub step_index: usize,
+    /// The step.
+    pub step_id: String,
+    /// The new attempt's number.
+    pub attempt: u32,
+    /// The visit it belongs to.
+    pub visit: u32,
+}
+
+/// Where the run stands after this plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Steps are running, starting, or waiting for a retry delay.
+    Continue,
+    /// Nothing is left to do: the run completed.
+    Completed,
+    /// The run must fail; in-flight steps should be stopped.
+    Failed {
+        /// The terminal reason.
+        reason: String,
+    },
+}
+
+/// The planner's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Attempts to record and start now, in file order.
+    pub start: Vec<Start>,
+    /// The earliest time a delayed retry becomes due.
+    pub wake_at: Option<Timestamp>,
+    /// The run's verdict.
+    pub verdict: Verdict,
+}
+
+#[derive(Default, Clone)]
+struct StepTally {
+    completed: u32,
+    visits: u32,
+    max_attempt: u32,
+    running: bool,
+}
+
+/// Decides the next actions for a run.
+pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
+    let n = wf.steps.len();
+    let mut tally = vec![StepTally::default(); n];
+    let mut arrivals = vec![0u32; n];
+    for (i, t) in arrivals.iter_mut().enumerate() {
+        if wf.graph.is_start(i) {
+            *t = 1;
+        }
+    }
+    for f in facts {
+        let Some(i) = wf.step_index(f.step_id) else {
+            continue;
+        };
+        let t = &mut tally[i];
+        t.visits = t.visits.max(f.visit);
+        t.max_attempt = t.max_attempt.max(f.attempt);
+        match f.status {
+            AttemptStatus::Running => t.running = true,
+            AttemptStatus::Completed => {
+                t.completed += 1;
+                for r in f.routes {
+                    if let Some(j) = wf.step_index(r) {
+                        arrivals[j] += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (i, needs) in wf.graph.joins.iter().enumerate() {
+        if let Some(needs) = needs {
+            arrivals[i] = needs.iter().map(|&d| tally[d].completed).min().unwrap_or(1);
+        }
+    }
+
+    let running = tally.iter().filter(|t| t.running).count();
+    let mut candidates = Vec::new();
+    let mut wake_at: Option<Timestamp> = None;
+    for (i, step) in wf.steps.iter().enumerate() {
+        let t = &tally[i];
+        if t.running {
+            continue;
+        }
+        if t.visits > 0 {
+            let visit: Vec<&AttemptFact<'_>> = facts
+                .iter()
+                .filter(|f| f.step_id == step.id && f.visit == t.visits)
+                .collect();
+            let done = visit.iter().any(|f| f.status == AttemptStatus::Completed);
+            if !done {
+                // The current visit failed; `visit` is non-empty because visits > 0.
+                let Some(last) = visit.iter().max_by_key(|f| f.attempt) else {
+                    continue;
+                };
+                let why = last.error.unwrap_or(last.status.as_str());
+                let tries = visit.len() as u32;
+                if !last.retryable || last.status == AttemptStatus::Cancelled {
+                    return failed(format!("step `{}` failed: {why}", step.id));
+                }
+                if tries >= step.retry.max_attempts {
+                    return failed(format!(
+                        "step `{}` failed after {tries} attempt{}: {why}",
+                        step.id,
+                        if tries == 1 { "" } else { "s" }
+                    ));
+                }
+                // A crash is not the step's fault: an interrupted attempt retries at once.
+                let delay = match last.status {
+                    AttemptStatus::Interrupted => 0,
+                    _ => step.retry.delay_before(tries + 1) as i64,
+                };
+                let due = last.finished_at.unwrap_or(now).plus_millis(delay);
+                if due <= now {
+                    candidates.push(Start {
+                        step_index: i,
+                        step_id: step.id.clone(),
+                        attempt: t.max_attempt + 1,
+                        visit: t.visits,
+                    });
+                } else {
+                    wake_at = Some(wake_at.map_or(due, |w| w.min(due)));
+                }
+                continue;
+            }
+        }
+        if arrivals[i] > t.visits {
+            candidates.push(Start {
+                step_index: i,
+                step_id: step.id.clone(),
+                attempt: t.max_attempt + 1,
+                visit: t.visits + 1,
+            });
+        }
+    }
+
+    let capacity = (wf.limits.max_concurrent_steps as usize).saturating_sub(running);
+    let mut start: Vec<Start> = candidates.into_iter().take(capacity).collect();
+    let budget = (wf.limits.max_total_iterations as usize).saturating_sub(facts.len());
+    if start.len() > budget {
+        start.truncate(budget);
+        if start.is_empty() && running == 0 {
+            return failed(format!(
+                "workflow execution exceeded max total iterations ({})",
+                wf.limits.max_total_iterations
+            ));
+        }
+    }
+    if !start.is_empty() || running > 0 || wake_at.is_some() {
+        return Plan {
+            start,
+            wake_at,
+            verdict: Verdict::Continue,
+        };
+    }
+    // Nothing runs and nothing can start: a join still short of some needs is stuck.
+    for (i, needs) in wf.graph.joins.iter().enumerate() {
+        if let Some(needs) = needs
+            && let Some(&missing) = needs
+                .iter()
+                .find(|&&d| tally[d].completed <= tally[i].visits)
+            && needs.iter().any(|&d| tally[d].completed > tally[i].visits)
+        {
+            return failed(format!(
+                "step `{}` waits for `{}`, which can no longer run",
+                wf.steps[i].id, wf.steps[missing].id
+            ));
+        }
+    }
+    Plan {
+        start,
+        wake_at: None,
+        verdict: Verdict::Completed,
+    }
+}
+
+fn failed(reason: String) -> Plan {
+    Plan {
+        start: Vec::new(),
+        wake_at: None,
+        verdict: Verdict::Failed { reason },
+    }
+}
+
+/// The steps a completed attempt of `step_id` routes to, as recorded with it.
+pub fn routes_of(wf: &Workflow, step_id: &str) -> Vec<String> {
+    wf.step_index(step_id)
+        .map(|i| {
+            wf.graph.routes[i]
+                .iter()
+                .map(|&j| wf.steps[j].id.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow::parse;
+    use AttemptStatus::*;
+
+    struct Hist(Vec<(String, u32, u32, AttemptStatus, bool, i64, Vec<String>)>);
+
+    impl Hist {
+        fn facts(&self) -> Vec<AttemptFact<'_>> {
+            self.0
+                .iter()
+                .map(|(s, a, v, st, retry, fin, routes)| AttemptFact {
+                    step_id: s,
+                    attempt: *a,
+                    visit: *v,
+                    status: *st,
+                    retryable: *retry,
+                    error: None,
+                    finished_at: Some(Timestamp(*fin)),
+                    routes,
+                })
+                .collect()
+        }
+    }
+
+    /// Runs the planner to the end, completing every started step with `outcome(step, attempt)`.
+    fn drive(src: &str, outcome: impl Fn(&str, u32) -> AttemptStatus) -> (Vec<String>, Verdict) {
+        let wf = parse(src).unwrap();
+        let mut hist = Hist(Vec::new());
+        let mut log = Vec::new();
+        let mut now = 0;
+        loop {
+            let p = plan(&wf, &hist.facts(), Timestamp(now));
+            if p.verdict != Verdict::Continue {
+                return (log, p.verdict);
+            }
+            if p.start.is_empty() {
+                now = p.wake_at.map_or(now + 1, |w| w.0);
+                continue;
+            }
+            let batch: Vec<String> = p
+                .start
+                .iter()
+                .map(|s| format!("{}#{}", s.step_id, s.attempt))
+                .collect();
+            log.push(batch.join(" "));
+            for s in p.start {
+                let st = outcome(&s.step_id, s.attempt);
+                let routes = if st == Completed {
+                    routes_of(&wf, &s.step_id)
+                } else {
+                    Vec::new()
+                };
+                hist.0
+                    .push((s.step_id, s.attempt, s.visit, st, true, now, routes));
+            }
+        }
+    }
+
+    const HELLO: &str = "id: hello\nversion: 1\nsteps:\n  - {id: greet, type: noop}\n  - {id: shout, type: noop, needs: [greet]}\n";
+    const DAG: &str = "id: d\nversion: 1\nlimits: {max_concurrent_steps: 2}\nsteps:\n  - {id: a, type: noop}\n  - {id: b, type: noop, needs: [a]}\n  - {id: c, type: noop, needs: [a]}\n  - {id: d, type: noop, needs: [a]}\n  - {id: e, type: noop, needs: [b, c, d]}\n  - {id: f, type: noop}\n";
+
+    #[test]
+    fn sequential_dag_and_concurrency_limit() {
+        assert_eq!(
+            drive(HELLO, |_, _| Completed),
+            (vec!["greet#1".into(), "shout#1".into()], Verdict::Completed)
+        );
+        let (log, v) = drive(DAG, |_, _| Completed);
+        assert_eq!(log, ["a#1", "b#1 c#1", "d#1", "e#1", "f#1"]);
+        assert_eq!(v, Verdict::Completed);
+    }
+
+    #[test]
+    fn next_skips_file_order() {
+        let src = "id: n\nversion: 1\nsteps:\n  - {id: a, type: noop, next: c}\n  - {id: b, type: noop, next: c, needs: []}\n  - {id: c, type: noop}\n";
+        // `b` is a root join (needs: []) that routes to `c`; `c` runs once per arrival.
+        let (log, v) = drive(src, |_, _| Completed);
+        assert_eq!(log, ["a#1 b#1", "c#1", "c#2"]);
+        assert_eq!(v, Verdict::Completed);
+    }
+
+    #[test]
+    fn retries_wait_for_backoff_then_fail_with_the_count() {
+        let src = "id: r\nversion: 1\nsteps:\n  - id: a\n    type: noop\n    retry: {max_attempts: 3, backoff: {initial_seconds: 2}}\n";
+        let (log, v) = drive(src, |_, a| if a < 3 { Failed } else { Completed });
+        assert_eq!(log, ["a#1", "a#2", "a#3"]);
+        assert_eq!(v, Verdict::Completed);
+        let (_, v) = drive(src, |_, _| Failed);
+        assert_eq!(
+            v,
+            Verdict::Failed {
+                reason: "step `a` failed after 3 attempts: failed".into()
+            }
+        );
+
+        let wf = parse(src).unwrap();
+        let hist = Hist(vec![("a".into(), 1, 1, Failed, true, 1000, vec![])]);
+        let p = plan(&wf, &hist.facts(), Timestamp(1500));
+        assert_eq!(
+            (p.start.len(), p.wake_at, p.verdict),
+            (0, Some(Timestamp(3000)), Verdict::Continue)
+        );
+    }
+
+    #[test]
+    fn interrupted_attempts_retry_and_completed_steps_never_rerun() {
+        let wf = parse(HELLO).unwrap();
+        let routes = vec!["shout".to_string()];
+        let hist = Hist(vec![
+            ("greet".into(), 1, 1, Completed, true, 0, routes.clone()),
+            ("shout".into(), 1, 1, Interrupted, true, 0, vec![]),
+        ]);
+        let p = plan(&wf, &hist.facts(), Timestamp(0));
+        assert_eq!(
+            p.start,
+            vec![Start {
+                step_index: 1,
+                step_id: "shout".into(),
+                attempt: 2,
+                visit: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn non_retryable_failure_and_iteration_limit_fail_the_run() {
+        let wf = parse(HELLO).unwrap();
+        let hist = Hist(vec![("greet".into(), 1, 1, Failed, false, 0, vec![])]);
+        assert_eq!(
+            plan(&wf, &hist.facts(), Timestamp(0)).verdict,
+            Verdict::Failed {
+                reason: "step `greet` failed: failed".into()
+            }
+        );
+
+        let src = "id: r\nversion: 1\nlimits: {max_total_iterations: 2}\nsteps:\n  - {id: a, type: noop, retry: {max_attempts: 5, backoff: {initial_seconds: 0}}}\n";
+        let (log, v) = drive(src, |_, _| Failed);
+        assert_eq!(log, ["a#1", "a#2"]);
+        assert_eq!(
+            v,
+            Verdict::Failed {
+                reason: "workflow execution exceeded max total iterations (2)".into()
+            }
+        );
+    }
+}

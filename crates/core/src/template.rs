@@ -1,0 +1,410 @@
+//! `{{ ... }}` templates: parsing, static checks, and rendering from resolved values.
+//!
+//! Four namespaces exist: `inputs.<name>[.<path>...]`,
+//! `steps.<id>.outputs.<key>`, `workflow.<var>` and `state.<key>`. Parsing is
+//! separate from rendering so that `steward validate` can check every
+//! reference before a run starts.
+//!
+//! Shell commands get special treatment: substituting a value into the text of
+//! a shell command would let an input like `"; rm -rf ~` run as code. So in a
+//! `run:` command each placeholder becomes a reference to an environment
+//! variable (`${STEWARD_TPL_0}`) and the value travels in the environment. The
+//! shell expands it without parsing it again, so values are data, never code.
+//! A placeholder inside single quotes would not expand at all, and is refused.
+
+use std::fmt;
+
+use serde_json::Value;
+
+/// A `workflow.*` variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowVar {
+    /// `workflow.run_id`
+    RunId,
+    /// `workflow.step_id`
+    StepId,
+    /// `workflow.attempt`
+    Attempt,
+    /// `workflow.workflow_id`
+    WorkflowId,
+}
+
+impl WorkflowVar {
+    const ALL: [(&'static str, WorkflowVar); 4] = [
+        ("run_id", WorkflowVar::RunId),
+        ("step_id", WorkflowVar::StepId),
+        ("attempt", WorkflowVar::Attempt),
+        ("workflow_id", WorkflowVar::WorkflowId),
+    ];
+}
+
+/// What a placeholder refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ref {
+    /// `inputs.<name>` with an optional JSON path below it.
+    Input {
+        /// The input's name.
+        name: String,
+        /// Keys (or list indexes) below the input value.
+        path: Vec<String>,
+    },
+    /// `steps.<step>.outputs.<key>`.
+    StepOutput {
+        /// The producing step.
+        step: String,
+        /// The output key.
+        key: String,
+    },
+    /// `workflow.<var>`.
+    Workflow(WorkflowVar),
+    /// `state.<key>`: mutable run state; missing keys render empty.
+    State(String),
+}
+
+impl fmt::Display for Ref {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ref::Input { name, path } => {
+                write!(f, "inputs.{name}")?;
+                path.iter().try_for_each(|p| write!(f, ".{p}"))
+            }
+            Ref::StepOutput { step, key } => write!(f, "steps.{step}.outputs.{key}"),
+            Ref::Workflow(v) => {
+                let name = WorkflowVar::ALL
+                    .iter()
+                    .find(|(_, w)| w == v)
+                    .map_or("?", |(n, _)| n);
+                write!(f, "workflow.{name}")
+            }
+            Ref::State(k) => write!(f, "state.{k}"),
+        }
+    }
+}
+
+/// One piece of a parsed template.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    /// Text copied as is.
+    Lit(String),
+    /// A placeholder.
+    Ref(Ref),
+}
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Template {
+    /// Literal text and placeholders in order.
+    pub parts: Vec<Part>,
+}
+
+/// A template that cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// `{{` without `}}`.
+    #[error("unclosed `{{{{` at offset {0}")]
+    Unclosed(usize),
+    /// `{{ }}`.
+    #[error("empty placeholder `{{{{}}}}`")]
+    Empty,
+    /// Not one of the four namespaces, or malformed.
+    #[error(
+        "unknown placeholder `{{{{{0}}}}}`: use inputs.<name>, steps.<id>.outputs.<key>, workflow.<{1}> or state.<key>"
+    )]
+    Unknown(String, &'static str),
+    /// A placeholder in single quotes in a shell command.
+    #[error(
+        "placeholder `{{{{{0}}}}}` is inside single quotes and would not expand; use double quotes"
+    )]
+    SingleQuoted(String),
+}
+
+const WORKFLOW_VARS: &str = "run_id|step_id|attempt|workflow_id";
+
+fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn parse_ref(expr: &str) -> Result<Ref, TemplateError> {
+    let unknown = || TemplateError::Unknown(expr.to_owned(), WORKFLOW_VARS);
+    let segs: Vec<&str> = expr.split('.').collect();
+    if segs.iter().any(|s| !is_ident(s)) {
+        return Err(unknown());
+    }
+    match segs.as_slice() {
+        ["inputs", name, path @ ..] => Ok(Ref::Input {
+            name: (*name).to_owned(),
+            path: path.iter().map(|s| (*s).to_owned()).collect(),
+        }),
+        ["steps", step, "outputs", key] => Ok(Ref::StepOutput {
+            step: (*step).to_owned(),
+            key: (*key).to_owned(),
+        }),
+        ["workflow", var] => WorkflowVar::ALL
+            .iter()
+            .find(|(n, _)| n == var)
+            .map(|(_, v)| Ref::Workflow(*v))
+            .ok_or_else(unknown),
+        ["state", key] => Ok(Ref::State((*key).to_owned())),
+        _ => Err(unknown()),
+    }
+}
+
+impl Template {
+    /// Parses text with `{{ ... }}` placeholders.
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
+        Self::parse_inner(text, false)
+    }
+
+    /// Parses a shell command, also refusing placeholders inside single quotes.
+    pub fn parse_shell(text: &str) -> Result<Template, TemplateError> {
+        Self::parse_inner(text, true)
+    }
+
+    fn parse_inner(text: &str, shell: bool) -> Result<Template, TemplateError> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        let mut offset = 0;
+        // Shell quote state, carried across literal text.
+        let mut quote = Quote::None;
+        while let Some(start) = rest.find("{{") {
+            let lit = &rest[..start];
+            if shell {
+                quote = scan_quotes(lit, quote);
+            }
+            if !lit.is_empty() {
+                parts.push(Part::Lit(lit.to_owned()));
+            }
+            let after = &rest[start + 2..];
+            let end = after
+                .find("}}")
+                .ok_or(TemplateError::Unclosed(offset + start))?;
+            let expr = after[..end].trim();
+            if expr.is_empty() {
+                return Err(TemplateError::Empty);
+            }
+            let r = parse_ref(expr)?;
+            if shell && quote == Quote::Single {
+                return Err(TemplateError::SingleQuoted(expr.to_owned()));
+            }
+            parts.push(Part::Ref(r));
+            let consumed = start + 2 + end + 2;
+            offset += consumed;
+            rest = &rest[consumed..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Lit(rest.to_owned()));
+        }
+        Ok(Template { parts })
+    }
+
+    /// The placeholders, in order.
+    pub fn refs(&self) -> impl Iterator<Item = &Ref> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Ref(r) => Some(r),
+            Part::Lit(_) => None,
+        })
+    }
+
+    /// Renders to a string; `resolve` gives each placeholder's value.
+    pub fn render(
+        &self,
+        mut resolve: impl FnMut(&Ref) -> Result<Value, RenderError>,
+    ) -> Result<String, RenderError> {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Lit(s) => out.push_str(s),
+                Part::Ref(r) => out.push_str(&value_text(&resolve(r)?)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Renders a shell command: placeholders become `${STEWARD_TPL_<n>}` and
+    /// their values are returned as environment variables to pass along.
+    pub fn render_shell(
+        &self,
+        mut resolve: impl FnMut(&Ref) -> Result<Value, RenderError>,
+    ) -> Result<(String, Vec<(String, String)>), RenderError> {
+        let mut out = String::new();
+        let mut env = Vec::new();
+        for p in &self.parts {
+            match p {
+                Part::Lit(s) => out.push_str(s),
+                Part::Ref(r) => {
+                    let var = format!("STEWARD_TPL_{}", env.len());
+                    out.push_str(&format!("${{{var}}}"));
+                    env.push((var, value_text(&resolve(r)?)));
+                }
+            }
+        }
+        Ok((out, env))
+    }
+}
+
+/// A placeholder that has no value at run time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("template `{{{{{reference}}}}}`: {reason}")]
+pub struct RenderError {
+    /// The placeholder.
+    pub reference: String,
+    /// Why it has no value.
+    pub reason: String,
+}
+
+/// Strings render raw, everything else as compact JSON, null as empty.
+pub fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Looks up a dotted path below a JSON value (object keys or list indexes).
+pub fn lookup_path<'a>(mut v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    for seg in path {
+        v = match v {
+            Value::Object(m) => m.get(seg)?,
+            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    None,
+    Single,
+    Double,
+}
+
+/// Tracks POSIX shell quoting across `text`, starting in `state`.
+fn scan_quotes(text: &str, mut state: Quote) -> Quote {
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (state, c) {
+            (Quote::None | Quote::Double, '\\') => {
+                chars.next();
+            }
+            (Quote::None, '\'') => state = Quote::Single,
+            (Quote::Single, '\'') => state = Quote::None,
+            (Quote::None, '"') => state = Quote::Double,
+            (Quote::Double, '"') => state = Quote::None,
+            _ => {}
+        }
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn resolve(r: &Ref) -> Result<Value, RenderError> {
+        match r {
+            Ref::Input { name, path } if name == "cfg" => {
+                lookup_path(&json!({"a": {"b": [10, 20]}}), path)
+                    .cloned()
+                    .ok_or(RenderError {
+                        reference: r.to_string(),
+                        reason: "missing".into(),
+                    })
+            }
+            Ref::Input { .. } => Ok(json!("world")),
+            Ref::Workflow(WorkflowVar::Attempt) => Ok(json!(2)),
+            other => Err(RenderError {
+                reference: other.to_string(),
+                reason: "no value".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn parses_the_four_namespaces() {
+        let t =
+            Template::parse("{{inputs.x}} {{ steps.a.outputs.k }} {{workflow.run_id}} {{state.s}}")
+                .unwrap();
+        let refs: Vec<String> = t.refs().map(ToString::to_string).collect();
+        assert_eq!(
+            refs,
+            [
+                "inputs.x",
+                "steps.a.outputs.k",
+                "workflow.run_id",
+                "state.s"
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_placeholders_are_refused() {
+        assert_eq!(
+            Template::parse("a {{inputs.x"),
+            Err(TemplateError::Unclosed(2))
+        );
+        assert_eq!(Template::parse("{{ }}"), Err(TemplateError::Empty));
+        assert!(matches!(
+            Template::parse("{{env.HOME}}"),
+            Err(TemplateError::Unknown(..))
+        ));
+        assert!(matches!(
+            Template::parse("{{steps.a.stdout}}"),
+            Err(TemplateError::Unknown(..))
+        ));
+        assert!(matches!(
+            Template::parse("{{workflow.nope}}"),
+            Err(TemplateError::Unknown(..))
+        ));
+    }
+
+    #[test]
+    fn renders_values_and_paths() {
+        let t = Template::parse(
+            "hi {{inputs.name}} #{{workflow.attempt}} {{inputs.cfg.a.b.1}} {{inputs.cfg.a}}",
+        )
+        .unwrap();
+        assert_eq!(
+            t.render(resolve).unwrap(),
+            r#"hi world #2 20 {"b":[10,20]}"#
+        );
+        let err = Template::parse("{{steps.x.outputs.y}}")
+            .unwrap()
+            .render(resolve)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "template `{{steps.x.outputs.y}}`: no value"
+        );
+    }
+
+    #[test]
+    fn shell_rendering_passes_values_as_environment() {
+        let t =
+            Template::parse_shell(r#"echo "hello {{inputs.name}}" {{workflow.attempt}}"#).unwrap();
+        let (cmd, env) = t.render_shell(resolve).unwrap();
+        assert_eq!(cmd, r#"echo "hello ${STEWARD_TPL_0}" ${STEWARD_TPL_1}"#);
+        assert_eq!(
+            env,
+            [
+                ("STEWARD_TPL_0".into(), "world".into()),
+                ("STEWARD_TPL_1".into(), "2".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn single_quoted_placeholders_are_refused_in_shell() {
+        assert!(matches!(
+            Template::parse_shell("echo '{{inputs.x}}'"),
+            Err(TemplateError::SingleQuoted(_))
+        ));
+        assert!(Template::parse_shell(r#"echo "it's {{inputs.x}}""#).is_ok());
+        assert!(Template::parse_shell(r"echo don\'t {{inputs.x}}").is_ok());
+        assert!(Template::parse_shell("echo 'a' {{inputs.x}} 'b'").is_ok());
+    }
+}

@@ -1,0 +1,179 @@
+//! The routing graph: which step activates which, derived once from `next`, `needs` and file order.
+//!
+//! Two kinds of step exist. A *join* step declares `needs:` and becomes ready
+//! when every step it needs has completed (a DAG join). Any other step is
+//! *routed*: it runs once per arrival, an arrival being the completion of a
+//! step whose route points at it. A step routes to its `next:` if it has one,
+//! otherwise to the following step in file order unless that one is a join
+//! step. The first step is routed to by the run's start.
+
+/// Step indexes and edges, built from resolved references.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Graph {
+    /// For each step, the routed (non-join) steps its completion activates.
+    pub routes: Vec<Vec<usize>>,
+    /// For each step, `Some(needs)` if it is a join step.
+    pub joins: Vec<Option<Vec<usize>>>,
+}
+
+impl Graph {
+    /// Builds the graph from each step's resolved `needs` and `next`.
+    pub fn build(needs: &[Option<Vec<usize>>], next: &[Option<usize>]) -> Graph {
+        let n = needs.len();
+        let routes = (0..n)
+            .map(|i| match next[i] {
+                Some(j) => vec![j],
+                None if i + 1 < n && needs[i + 1].is_none() => vec![i + 1],
+                None => Vec::new(),
+            })
+            .collect();
+        Graph {
+            routes,
+            joins: needs.to_vec(),
+        }
+    }
+
+    /// Number of steps.
+    pub fn len(&self) -> usize {
+        self.joins.len()
+    }
+
+    /// Whether there are no steps.
+    pub fn is_empty(&self) -> bool {
+        self.joins.is_empty()
+    }
+
+    /// Whether step `i` is routed to by the start of the run.
+    pub fn is_start(&self, i: usize) -> bool {
+        i == 0 && self.joins.first().is_some_and(Option::is_none)
+    }
+
+    /// All edges `from -> to`: routes plus `need -> join step`.
+    pub fn edges(&self) -> Vec<Vec<usize>> {
+        let mut out = self.routes.clone();
+        for (j, needs) in self.joins.iter().enumerate() {
+            for &d in needs.iter().flatten() {
+                if !out[d].contains(&j) {
+                    out[d].push(j);
+                }
+            }
+        }
+        out
+    }
+
+    /// A cycle as a list of step indexes (first repeated at the end), if any.
+    pub fn find_cycle(&self) -> Option<Vec<usize>> {
+        let edges = self.edges();
+        // 0 = unvisited, 1 = on the stack, 2 = done.
+        let mut color = vec![0u8; self.len()];
+        let mut stack: Vec<usize> = Vec::new();
+        fn dfs(
+            v: usize,
+            edges: &[Vec<usize>],
+            color: &mut [u8],
+            stack: &mut Vec<usize>,
+        ) -> Option<Vec<usize>> {
+            color[v] = 1;
+            stack.push(v);
+            for &w in &edges[v] {
+                if color[w] == 1 {
+                    let start = stack.iter().position(|&x| x == w).unwrap_or(0);
+                    let mut cycle = stack[start..].to_vec();
+                    cycle.push(w);
+                    return Some(cycle);
+                }
+                if color[w] == 0
+                    && let Some(c) = dfs(w, edges, color, stack)
+                {
+                    return Some(c);
+                }
+            }
+            stack.pop();
+            color[v] = 2;
+            None
+        }
+        (0..self.len()).find_map(|v| {
+            if color[v] == 0 {
+                dfs(v, &edges, &mut color, &mut stack)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Which steps can ever become ready from the start of a run.
+    pub fn reachable(&self) -> Vec<bool> {
+        let edges = self.edges();
+        let mut seen = vec![false; self.len()];
+        let mut work: Vec<usize> = (0..self.len())
+            .filter(|&i| self.is_start(i) || self.joins[i].as_ref().is_some_and(Vec::is_empty))
+            .collect();
+        while let Some(v) = work.pop() {
+            if std::mem::replace(&mut seen[v], true) {
+                continue;
+            }
+            work.extend(edges[v].iter().copied().filter(|&w| !seen[w]));
+        }
+        // A join step is only ready when all of its needs can run.
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for j in 0..self.len() {
+                if seen[j]
+                    && let Some(needs) = &self.joins[j]
+                    && needs.iter().any(|&d| !seen[d])
+                {
+                    seen[j] = false;
+                    changed = true;
+                }
+            }
+        }
+        seen
+    }
+
+    /// Whether some path leads from `from` to `to`.
+    pub fn has_path(&self, from: usize, to: usize) -> bool {
+        let edges = self.edges();
+        let mut seen = vec![false; self.len()];
+        let mut work = edges[from].clone();
+        while let Some(v) = work.pop() {
+            if v == to {
+                return true;
+            }
+            if !std::mem::replace(&mut seen[v], true) {
+                work.extend(edges[v].iter().copied());
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_order_needs_and_next_make_the_edges() {
+        // a; b needs [a]; c needs [a]; d (after c); e next-> none
+        let g = Graph::build(
+            &[None, Some(vec![0]), Some(vec![0]), None],
+            &[None, None, None, None],
+        );
+        assert_eq!(g.routes, vec![vec![], vec![], vec![3], vec![]]);
+        assert_eq!(g.edges(), vec![vec![1, 2], vec![], vec![3], vec![]]);
+        assert!(g.find_cycle().is_none());
+        assert_eq!(g.reachable(), vec![true; 4]);
+        assert!(g.has_path(0, 3));
+        assert!(!g.has_path(1, 3));
+    }
+
+    #[test]
+    fn cycles_and_unreachable_steps_are_found() {
+        let g = Graph::build(&[None, Some(vec![2]), Some(vec![1])], &[None, None, None]);
+        assert_eq!(g.find_cycle(), Some(vec![1, 2, 1]));
+        assert_eq!(g.reachable(), vec![true, false, false]);
+        // a next -> c skips b.
+        let g = Graph::build(&[None, None, None], &[Some(2), None, None]);
+        assert_eq!(g.reachable(), vec![true, false, true]);
+    }
+}

@@ -1,0 +1,428 @@
+//! Workflow definitions: the validated model a run executes.
+//!
+//! A definition is read from YAML by [`parse`] into these types; every error
+//! found on the way is collected as a [`Diagnostic`] with line, step and
+//! field, so `steward validate` reports them all at once. The model is
+//! immutable once built, and a run stores the source text it was built from
+//! (identified by [`definition_hash`]) so a resumed run uses the definition it
+//! started with.
+
+mod graph;
+mod parse;
+
+use std::fmt;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::template::Template;
+
+pub use graph::Graph;
+pub use parse::parse;
+
+/// Default `limits.max_total_iterations` (DireClaw §4.8).
+pub const DEFAULT_MAX_TOTAL_ITERATIONS: u32 = 12;
+/// Default `limits.run_timeout_seconds`.
+pub const DEFAULT_RUN_TIMEOUT_SECONDS: u64 = 3600;
+/// Default `limits.step_timeout_seconds`.
+pub const DEFAULT_STEP_TIMEOUT_SECONDS: u64 = 900;
+/// Default `limits.max_retries` (so three attempts in all).
+pub const DEFAULT_MAX_RETRIES: u32 = 2;
+/// Default `limits.max_concurrent_steps`.
+pub const DEFAULT_MAX_CONCURRENT_STEPS: u32 = 4;
+
+/// A validated workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workflow {
+    /// Stable identifier.
+    pub id: String,
+    /// Definition version.
+    pub version: u32,
+    /// Free text.
+    pub description: Option<String>,
+    /// Declared inputs, in file order.
+    pub inputs: Vec<InputDecl>,
+    /// Run-wide limits with defaults applied.
+    pub limits: Limits,
+    /// Steps, in file order.
+    pub steps: Vec<Step>,
+    /// The routing graph derived from `next`, `needs` and file order.
+    pub graph: Graph,
+}
+
+impl Workflow {
+    /// The step with this id.
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    /// The index of the step with this id.
+    pub fn step_index(&self, id: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.id == id)
+    }
+
+    /// The declared input with this name.
+    pub fn input(&self, name: &str) -> Option<&InputDecl> {
+        self.inputs.iter().find(|i| i.name == name)
+    }
+}
+
+/// The type of an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputType {
+    /// Any string.
+    String,
+    /// A JSON number.
+    Number,
+    /// `true` or `false`.
+    Bool,
+    /// Any JSON value.
+    Json,
+}
+
+impl InputType {
+    /// The spelling in workflow files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputType::String => "string",
+            InputType::Number => "number",
+            InputType::Bool => "bool",
+            InputType::Json => "json",
+        }
+    }
+}
+
+/// A declared input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputDecl {
+    /// Name used in `{{inputs.<name>}}` and `--input name=...`.
+    pub name: String,
+    /// Its type.
+    pub ty: InputType,
+    /// Whether a value must be given (a default satisfies it).
+    pub required: bool,
+    /// Used when no value is given.
+    pub default: Option<Value>,
+    /// Free text.
+    pub description: Option<String>,
+    /// Where it is declared.
+    pub line: usize,
+}
+
+/// Run-wide limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most step attempts a run may make, retries included.
+    pub max_total_iterations: u32,
+    /// Wall-clock bound on the whole run.
+    pub run_timeout_seconds: u64,
+    /// Default per-step timeout.
+    pub step_timeout_seconds: u64,
+    /// Default retries per step visit.
+    pub max_retries: u32,
+    /// Most steps of one run in flight at once.
+    pub max_concurrent_steps: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_total_iterations: DEFAULT_MAX_TOTAL_ITERATIONS,
+            run_timeout_seconds: DEFAULT_RUN_TIMEOUT_SECONDS,
+            step_timeout_seconds: DEFAULT_STEP_TIMEOUT_SECONDS,
+            max_retries: DEFAULT_MAX_RETRIES,
+            max_concurrent_steps: DEFAULT_MAX_CONCURRENT_STEPS,
+        }
+    }
+}
+
+/// One step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Unique within the workflow.
+    pub id: String,
+    /// What it does.
+    pub kind: StepKind,
+    /// Explicit dependencies (`needs:`); `None` means "the step before me".
+    pub needs: Option<Vec<String>>,
+    /// Explicit successor (`next:`).
+    pub next: Option<String>,
+    /// Declared outputs read from the `[workflow_result]` block.
+    pub outputs: Vec<OutputDecl>,
+    /// Effective timeout.
+    pub timeout_seconds: u64,
+    /// Effective retry policy.
+    pub retry: RetryPolicy,
+    /// Where the step starts in the file.
+    pub line: usize,
+}
+
+/// The step types this version executes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    /// `type: shell`: a command run by `sh -c` through the tool bus.
+    Shell(ShellStep),
+    /// `type: noop`: does nothing; a join point, and the unit of the benchmark.
+    Noop,
+}
+
+impl StepKind {
+    /// The `type:` spelling.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            StepKind::Shell(_) => "shell",
+            StepKind::Noop => "noop",
+        }
+    }
+
+    /// Outputs every step of this type produces, besides declared ones.
+    pub fn builtin_outputs(&self) -> &'static [&'static str] {
+        match self {
+            StepKind::Shell(_) => &["stdout", "stderr", "exit_code"],
+            StepKind::Noop => &[],
+        }
+    }
+}
+
+/// A shell step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShellStep {
+    /// The command as written.
+    pub run_source: String,
+    /// The command, parsed.
+    pub run: Template,
+    /// Extra environment variables; values are templates.
+    pub env: Vec<(String, Template)>,
+    /// Working directory, relative to the workflow's directory unless absolute.
+    pub cwd: Option<Template>,
+}
+
+/// A declared output key; a trailing `?` in the file makes it optional.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputDecl {
+    /// The key.
+    pub key: String,
+    /// Whether it may be missing.
+    pub optional: bool,
+}
+
+/// How a step visit retries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts per visit, the first included.
+    pub max_attempts: u32,
+    /// Delay before the first retry.
+    pub initial_delay_ms: u64,
+    /// Growth factor per retry.
+    pub multiplier: f64,
+    /// Upper bound on any delay.
+    pub max_delay_ms: u64,
+}
+
+impl RetryPolicy {
+    /// The policy a step gets when it says nothing.
+    pub fn from_limits(limits: &Limits) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: limits.max_retries.saturating_add(1),
+            initial_delay_ms: 1000,
+            multiplier: 2.0,
+            max_delay_ms: 60_000,
+        }
+    }
+
+    /// Delay before attempt number `n` of a visit (`n >= 2`).
+    pub fn delay_before(&self, n: u32) -> u64 {
+        let exp = n.saturating_sub(2).min(64) as i32;
+        let d = self.initial_delay_ms as f64 * self.multiplier.powi(exp);
+        if d.is_finite() {
+            (d as u64).min(self.max_delay_ms)
+        } else {
+            self.max_delay_ms
+        }
+    }
+}
+
+/// One validation problem, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// 1-based line.
+    pub line: usize,
+    /// The step it concerns, if any.
+    pub step: Option<String>,
+    /// Dotted path of the field, e.g. `steps[1].needs`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}", self.line)?;
+        if let Some(s) = &self.step {
+            write!(f, ", step `{s}`")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ", field `{}`", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// SHA-256 of the definition source, hex: the identity a run pins.
+pub fn definition_hash(source: &str) -> String {
+    let digest = Sha256::digest(source.as_bytes());
+    let mut s = String::with_capacity(64);
+    for b in digest.iter() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELLO: &str = r#"id: hello
+version: 1
+inputs:
+  name: {type: string, required: true}
+steps:
+  - id: greet
+    type: shell
+    run: echo "hello {{inputs.name}}"
+  - id: shout
+    type: shell
+    needs: [greet]
+    run: echo "{{steps.greet.outputs.stdout}}" | tr a-z A-Z
+"#;
+
+    fn errors(src: &str) -> Vec<String> {
+        parse(src)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_minimal_file_parses_with_defaults() {
+        let wf = parse(HELLO).unwrap();
+        assert_eq!((wf.id.as_str(), wf.version), ("hello", 1));
+        assert_eq!(wf.limits, Limits::default());
+        assert_eq!(wf.limits.max_total_iterations, 12);
+        assert_eq!(wf.steps[1].needs, Some(vec!["greet".to_string()]));
+        assert_eq!(wf.steps[1].timeout_seconds, 900);
+        assert_eq!(wf.steps[1].retry.max_attempts, 3);
+        assert_eq!(wf.steps[1].line, 9);
+        assert!(wf.inputs[0].required);
+        assert_eq!(definition_hash(HELLO).len(), 64);
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once_with_line_step_and_field() {
+        let src = r#"id: bad
+version: one
+colour: blue
+inputs:
+  n: {type: integer}
+steps:
+  - id: a
+    type: shell
+    run: echo {{inputs.missing}}
+    timout_seconds: 5
+  - id: a
+    type: python
+  - id: c
+    type: shell
+    needs: [b]
+    run: echo "{{steps.zzz.outputs.stdout}} {{steps.a.outputs.nope}}"
+"#;
+        let errs = errors(src);
+        let expected = [
+            "line 2, field `version`: expected a whole number >= 1, found `one`",
+            "line 3, field `colour`: unknown key `colour` (expected one of: id, version, description, inputs, limits, steps)",
+            "line 5, field `inputs.n.type`: unknown input type `integer` (expected string, number, bool or json)",
+            "line 9, step `a`, field `steps[0].run`: template `{{inputs.missing}}` names unknown input `missing`",
+            "line 10, step `a`, field `steps[0].timout_seconds`: unknown key `timout_seconds` (expected one of: id, type, description, run, env, cwd, timeout_seconds, retry, needs, next, outputs)",
+            "line 11, step `a`, field `steps[1].id`: duplicate step id `a` (first defined at line 7)",
+            "line 12, step `a`, field `steps[1].type`: unknown step type `python` (expected one of: shell, noop)",
+            "line 15, step `c`, field `steps[2].needs`: unknown step `b`",
+            "line 16, step `c`, field `steps[2].run`: template `{{steps.zzz.outputs.stdout}}` names unknown step `zzz`",
+            "line 16, step `c`, field `steps[2].run`: template `{{steps.a.outputs.nope}}`: step `a` has no output `nope` (it has: stdout, stderr, exit_code)",
+        ];
+        assert_eq!(errs, expected);
+    }
+
+    #[test]
+    fn cycles_unreachable_steps_and_ordering_are_refused() {
+        let cycle = "id: c\nversion: 1\nsteps:\n  - {id: a, type: noop}\n  - {id: b, type: noop, needs: [a, c]}\n  - {id: c, type: noop, needs: [b]}\n";
+        assert_eq!(
+            errors(cycle),
+            [
+                "line 5, step `b`, field `steps[1]`: cycle: b -> c -> b (steps can only loop through review decisions)"
+            ]
+        );
+
+        let unreachable = "id: u\nversion: 1\nsteps:\n  - {id: a, type: noop, next: c}\n  - {id: b, type: noop}\n  - {id: c, type: noop}\n";
+        assert_eq!(
+            errors(unreachable),
+            [
+                "line 5, step `b`, field `steps[1]`: step is never reached: no step routes to it and it has no `needs` that can all run"
+            ]
+        );
+
+        let order = "id: o\nversion: 1\nsteps:\n  - {id: a, type: shell, run: 'echo \"{{steps.b.outputs.stdout}}\"'}\n  - {id: b, type: shell, run: echo}\n";
+        assert_eq!(
+            errors(order),
+            [
+                "line 4, step `a`, field `steps[0].run`: template `{{steps.b.outputs.stdout}}`: step `b` does not run before `a`; add it to `needs`"
+            ]
+        );
+
+        let quoted = "id: q\nversion: 1\ninputs: [x]\nsteps:\n  - {id: a, type: shell, run: \"echo '{{inputs.x}}'\"}\n";
+        assert_eq!(
+            errors(quoted),
+            [
+                "line 5, step `a`, field `steps[0].run`: placeholder `{{inputs.x}}` is inside single quotes and would not expand; use double quotes"
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_yaml_and_missing_keys_are_located() {
+        assert_eq!(errors("id: [x\n").len(), 1);
+        assert!(errors("id: [x\n")[0].contains("invalid YAML"));
+        assert_eq!(
+            errors("version: 1\nsteps: []\n"),
+            [
+                "line 1, field `id`: missing required key `id`",
+                "line 2, field `steps`: a workflow needs at least one step"
+            ]
+        );
+        let too_many = "id: t\nversion: 1\nlimits: {max_total_iterations: 1}\nsteps:\n  - {id: a, type: noop}\n  - {id: b, type: noop}\n";
+        assert_eq!(
+            errors(too_many),
+            [
+                "line 5, field `limits.max_total_iterations`: the workflow has 2 steps but limits.max_total_iterations is 1; raise the limit"
+            ]
+        );
+        assert_eq!(
+            errors(
+                "id: x\nversion: 1\ninputs:\n  n: {type: number, default: abc}\nsteps:\n  - {id: a, type: noop}\n"
+            ),
+            ["line 4, field `inputs.n.default`: expected a number, found string `abc`"]
+        );
+    }
+
+    #[test]
+    fn retry_policy_and_backoff() {
+        let src = "id: r\nversion: 1\nsteps:\n  - id: a\n    type: noop\n    retry: {max_attempts: 4, backoff: {initial_seconds: 0.5, multiplier: 3, max_seconds: 2}}\n";
+        let wf = parse(src).unwrap();
+        let r = wf.steps[0].retry;
+        assert_eq!(r.max_attempts, 4);
+        assert_eq!(
+            [r.delay_before(2), r.delay_before(3), r.delay_before(4)],
+            [500, 1500, 2000]
+        );
+    }
+}

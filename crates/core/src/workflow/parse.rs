@@ -1,0 +1,961 @@
+//! Reads a workflow from YAML text, collecting every problem as a located diagnostic.
+
+use serde_json::Value;
+
+use super::{
+    Diagnostic, Graph, InputDecl, InputType, Limits, OutputDecl, RetryPolicy, ShellStep, Step,
+    StepKind, Workflow,
+};
+use crate::template::{Ref, Template, TemplateError};
+use crate::yaml::{self, Node, NodeKind};
+
+const TOP_KEYS: &[&str] = &["id", "version", "description", "inputs", "limits", "steps"];
+const INPUT_KEYS: &[&str] = &["type", "required", "default", "description"];
+const LIMIT_KEYS: &[&str] = &[
+    "max_total_iterations",
+    "run_timeout_seconds",
+    "step_timeout_seconds",
+    "max_retries",
+    "max_concurrent_steps",
+];
+const STEP_KEYS: &[&str] = &[
+    "id",
+    "type",
+    "description",
+    "run",
+    "env",
+    "cwd",
+    "timeout_seconds",
+    "retry",
+    "needs",
+    "next",
+    "outputs",
+];
+const RETRY_KEYS: &[&str] = &["max_attempts", "backoff"];
+const BACKOFF_KEYS: &[&str] = &["initial_seconds", "multiplier", "max_seconds"];
+const STEP_TYPES: &str = "shell, noop";
+
+/// Parses and validates a workflow definition. On failure, every problem found.
+pub fn parse(source: &str) -> Result<Workflow, Vec<Diagnostic>> {
+    let root = yaml::parse(source).map_err(|errs| {
+        errs.into_iter()
+            .map(|e| Diagnostic {
+                line: e.pos.line,
+                step: None,
+                field: String::new(),
+                message: format!("invalid YAML: {}", e.message),
+            })
+            .collect::<Vec<_>>()
+    })?;
+    let mut r = Reader::default();
+    let wf = r.workflow(&root);
+    if r.diags.is_empty()
+        && let Some(wf) = wf
+    {
+        return Ok(wf);
+    }
+    r.diags.sort_by_key(|d| d.line);
+    Err(r.diags)
+}
+
+#[derive(Default)]
+struct Reader {
+    diags: Vec<Diagnostic>,
+    step: Option<String>,
+}
+
+/// A step as read, before references are resolved.
+struct RawStep<'a> {
+    id: String,
+    node: &'a Node,
+    kind: Option<StepKind>,
+    needs: Option<Vec<(String, usize)>>,
+    next: Option<(String, usize)>,
+    outputs: Vec<OutputDecl>,
+    timeout_seconds: Option<u64>,
+    retry: Option<RetryPolicyRaw>,
+    templates: Vec<(String, usize, Template)>,
+}
+
+struct RetryPolicyRaw {
+    max_attempts: Option<u32>,
+    initial_delay_ms: Option<u64>,
+    multiplier: Option<f64>,
+    max_delay_ms: Option<u64>,
+}
+
+impl Reader {
+    fn err(&mut self, line: usize, field: impl Into<String>, message: impl Into<String>) {
+        self.diags.push(Diagnostic {
+            line,
+            step: self.step.clone(),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// The entries of a mapping, reporting unknown keys. `None` if not a mapping.
+    fn map<'a>(
+        &mut self,
+        node: &'a Node,
+        field: &str,
+        allowed: &[&str],
+    ) -> Option<Vec<(&'a str, &'a Node)>> {
+        let NodeKind::Map(entries) = &node.kind else {
+            self.err(
+                node.pos.line,
+                field,
+                format!("expected a mapping, found a {}", node.kind_name()),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        for (k, v) in entries {
+            let Some(key) = k.as_str() else {
+                self.err(k.pos.line, field, "mapping keys must be strings");
+                continue;
+            };
+            if !allowed.is_empty() && !allowed.contains(&key) {
+                let f = join(field, key);
+                self.err(
+                    k.pos.line,
+                    f,
+                    format!(
+                        "unknown key `{key}` (expected one of: {})",
+                        allowed.join(", ")
+                    ),
+                );
+                continue;
+            }
+            out.push((key, v));
+        }
+        Some(out)
+    }
+
+    fn string(&mut self, node: &Node, field: &str) -> Option<String> {
+        match &node.kind {
+            NodeKind::Scalar(s) if !(s.text.is_empty() && !s.quoted) => Some(s.text.clone()),
+            _ => {
+                self.err(
+                    node.pos.line,
+                    field,
+                    format!("expected a string, found a {}", node.kind_name()),
+                );
+                None
+            }
+        }
+    }
+
+    fn uint(&mut self, node: &Node, field: &str, min: u64) -> Option<u64> {
+        match node.to_json() {
+            Value::Number(n) if n.as_u64().is_some_and(|v| v >= min) => n.as_u64(),
+            other => {
+                self.err(
+                    node.pos.line,
+                    field,
+                    format!("expected a whole number >= {min}, found {}", show(&other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn u32(&mut self, node: &Node, field: &str, min: u64) -> Option<u32> {
+        let v = self.uint(node, field, min)?;
+        match u32::try_from(v) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.err(node.pos.line, field, format!("{v} is too large"));
+                None
+            }
+        }
+    }
+
+    fn float(&mut self, node: &Node, field: &str) -> Option<f64> {
+        match node.to_json() {
+            Value::Number(n) if n.as_f64().is_some_and(|f| f > 0.0) => n.as_f64(),
+            other => {
+                self.err(
+                    node.pos.line,
+                    field,
+                    format!("expected a positive number, found {}", show(&other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, node: &Node, field: &str) -> Option<bool> {
+        match node.to_json() {
+            Value::Bool(b) => Some(b),
+            other => {
+                self.err(
+                    node.pos.line,
+                    field,
+                    format!("expected true or false, found {}", show(&other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn string_list(&mut self, node: &Node, field: &str) -> Option<Vec<(String, usize)>> {
+        let NodeKind::Seq(items) = &node.kind else {
+            self.err(
+                node.pos.line,
+                field,
+                format!("expected a list of strings, found a {}", node.kind_name()),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            if let Some(s) = self.string(item, &format!("{field}[{i}]")) {
+                out.push((s, item.pos.line));
+            }
+        }
+        Some(out)
+    }
+
+    fn template(&mut self, text: &str, line: usize, field: &str, shell: bool) -> Option<Template> {
+        let parsed = if shell {
+            Template::parse_shell(text)
+        } else {
+            Template::parse(text)
+        };
+        match parsed {
+            Ok(t) => Some(t),
+            Err(
+                e @ (TemplateError::Unclosed(_)
+                | TemplateError::Empty
+                | TemplateError::Unknown(..)
+                | TemplateError::SingleQuoted(_)),
+            ) => {
+                self.err(line, field, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn workflow(&mut self, root: &Node) -> Option<Workflow> {
+        let entries = self.map(root, "", TOP_KEYS)?;
+        let get = |k: &str| entries.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+
+        let id = match get("id") {
+            Some(n) => self.string(n, "id"),
+            None => {
+                self.err(root.pos.line, "id", "missing required key `id`");
+                None
+            }
+        };
+        if let Some(id) = &id
+            && !valid_id(id)
+        {
+            let line = get("id").map_or(1, |n| n.pos.line);
+            self.err(
+                line,
+                "id",
+                format!("`{id}` is not a valid id (letters, digits, `_` and `-`)"),
+            );
+        }
+        let version = match get("version") {
+            Some(n) => self.u32(n, "version", 1),
+            None => {
+                self.err(root.pos.line, "version", "missing required key `version`");
+                None
+            }
+        };
+        let description = get("description").and_then(|n| self.string(n, "description"));
+        let inputs = get("inputs").map(|n| self.inputs(n)).unwrap_or_default();
+        let limits = get("limits").map(|n| self.limits(n)).unwrap_or_default();
+
+        let Some(steps_node) = get("steps") else {
+            self.err(root.pos.line, "steps", "missing required key `steps`");
+            return None;
+        };
+        let NodeKind::Seq(step_nodes) = &steps_node.kind else {
+            self.err(
+                steps_node.pos.line,
+                "steps",
+                format!(
+                    "expected a list of steps, found a {}",
+                    steps_node.kind_name()
+                ),
+            );
+            return None;
+        };
+        if step_nodes.is_empty() {
+            self.err(
+                steps_node.pos.line,
+                "steps",
+                "a workflow needs at least one step",
+            );
+            return None;
+        }
+        let raw: Vec<RawStep<'_>> = step_nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| self.step(i, n))
+            .collect();
+        self.step = None;
+        let steps = self.resolve(raw, &inputs, &limits)?;
+        let (id, version) = (id?, version?);
+        let graph = steps.1;
+        Some(Workflow {
+            id,
+            version,
+            description,
+            inputs,
+            limits,
+            steps: steps.0,
+            graph,
+        })
+    }
+
+    fn inputs(&mut self, node: &Node) -> Vec<InputDecl> {
+        let mut out: Vec<InputDecl> = Vec::new();
+        match &node.kind {
+            // `inputs: [a, b]` declares required strings (DireClaw's list form).
+            NodeKind::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(name) = self.string(item, &format!("inputs[{i}]")) {
+                        out.push(InputDecl {
+                            name,
+                            ty: InputType::String,
+                            required: true,
+                            default: None,
+                            description: None,
+                            line: item.pos.line,
+                        });
+                    }
+                }
+            }
+            NodeKind::Map(_) => {
+                for (name, decl) in self.map(node, "inputs", &[]).unwrap_or_default() {
+                    let field = format!("inputs.{name}");
+                    if !valid_id(name) {
+                        self.err(
+                            decl.pos.line,
+                            &field,
+                            format!(
+                                "`{name}` is not a valid input name (letters, digits, `_` and `-`)"
+                            ),
+                        );
+                    }
+                    if let Some(d) = self.input(name, decl, &field) {
+                        out.push(d);
+                    }
+                }
+            }
+            NodeKind::Scalar(_) => {
+                self.err(
+                    node.pos.line,
+                    "inputs",
+                    format!(
+                        "expected a mapping of input declarations, found a {}",
+                        node.kind_name()
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    fn input(&mut self, name: &str, decl: &Node, field: &str) -> Option<InputDecl> {
+        // `name: string` is shorthand for `name: {type: string}`.
+        if let Some(t) = decl.as_str() {
+            let ty = self.input_type(t, decl.pos.line, &join(field, "type"))?;
+            return Some(InputDecl {
+                name: name.into(),
+                ty,
+                required: false,
+                default: None,
+                description: None,
+                line: decl.pos.line,
+            });
+        }
+        let entries = self.map(decl, field, INPUT_KEYS)?;
+        let mut ty = Some(InputType::String);
+        let mut required = false;
+        let mut default = None;
+        let mut description = None;
+        for (k, v) in entries {
+            let f = join(field, k);
+            match k {
+                "type" => ty = v.as_str().and_then(|t| self.input_type(t, v.pos.line, &f)),
+                "required" => required = self.bool(v, &f).unwrap_or(false),
+                "default" => default = Some((v.to_json(), v.pos.line)),
+                _ => description = self.string(v, &f),
+            }
+        }
+        let ty = ty?;
+        let default = match default {
+            Some((value, line)) => match crate::inputs::coerce(ty, &value) {
+                Ok(v) => Some(v),
+                Err(msg) => {
+                    self.err(line, join(field, "default"), msg);
+                    None
+                }
+            },
+            None => None,
+        };
+        Some(InputDecl {
+            name: name.into(),
+            ty,
+            required,
+            default,
+            description,
+            line: decl.pos.line,
+        })
+    }
+
+    fn input_type(&mut self, t: &str, line: usize, field: &str) -> Option<InputType> {
+        match t {
+            "string" => Some(InputType::String),
+            "number" => Some(InputType::Number),
+            "bool" | "boolean" => Some(InputType::Bool),
+            "json" => Some(InputType::Json),
+            other => {
+                self.err(
+                    line,
+                    field,
+                    format!("unknown input type `{other}` (expected string, number, bool or json)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn limits(&mut self, node: &Node) -> Limits {
+        let mut l = Limits::default();
+        for (k, v) in self.map(node, "limits", LIMIT_KEYS).unwrap_or_default() {
+            let f = join("limits", k);
+            match k {
+                "max_total_iterations" => {
+                    l.max_total_iterations = self.u32(v, &f, 1).unwrap_or(l.max_total_iterations)
+                }
+                "run_timeout_seconds" => {
+                    l.run_timeout_seconds = self.uint(v, &f, 1).unwrap_or(l.run_timeout_seconds)
+                }
+                "step_timeout_seconds" => {
+                    l.step_timeout_seconds = self.uint(v, &f, 1).unwrap_or(l.step_timeout_seconds)
+                }
+                "max_retries" => l.max_retries = self.u32(v, &f, 0).unwrap_or(l.max_retries),
+                _ => l.max_concurrent_steps = self.u32(v, &f, 1).unwrap_or(l.max_concurrent_steps),
+            }
+        }
+        l
+    }
+
+    fn step<'a>(&mut self, i: usize, node: &'a Node) -> Option<RawStep<'a>> {
+        let base = format!("steps[{i}]");
+        self.step = None;
+        let NodeKind::Map(_) = &node.kind else {
+            self.err(
+                node.pos.line,
+                &base,
+                format!("expected a step mapping, found a {}", node.kind_name()),
+            );
+            return None;
+        };
+        // Read the id first so every later diagnostic names the step.
+        let id = match node_get(node, "id") {
+            Some(n) => self.string(n, &join(&base, "id")),
+            None => {
+                self.err(
+                    node.pos.line,
+                    join(&base, "id"),
+                    "missing required key `id`",
+                );
+                None
+            }
+        };
+        if let Some(id) = &id {
+            self.step = Some(id.clone());
+            if !valid_id(id) {
+                self.err(
+                    node.pos.line,
+                    join(&base, "id"),
+                    format!("`{id}` is not a valid step id (letters, digits, `_` and `-`)"),
+                );
+            }
+        }
+        let entries = self.map(node, &base, STEP_KEYS)?;
+        let get = |k: &str| lookup(&entries, k);
+        let mut raw = RawStep {
+            id: id.clone().unwrap_or_default(),
+            node,
+            kind: None,
+            needs: None,
+            next: None,
+            outputs: Vec::new(),
+            timeout_seconds: None,
+            retry: None,
+            templates: Vec::new(),
+        };
+        let ty = match get("type") {
+            Some(n) => self.string(n, &join(&base, "type")),
+            None => {
+                self.err(
+                    node.pos.line,
+                    join(&base, "type"),
+                    format!("missing required key `type` (one of: {STEP_TYPES})"),
+                );
+                None
+            }
+        };
+        let type_line = get("type").map_or(node.pos.line, |n| n.pos.line);
+        match ty.as_deref() {
+            Some("shell") => raw.kind = self.shell(&base, &entries, node, &mut raw.templates),
+            Some("noop") => {
+                for k in ["run", "env", "cwd"] {
+                    if let Some(n) = get(k) {
+                        self.err(
+                            n.pos.line,
+                            join(&base, k),
+                            format!("`{k}` is only valid on shell steps"),
+                        );
+                    }
+                }
+                raw.kind = Some(StepKind::Noop);
+            }
+            Some(other) => self.err(
+                type_line,
+                join(&base, "type"),
+                format!("unknown step type `{other}` (expected one of: {STEP_TYPES})"),
+            ),
+            None => {}
+        }
+        if let Some(n) = get("needs") {
+            raw.needs = self.string_list(n, &join(&base, "needs"));
+        }
+        if let Some(n) = get("next") {
+            raw.next = self
+                .string(n, &join(&base, "next"))
+                .map(|s| (s, n.pos.line));
+        }
+        if let Some(n) = get("outputs") {
+            for (key, line) in self
+                .string_list(n, &join(&base, "outputs"))
+                .unwrap_or_default()
+            {
+                let (name, optional) = match key.strip_suffix('?') {
+                    Some(k) => (k.to_owned(), true),
+                    None => (key.clone(), false),
+                };
+                if !valid_id(&name) {
+                    self.err(line, join(&base, "outputs"), format!("`{key}` is not a valid output key (letters, digits, `_`, `-`, optional trailing `?`)"));
+                } else if raw.outputs.iter().any(|o| o.key == name) {
+                    self.err(
+                        line,
+                        join(&base, "outputs"),
+                        format!("output `{name}` is declared twice"),
+                    );
+                } else {
+                    raw.outputs.push(OutputDecl {
+                        key: name,
+                        optional,
+                    });
+                }
+            }
+        }
+        if let Some(n) = get("timeout_seconds") {
+            raw.timeout_seconds = self.uint(n, &join(&base, "timeout_seconds"), 1);
+        }
+        if let Some(n) = get("retry") {
+            raw.retry = self.retry(n, &join(&base, "retry"));
+        }
+        if let Some(n) = get("description") {
+            self.string(n, &join(&base, "description"));
+        }
+        id.map(|_| raw)
+    }
+
+    fn shell(
+        &mut self,
+        base: &str,
+        entries: &[(&str, &Node)],
+        node: &Node,
+        templates: &mut Vec<(String, usize, Template)>,
+    ) -> Option<StepKind> {
+        let get = |k: &str| lookup(entries, k);
+        let run_field = join(base, "run");
+        let Some(run_node) = get("run") else {
+            self.err(node.pos.line, &run_field, "shell steps need `run`");
+            return None;
+        };
+        let run_source = self.string(run_node, &run_field)?;
+        let run = self.template(&run_source, run_node.pos.line, &run_field, true);
+        let mut env = Vec::new();
+        if let Some(env_node) = get("env") {
+            let field = join(base, "env");
+            for (k, v) in self.map(env_node, &field, &[]).unwrap_or_default() {
+                let f = join(&field, k);
+                if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    || k.starts_with(|c: char| c.is_ascii_digit())
+                {
+                    self.err(
+                        v.pos.line,
+                        &f,
+                        format!("`{k}` is not a valid environment variable name"),
+                    );
+                    continue;
+                }
+                let text = match &v.kind {
+                    NodeKind::Scalar(s) => s.text.clone(),
+                    _ => {
+                        self.err(
+                            v.pos.line,
+                            &f,
+                            format!("expected a string, found a {}", v.kind_name()),
+                        );
+                        continue;
+                    }
+                };
+                if let Some(t) = self.template(&text, v.pos.line, &f, false) {
+                    templates.push((f, v.pos.line, t.clone()));
+                    env.push((k.to_owned(), t));
+                }
+            }
+        }
+        let cwd = match get("cwd") {
+            Some(n) => {
+                let f = join(base, "cwd");
+                let text = self.string(n, &f)?;
+                let t = self.template(&text, n.pos.line, &f, false)?;
+                templates.push((f, n.pos.line, t.clone()));
+                Some(t)
+            }
+            None => None,
+        };
+        let run = run?;
+        templates.push((run_field, run_node.pos.line, run.clone()));
+        Some(StepKind::Shell(ShellStep {
+            run_source,
+            run,
+            env,
+            cwd,
+        }))
+    }
+
+    fn retry(&mut self, node: &Node, field: &str) -> Option<RetryPolicyRaw> {
+        let mut r = RetryPolicyRaw {
+            max_attempts: None,
+            initial_delay_ms: None,
+            multiplier: None,
+            max_delay_ms: None,
+        };
+        for (k, v) in self.map(node, field, RETRY_KEYS)? {
+            let f = join(field, k);
+            if k == "max_attempts" {
+                r.max_attempts = self.u32(v, &f, 1);
+                continue;
+            }
+            for (bk, bv) in self.map(v, &f, BACKOFF_KEYS).unwrap_or_default() {
+                let bf = join(&f, bk);
+                match bk {
+                    "initial_seconds" => r.initial_delay_ms = self.seconds_ms(bv, &bf),
+                    "multiplier" => r.multiplier = self.float(bv, &bf),
+                    _ => r.max_delay_ms = self.seconds_ms(bv, &bf),
+                }
+            }
+        }
+        Some(r)
+    }
+
+    fn seconds_ms(&mut self, node: &Node, field: &str) -> Option<u64> {
+        match node.to_json() {
+            Value::Number(n) if n.as_f64().is_some_and(|f| (0.0..=86_400.0).contains(&f)) => {
+                n.as_f64().map(|f| (f * 1000.0) as u64)
+            }
+            other => {
+                self.err(
+                    node.pos.line,
+                    field,
+                    format!(
+                        "expected seconds between 0 and 86400, found {}",
+                        show(&other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Resolves step references, builds the graph, and checks templates.
+    fn resolve(
+        &mut self,
+        raw: Vec<RawStep<'_>>,
+        inputs: &[InputDecl],
+        limits: &Limits,
+    ) -> Option<(Vec<Step>, Graph)> {
+        let mut ok = true;
+        // Duplicate ids.
+        for (i, s) in raw.iter().enumerate() {
+            if let Some(first) = raw[..i].iter().find(|p| p.id == s.id) {
+                self.step = Some(s.id.clone());
+                self.err(
+                    s.node.pos.line,
+                    format!("steps[{i}].id"),
+                    format!(
+                        "duplicate step id `{}` (first defined at line {})",
+                        s.id, first.node.pos.line
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let index = |id: &str| raw.iter().position(|s| s.id == id);
+        let mut needs = Vec::new();
+        let mut next = Vec::new();
+        for (i, s) in raw.iter().enumerate() {
+            self.step = Some(s.id.clone());
+            let resolved_needs = s.needs.as_ref().map(|list| {
+                let mut v: Vec<usize> = Vec::new();
+                for (dep, line) in list {
+                    match index(dep) {
+                        Some(j) if j == i => {
+                            self.err(
+                                *line,
+                                format!("steps[{i}].needs"),
+                                "a step cannot need itself",
+                            );
+                            ok = false;
+                        }
+                        Some(j) if !v.contains(&j) => v.push(j),
+                        Some(_) => {}
+                        None => {
+                            self.err(
+                                *line,
+                                format!("steps[{i}].needs"),
+                                format!(
+                                    "unknown step `{dep}`{}",
+                                    suggest(dep, raw.iter().map(|s| s.id.as_str()))
+                                ),
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                v
+            });
+            needs.push(resolved_needs);
+            next.push(match &s.next {
+                Some((target, line)) => match index(target) {
+                    Some(j) => Some((j, *line)),
+                    None => {
+                        self.err(
+                            *line,
+                            format!("steps[{i}].next"),
+                            format!(
+                                "unknown step `{target}`{}",
+                                suggest(target, raw.iter().map(|s| s.id.as_str()))
+                            ),
+                        );
+                        ok = false;
+                        None
+                    }
+                },
+                None => None,
+            });
+        }
+        for (i, n) in next.iter().enumerate() {
+            if let Some((j, line)) = n
+                && needs[*j].is_some()
+            {
+                self.step = Some(raw[i].id.clone());
+                self.err(*line, format!("steps[{i}].next"), format!("step `{}` declares `needs`, so it runs when those finish and cannot also be a `next` target", raw[*j].id));
+                ok = false;
+            }
+        }
+        let next_idx: Vec<Option<usize>> = next.iter().map(|n| n.map(|(j, _)| j)).collect();
+        let graph = Graph::build(&needs, &next_idx);
+        if ok {
+            if let Some(cycle) = graph.find_cycle() {
+                let names: Vec<&str> = cycle.iter().map(|&i| raw[i].id.as_str()).collect();
+                let first = cycle[0];
+                self.step = Some(raw[first].id.clone());
+                self.err(
+                    raw[first].node.pos.line,
+                    format!("steps[{first}]"),
+                    format!(
+                        "cycle: {} (steps can only loop through review decisions)",
+                        names.join(" -> ")
+                    ),
+                );
+                ok = false;
+            } else {
+                for (i, reachable) in graph.reachable().into_iter().enumerate() {
+                    if !reachable {
+                        self.step = Some(raw[i].id.clone());
+                        self.err(raw[i].node.pos.line, format!("steps[{i}]"), "step is never reached: no step routes to it and it has no `needs` that can all run");
+                        ok = false;
+                    }
+                }
+            }
+        }
+        if raw.len() > limits.max_total_iterations as usize {
+            self.step = None;
+            let line = raw.first().map_or(1, |s| s.node.pos.line);
+            self.err(line, "limits.max_total_iterations", format!("the workflow has {} steps but limits.max_total_iterations is {}; raise the limit", raw.len(), limits.max_total_iterations));
+        }
+        // Templates.
+        for (i, s) in raw.iter().enumerate() {
+            self.step = Some(s.id.clone());
+            for (field, line, t) in &s.templates {
+                for r in t.refs() {
+                    match r {
+                        Ref::Input { name, .. } if !inputs.iter().any(|d| &d.name == name) => {
+                            self.err(
+                                *line,
+                                field,
+                                format!(
+                                    "template `{{{{{r}}}}}` names unknown input `{name}`{}",
+                                    suggest(name, inputs.iter().map(|d| d.name.as_str()))
+                                ),
+                            );
+                        }
+                        Ref::StepOutput { step, key } => match index(step) {
+                            None => self.err(
+                                *line,
+                                field,
+                                format!(
+                                    "template `{{{{{r}}}}}` names unknown step `{step}`{}",
+                                    suggest(step, raw.iter().map(|s| s.id.as_str()))
+                                ),
+                            ),
+                            Some(j) if j == i => self.err(
+                                *line,
+                                field,
+                                format!(
+                                    "template `{{{{{r}}}}}`: a step cannot read its own outputs"
+                                ),
+                            ),
+                            Some(j) => {
+                                let producer = &raw[j];
+                                let builtin = producer
+                                    .kind
+                                    .as_ref()
+                                    .map_or(&[][..], StepKind::builtin_outputs);
+                                if !builtin.contains(&key.as_str())
+                                    && !producer.outputs.iter().any(|o| &o.key == key)
+                                {
+                                    self.err(*line, field, format!("template `{{{{{r}}}}}`: step `{step}` has no output `{key}` (it has: {})", output_names(builtin, &producer.outputs)));
+                                } else if ok && !graph.has_path(j, i) {
+                                    self.err(*line, field, format!("template `{{{{{r}}}}}`: step `{step}` does not run before `{}`; add it to `needs`", s.id));
+                                }
+                            }
+                        },
+                        _ => {}
+                    }
+                }
+            }
+        }
+        self.step = None;
+        if !ok {
+            return None;
+        }
+        let default_retry = RetryPolicy::from_limits(limits);
+        let ids: Vec<String> = raw.iter().map(|s| s.id.clone()).collect();
+        let steps = raw
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let retry = s.retry.map_or(default_retry, |r| RetryPolicy {
+                    max_attempts: r.max_attempts.unwrap_or(default_retry.max_attempts),
+                    initial_delay_ms: r.initial_delay_ms.unwrap_or(default_retry.initial_delay_ms),
+                    multiplier: r.multiplier.unwrap_or(default_retry.multiplier),
+                    max_delay_ms: r.max_delay_ms.unwrap_or(default_retry.max_delay_ms),
+                });
+                Some(Step {
+                    id: s.id,
+                    kind: s.kind?,
+                    needs: needs[i]
+                        .as_ref()
+                        .map(|v| v.iter().map(|&j| ids[j].clone()).collect()),
+                    next: s.next.map(|(n, _)| n),
+                    outputs: s.outputs,
+                    timeout_seconds: s.timeout_seconds.unwrap_or(limits.step_timeout_seconds),
+                    retry,
+                    line: s.node.pos.line,
+                })
+            })
+            .collect::<Vec<_>>();
+        if steps.len() != needs.len() {
+            return None;
+        }
+        Some((steps, graph))
+    }
+}
+
+fn lookup<'a>(entries: &[(&str, &'a Node)], key: &str) -> Option<&'a Node> {
+    entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
+
+fn node_get<'a>(node: &'a Node, key: &str) -> Option<&'a Node> {
+    match &node.kind {
+        NodeKind::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+fn join(base: &str, key: &str) -> String {
+    if base.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{base}.{key}")
+    }
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("`{s}`"),
+        Value::Null => "nothing".into(),
+        other => format!("`{other}`"),
+    }
+}
+
+fn output_names(builtin: &[&str], declared: &[OutputDecl]) -> String {
+    let mut names: Vec<&str> = builtin.to_vec();
+    names.extend(declared.iter().map(|o| o.key.as_str()));
+    if names.is_empty() {
+        "no outputs".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// " (did you mean `x`?)" when a known name is one or two edits away.
+fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
+    known
+        .filter(|k| {
+            let d = edit_distance(name, k);
+            d <= 2 && d < name.len().min(k.len())
+        })
+        .min_by_key(|k| edit_distance(name, k))
+        .map(|k| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
