@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod event;
+pub mod ids;
 pub mod inputs;
 pub mod job;
 pub mod progress;

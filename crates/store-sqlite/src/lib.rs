@@ -1,1 +1,333 @@
-//! x
+//! Steward's embedded store: one SQLite file in WAL mode, durable by default.
+//!
+//! Layout: [`SqliteStore`] owns a write connection on a dedicated thread
+//! (`writer`, which batches concurrent writes into one transaction: group
+//! commit) and a read connection used from blocking tasks. The SQL of each
+//! write lives in `ops`, row mapping in `rows`, and the schema in
+//! `migrations/` (applied on open, versioned with `PRAGMA user_version`).
+//!
+//! Durability: [`Durability::Full`] (the default) is `synchronous=FULL`, which
+//! survives power loss for every acknowledged write. [`Durability::ProcessCrash`]
+//! is `synchronous=NORMAL`: it survives a crash or kill of the process but
+//! may lose the last commits on power loss. It exists for benchmarks and
+//! throwaway data and is never the default.
+
+mod ops;
+mod rows;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags, ffi};
+
+use steward_core::Timestamp;
+use steward_core::event::Event;
+use steward_core::ids::IdGen;
+use steward_store::{
+    Attempt, Commit, CommitOutcome, Error, NewRun, Recovered, Result, Run, RunFilter, Store,
+};
+
+use writer::Writer;
+
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/001_initial.sql")];
+
+/// How much a commit survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: survives power loss. The default.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: survives a process crash only. Opt-in.
+    ProcessCrash,
+}
+
+/// How to open the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Options {
+    /// Durability of writes.
+    pub durability: Durability,
+    /// Open without a writer; every write fails with [`Error::ReadOnly`].
+    pub read_only: bool,
+}
+
+/// A [`Store`] on one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Option<Writer>,
+    reader: Arc<Mutex<Connection>>,
+    ids: Arc<dyn IdGen>,
+}
+
+/// Maps a SQLite error to a store error, naming the file where it helps.
+pub(crate) fn map_err(path: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| {
+        let detail = e.to_string();
+        let code = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+            _ => None,
+        };
+        match code {
+            Some(ffi::ErrorCode::NotADatabase | ffi::ErrorCode::DatabaseCorrupt) => {
+                Error::Corrupt {
+                    path: path.to_owned(),
+                    detail,
+                }
+            }
+            Some(ffi::ErrorCode::ReadOnly) => Error::ReadOnly {
+                path: path.to_owned(),
+                detail,
+            },
+            Some(ffi::ErrorCode::ConstraintViolation) => Error::Invalid(detail),
+            _ if path.is_empty() => Error::Unavailable { detail },
+            _ => Error::Unavailable {
+                detail: format!("{path}: {detail}"),
+            },
+        }
+    }
+}
+
+fn configure(conn: &Connection, path: &str, durability: Durability) -> Result<()> {
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::ProcessCrash => "NORMAL",
+    };
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(map_err(path))?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
+    ))
+    .map_err(map_err(path))
+}
+
+fn migrate(conn: &Connection, path: &str) -> Result<()> {
+    // The first statement that touches the file is where a damaged or foreign file shows.
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(map_err(path))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(Error::Corrupt {
+            path: path.to_owned(),
+            detail: format!(
+                "schema version {version} is newer than this steward understands ({known}); upgrade steward"
+            ),
+        });
+    }
+    if version < known {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(map_err(path))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Unavailable {
+                detail: format!("{path}: cannot enable WAL (journal_mode is {mode})"),
+            });
+        }
+        let tx = conn.unchecked_transaction().map_err(map_err(path))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql).map_err(map_err(path))?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+                .map_err(map_err(path))?;
+        }
+        tx.commit().map_err(map_err(path))?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (and in read-write mode creates and migrates) the database at `path`.
+    ///
+    /// The directory must exist. A file that is not a Steward database is
+    /// reported as [`Error::Corrupt`] and left untouched.
+    pub fn open(path: &Path, options: Options, ids: Arc<dyn IdGen>) -> Result<SqliteStore> {
+        let shown = path.display().to_string();
+        let writer = if options.read_only {
+            None
+        } else {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(map_err(&shown))?;
+            configure(&conn, &shown, options.durability)?;
+            migrate(&conn, &shown)?;
+            Some(Writer::spawn(conn, shown.clone())?)
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let reader = Connection::open_with_flags(path, flags).map_err(map_err(&shown))?;
+        configure(&reader, &shown, options.durability)?;
+        let version: i64 = reader
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(map_err(&shown))?;
+        if version != MIGRATIONS.len() as i64 {
+            return Err(Error::Corrupt {
+                path: shown,
+                detail: format!("schema version {version}, expected {}", MIGRATIONS.len()),
+            });
+        }
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer,
+                reader: Arc::new(Mutex::new(reader)),
+                ids,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &dyn IdGen) -> Result<T> + Send + 'static,
+    {
+        let Some(writer) = &self.inner.writer else {
+            return Err(Error::ReadOnly {
+                path: self.inner.path.display().to_string(),
+                detail: "opened read-only".into(),
+            });
+        };
+        let ids = self.inner.ids.clone();
+        writer.submit(move |conn| f(conn, ids.as_ref())).await
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let reader = self.inner.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().map_err(|_| Error::Unavailable {
+                detail: "the read connection is poisoned".into(),
+            })?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| Error::Unavailable {
+            detail: format!("read task failed: {e}"),
+        })?
+    }
+}
+
+fn collect<T>(rows: Vec<Result<T>>) -> Result<Vec<T>> {
+    rows.into_iter().collect()
+}
+
+impl Store for SqliteStore {
+    async fn create_run(&self, run: NewRun) -> Result<Run> {
+        self.write(move |conn, ids| ops::create_run(conn, ids, &run))
+            .await
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<CommitOutcome> {
+        self.write(move |conn, ids| ops::commit(conn, ids, &commit))
+            .await
+    }
+
+    async fn heartbeat(
+        &self,
+        owner: &str,
+        run_ids: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<String>> {
+        let (owner, run_ids) = (owner.to_owned(), run_ids.to_vec());
+        self.write(move |conn, _| ops::heartbeat(conn, &owner, &run_ids, now))
+            .await
+    }
+
+    async fn recover_stalled(&self, now: Timestamp, threshold_secs: u64) -> Result<Vec<Recovered>> {
+        self.write(move |conn, ids| ops::recover_stalled(conn, ids, now, threshold_secs))
+            .await
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Run> {
+        let run_id = run_id.to_owned();
+        self.read(move |conn| ops::get_run(conn, &run_id)).await
+    }
+
+    async fn list_runs(&self, filter: RunFilter) -> Result<Vec<Run>> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM runs WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC, run_id DESC LIMIT ?2",
+                rows::RUN_COLUMNS
+            );
+            let rows = conn
+                .prepare_cached(&sql)
+                .and_then(|mut st| {
+                    st.query_map(
+                        rusqlite::params![filter.state.map(|s| s.as_str()), filter.limit.map_or(-1, i64::from)],
+                        rows::run_from_row,
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(map_err(""))?;
+            collect(rows)
+        })
+        .await
+    }
+
+    async fn list_attempts(&self, run_id: &str) -> Result<Vec<Attempt>> {
+        let run_id = run_id.to_owned();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM step_attempts WHERE run_id = ?1 ORDER BY ordinal",
+                rows::ATTEMPT_COLUMNS
+            );
+            let rows = conn
+                .prepare_cached(&sql)
+                .and_then(|mut st| {
+                    st.query_map([&run_id], rows::attempt_from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(map_err(""))?;
+            collect(rows)
+        })
+        .await
+    }
+
+    async fn list_events(&self, run_id: &str, after_seq: i64) -> Result<Vec<Event>> {
+        let run_id = run_id.to_owned();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+                rows::EVENT_COLUMNS
+            );
+            let rows = conn
+                .prepare_cached(&sql)
+                .and_then(|mut st| {
+                    st.query_map(rusqlite::params![run_id, after_seq], rows::event_from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(map_err(""))?;
+            collect(rows)
+        })
+        .await
+    }
+
+    async fn get_definition(&self, hash: &str) -> Result<String> {
+        let hash = hash.to_owned();
+        self.read(move |conn| {
+            use rusqlite::OptionalExtension;
+            conn.prepare_cached("SELECT source FROM definitions WHERE hash = ?1")
+                .and_then(|mut st| st.query_row([&hash], |r| r.get(0)).optional())
+                .map_err(map_err(""))?
+                .ok_or(Error::NotFound {
+                    what: "definition",
+                    id: hash,
+                })
+        })
+        .await
+    }
+}

@@ -1,1 +1,165 @@
-//! x
+//! Steward's storage contract: one [`Store`] trait that every backend implements.
+//!
+//! The store is the single source of truth (design decision 2). Each write
+//! method is one transaction: a state change and the Flight Recorder events
+//! that record it are committed together or not at all, so there is never a
+//! transition without its event nor an event without its transition. Event
+//! payloads are built by the store from the change itself (with event IDs
+//! from an injected [`steward_core::ids::IdGen`]), which makes that pairing
+//! structural rather than a convention callers must remember.
+//!
+//! Every write of a run's state goes through
+//! [`steward_core::state::check_run_transition`] and is conditional on the
+//! state (and, where given, the owner) the caller last saw, which is how a
+//! stale process is fenced off: its late write fails with
+//! [`Error::Conflict`] and changes nothing.
+//!
+//! The conformance suite in `steward-store-testkit` is the executable form of
+//! the contracts documented on each method; every backend runs it.
+#![warn(missing_docs)]
+
+mod types;
+
+use std::future::Future;
+
+pub use types::*;
+
+use steward_core::Timestamp;
+use steward_core::event::Event;
+
+/// Storage errors, split by what a caller can do about them.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The run (or definition) does not exist.
+    #[error("{what} `{id}` not found")]
+    NotFound {
+        /// What was looked up.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The run is not in the state (or not held by the owner) the writer expected.
+    #[error("run `{run_id}` changed underneath this write: expected {expected}, found {actual}")]
+    Conflict {
+        /// The run.
+        run_id: String,
+        /// What the writer expected.
+        expected: String,
+        /// What the store holds.
+        actual: String,
+    },
+    /// The write breaks the run state machine.
+    #[error("run `{run_id}`: {source}")]
+    InvalidTransition {
+        /// The run.
+        run_id: String,
+        /// The rejected edge.
+        source: steward_core::state::InvalidTransition,
+    },
+    /// The write breaks another invariant (job contract, attempt lifecycle, duplicate id).
+    #[error("{0}")]
+    Invalid(String),
+    /// The database file is damaged or not a Steward database.
+    #[error("database {path} is unreadable: {detail}")]
+    Corrupt {
+        /// Where.
+        path: String,
+        /// What the database engine said.
+        detail: String,
+    },
+    /// The database is opened read-only or its directory is not writable.
+    #[error("database {path} is read-only: {detail}")]
+    ReadOnly {
+        /// Where.
+        path: String,
+        /// What the database engine said.
+        detail: String,
+    },
+    /// The database could not be reached or failed transiently; retrying may help.
+    #[error("storage unavailable: {detail}")]
+    Unavailable {
+        /// What failed.
+        detail: String,
+    },
+}
+
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Error {
+    /// Whether retrying the same call may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The storage a Steward engine runs on.
+///
+/// Methods return `Send` futures so the engine can drive many runs on a
+/// multi-threaded runtime. All timestamps are supplied by the caller; the
+/// store never reads a clock, which keeps its behaviour reproducible in tests.
+pub trait Store: Send + Sync + 'static {
+    /// Creates a run in `queued` with its `run_created` event, storing the
+    /// definition source under its hash if it is not there yet.
+    ///
+    /// Refuses a job contract that breaks DG-JOB-06 ([`Error::Invalid`]) and a
+    /// duplicate `run_id` ([`Error::Invalid`]); nothing is written then.
+    fn create_run(&self, run: NewRun) -> impl Future<Output = Result<Run>> + Send;
+
+    /// Applies one [`Commit`] atomically: the transition, attempt starts and
+    /// finishes, and run fields, each with its event, in that order.
+    ///
+    /// Fails with [`Error::Conflict`] if the run's state (or owner, when
+    /// checked) is not what `commit.expect` says, with
+    /// [`Error::InvalidTransition`] if the transition is not in the table,
+    /// and with [`Error::Invalid`] if an attempt already exists (start) or is
+    /// not running (finish). On any error nothing is written.
+    fn commit(&self, commit: Commit) -> impl Future<Output = Result<CommitOutcome>> + Send;
+
+    /// Renews the heartbeat of the given runs if they are still `running`
+    /// and held by `owner`. Returns the runs that are not, so their
+    /// executor can stop (they were cancelled or recovered by someone else).
+    /// Writes no events.
+    fn heartbeat(
+        &self,
+        owner: &str,
+        run_ids: &[String],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// The recovery scan (HSK-WF-003): in one transaction, moves every
+    /// `running` run whose heartbeat is older than `threshold_secs` to
+    /// `stalled`, records FR-EVT-WF-RECOVERY (actor `system`) for each, and
+    /// marks their in-flight attempts `interrupted`. Idempotent: a second
+    /// scan finds nothing.
+    fn recover_stalled(
+        &self,
+        now: Timestamp,
+        threshold_secs: u64,
+    ) -> impl Future<Output = Result<Vec<Recovered>>> + Send;
+
+    /// One run. [`Error::NotFound`] if there is none.
+    fn get_run(&self, run_id: &str) -> impl Future<Output = Result<Run>> + Send;
+
+    /// Runs, newest first, optionally only in one state.
+    fn list_runs(&self, filter: RunFilter) -> impl Future<Output = Result<Vec<Run>>> + Send;
+
+    /// A run's attempts in the order they started. Empty for an unknown run.
+    fn list_attempts(&self, run_id: &str) -> impl Future<Output = Result<Vec<Attempt>>> + Send;
+
+    /// A run's events with `seq > after_seq`, in sequence order.
+    fn list_events(
+        &self,
+        run_id: &str,
+        after_seq: i64,
+    ) -> impl Future<Output = Result<Vec<Event>>> + Send;
+
+    /// The definition source stored under `hash`.
+    fn get_definition(&self, hash: &str) -> impl Future<Output = Result<String>> + Send;
+}

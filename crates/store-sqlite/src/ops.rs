@@ -1,0 +1,485 @@
+//! The SQL behind each write, run inside the writer's transaction.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use steward_core::Timestamp;
+use steward_core::event::{Actor, Payload};
+use steward_core::idempotency_key;
+use steward_core::ids::IdGen;
+use steward_core::job::check_contract;
+use steward_core::state::{
+    AttemptStatus, RunState, TransitionCause, check_attempt_transition, check_run_transition,
+};
+use steward_store::{Commit, CommitOutcome, Error, NewRun, Recovered, Result, Run};
+
+use crate::map_err;
+use crate::rows::{RUN_COLUMNS, run_from_row};
+
+/// The fields of a run a commit reads and writes.
+struct RunHead {
+    state: RunState,
+    owner: Option<String>,
+    job_id: String,
+    trace_id: String,
+    last_event_seq: i64,
+    total_iterations: u32,
+}
+
+fn head(conn: &Connection, run_id: &str) -> Result<RunHead> {
+    conn.prepare_cached(
+        "SELECT state, owner, job_id, trace_id, last_event_seq, total_iterations FROM runs WHERE run_id = ?1",
+    )
+    .and_then(|mut st| {
+        st.query_row([run_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })
+        .optional()
+    })
+    .map_err(map_err(""))?
+    .ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })
+    .and_then(|(state, owner, job_id, trace_id, last_event_seq, total_iterations)| {
+        Ok(RunHead {
+            state: state.parse().map_err(|e| Error::Corrupt { path: String::new(), detail: format!("run `{run_id}`: {e}") })?,
+            owner,
+            job_id,
+            trace_id,
+            last_event_seq,
+            total_iterations,
+        })
+    })
+}
+
+/// Appends one event to a run's log, taking the next sequence number.
+#[allow(clippy::too_many_arguments)]
+fn append_event(
+    conn: &Connection,
+    ids: &dyn IdGen,
+    run_id: &str,
+    h: &mut RunHead,
+    ts: Timestamp,
+    actor: Actor,
+    actor_id: &str,
+    payload: &Payload,
+) -> Result<()> {
+    h.last_event_seq += 1;
+    conn.prepare_cached(
+        "INSERT INTO events (run_id, seq, event_id, ts, event_type, actor, actor_id, trace_id, job_id, step_id, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            run_id,
+            h.last_event_seq,
+            ids.next_id(),
+            ts.millis(),
+            payload.event_type(),
+            actor.as_str(),
+            actor_id,
+            h.trace_id,
+            h.job_id,
+            payload.step_id(),
+            payload.to_json().to_string(),
+        ])
+    })
+    .map_err(map_err(""))?;
+    Ok(())
+}
+
+pub(crate) fn create_run(conn: &Connection, ids: &dyn IdGen, run: &NewRun) -> Result<Run> {
+    check_contract(&run.contract).map_err(|e| Error::Invalid(e.to_string()))?;
+    let exists: bool = conn
+        .prepare_cached("SELECT 1 FROM runs WHERE run_id = ?1")
+        .and_then(|mut st| st.exists([&run.run_id]))
+        .map_err(map_err(""))?;
+    if exists {
+        return Err(Error::Invalid(format!(
+            "run `{}` already exists",
+            run.run_id
+        )));
+    }
+    let now = run.now.millis();
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO definitions (hash, workflow_id, version, source, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![run.definition_hash, run.workflow_id, run.workflow_version, run.definition_source, now])
+    })
+    .map_err(map_err(""))?;
+    conn.prepare_cached(
+        "INSERT INTO runs (run_id, workflow_id, workflow_version, definition_hash, inputs, state, summary,
+             job_id, trace_id, job_kind, profile_id, protocol_id, created_at, updated_at, last_progress_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', 'queued', ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            run.run_id,
+            run.workflow_id,
+            run.workflow_version,
+            run.definition_hash,
+            Value::Object(run.inputs.clone()).to_string(),
+            run.job_id,
+            run.trace_id,
+            run.contract.job_kind.as_str(),
+            run.contract.profile_id,
+            run.contract.protocol_id,
+            now,
+        ])
+    })
+    .map_err(map_err(""))?;
+    let mut h = head(conn, &run.run_id)?;
+    let mut input_keys: Vec<String> = run.inputs.keys().cloned().collect();
+    input_keys.sort();
+    let payload = Payload::RunCreated {
+        workflow_id: run.workflow_id.clone(),
+        workflow_version: run.workflow_version,
+        definition_hash: run.definition_hash.clone(),
+        input_keys,
+    };
+    append_event(
+        conn,
+        ids,
+        &run.run_id,
+        &mut h,
+        run.now,
+        run.actor,
+        &run.actor_id,
+        &payload,
+    )?;
+    conn.prepare_cached("UPDATE runs SET last_event_seq = ?2 WHERE run_id = ?1")
+        .and_then(|mut st| st.execute(params![run.run_id, h.last_event_seq]))
+        .map_err(map_err(""))?;
+    get_run(conn, &run.run_id)
+}
+
+pub(crate) fn get_run(conn: &Connection, run_id: &str) -> Result<Run> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1");
+    let row = conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| st.query_row([run_id], run_from_row).optional())
+        .map_err(map_err(""))?;
+    row.ok_or_else(|| Error::NotFound {
+        what: "run",
+        id: run_id.to_owned(),
+    })?
+}
+
+fn finish_attempt(
+    conn: &Connection,
+    ids: &dyn IdGen,
+    c: &Commit,
+    h: &mut RunHead,
+    f: &steward_store::AttemptFinish,
+    actor: Actor,
+    actor_id: &str,
+) -> Result<()> {
+    let row: Option<(String, i64)> = conn
+        .prepare_cached("SELECT status, started_at FROM step_attempts WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3")
+        .and_then(|mut st| st.query_row(params![c.run_id, f.step_id, f.attempt], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(map_err(""))?;
+    let Some((status, started_at)) = row else {
+        return Err(Error::Invalid(format!(
+            "run `{}`: attempt {} of step `{}` was never started",
+            c.run_id, f.attempt, f.step_id
+        )));
+    };
+    let from: AttemptStatus = status.parse().map_err(|e| Error::Corrupt {
+        path: String::new(),
+        detail: format!("{e}"),
+    })?;
+    if !check_attempt_transition(from, f.status) {
+        return Err(Error::Invalid(format!(
+            "run `{}`: attempt {} of step `{}` is already {from}, it cannot become {}",
+            c.run_id, f.attempt, f.step_id, f.status
+        )));
+    }
+    conn.prepare_cached(
+        "UPDATE step_attempts SET status = ?4, output = ?5, error = ?6, retryable = ?7, routes = ?8, finished_at = ?9
+         WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            c.run_id,
+            f.step_id,
+            f.attempt,
+            f.status.as_str(),
+            f.output.as_ref().map(Value::to_string),
+            f.error,
+            f.retryable,
+            serde_json::to_string(&f.routes).unwrap_or_else(|_| "[]".into()),
+            c.now.millis(),
+        ])
+    })
+    .map_err(map_err(""))?;
+    let payload = Payload::StepAttemptFinished {
+        step_id: f.step_id.clone(),
+        attempt: f.attempt,
+        status: f.status,
+        error: f.error.clone(),
+        duration_ms: c.now.millis().saturating_sub(started_at),
+    };
+    append_event(conn, ids, &c.run_id, h, c.now, actor, actor_id, &payload)
+}
+
+fn running_attempts(conn: &Connection, run_id: &str) -> Result<Vec<(String, u32)>> {
+    conn.prepare_cached("SELECT step_id, attempt FROM step_attempts WHERE run_id = ?1 AND status = 'running' ORDER BY ordinal")
+        .and_then(|mut st| st.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(map_err(""))
+}
+
+pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<CommitOutcome> {
+    let mut h = head(conn, &c.run_id)?;
+    if h.state != c.expect.state {
+        return Err(Error::Conflict {
+            run_id: c.run_id.clone(),
+            expected: format!("state {}", c.expect.state),
+            actual: format!("state {}", h.state),
+        });
+    }
+    if let Some(owner) = &c.expect.owner
+        && h.owner.as_ref() != Some(owner)
+    {
+        return Err(Error::Conflict {
+            run_id: c.run_id.clone(),
+            expected: format!("owner {owner}"),
+            actual: format!("owner {}", h.owner.as_deref().unwrap_or("none")),
+        });
+    }
+    for f in &c.finished {
+        finish_attempt(conn, ids, c, &mut h, f, c.actor, &c.actor_id)?;
+    }
+    if let Some(status) = c.finish_running_as {
+        for (step_id, attempt) in running_attempts(conn, &c.run_id)? {
+            let f = steward_store::AttemptFinish {
+                step_id,
+                attempt,
+                status,
+                output: None,
+                error: Some(match status {
+                    AttemptStatus::Cancelled => "the run was cancelled".to_owned(),
+                    _ => "the process running this attempt stopped".to_owned(),
+                }),
+                retryable: status == AttemptStatus::Interrupted,
+                routes: Vec::new(),
+            };
+            finish_attempt(conn, ids, c, &mut h, &f, c.actor, &c.actor_id)?;
+        }
+    }
+    let now = c.now.millis();
+    let mut terminal_reason: Option<&str> = None;
+    if let Some(t) = &c.transition {
+        check_run_transition(h.state, t.to, t.cause).map_err(|source| {
+            Error::InvalidTransition {
+                run_id: c.run_id.clone(),
+                source,
+            }
+        })?;
+        let payload = Payload::RunStateChanged {
+            from_state: h.state,
+            to_state: t.to,
+            reason: t.reason.clone(),
+        };
+        append_event(
+            conn,
+            ids,
+            &c.run_id,
+            &mut h,
+            c.now,
+            c.actor,
+            &c.actor_id,
+            &payload,
+        )?;
+        h.state = t.to;
+        if t.to.is_terminal() {
+            terminal_reason = Some(&t.reason);
+        }
+    }
+    for s in &c.started {
+        h.total_iterations += 1;
+        let key = idempotency_key(&c.run_id, &s.step_id, s.attempt);
+        let inserted = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO step_attempts (run_id, step_id, attempt, visit, ordinal, status, idempotency_key, input, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![c.run_id, s.step_id, s.attempt, s.visit, h.total_iterations, key, s.input.to_string(), now])
+            })
+            .map_err(map_err(""))?;
+        if inserted == 0 {
+            return Err(Error::Invalid(format!(
+                "run `{}`: attempt {} of step `{}` already exists",
+                c.run_id, s.attempt, s.step_id
+            )));
+        }
+        let payload = Payload::StepAttemptStarted {
+            step_id: s.step_id.clone(),
+            attempt: s.attempt,
+            visit: s.visit,
+            idempotency_key: key,
+        };
+        append_event(
+            conn,
+            ids,
+            &c.run_id,
+            &mut h,
+            c.now,
+            c.actor,
+            &c.actor_id,
+            &payload,
+        )?;
+    }
+    let owner = if h.state.is_terminal() || h.state == RunState::Stalled {
+        None
+    } else {
+        c.set_owner.clone().or(h.owner.clone())
+    };
+    let current = c.started.last().map(|s| (s.step_id.clone(), s.attempt));
+    conn.prepare_cached(
+        "UPDATE runs SET
+            state = ?2,
+            current_step_id = COALESCE(?3, current_step_id),
+            current_attempt = COALESCE(?4, current_attempt),
+            summary = COALESCE(?5, summary),
+            terminal_reason = COALESCE(?6, terminal_reason),
+            total_iterations = ?7,
+            owner = ?8,
+            started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?9) ELSE started_at END,
+            updated_at = ?9,
+            heartbeat_at = CASE WHEN ?2 = 'running' THEN ?9 ELSE heartbeat_at END,
+            last_progress_at = ?9,
+            finished_at = ?10,
+            last_event_seq = ?11
+         WHERE run_id = ?1",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            c.run_id,
+            h.state.as_str(),
+            current.as_ref().map(|c| c.0.clone()),
+            current.as_ref().map(|c| c.1),
+            c.summary,
+            terminal_reason,
+            h.total_iterations,
+            owner,
+            now,
+            h.state.is_terminal().then_some(now),
+            h.last_event_seq,
+        ])
+    })
+    .map_err(map_err(""))?;
+    Ok(CommitOutcome {
+        state: h.state,
+        last_event_seq: h.last_event_seq,
+    })
+}
+
+pub(crate) fn heartbeat(
+    conn: &Connection,
+    owner: &str,
+    run_ids: &[String],
+    now: Timestamp,
+) -> Result<Vec<String>> {
+    let mut lost = Vec::new();
+    for run_id in run_ids {
+        let n = conn
+            .prepare_cached(
+                "UPDATE runs SET heartbeat_at = ?3, last_progress_at = ?3 WHERE run_id = ?1 AND owner = ?2 AND state = 'running'",
+            )
+            .and_then(|mut st| st.execute(params![run_id, owner, now.millis()]))
+            .map_err(map_err(""))?;
+        if n == 0 {
+            lost.push(run_id.clone());
+        }
+    }
+    Ok(lost)
+}
+
+pub(crate) fn recover_stalled(
+    conn: &Connection,
+    ids: &dyn IdGen,
+    now: Timestamp,
+    threshold_secs: u64,
+) -> Result<Vec<Recovered>> {
+    let cutoff = now
+        .millis()
+        .saturating_sub((threshold_secs as i64).saturating_mul(1000));
+    let candidates: Vec<(String, String, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT run_id, workflow_id, heartbeat_at FROM runs
+             WHERE state = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < ?1) ORDER BY created_at",
+        )
+        .and_then(|mut st| st.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
+        .map_err(map_err(""))?;
+    let mut out = Vec::new();
+    for (run_id, workflow_id, heartbeat_at) in candidates {
+        let mut h = head(conn, &run_id)?;
+        check_run_transition(h.state, RunState::Stalled, TransitionCause::Recovery).map_err(
+            |source| Error::InvalidTransition {
+                run_id: run_id.clone(),
+                source,
+            },
+        )?;
+        let last_heartbeat_at = heartbeat_at.map(Timestamp);
+        let payload = Payload::WorkflowRecovery {
+            workflow_run_id: run_id.clone(),
+            job_id: h.job_id.clone(),
+            from_state: RunState::Running,
+            to_state: RunState::Stalled,
+            reason: format!(
+                "no heartbeat for more than {threshold_secs}s; the process running it is gone"
+            ),
+            last_heartbeat_ts: last_heartbeat_at.unwrap_or(now).to_rfc3339(),
+            threshold_secs,
+        };
+        append_event(
+            conn,
+            ids,
+            &run_id,
+            &mut h,
+            now,
+            Actor::System,
+            "recovery-scan",
+            &payload,
+        )?;
+        let mut interrupted = Vec::new();
+        let scan = Commit::new(
+            &run_id,
+            steward_store::Expect {
+                state: RunState::Running,
+                owner: None,
+            },
+            now,
+            Actor::System,
+            "recovery-scan",
+        );
+        for (step_id, attempt) in running_attempts(conn, &run_id)? {
+            let f = steward_store::AttemptFinish {
+                step_id: step_id.clone(),
+                attempt,
+                status: AttemptStatus::Interrupted,
+                output: None,
+                error: Some("the process running this attempt stopped".into()),
+                retryable: true,
+                routes: Vec::new(),
+            };
+            finish_attempt(conn, ids, &scan, &mut h, &f, Actor::System, "recovery-scan")?;
+            interrupted.push(idempotency_key(&run_id, &step_id, attempt));
+        }
+        conn.prepare_cached(
+            "UPDATE runs SET state = 'stalled', owner = NULL, summary = ?2, updated_at = ?3, last_progress_at = ?3, last_event_seq = ?4
+             WHERE run_id = ?1",
+        )
+        .and_then(|mut st| {
+            st.execute(params![run_id, "stalled: its process stopped; resume with `steward resume`", now.millis(), h.last_event_seq])
+        })
+        .map_err(map_err(""))?;
+        out.push(Recovered {
+            run_id,
+            workflow_id,
+            last_heartbeat_at,
+            interrupted_attempts: interrupted,
+        });
+    }
+    Ok(out)
+}

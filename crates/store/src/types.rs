@@ -1,0 +1,262 @@
+//! The records a store keeps and the change sets it applies.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use steward_core::Timestamp;
+use steward_core::event::Actor;
+use steward_core::job::JobContract;
+use steward_core::state::{AttemptStatus, RunState, TransitionCause};
+
+/// A run to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    /// Unique run id.
+    pub run_id: String,
+    /// The workflow's id.
+    pub workflow_id: String,
+    /// The workflow's version.
+    pub workflow_version: u32,
+    /// SHA-256 of `definition_source`.
+    pub definition_hash: String,
+    /// The YAML the run executes, kept so a resumed run uses it.
+    pub definition_source: String,
+    /// Typed input values.
+    pub inputs: Map<String, Value>,
+    /// The job this run executes.
+    pub job_id: String,
+    /// Correlates the job's events.
+    pub trace_id: String,
+    /// Job kind, profile and protocol.
+    pub contract: JobContract,
+    /// Who asked for it.
+    pub actor: Actor,
+    /// Which one.
+    pub actor_id: String,
+    /// When.
+    pub now: Timestamp,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    /// Unique run id.
+    pub run_id: String,
+    /// The workflow's id.
+    pub workflow_id: String,
+    /// The workflow's version.
+    pub workflow_version: u32,
+    /// The pinned definition.
+    pub definition_hash: String,
+    /// Typed input values.
+    pub inputs: Map<String, Value>,
+    /// Current state.
+    pub state: RunState,
+    /// The step most recently started.
+    pub current_step_id: Option<String>,
+    /// Its attempt number.
+    pub current_attempt: Option<u32>,
+    /// One line on where the run stands.
+    pub summary: String,
+    /// Why the run ended, once terminal.
+    pub terminal_reason: Option<String>,
+    /// The job.
+    pub job_id: String,
+    /// Correlates the job's events.
+    pub trace_id: String,
+    /// Job kind, profile and protocol.
+    pub contract: JobContract,
+    /// Attempts made so far, retries included.
+    pub total_iterations: u32,
+    /// The process executing it, while running.
+    pub owner: Option<String>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it first started running.
+    pub started_at: Option<Timestamp>,
+    /// When the record last changed.
+    pub updated_at: Timestamp,
+    /// Last liveness signal from its executor.
+    pub heartbeat_at: Option<Timestamp>,
+    /// Last progress (a write or a heartbeat).
+    pub last_progress_at: Timestamp,
+    /// When it reached a terminal state.
+    pub finished_at: Option<Timestamp>,
+    /// The sequence number of its latest event.
+    pub last_event_seq: i64,
+}
+
+impl Run {
+    /// Input names, sorted.
+    pub fn input_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.inputs.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+}
+
+/// One step attempt (HSK-WF-001: one row per node execution).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    /// The run.
+    pub run_id: String,
+    /// The step.
+    pub step_id: String,
+    /// Attempt number, increasing per step across the run.
+    pub attempt: u32,
+    /// Which visit of the step.
+    pub visit: u32,
+    /// Its status.
+    pub status: AttemptStatus,
+    /// `run:step:attempt`.
+    pub idempotency_key: String,
+    /// What the step was given (rendered command, environment names, ...).
+    pub input: Value,
+    /// What it produced.
+    pub output: Option<Value>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Whether a failure may be retried.
+    pub retryable: bool,
+    /// For a completed attempt, the steps it routed to.
+    pub routes: Vec<String>,
+    /// Recorded before it started.
+    pub started_at: Timestamp,
+    /// Recorded after it ended.
+    pub finished_at: Option<Timestamp>,
+}
+
+/// Which state (and owner) a commit expects; anything else is a conflict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expect {
+    /// The state the writer last saw.
+    pub state: RunState,
+    /// If set, the owner the run must have (fencing against stale executors).
+    pub owner: Option<String>,
+}
+
+/// A state transition with its reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The new state.
+    pub to: RunState,
+    /// Who causes it.
+    pub cause: TransitionCause,
+    /// Why; becomes the terminal reason for a terminal state.
+    pub reason: String,
+}
+
+/// An attempt to record before it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptStart {
+    /// The step.
+    pub step_id: String,
+    /// Its attempt number.
+    pub attempt: u32,
+    /// Its visit.
+    pub visit: u32,
+    /// What it is given.
+    pub input: Value,
+}
+
+/// An attempt's end to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptFinish {
+    /// The step.
+    pub step_id: String,
+    /// Its attempt number.
+    pub attempt: u32,
+    /// How it ended (not `running`).
+    pub status: AttemptStatus,
+    /// What it produced.
+    pub output: Option<Value>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Whether a failure may be retried.
+    pub retryable: bool,
+    /// For a completed attempt, the steps it routes to.
+    pub routes: Vec<String>,
+}
+
+/// One atomic change to one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit {
+    /// The run.
+    pub run_id: String,
+    /// What the writer expects to find.
+    pub expect: Expect,
+    /// When.
+    pub now: Timestamp,
+    /// Who.
+    pub actor: Actor,
+    /// Which one.
+    pub actor_id: String,
+    /// Attempts that ended (written first).
+    pub finished: Vec<AttemptFinish>,
+    /// A state change.
+    pub transition: Option<Transition>,
+    /// Attempts about to start.
+    pub started: Vec<AttemptStart>,
+    /// Finish every other `running` attempt with this status (cancel, resume).
+    pub finish_running_as: Option<AttemptStatus>,
+    /// A new summary line.
+    pub summary: Option<String>,
+    /// Take ownership (`Some(owner)`) of the run.
+    pub set_owner: Option<String>,
+}
+
+impl Commit {
+    /// An empty commit against `expect`.
+    pub fn new(
+        run_id: &str,
+        expect: Expect,
+        now: Timestamp,
+        actor: Actor,
+        actor_id: &str,
+    ) -> Commit {
+        Commit {
+            run_id: run_id.to_owned(),
+            expect,
+            now,
+            actor,
+            actor_id: actor_id.to_owned(),
+            finished: Vec::new(),
+            transition: None,
+            started: Vec::new(),
+            finish_running_as: None,
+            summary: None,
+            set_owner: None,
+        }
+    }
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommitOutcome {
+    /// The run's state afterwards.
+    pub state: RunState,
+    /// Its latest event sequence number.
+    pub last_event_seq: i64,
+}
+
+/// A run the recovery scan stalled.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recovered {
+    /// The run.
+    pub run_id: String,
+    /// Its workflow.
+    pub workflow_id: String,
+    /// Its last heartbeat.
+    pub last_heartbeat_at: Option<Timestamp>,
+    /// Attempts marked interrupted.
+    pub interrupted_attempts: Vec<String>,
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunFilter {
+    /// Only runs in this state.
+    pub state: Option<RunState>,
+    /// At most this many (newest first); `None` for all.
+    pub limit: Option<u32>,
+}
