@@ -1,1 +1,408 @@
-fn main() {}
+//! `steward`: the command line, and the one place that picks a store and wires the engine.
+//!
+//! Exit codes: 0 when the command succeeded (for `run`/`resume`: the run
+//! completed), 1 when a run ended any other way, 2 for errors (bad input, a
+//! missing run, an unreadable database).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod app;
+mod args;
+mod bench;
+mod output;
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use serde_json::{Map, Value, json};
+
+use steward_core::state::RunState;
+use steward_core::workflow;
+use steward_runtime::{CreateRun, Engine};
+use steward_store::{Run, RunFilter, Store};
+use steward_store_sqlite::{Durability, SqliteStore};
+
+use args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(dispatch(&cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn print_json(v: &Value) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn print_text(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())?;
+    Ok(())
+}
+
+async fn dispatch(cli: &Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Run {
+            file,
+            inputs,
+            input_file,
+            detach,
+            json,
+        } => run(cli, file, inputs, input_file.as_deref(), *detach, *json).await,
+        Command::Status { run, json } => {
+            let store = app::open_ro(&cli.data_dir)?;
+            let (r, attempts) = (store.get_run(run).await?, store.list_attempts(run).await?);
+            if *json {
+                print_json(&output::status_json(&r, &attempts))?
+            } else {
+                print_text(&output::status_text(&r, &attempts))?
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Progress { run, json } => {
+            let store = app::open_ro(&cli.data_dir)?;
+            let p = output::progress_of(&store.get_run(run).await?);
+            if *json {
+                print_json(&serde_json::to_value(&p)?)?
+            } else {
+                print_text(&output::progress_text(&p))?
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List { state, limit, json } => {
+            let state = state
+                .as_deref()
+                .map(|s| s.parse::<RunState>())
+                .transpose()
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{e} (expected one of: {})",
+                        RunState::ALL.map(|s| s.as_str()).join(", ")
+                    )
+                })?;
+            let runs = if app::db_path(&cli.data_dir).exists() {
+                app::open_ro(&cli.data_dir)?
+                    .list_runs(RunFilter {
+                        state,
+                        limit: *limit,
+                    })
+                    .await?
+            } else {
+                Vec::new()
+            };
+            if *json {
+                print_json(&output::list_json(&runs))?
+            } else {
+                print_text(&output::list_text(&runs))?
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events { run, json } => {
+            let store = app::open_ro(&cli.data_dir)?;
+            store.get_run(run).await?;
+            let events = store.list_events(run, 0).await?;
+            if *json {
+                print_json(&Value::Array(events.iter().map(|e| e.to_json()).collect()))?;
+            } else {
+                print_text(&output::events_text(&events))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { file, json } => validate(file, *json),
+        Command::Recover { json } => {
+            let engine = app::engine(cli, app::open_rw(&cli.data_dir, Durability::Full)?);
+            let recovered = engine.recover().await?;
+            if *json {
+                print_json(&serde_json::to_value(&recovered)?)?;
+            } else if recovered.is_empty() {
+                println!("no stalled runs (threshold {}s)", cli.stall_threshold_secs);
+            } else {
+                for r in &recovered {
+                    let hb = r
+                        .last_heartbeat_at
+                        .map_or("never".into(), |t| t.to_rfc3339());
+                    println!(
+                        "stalled {} ({}), last heartbeat {hb}; resume with `steward resume {}`",
+                        r.run_id, r.workflow_id, r.run_id
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume { run, json } => {
+            let engine = booted(cli).await?;
+            let done = follow(&engine, *json, engine.resume(run, &actor())).await?;
+            report(&engine, &done, *json).await
+        }
+        Command::Cancel { run, json } => {
+            let engine = app::engine(cli, app::open_rw(&cli.data_dir, Durability::Full)?);
+            let r = engine.cancel(run, &actor()).await?;
+            if *json {
+                print_json(&json!({"run_id": r.run_id, "state": r.state, "summary": r.summary}))?;
+            } else {
+                println!("run {} cancelled", r.run_id);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => bench::run(args).await,
+        Command::Drive { run } => {
+            let engine = booted(cli).await?;
+            let done = engine.start(run).await?;
+            Ok(if done.state == RunState::Completed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+fn actor() -> String {
+    std::env::var("USER")
+        .map(|u| format!("cli:{u}"))
+        .unwrap_or_else(|_| "cli".into())
+}
+
+/// An engine whose recovery scan has run, so it may accept work.
+async fn booted(cli: &Cli) -> Result<Engine<SqliteStore>> {
+    let engine = app::engine(cli, app::open_rw(&cli.data_dir, Durability::Full)?);
+    for r in engine.boot().await? {
+        eprintln!(
+            "recovered: run {} was interrupted and is now stalled; resume it with `steward resume {}`",
+            r.run_id, r.run_id
+        );
+    }
+    Ok(engine)
+}
+
+fn validate(file: &Path, json: bool) -> Result<ExitCode> {
+    let source = app::read_workflow(file)?;
+    let name = file.display();
+    match workflow::parse(&source) {
+        Ok(wf) => {
+            if json {
+                print_json(
+                    &json!({"file": name.to_string(), "valid": true, "workflow_id": wf.id, "steps": wf.steps.iter().map(|s| &s.id).collect::<Vec<_>>(), "errors": []}),
+                )?;
+            } else {
+                let ids: Vec<&str> = wf.steps.iter().map(|s| s.id.as_str()).collect();
+                println!(
+                    "{name}: ok: workflow {} v{}, {} steps ({})",
+                    wf.id,
+                    wf.version,
+                    ids.len(),
+                    ids.join(", ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(diags) => {
+            if json {
+                let errors: Vec<Value> = diags.iter().map(|d| json!({"line": d.line, "step": d.step, "field": d.field, "message": d.message})).collect();
+                print_json(&json!({"file": name.to_string(), "valid": false, "errors": errors}))?;
+            } else {
+                for d in &diags {
+                    println!("{name}:{d}");
+                }
+                println!(
+                    "{name}: {} error{}",
+                    diags.len(),
+                    if diags.len() == 1 { "" } else { "s" }
+                );
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Reads `--input-file` and `--input` values, typing each by its declaration.
+fn gather_inputs(
+    source: &str,
+    pairs: &[String],
+    file: Option<&Path>,
+) -> Result<Map<String, Value>> {
+    let wf = workflow::parse(source).map_err(|diags| {
+        let lines: Vec<String> = diags.iter().map(|d| format!("  {d}")).collect();
+        anyhow::anyhow!("invalid workflow definition:\n{}", lines.join("\n"))
+    })?;
+    let mut inputs = Map::new();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read input file {}", path.display()))?;
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(m)) => inputs.extend(m),
+            Ok(_) => bail!("input file {} must hold a JSON object", path.display()),
+            Err(e) => bail!("input file {} is not valid JSON: {e}", path.display()),
+        }
+    }
+    let mut errors = Vec::new();
+    for pair in pairs {
+        let Some((key, text)) = pair.split_once('=') else {
+            errors.push(format!("--input `{pair}`: expected key=value"));
+            continue;
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            errors.push(format!("--input `{pair}`: the key is empty"));
+            continue;
+        }
+        match wf.input(key) {
+            Some(decl) => match steward_core::inputs::from_text(decl.ty, text) {
+                Ok(v) => {
+                    inputs.insert(key.to_owned(), v);
+                }
+                Err(e) => errors.push(format!(
+                    "--input {key} (declared at line {}): {e}",
+                    decl.line
+                )),
+            },
+            // Unknown keys are reported with the others by the engine.
+            None => {
+                inputs.insert(key.to_owned(), Value::String(text.to_owned()));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        bail!("invalid inputs:\n  {}", errors.join("\n  "));
+    }
+    Ok(inputs)
+}
+
+async fn run(
+    cli: &Cli,
+    file: &Path,
+    pairs: &[String],
+    input_file: Option<&Path>,
+    detach: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let source = app::read_workflow(file)?;
+    let inputs = gather_inputs(&source, pairs, input_file)?;
+    let workdir = std::env::current_dir().context("cannot read the current directory")?;
+    let engine = booted(cli).await?;
+    let created = engine
+        .create_run(CreateRun {
+            source,
+            inputs,
+            workdir: workdir.display().to_string(),
+            actor_id: actor(),
+        })
+        .await
+        .with_context(|| format!("cannot start {}", file.display()))?;
+    if detach {
+        detach_drive(cli, &created.run_id)?;
+        if json {
+            print_json(
+                &json!({"run_id": created.run_id, "state": created.state, "summary": "started in the background"}),
+            )?;
+        } else {
+            println!("{}", created.run_id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !json {
+        eprintln!("run {} started ({})", created.run_id, created.workflow_id);
+    }
+    let done = follow(&engine, json, engine.start(&created.run_id)).await?;
+    report(&engine, &done, json).await
+}
+
+/// Starts `steward __drive RUN` in its own session so it outlives this process.
+fn detach_drive(cli: &Cli, run_id: &str) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("cannot find the steward executable")?;
+    let data_dir = std::path::absolute(&cli.data_dir).unwrap_or_else(|_| cli.data_dir.clone());
+    std::process::Command::new(exe)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--stall-threshold")
+        .arg(cli.stall_threshold_secs.to_string())
+        .arg("__drive")
+        .arg(run_id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("cannot start the background driver")?;
+    Ok(())
+}
+
+/// Awaits a driven run, showing a live progress line on a terminal and
+/// stopping the run's commands on Ctrl-C.
+async fn follow(
+    engine: &Engine<SqliteStore>,
+    json: bool,
+    drive: impl std::future::Future<Output = steward_runtime::Result<Run>>,
+) -> Result<Run> {
+    let live = !json && std::io::stderr().is_terminal();
+    let mut updates = engine.subscribe();
+    let printer = tokio::spawn(async move {
+        while let Ok(u) = updates.recv().await {
+            if live {
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r\x1b[2K[{}] {}: {}", u.run_id, u.state, u.summary);
+                let _ = err.flush();
+            }
+        }
+    });
+    tokio::pin!(drive);
+    let result = tokio::select! {
+        r = &mut drive => r.map_err(anyhow::Error::from),
+        _ = tokio::signal::ctrl_c() => {
+            // Stop the commands (their process groups) before leaving; the run stays recorded.
+            engine.interrupt();
+            let _ = drive.await;
+            Err(anyhow::anyhow!("interrupted: running commands were stopped; the run stays recorded as running until its heartbeat is stale, then `steward resume` continues it"))
+        }
+    };
+    printer.abort();
+    if live {
+        eprint!("\r\x1b[2K");
+    }
+    result
+}
+
+async fn report(engine: &Engine<SqliteStore>, run: &Run, json: bool) -> Result<ExitCode> {
+    let attempts = engine.store().list_attempts(&run.run_id).await?;
+    if json {
+        print_json(&output::finished_json(run, &attempts))?;
+    } else {
+        print_text(&output::finished_text(run, &attempts))?;
+    }
+    Ok(if run.state == RunState::Completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -14,6 +14,7 @@ CREATE TABLE runs (
     workflow_version INTEGER NOT NULL,
     definition_hash  TEXT NOT NULL REFERENCES definitions(hash),
     inputs           TEXT NOT NULL,
+    workdir          TEXT NOT NULL,
     state            TEXT NOT NULL,
     current_step_id  TEXT,
     current_attempt  INTEGER,

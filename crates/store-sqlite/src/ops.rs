@@ -108,8 +108,8 @@ pub(crate) fn create_run(conn: &Connection, ids: &dyn IdGen, run: &NewRun) -> Re
     .map_err(map_err(""))?;
     conn.prepare_cached(
         "INSERT INTO runs (run_id, workflow_id, workflow_version, definition_hash, inputs, state, summary,
-             job_id, trace_id, job_kind, profile_id, protocol_id, created_at, updated_at, last_progress_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', 'queued', ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11)",
+             job_id, trace_id, job_kind, profile_id, protocol_id, created_at, updated_at, last_progress_at, workdir)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', 'queued', ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11, ?12)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -124,6 +124,7 @@ pub(crate) fn create_run(conn: &Connection, ids: &dyn IdGen, run: &NewRun) -> Re
             run.contract.profile_id,
             run.contract.protocol_id,
             now,
+            run.workdir,
         ])
     })
     .map_err(map_err(""))?;

@@ -11,7 +11,7 @@ use steward_store::{Attempt, Error, Result, Run};
 pub(crate) const RUN_COLUMNS: &str = "run_id, workflow_id, workflow_version, definition_hash, inputs, state,
     current_step_id, current_attempt, summary, terminal_reason, job_id, trace_id, job_kind, profile_id,
     protocol_id, total_iterations, owner, created_at, started_at, updated_at, heartbeat_at, last_progress_at,
-    finished_at, last_event_seq";
+    finished_at, last_event_seq, workdir";
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> Error {
     Error::Corrupt {
@@ -57,6 +57,7 @@ pub(crate) fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Run>> {
         ts(22)?,
     );
     let last_event_seq: i64 = r.get(23)?;
+    let workdir: String = r.get(24)?;
     Ok((|| {
         let what = format!("run `{run_id}`");
         let Value::Object(inputs) = json(&what, &inputs)? else {
@@ -85,6 +86,7 @@ pub(crate) fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Run>> {
             workflow_version,
             definition_hash,
             inputs,
+            workdir,
             state: state.parse().map_err(|e| corrupt(&what, e))?,
             current_step_id,
             current_attempt,

@@ -67,6 +67,7 @@ pub fn new_run(run_id: &str) -> NewRun {
             .as_object()
             .unwrap()
             .clone(),
+        workdir: "/work/space".into(),
         job_id: format!("job-{run_id}"),
         trace_id: format!("trace-{run_id}"),
         contract: JobContract::workflow_run(),
@@ -141,6 +142,7 @@ pub async fn create_run_persists_every_field<S: Store>(s: &S) {
         json!({"name": "ada", "n": 2, "flag": true, "cfg": {"k": [1]}})
     );
     assert_eq!(run.input_keys(), ["cfg", "flag", "n", "name"]);
+    assert_eq!(run.workdir, "/work/space");
     assert_eq!(
         (run.job_id.as_str(), run.trace_id.as_str()),
         ("job-r1", "trace-r1")

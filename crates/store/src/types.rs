@@ -23,6 +23,8 @@ pub struct NewRun {
     pub definition_source: String,
     /// Typed input values.
     pub inputs: Map<String, Value>,
+    /// The absolute directory steps run in (the workspace root).
+    pub workdir: String,
     /// The job this run executes.
     pub job_id: String,
     /// Correlates the job's events.
@@ -50,6 +52,8 @@ pub struct Run {
     pub definition_hash: String,
     /// Typed input values.
     pub inputs: Map<String, Value>,
+    /// The absolute directory steps run in (the workspace root).
+    pub workdir: String,
     /// Current state.
     pub state: RunState,
     /// The step most recently started.

@@ -134,7 +134,7 @@ impl Reader {
 
     fn string(&mut self, node: &Node, field: &str) -> Option<String> {
         match &node.kind {
-            NodeKind::Scalar(s) if !(s.text.is_empty() && !s.quoted) => Some(s.text.clone()),
+            NodeKind::Scalar(s) if !s.text.is_empty() || s.quoted => Some(s.text.clone()),
             _ => {
                 self.err(
                     node.pos.line,

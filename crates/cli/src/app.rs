@@ -1,0 +1,102 @@
+//! Opening the data directory, the store and the engine, with errors a person can act on.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use steward_runtime::{Engine, EngineConfig, SystemClock, UuidIds};
+use steward_store_sqlite::{Durability, Options, SqliteStore};
+
+use crate::args::Cli;
+
+pub(crate) const DB_FILE: &str = "steward.db";
+
+/// The database file under a data directory.
+pub(crate) fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}
+
+/// Opens the store for writing, creating the data directory if needed.
+pub(crate) fn open_rw(data_dir: &Path, durability: Durability) -> Result<SqliteStore> {
+    if !data_dir.exists() {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    }
+    if !data_dir.is_dir() {
+        bail!(
+            "the data directory {} is not a directory",
+            data_dir.display()
+        );
+    }
+    let probe = data_dir.join(".steward-write-probe");
+    if let Err(e) = std::fs::write(&probe, b"") {
+        bail!(
+            "the data directory {} is not writable: {e}",
+            data_dir.display()
+        );
+    }
+    let _ = std::fs::remove_file(&probe);
+    let path = db_path(data_dir);
+    SqliteStore::open(
+        &path,
+        Options {
+            durability,
+            read_only: false,
+        },
+        Arc::new(UuidIds),
+    )
+    .map_err(explain)
+}
+
+/// Opens the store read-only; the data directory and database must exist.
+pub(crate) fn open_ro(data_dir: &Path) -> Result<SqliteStore> {
+    let path = db_path(data_dir);
+    if !path.exists() {
+        bail!(
+            "no Steward database at {} (no runs recorded there yet; pass --data-dir or set STEWARD_DATA_DIR to point elsewhere)",
+            path.display()
+        );
+    }
+    SqliteStore::open(
+        &path,
+        Options {
+            durability: Durability::Full,
+            read_only: true,
+        },
+        Arc::new(UuidIds),
+    )
+    .map_err(explain)
+}
+
+fn explain(e: steward_store::Error) -> anyhow::Error {
+    match e {
+        steward_store::Error::Corrupt { .. } => {
+            anyhow::anyhow!(
+                "{e}\nthe file was left untouched; move it aside to start a fresh database, or restore it from a backup"
+            )
+        }
+        other => other.into(),
+    }
+}
+
+/// This process's identity as a run owner.
+fn owner_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+pub(crate) fn engine(cli: &Cli, store: SqliteStore) -> Engine<SqliteStore> {
+    let mut config = EngineConfig::new(owner_id());
+    config.stall_threshold_secs = cli.stall_threshold_secs;
+    config.heartbeat_interval = Duration::from_secs(cli.heartbeat_secs.max(1));
+    Engine::new(store, Arc::new(SystemClock), Arc::new(UuidIds), config)
+}
+
+/// Reads a workflow file, naming it in any error.
+pub(crate) fn read_workflow(file: &Path) -> Result<String> {
+    std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read workflow file {}", file.display()))
+}

@@ -1,0 +1,135 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Steward: durable, auditable workflows for AI work.
+#[derive(Debug, Parser)]
+#[command(name = "steward", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Where runs are recorded.
+    #[arg(
+        long,
+        global = true,
+        env = "STEWARD_DATA_DIR",
+        default_value = ".steward"
+    )]
+    pub(crate) data_dir: PathBuf,
+    /// A running run whose heartbeat is older than this many seconds is stalled on start-up.
+    #[arg(
+        long = "stall-threshold",
+        global = true,
+        env = "STEWARD_STALL_THRESHOLD_SECS",
+        default_value_t = 30,
+        value_name = "SECS"
+    )]
+    pub(crate) stall_threshold_secs: u64,
+    /// How often a running run renews its heartbeat.
+    #[arg(
+        long,
+        global = true,
+        env = "STEWARD_HEARTBEAT_SECS",
+        default_value_t = 5,
+        value_name = "SECS",
+        hide = true
+    )]
+    pub(crate) heartbeat_secs: u64,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a workflow file; exits 0 only if the run completes.
+    Run {
+        /// The workflow YAML file.
+        file: PathBuf,
+        /// An input value, `key=value`, read by the input's declared type. Repeatable.
+        #[arg(long = "input", short = 'i', value_name = "KEY=VALUE")]
+        inputs: Vec<String>,
+        /// A JSON object of input values (`--input` wins on conflicts).
+        #[arg(long, value_name = "FILE")]
+        input_file: Option<PathBuf>,
+        /// Start the run in the background and print its id.
+        #[arg(long)]
+        detach: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run, its inputs and every step attempt. Never writes.
+    Status {
+        /// The run id.
+        run: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run's progress snapshot. Never writes.
+    Progress {
+        /// The run id.
+        run: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List runs, newest first. Never writes.
+    List {
+        /// Only runs in this state (queued, running, stalled, completed, failed, cancelled, ...).
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Continue a stalled run: completed steps are reused, interrupted ones retried.
+    Resume {
+        /// The run id.
+        run: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a run that has not finished; its running commands are stopped.
+    Cancel {
+        /// The run id.
+        run: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a run's events in order. Never writes.
+    Events {
+        /// The run id.
+        run: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a workflow file and report every problem with its line, step and field.
+    Validate {
+        /// The workflow YAML file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the recovery scan: mark runs whose process died as stalled.
+    Recover {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure durable step throughput and latency (B1, B2).
+    Bench(crate::bench::BenchArgs),
+    /// Drive an existing queued run (used by `run --detach`).
+    #[command(name = "__drive", hide = true)]
+    Drive {
+        /// The run id.
+        run: String,
+    },
+}

@@ -1,0 +1,336 @@
+//! How runs, attempts and events look on the terminal and in `--json`.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+use steward_core::Timestamp;
+use steward_core::event::Event;
+use steward_core::progress;
+use steward_core::state::RunState;
+use steward_store::{Attempt, Run};
+
+fn ts(t: Option<Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| json!(t.to_rfc3339()))
+}
+
+pub(crate) fn progress_of(run: &Run) -> progress::Progress {
+    progress::snapshot(
+        &run.run_id,
+        &run.workflow_id,
+        run.state,
+        run.input_keys(),
+        run.current_step_id.clone(),
+        run.current_attempt,
+        run.started_at.unwrap_or(run.created_at),
+        run.updated_at,
+        run.last_progress_at,
+        &run.summary,
+    )
+}
+
+fn attempt_json(a: &Attempt) -> Value {
+    json!({
+        "attempt": a.attempt,
+        "visit": a.visit,
+        "status": a.status,
+        "idempotency_key": a.idempotency_key,
+        "input": a.input,
+        "output": a.output,
+        "error": a.error,
+        "retryable": a.retryable,
+        "next_steps": a.routes,
+        "started_at": a.started_at.to_rfc3339(),
+        "finished_at": ts(a.finished_at),
+    })
+}
+
+/// Step ids in the order they first started, with their attempts.
+fn by_step(attempts: &[Attempt]) -> Vec<(&str, Vec<&Attempt>)> {
+    let mut out: Vec<(&str, Vec<&Attempt>)> = Vec::new();
+    for a in attempts {
+        match out.iter_mut().find(|(s, _)| *s == a.step_id) {
+            Some((_, v)) => v.push(a),
+            None => out.push((&a.step_id, vec![a])),
+        }
+    }
+    out
+}
+
+pub(crate) fn status_json(run: &Run, attempts: &[Attempt]) -> Value {
+    let steps: Vec<Value> = by_step(attempts)
+        .into_iter()
+        .map(|(step, list)| json!({"step_id": step, "attempts": list.into_iter().map(attempt_json).collect::<Vec<_>>()}))
+        .collect();
+    json!({
+        "run_id": run.run_id,
+        "workflow_id": run.workflow_id,
+        "workflow_version": run.workflow_version,
+        "definition_hash": run.definition_hash,
+        "state": run.state,
+        "summary": run.summary,
+        "terminal_reason": run.terminal_reason,
+        "inputs": run.inputs,
+        "input_count": run.inputs.len(),
+        "input_keys": run.input_keys(),
+        "current_step_id": run.current_step_id,
+        "current_attempt": run.current_attempt,
+        "total_iterations": run.total_iterations,
+        "job": {
+            "job_id": run.job_id,
+            "trace_id": run.trace_id,
+            "job_kind": run.contract.job_kind,
+            "profile_id": run.contract.profile_id,
+            "protocol_id": run.contract.protocol_id,
+        },
+        "workdir": run.workdir,
+        "owner": run.owner,
+        "created_at": run.created_at.to_rfc3339(),
+        "started_at": ts(run.started_at),
+        "updated_at": run.updated_at.to_rfc3339(),
+        "heartbeat_at": ts(run.heartbeat_at),
+        "finished_at": ts(run.finished_at),
+        "steps": steps,
+    })
+}
+
+fn duration(a: &Attempt) -> String {
+    match a.finished_at {
+        Some(f) => format!("{:.2}s", f.since(a.started_at) as f64 / 1000.0),
+        None => "running".into(),
+    }
+}
+
+pub(crate) fn status_text(run: &Run, attempts: &[Attempt]) -> String {
+    let mut s = String::new();
+    let inputs: Vec<String> = run
+        .input_keys()
+        .iter()
+        .map(|k| format!("{k}={}", run.inputs[k]))
+        .collect();
+    let _ = writeln!(s, "run_id:      {}", run.run_id);
+    let _ = writeln!(
+        s,
+        "workflow:    {} v{} (definition {})",
+        run.workflow_id,
+        run.workflow_version,
+        &run.definition_hash[..12.min(run.definition_hash.len())]
+    );
+    let _ = writeln!(s, "state:       {}", run.state);
+    let _ = writeln!(s, "summary:     {}", run.summary);
+    if let Some(r) = &run.terminal_reason {
+        let _ = writeln!(s, "reason:      {r}");
+    }
+    let _ = writeln!(
+        s,
+        "inputs:      {}",
+        if inputs.is_empty() {
+            "(none)".into()
+        } else {
+            inputs.join(" ")
+        }
+    );
+    let _ = writeln!(s, "input_count: {}", run.inputs.len());
+    let _ = writeln!(s, "input_keys:  {}", run.input_keys().join(","));
+    let _ = writeln!(
+        s,
+        "job:         {} ({}, trace {})",
+        run.job_id, run.contract.job_kind, run.trace_id
+    );
+    let _ = writeln!(s, "created:     {}", run.created_at);
+    if let Some(t) = run.started_at {
+        let _ = writeln!(s, "started:     {t}");
+    }
+    if let Some(t) = run.finished_at {
+        let _ = writeln!(s, "finished:    {t}");
+    } else if let Some(t) = run.heartbeat_at {
+        let _ = writeln!(
+            s,
+            "heartbeat:   {t} ({})",
+            run.owner.as_deref().unwrap_or("no owner")
+        );
+    }
+    let _ = writeln!(s, "steps:");
+    if attempts.is_empty() {
+        let _ = writeln!(s, "  (none started)");
+    }
+    let width = attempts.iter().map(|a| a.step_id.len()).max().unwrap_or(0);
+    for a in attempts {
+        let _ = write!(
+            s,
+            "  {:width$}  attempt {}  {:<11} {:>8}",
+            a.step_id,
+            a.attempt,
+            a.status.as_str(),
+            duration(a)
+        );
+        if let Some(e) = &a.error {
+            let _ = write!(s, "  {e}");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+pub(crate) fn progress_text(p: &progress::Progress) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "runId:              {}", p.run_id);
+    let _ = writeln!(s, "workflowId:         {}", p.workflow_id);
+    let _ = writeln!(s, "state:              {}", p.state);
+    let _ = writeln!(s, "inputCount:         {}", p.input_count);
+    let _ = writeln!(s, "inputKeys:          {}", p.input_keys.join(","));
+    let _ = writeln!(
+        s,
+        "currentStepId:      {}",
+        p.current_step_id.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(
+        s,
+        "currentAttempt:     {}",
+        p.current_attempt.map_or("-".into(), |a| a.to_string())
+    );
+    let _ = writeln!(s, "startedAt:          {}", p.started_at);
+    let _ = writeln!(s, "updatedAt:          {}", p.updated_at);
+    let _ = writeln!(s, "lastProgressAt:     {}", p.last_progress_at);
+    let _ = writeln!(s, "summary:            {}", p.summary);
+    let _ = writeln!(s, "pendingHumanInput:  {}", p.pending_human_input);
+    let _ = writeln!(s, "nextExpectedAction: {}", p.next_expected_action);
+    s
+}
+
+pub(crate) fn list_json(runs: &[Run]) -> Value {
+    runs.iter()
+        .map(|r| {
+            json!({
+                "run_id": r.run_id,
+                "workflow_id": r.workflow_id,
+                "state": r.state,
+                "summary": r.summary,
+                "created_at": r.created_at.to_rfc3339(),
+                "updated_at": r.updated_at.to_rfc3339(),
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn list_text(runs: &[Run]) -> String {
+    if runs.is_empty() {
+        return "no runs\n".into();
+    }
+    let w_id = runs
+        .iter()
+        .map(|r| r.run_id.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let w_wf = runs
+        .iter()
+        .map(|r| r.workflow_id.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let mut s = format!(
+        "{:w_id$}  {:w_wf$}  {:<21}  {:<24}  SUMMARY\n",
+        "RUN ID", "WORKFLOW", "STATE", "UPDATED"
+    );
+    for r in runs {
+        let _ = writeln!(
+            s,
+            "{:w_id$}  {:w_wf$}  {:<21}  {:<24}  {}",
+            r.run_id,
+            r.workflow_id,
+            r.state.as_str(),
+            r.updated_at.to_rfc3339(),
+            r.summary
+        );
+    }
+    s
+}
+
+pub(crate) fn events_text(events: &[Event]) -> String {
+    let mut s = String::new();
+    for e in events {
+        let step = e
+            .step_id
+            .as_deref()
+            .map(|x| format!(" [{x}]"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "{:>4}  {}  {:<6}  {:<22}{}  {}",
+            e.seq,
+            e.ts,
+            e.actor.as_str(),
+            e.event_type,
+            step,
+            e.payload
+        );
+    }
+    s
+}
+
+/// What `run`/`resume` print when the run stops.
+pub(crate) fn finished_text(run: &Run, attempts: &[Attempt]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "run {} {}", run.run_id, run.state);
+    for (step, list) in by_step(attempts) {
+        let Some(last) = list.last() else { continue };
+        let tries = if list.len() > 1 {
+            format!(" ({} attempts)", list.len())
+        } else {
+            String::new()
+        };
+        let _ = writeln!(s, "  {step}: {}{tries}", last.status);
+        let out = last
+            .output
+            .as_ref()
+            .and_then(|o| o.get("stdout"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        for line in out.lines().take(10) {
+            let _ = writeln!(s, "    | {line}");
+        }
+        if let Some(e) = &last.error {
+            let _ = writeln!(s, "    ! {e}");
+        }
+    }
+    let _ = writeln!(s, "summary: {}", run.summary);
+    if let Some(r) = run
+        .terminal_reason
+        .as_ref()
+        .filter(|_| run.state != RunState::Completed)
+    {
+        let _ = writeln!(s, "reason:  {r}");
+    }
+    match run.state {
+        RunState::Completed => {}
+        RunState::Running | RunState::Stalled => {
+            let _ = writeln!(
+                s,
+                "the run is recorded; continue it with `steward resume {}`",
+                run.run_id
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                s,
+                "inspect it with `steward status {}` and `steward events {}`",
+                run.run_id, run.run_id
+            );
+        }
+    }
+    s
+}
+
+pub(crate) fn finished_json(run: &Run, attempts: &[Attempt]) -> Value {
+    let mut v = status_json(run, attempts);
+    let outputs: serde_json::Map<String, Value> = by_step(attempts)
+        .into_iter()
+        .filter_map(|(step, list)| {
+            list.last()
+                .and_then(|a| a.output.clone())
+                .map(|o| (step.to_owned(), o))
+        })
+        .collect();
+    v["outputs"] = Value::Object(outputs);
+    v
+}

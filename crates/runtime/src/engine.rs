@@ -1,0 +1,444 @@
+//! The engine's entry points, recovery gate and heartbeat loop.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use steward_core::event::Actor;
+use steward_core::ids::IdGen;
+use steward_core::job::JobContract;
+use steward_core::state::{AttemptStatus, RunState, TransitionCause};
+use steward_core::workflow::{self, Diagnostic, Workflow};
+use steward_store::{Commit, Expect, NewRun, Recovered, Run, Store, Transition};
+
+use crate::clock::{Clock, new_run_id};
+
+/// Engine errors. Step failures are not errors: they are recorded on the run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] steward_store::Error),
+    /// The workflow definition is invalid.
+    #[error("invalid workflow definition:\n{}", .0.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"))]
+    Definition(Vec<Diagnostic>),
+    /// The given inputs do not match the declarations.
+    #[error("invalid inputs:\n{}", .0.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"))]
+    Inputs(Vec<String>),
+    /// The run cannot be resumed in its state.
+    #[error("run `{run_id}` is {state}; {hint}")]
+    WrongState {
+        /// The run.
+        run_id: String,
+        /// Its state.
+        state: RunState,
+        /// What can be done instead.
+        hint: &'static str,
+    },
+    /// Another live process is executing the run.
+    #[error(
+        "run `{run_id}` is being executed by {owner} (last heartbeat {age_secs}s ago); stop it first or wait for it"
+    )]
+    RunningElsewhere {
+        /// The run.
+        run_id: String,
+        /// The process holding it.
+        owner: String,
+        /// Seconds since its last heartbeat.
+        age_secs: i64,
+    },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Tuning of one engine process.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This process's identity, recorded as the owner of the runs it executes.
+    pub owner: String,
+    /// How often running runs renew their heartbeat (design decision 5: 5 s).
+    pub heartbeat_interval: Duration,
+    /// How often the engine checks whether its runs were cancelled elsewhere.
+    pub watch_interval: Duration,
+    /// A running run whose heartbeat is older than this is stalled (30 s).
+    pub stall_threshold_secs: u64,
+    /// Time between SIGTERM and SIGKILL when a step is stopped.
+    pub kill_grace: Duration,
+}
+
+impl EngineConfig {
+    /// Defaults for a process named `owner`.
+    pub fn new(owner: String) -> EngineConfig {
+        EngineConfig {
+            owner,
+            heartbeat_interval: Duration::from_secs(5),
+            watch_interval: Duration::from_millis(500),
+            stall_threshold_secs: 30,
+            kill_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A request to create a run.
+#[derive(Debug, Clone)]
+pub struct CreateRun {
+    /// The workflow YAML.
+    pub source: String,
+    /// Input values as given (checked against the declarations).
+    pub inputs: Map<String, Value>,
+    /// The absolute directory steps run in.
+    pub workdir: String,
+    /// Who asks.
+    pub actor_id: String,
+}
+
+/// A change in a run's progress, for live display.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressUpdate {
+    /// The run.
+    pub run_id: String,
+    /// Its state.
+    pub state: RunState,
+    /// Its summary line.
+    pub summary: String,
+}
+
+pub(crate) struct Inner<S> {
+    pub(crate) store: S,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) ids: Arc<dyn IdGen>,
+    pub(crate) config: EngineConfig,
+    ready: watch::Sender<bool>,
+    /// Runs this process is driving, with the token that stops their steps.
+    pub(crate) active: Mutex<HashMap<String, CancellationToken>>,
+    pub(crate) progress: broadcast::Sender<ProgressUpdate>,
+    shutdown: CancellationToken,
+}
+
+/// The workflow engine. Cheap to clone.
+pub struct Engine<S> {
+    pub(crate) inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for Engine<S> {
+    fn clone(&self) -> Self {
+        Engine {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> Drop for Inner<S> {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl<S: Store + Clone> Engine<S> {
+    /// An engine that accepts no work until [`Engine::boot`] has run.
+    pub fn new(
+        store: S,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdGen>,
+        config: EngineConfig,
+    ) -> Engine<S> {
+        let (ready, _) = watch::channel(false);
+        let (progress, _) = broadcast::channel(1024);
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                ids,
+                config,
+                ready,
+                active: Mutex::new(HashMap::new()),
+                progress,
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// Live progress of the runs this engine drives.
+    pub fn subscribe(&self) -> broadcast::Receiver<ProgressUpdate> {
+        self.inner.progress.subscribe()
+    }
+
+    /// Runs the recovery scan, then opens the gate for new work and starts
+    /// the heartbeat loop (HSK-WF-003). Returns the runs it stalled.
+    pub async fn boot(&self) -> Result<Vec<Recovered>> {
+        let recovered = self.recover().await?;
+        self.inner.ready.send_replace(true);
+        let weak = Arc::downgrade(&self.inner);
+        let shutdown = self.inner.shutdown.clone();
+        tokio::spawn(async move { heartbeat_loop(weak, shutdown).await });
+        Ok(recovered)
+    }
+
+    /// The recovery scan alone, as `steward recover` runs it.
+    pub async fn recover(&self) -> Result<Vec<Recovered>> {
+        let now = self.inner.clock.now();
+        Ok(self
+            .inner
+            .store
+            .recover_stalled(now, self.inner.config.stall_threshold_secs)
+            .await?)
+    }
+
+    /// Waits until the recovery scan has finished: every entry point that
+    /// accepts work calls this first.
+    pub(crate) async fn accepting(&self) {
+        let mut rx = self.inner.ready.subscribe();
+        // The sender lives in `inner`, which `self` keeps alive.
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+
+    /// Validates a definition and its inputs and records a new `queued` run.
+    pub async fn create_run(&self, req: CreateRun) -> Result<Run> {
+        self.accepting().await;
+        let wf = workflow::parse(&req.source).map_err(Error::Definition)?;
+        let inputs = steward_core::inputs::resolve(&wf, &req.inputs).map_err(Error::Inputs)?;
+        let now = self.inner.clock.now();
+        let run = NewRun {
+            run_id: new_run_id(now),
+            workflow_id: wf.id.clone(),
+            workflow_version: wf.version,
+            definition_hash: workflow::definition_hash(&req.source),
+            definition_source: req.source,
+            inputs,
+            workdir: req.workdir,
+            job_id: self.inner.ids.next_id(),
+            trace_id: self.inner.ids.next_id(),
+            contract: JobContract::workflow_run(),
+            actor: Actor::Human,
+            actor_id: req.actor_id,
+            now,
+        };
+        Ok(self.inner.store.create_run(run).await?)
+    }
+
+    /// Starts a `queued` run and drives it until it stops running.
+    pub async fn start(&self, run_id: &str) -> Result<Run> {
+        self.accepting().await;
+        let run = self.inner.store.get_run(run_id).await?;
+        if run.state != RunState::Queued {
+            return Err(Error::WrongState {
+                run_id: run.run_id,
+                state: run.state,
+                hint: "only a queued run can be started; use `steward resume` for a stalled one",
+            });
+        }
+        // P09-T03: a run that cannot start fails with the reason instead of idling in `queued`.
+        if let Err(reason) = self.startable(&run).await {
+            return self.fail_start(&run, RunState::Queued, &reason).await;
+        }
+        let wf = self.workflow(&run).await?;
+        let mut c = self.commit(&run.run_id, RunState::Queued, Actor::System);
+        c.transition = Some(Transition {
+            to: RunState::Running,
+            cause: TransitionCause::Engine,
+            reason: "started".into(),
+        });
+        c.set_owner = Some(self.inner.config.owner.clone());
+        c.summary = Some(format!("workflow {} started", wf.id));
+        self.inner.store.commit(c).await?;
+        self.drive(run_id).await
+    }
+
+    /// Continues a stalled (or queued, or waiting) run: the interrupted
+    /// attempts are recorded as interrupted, completed steps are not run
+    /// again, and the run is driven until it stops running.
+    pub async fn resume(&self, run_id: &str, actor_id: &str) -> Result<Run> {
+        self.accepting().await;
+        let run = self.inner.store.get_run(run_id).await?;
+        match run.state {
+            RunState::Queued => return self.start(run_id).await,
+            s if s.is_terminal() => {
+                return Err(Error::WrongState {
+                    run_id: run.run_id,
+                    state: s,
+                    hint: "a finished run cannot be resumed; start a new run instead",
+                });
+            }
+            RunState::Running => {
+                let now = self.inner.clock.now();
+                let age = run.heartbeat_at.map_or(i64::MAX, |h| now.since(h) / 1000);
+                return Err(Error::RunningElsewhere {
+                    run_id: run.run_id,
+                    owner: run.owner.unwrap_or_else(|| "another process".into()),
+                    age_secs: age,
+                });
+            }
+            RunState::Stalled | RunState::AwaitingUser => {}
+            _ => {}
+        }
+        if let Err(reason) = self.startable(&run).await {
+            return self.fail_start(&run, run.state, &reason).await;
+        }
+        let mut c = self.commit(&run.run_id, run.state, Actor::Human);
+        c.actor_id = actor_id.to_owned();
+        c.finish_running_as = Some(AttemptStatus::Interrupted);
+        c.transition = Some(Transition {
+            to: RunState::Running,
+            cause: TransitionCause::Operator,
+            reason: format!("resumed from {}", run.state),
+        });
+        c.set_owner = Some(self.inner.config.owner.clone());
+        c.summary = Some(format!("workflow {} resumed", run.workflow_id));
+        self.inner.store.commit(c).await?;
+        self.drive(run_id).await
+    }
+
+    /// Cancels a run that has not finished. Steps running in this process are
+    /// stopped at once; a process driving it elsewhere stops them when its
+    /// watch notices (within `watch_interval`).
+    pub async fn cancel(&self, run_id: &str, actor_id: &str) -> Result<Run> {
+        let run = self.inner.store.get_run(run_id).await?;
+        if run.state.is_terminal() {
+            return Err(Error::WrongState {
+                run_id: run.run_id,
+                state: run.state,
+                hint: "there is nothing to cancel",
+            });
+        }
+        let mut c = self.commit(&run.run_id, run.state, Actor::Human);
+        c.actor_id = actor_id.to_owned();
+        c.finish_running_as = Some(AttemptStatus::Cancelled);
+        c.transition = Some(Transition {
+            to: RunState::Cancelled,
+            cause: TransitionCause::Operator,
+            reason: format!("cancelled by {actor_id}"),
+        });
+        c.summary = Some("cancelled by command".into());
+        self.inner.store.commit(c).await?;
+        if let Some(token) = self.active().get(run_id) {
+            token.cancel();
+        }
+        Ok(self.inner.store.get_run(run_id).await?)
+    }
+
+    /// Stops the steps of every run this process drives (their process
+    /// groups get SIGTERM, then SIGKILL). The runs stay `running` in the
+    /// store and are recovered like after a crash.
+    pub fn interrupt(&self) {
+        for token in self.active().values() {
+            token.cancel();
+        }
+    }
+
+    /// Why a run cannot start, if it cannot: its definition or inputs no longer hold.
+    async fn startable(&self, run: &Run) -> std::result::Result<(), String> {
+        let wf = self.workflow(run).await.map_err(|e| e.to_string())?;
+        steward_core::inputs::resolve(&wf, &run.inputs)
+            .map(|_| ())
+            .map_err(|errs| errs.join("; "))?;
+        steward_core::job::check_contract(&run.contract).map_err(|e| e.to_string())
+    }
+
+    async fn fail_start(&self, run: &Run, from: RunState, reason: &str) -> Result<Run> {
+        let mut c = self.commit(&run.run_id, from, Actor::System);
+        let reason = format!("engine start failed: {reason}");
+        c.transition = Some(Transition {
+            to: RunState::Failed,
+            cause: TransitionCause::Engine,
+            reason: reason.clone(),
+        });
+        c.summary = Some(reason);
+        self.inner.store.commit(c).await?;
+        Ok(self.inner.store.get_run(&run.run_id).await?)
+    }
+
+    /// The definition a run pinned, parsed.
+    pub(crate) async fn workflow(&self, run: &Run) -> Result<Workflow> {
+        let source = self
+            .inner
+            .store
+            .get_definition(&run.definition_hash)
+            .await?;
+        workflow::parse(&source).map_err(Error::Definition)
+    }
+
+    pub(crate) fn commit(&self, run_id: &str, state: RunState, actor: Actor) -> Commit {
+        Commit::new(
+            run_id,
+            Expect { state, owner: None },
+            self.inner.clock.now(),
+            actor,
+            &self.inner.config.owner,
+        )
+    }
+
+    pub(crate) fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        // A panic while holding this lock leaves a plain map behind; keep using it.
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Renews heartbeats of active runs and stops runs that were taken away.
+async fn heartbeat_loop<S: Store + Clone>(
+    weak: std::sync::Weak<Inner<S>>,
+    shutdown: CancellationToken,
+) {
+    let mut since_beat = Duration::ZERO;
+    loop {
+        let watch = match weak.upgrade() {
+            Some(inner) => inner.config.watch_interval,
+            None => return,
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(watch) => {}
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        let engine = Engine { inner };
+        let active: Vec<(String, CancellationToken)> = engine
+            .active()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if active.is_empty() {
+            since_beat = Duration::ZERO;
+            continue;
+        }
+        since_beat += watch;
+        let owner = engine.inner.config.owner.clone();
+        let lost: Vec<String> = if since_beat >= engine.inner.config.heartbeat_interval {
+            since_beat = Duration::ZERO;
+            let ids: Vec<String> = active.iter().map(|(id, _)| id.clone()).collect();
+            engine
+                .inner
+                .store
+                .heartbeat(&owner, &ids, engine.inner.clock.now())
+                .await
+                .unwrap_or_default()
+        } else {
+            let mut lost = Vec::new();
+            for (id, _) in &active {
+                if let Ok(run) = engine.inner.store.get_run(id).await
+                    && (run.state != RunState::Running
+                        || run.owner.as_deref() != Some(owner.as_str()))
+                {
+                    lost.push(id.clone());
+                }
+            }
+            lost
+        };
+        for (id, token) in &active {
+            if lost.contains(id) {
+                token.cancel();
+            }
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Running one command under a timeout, a kill grace, output limits and cancellation.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+/// Default timeout (TERM-API: 180,000 ms).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(180_000);
+/// Default grace between SIGTERM and SIGKILL (10,000 ms).
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_millis(10_000);
+/// Default limit per output stream (1.5 MB).
+pub const DEFAULT_OUTPUT_LIMIT: usize = 1_500_000;
+
+/// A command to run.
+#[derive(Debug, Clone)]
+pub struct CommandSpec {
+    /// The program.
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Variables added to the inherited environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// Time between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// Bytes kept per stream.
+    pub output_limit: usize,
+}
+
+impl CommandSpec {
+    /// `sh -c <script>` in `cwd` with default limits.
+    pub fn shell(script: &str, cwd: PathBuf) -> CommandSpec {
+        CommandSpec {
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: Vec::new(),
+            cwd,
+            timeout: DEFAULT_TIMEOUT,
+            kill_grace: DEFAULT_KILL_GRACE,
+            output_limit: DEFAULT_OUTPUT_LIMIT,
+        }
+    }
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// It exited with this code.
+    Exited(i32),
+    /// A signal ended it (not one we sent).
+    Signalled(i32),
+    /// Its timeout expired and its process group was killed.
+    TimedOut,
+    /// It was cancelled and its process group was killed.
+    Cancelled,
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// How it ended.
+    pub ending: Ending,
+    /// Captured standard output, at most `output_limit` bytes.
+    pub stdout: Vec<u8>,
+    /// Captured standard error, at most `output_limit` bytes.
+    pub stderr: Vec<u8>,
+    /// Bytes of stdout dropped past the limit.
+    pub stdout_truncated_bytes: u64,
+    /// Bytes of stderr dropped past the limit.
+    pub stderr_truncated_bytes: u64,
+    /// Wall-clock run time.
+    pub duration: Duration,
+}
+
+/// A command that could not be started at all.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start `{program}` in {cwd}: {source}")]
+pub struct SpawnError {
+    /// The program.
+    pub program: String,
+    /// The directory it was to run in.
+    pub cwd: String,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// Runs `spec` to completion, timeout or cancellation.
+///
+/// The command leads its own process group, so a timeout or cancel reaches
+/// every process it started (grandchildren included): SIGTERM first, SIGKILL
+/// after `kill_grace`. When the command exits on its own, anything it left
+/// behind in its group is killed too, so no process outlives its step.
+pub async fn run(spec: &CommandSpec, cancel: &CancellationToken) -> Result<Outcome, SpawnError> {
+    let started = Instant::now();
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|source| SpawnError {
+        program: spec.program.clone(),
+        cwd: spec.cwd.display().to_string(),
+        source,
+    })?;
+    let pgid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw);
+    let out = tokio::spawn(read_limited(child.stdout.take(), spec.output_limit));
+    let err = tokio::spawn(read_limited(child.stderr.take(), spec.output_limit));
+
+    let forced = tokio::select! {
+        status = child.wait() => Ok(status),
+        () = tokio::time::sleep(spec.timeout) => Err(Ending::TimedOut),
+        () = cancel.cancelled() => Err(Ending::Cancelled),
+    };
+    let ending = match forced {
+        Ok(status) => {
+            signal_group(pgid, Signal::SIGKILL);
+            match status {
+                Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+                    (Some(code), _) => Ending::Exited(code),
+                    (None, Some(sig)) => Ending::Signalled(sig),
+                    (None, None) => Ending::Exited(-1),
+                },
+                Err(_) => Ending::Exited(-1),
+            }
+        }
+        Err(ending) => {
+            signal_group(pgid, Signal::SIGTERM);
+            if tokio::time::timeout(spec.kill_grace, child.wait())
+                .await
+                .is_err()
+            {
+                signal_group(pgid, Signal::SIGKILL);
+                let _ = child.wait().await;
+            }
+            // Stragglers that ignored SIGTERM after the leader exited.
+            signal_group(pgid, Signal::SIGKILL);
+            ending
+        }
+    };
+    let (stdout, stdout_truncated_bytes) = out.await.unwrap_or_default();
+    let (stderr, stderr_truncated_bytes) = err.await.unwrap_or_default();
+    Ok(Outcome {
+        ending,
+        stdout,
+        stderr,
+        stdout_truncated_bytes,
+        stderr_truncated_bytes,
+        duration: started.elapsed(),
+    })
+}
+
+fn signal_group(pgid: Option<Pid>, sig: Signal) {
+    if let Some(pgid) = pgid {
+        // ESRCH (the group is gone) is the normal case after a clean exit.
+        let _ = killpg(pgid, sig);
+    }
+}
+
+/// Reads a stream to its end, keeping at most `limit` bytes and counting the rest.
+async fn read_limited<R: AsyncRead + Unpin>(stream: Option<R>, limit: usize) -> (Vec<u8>, u64) {
+    let Some(mut stream) = stream else {
+        return (Vec::new(), 0);
+    };
+    let mut kept = Vec::new();
+    let mut dropped = 0u64;
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = limit.saturating_sub(kept.len());
+                let take = n.min(room);
+                kept.extend_from_slice(&buf[..take]);
+                dropped += (n - take) as u64;
+            }
+        }
+    }
+    (kept, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(script: &str) -> CommandSpec {
+        CommandSpec::shell(script, std::env::temp_dir())
+    }
+
+    #[tokio::test]
+    async fn captures_output_and_exit_code() {
+        let o = run(
+            &spec("echo out; echo err >&2; exit 3"),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(o.ending, Ending::Exited(3));
+        assert_eq!(
+            (o.stdout.as_slice(), o.stderr.as_slice()),
+            (&b"out\n"[..], &b"err\n"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn output_is_truncated_at_the_limit_and_counted() {
+        let mut s = spec("head -c 10000 /dev/zero");
+        s.output_limit = 4096;
+        let o = run(&s, &CancellationToken::new()).await.unwrap();
+        assert_eq!(
+            (o.stdout.len(), o.stdout_truncated_bytes),
+            (4096, 10000 - 4096)
+        );
+    }
+
+    /// Whether a process is gone (absent, or a zombie nobody reaped yet).
+    fn gone(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        // A grandchild records its pid, then outlives its parent unless the group is killed.
+        let mut s = CommandSpec::shell(
+            "sh -c 'echo $$ > gc.pid; exec sleep 30' & sleep 30",
+            dir.path().to_owned(),
+        );
+        s.timeout = Duration::from_millis(300);
+        s.kill_grace = Duration::from_millis(200);
+        let o = run(&s, &CancellationToken::new()).await.unwrap();
+        assert_eq!(o.ending, Ending::TimedOut);
+        let pid = std::fs::read_to_string(dir.path().join("gc.pid")).unwrap();
+        assert!(gone(&pid), "grandchild {pid} survived the group kill");
+    }
+
+    #[tokio::test]
+    async fn cancellation_sends_sigterm_then_sigkill() {
+        let token = CancellationToken::new();
+        let mut s = spec("trap '' TERM; sleep 30");
+        s.kill_grace = Duration::from_millis(100);
+        let t = token.clone();
+        let handle = tokio::spawn(async move { run(&s, &t).await });
+        tokio::task::yield_now().await;
+        token.cancel();
+        let o = handle.await.unwrap().unwrap();
+        assert_eq!(o.ending, Ending::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn a_missing_directory_is_a_spawn_error() {
+        let s = CommandSpec::shell("true", "/nonexistent/dir".into());
+        let e = run(&s, &CancellationToken::new()).await.unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/dir"), "{e}");
+    }
+}
