@@ -1,0 +1,266 @@
+//! Step execution paths: DAG concurrency, retries, failures to start, timeouts, outputs, cancellation.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use steward_core::event::Actor;
+use steward_core::job::JobContract;
+use steward_core::state::{AttemptStatus, RunState};
+use steward_runtime::{Engine, SystemClock};
+use steward_store::{NewRun, Run, Store};
+use steward_store_sqlite::SqliteStore;
+
+use crate::support::*;
+
+struct Env {
+    dir: tempfile::TempDir,
+    store: SqliteStore,
+    engine: Engine<SqliteStore>,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    let engine = engine(store.clone(), Arc::new(SystemClock), "me");
+    engine.boot().await.unwrap();
+    Env { dir, store, engine }
+}
+
+impl Env {
+    async fn run(&self, source: &str, inputs: serde_json::Value) -> Run {
+        let run = self
+            .engine
+            .create_run(create(source, self.dir.path(), inputs))
+            .await
+            .unwrap();
+        self.engine.start(&run.run_id).await.unwrap()
+    }
+
+    async fn attempts(&self, run: &Run) -> Vec<(String, u32, AttemptStatus)> {
+        self.store
+            .list_attempts(&run.run_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.step_id, a.attempt, a.status))
+            .collect()
+    }
+}
+
+/// Independent steps of a `needs` DAG run at the same time: each waits for the other's flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_steps_run_concurrently_and_joins_wait() {
+    let e = env().await;
+    let wait_for = |me: &str, other: &str| {
+        format!(
+            "touch {me}.flag; i=0; while [ ! -e {other}.flag ]; do i=$((i+1)); [ $i -gt 400 ] && exit 1; sleep 0.01; done"
+        )
+    };
+    let src = format!(
+        "id: dag\nversion: 1\nsteps:\n  - {{id: a, type: shell, run: 'echo a'}}\n  - {{id: b, type: shell, needs: [a], run: '{}'}}\n  - {{id: c, type: shell, needs: [a], run: '{}'}}\n  - {{id: d, type: shell, needs: [b, c], run: 'ls b.flag c.flag'}}\n",
+        wait_for("b", "c"),
+        wait_for("c", "b")
+    );
+    let run = e.run(&src, json!({})).await;
+    assert_eq!(run.state, RunState::Completed, "{}", run.summary);
+    let order: Vec<String> = e.attempts(&run).await.into_iter().map(|a| a.0).collect();
+    assert_eq!(order[0], "a");
+    assert_eq!(order[3], "d");
+}
+
+/// A failing attempt is retried within `retry.max_attempts`, then succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_attempts_retry_and_outputs_flow_downstream() {
+    let e = env().await;
+    let src = r#"id: retry
+version: 1
+steps:
+  - id: flaky
+    type: shell
+    retry: {max_attempts: 3, backoff: {initial_seconds: 0}}
+    outputs: [count]
+    run: |
+      n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count
+      [ $n -ge 2 ] || { echo "not yet" >&2; exit 4; }
+      echo "[workflow_result]{\"outputs\": {\"count\": $n}}[/workflow_result]"
+  - id: use
+    type: shell
+    run: echo "count={{steps.flaky.outputs.count}} attempt={{workflow.attempt}}"
+"#;
+    let run = e.run(src, json!({})).await;
+    assert_eq!(run.state, RunState::Completed, "{}", run.summary);
+    let attempts = e.store.list_attempts(&run.run_id).await.unwrap();
+    assert_eq!(attempts[0].status, AttemptStatus::Failed);
+    assert_eq!(attempts[0].error.as_deref(), Some("exit code 4: not yet"));
+    assert!(attempts[0].retryable);
+    assert_eq!(attempts[1].status, AttemptStatus::Completed);
+    assert_eq!(
+        attempts[2].output.as_ref().unwrap()["stdout"],
+        "count=2 attempt=1"
+    );
+    // The rendered command and its template values are the recorded input.
+    assert_eq!(
+        attempts[2].input["command"],
+        r#"echo "count=${STEWARD_TPL_0} attempt=${STEWARD_TPL_1}""#
+    );
+    assert_eq!(
+        attempts[2].input["template_values"],
+        json!({"STEWARD_TPL_0": "2", "STEWARD_TPL_1": "1"})
+    );
+}
+
+/// P09-T03: failures to start fail the run at once with an actionable reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_to_start_fail_the_run_with_the_reason() {
+    let e = env().await;
+    let run = e.run("id: nf\nversion: 1\nsteps:\n  - {id: a, type: shell, run: definitely-not-a-command --x}\n", json!({})).await;
+    assert_eq!(run.state, RunState::Failed);
+    let reason = run.terminal_reason.clone().unwrap();
+    assert!(
+        reason.starts_with("step `a` failed: command not found (exit 127)"),
+        "{reason}"
+    );
+    assert_eq!(
+        e.attempts(&run).await.len(),
+        1,
+        "a missing command is not retried"
+    );
+
+    let src = "id: tpl\nversion: 1\ninputs:\n  cfg: {type: json}\nsteps:\n  - {id: a, type: shell, run: 'echo \"{{inputs.cfg.missing}}\"'}\n";
+    let run = e.run(src, json!({"cfg": {"present": 1}})).await;
+    assert_eq!(run.state, RunState::Failed);
+    assert!(
+        run.terminal_reason.unwrap().contains(
+            "cannot start: template `{{inputs.cfg.missing}}`: input `cfg` has no `missing`"
+        )
+    );
+
+    let run = e.run("id: cwd\nversion: 1\nsteps:\n  - {id: a, type: shell, cwd: no/such/dir, run: 'true'}\n", json!({})).await;
+    assert!(
+        run.terminal_reason
+            .unwrap()
+            .contains("cannot start: cannot start `sh` in")
+    );
+
+    // Inputs that no longer hold at start (here: recorded without a required one).
+    let source = "id: need\nversion: 1\ninputs:\n  name: {type: string, required: true}\nsteps:\n  - {id: a, type: noop}\n";
+    let created = e
+        .store
+        .create_run(NewRun {
+            run_id: "run-bad-inputs".into(),
+            workflow_id: "need".into(),
+            workflow_version: 1,
+            definition_hash: steward_core::workflow::definition_hash(source),
+            definition_source: source.into(),
+            inputs: serde_json::Map::new(),
+            workdir: e.dir.path().display().to_string(),
+            job_id: "j".into(),
+            trace_id: "t".into(),
+            contract: JobContract::workflow_run(),
+            actor: Actor::Human,
+            actor_id: "test".into(),
+            now: T0,
+        })
+        .await
+        .unwrap();
+    let run = e.engine.start(&created.run_id).await.unwrap();
+    assert_eq!(run.state, RunState::Failed);
+    assert!(
+        run.summary
+            .starts_with("engine start failed: missing required input `name`"),
+        "{}",
+        run.summary
+    );
+}
+
+/// Timeouts kill the step; missing declared outputs fail the attempt; limits end the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_output_contracts_and_iteration_limits() {
+    let e = env().await;
+    let run = e.run("id: slow\nversion: 1\nsteps:\n  - {id: a, type: shell, timeout_seconds: 1, retry: {max_attempts: 1}, run: 'sleep 30'}\n", json!({})).await;
+    assert_eq!(run.state, RunState::Failed);
+    assert_eq!(
+        run.terminal_reason.as_deref(),
+        Some("step `a` failed after 1 attempt: timed out after 1s")
+    );
+    assert_eq!(
+        e.attempts(&run).await,
+        [("a".into(), 1, AttemptStatus::TimedOut)]
+    );
+
+    let src = "id: out\nversion: 1\nsteps:\n  - {id: a, type: shell, outputs: [plan, note?], retry: {max_attempts: 2, backoff: {initial_seconds: 0}}, run: 'echo no block'}\n";
+    let run = e.run(src, json!({})).await;
+    assert_eq!(
+        run.terminal_reason.as_deref(),
+        Some(
+            "step `a` failed after 2 attempts: missing required outputs in the [workflow_result] block: plan"
+        )
+    );
+
+    let src = "id: lim\nversion: 1\nlimits: {max_total_iterations: 2}\nsteps:\n  - {id: a, type: shell, retry: {max_attempts: 5, backoff: {initial_seconds: 0}}, run: 'exit 1'}\n";
+    let run = e.run(src, json!({})).await;
+    assert_eq!(
+        run.terminal_reason.as_deref(),
+        Some("workflow execution exceeded max total iterations (2)")
+    );
+    assert_eq!(run.total_iterations, 2);
+}
+
+/// Cancelling a running run kills its command's process group and records why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_running_commands() {
+    let e = env().await;
+    let src = "id: long\nversion: 1\nsteps:\n  - {id: a, type: shell, run: 'echo $$ > pid; exec sleep 30'}\n";
+    let created = e
+        .engine
+        .create_run(create(src, e.dir.path(), json!({})))
+        .await
+        .unwrap();
+    let mut updates = e.engine.subscribe();
+    let driver = tokio::spawn({
+        let engine = e.engine.clone();
+        let id = created.run_id.clone();
+        async move { engine.start(&id).await }
+    });
+    // The step is recorded as running before its process starts.
+    while updates.recv().await.unwrap().summary != "step a attempt 1 running" {}
+    let pid_file = e.dir.path().join("pid");
+    let pid = loop {
+        if let Ok(p) = std::fs::read_to_string(&pid_file)
+            && !p.trim().is_empty()
+        {
+            break p.trim().to_owned();
+        }
+        tokio::task::yield_now().await;
+    };
+    let cancelled = e.engine.cancel(&created.run_id, "operator").await.unwrap();
+    assert_eq!(cancelled.state, RunState::Cancelled);
+    let finished = driver.await.unwrap().unwrap();
+    assert_eq!(finished.state, RunState::Cancelled);
+    assert_eq!(
+        finished.terminal_reason.as_deref(),
+        Some("cancelled by operator")
+    );
+    assert_eq!(
+        e.attempts(&finished).await,
+        [("a".into(), 1, AttemptStatus::Cancelled)]
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
+    );
+    let err = e
+        .engine
+        .cancel(&created.run_id, "operator")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "run `{}` is cancelled; there is nothing to cancel",
+            created.run_id
+        )
+    );
+}

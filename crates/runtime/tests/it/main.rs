@@ -1,0 +1,7 @@
+//! Engine integration tests on a real SQLite file: recovery, resume, failures, cancellation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod engine;
+mod recovery;

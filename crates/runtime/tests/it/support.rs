@@ -1,0 +1,122 @@
+//! A test clock, a gated store wrapper, and engine builders.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+use steward_core::Timestamp;
+use steward_core::event::Event;
+use steward_core::ids::SeqIds;
+use steward_runtime::{Clock, CreateRun, Engine, EngineConfig};
+use steward_store::{
+    Attempt, Commit, CommitOutcome, NewRun, Recovered, Result, Run, RunFilter, Store,
+};
+use steward_store_sqlite::{Options, SqliteStore};
+use tokio::sync::Notify;
+
+/// A clock that only moves when told, starting at a fixed instant.
+#[derive(Debug)]
+pub(crate) struct SimClock(AtomicI64);
+
+impl SimClock {
+    pub(crate) fn new(at: Timestamp) -> Arc<SimClock> {
+        Arc::new(SimClock(AtomicI64::new(at.millis())))
+    }
+    pub(crate) fn advance_secs(&self, s: i64) {
+        self.0.fetch_add(s * 1000, Ordering::SeqCst);
+    }
+}
+
+impl Clock for SimClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+pub(crate) const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+pub(crate) fn sqlite(dir: &std::path::Path) -> SqliteStore {
+    SqliteStore::open(
+        &dir.join("steward.db"),
+        Options::default(),
+        Arc::new(SeqIds::new("ev")),
+    )
+    .unwrap()
+}
+
+pub(crate) fn engine<S: Store + Clone>(store: S, clock: Arc<dyn Clock>, owner: &str) -> Engine<S> {
+    let mut config = EngineConfig::new(owner.into());
+    config.kill_grace = std::time::Duration::from_millis(200);
+    config.watch_interval = std::time::Duration::from_millis(50);
+    Engine::new(store, clock, Arc::new(SeqIds::new(owner)), config)
+}
+
+pub(crate) fn create(source: &str, workdir: &std::path::Path, inputs: Value) -> CreateRun {
+    CreateRun {
+        source: source.to_owned(),
+        inputs: inputs.as_object().cloned().unwrap_or_else(Map::new),
+        workdir: workdir.display().to_string(),
+        actor_id: "test".into(),
+    }
+}
+
+/// A store whose recovery scan waits until the test releases it, and which
+/// logs the writes that reach it, in order.
+#[derive(Clone)]
+pub(crate) struct GatedStore {
+    pub(crate) inner: SqliteStore,
+    pub(crate) release: Arc<Notify>,
+    pub(crate) log: Arc<Mutex<Vec<String>>>,
+}
+
+impl GatedStore {
+    pub(crate) fn new(inner: SqliteStore) -> GatedStore {
+        GatedStore {
+            inner,
+            release: Arc::new(Notify::new()),
+            log: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+    fn note(&self, what: &str) {
+        self.log.lock().unwrap().push(what.into());
+    }
+}
+
+impl Store for GatedStore {
+    async fn create_run(&self, run: NewRun) -> Result<Run> {
+        self.note("create_run");
+        self.inner.create_run(run).await
+    }
+    async fn commit(&self, commit: Commit) -> Result<CommitOutcome> {
+        self.note("commit");
+        self.inner.commit(commit).await
+    }
+    async fn heartbeat(
+        &self,
+        owner: &str,
+        run_ids: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<String>> {
+        self.inner.heartbeat(owner, run_ids, now).await
+    }
+    async fn recover_stalled(&self, now: Timestamp, threshold_secs: u64) -> Result<Vec<Recovered>> {
+        self.note("recover_stalled");
+        self.release.notified().await;
+        self.inner.recover_stalled(now, threshold_secs).await
+    }
+    async fn get_run(&self, run_id: &str) -> Result<Run> {
+        self.inner.get_run(run_id).await
+    }
+    async fn list_runs(&self, filter: RunFilter) -> Result<Vec<Run>> {
+        self.inner.list_runs(filter).await
+    }
+    async fn list_attempts(&self, run_id: &str) -> Result<Vec<Attempt>> {
+        self.inner.list_attempts(run_id).await
+    }
+    async fn list_events(&self, run_id: &str, after_seq: i64) -> Result<Vec<Event>> {
+        self.inner.list_events(run_id, after_seq).await
+    }
+    async fn get_definition(&self, hash: &str) -> Result<String> {
+        self.inner.get_definition(hash).await
+    }
+}
