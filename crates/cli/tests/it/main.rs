@@ -1,0 +1,8 @@
+//! End-to-end tests of the `steward` binary on real SQLite files and real processes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+mod support;
+
+mod bad_input;
+mod crash;
+mod e2e;

@@ -1,0 +1,85 @@
+//! Running the real binary in a scratch workspace with its own data directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub(crate) const HELLO: &str = include_str!("../../../../examples/hello.yaml");
+
+/// A scratch workspace (the current directory of every command) and data directory.
+pub(crate) struct Steward {
+    pub(crate) work: tempfile::TempDir,
+}
+
+impl Steward {
+    pub(crate) fn new() -> Steward {
+        Steward {
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.work.path().join(".steward")
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.work.path().join(name)
+    }
+
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// `steward ARGS` in the workspace, with no inherited Steward settings.
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_steward"));
+        c.args(args).current_dir(self.work.path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("STEWARD_") {
+                c.env_remove(k);
+            }
+        }
+        c
+    }
+
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs a command that must succeed and print JSON.
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "steward {args:?} failed: {}",
+            text(&out)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("steward {args:?}: not JSON ({e}): {}", text(&out)))
+    }
+
+    /// The bytes of the database and its WAL: what "never writes" must leave alone.
+    pub(crate) fn db_bytes(&self) -> Vec<Vec<u8>> {
+        ["steward.db", "steward.db-wal"]
+            .iter()
+            .map(|f| std::fs::read(self.data_dir().join(f)).unwrap_or_default())
+            .collect()
+    }
+}
+
+/// stdout and stderr, for assertion messages.
+pub(crate) fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub(crate) fn exists(p: &Path) -> bool {
+    p.exists()
+}
