@@ -191,6 +191,23 @@ async fn b2(args: &BenchArgs, concurrency: usize) -> Result<Value> {
     }))
 }
 
+/// Milliseconds per fsync of a small file in `dir`: the floor for one durable commit.
+fn fsync_ms(dir: &std::path::Path) -> Result<f64> {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path)?;
+    let n = 100;
+    let started = Instant::now();
+    for _ in 0..n {
+        f.write_all(&[0u8; 128])?;
+        f.sync_all()?;
+    }
+    let ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(n);
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(ms)
+}
+
 fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -212,7 +229,18 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<std::process::ExitCode> {
             args.steps
         );
     }
-    let mut report = json!({"durability": durability});
+    let probe_dir = match &args.bench_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            tempfile::tempdir_in(d)?
+        }
+        None => tempfile::tempdir()?,
+    };
+    let fsync = round(fsync_ms(probe_dir.path())?);
+    if !args.json {
+        println!("fsync of a small file here: {fsync} ms (the floor for one durable commit)");
+    }
+    let mut report = json!({"durability": durability, "fsync_ms": fsync});
     if want_b1 {
         let r = b1(args).await?;
         if !args.json {

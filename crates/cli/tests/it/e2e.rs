@@ -229,3 +229,39 @@ fn cancel_stops_a_run_driven_by_another_process() {
     assert_eq!(st["steps"][0]["attempts"][0]["status"], "cancelled");
     assert!(exists(&s.data_dir()));
 }
+
+#[test]
+fn bench_prints_the_documented_json_shape() {
+    let s = Steward::new();
+    let b = s.json(&[
+        "bench",
+        "--runs",
+        "20",
+        "--b1-runs",
+        "5",
+        "--steps",
+        "3",
+        "--concurrency",
+        "1,4",
+        "--bench-dir",
+        "bench",
+        "--json",
+    ]);
+    assert!(
+        b["b1"]["p50_ms"].is_number() && b["b1"]["p99_ms"].is_number(),
+        "{b}"
+    );
+    let rows = b["b2"].as_array().unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["concurrency"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 4]
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r["runs_per_sec"].as_f64().unwrap() > 0.0
+                && r["steps_per_sec"].as_f64().unwrap() > 0.0)
+    );
+    assert_eq!(b["durability"], "full");
+}

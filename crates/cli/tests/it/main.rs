@@ -6,3 +6,4 @@ mod support;
 mod bad_input;
 mod crash;
 mod e2e;
+mod tidy;

@@ -1,0 +1,117 @@
+//! Architecture rules checked as tests: module docs, dependency direction, one place that spawns.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+fn sources(under: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for krate in std::fs::read_dir(root().join("crates")).unwrap() {
+        let dir = krate.unwrap().path().join(under);
+        if dir.is_dir() {
+            rust_files(&dir, &mut out);
+        }
+    }
+    out
+}
+
+fn dependencies(krate: &str) -> String {
+    let manifest =
+        std::fs::read_to_string(root().join("crates").join(krate).join("Cargo.toml")).unwrap();
+    let start = manifest
+        .find("[dependencies]")
+        .map_or(manifest.len(), |i| i + "[dependencies]".len());
+    let rest = &manifest[start..];
+    rest[..rest.find("\n[").unwrap_or(rest.len())].to_owned()
+}
+
+/// Every module says what it owns in a `//!` first line.
+#[test]
+fn every_module_starts_with_a_doc_line() {
+    let missing: Vec<String> = sources("src")
+        .into_iter()
+        .chain(sources("tests"))
+        .filter(|p| !std::fs::read_to_string(p).unwrap().starts_with("//!"))
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "modules without a `//!` line: {missing:?}"
+    );
+}
+
+/// The core stays pure; only the binary picks a storage backend.
+#[test]
+fn dependency_direction_holds() {
+    let core = dependencies("core");
+    for banned in [
+        "tokio", "futures", "rusqlite", "sqlx", "reqwest", "hyper", "axum", "clap", "anyhow",
+        "steward-",
+    ] {
+        assert!(
+            !core.contains(banned),
+            "steward-core must not depend on {banned}"
+        );
+    }
+    for krate in [
+        "core",
+        "store",
+        "store-sqlite",
+        "store-testkit",
+        "tools",
+        "runtime",
+    ] {
+        let deps = dependencies(krate);
+        assert!(
+            !deps.contains("anyhow"),
+            "library crate {krate} must not use anyhow"
+        );
+        if krate != "store-sqlite" {
+            assert!(
+                !deps.contains("steward-store-sqlite"),
+                "{krate} must not depend on a concrete store"
+            );
+        }
+    }
+    assert!(!dependencies("runtime").contains("rusqlite"));
+    assert!(
+        !dependencies("tools").contains("steward-store"),
+        "the tool bus never touches the store"
+    );
+}
+
+/// Only the tool bus starts processes (the CLI re-executes itself for `--detach`).
+#[test]
+fn only_the_tool_bus_spawns_processes() {
+    let offenders: Vec<String> = sources("src")
+        .into_iter()
+        .filter(|p| {
+            let s = p.to_string_lossy();
+            !s.contains("/crates/tools/") && !s.ends_with("/crates/cli/src/main.rs")
+        })
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            ["Command::new", "process::Command", "libc::fork", "execvp"]
+                .iter()
+                .any(|n| text.contains(n))
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "process spawning outside the tool bus: {offenders:?}"
+    );
+}
