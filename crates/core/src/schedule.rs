@@ -240,18 +240,21 @@ mod tests {
     use crate::workflow::parse;
     use AttemptStatus::*;
 
-    struct Hist(Vec<(String, u32, u32, AttemptStatus, bool, i64, Vec<String>)>);
+    /// One recorded attempt: step, attempt, visit, status, retryable, finished at (ms), routes.
+    struct Row(String, u32, u32, AttemptStatus, bool, i64, Vec<String>);
+
+    struct Hist(Vec<Row>);
 
     impl Hist {
         fn facts(&self) -> Vec<AttemptFact<'_>> {
             self.0
                 .iter()
-                .map(|(s, a, v, st, retry, fin, routes)| AttemptFact {
+                .map(|Row(s, a, v, st, retryable, fin, routes)| AttemptFact {
                     step_id: s,
                     attempt: *a,
                     visit: *v,
                     status: *st,
-                    retryable: *retry,
+                    retryable: *retryable,
                     error: None,
                     finished_at: Some(Timestamp(*fin)),
                     routes,
@@ -289,7 +292,7 @@ mod tests {
                     Vec::new()
                 };
                 hist.0
-                    .push((s.step_id, s.attempt, s.visit, st, true, now, routes));
+                    .push(Row(s.step_id, s.attempt, s.visit, st, true, now, routes));
             }
         }
     }
@@ -332,7 +335,7 @@ mod tests {
         );
 
         let wf = parse(src).unwrap();
-        let hist = Hist(vec![("a".into(), 1, 1, Failed, true, 1000, vec![])]);
+        let hist = Hist(vec![Row("a".into(), 1, 1, Failed, true, 1000, vec![])]);
         let p = plan(&wf, &hist.facts(), Timestamp(1500));
         assert_eq!(
             (p.start.len(), p.wake_at, p.verdict),
@@ -345,8 +348,8 @@ mod tests {
         let wf = parse(HELLO).unwrap();
         let routes = vec!["shout".to_string()];
         let hist = Hist(vec![
-            ("greet".into(), 1, 1, Completed, true, 0, routes.clone()),
-            ("shout".into(), 1, 1, Interrupted, true, 0, vec![]),
+            Row("greet".into(), 1, 1, Completed, true, 0, routes.clone()),
+            Row("shout".into(), 1, 1, Interrupted, true, 0, vec![]),
         ]);
         let p = plan(&wf, &hist.facts(), Timestamp(0));
         assert_eq!(
@@ -363,7 +366,7 @@ mod tests {
     #[test]
     fn non_retryable_failure_and_iteration_limit_fail_the_run() {
         let wf = parse(HELLO).unwrap();
-        let hist = Hist(vec![("greet".into(), 1, 1, Failed, false, 0, vec![])]);
+        let hist = Hist(vec![Row("greet".into(), 1, 1, Failed, false, 0, vec![])]);
         assert_eq!(
             plan(&wf, &hist.facts(), Timestamp(0)).verdict,
             Verdict::Failed {

@@ -4,7 +4,7 @@
 //! [`store_conformance!`], passing an async setup function that returns a
 //! fresh, empty store (and whatever guard keeps its files alive):
 //!
-//! ```ignore
+//! ```text
 //! steward_store_testkit::store_conformance!(fresh_store);
 //! ```
 #![allow(clippy::unwrap_used)]
