@@ -1,4 +1,10 @@
-//! The run driver: plan, commit, spawn, wait, repeat, until the run stops running.
+//! Driving a run: plan from the persisted view, commit, execute, record, repeat.
+//!
+//! [`Engine::drive`] loops until the run stops running, starting steps as
+//! soon as the planner allows and folding every completion that arrived
+//! meanwhile into the next commit. [`Engine::execute_next`] does one round
+//! of the same mechanism and returns. Both build their commits through
+//! [`RunCtx`], whose view of the run is exactly what has been committed.
 
 use std::collections::HashMap;
 
@@ -7,12 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use steward_core::Timestamp;
 use steward_core::event::Actor;
-use steward_core::schedule::{self, AttemptFact, Verdict};
+use steward_core::schedule::{self, AttemptFact, Plan, Verdict};
 use steward_core::state::{AttemptStatus, RunState, TransitionCause};
+use steward_core::workflow::{Step, Workflow};
 use steward_store::{Attempt, AttemptFinish, AttemptStart, Commit, Expect, Run, Store, Transition};
 
-use crate::engine::{Engine, ProgressUpdate, Result};
-use crate::step::{self, Scope};
+use crate::engine::{Engine, Error, ProgressUpdate, Result};
+use crate::step::{self, Scope, Work};
 
 /// Removes a run from the active set when its driver ends, however it ends.
 struct ActiveGuard<'a, S: Store + Clone> {
@@ -26,7 +33,139 @@ impl<S: Store + Clone> Drop for ActiveGuard<'_, S> {
     }
 }
 
-fn facts<'a>(attempts: &'a [Attempt]) -> Vec<AttemptFact<'a>> {
+/// A step attempt to execute once its start is committed.
+type Spawn = (Step, u32, Work);
+
+/// One run as this process last committed it.
+struct RunCtx {
+    run: Run,
+    wf: Workflow,
+    attempts: Vec<Attempt>,
+    deadline: Timestamp,
+    owner: String,
+}
+
+impl RunCtx {
+    /// The planner's answer for the committed attempts plus `finished`.
+    fn plan(&self, finished: &mut [AttemptFinish], now: Timestamp) -> Plan {
+        for f in finished.iter_mut() {
+            if f.status == AttemptStatus::Completed {
+                f.routes = schedule::routes_of(&self.wf, &f.step_id);
+            }
+        }
+        if now >= self.deadline {
+            let reason = format!(
+                "workflow run timed out after {}s",
+                self.wf.limits.run_timeout_seconds
+            );
+            return Plan {
+                start: Vec::new(),
+                wake_at: None,
+                verdict: Verdict::Failed { reason },
+            };
+        }
+        let view = self.view(finished, now);
+        schedule::plan(&self.wf, &facts(&view), now)
+    }
+
+    fn view(&self, finished: &[AttemptFinish], now: Timestamp) -> Vec<Attempt> {
+        let mut view = self.attempts.clone();
+        apply_finishes(&mut view, finished, now);
+        view
+    }
+
+    /// The commit that records `finished` and does what `plan` says; the
+    /// attempts it starts are returned to be executed after it commits.
+    fn commit_for(
+        &self,
+        plan: &Plan,
+        finished: Vec<AttemptFinish>,
+        now: Timestamp,
+        may_start: bool,
+        kill_grace: std::time::Duration,
+    ) -> (Commit, Vec<Spawn>) {
+        let expect = Expect {
+            state: RunState::Running,
+            owner: Some(self.owner.clone()),
+        };
+        let mut c = Commit::new(&self.run.run_id, expect, now, Actor::System, &self.owner);
+        let mut spawn = Vec::new();
+        match &plan.verdict {
+            Verdict::Completed => {
+                c.transition = Some(Transition {
+                    to: RunState::Completed,
+                    cause: TransitionCause::Engine,
+                    reason: "all steps completed".into(),
+                });
+                c.summary = Some("workflow completed".into());
+            }
+            Verdict::Failed { reason } => {
+                c.transition = Some(Transition {
+                    to: RunState::Failed,
+                    cause: TransitionCause::Engine,
+                    reason: reason.clone(),
+                });
+                c.summary = Some(format!("failed: {reason}"));
+            }
+            Verdict::Continue if may_start => {
+                let view = self.view(&finished, now);
+                let scope = Scope {
+                    run: &self.run,
+                    wf: &self.wf,
+                    attempts: &view,
+                };
+                for s in &plan.start {
+                    let step = &self.wf.steps[s.step_index];
+                    let prepared = scope.prepare(step, s.attempt, kill_grace);
+                    c.started.push(AttemptStart {
+                        step_id: s.step_id.clone(),
+                        attempt: s.attempt,
+                        visit: s.visit,
+                        input: prepared.input,
+                    });
+                    spawn.push((step.clone(), s.attempt, prepared.work));
+                }
+            }
+            Verdict::Continue => {}
+        }
+        if c.summary.is_none() {
+            c.summary = match (c.started.last(), finished.last()) {
+                (Some(s), _) => Some(format!("step {} attempt {} running", s.step_id, s.attempt)),
+                (None, Some(f)) => Some(format!(
+                    "step {} attempt {} {}",
+                    f.step_id, f.attempt, f.status
+                )),
+                (None, None) => None,
+            };
+        }
+        c.finished = finished;
+        (c, spawn)
+    }
+
+    /// Makes the in-memory view match a commit that the store accepted.
+    fn applied(&mut self, c: &Commit) {
+        apply_finishes(&mut self.attempts, &c.finished, c.now);
+        for s in &c.started {
+            self.attempts.push(Attempt {
+                run_id: c.run_id.clone(),
+                idempotency_key: steward_core::idempotency_key(&c.run_id, &s.step_id, s.attempt),
+                step_id: s.step_id.clone(),
+                attempt: s.attempt,
+                visit: s.visit,
+                status: AttemptStatus::Running,
+                input: s.input.clone(),
+                output: None,
+                error: None,
+                retryable: false,
+                routes: Vec::new(),
+                started_at: c.now,
+                finished_at: None,
+            });
+        }
+    }
+}
+
+fn facts(attempts: &[Attempt]) -> Vec<AttemptFact<'_>> {
     attempts
         .iter()
         .map(|a| AttemptFact {
@@ -42,7 +181,7 @@ fn facts<'a>(attempts: &'a [Attempt]) -> Vec<AttemptFact<'a>> {
         .collect()
 }
 
-/// Applies finishes to the in-memory view exactly as the store applies them.
+/// Applies finishes to a view exactly as the store applies them.
 fn apply_finishes(attempts: &mut [Attempt], finished: &[AttemptFinish], now: Timestamp) {
     for f in finished {
         if let Some(a) = attempts.iter_mut().find(|a| {
@@ -58,9 +197,77 @@ fn apply_finishes(attempts: &mut [Attempt], finished: &[AttemptFinish], now: Tim
     }
 }
 
+/// Step tasks in flight, remembering which attempt each task runs.
+#[derive(Default)]
+struct InFlight {
+    tasks: JoinSet<AttemptFinish>,
+    ids: HashMap<tokio::task::Id, (String, u32)>,
+}
+
+impl InFlight {
+    fn spawn(&mut self, (step, attempt, work): Spawn, cancel: CancellationToken) {
+        let key = (step.id.clone(), attempt);
+        let handle = self
+            .tasks
+            .spawn(async move { step::execute(&step, attempt, work, &cancel).await });
+        self.ids.insert(handle.id(), key);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// The next attempt to end; a panicked task becomes a failed attempt, not a lost one.
+    async fn next(&mut self) -> Option<AttemptFinish> {
+        let joined = self.tasks.join_next_with_id().await?;
+        Some(self.finish(joined))
+    }
+
+    /// Attempts that have already ended, without waiting.
+    fn ready(&mut self) -> Vec<AttemptFinish> {
+        let mut out = Vec::new();
+        while let Some(joined) = self.tasks.try_join_next_with_id() {
+            out.push(self.finish(joined));
+        }
+        out
+    }
+
+    async fn all(&mut self) -> Vec<AttemptFinish> {
+        let mut out = Vec::new();
+        while let Some(f) = self.next().await {
+            out.push(f);
+        }
+        out
+    }
+
+    fn finish(
+        &mut self,
+        joined: std::result::Result<(tokio::task::Id, AttemptFinish), tokio::task::JoinError>,
+    ) -> AttemptFinish {
+        match joined {
+            Ok((id, f)) => {
+                self.ids.remove(&id);
+                f
+            }
+            Err(e) => {
+                let (step_id, attempt) = self.ids.remove(&e.id()).unwrap_or_default();
+                AttemptFinish {
+                    step_id,
+                    attempt,
+                    status: AttemptStatus::Failed,
+                    output: None,
+                    error: Some(format!("internal error while running the step: {e}")),
+                    retryable: false,
+                    routes: Vec::new(),
+                }
+            }
+        }
+    }
+}
+
 impl<S: Store + Clone> Engine<S> {
-    /// Drives a `running` run owned by this process until it is no longer running.
-    pub(crate) async fn drive(&self, run_id: &str) -> Result<Run> {
+    /// Loads what a driver needs, or fails the run if its definition no longer parses.
+    async fn load(&self, run_id: &str) -> Result<std::result::Result<RunCtx, Run>> {
         let store = &self.inner.store;
         let run = store.get_run(run_id).await?;
         let owner = self.inner.config.owner.clone();
@@ -78,204 +285,154 @@ impl<S: Store + Clone> Engine<S> {
                 });
                 c.summary = Some(reason);
                 store.commit(c).await?;
-                return Ok(store.get_run(run_id).await?);
+                return Ok(Err(store.get_run(run_id).await?));
             }
         };
-        let mut attempts = store.list_attempts(run_id).await?;
-        let token = CancellationToken::new();
-        self.active().insert(run_id.to_owned(), token.clone());
-        let _guard = ActiveGuard {
-            engine: self,
-            run_id: run_id.to_owned(),
-        };
-
+        let attempts = store.list_attempts(run_id).await?;
         let started_at = run.started_at.unwrap_or_else(|| self.inner.clock.now());
         let deadline =
             started_at.plus_millis((wf.limits.run_timeout_seconds as i64).saturating_mul(1000));
-        let mut tasks: JoinSet<AttemptFinish> = JoinSet::new();
-        let mut in_flight: HashMap<tokio::task::Id, (String, u32)> = HashMap::new();
-        let mut finished: Vec<AttemptFinish> = Vec::new();
+        Ok(Ok(RunCtx {
+            run,
+            wf,
+            attempts,
+            deadline,
+            owner,
+        }))
+    }
 
+    /// Commits `c`; `Ok(None)` when the run was taken away (cancelled or recovered elsewhere).
+    async fn record(&self, ctx: &mut RunCtx, c: Commit) -> Result<Option<RunState>> {
+        let summary = c.summary.clone();
+        match self.inner.store.commit(c.clone()).await {
+            Ok(outcome) => {
+                ctx.applied(&c);
+                if let Some(summary) = summary {
+                    let update = ProgressUpdate {
+                        run_id: c.run_id.clone(),
+                        state: outcome.state,
+                        summary,
+                    };
+                    let _ = self.inner.progress.send(update);
+                }
+                Ok(Some(outcome.state))
+            }
+            Err(steward_store::Error::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn register(&self, run_id: &str) -> (CancellationToken, ActiveGuard<'_, S>) {
+        let token = CancellationToken::new();
+        self.active().insert(run_id.to_owned(), token.clone());
+        (
+            token,
+            ActiveGuard {
+                engine: self,
+                run_id: run_id.to_owned(),
+            },
+        )
+    }
+
+    /// Drives a `running` run owned by this process until it is no longer running.
+    pub(crate) async fn drive(&self, run_id: &str) -> Result<Run> {
+        let mut ctx = match self.load(run_id).await? {
+            Ok(ctx) => ctx,
+            Err(failed) => return Ok(failed),
+        };
+        let (token, _guard) = self.register(run_id);
+        let grace = self.inner.config.kill_grace;
+        let mut in_flight = InFlight::default();
+        let mut finished: Vec<AttemptFinish> = Vec::new();
         loop {
             let now = self.inner.clock.now();
-            for f in &mut finished {
-                if f.status == AttemptStatus::Completed {
-                    f.routes = schedule::routes_of(&wf, &f.step_id);
-                }
+            let plan = ctx.plan(&mut finished, now);
+            if matches!(plan.verdict, Verdict::Failed { .. }) && !in_flight.is_empty() {
+                // Stop whatever still runs; its attempts end in the same commit as the run.
+                token.cancel();
+                finished.extend(in_flight.all().await);
             }
-            let mut view = attempts.clone();
-            apply_finishes(&mut view, &finished, now);
-            let plan = if now >= deadline {
-                schedule::Plan {
-                    start: Vec::new(),
-                    wake_at: None,
-                    verdict: Verdict::Failed {
-                        reason: format!(
-                            "workflow run timed out after {}s",
-                            wf.limits.run_timeout_seconds
-                        ),
-                    },
-                }
-            } else {
-                schedule::plan(&wf, &facts(&view), now)
-            };
-
-            let mut c = Commit::new(
-                run_id,
-                Expect {
-                    state: RunState::Running,
-                    owner: Some(owner.clone()),
-                },
-                now,
-                Actor::System,
-                &owner,
-            );
-            let mut to_spawn = Vec::new();
-            match &plan.verdict {
-                Verdict::Completed => {
-                    c.transition = Some(Transition {
-                        to: RunState::Completed,
-                        cause: TransitionCause::Engine,
-                        reason: "all steps completed".into(),
-                    });
-                    c.summary = Some("workflow completed".into());
-                }
-                Verdict::Failed { reason } => {
-                    // Stop whatever still runs; its attempts end as cancelled in this same commit.
+            let (c, spawn) = ctx.commit_for(&plan, std::mem::take(&mut finished), now, true, grace);
+            let state = match self.record(&mut ctx, c).await {
+                Ok(Some(state)) => state,
+                taken_or_failed => {
+                    // This process must stop touching the run either way.
                     token.cancel();
-                    while let Some(joined) = tasks.join_next_with_id().await {
-                        finished.push(joined_finish(joined, &mut in_flight));
-                    }
-                    c.transition = Some(Transition {
-                        to: RunState::Failed,
-                        cause: TransitionCause::Engine,
-                        reason: reason.clone(),
-                    });
-                    c.summary = Some(format!("failed: {reason}"));
-                }
-                Verdict::Continue => {
-                    let scope = Scope {
-                        run: &run,
-                        wf: &wf,
-                        attempts: &view,
-                    };
-                    for s in &plan.start {
-                        let step = &wf.steps[s.step_index];
-                        let prepared = scope.prepare(step, s.attempt, self.inner.config.kill_grace);
-                        c.started.push(AttemptStart {
-                            step_id: s.step_id.clone(),
-                            attempt: s.attempt,
-                            visit: s.visit,
-                            input: prepared.input,
-                        });
-                        to_spawn.push((step.clone(), s.attempt, prepared.work));
-                    }
-                    if let Some(s) = plan.start.last() {
-                        c.summary =
-                            Some(format!("step {} attempt {} running", s.step_id, s.attempt));
-                    } else if let Some(f) = finished.last() {
-                        c.summary = Some(format!(
-                            "step {} attempt {} {}",
-                            f.step_id, f.attempt, f.status
-                        ));
-                    }
-                }
-            }
-            c.finished = std::mem::take(&mut finished);
-            let committed_finishes = c.finished.clone();
-            let committed_starts = c.started.clone();
-            let summary = c.summary.clone();
-            let outcome = match store.commit(c).await {
-                Ok(o) => o,
-                Err(e) => {
-                    // Cancelled or recovered elsewhere (a conflict), or the store failed:
-                    // either way this process must stop touching the run.
-                    token.cancel();
-                    while tasks.join_next().await.is_some() {}
-                    return match e {
-                        steward_store::Error::Conflict { .. } => Ok(store.get_run(run_id).await?),
-                        other => Err(other.into()),
-                    };
+                    in_flight.all().await;
+                    taken_or_failed?;
+                    return Ok(self.inner.store.get_run(run_id).await?);
                 }
             };
-            apply_finishes(&mut attempts, &committed_finishes, now);
-            for s in committed_starts {
-                attempts.push(Attempt {
-                    run_id: run_id.to_owned(),
-                    idempotency_key: steward_core::idempotency_key(run_id, &s.step_id, s.attempt),
-                    step_id: s.step_id,
-                    attempt: s.attempt,
-                    visit: s.visit,
-                    status: AttemptStatus::Running,
-                    input: s.input,
-                    output: None,
-                    error: None,
-                    retryable: false,
-                    routes: Vec::new(),
-                    started_at: now,
-                    finished_at: None,
-                });
+            if state != RunState::Running {
+                return Ok(self.inner.store.get_run(run_id).await?);
             }
-            if let Some(summary) = summary {
-                let _ = self.inner.progress.send(ProgressUpdate {
-                    run_id: run_id.to_owned(),
-                    state: outcome.state,
-                    summary,
-                });
+            for s in spawn {
+                in_flight.spawn(s, token.child_token());
             }
-            if outcome.state != RunState::Running {
-                return Ok(store.get_run(run_id).await?);
-            }
-            for (step, attempt, work) in to_spawn {
-                let tok = token.child_token();
-                let key = (step.id.clone(), attempt);
-                let handle =
-                    tasks.spawn(async move { step::execute(&step, attempt, work, &tok).await });
-                in_flight.insert(handle.id(), key);
-            }
-
-            let wake = plan.wake_at.unwrap_or(deadline).min(deadline);
+            let wake = plan.wake_at.unwrap_or(ctx.deadline).min(ctx.deadline);
             let wake_in =
                 std::time::Duration::from_millis(wake.since(self.inner.clock.now()).max(0) as u64);
             tokio::select! {
-                Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                    finished.push(joined_finish(joined, &mut in_flight));
+                Some(f) = in_flight.next(), if !in_flight.is_empty() => {
+                    finished.push(f);
                     // Completions that arrived meanwhile share the next commit.
-                    while let Some(joined) = tasks.try_join_next_with_id() {
-                        finished.push(joined_finish(joined, &mut in_flight));
-                    }
+                    finished.extend(in_flight.ready());
                 }
                 () = tokio::time::sleep(wake_in) => {}
                 () = token.cancelled() => {
-                    while tasks.join_next().await.is_some() {}
-                    return Ok(store.get_run(run_id).await?);
+                    in_flight.all().await;
+                    return Ok(self.inner.store.get_run(run_id).await?);
                 }
             }
         }
     }
-}
 
-/// A step task's result; a panicked task becomes a failed attempt rather than a lost one.
-fn joined_finish(
-    joined: std::result::Result<(tokio::task::Id, AttemptFinish), tokio::task::JoinError>,
-    in_flight: &mut HashMap<tokio::task::Id, (String, u32)>,
-) -> AttemptFinish {
-    match joined {
-        Ok((id, f)) => {
-            in_flight.remove(&id);
-            f
-        }
-        Err(e) => {
-            let (step_id, attempt) = in_flight.remove(&e.id()).unwrap_or_default();
-            AttemptFinish {
-                step_id,
-                attempt,
-                status: AttemptStatus::Failed,
-                output: None,
-                error: Some(format!("internal error while running the step: {e}")),
-                retryable: false,
-                routes: Vec::new(),
+    /// One round, resolved only from persisted state: starts the attempts
+    /// the planner allows now (moving a `queued` run to `running` first),
+    /// runs them to their end, records them, and returns the run. A run left
+    /// `running` between calls is held by this process and is stalled by the
+    /// recovery scan if nobody continues it.
+    pub async fn execute_next(&self, run_id: &str) -> Result<Run> {
+        self.accepting().await;
+        let run = self.inner.store.get_run(run_id).await?;
+        match run.state {
+            RunState::Queued => {
+                if let Some(failed) = self.begin(&run).await? {
+                    return Ok(failed);
+                }
+            }
+            RunState::Running if run.owner.as_deref() == Some(self.inner.config.owner.as_str()) => {
+            }
+            RunState::Running => return Err(self.running_elsewhere(run)),
+            state => {
+                return Err(Error::WrongState {
+                    run_id: run.run_id,
+                    state,
+                    hint: "only a queued or running run has a next step; use `steward resume` for a stalled one",
+                });
             }
         }
+        let mut ctx = match self.load(run_id).await? {
+            Ok(ctx) => ctx,
+            Err(failed) => return Ok(failed),
+        };
+        let (token, _guard) = self.register(run_id);
+        let grace = self.inner.config.kill_grace;
+        let now = self.inner.clock.now();
+        let plan = ctx.plan(&mut [], now);
+        let (c, spawn) = ctx.commit_for(&plan, Vec::new(), now, true, grace);
+        if self.record(&mut ctx, c).await? != Some(RunState::Running) || spawn.is_empty() {
+            return Ok(self.inner.store.get_run(run_id).await?);
+        }
+        let mut in_flight = InFlight::default();
+        for s in spawn {
+            in_flight.spawn(s, token.child_token());
+        }
+        let mut finished = in_flight.all().await;
+        let now = self.inner.clock.now();
+        let plan = ctx.plan(&mut finished, now);
+        let (c, _) = ctx.commit_for(&plan, finished, now, false, grace);
+        self.record(&mut ctx, c).await?;
+        Ok(self.inner.store.get_run(run_id).await?)
     }
 }

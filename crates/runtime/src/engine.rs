@@ -237,11 +237,21 @@ impl<S: Store + Clone> Engine<S> {
                 hint: "only a queued run can be started; use `steward resume` for a stalled one",
             });
         }
-        // P09-T03: a run that cannot start fails with the reason instead of idling in `queued`.
-        if let Err(reason) = self.startable(&run).await {
-            return self.fail_start(&run, RunState::Queued, &reason).await;
+        if let Some(failed) = self.begin(&run).await? {
+            return Ok(failed);
         }
-        let wf = self.workflow(&run).await?;
+        self.drive(run_id).await
+    }
+
+    /// Moves a queued run to `running`, owned by this process. A run that
+    /// cannot start fails with the reason instead (P09-T03), and is returned.
+    pub(crate) async fn begin(&self, run: &Run) -> Result<Option<Run>> {
+        if let Err(reason) = self.startable(run).await {
+            return self
+                .fail_start(run, RunState::Queued, &reason)
+                .await
+                .map(Some);
+        }
         let mut c = self.commit(&run.run_id, RunState::Queued, Actor::System);
         c.transition = Some(Transition {
             to: RunState::Running,
@@ -249,9 +259,19 @@ impl<S: Store + Clone> Engine<S> {
             reason: "started".into(),
         });
         c.set_owner = Some(self.inner.config.owner.clone());
-        c.summary = Some(format!("workflow {} started", wf.id));
+        c.summary = Some(format!("workflow {} started", run.workflow_id));
         self.inner.store.commit(c).await?;
-        self.drive(run_id).await
+        Ok(None)
+    }
+
+    pub(crate) fn running_elsewhere(&self, run: Run) -> Error {
+        let now = self.inner.clock.now();
+        let age_secs = run.heartbeat_at.map_or(i64::MAX, |h| now.since(h) / 1000);
+        Error::RunningElsewhere {
+            run_id: run.run_id,
+            owner: run.owner.unwrap_or_else(|| "another process".into()),
+            age_secs,
+        }
     }
 
     /// Continues a stalled (or queued, or waiting) run: the interrupted
@@ -262,24 +282,15 @@ impl<S: Store + Clone> Engine<S> {
         let run = self.inner.store.get_run(run_id).await?;
         match run.state {
             RunState::Queued => return self.start(run_id).await,
-            s if s.is_terminal() => {
+            RunState::Running => return Err(self.running_elsewhere(run)),
+            RunState::Stalled | RunState::AwaitingUser => {}
+            finished => {
                 return Err(Error::WrongState {
                     run_id: run.run_id,
-                    state: s,
+                    state: finished,
                     hint: "a finished run cannot be resumed; start a new run instead",
                 });
             }
-            RunState::Running => {
-                let now = self.inner.clock.now();
-                let age = run.heartbeat_at.map_or(i64::MAX, |h| now.since(h) / 1000);
-                return Err(Error::RunningElsewhere {
-                    run_id: run.run_id,
-                    owner: run.owner.unwrap_or_else(|| "another process".into()),
-                    age_secs: age,
-                });
-            }
-            RunState::Stalled | RunState::AwaitingUser => {}
-            _ => {}
         }
         if let Err(reason) = self.startable(&run).await {
             return self.fail_start(&run, run.state, &reason).await;

@@ -264,3 +264,65 @@ async fn cancel_stops_running_commands() {
         )
     );
 }
+
+/// P09-T02: `execute_next` advances one round at a time from persisted state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_next_steps_through_a_run() {
+    let e = env().await;
+    let src = "id: steps\nversion: 1\nsteps:\n  - {id: a, type: shell, run: 'echo one'}\n  - {id: b, type: noop, needs: []}\n  - {id: c, type: shell, needs: [a, b], run: 'echo \"{{steps.a.outputs.stdout}} two\"'}\n";
+    let created = e
+        .engine
+        .create_run(create(src, e.dir.path(), json!({})))
+        .await
+        .unwrap();
+
+    let run = e.engine.execute_next(&created.run_id).await.unwrap();
+    assert_eq!(run.state, RunState::Running);
+    assert_eq!(
+        e.attempts(&run).await,
+        [
+            ("a".into(), 1, AttemptStatus::Completed),
+            ("b".into(), 1, AttemptStatus::Completed)
+        ]
+    );
+    assert!(
+        run.summary.ends_with("attempt 1 completed"),
+        "{}",
+        run.summary
+    );
+
+    // A fresh engine (another process) sees the same persisted state and continues from it.
+    let other = engine(e.store.clone(), Arc::new(SystemClock), "me");
+    other.boot().await.unwrap();
+    let run = other.execute_next(&created.run_id).await.unwrap();
+    assert_eq!(
+        (run.state, run.current_step_id.as_deref()),
+        (RunState::Running, Some("c"))
+    );
+    let attempts = e.store.list_attempts(&run.run_id).await.unwrap();
+    assert_eq!(attempts[2].output.as_ref().unwrap()["stdout"], "one two");
+
+    let run = other.execute_next(&created.run_id).await.unwrap();
+    assert_eq!(
+        (run.state, run.summary.as_str()),
+        (RunState::Completed, "workflow completed")
+    );
+    assert!(matches!(
+        other.execute_next(&created.run_id).await,
+        Err(steward_runtime::Error::WrongState { .. })
+    ));
+
+    // Held by another live owner: refused.
+    let created = e
+        .engine
+        .create_run(create(src, e.dir.path(), json!({})))
+        .await
+        .unwrap();
+    e.engine.execute_next(&created.run_id).await.unwrap();
+    let stranger = engine(e.store.clone(), Arc::new(SystemClock), "stranger");
+    stranger.boot().await.unwrap();
+    assert!(matches!(
+        stranger.execute_next(&created.run_id).await,
+        Err(steward_runtime::Error::RunningElsewhere { .. })
+    ));
+}
