@@ -231,32 +231,40 @@ fn validate(file: &Path, json: bool) -> Result<ExitCode> {
                 let errors: Vec<Value> = diags.iter().map(|d| json!({"line": d.line, "step": d.step, "field": d.field, "message": d.message})).collect();
                 print_json(&json!({"file": name.to_string(), "valid": false, "errors": errors}))?;
             } else {
-                for d in &diags {
-                    println!("{name}:{d}");
-                }
-                println!(
-                    "{name}: {} error{}",
-                    diags.len(),
-                    if diags.len() == 1 { "" } else { "s" }
-                );
+                print_text(&diagnostics(file, &diags))?;
             }
             Ok(ExitCode::from(1))
         }
     }
 }
 
+/// `FILE:LINE: step, field: message` per problem, then a count.
+fn diagnostics(file: &Path, diags: &[workflow::Diagnostic]) -> String {
+    let name = file.display();
+    let mut out: String = diags
+        .iter()
+        .map(|d| format!("{name}:{}: {}\n", d.line, d.describe()))
+        .collect();
+    let plural = if diags.len() == 1 { "" } else { "s" };
+    out.push_str(&format!("{name}: {} error{plural}\n", diags.len()));
+    out
+}
+
 /// Reads `--input-file` and `--input` values, typing each by its declaration.
 fn gather_inputs(
+    file: &Path,
     source: &str,
     pairs: &[String],
-    file: Option<&Path>,
+    input_file: Option<&Path>,
 ) -> Result<Map<String, Value>> {
     let wf = workflow::parse(source).map_err(|diags| {
-        let lines: Vec<String> = diags.iter().map(|d| format!("  {d}")).collect();
-        anyhow::anyhow!("invalid workflow definition:\n{}", lines.join("\n"))
+        anyhow::anyhow!(
+            "invalid workflow definition:\n{}",
+            diagnostics(file, &diags).trim_end()
+        )
     })?;
     let mut inputs = Map::new();
-    if let Some(path) = file {
+    if let Some(path) = input_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read input file {}", path.display()))?;
         match serde_json::from_str::<Value>(&text) {
@@ -307,7 +315,7 @@ async fn run(
     json: bool,
 ) -> Result<ExitCode> {
     let source = app::read_workflow(file)?;
-    let inputs = gather_inputs(&source, pairs, input_file)?;
+    let inputs = gather_inputs(file, &source, pairs, input_file)?;
     let workdir = std::env::current_dir().context("cannot read the current directory")?;
     let engine = booted(cli).await?;
     let created = engine

@@ -26,7 +26,7 @@ fn bad_workflow_files_are_reported_with_line_step_and_field() {
         &s,
         &["validate", yaml.to_str().unwrap()],
         1,
-        &["broken.yaml:line", "invalid YAML"],
+        &["broken.yaml:7: invalid YAML"],
     );
     fails(
         &s,
@@ -44,7 +44,7 @@ fn bad_workflow_files_are_reported_with_line_step_and_field() {
         &["validate", kind.to_str().unwrap()],
         1,
         &[
-            "line 5, step `a`, field `steps[0].type`: unknown step type `python` (expected one of: shell, noop)",
+            "kind.yaml:5: step `a`, field `steps[0].type`: unknown step type `python` (expected one of: shell, noop)",
         ],
     );
 

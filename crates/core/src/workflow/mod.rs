@@ -255,16 +255,24 @@ pub struct Diagnostic {
     pub message: String,
 }
 
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}", self.line)?;
+impl Diagnostic {
+    /// Step, field and message, without the line: for `FILE:LINE: ...` output.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
         if let Some(s) = &self.step {
-            write!(f, ", step `{s}`")?;
+            out.push_str(&format!("step `{s}`, "));
         }
         if !self.field.is_empty() {
-            write!(f, ", field `{}`", self.field)?;
+            out.push_str(&format!("field `{}`: ", self.field));
         }
-        write!(f, ": {}", self.message)
+        out.push_str(&self.message);
+        out
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, {}", self.line, self.describe())
     }
 }
 
@@ -343,7 +351,7 @@ steps:
             "line 3, field `colour`: unknown key `colour` (expected one of: id, version, description, inputs, limits, steps)",
             "line 5, field `inputs.n.type`: unknown input type `integer` (expected string, number, bool or json)",
             "line 9, step `a`, field `steps[0].run`: template `{{inputs.missing}}` names unknown input `missing`",
-            "line 10, step `a`, field `steps[0].timout_seconds`: unknown key `timout_seconds` (expected one of: id, type, description, run, env, cwd, timeout_seconds, retry, needs, next, outputs)",
+            "line 10, step `a`, field `steps[0].timout_seconds`: unknown key `timout_seconds` (did you mean `timeout_seconds`?) (expected one of: id, type, description, run, env, cwd, timeout_seconds, retry, needs, next, outputs)",
             "line 11, step `a`, field `steps[1].id`: duplicate step id `a` (first defined at line 7)",
             "line 12, step `a`, field `steps[1].type`: unknown step type `python` (expected one of: shell, noop)",
             "line 15, step `c`, field `steps[2].needs`: unknown step `b`",

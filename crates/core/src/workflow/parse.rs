@@ -121,7 +121,8 @@ impl Reader {
                     k.pos.line,
                     f,
                     format!(
-                        "unknown key `{key}` (expected one of: {})",
+                        "unknown key `{key}`{} (expected one of: {})",
+                        suggest(key, allowed.iter().copied()),
                         allowed.join(", ")
                     ),
                 );
@@ -419,7 +420,10 @@ impl Reader {
                 self.err(
                     line,
                     field,
-                    format!("unknown input type `{other}` (expected string, number, bool or json)"),
+                    format!(
+                        "unknown input type `{other}`{} (expected string, number, bool or json)",
+                        suggest(other, ["string", "number", "bool", "json"].into_iter())
+                    ),
                 );
                 None
             }
@@ -522,7 +526,10 @@ impl Reader {
             Some(other) => self.err(
                 type_line,
                 join(&base, "type"),
-                format!("unknown step type `{other}` (expected one of: {STEP_TYPES})"),
+                format!(
+                    "unknown step type `{other}`{} (expected one of: {STEP_TYPES})",
+                    suggest(other, STEP_TYPES.split(", "))
+                ),
             ),
             None => {}
         }
@@ -935,14 +942,17 @@ fn output_names(builtin: &[&str], declared: &[OutputDecl]) -> String {
 }
 
 /// " (did you mean `x`?)" when a known name is one or two edits away.
+/// " (did you mean `x`?)" when a known name is one or two edits away, or extends it.
 fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
     known
-        .filter(|k| {
+        .filter_map(|k| {
             let d = edit_distance(name, k);
-            d <= 2 && d < name.len().min(k.len())
+            let close = d <= 2 && d < name.len().min(k.len());
+            let extends = name.len() >= 4 && k.starts_with(name);
+            (close || extends).then_some((d, k))
         })
-        .min_by_key(|k| edit_distance(name, k))
-        .map(|k| format!(" (did you mean `{k}`?)"))
+        .min()
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
         .unwrap_or_default()
 }
 
