@@ -172,6 +172,18 @@ fn failed(
     }
 }
 
+fn completed(step: &Step, attempt: u32, output: Value) -> AttemptFinish {
+    AttemptFinish {
+        step_id: step.id.clone(),
+        attempt,
+        status: AttemptStatus::Completed,
+        output: Some(output),
+        error: None,
+        retryable: false,
+        routes: Vec::new(),
+    }
+}
+
 /// Output text as the `stdout` output: lossy UTF-8 with trailing newlines removed, as `$(...)` does.
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
@@ -202,17 +214,7 @@ pub(crate) async fn execute(
     cancel: &CancellationToken,
 ) -> AttemptFinish {
     let spec = match work {
-        Work::Noop => {
-            return AttemptFinish {
-                step_id: step.id.clone(),
-                attempt,
-                status: AttemptStatus::Completed,
-                output: Some(json!({})),
-                error: None,
-                retryable: false,
-                routes: Vec::new(),
-            };
-        }
+        Work::Noop => return completed(step, attempt, json!({})),
         Work::Unrunnable(reason) => {
             return failed(
                 step,
@@ -251,76 +253,43 @@ pub(crate) async fn execute(
     if outcome.stdout_truncated_bytes > 0 || outcome.stderr_truncated_bytes > 0 {
         output["truncated_bytes"] = json!({"stdout": outcome.stdout_truncated_bytes, "stderr": outcome.stderr_truncated_bytes});
     }
-    match outcome.ending {
-        Ending::TimedOut => {
-            return failed(
-                step,
-                attempt,
-                AttemptStatus::TimedOut,
-                format!("timed out after {}s", step.timeout_seconds),
-                true,
-                Some(output),
-            );
-        }
-        Ending::Cancelled => {
-            return failed(
-                step,
-                attempt,
-                AttemptStatus::Cancelled,
-                "cancelled".into(),
-                false,
-                Some(output),
-            );
-        }
-        Ending::Signalled(sig) => {
-            return failed(
-                step,
-                attempt,
-                AttemptStatus::Failed,
-                format!("killed by signal {sig}"),
-                true,
-                Some(output),
-            );
-        }
-        Ending::Exited(NOT_FOUND) => {
-            let why = last_line(&outcome.stderr);
-            return failed(
-                step,
-                attempt,
-                AttemptStatus::Failed,
-                format!("command not found (exit 127): {why}"),
-                false,
-                Some(output),
-            );
-        }
-        Ending::Exited(NOT_EXECUTABLE) => {
-            let why = last_line(&outcome.stderr);
-            return failed(
-                step,
-                attempt,
-                AttemptStatus::Failed,
-                format!("command not executable (exit 126): {why}"),
-                false,
-                Some(output),
-            );
-        }
-        Ending::Exited(code) if code != 0 => {
-            let why = last_line(&outcome.stderr);
+    let why = || last_line(&outcome.stderr);
+    let failure = match outcome.ending {
+        Ending::Exited(0) => None,
+        Ending::TimedOut => Some((
+            AttemptStatus::TimedOut,
+            format!("timed out after {}s", step.timeout_seconds),
+            true,
+        )),
+        Ending::Cancelled => Some((AttemptStatus::Cancelled, "cancelled".to_owned(), false)),
+        Ending::Signalled(sig) => Some((
+            AttemptStatus::Failed,
+            format!("killed by signal {sig}"),
+            true,
+        )),
+        // The shell could not run the command at all: retrying will not help.
+        Ending::Exited(NOT_FOUND) => Some((
+            AttemptStatus::Failed,
+            format!("command not found (exit 127): {}", why()),
+            false,
+        )),
+        Ending::Exited(NOT_EXECUTABLE) => Some((
+            AttemptStatus::Failed,
+            format!("command not executable (exit 126): {}", why()),
+            false,
+        )),
+        Ending::Exited(code) => {
+            let why = why();
             let msg = if why.is_empty() {
                 format!("exit code {code}")
             } else {
                 format!("exit code {code}: {why}")
             };
-            return failed(
-                step,
-                attempt,
-                AttemptStatus::Failed,
-                msg,
-                true,
-                Some(output),
-            );
+            Some((AttemptStatus::Failed, msg, true))
         }
-        Ending::Exited(_) => {}
+    };
+    if let Some((status, error, retryable)) = failure {
+        return failed(step, attempt, status, error, retryable, Some(output));
     }
     let stdout = String::from_utf8_lossy(&outcome.stdout);
     let envelope = match result_block::parse(&stdout) {
@@ -363,13 +332,5 @@ pub(crate) async fn execute(
             Some(output),
         );
     }
-    AttemptFinish {
-        step_id: step.id.clone(),
-        attempt,
-        status: AttemptStatus::Completed,
-        output: Some(output),
-        error: None,
-        retryable: false,
-        routes: Vec::new(),
-    }
+    completed(step, attempt, output)
 }

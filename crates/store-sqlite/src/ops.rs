@@ -11,7 +11,7 @@ use steward_core::job::check_contract;
 use steward_core::state::{
     AttemptStatus, RunState, TransitionCause, check_attempt_transition, check_run_transition,
 };
-use steward_store::{Commit, CommitOutcome, Error, NewRun, Recovered, Result, Run};
+use steward_store::{AttemptFinish, Commit, CommitOutcome, Error, NewRun, Recovered, Result, Run};
 
 use crate::map_err;
 use crate::rows::{RUN_COLUMNS, run_from_row};
@@ -50,40 +50,123 @@ fn head(conn: &Connection, run_id: &str) -> Result<RunHead> {
     })
 }
 
-/// Appends one event to a run's log, taking the next sequence number.
-#[allow(clippy::too_many_arguments)]
-fn append_event(
-    conn: &Connection,
-    ids: &dyn IdGen,
-    run_id: &str,
-    h: &mut RunHead,
-    ts: Timestamp,
+/// Who writes to one run's log, and when: every event of a write shares these.
+struct Tx<'a> {
+    conn: &'a Connection,
+    ids: &'a dyn IdGen,
+    run_id: &'a str,
+    now: Timestamp,
     actor: Actor,
-    actor_id: &str,
-    payload: &Payload,
-) -> Result<()> {
-    h.last_event_seq += 1;
-    conn.prepare_cached(
-        "INSERT INTO events (run_id, seq, event_id, ts, event_type, actor, actor_id, trace_id, job_id, step_id, payload)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )
-    .and_then(|mut st| {
-        st.execute(params![
-            run_id,
-            h.last_event_seq,
-            ids.next_id(),
-            ts.millis(),
-            payload.event_type(),
-            actor.as_str(),
-            actor_id,
-            h.trace_id,
-            h.job_id,
-            payload.step_id(),
-            payload.to_json().to_string(),
-        ])
-    })
-    .map_err(map_err(""))?;
-    Ok(())
+    actor_id: &'a str,
+}
+
+impl Tx<'_> {
+    /// Appends one event to the run's log, taking the next sequence number.
+    fn event(&self, h: &mut RunHead, payload: &Payload) -> Result<()> {
+        h.last_event_seq += 1;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (run_id, seq, event_id, ts, event_type, actor, actor_id, trace_id, job_id, step_id, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    self.run_id,
+                    h.last_event_seq,
+                    self.ids.next_id(),
+                    self.now.millis(),
+                    payload.event_type(),
+                    self.actor.as_str(),
+                    self.actor_id,
+                    h.trace_id,
+                    h.job_id,
+                    payload.step_id(),
+                    payload.to_json().to_string(),
+                ])
+            })
+            .map_err(map_err(""))?;
+        Ok(())
+    }
+
+    /// Ends a running attempt and records `step_attempt_finished`.
+    fn finish_attempt(&self, h: &mut RunHead, f: &AttemptFinish) -> Result<()> {
+        let row: Option<(String, i64)> = self
+            .conn
+            .prepare_cached("SELECT status, started_at FROM step_attempts WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3")
+            .and_then(|mut st| st.query_row(params![self.run_id, f.step_id, f.attempt], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(map_err(""))?;
+        let Some((status, started_at)) = row else {
+            return Err(Error::Invalid(format!(
+                "run `{}`: attempt {} of step `{}` was never started",
+                self.run_id, f.attempt, f.step_id
+            )));
+        };
+        let from: AttemptStatus = status.parse().map_err(|e| Error::Corrupt {
+            path: String::new(),
+            detail: format!("{e}"),
+        })?;
+        if !check_attempt_transition(from, f.status) {
+            return Err(Error::Invalid(format!(
+                "run `{}`: attempt {} of step `{}` is already {from}, it cannot become {}",
+                self.run_id, f.attempt, f.step_id, f.status
+            )));
+        }
+        self.conn
+            .prepare_cached(
+                "UPDATE step_attempts SET status = ?4, output = ?5, error = ?6, retryable = ?7, routes = ?8, finished_at = ?9
+                 WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    self.run_id,
+                    f.step_id,
+                    f.attempt,
+                    f.status.as_str(),
+                    f.output.as_ref().map(Value::to_string),
+                    f.error,
+                    f.retryable,
+                    serde_json::to_string(&f.routes).unwrap_or_else(|_| "[]".into()),
+                    self.now.millis(),
+                ])
+            })
+            .map_err(map_err(""))?;
+        let payload = Payload::StepAttemptFinished {
+            step_id: f.step_id.clone(),
+            attempt: f.attempt,
+            status: f.status,
+            error: f.error.clone(),
+            duration_ms: self.now.millis().saturating_sub(started_at),
+        };
+        self.event(h, &payload)
+    }
+
+    /// Ends every attempt of the run that is still running with `status`.
+    fn finish_running(&self, h: &mut RunHead, status: AttemptStatus) -> Result<Vec<String>> {
+        let running: Vec<(String, u32)> = self
+            .conn
+            .prepare_cached("SELECT step_id, attempt FROM step_attempts WHERE run_id = ?1 AND status = 'running' ORDER BY ordinal")
+            .and_then(|mut st| st.query_map([self.run_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(map_err(""))?;
+        let mut keys = Vec::new();
+        for (step_id, attempt) in running {
+            let error = match status {
+                AttemptStatus::Cancelled => "the run was cancelled",
+                _ => "the process running this attempt stopped",
+            };
+            let f = AttemptFinish {
+                step_id,
+                attempt,
+                status,
+                output: None,
+                error: Some(error.to_owned()),
+                retryable: status == AttemptStatus::Interrupted,
+                routes: Vec::new(),
+            };
+            self.finish_attempt(h, &f)?;
+            keys.push(idempotency_key(self.run_id, &f.step_id, f.attempt));
+        }
+        Ok(keys)
+    }
 }
 
 pub(crate) fn create_run(conn: &Connection, ids: &dyn IdGen, run: &NewRun) -> Result<Run> {
@@ -137,16 +220,15 @@ pub(crate) fn create_run(conn: &Connection, ids: &dyn IdGen, run: &NewRun) -> Re
         definition_hash: run.definition_hash.clone(),
         input_keys,
     };
-    append_event(
+    let tx = Tx {
         conn,
         ids,
-        &run.run_id,
-        &mut h,
-        run.now,
-        run.actor,
-        &run.actor_id,
-        &payload,
-    )?;
+        run_id: &run.run_id,
+        now: run.now,
+        actor: run.actor,
+        actor_id: &run.actor_id,
+    };
+    tx.event(&mut h, &payload)?;
     conn.prepare_cached("UPDATE runs SET last_event_seq = ?2 WHERE run_id = ?1")
         .and_then(|mut st| st.execute(params![run.run_id, h.last_event_seq]))
         .map_err(map_err(""))?;
@@ -163,69 +245,6 @@ pub(crate) fn get_run(conn: &Connection, run_id: &str) -> Result<Run> {
         what: "run",
         id: run_id.to_owned(),
     })?
-}
-
-fn finish_attempt(
-    conn: &Connection,
-    ids: &dyn IdGen,
-    c: &Commit,
-    h: &mut RunHead,
-    f: &steward_store::AttemptFinish,
-    actor: Actor,
-    actor_id: &str,
-) -> Result<()> {
-    let row: Option<(String, i64)> = conn
-        .prepare_cached("SELECT status, started_at FROM step_attempts WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3")
-        .and_then(|mut st| st.query_row(params![c.run_id, f.step_id, f.attempt], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-        .map_err(map_err(""))?;
-    let Some((status, started_at)) = row else {
-        return Err(Error::Invalid(format!(
-            "run `{}`: attempt {} of step `{}` was never started",
-            c.run_id, f.attempt, f.step_id
-        )));
-    };
-    let from: AttemptStatus = status.parse().map_err(|e| Error::Corrupt {
-        path: String::new(),
-        detail: format!("{e}"),
-    })?;
-    if !check_attempt_transition(from, f.status) {
-        return Err(Error::Invalid(format!(
-            "run `{}`: attempt {} of step `{}` is already {from}, it cannot become {}",
-            c.run_id, f.attempt, f.step_id, f.status
-        )));
-    }
-    conn.prepare_cached(
-        "UPDATE step_attempts SET status = ?4, output = ?5, error = ?6, retryable = ?7, routes = ?8, finished_at = ?9
-         WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
-    )
-    .and_then(|mut st| {
-        st.execute(params![
-            c.run_id,
-            f.step_id,
-            f.attempt,
-            f.status.as_str(),
-            f.output.as_ref().map(Value::to_string),
-            f.error,
-            f.retryable,
-            serde_json::to_string(&f.routes).unwrap_or_else(|_| "[]".into()),
-            c.now.millis(),
-        ])
-    })
-    .map_err(map_err(""))?;
-    let payload = Payload::StepAttemptFinished {
-        step_id: f.step_id.clone(),
-        attempt: f.attempt,
-        status: f.status,
-        error: f.error.clone(),
-        duration_ms: c.now.millis().saturating_sub(started_at),
-    };
-    append_event(conn, ids, &c.run_id, h, c.now, actor, actor_id, &payload)
-}
-
-fn running_attempts(conn: &Connection, run_id: &str) -> Result<Vec<(String, u32)>> {
-    conn.prepare_cached("SELECT step_id, attempt FROM step_attempts WHERE run_id = ?1 AND status = 'running' ORDER BY ordinal")
-        .and_then(|mut st| st.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>())
-        .map_err(map_err(""))
 }
 
 pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<CommitOutcome> {
@@ -246,25 +265,19 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
             actual: format!("owner {}", h.owner.as_deref().unwrap_or("none")),
         });
     }
+    let tx = Tx {
+        conn,
+        ids,
+        run_id: &c.run_id,
+        now: c.now,
+        actor: c.actor,
+        actor_id: &c.actor_id,
+    };
     for f in &c.finished {
-        finish_attempt(conn, ids, c, &mut h, f, c.actor, &c.actor_id)?;
+        tx.finish_attempt(&mut h, f)?;
     }
     if let Some(status) = c.finish_running_as {
-        for (step_id, attempt) in running_attempts(conn, &c.run_id)? {
-            let f = steward_store::AttemptFinish {
-                step_id,
-                attempt,
-                status,
-                output: None,
-                error: Some(match status {
-                    AttemptStatus::Cancelled => "the run was cancelled".to_owned(),
-                    _ => "the process running this attempt stopped".to_owned(),
-                }),
-                retryable: status == AttemptStatus::Interrupted,
-                routes: Vec::new(),
-            };
-            finish_attempt(conn, ids, c, &mut h, &f, c.actor, &c.actor_id)?;
-        }
+        tx.finish_running(&mut h, status)?;
     }
     let now = c.now.millis();
     let mut terminal_reason: Option<&str> = None;
@@ -280,16 +293,7 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
             to_state: t.to,
             reason: t.reason.clone(),
         };
-        append_event(
-            conn,
-            ids,
-            &c.run_id,
-            &mut h,
-            c.now,
-            c.actor,
-            &c.actor_id,
-            &payload,
-        )?;
+        tx.event(&mut h, &payload)?;
         h.state = t.to;
         if t.to.is_terminal() {
             terminal_reason = Some(&t.reason);
@@ -319,16 +323,7 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
             visit: s.visit,
             idempotency_key: key,
         };
-        append_event(
-            conn,
-            ids,
-            &c.run_id,
-            &mut h,
-            c.now,
-            c.actor,
-            &c.actor_id,
-            &payload,
-        )?;
+        tx.event(&mut h, &payload)?;
     }
     let owner = if h.state.is_terminal() || h.state == RunState::Stalled {
         None
@@ -433,40 +428,16 @@ pub(crate) fn recover_stalled(
             last_heartbeat_ts: last_heartbeat_at.unwrap_or(now).to_rfc3339(),
             threshold_secs,
         };
-        append_event(
+        let tx = Tx {
             conn,
             ids,
-            &run_id,
-            &mut h,
+            run_id: &run_id,
             now,
-            Actor::System,
-            "recovery-scan",
-            &payload,
-        )?;
-        let mut interrupted = Vec::new();
-        let scan = Commit::new(
-            &run_id,
-            steward_store::Expect {
-                state: RunState::Running,
-                owner: None,
-            },
-            now,
-            Actor::System,
-            "recovery-scan",
-        );
-        for (step_id, attempt) in running_attempts(conn, &run_id)? {
-            let f = steward_store::AttemptFinish {
-                step_id: step_id.clone(),
-                attempt,
-                status: AttemptStatus::Interrupted,
-                output: None,
-                error: Some("the process running this attempt stopped".into()),
-                retryable: true,
-                routes: Vec::new(),
-            };
-            finish_attempt(conn, ids, &scan, &mut h, &f, Actor::System, "recovery-scan")?;
-            interrupted.push(idempotency_key(&run_id, &step_id, attempt));
-        }
+            actor: Actor::System,
+            actor_id: "recovery-scan",
+        };
+        tx.event(&mut h, &payload)?;
+        let interrupted = tx.finish_running(&mut h, AttemptStatus::Interrupted)?;
         conn.prepare_cached(
             "UPDATE runs SET state = 'stalled', owner = NULL, summary = ?2, updated_at = ?3, last_progress_at = ?3, last_event_seq = ?4
              WHERE run_id = ?1",
