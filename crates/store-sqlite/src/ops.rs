@@ -1,4 +1,7 @@
 //! The SQL behind each write, run inside the writer's transaction.
+//!
+//! What a write accepts and which events it records come from
+//! `steward_store::rules`; this module only says how SQLite stores it.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -7,16 +10,15 @@ use steward_core::Timestamp;
 use steward_core::event::{Actor, Payload};
 use steward_core::idempotency_key;
 use steward_core::ids::IdGen;
-use steward_core::job::check_contract;
-use steward_core::state::{
-    AttemptStatus, RunState, TransitionCause, check_attempt_transition, check_run_transition,
+use steward_core::state::{AttemptStatus, RunState};
+use steward_store::{
+    AttemptFinish, Commit, CommitOutcome, Error, NewRun, Recovered, Result, Run, rules,
 };
-use steward_store::{AttemptFinish, Commit, CommitOutcome, Error, NewRun, Recovered, Result, Run};
 
 use crate::map_err;
 use crate::rows::{RUN_COLUMNS, run_from_row};
 
-/// The fields of a run a commit reads and writes.
+/// The fields of a run a write reads and updates.
 struct RunHead {
     state: RunState,
     owner: Option<String>,
@@ -26,27 +28,38 @@ struct RunHead {
     total_iterations: u32,
 }
 
+fn corrupt(detail: impl std::fmt::Display) -> Error {
+    Error::Corrupt {
+        path: String::new(),
+        detail: detail.to_string(),
+    }
+}
+
 fn head(conn: &Connection, run_id: &str) -> Result<RunHead> {
-    conn.prepare_cached(
-        "SELECT state, owner, job_id, trace_id, last_event_seq, total_iterations FROM runs WHERE run_id = ?1",
-    )
-    .and_then(|mut st| {
-        st.query_row([run_id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+    let row = conn
+        .prepare_cached("SELECT state, owner, job_id, trace_id, last_event_seq, total_iterations FROM runs WHERE run_id = ?1")
+        .and_then(|mut st| {
+            st.query_row([run_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })
+            .optional()
         })
-        .optional()
-    })
-    .map_err(map_err(""))?
-    .ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })
-    .and_then(|(state, owner, job_id, trace_id, last_event_seq, total_iterations)| {
-        Ok(RunHead {
-            state: state.parse().map_err(|e| Error::Corrupt { path: String::new(), detail: format!("run `{run_id}`: {e}") })?,
-            owner,
-            job_id,
-            trace_id,
-            last_event_seq,
-            total_iterations,
-        })
+        .map_err(map_err(""))?;
+    let (state, owner, job_id, trace_id, last_event_seq, total_iterations) =
+        row.ok_or_else(|| Error::NotFound {
+            what: "run",
+            id: run_id.to_owned(),
+        })?;
+    let state = state
+        .parse()
+        .map_err(|e| corrupt(format!("run `{run_id}`: {e}")))?;
+    Ok(RunHead {
+        state,
+        owner,
+        job_id,
+        trace_id,
+        last_event_seq,
+        total_iterations,
     })
 }
 
@@ -90,27 +103,19 @@ impl Tx<'_> {
 
     /// Ends a running attempt and records `step_attempt_finished`.
     fn finish_attempt(&self, h: &mut RunHead, f: &AttemptFinish) -> Result<()> {
-        let row: Option<(String, i64)> = self
+        let stored: Option<(String, i64)> = self
             .conn
             .prepare_cached("SELECT status, started_at FROM step_attempts WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3")
             .and_then(|mut st| st.query_row(params![self.run_id, f.step_id, f.attempt], |r| Ok((r.get(0)?, r.get(1)?))).optional())
             .map_err(map_err(""))?;
-        let Some((status, started_at)) = row else {
-            return Err(Error::Invalid(format!(
-                "run `{}`: attempt {} of step `{}` was never started",
-                self.run_id, f.attempt, f.step_id
-            )));
+        let stored = match stored {
+            Some((status, started_at)) => Some((
+                status.parse::<AttemptStatus>().map_err(corrupt)?,
+                Timestamp(started_at),
+            )),
+            None => None,
         };
-        let from: AttemptStatus = status.parse().map_err(|e| Error::Corrupt {
-            path: String::new(),
-            detail: format!("{e}"),
-        })?;
-        if !check_attempt_transition(from, f.status) {
-            return Err(Error::Invalid(format!(
-                "run `{}`: attempt {} of step `{}` is already {from}, it cannot become {}",
-                self.run_id, f.attempt, f.step_id, f.status
-            )));
-        }
+        let payload = rules::finish(self.run_id, f, stored, self.now)?;
         self.conn
             .prepare_cached(
                 "UPDATE step_attempts SET status = ?4, output = ?5, error = ?6, retryable = ?7, routes = ?8, finished_at = ?9
@@ -130,13 +135,6 @@ impl Tx<'_> {
                 ])
             })
             .map_err(map_err(""))?;
-        let payload = Payload::StepAttemptFinished {
-            step_id: f.step_id.clone(),
-            attempt: f.attempt,
-            status: f.status,
-            error: f.error.clone(),
-            duration_ms: self.now.millis().saturating_sub(started_at),
-        };
         self.event(h, &payload)
     }
 
@@ -149,46 +147,26 @@ impl Tx<'_> {
             .map_err(map_err(""))?;
         let mut keys = Vec::new();
         for (step_id, attempt) in running {
-            let error = match status {
-                AttemptStatus::Cancelled => "the run was cancelled",
-                _ => "the process running this attempt stopped",
-            };
-            let f = AttemptFinish {
-                step_id,
-                attempt,
-                status,
-                output: None,
-                error: Some(error.to_owned()),
-                retryable: status == AttemptStatus::Interrupted,
-                routes: Vec::new(),
-            };
-            self.finish_attempt(h, &f)?;
-            keys.push(idempotency_key(self.run_id, &f.step_id, f.attempt));
+            keys.push(idempotency_key(self.run_id, &step_id, attempt));
+            self.finish_attempt(h, &rules::abandoned(step_id, attempt, status))?;
         }
         Ok(keys)
     }
 }
 
 pub(crate) fn create_run(conn: &Connection, ids: &dyn IdGen, run: &NewRun) -> Result<Run> {
-    check_contract(&run.contract).map_err(|e| Error::Invalid(e.to_string()))?;
-    let exists: bool = conn
+    let payload = rules::created(run)?;
+    let exists = conn
         .prepare_cached("SELECT 1 FROM runs WHERE run_id = ?1")
         .and_then(|mut st| st.exists([&run.run_id]))
         .map_err(map_err(""))?;
     if exists {
-        return Err(Error::Invalid(format!(
-            "run `{}` already exists",
-            run.run_id
-        )));
+        return Err(rules::duplicate_run(&run.run_id));
     }
     let now = run.now.millis();
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO definitions (hash, workflow_id, version, source, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )
-    .and_then(|mut st| {
-        st.execute(params![run.definition_hash, run.workflow_id, run.workflow_version, run.definition_source, now])
-    })
-    .map_err(map_err(""))?;
+    conn.prepare_cached("INSERT OR IGNORE INTO definitions (hash, workflow_id, version, source, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .and_then(|mut st| st.execute(params![run.definition_hash, run.workflow_id, run.workflow_version, run.definition_source, now]))
+        .map_err(map_err(""))?;
     conn.prepare_cached(
         "INSERT INTO runs (run_id, workflow_id, workflow_version, definition_hash, inputs, state, summary,
              job_id, trace_id, job_kind, profile_id, protocol_id, created_at, updated_at, last_progress_at, workdir)
@@ -212,14 +190,6 @@ pub(crate) fn create_run(conn: &Connection, ids: &dyn IdGen, run: &NewRun) -> Re
     })
     .map_err(map_err(""))?;
     let mut h = head(conn, &run.run_id)?;
-    let mut input_keys: Vec<String> = run.inputs.keys().cloned().collect();
-    input_keys.sort();
-    let payload = Payload::RunCreated {
-        workflow_id: run.workflow_id.clone(),
-        workflow_version: run.workflow_version,
-        definition_hash: run.definition_hash.clone(),
-        input_keys,
-    };
     let tx = Tx {
         conn,
         ids,
@@ -249,22 +219,7 @@ pub(crate) fn get_run(conn: &Connection, run_id: &str) -> Result<Run> {
 
 pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<CommitOutcome> {
     let mut h = head(conn, &c.run_id)?;
-    if h.state != c.expect.state {
-        return Err(Error::Conflict {
-            run_id: c.run_id.clone(),
-            expected: format!("state {}", c.expect.state),
-            actual: format!("state {}", h.state),
-        });
-    }
-    if let Some(owner) = &c.expect.owner
-        && h.owner.as_ref() != Some(owner)
-    {
-        return Err(Error::Conflict {
-            run_id: c.run_id.clone(),
-            expected: format!("owner {owner}"),
-            actual: format!("owner {}", h.owner.as_deref().unwrap_or("none")),
-        });
-    }
+    rules::check_expect(c, h.state, h.owner.as_deref())?;
     let tx = Tx {
         conn,
         ids,
@@ -279,28 +234,17 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
     if let Some(status) = c.finish_running_as {
         tx.finish_running(&mut h, status)?;
     }
-    let now = c.now.millis();
     let mut terminal_reason: Option<&str> = None;
     if let Some(t) = &c.transition {
-        check_run_transition(h.state, t.to, t.cause).map_err(|source| {
-            Error::InvalidTransition {
-                run_id: c.run_id.clone(),
-                source,
-            }
-        })?;
-        let payload = Payload::RunStateChanged {
-            from_state: h.state,
-            to_state: t.to,
-            reason: t.reason.clone(),
-        };
+        let payload = rules::transition(&c.run_id, h.state, t)?;
         tx.event(&mut h, &payload)?;
         h.state = t.to;
         if t.to.is_terminal() {
             terminal_reason = Some(&t.reason);
         }
     }
+    let now = c.now.millis();
     for s in &c.started {
-        h.total_iterations += 1;
         let key = idempotency_key(&c.run_id, &s.step_id, s.attempt);
         let inserted = conn
             .prepare_cached(
@@ -308,28 +252,14 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
                  VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8)",
             )
             .and_then(|mut st| {
-                st.execute(params![c.run_id, s.step_id, s.attempt, s.visit, h.total_iterations, key, s.input.to_string(), now])
+                st.execute(params![c.run_id, s.step_id, s.attempt, s.visit, h.total_iterations + 1, key, s.input.to_string(), now])
             })
             .map_err(map_err(""))?;
-        if inserted == 0 {
-            return Err(Error::Invalid(format!(
-                "run `{}`: attempt {} of step `{}` already exists",
-                c.run_id, s.attempt, s.step_id
-            )));
-        }
-        let payload = Payload::StepAttemptStarted {
-            step_id: s.step_id.clone(),
-            attempt: s.attempt,
-            visit: s.visit,
-            idempotency_key: key,
-        };
+        let payload = rules::started(&c.run_id, s, inserted == 0)?;
+        h.total_iterations += 1;
         tx.event(&mut h, &payload)?;
     }
-    let owner = if h.state.is_terminal() || h.state == RunState::Stalled {
-        None
-    } else {
-        c.set_owner.clone().or(h.owner.clone())
-    };
+    let owner = rules::owner_after(h.state, c.set_owner.as_ref(), h.owner.as_ref());
     let current = c.started.last().map(|s| (s.step_id.clone(), s.attempt));
     conn.prepare_cached(
         "UPDATE runs SET
@@ -379,9 +309,7 @@ pub(crate) fn heartbeat(
     let mut lost = Vec::new();
     for run_id in run_ids {
         let n = conn
-            .prepare_cached(
-                "UPDATE runs SET heartbeat_at = ?3, last_progress_at = ?3 WHERE run_id = ?1 AND owner = ?2 AND state = 'running'",
-            )
+            .prepare_cached("UPDATE runs SET heartbeat_at = ?3, last_progress_at = ?3 WHERE run_id = ?1 AND owner = ?2 AND state = 'running'")
             .and_then(|mut st| st.execute(params![run_id, owner, now.millis()]))
             .map_err(map_err(""))?;
         if n == 0 {
@@ -397,60 +325,39 @@ pub(crate) fn recover_stalled(
     now: Timestamp,
     threshold_secs: u64,
 ) -> Result<Vec<Recovered>> {
-    let cutoff = now
-        .millis()
-        .saturating_sub((threshold_secs as i64).saturating_mul(1000));
-    let candidates: Vec<(String, String, Option<i64>)> = conn
-        .prepare_cached(
-            "SELECT run_id, workflow_id, heartbeat_at FROM runs
-             WHERE state = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < ?1) ORDER BY created_at",
-        )
-        .and_then(|mut st| st.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
+    let running: Vec<(String, String, Option<i64>)> = conn
+        .prepare_cached("SELECT run_id, workflow_id, heartbeat_at FROM runs WHERE state = 'running' ORDER BY created_at, run_id")
+        .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
         .map_err(map_err(""))?;
     let mut out = Vec::new();
-    for (run_id, workflow_id, heartbeat_at) in candidates {
-        let mut h = head(conn, &run_id)?;
-        check_run_transition(h.state, RunState::Stalled, TransitionCause::Recovery).map_err(
-            |source| Error::InvalidTransition {
-                run_id: run_id.clone(),
-                source,
-            },
-        )?;
+    for (run_id, workflow_id, heartbeat_at) in running {
         let last_heartbeat_at = heartbeat_at.map(Timestamp);
-        let payload = Payload::WorkflowRecovery {
-            workflow_run_id: run_id.clone(),
-            job_id: h.job_id.clone(),
-            from_state: RunState::Running,
-            to_state: RunState::Stalled,
-            reason: format!(
-                "no heartbeat for more than {threshold_secs}s; the process running it is gone"
-            ),
-            last_heartbeat_ts: last_heartbeat_at.unwrap_or(now).to_rfc3339(),
-            threshold_secs,
-        };
+        if !rules::is_stale(last_heartbeat_at, now, threshold_secs) {
+            continue;
+        }
+        let mut h = head(conn, &run_id)?;
+        let payload = rules::recovery(&run_id, &h.job_id, last_heartbeat_at, now, threshold_secs)?;
         let tx = Tx {
             conn,
             ids,
             run_id: &run_id,
             now,
             actor: Actor::System,
-            actor_id: "recovery-scan",
+            actor_id: rules::RECOVERY_ACTOR,
         };
         tx.event(&mut h, &payload)?;
-        let interrupted = tx.finish_running(&mut h, AttemptStatus::Interrupted)?;
+        let interrupted_attempts = tx.finish_running(&mut h, AttemptStatus::Interrupted)?;
         conn.prepare_cached(
             "UPDATE runs SET state = 'stalled', owner = NULL, summary = ?2, updated_at = ?3, last_progress_at = ?3, last_event_seq = ?4
              WHERE run_id = ?1",
         )
-        .and_then(|mut st| {
-            st.execute(params![run_id, "stalled: its process stopped; resume with `steward resume`", now.millis(), h.last_event_seq])
-        })
+        .and_then(|mut st| st.execute(params![run_id, rules::STALLED_SUMMARY, now.millis(), h.last_event_seq]))
         .map_err(map_err(""))?;
         out.push(Recovered {
             run_id,
             workflow_id,
             last_heartbeat_at,
-            interrupted_attempts: interrupted,
+            interrupted_attempts,
         });
     }
     Ok(out)

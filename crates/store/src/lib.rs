@@ -18,6 +18,8 @@
 //! the contracts documented on each method; every backend runs it.
 #![warn(missing_docs)]
 
+pub mod mem;
+pub mod rules;
 mod types;
 
 use std::future::Future;

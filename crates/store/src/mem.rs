@@ -1,0 +1,391 @@
+//! `MemStore`: the reference backend, in memory.
+//!
+//! It exists to pin the contract, not for speed: it runs the whole
+//! conformance suite beside SQLite, so a behaviour that only one backend has
+//! shows up as a failing case. Each write works on a copy of the run and
+//! replaces it only when every check passed, which is its transaction.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use steward_core::Timestamp;
+use steward_core::event::{Actor, Event, Payload};
+use steward_core::idempotency_key;
+use steward_core::ids::IdGen;
+use steward_core::state::{AttemptStatus, RunState};
+
+use crate::{
+    Attempt, AttemptFinish, Commit, CommitOutcome, Error, NewRun, Recovered, Result, Run,
+    RunFilter, Store, rules,
+};
+
+#[derive(Clone)]
+struct RunData {
+    run: Run,
+    /// In the order they started.
+    attempts: Vec<Attempt>,
+    /// Events of the write in progress.
+    pending: Vec<(Timestamp, Actor, String, Payload)>,
+}
+
+impl RunData {
+    fn event(&mut self, now: Timestamp, actor: Actor, actor_id: &str, payload: Payload) {
+        self.pending
+            .push((now, actor, actor_id.to_owned(), payload));
+    }
+
+    fn finish(
+        &mut self,
+        f: &AttemptFinish,
+        now: Timestamp,
+        actor: Actor,
+        actor_id: &str,
+    ) -> Result<()> {
+        let run_id = self.run.run_id.clone();
+        let found = self
+            .attempts
+            .iter_mut()
+            .find(|a| a.step_id == f.step_id && a.attempt == f.attempt);
+        let payload = rules::finish(
+            &run_id,
+            f,
+            found.as_ref().map(|a| (a.status, a.started_at)),
+            now,
+        )?;
+        if let Some(a) = found {
+            a.status = f.status;
+            a.output = f.output.clone();
+            a.error = f.error.clone();
+            a.retryable = f.retryable;
+            a.routes = f.routes.clone();
+            a.finished_at = Some(now);
+        }
+        self.event(now, actor, actor_id, payload);
+        Ok(())
+    }
+
+    fn finish_running(
+        &mut self,
+        status: AttemptStatus,
+        now: Timestamp,
+        actor: Actor,
+        actor_id: &str,
+    ) -> Result<Vec<String>> {
+        let running: Vec<(String, u32)> = self
+            .attempts
+            .iter()
+            .filter(|a| a.status == AttemptStatus::Running)
+            .map(|a| (a.step_id.clone(), a.attempt))
+            .collect();
+        let mut keys = Vec::new();
+        for (step_id, attempt) in running {
+            keys.push(idempotency_key(&self.run.run_id, &step_id, attempt));
+            self.finish(
+                &rules::abandoned(step_id, attempt, status),
+                now,
+                actor,
+                actor_id,
+            )?;
+        }
+        Ok(keys)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    runs: HashMap<String, RunData>,
+    definitions: HashMap<String, String>,
+    events: Vec<Event>,
+}
+
+impl State {
+    /// Stores a run whose write succeeded, numbering its pending events.
+    fn put(&mut self, ids: &dyn IdGen, mut data: RunData) {
+        for (ts, actor, actor_id, payload) in std::mem::take(&mut data.pending) {
+            data.run.last_event_seq += 1;
+            self.events.push(Event {
+                id: self.events.len() as i64 + 1,
+                seq: data.run.last_event_seq,
+                event_id: ids.next_id(),
+                ts,
+                event_type: payload.event_type().to_owned(),
+                actor,
+                actor_id,
+                trace_id: data.run.trace_id.clone(),
+                job_id: data.run.job_id.clone(),
+                workflow_run_id: data.run.run_id.clone(),
+                step_id: payload.step_id().map(str::to_owned),
+                mt_id: None,
+                model_id: None,
+                capability_id: None,
+                payload: payload.to_json(),
+            });
+        }
+        self.runs.insert(data.run.run_id.clone(), data);
+    }
+
+    fn run(&self, run_id: &str) -> Result<RunData> {
+        self.runs
+            .get(run_id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                what: "run",
+                id: run_id.to_owned(),
+            })
+    }
+}
+
+/// An in-memory [`Store`]. Cheap to clone; clones share their data.
+#[derive(Clone)]
+pub struct MemStore {
+    state: Arc<Mutex<State>>,
+    ids: Arc<dyn IdGen>,
+}
+
+impl MemStore {
+    /// An empty store whose event ids come from `ids`.
+    pub fn new(ids: Arc<dyn IdGen>) -> MemStore {
+        MemStore {
+            state: Arc::default(),
+            ids,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Writes replace whole runs, so a panic mid-write leaves no partial state.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Store for MemStore {
+    async fn create_run(&self, new: NewRun) -> Result<Run> {
+        let payload = rules::created(&new)?;
+        let mut state = self.lock();
+        if state.runs.contains_key(&new.run_id) {
+            return Err(rules::duplicate_run(&new.run_id));
+        }
+        state
+            .definitions
+            .entry(new.definition_hash.clone())
+            .or_insert_with(|| new.definition_source.clone());
+        let run = Run {
+            run_id: new.run_id.clone(),
+            workflow_id: new.workflow_id.clone(),
+            workflow_version: new.workflow_version,
+            definition_hash: new.definition_hash.clone(),
+            inputs: new.inputs.clone(),
+            workdir: new.workdir.clone(),
+            state: RunState::Queued,
+            current_step_id: None,
+            current_attempt: None,
+            summary: "queued".into(),
+            terminal_reason: None,
+            job_id: new.job_id.clone(),
+            trace_id: new.trace_id.clone(),
+            contract: new.contract.clone(),
+            total_iterations: 0,
+            owner: None,
+            created_at: new.now,
+            started_at: None,
+            updated_at: new.now,
+            heartbeat_at: None,
+            last_progress_at: new.now,
+            finished_at: None,
+            last_event_seq: 0,
+        };
+        let mut data = RunData {
+            run,
+            attempts: Vec::new(),
+            pending: Vec::new(),
+        };
+        data.event(new.now, new.actor, &new.actor_id, payload);
+        state.put(self.ids.as_ref(), data);
+        state.run(&new.run_id).map(|d| d.run)
+    }
+
+    async fn commit(&self, c: Commit) -> Result<CommitOutcome> {
+        let mut state = self.lock();
+        let mut d = state.run(&c.run_id)?;
+        rules::check_expect(&c, d.run.state, d.run.owner.as_deref())?;
+        let (now, actor, actor_id) = (c.now, c.actor, c.actor_id.as_str());
+        for f in &c.finished {
+            d.finish(f, now, actor, actor_id)?;
+        }
+        if let Some(status) = c.finish_running_as {
+            d.finish_running(status, now, actor, actor_id)?;
+        }
+        if let Some(t) = &c.transition {
+            let payload = rules::transition(&c.run_id, d.run.state, t)?;
+            d.event(now, actor, actor_id, payload);
+            d.run.state = t.to;
+            if t.to.is_terminal() {
+                d.run.terminal_reason = Some(t.reason.clone());
+            }
+        }
+        for s in &c.started {
+            let exists = d
+                .attempts
+                .iter()
+                .any(|a| a.step_id == s.step_id && a.attempt == s.attempt);
+            let payload = rules::started(&c.run_id, s, exists)?;
+            d.run.total_iterations += 1;
+            d.attempts.push(Attempt {
+                run_id: c.run_id.clone(),
+                step_id: s.step_id.clone(),
+                attempt: s.attempt,
+                visit: s.visit,
+                status: AttemptStatus::Running,
+                idempotency_key: idempotency_key(&c.run_id, &s.step_id, s.attempt),
+                input: s.input.clone(),
+                output: None,
+                error: None,
+                retryable: false,
+                routes: Vec::new(),
+                started_at: now,
+                finished_at: None,
+            });
+            d.event(now, actor, actor_id, payload);
+            d.run.current_step_id = Some(s.step_id.clone());
+            d.run.current_attempt = Some(s.attempt);
+        }
+        let run = &mut d.run;
+        if let Some(summary) = &c.summary {
+            run.summary = summary.clone();
+        }
+        run.owner = rules::owner_after(run.state, c.set_owner.as_ref(), run.owner.as_ref());
+        if run.state == RunState::Running {
+            run.started_at = run.started_at.or(Some(now));
+            run.heartbeat_at = Some(now);
+        }
+        run.updated_at = now;
+        run.last_progress_at = now;
+        run.finished_at = run.state.is_terminal().then_some(now);
+        let outcome_state = run.state;
+        state.put(self.ids.as_ref(), d);
+        let last_event_seq = state.run(&c.run_id)?.run.last_event_seq;
+        Ok(CommitOutcome {
+            state: outcome_state,
+            last_event_seq,
+        })
+    }
+
+    async fn heartbeat(
+        &self,
+        owner: &str,
+        run_ids: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<String>> {
+        let mut state = self.lock();
+        let mut lost = Vec::new();
+        for id in run_ids {
+            match state.runs.get_mut(id) {
+                Some(d)
+                    if d.run.state == RunState::Running
+                        && d.run.owner.as_deref() == Some(owner) =>
+                {
+                    d.run.heartbeat_at = Some(now);
+                    d.run.last_progress_at = now;
+                }
+                _ => lost.push(id.clone()),
+            }
+        }
+        Ok(lost)
+    }
+
+    async fn recover_stalled(&self, now: Timestamp, threshold_secs: u64) -> Result<Vec<Recovered>> {
+        let mut state = self.lock();
+        let mut stale: Vec<RunData> = state
+            .runs
+            .values()
+            .filter(|d| {
+                d.run.state == RunState::Running
+                    && rules::is_stale(d.run.heartbeat_at, now, threshold_secs)
+            })
+            .cloned()
+            .collect();
+        stale.sort_by(|a, b| {
+            (a.run.created_at, &a.run.run_id).cmp(&(b.run.created_at, &b.run.run_id))
+        });
+        let mut out = Vec::new();
+        for mut d in stale {
+            let payload = rules::recovery(
+                &d.run.run_id,
+                &d.run.job_id,
+                d.run.heartbeat_at,
+                now,
+                threshold_secs,
+            )?;
+            d.event(now, Actor::System, rules::RECOVERY_ACTOR, payload);
+            let interrupted_attempts = d.finish_running(
+                AttemptStatus::Interrupted,
+                now,
+                Actor::System,
+                rules::RECOVERY_ACTOR,
+            )?;
+            d.run.state = RunState::Stalled;
+            d.run.owner = None;
+            d.run.summary = rules::STALLED_SUMMARY.to_owned();
+            d.run.updated_at = now;
+            d.run.last_progress_at = now;
+            out.push(Recovered {
+                run_id: d.run.run_id.clone(),
+                workflow_id: d.run.workflow_id.clone(),
+                last_heartbeat_at: d.run.heartbeat_at,
+                interrupted_attempts,
+            });
+            state.put(self.ids.as_ref(), d);
+        }
+        Ok(out)
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Run> {
+        self.lock().run(run_id).map(|d| d.run)
+    }
+
+    async fn list_runs(&self, filter: RunFilter) -> Result<Vec<Run>> {
+        let state = self.lock();
+        let mut runs: Vec<Run> = state
+            .runs
+            .values()
+            .map(|d| d.run.clone())
+            .filter(|r| filter.state.is_none_or(|s| r.state == s))
+            .collect();
+        runs.sort_by(|a, b| (b.created_at, &b.run_id).cmp(&(a.created_at, &a.run_id)));
+        if let Some(limit) = filter.limit {
+            runs.truncate(limit as usize);
+        }
+        Ok(runs)
+    }
+
+    async fn list_attempts(&self, run_id: &str) -> Result<Vec<Attempt>> {
+        Ok(self
+            .lock()
+            .runs
+            .get(run_id)
+            .map(|d| d.attempts.clone())
+            .unwrap_or_default())
+    }
+
+    async fn list_events(&self, run_id: &str, after_seq: i64) -> Result<Vec<Event>> {
+        Ok(self
+            .lock()
+            .events
+            .iter()
+            .filter(|e| e.workflow_run_id == run_id && e.seq > after_seq)
+            .cloned()
+            .collect())
+    }
+
+    async fn get_definition(&self, hash: &str) -> Result<String> {
+        self.lock()
+            .definitions
+            .get(hash)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                what: "definition",
+                id: hash.to_owned(),
+            })
+    }
+}

@@ -1,0 +1,180 @@
+//! The checks and event payloads every backend applies identically.
+//!
+//! Backends differ in how they persist, never in what they accept or record:
+//! each write path calls these functions, so a behaviour can only change for
+//! all backends at once (and the conformance suite pins it).
+
+use steward_core::Timestamp;
+use steward_core::event::Payload;
+use steward_core::job::check_contract;
+use steward_core::state::{
+    AttemptStatus, RunState, TransitionCause, check_attempt_transition, check_run_transition,
+};
+
+use crate::{AttemptFinish, AttemptStart, Commit, Error, NewRun, Result, Transition};
+
+/// The summary a recovered run gets.
+pub const STALLED_SUMMARY: &str = "stalled: its process stopped; resume with `steward resume`";
+
+/// Who recovery events name as their actor.
+pub const RECOVERY_ACTOR: &str = "recovery-scan";
+
+/// A new run's contract must hold (DG-JOB-06); its `run_created` payload.
+pub fn created(run: &NewRun) -> Result<Payload> {
+    check_contract(&run.contract).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut input_keys: Vec<String> = run.inputs.keys().cloned().collect();
+    input_keys.sort();
+    Ok(Payload::RunCreated {
+        workflow_id: run.workflow_id.clone(),
+        workflow_version: run.workflow_version,
+        definition_hash: run.definition_hash.clone(),
+        input_keys,
+    })
+}
+
+/// The error for a run id that is taken.
+pub fn duplicate_run(run_id: &str) -> Error {
+    Error::Invalid(format!("run `{run_id}` already exists"))
+}
+
+/// The commit's expectation must match the stored state and owner.
+pub fn check_expect(c: &Commit, state: RunState, owner: Option<&str>) -> Result<()> {
+    if state != c.expect.state {
+        return Err(Error::Conflict {
+            run_id: c.run_id.clone(),
+            expected: format!("state {}", c.expect.state),
+            actual: format!("state {state}"),
+        });
+    }
+    match &c.expect.owner {
+        Some(want) if owner != Some(want.as_str()) => Err(Error::Conflict {
+            run_id: c.run_id.clone(),
+            expected: format!("owner {want}"),
+            actual: format!("owner {}", owner.unwrap_or("none")),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The transition must be in the table; its `run_state_changed` payload.
+pub fn transition(run_id: &str, from: RunState, t: &Transition) -> Result<Payload> {
+    check_run_transition(from, t.to, t.cause).map_err(|source| Error::InvalidTransition {
+        run_id: run_id.to_owned(),
+        source,
+    })?;
+    Ok(Payload::RunStateChanged {
+        from_state: from,
+        to_state: t.to,
+        reason: t.reason.clone(),
+    })
+}
+
+/// An attempt may only end once, and only if it started; its `step_attempt_finished` payload.
+pub fn finish(
+    run_id: &str,
+    f: &AttemptFinish,
+    stored: Option<(AttemptStatus, Timestamp)>,
+    now: Timestamp,
+) -> Result<Payload> {
+    let Some((from, started_at)) = stored else {
+        return Err(Error::Invalid(format!(
+            "run `{run_id}`: attempt {} of step `{}` was never started",
+            f.attempt, f.step_id
+        )));
+    };
+    if !check_attempt_transition(from, f.status) {
+        return Err(Error::Invalid(format!(
+            "run `{run_id}`: attempt {} of step `{}` is already {from}, it cannot become {}",
+            f.attempt, f.step_id, f.status
+        )));
+    }
+    Ok(Payload::StepAttemptFinished {
+        step_id: f.step_id.clone(),
+        attempt: f.attempt,
+        status: f.status,
+        error: f.error.clone(),
+        duration_ms: now.since(started_at),
+    })
+}
+
+/// How an attempt still running ends when its run is cancelled or its process is gone.
+pub fn abandoned(step_id: String, attempt: u32, status: AttemptStatus) -> AttemptFinish {
+    let error = match status {
+        AttemptStatus::Cancelled => "the run was cancelled",
+        _ => "the process running this attempt stopped",
+    };
+    AttemptFinish {
+        step_id,
+        attempt,
+        status,
+        output: None,
+        error: Some(error.to_owned()),
+        retryable: status == AttemptStatus::Interrupted,
+        routes: Vec::new(),
+    }
+}
+
+/// The error for an attempt that already exists; the `step_attempt_started` payload otherwise.
+pub fn started(run_id: &str, s: &AttemptStart, exists: bool) -> Result<Payload> {
+    if exists {
+        return Err(Error::Invalid(format!(
+            "run `{run_id}`: attempt {} of step `{}` already exists",
+            s.attempt, s.step_id
+        )));
+    }
+    Ok(Payload::StepAttemptStarted {
+        step_id: s.step_id.clone(),
+        attempt: s.attempt,
+        visit: s.visit,
+        idempotency_key: steward_core::idempotency_key(run_id, &s.step_id, s.attempt),
+    })
+}
+
+/// Who holds a run after a commit: nobody once it is finished or stalled.
+pub fn owner_after(
+    state: RunState,
+    set_owner: Option<&String>,
+    current: Option<&String>,
+) -> Option<String> {
+    if state.is_terminal() || state == RunState::Stalled {
+        None
+    } else {
+        set_owner.or(current).cloned()
+    }
+}
+
+/// Whether a `running` run's heartbeat is older than the threshold.
+pub fn is_stale(heartbeat_at: Option<Timestamp>, now: Timestamp, threshold_secs: u64) -> bool {
+    let cutoff = now.plus_millis(-(threshold_secs as i64).saturating_mul(1000));
+    heartbeat_at.is_none_or(|h| h < cutoff)
+}
+
+/// The FR-EVT-WF-RECOVERY payload for a run the scan stalls (HSK-WF-003).
+pub fn recovery(
+    run_id: &str,
+    job_id: &str,
+    heartbeat_at: Option<Timestamp>,
+    now: Timestamp,
+    threshold_secs: u64,
+) -> Result<Payload> {
+    check_run_transition(
+        RunState::Running,
+        RunState::Stalled,
+        TransitionCause::Recovery,
+    )
+    .map_err(|source| Error::InvalidTransition {
+        run_id: run_id.to_owned(),
+        source,
+    })?;
+    Ok(Payload::WorkflowRecovery {
+        workflow_run_id: run_id.to_owned(),
+        job_id: job_id.to_owned(),
+        from_state: RunState::Running,
+        to_state: RunState::Stalled,
+        reason: format!(
+            "no heartbeat for more than {threshold_secs}s; the process running it is gone"
+        ),
+        last_heartbeat_ts: heartbeat_at.unwrap_or(now).to_rfc3339(),
+        threshold_secs,
+    })
+}
