@@ -1,0 +1,193 @@
+//! Differential test: seeded random operation sequences applied to SQLite and to the
+//! in-memory reference store must give the same answers and the same histories.
+
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngExt, SeedableRng};
+use serde_json::json;
+
+use steward_core::Timestamp;
+use steward_core::event::{Actor, Event};
+use steward_core::ids::SeqIds;
+use steward_core::state::{AttemptStatus, RunState, TransitionCause};
+use steward_store::mem::MemStore;
+use steward_store::{AttemptFinish, AttemptStart, Commit, Expect, RunFilter, Store, Transition};
+use steward_store_sqlite::{Options, SqliteStore};
+use steward_store_testkit::new_run;
+
+const RUNS: [&str; 3] = ["r0", "r1", "r2"];
+const STEPS: [&str; 3] = ["a", "b", "c"];
+const OWNERS: [&str; 2] = ["w1", "w2"];
+
+fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
+    &items[rng.random_range(0..items.len())]
+}
+
+/// A random commit; most expect what the store holds, so that most of them apply.
+fn random_commit(
+    rng: &mut StdRng,
+    run: &str,
+    held: Option<(RunState, Option<String>)>,
+    running: &[(String, u32)],
+    now: Timestamp,
+) -> Commit {
+    let (state, owner) = match held {
+        Some((state, owner)) if rng.random_bool(0.8) => {
+            (state, owner.filter(|_| rng.random_bool(0.5)))
+        }
+        _ => (
+            *pick(rng, &RunState::ALL),
+            rng.random_bool(0.3).then(|| pick(rng, &OWNERS).to_string()),
+        ),
+    };
+    let mut c = Commit::new(run, Expect { state, owner }, now, Actor::System, "diff");
+    if rng.random_bool(0.25) {
+        let cause = *pick(
+            rng,
+            &[
+                TransitionCause::Engine,
+                TransitionCause::Operator,
+                TransitionCause::Recovery,
+            ],
+        );
+        c.transition = Some(Transition {
+            to: *pick(rng, &RunState::ALL),
+            cause,
+            reason: format!("r{}", rng.random_range(0..9)),
+        });
+    }
+    for _ in 0..rng.random_range(0..3) {
+        c.started.push(AttemptStart {
+            step_id: pick(rng, &STEPS).to_string(),
+            attempt: rng.random_range(1..3),
+            visit: 1,
+            input: json!({"n": 1}),
+        });
+    }
+    for _ in 0..rng.random_range(0..2) {
+        let status = *pick(rng, &AttemptStatus::ALL);
+        let (step_id, attempt) = match running.first() {
+            Some(r) if rng.random_bool(0.8) => r.clone(),
+            _ => (pick(rng, &STEPS).to_string(), rng.random_range(1..3)),
+        };
+        c.finished.push(AttemptFinish {
+            step_id,
+            attempt,
+            status,
+            output: Some(json!({"ok": true})),
+            error: None,
+            retryable: rng.random_bool(0.5),
+            routes: vec!["b".into()],
+        });
+    }
+    if rng.random_bool(0.1) {
+        c.finish_running_as = Some(*pick(
+            rng,
+            &[AttemptStatus::Cancelled, AttemptStatus::Interrupted],
+        ));
+    }
+    if rng.random_bool(0.5) {
+        c.summary = Some(format!("s{}", rng.random_range(0..9)));
+    }
+    if rng.random_bool(0.3) {
+        c.set_owner = Some(pick(rng, &OWNERS).to_string());
+    }
+    c
+}
+
+/// Events without the fields that depend on how a backend draws ids.
+fn comparable(events: Vec<Event>) -> Vec<Event> {
+    events
+        .into_iter()
+        .map(|e| Event {
+            id: 0,
+            event_id: String::new(),
+            ..e
+        })
+        .collect()
+}
+
+async fn same_history(seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = SqliteStore::open(
+        &dir.path().join("d.db"),
+        Options::default(),
+        Arc::new(SeqIds::new("ev")),
+    )
+    .unwrap();
+    let mem = MemStore::new(Arc::new(SeqIds::new("ev")));
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut now = Timestamp(1_700_000_000_000);
+    let mut applied = 0;
+    for step in 0..300 {
+        now = now.plus_millis(rng.random_range(0..20_000));
+        let what = rng.random_range(0..10);
+        let same = match what {
+            0 | 1 => {
+                let run = steward_store::NewRun {
+                    now,
+                    ..new_run(*pick(&mut rng, &RUNS))
+                };
+                sql.create_run(run.clone()).await == mem.create_run(run).await
+            }
+            2 => {
+                let owner = *pick(&mut rng, &OWNERS);
+                let ids: Vec<String> = RUNS.iter().map(|r| r.to_string()).collect();
+                sql.heartbeat(owner, &ids, now).await == mem.heartbeat(owner, &ids, now).await
+            }
+            3 => {
+                let threshold = rng.random_range(0..40);
+                sql.recover_stalled(now, threshold).await
+                    == mem.recover_stalled(now, threshold).await
+            }
+            _ => {
+                let run: &str = *pick(&mut rng, &RUNS);
+                let held = mem.get_run(run).await.ok().map(|r| (r.state, r.owner));
+                let running: Vec<(String, u32)> = mem
+                    .list_attempts(run)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter(|a| a.status == AttemptStatus::Running)
+                    .map(|a| (a.step_id, a.attempt))
+                    .collect();
+                let c = random_commit(&mut rng, run, held, &running, now);
+                let (a, b) = (sql.commit(c.clone()).await, mem.commit(c.clone()).await);
+                applied += usize::from(a.is_ok());
+                assert_eq!(a, b, "seed {seed} op {step}: {c:?}");
+                true
+            }
+        };
+        assert!(same, "seed {seed} op {step} ({what}) answered differently");
+    }
+    assert!(
+        applied > 20,
+        "seed {seed}: only {applied} commits applied; the test is not exercising writes"
+    );
+    assert_eq!(
+        sql.list_runs(RunFilter::default()).await.unwrap(),
+        mem.list_runs(RunFilter::default()).await.unwrap(),
+        "seed {seed}"
+    );
+    for run in RUNS {
+        assert_eq!(
+            sql.list_attempts(run).await.unwrap(),
+            mem.list_attempts(run).await.unwrap(),
+            "seed {seed} run {run}"
+        );
+        let (a, b) = (
+            sql.list_events(run, 0).await.unwrap(),
+            mem.list_events(run, 0).await.unwrap(),
+        );
+        assert_eq!(comparable(a), comparable(b), "seed {seed} run {run}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_and_the_reference_store_agree() {
+    let mut rng = StdRng::seed_from_u64(0x5745_5741_5244);
+    for _ in 0..20 {
+        same_history(rng.next_u64()).await;
+    }
+}
