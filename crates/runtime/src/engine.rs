@@ -41,7 +41,7 @@ pub enum Error {
     },
     /// Another live process is executing the run.
     #[error(
-        "run `{run_id}` is being executed by {owner} (last heartbeat {age_secs}s ago); stop it first or wait for it"
+        "run `{run_id}` is being executed by {owner} (last heartbeat {age_secs}s ago); if that process has stopped, the run can be resumed once its heartbeat is older than the stall threshold"
     )]
     RunningElsewhere {
         /// The run.
