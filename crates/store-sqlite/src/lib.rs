@@ -59,8 +59,10 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Option<Writer>,
+    // Fields drop in order: the reader closes first, so that the writer's
+    // connection is the last one and checkpoints the WAL away on close.
     reader: Arc<Mutex<Connection>>,
+    writer: Option<Writer>,
     ids: Arc<dyn IdGen>,
 }
 
@@ -139,6 +141,38 @@ fn migrate(conn: &Connection, path: &str) -> Result<()> {
     Ok(())
 }
 
+/// Opens the read connection. A WAL database in a directory this process
+/// cannot write (say, a read-only mount) cannot get its `-shm` index; when
+/// there is also no `-wal` file, every commit is already in the main file and
+/// it is opened `immutable`, so `status` and friends still work there.
+fn open_reader(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    // The file is only read when first used: probe it now.
+    match conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)) {
+        Err(rusqlite::Error::SqliteFailure(f, _))
+            if read_only && f.code == ffi::ErrorCode::CannotOpen && !wal_path(path).exists() =>
+        {
+            drop(conn);
+            let encoded = path
+                .display()
+                .to_string()
+                .replace('%', "%25")
+                .replace('?', "%3f")
+                .replace('#', "%23");
+            let uri = format!("file:{encoded}?immutable=1");
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+        }
+        _ => Ok(conn),
+    }
+}
+
+fn wal_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
+}
+
 impl SqliteStore {
     /// Opens (and in read-write mode creates and migrates) the database at `path`.
     ///
@@ -160,8 +194,7 @@ impl SqliteStore {
             migrate(&conn, &shown)?;
             Some(Writer::spawn(conn, shown.clone())?)
         };
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let reader = Connection::open_with_flags(path, flags).map_err(map_err(&shown))?;
+        let reader = open_reader(path, options.read_only).map_err(map_err(&shown))?;
         configure(&reader, &shown, options.durability)?;
         let version: i64 = reader
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -175,8 +208,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
-                writer,
                 reader: Arc::new(Mutex::new(reader)),
+                writer,
                 ids,
             }),
         })
@@ -199,7 +232,20 @@ impl SqliteStore {
             });
         };
         let ids = self.inner.ids.clone();
-        writer.submit(move |conn| f(conn, ids.as_ref())).await
+        writer
+            .submit(move |conn| f(conn, ids.as_ref()))
+            .await
+            .map_err(|e| self.located(e))
+    }
+
+    /// Names this database in errors raised where the path was not at hand.
+    fn located(&self, e: Error) -> Error {
+        let path = self.inner.path.display().to_string();
+        match e {
+            Error::Corrupt { path: p, detail } if p.is_empty() => Error::Corrupt { path, detail },
+            Error::ReadOnly { path: p, detail } if p.is_empty() => Error::ReadOnly { path, detail },
+            other => other,
+        }
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>

@@ -25,21 +25,35 @@ type Reply = Box<dyn FnOnce(Option<&Error>) + Send>;
 /// A job runs against the open transaction, or hears why none could be opened.
 type Job = Box<dyn FnOnce(std::result::Result<&Connection, &Error>) -> Option<Reply> + Send>;
 
-/// Handle to the writer thread.
+/// Handle to the writer thread. Dropping it lets the thread finish the
+/// queued writes and close the connection (checkpointing the WAL).
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Job>,
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Writer {
     pub(crate) fn spawn(conn: Connection, path: String) -> Result<Writer> {
         let (tx, rx) = mpsc::channel::<Job>();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("steward-sqlite-writer".into())
             .spawn(move || run(conn, rx, path))
             .map_err(|e| Error::Unavailable {
                 detail: format!("cannot start the writer thread: {e}"),
             })?;
-        Ok(Writer { tx })
+        Ok(Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// Runs `f` in the next group commit and resolves once that commit is durable.
@@ -66,9 +80,14 @@ impl Writer {
                 let _ = reply_tx.send(result);
             }))
         });
-        self.tx.send(job).map_err(|_| Error::Unavailable {
+        let stopped = || Error::Unavailable {
             detail: "the SQLite writer thread has stopped".into(),
-        })?;
+        };
+        self.tx
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())?;
         reply_rx.await.map_err(|_| Error::Unavailable {
             detail: "the SQLite writer thread dropped a write".into(),
         })?

@@ -217,3 +217,71 @@ fn missing_unwritable_and_corrupt_data_directories_are_named() {
         garbage
     );
 }
+
+/// Makes a path immutable (even to root) until dropped.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(path: std::path::PathBuf) -> Immutable {
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "chattr +i {} failed: this test needs CAP_LINUX_IMMUTABLE (root on ext4)",
+            path.display()
+        );
+        Immutable(path)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A read-only data directory or database refuses new work with a clear
+/// message, and what it already holds stays readable.
+#[test]
+fn read_only_data_is_refused_for_writes_and_still_readable() {
+    let s = Steward::new();
+    let wf = s.write("hello.yaml", HELLO);
+    let wf = wf.to_str().unwrap();
+    let id = s.json(&["run", wf, "--input", "name=keep", "--json"])["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = s.db_bytes();
+    {
+        let _ro = Immutable::set(s.data_dir());
+        fails(
+            &s,
+            &["run", wf, "--input", "name=x"],
+            2,
+            &["the data directory .steward is not writable"],
+        );
+        fails(&s, &["resume", &id], 2, &["not writable"]);
+        assert_eq!(s.json(&["status", &id, "--json"])["state"], "completed");
+        assert_eq!(s.json(&["list", "--json"]).as_array().unwrap().len(), 1);
+    }
+    {
+        let _ro = Immutable::set(s.data_dir().join("steward.db"));
+        fails(
+            &s,
+            &["run", wf, "--input", "name=x"],
+            2,
+            &[".steward/steward.db is read-only"],
+        );
+    }
+    assert!(
+        s.db_bytes() == before,
+        "a refused write changed the database"
+    );
+    assert_eq!(s.json(&["status", &id, "--json"])["state"], "completed");
+}
