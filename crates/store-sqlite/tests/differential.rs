@@ -1,5 +1,6 @@
 //! Differential test: seeded random operation sequences applied to SQLite and to the
 //! in-memory reference store must give the same answers and the same histories.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
@@ -19,6 +20,10 @@ use steward_store_testkit::new_run;
 const RUNS: [&str; 3] = ["r0", "r1", "r2"];
 const STEPS: [&str; 3] = ["a", "b", "c"];
 const OWNERS: [&str; 2] = ["w1", "w2"];
+
+fn pick_run(rng: &mut StdRng) -> &'static str {
+    RUNS[rng.random_range(0..RUNS.len())]
+}
 
 fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
     &items[rng.random_range(0..items.len())]
@@ -127,7 +132,7 @@ async fn same_history(seed: u64) {
             0 | 1 => {
                 let run = steward_store::NewRun {
                     now,
-                    ..new_run(*pick(&mut rng, &RUNS))
+                    ..new_run(pick_run(&mut rng))
                 };
                 sql.create_run(run.clone()).await == mem.create_run(run).await
             }
@@ -142,7 +147,7 @@ async fn same_history(seed: u64) {
                     == mem.recover_stalled(now, threshold).await
             }
             _ => {
-                let run: &str = *pick(&mut rng, &RUNS);
+                let run = pick_run(&mut rng);
                 let held = mem.get_run(run).await.ok().map(|r| (r.state, r.owner));
                 let running: Vec<(String, u32)> = mem
                     .list_attempts(run)
