@@ -146,21 +146,7 @@ impl RunCtx {
     fn applied(&mut self, c: &Commit) {
         apply_finishes(&mut self.attempts, &c.finished, c.now);
         for s in &c.started {
-            self.attempts.push(Attempt {
-                run_id: c.run_id.clone(),
-                idempotency_key: steward_core::idempotency_key(&c.run_id, &s.step_id, s.attempt),
-                step_id: s.step_id.clone(),
-                attempt: s.attempt,
-                visit: s.visit,
-                status: AttemptStatus::Running,
-                input: s.input.clone(),
-                output: None,
-                error: None,
-                retryable: false,
-                routes: Vec::new(),
-                started_at: c.now,
-                finished_at: None,
-            });
+            self.attempts.push(Attempt::started(&c.run_id, s, c.now));
         }
     }
 }
@@ -187,12 +173,7 @@ fn apply_finishes(attempts: &mut [Attempt], finished: &[AttemptFinish], now: Tim
         if let Some(a) = attempts.iter_mut().find(|a| {
             a.step_id == f.step_id && a.attempt == f.attempt && a.status == AttemptStatus::Running
         }) {
-            a.status = f.status;
-            a.output = f.output.clone();
-            a.error = f.error.clone();
-            a.retryable = f.retryable;
-            a.routes = f.routes.clone();
-            a.finished_at = Some(now);
+            a.finish(f, now);
         }
     }
 }

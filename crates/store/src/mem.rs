@@ -53,12 +53,7 @@ impl RunData {
             now,
         )?;
         if let Some(a) = found {
-            a.status = f.status;
-            a.output = f.output.clone();
-            a.error = f.error.clone();
-            a.retryable = f.retryable;
-            a.routes = f.routes.clone();
-            a.finished_at = Some(now);
+            a.finish(f, now);
         }
         self.event(now, actor, actor_id, payload);
         Ok(())
@@ -231,21 +226,7 @@ impl Store for MemStore {
                 .any(|a| a.step_id == s.step_id && a.attempt == s.attempt);
             let payload = rules::started(&c.run_id, s, exists)?;
             d.run.total_iterations += 1;
-            d.attempts.push(Attempt {
-                run_id: c.run_id.clone(),
-                step_id: s.step_id.clone(),
-                attempt: s.attempt,
-                visit: s.visit,
-                status: AttemptStatus::Running,
-                idempotency_key: idempotency_key(&c.run_id, &s.step_id, s.attempt),
-                input: s.input.clone(),
-                output: None,
-                error: None,
-                retryable: false,
-                routes: Vec::new(),
-                started_at: now,
-                finished_at: None,
-            });
+            d.attempts.push(Attempt::started(&c.run_id, s, now));
             d.event(now, actor, actor_id, payload);
             d.run.current_step_id = Some(s.step_id.clone());
             d.run.current_attempt = Some(s.attempt);

@@ -130,6 +130,37 @@ pub struct Attempt {
     pub finished_at: Option<Timestamp>,
 }
 
+impl Attempt {
+    /// The row an [`AttemptStart`] creates.
+    pub fn started(run_id: &str, s: &AttemptStart, now: Timestamp) -> Attempt {
+        Attempt {
+            run_id: run_id.to_owned(),
+            step_id: s.step_id.clone(),
+            attempt: s.attempt,
+            visit: s.visit,
+            status: AttemptStatus::Running,
+            idempotency_key: steward_core::idempotency_key(run_id, &s.step_id, s.attempt),
+            input: s.input.clone(),
+            output: None,
+            error: None,
+            retryable: false,
+            routes: Vec::new(),
+            started_at: now,
+            finished_at: None,
+        }
+    }
+
+    /// Records how the attempt ended (callers check the transition first).
+    pub fn finish(&mut self, f: &AttemptFinish, now: Timestamp) {
+        self.status = f.status;
+        self.output = f.output.clone();
+        self.error = f.error.clone();
+        self.retryable = f.retryable;
+        self.routes = f.routes.clone();
+        self.finished_at = Some(now);
+    }
+}
+
 /// Which state (and owner) a commit expects; anything else is a conflict.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expect {
