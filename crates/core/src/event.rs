@@ -123,6 +123,96 @@ pub enum Payload {
         /// The threshold it was older than.
         threshold_secs: u64,
     },
+    /// `gate_outcome`: one MEX gate's decision on a planned operation.
+    GateOutcome {
+        /// The operation.
+        op_id: String,
+        /// Its engine.
+        engine_id: String,
+        /// Its operation name.
+        operation: String,
+        /// `G-SCHEMA`, `G-CAP`, ...
+        gate: String,
+        /// `pass` or `deny`.
+        outcome: String,
+        /// The denial code.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        /// The denial reason.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// `capability_action` (DG-CAP-05): one capability check, allow or deny.
+    CapabilityAction {
+        /// The capability checked.
+        capability_id: String,
+        /// Who asked for it.
+        actor_id: String,
+        /// The job it was for.
+        job_id: String,
+        /// `allow` or `deny`.
+        decision_outcome: String,
+    },
+    /// FR-EVT-001 `terminal_command`: a command the tool bus ran, redacted.
+    TerminalCommand {
+        /// The terminal session.
+        session_id: String,
+        /// `HUMAN_DEV`, `AI_JOB` or `PLUGIN_TOOL`.
+        session_type: String,
+        /// Workspace-relative working directory.
+        cwd: String,
+        /// The command, secrets redacted.
+        command: String,
+        /// Exit code, -1 when killed.
+        exit_code: i32,
+        /// Run time.
+        duration_ms: u64,
+        /// Killed by its timeout.
+        timed_out: bool,
+        /// Killed by cancellation.
+        cancelled: bool,
+        /// Output bytes dropped past the limits.
+        truncated_bytes: u64,
+        /// Artifact holding the redacted stdout.
+        stdout_ref: String,
+        /// Artifact holding the redacted stderr.
+        stderr_ref: String,
+        /// Whether anything was redacted.
+        redaction_applied: bool,
+    },
+    /// FR-EVT-007 `tool_call`: one tool bus invocation.
+    ToolCall {
+        /// Correlates the job's events.
+        trace_id: String,
+        /// The operation id.
+        tool_call_id: String,
+        /// `mex.<engine>.<operation>`.
+        tool_id: String,
+        /// The engine's version.
+        tool_version: String,
+        /// Always `mex`.
+        transport: String,
+        /// `READ`, `WRITE` or `EXECUTE`.
+        side_effect: String,
+        /// `IDEMPOTENT`, `IDEMPOTENT_WITH_KEY` or `NON_IDEMPOTENT`.
+        idempotency: String,
+        /// The attempt's idempotency key.
+        idempotency_key: String,
+        /// Whether it succeeded.
+        ok: bool,
+        /// SHA-256 of the redacted arguments.
+        args_hash: String,
+        /// SHA-256 of the redacted result, when it ran.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result_hash: Option<String>,
+        /// `{code, message}` when it did not succeed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<Value>,
+        /// `{started_at, ended_at, duration_ms}`.
+        timing: Value,
+        /// The capabilities it requested.
+        capability_ids: Vec<String>,
+    },
 }
 
 impl Payload {
@@ -134,6 +224,18 @@ impl Payload {
             Payload::StepAttemptStarted { .. } => "step_attempt_started",
             Payload::StepAttemptFinished { .. } => "step_attempt_finished",
             Payload::WorkflowRecovery { .. } => "workflow_recovery",
+            Payload::GateOutcome { .. } => "gate_outcome",
+            Payload::CapabilityAction { .. } => "capability_action",
+            Payload::TerminalCommand { .. } => "terminal_command",
+            Payload::ToolCall { .. } => "tool_call",
+        }
+    }
+
+    /// The capability the event concerns, for the envelope.
+    pub fn capability_id(&self) -> Option<&str> {
+        match self {
+            Payload::CapabilityAction { capability_id, .. } => Some(capability_id),
+            _ => None,
         }
     }
 
@@ -152,17 +254,15 @@ impl Payload {
     }
 }
 
-/// An event before the store assigns its sequence number and run fields.
+/// An event to record with a write, beside the ones the write implies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
-    /// A UUID, unique.
-    pub event_id: String,
-    /// When it happened.
-    pub ts: Timestamp,
     /// Who caused it.
     pub actor: Actor,
     /// Which human, agent or system component.
     pub actor_id: String,
+    /// The step it concerns, if any.
+    pub step_id: Option<String>,
     /// What happened.
     pub payload: Payload,
 }

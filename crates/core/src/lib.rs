@@ -16,6 +16,7 @@
 //!   `[workflow_result]` envelope, and the progress snapshot.
 #![warn(missing_docs)]
 
+pub mod capability;
 pub mod event;
 pub mod ids;
 pub mod inputs;

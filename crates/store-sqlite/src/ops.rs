@@ -76,11 +76,23 @@ struct Tx<'a> {
 impl Tx<'_> {
     /// Appends one event to the run's log, taking the next sequence number.
     fn event(&self, h: &mut RunHead, payload: &Payload) -> Result<()> {
+        self.event_as(h, self.actor, self.actor_id, payload.step_id(), payload)
+    }
+
+    /// Appends an event with its own actor and step.
+    fn event_as(
+        &self,
+        h: &mut RunHead,
+        actor: Actor,
+        actor_id: &str,
+        step_id: Option<&str>,
+        payload: &Payload,
+    ) -> Result<()> {
         h.last_event_seq += 1;
         self.conn
             .prepare_cached(
-                "INSERT INTO events (run_id, seq, event_id, ts, event_type, actor, actor_id, trace_id, job_id, step_id, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO events (run_id, seq, event_id, ts, event_type, actor, actor_id, trace_id, job_id, step_id, capability_id, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -89,11 +101,12 @@ impl Tx<'_> {
                     self.ids.next_id(),
                     self.now.millis(),
                     payload.event_type(),
-                    self.actor.as_str(),
-                    self.actor_id,
+                    actor.as_str(),
+                    actor_id,
                     h.trace_id,
                     h.job_id,
-                    payload.step_id(),
+                    step_id,
+                    payload.capability_id(),
                     payload.to_json().to_string(),
                 ])
             })
@@ -228,6 +241,9 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
         actor: c.actor,
         actor_id: &c.actor_id,
     };
+    for e in &c.events {
+        tx.event_as(&mut h, e.actor, &e.actor_id, e.step_id.as_deref(), &e.payload)?;
+    }
     for f in &c.finished {
         tx.finish_attempt(&mut h, f)?;
     }

@@ -35,6 +35,7 @@ macro_rules! store_conformance {
             list_runs_filters_and_orders,
             concurrent_commits_all_land,
             a_failed_write_does_not_spoil_its_batch,
+            events_of_a_commit_are_recorded_with_it,
         );
     };
     (@cases $setup:path; $($case:ident),* $(,)?) => {
@@ -650,4 +651,55 @@ pub async fn a_failed_write_does_not_spoil_its_batch<S: Store + Clone>(s: &S) {
             .all(|(i, e)| e.seq == i as i64 + 1)
     );
     assert_eq!(events.len(), 2 + 10);
+}
+
+/// Events a commit carries (tool calls, gate and capability decisions) are
+/// written with it, before the attempt endings, and vanish with a refused commit.
+pub async fn events_of_a_commit_are_recorded_with_it<S: Store>(s: &S) {
+    use steward_core::event::{NewEvent, Payload};
+    running_run(s, "r1", "me", at(1)).await;
+    let mut c = commit("r1", RunState::Running, at(2));
+    c.started = vec![start("a", 1)];
+    s.commit(c).await.unwrap();
+    let decision = |outcome: &str| NewEvent {
+        actor: Actor::System,
+        actor_id: "tool-bus".into(),
+        step_id: Some("a".into()),
+        payload: Payload::CapabilityAction {
+            capability_id: "proc.exec:echo".into(),
+            actor_id: "tool-bus".into(),
+            job_id: "job-r1".into(),
+            decision_outcome: outcome.into(),
+        },
+    };
+    let mut bad = commit("r1", RunState::Running, at(3));
+    bad.events = vec![decision("deny")];
+    bad.finished = vec![finish("ghost", 1, AttemptStatus::Completed)];
+    assert!(s.commit(bad).await.is_err());
+    let mut c = commit("r1", RunState::Running, at(3));
+    c.events = vec![decision("allow")];
+    c.finished = vec![finish("a", 1, AttemptStatus::Completed)];
+    s.commit(c).await.unwrap();
+    let events = s.list_events("r1", 0).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "run_created",
+            "run_state_changed",
+            "step_attempt_started",
+            "capability_action",
+            "step_attempt_finished"
+        ]
+    );
+    let e = &events[3];
+    assert_eq!(
+        (
+            e.actor_id.as_str(),
+            e.step_id.as_deref(),
+            e.capability_id.as_deref()
+        ),
+        ("tool-bus", Some("a"), Some("proc.exec:echo"))
+    );
+    assert_eq!(e.payload["decision_outcome"], "allow");
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use steward_core::Timestamp;
-use steward_core::event::{Actor, Event, Payload};
+use steward_core::event::{Actor, Event, NewEvent, Payload};
 use steward_core::idempotency_key;
 use steward_core::ids::IdGen;
 use steward_core::state::{AttemptStatus, RunState};
@@ -25,13 +25,21 @@ struct RunData {
     /// In the order they started.
     attempts: Vec<Attempt>,
     /// Events of the write in progress.
-    pending: Vec<(Timestamp, Actor, String, Payload)>,
+    pending: Vec<(Timestamp, NewEvent)>,
 }
 
 impl RunData {
     fn event(&mut self, now: Timestamp, actor: Actor, actor_id: &str, payload: Payload) {
-        self.pending
-            .push((now, actor, actor_id.to_owned(), payload));
+        let step_id = payload.step_id().map(str::to_owned);
+        self.pending.push((
+            now,
+            NewEvent {
+                actor,
+                actor_id: actor_id.to_owned(),
+                step_id,
+                payload,
+            },
+        ));
     }
 
     fn finish(
@@ -96,7 +104,16 @@ struct State {
 impl State {
     /// Stores a run whose write succeeded, numbering its pending events.
     fn put(&mut self, ids: &dyn IdGen, mut data: RunData) {
-        for (ts, actor, actor_id, payload) in std::mem::take(&mut data.pending) {
+        for (
+            ts,
+            NewEvent {
+                actor,
+                actor_id,
+                step_id,
+                payload,
+            },
+        ) in std::mem::take(&mut data.pending)
+        {
             data.run.last_event_seq += 1;
             self.events.push(Event {
                 id: self.events.len() as i64 + 1,
@@ -109,10 +126,10 @@ impl State {
                 trace_id: data.run.trace_id.clone(),
                 job_id: data.run.job_id.clone(),
                 workflow_run_id: data.run.run_id.clone(),
-                step_id: payload.step_id().map(str::to_owned),
+                step_id,
                 mt_id: None,
                 model_id: None,
-                capability_id: None,
+                capability_id: payload.capability_id().map(str::to_owned),
                 payload: payload.to_json(),
             });
         }
@@ -205,6 +222,7 @@ impl Store for MemStore {
         let mut d = state.run(&c.run_id)?;
         rules::check_expect(&c, d.run.state, d.run.owner.as_deref())?;
         let (now, actor, actor_id) = (c.now, c.actor, c.actor_id.as_str());
+        d.pending.extend(c.events.iter().map(|e| (now, e.clone())));
         for f in &c.finished {
             d.finish(f, now, actor, actor_id)?;
         }

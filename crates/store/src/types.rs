@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use steward_core::Timestamp;
-use steward_core::event::Actor;
+use steward_core::event::{Actor, NewEvent};
 use steward_core::job::JobContract;
 use steward_core::state::{AttemptStatus, RunState, TransitionCause};
 
@@ -226,7 +226,10 @@ pub struct Commit {
     pub actor: Actor,
     /// Which one.
     pub actor_id: String,
-    /// Attempts that ended (written first).
+    /// Events that happened during the attempts this commit ends (tool
+    /// calls, gate and capability decisions), written first.
+    pub events: Vec<NewEvent>,
+    /// Attempts that ended.
     pub finished: Vec<AttemptFinish>,
     /// A state change.
     pub transition: Option<Transition>,
@@ -255,6 +258,7 @@ impl Commit {
             now,
             actor,
             actor_id: actor_id.to_owned(),
+            events: Vec::new(),
             finished: Vec::new(),
             transition: None,
             started: Vec::new(),
