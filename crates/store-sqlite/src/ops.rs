@@ -242,7 +242,13 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
         actor_id: &c.actor_id,
     };
     for e in &c.events {
-        tx.event_as(&mut h, e.actor, &e.actor_id, e.step_id.as_deref(), &e.payload)?;
+        tx.event_as(
+            &mut h,
+            e.actor,
+            &e.actor_id,
+            e.step_id.as_deref(),
+            &e.payload,
+        )?;
     }
     for f in &c.finished {
         tx.finish_attempt(&mut h, f)?;

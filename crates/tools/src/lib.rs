@@ -1,11 +1,26 @@
-//! Steward's tool bus: every process Steward starts is started here.
+//! Steward's tool bus (MEX v1.2): every process Steward starts is planned, gated, guarded, run and recorded here.
 //!
-//! Keeping process creation in one crate is what lets the guards hold
-//! everywhere (design decision 8): today a command runs in its own process
-//! group with a timeout that sends SIGTERM to the whole group, then SIGKILL
-//! after a grace period; output is captured up to a per-stream limit with the
-//! dropped byte count recorded; and cancellation kills the group the same
-//! way. Capability gates and terminal policy build on [`exec::run`].
+//! Layout, in the order an operation meets it:
+//! - [`op`]: the `poe-1.0` [`op::PlannedOperation`] envelope and the [`op::EngineResult`].
+//! - [`registry`]: the engines (`mechanical_engines.json`, shipping `engine.shell`/`exec`).
+//! - [`gates`]: G-SCHEMA, G-CAP (default deny), G-INTEGRITY, G-BUDGET, G-PROVENANCE, G-DET, pure.
+//! - [`terminal`]: the guards (denylist before allowlist, cwd containment, session kinds).
+//! - [`exec`]: running the command in its own process group with timeout, kill grace, output limits, cancellation.
+//! - [`redact`] and [`artifacts`]: what is logged is redacted; evidence is content-addressed.
+//! - [`bus`]: [`bus::ToolBus`] ties them together and returns the events to record.
+//!
+//! Keeping process creation in this one crate is what lets the guards hold
+//! everywhere (design decision 8); a tidy test checks that no other library
+//! crate spawns a process. The bus never touches the store: the caller
+//! commits the events it returns in the same transaction as the attempt.
 #![warn(missing_docs)]
 
+pub mod artifacts;
+pub mod bus;
+pub mod conformance;
 pub mod exec;
+pub mod gates;
+pub mod op;
+pub mod redact;
+pub mod registry;
+pub mod terminal;

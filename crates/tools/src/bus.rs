@@ -1,0 +1,609 @@
+//! The tool bus: every operation passes the gates and the terminal guards, runs, and is recorded.
+//!
+//! [`ToolBus::check`] decides without running anything (`steward tools
+//! check`, workflow preflight); [`ToolBus::execute`] decides, runs, captures
+//! evidence as artifacts and returns the events to record. The bus never
+//! touches the store: its caller commits the events with the attempt.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use steward_core::Timestamp;
+use steward_core::capability::{self, CapabilityId};
+use steward_core::event::Payload;
+use steward_core::workflow::{StepKind, Workflow};
+
+use crate::artifacts::{ArtifactStore, hash};
+use crate::exec::{self, CommandSpec, Ending};
+use crate::gates::{self, Evaluation};
+use crate::op::{
+    BudgetSpec, Determinism, EngineError, EngineResult, EngineStatus, EvidencePolicy, OutputSpec,
+    POE_SCHEMA_VERSION, PlannedOperation, ProvenanceRecord,
+};
+use crate::redact::Redactor;
+use crate::registry::EngineRegistry;
+use crate::terminal::{self, Denial, SessionKind, TerminalPolicy};
+
+/// Who is calling, and for what.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The job.
+    pub job_id: String,
+    /// Correlates the job's events.
+    pub trace_id: String,
+    /// The component or person asking.
+    pub actor_id: String,
+    /// Whether the actor is an AI (a job, a model) rather than a person.
+    pub ai_actor: bool,
+    /// The session the command runs in.
+    pub session: SessionKind,
+    /// Its id.
+    pub session_id: String,
+    /// Commands run inside this directory.
+    pub workspace_root: PathBuf,
+    /// Passed on to the command as `STEWARD_IDEMPOTENCY_KEY`.
+    pub idempotency_key: String,
+}
+
+/// Why an operation did not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The gate (`G-CAP`, ...) or guard (`terminal`) that refused.
+    pub by: String,
+    /// Its code.
+    pub code: String,
+    /// Its reason.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "denied by {} ({}): {}", self.by, self.code, self.reason)
+    }
+}
+
+/// The bus's decision on an operation, before anything runs.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The gates' outcomes.
+    pub evaluation: Evaluation,
+    /// The first refusal, gate or guard.
+    pub refusal: Option<Refusal>,
+    /// The resolved working directory, when the guards passed.
+    pub cwd: Option<PathBuf>,
+    /// Gate and capability events to record.
+    pub events: Vec<Payload>,
+}
+
+/// What a command printed, redacted, with evidence.
+#[derive(Debug, Clone)]
+pub struct ProcessOutput {
+    /// How it ended.
+    pub ending: Ending,
+    /// Standard output as text, for parsing only; never log this.
+    pub raw_stdout: String,
+    /// Standard output, redacted.
+    pub stdout: String,
+    /// Standard error, redacted.
+    pub stderr: String,
+    /// Bytes dropped past the limit, both streams.
+    pub truncated_bytes: u64,
+    /// Run time.
+    pub duration: Duration,
+}
+
+/// The bus's answer after executing.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    /// The engine result (status, evidence, provenance, errors).
+    pub result: EngineResult,
+    /// Events to record with the attempt, in order.
+    pub events: Vec<Payload>,
+    /// The refusal, when it did not run.
+    pub refusal: Option<Refusal>,
+    /// The process's output, when it ran.
+    pub output: Option<ProcessOutput>,
+}
+
+/// The tool bus.
+#[derive(Debug, Clone)]
+pub struct ToolBus {
+    registry: EngineRegistry,
+    policy: TerminalPolicy,
+    redactor: Redactor,
+    artifacts: ArtifactStore,
+}
+
+fn rfc3339_now() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    Timestamp(i64::try_from(ms).unwrap_or(i64::MAX)).to_rfc3339()
+}
+
+impl ToolBus {
+    /// A bus over this registry and policy, keeping evidence in `artifacts`.
+    pub fn new(
+        registry: EngineRegistry,
+        policy: TerminalPolicy,
+        redactor: Redactor,
+        artifacts: ArtifactStore,
+    ) -> ToolBus {
+        ToolBus {
+            registry,
+            policy,
+            redactor,
+            artifacts,
+        }
+    }
+
+    /// The redactor, for everything else that is logged.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &EngineRegistry {
+        &self.registry
+    }
+
+    /// The terminal policy.
+    pub fn policy(&self) -> &TerminalPolicy {
+        &self.policy
+    }
+
+    /// The artifact store.
+    pub fn artifacts(&self) -> &ArtifactStore {
+        &self.artifacts
+    }
+
+    /// An `engine.shell`/`exec` operation for a command, as a shell step plans it.
+    pub fn shell_op(
+        &self,
+        op_id: &str,
+        command: &str,
+        cwd: Option<&str>,
+        env: &[(String, String)],
+        timeout: Duration,
+        profile: &str,
+    ) -> PlannedOperation {
+        let mut params = Map::new();
+        params.insert("command".into(), json!(command));
+        if let Some(cwd) = cwd {
+            params.insert("cwd".into(), json!(cwd));
+        }
+        if !env.is_empty() {
+            params.insert(
+                "env".into(),
+                Value::Object(env.iter().map(|(k, v)| (k.clone(), json!(v))).collect()),
+            );
+        }
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        params.insert("timeout_ms".into(), json!(timeout_ms));
+        let output_bytes = self.policy.max_output_bytes as u64;
+        PlannedOperation {
+            schema_version: POE_SCHEMA_VERSION.into(),
+            op_id: op_id.to_owned(),
+            engine_id: "engine.shell".into(),
+            engine_version_req: None,
+            operation: "exec".into(),
+            inputs: Vec::new(),
+            params: Value::Object(params),
+            capabilities_requested: capability::shell_capabilities(command)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            capability_profile_id: Some(profile.to_owned()),
+            human_consent_obtained: false,
+            budget: BudgetSpec {
+                wall_time_ms: Some(timeout_ms),
+                output_bytes: Some(output_bytes),
+                ..BudgetSpec::default()
+            },
+            determinism: Determinism::D1,
+            evidence_policy: Some(EvidencePolicy {
+                required: true,
+                notes: Some("stdout and stderr, redacted".into()),
+            }),
+            output_spec: OutputSpec {
+                expected_types: vec!["artifact.terminal_output".into()],
+                max_bytes: Some(output_bytes),
+            },
+        }
+    }
+
+    /// Gates, then terminal guards; nothing runs.
+    pub fn check(&self, op: &PlannedOperation, ctx: &CallContext) -> Checked {
+        let evaluation = gates::evaluate(op, &self.registry, &|a| self.artifacts.verify(a));
+        let mut events: Vec<Payload> = evaluation
+            .outcomes
+            .iter()
+            .map(|o| Payload::GateOutcome {
+                op_id: op.op_id.clone(),
+                engine_id: op.engine_id.clone(),
+                operation: op.operation.clone(),
+                gate: o.gate.name().into(),
+                outcome: if o.pass { "pass" } else { "deny" }.into(),
+                code: o.code.clone(),
+                reason: o.reason.clone(),
+            })
+            .collect();
+        events.extend(
+            evaluation
+                .capabilities
+                .iter()
+                .map(|d| self.capability_event(ctx, &d.capability_id, d.allowed)),
+        );
+        let mut refusal = evaluation.denial().map(|d| Refusal {
+            by: d.gate.name().into(),
+            code: d.code.clone().unwrap_or_default(),
+            reason: d.reason.clone().unwrap_or_default(),
+        });
+        let mut cwd = None;
+        if refusal.is_none() && op.engine_id == "engine.shell" {
+            match self.guard(op, ctx, &mut events) {
+                Ok(dir) => cwd = Some(dir),
+                Err(d) => {
+                    refusal = Some(Refusal {
+                        by: "terminal".into(),
+                        code: d.code,
+                        reason: d.reason,
+                    })
+                }
+            }
+        }
+        Checked {
+            evaluation,
+            refusal,
+            cwd,
+            events,
+        }
+    }
+
+    fn capability_event(&self, ctx: &CallContext, capability_id: &str, allowed: bool) -> Payload {
+        Payload::CapabilityAction {
+            capability_id: capability_id.to_owned(),
+            actor_id: ctx.actor_id.clone(),
+            job_id: ctx.job_id.clone(),
+            decision_outcome: if allowed { "allow" } else { "deny" }.into(),
+        }
+    }
+
+    /// Terminal guards for a shell command: session isolation, command policy, cwd containment.
+    fn guard(
+        &self,
+        op: &PlannedOperation,
+        ctx: &CallContext,
+        events: &mut Vec<Payload>,
+    ) -> Result<PathBuf, Denial> {
+        if ctx.ai_actor && ctx.session == SessionKind::HumanDev {
+            let granted = op
+                .capability_profile_id
+                .as_deref()
+                .and_then(capability::profile)
+                .zip(CapabilityId::parse("terminal.attach_human").ok())
+                .is_some_and(|(p, cap)| p.grants(&cap));
+            let decision =
+                terminal::authorize_attach(true, ctx.session, granted, op.human_consent_obtained);
+            events.push(self.capability_event(ctx, "terminal.attach_human", decision.is_ok()));
+            decision?;
+        }
+        let command = op
+            .params
+            .get("command")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        self.policy.check_command(command)?;
+        let cwd = op.params.get("cwd").and_then(Value::as_str).unwrap_or(".");
+        self.policy.resolve_cwd(&ctx.workspace_root, cwd)
+    }
+
+    /// Decides, runs (if allowed) and records one operation.
+    pub async fn execute(
+        &self,
+        op: &PlannedOperation,
+        ctx: &CallContext,
+        cancel: &CancellationToken,
+    ) -> Executed {
+        let started_at = rfc3339_now();
+        let checked = self.check(op, ctx);
+        let mut events = checked.events;
+        let args = self.redactor.redact_json(&op.params);
+        let args_hash = hash(args.to_string().as_bytes());
+        let tool_call = |ok: bool,
+                         result_hash: Option<String>,
+                         error: Option<Value>,
+                         started: &str,
+                         ended: &str,
+                         ms: u64| Payload::ToolCall {
+            trace_id: ctx.trace_id.clone(),
+            tool_call_id: op.op_id.clone(),
+            tool_id: op.tool_id(),
+            tool_version: self
+                .registry
+                .engine(&op.engine_id)
+                .map_or_else(|| "unknown".into(), |e| e.version.clone()),
+            transport: "mex".into(),
+            side_effect: "EXECUTE".into(),
+            idempotency: "IDEMPOTENT_WITH_KEY".into(),
+            idempotency_key: ctx.idempotency_key.clone(),
+            ok,
+            args_hash: args_hash.clone(),
+            result_hash,
+            error,
+            timing: json!({"started_at": started, "ended_at": ended, "duration_ms": ms}),
+            capability_ids: op.capabilities_requested.clone(),
+        };
+        let (Some(cwd), None) = (checked.cwd, checked.refusal.clone()) else {
+            let refusal = checked.refusal.unwrap_or(Refusal {
+                by: "tool bus".into(),
+                code: "MEX-DENIED".into(),
+                reason: "refused".into(),
+            });
+            let ended_at = rfc3339_now();
+            let error = EngineError {
+                code: refusal.code.clone(),
+                message: refusal.to_string(),
+                details_ref: None,
+            };
+            events.push(tool_call(
+                false,
+                None,
+                Some(json!({"code": error.code, "kind": "denied", "message": error.message})),
+                &started_at,
+                &ended_at,
+                0,
+            ));
+            let result = EngineResult {
+                op_id: op.op_id.clone(),
+                status: EngineStatus::Denied,
+                started_at,
+                ended_at,
+                outputs: Vec::new(),
+                evidence: Vec::new(),
+                provenance: None,
+                errors: vec![error],
+                logs_ref: None,
+            };
+            return Executed {
+                result,
+                events,
+                refusal: Some(refusal),
+                output: None,
+            };
+        };
+
+        let mut spec = CommandSpec::shell(
+            op.params
+                .get("command")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            cwd.clone(),
+        );
+        if let Some(env) = op.params.get("env").and_then(Value::as_object) {
+            spec.env = env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect();
+        }
+        spec.env.push((
+            "STEWARD_IDEMPOTENCY_KEY".into(),
+            ctx.idempotency_key.clone(),
+        ));
+        let requested = op
+            .params
+            .get("timeout_ms")
+            .and_then(Value::as_u64)
+            .map(Duration::from_millis)
+            .unwrap_or(self.policy.timeout);
+        spec.timeout = op
+            .budget
+            .wall_time_ms
+            .map_or(requested, |b| requested.min(Duration::from_millis(b)));
+        spec.kill_grace = self.policy.kill_grace;
+        spec.output_limit = op
+            .budget
+            .output_bytes
+            .map_or(self.policy.max_output_bytes, |b| {
+                (b as usize).min(self.policy.max_output_bytes)
+            });
+
+        let outcome = exec::run(&spec, cancel).await;
+        let ended_at = rfc3339_now();
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                let message = self.redactor.redact(&e.to_string()).0;
+                let error = EngineError {
+                    code: "HSK-TERM-007".into(),
+                    message: format!("cannot start: {message}"),
+                    details_ref: None,
+                };
+                events.push(tool_call(
+                    false,
+                    None,
+                    Some(json!({"code": error.code, "kind": "spawn", "message": error.message})),
+                    &started_at,
+                    &ended_at,
+                    0,
+                ));
+                let result = EngineResult {
+                    op_id: op.op_id.clone(),
+                    status: EngineStatus::Failed,
+                    started_at,
+                    ended_at,
+                    outputs: Vec::new(),
+                    evidence: Vec::new(),
+                    provenance: None,
+                    errors: vec![error.clone()],
+                    logs_ref: None,
+                };
+                let refusal = Refusal {
+                    by: "terminal".into(),
+                    code: error.code,
+                    reason: error.message,
+                };
+                return Executed {
+                    result,
+                    events,
+                    refusal: Some(refusal),
+                    output: None,
+                };
+            }
+        };
+        let (stdout, out_redacted) = self.redactor.redact_bytes(&outcome.stdout);
+        let (stderr, err_redacted) = self.redactor.redact_bytes(&outcome.stderr);
+        let mut errors = Vec::new();
+        let mut evidence = Vec::new();
+        for (bytes, name) in [(&stdout, "stdout"), (&stderr, "stderr")] {
+            match self
+                .artifacts
+                .put(bytes.as_bytes(), "text/plain; charset=utf-8")
+            {
+                Ok(h) => evidence.push(h),
+                Err(e) => errors.push(EngineError {
+                    code: "MEX-EVIDENCE-WRITE".into(),
+                    message: format!("cannot store {name} evidence: {e}"),
+                    details_ref: None,
+                }),
+            }
+        }
+        if evidence.len() < 2 && op.determinism.needs_evidence() {
+            // DG-MEX-05: a D0/D1 result without evidence is not a result.
+            errors.push(EngineError {
+                code: "MEX_EVIDENCE_MISSING".into(),
+                message: "D0/D1 result is missing its evidence".into(),
+                details_ref: None,
+            });
+        }
+        let (exit_code, timed_out, cancelled) = match outcome.ending {
+            Ending::Exited(c) => (c, false, false),
+            Ending::Signalled(_) => (-1, false, false),
+            Ending::TimedOut => (-1, true, false),
+            Ending::Cancelled => (-1, false, true),
+        };
+        let truncated_bytes = outcome.stdout_truncated_bytes + outcome.stderr_truncated_bytes;
+        let duration_ms = u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX);
+        let relative_cwd = op
+            .params
+            .get("cwd")
+            .and_then(Value::as_str)
+            .unwrap_or(".")
+            .to_owned();
+        let refs: Vec<String> = evidence.iter().map(|h| h.hash.clone()).collect();
+        let (redacted_command, cmd_redacted) = self.redactor.redact(
+            op.params
+                .get("command")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        );
+        events.push(Payload::TerminalCommand {
+            session_id: ctx.session_id.clone(),
+            session_type: ctx.session.as_str().into(),
+            cwd: relative_cwd,
+            command: redacted_command,
+            exit_code,
+            duration_ms,
+            timed_out,
+            cancelled,
+            truncated_bytes,
+            stdout_ref: refs.first().cloned().unwrap_or_default(),
+            stderr_ref: refs.get(1).cloned().unwrap_or_default(),
+            redaction_applied: out_redacted || err_redacted || cmd_redacted,
+        });
+        let ok = exit_code == 0 && errors.is_empty();
+        let result_hash = hash(format!("{stdout}\u{0}{stderr}").as_bytes());
+        let error = (!ok).then(|| json!({"code": if timed_out { "HSK-TERM-004" } else { "EXIT" }, "kind": "execution", "message": format!("exit code {exit_code}")}));
+        events.push(tool_call(
+            ok,
+            Some(result_hash),
+            error,
+            &started_at,
+            &ended_at,
+            duration_ms,
+        ));
+        let engine = self.registry.engine(&op.engine_id);
+        let result = EngineResult {
+            op_id: op.op_id.clone(),
+            status: if ok {
+                EngineStatus::Succeeded
+            } else {
+                EngineStatus::Failed
+            },
+            started_at,
+            ended_at,
+            outputs: evidence.clone(),
+            evidence,
+            provenance: Some(ProvenanceRecord {
+                engine_id: op.engine_id.clone(),
+                engine_version: engine.map_or_else(String::new, |e| e.version.clone()),
+                implementation: engine.map_or_else(String::new, |e| e.implementation.clone()),
+                determinism: op.determinism,
+                config_hash: args_hash.clone(),
+                inputs: op.inputs.iter().map(|a| a.hash.clone()).collect(),
+                outputs: refs,
+                capabilities_granted: op.capabilities_requested.clone(),
+                environment: json!({"cwd": cwd.display().to_string(), "session_type": ctx.session.as_str()}),
+            }),
+            errors,
+            logs_ref: None,
+        };
+        let output = ProcessOutput {
+            ending: outcome.ending,
+            raw_stdout: String::from_utf8_lossy(&outcome.stdout).into_owned(),
+            stdout,
+            stderr,
+            truncated_bytes,
+            duration: outcome.duration,
+        };
+        Executed {
+            result,
+            events,
+            refusal: None,
+            output: Some(output),
+        }
+    }
+
+    /// Checks every shell step of a workflow under its profile before a run
+    /// starts: the gates and the command policy, with the command as written.
+    pub fn preflight(&self, wf: &Workflow, profile: &str) -> Vec<(String, Refusal)> {
+        let mut refused = Vec::new();
+        for step in &wf.steps {
+            let StepKind::Shell(shell) = &step.kind else {
+                continue;
+            };
+            let op = self.shell_op(
+                "preflight",
+                &shell.run_source,
+                None,
+                &[],
+                Duration::from_secs(step.timeout_seconds),
+                profile,
+            );
+            let checked = gates::evaluate(&op, &self.registry, &|_| true);
+            let refusal = match checked.denial() {
+                Some(d) => Some(Refusal {
+                    by: d.gate.name().into(),
+                    code: d.code.clone().unwrap_or_default(),
+                    reason: d.reason.clone().unwrap_or_default(),
+                }),
+                None => self
+                    .policy
+                    .check_command(&shell.run_source)
+                    .err()
+                    .map(|d| Refusal {
+                        by: "terminal".into(),
+                        code: d.code,
+                        reason: d.reason,
+                    }),
+            };
+            if let Some(r) = refusal {
+                refused.push((step.id.clone(), r));
+            }
+        }
+        refused
+    }
+}
