@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use steward_runtime::{Engine, EngineConfig, SystemClock, UuidIds};
 use steward_store_sqlite::{Durability, Options, SqliteStore};
 
-use crate::args::Cli;
+use crate::config::Settings;
 
 pub(crate) const DB_FILE: &str = "steward.db";
 
@@ -24,29 +24,15 @@ pub(crate) fn open_rw(data_dir: &Path, durability: Durability) -> Result<SqliteS
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     }
     if !data_dir.is_dir() {
-        bail!(
-            "the data directory {} is not a directory",
-            data_dir.display()
-        );
+        bail!("the data directory {} is not a directory", data_dir.display());
     }
     let probe = data_dir.join(".steward-write-probe");
     if let Err(e) = std::fs::write(&probe, b"") {
-        bail!(
-            "the data directory {} is not writable: {e}",
-            data_dir.display()
-        );
+        bail!("the data directory {} is not writable: {e}", data_dir.display());
     }
     let _ = std::fs::remove_file(&probe);
     let path = db_path(data_dir);
-    SqliteStore::open(
-        &path,
-        Options {
-            durability,
-            read_only: false,
-        },
-        Arc::new(UuidIds),
-    )
-    .map_err(explain)
+    SqliteStore::open(&path, Options { durability, read_only: false }, Arc::new(UuidIds)).map_err(explain)
 }
 
 /// Opens the store read-only; the data directory and database must exist.
@@ -58,15 +44,8 @@ pub(crate) fn open_ro(data_dir: &Path) -> Result<SqliteStore> {
             path.display()
         );
     }
-    SqliteStore::open(
-        &path,
-        Options {
-            durability: Durability::Full,
-            read_only: true,
-        },
-        Arc::new(UuidIds),
-    )
-    .map_err(explain)
+    SqliteStore::open(&path, Options { durability: Durability::Full, read_only: true }, Arc::new(UuidIds))
+        .map_err(explain)
 }
 
 fn explain(e: steward_store::Error) -> anyhow::Error {
@@ -88,15 +67,16 @@ fn owner_id() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-pub(crate) fn engine(cli: &Cli, store: SqliteStore) -> Engine<SqliteStore> {
+/// An engine on the configured data directory and tool bus.
+pub(crate) fn engine(settings: &Settings) -> Result<Engine<SqliteStore>> {
+    let store = open_rw(&settings.data_dir, Durability::Full)?;
     let mut config = EngineConfig::new(owner_id());
-    config.stall_threshold_secs = cli.stall_threshold_secs;
-    config.heartbeat_interval = Duration::from_secs(cli.heartbeat_secs.max(1));
-    Engine::new(store, Arc::new(SystemClock), Arc::new(UuidIds), config)
+    config.stall_threshold_secs = settings.stall_threshold_secs;
+    config.heartbeat_interval = Duration::from_secs(settings.heartbeat_secs);
+    Ok(Engine::new(store, Arc::new(settings.bus()?), Arc::new(SystemClock), Arc::new(UuidIds), config))
 }
 
 /// Reads a workflow file, naming it in any error.
 pub(crate) fn read_workflow(file: &Path) -> Result<String> {
-    std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read workflow file {}", file.display()))
+    std::fs::read_to_string(file).with_context(|| format!("cannot read workflow file {}", file.display()))
 }

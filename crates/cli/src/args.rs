@@ -8,33 +8,18 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "steward", version, about, propagate_version = true)]
 pub(crate) struct Cli {
-    /// Where runs are recorded.
-    #[arg(
-        long,
-        global = true,
-        env = "STEWARD_DATA_DIR",
-        default_value = ".steward"
-    )]
-    pub(crate) data_dir: PathBuf,
-    /// A running run whose heartbeat is older than this many seconds is stalled on start-up.
-    #[arg(
-        long = "stall-threshold",
-        global = true,
-        env = "STEWARD_STALL_THRESHOLD_SECS",
-        default_value_t = 30,
-        value_name = "SECS"
-    )]
-    pub(crate) stall_threshold_secs: u64,
-    /// How often a running run renews its heartbeat.
-    #[arg(
-        long,
-        global = true,
-        env = "STEWARD_HEARTBEAT_SECS",
-        default_value_t = 5,
-        value_name = "SECS",
-        hide = true
-    )]
-    pub(crate) heartbeat_secs: u64,
+    /// Where runs are recorded [default: ./.steward].
+    #[arg(long, global = true, env = "STEWARD_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// A running run whose heartbeat is older than this many seconds is stalled on start-up [default: 30].
+    #[arg(long = "stall-threshold", global = true, env = "STEWARD_STALL_THRESHOLD_SECS", value_name = "SECS")]
+    pub(crate) stall_threshold_secs: Option<u64>,
+    /// How often a running run renews its heartbeat [default: 5].
+    #[arg(long, global = true, env = "STEWARD_HEARTBEAT_SECS", value_name = "SECS", hide = true)]
+    pub(crate) heartbeat_secs: Option<u64>,
+    /// The configuration file [default: ./steward.toml when present].
+    #[arg(long, global = true, env = "STEWARD_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -124,6 +109,15 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show what the tool bus would decide for a command, without running it.
+    #[command(subcommand)]
+    Tools(ToolsCommand),
+    /// List capability profiles and what they grant.
+    Capabilities {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure durable step throughput and latency (B1, B2).
     Bench(crate::bench::BenchArgs),
     /// Drive an existing queued run (used by `run --detach`).
@@ -131,5 +125,24 @@ pub(crate) enum Command {
     Drive {
         /// The run id.
         run: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ToolsCommand {
+    /// Run the gates and terminal guards on a command: `steward tools check -- CMD...`.
+    Check {
+        /// The capability profile to check under.
+        #[arg(long, default_value = "Coder")]
+        profile: String,
+        /// Working directory, relative to the workspace (the current directory).
+        #[arg(long, default_value = ".")]
+        cwd: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
     },
 }

@@ -53,10 +53,7 @@ pub(crate) struct BenchArgs {
 }
 
 fn workflow_source(steps: usize) -> String {
-    let mut s = format!(
-        "id: bench\nversion: 1\nlimits: {{max_total_iterations: {}}}\nsteps:\n",
-        steps.max(1)
-    );
+    let mut s = format!("id: bench\nversion: 1\nlimits: {{max_total_iterations: {}}}\nsteps:\n", steps.max(1));
     for i in 0..steps.max(1) {
         s.push_str(&format!("  - {{id: s{i}, type: noop}}\n"));
     }
@@ -66,28 +63,26 @@ fn workflow_source(steps: usize) -> String {
 async fn setup(args: &BenchArgs, label: &str) -> Result<(Engine<SqliteStore>, tempfile::TempDir)> {
     let dir = match &args.bench_dir {
         Some(base) => {
-            std::fs::create_dir_all(base)
-                .with_context(|| format!("cannot create {}", base.display()))?;
+            std::fs::create_dir_all(base).with_context(|| format!("cannot create {}", base.display()))?;
             tempfile::Builder::new().prefix(label).tempdir_in(base)?
         }
-        None => tempfile::Builder::new()
-            .prefix("steward-bench-")
-            .tempdir()?,
+        None => tempfile::Builder::new().prefix("steward-bench-").tempdir()?,
     };
     let durability = match args.durability {
         DurabilityArg::Full => Durability::Full,
         DurabilityArg::ProcessCrash => Durability::ProcessCrash,
     };
-    let store = SqliteStore::open(
-        &dir.path().join("bench.db"),
-        Options {
-            durability,
-            read_only: false,
-        },
-        Arc::new(UuidIds),
-    )?;
+    let store =
+        SqliteStore::open(&dir.path().join("bench.db"), Options { durability, read_only: false }, Arc::new(UuidIds))?;
+    let bus = steward_tools::bus::ToolBus::new(
+        steward_tools::registry::EngineRegistry::builtin()?,
+        steward_tools::terminal::TerminalPolicy::default(),
+        steward_tools::redact::Redactor::default(),
+        steward_tools::artifacts::ArtifactStore::new(dir.path().join("artifacts")),
+    );
     let engine = Engine::new(
         store,
+        Arc::new(bus),
         Arc::new(SystemClock),
         Arc::new(UuidIds),
         EngineConfig::new(format!("bench:{}", std::process::id())),
@@ -107,12 +102,7 @@ async fn one_run(engine: &Engine<SqliteStore>, source: &str) -> Result<()> {
         .await?;
     let done = engine.start(&run.run_id).await?;
     if done.state != RunState::Completed {
-        bail!(
-            "bench run {} ended {}: {}",
-            done.run_id,
-            done.state,
-            done.summary
-        );
+        bail!("bench run {} ended {}: {}", done.run_id, done.state, done.summary);
     }
     Ok(())
 }
@@ -168,8 +158,7 @@ async fn b2(args: &BenchArgs, concurrency: usize) -> Result<Value> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..concurrency.max(1) {
-        let (engine, source, next, total) =
-            (engine.clone(), source.clone(), next.clone(), args.runs);
+        let (engine, source, next, total) = (engine.clone(), source.clone(), next.clone(), args.runs);
         workers.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < total {
                 one_run(&engine, &source).await?;
@@ -258,12 +247,7 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<std::process::ExitCode> {
             if !args.json {
                 println!(
                     "B2  {} runs x {} steps, concurrency {:>3}: {:>9} runs/s {:>10} steps/s ({} s)",
-                    r["runs"],
-                    r["steps_per_run"],
-                    c,
-                    r["runs_per_sec"],
-                    r["steps_per_sec"],
-                    r["seconds"]
+                    r["runs"], r["steps_per_run"], c, r["runs_per_sec"], r["steps_per_sec"], r["seconds"]
                 );
             }
             rows.push(r);

@@ -8,7 +8,9 @@
 mod app;
 mod args;
 mod bench;
+mod config;
 mod output;
+mod tools;
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -22,16 +24,14 @@ use steward_core::state::RunState;
 use steward_core::workflow;
 use steward_runtime::{CreateRun, Engine};
 use steward_store::{Run, RunFilter, Store};
-use steward_store_sqlite::{Durability, SqliteStore};
+use steward_store_sqlite::SqliteStore;
 
 use args::{Cli, Command};
+use config::Settings;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -51,36 +51,30 @@ fn main() -> ExitCode {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
-fn print_json(v: &Value) -> Result<()> {
+pub(crate) fn print_json(v: &Value) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
     Ok(())
 }
 
-fn print_text(s: &str) -> Result<()> {
+pub(crate) fn print_text(s: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(s.as_bytes())?;
     Ok(())
 }
 
 async fn dispatch(cli: &Cli) -> Result<ExitCode> {
+    let cfg = &Settings::load(cli)?;
     match &cli.command {
-        Command::Run {
-            file,
-            inputs,
-            input_file,
-            detach,
-            json,
-        } => run(cli, file, inputs, input_file.as_deref(), *detach, *json).await,
+        Command::Run { file, inputs, input_file, detach, json } => {
+            run(cfg, file, inputs, input_file.as_deref(), *detach, *json).await
+        }
         Command::Status { run, json } => {
-            let store = app::open_ro(&cli.data_dir)?;
+            let store = app::open_ro(&cfg.data_dir)?;
             let (r, attempts) = (store.get_run(run).await?, store.list_attempts(run).await?);
             if *json {
                 print_json(&output::status_json(&r, &attempts))?
@@ -90,7 +84,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Progress { run, json } => {
-            let store = app::open_ro(&cli.data_dir)?;
+            let store = app::open_ro(&cfg.data_dir)?;
             let p = output::progress_of(&store.get_run(run).await?);
             if *json {
                 print_json(&serde_json::to_value(&p)?)?
@@ -100,23 +94,11 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::List { state, limit, json } => {
-            let state = state
-                .as_deref()
-                .map(|s| s.parse::<RunState>())
-                .transpose()
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "{e} (expected one of: {})",
-                        RunState::ALL.map(|s| s.as_str()).join(", ")
-                    )
-                })?;
-            let runs = if app::db_path(&cli.data_dir).exists() {
-                app::open_ro(&cli.data_dir)?
-                    .list_runs(RunFilter {
-                        state,
-                        limit: *limit,
-                    })
-                    .await?
+            let state = state.as_deref().map(|s| s.parse::<RunState>()).transpose().map_err(|e| {
+                anyhow::anyhow!("{e} (expected one of: {})", RunState::ALL.map(|s| s.as_str()).join(", "))
+            })?;
+            let runs = if app::db_path(&cfg.data_dir).exists() {
+                app::open_ro(&cfg.data_dir)?.list_runs(RunFilter { state, limit: *limit }).await?
             } else {
                 Vec::new()
             };
@@ -128,7 +110,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Events { run, json } => {
-            let store = app::open_ro(&cli.data_dir)?;
+            let store = app::open_ro(&cfg.data_dir)?;
             store.get_run(run).await?;
             let events = store.list_events(run, 0).await?;
             if *json {
@@ -138,19 +120,21 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { file, json } => validate(file, *json),
+        Command::Validate { file, json } => validate(cfg, file, *json),
+        Command::Tools(args::ToolsCommand::Check { profile, cwd, json, command }) => {
+            tools::check(cfg, profile, cwd, command, *json)
+        }
+        Command::Capabilities { json } => tools::capabilities(cfg, *json),
         Command::Recover { json } => {
-            let engine = app::engine(cli, app::open_rw(&cli.data_dir, Durability::Full)?);
+            let engine = app::engine(cfg)?;
             let recovered = engine.recover().await?;
             if *json {
                 print_json(&serde_json::to_value(&recovered)?)?;
             } else if recovered.is_empty() {
-                println!("no stalled runs (threshold {}s)", cli.stall_threshold_secs);
+                println!("no stalled runs (threshold {}s)", cfg.stall_threshold_secs);
             } else {
                 for r in &recovered {
-                    let hb = r
-                        .last_heartbeat_at
-                        .map_or("never".into(), |t| t.to_rfc3339());
+                    let hb = r.last_heartbeat_at.map_or("never".into(), |t| t.to_rfc3339());
                     println!(
                         "stalled {} ({}), last heartbeat {hb}; resume with `steward resume {}`",
                         r.run_id, r.workflow_id, r.run_id
@@ -160,12 +144,12 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Resume { run, json } => {
-            let engine = booted(cli).await?;
+            let engine = booted(cfg).await?;
             let done = follow(&engine, *json, engine.resume(run, &actor())).await?;
             report(&engine, &done, *json).await
         }
         Command::Cancel { run, json } => {
-            let engine = app::engine(cli, app::open_rw(&cli.data_dir, Durability::Full)?);
+            let engine = app::engine(cfg)?;
             let r = engine.cancel(run, &actor()).await?;
             if *json {
                 print_json(&json!({"run_id": r.run_id, "state": r.state, "summary": r.summary}))?;
@@ -176,26 +160,20 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Bench(args) => bench::run(args).await,
         Command::Drive { run } => {
-            let engine = booted(cli).await?;
+            let engine = booted(cfg).await?;
             let done = engine.start(run).await?;
-            Ok(if done.state == RunState::Completed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(if done.state == RunState::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
     }
 }
 
 fn actor() -> String {
-    std::env::var("USER")
-        .map(|u| format!("cli:{u}"))
-        .unwrap_or_else(|_| "cli".into())
+    std::env::var("USER").map(|u| format!("cli:{u}")).unwrap_or_else(|_| "cli".into())
 }
 
 /// An engine whose recovery scan has run, so it may accept work.
-async fn booted(cli: &Cli) -> Result<Engine<SqliteStore>> {
-    let engine = app::engine(cli, app::open_rw(&cli.data_dir, Durability::Full)?);
+async fn booted(cfg: &Settings) -> Result<Engine<SqliteStore>> {
+    let engine = app::engine(cfg)?;
     for r in engine.boot().await? {
         eprintln!(
             "recovered: run {} was interrupted and is now stalled; resume it with `steward resume {}`",
@@ -205,30 +183,55 @@ async fn booted(cli: &Cli) -> Result<Engine<SqliteStore>> {
     Ok(engine)
 }
 
-fn validate(file: &Path, json: bool) -> Result<ExitCode> {
+fn validate(cfg: &Settings, file: &Path, json: bool) -> Result<ExitCode> {
     let source = app::read_workflow(file)?;
     let name = file.display();
-    match workflow::parse(&source) {
+    // The definition first; then what the tool bus would refuse before a run starts.
+    let checked = workflow::parse(&source).and_then(|wf| {
+        let bus = cfg.bus().map_err(|e| {
+            vec![workflow::Diagnostic { line: 1, step: None, field: String::new(), message: format!("{e:#}") }]
+        })?;
+        let refused: Vec<workflow::Diagnostic> = bus
+            .preflight(&wf, wf.profile())
+            .into_iter()
+            .map(|(step, refusal)| {
+                let (i, line) =
+                    wf.steps.iter().enumerate().find(|(_, s)| s.id == step).map_or((0, 1), |(i, s)| (i, s.line));
+                workflow::Diagnostic {
+                    line,
+                    step: Some(step),
+                    field: format!("steps[{i}].run"),
+                    message: refusal.to_string(),
+                }
+            })
+            .collect();
+        if refused.is_empty() { Ok(wf) } else { Err(refused) }
+    });
+    match checked {
         Ok(wf) => {
+            let ids: Vec<&str> = wf.steps.iter().map(|s| s.id.as_str()).collect();
             if json {
                 print_json(
-                    &json!({"file": name.to_string(), "valid": true, "workflow_id": wf.id, "steps": wf.steps.iter().map(|s| &s.id).collect::<Vec<_>>(), "errors": []}),
+                    &json!({"file": name.to_string(), "valid": true, "workflow_id": wf.id, "capability_profile": wf.profile(), "steps": ids, "errors": []}),
                 )?;
             } else {
-                let ids: Vec<&str> = wf.steps.iter().map(|s| s.id.as_str()).collect();
                 println!(
-                    "{name}: ok: workflow {} v{}, {} steps ({})",
+                    "{name}: ok: workflow {} v{}, {} steps ({}), profile {}",
                     wf.id,
                     wf.version,
                     ids.len(),
-                    ids.join(", ")
+                    ids.join(", "),
+                    wf.profile()
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(diags) => {
             if json {
-                let errors: Vec<Value> = diags.iter().map(|d| json!({"line": d.line, "step": d.step, "field": d.field, "message": d.message})).collect();
+                let errors: Vec<Value> = diags
+                    .iter()
+                    .map(|d| json!({"line": d.line, "step": d.step, "field": d.field, "message": d.message}))
+                    .collect();
                 print_json(&json!({"file": name.to_string(), "valid": false, "errors": errors}))?;
             } else {
                 print_text(&diagnostics(file, &diags))?;
@@ -241,32 +244,20 @@ fn validate(file: &Path, json: bool) -> Result<ExitCode> {
 /// `FILE:LINE: step, field: message` per problem, then a count.
 fn diagnostics(file: &Path, diags: &[workflow::Diagnostic]) -> String {
     let name = file.display();
-    let mut out: String = diags
-        .iter()
-        .map(|d| format!("{name}:{}: {}\n", d.line, d.describe()))
-        .collect();
+    let mut out: String = diags.iter().map(|d| format!("{name}:{}: {}\n", d.line, d.describe())).collect();
     let plural = if diags.len() == 1 { "" } else { "s" };
     out.push_str(&format!("{name}: {} error{plural}\n", diags.len()));
     out
 }
 
 /// Reads `--input-file` and `--input` values, typing each by its declaration.
-fn gather_inputs(
-    file: &Path,
-    source: &str,
-    pairs: &[String],
-    input_file: Option<&Path>,
-) -> Result<Map<String, Value>> {
-    let wf = workflow::parse(source).map_err(|diags| {
-        anyhow::anyhow!(
-            "invalid workflow definition:\n{}",
-            diagnostics(file, &diags).trim_end()
-        )
-    })?;
+fn gather_inputs(file: &Path, source: &str, pairs: &[String], input_file: Option<&Path>) -> Result<Map<String, Value>> {
+    let wf = workflow::parse(source)
+        .map_err(|diags| anyhow::anyhow!("invalid workflow definition:\n{}", diagnostics(file, &diags).trim_end()))?;
     let mut inputs = Map::new();
     if let Some(path) = input_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read input file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read input file {}", path.display()))?;
         match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(m)) => inputs.extend(m),
             Ok(_) => bail!("input file {} must hold a JSON object", path.display()),
@@ -289,10 +280,7 @@ fn gather_inputs(
                 Ok(v) => {
                     inputs.insert(key.to_owned(), v);
                 }
-                Err(e) => errors.push(format!(
-                    "--input {key} (declared at line {}): {e}",
-                    decl.line
-                )),
+                Err(e) => errors.push(format!("--input {key} (declared at line {}): {e}", decl.line)),
             },
             // Unknown keys are reported with the others by the engine.
             None => {
@@ -307,7 +295,7 @@ fn gather_inputs(
 }
 
 async fn run(
-    cli: &Cli,
+    cfg: &Settings,
     file: &Path,
     pairs: &[String],
     input_file: Option<&Path>,
@@ -317,18 +305,13 @@ async fn run(
     let source = app::read_workflow(file)?;
     let inputs = gather_inputs(file, &source, pairs, input_file)?;
     let workdir = std::env::current_dir().context("cannot read the current directory")?;
-    let engine = booted(cli).await?;
+    let engine = booted(cfg).await?;
     let created = engine
-        .create_run(CreateRun {
-            source,
-            inputs,
-            workdir: workdir.display().to_string(),
-            actor_id: actor(),
-        })
+        .create_run(CreateRun { source, inputs, workdir: workdir.display().to_string(), actor_id: actor() })
         .await
         .with_context(|| format!("cannot start {}", file.display()))?;
     if detach {
-        detach_drive(cli, &created.run_id)?;
+        detach_drive(cfg, &created.run_id)?;
         if json {
             print_json(
                 &json!({"run_id": created.run_id, "state": created.state, "summary": "started in the background"}),
@@ -346,15 +329,15 @@ async fn run(
 }
 
 /// Starts `steward __drive RUN` in its own session so it outlives this process.
-fn detach_drive(cli: &Cli, run_id: &str) -> Result<()> {
+fn detach_drive(cfg: &Settings, run_id: &str) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("cannot find the steward executable")?;
-    let data_dir = std::path::absolute(&cli.data_dir).unwrap_or_else(|_| cli.data_dir.clone());
+    let data_dir = std::path::absolute(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
     std::process::Command::new(exe)
         .arg("--data-dir")
         .arg(&data_dir)
         .arg("--stall-threshold")
-        .arg(cli.stall_threshold_secs.to_string())
+        .arg(cfg.stall_threshold_secs.to_string())
         .arg("__drive")
         .arg(run_id)
         .stdin(std::process::Stdio::null())
@@ -408,9 +391,5 @@ async fn report(engine: &Engine<SqliteStore>, run: &Run, json: bool) -> Result<E
     } else {
         print_text(&output::finished_text(run, &attempts))?;
     }
-    Ok(if run.state == RunState::Completed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if run.state == RunState::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

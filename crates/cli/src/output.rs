@@ -59,7 +59,9 @@ fn by_step(attempts: &[Attempt]) -> Vec<(&str, Vec<&Attempt>)> {
 pub(crate) fn status_json(run: &Run, attempts: &[Attempt]) -> Value {
     let steps: Vec<Value> = by_step(attempts)
         .into_iter()
-        .map(|(step, list)| json!({"step_id": step, "attempts": list.into_iter().map(attempt_json).collect::<Vec<_>>()}))
+        .map(
+            |(step, list)| json!({"step_id": step, "attempts": list.into_iter().map(attempt_json).collect::<Vec<_>>()}),
+        )
         .collect();
     json!({
         "run_id": run.run_id,
@@ -102,11 +104,7 @@ fn duration(a: &Attempt) -> String {
 
 pub(crate) fn status_text(run: &Run, attempts: &[Attempt]) -> String {
     let mut s = String::new();
-    let inputs: Vec<String> = run
-        .input_keys()
-        .iter()
-        .map(|k| format!("{k}={}", run.inputs[k]))
-        .collect();
+    let inputs: Vec<String> = run.input_keys().iter().map(|k| format!("{k}={}", run.inputs[k])).collect();
     let _ = writeln!(s, "run_id:      {}", run.run_id);
     let _ = writeln!(
         s,
@@ -120,22 +118,10 @@ pub(crate) fn status_text(run: &Run, attempts: &[Attempt]) -> String {
     if let Some(r) = &run.terminal_reason {
         let _ = writeln!(s, "reason:      {r}");
     }
-    let _ = writeln!(
-        s,
-        "inputs:      {}",
-        if inputs.is_empty() {
-            "(none)".into()
-        } else {
-            inputs.join(" ")
-        }
-    );
+    let _ = writeln!(s, "inputs:      {}", if inputs.is_empty() { "(none)".into() } else { inputs.join(" ") });
     let _ = writeln!(s, "input_count: {}", run.inputs.len());
     let _ = writeln!(s, "input_keys:  {}", run.input_keys().join(","));
-    let _ = writeln!(
-        s,
-        "job:         {} ({}, trace {})",
-        run.job_id, run.contract.job_kind, run.trace_id
-    );
+    let _ = writeln!(s, "job:         {} ({}, trace {})", run.job_id, run.contract.job_kind, run.trace_id);
     let _ = writeln!(s, "created:     {}", run.created_at);
     if let Some(t) = run.started_at {
         let _ = writeln!(s, "started:     {t}");
@@ -143,11 +129,7 @@ pub(crate) fn status_text(run: &Run, attempts: &[Attempt]) -> String {
     if let Some(t) = run.finished_at {
         let _ = writeln!(s, "finished:    {t}");
     } else if let Some(t) = run.heartbeat_at {
-        let _ = writeln!(
-            s,
-            "heartbeat:   {t} ({})",
-            run.owner.as_deref().unwrap_or("no owner")
-        );
+        let _ = writeln!(s, "heartbeat:   {t} ({})", run.owner.as_deref().unwrap_or("no owner"));
     }
     let _ = writeln!(s, "steps:");
     if attempts.is_empty() {
@@ -155,14 +137,8 @@ pub(crate) fn status_text(run: &Run, attempts: &[Attempt]) -> String {
     }
     let width = attempts.iter().map(|a| a.step_id.len()).max().unwrap_or(0);
     for a in attempts {
-        let _ = write!(
-            s,
-            "  {:width$}  attempt {}  {:<11} {:>8}",
-            a.step_id,
-            a.attempt,
-            a.status.as_str(),
-            duration(a)
-        );
+        let _ =
+            write!(s, "  {:width$}  attempt {}  {:<11} {:>8}", a.step_id, a.attempt, a.status.as_str(), duration(a));
         if let Some(e) = &a.error {
             let _ = write!(s, "  {e}");
         }
@@ -178,16 +154,8 @@ pub(crate) fn progress_text(p: &progress::Progress) -> String {
     let _ = writeln!(s, "state:              {}", p.state);
     let _ = writeln!(s, "inputCount:         {}", p.input_count);
     let _ = writeln!(s, "inputKeys:          {}", p.input_keys.join(","));
-    let _ = writeln!(
-        s,
-        "currentStepId:      {}",
-        p.current_step_id.as_deref().unwrap_or("-")
-    );
-    let _ = writeln!(
-        s,
-        "currentAttempt:     {}",
-        p.current_attempt.map_or("-".into(), |a| a.to_string())
-    );
+    let _ = writeln!(s, "currentStepId:      {}", p.current_step_id.as_deref().unwrap_or("-"));
+    let _ = writeln!(s, "currentAttempt:     {}", p.current_attempt.map_or("-".into(), |a| a.to_string()));
     let _ = writeln!(s, "startedAt:          {}", p.started_at);
     let _ = writeln!(s, "updatedAt:          {}", p.updated_at);
     let _ = writeln!(s, "lastProgressAt:     {}", p.last_progress_at);
@@ -216,22 +184,9 @@ pub(crate) fn list_text(runs: &[Run]) -> String {
     if runs.is_empty() {
         return "no runs\n".into();
     }
-    let w_id = runs
-        .iter()
-        .map(|r| r.run_id.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    let w_wf = runs
-        .iter()
-        .map(|r| r.workflow_id.len())
-        .max()
-        .unwrap_or(8)
-        .max(8);
-    let mut s = format!(
-        "{:w_id$}  {:w_wf$}  {:<21}  {:<24}  SUMMARY\n",
-        "RUN ID", "WORKFLOW", "STATE", "UPDATED"
-    );
+    let w_id = runs.iter().map(|r| r.run_id.len()).max().unwrap_or(6).max(6);
+    let w_wf = runs.iter().map(|r| r.workflow_id.len()).max().unwrap_or(8).max(8);
+    let mut s = format!("{:w_id$}  {:w_wf$}  {:<21}  {:<24}  SUMMARY\n", "RUN ID", "WORKFLOW", "STATE", "UPDATED");
     for r in runs {
         let _ = writeln!(
             s,
@@ -249,21 +204,9 @@ pub(crate) fn list_text(runs: &[Run]) -> String {
 pub(crate) fn events_text(events: &[Event]) -> String {
     let mut s = String::new();
     for e in events {
-        let step = e
-            .step_id
-            .as_deref()
-            .map(|x| format!(" [{x}]"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            s,
-            "{:>4}  {}  {:<6}  {:<22}{}  {}",
-            e.seq,
-            e.ts,
-            e.actor.as_str(),
-            e.event_type,
-            step,
-            e.payload
-        );
+        let step = e.step_id.as_deref().map(|x| format!(" [{x}]")).unwrap_or_default();
+        let _ =
+            writeln!(s, "{:>4}  {}  {:<6}  {:<22}{}  {}", e.seq, e.ts, e.actor.as_str(), e.event_type, step, e.payload);
     }
     s
 }
@@ -274,18 +217,9 @@ pub(crate) fn finished_text(run: &Run, attempts: &[Attempt]) -> String {
     let _ = writeln!(s, "run {} {}", run.run_id, run.state);
     for (step, list) in by_step(attempts) {
         let Some(last) = list.last() else { continue };
-        let tries = if list.len() > 1 {
-            format!(" ({} attempts)", list.len())
-        } else {
-            String::new()
-        };
+        let tries = if list.len() > 1 { format!(" ({} attempts)", list.len()) } else { String::new() };
         let _ = writeln!(s, "  {step}: {}{tries}", last.status);
-        let out = last
-            .output
-            .as_ref()
-            .and_then(|o| o.get("stdout"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let out = last.output.as_ref().and_then(|o| o.get("stdout")).and_then(Value::as_str).unwrap_or("");
         for line in out.lines().take(10) {
             let _ = writeln!(s, "    | {line}");
         }
@@ -294,28 +228,16 @@ pub(crate) fn finished_text(run: &Run, attempts: &[Attempt]) -> String {
         }
     }
     let _ = writeln!(s, "summary: {}", run.summary);
-    if let Some(r) = run
-        .terminal_reason
-        .as_ref()
-        .filter(|_| run.state != RunState::Completed)
-    {
+    if let Some(r) = run.terminal_reason.as_ref().filter(|_| run.state != RunState::Completed) {
         let _ = writeln!(s, "reason:  {r}");
     }
     match run.state {
         RunState::Completed => {}
         RunState::Running | RunState::Stalled => {
-            let _ = writeln!(
-                s,
-                "the run is recorded; continue it with `steward resume {}`",
-                run.run_id
-            );
+            let _ = writeln!(s, "the run is recorded; continue it with `steward resume {}`", run.run_id);
         }
         _ => {
-            let _ = writeln!(
-                s,
-                "inspect it with `steward status {}` and `steward events {}`",
-                run.run_id, run.run_id
-            );
+            let _ = writeln!(s, "inspect it with `steward status {}` and `steward events {}`", run.run_id, run.run_id);
         }
     }
     s
@@ -325,11 +247,7 @@ pub(crate) fn finished_json(run: &Run, attempts: &[Attempt]) -> Value {
     let mut v = status_json(run, attempts);
     let outputs: serde_json::Map<String, Value> = by_step(attempts)
         .into_iter()
-        .filter_map(|(step, list)| {
-            list.last()
-                .and_then(|a| a.output.clone())
-                .map(|o| (step.to_owned(), o))
-        })
+        .filter_map(|(step, list)| list.last().and_then(|a| a.output.clone()).map(|o| (step.to_owned(), o)))
         .collect();
     v["outputs"] = Value::Object(outputs);
     v

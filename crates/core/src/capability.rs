@@ -13,15 +13,7 @@ use serde::Serialize;
 use crate::job::JobKind;
 
 /// Axes: ids that take a scope (`fs.read:logs`) or stand bare (`fs.read`).
-pub const AXES: &[&str] = &[
-    "fs.read",
-    "fs.write",
-    "proc.exec",
-    "net.http",
-    "device",
-    "secrets.use",
-    "gpu.compute",
-];
+pub const AXES: &[&str] = &["fs.read", "fs.write", "proc.exec", "net.http", "device", "secrets.use", "gpu.compute"];
 
 /// Ids that are complete on their own and take no scope.
 pub const FULL_IDS: &[&str] = &[
@@ -60,11 +52,7 @@ impl CapabilityId {
             || id.split_once(':').is_some_and(|(axis, scope)| {
                 AXES.contains(&axis) && !scope.is_empty() && !scope.contains(char::is_whitespace)
             });
-        if valid {
-            Ok(CapabilityId(id.to_owned()))
-        } else {
-            Err(UnknownCapability(id.to_owned()))
-        }
+        if valid { Ok(CapabilityId(id.to_owned())) } else { Err(UnknownCapability(id.to_owned())) }
     }
 
     /// The id as text.
@@ -79,8 +67,7 @@ impl CapabilityId {
 
     /// Whether a grant of `self` covers a request for `requested` (DG-CAP-01).
     pub fn covers(&self, requested: &CapabilityId) -> bool {
-        self == requested
-            || (!self.0.contains(':') && requested.0.contains(':') && requested.axis() == self.0)
+        self == requested || (!self.0.contains(':') && requested.0.contains(':') && requested.axis() == self.0)
     }
 }
 
@@ -110,9 +97,7 @@ impl Profile {
 
 fn ids(list: &[&str]) -> Vec<CapabilityId> {
     // The lists below are written against the registry; `parse` cannot fail for them.
-    list.iter()
-        .filter_map(|s| CapabilityId::parse(s).ok())
-        .collect()
+    list.iter().filter_map(|s| CapabilityId::parse(s).ok()).collect()
 }
 
 /// The profiles Steward ships.
@@ -194,16 +179,11 @@ pub fn shell_programs(command: &str) -> Vec<Option<String>> {
         while let Some(w) = words.get(k) {
             if is_assignment(w) || KEYWORDS.contains(w) {
                 k += 1;
-            } else if let Some(target) = w
-                .trim_start_matches(|c: char| c.is_ascii_digit() || c == '&')
-                .strip_prefix(['<', '>'])
+            } else if let Some(target) =
+                w.trim_start_matches(|c: char| c.is_ascii_digit() || c == '&').strip_prefix(['<', '>'])
             {
                 // `> out` takes the next word as its target; `>out` carries it.
-                k += if target.trim_start_matches(['>', '&']).is_empty() {
-                    2
-                } else {
-                    1
-                };
+                k += if target.trim_start_matches(['>', '&']).is_empty() { 2 } else { 1 };
             } else {
                 break;
             }
@@ -215,20 +195,14 @@ pub fn shell_programs(command: &str) -> Vec<Option<String>> {
         }
         let word = match first {
             "exec" | "command" | "env" | "nohup" | "time" => {
-                match words[k + 1..]
-                    .iter()
-                    .find(|w| !w.starts_with('-') && !is_assignment(w))
-                {
+                match words[k + 1..].iter().find(|w| !w.starts_with('-') && !is_assignment(w)) {
                     Some(w) => *w,
                     None => continue,
                 }
             }
             w => w,
         };
-        let literal = !word.is_empty()
-            && word
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-/+".contains(c));
+        let literal = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "._-/+".contains(c));
         out.push(literal.then(|| word.rsplit('/').next().unwrap_or(word).to_owned()));
     }
     out.dedup();
@@ -236,16 +210,13 @@ pub fn shell_programs(command: &str) -> Vec<Option<String>> {
 }
 
 /// Shell keywords that may precede a command in the same piece.
-const KEYWORDS: &[&str] = &[
-    "if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "{", "}", "esac", ";;",
-];
+const KEYWORDS: &[&str] =
+    &["if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "{", "}", "esac", ";;"];
 /// Pieces that start with these start no program.
 const NO_PROGRAM: &[&str] = &["for", "case", "select", "function", "in"];
 
 fn is_assignment(word: &str) -> bool {
-    word.split_once('=').is_some_and(|(k, _)| {
-        !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    })
+    word.split_once('=').is_some_and(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
 }
 
 fn split_unquoted(command: &str) -> Vec<String> {
@@ -285,10 +256,7 @@ pub fn shell_capabilities(command: &str) -> Vec<CapabilityId> {
     let mut caps: Vec<CapabilityId> = shell_programs(command)
         .into_iter()
         .filter_map(|p| {
-            CapabilityId::parse(
-                &p.map_or_else(|| "proc.exec".to_owned(), |p| format!("proc.exec:{p}")),
-            )
-            .ok()
+            CapabilityId::parse(&p.map_or_else(|| "proc.exec".to_owned(), |p| format!("proc.exec:{p}"))).ok()
         })
         .collect();
     caps.extend(ids(&["fs.read", "fs.write"]));
@@ -340,18 +308,10 @@ mod tests {
     #[test]
     fn programs_are_read_from_shell_commands() {
         let p = |c: &str| shell_programs(c);
-        assert_eq!(
-            p("echo \"hi | there\" | tr a-z A-Z"),
-            [Some("echo".into()), Some("tr".into())]
-        );
+        assert_eq!(p("echo \"hi | there\" | tr a-z A-Z"), [Some("echo".into()), Some("tr".into())]);
         assert_eq!(
             p("FOO=1 BAR=2 cargo test && ./scripts/x.sh; (cd a; make)"),
-            [
-                Some("cargo".into()),
-                Some("x.sh".into()),
-                Some("cd".into()),
-                Some("make".into())
-            ]
+            [Some("cargo".into()), Some("x.sh".into()), Some("cd".into()), Some("make".into())]
         );
         assert_eq!(p("${STEWARD_TPL_0} --flag"), [None]);
         assert_eq!(p("exec sleep 30"), [Some("sleep".into())]);
@@ -361,13 +321,7 @@ mod tests {
             [Some("test".into()), Some("echo".into()), Some("cat".into())]
         );
         assert_eq!(p("{ echo a; } > out"), [Some("echo".into())]);
-        let caps: Vec<String> = shell_capabilities("echo hi | tr a b")
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(
-            caps,
-            ["fs.read", "fs.write", "proc.exec:echo", "proc.exec:tr"]
-        );
+        let caps: Vec<String> = shell_capabilities("echo hi | tr a b").iter().map(ToString::to_string).collect();
+        assert_eq!(caps, ["fs.read", "fs.write", "proc.exec:echo", "proc.exec:tr"]);
     }
 }

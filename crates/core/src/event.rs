@@ -49,10 +49,7 @@ impl FromStr for Actor {
             "human" => Ok(Actor::Human),
             "agent" => Ok(Actor::Agent),
             "system" => Ok(Actor::System),
-            _ => Err(UnknownValue {
-                what: "actor",
-                value: s.to_owned(),
-            }),
+            _ => Err(UnknownValue { what: "actor", value: s.to_owned() }),
         }
     }
 }
@@ -242,8 +239,7 @@ impl Payload {
     /// The step the event concerns, if any.
     pub fn step_id(&self) -> Option<&str> {
         match self {
-            Payload::StepAttemptStarted { step_id, .. }
-            | Payload::StepAttemptFinished { step_id, .. } => Some(step_id),
+            Payload::StepAttemptStarted { step_id, .. } | Payload::StepAttemptFinished { step_id, .. } => Some(step_id),
             _ => None,
         }
     }

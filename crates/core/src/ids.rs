@@ -18,19 +18,12 @@ pub struct SeqIds {
 impl SeqIds {
     /// A generator whose IDs start with `prefix`.
     pub fn new(prefix: &str) -> SeqIds {
-        SeqIds {
-            prefix: prefix.to_owned(),
-            next: AtomicU64::new(1),
-        }
+        SeqIds { prefix: prefix.to_owned(), next: AtomicU64::new(1) }
     }
 }
 
 impl IdGen for SeqIds {
     fn next_id(&self) -> String {
-        format!(
-            "{}-{}",
-            self.prefix,
-            self.next.fetch_add(1, Ordering::Relaxed)
-        )
+        format!("{}-{}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed))
     }
 }

@@ -11,11 +11,7 @@ pub fn coerce(ty: InputType, v: &Value) -> Result<Value, String> {
         | (InputType::Number, Value::Number(_))
         | (InputType::Bool, Value::Bool(_))
         | (InputType::Json, _) => Ok(v.clone()),
-        (_, other) => Err(format!(
-            "expected a {}, found {}",
-            ty.as_str(),
-            describe(other)
-        )),
+        (_, other) => Err(format!("expected a {}, found {}", ty.as_str(), describe(other))),
     }
 }
 
@@ -51,10 +47,7 @@ fn describe(v: &Value) -> String {
 /// Checks given inputs against the declarations and fills defaults.
 ///
 /// Returns every problem at once, each naming the input and where it is declared.
-pub fn resolve(
-    wf: &Workflow,
-    given: &Map<String, Value>,
-) -> Result<Map<String, Value>, Vec<String>> {
+pub fn resolve(wf: &Workflow, given: &Map<String, Value>) -> Result<Map<String, Value>, Vec<String>> {
     let mut errors = Vec::new();
     let mut out = Map::new();
     for (name, value) in given {
@@ -64,21 +57,14 @@ pub fn resolve(
                 errors.push(format!(
                     "unknown input `{name}` (workflow `{}` declares: {})",
                     wf.id,
-                    if known.is_empty() {
-                        "no inputs".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
+                    if known.is_empty() { "no inputs".to_owned() } else { known.join(", ") }
                 ));
             }
             Some(decl) => match coerce(decl.ty, value) {
                 Ok(v) => {
                     out.insert(name.clone(), v);
                 }
-                Err(e) => errors.push(format!(
-                    "input `{name}` (declared at line {}): {e}",
-                    decl.line
-                )),
+                Err(e) => errors.push(format!("input `{name}` (declared at line {}): {e}", decl.line)),
             },
         }
     }
@@ -100,11 +86,7 @@ pub fn resolve(
             None => {}
         }
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
 }
 
 #[cfg(test)]
@@ -119,10 +101,7 @@ mod tests {
         assert!(from_text(InputType::Number, "abc").is_err());
         assert_eq!(from_text(InputType::Bool, "true"), Ok(json!(true)));
         assert!(from_text(InputType::Bool, "yes").is_err());
-        assert_eq!(
-            from_text(InputType::Json, r#"{"a":1}"#),
-            Ok(json!({"a": 1}))
-        );
+        assert_eq!(from_text(InputType::Json, r#"{"a":1}"#), Ok(json!({"a": 1})));
         assert_eq!(from_text(InputType::String, "42"), Ok(json!("42")));
     }
 
@@ -134,16 +113,13 @@ mod tests {
         .unwrap();
         let ok = resolve(&wf, json!({"name": "x"}).as_object().unwrap()).unwrap();
         assert_eq!(Value::Object(ok), json!({"name": "x", "n": 3}));
-        let errs =
-            resolve(&wf, json!({"n": "three", "bogus": 1}).as_object().unwrap()).unwrap_err();
+        let errs = resolve(&wf, json!({"n": "three", "bogus": 1}).as_object().unwrap()).unwrap_err();
         assert_eq!(errs.len(), 3, "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("unknown input `bogus`")));
-        assert!(errs.iter().any(|e| {
-            e.contains("input `n` (declared at line 5): expected a number, found string `three`")
-        }));
         assert!(
             errs.iter()
-                .any(|e| e.contains("missing required input `name` (declared at line 4"))
+                .any(|e| { e.contains("input `n` (declared at line 5): expected a number, found string `three`") })
         );
+        assert!(errs.iter().any(|e| e.contains("missing required input `name` (declared at line 4")));
     }
 }

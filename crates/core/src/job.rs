@@ -93,10 +93,7 @@ impl FromStr for JobKind {
         JobKind::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| UnknownValue {
-                what: "job kind",
-                value: s.to_owned(),
-            })
+            .ok_or_else(|| UnknownValue { what: "job kind", value: s.to_owned() })
     }
 }
 
@@ -172,11 +169,7 @@ mod tests {
     use super::*;
 
     fn contract(kind: JobKind, profile: &str, protocol: &str) -> JobContract {
-        JobContract {
-            job_kind: kind,
-            profile_id: profile.into(),
-            protocol_id: protocol.into(),
-        }
+        JobContract { job_kind: kind, profile_id: profile.into(), protocol_id: protocol.into() }
     }
 
     /// DG-JOB-02/03, HSK-JOB-100.
@@ -185,10 +178,7 @@ mod tests {
         for k in JobKind::ALL {
             assert_eq!(k.as_str().parse::<JobKind>(), Ok(k));
         }
-        assert_eq!(
-            "term_exec".parse::<JobKind>().map(JobKind::as_str),
-            Ok("terminal_exec")
-        );
+        assert_eq!("term_exec".parse::<JobKind>().map(JobKind::as_str), Ok("terminal_exec"));
         assert!("bogus".parse::<JobKind>().is_err());
     }
 
@@ -196,23 +186,12 @@ mod tests {
     #[test]
     fn contract_mismatches_are_refused() {
         assert!(check_contract(&JobContract::workflow_run()).is_ok());
-        assert!(
-            check_contract(&contract(
-                JobKind::MicroTaskExecution,
-                MICRO_TASK_PROFILE,
-                MICRO_TASK_PROFILE
-            ))
-            .is_ok()
-        );
+        assert!(check_contract(&contract(JobKind::MicroTaskExecution, MICRO_TASK_PROFILE, MICRO_TASK_PROFILE)).is_ok());
         for bad in [
             contract(JobKind::MicroTaskExecution, "default", MICRO_TASK_PROFILE),
             contract(JobKind::MicroTaskExecution, MICRO_TASK_PROFILE, "x"),
             contract(JobKind::WorkflowRun, MICRO_TASK_PROFILE, MICRO_TASK_PROFILE),
-            contract(
-                JobKind::WorkflowRun,
-                WORKFLOW_RUN_PROFILE,
-                MICRO_TASK_PROFILE,
-            ),
+            contract(JobKind::WorkflowRun, WORKFLOW_RUN_PROFILE, MICRO_TASK_PROFILE),
             contract(JobKind::WorkflowRun, "", "x"),
         ] {
             assert!(check_contract(&bad).is_err(), "{bad:?}");

@@ -45,9 +45,7 @@ pub fn next_expected_action(state: RunState, current_step: Option<&str>) -> Stri
         (RunState::Running, None) => "execute next step".into(),
         (RunState::Stalled, _) => "resume with `steward resume`".into(),
         (RunState::AwaitingUser, _) => "await human response".into(),
-        (RunState::Failed, _) => {
-            "inspect the run with `steward status` and `steward events`".into()
-        }
+        (RunState::Failed, _) => "inspect the run with `steward status` and `steward events`".into(),
         _ => "none".into(),
     }
 }

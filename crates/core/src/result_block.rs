@@ -38,8 +38,7 @@ pub fn parse(text: &str) -> Result<Option<Envelope>, String> {
         return Err(format!("more than one `{OPEN}` block"));
     }
     let body = text[body_start..body_start + len].trim();
-    let value: Value = serde_json::from_str(body)
-        .map_err(|e| format!("the `{OPEN}` block is not valid JSON: {e}"))?;
+    let value: Value = serde_json::from_str(body).map_err(|e| format!("the `{OPEN}` block is not valid JSON: {e}"))?;
     let Value::Object(mut obj) = value else {
         return Err(format!("the `{OPEN}` block must be a JSON object"));
     };
@@ -48,9 +47,7 @@ pub fn parse(text: &str) -> Result<Option<Envelope>, String> {
         Some(Value::String(s)) if s == "complete" => false,
         Some(Value::String(s)) if s == "failed" => true,
         Some(other) => {
-            return Err(format!(
-                "`status` must be \"complete\" or \"failed\", found {other}"
-            ));
+            return Err(format!("`status` must be \"complete\" or \"failed\", found {other}"));
         }
     };
     let summary = match obj.remove("summary") {
@@ -63,11 +60,7 @@ pub fn parse(text: &str) -> Result<Option<Envelope>, String> {
         Some(Value::Object(m)) => m,
         Some(_) => return Err("`outputs` must be a JSON object".into()),
     };
-    Ok(Some(Envelope {
-        failed,
-        summary,
-        outputs,
-    }))
+    Ok(Some(Envelope { failed, summary, outputs }))
 }
 
 /// Checks that every required declared output is present; returns the missing keys.
@@ -86,7 +79,10 @@ mod tests {
 
     #[test]
     fn parses_the_envelope_and_ignores_surrounding_text() {
-        let env = parse("noise\n[workflow_result]{\"summary\": \"ok\", \"outputs\": {\"n\": 2}}[/workflow_result]\nmore").unwrap().unwrap();
+        let env =
+            parse("noise\n[workflow_result]{\"summary\": \"ok\", \"outputs\": {\"n\": 2}}[/workflow_result]\nmore")
+                .unwrap()
+                .unwrap();
         assert_eq!(
             env,
             Envelope {
@@ -100,49 +96,22 @@ mod tests {
 
     #[test]
     fn malformed_blocks_are_named() {
-        assert!(
-            parse("[workflow_result]{")
-                .unwrap_err()
-                .contains("not closed")
-        );
-        assert!(
-            parse("[workflow_result]nope[/workflow_result]")
-                .unwrap_err()
-                .contains("not valid JSON")
-        );
-        assert!(
-            parse("[workflow_result][1][/workflow_result]")
-                .unwrap_err()
-                .contains("must be a JSON object")
-        );
+        assert!(parse("[workflow_result]{").unwrap_err().contains("not closed"));
+        assert!(parse("[workflow_result]nope[/workflow_result]").unwrap_err().contains("not valid JSON"));
+        assert!(parse("[workflow_result][1][/workflow_result]").unwrap_err().contains("must be a JSON object"));
         assert!(
             parse("[workflow_result]{}[/workflow_result][workflow_result]{}[/workflow_result]")
                 .unwrap_err()
                 .contains("more than one")
         );
-        assert!(
-            parse("[workflow_result]{\"status\":\"meh\"}[/workflow_result]")
-                .unwrap_err()
-                .contains("`status`")
-        );
+        assert!(parse("[workflow_result]{\"status\":\"meh\"}[/workflow_result]").unwrap_err().contains("`status`"));
     }
 
     #[test]
     fn required_outputs_must_be_present() {
-        let decl = vec![
-            OutputDecl {
-                key: "a".into(),
-                optional: false,
-            },
-            OutputDecl {
-                key: "b".into(),
-                optional: true,
-            },
-        ];
-        assert_eq!(
-            missing_outputs(&decl, json!({"b": 1}).as_object().unwrap()),
-            ["a"]
-        );
+        let decl =
+            vec![OutputDecl { key: "a".into(), optional: false }, OutputDecl { key: "b".into(), optional: true }];
+        assert_eq!(missing_outputs(&decl, json!({"b": 1}).as_object().unwrap()), ["a"]);
         assert!(missing_outputs(&decl, json!({"a": "x"}).as_object().unwrap()).is_empty());
     }
 }

@@ -123,10 +123,8 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
             continue;
         }
         if t.visits > 0 {
-            let visit: Vec<&AttemptFact<'_>> = facts
-                .iter()
-                .filter(|f| f.step_id == step.id && f.visit == t.visits)
-                .collect();
+            let visit: Vec<&AttemptFact<'_>> =
+                facts.iter().filter(|f| f.step_id == step.id && f.visit == t.visits).collect();
             let done = visit.iter().any(|f| f.status == AttemptStatus::Completed);
             if !done {
                 // The current visit failed; `visit` is non-empty because visits > 0.
@@ -187,18 +185,12 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
         }
     }
     if !start.is_empty() || running > 0 || wake_at.is_some() {
-        return Plan {
-            start,
-            wake_at,
-            verdict: Verdict::Continue,
-        };
+        return Plan { start, wake_at, verdict: Verdict::Continue };
     }
     // Nothing runs and nothing can start: a join still short of some needs is stuck.
     for (i, needs) in wf.graph.joins.iter().enumerate() {
         if let Some(needs) = needs
-            && let Some(&missing) = needs
-                .iter()
-                .find(|&&d| tally[d].completed <= tally[i].visits)
+            && let Some(&missing) = needs.iter().find(|&&d| tally[d].completed <= tally[i].visits)
             && needs.iter().any(|&d| tally[d].completed > tally[i].visits)
         {
             return failed(format!(
@@ -207,30 +199,17 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
             ));
         }
     }
-    Plan {
-        start,
-        wake_at: None,
-        verdict: Verdict::Completed,
-    }
+    Plan { start, wake_at: None, verdict: Verdict::Completed }
 }
 
 fn failed(reason: String) -> Plan {
-    Plan {
-        start: Vec::new(),
-        wake_at: None,
-        verdict: Verdict::Failed { reason },
-    }
+    Plan { start: Vec::new(), wake_at: None, verdict: Verdict::Failed { reason } }
 }
 
 /// The steps a completed attempt of `step_id` routes to, as recorded with it.
 pub fn routes_of(wf: &Workflow, step_id: &str) -> Vec<String> {
     wf.step_index(step_id)
-        .map(|i| {
-            wf.graph.routes[i]
-                .iter()
-                .map(|&j| wf.steps[j].id.clone())
-                .collect()
-        })
+        .map(|i| wf.graph.routes[i].iter().map(|&j| wf.steps[j].id.clone()).collect())
         .unwrap_or_default()
 }
 
@@ -278,34 +257,23 @@ mod tests {
                 now = p.wake_at.map_or(now + 1, |w| w.0);
                 continue;
             }
-            let batch: Vec<String> = p
-                .start
-                .iter()
-                .map(|s| format!("{}#{}", s.step_id, s.attempt))
-                .collect();
+            let batch: Vec<String> = p.start.iter().map(|s| format!("{}#{}", s.step_id, s.attempt)).collect();
             log.push(batch.join(" "));
             for s in p.start {
                 let st = outcome(&s.step_id, s.attempt);
-                let routes = if st == Completed {
-                    routes_of(&wf, &s.step_id)
-                } else {
-                    Vec::new()
-                };
-                hist.0
-                    .push(Row(s.step_id, s.attempt, s.visit, st, true, now, routes));
+                let routes = if st == Completed { routes_of(&wf, &s.step_id) } else { Vec::new() };
+                hist.0.push(Row(s.step_id, s.attempt, s.visit, st, true, now, routes));
             }
         }
     }
 
-    const HELLO: &str = "id: hello\nversion: 1\nsteps:\n  - {id: greet, type: noop}\n  - {id: shout, type: noop, needs: [greet]}\n";
+    const HELLO: &str =
+        "id: hello\nversion: 1\nsteps:\n  - {id: greet, type: noop}\n  - {id: shout, type: noop, needs: [greet]}\n";
     const DAG: &str = "id: d\nversion: 1\nlimits: {max_concurrent_steps: 2}\nsteps:\n  - {id: a, type: noop}\n  - {id: b, type: noop, needs: [a]}\n  - {id: c, type: noop, needs: [a]}\n  - {id: d, type: noop, needs: [a]}\n  - {id: e, type: noop, needs: [b, c, d]}\n  - {id: f, type: noop}\n";
 
     #[test]
     fn sequential_dag_and_concurrency_limit() {
-        assert_eq!(
-            drive(HELLO, |_, _| Completed),
-            (vec!["greet#1".into(), "shout#1".into()], Verdict::Completed)
-        );
+        assert_eq!(drive(HELLO, |_, _| Completed), (vec!["greet#1".into(), "shout#1".into()], Verdict::Completed));
         let (log, v) = drive(DAG, |_, _| Completed);
         assert_eq!(log, ["a#1", "b#1 c#1", "d#1", "e#1", "f#1"]);
         assert_eq!(v, Verdict::Completed);
@@ -327,20 +295,12 @@ mod tests {
         assert_eq!(log, ["a#1", "a#2", "a#3"]);
         assert_eq!(v, Verdict::Completed);
         let (_, v) = drive(src, |_, _| Failed);
-        assert_eq!(
-            v,
-            Verdict::Failed {
-                reason: "step `a` failed after 3 attempts: failed".into()
-            }
-        );
+        assert_eq!(v, Verdict::Failed { reason: "step `a` failed after 3 attempts: failed".into() });
 
         let wf = parse(src).unwrap();
         let hist = Hist(vec![Row("a".into(), 1, 1, Failed, true, 1000, vec![])]);
         let p = plan(&wf, &hist.facts(), Timestamp(1500));
-        assert_eq!(
-            (p.start.len(), p.wake_at, p.verdict),
-            (0, Some(Timestamp(3000)), Verdict::Continue)
-        );
+        assert_eq!((p.start.len(), p.wake_at, p.verdict), (0, Some(Timestamp(3000)), Verdict::Continue));
     }
 
     #[test]
@@ -352,15 +312,7 @@ mod tests {
             Row("shout".into(), 1, 1, Interrupted, true, 0, vec![]),
         ]);
         let p = plan(&wf, &hist.facts(), Timestamp(0));
-        assert_eq!(
-            p.start,
-            vec![Start {
-                step_index: 1,
-                step_id: "shout".into(),
-                attempt: 2,
-                visit: 1
-            }]
-        );
+        assert_eq!(p.start, vec![Start { step_index: 1, step_id: "shout".into(), attempt: 2, visit: 1 }]);
     }
 
     #[test]
@@ -369,19 +321,12 @@ mod tests {
         let hist = Hist(vec![Row("greet".into(), 1, 1, Failed, false, 0, vec![])]);
         assert_eq!(
             plan(&wf, &hist.facts(), Timestamp(0)).verdict,
-            Verdict::Failed {
-                reason: "step `greet` failed: failed".into()
-            }
+            Verdict::Failed { reason: "step `greet` failed: failed".into() }
         );
 
         let src = "id: r\nversion: 1\nlimits: {max_total_iterations: 2}\nsteps:\n  - {id: a, type: noop, retry: {max_attempts: 5, backoff: {initial_seconds: 0}}}\n";
         let (log, v) = drive(src, |_, _| Failed);
         assert_eq!(log, ["a#1", "a#2"]);
-        assert_eq!(
-            v,
-            Verdict::Failed {
-                reason: "workflow execution exceeded max total iterations (2)".into()
-            }
-        );
+        assert_eq!(v, Verdict::Failed { reason: "workflow execution exceeded max total iterations (2)".into() });
     }
 }

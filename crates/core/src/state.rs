@@ -99,10 +99,7 @@ impl FromStr for RunState {
         RunState::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| UnknownValue {
-                what: "run state",
-                value: s.to_owned(),
-            })
+            .ok_or_else(|| UnknownValue { what: "run state", value: s.to_owned() })
     }
 }
 
@@ -142,30 +139,19 @@ fn cause_note(cause: TransitionCause, from: RunState, to: RunState) -> &'static 
 
 /// The run transition table. Returns `Ok` only for an edge that exists and
 /// that `cause` may take.
-pub fn check_run_transition(
-    from: RunState,
-    to: RunState,
-    cause: TransitionCause,
-) -> Result<(), InvalidTransition> {
+pub fn check_run_transition(from: RunState, to: RunState, cause: TransitionCause) -> Result<(), InvalidTransition> {
     use RunState::*;
     let allowed = match (from, to) {
         (Queued, Running | Failed | Cancelled) => true,
         // DG-WF-10: only recovery moves Running -> Stalled.
         (Running, Stalled) => cause == TransitionCause::Recovery,
-        (
-            Running,
-            AwaitingUser | Completed | CompletedWithIssues | Failed | Cancelled | Poisoned,
-        ) => true,
+        (Running, AwaitingUser | Completed | CompletedWithIssues | Failed | Cancelled | Poisoned) => true,
         // DG-WF-11: a stalled run leaves only by operator action or policy.
         (Stalled, Running | Failed | Cancelled) => cause != TransitionCause::Recovery,
         (AwaitingUser, Running | Failed | Cancelled | Poisoned) => true,
         _ => false,
     };
-    if allowed {
-        Ok(())
-    } else {
-        Err(InvalidTransition { from, to, cause })
-    }
+    if allowed { Ok(()) } else { Err(InvalidTransition { from, to, cause }) }
 }
 
 /// The status of one step attempt (HSK-WF-001 node execution status).
@@ -227,10 +213,7 @@ impl FromStr for AttemptStatus {
         AttemptStatus::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| UnknownValue {
-                what: "attempt status",
-                value: s.to_owned(),
-            })
+            .ok_or_else(|| UnknownValue { what: "attempt status", value: s.to_owned() })
     }
 }
 
@@ -334,13 +317,7 @@ mod tests {
         for s in AttemptStatus::ALL {
             assert_eq!(s.as_str().parse::<AttemptStatus>(), Ok(s));
         }
-        assert!(check_attempt_transition(
-            AttemptStatus::Running,
-            AttemptStatus::Completed
-        ));
-        assert!(!check_attempt_transition(
-            AttemptStatus::Completed,
-            AttemptStatus::Failed
-        ));
+        assert!(check_attempt_transition(AttemptStatus::Running, AttemptStatus::Completed));
+        assert!(!check_attempt_transition(AttemptStatus::Completed, AttemptStatus::Failed));
     }
 }

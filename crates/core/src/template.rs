@@ -70,10 +70,7 @@ impl fmt::Display for Ref {
             }
             Ref::StepOutput { step, key } => write!(f, "steps.{step}.outputs.{key}"),
             Ref::Workflow(v) => {
-                let name = WorkflowVar::ALL
-                    .iter()
-                    .find(|(_, w)| w == v)
-                    .map_or("?", |(n, _)| n);
+                let name = WorkflowVar::ALL.iter().find(|(_, w)| w == v).map_or("?", |(n, _)| n);
                 write!(f, "workflow.{name}")
             }
             Ref::State(k) => write!(f, "state.{k}"),
@@ -112,18 +109,14 @@ pub enum TemplateError {
     )]
     Unknown(String, &'static str),
     /// A placeholder in single quotes in a shell command.
-    #[error(
-        "placeholder `{{{{{0}}}}}` is inside single quotes and would not expand; use double quotes"
-    )]
+    #[error("placeholder `{{{{{0}}}}}` is inside single quotes and would not expand; use double quotes")]
     SingleQuoted(String),
 }
 
 const WORKFLOW_VARS: &str = "run_id|step_id|attempt|workflow_id";
 
 fn is_ident(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 fn parse_ref(expr: &str) -> Result<Ref, TemplateError> {
@@ -133,19 +126,13 @@ fn parse_ref(expr: &str) -> Result<Ref, TemplateError> {
         return Err(unknown());
     }
     match segs.as_slice() {
-        ["inputs", name, path @ ..] => Ok(Ref::Input {
-            name: (*name).to_owned(),
-            path: path.iter().map(|s| (*s).to_owned()).collect(),
-        }),
-        ["steps", step, "outputs", key] => Ok(Ref::StepOutput {
-            step: (*step).to_owned(),
-            key: (*key).to_owned(),
-        }),
-        ["workflow", var] => WorkflowVar::ALL
-            .iter()
-            .find(|(n, _)| n == var)
-            .map(|(_, v)| Ref::Workflow(*v))
-            .ok_or_else(unknown),
+        ["inputs", name, path @ ..] => {
+            Ok(Ref::Input { name: (*name).to_owned(), path: path.iter().map(|s| (*s).to_owned()).collect() })
+        }
+        ["steps", step, "outputs", key] => Ok(Ref::StepOutput { step: (*step).to_owned(), key: (*key).to_owned() }),
+        ["workflow", var] => {
+            WorkflowVar::ALL.iter().find(|(n, _)| n == var).map(|(_, v)| Ref::Workflow(*v)).ok_or_else(unknown)
+        }
         ["state", key] => Ok(Ref::State((*key).to_owned())),
         _ => Err(unknown()),
     }
@@ -177,9 +164,7 @@ impl Template {
                 parts.push(Part::Lit(lit.to_owned()));
             }
             let after = &rest[start + 2..];
-            let end = after
-                .find("}}")
-                .ok_or(TemplateError::Unclosed(offset + start))?;
+            let end = after.find("}}").ok_or(TemplateError::Unclosed(offset + start))?;
             let expr = after[..end].trim();
             if expr.is_empty() {
                 return Err(TemplateError::Empty);
@@ -208,10 +193,7 @@ impl Template {
     }
 
     /// Renders to a string; `resolve` gives each placeholder's value.
-    pub fn render(
-        &self,
-        mut resolve: impl FnMut(&Ref) -> Result<Value, RenderError>,
-    ) -> Result<String, RenderError> {
+    pub fn render(&self, mut resolve: impl FnMut(&Ref) -> Result<Value, RenderError>) -> Result<String, RenderError> {
         let mut out = String::new();
         for p in &self.parts {
             match p {
@@ -307,102 +289,51 @@ mod tests {
 
     fn resolve(r: &Ref) -> Result<Value, RenderError> {
         match r {
-            Ref::Input { name, path } if name == "cfg" => {
-                lookup_path(&json!({"a": {"b": [10, 20]}}), path)
-                    .cloned()
-                    .ok_or(RenderError {
-                        reference: r.to_string(),
-                        reason: "missing".into(),
-                    })
-            }
+            Ref::Input { name, path } if name == "cfg" => lookup_path(&json!({"a": {"b": [10, 20]}}), path)
+                .cloned()
+                .ok_or(RenderError { reference: r.to_string(), reason: "missing".into() }),
             Ref::Input { .. } => Ok(json!("world")),
             Ref::Workflow(WorkflowVar::Attempt) => Ok(json!(2)),
-            other => Err(RenderError {
-                reference: other.to_string(),
-                reason: "no value".into(),
-            }),
+            other => Err(RenderError { reference: other.to_string(), reason: "no value".into() }),
         }
     }
 
     #[test]
     fn parses_the_four_namespaces() {
-        let t =
-            Template::parse("{{inputs.x}} {{ steps.a.outputs.k }} {{workflow.run_id}} {{state.s}}")
-                .unwrap();
+        let t = Template::parse("{{inputs.x}} {{ steps.a.outputs.k }} {{workflow.run_id}} {{state.s}}").unwrap();
         let refs: Vec<String> = t.refs().map(ToString::to_string).collect();
-        assert_eq!(
-            refs,
-            [
-                "inputs.x",
-                "steps.a.outputs.k",
-                "workflow.run_id",
-                "state.s"
-            ]
-        );
+        assert_eq!(refs, ["inputs.x", "steps.a.outputs.k", "workflow.run_id", "state.s"]);
     }
 
     #[test]
     fn malformed_placeholders_are_refused() {
-        assert_eq!(
-            Template::parse("a {{inputs.x"),
-            Err(TemplateError::Unclosed(2))
-        );
+        assert_eq!(Template::parse("a {{inputs.x"), Err(TemplateError::Unclosed(2)));
         assert_eq!(Template::parse("{{ }}"), Err(TemplateError::Empty));
-        assert!(matches!(
-            Template::parse("{{env.HOME}}"),
-            Err(TemplateError::Unknown(..))
-        ));
-        assert!(matches!(
-            Template::parse("{{steps.a.stdout}}"),
-            Err(TemplateError::Unknown(..))
-        ));
-        assert!(matches!(
-            Template::parse("{{workflow.nope}}"),
-            Err(TemplateError::Unknown(..))
-        ));
+        assert!(matches!(Template::parse("{{env.HOME}}"), Err(TemplateError::Unknown(..))));
+        assert!(matches!(Template::parse("{{steps.a.stdout}}"), Err(TemplateError::Unknown(..))));
+        assert!(matches!(Template::parse("{{workflow.nope}}"), Err(TemplateError::Unknown(..))));
     }
 
     #[test]
     fn renders_values_and_paths() {
-        let t = Template::parse(
-            "hi {{inputs.name}} #{{workflow.attempt}} {{inputs.cfg.a.b.1}} {{inputs.cfg.a}}",
-        )
-        .unwrap();
-        assert_eq!(
-            t.render(resolve).unwrap(),
-            r#"hi world #2 20 {"b":[10,20]}"#
-        );
-        let err = Template::parse("{{steps.x.outputs.y}}")
-            .unwrap()
-            .render(resolve)
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "template `{{steps.x.outputs.y}}`: no value"
-        );
+        let t =
+            Template::parse("hi {{inputs.name}} #{{workflow.attempt}} {{inputs.cfg.a.b.1}} {{inputs.cfg.a}}").unwrap();
+        assert_eq!(t.render(resolve).unwrap(), r#"hi world #2 20 {"b":[10,20]}"#);
+        let err = Template::parse("{{steps.x.outputs.y}}").unwrap().render(resolve).unwrap_err();
+        assert_eq!(err.to_string(), "template `{{steps.x.outputs.y}}`: no value");
     }
 
     #[test]
     fn shell_rendering_passes_values_as_environment() {
-        let t =
-            Template::parse_shell(r#"echo "hello {{inputs.name}}" {{workflow.attempt}}"#).unwrap();
+        let t = Template::parse_shell(r#"echo "hello {{inputs.name}}" {{workflow.attempt}}"#).unwrap();
         let (cmd, env) = t.render_shell(resolve).unwrap();
         assert_eq!(cmd, r#"echo "hello ${STEWARD_TPL_0}" ${STEWARD_TPL_1}"#);
-        assert_eq!(
-            env,
-            [
-                ("STEWARD_TPL_0".into(), "world".into()),
-                ("STEWARD_TPL_1".into(), "2".into())
-            ]
-        );
+        assert_eq!(env, [("STEWARD_TPL_0".into(), "world".into()), ("STEWARD_TPL_1".into(), "2".into())]);
     }
 
     #[test]
     fn single_quoted_placeholders_are_refused_in_shell() {
-        assert!(matches!(
-            Template::parse_shell("echo '{{inputs.x}}'"),
-            Err(TemplateError::SingleQuoted(_))
-        ));
+        assert!(matches!(Template::parse_shell("echo '{{inputs.x}}'"), Err(TemplateError::SingleQuoted(_))));
         assert!(Template::parse_shell(r#"echo "it's {{inputs.x}}""#).is_ok());
         assert!(Template::parse_shell(r"echo don\'t {{inputs.x}}").is_ok());
         assert!(Template::parse_shell("echo 'a' {{inputs.x}} 'b'").is_ok());

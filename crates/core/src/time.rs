@@ -5,9 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch, UTC.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
@@ -37,9 +35,7 @@ impl Timestamp {
 
     /// Parses an RFC 3339 timestamp.
     pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|dt| Timestamp(dt.timestamp_millis()))
+        chrono::DateTime::parse_from_rfc3339(s).ok().map(|dt| Timestamp(dt.timestamp_millis()))
     }
 }
 

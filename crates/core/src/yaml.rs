@@ -22,10 +22,7 @@ pub struct Pos {
 impl Pos {
     fn from_marker(m: Marker) -> Pos {
         // yaml-rust2 lines are 1-based and columns 0-based.
-        Pos {
-            line: m.line().max(1),
-            col: m.col() + 1,
-        }
+        Pos { line: m.line().max(1), col: m.col() + 1 }
     }
 }
 
@@ -149,20 +146,12 @@ pub fn parse(source: &str) -> Result<Node, Vec<SyntaxError>> {
     let mut parser = Parser::new_from_str(source);
     if let Err(e) = parser.load(&mut builder, false) {
         let m = *e.marker();
-        return Err(vec![SyntaxError {
-            pos: Pos::from_marker(m),
-            message: e.info().to_owned(),
-        }]);
+        return Err(vec![SyntaxError { pos: Pos::from_marker(m), message: e.info().to_owned() }]);
     }
     if !builder.errors.is_empty() {
         return Err(builder.errors);
     }
-    builder.root.ok_or_else(|| {
-        vec![SyntaxError {
-            pos: Pos { line: 1, col: 1 },
-            message: "the file is empty".into(),
-        }]
-    })
+    builder.root.ok_or_else(|| vec![SyntaxError { pos: Pos { line: 1, col: 1 }, message: "the file is empty".into() }])
 }
 
 enum Frame {
@@ -190,15 +179,11 @@ impl Builder {
                 None => *pending_key = Some(node),
                 Some(key) => {
                     if let Some(name) = key.as_str()
-                        && let Some((first, _)) =
-                            entries.iter().find(|(k, _)| k.as_str() == Some(name))
+                        && let Some((first, _)) = entries.iter().find(|(k, _)| k.as_str() == Some(name))
                     {
                         self.errors.push(SyntaxError {
                             pos: key.pos,
-                            message: format!(
-                                "duplicate key `{name}` (first defined at line {})",
-                                first.pos.line
-                            ),
+                            message: format!("duplicate key `{name}` (first defined at line {})", first.pos.line),
                         });
                     }
                     entries.push((key, node));
@@ -214,22 +199,15 @@ impl MarkedEventReceiver for Builder {
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
                 if anchor != 0 {
-                    self.errors.push(SyntaxError {
-                        pos,
-                        message: "YAML anchors are not supported in workflow files".into(),
-                    });
+                    self.errors
+                        .push(SyntaxError { pos, message: "YAML anchors are not supported in workflow files".into() });
                 }
                 let quoted = !matches!(style, TScalarStyle::Plain);
-                self.push_node(Node {
-                    kind: NodeKind::Scalar(Scalar { text, quoted }),
-                    pos,
-                });
+                self.push_node(Node { kind: NodeKind::Scalar(Scalar { text, quoted }), pos });
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) if anchor != 0 => {
-                self.errors.push(SyntaxError {
-                    pos,
-                    message: "YAML anchors are not supported in workflow files".into(),
-                });
+                self.errors
+                    .push(SyntaxError { pos, message: "YAML anchors are not supported in workflow files".into() });
                 let frame = if matches!(ev, Event::SequenceStart(..)) {
                     Frame::Seq(pos, Vec::new())
                 } else {
@@ -241,27 +219,16 @@ impl MarkedEventReceiver for Builder {
             Event::MappingStart(..) => self.stack.push(Frame::Map(pos, Vec::new(), None)),
             Event::SequenceEnd | Event::MappingEnd => {
                 let node = match self.stack.pop() {
-                    Some(Frame::Seq(p, items)) => Node {
-                        kind: NodeKind::Seq(items),
-                        pos: p,
-                    },
-                    Some(Frame::Map(p, entries, _)) => Node {
-                        kind: NodeKind::Map(entries),
-                        pos: p,
-                    },
+                    Some(Frame::Seq(p, items)) => Node { kind: NodeKind::Seq(items), pos: p },
+                    Some(Frame::Map(p, entries, _)) => Node { kind: NodeKind::Map(entries), pos: p },
                     None => return,
                 };
                 self.push_node(node);
             }
-            Event::Alias(_) => self.errors.push(SyntaxError {
-                pos,
-                message: "YAML aliases are not supported in workflow files".into(),
-            }),
-            Event::Nothing
-            | Event::StreamStart
-            | Event::StreamEnd
-            | Event::DocumentStart
-            | Event::DocumentEnd => {}
+            Event::Alias(_) => self
+                .errors
+                .push(SyntaxError { pos, message: "YAML aliases are not supported in workflow files".into() }),
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart | Event::DocumentEnd => {}
         }
     }
 }
@@ -276,16 +243,10 @@ mod tests {
         let errs = parse(src).unwrap_err();
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].pos.line, 4);
-        assert!(
-            errs[0]
-                .message
-                .contains("duplicate key `id` (first defined at line 3)")
-        );
+        assert!(errs[0].message.contains("duplicate key `id` (first defined at line 3)"));
 
         let node = parse("id: a\nversion: 1\n").unwrap();
-        let NodeKind::Map(entries) = &node.kind else {
-            panic!("not a map")
-        };
+        let NodeKind::Map(entries) = &node.kind else { panic!("not a map") };
         assert_eq!(entries[1].0.pos, Pos { line: 2, col: 1 });
         assert_eq!(entries[1].1.to_json(), serde_json::json!(1));
     }
@@ -293,10 +254,7 @@ mod tests {
     #[test]
     fn scalars_follow_the_core_schema() {
         let node = parse("[1, 1.5, true, 'true', ~, x, '', 1e3]").unwrap();
-        assert_eq!(
-            node.to_json(),
-            serde_json::json!([1, 1.5, true, "true", null, "x", "", 1000.0])
-        );
+        assert_eq!(node.to_json(), serde_json::json!([1, 1.5, true, "true", null, "x", "", 1000.0]));
     }
 
     #[test]

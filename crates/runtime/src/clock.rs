@@ -18,9 +18,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
         Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
     }
 }
@@ -49,8 +47,6 @@ pub fn new_run_id(now: Timestamp) -> String {
     }
     time.reverse();
     let mut rng = rand::rng();
-    let suffix: String = (0..8)
-        .map(|_| DIGITS[rng.random_range(0..36)] as char)
-        .collect();
+    let suffix: String = (0..8).map(|_| DIGITS[rng.random_range(0..36)] as char).collect();
     format!("run-{}-{suffix}", String::from_utf8_lossy(&time))
 }

@@ -7,6 +7,7 @@
 //! [`RunCtx`], whose view of the run is exactly what has been committed.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +20,9 @@ use steward_core::workflow::{Step, Workflow};
 use steward_store::{Attempt, AttemptFinish, AttemptStart, Commit, Expect, Run, Store, Transition};
 
 use crate::engine::{Engine, Error, ProgressUpdate, Result};
-use crate::step::{self, Scope, Work};
+use crate::step::{self, Scope, StepDone, Work};
+use steward_core::event::NewEvent;
+use steward_tools::bus::ToolBus;
 
 /// Removes a run from the active set when its driver ends, however it ends.
 struct ActiveGuard<'a, S: Store + Clone> {
@@ -47,30 +50,24 @@ struct RunCtx {
 
 impl RunCtx {
     /// The planner's answer for the committed attempts plus `finished`.
-    fn plan(&self, finished: &mut [AttemptFinish], now: Timestamp) -> Plan {
-        for f in finished.iter_mut() {
-            if f.status == AttemptStatus::Completed {
-                f.routes = schedule::routes_of(&self.wf, &f.step_id);
+    fn plan(&self, finished: &mut [StepDone], now: Timestamp) -> Plan {
+        for d in finished.iter_mut() {
+            if d.finish.status == AttemptStatus::Completed {
+                d.finish.routes = schedule::routes_of(&self.wf, &d.finish.step_id);
             }
         }
         if now >= self.deadline {
-            let reason = format!(
-                "workflow run timed out after {}s",
-                self.wf.limits.run_timeout_seconds
-            );
-            return Plan {
-                start: Vec::new(),
-                wake_at: None,
-                verdict: Verdict::Failed { reason },
-            };
+            let reason = format!("workflow run timed out after {}s", self.wf.limits.run_timeout_seconds);
+            return Plan { start: Vec::new(), wake_at: None, verdict: Verdict::Failed { reason } };
         }
         let view = self.view(finished, now);
         schedule::plan(&self.wf, &facts(&view), now)
     }
 
-    fn view(&self, finished: &[AttemptFinish], now: Timestamp) -> Vec<Attempt> {
+    fn view(&self, finished: &[StepDone], now: Timestamp) -> Vec<Attempt> {
         let mut view = self.attempts.clone();
-        apply_finishes(&mut view, finished, now);
+        let ends: Vec<AttemptFinish> = finished.iter().map(|d| d.finish.clone()).collect();
+        apply_finishes(&mut view, &ends, now);
         view
     }
 
@@ -79,15 +76,12 @@ impl RunCtx {
     fn commit_for(
         &self,
         plan: &Plan,
-        finished: Vec<AttemptFinish>,
+        finished: Vec<StepDone>,
         now: Timestamp,
         may_start: bool,
-        kill_grace: std::time::Duration,
+        bus: &ToolBus,
     ) -> (Commit, Vec<Spawn>) {
-        let expect = Expect {
-            state: RunState::Running,
-            owner: Some(self.owner.clone()),
-        };
+        let expect = Expect { state: RunState::Running, owner: Some(self.owner.clone()) };
         let mut c = Commit::new(&self.run.run_id, expect, now, Actor::System, &self.owner);
         let mut spawn = Vec::new();
         match &plan.verdict {
@@ -100,23 +94,16 @@ impl RunCtx {
                 c.summary = Some("workflow completed".into());
             }
             Verdict::Failed { reason } => {
-                c.transition = Some(Transition {
-                    to: RunState::Failed,
-                    cause: TransitionCause::Engine,
-                    reason: reason.clone(),
-                });
+                c.transition =
+                    Some(Transition { to: RunState::Failed, cause: TransitionCause::Engine, reason: reason.clone() });
                 c.summary = Some(format!("failed: {reason}"));
             }
             Verdict::Continue if may_start => {
                 let view = self.view(&finished, now);
-                let scope = Scope {
-                    run: &self.run,
-                    wf: &self.wf,
-                    attempts: &view,
-                };
+                let scope = Scope { run: &self.run, wf: &self.wf, attempts: &view, bus, actor_id: &self.owner };
                 for s in &plan.start {
                     let step = &self.wf.steps[s.step_index];
-                    let prepared = scope.prepare(step, s.attempt, kill_grace);
+                    let prepared = scope.prepare(step, s.attempt);
                     c.started.push(AttemptStart {
                         step_id: s.step_id.clone(),
                         attempt: s.attempt,
@@ -129,16 +116,22 @@ impl RunCtx {
             Verdict::Continue => {}
         }
         if c.summary.is_none() {
-            c.summary = match (c.started.last(), finished.last()) {
+            c.summary = match (c.started.last(), finished.last().map(|d| &d.finish)) {
                 (Some(s), _) => Some(format!("step {} attempt {} running", s.step_id, s.attempt)),
-                (None, Some(f)) => Some(format!(
-                    "step {} attempt {} {}",
-                    f.step_id, f.attempt, f.status
-                )),
+                (None, Some(f)) => Some(format!("step {} attempt {} {}", f.step_id, f.attempt, f.status)),
                 (None, None) => None,
             };
         }
-        c.finished = finished;
+        for done in finished {
+            let step_id = Some(done.finish.step_id.clone());
+            c.events.extend(done.events.into_iter().map(|payload| NewEvent {
+                actor: Actor::System,
+                actor_id: "tool-bus".into(),
+                step_id: step_id.clone(),
+                payload,
+            }));
+            c.finished.push(done.finish);
+        }
         (c, spawn)
     }
 
@@ -170,9 +163,10 @@ fn facts(attempts: &[Attempt]) -> Vec<AttemptFact<'_>> {
 /// Applies finishes to a view exactly as the store applies them.
 fn apply_finishes(attempts: &mut [Attempt], finished: &[AttemptFinish], now: Timestamp) {
     for f in finished {
-        if let Some(a) = attempts.iter_mut().find(|a| {
-            a.step_id == f.step_id && a.attempt == f.attempt && a.status == AttemptStatus::Running
-        }) {
+        if let Some(a) = attempts
+            .iter_mut()
+            .find(|a| a.step_id == f.step_id && a.attempt == f.attempt && a.status == AttemptStatus::Running)
+        {
             a.finish(f, now);
         }
     }
@@ -181,16 +175,14 @@ fn apply_finishes(attempts: &mut [Attempt], finished: &[AttemptFinish], now: Tim
 /// Step tasks in flight, remembering which attempt each task runs.
 #[derive(Default)]
 struct InFlight {
-    tasks: JoinSet<AttemptFinish>,
+    tasks: JoinSet<StepDone>,
     ids: HashMap<tokio::task::Id, (String, u32)>,
 }
 
 impl InFlight {
-    fn spawn(&mut self, (step, attempt, work): Spawn, cancel: CancellationToken) {
+    fn spawn(&mut self, (step, attempt, work): Spawn, bus: Arc<ToolBus>, cancel: CancellationToken) {
         let key = (step.id.clone(), attempt);
-        let handle = self
-            .tasks
-            .spawn(async move { step::execute(&step, attempt, work, &cancel).await });
+        let handle = self.tasks.spawn(async move { step::execute(&step, attempt, work, &bus, &cancel).await });
         self.ids.insert(handle.id(), key);
     }
 
@@ -199,13 +191,13 @@ impl InFlight {
     }
 
     /// The next attempt to end; a panicked task becomes a failed attempt, not a lost one.
-    async fn next(&mut self) -> Option<AttemptFinish> {
+    async fn next(&mut self) -> Option<StepDone> {
         let joined = self.tasks.join_next_with_id().await?;
         Some(self.finish(joined))
     }
 
     /// Attempts that have already ended, without waiting.
-    fn ready(&mut self) -> Vec<AttemptFinish> {
+    fn ready(&mut self) -> Vec<StepDone> {
         let mut out = Vec::new();
         while let Some(joined) = self.tasks.try_join_next_with_id() {
             out.push(self.finish(joined));
@@ -213,7 +205,7 @@ impl InFlight {
         out
     }
 
-    async fn all(&mut self) -> Vec<AttemptFinish> {
+    async fn all(&mut self) -> Vec<StepDone> {
         let mut out = Vec::new();
         while let Some(f) = self.next().await {
             out.push(f);
@@ -221,10 +213,7 @@ impl InFlight {
         out
     }
 
-    fn finish(
-        &mut self,
-        joined: std::result::Result<(tokio::task::Id, AttemptFinish), tokio::task::JoinError>,
-    ) -> AttemptFinish {
+    fn finish(&mut self, joined: std::result::Result<(tokio::task::Id, StepDone), tokio::task::JoinError>) -> StepDone {
         match joined {
             Ok((id, f)) => {
                 self.ids.remove(&id);
@@ -232,7 +221,7 @@ impl InFlight {
             }
             Err(e) => {
                 let (step_id, attempt) = self.ids.remove(&e.id()).unwrap_or_default();
-                AttemptFinish {
+                let finish = AttemptFinish {
                     step_id,
                     attempt,
                     status: AttemptStatus::Failed,
@@ -240,7 +229,8 @@ impl InFlight {
                     error: Some(format!("internal error while running the step: {e}")),
                     retryable: false,
                     routes: Vec::new(),
-                }
+                };
+                StepDone { finish, events: Vec::new() }
             }
         }
     }
@@ -259,11 +249,8 @@ impl<S: Store + Clone> Engine<S> {
                 c.expect.owner = Some(owner);
                 c.finish_running_as = Some(AttemptStatus::Cancelled);
                 let reason = format!("engine start failed: {e}");
-                c.transition = Some(Transition {
-                    to: RunState::Failed,
-                    cause: TransitionCause::Engine,
-                    reason: reason.clone(),
-                });
+                c.transition =
+                    Some(Transition { to: RunState::Failed, cause: TransitionCause::Engine, reason: reason.clone() });
                 c.summary = Some(reason);
                 store.commit(c).await?;
                 return Ok(Err(store.get_run(run_id).await?));
@@ -271,15 +258,8 @@ impl<S: Store + Clone> Engine<S> {
         };
         let attempts = store.list_attempts(run_id).await?;
         let started_at = run.started_at.unwrap_or_else(|| self.inner.clock.now());
-        let deadline =
-            started_at.plus_millis((wf.limits.run_timeout_seconds as i64).saturating_mul(1000));
-        Ok(Ok(RunCtx {
-            run,
-            wf,
-            attempts,
-            deadline,
-            owner,
-        }))
+        let deadline = started_at.plus_millis((wf.limits.run_timeout_seconds as i64).saturating_mul(1000));
+        Ok(Ok(RunCtx { run, wf, attempts, deadline, owner }))
     }
 
     /// Commits `c`; `Ok(None)` when the run was taken away (cancelled or recovered elsewhere).
@@ -289,11 +269,7 @@ impl<S: Store + Clone> Engine<S> {
             Ok(outcome) => {
                 ctx.applied(&c);
                 if let Some(summary) = summary {
-                    let update = ProgressUpdate {
-                        run_id: c.run_id.clone(),
-                        state: outcome.state,
-                        summary,
-                    };
+                    let update = ProgressUpdate { run_id: c.run_id.clone(), state: outcome.state, summary };
                     let _ = self.inner.progress.send(update);
                 }
                 Ok(Some(outcome.state))
@@ -306,13 +282,7 @@ impl<S: Store + Clone> Engine<S> {
     fn register(&self, run_id: &str) -> (CancellationToken, ActiveGuard<'_, S>) {
         let token = CancellationToken::new();
         self.active().insert(run_id.to_owned(), token.clone());
-        (
-            token,
-            ActiveGuard {
-                engine: self,
-                run_id: run_id.to_owned(),
-            },
-        )
+        (token, ActiveGuard { engine: self, run_id: run_id.to_owned() })
     }
 
     /// Drives a `running` run owned by this process until it is no longer running.
@@ -322,9 +292,9 @@ impl<S: Store + Clone> Engine<S> {
             Err(failed) => return Ok(failed),
         };
         let (token, _guard) = self.register(run_id);
-        let grace = self.inner.config.kill_grace;
+        let bus = self.inner.bus.clone();
         let mut in_flight = InFlight::default();
-        let mut finished: Vec<AttemptFinish> = Vec::new();
+        let mut finished: Vec<StepDone> = Vec::new();
         loop {
             let now = self.inner.clock.now();
             let plan = ctx.plan(&mut finished, now);
@@ -333,7 +303,7 @@ impl<S: Store + Clone> Engine<S> {
                 token.cancel();
                 finished.extend(in_flight.all().await);
             }
-            let (c, spawn) = ctx.commit_for(&plan, std::mem::take(&mut finished), now, true, grace);
+            let (c, spawn) = ctx.commit_for(&plan, std::mem::take(&mut finished), now, true, &bus);
             let state = match self.record(&mut ctx, c).await {
                 Ok(Some(state)) => state,
                 taken_or_failed => {
@@ -348,11 +318,10 @@ impl<S: Store + Clone> Engine<S> {
                 return Ok(self.inner.store.get_run(run_id).await?);
             }
             for s in spawn {
-                in_flight.spawn(s, token.child_token());
+                in_flight.spawn(s, bus.clone(), token.child_token());
             }
             let wake = plan.wake_at.unwrap_or(ctx.deadline).min(ctx.deadline);
-            let wake_in =
-                std::time::Duration::from_millis(wake.since(self.inner.clock.now()).max(0) as u64);
+            let wake_in = std::time::Duration::from_millis(wake.since(self.inner.clock.now()).max(0) as u64);
             tokio::select! {
                 Some(f) = in_flight.next(), if !in_flight.is_empty() => {
                     finished.push(f);
@@ -382,8 +351,7 @@ impl<S: Store + Clone> Engine<S> {
                     return Ok(failed);
                 }
             }
-            RunState::Running if run.owner.as_deref() == Some(self.inner.config.owner.as_str()) => {
-            }
+            RunState::Running if run.owner.as_deref() == Some(self.inner.config.owner.as_str()) => {}
             RunState::Running => return Err(self.running_elsewhere(run)),
             state => {
                 return Err(Error::WrongState {
@@ -398,21 +366,21 @@ impl<S: Store + Clone> Engine<S> {
             Err(failed) => return Ok(failed),
         };
         let (token, _guard) = self.register(run_id);
-        let grace = self.inner.config.kill_grace;
+        let bus = self.inner.bus.clone();
         let now = self.inner.clock.now();
         let plan = ctx.plan(&mut [], now);
-        let (c, spawn) = ctx.commit_for(&plan, Vec::new(), now, true, grace);
+        let (c, spawn) = ctx.commit_for(&plan, Vec::new(), now, true, &bus);
         if self.record(&mut ctx, c).await? != Some(RunState::Running) || spawn.is_empty() {
             return Ok(self.inner.store.get_run(run_id).await?);
         }
         let mut in_flight = InFlight::default();
         for s in spawn {
-            in_flight.spawn(s, token.child_token());
+            in_flight.spawn(s, bus.clone(), token.child_token());
         }
         let mut finished = in_flight.all().await;
         let now = self.inner.clock.now();
         let plan = ctx.plan(&mut finished, now);
-        let (c, _) = ctx.commit_for(&plan, finished, now, false, grace);
+        let (c, _) = ctx.commit_for(&plan, finished, now, false, &bus);
         self.record(&mut ctx, c).await?;
         Ok(self.inner.store.get_run(run_id).await?)
     }

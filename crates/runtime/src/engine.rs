@@ -16,6 +16,7 @@ use steward_core::workflow::{self, Diagnostic, Workflow};
 use steward_store::{Commit, Expect, NewRun, Recovered, Run, Store, Transition};
 
 use crate::clock::{Clock, new_run_id};
+use steward_tools::bus::{Refusal, ToolBus};
 
 /// Engine errors. Step failures are not errors: they are recorded on the run.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,9 @@ pub enum Error {
     /// The workflow definition is invalid.
     #[error("invalid workflow definition:\n{}", .0.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"))]
     Definition(Vec<Diagnostic>),
+    /// Steps ask for what the workflow's capability profile or the tool policy does not allow.
+    #[error("the workflow is refused before it starts:\n{}", .0.iter().map(|(s, r)| format!("  step `{s}`: {r}")).collect::<Vec<_>>().join("\n"))]
+    Refused(Vec<(String, Refusal)>),
     /// The given inputs do not match the declarations.
     #[error("invalid inputs:\n{}", .0.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"))]
     Inputs(Vec<String>),
@@ -67,8 +71,6 @@ pub struct EngineConfig {
     pub watch_interval: Duration,
     /// A running run whose heartbeat is older than this is stalled (30 s).
     pub stall_threshold_secs: u64,
-    /// Time between SIGTERM and SIGKILL when a step is stopped.
-    pub kill_grace: Duration,
 }
 
 impl EngineConfig {
@@ -79,7 +81,6 @@ impl EngineConfig {
             heartbeat_interval: Duration::from_secs(5),
             watch_interval: Duration::from_millis(500),
             stall_threshold_secs: 30,
-            kill_grace: Duration::from_secs(10),
         }
     }
 }
@@ -110,6 +111,7 @@ pub struct ProgressUpdate {
 
 pub(crate) struct Inner<S> {
     pub(crate) store: S,
+    pub(crate) bus: Arc<ToolBus>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) ids: Arc<dyn IdGen>,
     pub(crate) config: EngineConfig,
@@ -127,9 +129,7 @@ pub struct Engine<S> {
 
 impl<S> Clone for Engine<S> {
     fn clone(&self) -> Self {
-        Engine {
-            inner: self.inner.clone(),
-        }
+        Engine { inner: self.inner.clone() }
     }
 }
 
@@ -143,6 +143,7 @@ impl<S: Store + Clone> Engine<S> {
     /// An engine that accepts no work until [`Engine::boot`] has run.
     pub fn new(
         store: S,
+        bus: Arc<ToolBus>,
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdGen>,
         config: EngineConfig,
@@ -152,6 +153,7 @@ impl<S: Store + Clone> Engine<S> {
         Engine {
             inner: Arc::new(Inner {
                 store,
+                bus,
                 clock,
                 ids,
                 config,
@@ -161,6 +163,11 @@ impl<S: Store + Clone> Engine<S> {
                 shutdown: CancellationToken::new(),
             }),
         }
+    }
+
+    /// The tool bus.
+    pub fn bus(&self) -> &ToolBus {
+        &self.inner.bus
     }
 
     /// The store.
@@ -187,11 +194,7 @@ impl<S: Store + Clone> Engine<S> {
     /// The recovery scan alone, as `steward recover` runs it.
     pub async fn recover(&self) -> Result<Vec<Recovered>> {
         let now = self.inner.clock.now();
-        Ok(self
-            .inner
-            .store
-            .recover_stalled(now, self.inner.config.stall_threshold_secs)
-            .await?)
+        Ok(self.inner.store.recover_stalled(now, self.inner.config.stall_threshold_secs).await?)
     }
 
     /// Waits until the recovery scan has finished: every entry point that
@@ -207,6 +210,10 @@ impl<S: Store + Clone> Engine<S> {
         self.accepting().await;
         let wf = workflow::parse(&req.source).map_err(Error::Definition)?;
         let inputs = steward_core::inputs::resolve(&wf, &req.inputs).map_err(Error::Inputs)?;
+        let refused = self.inner.bus.preflight(&wf, wf.profile());
+        if !refused.is_empty() {
+            return Err(Error::Refused(refused));
+        }
         let now = self.inner.clock.now();
         let run = NewRun {
             run_id: new_run_id(now),
@@ -247,17 +254,11 @@ impl<S: Store + Clone> Engine<S> {
     /// cannot start fails with the reason instead (P09-T03), and is returned.
     pub(crate) async fn begin(&self, run: &Run) -> Result<Option<Run>> {
         if let Err(reason) = self.startable(run).await {
-            return self
-                .fail_start(run, RunState::Queued, &reason)
-                .await
-                .map(Some);
+            return self.fail_start(run, RunState::Queued, &reason).await.map(Some);
         }
         let mut c = self.commit(&run.run_id, RunState::Queued, Actor::System);
-        c.transition = Some(Transition {
-            to: RunState::Running,
-            cause: TransitionCause::Engine,
-            reason: "started".into(),
-        });
+        c.transition =
+            Some(Transition { to: RunState::Running, cause: TransitionCause::Engine, reason: "started".into() });
         c.set_owner = Some(self.inner.config.owner.clone());
         c.summary = Some(format!("workflow {} started", run.workflow_id));
         self.inner.store.commit(c).await?;
@@ -315,11 +316,7 @@ impl<S: Store + Clone> Engine<S> {
     pub async fn cancel(&self, run_id: &str, actor_id: &str) -> Result<Run> {
         let run = self.inner.store.get_run(run_id).await?;
         if run.state.is_terminal() {
-            return Err(Error::WrongState {
-                run_id: run.run_id,
-                state: run.state,
-                hint: "there is nothing to cancel",
-            });
+            return Err(Error::WrongState { run_id: run.run_id, state: run.state, hint: "there is nothing to cancel" });
         }
         let mut c = self.commit(&run.run_id, run.state, Actor::Human);
         c.actor_id = actor_id.to_owned();
@@ -349,20 +346,15 @@ impl<S: Store + Clone> Engine<S> {
     /// Why a run cannot start, if it cannot: its definition or inputs no longer hold.
     async fn startable(&self, run: &Run) -> std::result::Result<(), String> {
         let wf = self.workflow(run).await.map_err(|e| e.to_string())?;
-        steward_core::inputs::resolve(&wf, &run.inputs)
-            .map(|_| ())
-            .map_err(|errs| errs.join("; "))?;
+        steward_core::inputs::resolve(&wf, &run.inputs).map(|_| ()).map_err(|errs| errs.join("; "))?;
         steward_core::job::check_contract(&run.contract).map_err(|e| e.to_string())
     }
 
     async fn fail_start(&self, run: &Run, from: RunState, reason: &str) -> Result<Run> {
         let mut c = self.commit(&run.run_id, from, Actor::System);
         let reason = format!("engine start failed: {reason}");
-        c.transition = Some(Transition {
-            to: RunState::Failed,
-            cause: TransitionCause::Engine,
-            reason: reason.clone(),
-        });
+        c.transition =
+            Some(Transition { to: RunState::Failed, cause: TransitionCause::Engine, reason: reason.clone() });
         c.summary = Some(reason);
         self.inner.store.commit(c).await?;
         Ok(self.inner.store.get_run(&run.run_id).await?)
@@ -370,38 +362,22 @@ impl<S: Store + Clone> Engine<S> {
 
     /// The definition a run pinned, parsed.
     pub(crate) async fn workflow(&self, run: &Run) -> Result<Workflow> {
-        let source = self
-            .inner
-            .store
-            .get_definition(&run.definition_hash)
-            .await?;
+        let source = self.inner.store.get_definition(&run.definition_hash).await?;
         workflow::parse(&source).map_err(Error::Definition)
     }
 
     pub(crate) fn commit(&self, run_id: &str, state: RunState, actor: Actor) -> Commit {
-        Commit::new(
-            run_id,
-            Expect { state, owner: None },
-            self.inner.clock.now(),
-            actor,
-            &self.inner.config.owner,
-        )
+        Commit::new(run_id, Expect { state, owner: None }, self.inner.clock.now(), actor, &self.inner.config.owner)
     }
 
     pub(crate) fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
         // A panic while holding this lock leaves a plain map behind; keep using it.
-        self.inner
-            .active
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 /// Renews heartbeats of active runs and stops runs that were taken away.
-async fn heartbeat_loop<S: Store + Clone>(
-    weak: std::sync::Weak<Inner<S>>,
-    shutdown: CancellationToken,
-) {
+async fn heartbeat_loop<S: Store + Clone>(weak: std::sync::Weak<Inner<S>>, shutdown: CancellationToken) {
     let mut since_beat = Duration::ZERO;
     loop {
         let watch = match weak.upgrade() {
@@ -414,11 +390,8 @@ async fn heartbeat_loop<S: Store + Clone>(
         }
         let Some(inner) = weak.upgrade() else { return };
         let engine = Engine { inner };
-        let active: Vec<(String, CancellationToken)> = engine
-            .active()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let active: Vec<(String, CancellationToken)> =
+            engine.active().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         if active.is_empty() {
             since_beat = Duration::ZERO;
             continue;
@@ -428,18 +401,12 @@ async fn heartbeat_loop<S: Store + Clone>(
         let lost: Vec<String> = if since_beat >= engine.inner.config.heartbeat_interval {
             since_beat = Duration::ZERO;
             let ids: Vec<String> = active.iter().map(|(id, _)| id.clone()).collect();
-            engine
-                .inner
-                .store
-                .heartbeat(&owner, &ids, engine.inner.clock.now())
-                .await
-                .unwrap_or_default()
+            engine.inner.store.heartbeat(&owner, &ids, engine.inner.clock.now()).await.unwrap_or_default()
         } else {
             let mut lost = Vec::new();
             for (id, _) in &active {
                 if let Ok(run) = engine.inner.store.get_run(id).await
-                    && (run.state != RunState::Running
-                        || run.owner.as_deref() != Some(owner.as_str()))
+                    && (run.state != RunState::Running || run.owner.as_deref() != Some(owner.as_str()))
                 {
                     lost.push(id.clone());
                 }

@@ -1,17 +1,21 @@
-//! Executing one step attempt: rendering its templates, running it through the tool bus, reading its result.
+//! Executing one step attempt: rendering its templates into a planned operation, running it
+//! through the tool bus, and reading its result.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use steward_core::event::Payload;
 use steward_core::result_block;
 use steward_core::state::AttemptStatus;
 use steward_core::template::{Ref, RenderError, Template, WorkflowVar, lookup_path};
 use steward_core::workflow::{Step, StepKind, Workflow};
 use steward_store::{Attempt, AttemptFinish, Run};
-use steward_tools::exec::{self, CommandSpec, Ending};
+use steward_tools::bus::{CallContext, ToolBus};
+use steward_tools::exec::Ending;
+use steward_tools::op::{MAX_INLINE_BYTES, PlannedOperation};
+use steward_tools::terminal::SessionKind;
 
 /// Exit codes `sh` uses when it cannot run the command at all.
 const NOT_FOUND: i32 = 127;
@@ -24,10 +28,17 @@ pub(crate) struct Prepared {
 }
 
 pub(crate) enum Work {
-    Shell(CommandSpec),
+    /// An `engine.shell`/`exec` operation for the tool bus.
+    Shell(Box<PlannedOperation>, Box<CallContext>),
     Noop,
     /// Rendering failed: the attempt is recorded, then fails without running.
     Unrunnable(String),
+}
+
+/// An ended attempt and the events that happened during it.
+pub(crate) struct StepDone {
+    pub(crate) finish: AttemptFinish,
+    pub(crate) events: Vec<Payload>,
 }
 
 /// What templates can see while a run executes.
@@ -35,22 +46,21 @@ pub(crate) struct Scope<'a> {
     pub(crate) run: &'a Run,
     pub(crate) wf: &'a Workflow,
     pub(crate) attempts: &'a [Attempt],
+    pub(crate) bus: &'a ToolBus,
+    pub(crate) actor_id: &'a str,
 }
 
 impl Scope<'_> {
     fn resolve(&self, r: &Ref, step_id: &str, attempt: u32) -> Result<Value, RenderError> {
-        let err = |reason: String| RenderError {
-            reference: r.to_string(),
-            reason,
-        };
+        let err = |reason: String| RenderError { reference: r.to_string(), reason };
         match r {
             Ref::Input { name, path } => {
-                let v = self.run.inputs.get(name).ok_or_else(|| {
-                    err(format!("input `{name}` was not given and has no default"))
-                })?;
-                lookup_path(v, path)
-                    .cloned()
-                    .ok_or_else(|| err(format!("input `{name}` has no `{}`", path.join("."))))
+                let v = self
+                    .run
+                    .inputs
+                    .get(name)
+                    .ok_or_else(|| err(format!("input `{name}` was not given and has no default")))?;
+                lookup_path(v, path).cloned().ok_or_else(|| err(format!("input `{name}` has no `{}`", path.join("."))))
             }
             Ref::StepOutput { step, key } => {
                 let done = self
@@ -59,10 +69,18 @@ impl Scope<'_> {
                     .filter(|a| &a.step_id == step && a.status == AttemptStatus::Completed)
                     .max_by_key(|a| a.attempt)
                     .ok_or_else(|| err(format!("step `{step}` has not completed")))?;
-                let out = done
-                    .output
-                    .as_ref()
-                    .ok_or_else(|| err(format!("step `{step}` recorded no output")))?;
+                let out = done.output.as_ref().ok_or_else(|| err(format!("step `{step}` recorded no output")))?;
+                if matches!(key.as_str(), "stdout" | "stderr") {
+                    // Large output travels as an artifact; read it back.
+                    if let Some(hash) = out.get(format!("{key}_ref")).and_then(Value::as_str) {
+                        let bytes = self
+                            .bus
+                            .artifacts()
+                            .get(hash)
+                            .map_err(|e| err(format!("cannot read {key} of step `{step}`: {e}")))?;
+                        return Ok(Value::String(trim_output(&String::from_utf8_lossy(&bytes))));
+                    }
+                }
                 out.get(key)
                     .filter(|_| matches!(key.as_str(), "stdout" | "stderr" | "exit_code"))
                     .or_else(|| out.get("outputs").and_then(|o| o.get(key)))
@@ -82,255 +100,189 @@ impl Scope<'_> {
         t.render(|r| self.resolve(r, step_id, attempt))
     }
 
-    /// Renders a step's templates into something to run.
-    pub(crate) fn prepare(&self, step: &Step, attempt: u32, kill_grace: Duration) -> Prepared {
-        match &step.kind {
-            StepKind::Noop => Prepared {
-                input: json!({"type": "noop"}),
-                work: Work::Noop,
-            },
-            StepKind::Shell(shell) => {
-                let rendered = (|| -> Result<(CommandSpec, Value), RenderError> {
-                    let (command, tpl_env) = shell
-                        .run
-                        .render_shell(|r| self.resolve(r, &step.id, attempt))?;
-                    let mut env = Vec::new();
-                    for (k, t) in &shell.env {
-                        env.push((k.clone(), self.render(t, &step.id, attempt)?));
-                    }
-                    let cwd = match &shell.cwd {
-                        Some(t) => resolve_cwd(
-                            Path::new(&self.run.workdir),
-                            &self.render(t, &step.id, attempt)?,
-                        ),
-                        None => PathBuf::from(&self.run.workdir),
-                    };
-                    let input = json!({
-                        "type": "shell",
-                        "run": shell.run_source,
-                        "command": command,
-                        "template_values": tpl_env.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<Map<String, Value>>(),
-                        "env": env.iter().cloned().map(|(k, v)| (k, Value::String(v))).collect::<Map<String, Value>>(),
-                        "cwd": cwd.display().to_string(),
-                        "timeout_seconds": step.timeout_seconds,
-                    });
-                    let key = steward_core::idempotency_key(&self.run.run_id, &step.id, attempt);
-                    let mut spec = CommandSpec::shell(&command, cwd);
-                    spec.env = tpl_env;
-                    spec.env.extend(env);
-                    spec.env.extend([
-                        ("STEWARD_RUN_ID".to_owned(), self.run.run_id.clone()),
-                        ("STEWARD_WORKFLOW_ID".to_owned(), self.wf.id.clone()),
-                        ("STEWARD_STEP_ID".to_owned(), step.id.clone()),
-                        ("STEWARD_ATTEMPT".to_owned(), attempt.to_string()),
-                        ("STEWARD_IDEMPOTENCY_KEY".to_owned(), key),
-                    ]);
-                    spec.timeout = Duration::from_secs(step.timeout_seconds);
-                    spec.kill_grace = kill_grace;
-                    Ok((spec, input))
-                })();
-                match rendered {
-                    Ok((spec, input)) => Prepared {
-                        input,
-                        work: Work::Shell(spec),
-                    },
-                    Err(e) => Prepared {
-                        input: json!({"type": "shell", "run": shell.run_source}),
-                        work: Work::Unrunnable(e.to_string()),
-                    },
-                }
+    /// Renders a step's templates into something to run, and the input to record.
+    pub(crate) fn prepare(&self, step: &Step, attempt: u32) -> Prepared {
+        let StepKind::Shell(shell) = &step.kind else {
+            return Prepared { input: json!({"type": "noop"}), work: Work::Noop };
+        };
+        let key = steward_core::idempotency_key(&self.run.run_id, &step.id, attempt);
+        let rendered = (|| -> Result<(PlannedOperation, Value), RenderError> {
+            let (command, mut env) = shell.run.render_shell(|r| self.resolve(r, &step.id, attempt))?;
+            for (k, t) in &shell.env {
+                env.push((k.clone(), self.render(t, &step.id, attempt)?));
             }
+            let cwd = shell.cwd.as_ref().map(|t| self.render(t, &step.id, attempt)).transpose()?;
+            env.extend([
+                ("STEWARD_RUN_ID".to_owned(), self.run.run_id.clone()),
+                ("STEWARD_WORKFLOW_ID".to_owned(), self.wf.id.clone()),
+                ("STEWARD_STEP_ID".to_owned(), step.id.clone()),
+                ("STEWARD_ATTEMPT".to_owned(), attempt.to_string()),
+            ]);
+            let timeout = Duration::from_secs(step.timeout_seconds);
+            let mut op = self.bus.shell_op(&key, &command, cwd.as_deref(), &env, timeout, self.wf.profile());
+            self.bus.externalize_large_env(&mut op).map_err(|e| RenderError {
+                reference: "env".into(),
+                reason: format!("cannot store a large value as an artifact: {e}"),
+            })?;
+            let mut input = serde_json::to_value(&op).unwrap_or(Value::Null);
+            input["run"] = json!(shell.run_source);
+            Ok((op, self.bus.redactor().redact_json(&input)))
+        })();
+        match rendered {
+            Ok((op, input)) => {
+                let ctx = CallContext {
+                    job_id: self.run.job_id.clone(),
+                    trace_id: self.run.trace_id.clone(),
+                    actor_id: self.actor_id.to_owned(),
+                    ai_actor: true,
+                    session: SessionKind::AiJob,
+                    session_id: key.clone(),
+                    workspace_root: self.run.workdir.clone().into(),
+                    idempotency_key: key,
+                };
+                Prepared { input, work: Work::Shell(Box::new(op), Box::new(ctx)) }
+            }
+            Err(e) => Prepared {
+                input: json!({"type": "shell", "run": shell.run_source}),
+                work: Work::Unrunnable(self.bus.redactor().redact(&e.to_string()).0),
+            },
         }
     }
 }
 
-fn resolve_cwd(workdir: &Path, cwd: &str) -> PathBuf {
-    let p = Path::new(cwd);
-    if p.is_absolute() {
-        p.to_owned()
-    } else {
-        workdir.join(p)
-    }
-}
-
-fn failed(
+fn finish(
     step: &Step,
     attempt: u32,
     status: AttemptStatus,
-    error: String,
+    error: Option<String>,
     retryable: bool,
     output: Option<Value>,
 ) -> AttemptFinish {
-    AttemptFinish {
-        step_id: step.id.clone(),
-        attempt,
-        status,
-        output,
-        error: Some(error),
-        retryable,
-        routes: Vec::new(),
-    }
+    AttemptFinish { step_id: step.id.clone(), attempt, status, output, error, retryable, routes: Vec::new() }
 }
 
-fn completed(step: &Step, attempt: u32, output: Value) -> AttemptFinish {
-    AttemptFinish {
-        step_id: step.id.clone(),
-        attempt,
-        status: AttemptStatus::Completed,
-        output: Some(output),
-        error: None,
-        retryable: false,
-        routes: Vec::new(),
-    }
+/// Output text as the `stdout` output: trailing newlines removed, as `$(...)` does.
+fn trim_output(text: &str) -> String {
+    text.trim_end_matches(['\n', '\r']).to_owned()
 }
 
-/// Output text as the `stdout` output: lossy UTF-8 with trailing newlines removed, as `$(...)` does.
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .trim_end_matches(['\n', '\r'])
-        .to_owned()
+fn last_line(text: &str) -> String {
+    let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    if line.len() > 300 { format!("{}...", &line[..line.floor_char_boundary(300)]) } else { line.to_owned() }
 }
 
-fn last_line(bytes: &[u8]) -> String {
-    let t = text(bytes);
-    let line = t
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
-    if line.len() > 300 {
-        format!("{}...", &line[..line.floor_char_boundary(300)])
-    } else {
-        line.to_owned()
-    }
-}
-
-/// Runs a prepared attempt to its end. Never fails: every outcome is an [`AttemptFinish`].
+/// Runs a prepared attempt to its end. Never fails: every outcome is an attempt ending.
 pub(crate) async fn execute(
     step: &Step,
     attempt: u32,
     work: Work,
+    bus: &ToolBus,
     cancel: &CancellationToken,
-) -> AttemptFinish {
-    let spec = match work {
-        Work::Noop => return completed(step, attempt, json!({})),
+) -> StepDone {
+    let done = |finish| StepDone { finish, events: Vec::new() };
+    let (op, ctx) = match work {
+        Work::Noop => {
+            return done(self::finish(step, attempt, AttemptStatus::Completed, None, false, Some(json!({}))));
+        }
         Work::Unrunnable(reason) => {
-            return failed(
+            return done(self::finish(
                 step,
                 attempt,
                 AttemptStatus::Failed,
-                format!("cannot start: {reason}"),
+                Some(format!("cannot start: {reason}")),
                 false,
                 None,
-            );
+            ));
         }
-        Work::Shell(spec) => spec,
+        Work::Shell(op, ctx) => (op, ctx),
     };
-    let outcome = match exec::run(&spec, cancel).await {
-        Ok(o) => o,
-        Err(e) => {
-            return failed(
-                step,
-                attempt,
-                AttemptStatus::Failed,
-                format!("cannot start: {e}"),
-                false,
-                None,
-            );
-        }
+    let executed = bus.execute(&op, &ctx, cancel).await;
+    let events = executed.events;
+    let with = |finish| StepDone { finish, events: events.clone() };
+    let Some(out) = executed.output else {
+        // Refused by a gate or guard, or could not be spawned: retrying cannot change that.
+        let why = executed.refusal.map_or_else(|| "refused by the tool bus".to_owned(), |r| r.to_string());
+        return with(self::finish(step, attempt, AttemptStatus::Failed, Some(why), false, None));
     };
-    let exit_code = match outcome.ending {
+    let exit_code = match out.ending {
         Ending::Exited(c) => json!(c),
         _ => Value::Null,
     };
     let mut output = json!({
-        "stdout": text(&outcome.stdout),
-        "stderr": text(&outcome.stderr),
         "exit_code": exit_code,
-        "duration_ms": outcome.duration.as_millis() as u64,
+        "duration_ms": u64::try_from(out.duration.as_millis()).unwrap_or(u64::MAX),
+        "op_id": op.op_id,
+        "evidence": executed.result.evidence.iter().map(|a| a.hash.clone()).collect::<Vec<_>>(),
     });
-    if outcome.stdout_truncated_bytes > 0 || outcome.stderr_truncated_bytes > 0 {
-        output["truncated_bytes"] = json!({"stdout": outcome.stdout_truncated_bytes, "stderr": outcome.stderr_truncated_bytes});
+    // DG-MEX-03: what is larger than 32 KB is referenced, never inlined.
+    for (key, text, evidence) in [("stdout", &out.stdout, 0), ("stderr", &out.stderr, 1)] {
+        if text.len() > MAX_INLINE_BYTES
+            && let Some(a) = executed.result.evidence.get(evidence)
+        {
+            output[format!("{key}_ref")] = json!(a.hash);
+            output[format!("{key}_bytes")] = json!(a.bytes);
+        } else {
+            output[key] = json!(trim_output(text));
+        }
     }
-    let why = || last_line(&outcome.stderr);
-    let failure = match outcome.ending {
+    if out.truncated_bytes > 0 {
+        output["truncated_bytes"] = json!(out.truncated_bytes);
+    }
+    let why = || last_line(&out.stderr);
+    let failure = match out.ending {
         Ending::Exited(0) => None,
-        Ending::TimedOut => Some((
-            AttemptStatus::TimedOut,
-            format!("timed out after {}s", step.timeout_seconds),
-            true,
-        )),
+        Ending::TimedOut => Some((AttemptStatus::TimedOut, format!("timed out after {}s", step.timeout_seconds), true)),
         Ending::Cancelled => Some((AttemptStatus::Cancelled, "cancelled".to_owned(), false)),
-        Ending::Signalled(sig) => Some((
-            AttemptStatus::Failed,
-            format!("killed by signal {sig}"),
-            true,
-        )),
+        Ending::Signalled(sig) => Some((AttemptStatus::Failed, format!("killed by signal {sig}"), true)),
         // The shell could not run the command at all: retrying will not help.
-        Ending::Exited(NOT_FOUND) => Some((
-            AttemptStatus::Failed,
-            format!("command not found (exit 127): {}", why()),
-            false,
-        )),
-        Ending::Exited(NOT_EXECUTABLE) => Some((
-            AttemptStatus::Failed,
-            format!("command not executable (exit 126): {}", why()),
-            false,
-        )),
+        Ending::Exited(NOT_FOUND) => {
+            Some((AttemptStatus::Failed, format!("command not found (exit 127): {}", why()), false))
+        }
+        Ending::Exited(NOT_EXECUTABLE) => {
+            Some((AttemptStatus::Failed, format!("command not executable (exit 126): {}", why()), false))
+        }
         Ending::Exited(code) => {
             let why = why();
-            let msg = if why.is_empty() {
-                format!("exit code {code}")
-            } else {
-                format!("exit code {code}: {why}")
-            };
+            let msg = if why.is_empty() { format!("exit code {code}") } else { format!("exit code {code}: {why}") };
             Some((AttemptStatus::Failed, msg, true))
         }
     };
     if let Some((status, error, retryable)) = failure {
-        return failed(step, attempt, status, error, retryable, Some(output));
+        return with(self::finish(step, attempt, status, Some(error), retryable, Some(output)));
     }
-    let stdout = String::from_utf8_lossy(&outcome.stdout);
-    let envelope = match result_block::parse(&stdout) {
+    // The envelope is read from the raw output; what is kept of it is redacted.
+    let envelope = match result_block::parse(&out.raw_stdout) {
         Ok(e) => e,
-        Err(e) => return failed(step, attempt, AttemptStatus::Failed, e, true, Some(output)),
+        Err(e) => {
+            return with(self::finish(step, attempt, AttemptStatus::Failed, Some(e), true, Some(output)));
+        }
     };
+    let redactor = bus.redactor();
     if let Some(env) = &envelope {
-        output["outputs"] = Value::Object(env.outputs.clone());
+        output["outputs"] = redactor.redact_json(&Value::Object(env.outputs.clone()));
         if let Some(s) = &env.summary {
-            output["summary"] = json!(s);
+            output["summary"] = json!(redactor.redact(s).0);
         }
         if env.failed {
             let why = env
                 .summary
-                .clone()
-                .unwrap_or_else(|| "the step reported status failed".into());
-            return failed(
+                .as_deref()
+                .map_or_else(|| "the step reported status failed".to_owned(), |s| redactor.redact(s).0);
+            return with(self::finish(
                 step,
                 attempt,
                 AttemptStatus::Failed,
-                format!("step reported failure: {why}"),
+                Some(format!("step reported failure: {why}")),
                 true,
                 Some(output),
-            );
+            ));
         }
     }
-    let declared = envelope.map(|e| e.outputs).unwrap_or_default();
+    let declared = envelope.map(|e| e.outputs).unwrap_or_else(Map::new);
     let missing = result_block::missing_outputs(&step.outputs, &declared);
     if !missing.is_empty() {
-        let msg = format!(
-            "missing required outputs in the [workflow_result] block: {}",
-            missing.join(", ")
-        );
-        return failed(
-            step,
-            attempt,
-            AttemptStatus::Failed,
-            msg,
-            true,
-            Some(output),
-        );
+        let msg = format!("missing required outputs in the [workflow_result] block: {}", missing.join(", "));
+        return with(self::finish(step, attempt, AttemptStatus::Failed, Some(msg), true, Some(output)));
     }
-    completed(step, attempt, output)
+    with(self::finish(step, attempt, AttemptStatus::Completed, None, false, Some(output)))
 }

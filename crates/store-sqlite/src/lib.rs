@@ -24,9 +24,7 @@ use rusqlite::{Connection, OpenFlags, ffi};
 use steward_core::Timestamp;
 use steward_core::event::Event;
 use steward_core::ids::IdGen;
-use steward_store::{
-    Attempt, Commit, CommitOutcome, Error, NewRun, Recovered, Result, Run, RunFilter, Store,
-};
+use steward_store::{Attempt, Commit, CommitOutcome, Error, NewRun, Recovered, Result, Run, RunFilter, Store};
 
 use writer::Writer;
 
@@ -76,20 +74,12 @@ pub(crate) fn map_err(path: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
         };
         match code {
             Some(ffi::ErrorCode::NotADatabase | ffi::ErrorCode::DatabaseCorrupt) => {
-                Error::Corrupt {
-                    path: path.to_owned(),
-                    detail,
-                }
+                Error::Corrupt { path: path.to_owned(), detail }
             }
-            Some(ffi::ErrorCode::ReadOnly) => Error::ReadOnly {
-                path: path.to_owned(),
-                detail,
-            },
+            Some(ffi::ErrorCode::ReadOnly) => Error::ReadOnly { path: path.to_owned(), detail },
             Some(ffi::ErrorCode::ConstraintViolation) => Error::Invalid(detail),
             _ if path.is_empty() => Error::Unavailable { detail },
-            _ => Error::Unavailable {
-                detail: format!("{path}: {detail}"),
-            },
+            _ => Error::Unavailable { detail: format!("{path}: {detail}") },
         }
     }
 }
@@ -99,19 +89,13 @@ fn configure(conn: &Connection, path: &str, durability: Durability) -> Result<()
         Durability::Full => "FULL",
         Durability::ProcessCrash => "NORMAL",
     };
-    conn.busy_timeout(std::time::Duration::from_secs(10))
-        .map_err(map_err(path))?;
-    conn.execute_batch(&format!(
-        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
-    ))
-    .map_err(map_err(path))
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(map_err(path))?;
+    conn.execute_batch(&format!("PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;")).map_err(map_err(path))
 }
 
 fn migrate(conn: &Connection, path: &str) -> Result<()> {
     // The first statement that touches the file is where a damaged or foreign file shows.
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(map_err(path))?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(map_err(path))?;
     let known = MIGRATIONS.len() as i64;
     if version > known {
         return Err(Error::Corrupt {
@@ -122,19 +106,14 @@ fn migrate(conn: &Connection, path: &str) -> Result<()> {
         });
     }
     if version < known {
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(map_err(path))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(map_err(path))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Unavailable {
-                detail: format!("{path}: cannot enable WAL (journal_mode is {mode})"),
-            });
+            return Err(Error::Unavailable { detail: format!("{path}: cannot enable WAL (journal_mode is {mode})") });
         }
         let tx = conn.unchecked_transaction().map_err(map_err(path))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             tx.execute_batch(sql).map_err(map_err(path))?;
-            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
-                .map_err(map_err(path))?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).map_err(map_err(path))?;
         }
         tx.commit().map_err(map_err(path))?;
     }
@@ -154,12 +133,7 @@ fn open_reader(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
             if read_only && f.code == ffi::ErrorCode::CannotOpen && !wal_path(path).exists() =>
         {
             drop(conn);
-            let encoded = path
-                .display()
-                .to_string()
-                .replace('%', "%25")
-                .replace('?', "%3f")
-                .replace('#', "%23");
+            let encoded = path.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23");
             let uri = format!("file:{encoded}?immutable=1");
             Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
         }
@@ -185,9 +159,7 @@ impl SqliteStore {
         } else {
             let conn = Connection::open_with_flags(
                 path,
-                OpenFlags::SQLITE_OPEN_READ_WRITE
-                    | OpenFlags::SQLITE_OPEN_CREATE
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(map_err(&shown))?;
             configure(&conn, &shown, options.durability)?;
@@ -196,9 +168,7 @@ impl SqliteStore {
         };
         let reader = open_reader(path, options.read_only).map_err(map_err(&shown))?;
         configure(&reader, &shown, options.durability)?;
-        let version: i64 = reader
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(map_err(&shown))?;
+        let version: i64 = reader.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(map_err(&shown))?;
         if version != MIGRATIONS.len() as i64 {
             return Err(Error::Corrupt {
                 path: shown,
@@ -206,12 +176,7 @@ impl SqliteStore {
             });
         }
         Ok(SqliteStore {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                reader: Arc::new(Mutex::new(reader)),
-                writer,
-                ids,
-            }),
+            inner: Arc::new(Inner { path: path.to_owned(), reader: Arc::new(Mutex::new(reader)), writer, ids }),
         })
     }
 
@@ -232,10 +197,7 @@ impl SqliteStore {
             });
         };
         let ids = self.inner.ids.clone();
-        writer
-            .submit(move |conn| f(conn, ids.as_ref()))
-            .await
-            .map_err(|e| self.located(e))
+        writer.submit(move |conn| f(conn, ids.as_ref())).await.map_err(|e| self.located(e))
     }
 
     /// Names this database in errors raised where the path was not at hand.
@@ -255,15 +217,12 @@ impl SqliteStore {
     {
         let reader = self.inner.reader.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().map_err(|_| Error::Unavailable {
-                detail: "the read connection is poisoned".into(),
-            })?;
+            let conn =
+                reader.lock().map_err(|_| Error::Unavailable { detail: "the read connection is poisoned".into() })?;
             f(&conn)
         })
         .await
-        .map_err(|e| Error::Unavailable {
-            detail: format!("read task failed: {e}"),
-        })?
+        .map_err(|e| Error::Unavailable { detail: format!("read task failed: {e}") })?
     }
 }
 
@@ -273,29 +232,20 @@ fn collect<T>(rows: Vec<Result<T>>) -> Result<Vec<T>> {
 
 impl Store for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<Run> {
-        self.write(move |conn, ids| ops::create_run(conn, ids, &run))
-            .await
+        self.write(move |conn, ids| ops::create_run(conn, ids, &run)).await
     }
 
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome> {
-        self.write(move |conn, ids| ops::commit(conn, ids, &commit))
-            .await
+        self.write(move |conn, ids| ops::commit(conn, ids, &commit)).await
     }
 
-    async fn heartbeat(
-        &self,
-        owner: &str,
-        run_ids: &[String],
-        now: Timestamp,
-    ) -> Result<Vec<String>> {
+    async fn heartbeat(&self, owner: &str, run_ids: &[String], now: Timestamp) -> Result<Vec<String>> {
         let (owner, run_ids) = (owner.to_owned(), run_ids.to_vec());
-        self.write(move |conn, _| ops::heartbeat(conn, &owner, &run_ids, now))
-            .await
+        self.write(move |conn, _| ops::heartbeat(conn, &owner, &run_ids, now)).await
     }
 
     async fn recover_stalled(&self, now: Timestamp, threshold_secs: u64) -> Result<Vec<Recovered>> {
-        self.write(move |conn, ids| ops::recover_stalled(conn, ids, now, threshold_secs))
-            .await
+        self.write(move |conn, ids| ops::recover_stalled(conn, ids, now, threshold_secs)).await
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Run> {
@@ -327,15 +277,11 @@ impl Store for SqliteStore {
     async fn list_attempts(&self, run_id: &str) -> Result<Vec<Attempt>> {
         let run_id = run_id.to_owned();
         self.read(move |conn| {
-            let sql = format!(
-                "SELECT {} FROM step_attempts WHERE run_id = ?1 ORDER BY ordinal",
-                rows::ATTEMPT_COLUMNS
-            );
+            let sql = format!("SELECT {} FROM step_attempts WHERE run_id = ?1 ORDER BY ordinal", rows::ATTEMPT_COLUMNS);
             let rows = conn
                 .prepare_cached(&sql)
                 .and_then(|mut st| {
-                    st.query_map([&run_id], rows::attempt_from_row)?
-                        .collect::<rusqlite::Result<Vec<_>>>()
+                    st.query_map([&run_id], rows::attempt_from_row)?.collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(map_err(""))?;
             collect(rows)
@@ -346,10 +292,7 @@ impl Store for SqliteStore {
     async fn list_events(&self, run_id: &str, after_seq: i64) -> Result<Vec<Event>> {
         let run_id = run_id.to_owned();
         self.read(move |conn| {
-            let sql = format!(
-                "SELECT {} FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
-                rows::EVENT_COLUMNS
-            );
+            let sql = format!("SELECT {} FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq", rows::EVENT_COLUMNS);
             let rows = conn
                 .prepare_cached(&sql)
                 .and_then(|mut st| {
@@ -369,10 +312,7 @@ impl Store for SqliteStore {
             conn.prepare_cached("SELECT source FROM definitions WHERE hash = ?1")
                 .and_then(|mut st| st.query_row([&hash], |r| r.get(0)).optional())
                 .map_err(map_err(""))?
-                .ok_or(Error::NotFound {
-                    what: "definition",
-                    id: hash,
-                })
+                .ok_or(Error::NotFound { what: "definition", id: hash })
         })
         .await
     }

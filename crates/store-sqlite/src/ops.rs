@@ -11,9 +11,7 @@ use steward_core::event::{Actor, Payload};
 use steward_core::idempotency_key;
 use steward_core::ids::IdGen;
 use steward_core::state::{AttemptStatus, RunState};
-use steward_store::{
-    AttemptFinish, Commit, CommitOutcome, Error, NewRun, Recovered, Result, Run, rules,
-};
+use steward_store::{AttemptFinish, Commit, CommitOutcome, Error, NewRun, Recovered, Result, Run, rules};
 
 use crate::map_err;
 use crate::rows::{RUN_COLUMNS, run_from_row};
@@ -29,15 +27,14 @@ struct RunHead {
 }
 
 fn corrupt(detail: impl std::fmt::Display) -> Error {
-    Error::Corrupt {
-        path: String::new(),
-        detail: detail.to_string(),
-    }
+    Error::Corrupt { path: String::new(), detail: detail.to_string() }
 }
 
 fn head(conn: &Connection, run_id: &str) -> Result<RunHead> {
     let row = conn
-        .prepare_cached("SELECT state, owner, job_id, trace_id, last_event_seq, total_iterations FROM runs WHERE run_id = ?1")
+        .prepare_cached(
+            "SELECT state, owner, job_id, trace_id, last_event_seq, total_iterations FROM runs WHERE run_id = ?1",
+        )
         .and_then(|mut st| {
             st.query_row([run_id], |r| {
                 Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
@@ -46,21 +43,9 @@ fn head(conn: &Connection, run_id: &str) -> Result<RunHead> {
         })
         .map_err(map_err(""))?;
     let (state, owner, job_id, trace_id, last_event_seq, total_iterations) =
-        row.ok_or_else(|| Error::NotFound {
-            what: "run",
-            id: run_id.to_owned(),
-        })?;
-    let state = state
-        .parse()
-        .map_err(|e| corrupt(format!("run `{run_id}`: {e}")))?;
-    Ok(RunHead {
-        state,
-        owner,
-        job_id,
-        trace_id,
-        last_event_seq,
-        total_iterations,
-    })
+        row.ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })?;
+    let state = state.parse().map_err(|e| corrupt(format!("run `{run_id}`: {e}")))?;
+    Ok(RunHead { state, owner, job_id, trace_id, last_event_seq, total_iterations })
 }
 
 /// Who writes to one run's log, and when: every event of a write shares these.
@@ -118,14 +103,17 @@ impl Tx<'_> {
     fn finish_attempt(&self, h: &mut RunHead, f: &AttemptFinish) -> Result<()> {
         let stored: Option<(String, i64)> = self
             .conn
-            .prepare_cached("SELECT status, started_at FROM step_attempts WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3")
-            .and_then(|mut st| st.query_row(params![self.run_id, f.step_id, f.attempt], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .prepare_cached(
+                "SELECT status, started_at FROM step_attempts WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![self.run_id, f.step_id, f.attempt], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+            })
             .map_err(map_err(""))?;
         let stored = match stored {
-            Some((status, started_at)) => Some((
-                status.parse::<AttemptStatus>().map_err(corrupt)?,
-                Timestamp(started_at),
-            )),
+            Some((status, started_at)) => {
+                Some((status.parse::<AttemptStatus>().map_err(corrupt)?, Timestamp(started_at)))
+            }
             None => None,
         };
         let payload = rules::finish(self.run_id, f, stored, self.now)?;
@@ -155,8 +143,12 @@ impl Tx<'_> {
     fn finish_running(&self, h: &mut RunHead, status: AttemptStatus) -> Result<Vec<String>> {
         let running: Vec<(String, u32)> = self
             .conn
-            .prepare_cached("SELECT step_id, attempt FROM step_attempts WHERE run_id = ?1 AND status = 'running' ORDER BY ordinal")
-            .and_then(|mut st| st.query_map([self.run_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>())
+            .prepare_cached(
+                "SELECT step_id, attempt FROM step_attempts WHERE run_id = ?1 AND status = 'running' ORDER BY ordinal",
+            )
+            .and_then(|mut st| {
+                st.query_map([self.run_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()
+            })
             .map_err(map_err(""))?;
         let mut keys = Vec::new();
         for (step_id, attempt) in running {
@@ -203,14 +195,7 @@ pub(crate) fn create_run(conn: &Connection, ids: &dyn IdGen, run: &NewRun) -> Re
     })
     .map_err(map_err(""))?;
     let mut h = head(conn, &run.run_id)?;
-    let tx = Tx {
-        conn,
-        ids,
-        run_id: &run.run_id,
-        now: run.now,
-        actor: run.actor,
-        actor_id: &run.actor_id,
-    };
+    let tx = Tx { conn, ids, run_id: &run.run_id, now: run.now, actor: run.actor, actor_id: &run.actor_id };
     tx.event(&mut h, &payload)?;
     conn.prepare_cached("UPDATE runs SET last_event_seq = ?2 WHERE run_id = ?1")
         .and_then(|mut st| st.execute(params![run.run_id, h.last_event_seq]))
@@ -224,31 +209,15 @@ pub(crate) fn get_run(conn: &Connection, run_id: &str) -> Result<Run> {
         .prepare_cached(&sql)
         .and_then(|mut st| st.query_row([run_id], run_from_row).optional())
         .map_err(map_err(""))?;
-    row.ok_or_else(|| Error::NotFound {
-        what: "run",
-        id: run_id.to_owned(),
-    })?
+    row.ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })?
 }
 
 pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<CommitOutcome> {
     let mut h = head(conn, &c.run_id)?;
     rules::check_expect(c, h.state, h.owner.as_deref())?;
-    let tx = Tx {
-        conn,
-        ids,
-        run_id: &c.run_id,
-        now: c.now,
-        actor: c.actor,
-        actor_id: &c.actor_id,
-    };
+    let tx = Tx { conn, ids, run_id: &c.run_id, now: c.now, actor: c.actor, actor_id: &c.actor_id };
     for e in &c.events {
-        tx.event_as(
-            &mut h,
-            e.actor,
-            &e.actor_id,
-            e.step_id.as_deref(),
-            &e.payload,
-        )?;
+        tx.event_as(&mut h, e.actor, &e.actor_id, e.step_id.as_deref(), &e.payload)?;
     }
     for f in &c.finished {
         tx.finish_attempt(&mut h, f)?;
@@ -316,18 +285,10 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
         ])
     })
     .map_err(map_err(""))?;
-    Ok(CommitOutcome {
-        state: h.state,
-        last_event_seq: h.last_event_seq,
-    })
+    Ok(CommitOutcome { state: h.state, last_event_seq: h.last_event_seq })
 }
 
-pub(crate) fn heartbeat(
-    conn: &Connection,
-    owner: &str,
-    run_ids: &[String],
-    now: Timestamp,
-) -> Result<Vec<String>> {
+pub(crate) fn heartbeat(conn: &Connection, owner: &str, run_ids: &[String], now: Timestamp) -> Result<Vec<String>> {
     let mut lost = Vec::new();
     for run_id in run_ids {
         let n = conn
@@ -348,7 +309,9 @@ pub(crate) fn recover_stalled(
     threshold_secs: u64,
 ) -> Result<Vec<Recovered>> {
     let running: Vec<(String, String, Option<i64>)> = conn
-        .prepare_cached("SELECT run_id, workflow_id, heartbeat_at FROM runs WHERE state = 'running' ORDER BY created_at, run_id")
+        .prepare_cached(
+            "SELECT run_id, workflow_id, heartbeat_at FROM runs WHERE state = 'running' ORDER BY created_at, run_id",
+        )
         .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
         .map_err(map_err(""))?;
     let mut out = Vec::new();
@@ -359,14 +322,7 @@ pub(crate) fn recover_stalled(
         }
         let mut h = head(conn, &run_id)?;
         let payload = rules::recovery(&run_id, &h.job_id, last_heartbeat_at, now, threshold_secs)?;
-        let tx = Tx {
-            conn,
-            ids,
-            run_id: &run_id,
-            now,
-            actor: Actor::System,
-            actor_id: rules::RECOVERY_ACTOR,
-        };
+        let tx = Tx { conn, ids, run_id: &run_id, now, actor: Actor::System, actor_id: rules::RECOVERY_ACTOR };
         tx.event(&mut h, &payload)?;
         let interrupted_attempts = tx.finish_running(&mut h, AttemptStatus::Interrupted)?;
         conn.prepare_cached(
@@ -375,12 +331,7 @@ pub(crate) fn recover_stalled(
         )
         .and_then(|mut st| st.execute(params![run_id, rules::STALLED_SUMMARY, now.millis(), h.last_event_seq]))
         .map_err(map_err(""))?;
-        out.push(Recovered {
-            run_id,
-            workflow_id,
-            last_heartbeat_at,
-            interrupted_attempts,
-        });
+        out.push(Recovered { run_id, workflow_id, last_heartbeat_at, interrupted_attempts });
     }
     Ok(out)
 }

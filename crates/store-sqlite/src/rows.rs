@@ -14,10 +14,7 @@ pub(crate) const RUN_COLUMNS: &str = "run_id, workflow_id, workflow_version, def
     finished_at, last_event_seq, workdir";
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> Error {
-    Error::Corrupt {
-        path: String::new(),
-        detail: format!("{what}: {detail}"),
-    }
+    Error::Corrupt { path: String::new(), detail: format!("{what}: {detail}") }
 }
 
 fn json(what: &str, text: &str) -> Result<Value> {
@@ -30,9 +27,7 @@ pub(crate) fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Run>> {
     let inputs: String = r.get(4)?;
     let state: String = r.get(5)?;
     let job_kind: String = r.get(12)?;
-    let ts = |i: usize| -> rusqlite::Result<Option<Timestamp>> {
-        Ok(r.get::<_, Option<i64>>(i)?.map(Timestamp))
-    };
+    let ts = |i: usize| -> rusqlite::Result<Option<Timestamp>> { Ok(r.get::<_, Option<i64>>(i)?.map(Timestamp)) };
     let parts = (
         r.get::<_, String>(1)?,
         r.get::<_, u32>(2)?,
@@ -48,14 +43,7 @@ pub(crate) fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Run>> {
         r.get::<_, u32>(15)?,
         r.get::<_, Option<String>>(16)?,
     );
-    let times = (
-        r.get::<_, i64>(17)?,
-        ts(18)?,
-        r.get::<_, i64>(19)?,
-        ts(20)?,
-        r.get::<_, i64>(21)?,
-        ts(22)?,
-    );
+    let times = (r.get::<_, i64>(17)?, ts(18)?, r.get::<_, i64>(19)?, ts(20)?, r.get::<_, i64>(21)?, ts(22)?);
     let last_event_seq: i64 = r.get(23)?;
     let workdir: String = r.get(24)?;
     Ok((|| {
@@ -78,8 +66,7 @@ pub(crate) fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Run>> {
             total_iterations,
             owner,
         ) = parts;
-        let (created_at, started_at, updated_at, heartbeat_at, last_progress_at, finished_at) =
-            times;
+        let (created_at, started_at, updated_at, heartbeat_at, last_progress_at, finished_at) = times;
         Ok(Run {
             run_id: run_id.clone(),
             workflow_id,
@@ -148,8 +135,7 @@ pub(crate) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Attempt>>
     })())
 }
 
-pub(crate) const EVENT_COLUMNS: &str =
-    "id, run_id, seq, event_id, ts, event_type, actor, actor_id, trace_id, job_id,
+pub(crate) const EVENT_COLUMNS: &str = "id, run_id, seq, event_id, ts, event_type, actor, actor_id, trace_id, job_id,
     step_id, mt_id, model_id, capability_id, payload";
 
 pub(crate) fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Event>> {

@@ -47,13 +47,8 @@ impl Writer {
         let thread = thread::Builder::new()
             .name("steward-sqlite-writer".into())
             .spawn(move || run(conn, rx, path))
-            .map_err(|e| Error::Unavailable {
-                detail: format!("cannot start the writer thread: {e}"),
-            })?;
-        Ok(Writer {
-            tx: Some(tx),
-            thread: Some(thread),
-        })
+            .map_err(|e| Error::Unavailable { detail: format!("cannot start the writer thread: {e}") })?;
+        Ok(Writer { tx: Some(tx), thread: Some(thread) })
     }
 
     /// Runs `f` in the next group commit and resolves once that commit is durable.
@@ -80,17 +75,9 @@ impl Writer {
                 let _ = reply_tx.send(result);
             }))
         });
-        let stopped = || Error::Unavailable {
-            detail: "the SQLite writer thread has stopped".into(),
-        };
-        self.tx
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(job)
-            .map_err(|_| stopped())?;
-        reply_rx.await.map_err(|_| Error::Unavailable {
-            detail: "the SQLite writer thread dropped a write".into(),
-        })?
+        let stopped = || Error::Unavailable { detail: "the SQLite writer thread has stopped".into() };
+        self.tx.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())?;
+        reply_rx.await.map_err(|_| Error::Unavailable { detail: "the SQLite writer thread dropped a write".into() })?
     }
 }
 
@@ -118,10 +105,7 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>, path: String) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(map_err(&path))
-        {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err(&path)) {
             // Nothing ran; every job hears why.
             for job in batch {
                 job(Err(&e));

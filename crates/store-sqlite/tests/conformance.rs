@@ -7,12 +7,8 @@ use steward_store_sqlite::{Options, SqliteStore};
 
 async fn fresh_store() -> (SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(
-        &dir.path().join("steward.db"),
-        Options::default(),
-        Arc::new(SeqIds::new("ev")),
-    )
-    .expect("open store");
+    let store = SqliteStore::open(&dir.path().join("steward.db"), Options::default(), Arc::new(SeqIds::new("ev")))
+        .expect("open store");
     (store, dir)
 }
 

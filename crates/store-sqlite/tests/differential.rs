@@ -38,29 +38,14 @@ fn random_commit(
     now: Timestamp,
 ) -> Commit {
     let (state, owner) = match held {
-        Some((state, owner)) if rng.random_bool(0.8) => {
-            (state, owner.filter(|_| rng.random_bool(0.5)))
-        }
-        _ => (
-            *pick(rng, &RunState::ALL),
-            rng.random_bool(0.3).then(|| pick(rng, &OWNERS).to_string()),
-        ),
+        Some((state, owner)) if rng.random_bool(0.8) => (state, owner.filter(|_| rng.random_bool(0.5))),
+        _ => (*pick(rng, &RunState::ALL), rng.random_bool(0.3).then(|| pick(rng, &OWNERS).to_string())),
     };
     let mut c = Commit::new(run, Expect { state, owner }, now, Actor::System, "diff");
     if rng.random_bool(0.25) {
-        let cause = *pick(
-            rng,
-            &[
-                TransitionCause::Engine,
-                TransitionCause::Operator,
-                TransitionCause::Recovery,
-            ],
-        );
-        c.transition = Some(Transition {
-            to: *pick(rng, &RunState::ALL),
-            cause,
-            reason: format!("r{}", rng.random_range(0..9)),
-        });
+        let cause = *pick(rng, &[TransitionCause::Engine, TransitionCause::Operator, TransitionCause::Recovery]);
+        c.transition =
+            Some(Transition { to: *pick(rng, &RunState::ALL), cause, reason: format!("r{}", rng.random_range(0..9)) });
     }
     for _ in 0..rng.random_range(0..3) {
         c.started.push(AttemptStart {
@@ -87,10 +72,7 @@ fn random_commit(
         });
     }
     if rng.random_bool(0.1) {
-        c.finish_running_as = Some(*pick(
-            rng,
-            &[AttemptStatus::Cancelled, AttemptStatus::Interrupted],
-        ));
+        c.finish_running_as = Some(*pick(rng, &[AttemptStatus::Cancelled, AttemptStatus::Interrupted]));
     }
     if rng.random_bool(0.5) {
         c.summary = Some(format!("s{}", rng.random_range(0..9)));
@@ -103,24 +85,12 @@ fn random_commit(
 
 /// Events without the fields that depend on how a backend draws ids.
 fn comparable(events: Vec<Event>) -> Vec<Event> {
-    events
-        .into_iter()
-        .map(|e| Event {
-            id: 0,
-            event_id: String::new(),
-            ..e
-        })
-        .collect()
+    events.into_iter().map(|e| Event { id: 0, event_id: String::new(), ..e }).collect()
 }
 
 async fn same_history(seed: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let sql = SqliteStore::open(
-        &dir.path().join("d.db"),
-        Options::default(),
-        Arc::new(SeqIds::new("ev")),
-    )
-    .unwrap();
+    let sql = SqliteStore::open(&dir.path().join("d.db"), Options::default(), Arc::new(SeqIds::new("ev"))).unwrap();
     let mem = MemStore::new(Arc::new(SeqIds::new("ev")));
     let mut rng = StdRng::seed_from_u64(seed);
     let mut now = Timestamp(1_700_000_000_000);
@@ -130,10 +100,7 @@ async fn same_history(seed: u64) {
         let what = rng.random_range(0..10);
         let same = match what {
             0 | 1 => {
-                let run = steward_store::NewRun {
-                    now,
-                    ..new_run(pick_run(&mut rng))
-                };
+                let run = steward_store::NewRun { now, ..new_run(pick_run(&mut rng)) };
                 sql.create_run(run.clone()).await == mem.create_run(run).await
             }
             2 => {
@@ -143,8 +110,7 @@ async fn same_history(seed: u64) {
             }
             3 => {
                 let threshold = rng.random_range(0..40);
-                sql.recover_stalled(now, threshold).await
-                    == mem.recover_stalled(now, threshold).await
+                sql.recover_stalled(now, threshold).await == mem.recover_stalled(now, threshold).await
             }
             _ => {
                 let run = pick_run(&mut rng);
@@ -166,10 +132,7 @@ async fn same_history(seed: u64) {
         };
         assert!(same, "seed {seed} op {step} ({what}) answered differently");
     }
-    assert!(
-        applied > 20,
-        "seed {seed}: only {applied} commits applied; the test is not exercising writes"
-    );
+    assert!(applied > 20, "seed {seed}: only {applied} commits applied; the test is not exercising writes");
     assert_eq!(
         sql.list_runs(RunFilter::default()).await.unwrap(),
         mem.list_runs(RunFilter::default()).await.unwrap(),
@@ -181,10 +144,7 @@ async fn same_history(seed: u64) {
             mem.list_attempts(run).await.unwrap(),
             "seed {seed} run {run}"
         );
-        let (a, b) = (
-            sql.list_events(run, 0).await.unwrap(),
-            mem.list_events(run, 0).await.unwrap(),
-        );
+        let (a, b) = (sql.list_events(run, 0).await.unwrap(), mem.list_events(run, 0).await.unwrap());
         assert_eq!(comparable(a), comparable(b), "seed {seed} run {run}");
     }
 }

@@ -15,9 +15,7 @@ use steward_core::Timestamp;
 use steward_core::event::Actor;
 use steward_core::job::{JobContract, JobKind, MICRO_TASK_PROFILE};
 use steward_core::state::{AttemptStatus, RunState, TransitionCause};
-use steward_store::{
-    AttemptFinish, AttemptStart, Commit, Error, Expect, NewRun, RunFilter, Store, Transition,
-};
+use steward_store::{AttemptFinish, AttemptStart, Commit, Error, Expect, NewRun, RunFilter, Store, Transition};
 
 /// Generates one `#[tokio::test]` per conformance case.
 #[macro_export]
@@ -64,10 +62,7 @@ pub fn new_run(run_id: &str) -> NewRun {
         workflow_version: 3,
         definition_hash: steward_core::workflow::definition_hash(&source),
         definition_source: source,
-        inputs: json!({"name": "ada", "n": 2, "flag": true, "cfg": {"k": [1]}})
-            .as_object()
-            .unwrap()
-            .clone(),
+        inputs: json!({"name": "ada", "n": 2, "flag": true, "cfg": {"k": [1]}}).as_object().unwrap().clone(),
         workdir: "/work/space".into(),
         job_id: format!("job-{run_id}"),
         trace_id: format!("trace-{run_id}"),
@@ -79,31 +74,16 @@ pub fn new_run(run_id: &str) -> NewRun {
 }
 
 fn commit(run_id: &str, state: RunState, now: Timestamp) -> Commit {
-    Commit::new(
-        run_id,
-        Expect { state, owner: None },
-        now,
-        Actor::System,
-        "engine",
-    )
+    Commit::new(run_id, Expect { state, owner: None }, now, Actor::System, "engine")
 }
 
 fn to(state: RunState, reason: &str) -> Option<Transition> {
-    Some(Transition {
-        to: state,
-        cause: TransitionCause::Engine,
-        reason: reason.into(),
-    })
+    Some(Transition { to: state, cause: TransitionCause::Engine, reason: reason.into() })
 }
 
 /// Creates a run and moves it to running, owned by `owner`.
 pub async fn running_run<S: Store>(s: &S, run_id: &str, owner: &str, now: Timestamp) {
-    s.create_run(NewRun {
-        now,
-        ..new_run(run_id)
-    })
-    .await
-    .unwrap();
+    s.create_run(NewRun { now, ..new_run(run_id) }).await.unwrap();
     let mut c = commit(run_id, RunState::Queued, now);
     c.transition = to(RunState::Running, "started");
     c.set_owner = Some(owner.into());
@@ -111,12 +91,7 @@ pub async fn running_run<S: Store>(s: &S, run_id: &str, owner: &str, now: Timest
 }
 
 fn start(step: &str, attempt: u32) -> AttemptStart {
-    AttemptStart {
-        step_id: step.into(),
-        attempt,
-        visit: 1,
-        input: json!({"command": format!("echo {step}")}),
-    }
+    AttemptStart { step_id: step.into(), attempt, visit: 1, input: json!({"command": format!("echo {step}")}) }
 }
 
 fn finish(step: &str, attempt: u32, status: AttemptStatus) -> AttemptFinish {
@@ -138,27 +113,15 @@ pub async fn create_run_persists_every_field<S: Store>(s: &S) {
     assert_eq!(created, run);
     assert_eq!(run.state, RunState::Queued);
     assert_eq!((run.workflow_id.as_str(), run.workflow_version), ("w", 3));
-    assert_eq!(
-        Value::Object(run.inputs.clone()),
-        json!({"name": "ada", "n": 2, "flag": true, "cfg": {"k": [1]}})
-    );
+    assert_eq!(Value::Object(run.inputs.clone()), json!({"name": "ada", "n": 2, "flag": true, "cfg": {"k": [1]}}));
     assert_eq!(run.input_keys(), ["cfg", "flag", "n", "name"]);
     assert_eq!(run.workdir, "/work/space");
-    assert_eq!(
-        (run.job_id.as_str(), run.trace_id.as_str()),
-        ("job-r1", "trace-r1")
-    );
+    assert_eq!((run.job_id.as_str(), run.trace_id.as_str()), ("job-r1", "trace-r1"));
     assert_eq!(run.contract, JobContract::workflow_run());
-    assert_eq!(
-        (run.created_at, run.updated_at, run.started_at),
-        (T0, T0, None)
-    );
+    assert_eq!((run.created_at, run.updated_at, run.started_at), (T0, T0, None));
     assert_eq!(run.last_event_seq, 1);
     let source = s.get_definition(&run.definition_hash).await.unwrap();
-    assert_eq!(
-        steward_core::workflow::definition_hash(&source),
-        run.definition_hash
-    );
+    assert_eq!(steward_core::workflow::definition_hash(&source), run.definition_hash);
 
     let events = s.list_events("r1", 0).await.unwrap();
     assert_eq!(events.len(), 1);
@@ -167,35 +130,17 @@ pub async fn create_run_persists_every_field<S: Store>(s: &S) {
         (e.seq, e.event_type.as_str(), e.actor, e.actor_id.as_str()),
         (1, "run_created", Actor::Human, "tester")
     );
-    assert_eq!(
-        (
-            e.job_id.as_str(),
-            e.trace_id.as_str(),
-            e.workflow_run_id.as_str()
-        ),
-        ("job-r1", "trace-r1", "r1")
-    );
+    assert_eq!((e.job_id.as_str(), e.trace_id.as_str(), e.workflow_run_id.as_str()), ("job-r1", "trace-r1", "r1"));
     assert_eq!(e.payload["input_keys"], json!(["cfg", "flag", "n", "name"]));
 
-    assert_eq!(
-        s.get_run("nope").await.unwrap_err(),
-        Error::NotFound {
-            what: "run",
-            id: "nope".into()
-        }
-    );
-    assert!(matches!(
-        s.get_definition("nope").await,
-        Err(Error::NotFound { .. })
-    ));
+    assert_eq!(s.get_run("nope").await.unwrap_err(), Error::NotFound { what: "run", id: "nope".into() });
+    assert!(matches!(s.get_definition("nope").await, Err(Error::NotFound { .. })));
 }
 
 /// A duplicate id and a DG-JOB-06 mismatch are refused; nothing is written.
 pub async fn create_run_refuses_duplicates_and_bad_contracts<S: Store>(s: &S) {
     s.create_run(new_run("r1")).await.unwrap();
-    assert!(
-        matches!(s.create_run(new_run("r1")).await, Err(Error::Invalid(m)) if m.contains("already exists"))
-    );
+    assert!(matches!(s.create_run(new_run("r1")).await, Err(Error::Invalid(m)) if m.contains("already exists")));
     let bad = NewRun {
         contract: JobContract {
             job_kind: JobKind::WorkflowRun,
@@ -219,20 +164,14 @@ pub async fn transitions_follow_the_table_and_leave_nothing_on_refusal<S: Store>
     let err = s.commit(c).await.unwrap_err();
     assert!(matches!(err, Error::InvalidTransition { .. }), "{err}");
     let run = s.get_run("r1").await.unwrap();
-    assert_eq!(
-        (run.state, run.total_iterations, run.last_event_seq),
-        (RunState::Queued, 0, 1)
-    );
+    assert_eq!((run.state, run.total_iterations, run.last_event_seq), (RunState::Queued, 0, 1));
     assert!(s.list_attempts("r1").await.unwrap().is_empty());
 
     // Only recovery may stall a running run.
     running_run(s, "r2", "me", at(1)).await;
     let mut c = commit("r2", RunState::Running, at(2));
     c.transition = to(RunState::Stalled, "no");
-    assert!(matches!(
-        s.commit(c).await,
-        Err(Error::InvalidTransition { .. })
-    ));
+    assert!(matches!(s.commit(c).await, Err(Error::InvalidTransition { .. })));
 
     let mut c = commit("r2", RunState::Running, at(3));
     c.transition = to(RunState::Completed, "all steps finished");
@@ -240,29 +179,14 @@ pub async fn transitions_follow_the_table_and_leave_nothing_on_refusal<S: Store>
     assert_eq!(out.state, RunState::Completed);
     let run = s.get_run("r2").await.unwrap();
     assert_eq!(run.terminal_reason.as_deref(), Some("all steps finished"));
-    assert_eq!(
-        (run.started_at, run.finished_at, run.owner.as_deref()),
-        (Some(at(1)), Some(at(3)), None)
-    );
+    assert_eq!((run.started_at, run.finished_at, run.owner.as_deref()), (Some(at(1)), Some(at(3)), None));
     let mut c = commit("r2", RunState::Completed, at(4));
-    c.transition = Some(Transition {
-        to: RunState::Running,
-        cause: TransitionCause::Operator,
-        reason: "resume".into(),
-    });
+    c.transition =
+        Some(Transition { to: RunState::Running, cause: TransitionCause::Operator, reason: "resume".into() });
     let err = s.commit(c).await.unwrap_err();
     assert!(err.to_string().contains("the run is finished"), "{err}");
-    let kinds: Vec<String> = s
-        .list_events("r2", 0)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event_type)
-        .collect();
-    assert_eq!(
-        kinds,
-        ["run_created", "run_state_changed", "run_state_changed"]
-    );
+    let kinds: Vec<String> = s.list_events("r2", 0).await.unwrap().into_iter().map(|e| e.event_type).collect();
+    assert_eq!(kinds, ["run_created", "run_state_changed", "run_state_changed"]);
 }
 
 /// A write that expects another state or owner is a conflict and changes nothing.
@@ -273,10 +197,7 @@ pub async fn stale_writers_are_fenced<S: Store>(s: &S) {
     assert!(matches!(s.commit(c).await, Err(Error::Conflict { .. })));
     let mut c = Commit::new(
         "r1",
-        Expect {
-            state: RunState::Running,
-            owner: Some("worker-b".into()),
-        },
+        Expect { state: RunState::Running, owner: Some("worker-b".into()) },
         at(2),
         Actor::System,
         "b",
@@ -285,19 +206,12 @@ pub async fn stale_writers_are_fenced<S: Store>(s: &S) {
     let err = s.commit(c).await.unwrap_err();
     assert_eq!(
         err,
-        Error::Conflict {
-            run_id: "r1".into(),
-            expected: "owner worker-b".into(),
-            actual: "owner worker-a".into()
-        }
+        Error::Conflict { run_id: "r1".into(), expected: "owner worker-b".into(), actual: "owner worker-a".into() }
     );
     assert!(s.list_attempts("r1").await.unwrap().is_empty());
     let mut c = Commit::new(
         "r1",
-        Expect {
-            state: RunState::Running,
-            owner: Some("worker-a".into()),
-        },
+        Expect { state: RunState::Running, owner: Some("worker-a".into()) },
         at(2),
         Actor::System,
         "a",
@@ -316,25 +230,12 @@ pub async fn attempts_are_written_before_and_after<S: Store>(s: &S) {
     let attempts = s.list_attempts("r1").await.unwrap();
     assert_eq!(attempts.len(), 2);
     let a = &attempts[0];
-    assert_eq!(
-        (a.step_id.as_str(), a.attempt, a.visit, a.status),
-        ("a", 1, 1, AttemptStatus::Running)
-    );
+    assert_eq!((a.step_id.as_str(), a.attempt, a.visit, a.status), ("a", 1, 1, AttemptStatus::Running));
     assert_eq!(a.idempotency_key, "r1:a:1");
     assert_eq!(a.input, json!({"command": "echo a"}));
-    assert_eq!(
-        (a.output.clone(), a.started_at, a.finished_at),
-        (None, at(2), None)
-    );
+    assert_eq!((a.output.clone(), a.started_at, a.finished_at), (None, at(2), None));
     let run = s.get_run("r1").await.unwrap();
-    assert_eq!(
-        (
-            run.current_step_id.as_deref(),
-            run.current_attempt,
-            run.total_iterations
-        ),
-        (Some("b"), Some(1), 2)
-    );
+    assert_eq!((run.current_step_id.as_deref(), run.current_attempt, run.total_iterations), (Some("b"), Some(1), 2));
     assert_eq!(run.summary, "two steps running");
     assert_eq!(run.heartbeat_at, Some(at(2)));
 
@@ -343,10 +244,7 @@ pub async fn attempts_are_written_before_and_after<S: Store>(s: &S) {
     c.started = vec![start("a", 1)];
     assert!(matches!(s.commit(c).await, Err(Error::Invalid(m)) if m.contains("already exists")));
     // The refused commit left attempt `a` running.
-    assert_eq!(
-        s.list_attempts("r1").await.unwrap()[0].status,
-        AttemptStatus::Running
-    );
+    assert_eq!(s.list_attempts("r1").await.unwrap()[0].status, AttemptStatus::Running);
 
     let mut c = commit("r1", RunState::Running, at(5));
     c.finished = vec![AttemptFinish {
@@ -365,17 +263,9 @@ pub async fn attempts_are_written_before_and_after<S: Store>(s: &S) {
     let (a, b) = (&attempts[0], &attempts[1]);
     assert_eq!(
         (a.status, a.output.clone(), a.finished_at, a.routes.clone()),
-        (
-            AttemptStatus::Completed,
-            Some(json!({"stdout": "ok"})),
-            Some(at(6)),
-            vec!["b".to_string()]
-        )
+        (AttemptStatus::Completed, Some(json!({"stdout": "ok"})), Some(at(6)), vec!["b".to_string()])
     );
-    assert_eq!(
-        (b.status, b.error.as_deref(), b.retryable),
-        (AttemptStatus::Failed, Some("exit 3"), true)
-    );
+    assert_eq!((b.status, b.error.as_deref(), b.retryable), (AttemptStatus::Failed, Some("exit 3"), true));
 
     let mut c = commit("r1", RunState::Running, at(7));
     c.finished = vec![finish("a", 1, AttemptStatus::Failed)];
@@ -385,25 +275,13 @@ pub async fn attempts_are_written_before_and_after<S: Store>(s: &S) {
     assert!(matches!(s.commit(c).await, Err(Error::Invalid(m)) if m.contains("never started")));
 
     let events = s.list_events("r1", 0).await.unwrap();
-    let finished: Vec<&Value> = events
-        .iter()
-        .filter(|e| e.event_type == "step_attempt_finished")
-        .map(|e| &e.payload)
-        .collect();
+    let finished: Vec<&Value> =
+        events.iter().filter(|e| e.event_type == "step_attempt_finished").map(|e| &e.payload).collect();
     assert_eq!(finished[0]["status"], "failed");
     assert_eq!(finished[0]["duration_ms"], 3000);
     assert_eq!(finished[1]["step_id"], "a");
-    let started = events
-        .iter()
-        .find(|e| e.event_type == "step_attempt_started")
-        .unwrap();
-    assert_eq!(
-        (
-            started.step_id.as_deref(),
-            started.payload["idempotency_key"].as_str()
-        ),
-        (Some("a"), Some("r1:a:1"))
-    );
+    let started = events.iter().find(|e| e.event_type == "step_attempt_started").unwrap();
+    assert_eq!((started.step_id.as_deref(), started.payload["idempotency_key"].as_str()), (Some("a"), Some("r1:a:1")));
 }
 
 /// FR events are numbered 1..n per run, in commit order.
@@ -423,26 +301,10 @@ pub async fn events_are_gapless_per_run<S: Store>(s: &S) {
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
     assert_eq!(events.len(), 2 + 5 + 5 + 1);
-    assert!(
-        events
-            .windows(2)
-            .all(|w| w[0].id < w[1].id && w[0].ts <= w[1].ts)
-    );
-    assert_eq!(
-        s.get_run("r1").await.unwrap().last_event_seq,
-        events.len() as i64
-    );
-    assert!(
-        s.list_attempts("r1")
-            .await
-            .unwrap()
-            .iter()
-            .all(|a| a.status == AttemptStatus::Cancelled)
-    );
-    assert_eq!(
-        s.list_events("r1", 10).await.unwrap().len(),
-        events.len() - 10
-    );
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id && w[0].ts <= w[1].ts));
+    assert_eq!(s.get_run("r1").await.unwrap().last_event_seq, events.len() as i64);
+    assert!(s.list_attempts("r1").await.unwrap().iter().all(|a| a.status == AttemptStatus::Cancelled));
+    assert_eq!(s.list_events("r1", 10).await.unwrap().len(), events.len() - 10);
     assert_eq!(s.list_events("r2", 0).await.unwrap().len(), 2);
 }
 
@@ -450,16 +312,10 @@ pub async fn events_are_gapless_per_run<S: Store>(s: &S) {
 pub async fn heartbeat_reports_lost_runs<S: Store>(s: &S) {
     running_run(s, "r1", "me", at(1)).await;
     running_run(s, "r2", "other", at(1)).await;
-    let lost = s
-        .heartbeat("me", &["r1".into(), "r2".into(), "r3".into()], at(9))
-        .await
-        .unwrap();
+    let lost = s.heartbeat("me", &["r1".into(), "r2".into(), "r3".into()], at(9)).await.unwrap();
     assert_eq!(lost, ["r2", "r3"]);
     let r1 = s.get_run("r1").await.unwrap();
-    assert_eq!(
-        (r1.heartbeat_at, r1.last_progress_at, r1.last_event_seq),
-        (Some(at(9)), at(9), 2)
-    );
+    assert_eq!((r1.heartbeat_at, r1.last_progress_at, r1.last_event_seq), (Some(at(9)), at(9), 2));
     assert_eq!(s.get_run("r2").await.unwrap().heartbeat_at, Some(at(1)));
 }
 
@@ -474,47 +330,23 @@ pub async fn recovery_stalls_only_stale_running_runs<S: Store>(s: &S) {
 
     let recovered = s.recover_stalled(at(60), 30).await.unwrap();
     assert_eq!(recovered.len(), 1);
-    assert_eq!(
-        (recovered[0].run_id.as_str(), recovered[0].last_heartbeat_at),
-        ("stale", Some(at(0)))
-    );
+    assert_eq!((recovered[0].run_id.as_str(), recovered[0].last_heartbeat_at), ("stale", Some(at(0))));
     assert_eq!(recovered[0].interrupted_attempts, ["stale:a:1"]);
     let run = s.get_run("stale").await.unwrap();
     assert_eq!((run.state, run.owner.as_deref()), (RunState::Stalled, None));
     let attempt = &s.list_attempts("stale").await.unwrap()[0];
-    assert_eq!(
-        (attempt.status, attempt.retryable),
-        (AttemptStatus::Interrupted, true)
-    );
+    assert_eq!((attempt.status, attempt.retryable), (AttemptStatus::Interrupted, true));
     let events = s.list_events("stale", 0).await.unwrap();
-    let rec: Vec<_> = events
-        .iter()
-        .filter(|e| e.event_type == "workflow_recovery")
-        .collect();
+    let rec: Vec<_> = events.iter().filter(|e| e.event_type == "workflow_recovery").collect();
     assert_eq!(rec.len(), 1);
-    assert_eq!(
-        (rec[0].actor, rec[0].job_id.as_str()),
-        (Actor::System, "job-stale")
-    );
+    assert_eq!((rec[0].actor, rec[0].job_id.as_str()), (Actor::System, "job-stale"));
     let p = &rec[0].payload;
     assert_eq!(
-        (
-            p["from_state"].as_str(),
-            p["to_state"].as_str(),
-            p["threshold_secs"].as_u64()
-        ),
+        (p["from_state"].as_str(), p["to_state"].as_str(), p["threshold_secs"].as_u64()),
         (Some("running"), Some("stalled"), Some(30))
     );
-    assert_eq!(
-        (p["workflow_run_id"].as_str(), p["job_id"].as_str()),
-        (Some("stale"), Some("job-stale"))
-    );
-    assert_eq!(
-        p["last_heartbeat_ts"]
-            .as_str()
-            .and_then(Timestamp::parse_rfc3339),
-        Some(at(0))
-    );
+    assert_eq!((p["workflow_run_id"].as_str(), p["job_id"].as_str()), (Some("stale"), Some("job-stale")));
+    assert_eq!(p["last_heartbeat_ts"].as_str().and_then(Timestamp::parse_rfc3339), Some(at(0)));
     assert!(p["reason"].as_str().is_some_and(|r| !r.is_empty()));
     assert_eq!(s.get_run("fresh").await.unwrap().state, RunState::Running);
     assert_eq!(s.get_run("queued").await.unwrap().state, RunState::Queued);
@@ -523,10 +355,7 @@ pub async fn recovery_stalls_only_stale_running_runs<S: Store>(s: &S) {
     // The dead owner's late write is fenced off.
     let mut c = Commit::new(
         "stale",
-        Expect {
-            state: RunState::Running,
-            owner: Some("dead".into()),
-        },
+        Expect { state: RunState::Running, owner: Some("dead".into()) },
         at(62),
         Actor::System,
         "dead",
@@ -538,42 +367,15 @@ pub async fn recovery_stalls_only_stale_running_runs<S: Store>(s: &S) {
 /// Listing filters by state and returns newest first.
 pub async fn list_runs_filters_and_orders<S: Store>(s: &S) {
     for (i, id) in ["a", "b", "c"].iter().enumerate() {
-        s.create_run(NewRun {
-            now: at(i as i64),
-            ..new_run(id)
-        })
-        .await
-        .unwrap();
+        s.create_run(NewRun { now: at(i as i64), ..new_run(id) }).await.unwrap();
     }
     let mut c = commit("b", RunState::Queued, at(5));
     c.transition = to(RunState::Failed, "engine start failed: bad input");
     s.commit(c).await.unwrap();
-    let ids =
-        |runs: Vec<steward_store::Run>| runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
-    assert_eq!(
-        ids(s.list_runs(RunFilter::default()).await.unwrap()),
-        ["c", "b", "a"]
-    );
-    assert_eq!(
-        ids(s
-            .list_runs(RunFilter {
-                state: Some(RunState::Queued),
-                limit: None
-            })
-            .await
-            .unwrap()),
-        ["c", "a"]
-    );
-    assert_eq!(
-        ids(s
-            .list_runs(RunFilter {
-                state: None,
-                limit: Some(1)
-            })
-            .await
-            .unwrap()),
-        ["c"]
-    );
+    let ids = |runs: Vec<steward_store::Run>| runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+    assert_eq!(ids(s.list_runs(RunFilter::default()).await.unwrap()), ["c", "b", "a"]);
+    assert_eq!(ids(s.list_runs(RunFilter { state: Some(RunState::Queued), limit: None }).await.unwrap()), ["c", "a"]);
+    assert_eq!(ids(s.list_runs(RunFilter { state: None, limit: Some(1) }).await.unwrap()), ["c"]);
 }
 
 /// Many concurrent writers (group commit) all land, each run's log intact.
@@ -587,11 +389,7 @@ pub async fn concurrent_commits_all_land<S: Store + Clone>(s: &S) {
             for step in 0..10u32 {
                 let mut c = commit(&id, RunState::Running, at(2));
                 if step > 0 {
-                    c.finished = vec![finish(
-                        &format!("s{}", step - 1),
-                        1,
-                        AttemptStatus::Completed,
-                    )];
+                    c.finished = vec![finish(&format!("s{}", step - 1), 1, AttemptStatus::Completed)];
                 }
                 c.started = vec![start(&format!("s{step}"), 1)];
                 s.commit(c).await.unwrap();
@@ -605,12 +403,7 @@ pub async fn concurrent_commits_all_land<S: Store + Clone>(s: &S) {
         let id = format!("r{r}");
         let events = s.list_events(&id, 0).await.unwrap();
         assert_eq!(events.len(), 2 + 10 + 9);
-        assert!(
-            events
-                .iter()
-                .enumerate()
-                .all(|(i, e)| e.seq == i as i64 + 1)
-        );
+        assert!(events.iter().enumerate().all(|(i, e)| e.seq == i as i64 + 1));
         assert_eq!(s.get_run(&id).await.unwrap().total_iterations, 10);
     }
 }
@@ -638,18 +431,9 @@ pub async fn a_failed_write_does_not_spoil_its_batch<S: Store + Clone>(s: &S) {
     assert_eq!(ok, 10);
     let attempts = s.list_attempts("r1").await.unwrap();
     assert_eq!(attempts.len(), 10);
-    assert!(
-        attempts
-            .iter()
-            .all(|a| a.step_id.trim_start_matches('s').parse::<u32>().unwrap() % 2 == 0)
-    );
+    assert!(attempts.iter().all(|a| a.step_id.trim_start_matches('s').parse::<u32>().unwrap() % 2 == 0));
     let events = s.list_events("r1", 0).await.unwrap();
-    assert!(
-        events
-            .iter()
-            .enumerate()
-            .all(|(i, e)| e.seq == i as i64 + 1)
-    );
+    assert!(events.iter().enumerate().all(|(i, e)| e.seq == i as i64 + 1));
     assert_eq!(events.len(), 2 + 10);
 }
 
@@ -684,21 +468,11 @@ pub async fn events_of_a_commit_are_recorded_with_it<S: Store>(s: &S) {
     let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(
         kinds,
-        [
-            "run_created",
-            "run_state_changed",
-            "step_attempt_started",
-            "capability_action",
-            "step_attempt_finished"
-        ]
+        ["run_created", "run_state_changed", "step_attempt_started", "capability_action", "step_attempt_finished"]
     );
     let e = &events[3];
     assert_eq!(
-        (
-            e.actor_id.as_str(),
-            e.step_id.as_deref(),
-            e.capability_id.as_deref()
-        ),
+        (e.actor_id.as_str(), e.step_id.as_deref(), e.capability_id.as_deref()),
         ("tool-bus", Some("a"), Some("proc.exec:echo"))
     );
     assert_eq!(e.payload["decision_outcome"], "allow");

@@ -156,11 +156,7 @@ pub trait Store: Send + Sync + 'static {
     fn list_attempts(&self, run_id: &str) -> impl Future<Output = Result<Vec<Attempt>>> + Send;
 
     /// A run's events with `seq > after_seq`, in sequence order.
-    fn list_events(
-        &self,
-        run_id: &str,
-        after_seq: i64,
-    ) -> impl Future<Output = Result<Vec<Event>>> + Send;
+    fn list_events(&self, run_id: &str, after_seq: i64) -> impl Future<Output = Result<Vec<Event>>> + Send;
 
     /// The definition source stored under `hash`.
     fn get_definition(&self, hash: &str) -> impl Future<Output = Result<String>> + Send;

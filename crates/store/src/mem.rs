@@ -15,8 +15,7 @@ use steward_core::ids::IdGen;
 use steward_core::state::{AttemptStatus, RunState};
 
 use crate::{
-    Attempt, AttemptFinish, Commit, CommitOutcome, Error, NewRun, Recovered, Result, Run,
-    RunFilter, Store, rules,
+    Attempt, AttemptFinish, Commit, CommitOutcome, Error, NewRun, Recovered, Result, Run, RunFilter, Store, rules,
 };
 
 #[derive(Clone)]
@@ -31,35 +30,13 @@ struct RunData {
 impl RunData {
     fn event(&mut self, now: Timestamp, actor: Actor, actor_id: &str, payload: Payload) {
         let step_id = payload.step_id().map(str::to_owned);
-        self.pending.push((
-            now,
-            NewEvent {
-                actor,
-                actor_id: actor_id.to_owned(),
-                step_id,
-                payload,
-            },
-        ));
+        self.pending.push((now, NewEvent { actor, actor_id: actor_id.to_owned(), step_id, payload }));
     }
 
-    fn finish(
-        &mut self,
-        f: &AttemptFinish,
-        now: Timestamp,
-        actor: Actor,
-        actor_id: &str,
-    ) -> Result<()> {
+    fn finish(&mut self, f: &AttemptFinish, now: Timestamp, actor: Actor, actor_id: &str) -> Result<()> {
         let run_id = self.run.run_id.clone();
-        let found = self
-            .attempts
-            .iter_mut()
-            .find(|a| a.step_id == f.step_id && a.attempt == f.attempt);
-        let payload = rules::finish(
-            &run_id,
-            f,
-            found.as_ref().map(|a| (a.status, a.started_at)),
-            now,
-        )?;
+        let found = self.attempts.iter_mut().find(|a| a.step_id == f.step_id && a.attempt == f.attempt);
+        let payload = rules::finish(&run_id, f, found.as_ref().map(|a| (a.status, a.started_at)), now)?;
         if let Some(a) = found {
             a.finish(f, now);
         }
@@ -83,12 +60,7 @@ impl RunData {
         let mut keys = Vec::new();
         for (step_id, attempt) in running {
             keys.push(idempotency_key(&self.run.run_id, &step_id, attempt));
-            self.finish(
-                &rules::abandoned(step_id, attempt, status),
-                now,
-                actor,
-                actor_id,
-            )?;
+            self.finish(&rules::abandoned(step_id, attempt, status), now, actor, actor_id)?;
         }
         Ok(keys)
     }
@@ -104,16 +76,7 @@ struct State {
 impl State {
     /// Stores a run whose write succeeded, numbering its pending events.
     fn put(&mut self, ids: &dyn IdGen, mut data: RunData) {
-        for (
-            ts,
-            NewEvent {
-                actor,
-                actor_id,
-                step_id,
-                payload,
-            },
-        ) in std::mem::take(&mut data.pending)
-        {
+        for (ts, NewEvent { actor, actor_id, step_id, payload }) in std::mem::take(&mut data.pending) {
             data.run.last_event_seq += 1;
             self.events.push(Event {
                 id: self.events.len() as i64 + 1,
@@ -137,13 +100,7 @@ impl State {
     }
 
     fn run(&self, run_id: &str) -> Result<RunData> {
-        self.runs
-            .get(run_id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound {
-                what: "run",
-                id: run_id.to_owned(),
-            })
+        self.runs.get(run_id).cloned().ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })
     }
 }
 
@@ -157,17 +114,12 @@ pub struct MemStore {
 impl MemStore {
     /// An empty store whose event ids come from `ids`.
     pub fn new(ids: Arc<dyn IdGen>) -> MemStore {
-        MemStore {
-            state: Arc::default(),
-            ids,
-        }
+        MemStore { state: Arc::default(), ids }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // Writes replace whole runs, so a panic mid-write leaves no partial state.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -178,10 +130,7 @@ impl Store for MemStore {
         if state.runs.contains_key(&new.run_id) {
             return Err(rules::duplicate_run(&new.run_id));
         }
-        state
-            .definitions
-            .entry(new.definition_hash.clone())
-            .or_insert_with(|| new.definition_source.clone());
+        state.definitions.entry(new.definition_hash.clone()).or_insert_with(|| new.definition_source.clone());
         let run = Run {
             run_id: new.run_id.clone(),
             workflow_id: new.workflow_id.clone(),
@@ -207,11 +156,7 @@ impl Store for MemStore {
             finished_at: None,
             last_event_seq: 0,
         };
-        let mut data = RunData {
-            run,
-            attempts: Vec::new(),
-            pending: Vec::new(),
-        };
+        let mut data = RunData { run, attempts: Vec::new(), pending: Vec::new() };
         data.event(new.now, new.actor, &new.actor_id, payload);
         state.put(self.ids.as_ref(), data);
         state.run(&new.run_id).map(|d| d.run)
@@ -238,10 +183,7 @@ impl Store for MemStore {
             }
         }
         for s in &c.started {
-            let exists = d
-                .attempts
-                .iter()
-                .any(|a| a.step_id == s.step_id && a.attempt == s.attempt);
+            let exists = d.attempts.iter().any(|a| a.step_id == s.step_id && a.attempt == s.attempt);
             let payload = rules::started(&c.run_id, s, exists)?;
             d.run.total_iterations += 1;
             d.attempts.push(Attempt::started(&c.run_id, s, now));
@@ -264,26 +206,15 @@ impl Store for MemStore {
         let outcome_state = run.state;
         state.put(self.ids.as_ref(), d);
         let last_event_seq = state.run(&c.run_id)?.run.last_event_seq;
-        Ok(CommitOutcome {
-            state: outcome_state,
-            last_event_seq,
-        })
+        Ok(CommitOutcome { state: outcome_state, last_event_seq })
     }
 
-    async fn heartbeat(
-        &self,
-        owner: &str,
-        run_ids: &[String],
-        now: Timestamp,
-    ) -> Result<Vec<String>> {
+    async fn heartbeat(&self, owner: &str, run_ids: &[String], now: Timestamp) -> Result<Vec<String>> {
         let mut state = self.lock();
         let mut lost = Vec::new();
         for id in run_ids {
             match state.runs.get_mut(id) {
-                Some(d)
-                    if d.run.state == RunState::Running
-                        && d.run.owner.as_deref() == Some(owner) =>
-                {
+                Some(d) if d.run.state == RunState::Running && d.run.owner.as_deref() == Some(owner) => {
                     d.run.heartbeat_at = Some(now);
                     d.run.last_progress_at = now;
                 }
@@ -298,31 +229,16 @@ impl Store for MemStore {
         let mut stale: Vec<RunData> = state
             .runs
             .values()
-            .filter(|d| {
-                d.run.state == RunState::Running
-                    && rules::is_stale(d.run.heartbeat_at, now, threshold_secs)
-            })
+            .filter(|d| d.run.state == RunState::Running && rules::is_stale(d.run.heartbeat_at, now, threshold_secs))
             .cloned()
             .collect();
-        stale.sort_by(|a, b| {
-            (a.run.created_at, &a.run.run_id).cmp(&(b.run.created_at, &b.run.run_id))
-        });
+        stale.sort_by(|a, b| (a.run.created_at, &a.run.run_id).cmp(&(b.run.created_at, &b.run.run_id)));
         let mut out = Vec::new();
         for mut d in stale {
-            let payload = rules::recovery(
-                &d.run.run_id,
-                &d.run.job_id,
-                d.run.heartbeat_at,
-                now,
-                threshold_secs,
-            )?;
+            let payload = rules::recovery(&d.run.run_id, &d.run.job_id, d.run.heartbeat_at, now, threshold_secs)?;
             d.event(now, Actor::System, rules::RECOVERY_ACTOR, payload);
-            let interrupted_attempts = d.finish_running(
-                AttemptStatus::Interrupted,
-                now,
-                Actor::System,
-                rules::RECOVERY_ACTOR,
-            )?;
+            let interrupted_attempts =
+                d.finish_running(AttemptStatus::Interrupted, now, Actor::System, rules::RECOVERY_ACTOR)?;
             d.run.state = RunState::Stalled;
             d.run.owner = None;
             d.run.summary = rules::STALLED_SUMMARY.to_owned();
@@ -345,12 +261,8 @@ impl Store for MemStore {
 
     async fn list_runs(&self, filter: RunFilter) -> Result<Vec<Run>> {
         let state = self.lock();
-        let mut runs: Vec<Run> = state
-            .runs
-            .values()
-            .map(|d| d.run.clone())
-            .filter(|r| filter.state.is_none_or(|s| r.state == s))
-            .collect();
+        let mut runs: Vec<Run> =
+            state.runs.values().map(|d| d.run.clone()).filter(|r| filter.state.is_none_or(|s| r.state == s)).collect();
         runs.sort_by(|a, b| (b.created_at, &b.run_id).cmp(&(a.created_at, &a.run_id)));
         if let Some(limit) = filter.limit {
             runs.truncate(limit as usize);
@@ -359,22 +271,11 @@ impl Store for MemStore {
     }
 
     async fn list_attempts(&self, run_id: &str) -> Result<Vec<Attempt>> {
-        Ok(self
-            .lock()
-            .runs
-            .get(run_id)
-            .map(|d| d.attempts.clone())
-            .unwrap_or_default())
+        Ok(self.lock().runs.get(run_id).map(|d| d.attempts.clone()).unwrap_or_default())
     }
 
     async fn list_events(&self, run_id: &str, after_seq: i64) -> Result<Vec<Event>> {
-        Ok(self
-            .lock()
-            .events
-            .iter()
-            .filter(|e| e.workflow_run_id == run_id && e.seq > after_seq)
-            .cloned()
-            .collect())
+        Ok(self.lock().events.iter().filter(|e| e.workflow_run_id == run_id && e.seq > after_seq).cloned().collect())
     }
 
     async fn get_definition(&self, hash: &str) -> Result<String> {
@@ -382,9 +283,6 @@ impl Store for MemStore {
             .definitions
             .get(hash)
             .cloned()
-            .ok_or_else(|| Error::NotFound {
-                what: "definition",
-                id: hash.to_owned(),
-            })
+            .ok_or_else(|| Error::NotFound { what: "definition", id: hash.to_owned() })
     }
 }

@@ -7,9 +7,7 @@
 use steward_core::Timestamp;
 use steward_core::event::Payload;
 use steward_core::job::check_contract;
-use steward_core::state::{
-    AttemptStatus, RunState, TransitionCause, check_attempt_transition, check_run_transition,
-};
+use steward_core::state::{AttemptStatus, RunState, TransitionCause, check_attempt_transition, check_run_transition};
 
 use crate::{AttemptFinish, AttemptStart, Commit, Error, NewRun, Result, Transition};
 
@@ -58,15 +56,9 @@ pub fn check_expect(c: &Commit, state: RunState, owner: Option<&str>) -> Result<
 
 /// The transition must be in the table; its `run_state_changed` payload.
 pub fn transition(run_id: &str, from: RunState, t: &Transition) -> Result<Payload> {
-    check_run_transition(from, t.to, t.cause).map_err(|source| Error::InvalidTransition {
-        run_id: run_id.to_owned(),
-        source,
-    })?;
-    Ok(Payload::RunStateChanged {
-        from_state: from,
-        to_state: t.to,
-        reason: t.reason.clone(),
-    })
+    check_run_transition(from, t.to, t.cause)
+        .map_err(|source| Error::InvalidTransition { run_id: run_id.to_owned(), source })?;
+    Ok(Payload::RunStateChanged { from_state: from, to_state: t.to, reason: t.reason.clone() })
 }
 
 /// An attempt may only end once, and only if it started; its `step_attempt_finished` payload.
@@ -131,16 +123,8 @@ pub fn started(run_id: &str, s: &AttemptStart, exists: bool) -> Result<Payload> 
 }
 
 /// Who holds a run after a commit: nobody once it is finished or stalled.
-pub fn owner_after(
-    state: RunState,
-    set_owner: Option<&String>,
-    current: Option<&String>,
-) -> Option<String> {
-    if state.is_terminal() || state == RunState::Stalled {
-        None
-    } else {
-        set_owner.or(current).cloned()
-    }
+pub fn owner_after(state: RunState, set_owner: Option<&String>, current: Option<&String>) -> Option<String> {
+    if state.is_terminal() || state == RunState::Stalled { None } else { set_owner.or(current).cloned() }
 }
 
 /// Whether a `running` run's heartbeat is older than the threshold.
@@ -157,23 +141,14 @@ pub fn recovery(
     now: Timestamp,
     threshold_secs: u64,
 ) -> Result<Payload> {
-    check_run_transition(
-        RunState::Running,
-        RunState::Stalled,
-        TransitionCause::Recovery,
-    )
-    .map_err(|source| Error::InvalidTransition {
-        run_id: run_id.to_owned(),
-        source,
-    })?;
+    check_run_transition(RunState::Running, RunState::Stalled, TransitionCause::Recovery)
+        .map_err(|source| Error::InvalidTransition { run_id: run_id.to_owned(), source })?;
     Ok(Payload::WorkflowRecovery {
         workflow_run_id: run_id.to_owned(),
         job_id: job_id.to_owned(),
         from_state: RunState::Running,
         to_state: RunState::Stalled,
-        reason: format!(
-            "no heartbeat for more than {threshold_secs}s; the process running it is gone"
-        ),
+        reason: format!("no heartbeat for more than {threshold_secs}s; the process running it is gone"),
         last_heartbeat_ts: heartbeat_at.unwrap_or(now).to_rfc3339(),
         threshold_secs,
     })

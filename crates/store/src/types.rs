@@ -245,13 +245,7 @@ pub struct Commit {
 
 impl Commit {
     /// An empty commit against `expect`.
-    pub fn new(
-        run_id: &str,
-        expect: Expect,
-        now: Timestamp,
-        actor: Actor,
-        actor_id: &str,
-    ) -> Commit {
+    pub fn new(run_id: &str, expect: Expect, now: Timestamp, actor: Actor, actor_id: &str) -> Commit {
         Commit {
             run_id: run_id.to_owned(),
             expect,

@@ -18,14 +18,20 @@ use steward_core::workflow::{StepKind, Workflow};
 
 use crate::artifacts::{ArtifactStore, hash};
 use crate::exec::{self, CommandSpec, Ending};
-use crate::gates::{self, Evaluation};
+use crate::gates::{self, Evaluation, Gate};
 use crate::op::{
-    BudgetSpec, Determinism, EngineError, EngineResult, EngineStatus, EvidencePolicy, OutputSpec,
-    POE_SCHEMA_VERSION, PlannedOperation, ProvenanceRecord,
+    BudgetSpec, Determinism, EngineError, EngineResult, EngineStatus, EvidencePolicy, OutputSpec, POE_SCHEMA_VERSION,
+    PlannedOperation, ProvenanceRecord,
 };
 use crate::redact::Redactor;
 use crate::registry::EngineRegistry;
 use crate::terminal::{self, Denial, SessionKind, TerminalPolicy};
+
+/// Environment values longer than this travel as artifacts.
+pub const ENV_INLINE_LIMIT: usize = 8 * 1024;
+
+/// How an environment value names the artifact that holds it.
+const ARTIFACT_PREFIX: &str = "artifact:";
 
 /// Who is calling, and for what.
 #[derive(Debug, Clone)]
@@ -117,10 +123,23 @@ pub struct ToolBus {
     artifacts: ArtifactStore,
 }
 
+/// The result of an operation that did not run.
+fn denied_result(op: &PlannedOperation, started_at: String, ended_at: String, error: EngineError) -> EngineResult {
+    EngineResult {
+        op_id: op.op_id.clone(),
+        status: EngineStatus::Denied,
+        started_at,
+        ended_at,
+        outputs: Vec::new(),
+        evidence: Vec::new(),
+        provenance: None,
+        errors: vec![error],
+        logs_ref: None,
+    }
+}
+
 fn rfc3339_now() -> String {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
     Timestamp(i64::try_from(ms).unwrap_or(i64::MAX)).to_rfc3339()
 }
 
@@ -132,12 +151,7 @@ impl ToolBus {
         redactor: Redactor,
         artifacts: ArtifactStore,
     ) -> ToolBus {
-        ToolBus {
-            registry,
-            policy,
-            redactor,
-            artifacts,
-        }
+        ToolBus { registry, policy, redactor, artifacts }
     }
 
     /// The redactor, for everything else that is logged.
@@ -176,10 +190,7 @@ impl ToolBus {
             params.insert("cwd".into(), json!(cwd));
         }
         if !env.is_empty() {
-            params.insert(
-                "env".into(),
-                Value::Object(env.iter().map(|(k, v)| (k.clone(), json!(v))).collect()),
-            );
+            params.insert("env".into(), Value::Object(env.iter().map(|(k, v)| (k.clone(), json!(v))).collect()));
         }
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         params.insert("timeout_ms".into(), json!(timeout_ms));
@@ -192,10 +203,7 @@ impl ToolBus {
             operation: "exec".into(),
             inputs: Vec::new(),
             params: Value::Object(params),
-            capabilities_requested: capability::shell_capabilities(command)
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+            capabilities_requested: capability::shell_capabilities(command).iter().map(ToString::to_string).collect(),
             capability_profile_id: Some(profile.to_owned()),
             human_consent_obtained: false,
             budget: BudgetSpec {
@@ -204,15 +212,45 @@ impl ToolBus {
                 ..BudgetSpec::default()
             },
             determinism: Determinism::D1,
-            evidence_policy: Some(EvidencePolicy {
-                required: true,
-                notes: Some("stdout and stderr, redacted".into()),
-            }),
+            evidence_policy: Some(EvidencePolicy { required: true, notes: Some("stdout and stderr, redacted".into()) }),
             output_spec: OutputSpec {
                 expected_types: vec!["artifact.terminal_output".into()],
                 max_bytes: Some(output_bytes),
             },
         }
+    }
+
+    /// Moves environment values larger than [`ENV_INLINE_LIMIT`] into artifacts
+    /// (DG-MEX-03): the value becomes `artifact:<hash>`, the handle joins the
+    /// operation's inputs, G-INTEGRITY verifies it, and execution reads it back.
+    pub fn externalize_large_env(&self, op: &mut PlannedOperation) -> std::io::Result<()> {
+        let Some(env) = op.params.get_mut("env").and_then(Value::as_object_mut) else { return Ok(()) };
+        for value in env.values_mut() {
+            let Some(text) = value.as_str().filter(|t| t.len() > ENV_INLINE_LIMIT) else { continue };
+            let handle = self.artifacts.put(text.as_bytes(), "text/plain; charset=utf-8")?;
+            *value = json!(format!("{ARTIFACT_PREFIX}{}", handle.hash));
+            if !op.inputs.contains(&handle) {
+                op.inputs.push(handle);
+            }
+        }
+        Ok(())
+    }
+
+    /// The environment of an operation, artifact references read back.
+    fn environment(&self, op: &PlannedOperation) -> Result<Vec<(String, String)>, String> {
+        let Some(env) = op.params.get("env").and_then(Value::as_object) else { return Ok(Vec::new()) };
+        env.iter()
+            .map(|(k, v)| {
+                let text = v.as_str().unwrap_or_default();
+                match text.strip_prefix(ARTIFACT_PREFIX) {
+                    Some(hash) if op.inputs.iter().any(|a| a.hash == hash) => {
+                        let bytes = self.artifacts.get(hash).map_err(|e| format!("input artifact {hash}: {e}"))?;
+                        Ok((k.clone(), String::from_utf8_lossy(&bytes).into_owned()))
+                    }
+                    _ => Ok((k.clone(), text.to_owned())),
+                }
+            })
+            .collect()
     }
 
     /// Gates, then terminal guards; nothing runs.
@@ -231,12 +269,7 @@ impl ToolBus {
                 reason: o.reason.clone(),
             })
             .collect();
-        events.extend(
-            evaluation
-                .capabilities
-                .iter()
-                .map(|d| self.capability_event(ctx, &d.capability_id, d.allowed)),
-        );
+        events.extend(evaluation.capabilities.iter().map(|d| self.capability_event(ctx, &d.capability_id, d.allowed)));
         let mut refusal = evaluation.denial().map(|d| Refusal {
             by: d.gate.name().into(),
             code: d.code.clone().unwrap_or_default(),
@@ -246,21 +279,10 @@ impl ToolBus {
         if refusal.is_none() && op.engine_id == "engine.shell" {
             match self.guard(op, ctx, &mut events) {
                 Ok(dir) => cwd = Some(dir),
-                Err(d) => {
-                    refusal = Some(Refusal {
-                        by: "terminal".into(),
-                        code: d.code,
-                        reason: d.reason,
-                    })
-                }
+                Err(d) => refusal = Some(Refusal { by: "terminal".into(), code: d.code, reason: d.reason }),
             }
         }
-        Checked {
-            evaluation,
-            refusal,
-            cwd,
-            events,
-        }
+        Checked { evaluation, refusal, cwd, events }
     }
 
     fn capability_event(&self, ctx: &CallContext, capability_id: &str, allowed: bool) -> Payload {
@@ -273,12 +295,7 @@ impl ToolBus {
     }
 
     /// Terminal guards for a shell command: session isolation, command policy, cwd containment.
-    fn guard(
-        &self,
-        op: &PlannedOperation,
-        ctx: &CallContext,
-        events: &mut Vec<Payload>,
-    ) -> Result<PathBuf, Denial> {
+    fn guard(&self, op: &PlannedOperation, ctx: &CallContext, events: &mut Vec<Payload>) -> Result<PathBuf, Denial> {
         if ctx.ai_actor && ctx.session == SessionKind::HumanDev {
             let granted = op
                 .capability_profile_id
@@ -286,28 +303,18 @@ impl ToolBus {
                 .and_then(capability::profile)
                 .zip(CapabilityId::parse("terminal.attach_human").ok())
                 .is_some_and(|(p, cap)| p.grants(&cap));
-            let decision =
-                terminal::authorize_attach(true, ctx.session, granted, op.human_consent_obtained);
+            let decision = terminal::authorize_attach(true, ctx.session, granted, op.human_consent_obtained);
             events.push(self.capability_event(ctx, "terminal.attach_human", decision.is_ok()));
             decision?;
         }
-        let command = op
-            .params
-            .get("command")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let command = op.params.get("command").and_then(Value::as_str).unwrap_or_default();
         self.policy.check_command(command)?;
         let cwd = op.params.get("cwd").and_then(Value::as_str).unwrap_or(".");
         self.policy.resolve_cwd(&ctx.workspace_root, cwd)
     }
 
     /// Decides, runs (if allowed) and records one operation.
-    pub async fn execute(
-        &self,
-        op: &PlannedOperation,
-        ctx: &CallContext,
-        cancel: &CancellationToken,
-    ) -> Executed {
+    pub async fn execute(&self, op: &PlannedOperation, ctx: &CallContext, cancel: &CancellationToken) -> Executed {
         let started_at = rfc3339_now();
         let checked = self.check(op, ctx);
         let mut events = checked.events;
@@ -322,10 +329,7 @@ impl ToolBus {
             trace_id: ctx.trace_id.clone(),
             tool_call_id: op.op_id.clone(),
             tool_id: op.tool_id(),
-            tool_version: self
-                .registry
-                .engine(&op.engine_id)
-                .map_or_else(|| "unknown".into(), |e| e.version.clone()),
+            tool_version: self.registry.engine(&op.engine_id).map_or_else(|| "unknown".into(), |e| e.version.clone()),
             transport: "mex".into(),
             side_effect: "EXECUTE".into(),
             idempotency: "IDEMPOTENT_WITH_KEY".into(),
@@ -344,11 +348,7 @@ impl ToolBus {
                 reason: "refused".into(),
             });
             let ended_at = rfc3339_now();
-            let error = EngineError {
-                code: refusal.code.clone(),
-                message: refusal.to_string(),
-                details_ref: None,
-            };
+            let error = EngineError { code: refusal.code.clone(), message: refusal.to_string(), details_ref: None };
             events.push(tool_call(
                 false,
                 None,
@@ -357,59 +357,44 @@ impl ToolBus {
                 &ended_at,
                 0,
             ));
-            let result = EngineResult {
-                op_id: op.op_id.clone(),
-                status: EngineStatus::Denied,
-                started_at,
-                ended_at,
-                outputs: Vec::new(),
-                evidence: Vec::new(),
-                provenance: None,
-                errors: vec![error],
-                logs_ref: None,
-            };
-            return Executed {
-                result,
-                events,
-                refusal: Some(refusal),
-                output: None,
-            };
+            let result = denied_result(op, started_at, ended_at, error);
+            return Executed { result, events, refusal: Some(refusal), output: None };
         };
 
-        let mut spec = CommandSpec::shell(
-            op.params
-                .get("command")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-            cwd.clone(),
-        );
-        if let Some(env) = op.params.get("env").and_then(Value::as_object) {
-            spec.env = env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect();
+        let mut spec =
+            CommandSpec::shell(op.params.get("command").and_then(Value::as_str).unwrap_or_default(), cwd.clone());
+        match self.environment(op) {
+            Ok(env) => spec.env = env,
+            Err(reason) => {
+                let refusal =
+                    Refusal { by: Gate::Integrity.name().into(), code: "MEX-INTEGRITY-ARTIFACT".into(), reason };
+                let ended_at = rfc3339_now();
+                let error = EngineError { code: refusal.code.clone(), message: refusal.to_string(), details_ref: None };
+                events.push(tool_call(
+                    false,
+                    None,
+                    Some(json!({"code": error.code, "kind": "integrity", "message": error.message})),
+                    &started_at,
+                    &ended_at,
+                    0,
+                ));
+                let result = denied_result(op, started_at, ended_at, error);
+                return Executed { result, events, refusal: Some(refusal), output: None };
+            }
         }
-        spec.env.push((
-            "STEWARD_IDEMPOTENCY_KEY".into(),
-            ctx.idempotency_key.clone(),
-        ));
+        spec.env.push(("STEWARD_IDEMPOTENCY_KEY".into(), ctx.idempotency_key.clone()));
         let requested = op
             .params
             .get("timeout_ms")
             .and_then(Value::as_u64)
             .map(Duration::from_millis)
             .unwrap_or(self.policy.timeout);
-        spec.timeout = op
-            .budget
-            .wall_time_ms
-            .map_or(requested, |b| requested.min(Duration::from_millis(b)));
+        spec.timeout = op.budget.wall_time_ms.map_or(requested, |b| requested.min(Duration::from_millis(b)));
         spec.kill_grace = self.policy.kill_grace;
         spec.output_limit = op
             .budget
             .output_bytes
-            .map_or(self.policy.max_output_bytes, |b| {
-                (b as usize).min(self.policy.max_output_bytes)
-            });
+            .map_or(self.policy.max_output_bytes, |b| (b as usize).min(self.policy.max_output_bytes));
 
         let outcome = exec::run(&spec, cancel).await;
         let ended_at = rfc3339_now();
@@ -431,27 +416,11 @@ impl ToolBus {
                     0,
                 ));
                 let result = EngineResult {
-                    op_id: op.op_id.clone(),
                     status: EngineStatus::Failed,
-                    started_at,
-                    ended_at,
-                    outputs: Vec::new(),
-                    evidence: Vec::new(),
-                    provenance: None,
-                    errors: vec![error.clone()],
-                    logs_ref: None,
+                    ..denied_result(op, started_at, ended_at, error.clone())
                 };
-                let refusal = Refusal {
-                    by: "terminal".into(),
-                    code: error.code,
-                    reason: error.message,
-                };
-                return Executed {
-                    result,
-                    events,
-                    refusal: Some(refusal),
-                    output: None,
-                };
+                let refusal = Refusal { by: "terminal".into(), code: error.code, reason: error.message };
+                return Executed { result, events, refusal: Some(refusal), output: None };
             }
         };
         let (stdout, out_redacted) = self.redactor.redact_bytes(&outcome.stdout);
@@ -459,10 +428,7 @@ impl ToolBus {
         let mut errors = Vec::new();
         let mut evidence = Vec::new();
         for (bytes, name) in [(&stdout, "stdout"), (&stderr, "stderr")] {
-            match self
-                .artifacts
-                .put(bytes.as_bytes(), "text/plain; charset=utf-8")
-            {
+            match self.artifacts.put(bytes.as_bytes(), "text/plain; charset=utf-8") {
                 Ok(h) => evidence.push(h),
                 Err(e) => errors.push(EngineError {
                     code: "MEX-EVIDENCE-WRITE".into(),
@@ -487,19 +453,10 @@ impl ToolBus {
         };
         let truncated_bytes = outcome.stdout_truncated_bytes + outcome.stderr_truncated_bytes;
         let duration_ms = u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX);
-        let relative_cwd = op
-            .params
-            .get("cwd")
-            .and_then(Value::as_str)
-            .unwrap_or(".")
-            .to_owned();
+        let relative_cwd = op.params.get("cwd").and_then(Value::as_str).unwrap_or(".").to_owned();
         let refs: Vec<String> = evidence.iter().map(|h| h.hash.clone()).collect();
-        let (redacted_command, cmd_redacted) = self.redactor.redact(
-            op.params
-                .get("command")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-        );
+        let (redacted_command, cmd_redacted) =
+            self.redactor.redact(op.params.get("command").and_then(Value::as_str).unwrap_or_default());
         events.push(Payload::TerminalCommand {
             session_id: ctx.session_id.clone(),
             session_type: ctx.session.as_str().into(),
@@ -517,22 +474,11 @@ impl ToolBus {
         let ok = exit_code == 0 && errors.is_empty();
         let result_hash = hash(format!("{stdout}\u{0}{stderr}").as_bytes());
         let error = (!ok).then(|| json!({"code": if timed_out { "HSK-TERM-004" } else { "EXIT" }, "kind": "execution", "message": format!("exit code {exit_code}")}));
-        events.push(tool_call(
-            ok,
-            Some(result_hash),
-            error,
-            &started_at,
-            &ended_at,
-            duration_ms,
-        ));
+        events.push(tool_call(ok, Some(result_hash), error, &started_at, &ended_at, duration_ms));
         let engine = self.registry.engine(&op.engine_id);
         let result = EngineResult {
             op_id: op.op_id.clone(),
-            status: if ok {
-                EngineStatus::Succeeded
-            } else {
-                EngineStatus::Failed
-            },
+            status: if ok { EngineStatus::Succeeded } else { EngineStatus::Failed },
             started_at,
             ended_at,
             outputs: evidence.clone(),
@@ -559,12 +505,7 @@ impl ToolBus {
             truncated_bytes,
             duration: outcome.duration,
         };
-        Executed {
-            result,
-            events,
-            refusal: None,
-            output: Some(output),
-        }
+        Executed { result, events, refusal: None, output: Some(output) }
     }
 
     /// Checks every shell step of a workflow under its profile before a run
@@ -590,15 +531,11 @@ impl ToolBus {
                     code: d.code.clone().unwrap_or_default(),
                     reason: d.reason.clone().unwrap_or_default(),
                 }),
-                None => self
-                    .policy
-                    .check_command(&shell.run_source)
-                    .err()
-                    .map(|d| Refusal {
-                        by: "terminal".into(),
-                        code: d.code,
-                        reason: d.reason,
-                    }),
+                None => self.policy.check_command(&shell.run_source).err().map(|d| Refusal {
+                    by: "terminal".into(),
+                    code: d.code,
+                    reason: d.reason,
+                }),
             };
             if let Some(r) = refusal {
                 refused.push((step.id.clone(), r));

@@ -8,9 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::gates::{Gate, evaluate};
-use crate::op::{
-    BudgetSpec, Determinism, EvidencePolicy, OutputSpec, POE_SCHEMA_VERSION, PlannedOperation,
-};
+use crate::op::{BudgetSpec, Determinism, EvidencePolicy, OutputSpec, POE_SCHEMA_VERSION, PlannedOperation};
 use crate::registry::EngineRegistry;
 
 /// One row of the harness.
@@ -51,14 +49,8 @@ pub fn base_op() -> PlannedOperation {
             output_bytes: Some(1 << 16),
         },
         determinism: Determinism::D1,
-        evidence_policy: Some(EvidencePolicy {
-            required: true,
-            notes: None,
-        }),
-        output_spec: OutputSpec {
-            expected_types: vec!["artifact.terminal_output".into()],
-            max_bytes: Some(1 << 16),
-        },
+        evidence_policy: Some(EvidencePolicy { required: true, notes: None }),
+        output_spec: OutputSpec { expected_types: vec!["artifact.terminal_output".into()], max_bytes: Some(1 << 16) },
     }
 }
 
@@ -67,63 +59,32 @@ type Mutation = fn(&mut PlannedOperation);
 /// The negative cases, each with the gate that must deny it.
 pub fn cases() -> Vec<(&'static str, Gate, Mutation)> {
     vec![
-        ("SchemaValidation", Gate::Schema, |op| {
-            op.schema_version = "invalid".into()
-        }),
-        ("ParamsSchema", Gate::Schema, |op| {
-            op.params = json!({"cmd": "true"})
-        }),
-        ("CapabilityDenial", Gate::Cap, |op| {
-            op.capabilities_requested.clear()
-        }),
-        ("UnknownCapability", Gate::Cap, |op| {
-            op.capabilities_requested.push("magic.wand".into())
-        }),
-        ("ProfileWithoutGrant", Gate::Cap, |op| {
-            op.capability_profile_id = Some("Analyst".into())
-        }),
-        ("UnknownEngine", Gate::Cap, |op| {
-            op.engine_id = "engine.nope".into()
-        }),
-        ("ArtifactOnlyIo", Gate::Integrity, |op| {
-            op.params = json!({"command": "x".repeat(33 * 1024)})
-        }),
-        ("PathEscape", Gate::Integrity, |op| {
-            op.params = json!({"command": "true", "cwd": "../outside"})
-        }),
-        ("BudgetEnforcement", Gate::Budget, |op| {
-            op.budget = BudgetSpec::default()
-        }),
-        ("BudgetOverCap", Gate::Budget, |op| {
-            op.budget.wall_time_ms = Some(u64::MAX)
-        }),
+        ("SchemaValidation", Gate::Schema, |op| op.schema_version = "invalid".into()),
+        ("ParamsSchema", Gate::Schema, |op| op.params = json!({"cmd": "true"})),
+        ("CapabilityDenial", Gate::Cap, |op| op.capabilities_requested.clear()),
+        ("UnknownCapability", Gate::Cap, |op| op.capabilities_requested.push("magic.wand".into())),
+        ("ProfileWithoutGrant", Gate::Cap, |op| op.capability_profile_id = Some("Analyst".into())),
+        ("UnknownEngine", Gate::Cap, |op| op.engine_id = "engine.nope".into()),
+        ("ArtifactOnlyIo", Gate::Integrity, |op| op.params = json!({"command": "x".repeat(33 * 1024)})),
+        ("PathEscape", Gate::Integrity, |op| op.params = json!({"command": "true", "cwd": "../outside"})),
+        ("BudgetEnforcement", Gate::Budget, |op| op.budget = BudgetSpec::default()),
+        ("BudgetOverCap", Gate::Budget, |op| op.budget.wall_time_ms = Some(u64::MAX)),
         ("ProvenanceCompleteness", Gate::Provenance, |op| {
             op.determinism = Determinism::D0;
             op.evidence_policy = None;
         }),
-        ("DeterminismEvidence", Gate::Det, |op| {
-            op.determinism = Determinism::D3
-        }),
+        ("DeterminismEvidence", Gate::Det, |op| op.determinism = Determinism::D3),
     ]
 }
 
 /// Runs the base and every case through the gates of `registry`.
 pub fn run(registry: &EngineRegistry) -> Vec<CaseResult> {
-    let first_denial =
-        |op: &PlannedOperation| evaluate(op, registry, &|_| true).denial().map(|d| d.gate);
-    let mut out = vec![CaseResult {
-        case: "ValidBase",
-        expected: None,
-        denied_by: first_denial(&base_op()),
-    }];
+    let first_denial = |op: &PlannedOperation| evaluate(op, registry, &|_| true).denial().map(|d| d.gate);
+    let mut out = vec![CaseResult { case: "ValidBase", expected: None, denied_by: first_denial(&base_op()) }];
     for (case, gate, mutate) in cases() {
         let mut op = base_op();
         mutate(&mut op);
-        out.push(CaseResult {
-            case,
-            expected: Some(gate),
-            denied_by: first_denial(&op),
-        });
+        out.push(CaseResult { case, expected: Some(gate), denied_by: first_denial(&op) });
     }
     out
 }
@@ -139,11 +100,7 @@ mod tests {
         let failed: Vec<&CaseResult> = results.iter().filter(|r| !r.passed()).collect();
         assert!(failed.is_empty(), "{failed:#?}");
         for gate in Gate::ALL {
-            assert!(
-                results.iter().any(|r| r.expected == Some(gate)),
-                "no negative fixture for {}",
-                gate.name()
-            );
+            assert!(results.iter().any(|r| r.expected == Some(gate)), "no negative fixture for {}", gate.name());
         }
     }
 
@@ -156,20 +113,9 @@ mod tests {
         let d = ev.denial().unwrap();
         assert_eq!((d.gate, d.code.as_deref()), (Gate::Cap, Some("HSK-4001")));
         assert_eq!(ev.outcomes.len(), 2, "stops at the first denial");
-        let allowed: Vec<(&str, bool)> = ev
-            .capabilities
-            .iter()
-            .map(|c| (c.capability_id.as_str(), c.allowed))
-            .collect();
-        assert_eq!(
-            allowed,
-            [
-                ("fs.read", true),
-                ("fs.write", true),
-                ("proc.exec:true", true),
-                ("magic.wand", false)
-            ]
-        );
+        let allowed: Vec<(&str, bool)> =
+            ev.capabilities.iter().map(|c| (c.capability_id.as_str(), c.allowed)).collect();
+        assert_eq!(allowed, [("fs.read", true), ("fs.write", true), ("proc.exec:true", true), ("magic.wand", false)]);
 
         let mut op = base_op();
         op.capability_profile_id = Some("Analyst".into());

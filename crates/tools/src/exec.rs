@@ -115,10 +115,7 @@ pub async fn run(spec: &CommandSpec, cancel: &CancellationToken) -> Result<Outco
         cwd: spec.cwd.display().to_string(),
         source,
     })?;
-    let pgid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .map(Pid::from_raw);
+    let pgid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
     let out = tokio::spawn(read_limited(child.stdout.take(), spec.output_limit));
     let err = tokio::spawn(read_limited(child.stderr.take(), spec.output_limit));
 
@@ -141,10 +138,7 @@ pub async fn run(spec: &CommandSpec, cancel: &CancellationToken) -> Result<Outco
         }
         Err(ending) => {
             signal_group(pgid, Signal::SIGTERM);
-            if tokio::time::timeout(spec.kill_grace, child.wait())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(spec.kill_grace, child.wait()).await.is_err() {
                 signal_group(pgid, Signal::SIGKILL);
                 let _ = child.wait().await;
             }
@@ -155,14 +149,7 @@ pub async fn run(spec: &CommandSpec, cancel: &CancellationToken) -> Result<Outco
     };
     let (stdout, stdout_truncated_bytes) = out.await.unwrap_or_default();
     let (stderr, stderr_truncated_bytes) = err.await.unwrap_or_default();
-    Ok(Outcome {
-        ending,
-        stdout,
-        stderr,
-        stdout_truncated_bytes,
-        stderr_truncated_bytes,
-        duration: started.elapsed(),
-    })
+    Ok(Outcome { ending, stdout, stderr, stdout_truncated_bytes, stderr_truncated_bytes, duration: started.elapsed() })
 }
 
 fn signal_group(pgid: Option<Pid>, sig: Signal) {
@@ -204,17 +191,9 @@ mod tests {
 
     #[tokio::test]
     async fn captures_output_and_exit_code() {
-        let o = run(
-            &spec("echo out; echo err >&2; exit 3"),
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+        let o = run(&spec("echo out; echo err >&2; exit 3"), &CancellationToken::new()).await.unwrap();
         assert_eq!(o.ending, Ending::Exited(3));
-        assert_eq!(
-            (o.stdout.as_slice(), o.stderr.as_slice()),
-            (&b"out\n"[..], &b"err\n"[..])
-        );
+        assert_eq!((o.stdout.as_slice(), o.stderr.as_slice()), (&b"out\n"[..], &b"err\n"[..]));
     }
 
     #[tokio::test]
@@ -222,20 +201,14 @@ mod tests {
         let mut s = spec("head -c 10000 /dev/zero");
         s.output_limit = 4096;
         let o = run(&s, &CancellationToken::new()).await.unwrap();
-        assert_eq!(
-            (o.stdout.len(), o.stdout_truncated_bytes),
-            (4096, 10000 - 4096)
-        );
+        assert_eq!((o.stdout.len(), o.stdout_truncated_bytes), (4096, 10000 - 4096));
     }
 
     /// Whether a process is gone (absent, or a zombie nobody reaped yet).
     fn gone(pid: &str) -> bool {
         match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
             Err(_) => true,
-            Ok(stat) => stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+            Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
         }
     }
 
@@ -243,10 +216,7 @@ mod tests {
     async fn timeout_kills_the_whole_process_group() {
         let dir = tempfile::tempdir().unwrap();
         // A grandchild records its pid, then outlives its parent unless the group is killed.
-        let mut s = CommandSpec::shell(
-            "sh -c 'echo $$ > gc.pid; exec sleep 30' & sleep 30",
-            dir.path().to_owned(),
-        );
+        let mut s = CommandSpec::shell("sh -c 'echo $$ > gc.pid; exec sleep 30' & sleep 30", dir.path().to_owned());
         s.timeout = Duration::from_millis(300);
         s.kill_grace = Duration::from_millis(200);
         let o = run(&s, &CancellationToken::new()).await.unwrap();

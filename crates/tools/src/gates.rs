@@ -36,14 +36,7 @@ pub enum Gate {
 
 impl Gate {
     /// In evaluation order.
-    pub const ALL: [Gate; 6] = [
-        Gate::Schema,
-        Gate::Cap,
-        Gate::Integrity,
-        Gate::Budget,
-        Gate::Provenance,
-        Gate::Det,
-    ];
+    pub const ALL: [Gate; 6] = [Gate::Schema, Gate::Cap, Gate::Integrity, Gate::Budget, Gate::Provenance, Gate::Det];
 
     /// `G-SCHEMA`, ...
     pub fn name(self) -> &'static str {
@@ -130,12 +123,7 @@ pub fn evaluate(
             Ok(()) => (None, None),
             Err((c, r)) => (Some(c), Some(r)),
         };
-        ev.outcomes.push(GateOutcome {
-            gate,
-            pass,
-            code,
-            reason,
-        });
+        ev.outcomes.push(GateOutcome { gate, pass, code, reason });
         if !pass {
             break;
         }
@@ -147,32 +135,19 @@ fn schema(op: &PlannedOperation, registry: &EngineRegistry) -> Verdict {
     if op.schema_version != POE_SCHEMA_VERSION {
         return deny(
             "MEX-SCHEMA-VERSION",
-            format!(
-                "schema_version must be `{POE_SCHEMA_VERSION}`, found `{}`",
-                op.schema_version
-            ),
+            format!("schema_version must be `{POE_SCHEMA_VERSION}`, found `{}`", op.schema_version),
         );
     }
-    for (field, value) in [
-        ("op_id", &op.op_id),
-        ("engine_id", &op.engine_id),
-        ("operation", &op.operation),
-    ] {
+    for (field, value) in [("op_id", &op.op_id), ("engine_id", &op.engine_id), ("operation", &op.operation)] {
         if value.trim().is_empty() {
             return deny("MEX-SCHEMA-FIELD", format!("`{field}` must not be empty"));
         }
     }
     // Parameters are checked against the operation's schema when it is known;
     // an unknown engine or operation is G-CAP's to refuse (default deny).
-    if let Some(spec) = registry
-        .engine(&op.engine_id)
-        .and_then(|e| e.op(&op.operation))
-    {
+    if let Some(spec) = registry.engine(&op.engine_id).and_then(|e| e.op(&op.operation)) {
         if spec.schema_ref != op.schema_version {
-            return deny(
-                "MEX-SCHEMA-REF",
-                format!("operation `{}` takes `{}`", op.operation, spec.schema_ref),
-            );
+            return deny("MEX-SCHEMA-REF", format!("operation `{}` takes `{}`", op.operation, spec.schema_ref));
         }
         let errors = spec.params_schema.check(&op.params);
         if !errors.is_empty() {
@@ -182,40 +157,21 @@ fn schema(op: &PlannedOperation, registry: &EngineRegistry) -> Verdict {
     Ok(())
 }
 
-fn cap(
-    op: &PlannedOperation,
-    registry: &EngineRegistry,
-    decisions: &mut Vec<CapabilityDecision>,
-) -> Verdict {
+fn cap(op: &PlannedOperation, registry: &EngineRegistry, decisions: &mut Vec<CapabilityDecision>) -> Verdict {
     if op.capabilities_requested.is_empty() {
-        return deny(
-            "MEX-CAP-NONE",
-            "no capabilities requested (the bus denies by default)",
-        );
+        return deny("MEX-CAP-NONE", "no capabilities requested (the bus denies by default)");
     }
     let Some(profile_id) = op.capability_profile_id.as_deref() else {
         return deny("MEX-CAP-PROFILE", "no capability profile named");
     };
     let Some(profile) = capability::profile(profile_id) else {
-        return deny(
-            "MEX-CAP-PROFILE",
-            format!("unknown capability profile `{profile_id}`"),
-        );
+        return deny("MEX-CAP-PROFILE", format!("unknown capability profile `{profile_id}`"));
     };
     let Some(engine) = registry.engine(&op.engine_id) else {
-        return deny(
-            "MEX-CAP-ENGINE",
-            format!("engine `{}` is not registered or is disabled", op.engine_id),
-        );
+        return deny("MEX-CAP-ENGINE", format!("engine `{}` is not registered or is disabled", op.engine_id));
     };
     let Some(spec) = engine.op(&op.operation) else {
-        return deny(
-            "MEX-CAP-OPERATION",
-            format!(
-                "engine `{}` has no operation `{}`",
-                op.engine_id, op.operation
-            ),
-        );
+        return deny("MEX-CAP-OPERATION", format!("engine `{}` has no operation `{}`", op.engine_id, op.operation));
     };
     let allowed_by_engine: Vec<CapabilityId> = engine
         .required_caps
@@ -228,27 +184,18 @@ fn cap(
         let id = match CapabilityId::parse(requested) {
             Ok(id) => id,
             Err(e) => {
-                decisions.push(CapabilityDecision {
-                    capability_id: requested.clone(),
-                    allowed: false,
-                });
+                decisions.push(CapabilityDecision { capability_id: requested.clone(), allowed: false });
                 first_denial.get_or_insert(("HSK-4001".into(), e.to_string()));
                 continue;
             }
         };
         let by_engine = allowed_by_engine.iter().any(|g| g.covers(&id));
         let by_profile = profile.grants(&id);
-        decisions.push(CapabilityDecision {
-            capability_id: requested.clone(),
-            allowed: by_engine && by_profile,
-        });
+        decisions.push(CapabilityDecision { capability_id: requested.clone(), allowed: by_engine && by_profile });
         if !by_engine {
             first_denial.get_or_insert((
                 "MEX-CAP-ENGINE-SCOPE".into(),
-                format!(
-                    "engine `{}` operation `{}` may not use `{id}`",
-                    op.engine_id, op.operation
-                ),
+                format!("engine `{}` operation `{}` may not use `{id}`", op.engine_id, op.operation),
             ));
         } else if !by_profile {
             first_denial.get_or_insert((
@@ -263,48 +210,31 @@ fn cap(
     }
 }
 
-fn integrity(
-    op: &PlannedOperation,
-    artifact_ok: &dyn Fn(&crate::op::ArtifactHandle) -> bool,
-) -> Verdict {
+fn integrity(op: &PlannedOperation, artifact_ok: &dyn Fn(&crate::op::ArtifactHandle) -> bool) -> Verdict {
     let size = op.params.to_string().len();
     if size > MAX_INLINE_BYTES {
         return deny(
             "MEX-INTEGRITY-INLINE",
-            format!(
-                "params are {size} bytes inline; more than {MAX_INLINE_BYTES} bytes must travel as an artifact"
-            ),
+            format!("params are {size} bytes inline; more than {MAX_INLINE_BYTES} bytes must travel as an artifact"),
         );
     }
     for a in &op.inputs {
         let hex = a.hash.strip_prefix("sha256:").unwrap_or("");
         if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return deny(
-                "MEX-INTEGRITY-HASH",
-                format!("input `{}` is not a sha256 artifact handle", a.hash),
-            );
+            return deny("MEX-INTEGRITY-HASH", format!("input `{}` is not a sha256 artifact handle", a.hash));
         }
         if !artifact_ok(a) {
             return deny(
                 "MEX-INTEGRITY-ARTIFACT",
-                format!(
-                    "input artifact {} is missing or does not match its hash",
-                    a.hash
-                ),
+                format!("input artifact {} is missing or does not match its hash", a.hash),
             );
         }
     }
     // Paths in parameters are workspace-relative and stay inside it.
     if let Some(cwd) = op.params.get("cwd").and_then(|v| v.as_str()) {
         let p = std::path::Path::new(cwd);
-        if p.is_absolute()
-            || p.components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
-            return deny(
-                "HSK-TERM-003",
-                format!("cwd `{cwd}` must be a workspace-relative path without `..`"),
-            );
+        if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return deny("HSK-TERM-003", format!("cwd `{cwd}` must be a workspace-relative path without `..`"));
         }
     }
     Ok(())
@@ -318,10 +248,7 @@ fn budget(op: &PlannedOperation, registry: &EngineRegistry) -> Verdict {
     if let (Some(max), Some(out)) = (op.output_spec.max_bytes, b.output_bytes)
         && max > out
     {
-        return deny(
-            "MEX-BUDGET-OUTPUT",
-            format!("output_spec.max_bytes {max} exceeds budget.output_bytes {out}"),
-        );
+        return deny("MEX-BUDGET-OUTPUT", format!("output_spec.max_bytes {max} exceeds budget.output_bytes {out}"));
     }
     if let Some(engine) = registry.engine(&op.engine_id) {
         let cap = engine.default_budget;
@@ -336,10 +263,7 @@ fn budget(op: &PlannedOperation, registry: &EngineRegistry) -> Verdict {
             {
                 return deny(
                     "MEX-BUDGET-EXCEEDED",
-                    format!(
-                        "budget.{name} {asked} exceeds engine `{}`'s cap {limit}",
-                        op.engine_id
-                    ),
+                    format!("budget.{name} {asked} exceeds engine `{}`'s cap {limit}", op.engine_id),
                 );
             }
         }
@@ -351,27 +275,18 @@ fn provenance(op: &PlannedOperation) -> Verdict {
     if op.determinism.needs_evidence() && !op.evidence_policy.as_ref().is_some_and(|e| e.required) {
         return deny(
             "MEX-PROVENANCE-EVIDENCE",
-            format!(
-                "{} operations must require evidence (evidence_policy.required = true)",
-                op.determinism
-            ),
+            format!("{} operations must require evidence (evidence_policy.required = true)", op.determinism),
         );
     }
     if op.capabilities_requested.is_empty() {
-        return deny(
-            "MEX-PROVENANCE-CAPS",
-            "provenance needs the capabilities requested",
-        );
+        return deny("MEX-PROVENANCE-CAPS", "provenance needs the capabilities requested");
     }
     Ok(())
 }
 
 fn det(op: &PlannedOperation, registry: &EngineRegistry) -> Verdict {
     let Some(engine) = registry.engine(&op.engine_id) else {
-        return deny(
-            "MEX-DET-ENGINE",
-            format!("engine `{}` is not registered", op.engine_id),
-        );
+        return deny("MEX-DET-ENGINE", format!("engine `{}` is not registered", op.engine_id));
     };
     if op.determinism > engine.determinism_ceiling {
         return deny(

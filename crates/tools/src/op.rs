@@ -153,11 +153,7 @@ impl PlannedOperation {
 
     /// `mex.<engine segments>.<operation segments>`.
     pub fn tool_id(&self) -> String {
-        format!(
-            "mex.{}.{}",
-            self.engine_id.trim_start_matches("engine."),
-            self.operation
-        )
+        format!("mex.{}.{}", self.engine_id.trim_start_matches("engine."), self.operation)
     }
 }
 

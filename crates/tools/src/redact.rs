@@ -53,26 +53,15 @@ impl Redactor {
     /// A redactor that also hides these exact values (shorter than 4 characters are ignored).
     pub fn new(secret_values: Vec<String>) -> Redactor {
         // The patterns are constants checked by the tests below.
-        let compile = |list: &[&str]| {
-            list.iter()
-                .filter_map(|p| Regex::new(p).ok())
-                .collect::<Vec<_>>()
-        };
+        let compile = |list: &[&str]| list.iter().filter_map(|p| Regex::new(p).ok()).collect::<Vec<_>>();
         let mut values: Vec<String> = secret_values.into_iter().filter(|v| v.len() >= 4).collect();
         // Longest first, so a secret that contains another is hidden whole.
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        Redactor {
-            whole: compile(WHOLE),
-            valued: compile(VALUED),
-            values,
-            secret_name: Regex::new(SECRET_NAME).ok(),
-        }
+        Redactor { whole: compile(WHOLE), valued: compile(VALUED), values, secret_name: Regex::new(SECRET_NAME).ok() }
     }
 
     fn is_secret_name(&self, name: &str) -> bool {
-        self.secret_name
-            .as_ref()
-            .is_some_and(|re| re.is_match(name))
+        self.secret_name.as_ref().is_some_and(|re| re.is_match(name))
     }
 
     /// The text with every secret replaced; and whether anything was.
@@ -89,9 +78,7 @@ impl Redactor {
             }
         }
         for re in &self.valued {
-            if let Cow::Owned(s) = re.replace_all(&out, |c: &regex::Captures<'_>| {
-                format!("{}{REDACTED}", &c[1])
-            }) {
+            if let Cow::Owned(s) = re.replace_all(&out, |c: &regex::Captures<'_>| format!("{}{REDACTED}", &c[1])) {
                 out = Cow::Owned(s);
             }
         }
@@ -108,11 +95,7 @@ impl Redactor {
     pub fn redact_env(&self, env: &[(String, String)]) -> Vec<(String, String)> {
         env.iter()
             .map(|(k, v)| {
-                let v = if self.is_secret_name(k) {
-                    REDACTED.to_owned()
-                } else {
-                    self.redact(v).0
-                };
+                let v = if self.is_secret_name(k) { REDACTED.to_owned() } else { self.redact(v).0 };
                 (k.clone(), v)
             })
             .collect()
@@ -128,9 +111,7 @@ impl Redactor {
                 m.iter()
                     .map(|(k, v)| {
                         let v = match v {
-                            Value::String(_) if self.is_secret_name(k) => {
-                                Value::String(REDACTED.into())
-                            }
+                            Value::String(_) if self.is_secret_name(k) => Value::String(REDACTED.into()),
                             other => self.redact_json(other),
                         };
                         (k.clone(), v)
@@ -158,31 +139,13 @@ mod tests {
     fn secrets_are_redacted_and_keys_stay() {
         let r = Redactor::new(vec!["hunter2-configured".into()]);
         let cases = [
-            (
-                "export API_KEY=supersecret",
-                "export API_KEY=***REDACTED***",
-            ),
-            (
-                "curl -H 'Authorization: Bearer abc.def-ghi_123'",
-                "curl -H 'Authorization: Bearer ***REDACTED***'",
-            ),
-            (
-                "password: \"p@ss word\" next",
-                "password: ***REDACTED*** next",
-            ),
+            ("export API_KEY=supersecret", "export API_KEY=***REDACTED***"),
+            ("curl -H 'Authorization: Bearer abc.def-ghi_123'", "curl -H 'Authorization: Bearer ***REDACTED***'"),
+            ("password: \"p@ss word\" next", "password: ***REDACTED*** next"),
             ("aws AKIAIOSFODNN7EXAMPLE key", "aws ***REDACTED*** key"),
-            (
-                "ghp_abcdefghijklmnopqrstuvwxyz0123456789AB done",
-                "***REDACTED*** done",
-            ),
-            (
-                "key sk-proj-abcdefghijklmnopqrstuvwxyz",
-                "key ***REDACTED***",
-            ),
-            (
-                "db uses hunter2-configured here",
-                "db uses ***REDACTED*** here",
-            ),
+            ("ghp_abcdefghijklmnopqrstuvwxyz0123456789AB done", "***REDACTED*** done"),
+            ("key sk-proj-abcdefghijklmnopqrstuvwxyz", "key ***REDACTED***"),
+            ("db uses hunter2-configured here", "db uses ***REDACTED*** here"),
             (
                 "-----BEGIN RSA PRIVATE KEY-----\nMIIE\nabc\n-----END RSA PRIVATE KEY-----\nafter",
                 "***REDACTED***\nafter",
@@ -203,25 +166,10 @@ mod tests {
         bytes.push(0x80);
         let (text, changed) = r.redact_bytes(&bytes);
         assert!(changed);
-        assert!(
-            text.contains("password=***REDACTED***") && !text.contains("s3cr3t"),
-            "{text}"
-        );
-        let env = r.redact_env(&[
-            ("GITHUB_TOKEN".into(), "abc".into()),
-            ("PATH".into(), "/bin".into()),
-        ]);
-        assert_eq!(
-            env,
-            [
-                ("GITHUB_TOKEN".into(), REDACTED.into()),
-                ("PATH".into(), "/bin".into())
-            ]
-        );
+        assert!(text.contains("password=***REDACTED***") && !text.contains("s3cr3t"), "{text}");
+        let env = r.redact_env(&[("GITHUB_TOKEN".into(), "abc".into()), ("PATH".into(), "/bin".into())]);
+        assert_eq!(env, [("GITHUB_TOKEN".into(), REDACTED.into()), ("PATH".into(), "/bin".into())]);
         let j = r.redact_json(&serde_json::json!({"api_key": "x", "cmd": "token=abc", "n": 1}));
-        assert_eq!(
-            j,
-            serde_json::json!({"api_key": REDACTED, "cmd": "token=***REDACTED***", "n": 1})
-        );
+        assert_eq!(j, serde_json::json!({"api_key": REDACTED, "cmd": "token=***REDACTED***", "n": 1}));
     }
 }

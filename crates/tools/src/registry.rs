@@ -167,24 +167,13 @@ impl EngineRegistry {
 
     /// Adds or replaces engines from a `mechanical_engines.json`-shaped text;
     /// an entry with `"enabled": false` switches an engine off.
-    pub fn overlay(
-        mut self,
-        source_name: &str,
-        text: &str,
-    ) -> Result<EngineRegistry, RegistryError> {
-        let err = |problems: String| RegistryError {
-            source_name: source_name.to_owned(),
-            problems,
-        };
-        let entries: BTreeMap<String, EngineSpec> =
-            serde_json::from_str(text).map_err(|e| err(e.to_string()))?;
+    pub fn overlay(mut self, source_name: &str, text: &str) -> Result<EngineRegistry, RegistryError> {
+        let err = |problems: String| RegistryError { source_name: source_name.to_owned(), problems };
+        let entries: BTreeMap<String, EngineSpec> = serde_json::from_str(text).map_err(|e| err(e.to_string()))?;
         let mut problems = Vec::new();
         for (key, spec) in &entries {
             if key != &spec.engine_id {
-                problems.push(format!(
-                    "key `{key}` does not match engine_id `{}`",
-                    spec.engine_id
-                ));
+                problems.push(format!("key `{key}` does not match engine_id `{}`", spec.engine_id));
             }
             for gate in Gate::ALL {
                 if !spec.required_gates.iter().any(|g| g == gate.name()) {
@@ -196,10 +185,7 @@ impl EngineRegistry {
                     problems.push(format!("engine `{key}`: unknown gate `{g}`"));
                 }
             }
-            let caps = spec
-                .required_caps
-                .iter()
-                .chain(spec.ops.iter().flat_map(|o| o.capabilities.iter()));
+            let caps = spec.required_caps.iter().chain(spec.ops.iter().flat_map(|o| o.capabilities.iter()));
             for cap in caps {
                 if let Err(e) = CapabilityId::parse(cap) {
                     problems.push(format!("engine `{key}`: {e}"));
@@ -208,10 +194,7 @@ impl EngineRegistry {
             for op in &spec.ops {
                 for r in &op.params_schema.required {
                     if !op.params_schema.properties.contains_key(r) {
-                        problems.push(format!(
-                            "engine `{key}` op `{}`: required parameter `{r}` has no type",
-                            op.name
-                        ));
+                        problems.push(format!("engine `{key}` op `{}`: required parameter `{r}` has no type", op.name));
                     }
                 }
             }
@@ -259,10 +242,7 @@ mod tests {
         let mut bad: serde_json::Value = serde_json::from_str(BUILTIN).unwrap();
         bad["engine.shell"]["required_gates"] = serde_json::json!(["G-SCHEMA"]);
         bad["engine.shell"]["required_caps"] = serde_json::json!(["magic.wand"]);
-        let err = EngineRegistry::default()
-            .overlay("bad.json", &bad.to_string())
-            .unwrap_err()
-            .to_string();
+        let err = EngineRegistry::default().overlay("bad.json", &bad.to_string()).unwrap_err().to_string();
         assert!(err.contains("must require G-CAP"), "{err}");
         assert!(err.contains("HSK-4001"), "{err}");
         assert!(
@@ -277,24 +257,11 @@ mod tests {
     #[test]
     fn params_are_checked_against_the_schema() {
         let r = EngineRegistry::builtin().unwrap();
-        let schema = &r
-            .engine("engine.shell")
-            .unwrap()
-            .op("exec")
-            .unwrap()
-            .params_schema;
-        assert!(
-            schema
-                .check(&serde_json::json!({"command": "ls", "cwd": "."}))
-                .is_empty()
-        );
+        let schema = &r.engine("engine.shell").unwrap().op("exec").unwrap().params_schema;
+        assert!(schema.check(&serde_json::json!({"command": "ls", "cwd": "."})).is_empty());
         assert_eq!(
             schema.check(&serde_json::json!({"cwd": 3, "shell": "bash"})),
-            [
-                "missing parameter `command`",
-                "parameter `cwd` must be of type string",
-                "unknown parameter `shell`"
-            ]
+            ["missing parameter `command`", "parameter `cwd` must be of type string", "unknown parameter `shell`"]
         );
     }
 }

@@ -22,10 +22,7 @@ pub struct Denial {
 }
 
 fn denial(code: &str, reason: impl Into<String>) -> Denial {
-    Denial {
-        code: code.to_owned(),
-        reason: reason.into(),
-    }
+    Denial { code: code.to_owned(), reason: reason.into() }
 }
 
 /// Commands refused unless the operator's configuration says otherwise:
@@ -61,10 +58,7 @@ pub struct TerminalPolicy {
 impl Default for TerminalPolicy {
     fn default() -> Self {
         TerminalPolicy {
-            denylist: DEFAULT_DENYLIST
-                .iter()
-                .filter_map(|p| Regex::new(p).ok())
-                .collect(),
+            denylist: DEFAULT_DENYLIST.iter().filter_map(|p| Regex::new(p).ok()).collect(),
             allowlist: Vec::new(),
             allowed_cwd_roots: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
@@ -76,10 +70,7 @@ impl Default for TerminalPolicy {
 
 /// Compiles patterns, naming the one that does not compile.
 pub fn compile(patterns: &[String]) -> Result<Vec<Regex>, String> {
-    patterns
-        .iter()
-        .map(|p| Regex::new(p).map_err(|e| format!("invalid pattern `{p}`: {e}")))
-        .collect()
+    patterns.iter().map(|p| Regex::new(p).map_err(|e| format!("invalid pattern `{p}`: {e}"))).collect()
 }
 
 impl TerminalPolicy {
@@ -92,17 +83,11 @@ impl TerminalPolicy {
         if let Some(re) = self.denylist.iter().find(|re| re.is_match(command)) {
             return Err(denial(
                 "HSK-TERM-002",
-                format!(
-                    "command denied by policy (matches denylist `{}`)",
-                    re.as_str()
-                ),
+                format!("command denied by policy (matches denylist `{}`)", re.as_str()),
             ));
         }
         if !self.allowlist.is_empty() && !self.allowlist.iter().any(|re| re.is_match(command)) {
-            return Err(denial(
-                "HSK-TERM-002",
-                "command not allowed by policy (matches no allowlist pattern)",
-            ));
+            return Err(denial("HSK-TERM-002", "command not allowed by policy (matches no allowlist pattern)"));
         }
         Ok(())
     }
@@ -118,42 +103,26 @@ impl TerminalPolicy {
             ));
         }
         let root = root.canonicalize().map_err(|e| {
-            denial(
-                "HSK-TERM-003",
-                format!("workspace root {} cannot be resolved: {e}", root.display()),
-            )
+            denial("HSK-TERM-003", format!("workspace root {} cannot be resolved: {e}", root.display()))
         })?;
-        let target = root.join(rel).canonicalize().map_err(|e| {
-            denial(
-                "HSK-TERM-003",
-                format!("cwd `{cwd}` cannot be resolved inside the workspace: {e}"),
-            )
-        })?;
+        let target = root
+            .join(rel)
+            .canonicalize()
+            .map_err(|e| denial("HSK-TERM-003", format!("cwd `{cwd}` cannot be resolved inside the workspace: {e}")))?;
         if !target.starts_with(&root) {
             return Err(denial(
                 "HSK-TERM-003",
-                format!(
-                    "cwd `{cwd}` resolves to {}, outside the workspace {}",
-                    target.display(),
-                    root.display()
-                ),
+                format!("cwd `{cwd}` resolves to {}, outside the workspace {}", target.display(), root.display()),
             ));
         }
         if !self.allowed_cwd_roots.is_empty() {
             let inside = self.allowed_cwd_roots.iter().any(|allowed| {
-                allowed
-                    .components()
-                    .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-                    && allowed
-                        .components()
-                        .all(|c| !matches!(c, Component::ParentDir))
+                allowed.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+                    && allowed.components().all(|c| !matches!(c, Component::ParentDir))
                     && target.starts_with(root.join(allowed))
             });
             if !inside {
-                return Err(denial(
-                    "HSK-TERM-003",
-                    format!("cwd `{cwd}` is not under an allowed directory"),
-                ));
+                return Err(denial("HSK-TERM-003", format!("cwd `{cwd}` is not under an allowed directory")));
             }
         }
         Ok(target)
@@ -203,10 +172,7 @@ pub fn authorize_attach(
             "HSK-TERM-009",
             "an AI actor may not attach to a HUMAN_DEV session without terminal.attach_human",
         )),
-        (true, false) => Err(denial(
-            "HSK-TERM-009",
-            "attaching to a HUMAN_DEV session needs a recorded human consent",
-        )),
+        (true, false) => Err(denial("HSK-TERM-009", "attaching to a HUMAN_DEV session needs a recorded human consent")),
     }
 }
 
@@ -217,18 +183,12 @@ mod tests {
     /// TERM-SEC-002: denylist is checked before allowlist.
     #[test]
     fn denylist_wins_over_allowlist() {
-        let mut p = TerminalPolicy::default();
-        p.allowlist = compile(&["^git ".into()]).unwrap();
+        let p = TerminalPolicy { allowlist: compile(&["^git ".into()]).unwrap(), ..TerminalPolicy::default() };
         assert!(p.check_command("git status").is_ok());
         let e = p.check_command("git reset --hard HEAD").unwrap_err();
         assert_eq!(e.code, "HSK-TERM-002");
         assert!(e.reason.contains("denylist"), "{e}");
-        assert!(
-            p.check_command("ls")
-                .unwrap_err()
-                .reason
-                .contains("allowlist")
-        );
+        assert!(p.check_command("ls").unwrap_err().reason.contains("allowlist"));
         assert_eq!(p.check_command("  ").unwrap_err().code, "HSK-TERM-001");
     }
 
@@ -246,13 +206,7 @@ mod tests {
         ] {
             assert!(p.check_command(bad).is_err(), "{bad}");
         }
-        for ok in [
-            "rm -rf build",
-            "rm -rf ./target/tmp",
-            "cargo test",
-            "git status",
-            "echo rebooted-ish",
-        ] {
+        for ok in ["rm -rf build", "rm -rf ./target/tmp", "cargo test", "git status", "echo rebooted-ish"] {
             assert!(p.check_command(ok).is_ok(), "{ok}");
         }
     }

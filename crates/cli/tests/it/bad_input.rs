@@ -7,10 +7,7 @@ fn fails(s: &Steward, args: &[&str], code: i32, needles: &[&str]) -> String {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(code), "steward {args:?}: {all}");
     for n in needles {
-        assert!(
-            all.contains(n),
-            "steward {args:?} should mention {n:?}: {all}"
-        );
+        assert!(all.contains(n), "steward {args:?} should mention {n:?}: {all}");
     }
     all
 }
@@ -18,70 +15,32 @@ fn fails(s: &Steward, args: &[&str], code: i32, needles: &[&str]) -> String {
 #[test]
 fn bad_workflow_files_are_reported_with_line_step_and_field() {
     let s = Steward::new();
-    let yaml = s.write(
-        "broken.yaml",
-        "id: x\nversion: 1\nsteps:\n  - id: a\n    type: shell\n    run: [echo\n",
-    );
-    fails(
-        &s,
-        &["validate", yaml.to_str().unwrap()],
-        1,
-        &["broken.yaml:7: invalid YAML"],
-    );
-    fails(
-        &s,
-        &["run", yaml.to_str().unwrap()],
-        2,
-        &["invalid workflow definition", "invalid YAML"],
-    );
+    let yaml = s.write("broken.yaml", "id: x\nversion: 1\nsteps:\n  - id: a\n    type: shell\n    run: [echo\n");
+    fails(&s, &["validate", yaml.to_str().unwrap()], 1, &["broken.yaml:7: invalid YAML"]);
+    fails(&s, &["run", yaml.to_str().unwrap()], 2, &["invalid workflow definition", "invalid YAML"]);
 
-    let kind = s.write(
-        "kind.yaml",
-        "id: x\nversion: 1\nsteps:\n  - id: a\n    type: python\n",
-    );
+    let kind = s.write("kind.yaml", "id: x\nversion: 1\nsteps:\n  - id: a\n    type: python\n");
     fails(
         &s,
         &["validate", kind.to_str().unwrap()],
         1,
-        &[
-            "kind.yaml:5: step `a`, field `steps[0].type`: unknown step type `python` (expected one of: shell, noop)",
-        ],
+        &["kind.yaml:5: step `a`, field `steps[0].type`: unknown step type `python` (expected one of: shell, noop)"],
     );
 
-    let cycle = s.write("cycle.yaml", "id: x\nversion: 1\nsteps:\n  - {id: a, type: noop, needs: [b]}\n  - {id: b, type: noop, needs: [a]}\n");
-    fails(
-        &s,
-        &["validate", cycle.to_str().unwrap()],
-        1,
-        &["cycle: a -> b -> a"],
+    let cycle = s.write(
+        "cycle.yaml",
+        "id: x\nversion: 1\nsteps:\n  - {id: a, type: noop, needs: [b]}\n  - {id: b, type: noop, needs: [a]}\n",
     );
+    fails(&s, &["validate", cycle.to_str().unwrap()], 1, &["cycle: a -> b -> a"]);
 
     let many = s.write("many.yaml", "id: x\nversion: 1\ncolour: red\nsteps:\n  - {id: a, type: shell, run: 'echo {{inputs.nope}}'}\n  - {id: a, type: noop, needs: [zz]}\n");
-    let all = fails(
-        &s,
-        &["validate", many.to_str().unwrap(), "--json"],
-        1,
-        &["\"valid\": false"],
-    );
+    let all = fails(&s, &["validate", many.to_str().unwrap(), "--json"], 1, &["\"valid\": false"]);
     assert!(all.matches("\"line\"").count() >= 4, "{all}");
 
-    fails(
-        &s,
-        &["validate", "missing.yaml"],
-        2,
-        &["cannot read workflow file missing.yaml"],
-    );
+    fails(&s, &["validate", "missing.yaml"], 2, &["cannot read workflow file missing.yaml"]);
     let ok = s.write("hello.yaml", HELLO);
-    fails(
-        &s,
-        &["validate", ok.to_str().unwrap()],
-        0,
-        &["ok: workflow hello v1, 2 steps (greet, shout)"],
-    );
-    assert!(
-        !s.data_dir().exists(),
-        "validate must not create a data directory"
-    );
+    fails(&s, &["validate", ok.to_str().unwrap()], 0, &["ok: workflow hello v1, 2 steps (greet, shout)"]);
+    assert!(!s.data_dir().exists(), "validate must not create a data directory");
 }
 
 #[test]
@@ -105,59 +64,22 @@ fn bad_inputs_and_run_ids_are_refused_without_recording_anything() {
         2,
         &["unknown input `colour` (workflow `hello` declares: name)"],
     );
-    fails(
-        &s,
-        &["run", wf, "--input", "novalue"],
-        2,
-        &["--input `novalue`: expected key=value"],
-    );
-    let typed = s.write(
-        "typed.yaml",
-        "id: t\nversion: 1\ninputs:\n  n: {type: number}\nsteps:\n  - {id: a, type: noop}\n",
-    );
+    fails(&s, &["run", wf, "--input", "novalue"], 2, &["--input `novalue`: expected key=value"]);
+    let typed =
+        s.write("typed.yaml", "id: t\nversion: 1\ninputs:\n  n: {type: number}\nsteps:\n  - {id: a, type: noop}\n");
     fails(
         &s,
         &["run", typed.to_str().unwrap(), "--input", "n=abc"],
         2,
         &["--input n (declared at line 4): expected a number, found `abc`"],
     );
-    fails(
-        &s,
-        &["run", wf, "--input-file", "nope.json"],
-        2,
-        &["cannot read input file nope.json"],
-    );
+    fails(&s, &["run", wf, "--input-file", "nope.json"], 2, &["cannot read input file nope.json"]);
 
-    fails(
-        &s,
-        &["status", "run-nope"],
-        2,
-        &["run `run-nope` not found"],
-    );
-    fails(
-        &s,
-        &["events", "run-nope"],
-        2,
-        &["run `run-nope` not found"],
-    );
-    fails(
-        &s,
-        &["resume", &id],
-        2,
-        &["is completed; a finished run cannot be resumed"],
-    );
-    fails(
-        &s,
-        &["cancel", &id],
-        2,
-        &["is completed; there is nothing to cancel"],
-    );
-    fails(
-        &s,
-        &["list", "--state", "waiting"],
-        2,
-        &["unknown run state `waiting`"],
-    );
+    fails(&s, &["status", "run-nope"], 2, &["run `run-nope` not found"]);
+    fails(&s, &["events", "run-nope"], 2, &["run `run-nope` not found"]);
+    fails(&s, &["resume", &id], 2, &["is completed; a finished run cannot be resumed"]);
+    fails(&s, &["cancel", &id], 2, &["is completed; there is nothing to cancel"]);
+    fails(&s, &["list", "--state", "waiting"], 2, &["unknown run state `waiting`"]);
 
     // Nothing above recorded a run or touched the finished one.
     assert_eq!(s.json(&["list", "--json"]).as_array().unwrap().len(), 1);
@@ -169,22 +91,10 @@ fn missing_unwritable_and_corrupt_data_directories_are_named() {
     let s = Steward::new();
     let wf = s.write("hello.yaml", HELLO);
     let wf = wf.to_str().unwrap();
+    fails(&s, &["status", "run-x"], 2, &["no Steward database at", ".steward/steward.db"]);
     fails(
         &s,
-        &["status", "run-x"],
-        2,
-        &["no Steward database at", ".steward/steward.db"],
-    );
-    fails(
-        &s,
-        &[
-            "--data-dir",
-            "/proc/steward-nope",
-            "run",
-            wf,
-            "--input",
-            "name=x",
-        ],
+        &["--data-dir", "/proc/steward-nope", "run", wf, "--input", "name=x"],
         2,
         &["cannot create the data directory /proc/steward-nope"],
     );
@@ -199,23 +109,10 @@ fn missing_unwritable_and_corrupt_data_directories_are_named() {
     std::fs::create_dir_all(s.data_dir()).unwrap();
     let garbage = b"this is not a database, and it must survive steward".repeat(100);
     std::fs::write(s.data_dir().join("steward.db"), &garbage).unwrap();
-    for args in [
-        vec!["status", "run-x"],
-        vec!["list"],
-        vec!["run", wf, "--input", "name=x"],
-        vec!["recover"],
-    ] {
-        fails(
-            &s,
-            &args,
-            2,
-            &["steward.db is unreadable", "left untouched"],
-        );
+    for args in [vec!["status", "run-x"], vec!["list"], vec!["run", wf, "--input", "name=x"], vec!["recover"]] {
+        fails(&s, &args, 2, &["steward.db is unreadable", "left untouched"]);
     }
-    assert_eq!(
-        std::fs::read(s.data_dir().join("steward.db")).unwrap(),
-        garbage
-    );
+    assert_eq!(std::fs::read(s.data_dir().join("steward.db")).unwrap(), garbage);
 }
 
 /// Makes a path immutable (even to root) until dropped.
@@ -223,26 +120,15 @@ struct Immutable(std::path::PathBuf);
 
 impl Immutable {
     fn set(path: std::path::PathBuf) -> Immutable {
-        let ok = std::process::Command::new("chattr")
-            .arg("+i")
-            .arg(&path)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "chattr +i {} failed: this test needs CAP_LINUX_IMMUTABLE (root on ext4)",
-            path.display()
-        );
+        let ok = std::process::Command::new("chattr").arg("+i").arg(&path).status().is_ok_and(|s| s.success());
+        assert!(ok, "chattr +i {} failed: this test needs CAP_LINUX_IMMUTABLE (root on ext4)", path.display());
         Immutable(path)
     }
 }
 
 impl Drop for Immutable {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("chattr")
-            .arg("-i")
-            .arg(&self.0)
-            .status();
+        let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
     }
 }
 
@@ -253,35 +139,19 @@ fn read_only_data_is_refused_for_writes_and_still_readable() {
     let s = Steward::new();
     let wf = s.write("hello.yaml", HELLO);
     let wf = wf.to_str().unwrap();
-    let id = s.json(&["run", wf, "--input", "name=keep", "--json"])["run_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = s.json(&["run", wf, "--input", "name=keep", "--json"])["run_id"].as_str().unwrap().to_owned();
     let before = s.db_bytes();
     {
         let _ro = Immutable::set(s.data_dir());
-        fails(
-            &s,
-            &["run", wf, "--input", "name=x"],
-            2,
-            &["the data directory .steward is not writable"],
-        );
+        fails(&s, &["run", wf, "--input", "name=x"], 2, &["the data directory .steward is not writable"]);
         fails(&s, &["resume", &id], 2, &["not writable"]);
         assert_eq!(s.json(&["status", &id, "--json"])["state"], "completed");
         assert_eq!(s.json(&["list", "--json"]).as_array().unwrap().len(), 1);
     }
     {
         let _ro = Immutable::set(s.data_dir().join("steward.db"));
-        fails(
-            &s,
-            &["run", wf, "--input", "name=x"],
-            2,
-            &[".steward/steward.db is read-only"],
-        );
+        fails(&s, &["run", wf, "--input", "name=x"], 2, &[".steward/steward.db is read-only"]);
     }
-    assert!(
-        s.db_bytes() == before,
-        "a refused write changed the database"
-    );
+    assert!(s.db_bytes() == before, "a refused write changed the database");
     assert_eq!(s.json(&["status", &id, "--json"])["state"], "completed");
 }

@@ -16,21 +16,10 @@ use crate::support::*;
 /// Each step sleeps a little, then appends `run step attempt` and fsyncs it.
 fn workflow() -> String {
     let effect = r#"sleep 0.1; printf '%s %s %s\n' "{{workflow.run_id}}" "{{workflow.step_id}}" "{{workflow.attempt}}" >> effects.log; sync effects.log"#;
-    let mut s = String::from(
-        "id: crash\nversion: 1\nlimits: {max_total_iterations: 60, max_concurrent_steps: 2}\nsteps:\n",
-    );
-    for (id, needs) in [
-        ("s1", ""),
-        ("s2", "[s1]"),
-        ("s3", "[s1]"),
-        ("s4", "[s2, s3]"),
-        ("s5", ""),
-        ("s6", ""),
-    ] {
-        s.push_str(&format!(
-            "  - id: {id}\n    type: shell\n    run: '{}'\n",
-            effect.replace('\'', "''")
-        ));
+    let mut s =
+        String::from("id: crash\nversion: 1\nlimits: {max_total_iterations: 60, max_concurrent_steps: 2}\nsteps:\n");
+    for (id, needs) in [("s1", ""), ("s2", "[s1]"), ("s3", "[s1]"), ("s4", "[s2, s3]"), ("s5", ""), ("s6", "")] {
+        s.push_str(&format!("  - id: {id}\n    type: shell\n    run: '{}'\n", effect.replace('\'', "''")));
         if !needs.is_empty() {
             s.push_str(&format!("    needs: {needs}\n"));
         }
@@ -41,11 +30,7 @@ fn workflow() -> String {
 const STEPS: [&str; 6] = ["s1", "s2", "s3", "s4", "s5", "s6"];
 
 fn run_id(s: &Steward) -> Option<String> {
-    s.json(&["list", "--json"])
-        .as_array()?
-        .first()
-        .and_then(|r| r["run_id"].as_str())
-        .map(str::to_owned)
+    s.json(&["list", "--json"]).as_array()?.first().and_then(|r| r["run_id"].as_str()).map(str::to_owned)
 }
 
 fn crash_and_recover(seed: u64) {
@@ -65,11 +50,7 @@ fn crash_and_recover(seed: u64) {
             // A stall threshold of 0 makes the killed process's heartbeat stale at once.
             Some(id) => s.cmd(&["--stall-threshold", "0", "resume", id]),
         };
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         if kills < 4 {
             std::thread::sleep(Duration::from_millis(rng.random_range(5..600)));
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
@@ -78,11 +59,7 @@ fn crash_and_recover(seed: u64) {
             continue;
         }
         let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "seed {seed}: the final resume failed: {}",
-            text(&out)
-        );
+        assert!(out.status.success(), "seed {seed}: the final resume failed: {}", text(&out));
         break;
     }
     let id = run_id(&s).unwrap();
@@ -96,23 +73,13 @@ fn crash_and_recover(seed: u64) {
         let parts: Vec<&str> = line.split(' ').collect();
         assert_eq!(parts.len(), 3, "seed {seed}: torn effect line {line:?}");
         assert_eq!(parts[0], id);
-        *effects
-            .entry((parts[1].to_owned(), parts[2].parse().unwrap()))
-            .or_default() += 1;
+        *effects.entry((parts[1].to_owned(), parts[2].parse().unwrap())).or_default() += 1;
     }
     for step in status["steps"].as_array().unwrap() {
         let step_id = step["step_id"].as_str().unwrap();
         let attempts = step["attempts"].as_array().unwrap();
-        let completed: Vec<&Value> = attempts
-            .iter()
-            .filter(|a| a["status"] == "completed")
-            .collect();
-        assert_eq!(
-            completed.len(),
-            1,
-            "seed {seed}: step {step_id} completed {} times",
-            completed.len()
-        );
+        let completed: Vec<&Value> = attempts.iter().filter(|a| a["status"] == "completed").collect();
+        assert_eq!(completed.len(), 1, "seed {seed}: step {step_id} completed {} times", completed.len());
         let done = completed[0]["attempt"].as_u64().unwrap();
         assert_eq!(
             effects.get(&(step_id.to_owned(), done)),
@@ -129,10 +96,7 @@ fn crash_and_recover(seed: u64) {
                 "seed {seed}: {s_id} ran again (attempt {attempt}) after attempt {done} completed"
             );
             if *attempt < done {
-                let a = attempts
-                    .iter()
-                    .find(|a| a["attempt"].as_u64() == Some(*attempt))
-                    .unwrap();
+                let a = attempts.iter().find(|a| a["attempt"].as_u64() == Some(*attempt)).unwrap();
                 assert_eq!(
                     a["status"], "interrupted",
                     "seed {seed}: a duplicate effect of {s_id}#{attempt} that was not in flight at a kill"
@@ -140,12 +104,7 @@ fn crash_and_recover(seed: u64) {
             }
         }
     }
-    let seen: Vec<&str> = status["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["step_id"].as_str().unwrap())
-        .collect();
+    let seen: Vec<&str> = status["steps"].as_array().unwrap().iter().map(|s| s["step_id"].as_str().unwrap()).collect();
     for step in STEPS {
         assert!(seen.contains(&step), "seed {seed}: step {step} never ran");
     }
@@ -153,23 +112,10 @@ fn crash_and_recover(seed: u64) {
     let events = s.json(&["events", &id, "--json"]);
     let events = events.as_array().unwrap();
     for (i, e) in events.iter().enumerate() {
-        assert_eq!(
-            e["seq"].as_u64(),
-            Some(i as u64 + 1),
-            "seed {seed}: event log has a gap"
-        );
+        assert_eq!(e["seq"].as_u64(), Some(i as u64 + 1), "seed {seed}: event log has a gap");
     }
-    assert!(
-        events
-            .windows(2)
-            .all(|w| w[0]["ts"].as_str() <= w[1]["ts"].as_str()),
-        "seed {seed}: events out of order"
-    );
-    eprintln!(
-        "seed {seed}: {kills} kills, {} attempts, {} events",
-        status["total_iterations"],
-        events.len()
-    );
+    assert!(events.windows(2).all(|w| w[0]["ts"].as_str() <= w[1]["ts"].as_str()), "seed {seed}: events out of order");
+    eprintln!("seed {seed}: {kills} kills, {} attempts, {} events", status["total_iterations"], events.len());
 }
 
 #[test]

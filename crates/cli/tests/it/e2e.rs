@@ -17,10 +17,7 @@ fn hello_runs_and_every_view_of_it_agrees() {
     assert!(stdout.contains("completed"), "{stdout}");
 
     let run = s.json(&["run", wf, "--input", "name=ada", "--json"]);
-    assert_eq!(
-        (run["state"].as_str(), run["summary"].as_str()),
-        (Some("completed"), Some("workflow completed"))
-    );
+    assert_eq!((run["state"].as_str(), run["summary"].as_str()), (Some("completed"), Some("workflow completed")));
     assert_eq!(run["outputs"]["shout"]["stdout"], "HELLO ADA");
     let id = run["run_id"].as_str().unwrap().to_owned();
 
@@ -29,10 +26,7 @@ fn hello_runs_and_every_view_of_it_agrees() {
     assert_eq!(status["run_id"], id.as_str());
     assert_eq!(status["state"], "completed");
     assert_eq!(status["inputs"], json!({"name": "ada"}));
-    assert_eq!(
-        (status["input_count"].as_u64(), status["input_keys"].clone()),
-        (Some(1), json!(["name"]))
-    );
+    assert_eq!((status["input_count"].as_u64(), status["input_keys"].clone()), (Some(1), json!(["name"])));
     assert_eq!(status["job"]["job_kind"], "workflow_run");
     let steps = status["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2);
@@ -60,76 +54,44 @@ fn hello_runs_and_every_view_of_it_agrees() {
         "pendingHumanInput",
         "nextExpectedAction",
     ] {
-        assert!(
-            progress.get(key).is_some(),
-            "progress lacks {key}: {progress}"
-        );
+        assert!(progress.get(key).is_some(), "progress lacks {key}: {progress}");
     }
-    assert_eq!(
-        (
-            progress["inputCount"].as_u64(),
-            progress["pendingHumanInput"].as_bool()
-        ),
-        (Some(1), Some(false))
-    );
+    assert_eq!((progress["inputCount"].as_u64(), progress["pendingHumanInput"].as_bool()), (Some(1), Some(false)));
 
     let list = s.json(&["list", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert_eq!(s.json(&["list", "--state", "failed", "--json"]), json!([]));
 
     let events = s.json(&["events", &id, "--json"]);
-    let types: Vec<&str> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_type"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        types,
-        [
-            "run_created",
-            "run_state_changed",
-            "step_attempt_started",
-            "step_attempt_finished",
-            "step_attempt_started",
-            "step_attempt_finished",
-            "run_state_changed"
-        ]
-    );
-    let seqs: Vec<u64> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
+    let types: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    // Each shell step: started, six gates, a capability check per capability, the
+    // command, the tool call, finished.
+    let step = |caps: usize| {
+        let mut v = vec!["step_attempt_started"];
+        v.extend(["gate_outcome"; 6]);
+        v.extend(std::iter::repeat_n("capability_action", caps));
+        v.extend(["terminal_command", "tool_call", "step_attempt_finished"]);
+        v
+    };
+    let mut expected = vec!["run_created", "run_state_changed"];
+    expected.extend(step(3)); // greet: fs.read, fs.write, proc.exec:echo
+    expected.extend(step(4)); // shout: fs.read, fs.write, proc.exec:echo, proc.exec:tr
+    expected.push("run_state_changed");
+    assert_eq!(types, expected);
+    let n = expected.len() as u64;
+    let seqs: Vec<u64> = events.as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=n).collect::<Vec<_>>());
     for e in events.as_array().unwrap() {
-        for key in [
-            "event_id",
-            "ts",
-            "actor",
-            "actor_id",
-            "trace_id",
-            "job_id",
-            "workflow_run_id",
-            "payload",
-        ] {
+        for key in ["event_id", "ts", "actor", "actor_id", "trace_id", "job_id", "workflow_run_id", "payload"] {
             assert!(!e[key].is_null(), "event lacks {key}: {e}");
         }
     }
-    for args in [
-        vec!["status", id.as_str()],
-        vec!["progress", id.as_str()],
-        vec!["list"],
-        vec!["events", id.as_str()],
-    ] {
+    for args in [vec!["status", id.as_str()], vec!["progress", id.as_str()], vec!["list"], vec!["events", id.as_str()]]
+    {
         let out = s.run(&args);
         assert!(out.status.success(), "{}", text(&out));
     }
-    assert!(
-        s.db_bytes() == before,
-        "a read-only command changed the database"
-    );
+    assert!(s.db_bytes() == before, "a read-only command changed the database");
 }
 
 #[test]
@@ -140,19 +102,8 @@ fn typed_inputs_from_flags_and_files() {
         "id: typed\nversion: 1\ninputs:\n  n: {type: number, required: true}\n  on: {type: bool, default: false}\n  cfg: {type: json}\nsteps:\n  - {id: a, type: shell, run: 'echo \"{{inputs.n}} {{inputs.on}} {{inputs.cfg.k}}\"'}\n",
     );
     s.write("in.json", r#"{"cfg": {"k": "v"}, "n": 1}"#);
-    let run = s.json(&[
-        "run",
-        wf.to_str().unwrap(),
-        "--input-file",
-        "in.json",
-        "--input",
-        "n=42",
-        "--json",
-    ]);
-    assert_eq!(
-        run["inputs"],
-        json!({"n": 42, "on": false, "cfg": {"k": "v"}})
-    );
+    let run = s.json(&["run", wf.to_str().unwrap(), "--input-file", "in.json", "--input", "n=42", "--json"]);
+    assert_eq!(run["inputs"], json!({"n": 42, "on": false, "cfg": {"k": "v"}}));
     assert_eq!(run["outputs"]["a"]["stdout"], "42 false v");
 }
 
@@ -160,13 +111,7 @@ fn typed_inputs_from_flags_and_files() {
 fn detached_runs_finish_in_the_background() {
     let s = Steward::new();
     let wf = s.write("hello.yaml", HELLO);
-    let out = s.run(&[
-        "run",
-        wf.to_str().unwrap(),
-        "--input",
-        "name=bg",
-        "--detach",
-    ]);
+    let out = s.run(&["run", wf.to_str().unwrap(), "--input", "name=bg", "--detach"]);
     assert!(out.status.success(), "{}", text(&out));
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(id.starts_with("run-"), "{id}");
@@ -177,10 +122,7 @@ fn detached_runs_finish_in_the_background() {
         if status["state"] == "completed" {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "detached run did not finish: {status}"
-        );
+        assert!(std::time::Instant::now() < deadline, "detached run did not finish: {status}");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
@@ -188,7 +130,10 @@ fn detached_runs_finish_in_the_background() {
 #[test]
 fn cancel_stops_a_run_driven_by_another_process() {
     let s = Steward::new();
-    let wf = s.write("long.yaml", "id: long\nversion: 1\nsteps:\n  - {id: a, type: shell, run: 'echo $$ > pid; exec sleep 60'}\n");
+    let wf = s.write(
+        "long.yaml",
+        "id: long\nversion: 1\nsteps:\n  - {id: a, type: shell, run: 'echo $$ > pid; exec sleep 60'}\n",
+    );
     let mut child = s
         .cmd(&["run", wf.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
@@ -198,33 +143,17 @@ fn cancel_stops_a_run_driven_by_another_process() {
     let pid_file = s.path("pid");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::fs::read_to_string(&pid_file).map_or(true, |p| p.trim().is_empty()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the step never started"
-        );
+        assert!(std::time::Instant::now() < deadline, "the step never started");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let pid = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .to_owned();
-    let id = s.json(&["list", "--json"])[0]["run_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+    let id = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
     let out = s.json(&["cancel", &id, "--json"]);
     assert_eq!(out["state"], "cancelled");
     let status = child.wait().unwrap();
-    assert_eq!(
-        status.code(),
-        Some(1),
-        "the driving process exits 1: its run did not complete"
-    );
+    assert_eq!(status.code(), Some(1), "the driving process exits 1: its run did not complete");
     let proc_stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    assert!(
-        proc_stat.is_empty() || proc_stat.contains(") Z"),
-        "the step's process survived: {proc_stat}"
-    );
+    assert!(proc_stat.is_empty() || proc_stat.contains(") Z"), "the step's process survived: {proc_stat}");
     let st = s.json(&["status", &id, "--json"]);
     assert_eq!(st["steps"][0]["attempts"][0]["status"], "cancelled");
     assert!(exists(&s.data_dir()));
@@ -247,21 +176,11 @@ fn bench_prints_the_documented_json_shape() {
         "bench",
         "--json",
     ]);
-    assert!(
-        b["b1"]["p50_ms"].is_number() && b["b1"]["p99_ms"].is_number(),
-        "{b}"
-    );
+    assert!(b["b1"]["p50_ms"].is_number() && b["b1"]["p99_ms"].is_number(), "{b}");
     let rows = b["b2"].as_array().unwrap();
-    assert_eq!(
-        rows.iter()
-            .map(|r| r["concurrency"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        [1, 4]
-    );
+    assert_eq!(rows.iter().map(|r| r["concurrency"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 4]);
     assert!(
-        rows.iter()
-            .all(|r| r["runs_per_sec"].as_f64().unwrap() > 0.0
-                && r["steps_per_sec"].as_f64().unwrap() > 0.0)
+        rows.iter().all(|r| r["runs_per_sec"].as_f64().unwrap() > 0.0 && r["steps_per_sec"].as_f64().unwrap() > 0.0)
     );
     assert_eq!(b["durability"], "full");
 }

@@ -6,4 +6,5 @@ mod support;
 mod bad_input;
 mod crash;
 mod e2e;
+mod governance;
 mod tidy;

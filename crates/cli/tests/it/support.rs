@@ -14,9 +14,7 @@ pub(crate) struct Steward {
 
 impl Steward {
     pub(crate) fn new() -> Steward {
-        Steward {
-            work: tempfile::tempdir().unwrap(),
-        }
+        Steward { work: tempfile::tempdir().unwrap() }
     }
 
     pub(crate) fn data_dir(&self) -> PathBuf {
@@ -52,11 +50,7 @@ impl Steward {
     /// Runs a command that must succeed and print JSON.
     pub(crate) fn json(&self, args: &[&str]) -> Value {
         let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "steward {args:?} failed: {}",
-            text(&out)
-        );
+        assert!(out.status.success(), "steward {args:?} failed: {}", text(&out));
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("steward {args:?}: not JSON ({e}): {}", text(&out)))
     }

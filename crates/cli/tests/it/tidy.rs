@@ -29,11 +29,8 @@ fn sources(under: &str) -> Vec<PathBuf> {
 }
 
 fn dependencies(krate: &str) -> String {
-    let manifest =
-        std::fs::read_to_string(root().join("crates").join(krate).join("Cargo.toml")).unwrap();
-    let start = manifest
-        .find("[dependencies]")
-        .map_or(manifest.len(), |i| i + "[dependencies]".len());
+    let manifest = std::fs::read_to_string(root().join("crates").join(krate).join("Cargo.toml")).unwrap();
+    let start = manifest.find("[dependencies]").map_or(manifest.len(), |i| i + "[dependencies]".len());
     let rest = &manifest[start..];
     rest[..rest.find("\n[").unwrap_or(rest.len())].to_owned()
 }
@@ -47,50 +44,25 @@ fn every_module_starts_with_a_doc_line() {
         .filter(|p| !std::fs::read_to_string(p).unwrap().starts_with("//!"))
         .map(|p| p.display().to_string())
         .collect();
-    assert!(
-        missing.is_empty(),
-        "modules without a `//!` line: {missing:?}"
-    );
+    assert!(missing.is_empty(), "modules without a `//!` line: {missing:?}");
 }
 
 /// The core stays pure; only the binary picks a storage backend.
 #[test]
 fn dependency_direction_holds() {
     let core = dependencies("core");
-    for banned in [
-        "tokio", "futures", "rusqlite", "sqlx", "reqwest", "hyper", "axum", "clap", "anyhow",
-        "steward-",
-    ] {
-        assert!(
-            !core.contains(banned),
-            "steward-core must not depend on {banned}"
-        );
+    for banned in ["tokio", "futures", "rusqlite", "sqlx", "reqwest", "hyper", "axum", "clap", "anyhow", "steward-"] {
+        assert!(!core.contains(banned), "steward-core must not depend on {banned}");
     }
-    for krate in [
-        "core",
-        "store",
-        "store-sqlite",
-        "store-testkit",
-        "tools",
-        "runtime",
-    ] {
+    for krate in ["core", "store", "store-sqlite", "store-testkit", "tools", "runtime"] {
         let deps = dependencies(krate);
-        assert!(
-            !deps.contains("anyhow"),
-            "library crate {krate} must not use anyhow"
-        );
+        assert!(!deps.contains("anyhow"), "library crate {krate} must not use anyhow");
         if krate != "store-sqlite" {
-            assert!(
-                !deps.contains("steward-store-sqlite"),
-                "{krate} must not depend on a concrete store"
-            );
+            assert!(!deps.contains("steward-store-sqlite"), "{krate} must not depend on a concrete store");
         }
     }
     assert!(!dependencies("runtime").contains("rusqlite"));
-    assert!(
-        !dependencies("tools").contains("steward-store"),
-        "the tool bus never touches the store"
-    );
+    assert!(!dependencies("tools").contains("steward-store"), "the tool bus never touches the store");
 }
 
 /// Only the tool bus starts processes (the CLI re-executes itself for `--detach`).
@@ -104,14 +76,9 @@ fn only_the_tool_bus_spawns_processes() {
         })
         .filter(|p| {
             let text = std::fs::read_to_string(p).unwrap();
-            ["Command::new", "process::Command", "libc::fork", "execvp"]
-                .iter()
-                .any(|n| text.contains(n))
+            ["Command::new", "process::Command", "libc::fork", "execvp"].iter().any(|n| text.contains(n))
         })
         .map(|p| p.display().to_string())
         .collect();
-    assert!(
-        offenders.is_empty(),
-        "process spawning outside the tool bus: {offenders:?}"
-    );
+    assert!(offenders.is_empty(), "process spawning outside the tool bus: {offenders:?}");
 }

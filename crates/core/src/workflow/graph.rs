@@ -27,10 +27,7 @@ impl Graph {
                 None => Vec::new(),
             })
             .collect();
-        Graph {
-            routes,
-            joins: needs.to_vec(),
-        }
+        Graph { routes, joins: needs.to_vec() }
     }
 
     /// Number of steps.
@@ -67,12 +64,7 @@ impl Graph {
         // 0 = unvisited, 1 = on the stack, 2 = done.
         let mut color = vec![0u8; self.len()];
         let mut stack: Vec<usize> = Vec::new();
-        fn dfs(
-            v: usize,
-            edges: &[Vec<usize>],
-            color: &mut [u8],
-            stack: &mut Vec<usize>,
-        ) -> Option<Vec<usize>> {
+        fn dfs(v: usize, edges: &[Vec<usize>], color: &mut [u8], stack: &mut Vec<usize>) -> Option<Vec<usize>> {
             color[v] = 1;
             stack.push(v);
             for &w in &edges[v] {
@@ -92,13 +84,7 @@ impl Graph {
             color[v] = 2;
             None
         }
-        (0..self.len()).find_map(|v| {
-            if color[v] == 0 {
-                dfs(v, &edges, &mut color, &mut stack)
-            } else {
-                None
-            }
-        })
+        (0..self.len()).find_map(|v| if color[v] == 0 { dfs(v, &edges, &mut color, &mut stack) } else { None })
     }
 
     /// Which steps can ever become ready from the start of a run.
@@ -155,10 +141,7 @@ mod tests {
     #[test]
     fn file_order_needs_and_next_make_the_edges() {
         // a; b needs [a]; c needs [a]; d (after c); e next-> none
-        let g = Graph::build(
-            &[None, Some(vec![0]), Some(vec![0]), None],
-            &[None, None, None, None],
-        );
+        let g = Graph::build(&[None, Some(vec![0]), Some(vec![0]), None], &[None, None, None, None]);
         assert_eq!(g.routes, vec![vec![], vec![], vec![3], vec![]]);
         assert_eq!(g.edges(), vec![vec![1, 2], vec![], vec![3], vec![]]);
         assert!(g.find_cycle().is_none());

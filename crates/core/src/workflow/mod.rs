@@ -40,6 +40,8 @@ pub struct Workflow {
     pub version: u32,
     /// Free text.
     pub description: Option<String>,
+    /// The capability profile its steps run under, if it names one.
+    pub capability_profile: Option<String>,
     /// Declared inputs, in file order.
     pub inputs: Vec<InputDecl>,
     /// Run-wide limits with defaults applied.
@@ -59,6 +61,14 @@ impl Workflow {
     /// The index of the step with this id.
     pub fn step_index(&self, id: &str) -> Option<usize> {
         self.steps.iter().position(|s| s.id == id)
+    }
+
+    /// The profile the run's steps run under: the one it names, or the
+    /// default for workflow runs.
+    pub fn profile(&self) -> &str {
+        self.capability_profile
+            .as_deref()
+            .unwrap_or_else(|| crate::capability::default_profile(crate::job::JobKind::WorkflowRun))
     }
 
     /// The declared input with this name.
@@ -234,11 +244,7 @@ impl RetryPolicy {
     pub fn delay_before(&self, n: u32) -> u64 {
         let exp = n.saturating_sub(2).min(64) as i32;
         let d = self.initial_delay_ms as f64 * self.multiplier.powi(exp);
-        if d.is_finite() {
-            (d as u64).min(self.max_delay_ms)
-        } else {
-            self.max_delay_ms
-        }
+        if d.is_finite() { (d as u64).min(self.max_delay_ms) } else { self.max_delay_ms }
     }
 }
 
@@ -305,11 +311,7 @@ steps:
 "#;
 
     fn errors(src: &str) -> Vec<String> {
-        parse(src)
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+        parse(src).unwrap_err().iter().map(ToString::to_string).collect()
     }
 
     #[test]
@@ -348,7 +350,7 @@ steps:
         let errs = errors(src);
         let expected = [
             "line 2, field `version`: expected a whole number >= 1, found `one`",
-            "line 3, field `colour`: unknown key `colour` (expected one of: id, version, description, inputs, limits, steps)",
+            "line 3, field `colour`: unknown key `colour` (expected one of: id, version, description, capability_profile, inputs, limits, steps)",
             "line 5, field `inputs.n.type`: unknown input type `integer` (expected string, number, bool or json)",
             "line 9, step `a`, field `steps[0].run`: template `{{inputs.missing}}` names unknown input `missing`",
             "line 10, step `a`, field `steps[0].timout_seconds`: unknown key `timout_seconds` (did you mean `timeout_seconds`?) (expected one of: id, type, description, run, env, cwd, timeout_seconds, retry, needs, next, outputs)",
@@ -366,9 +368,7 @@ steps:
         let cycle = "id: c\nversion: 1\nsteps:\n  - {id: a, type: noop}\n  - {id: b, type: noop, needs: [a, c]}\n  - {id: c, type: noop, needs: [b]}\n";
         assert_eq!(
             errors(cycle),
-            [
-                "line 5, step `b`, field `steps[1]`: cycle: b -> c -> b (steps can only loop through review decisions)"
-            ]
+            ["line 5, step `b`, field `steps[1]`: cycle: b -> c -> b (steps can only loop through review decisions)"]
         );
 
         let unreachable = "id: u\nversion: 1\nsteps:\n  - {id: a, type: noop, next: c}\n  - {id: b, type: noop}\n  - {id: c, type: noop}\n";
@@ -415,9 +415,7 @@ steps:
             ]
         );
         assert_eq!(
-            errors(
-                "id: x\nversion: 1\ninputs:\n  n: {type: number, default: abc}\nsteps:\n  - {id: a, type: noop}\n"
-            ),
+            errors("id: x\nversion: 1\ninputs:\n  n: {type: number, default: abc}\nsteps:\n  - {id: a, type: noop}\n"),
             ["line 4, field `inputs.n.default`: expected a number, found string `abc`"]
         );
     }
@@ -428,9 +426,6 @@ steps:
         let wf = parse(src).unwrap();
         let r = wf.steps[0].retry;
         assert_eq!(r.max_attempts, 4);
-        assert_eq!(
-            [r.delay_before(2), r.delay_before(3), r.delay_before(4)],
-            [500, 1500, 2000]
-        );
+        assert_eq!([r.delay_before(2), r.delay_before(3), r.delay_before(4)], [500, 1500, 2000]);
     }
 }

@@ -3,34 +3,17 @@
 use serde_json::Value;
 
 use super::{
-    Diagnostic, Graph, InputDecl, InputType, Limits, OutputDecl, RetryPolicy, ShellStep, Step,
-    StepKind, Workflow,
+    Diagnostic, Graph, InputDecl, InputType, Limits, OutputDecl, RetryPolicy, ShellStep, Step, StepKind, Workflow,
 };
 use crate::template::{Ref, Template, TemplateError};
 use crate::yaml::{self, Node, NodeKind};
 
-const TOP_KEYS: &[&str] = &["id", "version", "description", "inputs", "limits", "steps"];
+const TOP_KEYS: &[&str] = &["id", "version", "description", "capability_profile", "inputs", "limits", "steps"];
 const INPUT_KEYS: &[&str] = &["type", "required", "default", "description"];
-const LIMIT_KEYS: &[&str] = &[
-    "max_total_iterations",
-    "run_timeout_seconds",
-    "step_timeout_seconds",
-    "max_retries",
-    "max_concurrent_steps",
-];
-const STEP_KEYS: &[&str] = &[
-    "id",
-    "type",
-    "description",
-    "run",
-    "env",
-    "cwd",
-    "timeout_seconds",
-    "retry",
-    "needs",
-    "next",
-    "outputs",
-];
+const LIMIT_KEYS: &[&str] =
+    &["max_total_iterations", "run_timeout_seconds", "step_timeout_seconds", "max_retries", "max_concurrent_steps"];
+const STEP_KEYS: &[&str] =
+    &["id", "type", "description", "run", "env", "cwd", "timeout_seconds", "retry", "needs", "next", "outputs"];
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff"];
 const BACKOFF_KEYS: &[&str] = &["initial_seconds", "multiplier", "max_seconds"];
 const STEP_TYPES: &str = "shell, noop";
@@ -86,27 +69,13 @@ struct RetryPolicyRaw {
 
 impl Reader {
     fn err(&mut self, line: usize, field: impl Into<String>, message: impl Into<String>) {
-        self.diags.push(Diagnostic {
-            line,
-            step: self.step.clone(),
-            field: field.into(),
-            message: message.into(),
-        });
+        self.diags.push(Diagnostic { line, step: self.step.clone(), field: field.into(), message: message.into() });
     }
 
     /// The entries of a mapping, reporting unknown keys. `None` if not a mapping.
-    fn map<'a>(
-        &mut self,
-        node: &'a Node,
-        field: &str,
-        allowed: &[&str],
-    ) -> Option<Vec<(&'a str, &'a Node)>> {
+    fn map<'a>(&mut self, node: &'a Node, field: &str, allowed: &[&str]) -> Option<Vec<(&'a str, &'a Node)>> {
         let NodeKind::Map(entries) = &node.kind else {
-            self.err(
-                node.pos.line,
-                field,
-                format!("expected a mapping, found a {}", node.kind_name()),
-            );
+            self.err(node.pos.line, field, format!("expected a mapping, found a {}", node.kind_name()));
             return None;
         };
         let mut out = Vec::new();
@@ -137,11 +106,7 @@ impl Reader {
         match &node.kind {
             NodeKind::Scalar(s) if !s.text.is_empty() || s.quoted => Some(s.text.clone()),
             _ => {
-                self.err(
-                    node.pos.line,
-                    field,
-                    format!("expected a string, found a {}", node.kind_name()),
-                );
+                self.err(node.pos.line, field, format!("expected a string, found a {}", node.kind_name()));
                 None
             }
         }
@@ -151,11 +116,7 @@ impl Reader {
         match node.to_json() {
             Value::Number(n) if n.as_u64().is_some_and(|v| v >= min) => n.as_u64(),
             other => {
-                self.err(
-                    node.pos.line,
-                    field,
-                    format!("expected a whole number >= {min}, found {}", show(&other)),
-                );
+                self.err(node.pos.line, field, format!("expected a whole number >= {min}, found {}", show(&other)));
                 None
             }
         }
@@ -176,11 +137,7 @@ impl Reader {
         match node.to_json() {
             Value::Number(n) if n.as_f64().is_some_and(|f| f > 0.0) => n.as_f64(),
             other => {
-                self.err(
-                    node.pos.line,
-                    field,
-                    format!("expected a positive number, found {}", show(&other)),
-                );
+                self.err(node.pos.line, field, format!("expected a positive number, found {}", show(&other)));
                 None
             }
         }
@@ -190,11 +147,7 @@ impl Reader {
         match node.to_json() {
             Value::Bool(b) => Some(b),
             other => {
-                self.err(
-                    node.pos.line,
-                    field,
-                    format!("expected true or false, found {}", show(&other)),
-                );
+                self.err(node.pos.line, field, format!("expected true or false, found {}", show(&other)));
                 None
             }
         }
@@ -202,11 +155,7 @@ impl Reader {
 
     fn string_list(&mut self, node: &Node, field: &str) -> Option<Vec<(String, usize)>> {
         let NodeKind::Seq(items) = &node.kind else {
-            self.err(
-                node.pos.line,
-                field,
-                format!("expected a list of strings, found a {}", node.kind_name()),
-            );
+            self.err(node.pos.line, field, format!("expected a list of strings, found a {}", node.kind_name()));
             return None;
         };
         let mut out = Vec::new();
@@ -219,11 +168,7 @@ impl Reader {
     }
 
     fn template(&mut self, text: &str, line: usize, field: &str, shell: bool) -> Option<Template> {
-        let parsed = if shell {
-            Template::parse_shell(text)
-        } else {
-            Template::parse(text)
-        };
+        let parsed = if shell { Template::parse_shell(text) } else { Template::parse(text) };
         match parsed {
             Ok(t) => Some(t),
             Err(
@@ -253,11 +198,7 @@ impl Reader {
             && !valid_id(id)
         {
             let line = get("id").map_or(1, |n| n.pos.line);
-            self.err(
-                line,
-                "id",
-                format!("`{id}` is not a valid id (letters, digits, `_` and `-`)"),
-            );
+            self.err(line, "id", format!("`{id}` is not a valid id (letters, digits, `_` and `-`)"));
         }
         let version = match get("version") {
             Some(n) => self.u32(n, "version", 1),
@@ -267,6 +208,23 @@ impl Reader {
             }
         };
         let description = get("description").and_then(|n| self.string(n, "description"));
+        let capability_profile = get("capability_profile").and_then(|n| {
+            let name = self.string(n, "capability_profile")?;
+            if crate::capability::profile(&name).is_none() {
+                let known: Vec<&str> = crate::capability::profiles().iter().map(|p| p.id).collect();
+                self.err(
+                    n.pos.line,
+                    "capability_profile",
+                    format!(
+                        "unknown capability profile `{name}`{} (expected one of: {})",
+                        suggest(&name, known.iter().copied()),
+                        known.join(", ")
+                    ),
+                );
+                return None;
+            }
+            Some(name)
+        });
         let inputs = get("inputs").map(|n| self.inputs(n)).unwrap_or_default();
         let limits = get("limits").map(|n| self.limits(n)).unwrap_or_default();
 
@@ -278,39 +236,20 @@ impl Reader {
             self.err(
                 steps_node.pos.line,
                 "steps",
-                format!(
-                    "expected a list of steps, found a {}",
-                    steps_node.kind_name()
-                ),
+                format!("expected a list of steps, found a {}", steps_node.kind_name()),
             );
             return None;
         };
         if step_nodes.is_empty() {
-            self.err(
-                steps_node.pos.line,
-                "steps",
-                "a workflow needs at least one step",
-            );
+            self.err(steps_node.pos.line, "steps", "a workflow needs at least one step");
             return None;
         }
-        let raw: Vec<RawStep<'_>> = step_nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| self.step(i, n))
-            .collect();
+        let raw: Vec<RawStep<'_>> = step_nodes.iter().enumerate().filter_map(|(i, n)| self.step(i, n)).collect();
         self.step = None;
         let steps = self.resolve(raw, &inputs, &limits)?;
         let (id, version) = (id?, version?);
         let graph = steps.1;
-        Some(Workflow {
-            id,
-            version,
-            description,
-            inputs,
-            limits,
-            steps: steps.0,
-            graph,
-        })
+        Some(Workflow { id, version, description, capability_profile, inputs, limits, steps: steps.0, graph })
     }
 
     fn inputs(&mut self, node: &Node) -> Vec<InputDecl> {
@@ -338,9 +277,7 @@ impl Reader {
                         self.err(
                             decl.pos.line,
                             &field,
-                            format!(
-                                "`{name}` is not a valid input name (letters, digits, `_` and `-`)"
-                            ),
+                            format!("`{name}` is not a valid input name (letters, digits, `_` and `-`)"),
                         );
                     }
                     if let Some(d) = self.input(name, decl, &field) {
@@ -352,10 +289,7 @@ impl Reader {
                 self.err(
                     node.pos.line,
                     "inputs",
-                    format!(
-                        "expected a mapping of input declarations, found a {}",
-                        node.kind_name()
-                    ),
+                    format!("expected a mapping of input declarations, found a {}", node.kind_name()),
                 );
             }
         }
@@ -400,14 +334,7 @@ impl Reader {
             },
             None => None,
         };
-        Some(InputDecl {
-            name: name.into(),
-            ty,
-            required,
-            default,
-            description,
-            line: decl.pos.line,
-        })
+        Some(InputDecl { name: name.into(), ty, required, default, description, line: decl.pos.line })
     }
 
     fn input_type(&mut self, t: &str, line: usize, field: &str) -> Option<InputType> {
@@ -435,12 +362,8 @@ impl Reader {
         for (k, v) in self.map(node, "limits", LIMIT_KEYS).unwrap_or_default() {
             let f = join("limits", k);
             match k {
-                "max_total_iterations" => {
-                    l.max_total_iterations = self.u32(v, &f, 1).unwrap_or(l.max_total_iterations)
-                }
-                "run_timeout_seconds" => {
-                    l.run_timeout_seconds = self.uint(v, &f, 1).unwrap_or(l.run_timeout_seconds)
-                }
+                "max_total_iterations" => l.max_total_iterations = self.u32(v, &f, 1).unwrap_or(l.max_total_iterations),
+                "run_timeout_seconds" => l.run_timeout_seconds = self.uint(v, &f, 1).unwrap_or(l.run_timeout_seconds),
                 "step_timeout_seconds" => {
                     l.step_timeout_seconds = self.uint(v, &f, 1).unwrap_or(l.step_timeout_seconds)
                 }
@@ -455,22 +378,14 @@ impl Reader {
         let base = format!("steps[{i}]");
         self.step = None;
         let NodeKind::Map(_) = &node.kind else {
-            self.err(
-                node.pos.line,
-                &base,
-                format!("expected a step mapping, found a {}", node.kind_name()),
-            );
+            self.err(node.pos.line, &base, format!("expected a step mapping, found a {}", node.kind_name()));
             return None;
         };
         // Read the id first so every later diagnostic names the step.
         let id = match node_get(node, "id") {
             Some(n) => self.string(n, &join(&base, "id")),
             None => {
-                self.err(
-                    node.pos.line,
-                    join(&base, "id"),
-                    "missing required key `id`",
-                );
+                self.err(node.pos.line, join(&base, "id"), "missing required key `id`");
                 None
             }
         };
@@ -514,11 +429,7 @@ impl Reader {
             Some("noop") => {
                 for k in ["run", "env", "cwd"] {
                     if let Some(n) = get(k) {
-                        self.err(
-                            n.pos.line,
-                            join(&base, k),
-                            format!("`{k}` is only valid on shell steps"),
-                        );
+                        self.err(n.pos.line, join(&base, k), format!("`{k}` is only valid on shell steps"));
                     }
                 }
                 raw.kind = Some(StepKind::Noop);
@@ -537,32 +448,24 @@ impl Reader {
             raw.needs = self.string_list(n, &join(&base, "needs"));
         }
         if let Some(n) = get("next") {
-            raw.next = self
-                .string(n, &join(&base, "next"))
-                .map(|s| (s, n.pos.line));
+            raw.next = self.string(n, &join(&base, "next")).map(|s| (s, n.pos.line));
         }
         if let Some(n) = get("outputs") {
-            for (key, line) in self
-                .string_list(n, &join(&base, "outputs"))
-                .unwrap_or_default()
-            {
+            for (key, line) in self.string_list(n, &join(&base, "outputs")).unwrap_or_default() {
                 let (name, optional) = match key.strip_suffix('?') {
                     Some(k) => (k.to_owned(), true),
                     None => (key.clone(), false),
                 };
                 if !valid_id(&name) {
-                    self.err(line, join(&base, "outputs"), format!("`{key}` is not a valid output key (letters, digits, `_`, `-`, optional trailing `?`)"));
-                } else if raw.outputs.iter().any(|o| o.key == name) {
                     self.err(
                         line,
                         join(&base, "outputs"),
-                        format!("output `{name}` is declared twice"),
+                        format!("`{key}` is not a valid output key (letters, digits, `_`, `-`, optional trailing `?`)"),
                     );
+                } else if raw.outputs.iter().any(|o| o.key == name) {
+                    self.err(line, join(&base, "outputs"), format!("output `{name}` is declared twice"));
                 } else {
-                    raw.outputs.push(OutputDecl {
-                        key: name,
-                        optional,
-                    });
+                    raw.outputs.push(OutputDecl { key: name, optional });
                 }
             }
         }
@@ -601,21 +504,13 @@ impl Reader {
                 if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                     || k.starts_with(|c: char| c.is_ascii_digit())
                 {
-                    self.err(
-                        v.pos.line,
-                        &f,
-                        format!("`{k}` is not a valid environment variable name"),
-                    );
+                    self.err(v.pos.line, &f, format!("`{k}` is not a valid environment variable name"));
                     continue;
                 }
                 let text = match &v.kind {
                     NodeKind::Scalar(s) => s.text.clone(),
                     _ => {
-                        self.err(
-                            v.pos.line,
-                            &f,
-                            format!("expected a string, found a {}", v.kind_name()),
-                        );
+                        self.err(v.pos.line, &f, format!("expected a string, found a {}", v.kind_name()));
                         continue;
                     }
                 };
@@ -637,21 +532,11 @@ impl Reader {
         };
         let run = run?;
         templates.push((run_field, run_node.pos.line, run.clone()));
-        Some(StepKind::Shell(ShellStep {
-            run_source,
-            run,
-            env,
-            cwd,
-        }))
+        Some(StepKind::Shell(ShellStep { run_source, run, env, cwd }))
     }
 
     fn retry(&mut self, node: &Node, field: &str) -> Option<RetryPolicyRaw> {
-        let mut r = RetryPolicyRaw {
-            max_attempts: None,
-            initial_delay_ms: None,
-            multiplier: None,
-            max_delay_ms: None,
-        };
+        let mut r = RetryPolicyRaw { max_attempts: None, initial_delay_ms: None, multiplier: None, max_delay_ms: None };
         for (k, v) in self.map(node, field, RETRY_KEYS)? {
             let f = join(field, k);
             if k == "max_attempts" {
@@ -676,26 +561,14 @@ impl Reader {
                 n.as_f64().map(|f| (f * 1000.0) as u64)
             }
             other => {
-                self.err(
-                    node.pos.line,
-                    field,
-                    format!(
-                        "expected seconds between 0 and 86400, found {}",
-                        show(&other)
-                    ),
-                );
+                self.err(node.pos.line, field, format!("expected seconds between 0 and 86400, found {}", show(&other)));
                 None
             }
         }
     }
 
     /// Resolves step references, builds the graph, and checks templates.
-    fn resolve(
-        &mut self,
-        raw: Vec<RawStep<'_>>,
-        inputs: &[InputDecl],
-        limits: &Limits,
-    ) -> Option<(Vec<Step>, Graph)> {
+    fn resolve(&mut self, raw: Vec<RawStep<'_>>, inputs: &[InputDecl], limits: &Limits) -> Option<(Vec<Step>, Graph)> {
         let mut ok = true;
         // Duplicate ids.
         for (i, s) in raw.iter().enumerate() {
@@ -704,10 +577,7 @@ impl Reader {
                 self.err(
                     s.node.pos.line,
                     format!("steps[{i}].id"),
-                    format!(
-                        "duplicate step id `{}` (first defined at line {})",
-                        s.id, first.node.pos.line
-                    ),
+                    format!("duplicate step id `{}` (first defined at line {})", s.id, first.node.pos.line),
                 );
                 ok = false;
             }
@@ -722,11 +592,7 @@ impl Reader {
                 for (dep, line) in list {
                     match index(dep) {
                         Some(j) if j == i => {
-                            self.err(
-                                *line,
-                                format!("steps[{i}].needs"),
-                                "a step cannot need itself",
-                            );
+                            self.err(*line, format!("steps[{i}].needs"), "a step cannot need itself");
                             ok = false;
                         }
                         Some(j) if !v.contains(&j) => v.push(j),
@@ -735,10 +601,7 @@ impl Reader {
                             self.err(
                                 *line,
                                 format!("steps[{i}].needs"),
-                                format!(
-                                    "unknown step `{dep}`{}",
-                                    suggest(dep, raw.iter().map(|s| s.id.as_str()))
-                                ),
+                                format!("unknown step `{dep}`{}", suggest(dep, raw.iter().map(|s| s.id.as_str()))),
                             );
                             ok = false;
                         }
@@ -754,10 +617,7 @@ impl Reader {
                         self.err(
                             *line,
                             format!("steps[{i}].next"),
-                            format!(
-                                "unknown step `{target}`{}",
-                                suggest(target, raw.iter().map(|s| s.id.as_str()))
-                            ),
+                            format!("unknown step `{target}`{}", suggest(target, raw.iter().map(|s| s.id.as_str()))),
                         );
                         ok = false;
                         None
@@ -771,7 +631,14 @@ impl Reader {
                 && needs[*j].is_some()
             {
                 self.step = Some(raw[i].id.clone());
-                self.err(*line, format!("steps[{i}].next"), format!("step `{}` declares `needs`, so it runs when those finish and cannot also be a `next` target", raw[*j].id));
+                self.err(
+                    *line,
+                    format!("steps[{i}].next"),
+                    format!(
+                        "step `{}` declares `needs`, so it runs when those finish and cannot also be a `next` target",
+                        raw[*j].id
+                    ),
+                );
                 ok = false;
             }
         }
@@ -785,17 +652,18 @@ impl Reader {
                 self.err(
                     raw[first].node.pos.line,
                     format!("steps[{first}]"),
-                    format!(
-                        "cycle: {} (steps can only loop through review decisions)",
-                        names.join(" -> ")
-                    ),
+                    format!("cycle: {} (steps can only loop through review decisions)", names.join(" -> ")),
                 );
                 ok = false;
             } else {
                 for (i, reachable) in graph.reachable().into_iter().enumerate() {
                     if !reachable {
                         self.step = Some(raw[i].id.clone());
-                        self.err(raw[i].node.pos.line, format!("steps[{i}]"), "step is never reached: no step routes to it and it has no `needs` that can all run");
+                        self.err(
+                            raw[i].node.pos.line,
+                            format!("steps[{i}]"),
+                            "step is never reached: no step routes to it and it has no `needs` that can all run",
+                        );
                         ok = false;
                     }
                 }
@@ -804,7 +672,15 @@ impl Reader {
         if raw.len() > limits.max_total_iterations as usize {
             self.step = None;
             let line = raw.first().map_or(1, |s| s.node.pos.line);
-            self.err(line, "limits.max_total_iterations", format!("the workflow has {} steps but limits.max_total_iterations is {}; raise the limit", raw.len(), limits.max_total_iterations));
+            self.err(
+                line,
+                "limits.max_total_iterations",
+                format!(
+                    "the workflow has {} steps but limits.max_total_iterations is {}; raise the limit",
+                    raw.len(),
+                    limits.max_total_iterations
+                ),
+            );
         }
         // Templates.
         for (i, s) in raw.iter().enumerate() {
@@ -822,37 +698,34 @@ impl Reader {
                                 ),
                             );
                         }
-                        Ref::StepOutput { step, key } => match index(step) {
-                            None => self.err(
-                                *line,
-                                field,
-                                format!(
-                                    "template `{{{{{r}}}}}` names unknown step `{step}`{}",
-                                    suggest(step, raw.iter().map(|s| s.id.as_str()))
+                        Ref::StepOutput { step, key } => {
+                            match index(step) {
+                                None => self.err(
+                                    *line,
+                                    field,
+                                    format!(
+                                        "template `{{{{{r}}}}}` names unknown step `{step}`{}",
+                                        suggest(step, raw.iter().map(|s| s.id.as_str()))
+                                    ),
                                 ),
-                            ),
-                            Some(j) if j == i => self.err(
-                                *line,
-                                field,
-                                format!(
-                                    "template `{{{{{r}}}}}`: a step cannot read its own outputs"
+                                Some(j) if j == i => self.err(
+                                    *line,
+                                    field,
+                                    format!("template `{{{{{r}}}}}`: a step cannot read its own outputs"),
                                 ),
-                            ),
-                            Some(j) => {
-                                let producer = &raw[j];
-                                let builtin = producer
-                                    .kind
-                                    .as_ref()
-                                    .map_or(&[][..], StepKind::builtin_outputs);
-                                if !builtin.contains(&key.as_str())
-                                    && !producer.outputs.iter().any(|o| &o.key == key)
-                                {
-                                    self.err(*line, field, format!("template `{{{{{r}}}}}`: step `{step}` has no output `{key}` (it has: {})", output_names(builtin, &producer.outputs)));
-                                } else if ok && !graph.has_path(j, i) {
-                                    self.err(*line, field, format!("template `{{{{{r}}}}}`: step `{step}` does not run before `{}`; add it to `needs`", s.id));
+                                Some(j) => {
+                                    let producer = &raw[j];
+                                    let builtin = producer.kind.as_ref().map_or(&[][..], StepKind::builtin_outputs);
+                                    if !builtin.contains(&key.as_str())
+                                        && !producer.outputs.iter().any(|o| &o.key == key)
+                                    {
+                                        self.err(*line, field, format!("template `{{{{{r}}}}}`: step `{step}` has no output `{key}` (it has: {})", output_names(builtin, &producer.outputs)));
+                                    } else if ok && !graph.has_path(j, i) {
+                                        self.err(*line, field, format!("template `{{{{{r}}}}}`: step `{step}` does not run before `{}`; add it to `needs`", s.id));
+                                    }
                                 }
                             }
-                        },
+                        }
                         _ => {}
                     }
                 }
@@ -877,9 +750,7 @@ impl Reader {
                 Some(Step {
                     id: s.id,
                     kind: s.kind?,
-                    needs: needs[i]
-                        .as_ref()
-                        .map(|v| v.iter().map(|&j| ids[j].clone()).collect()),
+                    needs: needs[i].as_ref().map(|v| v.iter().map(|&j| ids[j].clone()).collect()),
                     next: s.next.map(|(n, _)| n),
                     outputs: s.outputs,
                     timeout_seconds: s.timeout_seconds.unwrap_or(limits.step_timeout_seconds),
@@ -901,26 +772,17 @@ fn lookup<'a>(entries: &[(&str, &'a Node)], key: &str) -> Option<&'a Node> {
 
 fn node_get<'a>(node: &'a Node, key: &str) -> Option<&'a Node> {
     match &node.kind {
-        NodeKind::Map(entries) => entries
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(_, v)| v),
+        NodeKind::Map(entries) => entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
         _ => None,
     }
 }
 
 fn join(base: &str, key: &str) -> String {
-    if base.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{base}.{key}")
-    }
+    if base.is_empty() { key.to_owned() } else { format!("{base}.{key}") }
 }
 
 fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 fn show(v: &Value) -> String {
@@ -934,11 +796,7 @@ fn show(v: &Value) -> String {
 fn output_names(builtin: &[&str], declared: &[OutputDecl]) -> String {
     let mut names: Vec<&str> = builtin.to_vec();
     names.extend(declared.iter().map(|o| o.key.as_str()));
-    if names.is_empty() {
-        "no outputs".into()
-    } else {
-        names.join(", ")
-    }
+    if names.is_empty() { "no outputs".into() } else { names.join(", ") }
 }
 
 /// " (did you mean `x`?)" when a known name is one or two edits away.

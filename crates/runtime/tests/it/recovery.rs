@@ -23,38 +23,14 @@ steps:
 
 /// Leaves a run as a killed process would: `running`, owned by a dead
 /// process, its first attempt recorded as started, heartbeat at T0.
-async fn seed_crashed_run(
-    store: &steward_store_sqlite::SqliteStore,
-    dir: &std::path::Path,
-) -> String {
+async fn seed_crashed_run(store: &steward_store_sqlite::SqliteStore, dir: &std::path::Path) -> String {
     let dead = engine(store.clone(), SimClock::new(T0), "dead");
     dead.boot().await.unwrap();
-    let run = dead
-        .create_run(create(TWO_STEPS, dir, json!({"name": "ada"})))
-        .await
-        .unwrap();
-    let mut c = Commit::new(
-        &run.run_id,
-        Expect {
-            state: RunState::Queued,
-            owner: None,
-        },
-        T0,
-        Actor::System,
-        "dead",
-    );
-    c.transition = Some(Transition {
-        to: RunState::Running,
-        cause: TransitionCause::Engine,
-        reason: "started".into(),
-    });
+    let run = dead.create_run(create(TWO_STEPS, dir, json!({"name": "ada"}))).await.unwrap();
+    let mut c = Commit::new(&run.run_id, Expect { state: RunState::Queued, owner: None }, T0, Actor::System, "dead");
+    c.transition = Some(Transition { to: RunState::Running, cause: TransitionCause::Engine, reason: "started".into() });
     c.set_owner = Some("dead".into());
-    c.started = vec![AttemptStart {
-        step_id: "greet".into(),
-        attempt: 1,
-        visit: 1,
-        input: json!({}),
-    }];
+    c.started = vec![AttemptStart { step_id: "greet".into(), attempt: 1, visit: 1, input: json!({}) }];
     store.commit(c).await.unwrap();
     run.run_id
 }
@@ -96,13 +72,8 @@ async fn acceptance_waits_for_the_recovery_scan() {
     assert_eq!(recovered[0].run_id, crashed);
 
     // The recovery event was committed before the new run's first event.
-    let rec = sq
-        .list_events(&crashed, 0)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|e| e.event_type == "workflow_recovery")
-        .unwrap();
+    let rec =
+        sq.list_events(&crashed, 0).await.unwrap().into_iter().find(|e| e.event_type == "workflow_recovery").unwrap();
     let created = &sq.list_events(&new_run.run_id, 0).await.unwrap()[0];
     assert!(rec.id < created.id);
 }
@@ -119,13 +90,7 @@ async fn a_crashed_run_is_stalled_on_boot_and_resumed() {
     clock.advance_secs(60);
     let eng = engine(sq.clone(), clock, "me");
     let recovered = eng.boot().await.unwrap();
-    assert_eq!(
-        recovered
-            .iter()
-            .map(|r| r.run_id.as_str())
-            .collect::<Vec<_>>(),
-        [crashed.as_str()]
-    );
+    assert_eq!(recovered.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), [crashed.as_str()]);
     let run = sq.get_run(&crashed).await.unwrap();
     assert_eq!(run.state, RunState::Stalled);
     let rec: Vec<_> = sq
@@ -136,21 +101,13 @@ async fn a_crashed_run_is_stalled_on_boot_and_resumed() {
         .filter(|e| e.event_type == "workflow_recovery")
         .collect();
     assert_eq!(rec.len(), 1);
-    assert_eq!(
-        (rec[0].actor, rec[0].payload["threshold_secs"].as_u64()),
-        (Actor::System, Some(30))
-    );
+    assert_eq!((rec[0].actor, rec[0].payload["threshold_secs"].as_u64()), (Actor::System, Some(30)));
 
     let done = eng.resume(&crashed, "tester").await.unwrap();
-    assert_eq!(
-        (done.state, done.summary.as_str()),
-        (RunState::Completed, "workflow completed")
-    );
+    assert_eq!((done.state, done.summary.as_str()), (RunState::Completed, "workflow completed"));
     let attempts = sq.list_attempts(&crashed).await.unwrap();
-    let seen: Vec<(String, u32, AttemptStatus)> = attempts
-        .iter()
-        .map(|a| (a.step_id.clone(), a.attempt, a.status))
-        .collect();
+    let seen: Vec<(String, u32, AttemptStatus)> =
+        attempts.iter().map(|a| (a.step_id.clone(), a.attempt, a.status)).collect();
     assert_eq!(
         seen,
         [
@@ -161,19 +118,11 @@ async fn a_crashed_run_is_stalled_on_boot_and_resumed() {
     );
     assert_eq!(attempts[2].output.as_ref().unwrap()["stdout"], "HELLO ADA");
     let events = sq.list_events(&crashed, 0).await.unwrap();
-    assert!(
-        events
-            .iter()
-            .enumerate()
-            .all(|(i, e)| e.seq == i as i64 + 1)
-    );
+    assert!(events.iter().enumerate().all(|(i, e)| e.seq == i as i64 + 1));
 
     // A finished run cannot be resumed; nothing is written by trying.
     let before = sq.list_events(&crashed, 0).await.unwrap().len();
-    assert!(matches!(
-        eng.resume(&crashed, "tester").await,
-        Err(Error::WrongState { .. })
-    ));
+    assert!(matches!(eng.resume(&crashed, "tester").await, Err(Error::WrongState { .. })));
     assert_eq!(sq.list_events(&crashed, 0).await.unwrap().len(), before);
 }
 
@@ -188,9 +137,6 @@ async fn a_run_with_a_fresh_heartbeat_is_not_resumed() {
     let eng = engine(sq.clone(), clock, "me");
     assert!(eng.boot().await.unwrap().is_empty());
     let err = eng.resume(&crashed, "tester").await.unwrap_err();
-    assert!(
-        matches!(&err, Error::RunningElsewhere { owner, age_secs: 10, .. } if owner == "dead"),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::RunningElsewhere { owner, age_secs: 10, .. } if owner == "dead"), "{err}");
     assert_eq!(sq.get_run(&crashed).await.unwrap().state, RunState::Running);
 }

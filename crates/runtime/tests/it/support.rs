@@ -8,10 +8,13 @@ use steward_core::Timestamp;
 use steward_core::event::Event;
 use steward_core::ids::SeqIds;
 use steward_runtime::{Clock, CreateRun, Engine, EngineConfig};
-use steward_store::{
-    Attempt, Commit, CommitOutcome, NewRun, Recovered, Result, Run, RunFilter, Store,
-};
+use steward_store::{Attempt, Commit, CommitOutcome, NewRun, Recovered, Result, Run, RunFilter, Store};
 use steward_store_sqlite::{Options, SqliteStore};
+use steward_tools::artifacts::ArtifactStore;
+use steward_tools::bus::ToolBus;
+use steward_tools::redact::Redactor;
+use steward_tools::registry::EngineRegistry;
+use steward_tools::terminal::TerminalPolicy;
 use tokio::sync::Notify;
 
 /// A clock that only moves when told, starting at a fixed instant.
@@ -36,19 +39,26 @@ impl Clock for SimClock {
 pub(crate) const T0: Timestamp = Timestamp(1_800_000_000_000);
 
 pub(crate) fn sqlite(dir: &std::path::Path) -> SqliteStore {
-    SqliteStore::open(
-        &dir.join("steward.db"),
-        Options::default(),
-        Arc::new(SeqIds::new("ev")),
+    SqliteStore::open(&dir.join("steward.db"), Options::default(), Arc::new(SeqIds::new("ev"))).unwrap()
+}
+
+/// A tool bus with the shipped registry and policy, a short kill grace, and
+/// a shared content-addressed artifact directory.
+pub(crate) fn bus() -> ToolBus {
+    let policy = TerminalPolicy { kill_grace: std::time::Duration::from_millis(200), ..TerminalPolicy::default() };
+    let artifacts = ArtifactStore::new(std::env::temp_dir().join("steward-it-artifacts"));
+    ToolBus::new(
+        EngineRegistry::builtin().unwrap(),
+        policy,
+        Redactor::new(vec!["configured-secret-value".into()]),
+        artifacts,
     )
-    .unwrap()
 }
 
 pub(crate) fn engine<S: Store + Clone>(store: S, clock: Arc<dyn Clock>, owner: &str) -> Engine<S> {
     let mut config = EngineConfig::new(owner.into());
-    config.kill_grace = std::time::Duration::from_millis(200);
     config.watch_interval = std::time::Duration::from_millis(50);
-    Engine::new(store, clock, Arc::new(SeqIds::new(owner)), config)
+    Engine::new(store, Arc::new(bus()), clock, Arc::new(SeqIds::new(owner)), config)
 }
 
 pub(crate) fn create(source: &str, workdir: &std::path::Path, inputs: Value) -> CreateRun {
@@ -71,11 +81,7 @@ pub(crate) struct GatedStore {
 
 impl GatedStore {
     pub(crate) fn new(inner: SqliteStore) -> GatedStore {
-        GatedStore {
-            inner,
-            release: Arc::new(Notify::new()),
-            log: Arc::new(Mutex::new(Vec::new())),
-        }
+        GatedStore { inner, release: Arc::new(Notify::new()), log: Arc::new(Mutex::new(Vec::new())) }
     }
     fn note(&self, what: &str) {
         self.log.lock().unwrap().push(what.into());
@@ -91,12 +97,7 @@ impl Store for GatedStore {
         self.note("commit");
         self.inner.commit(commit).await
     }
-    async fn heartbeat(
-        &self,
-        owner: &str,
-        run_ids: &[String],
-        now: Timestamp,
-    ) -> Result<Vec<String>> {
+    async fn heartbeat(&self, owner: &str, run_ids: &[String], now: Timestamp) -> Result<Vec<String>> {
         self.inner.heartbeat(owner, run_ids, now).await
     }
     async fn recover_stalled(&self, now: Timestamp, threshold_secs: u64) -> Result<Vec<Recovered>> {

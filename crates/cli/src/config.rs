@@ -1,0 +1,177 @@
+//! `steward.toml`: one configuration file, every key overridable by a `STEWARD_*` variable.
+//!
+//! Precedence, highest first: command-line flag, environment variable,
+//! `steward.toml` (from `--config`, `STEWARD_CONFIG`, or `./steward.toml`),
+//! built-in default. Unknown keys are errors, so a typo never silently
+//! leaves a guard at its default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use steward_tools::artifacts::ArtifactStore;
+use steward_tools::bus::ToolBus;
+use steward_tools::redact::Redactor;
+use steward_tools::registry::EngineRegistry;
+use steward_tools::terminal::{self, TerminalPolicy};
+
+use crate::args::Cli;
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    data_dir: Option<PathBuf>,
+    stall_threshold_secs: Option<u64>,
+    heartbeat_secs: Option<u64>,
+    #[serde(default)]
+    terminal: TerminalFile,
+    #[serde(default)]
+    engines: EnginesFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TerminalFile {
+    /// Replaces the default denylist when given.
+    denylist: Option<Vec<String>>,
+    #[serde(default)]
+    allowlist: Vec<String>,
+    #[serde(default)]
+    allowed_cwd_roots: Vec<PathBuf>,
+    timeout_ms: Option<u64>,
+    kill_grace_ms: Option<u64>,
+    max_output_bytes: Option<usize>,
+    /// Names of environment variables whose values are secret everywhere.
+    #[serde(default)]
+    secret_env: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnginesFile {
+    /// A `mechanical_engines.json` that adds, replaces or disables engines.
+    file: Option<PathBuf>,
+}
+
+/// Everything resolved.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) stall_threshold_secs: u64,
+    pub(crate) heartbeat_secs: u64,
+    pub(crate) source: Option<PathBuf>,
+    terminal: TerminalFile,
+    engines_file: Option<PathBuf>,
+}
+
+const LIST_KEYS: &[&str] = &["denylist", "allowlist", "allowed_cwd_roots", "secret_env"];
+
+/// `STEWARD_TERMINAL_<KEY>` and `STEWARD_ENGINES_<KEY>` become keys of their section.
+fn env_overrides(table: &mut toml::Table) {
+    for (name, value) in std::env::vars() {
+        let Some(rest) = name.strip_prefix("STEWARD_") else {
+            continue;
+        };
+        let (section, key) = match rest.split_once('_') {
+            Some(("TERMINAL", k)) => ("terminal", k.to_lowercase()),
+            Some(("ENGINES", k)) => ("engines", k.to_lowercase()),
+            _ => continue,
+        };
+        let v = if LIST_KEYS.contains(&key.as_str()) {
+            toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.into()))
+                    .collect(),
+            )
+        } else if let Ok(n) = value.parse::<i64>() {
+            toml::Value::Integer(n)
+        } else {
+            toml::Value::String(value)
+        };
+        let entry = table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(t) = entry {
+            t.insert(key, v);
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the configuration the way every command sees it.
+    pub(crate) fn load(cli: &Cli) -> Result<Settings> {
+        let explicit = cli.config.clone();
+        let path = explicit.clone().or_else(|| Some(PathBuf::from("steward.toml")).filter(|p| p.exists()));
+        let mut table = match &path {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("cannot read configuration {}", p.display()))?;
+                text.parse::<toml::Table>().map_err(|e| anyhow::anyhow!("configuration {}: {e}", p.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        env_overrides(&mut table);
+        let shown = path.as_deref().map_or_else(|| "environment".to_owned(), |p| p.display().to_string());
+        let file: File =
+            toml::Value::Table(table).try_into().map_err(|e| anyhow::anyhow!("configuration {shown}: {e}"))?;
+        Ok(Settings {
+            data_dir: cli.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(".steward")),
+            stall_threshold_secs: cli.stall_threshold_secs.or(file.stall_threshold_secs).unwrap_or(30),
+            heartbeat_secs: cli.heartbeat_secs.or(file.heartbeat_secs).unwrap_or(5).max(1),
+            source: path,
+            terminal: file.terminal,
+            engines_file: file.engines.file,
+        })
+    }
+
+    /// The terminal policy.
+    pub(crate) fn policy(&self) -> Result<TerminalPolicy> {
+        let mut p = TerminalPolicy::default();
+        let t = &self.terminal;
+        if let Some(deny) = &t.denylist {
+            p.denylist = terminal::compile(deny).map_err(|e| anyhow::anyhow!("terminal.denylist: {e}"))?;
+        }
+        p.allowlist = terminal::compile(&t.allowlist).map_err(|e| anyhow::anyhow!("terminal.allowlist: {e}"))?;
+        for root in &t.allowed_cwd_roots {
+            if root.is_absolute() || root.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                bail!(
+                    "terminal.allowed_cwd_roots: `{}` must be relative to the workspace, without `..`",
+                    root.display()
+                );
+            }
+        }
+        p.allowed_cwd_roots = t.allowed_cwd_roots.clone();
+        if let Some(ms) = t.timeout_ms {
+            p.timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = t.kill_grace_ms {
+            p.kill_grace = Duration::from_millis(ms);
+        }
+        if let Some(n) = t.max_output_bytes {
+            p.max_output_bytes = n;
+        }
+        Ok(p)
+    }
+
+    /// The tool bus every command goes through.
+    pub(crate) fn bus(&self) -> Result<ToolBus> {
+        let mut registry = EngineRegistry::builtin()?;
+        if let Some(file) = &self.engines_file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read engine registry {}", file.display()))?;
+            registry = registry.overlay(&file.display().to_string(), &text)?;
+        }
+        let secrets: Vec<String> =
+            self.terminal.secret_env.iter().filter_map(|name| std::env::var(name).ok()).collect();
+        let artifacts = ArtifactStore::new(self.data_dir.join("artifacts"));
+        Ok(ToolBus::new(registry, self.policy()?, Redactor::new(secrets), artifacts))
+    }
+
+    /// Where the configuration came from, for `steward capabilities`.
+    pub(crate) fn source(&self) -> Option<&Path> {
+        self.source.as_deref()
+    }
+}

@@ -1,0 +1,137 @@
+//! `steward tools check` and `steward capabilities`: the tool bus's decisions, shown without running anything.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use steward_core::capability::{self, AXES, FULL_IDS};
+use steward_core::job::JobKind;
+use steward_tools::bus::CallContext;
+use steward_tools::terminal::SessionKind;
+
+use crate::config::Settings;
+use crate::{print_json, print_text};
+
+/// Shows every gate, capability decision and guard for a command under a profile.
+pub(crate) fn check(cfg: &Settings, profile: &str, cwd: &str, command: &[String], json: bool) -> Result<ExitCode> {
+    let bus = cfg.bus()?;
+    let command = command.join(" ");
+    let workspace = std::env::current_dir()?;
+    let cwd_param = (cwd != ".").then_some(cwd);
+    let op = bus.shell_op(
+        "tools-check",
+        &command,
+        cwd_param,
+        &[],
+        bus.policy().timeout.min(Duration::from_secs(3600)),
+        profile,
+    );
+    let ctx = CallContext {
+        job_id: "tools-check".into(),
+        trace_id: "tools-check".into(),
+        actor_id: "cli".into(),
+        ai_actor: false,
+        session: SessionKind::HumanDev,
+        session_id: "tools-check".into(),
+        workspace_root: workspace,
+        idempotency_key: "tools-check".into(),
+    };
+    let checked = bus.check(&op, &ctx);
+    let allowed = checked.refusal.is_none();
+    if json {
+        print_json(&json!({
+            "command": bus.redactor().redact(&command).0,
+            "profile": profile,
+            "allowed": allowed,
+            "operation": bus.redactor().redact_json(&serde_json::to_value(&op)?),
+            "gates": checked.evaluation.outcomes,
+            "capabilities": checked.evaluation.capabilities,
+            "refusal": checked.refusal.as_ref().map(|r| json!({"by": r.by, "code": r.code, "reason": r.reason})),
+            "cwd": checked.cwd.as_ref().map(|p| p.display().to_string()),
+        }))?;
+    } else {
+        let mut s = format!(
+            "command:  {}\nprofile:  {profile}\nengine:   {}/{}\n",
+            bus.redactor().redact(&command).0,
+            op.engine_id,
+            op.operation
+        );
+        s.push_str("gates:\n");
+        for o in &checked.evaluation.outcomes {
+            let detail =
+                o.reason.as_deref().map(|r| format!("  {} {r}", o.code.as_deref().unwrap_or(""))).unwrap_or_default();
+            s.push_str(&format!("  {:<13} {}{detail}\n", o.gate.name(), if o.pass { "pass" } else { "DENY" }));
+        }
+        s.push_str("capabilities:\n");
+        for c in &checked.evaluation.capabilities {
+            s.push_str(&format!("  {:<24} {}\n", c.capability_id, if c.allowed { "allow" } else { "DENY" }));
+        }
+        if checked.evaluation.denial().is_none() {
+            let guard = match checked.refusal.as_ref() {
+                Some(r) => format!("DENY  {} {}", r.code, r.reason),
+                None => format!(
+                    "pass  (runs in {})",
+                    checked.cwd.as_ref().map_or_else(String::new, |p| p.display().to_string())
+                ),
+            };
+            s.push_str(&format!("terminal: {guard}\n"));
+        }
+        s.push_str(&match &checked.refusal {
+            None => "decision: allowed (nothing was run)\n".to_owned(),
+            Some(r) => format!("decision: {r}\n"),
+        });
+        print_text(&s)?;
+    }
+    Ok(if allowed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Lists profiles, what they grant, and which job kinds use them by default.
+pub(crate) fn capabilities(cfg: &Settings, json: bool) -> Result<ExitCode> {
+    let profiles = capability::profiles();
+    let kinds = |id: &str| -> Vec<&'static str> {
+        JobKind::ALL.into_iter().filter(|k| capability::default_profile(*k) == id).map(JobKind::as_str).collect()
+    };
+    let bus = cfg.bus()?;
+    let engines: Vec<Value> = bus
+        .registry()
+        .engines()
+        .map(|e| json!({"engine_id": e.engine_id, "enabled": e.enabled, "ceiling": e.determinism_ceiling, "ops": e.ops.iter().map(|o| &o.name).collect::<Vec<_>>()}))
+        .collect();
+    if json {
+        let list: Vec<Value> = profiles
+            .iter()
+            .map(|p| json!({"id": p.id, "description": p.description, "grants": p.grants, "default_for_job_kinds": kinds(p.id)}))
+            .collect();
+        print_json(
+            &json!({"profiles": list, "axes": AXES, "full_ids": FULL_IDS, "engines": engines, "config": cfg.source().map(|p| p.display().to_string())}),
+        )?;
+    } else {
+        let mut s = String::new();
+        for p in &profiles {
+            s.push_str(&format!(
+                "{} — {}\n  grants: {}\n",
+                p.id,
+                p.description,
+                p.grants.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ));
+            s.push_str(&format!("  default for: {}\n", kinds(p.id).join(", ")));
+        }
+        s.push_str(&format!("\naxes (take a scope, e.g. proc.exec:cargo): {}\n", AXES.join(", ")));
+        s.push_str(&format!("ids: {}\n", FULL_IDS.join(", ")));
+        s.push_str("engines:\n");
+        for e in bus.registry().engines() {
+            let ops: Vec<&str> = e.ops.iter().map(|o| o.name.as_str()).collect();
+            s.push_str(&format!(
+                "  {} ({}, ceiling {}): {}\n",
+                e.engine_id,
+                if e.enabled { "enabled" } else { "disabled" },
+                e.determinism_ceiling,
+                ops.join(", ")
+            ));
+        }
+        print_text(&s)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

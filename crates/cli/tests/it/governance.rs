@@ -1,0 +1,129 @@
+//! The tool bus from the command line: `tools check`, `capabilities`, configuration, denials in `status`.
+
+use crate::support::*;
+
+#[test]
+fn tools_check_shows_each_gate_and_guard_without_running() {
+    let s = Steward::new();
+    let out = s.run(&["tools", "check", "--", "touch", "ran-it"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "G-SCHEMA      pass",
+        "G-CAP         pass",
+        "G-DET         pass",
+        "proc.exec:touch          allow",
+        "decision: allowed (nothing was run)",
+    ] {
+        assert!(t.contains(line), "missing {line:?} in:\n{t}");
+    }
+    assert!(!s.path("ran-it").exists(), "tools check must not run the command");
+
+    let v = s.json(&["tools", "check", "--profile", "Coder", "--json", "--", "echo", "hi"]);
+    assert_eq!(v["allowed"], true);
+    assert_eq!(v["gates"].as_array().unwrap().len(), 6);
+
+    let out = s.run(&["tools", "check", "--profile", "Analyst", "--json", "--", "ls"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["refusal"]["by"].as_str(), v["refusal"]["code"].as_str()), (Some("G-CAP"), Some("MEX-CAP-DENIED")));
+    let denied: Vec<&str> = v["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["allowed"] == false)
+        .map(|c| c["capability_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(denied, ["fs.write", "proc.exec:ls"]);
+
+    let out = s.run(&["tools", "check", "--", "git", "reset", "--hard"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("terminal: DENY  HSK-TERM-002"), "{}", text(&out));
+    let out = s.run(&["tools", "check", "--cwd", "../..", "--", "ls"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("HSK-TERM-003"), "{}", text(&out));
+    let out = s.run(&["tools", "check", "--", "echo", "password=hunter2"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2"), "{}", text(&out));
+}
+
+#[test]
+fn capabilities_lists_profiles_grants_and_engines() {
+    let s = Steward::new();
+    let out = s.run(&["capabilities"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(t.contains("Coder — ") && t.contains("Analyst — ") && t.contains("Operator — "), "{t}");
+    assert!(t.contains("engine.shell (enabled, ceiling d1): exec"), "{t}");
+    let v = s.json(&["capabilities", "--json"]);
+    let coder = v["profiles"].as_array().unwrap().iter().find(|p| p["id"] == "Coder").unwrap();
+    assert!(coder["grants"].as_array().unwrap().iter().any(|g| g == "proc.exec"));
+    assert!(coder["default_for_job_kinds"].as_array().unwrap().iter().any(|k| k == "workflow_run"));
+}
+
+#[test]
+fn workflows_are_checked_against_their_profile_and_the_configured_policy() {
+    let s = Steward::new();
+    let wf = s.write(
+        "analyst.yaml",
+        "id: a\nversion: 1\ncapability_profile: Analyst\nsteps:\n  - {id: list, type: shell, run: ls}\n",
+    );
+    let out = s.run(&["validate", wf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("analyst.yaml:5: step `list`, field `steps[0].run`: denied by G-CAP (MEX-CAP-DENIED)"),
+        "{}",
+        text(&out)
+    );
+    let out = s.run(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("step `list`: denied by G-CAP"), "{}", text(&out));
+
+    // The operator's configuration replaces the denylist and marks secrets.
+    s.write("steward.toml", "[terminal]\ndenylist = ['\\bcurl\\b']\nsecret_env = ['MY_SERVICE_KEY']\n");
+    let curl = s.write(
+        "curl.yaml",
+        "id: c\nversion: 1\nsteps:\n  - {id: fetch, type: shell, run: 'curl http://127.0.0.1:9'}\n",
+    );
+    let out = s.run(&["validate", curl.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("denied by terminal (HSK-TERM-002)"), "{}", text(&out));
+    let leak = s.write(
+        "leak.yaml",
+        "id: l\nversion: 1\nsteps:\n  - {id: show, type: shell, run: 'echo \"key is $MY_SERVICE_KEY\"'}\n",
+    );
+    let out = s
+        .cmd(&["run", leak.to_str().unwrap(), "--json"])
+        .env("MY_SERVICE_KEY", "zq-ultra-private-774")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let all = text(&out);
+    assert!(!all.contains("zq-ultra-private-774") && all.contains("key is ***REDACTED***"), "{all}");
+
+    s.write("steward.toml", "[terminal]\ndenylst = []\n");
+    let out = s.run(&["validate", curl.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("configuration steward.toml: unknown field `denylst`"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_step_denied_at_run_time_fails_with_the_reason_in_status() {
+    let s = Steward::new();
+    let wf = s.write(
+        "escape.yaml",
+        "id: e\nversion: 1\ninputs:\n  dir: {type: string}\nsteps:\n  - {id: look, type: shell, cwd: '{{inputs.dir}}', run: ls}\n",
+    );
+    let out = s.run(&["run", wf.to_str().unwrap(), "--input", "dir=/etc", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["run_id"].as_str().unwrap().to_owned();
+    let status = s.run(&["status", &id]);
+    let t = String::from_utf8_lossy(&status.stdout);
+    assert!(t.contains("state:       failed"), "{t}");
+    assert!(
+        t.contains("denied by G-INTEGRITY (HSK-TERM-003): cwd `/etc` must be a workspace-relative path without `..`"),
+        "{t}"
+    );
+}

@@ -1,0 +1,153 @@
+//! Shell steps run only through the tool bus: refused before a run, denied at run time, recorded and redacted.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use steward_core::state::{AttemptStatus, RunState};
+use steward_runtime::{Error, SystemClock};
+use steward_store::Store;
+
+use crate::support::*;
+
+/// Capability profiles and the command policy refuse a workflow before it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_outside_their_profile_or_policy_are_refused_before_they_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    let eng = engine(store.clone(), Arc::new(SystemClock), "me");
+    eng.boot().await.unwrap();
+
+    let analyst = "id: a\nversion: 1\ncapability_profile: Analyst\nsteps:\n  - {id: ls, type: shell, run: 'ls -la'}\n";
+    let err = eng.create_run(create(analyst, dir.path(), json!({}))).await.unwrap_err();
+    let Error::Refused(refused) = &err else { panic!("{err}") };
+    assert_eq!(refused[0].0, "ls");
+    assert_eq!((refused[0].1.by.as_str(), refused[0].1.code.as_str()), ("G-CAP", "MEX-CAP-DENIED"));
+    assert!(
+        err.to_string().contains(
+            "step `ls`: denied by G-CAP (MEX-CAP-DENIED): capability `fs.write` is not granted by profile Analyst"
+        ),
+        "{err}"
+    );
+
+    let denied = "id: d\nversion: 1\nsteps:\n  - {id: wipe, type: shell, run: 'git reset --hard HEAD~3'}\n";
+    let err = eng.create_run(create(denied, dir.path(), json!({}))).await.unwrap_err();
+    assert!(
+        err.to_string().contains("step `wipe`: denied by terminal (HSK-TERM-002): command denied by policy"),
+        "{err}"
+    );
+    assert!(store.list_runs(Default::default()).await.unwrap().is_empty(), "a refused workflow records no run");
+}
+
+/// TERM / HSK-TERM-003 at run time: a rendered cwd that escapes is denied with the
+/// gate's code; the attempt fails, and every decision is an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_step_fails_with_the_reason_and_every_decision_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    let eng = engine(store.clone(), Arc::new(SystemClock), "me");
+    eng.boot().await.unwrap();
+    let src = "id: esc\nversion: 1\ninputs:\n  dir: {type: string}\nsteps:\n  - {id: a, type: shell, cwd: '{{inputs.dir}}', run: 'echo hi'}\n";
+    let created = eng.create_run(create(src, dir.path(), json!({"dir": "../.."}))).await.unwrap();
+    let run = eng.start(&created.run_id).await.unwrap();
+    assert_eq!(run.state, RunState::Failed);
+    let reason = run.terminal_reason.unwrap();
+    assert!(reason.starts_with("step `a` failed: denied by G-INTEGRITY (HSK-TERM-003): cwd `../..`"), "{reason}");
+    let attempts = store.list_attempts(&run.run_id).await.unwrap();
+    assert_eq!(attempts.len(), 1, "a denial is not retried");
+    assert_eq!(attempts[0].status, AttemptStatus::Failed);
+    let events = store.list_events(&run.run_id, 0).await.unwrap();
+    let gates: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e.event_type == "gate_outcome")
+        .map(|e| (e.payload["gate"].as_str().unwrap().to_owned(), e.payload["outcome"].as_str().unwrap().to_owned()))
+        .collect();
+    let expected: Vec<(String, String)> = [("G-SCHEMA", "pass"), ("G-CAP", "pass"), ("G-INTEGRITY", "deny")]
+        .iter()
+        .map(|(g, o)| (g.to_string(), o.to_string()))
+        .collect();
+    assert_eq!(gates, expected);
+    let caps: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event_type == "capability_action")
+        .map(|e| e.capability_id.as_deref().unwrap())
+        .collect();
+    assert_eq!(caps, ["fs.read", "fs.write", "proc.exec:echo"]);
+    let call = events.iter().find(|e| e.event_type == "tool_call").unwrap();
+    assert_eq!((call.payload["ok"].as_bool(), call.payload["tool_id"].as_str()), (Some(false), Some("mex.shell.exec")));
+    assert!(events.iter().all(|e| e.event_type != "terminal_command"), "nothing ran");
+    assert!(events.iter().filter(|e| e.event_type == "gate_outcome").all(|e| e.step_id.as_deref() == Some("a")));
+}
+
+/// TERM-LOG-002: secrets never reach the store or the events, in the command,
+/// the environment or the output; evidence is kept as artifacts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_redacted_everywhere_they_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    let eng = engine(store.clone(), Arc::new(SystemClock), "me");
+    eng.boot().await.unwrap();
+    let src = r#"id: sec
+version: 1
+inputs:
+  token: {type: string}
+steps:
+  - id: leak
+    type: shell
+    env: {API_TOKEN: "{{inputs.token}}"}
+    run: |
+      echo "password=hunter22 and $API_TOKEN and configured-secret-value"
+      printf 'bad \377 bytes token=abc123\n' >&2
+      echo "[workflow_result]{\"outputs\": {\"note\": \"secret=s3cr3tvalue\"}}[/workflow_result]"
+    outputs: [note]
+"#;
+    let created = eng
+        .create_run(create(src, dir.path(), json!({"token": "ghp_abcdefghijklmnopqrstuvwxyz0123456789AB"})))
+        .await
+        .unwrap();
+    let run = eng.start(&created.run_id).await.unwrap();
+    assert_eq!(run.state, RunState::Completed, "{}", run.summary);
+    let attempts = store.list_attempts(&run.run_id).await.unwrap();
+    let events = store.list_events(&run.run_id, 0).await.unwrap();
+    // Inputs are kept as given so the run can resume; everything the run recorded is redacted.
+    let recorded = format!("{}{}", serde_json::to_string(&attempts).unwrap(), serde_json::to_string(&events).unwrap());
+    for secret in
+        ["hunter22", "ghp_abcdefghijklmnopqrstuvwxyz0123456789AB", "configured-secret-value", "abc123", "s3cr3tvalue"]
+    {
+        assert!(!recorded.contains(secret), "`{secret}` reached the store");
+    }
+    let out = attempts[0].output.as_ref().unwrap();
+    assert!(
+        out["stdout"].as_str().unwrap().starts_with("password=***REDACTED*** and ***REDACTED*** and ***REDACTED***\n")
+    );
+    assert!(out["stderr"].as_str().unwrap().contains("token=***REDACTED***"));
+    assert_eq!(out["outputs"]["note"], "secret=***REDACTED***");
+    assert_eq!(attempts[0].input["params"]["env"]["API_TOKEN"], "***REDACTED***");
+    let term = events.iter().find(|e| e.event_type == "terminal_command").unwrap();
+    assert_eq!(
+        (term.payload["session_type"].as_str(), term.payload["redaction_applied"].as_bool()),
+        (Some("AI_JOB"), Some(true))
+    );
+    let stdout_ref = term.payload["stdout_ref"].as_str().unwrap();
+    let evidence = String::from_utf8(eng.bus().artifacts().get(stdout_ref).unwrap()).unwrap();
+    assert!(evidence.contains("password=***REDACTED***") && !evidence.contains("hunter22"));
+    assert_eq!(out["evidence"][0], stdout_ref);
+}
+
+/// DG-MEX-03: output over 32 KB is kept as an artifact and still reaches templates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_output_travels_as_an_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    let eng = engine(store.clone(), Arc::new(SystemClock), "me");
+    eng.boot().await.unwrap();
+    let src = "id: big\nversion: 1\nsteps:\n  - {id: gen, type: shell, run: 'head -c 40000 /dev/zero | tr \"\\\\0\" a'}\n  - {id: count, type: shell, run: 'printf %s \"{{steps.gen.outputs.stdout}}\" | wc -c'}\n";
+    let created = eng.create_run(create(src, dir.path(), json!({}))).await.unwrap();
+    let run = eng.start(&created.run_id).await.unwrap();
+    assert_eq!(run.state, RunState::Completed, "{}", run.summary);
+    let attempts = store.list_attempts(&run.run_id).await.unwrap();
+    let gen_out = attempts[0].output.as_ref().unwrap();
+    assert!(gen_out.get("stdout").is_none());
+    assert_eq!(gen_out["stdout_bytes"], 40000);
+    assert!(gen_out["stdout_ref"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(attempts[1].output.as_ref().unwrap()["stdout"].as_str().map(str::trim), Some("40000"));
+}
