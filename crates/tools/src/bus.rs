@@ -544,3 +544,113 @@ impl ToolBus {
         refused
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redact::Redactor;
+
+    fn bus(dir: &std::path::Path) -> ToolBus {
+        ToolBus::new(
+            EngineRegistry::builtin().unwrap(),
+            TerminalPolicy::default(),
+            Redactor::default(),
+            ArtifactStore::new(dir.join("artifacts")),
+        )
+    }
+
+    fn ctx(dir: &std::path::Path) -> CallContext {
+        CallContext {
+            job_id: "job-1".into(),
+            trace_id: "trace-1".into(),
+            actor_id: "engine".into(),
+            ai_actor: true,
+            session: SessionKind::AiJob,
+            session_id: "s-1".into(),
+            workspace_root: dir.to_owned(),
+            idempotency_key: "run:step:1".into(),
+        }
+    }
+
+    fn kinds(events: &[Payload]) -> Vec<&'static str> {
+        events.iter().map(Payload::event_type).collect()
+    }
+
+    /// DG-CAP-05: every capability check is recorded, allow and deny, with actor and job.
+    #[test]
+    fn capability_decisions_are_recorded_on_allow_and_on_deny() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = bus(dir.path());
+        let op = b.shell_op("op-1", "ls", None, &[], Duration::from_secs(5), "Analyst");
+        let checked = b.check(&op, &ctx(dir.path()));
+        assert_eq!(checked.refusal.as_ref().map(|r| r.by.as_str()), Some("G-CAP"));
+        let decisions: Vec<(String, String)> = checked
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Payload::CapabilityAction { capability_id, decision_outcome, actor_id, job_id } => {
+                    assert_eq!((actor_id.as_str(), job_id.as_str()), ("engine", "job-1"));
+                    Some((capability_id.clone(), decision_outcome.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<(String, String)> = [("fs.read", "allow"), ("fs.write", "deny"), ("proc.exec:ls", "deny")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(decisions, expected);
+        assert_eq!(
+            kinds(&checked.events),
+            ["gate_outcome", "gate_outcome", "capability_action", "capability_action", "capability_action"]
+        );
+    }
+
+    /// TERM-UX-002: an AI job cannot run in a human session without capability and consent.
+    #[test]
+    fn ai_actors_cannot_attach_to_human_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = bus(dir.path());
+        let op = b.shell_op("op-1", "ls", None, &[], Duration::from_secs(5), "Coder");
+        let human = CallContext { session: SessionKind::HumanDev, ..ctx(dir.path()) };
+        let checked = b.check(&op, &human);
+        let r = checked.refusal.unwrap();
+        assert_eq!((r.by.as_str(), r.code.as_str()), ("terminal", "HSK-TERM-009"));
+        assert!(
+            checked
+                .events
+                .iter()
+                .any(|e| matches!(e, Payload::CapabilityAction { capability_id, decision_outcome, .. }
+            if capability_id == "terminal.attach_human" && decision_outcome == "deny"))
+        );
+        let person = CallContext { ai_actor: false, ..human };
+        assert!(b.check(&op, &person).refusal.is_none());
+    }
+
+    /// A run through the bus leaves verified evidence and the command and call events.
+    #[tokio::test]
+    async fn executing_records_evidence_and_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = bus(dir.path());
+        let big = "x".repeat(ENV_INLINE_LIMIT + 1);
+        let env = vec![("BIG".to_owned(), big.clone())];
+        let mut op =
+            b.shell_op("op-1", "printf %s \"$BIG\" | wc -c; echo done", None, &env, Duration::from_secs(5), "Coder");
+        b.externalize_large_env(&mut op).unwrap();
+        assert_eq!(op.inputs.len(), 1);
+        assert!(op.params["env"]["BIG"].as_str().unwrap().starts_with("artifact:sha256:"));
+        let done = b.execute(&op, &ctx(dir.path()), &CancellationToken::new()).await;
+        assert!(done.refusal.is_none());
+        assert_eq!(done.result.status, EngineStatus::Succeeded);
+        let out = done.output.unwrap();
+        assert!(out.stdout.starts_with(&(ENV_INLINE_LIMIT + 1).to_string()), "{}", out.stdout);
+        assert_eq!(done.result.evidence.len(), 2);
+        assert!(done.result.evidence.iter().all(|a| b.artifacts().verify(a)));
+        assert_eq!(
+            &kinds(&done.events)[6..],
+            ["capability_action"; 5].iter().chain(&["terminal_command", "tool_call"]).copied().collect::<Vec<_>>()
+        );
+        let provenance = done.result.provenance.unwrap();
+        assert_eq!((provenance.engine_id.as_str(), provenance.determinism), ("engine.shell", Determinism::D1));
+    }
+}

@@ -99,6 +99,16 @@ fn workflows_are_checked_against_their_profile_and_the_configured_policy() {
     let all = text(&out);
     assert!(!all.contains("zq-ultra-private-774") && all.contains("key is ***REDACTED***"), "{all}");
 
+    // An operator can switch an engine off; then nothing that needs it starts.
+    s.write("off.json", r#"{"engine.shell": {"engine_id": "engine.shell", "determinism_ceiling": "d1", "required_gates": ["G-SCHEMA", "G-CAP", "G-INTEGRITY", "G-BUDGET", "G-PROVENANCE", "G-DET"], "default_budget": {"wall_time_ms": 1000}, "ops": [], "enabled": false}}"#);
+    let out = s.cmd(&["validate", leak.to_str().unwrap()]).env("STEWARD_ENGINES_FILE", "off.json").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("denied by G-CAP (MEX-CAP-ENGINE): engine `engine.shell` is not registered or is disabled"),
+        "{}",
+        text(&out)
+    );
+
     s.write("steward.toml", "[terminal]\ndenylst = []\n");
     let out = s.run(&["validate", curl.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
