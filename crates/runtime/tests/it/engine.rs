@@ -6,42 +6,10 @@ use serde_json::json;
 use steward_core::event::Actor;
 use steward_core::job::JobContract;
 use steward_core::state::{AttemptStatus, RunState};
-use steward_runtime::{Engine, SystemClock};
-use steward_store::{NewRun, Run, Store};
-use steward_store_sqlite::SqliteStore;
+use steward_runtime::SystemClock;
+use steward_store::{NewRun, Store};
 
 use crate::support::*;
-
-struct Env {
-    dir: tempfile::TempDir,
-    store: SqliteStore,
-    engine: Engine<SqliteStore>,
-}
-
-async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite(dir.path());
-    let engine = engine(store.clone(), Arc::new(SystemClock), "me");
-    engine.boot().await.unwrap();
-    Env { dir, store, engine }
-}
-
-impl Env {
-    async fn run(&self, source: &str, inputs: serde_json::Value) -> Run {
-        let run = self.engine.create_run(create(source, self.dir.path(), inputs)).await.unwrap();
-        self.engine.start(&run.run_id).await.unwrap()
-    }
-
-    async fn attempts(&self, run: &Run) -> Vec<(String, u32, AttemptStatus)> {
-        self.store
-            .list_attempts(&run.run_id)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| (a.step_id, a.attempt, a.status))
-            .collect()
-    }
-}
 
 /// Independent steps of a `needs` DAG run at the same time: each waits for the other's flag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,8 @@
 //! Shell steps run only through the tool bus: refused before a run, denied at run time, recorded and redacted.
 
-use std::sync::Arc;
-
 use serde_json::json;
 use steward_core::state::{AttemptStatus, RunState};
-use steward_runtime::{Error, SystemClock};
+use steward_runtime::Error;
 use steward_store::Store;
 
 use crate::support::*;
@@ -12,10 +10,7 @@ use crate::support::*;
 /// Capability profiles and the command policy refuse a workflow before it starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflows_outside_their_profile_or_policy_are_refused_before_they_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite(dir.path());
-    let eng = engine(store.clone(), Arc::new(SystemClock), "me");
-    eng.boot().await.unwrap();
+    let Env { dir, store, engine: eng } = env().await;
 
     let analyst = "id: a\nversion: 1\ncapability_profile: Analyst\nsteps:\n  - {id: ls, type: shell, run: 'ls -la'}\n";
     let err = eng.create_run(create(analyst, dir.path(), json!({}))).await.unwrap_err();
@@ -42,10 +37,7 @@ async fn workflows_outside_their_profile_or_policy_are_refused_before_they_start
 /// gate's code; the attempt fails, and every decision is an event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_step_fails_with_the_reason_and_every_decision_is_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite(dir.path());
-    let eng = engine(store.clone(), Arc::new(SystemClock), "me");
-    eng.boot().await.unwrap();
+    let Env { dir, store, engine: eng } = env().await;
     let src = "id: esc\nversion: 1\ninputs:\n  dir: {type: string}\nsteps:\n  - {id: a, type: shell, cwd: '{{inputs.dir}}', run: 'echo hi'}\n";
     let created = eng.create_run(create(src, dir.path(), json!({"dir": "../.."}))).await.unwrap();
     let run = eng.start(&created.run_id).await.unwrap();
@@ -82,10 +74,7 @@ async fn a_denied_step_fails_with_the_reason_and_every_decision_is_recorded() {
 /// the environment or the output; evidence is kept as artifacts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_are_redacted_everywhere_they_are_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite(dir.path());
-    let eng = engine(store.clone(), Arc::new(SystemClock), "me");
-    eng.boot().await.unwrap();
+    let Env { dir, store, engine: eng } = env().await;
     let src = r#"id: sec
 version: 1
 inputs:
@@ -136,10 +125,7 @@ steps:
 /// DG-MEX-03: output over 32 KB is kept as an artifact and still reaches templates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_output_travels_as_an_artifact() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite(dir.path());
-    let eng = engine(store.clone(), Arc::new(SystemClock), "me");
-    eng.boot().await.unwrap();
+    let Env { dir, store, engine: eng } = env().await;
     let src = "id: big\nversion: 1\nsteps:\n  - {id: gen, type: shell, run: 'head -c 40000 /dev/zero | tr \"\\\\0\" a'}\n  - {id: count, type: shell, run: 'printf %s \"{{steps.gen.outputs.stdout}}\" | wc -c'}\n";
     let created = eng.create_run(create(src, dir.path(), json!({}))).await.unwrap();
     let run = eng.start(&created.run_id).await.unwrap();

@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 use steward_core::Timestamp;
 use steward_core::event::Event;
 use steward_core::ids::SeqIds;
-use steward_runtime::{Clock, CreateRun, Engine, EngineConfig};
+use steward_core::state::AttemptStatus;
+use steward_runtime::{Clock, CreateRun, Engine, EngineConfig, SystemClock};
 use steward_store::{Attempt, Commit, CommitOutcome, NewRun, Recovered, Result, Run, RunFilter, Store};
 use steward_store_sqlite::{Options, SqliteStore};
 use steward_tools::artifacts::ArtifactStore;
@@ -119,5 +120,37 @@ impl Store for GatedStore {
     }
     async fn get_definition(&self, hash: &str) -> Result<String> {
         self.inner.get_definition(hash).await
+    }
+}
+
+/// A booted engine on a fresh SQLite file in a scratch workspace.
+pub(crate) struct Env {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) store: SqliteStore,
+    pub(crate) engine: Engine<SqliteStore>,
+}
+
+pub(crate) async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    let engine = engine(store.clone(), Arc::new(SystemClock), "me");
+    engine.boot().await.unwrap();
+    Env { dir, store, engine }
+}
+
+impl Env {
+    pub(crate) async fn run(&self, source: &str, inputs: serde_json::Value) -> Run {
+        let run = self.engine.create_run(create(source, self.dir.path(), inputs)).await.unwrap();
+        self.engine.start(&run.run_id).await.unwrap()
+    }
+
+    pub(crate) async fn attempts(&self, run: &Run) -> Vec<(String, u32, AttemptStatus)> {
+        self.store
+            .list_attempts(&run.run_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.step_id, a.attempt, a.status))
+            .collect()
     }
 }
