@@ -1,0 +1,173 @@
+//! Test doubles that speak the real protocol over the real transport (dev-dependency only).
+//!
+//! [`ModelServer`] is an HTTP/1.1 server on 127.0.0.1 that answers each request with the
+//! next scripted reply (status, headers, body, optional delay) and records what it was
+//! asked, so provider tests exercise real sockets, real JSON and real retries.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// One scripted reply.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: String,
+    /// Wait this long before answering (to provoke timeouts).
+    pub delay: Duration,
+}
+
+impl Reply {
+    /// A 200 with a JSON body.
+    pub fn json(body: Value) -> Reply {
+        Reply { status: 200, headers: Vec::new(), body: body.to_string(), delay: Duration::ZERO }
+    }
+
+    /// An error status with a text body.
+    pub fn status(status: u16, body: &str) -> Reply {
+        Reply { status, headers: Vec::new(), body: body.to_owned(), delay: Duration::ZERO }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
+    /// Answers only after `d`.
+    pub fn after(mut self, d: Duration) -> Reply {
+        self.delay = d;
+        self
+    }
+
+    /// An OpenAI chat completion whose message is `content`, with usage.
+    pub fn openai(content: &str) -> Reply {
+        Reply::json(json!({
+            "id": "chatcmpl-test", "object": "chat.completion", "model": "fake-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        }))
+    }
+
+    /// An Ollama chat answer whose message is `content`, with counts.
+    pub fn ollama(content: &str) -> Reply {
+        Reply::json(json!({
+            "model": "fake-model", "created_at": "2026-11-21T00:00:00Z",
+            "message": {"role": "assistant", "content": content}, "done": true,
+            "prompt_eval_count": 13, "eval_count": 5
+        }))
+    }
+}
+
+/// A request the server received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// `POST /v1/chat/completions`.
+    pub request_line: String,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: String,
+}
+
+impl Received {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A scripted HTTP server on loopback.
+#[derive(Debug, Clone)]
+pub struct ModelServer {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    replies: Arc<Mutex<VecDeque<Reply>>>,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl ModelServer {
+    /// Starts a server that answers with `replies` in order, then 500s.
+    pub async fn start(replies: Vec<Reply>) -> ModelServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = ModelServer { url, replies: Arc::new(Mutex::new(replies.into())), received: Arc::default() };
+        let s = server.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let Some(req) = read_request(&mut conn).await else { return };
+                    s.received.lock().unwrap().push(req);
+                    let reply =
+                        s.replies.lock().unwrap().pop_front().unwrap_or_else(|| Reply::status(500, "script exhausted"));
+                    tokio::time::sleep(reply.delay).await;
+                    let mut out = format!(
+                        "HTTP/1.1 {} X\r\ncontent-length: {}\r\ncontent-type: application/json\r\nconnection: close\r\n",
+                        reply.status,
+                        reply.body.len()
+                    );
+                    for (k, v) in &reply.headers {
+                        out.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    out.push_str("\r\n");
+                    out.push_str(&reply.body);
+                    let _ = conn.write_all(out.as_bytes()).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        server
+    }
+
+    /// What it has been asked so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<Received> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let header_end = loop {
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..header_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next()?.to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    while buf.len() < header_end + len {
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&buf[header_end..(header_end + len).min(buf.len())]).into_owned();
+    Some(Received { request_line, headers, body })
+}
