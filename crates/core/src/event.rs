@@ -177,6 +177,35 @@ pub enum Payload {
         /// Whether anything was redacted.
         redaction_applied: bool,
     },
+    /// FR-EVT-006 `llm_inference`: one model call. Never the raw prompt.
+    LlmInference {
+        /// Correlates the job's events.
+        trace_id: String,
+        /// The model that answered.
+        model_id: String,
+        /// `openai`, `ollama`, `command`, `scripted`.
+        provider: String,
+        /// `{prompt_tokens, completion_tokens, total_tokens}`.
+        token_usage: Value,
+        /// `server`, `tokenizer:<encoding>` or `estimate`.
+        usage_source: String,
+        /// Wall-clock time of the call.
+        latency_ms: u64,
+        /// SHA-256 of the prompt (the prompt itself is an artifact).
+        prompt_hash: String,
+        /// SHA-256 of the raw response, when there is one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        response_hash: Option<String>,
+        /// HTTP requests made (1 + retries).
+        requests: u32,
+        /// Whether the answer came from a script rather than a model.
+        scripted: bool,
+        /// Whether it produced an answer.
+        ok: bool,
+        /// Why not, or why the counts are only estimates.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
     /// FR-EVT-007 `tool_call`: one tool bus invocation.
     ToolCall {
         /// Correlates the job's events.
@@ -225,6 +254,15 @@ impl Payload {
             Payload::CapabilityAction { .. } => "capability_action",
             Payload::TerminalCommand { .. } => "terminal_command",
             Payload::ToolCall { .. } => "tool_call",
+            Payload::LlmInference { .. } => "llm_inference",
+        }
+    }
+
+    /// The model the event concerns, for the envelope.
+    pub fn model_id(&self) -> Option<&str> {
+        match self {
+            Payload::LlmInference { model_id, .. } => Some(model_id),
+            _ => None,
         }
     }
 

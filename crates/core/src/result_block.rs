@@ -20,6 +20,8 @@ pub struct Envelope {
     pub summary: Option<String>,
     /// Declared outputs.
     pub outputs: Map<String, Value>,
+    /// A review's `decision`, from the block or its outputs.
+    pub decision: Option<String>,
 }
 
 /// Finds and parses the block. `Ok(None)` when there is none.
@@ -60,7 +62,11 @@ pub fn parse(text: &str) -> Result<Option<Envelope>, String> {
         Some(Value::Object(m)) => m,
         Some(_) => return Err("`outputs` must be a JSON object".into()),
     };
-    Ok(Some(Envelope { failed, summary, outputs }))
+    let decision = obj.remove("decision").or_else(|| outputs.get("decision").cloned()).map(|d| match d {
+        Value::String(s) => s,
+        other => other.to_string(),
+    });
+    Ok(Some(Envelope { failed, summary, outputs, decision }))
 }
 
 /// Checks that every required declared output is present; returns the missing keys.
@@ -88,7 +94,8 @@ mod tests {
             Envelope {
                 failed: false,
                 summary: Some("ok".into()),
-                outputs: json!({"n": 2}).as_object().unwrap().clone()
+                outputs: json!({"n": 2}).as_object().unwrap().clone(),
+                decision: None
             }
         );
         assert_eq!(parse("no block").unwrap(), None);
@@ -108,10 +115,31 @@ mod tests {
     }
 
     #[test]
+    fn review_decisions_are_read_loosely_but_strictly_valued() {
+        let env = parse("[workflow_result]{\"decision\": \" Approve \"}[/workflow_result]").unwrap().unwrap();
+        assert_eq!(review_decision(env.decision.as_deref()), Ok(true));
+        let env =
+            parse("[workflow_result]{\"outputs\": {\"decision\": \"reject\"}}[/workflow_result]").unwrap().unwrap();
+        assert_eq!(review_decision(env.decision.as_deref()), Ok(false));
+        assert!(review_decision(Some("maybe")).unwrap_err().contains("found `maybe`"));
+        assert!(review_decision(None).is_err());
+    }
+
+    #[test]
     fn required_outputs_must_be_present() {
         let decl =
             vec![OutputDecl { key: "a".into(), optional: false }, OutputDecl { key: "b".into(), optional: true }];
         assert_eq!(missing_outputs(&decl, json!({"b": 1}).as_object().unwrap()), ["a"]);
         assert!(missing_outputs(&decl, json!({"a": "x"}).as_object().unwrap()).is_empty());
+    }
+}
+
+/// A review's decision: `approve` or `reject`, case and whitespace ignored (DireClaw §2.10).
+pub fn review_decision(raw: Option<&str>) -> Result<bool, String> {
+    match raw.map(|d| d.trim().trim_matches(['"', '\'']).to_ascii_lowercase()).as_deref() {
+        Some("approve") => Ok(true),
+        Some("reject") => Ok(false),
+        Some(other) => Err(format!("the review decision must be `approve` or `reject`, found `{other}`")),
+        None => Err("the review gave no `decision` (approve or reject) in its [workflow_result] block".into()),
     }
 }

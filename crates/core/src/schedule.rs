@@ -206,10 +206,13 @@ fn failed(reason: String) -> Plan {
     Plan { start: Vec::new(), wake_at: None, verdict: Verdict::Failed { reason } }
 }
 
-/// The steps a completed attempt of `step_id` routes to, as recorded with it.
-pub fn routes_of(wf: &Workflow, step_id: &str) -> Vec<String> {
+/// The steps a completed attempt of `step_id` routes to, recorded with it.
+/// For a review, `approved` is its decision.
+pub fn routes_of(wf: &Workflow, step_id: &str, approved: Option<bool>) -> Vec<String> {
     wf.step_index(step_id)
-        .map(|i| wf.graph.routes[i].iter().map(|&j| wf.steps[j].id.clone()).collect())
+        .map(|i| {
+            wf.graph.routes_after(&wf.steps[i].route, i, approved).iter().map(|&j| wf.steps[j].id.clone()).collect()
+        })
         .unwrap_or_default()
 }
 
@@ -261,7 +264,7 @@ mod tests {
             log.push(batch.join(" "));
             for s in p.start {
                 let st = outcome(&s.step_id, s.attempt);
-                let routes = if st == Completed { routes_of(&wf, &s.step_id) } else { Vec::new() };
+                let routes = if st == Completed { routes_of(&wf, &s.step_id, None) } else { Vec::new() };
                 hist.0.push(Row(s.step_id, s.attempt, s.visit, st, true, now, routes));
             }
         }
@@ -277,6 +280,46 @@ mod tests {
         let (log, v) = drive(DAG, |_, _| Completed);
         assert_eq!(log, ["a#1", "b#1 c#1", "d#1", "e#1", "f#1"]);
         assert_eq!(v, Verdict::Completed);
+    }
+
+    /// A review that rejects loops back; `max_total_iterations` bounds the loop.
+    #[test]
+    fn review_rejections_loop_back_until_approved_or_out_of_iterations() {
+        let src = "id: r\nversion: 1\nagents: {a: {provider: scripted, script: s.yaml}}\nsteps:\n  - {id: plan, type: agent_task, agent: a, prompt: p}\n  - {id: review, type: agent_review, agent: a, prompt: r, on_reject: plan}\n  - {id: ship, type: noop}\n";
+        let wf = parse(src).unwrap();
+        let mut hist = Hist(Vec::new());
+        let mut log = Vec::new();
+        let mut reviews = 0;
+        let verdict = loop {
+            let p = plan(&wf, &hist.facts(), Timestamp(0));
+            if p.verdict != Verdict::Continue {
+                break p.verdict;
+            }
+            for s in p.start {
+                log.push(format!("{}#{}", s.step_id, s.attempt));
+                let approved = (s.step_id == "review").then(|| {
+                    reviews += 1;
+                    reviews >= 2
+                });
+                let routes = routes_of(&wf, &s.step_id, approved);
+                hist.0.push(Row(s.step_id, s.attempt, s.visit, Completed, true, 0, routes));
+            }
+        };
+        assert_eq!(log, ["plan#1", "review#1", "plan#2", "review#2", "ship#1"]);
+        assert_eq!(verdict, Verdict::Completed);
+
+        let tight = src.replace("version: 1\n", "version: 1\nlimits: {max_total_iterations: 3}\n");
+        let wf = parse(&tight).unwrap();
+        let hist = Hist(vec![
+            Row("plan".into(), 1, 1, Completed, true, 0, vec!["review".into()]),
+            Row("review".into(), 1, 1, Completed, true, 0, vec!["plan".into()]),
+            Row("plan".into(), 2, 2, Completed, true, 0, vec!["review".into()]),
+        ]);
+        let p = plan(&wf, &hist.facts(), Timestamp(0));
+        assert_eq!(
+            p.verdict,
+            Verdict::Failed { reason: "workflow execution exceeded max total iterations (3)".into() }
+        );
     }
 
     #[test]

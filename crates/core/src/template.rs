@@ -59,6 +59,8 @@ pub enum Ref {
     Workflow(WorkflowVar),
     /// `state.<key>`: mutable run state; missing keys render empty.
     State(String),
+    /// `workflow.output_paths.<key>`: where the step's output `key` is written.
+    OutputPath(String),
 }
 
 impl fmt::Display for Ref {
@@ -74,6 +76,7 @@ impl fmt::Display for Ref {
                 write!(f, "workflow.{name}")
             }
             Ref::State(k) => write!(f, "state.{k}"),
+            Ref::OutputPath(k) => write!(f, "workflow.output_paths.{k}"),
         }
     }
 }
@@ -113,7 +116,7 @@ pub enum TemplateError {
     SingleQuoted(String),
 }
 
-const WORKFLOW_VARS: &str = "run_id|step_id|attempt|workflow_id";
+const WORKFLOW_VARS: &str = "run_id|step_id|attempt|workflow_id|output_paths.<key>";
 
 fn is_ident(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
@@ -134,6 +137,7 @@ fn parse_ref(expr: &str) -> Result<Ref, TemplateError> {
             WorkflowVar::ALL.iter().find(|(n, _)| n == var).map(|(_, v)| Ref::Workflow(*v)).ok_or_else(unknown)
         }
         ["state", key] => Ok(Ref::State((*key).to_owned())),
+        ["workflow", "output_paths", key] => Ok(Ref::OutputPath((*key).to_owned())),
         _ => Err(unknown()),
     }
 }

@@ -14,20 +14,57 @@ pub struct Graph {
     pub routes: Vec<Vec<usize>>,
     /// For each step, `Some(needs)` if it is a join step.
     pub joins: Vec<Option<Vec<usize>>>,
+    /// For each step, whether its routes are conditional (a review decides
+    /// which one is taken), so a loop through it is bounded by its decisions.
+    pub conditional: Vec<bool>,
+}
+
+/// How one step routes, as declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Route {
+    /// To the following step in file order (unless it is a join step).
+    #[default]
+    FileOrder,
+    /// `next:`.
+    Next(usize),
+    /// A review: `on_approve` (default: file order) and `on_reject` (default: nowhere).
+    Review {
+        /// Where an approval goes.
+        approve: Option<usize>,
+        /// Where a rejection goes.
+        reject: Option<usize>,
+    },
 }
 
 impl Graph {
-    /// Builds the graph from each step's resolved `needs` and `next`.
-    pub fn build(needs: &[Option<Vec<usize>>], next: &[Option<usize>]) -> Graph {
+    /// Builds the graph from each step's resolved `needs` and route.
+    pub fn build(needs: &[Option<Vec<usize>>], route: &[Route]) -> Graph {
         let n = needs.len();
+        let file_order = |i: usize| (i + 1 < n && needs[i + 1].is_none()).then_some(i + 1);
         let routes = (0..n)
-            .map(|i| match next[i] {
-                Some(j) => vec![j],
-                None if i + 1 < n && needs[i + 1].is_none() => vec![i + 1],
-                None => Vec::new(),
+            .map(|i| match route[i] {
+                Route::Next(j) => vec![j],
+                Route::FileOrder => file_order(i).into_iter().collect(),
+                Route::Review { approve, reject } => {
+                    let mut v: Vec<usize> = approve.or_else(|| file_order(i)).into_iter().collect();
+                    v.extend(reject.filter(|r| !v.contains(r)));
+                    v
+                }
             })
             .collect();
-        Graph { routes, joins: needs.to_vec() }
+        let conditional = route.iter().map(|r| matches!(r, Route::Review { .. })).collect();
+        Graph { routes, joins: needs.to_vec(), conditional }
+    }
+
+    /// Where a completed step goes: all its routes, or for a review the one its decision picks.
+    pub fn routes_after(&self, route: &Route, i: usize, approved: Option<bool>) -> Vec<usize> {
+        let n = self.joins.len();
+        let file_order = (i + 1 < n && self.joins[i + 1].is_none()).then_some(i + 1);
+        match (route, approved) {
+            (Route::Review { approve, .. }, Some(true)) => approve.or(file_order).into_iter().collect(),
+            (Route::Review { reject, .. }, _) => reject.iter().copied().collect(),
+            _ => self.routes[i].clone(),
+        }
     }
 
     /// Number of steps.
@@ -59,8 +96,16 @@ impl Graph {
     }
 
     /// A cycle as a list of step indexes (first repeated at the end), if any.
+    /// Loops through a review's conditional routes are not cycles: the
+    /// review's decisions and `max_total_iterations` bound them.
     pub fn find_cycle(&self) -> Option<Vec<usize>> {
-        let edges = self.edges();
+        let mut edges = self.edges();
+        for (i, conditional) in self.conditional.iter().enumerate() {
+            if *conditional {
+                let routes = &self.routes[i];
+                edges[i].retain(|w| !routes.contains(w));
+            }
+        }
         // 0 = unvisited, 1 = on the stack, 2 = done.
         let mut color = vec![0u8; self.len()];
         let mut stack: Vec<usize> = Vec::new();
@@ -141,7 +186,7 @@ mod tests {
     #[test]
     fn file_order_needs_and_next_make_the_edges() {
         // a; b needs [a]; c needs [a]; d (after c); e next-> none
-        let g = Graph::build(&[None, Some(vec![0]), Some(vec![0]), None], &[None, None, None, None]);
+        let g = Graph::build(&[None, Some(vec![0]), Some(vec![0]), None], &[Route::FileOrder; 4]);
         assert_eq!(g.routes, vec![vec![], vec![], vec![3], vec![]]);
         assert_eq!(g.edges(), vec![vec![1, 2], vec![], vec![3], vec![]]);
         assert!(g.find_cycle().is_none());
@@ -152,11 +197,18 @@ mod tests {
 
     #[test]
     fn cycles_and_unreachable_steps_are_found() {
-        let g = Graph::build(&[None, Some(vec![2]), Some(vec![1])], &[None, None, None]);
+        let g = Graph::build(&[None, Some(vec![2]), Some(vec![1])], &[Route::FileOrder; 3]);
         assert_eq!(g.find_cycle(), Some(vec![1, 2, 1]));
         assert_eq!(g.reachable(), vec![true, false, false]);
         // a next -> c skips b.
-        let g = Graph::build(&[None, None, None], &[Some(2), None, None]);
+        let g = Graph::build(&[None, None, None], &[Route::Next(2), Route::FileOrder, Route::FileOrder]);
         assert_eq!(g.reachable(), vec![true, false, true]);
+        // plan -> review; review rejects back to plan: a loop, not a cycle.
+        let review = Route::Review { approve: None, reject: Some(0) };
+        let g = Graph::build(&[None, None, None], &[Route::FileOrder, review, Route::FileOrder]);
+        assert!(g.find_cycle().is_none());
+        assert_eq!(g.routes[1], vec![2, 0]);
+        assert_eq!(g.routes_after(&review, 1, Some(true)), vec![2]);
+        assert_eq!(g.routes_after(&review, 1, Some(false)), vec![0]);
     }
 }

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::template::Template;
 
-pub use graph::Graph;
+pub use graph::{Graph, Route};
 pub use parse::parse;
 
 /// Default `limits.max_total_iterations` (DireClaw §4.8).
@@ -44,6 +44,8 @@ pub struct Workflow {
     pub capability_profile: Option<String>,
     /// Declared inputs, in file order.
     pub inputs: Vec<InputDecl>,
+    /// Declared agents.
+    pub agents: Vec<AgentDecl>,
     /// Run-wide limits with defaults applied.
     pub limits: Limits,
     /// Steps, in file order.
@@ -69,6 +71,11 @@ impl Workflow {
         self.capability_profile
             .as_deref()
             .unwrap_or_else(|| crate::capability::default_profile(crate::job::JobKind::WorkflowRun))
+    }
+
+    /// The declared agent with this id.
+    pub fn agent(&self, id: &str) -> Option<&AgentDecl> {
+        self.agents.iter().find(|a| a.id == id)
     }
 
     /// The declared input with this name.
@@ -157,6 +164,8 @@ pub struct Step {
     pub needs: Option<Vec<String>>,
     /// Explicit successor (`next:`).
     pub next: Option<String>,
+    /// How it routes, resolved to step indexes.
+    pub route: Route,
     /// Declared outputs read from the `[workflow_result]` block.
     pub outputs: Vec<OutputDecl>,
     /// Effective timeout.
@@ -174,6 +183,8 @@ pub enum StepKind {
     Shell(ShellStep),
     /// `type: noop`: does nothing; a join point, and the unit of the benchmark.
     Noop,
+    /// `type: agent_task` or `type: agent_review`: a model (or agent CLI) is asked.
+    Agent(AgentStep),
 }
 
 impl StepKind {
@@ -182,6 +193,8 @@ impl StepKind {
         match self {
             StepKind::Shell(_) => "shell",
             StepKind::Noop => "noop",
+            StepKind::Agent(a) if a.review => "agent_review",
+            StepKind::Agent(_) => "agent_task",
         }
     }
 
@@ -190,8 +203,77 @@ impl StepKind {
         match self {
             StepKind::Shell(_) => &["stdout", "stderr", "exit_code"],
             StepKind::Noop => &[],
+            StepKind::Agent(a) if a.review => &["summary", "decision"],
+            StepKind::Agent(_) => &["summary"],
         }
     }
+}
+
+/// An `agent_task` or `agent_review` step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentStep {
+    /// The agent (a key of `agents:`).
+    pub agent: String,
+    /// The prompt as written.
+    pub prompt_source: String,
+    /// The prompt, parsed.
+    pub prompt: Template,
+    /// Where each declared output is also written, relative to the attempt's output root.
+    pub output_files: Vec<(String, Template)>,
+    /// Whether this is a review, routed by its `decision`.
+    pub review: bool,
+    /// Where an approval goes (default: the following step).
+    pub on_approve: Option<String>,
+    /// Where a rejection goes (default: the run fails).
+    pub on_reject: Option<String>,
+}
+
+/// How an agent is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// An OpenAI-compatible `/v1/chat/completions` endpoint.
+    OpenAi,
+    /// Ollama's `/api/chat`.
+    Ollama,
+    /// An agent CLI (`claude`, `codex`) run through the tool bus.
+    Command,
+    /// Answers replayed from a file; for tests and offline demos.
+    Scripted,
+}
+
+impl Provider {
+    /// The spelling in workflow files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::OpenAi => "openai",
+            Provider::Ollama => "ollama",
+            Provider::Command => "command",
+            Provider::Scripted => "scripted",
+        }
+    }
+}
+
+/// A declared agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentDecl {
+    /// Its key.
+    pub id: String,
+    /// How it is reached.
+    pub provider: Provider,
+    /// The model name.
+    pub model: String,
+    /// The server (openai, ollama).
+    pub base_url: Option<String>,
+    /// The environment variable holding the API key (never the key itself).
+    pub api_key_env: Option<String>,
+    /// Options passed through to the provider (temperature, max_tokens, seed, ...).
+    pub options: serde_json::Map<String, serde_json::Value>,
+    /// For `command`: `claude` or `codex`.
+    pub cli: Option<String>,
+    /// For `scripted`: the answers file, relative to the workspace.
+    pub script: Option<String>,
+    /// Where it is declared.
+    pub line: usize,
 }
 
 /// A shell step.
@@ -350,12 +432,12 @@ steps:
         let errs = errors(src);
         let expected = [
             "line 2, field `version`: expected a whole number >= 1, found `one`",
-            "line 3, field `colour`: unknown key `colour` (expected one of: id, version, description, capability_profile, inputs, limits, steps)",
+            "line 3, field `colour`: unknown key `colour` (expected one of: id, version, description, capability_profile, inputs, limits, agents, steps)",
             "line 5, field `inputs.n.type`: unknown input type `integer` (expected string, number, bool or json)",
             "line 9, step `a`, field `steps[0].run`: template `{{inputs.missing}}` names unknown input `missing`",
-            "line 10, step `a`, field `steps[0].timout_seconds`: unknown key `timout_seconds` (did you mean `timeout_seconds`?) (expected one of: id, type, description, run, env, cwd, timeout_seconds, retry, needs, next, outputs)",
+            "line 10, step `a`, field `steps[0].timout_seconds`: unknown key `timout_seconds` (did you mean `timeout_seconds`?) (expected one of: id, type, description, run, env, cwd, agent, prompt, output_files, timeout_seconds, retry, limits, needs, next, on_approve, on_reject, outputs)",
             "line 11, step `a`, field `steps[1].id`: duplicate step id `a` (first defined at line 7)",
-            "line 12, step `a`, field `steps[1].type`: unknown step type `python` (expected one of: shell, noop)",
+            "line 12, step `a`, field `steps[1].type`: unknown step type `python` (expected one of: shell, noop, agent_task, agent_review)",
             "line 15, step `c`, field `steps[2].needs`: unknown step `b`",
             "line 16, step `c`, field `steps[2].run`: template `{{steps.zzz.outputs.stdout}}` names unknown step `zzz`",
             "line 16, step `c`, field `steps[2].run`: template `{{steps.a.outputs.nope}}`: step `a` has no output `nope` (it has: stdout, stderr, exit_code)",
@@ -418,6 +500,80 @@ steps:
             errors("id: x\nversion: 1\ninputs:\n  n: {type: number, default: abc}\nsteps:\n  - {id: a, type: noop}\n"),
             ["line 4, field `inputs.n.default`: expected a number, found string `abc`"]
         );
+    }
+
+    /// Agents and agent steps: unknown agents, output keys without files,
+    /// review routing, and templates naming unknown things are caught.
+    #[test]
+    fn agent_steps_are_validated() {
+        let ok = r#"id: review-loop
+version: 1
+agents:
+  writer: {provider: openai, base_url: "http://127.0.0.1:8081/v1", model: small, api_key_env: OPENAI_API_KEY, options: {temperature: 0}}
+  critic: {provider: scripted, script: answers.yaml}
+steps:
+  - id: plan
+    type: agent_task
+    agent: writer
+    prompt: "Plan {{inputs.topic}}. Feedback: {{state.review_feedback}}"
+    outputs: [plan]
+    output_files: {plan: "plan/{{workflow.run_id}}-{{workflow.attempt}}.md"}
+    limits: {max_retries: 1}
+  - id: review
+    type: agent_review
+    agent: critic
+    prompt: "Review {{steps.plan.outputs.plan}} (saved at {{workflow.output_paths.plan}})"
+    on_reject: plan
+  - id: done
+    type: shell
+    run: echo "{{steps.review.outputs.decision}}"
+inputs:
+  topic: {type: string, required: true}
+"#;
+        let wf = parse(ok).unwrap();
+        assert_eq!(wf.agents.len(), 2);
+        assert_eq!(wf.agents[0].provider, Provider::OpenAi);
+        assert_eq!(wf.steps[0].retry.max_attempts, 2);
+        assert!(matches!(&wf.steps[1].kind, StepKind::Agent(a) if a.review && a.on_reject.as_deref() == Some("plan")));
+        assert_eq!(wf.graph.routes[1], vec![2, 0]);
+
+        let bad = r#"id: bad
+version: 1
+agents:
+  a: {provider: openia, model: m}
+  b: {provider: command}
+steps:
+  - id: t
+    type: agent_task
+    agent: nobody
+    prompt: "{{inputs.nope}}"
+    outputs: [plan, notes]
+    output_files: {plan: "/etc/passwd", extra: "x.md"}
+  - id: r
+    type: agent_review
+    agent: a
+    prompt: ok
+    next: t
+    on_reject: ghost
+  - {id: s, type: shell, run: "true", prompt: x}
+"#;
+        let errs = errors(bad);
+        let want = [
+            "line 4, field `agents.a.provider`: unknown provider `openia` (did you mean `openai`?) (expected one of: openai, ollama, command, scripted)",
+            "line 5, field `agents.b.cli`: command agents need `cli`",
+            "line 7, step `t`, field `steps[0].output_files`: output `plan` has no file in `output_files`",
+            "line 7, step `t`, field `steps[0].output_files`: output `notes` has no file in `output_files`",
+            "line 7, step `t`, field `steps[0].output_files`: `extra` is not a declared output",
+            "line 9, step `t`, field `steps[0].agent`: unknown agent `nobody` (declare it under `agents:`)",
+            "line 10, step `t`, field `steps[0].prompt`: template `{{inputs.nope}}` names unknown input `nope`",
+            "line 12, step `t`, field `steps[0].output_files.plan`: `/etc/passwd` must be a relative path inside the attempt's output directory",
+            "line 17, step `r`, field `steps[1].next`: a review routes by its decision: use `on_approve` and `on_reject`",
+            "line 18, step `r`, field `steps[1].on_reject`: unknown step `ghost`",
+            "line 19, step `s`, field `steps[2].prompt`: `prompt` is only valid on agent_task and agent_review steps",
+        ];
+        for w in want {
+            assert!(errs.iter().any(|e| e == w), "missing {w:?} in {errs:#?}");
+        }
     }
 
     #[test]

@@ -2,21 +2,46 @@
 
 use serde_json::Value;
 
+use super::graph::Route;
 use super::{
-    Diagnostic, Graph, InputDecl, InputType, Limits, OutputDecl, RetryPolicy, ShellStep, Step, StepKind, Workflow,
+    AgentDecl, AgentStep, Diagnostic, Graph, InputDecl, InputType, Limits, OutputDecl, Provider, RetryPolicy,
+    ShellStep, Step, StepKind, Workflow,
 };
-use crate::template::{Ref, Template, TemplateError};
+use crate::template::{Ref, Template, TemplateError, WorkflowVar};
 use crate::yaml::{self, Node, NodeKind};
 
-const TOP_KEYS: &[&str] = &["id", "version", "description", "capability_profile", "inputs", "limits", "steps"];
+const TOP_KEYS: &[&str] =
+    &["id", "version", "description", "capability_profile", "inputs", "limits", "agents", "steps"];
+const AGENT_KEYS: &[&str] = &["provider", "model", "base_url", "api_key_env", "options", "cli", "script"];
+const STEP_LIMIT_KEYS: &[&str] = &["max_retries"];
+const PROVIDERS: &str = "openai, ollama, command, scripted";
 const INPUT_KEYS: &[&str] = &["type", "required", "default", "description"];
 const LIMIT_KEYS: &[&str] =
     &["max_total_iterations", "run_timeout_seconds", "step_timeout_seconds", "max_retries", "max_concurrent_steps"];
-const STEP_KEYS: &[&str] =
-    &["id", "type", "description", "run", "env", "cwd", "timeout_seconds", "retry", "needs", "next", "outputs"];
+const STEP_KEYS: &[&str] = &[
+    "id",
+    "type",
+    "description",
+    "run",
+    "env",
+    "cwd",
+    "agent",
+    "prompt",
+    "output_files",
+    "timeout_seconds",
+    "retry",
+    "limits",
+    "needs",
+    "next",
+    "on_approve",
+    "on_reject",
+    "outputs",
+];
+const SHELL_ONLY: &[&str] = &["run", "env", "cwd"];
+const AGENT_ONLY: &[&str] = &["agent", "prompt", "output_files"];
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff"];
 const BACKOFF_KEYS: &[&str] = &["initial_seconds", "multiplier", "max_seconds"];
-const STEP_TYPES: &str = "shell, noop";
+const STEP_TYPES: &str = "shell, noop, agent_task, agent_review";
 
 /// Parses and validates a workflow definition. On failure, every problem found.
 pub fn parse(source: &str) -> Result<Workflow, Vec<Diagnostic>> {
@@ -58,6 +83,10 @@ struct RawStep<'a> {
     timeout_seconds: Option<u64>,
     retry: Option<RetryPolicyRaw>,
     templates: Vec<(String, usize, Template)>,
+    /// `(agent, line)` for agent steps.
+    agent: Option<(String, usize)>,
+    on_approve: Option<(String, usize)>,
+    on_reject: Option<(String, usize)>,
 }
 
 struct RetryPolicyRaw {
@@ -227,6 +256,7 @@ impl Reader {
         });
         let inputs = get("inputs").map(|n| self.inputs(n)).unwrap_or_default();
         let limits = get("limits").map(|n| self.limits(n)).unwrap_or_default();
+        let agents = get("agents").map(|n| self.agents(n)).unwrap_or_default();
 
         let Some(steps_node) = get("steps") else {
             self.err(root.pos.line, "steps", "missing required key `steps`");
@@ -246,10 +276,10 @@ impl Reader {
         }
         let raw: Vec<RawStep<'_>> = step_nodes.iter().enumerate().filter_map(|(i, n)| self.step(i, n)).collect();
         self.step = None;
-        let steps = self.resolve(raw, &inputs, &limits)?;
+        let steps = self.resolve(raw, &inputs, &limits, &agents)?;
         let (id, version) = (id?, version?);
         let graph = steps.1;
-        Some(Workflow { id, version, description, capability_profile, inputs, limits, steps: steps.0, graph })
+        Some(Workflow { id, version, description, capability_profile, inputs, agents, limits, steps: steps.0, graph })
     }
 
     fn inputs(&mut self, node: &Node) -> Vec<InputDecl> {
@@ -411,6 +441,9 @@ impl Reader {
             timeout_seconds: None,
             retry: None,
             templates: Vec::new(),
+            agent: None,
+            on_approve: None,
+            on_reject: None,
         };
         let ty = match get("type") {
             Some(n) => self.string(n, &join(&base, "type")),
@@ -426,13 +459,9 @@ impl Reader {
         let type_line = get("type").map_or(node.pos.line, |n| n.pos.line);
         match ty.as_deref() {
             Some("shell") => raw.kind = self.shell(&base, &entries, node, &mut raw.templates),
-            Some("noop") => {
-                for k in ["run", "env", "cwd"] {
-                    if let Some(n) = get(k) {
-                        self.err(n.pos.line, join(&base, k), format!("`{k}` is only valid on shell steps"));
-                    }
-                }
-                raw.kind = Some(StepKind::Noop);
+            Some("noop") => raw.kind = Some(StepKind::Noop),
+            Some(t @ ("agent_task" | "agent_review")) => {
+                raw.kind = self.agent_step(&base, &entries, node, t == "agent_review", &mut raw)
             }
             Some(other) => self.err(
                 type_line,
@@ -443,6 +472,39 @@ impl Reader {
                 ),
             ),
             None => {}
+        }
+        // Keys that belong to another step type.
+        let is_shell = ty.as_deref() == Some("shell");
+        let is_agent = matches!(ty.as_deref(), Some("agent_task" | "agent_review"));
+        let is_review = ty.as_deref() == Some("agent_review");
+        let misplaced = [(SHELL_ONLY, is_shell, "shell"), (AGENT_ONLY, is_agent, "agent_task and agent_review")];
+        for (keys, allowed, kinds) in misplaced {
+            for k in keys.iter().filter(|_| !allowed && ty.is_some()) {
+                if let Some(n) = get(k) {
+                    self.err(n.pos.line, join(&base, k), format!("`{k}` is only valid on {kinds} steps"));
+                }
+            }
+        }
+        for k in ["on_approve", "on_reject"] {
+            if let Some(n) = get(k) {
+                if is_review {
+                    let target = self.string(n, &join(&base, k)).map(|s| (s, n.pos.line));
+                    if k == "on_approve" { raw.on_approve = target } else { raw.on_reject = target }
+                } else if ty.is_some() {
+                    self.err(n.pos.line, join(&base, k), format!("`{k}` is only valid on agent_review steps"));
+                }
+            }
+        }
+        if let Some(StepKind::Agent(a)) = &mut raw.kind {
+            a.on_approve = raw.on_approve.as_ref().map(|(t, _)| t.clone());
+            a.on_reject = raw.on_reject.as_ref().map(|(t, _)| t.clone());
+        }
+        if is_review && let Some(n) = get("next") {
+            self.err(
+                n.pos.line,
+                join(&base, "next"),
+                "a review routes by its decision: use `on_approve` and `on_reject`",
+            );
         }
         if let Some(n) = get("needs") {
             raw.needs = self.string_list(n, &join(&base, "needs"));
@@ -475,10 +537,198 @@ impl Reader {
         if let Some(n) = get("retry") {
             raw.retry = self.retry(n, &join(&base, "retry"));
         }
+        // DireClaw's `limits.max_retries` on a step: retries after the first attempt.
+        if let Some(n) = get("limits") {
+            let field = join(&base, "limits");
+            for (k, v) in self.map(n, &field, STEP_LIMIT_KEYS).unwrap_or_default() {
+                let Some(retries) = self.u32(v, &join(&field, k), 0) else { continue };
+                match &mut raw.retry {
+                    Some(r) if r.max_attempts.is_some() => {
+                        self.err(
+                            v.pos.line,
+                            join(&field, k),
+                            "set either `retry.max_attempts` or `limits.max_retries`, not both",
+                        );
+                    }
+                    Some(r) => r.max_attempts = Some(retries.saturating_add(1)),
+                    None => {
+                        raw.retry = Some(RetryPolicyRaw {
+                            max_attempts: Some(retries.saturating_add(1)),
+                            initial_delay_ms: None,
+                            multiplier: None,
+                            max_delay_ms: None,
+                        })
+                    }
+                }
+            }
+        }
         if let Some(n) = get("description") {
             self.string(n, &join(&base, "description"));
         }
         id.map(|_| raw)
+    }
+
+    fn agent_step(
+        &mut self,
+        base: &str,
+        entries: &[(&str, &Node)],
+        node: &Node,
+        review: bool,
+        raw: &mut RawStep<'_>,
+    ) -> Option<StepKind> {
+        let get = |k: &str| lookup(entries, k);
+        let agent_field = join(base, "agent");
+        let agent = match get("agent") {
+            Some(n) => self.string(n, &agent_field).map(|a| (a, n.pos.line)),
+            None => {
+                self.err(node.pos.line, &agent_field, "agent steps need `agent` (a key of `agents:`)");
+                None
+            }
+        };
+        raw.agent = agent.clone();
+        let prompt_field = join(base, "prompt");
+        let Some(prompt_node) = get("prompt") else {
+            self.err(node.pos.line, &prompt_field, "agent steps need `prompt`");
+            return None;
+        };
+        let prompt_source = self.string(prompt_node, &prompt_field)?;
+        let prompt = self.template(&prompt_source, prompt_node.pos.line, &prompt_field, false);
+        let mut output_files = Vec::new();
+        if let Some(files) = get("output_files") {
+            let field = join(base, "output_files");
+            for (key, v) in self.map(files, &field, &[]).unwrap_or_default() {
+                let f = join(&field, key);
+                let Some(text) = self.string(v, &f) else { continue };
+                let path = std::path::Path::new(&text);
+                if path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                    self.err(
+                        v.pos.line,
+                        &f,
+                        format!("`{text}` must be a relative path inside the attempt's output directory"),
+                    );
+                    continue;
+                }
+                let Some(t) = self.template(&text, v.pos.line, &f, false) else { continue };
+                // DireClaw: output paths may only use the run, step and attempt.
+                if let Some(r) = t.refs().find(|r| {
+                    !matches!(r, Ref::Workflow(WorkflowVar::RunId | WorkflowVar::StepId | WorkflowVar::Attempt))
+                }) {
+                    self.err(v.pos.line, &f, format!("output file paths may only use workflow.run_id, workflow.step_id and workflow.attempt, not `{r}`"));
+                    continue;
+                }
+                output_files.push((key.to_owned(), t));
+            }
+        }
+        let prompt = prompt?;
+        raw.templates.push((prompt_field, prompt_node.pos.line, prompt.clone()));
+        Some(StepKind::Agent(AgentStep {
+            agent: agent.map(|(a, _)| a).unwrap_or_default(),
+            prompt_source,
+            prompt,
+            output_files,
+            review,
+            on_approve: None,
+            on_reject: None,
+        }))
+    }
+
+    fn agents(&mut self, node: &Node) -> Vec<AgentDecl> {
+        let mut out = Vec::new();
+        for (id, decl) in self.map(node, "agents", &[]).unwrap_or_default() {
+            let field = format!("agents.{id}");
+            if !valid_id(id) {
+                self.err(
+                    decl.pos.line,
+                    &field,
+                    format!("`{id}` is not a valid agent id (letters, digits, `_` and `-`)"),
+                );
+            }
+            let Some(entries) = self.map(decl, &field, AGENT_KEYS) else { continue };
+            let get = |k: &str| lookup(&entries, k);
+            let text = |r: &mut Self, k: &str| get(k).and_then(|n| r.string(n, &join(&field, k)));
+            let provider = match text(self, "provider").as_deref() {
+                Some("openai") => Some(Provider::OpenAi),
+                Some("ollama") => Some(Provider::Ollama),
+                Some("command") => Some(Provider::Command),
+                Some("scripted") => Some(Provider::Scripted),
+                Some(other) => {
+                    let line = get("provider").map_or(decl.pos.line, |n| n.pos.line);
+                    let hint = suggest(other, PROVIDERS.split(", "));
+                    self.err(
+                        line,
+                        join(&field, "provider"),
+                        format!("unknown provider `{other}`{hint} (expected one of: {PROVIDERS})"),
+                    );
+                    None
+                }
+                None => {
+                    self.err(
+                        decl.pos.line,
+                        join(&field, "provider"),
+                        format!("missing required key `provider` (one of: {PROVIDERS})"),
+                    );
+                    None
+                }
+            };
+            let model = text(self, "model");
+            let base_url = text(self, "base_url");
+            let api_key_env = text(self, "api_key_env");
+            let cli = text(self, "cli");
+            let script = text(self, "script");
+            let options = match get("options") {
+                Some(n) => match n.to_json() {
+                    serde_json::Value::Object(m) => m,
+                    _ => {
+                        self.err(n.pos.line, join(&field, "options"), "expected a mapping of provider options");
+                        Default::default()
+                    }
+                },
+                None => Default::default(),
+            };
+            if let Some(env) = &api_key_env
+                && !env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                self.err(
+                    decl.pos.line,
+                    join(&field, "api_key_env"),
+                    format!(
+                        "`{env}` is not an environment variable name; put the key in the environment, never in the file"
+                    ),
+                );
+            }
+            let Some(provider) = provider else { continue };
+            let required: &[(&str, bool)] = match provider {
+                Provider::OpenAi | Provider::Ollama => &[("model", model.is_some())],
+                Provider::Command => &[("cli", cli.is_some())],
+                Provider::Scripted => &[("script", script.is_some())],
+            };
+            for (k, present) in required {
+                if !present {
+                    self.err(decl.pos.line, join(&field, k), format!("{} agents need `{k}`", provider.as_str()));
+                }
+            }
+            if let Some(c) = &cli
+                && !matches!(c.as_str(), "claude" | "codex")
+            {
+                self.err(
+                    decl.pos.line,
+                    join(&field, "cli"),
+                    format!("unknown agent CLI `{c}` (expected claude or codex)"),
+                );
+            }
+            out.push(AgentDecl {
+                id: id.to_owned(),
+                provider,
+                model: model.unwrap_or_else(|| provider.as_str().to_owned()),
+                base_url,
+                api_key_env,
+                options,
+                cli,
+                script,
+                line: decl.pos.line,
+            });
+        }
+        out
     }
 
     fn shell(
@@ -568,7 +818,13 @@ impl Reader {
     }
 
     /// Resolves step references, builds the graph, and checks templates.
-    fn resolve(&mut self, raw: Vec<RawStep<'_>>, inputs: &[InputDecl], limits: &Limits) -> Option<(Vec<Step>, Graph)> {
+    fn resolve(
+        &mut self,
+        raw: Vec<RawStep<'_>>,
+        inputs: &[InputDecl],
+        limits: &Limits,
+        agents: &[AgentDecl],
+    ) -> Option<(Vec<Step>, Graph)> {
         let mut ok = true;
         // Duplicate ids.
         for (i, s) in raw.iter().enumerate() {
@@ -642,8 +898,74 @@ impl Reader {
                 ok = false;
             }
         }
-        let next_idx: Vec<Option<usize>> = next.iter().map(|n| n.map(|(j, _)| j)).collect();
-        let graph = Graph::build(&needs, &next_idx);
+        // Review decisions route like `next`, and their targets obey the same rules.
+        let mut routes = Vec::new();
+        for (i, s) in raw.iter().enumerate() {
+            self.step = Some(s.id.clone());
+            let mut target = |me: &mut Self, field: &str, t: &Option<(String, usize)>| -> Option<usize> {
+                let (name, line) = t.as_ref()?;
+                match index(name) {
+                    Some(j) if needs[j].is_some() => {
+                        me.err(
+                            *line,
+                            format!("steps[{i}].{field}"),
+                            format!("step `{name}` declares `needs` and cannot be a `{field}` target"),
+                        );
+                        ok = false;
+                        None
+                    }
+                    Some(j) => Some(j),
+                    None => {
+                        let hint = suggest(name, raw.iter().map(|s| s.id.as_str()));
+                        me.err(*line, format!("steps[{i}].{field}"), format!("unknown step `{name}`{hint}"));
+                        ok = false;
+                        None
+                    }
+                }
+            };
+            let review = matches!(&s.kind, Some(StepKind::Agent(a)) if a.review);
+            routes.push(if review {
+                Route::Review {
+                    approve: target(self, "on_approve", &s.on_approve),
+                    reject: target(self, "on_reject", &s.on_reject),
+                }
+            } else {
+                next[i].map_or(Route::FileOrder, |(j, _)| Route::Next(j))
+            });
+            if let Some((agent, line)) = &s.agent
+                && !agents.iter().any(|a| &a.id == agent)
+            {
+                let hint = suggest(agent, agents.iter().map(|a| a.id.as_str()));
+                self.err(
+                    *line,
+                    format!("steps[{i}].agent"),
+                    format!("unknown agent `{agent}`{hint} (declare it under `agents:`)"),
+                );
+            }
+            if let Some(StepKind::Agent(a)) = &s.kind
+                && !a.output_files.is_empty()
+            {
+                for o in &s.outputs {
+                    if !a.output_files.iter().any(|(k, _)| k == &o.key) {
+                        self.err(
+                            s.node.pos.line,
+                            format!("steps[{i}].output_files"),
+                            format!("output `{}` has no file in `output_files`", o.key),
+                        );
+                    }
+                }
+                for (k, _) in &a.output_files {
+                    if !s.outputs.iter().any(|o| &o.key == k) {
+                        self.err(
+                            s.node.pos.line,
+                            format!("steps[{i}].output_files"),
+                            format!("`{k}` is not a declared output"),
+                        );
+                    }
+                }
+            }
+        }
+        let graph = Graph::build(&needs, &routes);
         if ok {
             if let Some(cycle) = graph.find_cycle() {
                 let names: Vec<&str> = cycle.iter().map(|&i| raw[i].id.as_str()).collect();
@@ -748,6 +1070,7 @@ impl Reader {
                     max_delay_ms: r.max_delay_ms.unwrap_or(default_retry.max_delay_ms),
                 });
                 Some(Step {
+                    route: routes[i],
                     id: s.id,
                     kind: s.kind?,
                     needs: needs[i].as_ref().map(|v| v.iter().map(|&j| ids[j].clone()).collect()),
