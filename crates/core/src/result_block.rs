@@ -78,6 +78,16 @@ pub fn missing_outputs(declared: &[OutputDecl], outputs: &Map<String, Value>) ->
         .collect()
 }
 
+/// A review's decision: `approve` or `reject`, case and whitespace ignored (DireClaw §2.10).
+pub fn review_decision(raw: Option<&str>) -> Result<bool, String> {
+    match raw.map(|d| d.trim().trim_matches(['"', '\'']).to_ascii_lowercase()).as_deref() {
+        Some("approve") => Ok(true),
+        Some("reject") => Ok(false),
+        Some(other) => Err(format!("the review decision must be `approve` or `reject`, found `{other}`")),
+        None => Err("the review gave no `decision` (approve or reject) in its [workflow_result] block".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,15 +141,5 @@ mod tests {
             vec![OutputDecl { key: "a".into(), optional: false }, OutputDecl { key: "b".into(), optional: true }];
         assert_eq!(missing_outputs(&decl, json!({"b": 1}).as_object().unwrap()), ["a"]);
         assert!(missing_outputs(&decl, json!({"a": "x"}).as_object().unwrap()).is_empty());
-    }
-}
-
-/// A review's decision: `approve` or `reject`, case and whitespace ignored (DireClaw §2.10).
-pub fn review_decision(raw: Option<&str>) -> Result<bool, String> {
-    match raw.map(|d| d.trim().trim_matches(['"', '\'']).to_ascii_lowercase()).as_deref() {
-        Some("approve") => Ok(true),
-        Some("reject") => Ok(false),
-        Some(other) => Err(format!("the review decision must be `approve` or `reject`, found `{other}`")),
-        None => Err("the review gave no `decision` (approve or reject) in its [workflow_result] block".into()),
     }
 }

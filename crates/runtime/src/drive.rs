@@ -53,7 +53,8 @@ impl RunCtx {
     fn plan(&self, finished: &mut [StepDone], now: Timestamp) -> Plan {
         for d in finished.iter_mut() {
             if d.finish.status == AttemptStatus::Completed {
-                d.finish.routes = schedule::routes_of(&self.wf, &d.finish.step_id);
+                let decision = d.finish.output.as_ref().and_then(|o| o.get("decision")).and_then(|v| v.as_str());
+                d.finish.routes = schedule::routes_of(&self.wf, &d.finish.step_id, decision.map(|d| d == "approve"));
             }
         }
         if now >= self.deadline {

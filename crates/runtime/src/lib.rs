@@ -15,6 +15,7 @@
 //! of a run is exactly what it last committed, so a process that resumes a
 //! run after a crash sees what the crashed one saw.
 
+mod agent;
 mod clock;
 mod drive;
 mod engine;

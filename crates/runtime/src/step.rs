@@ -1,6 +1,7 @@
 //! Executing one step attempt: rendering its templates into a planned operation, running it
 //! through the tool bus, and reading its result.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -10,12 +11,14 @@ use steward_core::event::Payload;
 use steward_core::result_block;
 use steward_core::state::AttemptStatus;
 use steward_core::template::{Ref, RenderError, Template, WorkflowVar, lookup_path};
-use steward_core::workflow::{Step, StepKind, Workflow};
+use steward_core::workflow::{AgentStep, Step, StepKind, Workflow};
 use steward_store::{Attempt, AttemptFinish, Run};
 use steward_tools::bus::{CallContext, ToolBus};
 use steward_tools::exec::Ending;
 use steward_tools::op::{MAX_INLINE_BYTES, PlannedOperation};
 use steward_tools::terminal::SessionKind;
+
+use crate::agent::{self, AgentWork};
 
 /// Exit codes `sh` uses when it cannot run the command at all.
 const NOT_FOUND: i32 = 127;
@@ -30,6 +33,8 @@ pub(crate) struct Prepared {
 pub(crate) enum Work {
     /// An `engine.shell`/`exec` operation for the tool bus.
     Shell(Box<PlannedOperation>, Box<CallContext>),
+    /// A question for an agent.
+    Agent(Box<AgentWork>),
     Noop,
     /// Rendering failed: the attempt is recorded, then fails without running.
     Unrunnable(String),
@@ -51,7 +56,7 @@ pub(crate) struct Scope<'a> {
 }
 
 impl Scope<'_> {
-    fn resolve(&self, r: &Ref, step_id: &str, attempt: u32) -> Result<Value, RenderError> {
+    fn resolve(&self, r: &Ref, step_id: &str, attempt: u32, paths: &[(String, PathBuf)]) -> Result<Value, RenderError> {
         let err = |reason: String| RenderError { reference: r.to_string(), reason };
         match r {
             Ref::Input { name, path } => {
@@ -91,23 +96,121 @@ impl Scope<'_> {
             Ref::Workflow(WorkflowVar::StepId) => Ok(json!(step_id)),
             Ref::Workflow(WorkflowVar::Attempt) => Ok(json!(attempt)),
             Ref::Workflow(WorkflowVar::WorkflowId) => Ok(json!(self.wf.id)),
-            // Run state arrives with review steps; until then every key is empty.
-            Ref::State(_) => Ok(Value::Null),
+            Ref::State(key) => Ok(self.state(key)),
+            Ref::OutputPath(key) => paths
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, p)| json!(p.display().to_string()))
+                .ok_or_else(|| err(format!("step `{step_id}` has no output file `{key}`"))),
         }
     }
 
     fn render(&self, t: &Template, step_id: &str, attempt: u32) -> Result<String, RenderError> {
-        t.render(|r| self.resolve(r, step_id, attempt))
+        t.render(|r| self.resolve(r, step_id, attempt, &[]))
+    }
+
+    /// `state.<key>`: run facts and the latest outputs of completed steps as
+    /// `<step>_<key>` (DireClaw §8.3); a key nobody set is empty.
+    fn state(&self, key: &str) -> Value {
+        match key {
+            "run_state" => return json!(self.run.state.as_str()),
+            "total_iterations" => return json!(self.attempts.len()),
+            "started_at" => return json!(self.run.started_at.map(|t| t.to_rfc3339())),
+            _ => {}
+        }
+        for a in self.attempts.iter().rev().filter(|a| a.status == AttemptStatus::Completed) {
+            let Some(rest) = key.strip_prefix(&format!("{}_", a.step_id)) else { continue };
+            let Some(out) = &a.output else { continue };
+            if let Some(v) = out.get("outputs").and_then(|o| o.get(rest)).or_else(|| out.get(rest)) {
+                return v.clone();
+            }
+        }
+        Value::Null
+    }
+
+    /// Where a step attempt's files live: `<data dir>/runs/<run>/steps/<step>/attempts/<n>`.
+    fn attempt_dir(&self, step_id: &str, attempt: u32) -> PathBuf {
+        let data_dir = self.bus.artifacts().root().parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        data_dir
+            .join("runs")
+            .join(&self.run.run_id)
+            .join("steps")
+            .join(step_id)
+            .join("attempts")
+            .join(attempt.to_string())
+    }
+
+    fn context(&self, key: &str) -> CallContext {
+        CallContext {
+            job_id: self.run.job_id.clone(),
+            trace_id: self.run.trace_id.clone(),
+            actor_id: self.actor_id.to_owned(),
+            ai_actor: true,
+            session: SessionKind::AiJob,
+            session_id: key.to_owned(),
+            workspace_root: self.run.workdir.clone().into(),
+            idempotency_key: key.to_owned(),
+        }
+    }
+
+    /// Renders an agent step's prompt, output paths and contract.
+    fn prepare_agent(&self, step: &Step, a: &AgentStep, attempt: u32, key: &str) -> Result<Prepared, RenderError> {
+        let agent_decl = self
+            .wf
+            .agent(&a.agent)
+            .cloned()
+            .ok_or_else(|| RenderError { reference: a.agent.clone(), reason: "unknown agent".into() })?;
+        let dir = self.attempt_dir(&step.id, attempt);
+        let mut paths = Vec::new();
+        for (k, t) in &a.output_files {
+            let rel = t.render(|r| self.resolve(r, &step.id, attempt, &[]))?;
+            paths.push((k.clone(), dir.join("outputs").join(rel)));
+        }
+        let body = a.prompt.render(|r| self.resolve(r, &step.id, attempt, &paths))?;
+        let prompt = format!("{body}{}", agent::contract(a.review, &step.outputs, &paths));
+        let evidence = self.bus.redactor().redact(&prompt).0;
+        let prompt_ref = self
+            .bus
+            .artifacts()
+            .put(evidence.as_bytes(), "text/markdown; charset=utf-8")
+            .map_err(|e| RenderError { reference: "prompt".into(), reason: format!("cannot store the prompt: {e}") })?
+            .hash;
+        let input = json!({
+            "type": step.kind.type_name(),
+            "agent": agent_decl.id,
+            "provider": agent_decl.provider.as_str(),
+            "model": agent_decl.model,
+            "prompt_ref": prompt_ref,
+            "output_files": paths.iter().map(|(k, p)| (k.clone(), json!(p.display().to_string()))).collect::<Map<String, Value>>(),
+        });
+        let work = AgentWork {
+            agent: agent_decl,
+            review: a.review,
+            prompt,
+            prompt_ref,
+            output_files: paths,
+            attempt_dir: dir,
+            workdir: self.run.workdir.clone().into(),
+            ctx: self.context(key),
+        };
+        Ok(Prepared { input, work: Work::Agent(Box::new(work)) })
     }
 
     /// Renders a step's templates into something to run, and the input to record.
     pub(crate) fn prepare(&self, step: &Step, attempt: u32) -> Prepared {
-        let StepKind::Shell(shell) = &step.kind else {
-            return Prepared { input: json!({"type": "noop"}), work: Work::Noop };
-        };
         let key = steward_core::idempotency_key(&self.run.run_id, &step.id, attempt);
+        let shell = match &step.kind {
+            StepKind::Shell(shell) => shell,
+            StepKind::Noop => return Prepared { input: json!({"type": "noop"}), work: Work::Noop },
+            StepKind::Agent(a) => {
+                return self.prepare_agent(step, a, attempt, &key).unwrap_or_else(|e| Prepared {
+                    input: json!({"type": step.kind.type_name(), "agent": a.agent}),
+                    work: Work::Unrunnable(self.bus.redactor().redact(&e.to_string()).0),
+                });
+            }
+        };
         let rendered = (|| -> Result<(PlannedOperation, Value), RenderError> {
-            let (command, mut env) = shell.run.render_shell(|r| self.resolve(r, &step.id, attempt))?;
+            let (command, mut env) = shell.run.render_shell(|r| self.resolve(r, &step.id, attempt, &[]))?;
             for (k, t) in &shell.env {
                 env.push((k.clone(), self.render(t, &step.id, attempt)?));
             }
@@ -129,19 +232,7 @@ impl Scope<'_> {
             Ok((op, self.bus.redactor().redact_json(&input)))
         })();
         match rendered {
-            Ok((op, input)) => {
-                let ctx = CallContext {
-                    job_id: self.run.job_id.clone(),
-                    trace_id: self.run.trace_id.clone(),
-                    actor_id: self.actor_id.to_owned(),
-                    ai_actor: true,
-                    session: SessionKind::AiJob,
-                    session_id: key.clone(),
-                    workspace_root: self.run.workdir.clone().into(),
-                    idempotency_key: key,
-                };
-                Prepared { input, work: Work::Shell(Box::new(op), Box::new(ctx)) }
-            }
+            Ok((op, input)) => Prepared { input, work: Work::Shell(Box::new(op), Box::new(self.context(&key))) },
             Err(e) => Prepared {
                 input: json!({"type": "shell", "run": shell.run_source}),
                 work: Work::Unrunnable(self.bus.redactor().redact(&e.to_string()).0),
@@ -195,6 +286,7 @@ pub(crate) async fn execute(
             ));
         }
         Work::Shell(op, ctx) => (op, ctx),
+        Work::Agent(work) => return agent::execute(step, attempt, *work, bus, cancel).await,
     };
     let executed = bus.execute(&op, &ctx, cancel).await;
     let events = executed.events;

@@ -76,8 +76,8 @@ impl Tx<'_> {
         h.last_event_seq += 1;
         self.conn
             .prepare_cached(
-                "INSERT INTO events (run_id, seq, event_id, ts, event_type, actor, actor_id, trace_id, job_id, step_id, capability_id, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO events (run_id, seq, event_id, ts, event_type, actor, actor_id, trace_id, job_id, step_id, capability_id, model_id, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -92,6 +92,7 @@ impl Tx<'_> {
                     h.job_id,
                     step_id,
                     payload.capability_id(),
+                    payload.model_id(),
                     payload.to_json().to_string(),
                 ])
             })

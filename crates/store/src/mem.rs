@@ -91,7 +91,7 @@ impl State {
                 workflow_run_id: data.run.run_id.clone(),
                 step_id,
                 mt_id: None,
-                model_id: None,
+                model_id: payload.model_id().map(str::to_owned),
                 capability_id: payload.capability_id().map(str::to_owned),
                 payload: payload.to_json(),
             });

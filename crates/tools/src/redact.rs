@@ -60,6 +60,15 @@ impl Redactor {
         Redactor { whole: compile(WHOLE), valued: compile(VALUED), values, secret_name: Regex::new(SECRET_NAME).ok() }
     }
 
+    /// This redactor, also hiding `value` (an API key read at run time, say).
+    pub fn with_secret(mut self, value: String) -> Redactor {
+        if value.len() >= 4 && !self.values.contains(&value) {
+            self.values.push(value);
+            self.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        }
+        self
+    }
+
     fn is_secret_name(&self, name: &str) -> bool {
         self.secret_name.as_ref().is_some_and(|re| re.is_match(name))
     }

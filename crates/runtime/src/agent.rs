@@ -1,0 +1,429 @@
+//! Agent steps: one fresh prompt per attempt, a model's answer read only inside its
+//! `[workflow_result]` block, outputs written to their files, reviews routed by decision.
+//!
+//! HTTP providers are reached through `steward-models`; agent CLIs (`claude`,
+//! `codex`) are processes, so they run as `engine.shell` operations through
+//! the tool bus like any command. The prompt and the raw answer are kept as
+//! artifacts and every call is an `llm_inference` event (FR-EVT-006) that
+//! holds their hashes, never the prompt itself.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use steward_core::event::Payload;
+use steward_core::result_block;
+use steward_core::state::AttemptStatus;
+use steward_core::workflow::{AgentDecl, OutputDecl, Provider, Step};
+use steward_models::http::HttpConfig;
+use steward_models::ollama::OllamaClient;
+use steward_models::openai::OpenAiClient;
+use steward_models::scripted::ScriptedClient;
+use steward_models::{ChatRequest, ChatResponse, Message, ModelClient, Role, Usage, UsageSource};
+use steward_store::AttemptFinish;
+use steward_tools::artifacts::hash;
+use steward_tools::bus::{CallContext, ToolBus};
+use steward_tools::exec::Ending;
+use steward_tools::redact::Redactor;
+
+use crate::step::StepDone;
+
+/// Default OpenAI-compatible endpoint.
+const OPENAI_URL: &str = "https://api.openai.com/v1";
+/// Default Ollama server.
+const OLLAMA_URL: &str = "http://127.0.0.1:11434";
+
+/// An agent attempt, rendered and ready to ask.
+pub(crate) struct AgentWork {
+    pub(crate) agent: AgentDecl,
+    pub(crate) review: bool,
+    pub(crate) prompt: String,
+    pub(crate) prompt_ref: String,
+    /// Declared output key → the file it is written to.
+    pub(crate) output_files: Vec<(String, PathBuf)>,
+    /// Where the agent works and the prompt file lives.
+    pub(crate) attempt_dir: PathBuf,
+    pub(crate) workdir: PathBuf,
+    pub(crate) ctx: CallContext,
+}
+
+/// The output contract appended to every agent prompt.
+pub(crate) fn contract(review: bool, outputs: &[OutputDecl], files: &[(String, PathBuf)]) -> String {
+    let mut s = String::from(
+        "\n\n---\nAnswer with exactly one block, and nothing inside it but JSON:\n[workflow_result]{\"status\": \"complete\", \"summary\": \"<one line>\", \"outputs\": {",
+    );
+    let keys: Vec<String> = outputs.iter().map(|o| format!("\"{}\": \"...\"", o.key)).collect();
+    s.push_str(&keys.join(", "));
+    s.push('}');
+    if review {
+        s.push_str(", \"decision\": \"approve\" or \"reject\"");
+    }
+    s.push_str("}[/workflow_result]\nUse \"status\": \"failed\" if you cannot do the task.");
+    for o in outputs {
+        let file = files
+            .iter()
+            .find(|(k, _)| k == &o.key)
+            .map(|(_, p)| format!(" (it is saved to {})", p.display()))
+            .unwrap_or_default();
+        let optional = if o.optional { " (optional)" } else { "" };
+        s.push_str(&format!("\n- `{}`{optional}{file}", o.key));
+    }
+    s
+}
+
+fn done(
+    step: &Step,
+    attempt: u32,
+    status: AttemptStatus,
+    error: Option<String>,
+    retryable: bool,
+    output: Option<Value>,
+    events: Vec<Payload>,
+) -> StepDone {
+    StepDone {
+        finish: AttemptFinish {
+            step_id: step.id.clone(),
+            attempt,
+            status,
+            output,
+            error,
+            retryable,
+            routes: Vec::new(),
+        },
+        events,
+    }
+}
+
+/// Builds the client for an HTTP or scripted agent.
+fn client(
+    agent: &AgentDecl,
+    workdir: &Path,
+    timeout: Duration,
+) -> Result<(Arc<dyn ModelClient>, Option<String>), String> {
+    let config = HttpConfig { timeout, ..HttpConfig::default() };
+    let key =
+        match &agent.api_key_env {
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                format!("agent `{}`: the environment variable {var} (api_key_env) is not set", agent.id)
+            })?),
+            None => None,
+        };
+    let c: Arc<dyn ModelClient> = match agent.provider {
+        Provider::OpenAi => Arc::new(
+            OpenAiClient::new(agent.base_url.as_deref().unwrap_or(OPENAI_URL), key.clone(), config)
+                .map_err(|e| e.to_string())?,
+        ),
+        Provider::Ollama => Arc::new(
+            OllamaClient::new(agent.base_url.as_deref().unwrap_or(OLLAMA_URL), config).map_err(|e| e.to_string())?,
+        ),
+        Provider::Scripted => {
+            let script = agent.script.as_deref().unwrap_or_default();
+            let path = workdir.join(script);
+            Arc::new(ScriptedClient::from_file(&path).map_err(|e| e.to_string())?)
+        }
+        Provider::Command => return Err("command agents run through the tool bus".into()),
+    };
+    Ok((c, key))
+}
+
+/// The shell command an agent CLI is run with (DireClaw §8.2), the prompt passed as a file.
+fn cli_command(agent: &AgentDecl, prompt_file: &Path) -> (String, Vec<(String, String)>) {
+    let cli = agent.cli.as_deref().unwrap_or("claude");
+    let message = format!("Read the prompt file at {} and do exactly what it says.", prompt_file.display());
+    let bin_var = if cli == "codex" { "STEWARD_CODEX_BIN" } else { "STEWARD_CLAUDE_BIN" };
+    let bin = std::env::var(bin_var).unwrap_or_else(|_| cli.to_owned());
+    let quoted = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let command = if cli == "codex" {
+        format!(
+            "{} exec --model \"$STEWARD_MODEL\" --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox --json \"$STEWARD_PROMPT_MESSAGE\"",
+            quoted(&bin)
+        )
+    } else {
+        format!(
+            "{} --dangerously-skip-permissions --model \"$STEWARD_MODEL\" -p \"$STEWARD_PROMPT_MESSAGE\"",
+            quoted(&bin)
+        )
+    };
+    (command, vec![("STEWARD_MODEL".into(), agent.model.clone()), ("STEWARD_PROMPT_MESSAGE".into(), message)])
+}
+
+/// Codex prints JSONL; its answer is the last completed `agent_message` item.
+fn codex_answer(stdout: &str) -> Result<String, String> {
+    let mut answer = None;
+    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).map_err(|e| format!("codex printed a line that is not JSON: {e}"))?;
+        if v["type"] == "item.completed" && v["item"]["type"] == "agent_message" {
+            let item = &v["item"];
+            let text = item["text"].as_str().or_else(|| item["message"].as_str()).map(str::to_owned).or_else(|| {
+                match &item["content"] {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Array(parts) => {
+                        Some(parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"))
+                    }
+                    _ => None,
+                }
+            });
+            answer = text.or(answer);
+        }
+    }
+    answer.ok_or_else(|| "codex printed no completed agent_message".to_owned())
+}
+
+/// Asks the agent CLI through the tool bus.
+async fn ask_cli(
+    work: &AgentWork,
+    step: &Step,
+    bus: &ToolBus,
+    cancel: &CancellationToken,
+    events: &mut Vec<Payload>,
+) -> Result<ChatResponse, (String, bool)> {
+    let prompt_file = work.attempt_dir.join("prompt.md");
+    write_atomic(&prompt_file, work.prompt.as_bytes())
+        .map_err(|e| (format!("cannot write the prompt file: {e}"), false))?;
+    let (command, env) = cli_command(&work.agent, &prompt_file);
+    let op = bus.shell_op(
+        &format!("{}:cli", work.ctx.idempotency_key),
+        &command,
+        None,
+        &env,
+        Duration::from_secs(step.timeout_seconds),
+        "Coder",
+    );
+    let executed = bus.execute(&op, &work.ctx, cancel).await;
+    events.extend(executed.events);
+    let Some(out) = executed.output else {
+        return Err((executed.refusal.map_or_else(|| "the agent CLI was refused".into(), |r| r.to_string()), false));
+    };
+    match out.ending {
+        Ending::Exited(0) => {}
+        Ending::TimedOut => return Err((format!("the agent CLI timed out after {}s", step.timeout_seconds), true)),
+        Ending::Cancelled => return Err(("cancelled".into(), false)),
+        other => {
+            return Err((
+                format!("the agent CLI failed ({other:?}): {}", out.stderr.lines().last().unwrap_or("")),
+                true,
+            ));
+        }
+    }
+    let content = if work.agent.cli.as_deref() == Some("codex") {
+        codex_answer(&out.raw_stdout).map_err(|e| (e, true))?
+    } else {
+        out.raw_stdout.trim().to_owned()
+    };
+    if content.is_empty() {
+        return Err(("the agent CLI printed nothing".into(), true));
+    }
+    let messages = [Message { role: Role::User, content: work.prompt.clone() }];
+    let (usage, warning) = steward_models::tokens::usage_without_server(&work.agent.model, &messages, &content);
+    Ok(ChatResponse {
+        content: content.clone(),
+        usage,
+        model: work.agent.model.clone(),
+        provider: "command".into(),
+        raw: content,
+        requests: 1,
+        warning,
+    })
+}
+
+fn usage_json(u: &Usage) -> Value {
+    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
+}
+
+fn usage_source(s: &UsageSource) -> String {
+    match s {
+        UsageSource::Server => "server".into(),
+        UsageSource::Tokenizer(enc) => format!("tokenizer:{enc}"),
+        UsageSource::Estimate => "estimate".into(),
+    }
+}
+
+/// Writes a file through a temporary sibling, fsynced, then renamed.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp =
+        dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Runs one agent attempt to its end. Never fails: every outcome is an attempt ending.
+pub(crate) async fn execute(
+    step: &Step,
+    attempt: u32,
+    work: AgentWork,
+    bus: &ToolBus,
+    cancel: &CancellationToken,
+) -> StepDone {
+    let mut events = Vec::new();
+    let started = Instant::now();
+    let timeout = Duration::from_secs(step.timeout_seconds);
+    let request = ChatRequest {
+        model: work.agent.model.clone(),
+        messages: vec![Message { role: Role::User, content: work.prompt.clone() }],
+        options: work.agent.options.clone(),
+        step_id: step.id.clone(),
+        attempt,
+        idempotency_key: work.ctx.idempotency_key.clone(),
+    };
+    // The API key is a secret wherever it might surface (errors, echoed bodies).
+    let mut redactor: Redactor = bus.redactor().clone();
+    let answer = match work.agent.provider {
+        Provider::Command => ask_cli(&work, step, bus, cancel, &mut events).await,
+        _ => match client(&work.agent, &work.workdir, timeout) {
+            Err(e) => Err((e, false)),
+            Ok((client, key)) => {
+                if let Some(k) = key {
+                    redactor = redactor.with_secret(k);
+                }
+                let call = client.chat(&request, cancel);
+                match tokio::time::timeout(timeout, call).await {
+                    Err(_) => Err((format!("the model did not answer within {}s", step.timeout_seconds), true)),
+                    Ok(Err(e)) => {
+                        let retryable = e.is_retryable();
+                        Err((redactor.redact(&e.to_string()).0, retryable))
+                    }
+                    Ok(Ok(r)) => Ok(r),
+                }
+            }
+        },
+    };
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let scripted = work.agent.provider == Provider::Scripted;
+    let response = match answer {
+        Err((why, retryable)) => {
+            events.push(Payload::LlmInference {
+                trace_id: work.ctx.trace_id.clone(),
+                model_id: work.agent.model.clone(),
+                provider: work.agent.provider.as_str().into(),
+                token_usage: json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}),
+                usage_source: "none".into(),
+                latency_ms,
+                prompt_hash: work.prompt_ref.clone(),
+                response_hash: None,
+                requests: 0,
+                scripted,
+                ok: false,
+                note: Some(why.clone()),
+            });
+            let status = if why == "cancelled" { AttemptStatus::Cancelled } else { AttemptStatus::Failed };
+            return done(
+                step,
+                attempt,
+                status,
+                Some(format!("model call failed: {why}")),
+                retryable,
+                Some(json!({"prompt_ref": work.prompt_ref})),
+                events,
+            );
+        }
+        Ok(r) => r,
+    };
+    let (raw, _) = redactor.redact(&response.raw);
+    let response_ref = match bus.artifacts().put(raw.as_bytes(), "application/json") {
+        Ok(h) => h.hash,
+        Err(e) => {
+            return done(
+                step,
+                attempt,
+                AttemptStatus::Failed,
+                Some(format!("cannot store the response: {e}")),
+                true,
+                None,
+                events,
+            );
+        }
+    };
+    events.push(Payload::LlmInference {
+        trace_id: work.ctx.trace_id.clone(),
+        model_id: response.model.clone(),
+        provider: response.provider.clone(),
+        token_usage: usage_json(&response.usage),
+        usage_source: usage_source(&response.usage.source),
+        latency_ms,
+        prompt_hash: work.prompt_ref.clone(),
+        response_hash: Some(response_ref.clone()),
+        requests: response.requests,
+        scripted,
+        ok: true,
+        note: response.warning.clone().map(|w| redactor.redact(&w).0),
+    });
+    let mut output = json!({
+        "provider": response.provider,
+        "model": response.model,
+        "scripted": scripted,
+        "usage": usage_json(&response.usage),
+        "usage_source": usage_source(&response.usage.source),
+        "prompt_ref": work.prompt_ref,
+        "response_ref": response_ref,
+        "latency_ms": latency_ms,
+    });
+    let fail = |output: Value, why: String, events: Vec<Payload>| {
+        done(step, attempt, AttemptStatus::Failed, Some(why), true, Some(output), events)
+    };
+    // Only the block counts; text around it is ignored.
+    let envelope = match result_block::parse(&response.content) {
+        Ok(Some(e)) => e,
+        Ok(None) => return fail(output, "the answer has no [workflow_result] block".into(), events),
+        Err(e) => return fail(output, format!("malformed answer: {e}"), events),
+    };
+    if let Some(s) = &envelope.summary {
+        output["summary"] = json!(redactor.redact(s).0);
+    }
+    if envelope.failed {
+        let why = envelope
+            .summary
+            .as_deref()
+            .map_or_else(|| "the agent reported status failed".to_owned(), |s| redactor.redact(s).0);
+        return fail(output, format!("the agent reported failure: {why}"), events);
+    }
+    if work.review {
+        match result_block::review_decision(envelope.decision.as_deref()) {
+            Ok(approved) => output["decision"] = json!(if approved { "approve" } else { "reject" }),
+            Err(e) => return fail(output, e, events),
+        }
+    }
+    // Outputs from the block; a declared output the agent wrote to its file instead is read back.
+    let mut outputs: Map<String, Value> = envelope.outputs.clone();
+    for (key, path) in &work.output_files {
+        if outputs.get(key).is_none_or(Value::is_null)
+            && let Ok(text) = std::fs::read_to_string(path)
+            && !text.trim().is_empty()
+        {
+            outputs.insert(key.clone(), Value::String(text));
+        }
+    }
+    let missing = result_block::missing_outputs(&step.outputs, &outputs);
+    if !missing.is_empty() {
+        return fail(
+            output,
+            format!("missing required outputs in the [workflow_result] block: {}", missing.join(", ")),
+            events,
+        );
+    }
+    let outputs = redactor.redact_json(&Value::Object(outputs));
+    let mut files = Map::new();
+    for (key, path) in &work.output_files {
+        let Some(v) = outputs.get(key) else { continue };
+        let text = match v {
+            Value::String(s) => s.clone(),
+            other => serde_json::to_string_pretty(other).unwrap_or_default(),
+        };
+        if let Err(e) = write_atomic(path, text.as_bytes()) {
+            return fail(output, format!("cannot write output `{key}` to {}: {e}", path.display()), events);
+        }
+        files.insert(key.clone(), json!(path.display().to_string()));
+    }
+    output["outputs"] = outputs;
+    output["output_files"] = Value::Object(files);
+    output["answer_hash"] = json!(hash(response.content.as_bytes()));
+    done(step, attempt, AttemptStatus::Completed, None, false, Some(output), events)
+}
