@@ -218,6 +218,9 @@ pub(crate) fn finished_text(run: &Run, attempts: &[Attempt]) -> String {
     for (step, list) in by_step(attempts) {
         let Some(last) = list.last() else { continue };
         let tries = if list.len() > 1 { format!(" ({} attempts)", list.len()) } else { String::new() };
+        // Scripted answers are never passed off as a model's.
+        let scripted = last.output.as_ref().is_some_and(|o| o["scripted"] == true);
+        let tries = if scripted { format!("{tries} [scripted answers]") } else { tries };
         let _ = writeln!(s, "  {step}: {}{tries}", last.status);
         let out = last.output.as_ref().and_then(|o| o.get("stdout")).and_then(Value::as_str).unwrap_or("");
         for line in out.lines().take(10) {

@@ -48,6 +48,14 @@ pub(crate) struct AgentWork {
     pub(crate) attempt_dir: PathBuf,
     pub(crate) workdir: PathBuf,
     pub(crate) ctx: CallContext,
+    /// Variables seen before the process environment.
+    pub(crate) env: Arc<std::collections::BTreeMap<String, String>>,
+}
+
+impl AgentWork {
+    fn var(&self, name: &str) -> Option<String> {
+        self.env.get(name).cloned().or_else(|| std::env::var(name).ok())
+    }
 }
 
 /// The output contract appended to every agent prompt.
@@ -98,15 +106,12 @@ fn done(
 }
 
 /// Builds the client for an HTTP or scripted agent.
-fn client(
-    agent: &AgentDecl,
-    workdir: &Path,
-    timeout: Duration,
-) -> Result<(Arc<dyn ModelClient>, Option<String>), String> {
+fn client(work: &AgentWork, timeout: Duration) -> Result<(Arc<dyn ModelClient>, Option<String>), String> {
+    let (agent, workdir) = (&work.agent, &work.workdir);
     let config = HttpConfig { timeout, ..HttpConfig::default() };
     let key =
         match &agent.api_key_env {
-            Some(var) => Some(std::env::var(var).map_err(|_| {
+            Some(var) => Some(work.var(var).ok_or_else(|| {
                 format!("agent `{}`: the environment variable {var} (api_key_env) is not set", agent.id)
             })?),
             None => None,
@@ -130,11 +135,12 @@ fn client(
 }
 
 /// The shell command an agent CLI is run with (DireClaw §8.2), the prompt passed as a file.
-fn cli_command(agent: &AgentDecl, prompt_file: &Path) -> (String, Vec<(String, String)>) {
+fn cli_command(work: &AgentWork, prompt_file: &Path) -> (String, Vec<(String, String)>) {
+    let agent = &work.agent;
     let cli = agent.cli.as_deref().unwrap_or("claude");
     let message = format!("Read the prompt file at {} and do exactly what it says.", prompt_file.display());
     let bin_var = if cli == "codex" { "STEWARD_CODEX_BIN" } else { "STEWARD_CLAUDE_BIN" };
-    let bin = std::env::var(bin_var).unwrap_or_else(|_| cli.to_owned());
+    let bin = work.var(bin_var).unwrap_or_else(|| cli.to_owned());
     let quoted = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
     let command = if cli == "codex" {
         format!(
@@ -183,7 +189,7 @@ async fn ask_cli(
     let prompt_file = work.attempt_dir.join("prompt.md");
     write_atomic(&prompt_file, work.prompt.as_bytes())
         .map_err(|e| (format!("cannot write the prompt file: {e}"), false))?;
-    let (command, env) = cli_command(&work.agent, &prompt_file);
+    let (command, env) = cli_command(work, &prompt_file);
     let op = bus.shell_op(
         &format!("{}:cli", work.ctx.idempotency_key),
         &command,
@@ -278,7 +284,7 @@ pub(crate) async fn execute(
     let mut redactor: Redactor = bus.redactor().clone();
     let answer = match work.agent.provider {
         Provider::Command => ask_cli(&work, step, bus, cancel, &mut events).await,
-        _ => match client(&work.agent, &work.workdir, timeout) {
+        _ => match client(&work, timeout) {
             Err(e) => Err((e, false)),
             Ok((client, key)) => {
                 if let Some(k) = key {

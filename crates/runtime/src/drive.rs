@@ -46,6 +46,7 @@ struct RunCtx {
     attempts: Vec<Attempt>,
     deadline: Timestamp,
     owner: String,
+    env: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 impl RunCtx {
@@ -101,7 +102,14 @@ impl RunCtx {
             }
             Verdict::Continue if may_start => {
                 let view = self.view(&finished, now);
-                let scope = Scope { run: &self.run, wf: &self.wf, attempts: &view, bus, actor_id: &self.owner };
+                let scope = Scope {
+                    run: &self.run,
+                    wf: &self.wf,
+                    attempts: &view,
+                    bus,
+                    actor_id: &self.owner,
+                    env: self.env.clone(),
+                };
                 for s in &plan.start {
                     let step = &self.wf.steps[s.step_index];
                     let prepared = scope.prepare(step, s.attempt);
@@ -260,7 +268,8 @@ impl<S: Store + Clone> Engine<S> {
         let attempts = store.list_attempts(run_id).await?;
         let started_at = run.started_at.unwrap_or_else(|| self.inner.clock.now());
         let deadline = started_at.plus_millis((wf.limits.run_timeout_seconds as i64).saturating_mul(1000));
-        Ok(Ok(RunCtx { run, wf, attempts, deadline, owner }))
+        let env = Arc::new(self.inner.config.env.clone());
+        Ok(Ok(RunCtx { run, wf, attempts, deadline, owner, env }))
     }
 
     /// Commits `c`; `Ok(None)` when the run was taken away (cancelled or recovered elsewhere).

@@ -71,6 +71,9 @@ pub struct EngineConfig {
     pub watch_interval: Duration,
     /// A running run whose heartbeat is older than this is stalled (30 s).
     pub stall_threshold_secs: u64,
+    /// Environment variables seen before the process environment (API keys
+    /// named by `api_key_env`, agent CLI paths); for embedding and tests.
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 impl EngineConfig {
@@ -81,6 +84,7 @@ impl EngineConfig {
             heartbeat_interval: Duration::from_secs(5),
             watch_interval: Duration::from_millis(500),
             stall_threshold_secs: 30,
+            env: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! through the tool bus, and reading its result.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -53,6 +54,7 @@ pub(crate) struct Scope<'a> {
     pub(crate) attempts: &'a [Attempt],
     pub(crate) bus: &'a ToolBus,
     pub(crate) actor_id: &'a str,
+    pub(crate) env: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 impl Scope<'_> {
@@ -86,8 +88,9 @@ impl Scope<'_> {
                         return Ok(Value::String(trim_output(&String::from_utf8_lossy(&bytes))));
                     }
                 }
+                let builtin = self.wf.step(step).is_some_and(|s| s.kind.builtin_outputs().contains(&key.as_str()));
                 out.get(key)
-                    .filter(|_| matches!(key.as_str(), "stdout" | "stderr" | "exit_code"))
+                    .filter(|_| builtin)
                     .or_else(|| out.get("outputs").and_then(|o| o.get(key)))
                     .cloned()
                     .ok_or_else(|| err(format!("step `{step}` did not produce `{key}`")))
@@ -192,6 +195,7 @@ impl Scope<'_> {
             attempt_dir: dir,
             workdir: self.run.workdir.clone().into(),
             ctx: self.context(key),
+            env: self.env.clone(),
         };
         Ok(Prepared { input, work: Work::Agent(Box::new(work)) })
     }

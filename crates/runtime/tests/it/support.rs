@@ -57,7 +57,18 @@ pub(crate) fn bus() -> ToolBus {
 }
 
 pub(crate) fn engine<S: Store + Clone>(store: S, clock: Arc<dyn Clock>, owner: &str) -> Engine<S> {
+    engine_with_env(store, clock, owner, &[])
+}
+
+/// An engine that sees these environment variables (API keys, agent CLI paths) first.
+pub(crate) fn engine_with_env<S: Store + Clone>(
+    store: S,
+    clock: Arc<dyn Clock>,
+    owner: &str,
+    env: &[(&str, &str)],
+) -> Engine<S> {
     let mut config = EngineConfig::new(owner.into());
+    config.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     config.watch_interval = std::time::Duration::from_millis(50);
     Engine::new(store, Arc::new(bus()), clock, Arc::new(SeqIds::new(owner)), config)
 }
