@@ -7,4 +7,5 @@ mod bad_input;
 mod crash;
 mod e2e;
 mod governance;
+mod local_model;
 mod tidy;
