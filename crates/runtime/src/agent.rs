@@ -433,3 +433,32 @@ pub(crate) async fn execute(
     output["answer_hash"] = json!(hash(response.content.as_bytes()));
     done(step, attempt, AttemptStatus::Completed, None, false, Some(output), events)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DireClaw §8.2: the last completed agent_message of codex's JSONL is the answer.
+    #[test]
+    fn codex_answers_come_from_the_last_agent_message() {
+        let jsonl = r#"{"type":"thread.started"}
+{"type":"item.completed","item":{"type":"agent_message","text":"first"}}
+{"type":"item.completed","item":{"type":"reasoning","text":"hmm"}}
+{"type":"item.completed","item":{"type":"agent_message","content":[{"text":"a"},{"text":"b"}]}}
+"#;
+        assert_eq!(codex_answer(jsonl), Ok("a\nb".into()));
+        assert!(codex_answer("{\"type\":\"turn.completed\"}").unwrap_err().contains("no completed agent_message"));
+        assert!(codex_answer("not json").unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn the_contract_names_every_output_and_the_decision() {
+        let outputs = vec![
+            OutputDecl { key: "plan".into(), optional: false },
+            OutputDecl { key: "notes".into(), optional: true },
+        ];
+        let c = contract(true, &outputs, &[("plan".into(), PathBuf::from("/x/plan.md"))]);
+        assert!(c.contains("[workflow_result]") && c.contains("\"decision\": \"approve\" or \"reject\""));
+        assert!(c.contains("- `plan` (it is saved to /x/plan.md)") && c.contains("- `notes` (optional)"));
+    }
+}

@@ -54,7 +54,7 @@ fn dependency_direction_holds() {
     for banned in ["tokio", "futures", "rusqlite", "sqlx", "reqwest", "hyper", "axum", "clap", "anyhow", "steward-"] {
         assert!(!core.contains(banned), "steward-core must not depend on {banned}");
     }
-    for krate in ["core", "store", "store-sqlite", "store-testkit", "tools", "runtime"] {
+    for krate in ["core", "store", "store-sqlite", "store-testkit", "tools", "models", "runtime"] {
         let deps = dependencies(krate);
         assert!(!deps.contains("anyhow"), "library crate {krate} must not use anyhow");
         if krate != "store-sqlite" {
@@ -63,6 +63,7 @@ fn dependency_direction_holds() {
     }
     assert!(!dependencies("runtime").contains("rusqlite"));
     assert!(!dependencies("tools").contains("steward-store"), "the tool bus never touches the store");
+    assert!(!dependencies("models").contains("steward-"), "model providers depend on no internal crate");
 }
 
 /// Only the tool bus starts processes (the CLI re-executes itself for `--detach`).
