@@ -206,6 +206,16 @@ pub enum Payload {
         #[serde(skip_serializing_if = "Option::is_none")]
         note: Option<String>,
     },
+    /// Any registered event given as JSON (micro-task events, human
+    /// decisions, prune reports); the registry checks it on write.
+    Recorded {
+        /// The discriminator.
+        #[serde(skip)]
+        event_type: String,
+        /// The payload.
+        #[serde(flatten)]
+        body: serde_json::Map<String, Value>,
+    },
     /// FR-EVT-007 `tool_call`: one tool bus invocation.
     ToolCall {
         /// Correlates the job's events.
@@ -242,9 +252,23 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// A registry-typed event from its discriminator and JSON payload.
+    pub fn recorded(event_type: &str, body: Value) -> Payload {
+        let body = match body {
+            Value::Object(m) => m,
+            other => {
+                let mut m = serde_json::Map::new();
+                m.insert("value".into(), other);
+                m
+            }
+        };
+        Payload::Recorded { event_type: event_type.to_owned(), body }
+    }
+
     /// The `event_type` discriminator.
-    pub fn event_type(&self) -> &'static str {
+    pub fn event_type(&self) -> &str {
         match self {
+            Payload::Recorded { event_type, .. } => event_type,
             Payload::RunCreated { .. } => "run_created",
             Payload::RunStateChanged { .. } => "run_state_changed",
             Payload::StepAttemptStarted { .. } => "step_attempt_started",
@@ -262,7 +286,7 @@ impl Payload {
     pub fn model_id(&self) -> Option<&str> {
         match self {
             Payload::LlmInference { model_id, .. } => Some(model_id),
-            _ => None,
+            other => other.body_str("model_id"),
         }
     }
 
@@ -270,6 +294,19 @@ impl Payload {
     pub fn capability_id(&self) -> Option<&str> {
         match self {
             Payload::CapabilityAction { capability_id, .. } => Some(capability_id),
+            other => other.body_str("capability_id"),
+        }
+    }
+
+    /// The micro-task the event concerns, for the envelope.
+    pub fn mt_id(&self) -> Option<&str> {
+        self.body_str("mt_id")
+    }
+
+    /// A string field of a registry-typed payload.
+    fn body_str(&self, key: &str) -> Option<&str> {
+        match self {
+            Payload::Recorded { body, .. } => body.get(key).and_then(Value::as_str),
             _ => None,
         }
     }
@@ -278,7 +315,7 @@ impl Payload {
     pub fn step_id(&self) -> Option<&str> {
         match self {
             Payload::StepAttemptStarted { step_id, .. } | Payload::StepAttemptFinished { step_id, .. } => Some(step_id),
-            _ => None,
+            other => other.body_str("step_id"),
         }
     }
 

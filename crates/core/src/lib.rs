@@ -18,6 +18,7 @@
 
 pub mod capability;
 pub mod event;
+pub mod event_registry;
 pub mod ids;
 pub mod inputs;
 pub mod job;

@@ -73,11 +73,12 @@ impl Tx<'_> {
         step_id: Option<&str>,
         payload: &Payload,
     ) -> Result<()> {
+        rules::check_event(actor, payload)?;
         h.last_event_seq += 1;
         self.conn
             .prepare_cached(
-                "INSERT INTO events (run_id, seq, event_id, ts, event_type, actor, actor_id, trace_id, job_id, step_id, capability_id, model_id, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT INTO events (run_id, seq, event_id, ts, event_type, actor, actor_id, trace_id, job_id, step_id, capability_id, model_id, mt_id, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -93,6 +94,7 @@ impl Tx<'_> {
                     step_id,
                     payload.capability_id(),
                     payload.model_id(),
+                    payload.mt_id(),
                     payload.to_json().to_string(),
                 ])
             })

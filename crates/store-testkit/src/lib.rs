@@ -34,6 +34,8 @@ macro_rules! store_conformance {
             concurrent_commits_all_land,
             a_failed_write_does_not_spoil_its_batch,
             events_of_a_commit_are_recorded_with_it,
+            every_registered_event_round_trips,
+            invalid_events_are_refused_and_leave_nothing,
         );
     };
     (@cases $setup:path; $($case:ident),* $(,)?) => {
@@ -476,4 +478,50 @@ pub async fn events_of_a_commit_are_recorded_with_it<S: Store>(s: &S) {
         ("tool-bus", Some("a"), Some("proc.exec:echo"))
     );
     assert_eq!(e.payload["decision_outcome"], "allow");
+}
+
+/// Every event type of the registry round-trips through the store unchanged.
+pub async fn every_registered_event_round_trips<S: Store>(s: &S) {
+    use steward_core::event::{NewEvent, Payload};
+    use steward_core::event_registry::{REGISTRY, example};
+    running_run(s, "r1", "me", at(1)).await;
+    let mut c = commit("r1", RunState::Running, at(2));
+    c.events = REGISTRY
+        .iter()
+        .map(|spec| NewEvent {
+            actor: spec.actor.unwrap_or(Actor::System),
+            actor_id: "tester".into(),
+            step_id: None,
+            payload: Payload::recorded(spec.event_type, example(spec)),
+        })
+        .collect();
+    s.commit(c).await.unwrap();
+    let events = s.list_events("r1", 2).await.unwrap();
+    assert_eq!(events.len(), REGISTRY.len());
+    for (e, spec) in events.iter().zip(REGISTRY) {
+        assert_eq!((e.event_type.as_str(), &e.payload), (spec.event_type, &example(spec)));
+    }
+    let llm = events.iter().find(|e| e.event_type == "llm_inference").unwrap();
+    assert_eq!(llm.model_id.as_deref(), Some("x"), "the envelope carries the model");
+}
+
+/// HSK-400-INVALID-EVENT: an unknown or misshapen event fails its whole write.
+pub async fn invalid_events_are_refused_and_leave_nothing<S: Store>(s: &S) {
+    use steward_core::event::{NewEvent, Payload};
+    running_run(s, "r1", "me", at(1)).await;
+    for (event_type, body, actor) in [
+        ("made_up", json!({}), Actor::System),
+        ("micro_task_validation", json!({"wp_id": "w", "mt_id": "m", "iteration": 1}), Actor::Agent),
+        ("workflow_recovery", json!({}), Actor::Human),
+    ] {
+        let mut c = commit("r1", RunState::Running, at(2));
+        c.started = vec![start("a", 1)];
+        c.events =
+            vec![NewEvent { actor, actor_id: "x".into(), step_id: None, payload: Payload::recorded(event_type, body) }];
+        let err = s.commit(c).await.unwrap_err();
+        assert!(matches!(&err, Error::Invalid(m) if m.starts_with("HSK-400-INVALID-EVENT")), "{err}");
+    }
+    assert!(s.list_attempts("r1").await.unwrap().is_empty());
+    assert_eq!(s.list_events("r1", 0).await.unwrap().len(), 2);
+    assert_eq!(s.get_run("r1").await.unwrap().last_event_seq, 2);
 }

@@ -28,9 +28,11 @@ struct RunData {
 }
 
 impl RunData {
-    fn event(&mut self, now: Timestamp, actor: Actor, actor_id: &str, payload: Payload) {
+    fn event(&mut self, now: Timestamp, actor: Actor, actor_id: &str, payload: Payload) -> Result<()> {
+        rules::check_event(actor, &payload)?;
         let step_id = payload.step_id().map(str::to_owned);
         self.pending.push((now, NewEvent { actor, actor_id: actor_id.to_owned(), step_id, payload }));
+        Ok(())
     }
 
     fn finish(&mut self, f: &AttemptFinish, now: Timestamp, actor: Actor, actor_id: &str) -> Result<()> {
@@ -40,8 +42,7 @@ impl RunData {
         if let Some(a) = found {
             a.finish(f, now);
         }
-        self.event(now, actor, actor_id, payload);
-        Ok(())
+        self.event(now, actor, actor_id, payload)
     }
 
     fn finish_running(
@@ -90,7 +91,7 @@ impl State {
                 job_id: data.run.job_id.clone(),
                 workflow_run_id: data.run.run_id.clone(),
                 step_id,
-                mt_id: None,
+                mt_id: payload.mt_id().map(str::to_owned),
                 model_id: payload.model_id().map(str::to_owned),
                 capability_id: payload.capability_id().map(str::to_owned),
                 payload: payload.to_json(),
@@ -157,7 +158,7 @@ impl Store for MemStore {
             last_event_seq: 0,
         };
         let mut data = RunData { run, attempts: Vec::new(), pending: Vec::new() };
-        data.event(new.now, new.actor, &new.actor_id, payload);
+        data.event(new.now, new.actor, &new.actor_id, payload)?;
         state.put(self.ids.as_ref(), data);
         state.run(&new.run_id).map(|d| d.run)
     }
@@ -167,7 +168,10 @@ impl Store for MemStore {
         let mut d = state.run(&c.run_id)?;
         rules::check_expect(&c, d.run.state, d.run.owner.as_deref())?;
         let (now, actor, actor_id) = (c.now, c.actor, c.actor_id.as_str());
-        d.pending.extend(c.events.iter().map(|e| (now, e.clone())));
+        for e in &c.events {
+            rules::check_event(e.actor, &e.payload)?;
+            d.pending.push((now, e.clone()));
+        }
         for f in &c.finished {
             d.finish(f, now, actor, actor_id)?;
         }
@@ -176,7 +180,7 @@ impl Store for MemStore {
         }
         if let Some(t) = &c.transition {
             let payload = rules::transition(&c.run_id, d.run.state, t)?;
-            d.event(now, actor, actor_id, payload);
+            d.event(now, actor, actor_id, payload)?;
             d.run.state = t.to;
             if t.to.is_terminal() {
                 d.run.terminal_reason = Some(t.reason.clone());
@@ -187,7 +191,7 @@ impl Store for MemStore {
             let payload = rules::started(&c.run_id, s, exists)?;
             d.run.total_iterations += 1;
             d.attempts.push(Attempt::started(&c.run_id, s, now));
-            d.event(now, actor, actor_id, payload);
+            d.event(now, actor, actor_id, payload)?;
             d.run.current_step_id = Some(s.step_id.clone());
             d.run.current_attempt = Some(s.attempt);
         }
@@ -236,7 +240,7 @@ impl Store for MemStore {
         let mut out = Vec::new();
         for mut d in stale {
             let payload = rules::recovery(&d.run.run_id, &d.run.job_id, d.run.heartbeat_at, now, threshold_secs)?;
-            d.event(now, Actor::System, rules::RECOVERY_ACTOR, payload);
+            d.event(now, Actor::System, rules::RECOVERY_ACTOR, payload)?;
             let interrupted_attempts =
                 d.finish_running(AttemptStatus::Interrupted, now, Actor::System, rules::RECOVERY_ACTOR)?;
             d.run.state = RunState::Stalled;

@@ -17,6 +17,14 @@ pub const STALLED_SUMMARY: &str = "stalled: its process stopped; resume with `st
 /// Who recovery events name as their actor.
 pub const RECOVERY_ACTOR: &str = "recovery-scan";
 
+/// Every event is checked against the registry before it is written (DG-FR-05):
+/// a refused event fails the whole write with `HSK-400-INVALID-EVENT`.
+pub fn check_event(actor: steward_core::event::Actor, payload: &Payload) -> Result<()> {
+    steward_core::event_registry::validate(payload.event_type(), actor, &payload.to_json())
+        .map(|_| ())
+        .map_err(|e| Error::Invalid(e.to_string()))
+}
+
 /// A new run's contract must hold (DG-JOB-06); its `run_created` payload.
 pub fn created(run: &NewRun) -> Result<Payload> {
     check_contract(&run.contract).map_err(|e| Error::Invalid(e.to_string()))?;

@@ -572,7 +572,7 @@ mod tests {
         }
     }
 
-    fn kinds(events: &[Payload]) -> Vec<&'static str> {
+    fn kinds(events: &[Payload]) -> Vec<&str> {
         events.iter().map(Payload::event_type).collect()
     }
 
