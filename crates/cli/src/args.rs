@@ -87,13 +87,24 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List a run's events in order. Never writes.
-    Events {
-        /// The run id.
-        run: String,
+    /// List a run's events in order, filter events, follow a live run, or query them with SQL.
+    Events(EventsArgs),
+    /// Prune events and artifacts past their retention (never those of unfinished runs).
+    Gc {
+        /// Report what would be pruned, prune nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write one archive with everything needed to debug a run.
+    Bundle {
+        /// The run id.
+        run: String,
+        /// The archive to write (.tar).
+        #[arg(short, long, value_name = "FILE")]
+        output: std::path::PathBuf,
     },
     /// Check a workflow file and report every problem with its line, step and field.
     Validate {
@@ -144,5 +155,47 @@ pub(crate) enum ToolsCommand {
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct EventsArgs {
+    #[command(subcommand)]
+    pub(crate) query: Option<EventsCommand>,
+    /// The run; without it, events of every run (filters apply).
+    pub(crate) run: Option<String>,
+    /// Only this event type (e.g. `llm_inference`).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub(crate) event_type: Option<String>,
+    /// Only this actor: human, agent or system.
+    #[arg(long)]
+    pub(crate) actor: Option<String>,
+    /// Only events at or after this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) since: Option<String>,
+    /// Only events before this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) until: Option<String>,
+    /// Only events of this job.
+    #[arg(long)]
+    pub(crate) job: Option<String>,
+    /// Keep printing new events of RUN until it stops running.
+    #[arg(long, requires = "run")]
+    pub(crate) follow: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum EventsCommand {
+    /// Bring the DuckDB mirror up to date and run read-only SQL over its `events` table.
+    Query {
+        /// The SQL, e.g. "SELECT event_type, count(*) FROM events GROUP BY 1".
+        sql: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }

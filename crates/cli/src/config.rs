@@ -29,6 +29,9 @@ struct File {
     terminal: TerminalFile,
     #[serde(default)]
     engines: EnginesFile,
+    /// `days = 30` and `<family>_days = N` (FR-EVT-004).
+    #[serde(default)]
+    retention: std::collections::BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,6 +67,7 @@ pub(crate) struct Settings {
     pub(crate) source: Option<PathBuf>,
     terminal: TerminalFile,
     engines_file: Option<PathBuf>,
+    retention: steward_store::RetentionPolicy,
 }
 
 const LIST_KEYS: &[&str] = &["denylist", "allowlist", "allowed_cwd_roots", "secret_env"];
@@ -77,6 +81,7 @@ fn env_overrides(table: &mut toml::Table) {
         let (section, key) = match rest.split_once('_') {
             Some(("TERMINAL", k)) => ("terminal", k.to_lowercase()),
             Some(("ENGINES", k)) => ("engines", k.to_lowercase()),
+            Some(("RETENTION", k)) => ("retention", k.to_lowercase()),
             _ => continue,
         };
         let v = if LIST_KEYS.contains(&key.as_str()) {
@@ -117,6 +122,24 @@ impl Settings {
         let shown = path.as_deref().map_or_else(|| "environment".to_owned(), |p| p.display().to_string());
         let file: File =
             toml::Value::Table(table).try_into().map_err(|e| anyhow::anyhow!("configuration {shown}: {e}"))?;
+        let mut retention = steward_store::RetentionPolicy::default();
+        for (key, days) in &file.retention {
+            let family = key.strip_suffix("_days");
+            if key == "days" {
+                retention.default_days = *days;
+            } else if let Some(f) =
+                family.filter(|f| steward_core::event_registry::Family::ALL.iter().any(|x| x.as_str() == *f))
+            {
+                retention.family_days.insert(f.to_owned(), *days);
+            } else {
+                let families: Vec<String> =
+                    steward_core::event_registry::Family::ALL.iter().map(|f| format!("{}_days", f.as_str())).collect();
+                bail!(
+                    "configuration {shown}: unknown key `retention.{key}` (expected days or one of: {})",
+                    families.join(", ")
+                );
+            }
+        }
         Ok(Settings {
             data_dir: cli.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(".steward")),
             stall_threshold_secs: cli.stall_threshold_secs.or(file.stall_threshold_secs).unwrap_or(30),
@@ -124,7 +147,13 @@ impl Settings {
             source: path,
             terminal: file.terminal,
             engines_file: file.engines.file,
+            retention,
         })
+    }
+
+    /// Event retention.
+    pub(crate) fn retention(&self) -> steward_store::RetentionPolicy {
+        self.retention.clone()
     }
 
     /// The terminal policy.

@@ -8,8 +8,10 @@
 mod app;
 mod args;
 mod bench;
+mod bundle;
 mod config;
 mod output;
+mod recorder;
 mod tools;
 
 use std::io::{IsTerminal, Write};
@@ -109,17 +111,9 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Events { run, json } => {
-            let store = app::open_ro(&cfg.data_dir)?;
-            store.get_run(run).await?;
-            let events = store.list_events(run, 0).await?;
-            if *json {
-                print_json(&Value::Array(events.iter().map(|e| e.to_json()).collect()))?;
-            } else {
-                print_text(&output::events_text(&events))?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Events(args) => recorder::events(cfg, args).await,
+        Command::Gc { dry_run, json } => recorder::gc(cfg, *dry_run, *json).await,
+        Command::Bundle { run, output } => recorder::bundle(cfg, run, output).await,
         Command::Validate { file, json } => validate(cfg, file, *json),
         Command::Tools(args::ToolsCommand::Check { profile, cwd, json, command }) => {
             tools::check(cfg, profile, cwd, command, *json)

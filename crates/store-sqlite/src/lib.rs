@@ -24,7 +24,10 @@ use rusqlite::{Connection, OpenFlags, ffi};
 use steward_core::Timestamp;
 use steward_core::event::Event;
 use steward_core::ids::IdGen;
-use steward_store::{Attempt, Commit, CommitOutcome, Error, NewRun, Recovered, Result, Run, RunFilter, Store};
+use steward_store::{
+    Attempt, Commit, CommitOutcome, Error, NewRun, PruneReport, Recovered, Result, RetentionPolicy, Run, RunFilter,
+    Store,
+};
 
 use writer::Writer;
 
@@ -297,6 +300,26 @@ impl Store for SqliteStore {
                 .prepare_cached(&sql)
                 .and_then(|mut st| {
                     st.query_map(rusqlite::params![run_id, after_seq], rows::event_from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(map_err(""))?;
+            collect(rows)
+        })
+        .await
+    }
+
+    async fn prune(&self, now: Timestamp, policy: &RetentionPolicy, dry_run: bool) -> Result<PruneReport> {
+        let policy = policy.clone();
+        self.write(move |conn, ids| ops::prune(conn, ids, now, &policy, dry_run)).await
+    }
+
+    async fn list_events_since(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
+        self.read(move |conn| {
+            let sql = format!("SELECT {} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2", rows::EVENT_COLUMNS);
+            let rows = conn
+                .prepare_cached(&sql)
+                .and_then(|mut st| {
+                    st.query_map(rusqlite::params![after_id, limit], rows::event_from_row)?
                         .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(map_err(""))?;

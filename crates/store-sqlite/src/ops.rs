@@ -11,7 +11,9 @@ use steward_core::event::{Actor, Payload};
 use steward_core::idempotency_key;
 use steward_core::ids::IdGen;
 use steward_core::state::{AttemptStatus, RunState};
-use steward_store::{AttemptFinish, Commit, CommitOutcome, Error, NewRun, Recovered, Result, Run, rules};
+use steward_store::{
+    AttemptFinish, Commit, CommitOutcome, Error, NewRun, PruneReport, Recovered, Result, RetentionPolicy, Run, rules,
+};
 
 use crate::map_err;
 use crate::rows::{RUN_COLUMNS, run_from_row};
@@ -337,4 +339,62 @@ pub(crate) fn recover_stalled(
         out.push(Recovered { run_id, workflow_id, last_heartbeat_at, interrupted_attempts });
     }
     Ok(out)
+}
+
+pub(crate) fn prune(
+    conn: &Connection,
+    ids: &dyn IdGen,
+    now: Timestamp,
+    policy: &RetentionPolicy,
+    dry_run: bool,
+) -> Result<PruneReport> {
+    let rows: Vec<(i64, String, i64, i64, String, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT e.id, e.event_type, e.ts, length(e.payload), e.run_id, r.state
+             FROM events e LEFT JOIN runs r ON r.run_id = e.run_id ORDER BY e.id",
+        )
+        .and_then(|mut st| {
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(map_err(""))?;
+    let mut report = PruneReport::default();
+    let mut emptied: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for (id, event_type, ts, bytes, run_id, state) in rows {
+        report.scanned += 1;
+        let finished = run_id == rules::SYSTEM_RUN
+            || state.as_deref().and_then(|s| s.parse::<RunState>().ok()).is_some_and(RunState::is_terminal);
+        let entry = emptied.entry(run_id).or_default();
+        entry.0 += 1;
+        if rules::prunable(policy, now, &event_type, Timestamp(ts), finished) {
+            report.pruned_ids.push(id);
+            report.bytes += bytes.max(0) as u64;
+            entry.1 += 1;
+        } else if rules::prunable(policy, now, &event_type, Timestamp(ts), true) {
+            report.spared += 1;
+        }
+    }
+    report.runs_emptied = emptied.values().filter(|(all, gone)| all == gone && *gone > 0).count() as u64;
+    if dry_run {
+        return Ok(report);
+    }
+    // HSK-GC-004: the report is recorded before anything is deleted, in the same transaction.
+    let last_event_seq: i64 = conn
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1", [rules::SYSTEM_RUN], |r| r.get(0))
+        .map_err(map_err(""))?;
+    let mut h = RunHead {
+        state: RunState::Completed,
+        owner: None,
+        job_id: rules::SYSTEM_RUN.into(),
+        trace_id: rules::SYSTEM_RUN.into(),
+        last_event_seq,
+        total_iterations: 0,
+    };
+    let tx = Tx { conn, ids, run_id: rules::SYSTEM_RUN, now, actor: Actor::System, actor_id: "gc" };
+    tx.event(&mut h, &rules::prune_report(&report, policy, now, dry_run))?;
+    for chunk in report.pruned_ids.chunks(500) {
+        let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
+        conn.execute(&format!("DELETE FROM events WHERE id IN ({})", list.join(",")), []).map_err(map_err(""))?;
+    }
+    Ok(report)
 }

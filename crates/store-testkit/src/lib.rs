@@ -36,6 +36,7 @@ macro_rules! store_conformance {
             events_of_a_commit_are_recorded_with_it,
             every_registered_event_round_trips,
             invalid_events_are_refused_and_leave_nothing,
+            events_are_listed_store_wide_in_id_order,
         );
     };
     (@cases $setup:path; $($case:ident),* $(,)?) => {
@@ -524,4 +525,21 @@ pub async fn invalid_events_are_refused_and_leave_nothing<S: Store>(s: &S) {
     assert!(s.list_attempts("r1").await.unwrap().is_empty());
     assert_eq!(s.list_events("r1", 0).await.unwrap().len(), 2);
     assert_eq!(s.get_run("r1").await.unwrap().last_event_seq, 2);
+}
+
+/// The mirror's feed: every run's events in store-wide `id` order, paged.
+pub async fn events_are_listed_store_wide_in_id_order<S: Store>(s: &S) {
+    running_run(s, "a", "me", at(1)).await;
+    running_run(s, "b", "me", at(2)).await;
+    let mut c = commit("a", RunState::Running, at(3));
+    c.started = vec![start("x", 1)];
+    s.commit(c).await.unwrap();
+    let all = s.list_events_since(0, 100).await.unwrap();
+    assert_eq!(all.len(), 5);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    let runs: Vec<&str> = all.iter().map(|e| e.workflow_run_id.as_str()).collect();
+    assert_eq!(runs, ["a", "a", "b", "b", "a"]);
+    let page = s.list_events_since(all[1].id, 2).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [all[2].id, all[3].id]);
+    assert!(s.list_events_since(all[4].id, 10).await.unwrap().is_empty());
 }

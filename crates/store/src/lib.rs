@@ -158,6 +158,21 @@ pub trait Store: Send + Sync + 'static {
     /// A run's events with `seq > after_seq`, in sequence order.
     fn list_events(&self, run_id: &str, after_seq: i64) -> impl Future<Output = Result<Vec<Event>>> + Send;
 
+    /// Events of every run with store-wide `id > after_id`, in `id` order, at most `limit`.
+    /// This is the order the Flight Recorder mirror copies in.
+    fn list_events_since(&self, after_id: i64, limit: u32) -> impl Future<Output = Result<Vec<Event>>> + Send;
+
+    /// Retention (FR-EVT-004): removes events past their family's retention,
+    /// never those of a run that is not terminal. In the same transaction, and
+    /// before anything is deleted, records a `prune_report` event (HSK-GC-003/004)
+    /// in the store's own `_system` log. With `dry_run`, only reports.
+    fn prune(
+        &self,
+        now: Timestamp,
+        policy: &RetentionPolicy,
+        dry_run: bool,
+    ) -> impl Future<Output = Result<PruneReport>> + Send;
+
     /// The definition source stored under `hash`.
     fn get_definition(&self, hash: &str) -> impl Future<Output = Result<String>> + Send;
 }

@@ -282,6 +282,65 @@ impl Store for MemStore {
         Ok(self.lock().events.iter().filter(|e| e.workflow_run_id == run_id && e.seq > after_seq).cloned().collect())
     }
 
+    async fn prune(
+        &self,
+        now: Timestamp,
+        policy: &crate::RetentionPolicy,
+        dry_run: bool,
+    ) -> Result<crate::PruneReport> {
+        let mut state = self.lock();
+        let mut report = crate::PruneReport::default();
+        let mut per_run: HashMap<String, (u64, u64)> = HashMap::new();
+        for e in &state.events {
+            report.scanned += 1;
+            let finished = e.workflow_run_id == rules::SYSTEM_RUN
+                || state.runs.get(&e.workflow_run_id).is_some_and(|d| d.run.state.is_terminal());
+            let entry = per_run.entry(e.workflow_run_id.clone()).or_default();
+            entry.0 += 1;
+            if rules::prunable(policy, now, &e.event_type, e.ts, finished) {
+                report.pruned_ids.push(e.id);
+                report.bytes += e.payload.to_string().len() as u64;
+                entry.1 += 1;
+            } else if rules::prunable(policy, now, &e.event_type, e.ts, true) {
+                report.spared += 1;
+            }
+        }
+        report.runs_emptied = per_run.values().filter(|(all, gone)| all == gone && *gone > 0).count() as u64;
+        if dry_run {
+            return Ok(report);
+        }
+        let payload = rules::prune_report(&report, policy, now, dry_run);
+        rules::check_event(Actor::System, &payload)?;
+        let seq =
+            state.events.iter().filter(|e| e.workflow_run_id == rules::SYSTEM_RUN).map(|e| e.seq).max().unwrap_or(0)
+                + 1;
+        let id = state.events.last().map_or(0, |e| e.id) + 1;
+        state.events.push(Event {
+            id,
+            seq,
+            event_id: self.ids.next_id(),
+            ts: now,
+            event_type: payload.event_type().to_owned(),
+            actor: Actor::System,
+            actor_id: "gc".into(),
+            trace_id: rules::SYSTEM_RUN.into(),
+            job_id: rules::SYSTEM_RUN.into(),
+            workflow_run_id: rules::SYSTEM_RUN.into(),
+            step_id: None,
+            mt_id: None,
+            model_id: None,
+            capability_id: None,
+            payload: payload.to_json(),
+        });
+        let gone: std::collections::HashSet<i64> = report.pruned_ids.iter().copied().collect();
+        state.events.retain(|e| !gone.contains(&e.id));
+        Ok(report)
+    }
+
+    async fn list_events_since(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
+        Ok(self.lock().events.iter().filter(|e| e.id > after_id).take(limit as usize).cloned().collect())
+    }
+
     async fn get_definition(&self, hash: &str) -> Result<String> {
         self.lock()
             .definitions

@@ -14,6 +14,40 @@ use crate::{AttemptFinish, AttemptStart, Commit, Error, NewRun, Result, Transiti
 /// The summary a recovered run gets.
 pub const STALLED_SUMMARY: &str = "stalled: its process stopped; resume with `steward resume`";
 
+/// The pseudo-run that holds the store's own events (prune reports).
+pub const SYSTEM_RUN: &str = "_system";
+
+/// Whether an event is past retention and may go: its run is finished (or it is a system event).
+pub fn prunable(
+    policy: &crate::RetentionPolicy,
+    now: Timestamp,
+    event_type: &str,
+    ts: Timestamp,
+    run_finished: bool,
+) -> bool {
+    run_finished && ts < now.plus_millis(-i64::from(policy.days_for(event_type)) * 86_400_000)
+}
+
+/// The `prune_report` payload.
+pub fn prune_report(
+    report: &crate::PruneReport,
+    policy: &crate::RetentionPolicy,
+    now: Timestamp,
+    dry_run: bool,
+) -> Payload {
+    Payload::recorded(
+        "prune_report",
+        serde_json::json!({
+            "dry_run": dry_run,
+            "items_scanned": report.scanned,
+            "items_pruned": report.pruned_ids.len(),
+            "items_spared": report.spared,
+            "bytes_freed": report.bytes,
+            "cutoffs": policy.cutoffs(now),
+        }),
+    )
+}
+
 /// Who recovery events name as their actor.
 pub const RECOVERY_ACTOR: &str = "recovery-scan";
 

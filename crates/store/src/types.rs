@@ -293,3 +293,56 @@ pub struct RunFilter {
     /// At most this many (newest first); `None` for all.
     pub limit: Option<u32>,
 }
+
+/// How long events are kept, per family (FR-EVT-004: 30 days by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Days for families without their own setting.
+    pub default_days: u32,
+    /// Days per family (`workflow`, `model`, `micro_task`, ...).
+    pub family_days: std::collections::BTreeMap<String, u32>,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy { default_days: 30, family_days: Default::default() }
+    }
+}
+
+impl RetentionPolicy {
+    /// Days kept for an event type.
+    pub fn days_for(&self, event_type: &str) -> u32 {
+        let family = steward_core::event_registry::spec_of(event_type).map(|s| s.family.as_str());
+        family.and_then(|f| self.family_days.get(f)).copied().unwrap_or(self.default_days)
+    }
+
+    /// Each family's cutoff, for the prune report.
+    pub fn cutoffs(&self, now: Timestamp) -> serde_json::Value {
+        steward_core::event_registry::Family::ALL
+            .iter()
+            .map(|f| {
+                let days = self.family_days.get(f.as_str()).copied().unwrap_or(self.default_days);
+                (
+                    f.as_str().to_owned(),
+                    serde_json::Value::String(now.plus_millis(-(i64::from(days)) * 86_400_000).to_rfc3339()),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+}
+
+/// What a prune did (or would do).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct PruneReport {
+    /// Events looked at.
+    pub scanned: u64,
+    /// Events removed (or that would be).
+    pub pruned_ids: Vec<i64>,
+    /// Events past retention kept because their run has not finished, or inside retention.
+    pub spared: u64,
+    /// Payload bytes freed.
+    pub bytes: u64,
+    /// Runs whose every event is gone.
+    pub runs_emptied: u64,
+}

@@ -129,6 +129,17 @@ impl Store for GatedStore {
     async fn list_events(&self, run_id: &str, after_seq: i64) -> Result<Vec<Event>> {
         self.inner.list_events(run_id, after_seq).await
     }
+    async fn prune(
+        &self,
+        now: Timestamp,
+        policy: &steward_store::RetentionPolicy,
+        dry_run: bool,
+    ) -> Result<steward_store::PruneReport> {
+        self.inner.prune(now, policy, dry_run).await
+    }
+    async fn list_events_since(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
+        self.inner.list_events_since(after_id, limit).await
+    }
     async fn get_definition(&self, hash: &str) -> Result<String> {
         self.inner.get_definition(hash).await
     }

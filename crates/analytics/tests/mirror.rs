@@ -1,0 +1,58 @@
+//! The mirror copies exactly once and queries are read-only.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::json;
+use steward_analytics::{Mirror, query};
+use steward_core::Timestamp;
+use steward_core::event::{Actor, Event};
+
+fn event(id: i64, run: &str, seq: i64, event_type: &str) -> Event {
+    Event {
+        id,
+        seq,
+        event_id: format!("e{id}"),
+        ts: Timestamp(1_800_000_000_000 + id),
+        event_type: event_type.into(),
+        actor: Actor::System,
+        actor_id: "engine".into(),
+        trace_id: "t".into(),
+        job_id: "j".into(),
+        workflow_run_id: run.into(),
+        step_id: (id % 2 == 0).then(|| "s".to_owned()),
+        mt_id: None,
+        model_id: None,
+        capability_id: None,
+        payload: json!({"n": id}),
+    }
+}
+
+#[test]
+fn batches_land_once_and_the_watermark_moves_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fr.duckdb");
+    let mut m = Mirror::open(&path).unwrap();
+    assert_eq!(m.watermark().unwrap(), 0);
+    let batch: Vec<Event> = (1..=5).map(|i| event(i, "r1", i, "step_attempt_started")).collect();
+    m.append(&batch).unwrap();
+    // A crash after commit but before the caller noticed: the same batch again changes nothing.
+    m.append(&batch).unwrap();
+    assert_eq!(m.watermark().unwrap(), 5);
+    drop(m);
+
+    let t = query(&path, "SELECT count(*) AS n, max(seq) AS last, any_value(payload) IS NOT NULL AS json FROM events")
+        .unwrap();
+    assert_eq!(t.columns, ["n", "last", "json"]);
+    assert_eq!(t.rows, [[json!(5), json!(5), json!(true)]]);
+    let t = query(&path, "SELECT payload, ts FROM events WHERE id = 3").unwrap();
+    assert_eq!(t.rows[0][0], json!({"n": 3}));
+    assert_eq!(t.rows[0][1], json!("2027-01-15T08:00:00.003Z"));
+
+    let e = query(&path, "DELETE FROM events").unwrap_err().to_string();
+    assert!(e.contains("read-only"), "{e}");
+    assert_eq!(query(&path, "SELECT count(*) FROM events").unwrap().rows, [[json!(5)]]);
+
+    let mut m = Mirror::open(&path).unwrap();
+    assert_eq!(m.forget(&[1, 2]).unwrap(), 2);
+    drop(m);
+    assert_eq!(query(&path, "SELECT count(*) FROM events").unwrap().rows, [[json!(3)]]);
+}
