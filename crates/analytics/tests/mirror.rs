@@ -56,3 +56,24 @@ fn batches_land_once_and_the_watermark_moves_with_them() {
     drop(m);
     assert_eq!(query(&path, "SELECT count(*) FROM events").unwrap().rows, [[json!(3)]]);
 }
+
+/// Every registered event type survives the trip into DuckDB with its payload intact.
+#[test]
+fn every_registered_event_type_round_trips_through_duckdb() {
+    use steward_core::event_registry::{REGISTRY, example};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fr.duckdb");
+    let mut m = Mirror::open(&path).unwrap();
+    let events: Vec<Event> = REGISTRY
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| Event { payload: example(spec), ..event(i as i64 + 1, "r", i as i64 + 1, spec.event_type) })
+        .collect();
+    m.append(&events).unwrap();
+    drop(m);
+    let t = query(&path, "SELECT event_type, payload FROM events ORDER BY id").unwrap();
+    assert_eq!(t.rows.len(), REGISTRY.len());
+    for (row, spec) in t.rows.iter().zip(REGISTRY) {
+        assert_eq!((row[0].as_str(), &row[1]), (Some(spec.event_type), &example(spec)), "{}", spec.event_type);
+    }
+}

@@ -37,6 +37,7 @@ macro_rules! store_conformance {
             every_registered_event_round_trips,
             invalid_events_are_refused_and_leave_nothing,
             events_are_listed_store_wide_in_id_order,
+            prune_spares_unfinished_runs_and_reports_first,
         );
     };
     (@cases $setup:path; $($case:ident),* $(,)?) => {
@@ -542,4 +543,42 @@ pub async fn events_are_listed_store_wide_in_id_order<S: Store>(s: &S) {
     let page = s.list_events_since(all[1].id, 2).await.unwrap();
     assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [all[2].id, all[3].id]);
     assert!(s.list_events_since(all[4].id, 10).await.unwrap().is_empty());
+}
+
+/// FR-EVT-004 / HSK-GC-004: retention removes old events of finished runs only,
+/// and records its report before deleting.
+pub async fn prune_spares_unfinished_runs_and_reports_first<S: Store>(s: &S) {
+    use steward_store::RetentionPolicy;
+    running_run(s, "done", "me", at(0)).await;
+    let mut c = commit("done", RunState::Running, at(1));
+    c.transition = to(RunState::Completed, "ok");
+    s.commit(c).await.unwrap();
+    running_run(s, "live", "me", at(0)).await;
+    let day = 86_400;
+    let later = at(40 * day);
+    let policy = RetentionPolicy::default();
+
+    let dry = s.prune(later, &policy, true).await.unwrap();
+    assert_eq!((dry.scanned, dry.pruned_ids.len(), dry.spared), (5, 3, 2));
+    assert_eq!(s.list_events("done", 0).await.unwrap().len(), 3, "a dry run deletes nothing");
+    assert!(s.list_events("_system", 0).await.unwrap().is_empty(), "a dry run records nothing");
+
+    let report = s.prune(later, &policy, false).await.unwrap();
+    assert_eq!((report.pruned_ids.len(), report.spared, report.runs_emptied), (3, 2, 1));
+    assert!(report.bytes > 0);
+    assert!(s.list_events("done", 0).await.unwrap().is_empty());
+    assert_eq!(s.list_events("live", 0).await.unwrap().len(), 2, "events of a running run are never pruned");
+    let sys = s.list_events("_system", 0).await.unwrap();
+    assert_eq!(sys.len(), 1);
+    let p = &sys[0].payload;
+    assert_eq!(
+        (sys[0].event_type.as_str(), p["items_pruned"].as_u64(), p["items_spared"].as_u64()),
+        ("prune_report", Some(3), Some(2))
+    );
+    assert!(sys[0].id > report.pruned_ids.iter().copied().max().unwrap(), "report recorded in the pruning transaction");
+
+    // A per-family setting keeps the model family longer than the rest.
+    let mut keep = RetentionPolicy::default();
+    keep.family_days.insert("workflow".into(), 100);
+    assert!(s.prune(at(41 * day), &keep, true).await.unwrap().pruned_ids.is_empty());
 }
