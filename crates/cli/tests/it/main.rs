@@ -8,4 +8,5 @@ mod crash;
 mod e2e;
 mod governance;
 mod local_model;
+mod recorder;
 mod tidy;
