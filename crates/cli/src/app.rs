@@ -37,15 +37,25 @@ pub(crate) fn open_rw(data_dir: &Path, durability: Durability) -> Result<SqliteS
 
 /// Opens the store read-only; the data directory and database must exist.
 pub(crate) fn open_ro(data_dir: &Path) -> Result<SqliteStore> {
+    open_ro_if_any(data_dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no Steward database at {} (no runs recorded there yet; pass --data-dir or set STEWARD_DATA_DIR to point elsewhere)",
+            db_path(data_dir).display()
+        )
+    })
+}
+
+/// Opens the store read-only, or `None` when nothing was ever recorded there.
+pub(crate) fn open_ro_if_any(data_dir: &Path) -> Result<Option<SqliteStore>> {
     let path = db_path(data_dir);
     if !path.exists() {
-        bail!(
-            "no Steward database at {} (no runs recorded there yet; pass --data-dir or set STEWARD_DATA_DIR to point elsewhere)",
-            path.display()
-        );
+        return Ok(None);
     }
-    SqliteStore::open(&path, Options { durability: Durability::Full, read_only: true }, Arc::new(UuidIds))
-        .map_err(explain)
+    match SqliteStore::open(&path, Options { durability: Durability::Full, read_only: true }, Arc::new(UuidIds)) {
+        Ok(store) => Ok(Some(store)),
+        Err(steward_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(explain(e)),
+    }
 }
 
 fn explain(e: steward_store::Error) -> anyhow::Error {

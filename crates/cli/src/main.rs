@@ -99,10 +99,9 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let state = state.as_deref().map(|s| s.parse::<RunState>()).transpose().map_err(|e| {
                 anyhow::anyhow!("{e} (expected one of: {})", RunState::ALL.map(|s| s.as_str()).join(", "))
             })?;
-            let runs = if app::db_path(&cfg.data_dir).exists() {
-                app::open_ro(&cfg.data_dir)?.list_runs(RunFilter { state, limit: *limit }).await?
-            } else {
-                Vec::new()
+            let runs = match app::open_ro_if_any(&cfg.data_dir)? {
+                Some(store) => store.list_runs(RunFilter { state, limit: *limit }).await?,
+                None => Vec::new(),
             };
             if *json {
                 print_json(&output::list_json(&runs))?

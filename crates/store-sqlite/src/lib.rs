@@ -172,6 +172,11 @@ impl SqliteStore {
         let reader = open_reader(path, options.read_only).map_err(map_err(&shown))?;
         configure(&reader, &shown, options.durability)?;
         let version: i64 = reader.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(map_err(&shown))?;
+        if version == 0 && options.read_only {
+            // A file whose creation was interrupted before its schema committed
+            // holds nothing; a writer will initialise it.
+            return Err(Error::NotFound { what: "initialised database", id: shown });
+        }
         if version != MIGRATIONS.len() as i64 {
             return Err(Error::Corrupt {
                 path: shown,
