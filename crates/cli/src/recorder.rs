@@ -214,12 +214,13 @@ pub(crate) async fn gc(cfg: &Settings, dry_run: bool, json: bool) -> Result<Exit
         }))?;
     } else {
         let verb = if dry_run { "would prune" } else { "pruned" };
+        let pruned = report.pruned_ids.len() as u64;
         println!(
-            "scanned {} events: {verb} {} ({} bytes), spared {} (unfinished runs or inside retention)",
+            "scanned {} events: {verb} {pruned} ({} bytes), spared {} past retention of unfinished runs, kept {} inside retention",
             report.scanned,
-            report.pruned_ids.len(),
             report.bytes,
-            report.spared
+            report.spared,
+            report.scanned.saturating_sub(pruned + report.spared)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -339,7 +339,7 @@ pub struct PruneReport {
     pub scanned: u64,
     /// Events removed (or that would be).
     pub pruned_ids: Vec<i64>,
-    /// Events past retention kept because their run has not finished, or inside retention.
+    /// Events past retention kept because their run has not finished.
     pub spared: u64,
     /// Payload bytes freed.
     pub bytes: u64,
