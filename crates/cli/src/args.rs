@@ -123,6 +123,9 @@ pub(crate) enum Command {
     /// Show what the tool bus would decide for a command, without running it.
     #[command(subcommand)]
     Tools(ToolsCommand),
+    /// The micro-task executor: plan a work packet into micro-tasks.
+    #[command(subcommand)]
+    Mt(MtCommand),
     /// List capability profiles and what they grant.
     Capabilities {
         /// Print JSON.
@@ -136,6 +139,28 @@ pub(crate) enum Command {
     Drive {
         /// The run id.
         run: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MtCommand {
+    /// Generate the micro-tasks of a work packet and print them with the MT-VAL report; exits 1
+    /// when the report has errors.
+    Plan {
+        /// The work packet (YAML or JSON).
+        packet: PathBuf,
+        /// An execution policy file; wins over the packet's own `execution_policy`.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// The project directory the packet's paths are relative to (default: the packet's directory).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// The capability profile verify commands run under.
+        #[arg(long, default_value = "Coder")]
+        profile: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

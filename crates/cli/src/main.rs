@@ -10,6 +10,7 @@ mod args;
 mod bench;
 mod bundle;
 mod config;
+mod mt;
 mod output;
 mod recorder;
 mod tools;
@@ -118,6 +119,9 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             tools::check(cfg, profile, cwd, command, *json)
         }
         Command::Capabilities { json } => tools::capabilities(cfg, *json),
+        Command::Mt(args::MtCommand::Plan { packet, policy, root, profile, json }) => {
+            mt::plan(cfg, packet, policy.as_deref(), root.as_deref(), profile, *json)
+        }
         Command::Recover { json } => {
             let engine = app::engine(cfg)?;
             let recovered = engine.recover().await?;

@@ -22,6 +22,7 @@ pub mod event_registry;
 pub mod ids;
 pub mod inputs;
 pub mod job;
+pub mod micro_task;
 pub mod progress;
 pub mod result_block;
 pub mod schedule;

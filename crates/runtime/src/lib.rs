@@ -21,5 +21,7 @@ mod drive;
 mod engine;
 mod step;
 
+pub mod micro_task;
+
 pub use clock::{Clock, SystemClock, UuidIds, new_run_id};
 pub use engine::{CreateRun, Engine, EngineConfig, Error, ProgressUpdate, Result};

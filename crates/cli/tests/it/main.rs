@@ -8,5 +8,6 @@ mod crash;
 mod e2e;
 mod governance;
 mod local_model;
+mod micro_task;
 mod recorder;
 mod tidy;

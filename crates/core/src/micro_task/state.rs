@@ -1,0 +1,345 @@
+//! Loop state (§2.6.6.8.11): the progress artifact (the single source of truth of a job's loop),
+//! the append-only run ledger with its idempotency keys, and the crash recovery procedure over it.
+//!
+//! The runtime reads and writes these as files (atomically, size-capped); what a crash leaves
+//! behind is decided here, from the ledger and a predicate saying which step outputs exist.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::decide::IterationOutcome;
+use super::policy::ExecutionPolicy;
+
+/// The progress artifact's schema version.
+pub const PROGRESS_SCHEMA_VERSION: &str = "1.0";
+/// Largest progress artifact written (§2.6.6.8.17.2).
+pub const MAX_PROGRESS_BYTES: usize = 10 * 1024 * 1024;
+/// Largest run ledger written (§2.6.6.8.17.2).
+pub const MAX_LEDGER_BYTES: usize = 50 * 1024 * 1024;
+
+/// The state of one micro-task (`MTStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MtStatus {
+    /// Not started.
+    Pending,
+    /// Being worked on.
+    InProgress,
+    /// Validated.
+    Completed,
+    /// Given up.
+    Failed,
+    /// Skipped.
+    Skipped,
+    /// Waiting for input it asked for.
+    Blocked,
+}
+
+/// The loop's overall status in the progress artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgressStatus {
+    /// Running or interrupted.
+    InProgress,
+    /// Every task completed.
+    Completed,
+    /// Finished, some tasks skipped.
+    CompletedWithIssues,
+    /// Failed.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+    /// Waiting at a gate or pause point.
+    Paused,
+}
+
+/// One iteration as recorded (`IterationRecord`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IterationRecord {
+    /// 1-based within the task and level.
+    pub iteration: u32,
+    /// The model asked.
+    pub model_id: String,
+    /// Its adapter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_id: Option<String>,
+    /// The chain level.
+    pub escalation_level: u32,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339.
+    pub completed_at: String,
+    /// Wall-clock time.
+    pub duration_ms: u64,
+    /// Prompt tokens.
+    pub tokens_prompt: u64,
+    /// Completion tokens.
+    pub tokens_completion: u64,
+    /// Whether the model claimed completion.
+    pub claimed_complete: bool,
+    /// The validation verdict, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_passed: Option<bool>,
+    /// The validation evidence artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_evidence_ref: Option<String>,
+    /// What the iteration led to.
+    pub outcome: IterationOutcome,
+    /// Why it did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_summary: Option<String>,
+    /// The context snapshot the prompt was compiled from.
+    pub context_snapshot_id: String,
+}
+
+/// One task's progress (`MTProgressEntry`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MtProgress {
+    /// The task.
+    pub mt_id: String,
+    /// Its name.
+    pub name: String,
+    /// Where it stands.
+    pub status: MtStatus,
+    /// Every iteration, in order.
+    pub iterations: Vec<IterationRecord>,
+    /// The iteration that completed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_iteration: Option<u32>,
+    /// The level it completed at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_model_level: Option<u32>,
+    /// Its escalation record, once escalated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation_record_ref: Option<String>,
+    /// Its summary artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary_ref: Option<String>,
+    /// Evidence artifacts.
+    #[serde(default)]
+    pub evidence_refs: Vec<String>,
+}
+
+/// The loop's counters (`current_state`), persisted after every iteration (DG-MT-07).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentState {
+    /// The task being worked on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_mt: Option<String>,
+    /// The chain level in use.
+    pub active_model_level: u32,
+    /// Iterations in the job.
+    pub total_iterations: u32,
+    /// Escalations in the job.
+    pub total_escalations: u32,
+    /// Drop-backs in the job.
+    pub total_drop_backs: u32,
+}
+
+/// The progress artifact (`ProgressArtifact`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressArtifact {
+    /// Always [`PROGRESS_SCHEMA_VERSION`].
+    pub schema_version: String,
+    /// The work packet.
+    pub wp_id: String,
+    /// The job.
+    pub job_id: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    /// RFC 3339, once finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    /// The loop's status.
+    pub status: ProgressStatus,
+    /// The policy as it was at start.
+    pub policy: ExecutionPolicy,
+    /// Counters.
+    pub current_state: CurrentState,
+    /// One entry per task, in execution order.
+    pub micro_tasks: Vec<MtProgress>,
+}
+
+/// A ledger step's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// To run.
+    Pending,
+    /// Started, not known to have finished.
+    InProgress,
+    /// Its output is recorded.
+    Completed,
+    /// Failed.
+    Failed,
+}
+
+/// One ledger step: one iteration of one task (`LedgerStep`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerStep {
+    /// `{mt_id}_iter-{NNN}`.
+    pub step_id: String,
+    /// [`idempotency_key`] of the iteration.
+    pub idempotency_key: String,
+    /// Where it stands.
+    pub status: StepStatus,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    /// The step's output artifact (the model response and what came of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_artifact_ref: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether a crash here can be resumed.
+    pub recoverable: bool,
+}
+
+/// The run ledger (`RunLedger`): append-only within a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunLedger {
+    /// The ledger.
+    pub ledger_id: String,
+    /// The work packet.
+    pub wp_id: String,
+    /// The job.
+    pub job_id: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Steps in the order they started.
+    pub steps: Vec<LedgerStep>,
+    /// Where a recovered job resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_point: Option<String>,
+    /// Why it stopped there (`pause_point:MT-002`, `hard_gate:max_total_iterations`, `crash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_reason: Option<String>,
+}
+
+/// `{mt_id}_iter-{NNN}`, the iteration counted across levels of the task.
+pub fn ledger_step_id(mt_id: &str, iteration: u32) -> String {
+    format!("{mt_id}_iter-{iteration:03}")
+}
+
+/// SHA-256 of (mt_id, iteration, model, lora, prompt hash), in the reference implementation's
+/// layout, lowercase hex.
+pub fn idempotency_key(
+    mt_id: &str,
+    iteration: u32,
+    model_id: &str,
+    lora_id: Option<&str>,
+    prompt_hash: &str,
+) -> String {
+    let text = format!(
+        "mt_id={mt_id}\niteration={iteration}\nmodel_id={model_id}\nlora_id={}\nprompt_hash={prompt_hash}\n",
+        lora_id.unwrap_or_default()
+    );
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the recovery procedure found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Recovery {
+    /// `in_progress` steps whose output exists: now `completed`.
+    pub steps_recovered: Vec<String>,
+    /// `in_progress` steps without output: now `pending`, to run again.
+    pub steps_to_retry: Vec<String>,
+    /// The first pending or failed step, if any.
+    pub resume_point: Option<String>,
+}
+
+/// The crash recovery procedure (§2.6.6.8.11.3) over one ledger: every `in_progress` step whose
+/// output exists for its idempotency key becomes `completed` (so it is never sent to a model
+/// again, DG-MT-15), every other one `pending`; `resume_point` is the first pending or failed
+/// step. `output_of(key)` returns the output artifact's reference when it exists.
+pub fn recover(ledger: &mut RunLedger, output_of: impl Fn(&str) -> Option<String>) -> Recovery {
+    let mut r = Recovery::default();
+    for step in ledger.steps.iter_mut().filter(|s| s.status == StepStatus::InProgress) {
+        match output_of(&step.idempotency_key) {
+            Some(output) => {
+                step.status = StepStatus::Completed;
+                step.output_artifact_ref = Some(output);
+                r.steps_recovered.push(step.step_id.clone());
+            }
+            None => {
+                step.status = StepStatus::Pending;
+                r.steps_to_retry.push(step.step_id.clone());
+            }
+        }
+    }
+    r.resume_point = ledger
+        .steps
+        .iter()
+        .find(|s| matches!(s.status, StepStatus::Pending | StepStatus::Failed))
+        .map(|s| s.step_id.clone());
+    ledger.resume_point = r.resume_point.clone();
+    if !r.steps_recovered.is_empty() || !r.steps_to_retry.is_empty() {
+        ledger.resume_reason = Some("crash".to_owned());
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(id: &str, key: &str, status: StepStatus) -> LedgerStep {
+        LedgerStep {
+            step_id: id.into(),
+            idempotency_key: key.into(),
+            status,
+            started_at: None,
+            completed_at: None,
+            output_artifact_ref: None,
+            error: None,
+            recoverable: true,
+        }
+    }
+
+    #[test]
+    fn step_ids_and_keys_are_stable() {
+        assert_eq!(ledger_step_id("MT-001", 7), "MT-001_iter-007");
+        let a = idempotency_key("MT-001", 1, "small", None, "abc");
+        assert_eq!(a, idempotency_key("MT-001", 1, "small", Some(""), "abc"));
+        assert_ne!(a, idempotency_key("MT-001", 2, "small", None, "abc"));
+        assert_ne!(a, idempotency_key("MT-001", 1, "large", None, "abc"));
+        assert_eq!(a.len(), 64);
+        // sha256("mt_id=MT-001\niteration=1\nmodel_id=small\nlora_id=\nprompt_hash=abc\n")
+        assert_eq!(a, "eb0805c8df91c30cc6169f66133c70e278cd0081f6103bfaab0c7c34da1d83e9");
+    }
+
+    /// DG-MT-15: an in-progress step with output is completed, not re-run; one without is
+    /// retried; the resume point is the first step left to do.
+    #[test]
+    fn recovery_completes_what_has_output_and_retries_the_rest() {
+        let mut ledger = RunLedger {
+            ledger_id: "l".into(),
+            wp_id: "WP".into(),
+            job_id: "j".into(),
+            created_at: "t".into(),
+            steps: vec![
+                step("MT-001_iter-001", "k1", StepStatus::Completed),
+                step("MT-001_iter-002", "k2", StepStatus::InProgress),
+                step("MT-002_iter-001", "k3", StepStatus::InProgress),
+            ],
+            resume_point: None,
+            resume_reason: None,
+        };
+        let r = recover(&mut ledger, |k| (k == "k2").then(|| "outputs/k2".to_owned()));
+        assert_eq!(r.steps_recovered, ["MT-001_iter-002"]);
+        assert_eq!(r.steps_to_retry, ["MT-002_iter-001"]);
+        assert_eq!(r.resume_point.as_deref(), Some("MT-002_iter-001"));
+        assert_eq!(ledger.steps[1].status, StepStatus::Completed);
+        assert_eq!(ledger.steps[1].output_artifact_ref.as_deref(), Some("outputs/k2"));
+        assert_eq!(ledger.steps[2].status, StepStatus::Pending);
+        assert_eq!(ledger.resume_reason.as_deref(), Some("crash"));
+        let again = recover(&mut ledger, |_| None);
+        assert!(again.steps_recovered.is_empty() && again.steps_to_retry.is_empty(), "recovery is idempotent");
+    }
+}

@@ -1,0 +1,7 @@
+//! The micro-task executor's runtime half: reading a work packet from disk into a checked plan
+//! (generated tasks, waves, the MT-VAL report and the tool bus's verdict on every verify
+//! command). The decisions themselves live in `steward_core::micro_task`.
+
+mod plan;
+
+pub use plan::{Plan, PlanError, plan};
