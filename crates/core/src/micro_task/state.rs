@@ -134,6 +134,48 @@ pub struct CurrentState {
     pub total_escalations: u32,
     /// Drop-backs in the job.
     pub total_drop_backs: u32,
+    /// The loop's `iteration` for the active task at its current level (§2.6.6.8.7.1 2.1.4).
+    #[serde(default)]
+    pub iteration: u32,
+    /// Consecutive refuted completion claims of the active task.
+    #[serde(default)]
+    pub false_completion_streak: u32,
+    /// The failure category of the active task's last escalation, for drop-back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_escalation_category: Option<super::decide::FailureCategory>,
+    /// Time spent executing, summed over the job's sessions (gate waits excluded).
+    #[serde(default)]
+    pub elapsed_ms: u64,
+    /// Iterations allowed before the `max_total_iterations` gate; `continue` there adds a policy's worth.
+    #[serde(default)]
+    pub iteration_allowance: u32,
+    /// Executing time allowed before the `max_duration` gate; `continue` there adds a policy's worth.
+    #[serde(default)]
+    pub duration_allowance_ms: u64,
+    /// Where the loop waits for a person, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Pause>,
+}
+
+/// Why the loop waits for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    /// `hard_gate` or `pause_point`.
+    pub kind: PauseKind,
+    /// `max_total_iterations`, `max_duration`, `escalation_exhausted`, or `pause_point`.
+    pub reason: String,
+    /// The task it stopped at.
+    pub mt_id: String,
+}
+
+/// The two ways the loop stops for a person (§2.6.6.8 HARD_GATE and pause points).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseKind {
+    /// A mandatory human decision: continue or abort.
+    HardGate,
+    /// A user pause point: continue.
+    PausePoint,
 }
 
 /// The progress artifact (`ProgressArtifact`).
@@ -285,6 +327,129 @@ pub fn recover(ledger: &mut RunLedger, output_of: impl Fn(&str) -> Option<String
     r
 }
 
+/// One task's figures (`MTMetrics`, §2.6.6.8.5.4).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MtMetrics {
+    /// The task.
+    pub mt_id: String,
+    /// Where it stands.
+    pub status: MtStatus,
+    /// Iterations, all levels.
+    pub iterations: u32,
+    /// The level it finished at.
+    pub final_escalation_level: Option<u32>,
+    /// Prompt tokens.
+    pub tokens_prompt: u64,
+    /// Completion tokens.
+    pub tokens_completion: u64,
+    /// Time in iterations.
+    pub duration_ms: u64,
+    /// Iterations whose claim was validated.
+    pub validation_attempts: u32,
+    /// Its escalation record.
+    pub escalation_record_ref: Option<String>,
+}
+
+/// The job's figures (`MicroTaskMetrics`, §2.6.6.8.5.4), derived from the progress artifact so
+/// they can never disagree with it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MicroTaskMetrics {
+    /// Per task.
+    pub mt_metrics: std::collections::BTreeMap<String, MtMetrics>,
+    /// Tasks.
+    pub total_mts: u32,
+    /// Completed.
+    pub completed_mts: u32,
+    /// Failed.
+    pub failed_mts: u32,
+    /// Skipped.
+    pub skipped_mts: u32,
+    /// Iterations.
+    pub total_iterations: u32,
+    /// Iterations per chain level.
+    pub iterations_at_level: std::collections::BTreeMap<u32, u32>,
+    /// Prompt tokens.
+    pub total_tokens_prompt: u64,
+    /// Completion tokens.
+    pub total_tokens_completion: u64,
+    /// Time in iterations.
+    pub total_duration_ms: u64,
+    /// Escalations.
+    pub escalation_count: u32,
+    /// Drop-backs.
+    pub drop_back_count: u32,
+    /// Tasks that succeeded above a level where they had failed (DG-MT-18), when enabled.
+    pub distillation_candidates_generated: u32,
+    /// Percentage of completed tasks that completed at level 0.
+    pub success_rate_level_0: f64,
+}
+
+/// Computes the metrics of a job from its progress artifact.
+pub fn metrics(p: &ProgressArtifact) -> MicroTaskMetrics {
+    let mut m = MicroTaskMetrics {
+        mt_metrics: Default::default(),
+        total_mts: p.micro_tasks.len() as u32,
+        completed_mts: 0,
+        failed_mts: 0,
+        skipped_mts: 0,
+        total_iterations: 0,
+        iterations_at_level: Default::default(),
+        total_tokens_prompt: 0,
+        total_tokens_completion: 0,
+        total_duration_ms: 0,
+        escalation_count: p.current_state.total_escalations,
+        drop_back_count: p.current_state.total_drop_backs,
+        distillation_candidates_generated: 0,
+        success_rate_level_0: 0.0,
+    };
+    let mut at_level_0 = 0u32;
+    for e in &p.micro_tasks {
+        match e.status {
+            MtStatus::Completed => m.completed_mts += 1,
+            MtStatus::Failed => m.failed_mts += 1,
+            MtStatus::Skipped => m.skipped_mts += 1,
+            _ => {}
+        }
+        if e.status == MtStatus::Completed && e.final_model_level == Some(0) {
+            at_level_0 += 1;
+        }
+        if e.status == MtStatus::Completed
+            && p.policy.enable_distillation
+            && let Some(level) = e.final_model_level
+            && e.iterations.iter().any(|r| r.escalation_level < level)
+        {
+            m.distillation_candidates_generated += 1;
+        }
+        let mut t = MtMetrics {
+            mt_id: e.mt_id.clone(),
+            status: e.status,
+            iterations: e.iterations.len() as u32,
+            final_escalation_level: e.final_model_level,
+            tokens_prompt: 0,
+            tokens_completion: 0,
+            duration_ms: 0,
+            validation_attempts: 0,
+            escalation_record_ref: e.escalation_record_ref.clone(),
+        };
+        for r in &e.iterations {
+            t.tokens_prompt += r.tokens_prompt;
+            t.tokens_completion += r.tokens_completion;
+            t.duration_ms += r.duration_ms;
+            t.validation_attempts += u32::from(r.validation_passed.is_some());
+            *m.iterations_at_level.entry(r.escalation_level).or_default() += 1;
+        }
+        m.total_iterations += t.iterations;
+        m.total_tokens_prompt += t.tokens_prompt;
+        m.total_tokens_completion += t.tokens_completion;
+        m.total_duration_ms += t.duration_ms;
+        m.mt_metrics.insert(e.mt_id.clone(), t);
+    }
+    if m.completed_mts > 0 {
+        m.success_rate_level_0 = f64::from(at_level_0) * 100.0 / f64::from(m.completed_mts);
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +477,80 @@ mod tests {
         assert_eq!(a.len(), 64);
         // sha256("mt_id=MT-001\niteration=1\nmodel_id=small\nlora_id=\nprompt_hash=abc\n")
         assert_eq!(a, "eb0805c8df91c30cc6169f66133c70e278cd0081f6103bfaab0c7c34da1d83e9");
+    }
+
+    fn record(iteration: u32, level: u32, validated: Option<bool>, outcome: IterationOutcome) -> IterationRecord {
+        IterationRecord {
+            iteration,
+            model_id: "m".into(),
+            lora_id: None,
+            escalation_level: level,
+            started_at: "t".into(),
+            completed_at: "t".into(),
+            duration_ms: 10,
+            tokens_prompt: 100,
+            tokens_completion: 20,
+            claimed_complete: validated.is_some(),
+            validation_passed: validated,
+            validation_evidence_ref: None,
+            outcome,
+            error_summary: None,
+            context_snapshot_id: "c".into(),
+        }
+    }
+
+    /// §2.6.6.8.5.4: the figures follow from the recorded iterations.
+    #[test]
+    fn metrics_add_up_from_the_progress_artifact() {
+        let entry = |id: &str, status, level, iterations| MtProgress {
+            mt_id: id.into(),
+            name: id.into(),
+            status,
+            iterations,
+            final_iteration: None,
+            final_model_level: level,
+            escalation_record_ref: None,
+            summary_ref: None,
+            evidence_refs: vec![],
+        };
+        let p = ProgressArtifact {
+            schema_version: PROGRESS_SCHEMA_VERSION.into(),
+            wp_id: "WP".into(),
+            job_id: "j".into(),
+            created_at: "t".into(),
+            updated_at: "t".into(),
+            completed_at: None,
+            status: ProgressStatus::Completed,
+            policy: ExecutionPolicy::default(),
+            current_state: CurrentState { total_escalations: 1, ..CurrentState::default() },
+            micro_tasks: vec![
+                entry(
+                    "MT-001",
+                    MtStatus::Completed,
+                    Some(0),
+                    vec![record(1, 0, Some(true), IterationOutcome::Success)],
+                ),
+                entry(
+                    "MT-002",
+                    MtStatus::Completed,
+                    Some(1),
+                    vec![
+                        record(1, 0, None, IterationOutcome::Retry),
+                        record(2, 0, Some(false), IterationOutcome::Escalate),
+                        record(3, 1, Some(true), IterationOutcome::Success),
+                    ],
+                ),
+            ],
+        };
+        let m = metrics(&p);
+        assert_eq!((m.total_mts, m.completed_mts, m.total_iterations), (2, 2, 4));
+        assert_eq!(m.iterations_at_level.get(&0), Some(&3));
+        assert_eq!(m.iterations_at_level.get(&1), Some(&1));
+        assert_eq!((m.total_tokens_prompt, m.total_tokens_completion, m.total_duration_ms), (400, 80, 40));
+        assert_eq!(m.mt_metrics["MT-002"].validation_attempts, 2);
+        assert_eq!(m.distillation_candidates_generated, 1);
+        assert_eq!(m.escalation_count, 1);
+        assert!((m.success_rate_level_0 - 50.0).abs() < f64::EPSILON);
     }
 
     /// DG-MT-15: an in-progress step with output is completed, not re-run; one without is

@@ -1,7 +1,9 @@
 //! The micro-task executor's runtime half: reading a work packet from disk into a checked plan
 //! (generated tasks, waves, the MT-VAL report and the tool bus's verdict on every verify
-//! command). The decisions themselves live in `steward_core::micro_task`.
+//! command), and the loop that runs it. The decisions themselves live in `steward_core::micro_task`.
 
+mod executor;
 mod plan;
 
+pub use executor::{BoxFuture, EventSink, ExecError, Executor, HumanDecision, ModelFactory, Outcome};
 pub use plan::{Plan, PlanError, plan};

@@ -6,4 +6,5 @@ mod support;
 mod agents;
 mod engine;
 mod governance;
+mod micro_tasks;
 mod recovery;

@@ -1,0 +1,1029 @@
+//! The micro-task loop (§2.6.6.8.7.1): one fresh prompt per iteration, changes applied only inside
+//! the task's files, every claim checked by running its verify commands through the tool bus,
+//! escalation up the chain to a hard gate, and every step written down before and after.
+//!
+//! State lives in files under the job's state directory (`progress_artifact.json`,
+//! `run_ledger.json`, `step_outputs/<idempotency key>/`), written atomically; events go to an
+//! [`EventSink`] (the store, in the engine). A model response is saved before anything is done
+//! with it, and a saved response is never asked for again.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use steward_core::event::Payload;
+use steward_core::micro_task::context::{self, CompileInput, FileSource, PreviousIteration};
+use steward_core::micro_task::decide::{
+    DropBackInputs, FailureCategory, IterationFacts, IterationOutcome, LoopDecision, decide_next_action,
+};
+use steward_core::micro_task::definition::MicroTaskDefinition;
+use steward_core::micro_task::edits::{self, FORMAT_HELP};
+use steward_core::micro_task::policy::EscalationLevel;
+use steward_core::micro_task::signal::{self, CompletionSignal};
+use steward_core::micro_task::state::{
+    CurrentState, IterationRecord, LedgerStep, MtProgress, MtStatus, PROGRESS_SCHEMA_VERSION, Pause, PauseKind,
+    ProgressArtifact, ProgressStatus, RunLedger, StepStatus, idempotency_key, ledger_step_id, metrics, recover,
+};
+use steward_models::{ChatRequest, Message, ModelClient, Role};
+use steward_tools::artifacts::hash;
+use steward_tools::bus::{CallContext, ToolBus};
+use steward_tools::exec::Ending;
+use steward_tools::terminal::SessionKind;
+
+use super::plan::Plan;
+use crate::clock::Clock;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where the loop's events go; the engine commits them to the run's log.
+pub trait EventSink: Send + Sync {
+    /// Records `events` in order, durably, before returning.
+    fn emit(&self, events: Vec<Payload>) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// Builds the client for a chain level.
+pub type ModelFactory = dyn Fn(&EscalationLevel) -> Result<Arc<dyn ModelClient>, String> + Send + Sync;
+
+/// A person's answer at a gate or pause point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HumanDecision {
+    /// Go on: at a hard gate, one more pass with a fresh budget.
+    Continue,
+    /// Stop: the job fails.
+    Abort,
+}
+
+/// How a session of the loop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every task completed.
+    Completed,
+    /// Finished with skipped tasks.
+    CompletedWithIssues,
+    /// Failed.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// Waiting for a person.
+    Paused(Pause),
+    /// Cancelled.
+    Cancelled,
+}
+
+/// Why the loop could not go on (not a task failing: that is an [`Outcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// A state file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A state file is not what this executor wrote.
+    #[error("{path}: corrupt state: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Events could not be recorded.
+    #[error("recording events: {0}")]
+    Sink(String),
+}
+
+type Result<T, E = ExecError> = std::result::Result<T, E>;
+
+/// One job's loop.
+pub struct Executor<'a> {
+    /// The checked plan.
+    pub plan: &'a Plan,
+    /// The job.
+    pub job_id: &'a str,
+    /// The workflow run the job belongs to.
+    pub run_id: &'a str,
+    /// Correlates the job's events.
+    pub trace_id: &'a str,
+    /// Where the progress artifact, ledger and step outputs live.
+    pub state_dir: PathBuf,
+    /// Runs the verify commands.
+    pub bus: &'a ToolBus,
+    /// Clients per chain level.
+    pub models: &'a ModelFactory,
+    /// Where events go.
+    pub sink: &'a dyn EventSink,
+    /// Time.
+    pub clock: &'a dyn Clock,
+    /// The capability profile verify commands run under.
+    pub profile: &'a str,
+    /// Stops the loop between iterations and kills running commands.
+    pub cancel: CancellationToken,
+}
+
+struct State {
+    progress: ProgressArtifact,
+    ledger: RunLedger,
+}
+
+struct Iteration {
+    record: IterationRecord,
+    signal: CompletionSignal,
+    decision: LoopDecision,
+}
+
+impl Executor<'_> {
+    fn progress_path(&self) -> PathBuf {
+        self.state_dir.join("progress_artifact.json")
+    }
+
+    fn ledger_path(&self) -> PathBuf {
+        self.state_dir.join("run_ledger.json")
+    }
+
+    fn step_dir(&self, key: &str) -> PathBuf {
+        self.state_dir.join("step_outputs").join(key)
+    }
+
+    fn wp(&self) -> &str {
+        &self.plan.packet.wp_id
+    }
+
+    async fn emit(&self, events: Vec<Payload>) -> Result<()> {
+        self.sink.emit(events).await.map_err(ExecError::Sink)
+    }
+
+    async fn mt_event(&self, event_type: &str, body: Value) -> Result<()> {
+        self.emit(vec![Payload::recorded(event_type, body)]).await
+    }
+
+    /// Runs the loop from wherever the job's state says it is, applying `decision` if it waits
+    /// for one, until it finishes or stops for a person.
+    pub async fn run(&self, decision: Option<HumanDecision>) -> Result<Outcome> {
+        let mut st = self.load_or_init().await?;
+        let session_start = self.clock.now();
+        let elapsed_base = st.progress.current_state.elapsed_ms;
+        if let Some(pause) = st.progress.current_state.pause.clone() {
+            match decision {
+                None => return Ok(Outcome::Paused(pause)),
+                Some(HumanDecision::Abort) => {
+                    return self
+                        .fail(&mut st, format!("aborted by a person at {} ({})", pause.mt_id, pause.reason))
+                        .await;
+                }
+                Some(HumanDecision::Continue) => {
+                    let policy = &st.progress.policy;
+                    let cs = &mut st.progress.current_state;
+                    match pause.reason.as_str() {
+                        "max_total_iterations" => cs.iteration_allowance += policy.max_total_iterations,
+                        "max_duration" => cs.duration_allowance_ms += policy.max_duration_ms,
+                        // One more pass at the top local level with a fresh iteration budget
+                        // (design decision 10).
+                        "escalation_exhausted" => {
+                            cs.active_model_level = policy.max_model_level();
+                            cs.iteration = 1;
+                            cs.false_completion_streak = 0;
+                        }
+                        _ => {}
+                    }
+                    if pause.kind == PauseKind::PausePoint
+                        && let Some(e) = st.progress.micro_tasks.iter_mut().find(|e| e.mt_id == pause.mt_id)
+                    {
+                        e.status = MtStatus::InProgress;
+                        st.progress.current_state.iteration = 1;
+                    }
+                    st.progress.current_state.pause = None;
+                    st.progress.status = ProgressStatus::InProgress;
+                    st.ledger.resume_reason = None;
+                    self.save(&mut st)?;
+                    self.mt_event("micro_task_resumed", json!({"wp_id": self.wp(), "mt_id": pause.mt_id})).await?;
+                }
+            }
+        }
+        let order: Vec<String> = self.plan.waves.iter().flatten().cloned().collect();
+        for mt_id in &order {
+            let Some(mt) = self.plan.mts.iter().find(|m| &m.mt_id == mt_id) else { continue };
+            let idx = match st.progress.micro_tasks.iter().position(|e| &e.mt_id == mt_id) {
+                Some(i) => i,
+                None => continue,
+            };
+            match st.progress.micro_tasks[idx].status {
+                MtStatus::Completed | MtStatus::Skipped | MtStatus::Failed => continue,
+                MtStatus::Pending if st.progress.policy.pause_points.contains(mt_id) => {
+                    let pause =
+                        Pause { kind: PauseKind::PausePoint, reason: "pause_point".into(), mt_id: mt_id.clone() };
+                    self.mt_event("micro_task_pause_requested", json!({"wp_id": self.wp(), "mt_id": mt_id})).await?;
+                    return self.pause(&mut st, pause).await;
+                }
+                MtStatus::Pending | MtStatus::Blocked => {
+                    st.progress.micro_tasks[idx].status = MtStatus::InProgress;
+                    st.progress.current_state.iteration = 1;
+                    st.progress.current_state.false_completion_streak = 0;
+                }
+                MtStatus::InProgress => {}
+            }
+            st.progress.current_state.active_mt = Some(mt_id.clone());
+            loop {
+                if self.cancel.is_cancelled() {
+                    st.progress.status = ProgressStatus::Cancelled;
+                    self.save(&mut st)?;
+                    self.mt_event("micro_task_loop_cancelled", json!({"wp_id": self.wp()})).await?;
+                    return Ok(Outcome::Cancelled);
+                }
+                let cs = &mut st.progress.current_state;
+                cs.elapsed_ms = elapsed_base + u64::try_from(self.clock.now().since(session_start)).unwrap_or(0);
+                let gate = if cs.total_iterations >= cs.iteration_allowance {
+                    Some("max_total_iterations")
+                } else if cs.elapsed_ms >= cs.duration_allowance_ms {
+                    Some("max_duration")
+                } else {
+                    None
+                };
+                if let Some(reason) = gate {
+                    return self.hard_gate(&mut st, mt_id, reason).await;
+                }
+                let it = self.iterate(&mut st, mt, idx).await?;
+                match it.decision {
+                    LoopDecision::Complete { drop_back } => {
+                        self.complete(&mut st, mt, idx, &it, drop_back).await?;
+                        break;
+                    }
+                    LoopDecision::Retry => {
+                        st.progress.current_state.iteration += 1;
+                        self.save(&mut st)?;
+                    }
+                    LoopDecision::Escalate { category } => {
+                        if it.record.outcome == IterationOutcome::Blocked {
+                            let reason = it.signal.blocked_reason.clone().unwrap_or_else(|| "blocked".into());
+                            self.mt_event(
+                                "micro_task_blocked",
+                                json!({"wp_id": self.wp(), "mt_id": mt_id, "reason": reason}),
+                            )
+                            .await?;
+                        }
+                        if self.escalate(&mut st, mt, idx, category, &it).await? {
+                            return self.hard_gate(&mut st, mt_id, "escalation_exhausted").await;
+                        }
+                    }
+                    LoopDecision::Skip => {
+                        st.progress.micro_tasks[idx].status = MtStatus::Skipped;
+                        self.save(&mut st)?;
+                        self.mt_event("micro_task_skipped", json!({"wp_id": self.wp(), "mt_id": mt_id})).await?;
+                        break;
+                    }
+                    LoopDecision::Abort { reason } => return self.fail(&mut st, reason).await,
+                }
+            }
+        }
+        self.finalize(&mut st).await
+    }
+
+    /// One iteration: steps c to h of §2.6.6.8.7.1, then the decision.
+    async fn iterate(&self, st: &mut State, mt: &MicroTaskDefinition, idx: usize) -> Result<Iteration> {
+        let policy = st.progress.policy.clone();
+        let level = st.progress.current_state.active_model_level;
+        let chain_level = policy.level(level).cloned().unwrap_or_else(|| policy.escalation_chain[0].clone());
+        let model_id = chain_level.model().to_owned();
+        let lora = chain_level.lora_id.clone();
+        let iteration = st.progress.current_state.iteration;
+        let n = st.progress.micro_tasks[idx].iterations.len() as u32 + 1;
+        let wp = self.wp().to_owned();
+        self.mt_event(
+            "micro_task_lora_selection",
+            json!({"wp_id": wp, "mt_id": mt.mt_id, "iteration": iteration, "model_id": model_id, "lora_id": lora, "escalation_level": level}),
+        )
+        .await?;
+        // Context: fresh every iteration, from the files as they are now.
+        let files: Vec<FileSource> = mt
+            .context_files()
+            .into_iter()
+            .map(str::to_owned)
+            .chain(mt.files.create.iter().cloned())
+            .map(|p| FileSource { content: std::fs::read_to_string(self.plan.root.join(&p)).ok(), path: p })
+            .collect();
+        let completed: Vec<String> = st
+            .progress
+            .micro_tasks
+            .iter()
+            .filter(|e| e.status == MtStatus::Completed)
+            .map(|e| e.mt_id.clone())
+            .collect();
+        let last = st.progress.micro_tasks[idx].iterations.last().cloned();
+        let prev_outcome = last.as_ref().map(|r| format!("FAIL: {}", r.outcome.as_str()));
+        let previous = last.as_ref().zip(prev_outcome.as_deref()).map(|(r, outcome)| PreviousIteration {
+            outcome,
+            error: r.error_summary.as_deref(),
+            output_summary: "",
+        });
+        let envelope = context::compile(&CompileInput {
+            mt,
+            wp_id: &wp,
+            iteration,
+            max_iterations: policy.max_iterations_per_mt,
+            escalation_level: level,
+            max_escalation_level: policy.max_model_level(),
+            model_id: &model_id,
+            lora_id: lora.as_deref(),
+            previous,
+            completed_mts: &completed,
+            total_mts: st.progress.micro_tasks.len(),
+            files: &files,
+            out_of_scope: &self.plan.packet.out_of_scope,
+            format_help: FORMAT_HELP,
+        });
+        let snapshot_id = envelope.snapshot.context_snapshot_id.clone();
+        let key = idempotency_key(&mt.mt_id, n, &model_id, lora.as_deref(), &envelope.snapshot.full_prompt_hash);
+        let step_id = ledger_step_id(&mt.mt_id, n);
+        let dir = self.step_dir(&key);
+        write_atomic(&dir.join("prompt.txt"), envelope.prompt.as_bytes())?;
+        write_json(&dir.join("context_snapshot.json"), &serde_json::to_value(&envelope.snapshot).unwrap_or_default())?;
+        let started = self.clock.now();
+        match st.ledger.steps.iter_mut().find(|s| s.step_id == step_id) {
+            Some(s) => {
+                s.idempotency_key = key.clone();
+                s.status = StepStatus::InProgress;
+            }
+            None => st.ledger.steps.push(LedgerStep {
+                step_id: step_id.clone(),
+                idempotency_key: key.clone(),
+                status: StepStatus::InProgress,
+                started_at: Some(started.to_rfc3339()),
+                completed_at: None,
+                output_artifact_ref: None,
+                error: None,
+                recoverable: true,
+            }),
+        }
+        self.save(st)?;
+        self.mt_event(
+            "micro_task_iteration_started",
+            json!({"wp_id": wp, "mt_id": mt.mt_id, "iteration": iteration, "step_id": step_id, "model_id": model_id}),
+        )
+        .await?;
+        // The response is saved before it is used; a saved one is never asked for again.
+        let response_path = dir.join("response.txt");
+        let (content, tokens, model_error) = match std::fs::read_to_string(&response_path) {
+            Ok(saved) => (saved, (0, 0), None),
+            Err(_) => {
+                match self.ask(&chain_level, &model_id, &envelope.prompt, &step_id, n, &key, &response_path).await? {
+                    Ok((content, tokens)) => (content, tokens, None),
+                    Err(e) => (String::new(), (0, 0), Some(e)),
+                }
+            }
+        };
+        let signal = signal::parse_completion_signal(&content);
+        // Changes first, so the evidence and the verify commands see them.
+        let mut hint = None;
+        let mut error_summary = model_error.clone();
+        match edits::parse_changes(&content) {
+            Err(e) => {
+                error_summary = Some(format!("unreadable change block: {e}"));
+            }
+            Ok(changes) => {
+                let planned = edits::plan_changes(&changes, &mt.files.modify, &mt.files.create, |p| {
+                    std::fs::read_to_string(self.plan.root.join(p)).ok()
+                });
+                match planned {
+                    Ok(writes) => self.apply(&writes)?,
+                    Err(e) => {
+                        if e.is_scope_violation() {
+                            hint = Some(FailureCategory::ScopeViolation);
+                        }
+                        error_summary = Some(format!("{}: {e}", e.category()));
+                    }
+                }
+            }
+        }
+        let mut evidence_ok = true;
+        let mut validation_passed = None;
+        let mut evidence_ref = None;
+        if signal.claimed_complete {
+            let problems = signal::check_evidence(&signal.evidence, |p| {
+                std::fs::read_to_string(self.plan.root.join(p)).ok().map(|t| t.lines().count() as u32)
+            });
+            let required = mt
+                .done
+                .iter()
+                .any(|d| d.verification == steward_core::micro_task::definition::Verification::EvidenceRequired);
+            evidence_ok = problems.is_empty() && !(required && signal.evidence.is_empty());
+            if !problems.is_empty() {
+                error_summary = Some(format!(
+                    "false completion: {}",
+                    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                ));
+            }
+            let (passed, report, events) = self.validate(mt, &key).await;
+            self.emit(events).await?;
+            let evidence = write_json(&dir.join("validation.json"), &report)?;
+            evidence_ref = Some(evidence);
+            validation_passed = Some(passed);
+            if !passed && error_summary.is_none() {
+                error_summary = Some(format!("validation failed: {}", failing_summary(&report)));
+            }
+            self.mt_event(
+                "micro_task_validation",
+                json!({"wp_id": wp, "mt_id": mt.mt_id, "iteration": iteration, "passed": passed, "evidence_artifact_ref": evidence_ref}),
+            )
+            .await?;
+        } else if error_summary.is_none() {
+            error_summary = Some(if signal.blocked { "blocked".into() } else { "no_completion_claimed".into() });
+        }
+        let cs = &st.progress.current_state;
+        let false_streak = if signal.claimed_complete && !(validation_passed == Some(true) && evidence_ok) {
+            cs.false_completion_streak + 1
+        } else {
+            0
+        };
+        let facts = IterationFacts {
+            claimed_complete: signal.claimed_complete,
+            validation_passed: validation_passed == Some(true),
+            evidence_ok,
+            blocked: signal.blocked,
+            user_requested_skip: false,
+            iteration,
+            max_iterations_per_mt: policy.max_iterations_per_mt,
+            escalation_level: level,
+            max_escalation_level: policy.max_model_level(),
+            consecutive_false_completions: false_streak,
+            consecutive_failures_at_level: iteration,
+            failure_hint: hint,
+            drop_back: DropBackInputs {
+                strategy: policy.drop_back_strategy,
+                escalation_level: level,
+                last_escalation_category: cs.last_escalation_category,
+                remaining_mts_simpler: false,
+            },
+        };
+        let decision = decide_next_action(&facts);
+        let finished = self.clock.now();
+        let record = IterationRecord {
+            iteration: n,
+            model_id: model_id.clone(),
+            lora_id: lora.clone(),
+            escalation_level: level,
+            started_at: started.to_rfc3339(),
+            completed_at: finished.to_rfc3339(),
+            duration_ms: u64::try_from(finished.since(started)).unwrap_or(0),
+            tokens_prompt: tokens.0,
+            tokens_completion: tokens.1,
+            claimed_complete: signal.claimed_complete,
+            validation_passed,
+            validation_evidence_ref: evidence_ref.clone(),
+            outcome: decision.outcome,
+            error_summary: if decision.outcome == IterationOutcome::Success { None } else { error_summary },
+            context_snapshot_id: snapshot_id.clone(),
+        };
+        let output = json!({"record": record, "decision": decision.action, "signal": signal});
+        let output_ref = write_json(&dir.join("output.json"), &output)?;
+        if let Some(s) = st.ledger.steps.iter_mut().find(|s| s.step_id == step_id) {
+            s.status = StepStatus::Completed;
+            s.completed_at = Some(finished.to_rfc3339());
+            s.output_artifact_ref = Some(output_ref);
+        }
+        let cs = &mut st.progress.current_state;
+        cs.false_completion_streak = false_streak;
+        cs.total_iterations += 1;
+        st.progress.micro_tasks[idx].iterations.push(record.clone());
+        self.save(st)?;
+        let category = match &decision.action {
+            LoopDecision::Escalate { category } => Some(category.as_str()),
+            _ => hint.map(FailureCategory::as_str),
+        };
+        self.mt_event(
+            "micro_task_iteration_complete",
+            json!({
+                "wp_id": wp, "mt_id": mt.mt_id, "iteration": iteration,
+                "model": {"base": model_id, "lora": lora, "context_window": steward_core::micro_task::validate::DEFAULT_MODEL_CONTEXT_TOKENS},
+                "execution": {"tokens_prompt": tokens.0, "tokens_completion": tokens.1, "duration_ms": record.duration_ms, "escalation_level": level},
+                "outcome": {"claimed_complete": signal.claimed_complete, "validation_passed": validation_passed, "status": decision.outcome.as_str(), "failure_category": category, "error_summary": record.error_summary},
+                "context_snapshot_id": snapshot_id,
+                "evidence_artifact_ref": evidence_ref,
+                "decision": decision.action.as_str(),
+            }),
+        )
+        .await?;
+        Ok(Iteration { record, signal, decision: decision.action })
+    }
+
+    /// Calls the model and saves its answer to `save_to` before anything else (the event
+    /// included), so a crash after the call never costs a second one. A model error is an
+    /// iteration outcome, not an executor error.
+    #[allow(clippy::too_many_arguments)]
+    async fn ask(
+        &self,
+        level: &EscalationLevel,
+        model_id: &str,
+        prompt: &str,
+        step_id: &str,
+        n: u32,
+        key: &str,
+        save_to: &Path,
+    ) -> Result<Result<(String, (u64, u64)), String>> {
+        let client = match (self.models)(level) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(format!("model_error: {e}"))),
+        };
+        let req = ChatRequest {
+            model: model_id.to_owned(),
+            messages: vec![Message { role: Role::User, content: prompt.to_owned() }],
+            options: serde_json::Map::new(),
+            step_id: step_id.to_owned(),
+            attempt: n,
+            idempotency_key: key.to_owned(),
+        };
+        let started = std::time::Instant::now();
+        let answer = client.chat(&req, &self.cancel).await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let Ok(r) = &answer {
+            write_atomic(save_to, r.content.as_bytes())?;
+        }
+        let (ok, usage, note, response_hash, requests) = match &answer {
+            Ok(r) => (
+                true,
+                json!({"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens, "total_tokens": r.usage.total_tokens}),
+                r.warning.clone(),
+                Some(hash(r.content.as_bytes())),
+                r.requests,
+            ),
+            Err(e) => (
+                false,
+                json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}),
+                Some(e.to_string()),
+                None,
+                1,
+            ),
+        };
+        let usage_source = match &answer {
+            Ok(r) => match &r.usage.source {
+                steward_models::UsageSource::Server => "server".to_owned(),
+                steward_models::UsageSource::Tokenizer(enc) => format!("tokenizer:{enc}"),
+                steward_models::UsageSource::Estimate => "estimate".to_owned(),
+            },
+            Err(_) => "estimate".to_owned(),
+        };
+        self.emit(vec![Payload::LlmInference {
+            trace_id: self.trace_id.to_owned(),
+            model_id: model_id.to_owned(),
+            provider: client.provider().to_owned(),
+            token_usage: usage,
+            usage_source,
+            latency_ms,
+            prompt_hash: hash(prompt.as_bytes()),
+            response_hash,
+            requests,
+            scripted: client.provider() == "scripted",
+            ok,
+            note: note.map(|n| self.bus.redactor().redact(&n).0),
+        }])
+        .await?;
+        Ok(answer
+            .map(|r| (r.content, (r.usage.prompt_tokens, r.usage.completion_tokens)))
+            .map_err(|e| format!("model_error: {e}")))
+    }
+
+    /// Writes every planned file through a temporary file and a rename, all temporaries first.
+    fn apply(&self, writes: &[edits::FileWrite]) -> Result<()> {
+        let mut staged = Vec::new();
+        for w in writes {
+            let target = self.plan.root.join(&w.path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| ExecError::Io { path: parent.to_owned(), source })?;
+            }
+            let tmp = target.with_extension("steward-tmp");
+            std::fs::write(&tmp, w.content.as_bytes()).map_err(|source| ExecError::Io { path: tmp.clone(), source })?;
+            staged.push((tmp, target));
+        }
+        for (tmp, target) in staged {
+            std::fs::rename(&tmp, &target).map_err(|source| ExecError::Io { path: target.clone(), source })?;
+        }
+        Ok(())
+    }
+
+    /// Runs the task's verify commands through the tool bus (DG-MT-14): one `engine.shell`/`exec`
+    /// each; the validation fails only when a blocking one fails.
+    async fn validate(&self, mt: &MicroTaskDefinition, key: &str) -> (bool, Value, Vec<Payload>) {
+        let ctx = CallContext {
+            job_id: self.job_id.to_owned(),
+            trace_id: self.trace_id.to_owned(),
+            actor_id: "micro_task_executor".into(),
+            ai_actor: true,
+            session: SessionKind::AiJob,
+            session_id: key.to_owned(),
+            workspace_root: self.plan.root.clone(),
+            idempotency_key: key.to_owned(),
+        };
+        let mut passed = true;
+        let mut results = Vec::new();
+        let mut events = Vec::new();
+        for (i, v) in mt.verify.iter().enumerate() {
+            let op = self.bus.shell_op(
+                &format!("{key}-verify-{i}"),
+                &v.command,
+                None,
+                &[],
+                std::time::Duration::from_millis(v.timeout_ms),
+                self.profile,
+            );
+            let executed = self.bus.execute(&op, &ctx, &self.cancel).await;
+            events.extend(executed.events);
+            let (spec_passed, exit_code, error, duration_ms, stdout_tail) = match &executed.output {
+                Some(out) => {
+                    let (code, timed_out) = match out.ending {
+                        Ending::Exited(c) => (Some(c), false),
+                        Ending::TimedOut => (None, true),
+                        _ => (None, false),
+                    };
+                    let ok = v.expect.passed(code, timed_out, &out.raw_stdout, v.pattern.as_deref());
+                    let tail: String =
+                        out.stdout.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
+                    let err_tail: String =
+                        out.stderr.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
+                    (
+                        ok,
+                        code,
+                        timed_out.then(|| "timed out".to_owned()),
+                        out.duration.as_millis() as u64,
+                        format!("{tail}{err_tail}"),
+                    )
+                }
+                None => (
+                    false,
+                    None,
+                    Some(executed.refusal.map_or_else(|| "refused by the tool bus".to_owned(), |r| r.to_string())),
+                    0,
+                    String::new(),
+                ),
+            };
+            if !spec_passed && v.blocking {
+                passed = false;
+            }
+            results.push(json!({
+                "spec_index": i, "command": self.bus.redactor().redact(&v.command).0, "expected": v.expect.as_str(),
+                "actual_exit_code": exit_code, "passed": spec_passed, "blocking": v.blocking, "duration_ms": duration_ms,
+                "error": error, "output_tail": stdout_tail,
+                "evidence": executed.result.evidence.iter().map(|a| a.hash.clone()).collect::<Vec<_>>(),
+            }));
+        }
+        (passed, json!({"passed": passed, "spec_results": results}), events)
+    }
+
+    async fn complete(
+        &self,
+        st: &mut State,
+        mt: &MicroTaskDefinition,
+        idx: usize,
+        it: &Iteration,
+        drop_back: bool,
+    ) -> Result<()> {
+        let level = st.progress.current_state.active_model_level;
+        let entry = &mut st.progress.micro_tasks[idx];
+        entry.status = MtStatus::Completed;
+        entry.final_iteration = Some(it.record.iteration);
+        entry.final_model_level = Some(level);
+        entry.evidence_refs.extend(it.record.validation_evidence_ref.clone());
+        // DG-MT-18: a task that succeeded above a level where it failed yields a candidate.
+        let student = entry.iterations.iter().rev().find(|r| r.escalation_level < level).cloned();
+        let candidate = match (st.progress.policy.enable_distillation, student) {
+            (true, Some(s)) => Some(self.distillation_candidate(mt, &s, &it.record, entry)?),
+            _ => None,
+        };
+        self.save(st)?;
+        if let Some(c) = candidate {
+            self.mt_event(
+                "micro_task_distillation_candidate",
+                json!({"wp_id": self.wp(), "mt_id": mt.mt_id, "candidate_ref": c}),
+            )
+            .await?;
+        }
+        self.mt_event("micro_task_complete", json!({"wp_id": self.wp(), "mt_id": mt.mt_id})).await?;
+        if drop_back && level > 0 {
+            let cs = &mut st.progress.current_state;
+            cs.active_model_level = 0;
+            cs.total_drop_backs += 1;
+            cs.last_escalation_category = None;
+            self.save(st)?;
+            self.mt_event("micro_task_drop_back", json!({"wp_id": self.wp(), "from_level": level, "to_level": 0}))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn distillation_candidate(
+        &self,
+        mt: &MicroTaskDefinition,
+        student: &IterationRecord,
+        teacher: &IterationRecord,
+        entry: &MtProgress,
+    ) -> Result<Value> {
+        let at = |level: u32| entry.iterations.iter().filter(|r| r.escalation_level == level).count();
+        let candidate = json!({
+            "skill_log_entry_id": format!("{}-{}-{}", self.job_id, mt.mt_id, teacher.iteration),
+            "mt_id": mt.mt_id, "wp_id": self.wp(),
+            "student_attempt": {
+                "model_id": student.model_id, "lora_id": student.lora_id,
+                "prompt_snapshot_ref": student.context_snapshot_id, "output_snapshot_ref": format!("iteration {}", student.iteration),
+                "outcome": if student.claimed_complete { "VALIDATION_FAILED" } else { "INCOMPLETE" },
+                "iterations": at(student.escalation_level),
+            },
+            "teacher_success": {
+                "model_id": teacher.model_id, "lora_id": teacher.lora_id,
+                "prompt_snapshot_ref": teacher.context_snapshot_id, "output_snapshot_ref": format!("iteration {}", teacher.iteration),
+                "outcome": "VALIDATION_PASSED", "iterations": at(teacher.escalation_level),
+            },
+            "task_type_tags": mt.task_tags,
+            "contributing_factors": [student.error_summary],
+            "data_trust_score": 1.0,
+            "distillation_eligible": true,
+            "status": "LOGGING_ONLY_PHASE_1",
+        });
+        let path = self.state_dir.join("distillation").join(format!("{}-{}.json", mt.mt_id, teacher.iteration));
+        let hash = write_json(&path, &candidate)?;
+        Ok(json!({"path": path.strip_prefix(&self.state_dir).unwrap_or(&path).display().to_string(), "sha256": hash}))
+    }
+
+    /// Records the escalation (record file and MT-005); true when the next rung is the hard gate.
+    async fn escalate(
+        &self,
+        st: &mut State,
+        mt: &MicroTaskDefinition,
+        idx: usize,
+        category: FailureCategory,
+        it: &Iteration,
+    ) -> Result<bool> {
+        let policy = st.progress.policy.clone();
+        let from = st.progress.current_state.active_model_level;
+        let next = policy.next_model_level(from);
+        let from_model = policy.level(from).map(EscalationLevel::model).unwrap_or_default().to_owned();
+        let to_level = next.unwrap_or_else(|| {
+            policy.escalation_chain.iter().find(|l| l.stops_for_human()).map_or(from + 1, |l| l.level)
+        });
+        let to_model = policy.level(to_level).map(EscalationLevel::model).unwrap_or("HARD_GATE").to_owned();
+        let at_level = st.progress.micro_tasks[idx].iterations.iter().filter(|r| r.escalation_level == from).count();
+        let record = json!({
+            "mt_id": mt.mt_id, "wp_id": self.wp(), "created_at": self.clock.now().to_rfc3339(),
+            "escalation_chain": [{
+                "level": from, "model_id": from_model, "iterations": at_level,
+                "failure_pattern": category.as_str(), "last_error": it.record.error_summary,
+                "tokens_used": it.record.tokens_prompt + it.record.tokens_completion,
+                "outcome": if next.is_some() { "ESCALATE" } else { "HARD_GATE" },
+            }],
+            "remediation": {"failure_category": category.as_str(), "contributing_factors": [it.record.error_summary]},
+        });
+        let name = format!("{}-{}.json", mt.mt_id, it.record.iteration);
+        let path = self.state_dir.join("escalations").join(&name);
+        let sha = write_json(&path, &record)?;
+        let cs = &mut st.progress.current_state;
+        cs.total_escalations += 1;
+        cs.last_escalation_category = Some(category);
+        cs.iteration = 1;
+        cs.false_completion_streak = 0;
+        if let Some(level) = next {
+            cs.active_model_level = level;
+        }
+        st.progress.micro_tasks[idx].escalation_record_ref = Some(format!("escalations/{name}"));
+        self.save(st)?;
+        self.mt_event(
+            "micro_task_escalated",
+            json!({
+                "wp_id": self.wp(), "mt_id": mt.mt_id, "from_model": from_model, "from_level": from,
+                "to_model": to_model, "to_level": to_level, "reason": it.record.error_summary.clone().unwrap_or_else(|| category.as_str().to_owned()),
+                "failure_category": category.as_str(), "iterations_at_previous_level": at_level,
+                "escalation_record_ref": {"path": format!("escalations/{name}"), "sha256": sha},
+            }),
+        )
+        .await?;
+        Ok(next.is_none())
+    }
+
+    async fn hard_gate(&self, st: &mut State, mt_id: &str, reason: &str) -> Result<Outcome> {
+        let level = st.progress.current_state.active_model_level;
+        self.mt_event(
+            "micro_task_hard_gate",
+            json!({"wp_id": self.wp(), "reason": reason, "mt_id": mt_id, "from_level": level}),
+        )
+        .await?;
+        self.pause(st, Pause { kind: PauseKind::HardGate, reason: reason.to_owned(), mt_id: mt_id.to_owned() }).await
+    }
+
+    async fn pause(&self, st: &mut State, pause: Pause) -> Result<Outcome> {
+        st.ledger.resume_reason = Some(match pause.kind {
+            PauseKind::PausePoint => format!("pause_point:{}", pause.mt_id),
+            PauseKind::HardGate => format!("hard_gate:{}", pause.reason),
+        });
+        st.progress.status = ProgressStatus::Paused;
+        st.progress.current_state.pause = Some(pause.clone());
+        self.save(st)?;
+        Ok(Outcome::Paused(pause))
+    }
+
+    async fn fail(&self, st: &mut State, reason: String) -> Result<Outcome> {
+        st.progress.status = ProgressStatus::Failed;
+        st.progress.current_state.pause = None;
+        st.progress.completed_at = Some(self.clock.now().to_rfc3339());
+        if let Some(active) = st.progress.current_state.active_mt.clone()
+            && let Some(e) = st.progress.micro_tasks.iter_mut().find(|e| e.mt_id == active)
+        {
+            e.status = MtStatus::Failed;
+        }
+        self.save(st)?;
+        self.mt_event("micro_task_loop_failed", json!({"wp_id": self.wp(), "reason": reason})).await?;
+        Ok(Outcome::Failed { reason })
+    }
+
+    async fn finalize(&self, st: &mut State) -> Result<Outcome> {
+        let skipped = st.progress.micro_tasks.iter().any(|e| e.status == MtStatus::Skipped);
+        st.progress.status = if skipped { ProgressStatus::CompletedWithIssues } else { ProgressStatus::Completed };
+        st.progress.current_state.active_mt = None;
+        st.progress.completed_at = Some(self.clock.now().to_rfc3339());
+        self.save(st)?;
+        self.mt_event(
+            "micro_task_loop_completed",
+            json!({"wp_id": self.wp(), "status": if skipped { "completed_with_issues" } else { "completed" }}),
+        )
+        .await?;
+        Ok(if skipped { Outcome::CompletedWithIssues } else { Outcome::Completed })
+    }
+
+    /// Loads the job's state, running the crash recovery procedure over its ledger, or creates it
+    /// and emits MT-001.
+    async fn load_or_init(&self) -> Result<State> {
+        let (pp, lp) = (self.progress_path(), self.ledger_path());
+        if pp.exists() && lp.exists() {
+            let mut progress: ProgressArtifact = read_json(&pp)?;
+            let mut ledger: RunLedger = read_json(&lp)?;
+            let interrupted = ledger.steps.iter().any(|s| s.status == StepStatus::InProgress);
+            if interrupted {
+                let recovery = recover(&mut ledger, |key| {
+                    let out = self.step_dir(key).join("output.json");
+                    out.exists().then(|| format!("step_outputs/{key}/output.json"))
+                });
+                // A recovered step's iteration is put back from its output, never re-asked.
+                for step_id in &recovery.steps_recovered {
+                    let Some(step) = ledger.steps.iter().find(|s| &s.step_id == step_id) else { continue };
+                    let out: Value = read_json(&self.step_dir(&step.idempotency_key).join("output.json"))?;
+                    if let Ok(record) = serde_json::from_value::<IterationRecord>(out["record"].clone()) {
+                        let mt = step_id.split('_').next().unwrap_or_default();
+                        if let Some(e) = progress.micro_tasks.iter_mut().find(|e| e.mt_id == mt)
+                            && !e.iterations.iter().any(|r| r.iteration == record.iteration)
+                        {
+                            e.iterations.push(record);
+                            progress.current_state.total_iterations += 1;
+                        }
+                    }
+                }
+                let st = State { progress, ledger };
+                self.save_parts(&st)?;
+                self.emit(vec![Payload::recorded(
+                    "workflow_recovery",
+                    json!({
+                        "workflow_run_id": self.run_id, "job_id": self.job_id, "wp_id": self.wp(), "reason": "crash",
+                        "resume_point": recovery.resume_point, "steps_recovered": recovery.steps_recovered,
+                        "steps_to_retry": recovery.steps_to_retry,
+                    }),
+                )])
+                .await?;
+                return Ok(st);
+            }
+            return Ok(State { progress, ledger });
+        }
+        let now = self.clock.now().to_rfc3339();
+        let policy = self.plan.policy.clone();
+        let progress = ProgressArtifact {
+            schema_version: PROGRESS_SCHEMA_VERSION.into(),
+            wp_id: self.wp().to_owned(),
+            job_id: self.job_id.to_owned(),
+            created_at: now.clone(),
+            updated_at: now.clone(),
+            completed_at: None,
+            status: ProgressStatus::InProgress,
+            current_state: CurrentState {
+                iteration_allowance: policy.max_total_iterations,
+                duration_allowance_ms: policy.max_duration_ms,
+                ..CurrentState::default()
+            },
+            policy,
+            micro_tasks: self
+                .plan
+                .mts
+                .iter()
+                .map(|m| MtProgress {
+                    mt_id: m.mt_id.clone(),
+                    name: m.name.clone(),
+                    status: MtStatus::Pending,
+                    iterations: Vec::new(),
+                    final_iteration: None,
+                    final_model_level: None,
+                    escalation_record_ref: None,
+                    summary_ref: None,
+                    evidence_refs: Vec::new(),
+                })
+                .collect(),
+        };
+        let ledger = RunLedger {
+            ledger_id: format!("{}-ledger", self.job_id),
+            wp_id: self.wp().to_owned(),
+            job_id: self.job_id.to_owned(),
+            created_at: now,
+            steps: Vec::new(),
+            resume_point: None,
+            resume_reason: None,
+        };
+        write_json(
+            &self.state_dir.join("mt_definitions.json"),
+            &serde_json::to_value(&self.plan.mts).unwrap_or_default(),
+        )?;
+        let mut st = State { progress, ledger };
+        self.save(&mut st)?;
+        self.mt_event(
+            "micro_task_loop_started",
+            json!({
+                "wp_id": self.wp(), "total_mts": self.plan.mts.len(),
+                "execution_policy": st.progress.policy, "mt_ids": self.plan.mts.iter().map(|m| &m.mt_id).collect::<Vec<_>>(),
+                "execution_waves": self.plan.waves,
+            }),
+        )
+        .await?;
+        Ok(st)
+    }
+
+    /// Persists the progress artifact and the ledger (DG-MT-07: counters after every iteration).
+    fn save(&self, st: &mut State) -> Result<()> {
+        st.progress.updated_at = self.clock.now().to_rfc3339();
+        self.save_parts(st)
+    }
+
+    fn save_parts(&self, st: &State) -> Result<()> {
+        let progress = serde_json::to_vec_pretty(&st.progress).unwrap_or_default();
+        let ledger = serde_json::to_vec_pretty(&st.ledger).unwrap_or_default();
+        for (path, bytes, cap) in [
+            (self.progress_path(), &progress, steward_core::micro_task::state::MAX_PROGRESS_BYTES),
+            (self.ledger_path(), &ledger, steward_core::micro_task::state::MAX_LEDGER_BYTES),
+        ] {
+            if bytes.len() > cap {
+                return Err(ExecError::Corrupt {
+                    path,
+                    message: format!("{} bytes is over the {cap}-byte cap", bytes.len()),
+                });
+            }
+            write_atomic(&path, bytes)?;
+        }
+        let metrics = serde_json::to_value(metrics(&st.progress)).unwrap_or_default();
+        write_json(&self.state_dir.join("metrics.json"), &metrics)?;
+        Ok(())
+    }
+}
+
+fn failing_summary(report: &Value) -> String {
+    report["spec_results"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter(|r| r["passed"] == false && r["blocking"] == true)
+                .map(|r| {
+                    let tail = r["output_tail"].as_str().unwrap_or_default();
+                    let tail: String = tail.chars().rev().take(600).collect::<Vec<_>>().into_iter().rev().collect();
+                    format!(
+                        "`{}` exit {}: {}",
+                        r["command"].as_str().unwrap_or_default(),
+                        r["actual_exit_code"],
+                        tail.trim()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// Writes through a temporary file, fsync and rename, so a reader sees the old or the new file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let io = |source| ExecError::Io { path: path.to_owned(), source };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Writes JSON atomically and returns its SHA-256.
+fn write_json(path: &Path, value: &Value) -> Result<String> {
+    let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+    write_atomic(path, &bytes)?;
+    Ok(hash(&bytes))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|source| ExecError::Io { path: path.to_owned(), source })?;
+    serde_json::from_slice(&bytes).map_err(|e| ExecError::Corrupt { path: path.to_owned(), message: e.to_string() })
+}

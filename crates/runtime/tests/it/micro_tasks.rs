@@ -1,0 +1,258 @@
+//! The micro-task loop over the real HTTP transport: a scripted OpenAI-compatible server on
+//! loopback, real files, verify commands run through the tool bus (§2.6.6.8).
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use steward_core::event::{Actor, Payload};
+use steward_core::event_registry;
+use steward_core::micro_task::policy::EscalationLevel;
+use steward_core::micro_task::state::PauseKind;
+use steward_models::ModelClient;
+use steward_models::http::HttpConfig;
+use steward_models::openai::OpenAiClient;
+use steward_runtime::micro_task::{BoxFuture, EventSink, ExecError, Executor, HumanDecision, Outcome, plan};
+use steward_test_support::{ModelServer, Reply};
+
+use crate::support::{SimClock, T0, bus};
+
+const BUGGY: &str = "def add(a, b):\n    return a - b\n";
+const TESTS: &str = "import unittest\n\nfrom calc import add\n\n\nclass AddTest(unittest.TestCase):\n    def test_adds(self):\n        self.assertEqual(add(2, 3), 5)\n";
+const FIX: &str = "<edit path=\"calc.py\">\n<search>\n    return a - b\n</search>\n<replace>\n    return a + b\n</replace>\n</edit>\n";
+const CLAIM: &str =
+    "<mt_complete>\nMT_ID: MT-001\nEVIDENCE:\n- \"the unit tests pass\" → calc.py:1-2\n</mt_complete>\n";
+
+/// Records events after checking each against the registry, as the store does; fails on demand
+/// after a given event type to stand in for a crash at that point.
+#[derive(Default)]
+struct Sink {
+    events: Mutex<Vec<(String, Value)>>,
+    crash_after: Option<&'static str>,
+}
+
+impl EventSink for Sink {
+    fn emit(&self, events: Vec<Payload>) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            for e in events {
+                let actor = if e.event_type() == "workflow_recovery" { Actor::System } else { Actor::Agent };
+                let body = e.to_json();
+                event_registry::validate(e.event_type(), actor, &body).map_err(|err| err.to_string())?;
+                let t = e.event_type().to_owned();
+                self.events.lock().unwrap().push((t.clone(), body));
+                if self.crash_after == Some(t.as_str()) {
+                    return Err(format!("simulated crash after {t}"));
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Sink {
+    fn types(&self) -> Vec<String> {
+        self.events.lock().unwrap().iter().map(|(t, _)| t.clone()).collect()
+    }
+    fn of(&self, t: &str) -> Vec<Value> {
+        self.events.lock().unwrap().iter().filter(|(x, _)| x == t).map(|(_, v)| v.clone()).collect()
+    }
+}
+
+struct Project {
+    dir: tempfile::TempDir,
+    server: ModelServer,
+}
+
+async fn project(replies: Vec<Reply>, policy: &str) -> Project {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ModelServer::start(replies).await;
+    std::fs::write(dir.path().join("calc.py"), BUGGY).unwrap();
+    std::fs::write(dir.path().join("test_calc.py"), TESTS).unwrap();
+    let url = format!("{}/v1", server.url);
+    let packet = format!(
+        "wp_id: WP-1\ndescription: Fix add().\nin_scope_paths: [calc.py]\nread_paths: [test_calc.py]\n\
+         done_means: [the unit tests pass]\ntest_plan: [python3 -m unittest -q test_calc]\n\
+         execution_policy:\n  escalation_chain:\n    - {{level: 0, provider: openai, base_url: \"{url}\", model: small}}\n    \
+         - {{level: 1, provider: openai, base_url: \"{url}\", model: large}}\n    - {{level: 2, hard_gate: true}}\n{policy}"
+    );
+    std::fs::write(dir.path().join("packet.yaml"), packet).unwrap();
+    Project { dir, server }
+}
+
+fn models(level: &EscalationLevel) -> Result<Arc<dyn ModelClient>, String> {
+    let url = level.base_url.clone().ok_or("no base_url")?;
+    Ok(Arc::new(OpenAiClient::new(&url, None, HttpConfig::default()).map_err(|e| e.to_string())?))
+}
+
+async fn run(p: &Project, sink: &Sink, decision: Option<HumanDecision>) -> Result<Outcome, ExecError> {
+    let bus = bus();
+    let plan = plan(&p.dir.path().join("packet.yaml"), None, None, &bus, "Coder").unwrap();
+    assert!(!plan.report.has_errors(), "{:?}", plan.report);
+    let clock = SimClock::new(T0);
+    let exec = Executor {
+        plan: &plan,
+        job_id: "job-1",
+        run_id: "run-1",
+        trace_id: "trace-1",
+        state_dir: p.dir.path().join(".state"),
+        bus: &bus,
+        models: &models,
+        sink,
+        clock: clock.as_ref(),
+        profile: "Coder",
+        cancel: Default::default(),
+    };
+    exec.run(decision).await
+}
+
+fn calc(p: &Project) -> String {
+    std::fs::read_to_string(p.dir.path().join("calc.py")).unwrap()
+}
+
+fn mt_order(sink: &Sink) -> Vec<String> {
+    sink.types().into_iter().filter(|t| t.starts_with("micro_task") || t == "llm_inference").collect()
+}
+
+/// DG-MT-06: the events of one successful task, in order; the fix is on disk and verified.
+#[tokio::test]
+async fn a_task_completes_at_the_first_try() {
+    let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    let sink = Sink::default();
+    assert_eq!(run(&p, &sink, None).await.unwrap(), Outcome::Completed);
+    assert_eq!(
+        mt_order(&sink),
+        [
+            "micro_task_loop_started",
+            "micro_task_lora_selection",
+            "micro_task_iteration_started",
+            "llm_inference",
+            "micro_task_validation",
+            "micro_task_iteration_complete",
+            "micro_task_complete",
+            "micro_task_loop_completed"
+        ]
+    );
+    assert!(calc(&p).contains("a + b"));
+    assert!(sink.types().contains(&"terminal_command".to_owned()), "DG-MT-14: verify ran through the bus");
+    let progress: Value =
+        serde_json::from_slice(&std::fs::read(p.dir.path().join(".state/progress_artifact.json")).unwrap()).unwrap();
+    assert_eq!(progress["status"], "completed");
+    assert_eq!(progress["current_state"]["total_iterations"], 1);
+    let ledger: Value =
+        serde_json::from_slice(&std::fs::read(p.dir.path().join(".state/run_ledger.json")).unwrap()).unwrap();
+    assert_eq!(ledger["steps"][0]["step_id"], "MT-001_iter-001");
+    assert_eq!(ledger["steps"][0]["status"], "completed");
+    let metrics: Value =
+        serde_json::from_slice(&std::fs::read(p.dir.path().join(".state/metrics.json")).unwrap()).unwrap();
+    assert_eq!((metrics["completed_mts"].as_u64(), metrics["success_rate_level_0"].as_f64()), (Some(1), Some(100.0)));
+    let sent = p.server.received()[0].json();
+    assert_eq!(sent["model"], "small");
+    let prompt = sent["messages"][0]["content"].as_str().unwrap();
+    assert!(prompt.contains("## SYSTEM RULES") && prompt.contains("    2 |     return a - b"), "{prompt}");
+}
+
+/// Two refuted claims escalate; the larger model fixes it; a distillation candidate is logged.
+#[tokio::test]
+async fn two_false_completions_escalate_and_the_teacher_succeeds() {
+    let p =
+        project(vec![Reply::openai(CLAIM), Reply::openai(CLAIM), Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    let sink = Sink::default();
+    assert_eq!(run(&p, &sink, None).await.unwrap(), Outcome::Completed);
+    let models: Vec<String> =
+        p.server.received().iter().map(|r| r.json()["model"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(models, ["small", "small", "large"]);
+    let esc = sink.of("micro_task_escalated");
+    assert_eq!(esc.len(), 1);
+    assert_eq!(esc[0]["failure_category"], "false_completion");
+    assert_eq!((esc[0]["from_level"].as_u64(), esc[0]["to_level"].as_u64()), (Some(0), Some(1)));
+    let cand = sink.of("micro_task_distillation_candidate");
+    assert_eq!(cand.len(), 1, "DG-MT-18");
+    let path = p.dir.path().join(".state").join(cand[0]["candidate_ref"]["path"].as_str().unwrap());
+    let c: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(c["student_attempt"]["model_id"], "small");
+    assert_eq!(c["student_attempt"]["outcome"], "VALIDATION_FAILED");
+    assert_eq!(c["teacher_success"]["model_id"], "large");
+    assert_eq!(c["teacher_success"]["outcome"], "VALIDATION_PASSED");
+    // Smart drop-back keeps a task escalated after false completions (§2.6.6.8.7.3).
+    assert!(!sink.types().contains(&"micro_task_drop_back".to_owned()));
+}
+
+/// The chain runs out: hard gate, awaiting a person; `continue` grants a fresh pass; `abort` fails.
+#[tokio::test]
+async fn an_exhausted_chain_stops_at_the_hard_gate_until_a_person_decides() {
+    let nothing = || Reply::openai("I looked at it.");
+    let p =
+        project(vec![nothing(), nothing(), Reply::openai(&format!("{FIX}{CLAIM}"))], "  max_iterations_per_mt: 1\n")
+            .await;
+    let sink = Sink::default();
+    let Outcome::Paused(pause) = run(&p, &sink, None).await.unwrap() else { panic!("expected a pause") };
+    assert_eq!((pause.kind, pause.reason.as_str()), (PauseKind::HardGate, "escalation_exhausted"));
+    assert_eq!(sink.of("micro_task_hard_gate")[0]["reason"], "escalation_exhausted");
+    // Asking again without a decision changes nothing and calls no model.
+    assert!(matches!(run(&p, &sink, None).await.unwrap(), Outcome::Paused(_)));
+    assert_eq!(p.server.received().len(), 2);
+    assert_eq!(run(&p, &sink, Some(HumanDecision::Continue)).await.unwrap(), Outcome::Completed);
+    assert_eq!(p.server.received()[2].json()["model"], "large", "continue retries at the top local level");
+    assert_eq!(sink.of("micro_task_resumed").len(), 1);
+
+    let q = project(vec![nothing(), nothing()], "  max_iterations_per_mt: 1\n").await;
+    let sink = Sink::default();
+    assert!(matches!(run(&q, &sink, None).await.unwrap(), Outcome::Paused(_)));
+    assert!(matches!(run(&q, &sink, Some(HumanDecision::Abort)).await.unwrap(), Outcome::Failed { .. }));
+    assert_eq!(sink.of("micro_task_loop_failed").len(), 1);
+    assert_eq!(calc(&q), BUGGY);
+}
+
+/// DG-MT-20: a change outside the task's files is refused, nothing of the answer is applied.
+#[tokio::test]
+async fn an_edit_outside_scope_is_refused_and_recorded() {
+    let cheat = "<file path=\"test_calc.py\">\nimport unittest\n</file>\n".to_owned() + FIX + CLAIM;
+    let p = project(vec![Reply::openai(&cheat), Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    let sink = Sink::default();
+    assert_eq!(run(&p, &sink, None).await.unwrap(), Outcome::Completed);
+    assert_eq!(std::fs::read_to_string(p.dir.path().join("test_calc.py")).unwrap(), TESTS);
+    let first = &sink.of("micro_task_iteration_complete")[0];
+    assert_eq!(first["outcome"]["failure_category"], "scope_violation", "{first}");
+    assert!(first["outcome"]["error_summary"].as_str().unwrap().contains("scope_violation"), "{first}");
+}
+
+/// A blocked signal escalates at once (design decision 10), with MT-017.
+#[tokio::test]
+async fn a_blocked_signal_escalates() {
+    let blocked = "<blocked>\nREASON: the test imports a module I cannot see\nNEED: its source\n</blocked>";
+    let p = project(vec![Reply::openai(blocked), Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    let sink = Sink::default();
+    assert_eq!(run(&p, &sink, None).await.unwrap(), Outcome::Completed);
+    assert_eq!(sink.of("micro_task_blocked")[0]["reason"], "the test imports a module I cannot see");
+    assert_eq!(sink.of("micro_task_escalated")[0]["failure_category"], "blocked");
+}
+
+/// A pause point stops before the task (MT-007) and `continue` resumes it (MT-008).
+#[tokio::test]
+async fn a_pause_point_waits_for_a_person() {
+    let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], "  pause_points: [MT-001]\n").await;
+    let sink = Sink::default();
+    let Outcome::Paused(pause) = run(&p, &sink, None).await.unwrap() else { panic!("expected a pause") };
+    assert_eq!(pause.kind, PauseKind::PausePoint);
+    assert!(p.server.received().is_empty());
+    assert_eq!(run(&p, &sink, Some(HumanDecision::Continue)).await.unwrap(), Outcome::Completed);
+    let order = mt_order(&sink);
+    let pos = |t: &str| order.iter().position(|x| x == t).unwrap();
+    assert!(pos("micro_task_pause_requested") < pos("micro_task_resumed"));
+    assert!(pos("micro_task_resumed") < pos("micro_task_iteration_started"));
+}
+
+/// DG-MT-15: a crash after the model answered; the restart recovers the ledger and finishes
+/// without asking the model again.
+#[tokio::test]
+async fn a_crash_after_the_answer_does_not_ask_again() {
+    let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    let crashing = Sink { crash_after: Some("llm_inference"), ..Sink::default() };
+    assert!(matches!(run(&p, &crashing, None).await, Err(ExecError::Sink(_))));
+    assert_eq!(p.server.received().len(), 1);
+    let sink = Sink::default();
+    assert_eq!(run(&p, &sink, None).await.unwrap(), Outcome::Completed);
+    assert_eq!(p.server.received().len(), 1, "the saved answer is reused");
+    let rec = &sink.of("workflow_recovery")[0];
+    assert_eq!(rec["steps_to_retry"], serde_json::json!(["MT-001_iter-001"]));
+    assert!(calc(&p).contains("a + b"));
+}
