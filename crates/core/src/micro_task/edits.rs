@@ -655,20 +655,7 @@ mod tests {
         assert_eq!(json, serde_json::json!({"kind": "missing_file", "path": "a", "block": 2}));
     }
 
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::micro_task::fuzz::XorShift;
 
     const FRAGMENTS: &[&str] = &[
         "<file",

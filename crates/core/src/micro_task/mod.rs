@@ -15,3 +15,22 @@ pub mod policy;
 pub mod signal;
 pub mod state;
 pub mod validate;
+
+/// A seeded xorshift generator for the parsers' fuzz tests: deterministic, no dependency.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    pub(crate) struct XorShift(pub(crate) u64);
+
+    impl XorShift {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+}

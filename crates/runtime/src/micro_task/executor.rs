@@ -289,7 +289,9 @@ impl Executor<'_> {
     async fn iterate(&self, st: &mut State, mt: &MicroTaskDefinition, idx: usize) -> Result<Iteration> {
         let policy = st.progress.policy.clone();
         let level = st.progress.current_state.active_model_level;
-        let chain_level = policy.level(level).cloned().unwrap_or_else(|| policy.escalation_chain[0].clone());
+        let chain_level = policy.level(level).or(policy.escalation_chain.first()).cloned().ok_or_else(|| {
+            ExecError::Corrupt { path: self.progress_path(), message: "the policy has no escalation chain".into() }
+        })?;
         let model_id = chain_level.model().to_owned();
         let lora = chain_level.lora_id.clone();
         let iteration = st.progress.current_state.iteration;
@@ -345,6 +347,15 @@ impl Executor<'_> {
         write_atomic(&dir.join("prompt.txt"), envelope.prompt.as_bytes())?;
         write_json(&dir.join("context_snapshot.json"), &serde_json::to_value(&envelope.snapshot).unwrap_or_default())?;
         let started = self.clock.now();
+        // A step interrupted after its answer was saved but before its output was (recovered as
+        // pending) keeps that answer, even though its files, and so its prompt, have changed.
+        let earlier_answer = st
+            .ledger
+            .steps
+            .iter()
+            .find(|s| s.step_id == step_id)
+            .map(|s| self.step_dir(&s.idempotency_key).join("response.txt"))
+            .filter(|p| p.exists());
         match st.ledger.steps.iter_mut().find(|s| s.step_id == step_id) {
             Some(s) => {
                 s.idempotency_key = key.clone();
@@ -369,7 +380,8 @@ impl Executor<'_> {
         .await?;
         // The response is saved before it is used; a saved one is never asked for again.
         let response_path = dir.join("response.txt");
-        let (content, tokens, model_error) = match std::fs::read_to_string(&response_path) {
+        let saved = earlier_answer.unwrap_or_else(|| response_path.clone());
+        let (content, tokens, model_error) = match std::fs::read_to_string(&saved) {
             Ok(saved) => (saved, (0, 0), None),
             Err(_) => {
                 match self.ask(&chain_level, &model_id, &envelope.prompt, &step_id, n, &key, &response_path).await? {
@@ -596,7 +608,7 @@ impl Executor<'_> {
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(|source| ExecError::Io { path: parent.to_owned(), source })?;
             }
-            let tmp = target.with_extension("steward-tmp");
+            let tmp = temporary_beside(&target);
             std::fs::write(&tmp, w.content.as_bytes()).map_err(|source| ExecError::Io { path: tmp.clone(), source })?;
             staged.push((tmp, target));
         }
@@ -1009,11 +1021,19 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
-    let tmp = path.with_extension("tmp");
+    let tmp = temporary_beside(path);
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// `<name>.steward-tmp` in the same directory, so the rename stays on one filesystem and two
+/// targets never share a temporary.
+fn temporary_beside(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
+    name.push(".steward-tmp");
+    path.with_file_name(name)
 }
 
 /// Writes JSON atomically and returns its SHA-256.

@@ -256,3 +256,17 @@ async fn a_crash_after_the_answer_does_not_ask_again() {
     assert_eq!(rec["steps_to_retry"], serde_json::json!(["MT-001_iter-001"]));
     assert!(calc(&p).contains("a + b"));
 }
+
+/// A crash after the changes were applied and validated but before the iteration's output was
+/// written: the step is retried from its saved answer, still without a second model call.
+#[tokio::test]
+async fn a_crash_after_applying_reuses_the_saved_answer() {
+    let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    let crashing = Sink { crash_after: Some("micro_task_validation"), ..Sink::default() };
+    assert!(matches!(run(&p, &crashing, None).await, Err(ExecError::Sink(_))));
+    assert!(calc(&p).contains("a + b"));
+    let sink = Sink::default();
+    assert_eq!(run(&p, &sink, None).await.unwrap(), Outcome::Completed);
+    assert_eq!(p.server.received().len(), 1);
+    assert_eq!(sink.of("micro_task_iteration_started").len(), 1);
+}
