@@ -3,6 +3,7 @@
 //! [`ModelServer`] is an HTTP/1.1 server on 127.0.0.1 that answers each request with the
 //! next scripted reply (status, headers, body, optional delay) and records what it was
 //! asked, so provider tests exercise real sockets, real JSON and real retries.
+//! [`LlamaServer`] starts the real local model server when one is installed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::VecDeque;
@@ -12,6 +13,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+mod llama;
+
+pub use llama::LlamaServer;
 
 /// One scripted reply.
 #[derive(Debug, Clone)]

@@ -5,74 +5,17 @@
 //! sets `STEWARD_REQUIRE_MODEL=1`, so there this test fails rather than skips when
 //! they are missing. A bare `cargo test` without them skips it and says so.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use steward_test_support::LlamaServer;
 
 use crate::support::*;
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn healthy(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut reply = String::new();
-    let _ = s.read_to_string(&mut reply);
-    reply.starts_with("HTTP/1.1 200")
-}
-
 #[test]
 fn agent_task_against_a_real_local_model_server() {
-    let (Ok(server), Ok(model)) = (std::env::var("STEWARD_TEST_LLAMA_SERVER"), std::env::var("STEWARD_TEST_MODEL"))
-    else {
-        assert!(
-            std::env::var("STEWARD_REQUIRE_MODEL").is_err(),
-            "STEWARD_REQUIRE_MODEL is set but STEWARD_TEST_LLAMA_SERVER/STEWARD_TEST_MODEL are not: run scripts/local-model"
-        );
+    let Some(server) = LlamaServer::start(2048) else {
         eprintln!("skipping: no local model server (run ./scripts/test, which installs one)");
         return;
     };
-    let port = free_port();
-    let child = Command::new(&server)
-        .args([
-            "-m",
-            &model,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "-c",
-            "2048",
-            "-t",
-            "2",
-            "--alias",
-            "smollm2",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start llama-server");
-    let _server = Server(child);
-    // The server loads the model before it reports healthy; nothing to await but its word.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !healthy(port) {
-        assert!(Instant::now() < deadline, "llama-server did not become healthy");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let port = server.port;
 
     let s = Steward::new();
     let wf = s.write(

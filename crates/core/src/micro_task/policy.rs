@@ -46,6 +46,9 @@ pub struct EscalationLevel {
     /// `auto`, `alternate` or `none`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora_selector: Option<String>,
+    /// Sampling options passed to the provider as-is (`temperature`, `max_tokens`, `seed`, ...).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub options: serde_json::Map<String, serde_json::Value>,
     /// A hosted model: needs `cloud_escalation_allowed` and a recorded consent receipt.
     #[serde(default, alias = "cloud")]
     pub is_cloud: bool,
@@ -79,6 +82,7 @@ pub fn default_escalation_chain() -> Vec<EscalationLevel> {
         base_url: None,
         lora_id: None,
         lora_selector: Some(selector.to_owned()),
+        options: serde_json::Map::new(),
         is_cloud: false,
         is_hard_gate: model == HARD_GATE,
     };

@@ -545,7 +545,7 @@ impl Executor<'_> {
         let req = ChatRequest {
             model: model_id.to_owned(),
             messages: vec![Message { role: Role::User, content: prompt.to_owned() }],
-            options: serde_json::Map::new(),
+            options: level.options.clone(),
             step_id: step_id.to_owned(),
             attempt: n,
             idempotency_key: key.to_owned(),

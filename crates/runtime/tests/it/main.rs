@@ -1,5 +1,5 @@
 //! Engine integration tests on a real SQLite file: recovery, resume, failures, cancellation.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 mod support;
 

@@ -12,7 +12,7 @@ use steward_models::ModelClient;
 use steward_models::http::HttpConfig;
 use steward_models::openai::OpenAiClient;
 use steward_runtime::micro_task::{BoxFuture, EventSink, ExecError, Executor, HumanDecision, Outcome, plan};
-use steward_test_support::{ModelServer, Reply};
+use steward_test_support::{LlamaServer, ModelServer, Reply};
 
 use crate::support::{SimClock, T0, bus};
 
@@ -269,4 +269,45 @@ async fn a_crash_after_applying_reuses_the_saved_answer() {
     assert_eq!(run(&p, &sink, None).await.unwrap(), Outcome::Completed);
     assert_eq!(p.server.received().len(), 1);
     assert_eq!(sink.of("micro_task_iteration_started").len(), 1);
+}
+
+/// The loop against the real local model server (SmolLM2-135M behind llama.cpp): it checks the
+/// mechanics (prompt over HTTP, server-counted usage, saved answer, ledger, scope), not the
+/// model's skill, so either a completion or the hard gate is a pass.
+#[tokio::test]
+async fn the_loop_runs_against_a_real_local_model() {
+    let Some(server) = tokio::task::spawn_blocking(|| LlamaServer::start(4096)).await.unwrap() else {
+        eprintln!("skipping: no local model server (run ./scripts/test, which installs one)");
+        return;
+    };
+    let p = project(vec![], "").await;
+    let packet = format!(
+        "wp_id: WP-local\ndescription: Fix add().\nin_scope_paths: [calc.py]\nread_paths: [test_calc.py]\n\
+         done_means: [the unit tests pass]\ntest_plan: [python3 -m unittest -q test_calc]\ntoken_budget: 1024\n\
+         execution_policy:\n  max_iterations_per_mt: 1\n  escalation_chain:\n    \
+         - {{level: 0, provider: openai, base_url: \"{}\", model: smollm2, options: {{temperature: 0, max_tokens: 64, seed: 7}}}}\n    \
+         - {{level: 1, hard_gate: true}}\n",
+        server.base_url()
+    );
+    std::fs::write(p.dir.path().join("packet.yaml"), packet).unwrap();
+    let sink = Sink::default();
+    let outcome = run(&p, &sink, None).await.unwrap();
+    assert!(
+        matches!(&outcome, Outcome::Completed)
+            || matches!(&outcome, Outcome::Paused(g) if g.reason == "escalation_exhausted"),
+        "{outcome:?}"
+    );
+    let inference = &sink.of("llm_inference")[0];
+    assert_eq!((inference["ok"].as_bool(), inference["usage_source"].as_str()), (Some(true), Some("server")));
+    assert!(inference["token_usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    let ledger: Value =
+        serde_json::from_slice(&std::fs::read(p.dir.path().join(".state/run_ledger.json")).unwrap()).unwrap();
+    let key = ledger["steps"][0]["idempotency_key"].as_str().unwrap();
+    assert_eq!(ledger["steps"][0]["status"], "completed");
+    assert!(p.dir.path().join(".state/step_outputs").join(key).join("response.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(p.dir.path().join("test_calc.py")).unwrap(),
+        TESTS,
+        "out of scope stays untouched"
+    );
 }
