@@ -58,3 +58,15 @@ fn blocking_findings_and_bad_policies_are_reported() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("execution policy: max_iterations_per_mt: 21 is outside 1..=20"), "{}", text(&out));
 }
+
+/// §2.6.6.8.15: a scope path through a symlinked directory is refused before anything runs.
+#[test]
+fn scope_through_a_symlink_is_refused() {
+    let s = Steward::new();
+    std::fs::create_dir(s.path("real")).unwrap();
+    std::os::unix::fs::symlink(s.path("real"), s.path("link")).unwrap();
+    s.write("packet.yaml", &PACKET.replace("  - calc.py\nread_paths", "  - link/calc.py\nread_paths"));
+    let out = s.run(&["mt", "plan", "packet.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("MT-VAL-005: `link/calc.py` goes through a symlink"), "{}", text(&out));
+}

@@ -802,7 +802,8 @@ fn error_locations(error: &str) -> Vec<String> {
     for (colon, _) in error.match_indices(':') {
         let Some(before) = error.get(..colon) else { continue };
         let Some(after) = error.get(colon + 1..) else { continue };
-        let path_start = before.rfind(|c: char| !is_path_char(c)).map_or(0, |i| i + 1);
+        let path_start =
+            before.char_indices().rev().find(|&(_, c)| !is_path_char(c)).map_or(0, |(i, c)| i + c.len_utf8());
         let path = before.get(path_start..).unwrap_or("");
         let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
         let plausible = path.contains(['.', '/'])

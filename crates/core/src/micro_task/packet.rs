@@ -134,7 +134,7 @@ pub fn parse(source: &str) -> Result<WorkPacket, Vec<PacketError>> {
         for p in paths.iter() {
             if let Some(why) = unsafe_path(p) {
                 let pos = get(key).map_or(root.pos, |n| n.pos);
-                errors.push(err(pos, format!("`{key}`: `{p}` {why}")));
+                errors.push(err(pos, format!("`{key}`: `{p}`: {why}")));
             }
         }
     }
@@ -156,17 +156,13 @@ pub fn parse(source: &str) -> Result<WorkPacket, Vec<PacketError>> {
     })
 }
 
-/// Why a path cannot be in scope: scope is a list of files under the project root.
+/// Why a path cannot be in scope: scope is a list of files under the project root, checked by
+/// the same rule the change planner applies to what a model writes.
 pub fn unsafe_path(p: &str) -> Option<&'static str> {
-    if p.is_empty() {
-        Some("is empty")
-    } else if p.starts_with('/') || p.contains('\\') || p.contains(':') {
-        Some("must be a relative path with `/` separators")
-    } else if p.split('/').any(|c| c == ".." || c.is_empty()) {
-        Some("must not contain `..` or empty components")
-    } else {
-        None
+    if p.starts_with("./") {
+        return Some("must be written without a leading `./`");
     }
+    super::edits::path_problem(p).or_else(|| p.contains(':').then_some("must not contain `:`"))
 }
 
 fn required_str(node: Option<&Node>, key: &str, at: Pos, errors: &mut Vec<PacketError>) -> String {
@@ -307,8 +303,8 @@ execution_policy:
         let all = text.join("\n");
         for needle in [
             "`description` must be",
-            "`../x` must not",
-            "`/etc/passwd` must be a relative",
+            "`../x`: the path contains a `..`",
+            "`/etc/passwd`: the path is absolute",
             "test_plan[0]",
             "unknown key `extra`",
             "`done_means`",

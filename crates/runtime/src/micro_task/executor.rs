@@ -37,6 +37,9 @@ use steward_tools::terminal::SessionKind;
 use super::plan::Plan;
 use crate::clock::Clock;
 
+/// Evidence files larger than this are not read to check a cited line.
+const MAX_EVIDENCE_FILE_BYTES: u64 = 10 * 1024 * 1024;
+
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -168,6 +171,13 @@ impl Executor<'_> {
     /// for one, until it finishes or stops for a person.
     pub async fn run(&self, decision: Option<HumanDecision>) -> Result<Outcome> {
         let mut st = self.load_or_init().await?;
+        match st.progress.status {
+            ProgressStatus::Completed => return Ok(Outcome::Completed),
+            ProgressStatus::CompletedWithIssues => return Ok(Outcome::CompletedWithIssues),
+            ProgressStatus::Cancelled => return Ok(Outcome::Cancelled),
+            ProgressStatus::Failed => return Ok(Outcome::Failed { reason: "the job has already failed".into() }),
+            ProgressStatus::InProgress | ProgressStatus::Paused => {}
+        }
         let session_start = self.clock.now();
         let elapsed_base = st.progress.current_state.elapsed_ms;
         if let Some(pause) = st.progress.current_state.pause.clone() {
@@ -255,10 +265,7 @@ impl Executor<'_> {
                         self.complete(&mut st, mt, idx, &it, drop_back).await?;
                         break;
                     }
-                    LoopDecision::Retry => {
-                        st.progress.current_state.iteration += 1;
-                        self.save(&mut st)?;
-                    }
+                    LoopDecision::Retry => {}
                     LoopDecision::Escalate { category } => {
                         if it.record.outcome == IterationOutcome::Blocked {
                             let reason = it.signal.blocked_reason.clone().unwrap_or_else(|| "blocked".into());
@@ -341,21 +348,29 @@ impl Executor<'_> {
             format_help: FORMAT_HELP,
         });
         let snapshot_id = envelope.snapshot.context_snapshot_id.clone();
-        let key = idempotency_key(&mt.mt_id, n, &model_id, lora.as_deref(), &envelope.snapshot.full_prompt_hash);
         let step_id = ledger_step_id(&mt.mt_id, n);
-        let dir = self.step_dir(&key);
-        write_atomic(&dir.join("prompt.txt"), envelope.prompt.as_bytes())?;
-        write_json(&dir.join("context_snapshot.json"), &serde_json::to_value(&envelope.snapshot).unwrap_or_default())?;
-        let started = self.clock.now();
         // A step interrupted after its answer was saved but before its output was (recovered as
-        // pending) keeps that answer, even though its files, and so its prompt, have changed.
-        let earlier_answer = st
+        // pending) keeps its key and that answer, even though its files, and so its prompt, have
+        // changed since: the answer is never asked for again.
+        let earlier = st
             .ledger
             .steps
             .iter()
-            .find(|s| s.step_id == step_id)
-            .map(|s| self.step_dir(&s.idempotency_key).join("response.txt"))
-            .filter(|p| p.exists());
+            .find(|s| s.step_id == step_id && self.step_dir(&s.idempotency_key).join("response.txt").exists())
+            .map(|s| s.idempotency_key.clone());
+        let replay = earlier.is_some();
+        let key = earlier.unwrap_or_else(|| {
+            idempotency_key(&mt.mt_id, n, &model_id, lora.as_deref(), &envelope.snapshot.full_prompt_hash)
+        });
+        let dir = self.step_dir(&key);
+        if !replay {
+            write_atomic(&dir.join("prompt.txt"), envelope.prompt.as_bytes())?;
+            write_json(
+                &dir.join("context_snapshot.json"),
+                &serde_json::to_value(&envelope.snapshot).unwrap_or_default(),
+            )?;
+        }
+        let started = self.clock.now();
         match st.ledger.steps.iter_mut().find(|s| s.step_id == step_id) {
             Some(s) => {
                 s.idempotency_key = key.clone();
@@ -380,8 +395,7 @@ impl Executor<'_> {
         .await?;
         // The response is saved before it is used; a saved one is never asked for again.
         let response_path = dir.join("response.txt");
-        let saved = earlier_answer.unwrap_or_else(|| response_path.clone());
-        let (content, tokens, model_error) = match std::fs::read_to_string(&saved) {
+        let (content, tokens, model_error) = match std::fs::read_to_string(&response_path) {
             Ok(saved) => (saved, (0, 0), None),
             Err(_) => {
                 match self.ask(&chain_level, &model_id, &envelope.prompt, &step_id, n, &key, &response_path).await? {
@@ -394,37 +408,69 @@ impl Executor<'_> {
         // Changes first, so the evidence and the verify commands see them.
         let mut hint = None;
         let mut error_summary = model_error.clone();
-        match edits::parse_changes(&content) {
-            Err(e) => {
-                error_summary = Some(format!("unreadable change block: {e}"));
-            }
-            Ok(changes) => {
-                let planned = edits::plan_changes(&changes, &mt.files.modify, &mt.files.create, |p| {
-                    std::fs::read_to_string(self.plan.root.join(p)).ok()
-                });
-                match planned {
-                    Ok(writes) => self.apply(&writes)?,
-                    Err(e) => {
-                        if e.is_scope_violation() {
-                            hint = Some(FailureCategory::ScopeViolation);
+        let applied_marker = dir.join("applied");
+        // A file the task created is the task's to rewrite on a later iteration.
+        let modifiable: Vec<String> = mt.writable().cloned().collect();
+        let changes_ok = if applied_marker.exists() {
+            true
+        } else {
+            match edits::parse_changes(&content) {
+                Err(e) => {
+                    error_summary = Some(format!("unreadable change block: {e}"));
+                    false
+                }
+                Ok(changes) => {
+                    let planned = edits::plan_changes(&changes, &modifiable, &mt.files.create, |p| {
+                        std::fs::read_to_string(self.plan.root.join(p)).ok()
+                    });
+                    let applied = match planned {
+                        Ok(writes) => self.apply(&writes)?.map_err(|why| (true, format!("scope_violation: {why}"))),
+                        Err(e) => Err((e.is_scope_violation(), format!("{}: {e}", e.category()))),
+                    };
+                    match applied {
+                        Ok(()) => {
+                            write_atomic(&applied_marker, b"")?;
+                            true
                         }
-                        error_summary = Some(format!("{}: {e}", e.category()));
+                        Err((scope, why)) => {
+                            if scope {
+                                hint = Some(FailureCategory::ScopeViolation);
+                            }
+                            error_summary = Some(why);
+                            false
+                        }
                     }
                 }
             }
-        }
+        };
         let mut evidence_ok = true;
         let mut validation_passed = None;
         let mut evidence_ref = None;
         if signal.claimed_complete {
+            let task_files: Vec<&str> =
+                mt.context_files().into_iter().chain(mt.files.create.iter().map(String::as_str)).collect();
             let problems = signal::check_evidence(&signal.evidence, |p| {
-                std::fs::read_to_string(self.plan.root.join(p)).ok().map(|t| t.lines().count() as u32)
+                if !task_files.contains(&p) {
+                    return None;
+                }
+                let path = self.plan.root.join(p);
+                let meta = std::fs::symlink_metadata(&path).ok()?;
+                if !meta.file_type().is_file() || meta.len() > MAX_EVIDENCE_FILE_BYTES {
+                    return None;
+                }
+                std::fs::read_to_string(path).ok().map(|t| t.lines().count() as u32)
             });
             let required = mt
                 .done
                 .iter()
                 .any(|d| d.verification == steward_core::micro_task::definition::Verification::EvidenceRequired);
-            evidence_ok = problems.is_empty() && !(required && signal.evidence.is_empty());
+            let other_task = signal.mt_id.as_deref().is_some_and(|id| id != mt.mt_id);
+            // A claim on top of refused changes, or naming another task, is not this task done.
+            evidence_ok = problems.is_empty() && !(required && signal.evidence.is_empty()) && changes_ok && !other_task;
+            if other_task {
+                error_summary =
+                    Some(format!("false completion: the claim names {}", signal.mt_id.as_deref().unwrap_or_default()));
+            }
             if !problems.is_empty() {
                 error_summary = Some(format!(
                     "false completion: {}",
@@ -499,10 +545,8 @@ impl Executor<'_> {
             s.completed_at = Some(finished.to_rfc3339());
             s.output_artifact_ref = Some(output_ref);
         }
-        let cs = &mut st.progress.current_state;
-        cs.false_completion_streak = false_streak;
-        cs.total_iterations += 1;
-        st.progress.micro_tasks[idx].iterations.push(record.clone());
+        st.progress.current_state.false_completion_streak = false_streak;
+        settle(&mut st.progress, idx, record.clone(), &decision.action);
         self.save(st)?;
         let category = match &decision.action {
             LoopDecision::Escalate { category } => Some(category.as_str()),
@@ -601,7 +645,18 @@ impl Executor<'_> {
     }
 
     /// Writes every planned file through a temporary file and a rename, all temporaries first.
-    fn apply(&self, writes: &[edits::FileWrite]) -> Result<()> {
+    /// Refuses (inner `Err`) a target reached through a symlink anywhere under the root, checked
+    /// right before writing: verify commands run model-written code that could plant one.
+    fn apply(&self, writes: &[edits::FileWrite]) -> Result<Result<(), String>> {
+        for w in writes {
+            let mut at = self.plan.root.clone();
+            for part in w.path.split('/') {
+                at.push(part);
+                if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Ok(Err(format!("`{}` goes through a symlink; writes to symlinks are denied", w.path)));
+                }
+            }
+        }
         let mut staged = Vec::new();
         for w in writes {
             let target = self.plan.root.join(&w.path);
@@ -609,13 +664,13 @@ impl Executor<'_> {
                 std::fs::create_dir_all(parent).map_err(|source| ExecError::Io { path: parent.to_owned(), source })?;
             }
             let tmp = temporary_beside(&target);
-            std::fs::write(&tmp, w.content.as_bytes()).map_err(|source| ExecError::Io { path: tmp.clone(), source })?;
+            write_new(&tmp, w.content.as_bytes())?;
             staged.push((tmp, target));
         }
         for (tmp, target) in staged {
             std::fs::rename(&tmp, &target).map_err(|source| ExecError::Io { path: target.clone(), source })?;
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// Runs the task's verify commands through the tool bus (DG-MT-14): one `engine.shell`/`exec`
@@ -696,10 +751,6 @@ impl Executor<'_> {
     ) -> Result<()> {
         let level = st.progress.current_state.active_model_level;
         let entry = &mut st.progress.micro_tasks[idx];
-        entry.status = MtStatus::Completed;
-        entry.final_iteration = Some(it.record.iteration);
-        entry.final_model_level = Some(level);
-        entry.evidence_refs.extend(it.record.validation_evidence_ref.clone());
         // DG-MT-18: a task that succeeded above a level where it failed yields a candidate.
         let student = entry.iterations.iter().rev().find(|r| r.escalation_level < level).cloned();
         let candidate = match (st.progress.policy.enable_distillation, student) {
@@ -880,13 +931,14 @@ impl Executor<'_> {
                 for step_id in &recovery.steps_recovered {
                     let Some(step) = ledger.steps.iter().find(|s| &s.step_id == step_id) else { continue };
                     let out: Value = read_json(&self.step_dir(&step.idempotency_key).join("output.json"))?;
-                    if let Ok(record) = serde_json::from_value::<IterationRecord>(out["record"].clone()) {
-                        let mt = step_id.split('_').next().unwrap_or_default();
-                        if let Some(e) = progress.micro_tasks.iter_mut().find(|e| e.mt_id == mt)
-                            && !e.iterations.iter().any(|r| r.iteration == record.iteration)
+                    let record = serde_json::from_value::<IterationRecord>(out["record"].clone());
+                    let decision = serde_json::from_value::<LoopDecision>(out["decision"].clone());
+                    if let (Ok(record), Ok(decision)) = (record, decision) {
+                        let mt = step_id.rsplit_once("_iter-").map_or("", |(mt, _)| mt);
+                        if let Some(idx) = progress.micro_tasks.iter().position(|e| e.mt_id == mt)
+                            && !progress.micro_tasks[idx].iterations.iter().any(|r| r.iteration == record.iteration)
                         {
-                            e.iterations.push(record);
-                            progress.current_state.total_iterations += 1;
+                            settle(&mut progress, idx, record, &decision);
                         }
                     }
                 }
@@ -992,6 +1044,26 @@ impl Executor<'_> {
     }
 }
 
+/// Records an iteration and the state its decision leaves the task in, in one save with it, so a
+/// crash after the save never runs a completed task again. (An escalation's level change is made
+/// with its record, in `escalate`.)
+fn settle(progress: &mut ProgressArtifact, idx: usize, record: IterationRecord, decision: &LoopDecision) {
+    let level = progress.current_state.active_model_level;
+    progress.current_state.total_iterations += 1;
+    let entry = &mut progress.micro_tasks[idx];
+    match decision {
+        LoopDecision::Complete { .. } => {
+            entry.status = MtStatus::Completed;
+            entry.final_iteration = Some(record.iteration);
+            entry.final_model_level = Some(level);
+            entry.evidence_refs.extend(record.validation_evidence_ref.clone());
+        }
+        LoopDecision::Retry => progress.current_state.iteration += 1,
+        LoopDecision::Escalate { .. } | LoopDecision::Skip | LoopDecision::Abort { .. } => {}
+    }
+    progress.micro_tasks[idx].iterations.push(record);
+}
+
 fn failing_summary(report: &Value) -> String {
     report["spec_results"]
         .as_array()
@@ -1016,16 +1088,25 @@ fn failing_summary(report: &Value) -> String {
 
 /// Writes through a temporary file, fsync and rename, so a reader sees the old or the new file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let io = |source| ExecError::Io { path: path.to_owned(), source };
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
+        std::fs::create_dir_all(parent).map_err(|source| ExecError::Io { path: path.to_owned(), source })?;
     }
     let tmp = temporary_beside(path);
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    write_new(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).map_err(|source| ExecError::Io { path: path.to_owned(), source })
+}
+
+/// Creates `path` afresh (a leftover temporary, or a symlink planted there, is removed first, never
+/// followed), writes `bytes` and syncs them.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let io = |source| ExecError::Io { path: path.to_owned(), source };
+    if std::fs::symlink_metadata(path).is_ok() {
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    f.sync_all().map_err(io)
 }
 
 /// `<name>.steward-tmp` in the same directory, so the rename stays on one filesystem and two

@@ -99,15 +99,21 @@ pub fn plan(
         &mts,
         &Limits { in_scope_paths: &packet.in_scope_paths, model_context_tokens: DEFAULT_MODEL_CONTEXT_TOKENS },
     );
-    // Writes through a symlink could land anywhere: refuse them at creation (§2.6.6.8.15).
-    for path in &packet.in_scope_paths {
-        if std::fs::symlink_metadata(root.join(path)).is_ok_and(|m| m.file_type().is_symlink()) {
-            report.add(
-                "MT-VAL-005",
-                Severity::Error,
-                None,
-                format!("`{path}` is a symlink; writes to symlinks are denied"),
-            );
+    // A path through a symlink could land anywhere: refuse it at creation (§2.6.6.8.15); the
+    // executor checks again right before every write.
+    for path in packet.in_scope_paths.iter().chain(&packet.read_paths) {
+        let mut at = root.clone();
+        for part in path.split('/') {
+            at.push(part);
+            if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                report.add(
+                    "MT-VAL-005",
+                    Severity::Error,
+                    None,
+                    format!("`{path}` goes through a symlink (`{}`); symlinks are denied", at.display()),
+                );
+                break;
+            }
         }
     }
     for point in &policy.pause_points {

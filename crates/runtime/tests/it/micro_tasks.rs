@@ -311,3 +311,26 @@ async fn the_loop_runs_against_a_real_local_model() {
         "out of scope stays untouched"
     );
 }
+
+/// A file the task created is the task's to fix on the next iteration (not a scope violation).
+#[tokio::test]
+async fn a_created_file_can_be_rewritten_on_a_retry() {
+    let first = "<file path=\"extra.py\">\nX = 1\n</file>\n<mt_complete>\nMT_ID: MT-001\nEVIDENCE:\n- \"X is two\" → extra.py:1-1\n</mt_complete>";
+    let second = first.replace("X = 1", "X = 2");
+    let p = project(vec![Reply::openai(first), Reply::openai(&second)], "").await;
+    let packet = std::fs::read_to_string(p.dir.path().join("packet.yaml"))
+        .unwrap()
+        .replace("in_scope_paths: [calc.py]", "in_scope_paths: [extra.py]")
+        .replace("done_means: [the unit tests pass]", "done_means: [X is two]")
+        .replace(
+            "test_plan: [python3 -m unittest -q test_calc]",
+            "test_plan: [\"python3 -c 'import extra, sys; sys.exit(0 if extra.X == 2 else 1)'\"]",
+        );
+    std::fs::write(p.dir.path().join("packet.yaml"), packet).unwrap();
+    let sink = Sink::default();
+    assert_eq!(run(&p, &sink, None).await.unwrap(), Outcome::Completed);
+    assert_eq!(std::fs::read_to_string(p.dir.path().join("extra.py")).unwrap(), "X = 2\n");
+    let outcomes: Vec<Value> =
+        sink.of("micro_task_iteration_complete").iter().map(|e| e["outcome"]["status"].clone()).collect();
+    assert_eq!(outcomes, [serde_json::json!("RETRY"), serde_json::json!("SUCCESS")]);
+}
