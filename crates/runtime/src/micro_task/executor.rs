@@ -750,14 +750,14 @@ impl Executor<'_> {
         drop_back: bool,
     ) -> Result<()> {
         let level = st.progress.current_state.active_model_level;
-        let entry = &mut st.progress.micro_tasks[idx];
-        // DG-MT-18: a task that succeeded above a level where it failed yields a candidate.
+        let entry = &st.progress.micro_tasks[idx];
+        // DG-MT-18: the candidate of an escalation is written once the escalated task succeeds,
+        // because it pairs the student's failed attempt with the teacher's passing one.
         let student = entry.iterations.iter().rev().find(|r| r.escalation_level < level).cloned();
         let candidate = match (st.progress.policy.enable_distillation, student) {
             (true, Some(s)) => Some(self.distillation_candidate(mt, &s, &it.record, entry)?),
             _ => None,
         };
-        self.save(st)?;
         if let Some(c) = candidate {
             self.mt_event(
                 "micro_task_distillation_candidate",
