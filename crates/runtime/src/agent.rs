@@ -29,6 +29,7 @@ use steward_tools::bus::{CallContext, ToolBus};
 use steward_tools::exec::Ending;
 use steward_tools::redact::Redactor;
 
+use crate::files::write_atomic;
 use crate::step::StepDone;
 
 /// Default OpenAI-compatible endpoint.
@@ -239,26 +240,66 @@ fn usage_json(u: &Usage) -> Value {
     json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
 }
 
+/// One model call as the Flight Recorder sees it, before its answer is known.
+pub(crate) struct Inference<'a> {
+    pub(crate) trace_id: &'a str,
+    /// The model asked for (the answer names the model that answered).
+    pub(crate) model_id: &'a str,
+    /// The provider asked.
+    pub(crate) provider: &'a str,
+    pub(crate) prompt_hash: String,
+    pub(crate) response_hash: Option<String>,
+    pub(crate) latency_ms: u64,
+    pub(crate) scripted: bool,
+}
+
+/// The FR-EVT-006 `llm_inference` event of a call: counts, hashes and timing, never the text;
+/// `answer` is the response or why there is none.
+pub(crate) fn inference_event(
+    call: Inference<'_>,
+    answer: Result<&ChatResponse, &str>,
+    redactor: &Redactor,
+) -> Payload {
+    let (model_id, provider, token_usage, usage_source_, requests, note) = match answer {
+        Ok(r) => (
+            r.model.clone(),
+            r.provider.clone(),
+            usage_json(&r.usage),
+            usage_source(&r.usage.source),
+            r.requests,
+            r.warning.as_deref().map(|w| redactor.redact(w).0),
+        ),
+        Err(why) => (
+            call.model_id.to_owned(),
+            call.provider.to_owned(),
+            json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}),
+            "none".to_owned(),
+            0,
+            Some(redactor.redact(why).0),
+        ),
+    };
+    Payload::LlmInference {
+        trace_id: call.trace_id.to_owned(),
+        model_id,
+        provider,
+        token_usage,
+        usage_source: usage_source_,
+        latency_ms: call.latency_ms,
+        prompt_hash: call.prompt_hash,
+        response_hash: call.response_hash,
+        requests,
+        scripted: call.scripted,
+        ok: answer.is_ok(),
+        note,
+    }
+}
+
 fn usage_source(s: &UsageSource) -> String {
     match s {
         UsageSource::Server => "server".into(),
         UsageSource::Tokenizer(enc) => format!("tokenizer:{enc}"),
         UsageSource::Estimate => "estimate".into(),
     }
-}
-
-/// Writes a file through a temporary sibling, fsynced, then renamed.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp =
-        dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Runs one agent attempt to its end. Never fails: every outcome is an attempt ending.
@@ -306,20 +347,16 @@ pub(crate) async fn execute(
     let scripted = work.agent.provider == Provider::Scripted;
     let response = match answer {
         Err((why, retryable)) => {
-            events.push(Payload::LlmInference {
-                trace_id: work.ctx.trace_id.clone(),
-                model_id: work.agent.model.clone(),
-                provider: work.agent.provider.as_str().into(),
-                token_usage: json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}),
-                usage_source: "none".into(),
-                latency_ms,
+            let call = Inference {
+                trace_id: &work.ctx.trace_id,
+                model_id: &work.agent.model,
+                provider: work.agent.provider.as_str(),
                 prompt_hash: work.prompt_ref.clone(),
                 response_hash: None,
-                requests: 0,
+                latency_ms,
                 scripted,
-                ok: false,
-                note: Some(why.clone()),
-            });
+            };
+            events.push(inference_event(call, Err(&why), &redactor));
             let status = if why == "cancelled" { AttemptStatus::Cancelled } else { AttemptStatus::Failed };
             return done(
                 step,
@@ -348,20 +385,16 @@ pub(crate) async fn execute(
             );
         }
     };
-    events.push(Payload::LlmInference {
-        trace_id: work.ctx.trace_id.clone(),
-        model_id: response.model.clone(),
-        provider: response.provider.clone(),
-        token_usage: usage_json(&response.usage),
-        usage_source: usage_source(&response.usage.source),
-        latency_ms,
+    let call = Inference {
+        trace_id: &work.ctx.trace_id,
+        model_id: &work.agent.model,
+        provider: work.agent.provider.as_str(),
         prompt_hash: work.prompt_ref.clone(),
         response_hash: Some(response_ref.clone()),
-        requests: response.requests,
+        latency_ms,
         scripted,
-        ok: true,
-        note: response.warning.clone().map(|w| redactor.redact(&w).0),
-    });
+    };
+    events.push(inference_event(call, Ok(&response), &redactor));
     let mut output = json!({
         "provider": response.provider,
         "model": response.model,

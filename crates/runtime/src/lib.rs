@@ -19,6 +19,7 @@ mod agent;
 mod clock;
 mod drive;
 mod engine;
+mod files;
 mod step;
 
 pub mod micro_task;

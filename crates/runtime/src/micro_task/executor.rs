@@ -35,7 +35,9 @@ use steward_tools::exec::Ending;
 use steward_tools::terminal::SessionKind;
 
 use super::plan::Plan;
+use crate::agent::{Inference, inference_event};
 use crate::clock::Clock;
+use crate::files::{temporary_beside, write_atomic, write_new};
 
 /// Evidence files larger than this are not read to check a cited line.
 const MAX_EVIDENCE_FILE_BYTES: u64 = 10 * 1024 * 1024;
@@ -364,7 +366,7 @@ impl Executor<'_> {
         });
         let dir = self.step_dir(&key);
         if !replay {
-            write_atomic(&dir.join("prompt.txt"), envelope.prompt.as_bytes())?;
+            persist(&dir.join("prompt.txt"), envelope.prompt.as_bytes())?;
             write_json(
                 &dir.join("context_snapshot.json"),
                 &serde_json::to_value(&envelope.snapshot).unwrap_or_default(),
@@ -429,7 +431,7 @@ impl Executor<'_> {
                     };
                     match applied {
                         Ok(()) => {
-                            write_atomic(&applied_marker, b"")?;
+                            persist(&applied_marker, b"")?;
                             true
                         }
                         Err((scope, why)) => {
@@ -598,47 +600,20 @@ impl Executor<'_> {
         let answer = client.chat(&req, &self.cancel).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Ok(r) = &answer {
-            write_atomic(save_to, r.content.as_bytes())?;
+            persist(save_to, r.content.as_bytes())?;
         }
-        let (ok, usage, note, response_hash, requests) = match &answer {
-            Ok(r) => (
-                true,
-                json!({"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens, "total_tokens": r.usage.total_tokens}),
-                r.warning.clone(),
-                Some(hash(r.content.as_bytes())),
-                r.requests,
-            ),
-            Err(e) => (
-                false,
-                json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}),
-                Some(e.to_string()),
-                None,
-                1,
-            ),
-        };
-        let usage_source = match &answer {
-            Ok(r) => match &r.usage.source {
-                steward_models::UsageSource::Server => "server".to_owned(),
-                steward_models::UsageSource::Tokenizer(enc) => format!("tokenizer:{enc}"),
-                steward_models::UsageSource::Estimate => "estimate".to_owned(),
-            },
-            Err(_) => "estimate".to_owned(),
-        };
-        self.emit(vec![Payload::LlmInference {
-            trace_id: self.trace_id.to_owned(),
-            model_id: model_id.to_owned(),
-            provider: client.provider().to_owned(),
-            token_usage: usage,
-            usage_source,
-            latency_ms,
+        let call = Inference {
+            trace_id: self.trace_id,
+            model_id,
+            provider: client.provider(),
             prompt_hash: hash(prompt.as_bytes()),
-            response_hash,
-            requests,
+            response_hash: answer.as_ref().ok().map(|r| hash(r.content.as_bytes())),
+            latency_ms,
             scripted: client.provider() == "scripted",
-            ok,
-            note: note.map(|n| self.bus.redactor().redact(&n).0),
-        }])
-        .await?;
+        };
+        let why = answer.as_ref().err().map(ToString::to_string).unwrap_or_default();
+        let answered = answer.as_ref().map_err(|_| why.as_str());
+        self.emit(vec![inference_event(call, answered, self.bus.redactor())]).await?;
         Ok(answer
             .map(|r| (r.content, (r.usage.prompt_tokens, r.usage.completion_tokens)))
             .map_err(|e| format!("model_error: {e}")))
@@ -664,7 +639,7 @@ impl Executor<'_> {
                 std::fs::create_dir_all(parent).map_err(|source| ExecError::Io { path: parent.to_owned(), source })?;
             }
             let tmp = temporary_beside(&target);
-            write_new(&tmp, w.content.as_bytes())?;
+            write_new(&tmp, w.content.as_bytes()).map_err(|source| ExecError::Io { path: tmp.clone(), source })?;
             staged.push((tmp, target));
         }
         for (tmp, target) in staged {
@@ -1036,7 +1011,7 @@ impl Executor<'_> {
                     message: format!("{} bytes is over the {cap}-byte cap", bytes.len()),
                 });
             }
-            write_atomic(&path, bytes)?;
+            persist(&path, bytes)?;
         }
         let metrics = serde_json::to_value(metrics(&st.progress)).unwrap_or_default();
         write_json(&self.state_dir.join("metrics.json"), &metrics)?;
@@ -1086,41 +1061,15 @@ fn failing_summary(report: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// Writes through a temporary file, fsync and rename, so a reader sees the old or the new file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| ExecError::Io { path: path.to_owned(), source })?;
-    }
-    let tmp = temporary_beside(path);
-    write_new(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).map_err(|source| ExecError::Io { path: path.to_owned(), source })
-}
-
-/// Creates `path` afresh (a leftover temporary, or a symlink planted there, is removed first, never
-/// followed), writes `bytes` and syncs them.
-fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let io = |source| ExecError::Io { path: path.to_owned(), source };
-    if std::fs::symlink_metadata(path).is_ok() {
-        std::fs::remove_file(path).map_err(io)?;
-    }
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)
-}
-
-/// `<name>.steward-tmp` in the same directory, so the rename stays on one filesystem and two
-/// targets never share a temporary.
-fn temporary_beside(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
-    name.push(".steward-tmp");
-    path.with_file_name(name)
+/// [`write_atomic`] with the path in the error.
+fn persist(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, bytes).map_err(|source| ExecError::Io { path: path.to_owned(), source })
 }
 
 /// Writes JSON atomically and returns its SHA-256.
 fn write_json(path: &Path, value: &Value) -> Result<String> {
     let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
-    write_atomic(path, &bytes)?;
+    persist(path, &bytes)?;
     Ok(hash(&bytes))
 }
 

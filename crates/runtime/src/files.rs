@@ -1,0 +1,34 @@
+//! Durable file writes shared by agent steps and the micro-task executor: a reader sees the old
+//! file or the new one, never a torn one, and a symlink is never followed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Writes `path` through a fresh temporary beside it: fsync, rename, fsync of the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = temporary_beside(path);
+    write_new(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// `<name>.steward-tmp` in the same directory, so the rename stays on one filesystem and two
+/// targets never share a temporary.
+pub(crate) fn temporary_beside(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
+    name.push(".steward-tmp");
+    path.with_file_name(name)
+}
+
+/// Creates `path` afresh (a leftover temporary, or a symlink planted there, is removed first,
+/// never followed), writes `bytes` and syncs them.
+pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        std::fs::remove_file(path)?;
+    }
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
