@@ -330,11 +330,19 @@ fn detach_drive(cfg: &Settings, run_id: &str) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("cannot find the steward executable")?;
     let data_dir = std::path::absolute(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
-    std::process::Command::new(exe)
+    let mut driver = std::process::Command::new(exe);
+    // The driver must run under exactly the settings the run was created with: the same
+    // configuration file (its terminal policy, engines and secrets) and timings.
+    if let Some(config) = cfg.source() {
+        driver.arg("--config").arg(std::path::absolute(config).unwrap_or_else(|_| config.to_owned()));
+    }
+    driver
         .arg("--data-dir")
         .arg(&data_dir)
         .arg("--stall-threshold")
         .arg(cfg.stall_threshold_secs.to_string())
+        .arg("--heartbeat-secs")
+        .arg(cfg.heartbeat_secs.to_string())
         .arg("__drive")
         .arg(run_id)
         .stdin(std::process::Stdio::null())

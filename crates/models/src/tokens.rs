@@ -1,5 +1,7 @@
 //! Token counting for budgets: the server's count, else a tokenizer per model family, else an estimate that says so.
 
+use std::sync::LazyLock;
+
 use tiktoken_rs::CoreBPE;
 
 use crate::{Message, Usage, UsageSource};
@@ -22,10 +24,13 @@ pub fn encoding_for(model: &str) -> Option<&'static str> {
     }
 }
 
-fn bpe(encoding: &str) -> Option<CoreBPE> {
+/// The encoding's tokenizer, built once per process: building one reads a ~200k-entry vocabulary.
+fn bpe(encoding: &str) -> Option<&'static CoreBPE> {
+    static O200K: LazyLock<Option<CoreBPE>> = LazyLock::new(|| tiktoken_rs::o200k_base().ok());
+    static CL100K: LazyLock<Option<CoreBPE>> = LazyLock::new(|| tiktoken_rs::cl100k_base().ok());
     match encoding {
-        "o200k_base" => tiktoken_rs::o200k_base().ok(),
-        "cl100k_base" => tiktoken_rs::cl100k_base().ok(),
+        "o200k_base" => O200K.as_ref(),
+        "cl100k_base" => CL100K.as_ref(),
         _ => None,
     }
 }

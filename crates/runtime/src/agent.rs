@@ -209,10 +209,7 @@ async fn ask_cli(
         Ending::TimedOut => return Err((format!("the agent CLI timed out after {}s", step.timeout_seconds), true)),
         Ending::Cancelled => return Err(("cancelled".into(), false)),
         other => {
-            return Err((
-                format!("the agent CLI failed ({other:?}): {}", out.stderr.lines().last().unwrap_or("")),
-                true,
-            ));
+            return Err((format!("the agent CLI failed ({other:?}): {}", crate::step::last_line(&out.stderr)), true));
         }
     }
     let content = if work.agent.cli.as_deref() == Some("codex") {
@@ -357,7 +354,7 @@ pub(crate) async fn execute(
                 scripted,
             };
             events.push(inference_event(call, Err(&why), &redactor));
-            let status = if why == "cancelled" { AttemptStatus::Cancelled } else { AttemptStatus::Failed };
+            let status = if cancel.is_cancelled() { AttemptStatus::Cancelled } else { AttemptStatus::Failed };
             return done(
                 step,
                 attempt,

@@ -261,7 +261,7 @@ fn trim_output(text: &str) -> String {
     text.trim_end_matches(['\n', '\r']).to_owned()
 }
 
-fn last_line(text: &str) -> String {
+pub(crate) fn last_line(text: &str) -> String {
     let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
     if line.len() > 300 { format!("{}...", &line[..line.floor_char_boundary(300)]) } else { line.to_owned() }
 }

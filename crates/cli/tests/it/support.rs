@@ -1,6 +1,6 @@
 //! Running the real binary in a scratch workspace with its own data directory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -72,8 +72,4 @@ pub(crate) fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-pub(crate) fn exists(p: &Path) -> bool {
-    p.exists()
 }
