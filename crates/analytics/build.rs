@@ -34,7 +34,8 @@ fn main() {
     println!("cargo:lib_dir={}", dir.display());
 }
 
-/// Where the library lives; the CLI's build script computes the same path for its rpath.
+/// Where the library lives; dependents get it as `DEP_STEWARD_DUCKDB_LIB_DIR`, from which the
+/// CLI's build script sets its rpath.
 fn lib_dir() -> PathBuf {
     if let Ok(d) = std::env::var("DUCKDB_LIB_DIR") {
         return PathBuf::from(d);

@@ -231,6 +231,7 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| Error::Unavailable { detail: format!("read task failed: {e}") })?
+        .map_err(|e| self.located(e))
     }
 }
 

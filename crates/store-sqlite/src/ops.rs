@@ -350,7 +350,7 @@ pub(crate) fn prune(
 ) -> Result<PruneReport> {
     let rows: Vec<(i64, String, i64, i64, String, Option<String>)> = conn
         .prepare_cached(
-            "SELECT e.id, e.event_type, e.ts, length(e.payload), e.run_id, r.state
+            "SELECT e.id, e.event_type, e.ts, length(CAST(e.payload AS BLOB)), e.run_id, r.state
              FROM events e LEFT JOIN runs r ON r.run_id = e.run_id ORDER BY e.id",
         )
         .and_then(|mut st| {

@@ -560,6 +560,11 @@ pub async fn prune_spares_unfinished_runs_and_reports_first<S: Store>(s: &S) {
 
     let dry = s.prune(later, &policy, true).await.unwrap();
     assert_eq!((dry.scanned, dry.pruned_ids.len(), dry.spared), (5, 3, 2));
+    // A per-family setting keeps the workflow family (every event here) longer than the default.
+    let mut keep = RetentionPolicy::default();
+    keep.family_days.insert("workflow".into(), 100);
+    let kept = s.prune(later, &keep, true).await.unwrap();
+    assert_eq!((kept.pruned_ids.len(), kept.spared), (0, 0), "per-family retention");
     assert_eq!(s.list_events("done", 0).await.unwrap().len(), 3, "a dry run deletes nothing");
     assert!(s.list_events("_system", 0).await.unwrap().is_empty(), "a dry run records nothing");
 
@@ -577,8 +582,9 @@ pub async fn prune_spares_unfinished_runs_and_reports_first<S: Store>(s: &S) {
     );
     assert!(sys[0].id > report.pruned_ids.iter().copied().max().unwrap(), "report recorded in the pruning transaction");
 
-    // A per-family setting keeps the model family longer than the rest.
-    let mut keep = RetentionPolicy::default();
-    keep.family_days.insert("workflow".into(), 100);
-    assert!(s.prune(at(41 * day), &keep, true).await.unwrap().pruned_ids.is_empty());
+    // Ids are never reused after a prune: the mirror reads "everything after the last id".
+    let last = s.list_events_since(0, 100).await.unwrap().last().map(|e| e.id).unwrap();
+    running_run(s, "new", "me", later).await;
+    let after = s.list_events_since(last, 100).await.unwrap();
+    assert_eq!(after.iter().map(|e| e.workflow_run_id.as_str()).collect::<Vec<_>>(), ["new", "new"]);
 }

@@ -72,32 +72,50 @@ struct State {
     runs: HashMap<String, RunData>,
     definitions: HashMap<String, String>,
     events: Vec<Event>,
+    /// The last event id handed out: ids are never reused, pruned or not, as in SQLite's
+    /// AUTOINCREMENT, so a reader that asks for "everything after id N" misses nothing.
+    last_id: i64,
 }
 
 impl State {
     /// Stores a run whose write succeeded, numbering its pending events.
     fn put(&mut self, ids: &dyn IdGen, mut data: RunData) {
-        for (ts, NewEvent { actor, actor_id, step_id, payload }) in std::mem::take(&mut data.pending) {
+        for (ts, event) in std::mem::take(&mut data.pending) {
             data.run.last_event_seq += 1;
-            self.events.push(Event {
-                id: self.events.len() as i64 + 1,
-                seq: data.run.last_event_seq,
-                event_id: ids.next_id(),
-                ts,
-                event_type: payload.event_type().to_owned(),
-                actor,
-                actor_id,
-                trace_id: data.run.trace_id.clone(),
-                job_id: data.run.job_id.clone(),
-                workflow_run_id: data.run.run_id.clone(),
-                step_id,
-                mt_id: payload.mt_id().map(str::to_owned),
-                model_id: payload.model_id().map(str::to_owned),
-                capability_id: payload.capability_id().map(str::to_owned),
-                payload: payload.to_json(),
-            });
+            let run = &data.run;
+            self.append(ids, (&run.trace_id, &run.job_id, &run.run_id), data.run.last_event_seq, ts, event);
         }
         self.runs.insert(data.run.run_id.clone(), data);
+    }
+
+    /// Appends one event under the next id, its envelope from `(trace_id, job_id, run_id)`.
+    fn append(
+        &mut self,
+        ids: &dyn IdGen,
+        (trace_id, job_id, run_id): (&str, &str, &str),
+        seq: i64,
+        ts: Timestamp,
+        e: NewEvent,
+    ) {
+        self.last_id += 1;
+        let NewEvent { actor, actor_id, step_id, payload } = e;
+        self.events.push(Event {
+            id: self.last_id,
+            seq,
+            event_id: ids.next_id(),
+            ts,
+            event_type: payload.event_type().to_owned(),
+            actor,
+            actor_id,
+            trace_id: trace_id.to_owned(),
+            job_id: job_id.to_owned(),
+            workflow_run_id: run_id.to_owned(),
+            step_id,
+            mt_id: payload.mt_id().map(str::to_owned),
+            model_id: payload.model_id().map(str::to_owned),
+            capability_id: payload.capability_id().map(str::to_owned),
+            payload: payload.to_json(),
+        });
     }
 
     fn run(&self, run_id: &str) -> Result<RunData> {
@@ -314,24 +332,9 @@ impl Store for MemStore {
         let seq =
             state.events.iter().filter(|e| e.workflow_run_id == rules::SYSTEM_RUN).map(|e| e.seq).max().unwrap_or(0)
                 + 1;
-        let id = state.events.last().map_or(0, |e| e.id) + 1;
-        state.events.push(Event {
-            id,
-            seq,
-            event_id: self.ids.next_id(),
-            ts: now,
-            event_type: payload.event_type().to_owned(),
-            actor: Actor::System,
-            actor_id: "gc".into(),
-            trace_id: rules::SYSTEM_RUN.into(),
-            job_id: rules::SYSTEM_RUN.into(),
-            workflow_run_id: rules::SYSTEM_RUN.into(),
-            step_id: None,
-            mt_id: None,
-            model_id: None,
-            capability_id: None,
-            payload: payload.to_json(),
-        });
+        let system = (rules::SYSTEM_RUN, rules::SYSTEM_RUN, rules::SYSTEM_RUN);
+        let event = NewEvent { actor: Actor::System, actor_id: "gc".into(), step_id: None, payload };
+        state.append(self.ids.as_ref(), system, seq, now, event);
         let gone: std::collections::HashSet<i64> = report.pruned_ids.iter().copied().collect();
         state.events.retain(|e| !gone.contains(&e.id));
         Ok(report)
