@@ -255,7 +255,7 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<std::process::ExitCode> {
         report["b2"] = Value::Array(rows);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::print_json(&report)?;
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

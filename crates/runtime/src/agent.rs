@@ -411,14 +411,7 @@ pub(crate) async fn execute(
         Ok(None) => return fail(output, "the answer has no [workflow_result] block".into(), events),
         Err(e) => return fail(output, format!("malformed answer: {e}"), events),
     };
-    if let Some(s) = &envelope.summary {
-        output["summary"] = json!(redactor.redact(s).0);
-    }
-    if envelope.failed {
-        let why = envelope
-            .summary
-            .as_deref()
-            .map_or_else(|| "the agent reported status failed".to_owned(), |s| redactor.redact(s).0);
+    if let Some(why) = crate::step::record_summary(&envelope, &redactor, &mut output, "agent") {
         return fail(output, format!("the agent reported failure: {why}"), events);
     }
     if work.review {

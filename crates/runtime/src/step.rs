@@ -17,6 +17,7 @@ use steward_store::{Attempt, AttemptFinish, Run};
 use steward_tools::bus::{CallContext, ToolBus};
 use steward_tools::exec::Ending;
 use steward_tools::op::{MAX_INLINE_BYTES, PlannedOperation};
+use steward_tools::redact::Redactor;
 use steward_tools::terminal::SessionKind;
 
 use crate::agent::{self, AgentWork};
@@ -261,6 +262,21 @@ fn trim_output(text: &str) -> String {
     text.trim_end_matches(['\n', '\r']).to_owned()
 }
 
+/// Keeps a `[workflow_result]` envelope's summary, redacted, in `output`; when the envelope says
+/// it failed, returns why (its summary, or that the `who` reported failure).
+pub(crate) fn record_summary(
+    env: &result_block::Envelope,
+    redactor: &Redactor,
+    output: &mut Value,
+    who: &str,
+) -> Option<String> {
+    let summary = env.summary.as_deref().map(|s| redactor.redact(s).0);
+    if let Some(s) = &summary {
+        output["summary"] = json!(s);
+    }
+    env.failed.then(|| summary.unwrap_or_else(|| format!("the {who} reported status failed")))
+}
+
 pub(crate) fn last_line(text: &str) -> String {
     let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
     if line.len() > 300 { format!("{}...", &line[..line.floor_char_boundary(300)]) } else { line.to_owned() }
@@ -356,14 +372,7 @@ pub(crate) async fn execute(
     let redactor = bus.redactor();
     if let Some(env) = &envelope {
         output["outputs"] = redactor.redact_json(&Value::Object(env.outputs.clone()));
-        if let Some(s) = &env.summary {
-            output["summary"] = json!(redactor.redact(s).0);
-        }
-        if env.failed {
-            let why = env
-                .summary
-                .as_deref()
-                .map_or_else(|| "the step reported status failed".to_owned(), |s| redactor.redact(s).0);
+        if let Some(why) = record_summary(env, redactor, &mut output, "step") {
             return with(self::finish(
                 step,
                 attempt,
