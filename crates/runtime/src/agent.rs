@@ -109,7 +109,10 @@ fn done(
 /// Builds the client for an HTTP or scripted agent.
 fn client(work: &AgentWork, timeout: Duration) -> Result<(Arc<dyn ModelClient>, Option<String>), String> {
     let (agent, workdir) = (&work.agent, &work.workdir);
-    let config = HttpConfig { timeout, ..HttpConfig::default() };
+    // The step's timeout bounds the whole call, retries included (the caller enforces it); a
+    // single request gets at most the default, so a stalled request is retried within it.
+    let defaults = HttpConfig::default();
+    let config = HttpConfig { timeout: timeout.min(defaults.timeout), ..defaults };
     let key =
         match &agent.api_key_env {
             Some(var) => Some(work.var(var).ok_or_else(|| {
