@@ -79,6 +79,20 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Answer a run that waits for a person (a hard gate or pause point), then continue it.
+    Gate {
+        /// The run id.
+        run: String,
+        /// `continue`: go on (at a hard gate, one more pass with a fresh budget); `abort`: fail the job.
+        #[arg(value_enum)]
+        decision: GateDecision,
+        /// Why, recorded with the decision.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a run that has not finished; its running commands are stopped.
     Cancel {
         /// The run id.
@@ -123,7 +137,7 @@ pub(crate) enum Command {
     /// Show what the tool bus would decide for a command, without running it.
     #[command(subcommand)]
     Tools(ToolsCommand),
-    /// The micro-task executor: plan a work packet into micro-tasks.
+    /// The micro-task executor: plan a work packet into micro-tasks, or run it.
     #[command(subcommand)]
     Mt(MtCommand),
     /// List capability profiles and what they grant.
@@ -162,6 +176,27 @@ pub(crate) enum MtCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run a work packet as a micro-task job (micro_task_executor_v1): generated tasks, one fresh
+    /// prompt per iteration, every claim verified, escalation up the chain to a hard gate.
+    Run {
+        /// The work packet (YAML or JSON); its paths are relative to its directory.
+        packet: PathBuf,
+        /// An execution policy file; wins over the packet's own `execution_policy`.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Start it in the background and print the run id.
+        #[arg(long)]
+        detach: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum GateDecision {
+    Continue,
+    Abort,
 }
 
 #[derive(Debug, Subcommand)]

@@ -98,6 +98,7 @@ async fn one_run(engine: &Engine<SqliteStore>, source: &str) -> Result<()> {
             inputs: Map::new(),
             workdir: "/".into(),
             actor_id: "bench".into(),
+            contract: steward_core::job::JobContract::workflow_run(),
         })
         .await?;
     let done = engine.start(&run.run_id).await?;

@@ -23,8 +23,10 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use serde_json::{Map, Value, json};
 
+use steward_core::job::JobContract;
 use steward_core::state::RunState;
 use steward_core::workflow;
+use steward_runtime::micro_task::HumanDecision;
 use steward_runtime::{CreateRun, Engine};
 use steward_store::{Run, RunFilter, Store};
 use steward_store_sqlite::SqliteStore;
@@ -79,10 +81,13 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Status { run, json } => {
             let store = app::open_ro(&cfg.data_dir)?;
             let (r, attempts) = (store.get_run(run).await?, store.list_attempts(run).await?);
+            let jobs = mt::jobs(&attempts);
             if *json {
-                print_json(&output::status_json(&r, &attempts))?
+                let mut v = output::status_json(&r, &attempts);
+                v["micro_task_jobs"] = mt::jobs_json(&jobs);
+                print_json(&v)?
             } else {
-                print_text(&output::status_text(&r, &attempts))?
+                print_text(&format!("{}{}", output::status_text(&r, &attempts), mt::jobs_text(&jobs, &r.run_id)))?
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -121,6 +126,18 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Capabilities { json } => tools::capabilities(cfg, *json),
         Command::Mt(args::MtCommand::Plan { packet, policy, root, profile, json }) => {
             mt::plan(cfg, packet, policy.as_deref(), root.as_deref(), profile, *json)
+        }
+        Command::Mt(args::MtCommand::Run { packet, policy, detach, json }) => {
+            mt::run(cfg, packet, policy.as_deref(), *detach, *json).await
+        }
+        Command::Gate { run, decision, reason, json } => {
+            let decision = match decision {
+                args::GateDecision::Continue => HumanDecision::Continue,
+                args::GateDecision::Abort => HumanDecision::Abort,
+            };
+            let engine = booted(cfg).await?;
+            let done = follow(&engine, *json, engine.gate(run, &actor(), decision, reason.as_deref())).await?;
+            report(&engine, &done, *json).await
         }
         Command::Recover { json } => {
             let engine = app::engine(cfg)?;
@@ -164,7 +181,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
     }
 }
 
-fn actor() -> String {
+pub(crate) fn actor() -> String {
     std::env::var("USER").map(|u| format!("cli:{u}")).unwrap_or_else(|_| "cli".into())
 }
 
@@ -302,11 +319,20 @@ async fn run(
     let source = app::read_workflow(file)?;
     let inputs = gather_inputs(file, &source, pairs, input_file)?;
     let workdir = std::env::current_dir().context("cannot read the current directory")?;
+    let req = CreateRun {
+        source,
+        inputs,
+        workdir: workdir.display().to_string(),
+        actor_id: actor(),
+        contract: JobContract::workflow_run(),
+    };
+    launch(cfg, req, &file.display().to_string(), detach, json).await
+}
+
+/// Creates a run and drives it in the foreground (or in a background driver with `detach`).
+pub(crate) async fn launch(cfg: &Settings, req: CreateRun, what: &str, detach: bool, json: bool) -> Result<ExitCode> {
     let engine = booted(cfg).await?;
-    let created = engine
-        .create_run(CreateRun { source, inputs, workdir: workdir.display().to_string(), actor_id: actor() })
-        .await
-        .with_context(|| format!("cannot start {}", file.display()))?;
+    let created = engine.create_run(req).await.with_context(|| format!("cannot start {what}"))?;
     if detach {
         detach_drive(cfg, &created.run_id)?;
         if json {
@@ -391,10 +417,13 @@ async fn follow(
 
 async fn report(engine: &Engine<SqliteStore>, run: &Run, json: bool) -> Result<ExitCode> {
     let attempts = engine.store().list_attempts(&run.run_id).await?;
+    let jobs = mt::jobs(&attempts);
     if json {
-        print_json(&output::finished_json(run, &attempts))?;
+        let mut v = output::finished_json(run, &attempts);
+        v["micro_task_jobs"] = mt::jobs_json(&jobs);
+        print_json(&v)?;
     } else {
-        print_text(&output::finished_text(run, &attempts))?;
+        print_text(&format!("{}{}", output::finished_text(run, &attempts), mt::jobs_text(&jobs, &run.run_id)))?;
     }
     Ok(if run.state == RunState::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -1,17 +1,189 @@
 //! `steward mt`: the micro-task executor's commands.
 
-use std::path::Path;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
-use serde_json::json;
+use anyhow::{Context, Result};
+use serde_json::{Map, Value, json};
 
+use steward_core::job::{JobContract, JobKind, MICRO_TASK_PROFILE};
 use steward_core::micro_task::definition::Verification;
+use steward_core::micro_task::state::{MicroTaskMetrics, ProgressArtifact, metrics};
 use steward_core::micro_task::validate::Finding;
+use steward_runtime::CreateRun;
 use steward_runtime::micro_task::{Plan, plan as make_plan};
+use steward_store::Attempt;
 
 use crate::config::Settings;
 use crate::{print_json, print_text};
+
+/// The profile verify commands of `mt run` run under (the workflow default).
+const RUN_PROFILE: &str = "Coder";
+
+/// How long an `mt run` run may take, waits for a person included: the job's own
+/// `max_duration_ms` bounds the work (its hard gate), so this only guards against a run left
+/// waiting forever.
+const RUN_TIMEOUT_SECONDS: u64 = 7 * 24 * 3600;
+
+/// `steward mt run PACKET`: checks the packet, then runs it as a `micro_task_execution` job whose
+/// workflow is a single `micro_tasks` step.
+pub(crate) async fn run(
+    cfg: &Settings,
+    packet: &Path,
+    policy: Option<&Path>,
+    detach: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let absolute = |p: &Path| std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()));
+    let packet = absolute(packet)?;
+    let policy = policy.map(absolute).transpose()?;
+    let bus = cfg.bus()?;
+    let plan = make_plan(&packet, policy.as_deref(), None, &bus, RUN_PROFILE)?;
+    if plan.report.has_errors() {
+        // MT-VAL: an ERROR blocks the job; the full report says why.
+        eprint!("{}", plan_text(&plan));
+        return Ok(ExitCode::from(1));
+    }
+    let source = job_workflow(&plan.packet.wp_id, &packet, policy.as_deref());
+    let req = CreateRun {
+        source,
+        inputs: Map::new(),
+        workdir: plan.root.display().to_string(),
+        actor_id: crate::actor(),
+        contract: JobContract {
+            job_kind: JobKind::MicroTaskExecution,
+            profile_id: MICRO_TASK_PROFILE.to_owned(),
+            protocol_id: MICRO_TASK_PROFILE.to_owned(),
+        },
+    };
+    crate::launch(cfg, req, &packet.display().to_string(), detach, json).await
+}
+
+/// The one-step workflow a micro-task job runs.
+fn job_workflow(wp_id: &str, packet: &Path, policy: Option<&Path>) -> String {
+    let id: String = wp_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    // JSON strings are YAML double-quoted scalars: any path survives.
+    let quote = |p: &Path| Value::String(p.display().to_string()).to_string();
+    let mut s = format!(
+        "# The micro-task job of work packet {wp_id}, written by `steward mt run`.\n\
+         id: mt-{id}\nversion: 1\nlimits: {{run_timeout_seconds: {RUN_TIMEOUT_SECONDS}}}\nsteps:\n  \
+         - id: micro_tasks\n    type: micro_tasks\n    packet: {}\n",
+        quote(packet)
+    );
+    if let Some(p) = policy {
+        let _ = writeln!(s, "    policy: {}", quote(p));
+    }
+    s
+}
+
+/// A micro-task job of a run, as its state directory has it now.
+pub(crate) struct JobView {
+    step_id: String,
+    job_id: String,
+    state_dir: PathBuf,
+    progress: Option<ProgressArtifact>,
+}
+
+impl JobView {
+    fn metrics(&self) -> Option<MicroTaskMetrics> {
+        self.progress.as_ref().map(metrics)
+    }
+}
+
+/// The micro-task jobs of a run's attempts (the latest of each job), with their progress read
+/// from disk: live while the job runs.
+pub(crate) fn jobs(attempts: &[Attempt]) -> Vec<JobView> {
+    let mut out: Vec<JobView> = Vec::new();
+    for a in attempts.iter().filter(|a| a.input["type"] == "micro_tasks") {
+        let (Some(job_id), Some(dir)) = (a.input["job_id"].as_str(), a.input["state_dir"].as_str()) else {
+            continue;
+        };
+        if out.iter().any(|j| j.job_id == job_id) {
+            continue;
+        }
+        let state_dir = PathBuf::from(dir);
+        let progress = std::fs::read(state_dir.join("progress_artifact.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ProgressArtifact>(&b).ok());
+        out.push(JobView { step_id: a.step_id.clone(), job_id: job_id.to_owned(), state_dir, progress });
+    }
+    out
+}
+
+pub(crate) fn jobs_json(jobs: &[JobView]) -> Value {
+    jobs.iter()
+        .map(|j| {
+            json!({
+                "step_id": j.step_id,
+                "job_id": j.job_id,
+                "state_dir": j.state_dir.display().to_string(),
+                "status": j.progress.as_ref().map(|p| p.status),
+                "pause": j.progress.as_ref().and_then(|p| p.current_state.pause.clone()),
+                "metrics": j.metrics(),
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn jobs_text(jobs: &[JobView], run_id: &str) -> String {
+    let mut s = String::new();
+    for j in jobs {
+        let _ = writeln!(s, "micro-task job {} (step {}):", j.job_id, j.step_id);
+        let _ = writeln!(s, "  state:       {}", j.state_dir.display());
+        let (Some(p), Some(m)) = (&j.progress, j.metrics()) else {
+            let _ = writeln!(s, "  (no progress recorded yet)");
+            continue;
+        };
+        let _ = writeln!(s, "  status:      {}", p.status.as_str());
+        let _ = writeln!(
+            s,
+            "  tasks:       {} total, {} completed, {} failed, {} skipped",
+            m.total_mts, m.completed_mts, m.failed_mts, m.skipped_mts
+        );
+        let levels: Vec<String> = m.iterations_at_level.iter().map(|(l, n)| format!("level {l}: {n}")).collect();
+        let _ = writeln!(
+            s,
+            "  iterations:  {} ({}), {} escalation(s), {} drop-back(s)",
+            m.total_iterations,
+            if levels.is_empty() { "none".to_owned() } else { levels.join(", ") },
+            m.escalation_count,
+            m.drop_back_count
+        );
+        let _ = writeln!(
+            s,
+            "  tokens:      {} prompt, {} completion; {:.1}s in iterations",
+            m.total_tokens_prompt,
+            m.total_tokens_completion,
+            m.total_duration_ms as f64 / 1000.0
+        );
+        let _ = writeln!(
+            s,
+            "  level 0:     {:.0}% of completed tasks; {} distillation candidate(s)",
+            m.success_rate_level_0, m.distillation_candidates_generated
+        );
+        for t in m.mt_metrics.values() {
+            let level = t.final_escalation_level.map_or("-".to_owned(), |l| l.to_string());
+            let _ = writeln!(
+                s,
+                "  {}  {:<12} {} iteration(s), final level {level}",
+                t.mt_id,
+                t.status.as_str(),
+                t.iterations
+            );
+        }
+        if let Some(pause) = &p.current_state.pause {
+            let _ = writeln!(
+                s,
+                "  waiting:     {} ({}) at {}: `steward gate {run_id} continue` or `abort`",
+                pause.kind.as_str(),
+                pause.reason,
+                pause.mt_id
+            );
+        }
+    }
+    s
+}
 
 /// `steward mt plan PACKET`: the generated tasks and the full MT-VAL report.
 pub(crate) fn plan(

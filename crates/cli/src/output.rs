@@ -239,6 +239,9 @@ pub(crate) fn finished_text(run: &Run, attempts: &[Attempt]) -> String {
         RunState::Running | RunState::Stalled => {
             let _ = writeln!(s, "the run is recorded; continue it with `steward resume {}`", run.run_id);
         }
+        RunState::AwaitingUser => {
+            let _ = writeln!(s, "the run waits for you: `steward gate {} continue` or `abort`", run.run_id);
+        }
         _ => {
             let _ = writeln!(s, "inspect it with `steward status {}` and `steward events {}`", run.run_id, run.run_id);
         }

@@ -127,7 +127,8 @@ const RUN_STATES: &[&str] = &[
     "cancelled",
     "poisoned",
 ];
-const ATTEMPT_STATES: &[&str] = &["running", "completed", "failed", "timed_out", "cancelled", "interrupted"];
+const ATTEMPT_STATES: &[&str] =
+    &["running", "completed", "failed", "timed_out", "cancelled", "interrupted", "awaiting_user"];
 const MT_STATUS: &[&str] = &["SUCCESS", "RETRY", "ESCALATE", "BLOCKED", "SKIPPED"];
 
 const MT_MODEL: &[Field] = &[
@@ -552,6 +553,15 @@ pub fn validate(event_type: &str, actor: Actor, payload: &Value) -> Result<&'sta
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The registry spells exactly the states the state machines have.
+    #[test]
+    fn state_lists_match_the_state_machines() {
+        let runs: Vec<&str> = crate::state::RunState::ALL.iter().map(|s| s.as_str()).collect();
+        let attempts: Vec<&str> = crate::state::AttemptStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(RUN_STATES, runs.as_slice());
+        assert_eq!(ATTEMPT_STATES, attempts.as_slice());
+    }
 
     #[test]
     fn every_example_is_valid() {

@@ -164,6 +164,21 @@ pub fn check_contract(c: &JobContract) -> Result<(), ContractViolation> {
     }
 }
 
+/// What runs must match the contract: a `micro_task_execution` job is exactly one `micro_tasks`
+/// step, so the micro-task profile can never label other work.
+pub fn check_definition(c: &JobContract, wf: &crate::workflow::Workflow) -> Result<(), String> {
+    let one_micro_tasks_step =
+        matches!(wf.steps.as_slice(), [step] if matches!(step.kind, crate::workflow::StepKind::MicroTasks(_)));
+    if c.job_kind == JobKind::MicroTaskExecution && !one_micro_tasks_step {
+        return Err(format!(
+            "job_kind micro_task_execution runs exactly one `micro_tasks` step; workflow `{}` has {} step(s)",
+            wf.id,
+            wf.steps.len()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +211,17 @@ mod tests {
         ] {
             assert!(check_contract(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_micro_task_job_runs_exactly_one_micro_tasks_step() {
+        let mt = contract(JobKind::MicroTaskExecution, MICRO_TASK_PROFILE, MICRO_TASK_PROFILE);
+        let one = crate::workflow::parse("id: m\nversion: 1\nsteps:\n  - {id: s, type: micro_tasks, packet: p.yaml}\n")
+            .unwrap();
+        let shell =
+            crate::workflow::parse("id: m\nversion: 1\nsteps:\n  - {id: s, type: shell, run: 'true'}\n").unwrap();
+        assert_eq!(check_definition(&mt, &one), Ok(()));
+        assert_eq!(check_definition(&JobContract::workflow_run(), &one), Ok(()));
+        assert!(check_definition(&mt, &shell).unwrap_err().contains("exactly one `micro_tasks` step"));
     }
 }

@@ -30,6 +30,8 @@ pub struct AttemptFact<'a> {
     pub finished_at: Option<Timestamp>,
     /// For a completed attempt: the steps its completion routed to.
     pub routes: &'a [String],
+    /// For an attempt that stopped for a person: whether the person has answered since.
+    pub answered: bool,
 }
 
 /// An attempt to record and start.
@@ -56,6 +58,11 @@ pub enum Verdict {
     Failed {
         /// The terminal reason.
         reason: String,
+    },
+    /// Nothing runs and a step waits for a person's answer: the run moves to `awaiting_user`.
+    AwaitingUser {
+        /// The waiting steps, in file order.
+        steps: Vec<String>,
     },
 }
 
@@ -116,6 +123,7 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
 
     let running = tally.iter().filter(|t| t.running).count();
     let mut candidates = Vec::new();
+    let mut waiting = Vec::new();
     let mut wake_at: Option<Timestamp> = None;
     for (i, step) in wf.steps.iter().enumerate() {
         let t = &tally[i];
@@ -131,8 +139,22 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
                 let Some(last) = visit.iter().max_by_key(|f| f.attempt) else {
                     continue;
                 };
+                if last.status == AttemptStatus::AwaitingUser {
+                    // Waiting for a person is not a failed try: the answer starts a fresh attempt.
+                    if last.answered {
+                        candidates.push(Start {
+                            step_index: i,
+                            step_id: step.id.clone(),
+                            attempt: t.max_attempt + 1,
+                            visit: t.visits,
+                        });
+                    } else {
+                        waiting.push(step.id.clone());
+                    }
+                    continue;
+                }
                 let why = last.error.unwrap_or(last.status.as_str());
-                let tries = visit.len() as u32;
+                let tries = visit.iter().filter(|f| f.status != AttemptStatus::AwaitingUser).count() as u32;
                 if !last.retryable || last.status == AttemptStatus::Cancelled {
                     return failed(format!("step `{}` failed: {why}", step.id));
                 }
@@ -172,9 +194,17 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
         }
     }
 
+    if !waiting.is_empty() {
+        // A run waiting for a person starts nothing new; what runs finishes first.
+        if running > 0 {
+            return Plan { start: Vec::new(), wake_at: None, verdict: Verdict::Continue };
+        }
+        return Plan { start: Vec::new(), wake_at: None, verdict: Verdict::AwaitingUser { steps: waiting } };
+    }
     let capacity = (wf.limits.max_concurrent_steps as usize).saturating_sub(running);
     let mut start: Vec<Start> = candidates.into_iter().take(capacity).collect();
-    let budget = (wf.limits.max_total_iterations as usize).saturating_sub(facts.len());
+    let tries = facts.iter().filter(|f| f.status != AttemptStatus::AwaitingUser).count();
+    let budget = (wf.limits.max_total_iterations as usize).saturating_sub(tries);
     if start.len() > budget {
         start.truncate(budget);
         if start.is_empty() && running == 0 {
@@ -240,6 +270,7 @@ mod tests {
                     error: None,
                     finished_at: Some(Timestamp(*fin)),
                     routes,
+                    answered: false,
                 })
                 .collect()
         }
@@ -371,5 +402,39 @@ mod tests {
         let (log, v) = drive(src, |_, _| Failed);
         assert_eq!(log, ["a#1", "a#2"]);
         assert_eq!(v, Verdict::Failed { reason: "workflow execution exceeded max total iterations (2)".into() });
+    }
+
+    /// A step that stops for a person holds the run once nothing else runs; the answer starts a
+    /// fresh attempt at once, charged neither to the step's retries nor to the iteration budget.
+    #[test]
+    fn waiting_for_a_person_is_not_a_failed_try() {
+        let src = "id: w\nversion: 1\nlimits: {max_total_iterations: 2}\nsteps:\n  - {id: a, type: noop, retry: {max_attempts: 1}}\n  - {id: b, type: noop, needs: []}\n";
+        let wf = parse(src).unwrap();
+        let waiting = Row("a".into(), 1, 1, AwaitingUser, false, 0, vec![]);
+        let hist = Hist(vec![waiting, Row("b".into(), 1, 1, Running, false, 0, vec![])]);
+        let p = plan(&wf, &hist.facts(), Timestamp(0));
+        assert_eq!((p.start.len(), p.verdict), (0, Verdict::Continue), "b still runs: wait for it");
+
+        let hist = Hist(vec![
+            Row("a".into(), 1, 1, AwaitingUser, false, 0, vec![]),
+            Row("b".into(), 1, 1, Completed, false, 0, vec![]),
+        ]);
+        assert_eq!(plan(&wf, &hist.facts(), Timestamp(0)).verdict, Verdict::AwaitingUser { steps: vec!["a".into()] });
+
+        let mut facts = hist.facts();
+        facts[0].answered = true;
+        let p = plan(&wf, &facts, Timestamp(0));
+        assert_eq!(p.start, vec![Start { step_index: 0, step_id: "a".into(), attempt: 2, visit: 1 }]);
+        assert_eq!(p.verdict, Verdict::Continue);
+
+        // Two pauses and the fresh attempt still fit a retry budget of 1 and 2 iterations.
+        let hist = Hist(vec![
+            Row("a".into(), 1, 1, AwaitingUser, false, 0, vec![]),
+            Row("a".into(), 2, 1, AwaitingUser, false, 0, vec![]),
+            Row("b".into(), 1, 1, Completed, false, 0, vec![]),
+        ]);
+        let mut facts = hist.facts();
+        facts[1].answered = true;
+        assert_eq!(plan(&wf, &facts, Timestamp(0)).start.len(), 1);
     }
 }

@@ -170,17 +170,21 @@ pub enum AttemptStatus {
     Cancelled,
     /// The process running it died (found by recovery or resume).
     Interrupted,
+    /// Stopped to wait for a person (a hard gate, a pause point): not a failed try. The run
+    /// moves to `awaiting_user` in the same write, and the answer starts a fresh attempt.
+    AwaitingUser,
 }
 
 impl AttemptStatus {
     /// Every status.
-    pub const ALL: [AttemptStatus; 6] = [
+    pub const ALL: [AttemptStatus; 7] = [
         AttemptStatus::Running,
         AttemptStatus::Completed,
         AttemptStatus::Failed,
         AttemptStatus::TimedOut,
         AttemptStatus::Cancelled,
         AttemptStatus::Interrupted,
+        AttemptStatus::AwaitingUser,
     ];
 
     /// The canonical snake_case spelling.
@@ -192,6 +196,7 @@ impl AttemptStatus {
             AttemptStatus::TimedOut => "timed_out",
             AttemptStatus::Cancelled => "cancelled",
             AttemptStatus::Interrupted => "interrupted",
+            AttemptStatus::AwaitingUser => "awaiting_user",
         }
     }
 

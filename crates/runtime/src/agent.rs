@@ -120,22 +120,32 @@ fn client(work: &AgentWork, timeout: Duration) -> Result<(Arc<dyn ModelClient>, 
             })?),
             None => None,
         };
-    let c: Arc<dyn ModelClient> = match agent.provider {
-        Provider::OpenAi => Arc::new(
-            OpenAiClient::new(agent.base_url.as_deref().unwrap_or(OPENAI_URL), key.clone(), config)
-                .map_err(|e| e.to_string())?,
-        ),
-        Provider::Ollama => Arc::new(
-            OllamaClient::new(agent.base_url.as_deref().unwrap_or(OLLAMA_URL), config).map_err(|e| e.to_string())?,
-        ),
+    let script = agent.script.as_deref().map(|s| workdir.join(s));
+    let c = connect(agent.provider, agent.base_url.as_deref(), script.as_deref(), key.clone(), config)?;
+    Ok((c, key))
+}
+
+/// A client for an HTTP or scripted provider; the defaults are OpenAI's API and a local Ollama.
+pub(crate) fn connect(
+    provider: Provider,
+    base_url: Option<&str>,
+    script: Option<&Path>,
+    key: Option<String>,
+    config: HttpConfig,
+) -> Result<Arc<dyn ModelClient>, String> {
+    Ok(match provider {
+        Provider::OpenAi => {
+            Arc::new(OpenAiClient::new(base_url.unwrap_or(OPENAI_URL), key, config).map_err(|e| e.to_string())?)
+        }
+        Provider::Ollama => {
+            Arc::new(OllamaClient::new(base_url.unwrap_or(OLLAMA_URL), config).map_err(|e| e.to_string())?)
+        }
         Provider::Scripted => {
-            let script = agent.script.as_deref().unwrap_or_default();
-            let path = workdir.join(script);
-            Arc::new(ScriptedClient::from_file(&path).map_err(|e| e.to_string())?)
+            let path = script.ok_or("a scripted provider needs a script file")?;
+            Arc::new(ScriptedClient::from_file(path).map_err(|e| e.to_string())?)
         }
         Provider::Command => return Err("command agents run through the tool bus".into()),
-    };
-    Ok((c, key))
+    })
 }
 
 /// The shell command an agent CLI is run with (DireClaw §8.2), the prompt passed as a file.

@@ -20,6 +20,8 @@ use steward_core::workflow::{Step, Workflow};
 use steward_store::{Attempt, AttemptFinish, AttemptStart, Commit, Expect, Run, Store, Transition};
 
 use crate::engine::{Engine, Error, ProgressUpdate, Result};
+use crate::micro_task::HumanDecision;
+use crate::micro_task::job::{CommitFn, JobServices};
 use crate::step::{self, Scope, StepDone, Work};
 use steward_core::event::NewEvent;
 use steward_tools::bus::ToolBus;
@@ -47,6 +49,9 @@ struct RunCtx {
     deadline: Timestamp,
     owner: String,
     env: Arc<std::collections::BTreeMap<String, String>>,
+    jobs: JobServices,
+    /// People's answers to steps whose last attempt stopped for them, by step.
+    decisions: HashMap<String, HumanDecision>,
 }
 
 impl RunCtx {
@@ -63,7 +68,7 @@ impl RunCtx {
             return Plan { start: Vec::new(), wake_at: None, verdict: Verdict::Failed { reason } };
         }
         let view = self.view(finished, now);
-        schedule::plan(&self.wf, &facts(&view), now)
+        schedule::plan(&self.wf, &facts(&view, &self.decisions), now)
     }
 
     fn view(&self, finished: &[StepDone], now: Timestamp) -> Vec<Attempt> {
@@ -76,7 +81,7 @@ impl RunCtx {
     /// The commit that records `finished` and does what `plan` says; the
     /// attempts it starts are returned to be executed after it commits.
     fn commit_for(
-        &self,
+        &mut self,
         plan: &Plan,
         finished: Vec<StepDone>,
         now: Timestamp,
@@ -88,12 +93,34 @@ impl RunCtx {
         let mut spawn = Vec::new();
         match &plan.verdict {
             Verdict::Completed => {
-                c.transition = Some(Transition {
-                    to: RunState::Completed,
-                    cause: TransitionCause::Engine,
-                    reason: "all steps completed".into(),
+                // A micro-task job that skipped tasks finished, with issues.
+                let issues = self.view(&finished, now).iter().any(|a| {
+                    a.status == AttemptStatus::Completed
+                        && a.output.as_ref().is_some_and(|o| o["status"] == "completed_with_issues")
                 });
-                c.summary = Some("workflow completed".into());
+                let (to, summary) = if issues {
+                    (RunState::CompletedWithIssues, "workflow completed with issues")
+                } else {
+                    (RunState::Completed, "workflow completed")
+                };
+                c.transition =
+                    Some(Transition { to, cause: TransitionCause::Engine, reason: "all steps completed".into() });
+                c.summary = Some(summary.into());
+            }
+            Verdict::AwaitingUser { steps } => {
+                let view = self.view(&finished, now);
+                let why: Vec<String> = steps
+                    .iter()
+                    .filter_map(|s| view.iter().rev().find(|a| &a.step_id == s))
+                    .map(|a| format!("step {}: {}", a.step_id, a.error.as_deref().unwrap_or("waiting for a person")))
+                    .collect();
+                let reason = why.join("; ");
+                c.transition = Some(Transition {
+                    to: RunState::AwaitingUser,
+                    cause: TransitionCause::Engine,
+                    reason: reason.clone(),
+                });
+                c.summary = Some(format!("{reason}; answer with `steward gate {} continue|abort`", self.run.run_id));
             }
             Verdict::Failed { reason } => {
                 c.transition =
@@ -109,10 +136,12 @@ impl RunCtx {
                     bus,
                     actor_id: &self.owner,
                     env: self.env.clone(),
+                    jobs: &self.jobs,
+                    decisions: &self.decisions,
                 };
                 for s in &plan.start {
                     let step = &self.wf.steps[s.step_index];
-                    let prepared = scope.prepare(step, s.attempt);
+                    let prepared = scope.prepare(step, s.attempt, s.visit);
                     c.started.push(AttemptStart {
                         step_id: s.step_id.clone(),
                         attempt: s.attempt,
@@ -120,6 +149,10 @@ impl RunCtx {
                         input: prepared.input,
                     });
                     spawn.push((step.clone(), s.attempt, prepared.work));
+                }
+                // An answer is given to the one attempt it starts.
+                for s in &plan.start {
+                    self.decisions.remove(&s.step_id);
                 }
             }
             Verdict::Continue => {}
@@ -153,10 +186,11 @@ impl RunCtx {
     }
 }
 
-fn facts(attempts: &[Attempt]) -> Vec<AttemptFact<'_>> {
+fn facts<'a>(attempts: &'a [Attempt], decisions: &HashMap<String, HumanDecision>) -> Vec<AttemptFact<'a>> {
     attempts
         .iter()
         .map(|a| AttemptFact {
+            answered: a.status == AttemptStatus::AwaitingUser && decisions.contains_key(&a.step_id),
             step_id: &a.step_id,
             attempt: a.attempt,
             visit: a.visit,
@@ -266,10 +300,40 @@ impl<S: Store + Clone> Engine<S> {
             }
         };
         let attempts = store.list_attempts(run_id).await?;
+        let decisions = self.decisions(run_id, &attempts).await?;
+        let store = store.clone();
+        let commit: Arc<CommitFn> = Arc::new(move |c: Commit| {
+            let store = store.clone();
+            Box::pin(async move { store.commit(c).await.map(|_| ()).map_err(|e| e.to_string()) })
+        });
+        let jobs = JobServices { commit, clock: self.inner.clock.clone(), owner: owner.clone() };
         let started_at = run.started_at.unwrap_or_else(|| self.inner.clock.now());
         let deadline = started_at.plus_millis((wf.limits.run_timeout_seconds as i64).saturating_mul(1000));
         let env = Arc::new(self.inner.config.env.clone());
-        Ok(Ok(RunCtx { run, wf, attempts, deadline, owner, env }))
+        Ok(Ok(RunCtx { run, wf, attempts, deadline, owner, env, jobs, decisions }))
+    }
+
+    /// The answers to steps whose last attempt stopped for a person: the latest
+    /// `human_decision` of each such step. Only `steward gate` moves a waiting run on, and it
+    /// records one, so the latest answers the last pause.
+    async fn decisions(&self, run_id: &str, attempts: &[Attempt]) -> Result<HashMap<String, HumanDecision>> {
+        let waiting = |step: &str| {
+            attempts.iter().filter(|a| a.step_id == step).max_by_key(|a| a.attempt).map(|a| a.status)
+                == Some(AttemptStatus::AwaitingUser)
+        };
+        let mut out = HashMap::new();
+        if !attempts.iter().any(|a| waiting(&a.step_id)) {
+            return Ok(out);
+        }
+        for e in self.inner.store.list_events(run_id, 0).await? {
+            if e.event_type == "human_decision"
+                && let Some(step) = e.step_id.filter(|s| waiting(s))
+                && let Some(d) = e.payload["decision"].as_str().and_then(HumanDecision::parse)
+            {
+                out.insert(step, d);
+            }
+        }
+        Ok(out)
     }
 
     /// Commits `c`; `Ok(None)` when the run was taken away (cancelled or recovered elsewhere).

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use steward_core::event::Actor;
+use steward_core::event::{Actor, NewEvent, Payload};
 use steward_core::ids::IdGen;
 use steward_core::job::JobContract;
 use steward_core::state::{AttemptStatus, RunState, TransitionCause};
@@ -16,6 +16,7 @@ use steward_core::workflow::{self, Diagnostic, Workflow};
 use steward_store::{Commit, Expect, NewRun, Recovered, Run, Store, Transition};
 
 use crate::clock::{Clock, new_run_id};
+use crate::micro_task::HumanDecision;
 use steward_tools::bus::{Refusal, ToolBus};
 
 /// Engine errors. Step failures are not errors: they are recorded on the run.
@@ -30,6 +31,9 @@ pub enum Error {
     /// Steps ask for what the workflow's capability profile or the tool policy does not allow.
     #[error("the workflow is refused before it starts:\n{}", .0.iter().map(|(s, r)| format!("  step `{s}`: {r}")).collect::<Vec<_>>().join("\n"))]
     Refused(Vec<(String, Refusal)>),
+    /// The job contract is broken or does not fit the workflow (DG-JOB-06/07).
+    #[error("{0}")]
+    Contract(String),
     /// The given inputs do not match the declarations.
     #[error("invalid inputs:\n{}", .0.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"))]
     Inputs(Vec<String>),
@@ -100,6 +104,8 @@ pub struct CreateRun {
     pub workdir: String,
     /// Who asks.
     pub actor_id: String,
+    /// The job it executes: a workflow run, or a micro-task job (DG-JOB-06).
+    pub contract: JobContract,
 }
 
 /// A change in a run's progress, for live display.
@@ -213,6 +219,9 @@ impl<S: Store + Clone> Engine<S> {
     pub async fn create_run(&self, req: CreateRun) -> Result<Run> {
         self.accepting().await;
         let wf = workflow::parse(&req.source).map_err(Error::Definition)?;
+        // DG-JOB-07: checked here, and again at dispatch (`startable`).
+        steward_core::job::check_contract(&req.contract).map_err(|e| Error::Contract(e.to_string()))?;
+        steward_core::job::check_definition(&req.contract, &wf).map_err(Error::Contract)?;
         let inputs = steward_core::inputs::resolve(&wf, &req.inputs).map_err(Error::Inputs)?;
         let refused = self.inner.bus.preflight(&wf, wf.profile());
         if !refused.is_empty() {
@@ -229,7 +238,7 @@ impl<S: Store + Clone> Engine<S> {
             workdir: req.workdir,
             job_id: self.inner.ids.next_id(),
             trace_id: self.inner.ids.next_id(),
-            contract: JobContract::workflow_run(),
+            contract: req.contract,
             actor: Actor::Human,
             actor_id: req.actor_id,
             now,
@@ -279,7 +288,7 @@ impl<S: Store + Clone> Engine<S> {
         }
     }
 
-    /// Continues a stalled (or queued, or waiting) run: the interrupted
+    /// Continues a stalled (or queued) run: the interrupted
     /// attempts are recorded as interrupted, completed steps are not run
     /// again, and the run is driven until it stops running.
     pub async fn resume(&self, run_id: &str, actor_id: &str) -> Result<Run> {
@@ -288,7 +297,14 @@ impl<S: Store + Clone> Engine<S> {
         match run.state {
             RunState::Queued => return self.start(run_id).await,
             RunState::Running => return Err(self.running_elsewhere(run)),
-            RunState::Stalled | RunState::AwaitingUser => {}
+            RunState::Stalled => {}
+            RunState::AwaitingUser => {
+                return Err(Error::WrongState {
+                    run_id: run.run_id,
+                    state: run.state,
+                    hint: "it waits for a person: answer with `steward gate RUN continue|abort`",
+                });
+            }
             finished => {
                 return Err(Error::WrongState {
                     run_id: run.run_id,
@@ -310,6 +326,63 @@ impl<S: Store + Clone> Engine<S> {
         });
         c.set_owner = Some(self.inner.config.owner.clone());
         c.summary = Some(format!("workflow {} resumed", run.workflow_id));
+        self.inner.store.commit(c).await?;
+        self.drive(run_id).await
+    }
+
+    /// Answers a run that waits for a person (a hard gate or a pause point): records the
+    /// `human_decision` for each waiting step, takes the run back to `running`, and drives it.
+    /// The waiting steps start a fresh attempt that reads the answer; `abort` fails them.
+    pub async fn gate(
+        &self,
+        run_id: &str,
+        actor_id: &str,
+        decision: HumanDecision,
+        reason: Option<&str>,
+    ) -> Result<Run> {
+        self.accepting().await;
+        let run = self.inner.store.get_run(run_id).await?;
+        if run.state != RunState::AwaitingUser {
+            return Err(Error::WrongState {
+                run_id: run.run_id,
+                state: run.state,
+                hint: "only a run waiting for a person (awaiting_user) takes a gate decision",
+            });
+        }
+        if let Err(reason) = self.startable(&run).await {
+            return self.fail_start(&run, run.state, &reason).await;
+        }
+        let attempts = self.inner.store.list_attempts(run_id).await?;
+        let mut last: HashMap<&str, &steward_store::Attempt> = HashMap::new();
+        for a in &attempts {
+            if last.get(a.step_id.as_str()).is_none_or(|l| l.attempt < a.attempt) {
+                last.insert(&a.step_id, a);
+            }
+        }
+        let mut c = self.commit(&run.run_id, run.state, Actor::Human);
+        c.actor_id = actor_id.to_owned();
+        for a in last.values().filter(|a| a.status == AttemptStatus::AwaitingUser) {
+            let pause = a.output.as_ref().map(|o| &o["pause"]);
+            let gate = pause.and_then(|p| p["kind"].as_str()).unwrap_or("gate");
+            let mut body = serde_json::json!({"decision": decision.as_str(), "gate": gate});
+            if let Some(r) = reason {
+                body["reason"] = serde_json::json!(r);
+            }
+            c.events.push(NewEvent {
+                actor: Actor::Human,
+                actor_id: actor_id.to_owned(),
+                step_id: Some(a.step_id.clone()),
+                payload: Payload::recorded("human_decision", body),
+            });
+        }
+        c.events.sort_by(|a, b| a.step_id.cmp(&b.step_id));
+        c.transition = Some(Transition {
+            to: RunState::Running,
+            cause: TransitionCause::Operator,
+            reason: format!("{} by {actor_id}", decision.as_str()),
+        });
+        c.set_owner = Some(self.inner.config.owner.clone());
+        c.summary = Some(format!("{}: {} by {actor_id}", run.workflow_id, decision.as_str()));
         self.inner.store.commit(c).await?;
         self.drive(run_id).await
     }
@@ -351,7 +424,8 @@ impl<S: Store + Clone> Engine<S> {
     async fn startable(&self, run: &Run) -> std::result::Result<(), String> {
         let wf = self.workflow(run).await.map_err(|e| e.to_string())?;
         steward_core::inputs::resolve(&wf, &run.inputs).map(|_| ()).map_err(|errs| errs.join("; "))?;
-        steward_core::job::check_contract(&run.contract).map_err(|e| e.to_string())
+        steward_core::job::check_contract(&run.contract).map_err(|e| e.to_string())?;
+        steward_core::job::check_definition(&run.contract, &wf)
     }
 
     async fn fail_start(&self, run: &Run, from: RunState, reason: &str) -> Result<Run> {

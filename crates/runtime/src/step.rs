@@ -1,6 +1,7 @@
 //! Executing one step attempt: rendering its templates into a planned operation, running it
 //! through the tool bus, and reading its result.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +10,11 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use steward_core::event::Payload;
+use steward_core::job::JobKind;
 use steward_core::result_block;
 use steward_core::state::AttemptStatus;
 use steward_core::template::{Ref, RenderError, Template, WorkflowVar, lookup_path};
-use steward_core::workflow::{AgentStep, Step, StepKind, Workflow};
+use steward_core::workflow::{AgentStep, MicroTasksStep, Step, StepKind, Workflow};
 use steward_store::{Attempt, AttemptFinish, Run};
 use steward_tools::bus::{CallContext, ToolBus};
 use steward_tools::exec::Ending;
@@ -21,6 +23,8 @@ use steward_tools::redact::Redactor;
 use steward_tools::terminal::SessionKind;
 
 use crate::agent::{self, AgentWork};
+use crate::micro_task::HumanDecision;
+use crate::micro_task::job::{self, JobServices, MicroTaskWork, RunSink};
 
 /// Exit codes `sh` uses when it cannot run the command at all.
 const NOT_FOUND: i32 = 127;
@@ -37,6 +41,8 @@ pub(crate) enum Work {
     Shell(Box<PlannedOperation>, Box<CallContext>),
     /// A question for an agent.
     Agent(Box<AgentWork>),
+    /// A micro-task job to run or continue.
+    MicroTasks(Box<MicroTaskWork>),
     Noop,
     /// Rendering failed: the attempt is recorded, then fails without running.
     Unrunnable(String),
@@ -56,6 +62,9 @@ pub(crate) struct Scope<'a> {
     pub(crate) bus: &'a ToolBus,
     pub(crate) actor_id: &'a str,
     pub(crate) env: Arc<std::collections::BTreeMap<String, String>>,
+    pub(crate) jobs: &'a JobServices,
+    /// People's answers to steps that stopped for them, by step.
+    pub(crate) decisions: &'a HashMap<String, HumanDecision>,
 }
 
 impl Scope<'_> {
@@ -132,10 +141,13 @@ impl Scope<'_> {
         Value::Null
     }
 
+    fn data_dir(&self) -> PathBuf {
+        self.bus.artifacts().root().parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    }
+
     /// Where a step attempt's files live: `<data dir>/runs/<run>/steps/<step>/attempts/<n>`.
     fn attempt_dir(&self, step_id: &str, attempt: u32) -> PathBuf {
-        let data_dir = self.bus.artifacts().root().parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        data_dir
+        self.data_dir()
             .join("runs")
             .join(&self.run.run_id)
             .join("steps")
@@ -201,12 +213,51 @@ impl Scope<'_> {
         Ok(Prepared { input, work: Work::Agent(Box::new(work)) })
     }
 
+    /// Resolves a `micro_tasks` visit to its job, continuing it with a person's answer if its
+    /// last attempt stopped for one.
+    fn prepare_micro_tasks(&self, step: &Step, m: &MicroTasksStep, visit: u32) -> Prepared {
+        let whole_run = self.run.contract.job_kind == JobKind::MicroTaskExecution;
+        let (job_id, state_dir) = job::job_of(&self.data_dir(), &self.run.job_id, whole_run, &step.id, visit);
+        let workdir = Path::new(&self.run.workdir);
+        let decision = self.decisions.get(&step.id).copied();
+        let input = json!({
+            "type": "micro_tasks",
+            "packet": m.packet,
+            "policy": m.policy,
+            "job_id": job_id,
+            "state_dir": state_dir.display().to_string(),
+            "decision": decision.map(HumanDecision::as_str),
+        });
+        let sink = RunSink {
+            commit: self.jobs.commit.clone(),
+            run_id: self.run.run_id.clone(),
+            owner: self.jobs.owner.clone(),
+            step_id: step.id.clone(),
+            clock: self.jobs.clock.clone(),
+        };
+        let work = MicroTaskWork {
+            packet: workdir.join(&m.packet),
+            policy: m.policy.as_ref().map(|p| workdir.join(p)),
+            job_id,
+            run_id: self.run.run_id.clone(),
+            trace_id: self.run.trace_id.clone(),
+            state_dir,
+            profile: self.wf.profile().to_owned(),
+            decision,
+            env: self.env.clone(),
+            sink: Arc::new(sink),
+            clock: self.jobs.clock.clone(),
+        };
+        Prepared { input, work: Work::MicroTasks(Box::new(work)) }
+    }
+
     /// Renders a step's templates into something to run, and the input to record.
-    pub(crate) fn prepare(&self, step: &Step, attempt: u32) -> Prepared {
+    pub(crate) fn prepare(&self, step: &Step, attempt: u32, visit: u32) -> Prepared {
         let key = steward_core::idempotency_key(&self.run.run_id, &step.id, attempt);
         let shell = match &step.kind {
             StepKind::Shell(shell) => shell,
             StepKind::Noop => return Prepared { input: json!({"type": "noop"}), work: Work::Noop },
+            StepKind::MicroTasks(m) => return self.prepare_micro_tasks(step, m, visit),
             StepKind::Agent(a) => {
                 return self.prepare_agent(step, a, attempt, &key).unwrap_or_else(|e| Prepared {
                     input: json!({"type": step.kind.type_name(), "agent": a.agent}),
@@ -307,6 +358,7 @@ pub(crate) async fn execute(
         }
         Work::Shell(op, ctx) => (op, ctx),
         Work::Agent(work) => return agent::execute(step, attempt, *work, bus, cancel).await,
+        Work::MicroTasks(work) => return job::execute(step, attempt, *work, bus, cancel).await,
     };
     let executed = bus.execute(&op, &ctx, cancel).await;
     let events = executed.events;

@@ -220,6 +220,7 @@ pub(crate) fn get_run(conn: &Connection, run_id: &str) -> Result<Run> {
 pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<CommitOutcome> {
     let mut h = head(conn, &c.run_id)?;
     rules::check_expect(c, h.state, h.owner.as_deref())?;
+    rules::check_shape(c)?;
     let tx = Tx { conn, ids, run_id: &c.run_id, now: c.now, actor: c.actor, actor_id: &c.actor_id };
     for e in &c.events {
         tx.event_as(&mut h, e.actor, &e.actor_id, e.step_id.as_deref(), &e.payload)?;

@@ -27,6 +27,7 @@ macro_rules! store_conformance {
             transitions_follow_the_table_and_leave_nothing_on_refusal,
             stale_writers_are_fenced,
             attempts_are_written_before_and_after,
+            a_step_waits_for_a_person_only_with_its_run,
             events_are_gapless_per_run,
             heartbeat_reports_lost_runs,
             recovery_stalls_only_stale_running_runs,
@@ -286,6 +287,36 @@ pub async fn attempts_are_written_before_and_after<S: Store>(s: &S) {
     assert_eq!(finished[1]["step_id"], "a");
     let started = events.iter().find(|e| e.event_type == "step_attempt_started").unwrap();
     assert_eq!((started.step_id.as_deref(), started.payload["idempotency_key"].as_str()), (Some("a"), Some("r1:a:1")));
+}
+
+/// An attempt ends `awaiting_user` only in the write that moves its run there; anything else is
+/// refused and leaves the attempt running.
+pub async fn a_step_waits_for_a_person_only_with_its_run<S: Store>(s: &S) {
+    running_run(s, "r1", "me", at(1)).await;
+    let mut c = commit("r1", RunState::Running, at(2));
+    c.started = vec![start("a", 1)];
+    s.commit(c).await.unwrap();
+
+    let mut c = commit("r1", RunState::Running, at(3));
+    c.finished = vec![finish("a", 1, AttemptStatus::AwaitingUser)];
+    assert!(
+        matches!(s.commit(c).await, Err(Error::Invalid(m)) if m.contains("only when the run moves to awaiting_user"))
+    );
+    let mut c = commit("r1", RunState::Running, at(3));
+    c.finish_running_as = Some(AttemptStatus::AwaitingUser);
+    c.transition = to(RunState::AwaitingUser, "gate");
+    assert!(matches!(s.commit(c).await, Err(Error::Invalid(_))));
+    assert_eq!(s.list_attempts("r1").await.unwrap()[0].status, AttemptStatus::Running);
+    assert_eq!(s.get_run("r1").await.unwrap().state, RunState::Running);
+
+    let mut c = commit("r1", RunState::Running, at(4));
+    c.finished = vec![finish("a", 1, AttemptStatus::AwaitingUser)];
+    c.transition = to(RunState::AwaitingUser, "hard gate at MT-001");
+    s.commit(c).await.unwrap();
+    let a = &s.list_attempts("r1").await.unwrap()[0];
+    assert_eq!((a.status, a.finished_at), (AttemptStatus::AwaitingUser, Some(at(4))));
+    let run = s.get_run("r1").await.unwrap();
+    assert_eq!((run.state, run.finished_at, run.owner), (RunState::AwaitingUser, None, None), "nobody executes it");
 }
 
 /// FR events are numbered 1..n per run, in commit order.

@@ -185,6 +185,7 @@ impl Store for MemStore {
         let mut state = self.lock();
         let mut d = state.run(&c.run_id)?;
         rules::check_expect(&c, d.run.state, d.run.owner.as_deref())?;
+        rules::check_shape(&c)?;
         let (now, actor, actor_id) = (c.now, c.actor, c.actor_id.as_str());
         for e in &c.events {
             rules::check_event(e.actor, &e.payload)?;

@@ -96,6 +96,23 @@ pub fn check_expect(c: &Commit, state: RunState, owner: Option<&str>) -> Result<
     }
 }
 
+/// An attempt may end `awaiting_user` only in the write that moves its run to `awaiting_user`:
+/// a step waiting for a person never sits in a run that goes on without the answer.
+pub fn check_shape(c: &Commit) -> Result<()> {
+    let to_waiting = c.transition.as_ref().is_some_and(|t| t.to == RunState::AwaitingUser);
+    let waits = c.finished.iter().find(|f| f.status == AttemptStatus::AwaitingUser);
+    if let Some(f) = waits.filter(|_| !to_waiting) {
+        return Err(Error::Invalid(format!(
+            "run `{}`: attempt {} of step `{}` can end awaiting_user only when the run moves to awaiting_user",
+            c.run_id, f.attempt, f.step_id
+        )));
+    }
+    if c.finish_running_as == Some(AttemptStatus::AwaitingUser) {
+        return Err(Error::Invalid(format!("run `{}`: running attempts cannot all end awaiting_user", c.run_id)));
+    }
+    Ok(())
+}
+
 /// The transition must be in the table; its `run_state_changed` payload.
 pub fn transition(run_id: &str, from: RunState, t: &Transition) -> Result<Payload> {
     check_run_transition(from, t.to, t.cause)
@@ -164,9 +181,13 @@ pub fn started(run_id: &str, s: &AttemptStart, exists: bool) -> Result<Payload> 
     })
 }
 
-/// Who holds a run after a commit: nobody once it is finished or stalled.
+/// Who holds a run after a commit: nobody once it is finished, stalled or waiting for a person.
 pub fn owner_after(state: RunState, set_owner: Option<&String>, current: Option<&String>) -> Option<String> {
-    if state.is_terminal() || state == RunState::Stalled { None } else { set_owner.or(current).cloned() }
+    if state.is_terminal() || matches!(state, RunState::Stalled | RunState::AwaitingUser) {
+        None
+    } else {
+        set_owner.or(current).cloned()
+    }
 }
 
 /// Whether a `running` run's heartbeat is older than the threshold.

@@ -37,9 +37,16 @@ pub struct EscalationLevel {
     /// The provider kind (`openai`, `ollama`, `scripted`); the configured default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
-    /// The provider's base URL; the configured default when absent.
+    /// The provider's base URL; Ollama's local default when absent. An `openai` level that is
+    /// not `cloud` must name one, so a local chain never reaches a hosted API by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
+    /// For `scripted`: the answers file, relative to the packet's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    /// The environment variable holding the provider's API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
     /// A LoRA adapter to use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora_id: Option<String>,
@@ -80,6 +87,8 @@ pub fn default_escalation_chain() -> Vec<EscalationLevel> {
         model_id: Some(model.to_owned()),
         provider: None,
         base_url: None,
+        script: None,
+        api_key_env: None,
         lora_id: None,
         lora_selector: Some(selector.to_owned()),
         options: serde_json::Map::new(),
@@ -196,6 +205,19 @@ impl ExecutionPolicy {
                     format!("`{p}` is not a provider (openai, ollama, scripted)"),
                 ));
             }
+            let provider = level.provider.as_deref().unwrap_or("ollama");
+            if !level.stops_for_human() && provider == "scripted" && level.script.is_none() {
+                return Err(policy_error(
+                    format!("{field}.script"),
+                    "a scripted level needs `script` (an answers file)",
+                ));
+            }
+            if !level.stops_for_human() && provider == "openai" && level.base_url.is_none() && !level.is_cloud {
+                return Err(policy_error(
+                    format!("{field}.base_url"),
+                    "a local openai level needs `base_url` (a hosted API is a `cloud: true` level)",
+                ));
+            }
         }
         let first = &self.escalation_chain[0];
         if first.stops_for_human() || first.is_cloud {
@@ -279,6 +301,14 @@ mod tests {
             (
                 json!({"escalation_chain": [{"level": 0, "model": "m", "provider": "x"}, {"level": 1, "hard_gate": true}]}),
                 "escalation_chain[0].provider",
+            ),
+            (
+                json!({"escalation_chain": [{"level": 0, "model": "m", "provider": "scripted"}, {"level": 1, "hard_gate": true}]}),
+                "escalation_chain[0].script",
+            ),
+            (
+                json!({"escalation_chain": [{"level": 0, "model": "m", "provider": "openai"}, {"level": 1, "hard_gate": true}]}),
+                "escalation_chain[0].base_url",
             ),
         ] {
             let e = ExecutionPolicy::from_json(&doc).unwrap_err();

@@ -35,6 +35,20 @@ pub enum MtStatus {
     Blocked,
 }
 
+impl MtStatus {
+    /// The serialized spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MtStatus::Pending => "pending",
+            MtStatus::InProgress => "in_progress",
+            MtStatus::Completed => "completed",
+            MtStatus::Failed => "failed",
+            MtStatus::Skipped => "skipped",
+            MtStatus::Blocked => "blocked",
+        }
+    }
+}
+
 /// The loop's overall status in the progress artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -51,6 +65,20 @@ pub enum ProgressStatus {
     Cancelled,
     /// Waiting at a gate or pause point.
     Paused,
+}
+
+impl ProgressStatus {
+    /// The serialized spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProgressStatus::InProgress => "in_progress",
+            ProgressStatus::Completed => "completed",
+            ProgressStatus::CompletedWithIssues => "completed_with_issues",
+            ProgressStatus::Failed => "failed",
+            ProgressStatus::Cancelled => "cancelled",
+            ProgressStatus::Paused => "paused",
+        }
+    }
 }
 
 /// One iteration as recorded (`IterationRecord`).
@@ -176,6 +204,16 @@ pub enum PauseKind {
     HardGate,
     /// A user pause point: continue.
     PausePoint,
+}
+
+impl PauseKind {
+    /// The serialized spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseKind::HardGate => "hard_gate",
+            PauseKind::PausePoint => "pause_point",
+        }
+    }
 }
 
 /// The progress artifact (`ProgressArtifact`).
@@ -580,5 +618,33 @@ mod tests {
         assert_eq!(ledger.resume_reason.as_deref(), Some("crash"));
         let again = recover(&mut ledger, |_| None);
         assert!(again.steps_recovered.is_empty() && again.steps_to_retry.is_empty(), "recovery is idempotent");
+    }
+
+    #[test]
+    fn status_spellings_match_their_serialized_form() {
+        let json = |v: serde_json::Value| v.as_str().map(str::to_owned);
+        for st in [
+            MtStatus::Pending,
+            MtStatus::InProgress,
+            MtStatus::Completed,
+            MtStatus::Failed,
+            MtStatus::Skipped,
+            MtStatus::Blocked,
+        ] {
+            assert_eq!(json(serde_json::to_value(st).unwrap()).as_deref(), Some(st.as_str()));
+        }
+        for st in [
+            ProgressStatus::InProgress,
+            ProgressStatus::Completed,
+            ProgressStatus::CompletedWithIssues,
+            ProgressStatus::Failed,
+            ProgressStatus::Cancelled,
+            ProgressStatus::Paused,
+        ] {
+            assert_eq!(json(serde_json::to_value(st).unwrap()).as_deref(), Some(st.as_str()));
+        }
+        for k in [PauseKind::HardGate, PauseKind::PausePoint] {
+            assert_eq!(json(serde_json::to_value(k).unwrap()).as_deref(), Some(k.as_str()));
+        }
     }
 }

@@ -185,6 +185,8 @@ pub enum StepKind {
     Noop,
     /// `type: agent_task` or `type: agent_review`: a model (or agent CLI) is asked.
     Agent(AgentStep),
+    /// `type: micro_tasks`: the micro-task executor works through a work packet.
+    MicroTasks(MicroTasksStep),
 }
 
 impl StepKind {
@@ -195,6 +197,7 @@ impl StepKind {
             StepKind::Noop => "noop",
             StepKind::Agent(a) if a.review => "agent_review",
             StepKind::Agent(_) => "agent_task",
+            StepKind::MicroTasks(_) => "micro_tasks",
         }
     }
 
@@ -205,8 +208,19 @@ impl StepKind {
             StepKind::Noop => &[],
             StepKind::Agent(a) if a.review => &["summary", "decision"],
             StepKind::Agent(_) => &["summary"],
+            StepKind::MicroTasks(_) => &["status", "job_id", "state_dir"],
         }
     }
+}
+
+/// A `micro_tasks` step: its work packet and optional execution policy, as files relative to the
+/// run's working directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MicroTasksStep {
+    /// The work packet (YAML or JSON).
+    pub packet: String,
+    /// A policy file that wins over the packet's own `execution_policy`.
+    pub policy: Option<String>,
 }
 
 /// An `agent_task` or `agent_review` step.
@@ -435,14 +449,33 @@ steps:
             "line 3, field `colour`: unknown key `colour` (expected one of: id, version, description, capability_profile, inputs, limits, agents, steps)",
             "line 5, field `inputs.n.type`: unknown input type `integer` (expected string, number, bool or json)",
             "line 9, step `a`, field `steps[0].run`: template `{{inputs.missing}}` names unknown input `missing`",
-            "line 10, step `a`, field `steps[0].timout_seconds`: unknown key `timout_seconds` (did you mean `timeout_seconds`?) (expected one of: id, type, description, run, env, cwd, agent, prompt, output_files, timeout_seconds, retry, limits, needs, next, on_approve, on_reject, outputs)",
+            "line 10, step `a`, field `steps[0].timout_seconds`: unknown key `timout_seconds` (did you mean `timeout_seconds`?) (expected one of: id, type, description, run, env, cwd, agent, prompt, output_files, timeout_seconds, retry, limits, needs, next, on_approve, on_reject, outputs, packet, policy)",
             "line 11, step `a`, field `steps[1].id`: duplicate step id `a` (first defined at line 7)",
-            "line 12, step `a`, field `steps[1].type`: unknown step type `python` (expected one of: shell, noop, agent_task, agent_review)",
+            "line 12, step `a`, field `steps[1].type`: unknown step type `python` (expected one of: shell, noop, agent_task, agent_review, micro_tasks)",
             "line 15, step `c`, field `steps[2].needs`: unknown step `b`",
             "line 16, step `c`, field `steps[2].run`: template `{{steps.zzz.outputs.stdout}}` names unknown step `zzz`",
             "line 16, step `c`, field `steps[2].run`: template `{{steps.a.outputs.nope}}`: step `a` has no output `nope` (it has: stdout, stderr, exit_code)",
         ];
         assert_eq!(errs, expected);
+    }
+
+    #[test]
+    fn micro_tasks_steps_name_their_packet() {
+        let src = "id: m\nversion: 1\nsteps:\n  - {id: fix, type: micro_tasks, packet: wp/packet.yaml, policy: wp/policy.yaml}\n  - {id: after, type: shell, run: 'echo {{steps.fix.outputs.status}}'}\n";
+        let wf = parse(src).unwrap();
+        let want = MicroTasksStep { packet: "wp/packet.yaml".into(), policy: Some("wp/policy.yaml".into()) };
+        assert_eq!(wf.steps[0].kind, StepKind::MicroTasks(want));
+        assert_eq!(
+            errors("id: m\nversion: 1\nsteps:\n  - {id: fix, type: micro_tasks, run: make}\n"),
+            [
+                "line 4, step `fix`, field `steps[0].packet`: micro_tasks steps need `packet` (a work packet file)",
+                "line 4, step `fix`, field `steps[0].run`: `run` is only valid on shell steps",
+            ]
+        );
+        assert_eq!(
+            errors("id: m\nversion: 1\nsteps:\n  - {id: a, type: noop, packet: p.yaml}\n"),
+            ["line 4, step `a`, field `steps[0].packet`: `packet` is only valid on micro_tasks steps"]
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@ use serde_json::Value;
 
 use super::graph::Route;
 use super::{
-    AgentDecl, AgentStep, Diagnostic, Graph, InputDecl, InputType, Limits, OutputDecl, Provider, RetryPolicy,
-    ShellStep, Step, StepKind, Workflow,
+    AgentDecl, AgentStep, Diagnostic, Graph, InputDecl, InputType, Limits, MicroTasksStep, OutputDecl, Provider,
+    RetryPolicy, ShellStep, Step, StepKind, Workflow,
 };
 use crate::template::{Ref, Template, TemplateError, WorkflowVar};
 use crate::yaml::{self, Node, NodeKind};
@@ -36,12 +36,15 @@ const STEP_KEYS: &[&str] = &[
     "on_approve",
     "on_reject",
     "outputs",
+    "packet",
+    "policy",
 ];
 const SHELL_ONLY: &[&str] = &["run", "env", "cwd"];
 const AGENT_ONLY: &[&str] = &["agent", "prompt", "output_files"];
+const MICRO_TASKS_ONLY: &[&str] = &["packet", "policy"];
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff"];
 const BACKOFF_KEYS: &[&str] = &["initial_seconds", "multiplier", "max_seconds"];
-const STEP_TYPES: &str = "shell, noop, agent_task, agent_review";
+const STEP_TYPES: &str = "shell, noop, agent_task, agent_review, micro_tasks";
 
 /// Parses and validates a workflow definition. On failure, every problem found.
 pub fn parse(source: &str) -> Result<Workflow, Vec<Diagnostic>> {
@@ -460,6 +463,7 @@ impl Reader {
         match ty.as_deref() {
             Some("shell") => raw.kind = self.shell(&base, &entries, node, &mut raw.templates),
             Some("noop") => raw.kind = Some(StepKind::Noop),
+            Some("micro_tasks") => raw.kind = self.micro_tasks_step(&base, &entries, node),
             Some(t @ ("agent_task" | "agent_review")) => {
                 raw.kind = self.agent_step(&base, &entries, node, t == "agent_review", &mut raw)
             }
@@ -477,7 +481,12 @@ impl Reader {
         let is_shell = ty.as_deref() == Some("shell");
         let is_agent = matches!(ty.as_deref(), Some("agent_task" | "agent_review"));
         let is_review = ty.as_deref() == Some("agent_review");
-        let misplaced = [(SHELL_ONLY, is_shell, "shell"), (AGENT_ONLY, is_agent, "agent_task and agent_review")];
+        let is_micro_tasks = ty.as_deref() == Some("micro_tasks");
+        let misplaced = [
+            (SHELL_ONLY, is_shell, "shell"),
+            (AGENT_ONLY, is_agent, "agent_task and agent_review"),
+            (MICRO_TASKS_ONLY, is_micro_tasks, "micro_tasks"),
+        ];
         for (keys, allowed, kinds) in misplaced {
             for k in keys.iter().filter(|_| !allowed && ty.is_some()) {
                 if let Some(n) = get(k) {
@@ -566,6 +575,21 @@ impl Reader {
             self.string(n, &join(&base, "description"));
         }
         id.map(|_| raw)
+    }
+
+    fn micro_tasks_step(&mut self, base: &str, entries: &[(&str, &Node)], node: &Node) -> Option<StepKind> {
+        let get = |k: &str| lookup(entries, k);
+        let packet_field = join(base, "packet");
+        let Some(packet_node) = get("packet") else {
+            self.err(node.pos.line, &packet_field, "micro_tasks steps need `packet` (a work packet file)");
+            return None;
+        };
+        let packet = self.string(packet_node, &packet_field)?;
+        let policy = match get("policy") {
+            Some(n) => Some(self.string(n, &join(base, "policy"))?),
+            None => None,
+        };
+        Some(StepKind::MicroTasks(MicroTasksStep { packet, policy }))
     }
 
     fn agent_step(

@@ -63,6 +63,25 @@ pub enum HumanDecision {
     Abort,
 }
 
+impl HumanDecision {
+    /// The spelling of `steward gate RUN continue|abort` and of the `human_decision` event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HumanDecision::Continue => "continue",
+            HumanDecision::Abort => "abort",
+        }
+    }
+
+    /// Reads `continue` or `abort`.
+    pub fn parse(s: &str) -> Option<HumanDecision> {
+        match s {
+            "continue" => Some(HumanDecision::Continue),
+            "abort" => Some(HumanDecision::Abort),
+            _ => None,
+        }
+    }
+}
+
 /// How a session of the loop ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -400,7 +419,7 @@ impl Executor<'_> {
         let (content, tokens, model_error) = match std::fs::read_to_string(&response_path) {
             Ok(saved) => (saved, (0, 0), None),
             Err(_) => {
-                match self.ask(&chain_level, &model_id, &envelope.prompt, &step_id, n, &key, &response_path).await? {
+                match self.ask(&chain_level, &model_id, &envelope.prompt, &mt.mt_id, n, &key, &response_path).await? {
                     Ok((content, tokens)) => (content, tokens, None),
                     Err(e) => (String::new(), (0, 0), Some(e)),
                 }
@@ -579,7 +598,7 @@ impl Executor<'_> {
         level: &EscalationLevel,
         model_id: &str,
         prompt: &str,
-        step_id: &str,
+        mt_id: &str,
         n: u32,
         key: &str,
         save_to: &Path,
@@ -592,7 +611,8 @@ impl Executor<'_> {
             model: model_id.to_owned(),
             messages: vec![Message { role: Role::User, content: prompt.to_owned() }],
             options: level.options.clone(),
-            step_id: step_id.to_owned(),
+            // A scripted provider answers by task and iteration (`MT-001: {1: ...}`).
+            step_id: mt_id.to_owned(),
             attempt: n,
             idempotency_key: key.to_owned(),
         };

@@ -3,6 +3,7 @@
 //! command), and the loop that runs it. The decisions themselves live in `steward_core::micro_task`.
 
 mod executor;
+pub(crate) mod job;
 mod plan;
 
 pub use executor::{BoxFuture, EventSink, ExecError, Executor, HumanDecision, ModelFactory, Outcome};

@@ -79,6 +79,7 @@ pub(crate) fn create(source: &str, workdir: &std::path::Path, inputs: Value) -> 
         inputs: inputs.as_object().cloned().unwrap_or_else(Map::new),
         workdir: workdir.display().to_string(),
         actor_id: "test".into(),
+        contract: steward_core::job::JobContract::workflow_run(),
     }
 }
 

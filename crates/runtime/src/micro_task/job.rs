@@ -1,0 +1,208 @@
+//! A `micro_tasks` step as an engine attempt: the executor runs from wherever its job's state
+//! says it is, its events are committed to the run as they happen, and its ending becomes the
+//! attempt's (a pause ends the attempt `awaiting_user` and the run waits for a person).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use steward_core::event::{Actor, NewEvent, Payload};
+use steward_core::event_registry::spec_of;
+use steward_core::micro_task::policy::EscalationLevel;
+use steward_core::state::{AttemptStatus, RunState};
+use steward_core::workflow::{Provider, Step};
+use steward_models::ModelClient;
+use steward_models::http::HttpConfig;
+use steward_store::{AttemptFinish, Commit, Expect};
+use steward_tools::bus::ToolBus;
+
+use super::executor::{BoxFuture, EventSink, Executor, HumanDecision, Outcome};
+use super::plan::plan;
+use crate::agent::connect;
+use crate::clock::Clock;
+use crate::step::StepDone;
+
+/// Who the executor's events name as their actor id.
+const EXECUTOR_ACTOR: &str = "micro-task-executor";
+
+/// Writes one commit to the run's store; the engine supplies it.
+pub(crate) type CommitFn = dyn Fn(Commit) -> BoxFuture<'static, Result<(), String>> + Send + Sync;
+
+/// A `micro_tasks` attempt, resolved and ready to run.
+pub(crate) struct MicroTaskWork {
+    /// The work packet file.
+    pub(crate) packet: PathBuf,
+    /// A policy file that wins over the packet's own.
+    pub(crate) policy: Option<PathBuf>,
+    /// The micro-task job: the run's own job for a `micro_task_execution` run, else one per
+    /// visit of the step.
+    pub(crate) job_id: String,
+    pub(crate) run_id: String,
+    pub(crate) trace_id: String,
+    /// `<data dir>/micro_task_executor/<job id>/`.
+    pub(crate) state_dir: PathBuf,
+    /// The capability profile the verify commands run under.
+    pub(crate) profile: String,
+    /// A person's answer to the pause the previous attempt stopped at.
+    pub(crate) decision: Option<HumanDecision>,
+    /// Variables seen before the process environment (API keys).
+    pub(crate) env: Arc<BTreeMap<String, String>>,
+    /// Where the job's events go.
+    pub(crate) sink: Arc<dyn EventSink>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+/// The job id and state directory of a visit of a `micro_tasks` step.
+pub(crate) fn job_of(
+    data_dir: &Path,
+    run_job_id: &str,
+    whole_run: bool,
+    step_id: &str,
+    visit: u32,
+) -> (String, PathBuf) {
+    let job_id = if whole_run { run_job_id.to_owned() } else { format!("{run_job_id}-{step_id}-{visit}") };
+    let dir = data_dir.join("micro_task_executor").join(&job_id);
+    (job_id, dir)
+}
+
+/// What the engine lends every `micro_tasks` attempt of a run.
+pub(crate) struct JobServices {
+    pub(crate) commit: Arc<CommitFn>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The process driving the run; the events' commits are fenced on it.
+    pub(crate) owner: String,
+}
+
+/// Commits the executor's events to the run while the attempt runs, fenced like every write of
+/// the driver: once the run is cancelled or taken over, the events are refused and the loop stops.
+pub(crate) struct RunSink {
+    pub(crate) commit: Arc<CommitFn>,
+    pub(crate) run_id: String,
+    pub(crate) owner: String,
+    pub(crate) step_id: String,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl EventSink for RunSink {
+    fn emit(&self, events: Vec<Payload>) -> BoxFuture<'_, Result<(), String>> {
+        let expect = Expect { state: RunState::Running, owner: Some(self.owner.clone()) };
+        let mut c = Commit::new(&self.run_id, expect, self.clock.now(), Actor::System, &self.owner);
+        c.events = events
+            .into_iter()
+            .map(|payload| NewEvent {
+                // The registry fixes the actor of some types (a recovery is the system's).
+                actor: spec_of(payload.event_type()).and_then(|s| s.actor).unwrap_or(Actor::System),
+                actor_id: EXECUTOR_ACTOR.to_owned(),
+                step_id: Some(self.step_id.clone()),
+                payload,
+            })
+            .collect();
+        (self.commit)(c)
+    }
+}
+
+/// The client for a chain level; the provider defaults to a local Ollama.
+fn client(
+    level: &EscalationLevel,
+    root: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<Arc<dyn ModelClient>, String> {
+    let provider = match level.provider.as_deref().unwrap_or("ollama") {
+        "openai" => Provider::OpenAi,
+        "ollama" => Provider::Ollama,
+        "scripted" => Provider::Scripted,
+        other => return Err(format!("level {}: `{other}` is not a provider", level.level)),
+    };
+    let key = match &level.api_key_env {
+        Some(var) => Some(env.get(var).cloned().or_else(|| std::env::var(var).ok()).ok_or_else(|| {
+            format!("level {}: the environment variable {var} (api_key_env) is not set", level.level)
+        })?),
+        None => None,
+    };
+    let script = level.script.as_deref().map(|s| root.join(s));
+    connect(provider, level.base_url.as_deref(), script.as_deref(), key, HttpConfig::default())
+}
+
+fn end(step: &Step, attempt: u32, status: AttemptStatus, error: Option<String>, output: Value) -> StepDone {
+    // A micro-task job keeps its own iteration budget; the engine does not retry it on top,
+    // except after the executor itself stopped (see below).
+    let retryable = status == AttemptStatus::Failed && output["status"] == "interrupted";
+    let finish = AttemptFinish {
+        step_id: step.id.clone(),
+        attempt,
+        status,
+        output: Some(output),
+        error,
+        retryable,
+        routes: vec![],
+    };
+    StepDone { finish, events: Vec::new() }
+}
+
+/// Runs the job to its end or to a pause. Never fails: every outcome is an attempt ending.
+pub(crate) async fn execute(
+    step: &Step,
+    attempt: u32,
+    work: MicroTaskWork,
+    bus: &ToolBus,
+    cancel: &CancellationToken,
+) -> StepDone {
+    let mut output = json!({
+        "job_id": work.job_id,
+        "state_dir": work.state_dir.display().to_string(),
+    });
+    let plan = match plan(&work.packet, work.policy.as_deref(), None, bus, &work.profile) {
+        Ok(p) => p,
+        Err(e) => {
+            output["status"] = json!("failed");
+            return end(step, attempt, AttemptStatus::Failed, Some(format!("cannot plan the job: {e}")), output);
+        }
+    };
+    if plan.report.has_errors() {
+        output["status"] = json!("failed");
+        output["report"] = serde_json::to_value(&plan.report).unwrap_or_default();
+        let errors: Vec<String> = plan.report.errors.iter().map(ToString::to_string).collect();
+        let why = format!("MT-VAL blocked the job: {}", errors.join("; "));
+        return end(step, attempt, AttemptStatus::Failed, Some(why), output);
+    }
+    let (root, env) = (plan.root.clone(), work.env.clone());
+    let models = move |level: &EscalationLevel| client(level, &root, &env);
+    let exec = Executor {
+        plan: &plan,
+        job_id: &work.job_id,
+        run_id: &work.run_id,
+        trace_id: &work.trace_id,
+        state_dir: work.state_dir.clone(),
+        bus,
+        models: &models,
+        sink: work.sink.as_ref(),
+        clock: work.clock.as_ref(),
+        profile: &work.profile,
+        cancel: cancel.clone(),
+    };
+    let outcome = exec.run(work.decision).await;
+    if let Ok(metrics) = std::fs::read(work.state_dir.join("metrics.json"))
+        && let Ok(metrics) = serde_json::from_slice::<Value>(&metrics)
+    {
+        output["metrics"] = metrics;
+    }
+    let (status, error, label) = match outcome {
+        Ok(Outcome::Completed) => (AttemptStatus::Completed, None, "completed"),
+        Ok(Outcome::CompletedWithIssues) => (AttemptStatus::Completed, None, "completed_with_issues"),
+        Ok(Outcome::Failed { reason }) => (AttemptStatus::Failed, Some(reason), "failed"),
+        Ok(Outcome::Cancelled) => (AttemptStatus::Cancelled, Some("cancelled".to_owned()), "cancelled"),
+        Ok(Outcome::Paused(pause)) => {
+            let why = format!("waiting for a person at {}: {}", pause.mt_id, pause.reason.replace('_', " "));
+            output["pause"] = serde_json::to_value(&pause).unwrap_or_default();
+            (AttemptStatus::AwaitingUser, Some(why), "awaiting_user")
+        }
+        // The job's files or the run's log refused a write: nothing was lost, and the next
+        // attempt resumes from the job's state.
+        Err(e) => (AttemptStatus::Failed, Some(format!("the micro-task executor stopped: {e}")), "interrupted"),
+    };
+    output["status"] = json!(label);
+    end(step, attempt, status, error, output)
+}
