@@ -217,7 +217,9 @@ impl Scope<'_> {
     /// last attempt stopped for one.
     fn prepare_micro_tasks(&self, step: &Step, m: &MicroTasksStep, visit: u32) -> Prepared {
         let whole_run = self.run.contract.job_kind == JobKind::MicroTaskExecution;
-        let (job_id, state_dir) = job::job_of(&self.data_dir(), &self.run.job_id, whole_run, &step.id, visit);
+        // Absolute, so `status` finds the job's state from any directory.
+        let data_dir = std::path::absolute(self.data_dir()).unwrap_or_else(|_| self.data_dir());
+        let (job_id, state_dir) = job::job_of(&data_dir, &self.run.job_id, whole_run, &step.id, visit);
         let workdir = Path::new(&self.run.workdir);
         let decision = self.decisions.get(&step.id).copied();
         let input = json!({

@@ -1,5 +1,8 @@
 //! `steward mt plan`: packets are decomposed, checked and refused with their reasons.
 
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
 use crate::support::{Steward, text};
 
 const PACKET: &str = include_str!("../../../../examples/mt-demo/packet.yaml");
@@ -69,4 +72,189 @@ fn scope_through_a_symlink_is_refused() {
     let out = s.run(&["mt", "plan", "packet.yaml"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("MT-VAL-005: `link/calc.py` goes through a symlink"), "{}", text(&out));
+}
+
+const CALC: &str = include_str!("../../../../examples/mt-demo/calc.py");
+const TESTS: &str = include_str!("../../../../examples/mt-demo/test_calc.py");
+const SCRIPTED_POLICY: &str = include_str!("../../../../examples/mt-demo/scripted-policy.yaml");
+const SCRIPTED_ANSWERS: &str = include_str!("../../../../examples/mt-demo/scripted-answers.yaml");
+
+/// The demo project: the buggy module, its tests and the packet.
+fn demo() -> Steward {
+    let s = Steward::new();
+    s.write("packet.yaml", PACKET);
+    s.write("calc.py", CALC);
+    s.write("test_calc.py", TESTS);
+    s
+}
+
+fn events_of(s: &Steward, run: &str) -> Vec<serde_json::Value> {
+    s.json(&["events", run, "--json"]).as_array().unwrap().clone()
+}
+
+/// The README demo: a refuted claim, a fresh prompt, the fix verified by the task's own tests;
+/// the run is a micro_task_execution job and `status` shows its metrics.
+#[test]
+fn mt_run_fixes_the_demo_with_scripted_answers() {
+    let s = demo();
+    s.write("scripted-policy.yaml", SCRIPTED_POLICY);
+    s.write("scripted-answers.yaml", SCRIPTED_ANSWERS);
+    let out = s.run(&["mt", "run", "packet.yaml", "--policy", "scripted-policy.yaml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(shown.contains("completed") && shown.contains("[scripted answers]"), "{shown}");
+    assert!(shown.contains("iterations:  2 (level 0: 2)"), "{shown}");
+    assert!(std::fs::read_to_string(s.path("calc.py")).unwrap().contains("return a + b"));
+
+    let run = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
+    let status = s.json(&["status", &run, "--json"]);
+    assert_eq!(status["state"], "completed");
+    assert_eq!(status["job"]["job_kind"], "micro_task_execution");
+    assert_eq!(
+        (status["job"]["profile_id"].as_str(), status["job"]["protocol_id"].as_str()),
+        (Some(PROFILE), Some(PROFILE))
+    );
+    let job = &status["micro_task_jobs"][0];
+    assert_eq!(job["job_id"], status["job"]["job_id"], "the run's job is the micro-task job");
+    assert_eq!(job["metrics"]["total_iterations"], 2);
+    assert_eq!(job["metrics"]["completed_mts"], 1);
+    assert!(s.data_dir().join("micro_task_executor").join(job["job_id"].as_str().unwrap()).is_dir());
+    let out = s.run(&["status", &run]);
+    assert!(text(&out).contains("MT-001  completed    2 iteration(s), final level 0"), "{}", text(&out));
+
+    let events = events_of(&s, &run);
+    let inferences: Vec<_> = events.iter().filter(|e| e["event_type"] == "llm_inference").collect();
+    assert_eq!(inferences.len(), 2);
+    assert!(inferences.iter().all(|e| e["payload"]["scripted"] == true));
+    let validations: Vec<_> = events.iter().filter(|e| e["event_type"] == "micro_task_validation").collect();
+    assert_eq!(validations.len(), 2, "the first claim was checked too, and refuted");
+}
+
+const PROFILE: &str = "micro_task_executor_v1";
+
+/// Answers that never fix anything, then a fix: the chain runs out at the hard gate.
+fn gate_project() -> Steward {
+    let s = demo();
+    s.write(
+        "answers.yaml",
+        "MT-001:\n  3: |\n    <edit path=\"calc.py\">\n    <search>\n        return a - b\n    </search>\n    <replace>\n        return a + b\n    </replace>\n    </edit>\n    <mt_complete>\n    MT_ID: MT-001\n    EVIDENCE:\n    - \"the unit tests in test_calc.py pass\" → calc.py:4-6\n    </mt_complete>\n  default: I could not find it.\n",
+    );
+    s.write(
+        "policy.yaml",
+        "max_iterations_per_mt: 1\nescalation_chain:\n  - {level: 0, provider: scripted, script: answers.yaml, model: s}\n  - {level: 1, provider: scripted, script: answers.yaml, model: l}\n  - {level: 2, hard_gate: true}\n",
+    );
+    s
+}
+
+/// §2.6.6.8 HARD_GATE: the run waits in awaiting_user, `resume` refuses it, `gate continue`
+/// finishes it and `gate abort` fails it, each recorded as a human decision.
+#[test]
+fn the_hard_gate_waits_for_steward_gate() {
+    let s = gate_project();
+    let out = s.run(&["mt", "run", "packet.yaml", "--policy", "policy.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("waiting:     hard_gate (escalation_exhausted) at MT-001"), "{}", text(&out));
+    let run = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(s.json(&["status", &run, "--json"])["state"], "awaiting_user");
+    let out = s.run(&["resume", &run]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("steward gate"), "{}", text(&out));
+
+    let done = s.json(&["gate", &run, "continue", "--reason", "one more pass", "--json"]);
+    assert_eq!(done["state"], "completed", "{done}");
+    assert!(std::fs::read_to_string(s.path("calc.py")).unwrap().contains("return a + b"));
+    let events = events_of(&s, &run);
+    let decision = events.iter().find(|e| e["event_type"] == "human_decision").unwrap();
+    assert_eq!(
+        (decision["actor"].as_str(), decision["payload"]["decision"].as_str()),
+        (Some("human"), Some("continue"))
+    );
+    let out = s.run(&["gate", &run, "abort"]);
+    assert_eq!(out.status.code(), Some(2), "a finished run takes no decision: {}", text(&out));
+
+    let s = gate_project();
+    let out = s.run(&["mt", "run", "packet.yaml", "--policy", "policy.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let run = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
+    let out = s.run(&["gate", &run, "abort", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let status = s.json(&["status", &run, "--json"]);
+    assert_eq!(status["state"], "failed");
+    assert!(status["terminal_reason"].as_str().unwrap().contains("aborted by a person"), "{status}");
+    assert_eq!(std::fs::read_to_string(s.path("calc.py")).unwrap(), CALC, "nothing was changed");
+}
+
+/// MT-VAL errors block the job before a run exists.
+#[test]
+fn a_blocked_packet_never_becomes_a_run() {
+    let s = demo();
+    s.write("packet.yaml", &PACKET.replace("  - python3 -m unittest -q test_calc", "  - rm -rf /"));
+    let out = s.run(&["mt", "run", "packet.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("MT-VAL: blocked") && text(&out).contains("HSK-TERM-002"), "{}", text(&out));
+    assert_eq!(s.json(&["list", "--json"]), serde_json::json!([]));
+}
+
+/// SIGKILL of the real binary while an iteration's verify command runs, then `resume`: the
+/// executor's recovery finds the step in progress, reuses the saved answer (the model is asked
+/// once), does not apply the changes twice, and finishes with one recorded iteration (§3.17).
+#[test]
+fn a_kill_in_the_middle_of_an_iteration_loses_nothing_and_asks_no_model_twice() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use steward_test_support::{ModelServer, Reply};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fix = "<edit path=\"calc.py\">\n<search>\n    return a - b\n</search>\n<replace>\n    return a + b\n</replace>\n</edit>\n<mt_complete>\nMT_ID: MT-001\nEVIDENCE:\n- \"the unit tests in test_calc.py pass\" → calc.py:4-6\n</mt_complete>\n";
+    let server = rt.block_on(ModelServer::start(vec![Reply::openai(fix)]));
+    let s = demo();
+    let slow_verify = "  - touch verify.started && sleep 1 && python3 -m unittest -q test_calc";
+    s.write(
+        "packet.yaml",
+        &format!(
+            "{}execution_policy:\n  escalation_chain:\n    - {{level: 0, provider: openai, base_url: \"{}/v1\", model: small}}\n    - {{level: 1, hard_gate: true}}\n",
+            PACKET.replace("  - python3 -m unittest -q test_calc", slow_verify),
+            server.url
+        ),
+    );
+    let mut child = s.cmd(&["mt", "run", "packet.yaml"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s.path("verify.started").exists() {
+        assert!(Instant::now() < deadline, "the verify command never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    assert_eq!(server.received().len(), 1);
+    assert!(std::fs::read_to_string(s.path("calc.py")).unwrap().contains("a + b"), "applied before the kill");
+
+    let run = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
+    let out = s.run(&["--stall-threshold", "0", "resume", &run]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(server.received().len(), 1, "the recorded answer was reused, not asked for again");
+
+    let status = s.json(&["status", &run, "--json"]);
+    let state_dir = std::path::PathBuf::from(status["micro_task_jobs"][0]["state_dir"].as_str().unwrap());
+    let read =
+        |f: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(state_dir.join(f)).unwrap()).unwrap() };
+    let ledger = read("run_ledger.json");
+    assert_eq!(ledger["steps"].as_array().unwrap().len(), 1, "{ledger}");
+    assert_eq!(
+        (ledger["steps"][0]["step_id"].as_str(), ledger["steps"][0]["status"].as_str()),
+        (Some("MT-001_iter-001"), Some("completed"))
+    );
+    assert_eq!(read("progress_artifact.json")["micro_tasks"][0]["iterations"].as_array().unwrap().len(), 1);
+    let calc = std::fs::read_to_string(s.path("calc.py")).unwrap();
+    assert_eq!(calc.matches("return a + b").count(), 1, "applied once: {calc}");
+
+    let events = events_of(&s, &run);
+    let recovery: Vec<_> = events
+        .iter()
+        .filter(|e| e["event_type"] == "workflow_recovery" && e["payload"]["resume_point"].is_string())
+        .collect();
+    assert_eq!(recovery.len(), 1, "FR-EVT-WF-RECOVERY from the run ledger");
+    assert_eq!(recovery[0]["payload"]["resume_point"], "MT-001_iter-001");
+    assert_eq!(events.iter().filter(|e| e["event_type"] == "llm_inference").count(), 1);
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "gapless");
 }

@@ -168,6 +168,10 @@ pub(crate) async fn execute(
         let why = format!("MT-VAL blocked the job: {}", errors.join("; "));
         return end(step, attempt, AttemptStatus::Failed, Some(why), output);
     }
+    if plan.policy.escalation_chain.iter().any(|l| l.provider.as_deref() == Some("scripted")) {
+        // Replayed answers are never passed off as a model's.
+        output["scripted"] = json!(true);
+    }
     let (root, env) = (plan.root.clone(), work.env.clone());
     let models = move |level: &EscalationLevel| client(level, &root, &env);
     let exec = Executor {

@@ -6,5 +6,6 @@ mod support;
 mod agents;
 mod engine;
 mod governance;
+mod micro_task_runs;
 mod micro_tasks;
 mod recovery;

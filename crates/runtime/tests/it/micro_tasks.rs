@@ -16,10 +16,10 @@ use steward_test_support::{LlamaServer, ModelServer, Reply};
 
 use crate::support::{SimClock, T0, bus};
 
-const BUGGY: &str = "def add(a, b):\n    return a - b\n";
-const TESTS: &str = "import unittest\n\nfrom calc import add\n\n\nclass AddTest(unittest.TestCase):\n    def test_adds(self):\n        self.assertEqual(add(2, 3), 5)\n";
-const FIX: &str = "<edit path=\"calc.py\">\n<search>\n    return a - b\n</search>\n<replace>\n    return a + b\n</replace>\n</edit>\n";
-const CLAIM: &str =
+pub(crate) const BUGGY: &str = "def add(a, b):\n    return a - b\n";
+pub(crate) const TESTS: &str = "import unittest\n\nfrom calc import add\n\n\nclass AddTest(unittest.TestCase):\n    def test_adds(self):\n        self.assertEqual(add(2, 3), 5)\n";
+pub(crate) const FIX: &str = "<edit path=\"calc.py\">\n<search>\n    return a - b\n</search>\n<replace>\n    return a + b\n</replace>\n</edit>\n";
+pub(crate) const CLAIM: &str =
     "<mt_complete>\nMT_ID: MT-001\nEVIDENCE:\n- \"the unit tests pass\" → calc.py:1-2\n</mt_complete>\n";
 
 /// Records events after checking each against the registry, as the store does; fails on demand
@@ -57,12 +57,12 @@ impl Sink {
     }
 }
 
-struct Project {
-    dir: tempfile::TempDir,
-    server: ModelServer,
+pub(crate) struct Project {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) server: ModelServer,
 }
 
-async fn project(replies: Vec<Reply>, policy: &str) -> Project {
+pub(crate) async fn project(replies: Vec<Reply>, policy: &str) -> Project {
     let dir = tempfile::tempdir().unwrap();
     let server = ModelServer::start(replies).await;
     std::fs::write(dir.path().join("calc.py"), BUGGY).unwrap();
@@ -104,7 +104,7 @@ async fn run(p: &Project, sink: &Sink, decision: Option<HumanDecision>) -> Resul
     exec.run(decision).await
 }
 
-fn calc(p: &Project) -> String {
+pub(crate) fn calc(p: &Project) -> String {
     std::fs::read_to_string(p.dir.path().join("calc.py")).unwrap()
 }
 

@@ -46,8 +46,13 @@ pub(crate) fn sqlite(dir: &std::path::Path) -> SqliteStore {
 /// A tool bus with the shipped registry and policy, a short kill grace, and
 /// a shared content-addressed artifact directory.
 pub(crate) fn bus() -> ToolBus {
+    bus_at(&std::env::temp_dir().join("steward-it-artifacts"))
+}
+
+/// The same bus with its artifacts (and so its data directory, their parent) at `artifacts`.
+pub(crate) fn bus_at(artifacts: &std::path::Path) -> ToolBus {
     let policy = TerminalPolicy { kill_grace: std::time::Duration::from_millis(200), ..TerminalPolicy::default() };
-    let artifacts = ArtifactStore::new(std::env::temp_dir().join("steward-it-artifacts"));
+    let artifacts = ArtifactStore::new(artifacts.to_owned());
     ToolBus::new(
         EngineRegistry::builtin().unwrap(),
         policy,

@@ -1,0 +1,164 @@
+//! Micro-task jobs as engine runs on a real SQLite file: the job contract, the hard gate as
+//! `awaiting_user` answered by `gate`, and a `micro_tasks` step inside a workflow.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use steward_core::event::Actor;
+use steward_core::ids::SeqIds;
+use steward_core::job::{JobContract, JobKind, MICRO_TASK_PROFILE};
+use steward_core::state::{AttemptStatus, RunState};
+use steward_runtime::micro_task::HumanDecision;
+use steward_runtime::{CreateRun, Engine, EngineConfig, Error, SystemClock};
+use steward_store::{NewRun, Store};
+use steward_store_sqlite::SqliteStore;
+use steward_test_support::Reply;
+
+use crate::micro_tasks::{CLAIM, FIX, Project, calc, project};
+use crate::support::{bus_at, sqlite};
+
+const JOB: &str = "id: mt\nversion: 1\nsteps:\n  - {id: micro_tasks, type: micro_tasks, packet: packet.yaml}\n";
+
+fn micro_task_contract() -> JobContract {
+    JobContract {
+        job_kind: JobKind::MicroTaskExecution,
+        profile_id: MICRO_TASK_PROFILE.into(),
+        protocol_id: MICRO_TASK_PROFILE.into(),
+    }
+}
+
+/// A booted engine whose data directory (and so its micro-task state) is inside the project.
+async fn booted(p: &Project) -> (SqliteStore, Engine<SqliteStore>) {
+    let data = p.dir.path().join(".steward");
+    std::fs::create_dir_all(&data).unwrap();
+    let store = sqlite(&data);
+    let mut config = EngineConfig::new("me".into());
+    config.watch_interval = std::time::Duration::from_millis(50);
+    let bus = Arc::new(bus_at(&data.join("artifacts")));
+    let engine = Engine::new(store.clone(), bus, Arc::new(SystemClock), Arc::new(SeqIds::new("id")), config);
+    engine.boot().await.unwrap();
+    (store, engine)
+}
+
+fn request(p: &Project, source: &str, contract: JobContract) -> CreateRun {
+    CreateRun {
+        source: source.into(),
+        inputs: Default::default(),
+        workdir: p.dir.path().display().to_string(),
+        actor_id: "test".into(),
+        contract,
+    }
+}
+
+/// DG-JOB-06/07: a broken or misfitting contract is refused when the job is created, and again
+/// when it is dispatched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_contract_is_checked_at_creation_and_at_dispatch() {
+    let p = project(vec![], "").await;
+    let (store, engine) = booted(&p).await;
+    let mut wrong_profile = micro_task_contract();
+    wrong_profile.profile_id = "default".into();
+    let e = engine.create_run(request(&p, JOB, wrong_profile)).await.unwrap_err();
+    assert!(matches!(&e, Error::Contract(m) if m.contains("DG-JOB-06")), "{e}");
+    let shell = "id: mt\nversion: 1\nsteps:\n  - {id: s, type: shell, run: 'true'}\n";
+    let e = engine.create_run(request(&p, shell, micro_task_contract())).await.unwrap_err();
+    assert!(matches!(&e, Error::Contract(m) if m.contains("exactly one `micro_tasks` step")), "{e}");
+    assert!(store.list_runs(Default::default()).await.unwrap().is_empty(), "nothing was recorded");
+
+    // A run that reached the store another way is refused when it is dispatched.
+    let source = shell.to_owned();
+    let now = steward_core::Timestamp(1_800_000_000_000);
+    store
+        .create_run(NewRun {
+            run_id: "r-forged".into(),
+            workflow_id: "mt".into(),
+            workflow_version: 1,
+            definition_hash: steward_core::workflow::definition_hash(&source),
+            definition_source: source,
+            inputs: Default::default(),
+            workdir: p.dir.path().display().to_string(),
+            job_id: "job-forged".into(),
+            trace_id: "trace-forged".into(),
+            contract: micro_task_contract(),
+            actor: Actor::Human,
+            actor_id: "test".into(),
+            now,
+        })
+        .await
+        .unwrap();
+    let run = engine.start("r-forged").await.unwrap();
+    assert_eq!(run.state, RunState::Failed);
+    assert!(run.terminal_reason.unwrap().contains("exactly one `micro_tasks` step"));
+    assert!(store.list_attempts("r-forged").await.unwrap().is_empty(), "nothing ran");
+}
+
+/// The hard gate is `awaiting_user` on the run, not a failed attempt; only `gate` moves it on,
+/// recorded as a human decision; `continue` finishes the job, `abort` fails it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_gate_waits_in_awaiting_user_until_a_person_decides() {
+    let nothing = || Reply::openai("I looked at it.");
+    let p =
+        project(vec![nothing(), nothing(), Reply::openai(&format!("{FIX}{CLAIM}"))], "  max_iterations_per_mt: 1\n")
+            .await;
+    let (store, engine) = booted(&p).await;
+    let created = engine.create_run(request(&p, JOB, micro_task_contract())).await.unwrap();
+    let run = engine.start(&created.run_id).await.unwrap();
+    assert_eq!(run.state, RunState::AwaitingUser, "{}", run.summary);
+    assert_eq!(run.owner, None, "nobody executes a waiting run");
+    assert!(run.summary.contains("steward gate"), "{}", run.summary);
+    let attempts = store.list_attempts(&run.run_id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status, AttemptStatus::AwaitingUser);
+    assert_eq!(attempts[0].output.as_ref().unwrap()["pause"]["reason"], "escalation_exhausted");
+    let state_dir = p.dir.path().join(".steward/micro_task_executor").join(&run.job_id);
+    assert!(state_dir.join("progress_artifact.json").is_file(), "the run's job is the micro-task job");
+
+    let e = engine.resume(&run.run_id, "test").await.unwrap_err();
+    assert!(matches!(e, Error::WrongState { state: RunState::AwaitingUser, .. }), "{e}");
+
+    let run = engine.gate(&run.run_id, "ada", HumanDecision::Continue, Some("one more pass")).await.unwrap();
+    assert_eq!(run.state, RunState::Completed, "{}", run.summary);
+    assert!(calc(&p).contains("a + b"));
+    assert_eq!(p.server.received().len(), 3, "no recorded iteration was asked again");
+    let statuses: Vec<AttemptStatus> =
+        store.list_attempts(&run.run_id).await.unwrap().iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [AttemptStatus::AwaitingUser, AttemptStatus::Completed]);
+    let events = store.list_events(&run.run_id, 0).await.unwrap();
+    let decision = events.iter().find(|e| e.event_type == "human_decision").unwrap();
+    assert_eq!((decision.actor, decision.actor_id.as_str()), (Actor::Human, "ada"));
+    assert_eq!(decision.step_id.as_deref(), Some("micro_tasks"));
+    assert_eq!(decision.payload, json!({"decision": "continue", "gate": "hard_gate", "reason": "one more pass"}));
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let at = |t: &str| types.iter().position(|x| *x == t).unwrap();
+    assert!(at("micro_task_hard_gate") < at("human_decision") && at("human_decision") < at("micro_task_resumed"));
+    let e = engine.gate(&run.run_id, "ada", HumanDecision::Continue, None).await.unwrap_err();
+    assert!(matches!(e, Error::WrongState { state: RunState::Completed, .. }), "{e}");
+
+    let q = project(vec![nothing(), nothing()], "  max_iterations_per_mt: 1\n").await;
+    let (_store, engine) = booted(&q).await;
+    let created = engine.create_run(request(&q, JOB, micro_task_contract())).await.unwrap();
+    assert_eq!(engine.start(&created.run_id).await.unwrap().state, RunState::AwaitingUser);
+    let run = engine.gate(&created.run_id, "ada", HumanDecision::Abort, None).await.unwrap();
+    assert_eq!(run.state, RunState::Failed);
+    assert!(run.terminal_reason.unwrap().contains("aborted by a person"));
+    assert!(calc(&q).contains("a - b"), "nothing was changed");
+}
+
+/// In a workflow run, each visit of a `micro_tasks` step is its own job, and its status is an
+/// output the next step can read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_micro_tasks_step_hands_its_status_to_the_next_step() {
+    let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    let (store, engine) = booted(&p).await;
+    let source = "id: fix-then-report\nversion: 1\nsteps:\n  - {id: fix, type: micro_tasks, packet: packet.yaml}\n  - {id: report, type: shell, run: 'echo fix {{steps.fix.outputs.status}}'}\n";
+    let created = engine.create_run(request(&p, source, JobContract::workflow_run())).await.unwrap();
+    let run = engine.start(&created.run_id).await.unwrap();
+    assert_eq!(run.state, RunState::Completed, "{}", run.summary);
+    let attempts = store.list_attempts(&run.run_id).await.unwrap();
+    assert_eq!(attempts[1].output.as_ref().unwrap()["stdout"], "fix completed");
+    let job = attempts[0].output.as_ref().unwrap()["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(job, format!("{}-fix-1", run.job_id));
+    assert!(p.dir.path().join(".steward/micro_task_executor").join(&job).join("run_ledger.json").is_file());
+    let metrics = &attempts[0].output.as_ref().unwrap()["metrics"];
+    assert_eq!((metrics["completed_mts"].as_u64(), metrics["total_iterations"].as_u64()), (Some(1), Some(1)));
+}
