@@ -25,7 +25,15 @@ fn the_demo_packet_plans_into_one_checked_task() {
     let out = s.run(&["mt", "plan", "packet.yaml"]);
     assert!(out.status.success());
     assert!(text(&out).contains("MT-VAL: ok"), "{}", text(&out));
+    // The demo's policies are valid as shipped.
+    for (name, text) in [("scripted-policy.yaml", SCRIPTED_POLICY), ("local-policy.yaml", LOCAL_POLICY)] {
+        s.write(name, text);
+        let plan = s.json(&["mt", "plan", "packet.yaml", "--policy", name, "--json"]);
+        assert_eq!(plan["valid"], true, "{name}: {plan}");
+    }
 }
+
+const LOCAL_POLICY: &str = include_str!("../../../../examples/mt-demo/local-policy.yaml");
 
 /// DG-MT-01: a packet that carries definitions is refused, with the line.
 #[test]
@@ -34,7 +42,7 @@ fn supplied_definitions_are_refused() {
     s.write("packet.yaml", &format!("{PACKET}mt_definitions:\n  - mt_id: MT-001\n"));
     let out = s.run(&["mt", "plan", "packet.yaml"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("line 17: `mt_definitions`: mt_definitions must not be provided"), "{}", text(&out));
+    assert!(text(&out).contains("line 18: `mt_definitions`: mt_definitions must not be provided"), "{}", text(&out));
 }
 
 /// DG-MT-19 and MT-VAL errors block with the full report (exit 1); a bad policy names its field.
