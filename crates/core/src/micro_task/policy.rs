@@ -117,7 +117,8 @@ pub struct ExecutionPolicy {
     pub max_duration_ms: u64,
     /// The levels, ending in a hard gate.
     pub escalation_chain: Vec<EscalationLevel>,
-    /// Whether cloud levels may be used at all (still with consent).
+    /// Whether cloud levels may be used at all (still with consent). Refused for now: consent
+    /// receipts cannot be recorded yet.
     pub cloud_escalation_allowed: bool,
     /// When to return to a smaller model after a success.
     pub drop_back_strategy: DropBackStrategy,
@@ -171,6 +172,14 @@ impl ExecutionPolicy {
     /// DG-MT-04 ranges and the chain's shape: levels numbered 0, 1, 2, ... and a hard gate that
     /// every run can reach, so escalation always ends with a person.
     pub fn check(&self) -> Result<(), PolicyError> {
+        // DG-MT-10: a cloud level needs a recorded consent receipt, which this version has no way
+        // to record yet; refusing the switch is safer than sending code out without one.
+        if self.cloud_escalation_allowed {
+            return Err(policy_error(
+                "cloud_escalation_allowed",
+                "cloud escalation needs a recorded consent receipt, which this version cannot record yet; leave it false (cloud levels are skipped)",
+            ));
+        }
         if !(1..=20).contains(&self.max_iterations_per_mt) {
             return Err(policy_error(
                 "max_iterations_per_mt",
@@ -344,8 +353,11 @@ mod tests {
         ]);
         let p = ExecutionPolicy::from_json(&json!({"escalation_chain": chain})).unwrap();
         assert_eq!(p.next_model_level(0), Some(2));
-        let p =
-            ExecutionPolicy::from_json(&json!({"escalation_chain": chain, "cloud_escalation_allowed": true})).unwrap();
-        assert_eq!(p.next_model_level(0), Some(1));
+        let allowed = ExecutionPolicy { cloud_escalation_allowed: true, ..p };
+        assert_eq!(allowed.next_model_level(0), Some(1));
+        // Until consent receipts can be recorded, a policy may not switch cloud escalation on.
+        let e = ExecutionPolicy::from_json(&json!({"escalation_chain": chain, "cloud_escalation_allowed": true}))
+            .unwrap_err();
+        assert_eq!(e.field, "cloud_escalation_allowed");
     }
 }
