@@ -139,15 +139,12 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
                 let Some(last) = visit.iter().max_by_key(|f| f.attempt) else {
                     continue;
                 };
+                let again =
+                    Start { step_index: i, step_id: step.id.clone(), attempt: t.max_attempt + 1, visit: t.visits };
                 if last.status == AttemptStatus::AwaitingUser {
                     // Waiting for a person is not a failed try: the answer starts a fresh attempt.
                     if last.answered {
-                        candidates.push(Start {
-                            step_index: i,
-                            step_id: step.id.clone(),
-                            attempt: t.max_attempt + 1,
-                            visit: t.visits,
-                        });
+                        candidates.push(again);
                     } else {
                         waiting.push(step.id.clone());
                     }
@@ -172,12 +169,7 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
                 };
                 let due = last.finished_at.unwrap_or(now).plus_millis(delay);
                 if due <= now {
-                    candidates.push(Start {
-                        step_index: i,
-                        step_id: step.id.clone(),
-                        attempt: t.max_attempt + 1,
-                        visit: t.visits,
-                    });
+                    candidates.push(again);
                 } else {
                     wake_at = Some(wake_at.map_or(due, |w| w.min(due)));
                 }

@@ -203,6 +203,20 @@ fn facts<'a>(attempts: &'a [Attempt], decisions: &HashMap<String, HumanDecision>
         .collect()
 }
 
+/// The attempts that stopped for a person and are still the latest of their step.
+pub(crate) fn waiting(attempts: &[Attempt]) -> Vec<&Attempt> {
+    let mut last: Vec<&Attempt> = Vec::new();
+    for a in attempts {
+        match last.iter_mut().find(|l| l.step_id == a.step_id) {
+            Some(l) if l.attempt < a.attempt => *l = a,
+            Some(_) => {}
+            None => last.push(a),
+        }
+    }
+    last.retain(|a| a.status == AttemptStatus::AwaitingUser);
+    last
+}
+
 /// Applies finishes to a view exactly as the store applies them.
 fn apply_finishes(attempts: &mut [Attempt], finished: &[AttemptFinish], now: Timestamp) {
     for f in finished {
@@ -317,17 +331,14 @@ impl<S: Store + Clone> Engine<S> {
     /// `human_decision` of each such step. Only `steward gate` moves a waiting run on, and it
     /// records one, so the latest answers the last pause.
     async fn decisions(&self, run_id: &str, attempts: &[Attempt]) -> Result<HashMap<String, HumanDecision>> {
-        let waiting = |step: &str| {
-            attempts.iter().filter(|a| a.step_id == step).max_by_key(|a| a.attempt).map(|a| a.status)
-                == Some(AttemptStatus::AwaitingUser)
-        };
+        let waiting = waiting(attempts);
         let mut out = HashMap::new();
-        if !attempts.iter().any(|a| waiting(&a.step_id)) {
+        if waiting.is_empty() {
             return Ok(out);
         }
         for e in self.inner.store.list_events(run_id, 0).await? {
             if e.event_type == "human_decision"
-                && let Some(step) = e.step_id.filter(|s| waiting(s))
+                && let Some(step) = e.step_id.filter(|s| waiting.iter().any(|a| &a.step_id == s))
                 && let Some(d) = e.payload["decision"].as_str().and_then(HumanDecision::parse)
             {
                 out.insert(step, d);

@@ -353,15 +353,9 @@ impl<S: Store + Clone> Engine<S> {
             return self.fail_start(&run, run.state, &reason).await;
         }
         let attempts = self.inner.store.list_attempts(run_id).await?;
-        let mut last: HashMap<&str, &steward_store::Attempt> = HashMap::new();
-        for a in &attempts {
-            if last.get(a.step_id.as_str()).is_none_or(|l| l.attempt < a.attempt) {
-                last.insert(&a.step_id, a);
-            }
-        }
         let mut c = self.commit(&run.run_id, run.state, Actor::Human);
         c.actor_id = actor_id.to_owned();
-        for a in last.values().filter(|a| a.status == AttemptStatus::AwaitingUser) {
+        for a in crate::drive::waiting(&attempts) {
             let pause = a.output.as_ref().map(|o| &o["pause"]);
             let gate = pause.and_then(|p| p["kind"].as_str()).unwrap_or("gate");
             let mut body = serde_json::json!({"decision": decision.as_str(), "gate": gate});
@@ -375,7 +369,6 @@ impl<S: Store + Clone> Engine<S> {
                 payload: Payload::recorded("human_decision", body),
             });
         }
-        c.events.sort_by(|a, b| a.step_id.cmp(&b.step_id));
         c.transition = Some(Transition {
             to: RunState::Running,
             cause: TransitionCause::Operator,

@@ -473,6 +473,14 @@ steps:
             ]
         );
         assert_eq!(
+            errors(
+                "id: m\nversion: 1\nsteps:\n  - {id: fix, type: micro_tasks, packet: p.yaml, timeout_seconds: 60}\n"
+            ),
+            [
+                "line 4, step `fix`, field `steps[0].timeout_seconds`: a micro_tasks step is bounded by its execution policy (`max_duration_ms`, then the hard gate), not `timeout_seconds`"
+            ]
+        );
+        assert_eq!(
             errors("id: m\nversion: 1\nsteps:\n  - {id: a, type: noop, packet: p.yaml}\n"),
             ["line 4, step `a`, field `steps[0].packet`: `packet` is only valid on micro_tasks steps"]
         );

@@ -589,6 +589,14 @@ impl Reader {
             Some(n) => Some(self.string(n, &join(base, "policy"))?),
             None => None,
         };
+        if let Some(n) = get("timeout_seconds") {
+            // The job stops itself at its hard gate; cutting it off mid-iteration would not.
+            self.err(
+                n.pos.line,
+                join(base, "timeout_seconds"),
+                "a micro_tasks step is bounded by its execution policy (`max_duration_ms`, then the hard gate), not `timeout_seconds`",
+            );
+        }
         Some(StepKind::MicroTasks(MicroTasksStep { packet, policy }))
     }
 

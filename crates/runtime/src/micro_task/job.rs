@@ -168,6 +168,19 @@ pub(crate) async fn execute(
         let why = format!("MT-VAL blocked the job: {}", errors.join("; "));
         return end(step, attempt, AttemptStatus::Failed, Some(why), output);
     }
+    // A job goes on with the tasks it started with: a packet edited since would regenerate
+    // different ones, and the recorded progress would no longer describe them.
+    if let Ok(saved) = std::fs::read(work.state_dir.join("mt_definitions.json"))
+        && serde_json::from_slice::<Value>(&saved).ok() != serde_json::to_value(&plan.mts).ok()
+    {
+        output["status"] = json!("failed");
+        let why = format!(
+            "the work packet {} changed since this job started (its micro-tasks differ from {}); start a new job",
+            work.packet.display(),
+            work.state_dir.join("mt_definitions.json").display()
+        );
+        return end(step, attempt, AttemptStatus::Failed, Some(why), output);
+    }
     if plan.policy.escalation_chain.iter().any(|l| l.provider.as_deref() == Some("scripted")) {
         // Replayed answers are never passed off as a model's.
         output["scripted"] = json!(true);

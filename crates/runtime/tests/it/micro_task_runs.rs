@@ -162,3 +162,21 @@ async fn a_micro_tasks_step_hands_its_status_to_the_next_step() {
     let metrics = &attempts[0].output.as_ref().unwrap()["metrics"];
     assert_eq!((metrics["completed_mts"].as_u64(), metrics["total_iterations"].as_u64()), (Some(1), Some(1)));
 }
+
+/// A job goes on with the tasks it started with: a packet edited while the job waits is refused
+/// with the reason, instead of mixing new tasks with recorded progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packet_edited_during_a_pause_is_refused() {
+    let nothing = || Reply::openai("I looked at it.");
+    let p = project(vec![nothing(), nothing()], "  max_iterations_per_mt: 1\n").await;
+    let (_store, engine) = booted(&p).await;
+    let created = engine.create_run(request(&p, JOB, micro_task_contract())).await.unwrap();
+    assert_eq!(engine.start(&created.run_id).await.unwrap().state, RunState::AwaitingUser);
+    let packet = p.dir.path().join("packet.yaml");
+    let edited = std::fs::read_to_string(&packet).unwrap().replace("the unit tests pass", "all tests pass");
+    std::fs::write(&packet, edited).unwrap();
+    let run = engine.gate(&created.run_id, "ada", HumanDecision::Continue, None).await.unwrap();
+    assert_eq!(run.state, RunState::Failed);
+    assert!(run.terminal_reason.unwrap().contains("changed since this job started"));
+    assert_eq!(p.server.received().len(), 2, "no model was asked");
+}
