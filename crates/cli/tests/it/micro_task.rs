@@ -201,6 +201,11 @@ fn a_blocked_packet_never_becomes_a_run() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("MT-VAL: blocked") && text(&out).contains("HSK-TERM-002"), "{}", text(&out));
     assert_eq!(s.json(&["list", "--json"]), serde_json::json!([]));
+    let out = s.run(&["mt", "run", "missing.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "said once: {err}");
+    assert!(err.contains("cannot read") && err.contains("missing.yaml"), "{err}");
 }
 
 /// SIGKILL of the real binary while an iteration's verify command runs, then `resume`: the

@@ -31,13 +31,14 @@ pub struct Plan {
 /// Why no plan could be made at all.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    /// A file could not be read.
-    #[error("{path}: {source}")]
+    /// A file could not be read. The reason is part of the message, not a separate source, so
+    /// an error chain prints it once.
+    #[error("cannot read {path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The packet is malformed.
     #[error("{path}: invalid work packet:\n{}", errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
@@ -58,7 +59,7 @@ pub enum PlanError {
 }
 
 fn read(path: &Path) -> Result<String, PlanError> {
-    std::fs::read_to_string(path).map_err(|source| PlanError::Io { path: path.to_owned(), source })
+    std::fs::read_to_string(path).map_err(|error| PlanError::Io { path: path.to_owned(), error })
 }
 
 /// Reads `packet_path` (and `policy_path`, which wins over the packet's own policy), generates the
