@@ -66,7 +66,7 @@ fn job_workflow(wp_id: &str, packet: &Path, policy: Option<&Path>) -> String {
     // JSON strings are YAML double-quoted scalars: any path survives.
     let quote = |p: &Path| Value::String(p.display().to_string()).to_string();
     let mut s = format!(
-        "# The micro-task job of work packet {wp_id}, written by `steward mt run`.\n\
+        "# The micro-task job of work packet {id}, written by `steward mt run`.\n\
          id: mt-{id}\nversion: 1\nlimits: {{run_timeout_seconds: {RUN_TIMEOUT_SECONDS}}}\nsteps:\n  \
          - id: micro_tasks\n    type: micro_tasks\n    packet: {}\n",
         quote(packet)
@@ -261,4 +261,23 @@ fn plan_text(plan: &Plan) -> String {
     section(&mut s, "info", &plan.report.infos);
     s.push_str(if plan.report.has_errors() { "\nMT-VAL: blocked (fix the errors above)\n" } else { "\nMT-VAL: ok\n" });
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use steward_core::workflow::{StepKind, parse};
+
+    /// Any packet path and packet id survive the generated definition.
+    #[test]
+    fn the_job_workflow_names_any_path_exactly() {
+        let packet = Path::new("/tmp/a dir/it's \"quoted\" # not: a comment/ünï/packet.yaml");
+        let policy = Path::new("/tmp/p\\olicy.yaml");
+        let wf = parse(&job_workflow("WP 1\nid: evil", packet, Some(policy))).unwrap();
+        assert_eq!(wf.id, "mt-WP_1_id__evil");
+        let [step] = wf.steps.as_slice() else { panic!("one step") };
+        let StepKind::MicroTasks(m) = &step.kind else { panic!("a micro_tasks step") };
+        assert_eq!(Path::new(&m.packet), packet);
+        assert_eq!(m.policy.as_deref().map(Path::new), Some(policy));
+    }
 }
