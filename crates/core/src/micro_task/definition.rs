@@ -218,15 +218,6 @@ impl MicroTaskDefinition {
     }
 }
 
-/// The capability a verify command needs: `proc.exec:<program>`, the program being the first
-/// word's file name (§2.6.6.8.10).
-pub fn exec_capability(command: &str) -> Option<String> {
-    let first = command.split_whitespace().next()?;
-    let name = first.rsplit('/').next().unwrap_or(first);
-    let name = name.strip_suffix(".exe").unwrap_or(name);
-    (!name.is_empty()).then(|| format!("proc.exec:{name}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,13 +234,5 @@ mod tests {
         assert!(!Expect::Contains.passed(Some(0), false, "3 passed", None));
         assert!(Expect::NotContains.passed(Some(0), false, "ok", Some("FAILED")));
         assert!(!Expect::NotContains.passed(Some(0), false, "FAILED", Some("FAILED")));
-    }
-
-    #[test]
-    fn exec_capability_names_the_program() {
-        assert_eq!(exec_capability("cargo test -q").as_deref(), Some("proc.exec:cargo"));
-        assert_eq!(exec_capability("/usr/bin/python3 -m pytest").as_deref(), Some("proc.exec:python3"));
-        assert_eq!(exec_capability("tool.exe x").as_deref(), Some("proc.exec:tool"));
-        assert_eq!(exec_capability("   "), None);
     }
 }
