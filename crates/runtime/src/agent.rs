@@ -23,7 +23,6 @@ use steward_models::ollama::OllamaClient;
 use steward_models::openai::OpenAiClient;
 use steward_models::scripted::ScriptedClient;
 use steward_models::{ChatRequest, ChatResponse, Message, ModelClient, Role, Usage, UsageSource};
-use steward_store::AttemptFinish;
 use steward_tools::artifacts::hash;
 use steward_tools::bus::{CallContext, ToolBus};
 use steward_tools::exec::Ending;
@@ -51,12 +50,19 @@ pub(crate) struct AgentWork {
     pub(crate) ctx: CallContext,
     /// Variables seen before the process environment.
     pub(crate) env: Arc<std::collections::BTreeMap<String, String>>,
+    /// The workflow's capability profile: an agent CLI runs under it like any command.
+    pub(crate) profile: String,
 }
 
 impl AgentWork {
     fn var(&self, name: &str) -> Option<String> {
-        self.env.get(name).cloned().or_else(|| std::env::var(name).ok())
+        env_var(&self.env, name)
     }
+}
+
+/// A variable from the engine's own environment first (embedding, tests), then the process's.
+pub(crate) fn env_var(env: &std::collections::BTreeMap<String, String>, name: &str) -> Option<String> {
+    env.get(name).cloned().or_else(|| std::env::var(name).ok())
 }
 
 /// The output contract appended to every agent prompt.
@@ -92,18 +98,7 @@ fn done(
     output: Option<Value>,
     events: Vec<Payload>,
 ) -> StepDone {
-    StepDone {
-        finish: AttemptFinish {
-            step_id: step.id.clone(),
-            attempt,
-            status,
-            output,
-            error,
-            retryable,
-            routes: Vec::new(),
-        },
-        events,
-    }
+    StepDone { finish: crate::step::finish(&step.id, attempt, status, error, retryable, output), events }
 }
 
 /// Builds the client for an HTTP or scripted agent.
@@ -210,7 +205,7 @@ async fn ask_cli(
         None,
         &env,
         Duration::from_secs(step.timeout_seconds),
-        "Coder",
+        &work.profile,
     );
     let executed = bus.execute(&op, &work.ctx, cancel).await;
     events.extend(executed.events);

@@ -278,15 +278,8 @@ impl InFlight {
             }
             Err(e) => {
                 let (step_id, attempt) = self.ids.remove(&e.id()).unwrap_or_default();
-                let finish = AttemptFinish {
-                    step_id,
-                    attempt,
-                    status: AttemptStatus::Failed,
-                    output: None,
-                    error: Some(format!("internal error while running the step: {e}")),
-                    retryable: false,
-                    routes: Vec::new(),
-                };
+                let why = format!("internal error while running the step: {e}");
+                let finish = step::finish(&step_id, attempt, AttemptStatus::Failed, Some(why), false, None);
                 StepDone { finish, events: Vec::new() }
             }
         }

@@ -141,8 +141,11 @@ impl Scope<'_> {
         Value::Null
     }
 
+    /// The engine's data directory, absolute: attempt files and micro-task state are handed to
+    /// processes running elsewhere (an agent CLI in the run's directory, `status` from anywhere).
     fn data_dir(&self) -> PathBuf {
-        self.bus.artifacts().root().parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        let dir = self.bus.artifacts().root().parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        std::path::absolute(&dir).unwrap_or(dir)
     }
 
     /// Where a step attempt's files live: `<data dir>/runs/<run>/steps/<step>/attempts/<n>`.
@@ -209,6 +212,7 @@ impl Scope<'_> {
             workdir: self.run.workdir.clone().into(),
             ctx: self.context(key),
             env: self.env.clone(),
+            profile: self.wf.profile().to_owned(),
         };
         Ok(Prepared { input, work: Work::Agent(Box::new(work)) })
     }
@@ -217,9 +221,7 @@ impl Scope<'_> {
     /// last attempt stopped for one.
     fn prepare_micro_tasks(&self, step: &Step, m: &MicroTasksStep, visit: u32) -> Prepared {
         let whole_run = self.run.contract.job_kind == JobKind::MicroTaskExecution;
-        // Absolute, so `status` finds the job's state from any directory.
-        let data_dir = std::path::absolute(self.data_dir()).unwrap_or_else(|_| self.data_dir());
-        let (job_id, state_dir) = job::job_of(&data_dir, &self.run.job_id, whole_run, &step.id, visit);
+        let (job_id, state_dir) = job::job_of(&self.data_dir(), &self.run.job_id, whole_run, &step.id, visit);
         let workdir = Path::new(&self.run.workdir);
         let decision = self.decisions.get(&step.id).copied();
         let input = json!({
@@ -299,15 +301,16 @@ impl Scope<'_> {
     }
 }
 
-fn finish(
-    step: &Step,
+/// How an attempt ended; the driver adds the routes of a completed one.
+pub(crate) fn finish(
+    step_id: &str,
     attempt: u32,
     status: AttemptStatus,
     error: Option<String>,
     retryable: bool,
     output: Option<Value>,
 ) -> AttemptFinish {
-    AttemptFinish { step_id: step.id.clone(), attempt, status, output, error, retryable, routes: Vec::new() }
+    AttemptFinish { step_id: step_id.to_owned(), attempt, status, output, error, retryable, routes: Vec::new() }
 }
 
 /// Output text as the `stdout` output: trailing newlines removed, as `$(...)` does.
@@ -346,11 +349,11 @@ pub(crate) async fn execute(
     let done = |finish| StepDone { finish, events: Vec::new() };
     let (op, ctx) = match work {
         Work::Noop => {
-            return done(self::finish(step, attempt, AttemptStatus::Completed, None, false, Some(json!({}))));
+            return done(self::finish(&step.id, attempt, AttemptStatus::Completed, None, false, Some(json!({}))));
         }
         Work::Unrunnable(reason) => {
             return done(self::finish(
-                step,
+                &step.id,
                 attempt,
                 AttemptStatus::Failed,
                 Some(format!("cannot start: {reason}")),
@@ -368,7 +371,7 @@ pub(crate) async fn execute(
     let Some(out) = executed.output else {
         // Refused by a gate or guard, or could not be spawned: retrying cannot change that.
         let why = executed.refusal.map_or_else(|| "refused by the tool bus".to_owned(), |r| r.to_string());
-        return with(self::finish(step, attempt, AttemptStatus::Failed, Some(why), false, None));
+        return with(self::finish(&step.id, attempt, AttemptStatus::Failed, Some(why), false, None));
     };
     let exit_code = match out.ending {
         Ending::Exited(c) => json!(c),
@@ -414,13 +417,13 @@ pub(crate) async fn execute(
         }
     };
     if let Some((status, error, retryable)) = failure {
-        return with(self::finish(step, attempt, status, Some(error), retryable, Some(output)));
+        return with(self::finish(&step.id, attempt, status, Some(error), retryable, Some(output)));
     }
     // The envelope is read from the raw output; what is kept of it is redacted.
     let envelope = match result_block::parse(&out.raw_stdout) {
         Ok(e) => e,
         Err(e) => {
-            return with(self::finish(step, attempt, AttemptStatus::Failed, Some(e), true, Some(output)));
+            return with(self::finish(&step.id, attempt, AttemptStatus::Failed, Some(e), true, Some(output)));
         }
     };
     let redactor = bus.redactor();
@@ -428,7 +431,7 @@ pub(crate) async fn execute(
         output["outputs"] = redactor.redact_json(&Value::Object(env.outputs.clone()));
         if let Some(why) = record_summary(env, redactor, &mut output, "step") {
             return with(self::finish(
-                step,
+                &step.id,
                 attempt,
                 AttemptStatus::Failed,
                 Some(format!("step reported failure: {why}")),
@@ -441,7 +444,7 @@ pub(crate) async fn execute(
     let missing = result_block::missing_outputs(&step.outputs, &declared);
     if !missing.is_empty() {
         let msg = format!("missing required outputs in the [workflow_result] block: {}", missing.join(", "));
-        return with(self::finish(step, attempt, AttemptStatus::Failed, Some(msg), true, Some(output)));
+        return with(self::finish(&step.id, attempt, AttemptStatus::Failed, Some(msg), true, Some(output)));
     }
-    with(self::finish(step, attempt, AttemptStatus::Completed, None, false, Some(output)))
+    with(self::finish(&step.id, attempt, AttemptStatus::Completed, None, false, Some(output)))
 }

@@ -32,6 +32,7 @@ use steward_models::{ChatRequest, Message, ModelClient, Role};
 use steward_tools::artifacts::hash;
 use steward_tools::bus::{CallContext, ToolBus};
 use steward_tools::exec::Ending;
+use steward_tools::redact::Redactor;
 use steward_tools::terminal::SessionKind;
 
 use super::plan::Plan;
@@ -122,6 +123,13 @@ pub enum ExecError {
     /// Events could not be recorded.
     #[error("recording events: {0}")]
     Sink(String),
+    /// The plan's tasks are not the ones the job started with (the packet was edited): the
+    /// recorded progress would no longer describe them.
+    #[error("the work packet changed since this job started (its micro-tasks differ from {}); start a new job", .definitions.display())]
+    PlanChanged {
+        /// The tasks the job started with.
+        definitions: PathBuf,
+    },
 }
 
 type Result<T, E = ExecError> = std::result::Result<T, E>;
@@ -150,6 +158,9 @@ pub struct Executor<'a> {
     pub profile: &'a str,
     /// Stops the loop between iterations and kills running commands.
     pub cancel: CancellationToken,
+    /// What is scrubbed from everything the loop records: the bus's secrets plus the chain's
+    /// API keys, which a provider's error text may echo.
+    pub redactor: &'a Redactor,
 }
 
 struct State {
@@ -603,9 +614,11 @@ impl Executor<'_> {
         key: &str,
         save_to: &Path,
     ) -> Result<Result<(String, (u64, u64)), String>> {
+        let model_error =
+            |e: &dyn std::fmt::Display| format!("model_error: {}", self.redactor.redact(&e.to_string()).0);
         let client = match (self.models)(level) {
             Ok(c) => c,
-            Err(e) => return Ok(Err(format!("model_error: {e}"))),
+            Err(e) => return Ok(Err(model_error(&e))),
         };
         let req = ChatRequest {
             model: model_id.to_owned(),
@@ -633,10 +646,8 @@ impl Executor<'_> {
         };
         let why = answer.as_ref().err().map(ToString::to_string).unwrap_or_default();
         let answered = answer.as_ref().map_err(|_| why.as_str());
-        self.emit(vec![inference_event(call, answered, self.bus.redactor())]).await?;
-        Ok(answer
-            .map(|r| (r.content, (r.usage.prompt_tokens, r.usage.completion_tokens)))
-            .map_err(|e| format!("model_error: {e}")))
+        self.emit(vec![inference_event(call, answered, self.redactor)]).await?;
+        Ok(answer.map(|r| (r.content, (r.usage.prompt_tokens, r.usage.completion_tokens))).map_err(|e| model_error(&e)))
     }
 
     /// Writes every planned file through a temporary file and a rename, all temporaries first.
@@ -727,7 +738,7 @@ impl Executor<'_> {
                 passed = false;
             }
             results.push(json!({
-                "spec_index": i, "command": self.bus.redactor().redact(&v.command).0, "expected": v.expect.as_str(),
+                "spec_index": i, "command": self.redactor.redact(&v.command).0, "expected": v.expect.as_str(),
                 "actual_exit_code": exit_code, "passed": spec_passed, "blocking": v.blocking, "duration_ms": duration_ms,
                 "error": error, "output_tail": stdout_tail,
                 "evidence": executed.result.evidence.iter().map(|a| a.hash.clone()).collect::<Vec<_>>(),
@@ -914,6 +925,10 @@ impl Executor<'_> {
     async fn load_or_init(&self) -> Result<State> {
         let (pp, lp) = (self.progress_path(), self.ledger_path());
         if pp.exists() && lp.exists() {
+            let definitions = self.state_dir.join("mt_definitions.json");
+            if definitions.exists() && read_json::<Value>(&definitions)? != json!(self.plan.mts) {
+                return Err(ExecError::PlanChanged { definitions });
+            }
             let mut progress: ProgressArtifact = read_json(&pp)?;
             let mut ledger: RunLedger = read_json(&lp)?;
             let interrupted = ledger.steps.iter().any(|s| s.status == StepStatus::InProgress);
@@ -994,10 +1009,7 @@ impl Executor<'_> {
             resume_point: None,
             resume_reason: None,
         };
-        write_json(
-            &self.state_dir.join("mt_definitions.json"),
-            &serde_json::to_value(&self.plan.mts).unwrap_or_default(),
-        )?;
+        write_json(&self.state_dir.join("mt_definitions.json"), &json!(self.plan.mts))?;
         let mut st = State { progress, ledger };
         self.save(&mut st)?;
         self.mt_event(

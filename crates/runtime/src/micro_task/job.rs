@@ -16,12 +16,13 @@ use steward_core::state::{AttemptStatus, RunState};
 use steward_core::workflow::{Provider, Step};
 use steward_models::ModelClient;
 use steward_models::http::HttpConfig;
-use steward_store::{AttemptFinish, Commit, Expect};
+use steward_store::{Commit, Expect};
 use steward_tools::bus::ToolBus;
+use steward_tools::redact::Redactor;
 
-use super::executor::{BoxFuture, EventSink, Executor, HumanDecision, Outcome};
+use super::executor::{BoxFuture, EventSink, ExecError, Executor, HumanDecision, Outcome};
 use super::plan::plan;
-use crate::agent::connect;
+use crate::agent::{connect, env_var};
 use crate::clock::Clock;
 use crate::step::StepDone;
 
@@ -104,12 +105,12 @@ impl EventSink for RunSink {
     }
 }
 
-/// The client for a chain level; the provider defaults to a local Ollama.
+/// The client for a chain level (the provider defaults to a local Ollama) and its API key.
 fn client(
     level: &EscalationLevel,
     root: &Path,
     env: &BTreeMap<String, String>,
-) -> Result<Arc<dyn ModelClient>, String> {
+) -> Result<(Arc<dyn ModelClient>, Option<String>), String> {
     let provider = match level.provider.as_deref().unwrap_or("ollama") {
         "openai" => Provider::OpenAi,
         "ollama" => Provider::Ollama,
@@ -117,29 +118,24 @@ fn client(
         other => return Err(format!("level {}: `{other}` is not a provider", level.level)),
     };
     let key = match &level.api_key_env {
-        Some(var) => Some(env.get(var).cloned().or_else(|| std::env::var(var).ok()).ok_or_else(|| {
+        Some(var) => Some(env_var(env, var).ok_or_else(|| {
             format!("level {}: the environment variable {var} (api_key_env) is not set", level.level)
         })?),
         None => None,
     };
     let script = level.script.as_deref().map(|s| root.join(s));
-    connect(provider, level.base_url.as_deref(), script.as_deref(), key, HttpConfig::default())
+    let c = connect(provider, level.base_url.as_deref(), script.as_deref(), key.clone(), HttpConfig::default())?;
+    Ok((c, key))
 }
 
 fn end(step: &Step, attempt: u32, status: AttemptStatus, error: Option<String>, output: Value) -> StepDone {
     // A micro-task job keeps its own iteration budget; the engine does not retry it on top,
     // except after the executor itself stopped (see below).
     let retryable = status == AttemptStatus::Failed && output["status"] == "interrupted";
-    let finish = AttemptFinish {
-        step_id: step.id.clone(),
-        attempt,
-        status,
-        output: Some(output),
-        error,
-        retryable,
-        routes: vec![],
-    };
-    StepDone { finish, events: Vec::new() }
+    StepDone {
+        finish: crate::step::finish(&step.id, attempt, status, error, retryable, Some(output)),
+        events: Vec::new(),
+    }
 }
 
 /// Runs the job to its end or to a pause. Never fails: every outcome is an attempt ending.
@@ -168,25 +164,25 @@ pub(crate) async fn execute(
         let why = format!("MT-VAL blocked the job: {}", errors.join("; "));
         return end(step, attempt, AttemptStatus::Failed, Some(why), output);
     }
-    // A job goes on with the tasks it started with: a packet edited since would regenerate
-    // different ones, and the recorded progress would no longer describe them.
-    if let Ok(saved) = std::fs::read(work.state_dir.join("mt_definitions.json"))
-        && serde_json::from_slice::<Value>(&saved).ok() != serde_json::to_value(&plan.mts).ok()
-    {
-        output["status"] = json!("failed");
-        let why = format!(
-            "the work packet {} changed since this job started (its micro-tasks differ from {}); start a new job",
-            work.packet.display(),
-            work.state_dir.join("mt_definitions.json").display()
-        );
-        return end(step, attempt, AttemptStatus::Failed, Some(why), output);
-    }
     if plan.policy.escalation_chain.iter().any(|l| l.provider.as_deref() == Some("scripted")) {
         // Replayed answers are never passed off as a model's.
         output["scripted"] = json!(true);
     }
-    let (root, env) = (plan.root.clone(), work.env.clone());
-    let models = move |level: &EscalationLevel| client(level, &root, &env);
+    // One client per level, built before the loop: a connection pool (or a parsed script) is
+    // reused across iterations, and every API key is known to the redactor from the start.
+    let mut keys = Vec::new();
+    let mut clients = BTreeMap::new();
+    for level in plan.policy.escalation_chain.iter().filter(|l| !l.stops_for_human()) {
+        let built = client(level, &plan.root, &work.env).map(|(c, key)| {
+            keys.extend(key);
+            c
+        });
+        clients.insert(level.level, built);
+    }
+    let redactor = keys.into_iter().fold(bus.redactor().clone(), Redactor::with_secret);
+    let models = move |level: &EscalationLevel| {
+        clients.get(&level.level).cloned().unwrap_or_else(|| Err(format!("level {} has no model", level.level)))
+    };
     let exec = Executor {
         plan: &plan,
         job_id: &work.job_id,
@@ -199,6 +195,7 @@ pub(crate) async fn execute(
         clock: work.clock.as_ref(),
         profile: &work.profile,
         cancel: cancel.clone(),
+        redactor: &redactor,
     };
     let outcome = exec.run(work.decision).await;
     if let Ok(metrics) = std::fs::read(work.state_dir.join("metrics.json"))
@@ -216,6 +213,8 @@ pub(crate) async fn execute(
             output["pause"] = serde_json::to_value(&pause).unwrap_or_default();
             (AttemptStatus::AwaitingUser, Some(why), "awaiting_user")
         }
+        // Retrying cannot make an edited packet match the job again.
+        Err(e @ ExecError::PlanChanged { .. }) => (AttemptStatus::Failed, Some(e.to_string()), "failed"),
         // The job's files or the run's log refused a write: nothing was lost, and the next
         // attempt resumes from the job's state.
         Err(e) => (AttemptStatus::Failed, Some(format!("the micro-task executor stopped: {e}")), "interrupted"),

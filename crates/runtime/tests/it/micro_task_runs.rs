@@ -29,11 +29,16 @@ fn micro_task_contract() -> JobContract {
 
 /// A booted engine whose data directory (and so its micro-task state) is inside the project.
 async fn booted(p: &Project) -> (SqliteStore, Engine<SqliteStore>) {
+    booted_with_env(p, &[]).await
+}
+
+async fn booted_with_env(p: &Project, env: &[(&str, &str)]) -> (SqliteStore, Engine<SqliteStore>) {
     let data = p.dir.path().join(".steward");
     std::fs::create_dir_all(&data).unwrap();
     let store = sqlite(&data);
     let mut config = EngineConfig::new("me".into());
     config.watch_interval = std::time::Duration::from_millis(50);
+    config.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let bus = Arc::new(bus_at(&data.join("artifacts")));
     let engine = Engine::new(store.clone(), bus, Arc::new(SystemClock), Arc::new(SeqIds::new("id")), config);
     engine.boot().await.unwrap();
@@ -179,4 +184,41 @@ async fn a_packet_edited_during_a_pause_is_refused() {
     assert_eq!(run.state, RunState::Failed);
     assert!(run.terminal_reason.unwrap().contains("changed since this job started"));
     assert_eq!(p.server.received().len(), 2, "no model was asked");
+}
+
+/// A chain level's API key is a secret wherever a provider might echo it: in the model error,
+/// the iteration's error summary, the events and the job's state files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echoed_api_key_never_reaches_the_log_or_the_state() {
+    const KEY: &str = "plain-key-0042";
+    let echo = || Reply::status(401, &format!("{{\"error\": \"invalid key {KEY}\"}}"));
+    let p = project(vec![echo(), echo()], "  max_iterations_per_mt: 1\n").await;
+    let packet = p.dir.path().join("packet.yaml");
+    let keyed =
+        std::fs::read_to_string(&packet).unwrap().replace("model: small}", "model: small, api_key_env: MT_KEY}");
+    std::fs::write(&packet, keyed).unwrap();
+    let (store, engine) = booted_with_env(&p, &[("MT_KEY", KEY)]).await;
+    let created = engine.create_run(request(&p, JOB, micro_task_contract())).await.unwrap();
+    let run = engine.start(&created.run_id).await.unwrap();
+    assert_eq!(run.state, RunState::AwaitingUser, "{}", run.summary);
+    let sent = p.server.received();
+    assert_eq!(sent[0].header("authorization"), Some(format!("Bearer {KEY}").as_str()), "the key was used");
+
+    let events = serde_json::to_string(&store.list_events(&run.run_id, 0).await.unwrap()).unwrap();
+    assert!(events.contains("401") && events.contains("***REDACTED***"), "the error is recorded, scrubbed");
+    assert!(!events.contains(KEY), "the key reached the log");
+    let state_dir = p.dir.path().join(".steward/micro_task_executor").join(&run.job_id);
+    for entry in walk(&state_dir) {
+        let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap()).into_owned();
+        assert!(!text.contains(KEY), "the key reached {}", entry.display());
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+    }
+    out
 }

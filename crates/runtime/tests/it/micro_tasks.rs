@@ -100,6 +100,7 @@ async fn run(p: &Project, sink: &Sink, decision: Option<HumanDecision>) -> Resul
         clock: clock.as_ref(),
         profile: "Coder",
         cancel: Default::default(),
+        redactor: bus.redactor(),
     };
     exec.run(decision).await
 }
