@@ -91,13 +91,6 @@ impl PartialEq for Error {
     }
 }
 
-impl Error {
-    /// Whether retrying the same call may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. })
-    }
-}
-
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

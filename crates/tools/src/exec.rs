@@ -227,15 +227,21 @@ mod tests {
 
     #[tokio::test]
     async fn cancellation_sends_sigterm_then_sigkill() {
+        let dir = tempfile::tempdir().unwrap();
         let token = CancellationToken::new();
-        let mut s = spec("trap '' TERM; sleep 30");
+        // SIGTERM is ignored (and the ignoring is inherited by `sleep`): only SIGKILL ends it.
+        let mut s = CommandSpec::shell("trap '' TERM; touch trapped; sleep 30", dir.path().to_owned());
         s.kill_grace = Duration::from_millis(100);
         let t = token.clone();
         let handle = tokio::spawn(async move { run(&s, &t).await });
-        tokio::task::yield_now().await;
+        while !dir.path().join("trapped").exists() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         token.cancel();
         let o = handle.await.unwrap().unwrap();
         assert_eq!(o.ending, Ending::Cancelled);
+        // Without the SIGKILL after the grace, the command would have run its 30 s.
+        assert!(o.duration < Duration::from_secs(10), "ended after {:?}", o.duration);
     }
 
     #[tokio::test]

@@ -146,11 +146,6 @@ pub struct PlannedOperation {
 }
 
 impl PlannedOperation {
-    /// Reads an operation from JSON; any unknown or missing field is an error naming it.
-    pub fn from_json(value: Value) -> Result<PlannedOperation, String> {
-        serde_json::from_value(value).map_err(|e| format!("not a valid poe-1.0 operation: {e}"))
-    }
-
     /// `mex.<engine segments>.<operation segments>`.
     pub fn tool_id(&self) -> String {
         format!("mex.{}.{}", self.engine_id.trim_start_matches("engine."), self.operation)

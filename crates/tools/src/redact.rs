@@ -100,16 +100,6 @@ impl Redactor {
         self.redact(&String::from_utf8_lossy(bytes))
     }
 
-    /// An environment for logging: values of secret-looking names are hidden whole.
-    pub fn redact_env(&self, env: &[(String, String)]) -> Vec<(String, String)> {
-        env.iter()
-            .map(|(k, v)| {
-                let v = if self.is_secret_name(k) { REDACTED.to_owned() } else { self.redact(v).0 };
-                (k.clone(), v)
-            })
-            .collect()
-    }
-
     /// Every string inside a JSON value, redacted.
     pub fn redact_json(&self, value: &serde_json::Value) -> serde_json::Value {
         use serde_json::Value;
@@ -169,15 +159,13 @@ mod tests {
     }
 
     #[test]
-    fn non_utf8_env_and_json_are_redacted() {
+    fn non_utf8_bytes_and_json_are_redacted() {
         let r = Redactor::default();
         let mut bytes = b"bad \xff\xfe bytes password=s3cr3t".to_vec();
         bytes.push(0x80);
         let (text, changed) = r.redact_bytes(&bytes);
         assert!(changed);
         assert!(text.contains("password=***REDACTED***") && !text.contains("s3cr3t"), "{text}");
-        let env = r.redact_env(&[("GITHUB_TOKEN".into(), "abc".into()), ("PATH".into(), "/bin".into())]);
-        assert_eq!(env, [("GITHUB_TOKEN".into(), REDACTED.into()), ("PATH".into(), "/bin".into())]);
         let j = r.redact_json(&serde_json::json!({"api_key": "x", "cmd": "token=abc", "n": 1}));
         assert_eq!(j, serde_json::json!({"api_key": REDACTED, "cmd": "token=***REDACTED***", "n": 1}));
     }

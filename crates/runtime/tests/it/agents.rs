@@ -153,7 +153,9 @@ async fn endless_rejections_hit_the_iteration_limit() {
     assert_eq!(run.terminal_reason.as_deref(), Some("workflow execution exceeded max total iterations (5)"));
     assert_eq!(run.total_iterations, 5);
     let events = e.store.list_events(&run.run_id, 0).await.unwrap();
-    assert!(events.iter().filter(|ev| ev.event_type == "llm_inference").all(|ev| ev.payload["scripted"] == true));
+    let inferences: Vec<_> = events.iter().filter(|ev| ev.event_type == "llm_inference").collect();
+    assert_eq!(inferences.len(), 5, "one per attempt");
+    assert!(inferences.iter().all(|ev| ev.payload["scripted"] == true));
 }
 
 /// The API key comes from the environment and never reaches events, artifacts or outputs,
