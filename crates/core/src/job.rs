@@ -164,17 +164,20 @@ pub fn check_contract(c: &JobContract) -> Result<(), ContractViolation> {
     }
 }
 
-/// What runs must match the contract: a `micro_task_execution` job is exactly one `micro_tasks`
-/// step, so the micro-task profile can never label other work.
-pub fn check_definition(c: &JobContract, wf: &crate::workflow::Workflow) -> Result<(), String> {
+/// DG-JOB-06/07 for a job about to be created or dispatched: the contract itself, and what runs
+/// must match it: a `micro_task_execution` job is exactly one `micro_tasks` step, so the
+/// micro-task profile can never label other work.
+pub fn check_job(c: &JobContract, wf: &crate::workflow::Workflow) -> Result<(), ContractViolation> {
+    check_contract(c)?;
     let one_micro_tasks_step =
         matches!(wf.steps.as_slice(), [step] if matches!(step.kind, crate::workflow::StepKind::MicroTasks(_)));
     if c.job_kind == JobKind::MicroTaskExecution && !one_micro_tasks_step {
-        return Err(format!(
-            "job_kind micro_task_execution runs exactly one `micro_tasks` step; workflow `{}` has {} step(s)",
-            wf.id,
-            wf.steps.len()
-        ));
+        return Err(ContractViolation {
+            job_kind: c.job_kind,
+            profile_id: c.profile_id.clone(),
+            protocol_id: c.protocol_id.clone(),
+            reason: "micro_task_execution runs exactly one `micro_tasks` step",
+        });
     }
     Ok(())
 }
@@ -220,8 +223,10 @@ mod tests {
             .unwrap();
         let shell =
             crate::workflow::parse("id: m\nversion: 1\nsteps:\n  - {id: s, type: shell, run: 'true'}\n").unwrap();
-        assert_eq!(check_definition(&mt, &one), Ok(()));
-        assert_eq!(check_definition(&JobContract::workflow_run(), &one), Ok(()));
-        assert!(check_definition(&mt, &shell).unwrap_err().contains("exactly one `micro_tasks` step"));
+        assert_eq!(check_job(&mt, &one), Ok(()));
+        assert_eq!(check_job(&JobContract::workflow_run(), &one), Ok(()));
+        assert!(check_job(&mt, &shell).unwrap_err().to_string().contains("exactly one `micro_tasks` step"));
+        let broken = contract(JobKind::MicroTaskExecution, "default", MICRO_TASK_PROFILE);
+        assert!(check_job(&broken, &one).is_err(), "the contract itself is checked too");
     }
 }

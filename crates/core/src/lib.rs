@@ -38,3 +38,14 @@ pub use time::Timestamp;
 pub fn idempotency_key(run_id: &str, step_id: &str, attempt: u32) -> String {
     format!("{run_id}:{step_id}:{attempt}")
 }
+
+/// SHA-256 of `bytes` as 64 lowercase hex digits: the one digest every hash in Steward uses
+/// (definition identity, artifact addresses, prompt and context hashes, idempotency keys).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+    Sha256::digest(bytes).iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

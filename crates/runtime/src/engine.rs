@@ -220,8 +220,7 @@ impl<S: Store + Clone> Engine<S> {
         self.accepting().await;
         let wf = workflow::parse(&req.source).map_err(Error::Definition)?;
         // DG-JOB-07: checked here, and again at dispatch (`startable`).
-        steward_core::job::check_contract(&req.contract).map_err(|e| Error::Contract(e.to_string()))?;
-        steward_core::job::check_definition(&req.contract, &wf).map_err(Error::Contract)?;
+        steward_core::job::check_job(&req.contract, &wf).map_err(|e| Error::Contract(e.to_string()))?;
         let inputs = steward_core::inputs::resolve(&wf, &req.inputs).map_err(Error::Inputs)?;
         let refused = self.inner.bus.preflight(&wf, wf.profile());
         if !refused.is_empty() {
@@ -417,8 +416,7 @@ impl<S: Store + Clone> Engine<S> {
     async fn startable(&self, run: &Run) -> std::result::Result<(), String> {
         let wf = self.workflow(run).await.map_err(|e| e.to_string())?;
         steward_core::inputs::resolve(&wf, &run.inputs).map(|_| ()).map_err(|errs| errs.join("; "))?;
-        steward_core::job::check_contract(&run.contract).map_err(|e| e.to_string())?;
-        steward_core::job::check_definition(&run.contract, &wf)
+        steward_core::job::check_job(&run.contract, &wf).map_err(|e| e.to_string())
     }
 
     async fn fail_start(&self, run: &Run, from: RunState, reason: &str) -> Result<Run> {

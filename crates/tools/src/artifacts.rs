@@ -3,18 +3,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::op::ArtifactHandle;
 
 /// SHA-256 of bytes as `sha256:<hex>`.
 pub fn hash(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut s = String::from("sha256:");
-    for b in digest.iter() {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    format!("sha256:{}", steward_core::sha256_hex(bytes))
 }
 
 /// A directory of immutable artifacts.

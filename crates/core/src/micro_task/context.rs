@@ -8,8 +8,8 @@
 use std::cmp::Reverse;
 use std::collections::HashSet;
 
+use crate::sha256_hex;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::definition::{Expect, MicroTaskDefinition, Verification};
 
@@ -255,7 +255,7 @@ pub fn compile(input: &CompileInput<'_>) -> PromptEnvelope {
     variable.extend(previous.as_deref());
     let variable_suffix = variable.join("\n");
 
-    let full_prompt_hash = sha256_hex(&prompt);
+    let full_prompt_hash = sha256_hex(prompt.as_bytes());
     let selections = retrieval
         .files
         .iter()
@@ -269,8 +269,8 @@ pub fn compile(input: &CompileInput<'_>) -> PromptEnvelope {
         .collect();
     let snapshot = ContextSnapshot {
         context_snapshot_id: full_prompt_hash.chars().take(32).collect(),
-        stable_prefix_hash: sha256_hex(&stable_prefix),
-        variable_suffix_hash: sha256_hex(&variable_suffix),
+        stable_prefix_hash: sha256_hex(stable_prefix.as_bytes()),
+        variable_suffix_hash: sha256_hex(variable_suffix.as_bytes()),
         full_prompt_hash,
         budget,
         selections,
@@ -633,10 +633,6 @@ fn render_file(file: &ShownFile) -> String {
     out
 }
 
-fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn code_list(items: &[&str], empty: &str) -> String {
     if items.is_empty() {
         return empty.to_string();
@@ -966,7 +962,7 @@ mod tests {
 
     #[test]
     fn hashes_are_lowercase_sha256() {
-        assert_eq!(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]
@@ -976,9 +972,9 @@ mod tests {
         let b = compile(&input(&m, &files, &[]));
         assert_eq!(a, b);
         let s = &a.snapshot;
-        assert_eq!(s.full_prompt_hash, sha256_hex(&a.prompt));
-        assert_eq!(s.stable_prefix_hash, sha256_hex(&a.stable_prefix));
-        assert_eq!(s.variable_suffix_hash, sha256_hex(&a.variable_suffix));
+        assert_eq!(s.full_prompt_hash, sha256_hex(a.prompt.as_bytes()));
+        assert_eq!(s.stable_prefix_hash, sha256_hex(a.stable_prefix.as_bytes()));
+        assert_eq!(s.variable_suffix_hash, sha256_hex(a.variable_suffix.as_bytes()));
         assert_eq!(s.context_snapshot_id, s.full_prompt_hash[..32]);
         assert_eq!(s.estimated_tokens, estimate_tokens(&a.prompt));
         assert_eq!(s.selections.len(), 2);

@@ -5,7 +5,6 @@
 //! behind is decided here, from the ledger and a predicate saying which step outputs exist.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::decide::IterationOutcome;
 use super::policy::ExecutionPolicy;
@@ -320,7 +319,7 @@ pub fn idempotency_key(
         "mt_id={mt_id}\niteration={iteration}\nmodel_id={model_id}\nlora_id={}\nprompt_hash={prompt_hash}\n",
         lora_id.unwrap_or_default()
     );
-    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    crate::sha256_hex(text.as_bytes())
 }
 
 /// What the recovery procedure found and did.

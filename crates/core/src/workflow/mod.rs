@@ -13,7 +13,6 @@ mod parse;
 use std::fmt;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::template::Template;
 
@@ -380,12 +379,7 @@ impl fmt::Display for Diagnostic {
 
 /// SHA-256 of the definition source, hex: the identity a run pins.
 pub fn definition_hash(source: &str) -> String {
-    let digest = Sha256::digest(source.as_bytes());
-    let mut s = String::with_capacity(64);
-    for b in digest.iter() {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    crate::sha256_hex(source.as_bytes())
 }
 
 #[cfg(test)]

@@ -631,8 +631,8 @@ impl Reader {
             for (key, v) in self.map(files, &field, &[]).unwrap_or_default() {
                 let f = join(&field, key);
                 let Some(text) = self.string(v, &f) else { continue };
-                let path = std::path::Path::new(&text);
-                if path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                // The same rule as every path a model or packet names (absolute, `..`, `\`, ...).
+                if crate::micro_task::edits::path_problem(&text).is_some() {
                     self.err(
                         v.pos.line,
                         &f,
