@@ -83,6 +83,9 @@ pub(crate) fn engine(settings: &Settings) -> Result<Engine<SqliteStore>> {
     let mut config = EngineConfig::new(owner_id());
     config.stall_threshold_secs = settings.stall_threshold_secs;
     config.heartbeat_interval = Duration::from_secs(settings.heartbeat_secs);
+    // A write that cannot land within the stall threshold gives up: by then a peer may have
+    // recovered the run anyway.
+    config.store_retry.patience = Duration::from_secs(settings.stall_threshold_secs);
     Ok(Engine::new(store, Arc::new(settings.bus()?), Arc::new(SystemClock), Arc::new(UuidIds), config))
 }
 

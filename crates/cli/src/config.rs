@@ -140,10 +140,18 @@ impl Settings {
                 );
             }
         }
+        let stall_threshold_secs = cli.stall_threshold_secs.or(file.stall_threshold_secs).unwrap_or(30);
+        let heartbeat_secs = cli.heartbeat_secs.or(file.heartbeat_secs).unwrap_or(5);
+        steward_core::liveness::check_liveness(heartbeat_secs, stall_threshold_secs).map_err(|e| {
+            anyhow::anyhow!(
+                "{e} (set by --stall-threshold, STEWARD_STALL_THRESHOLD_SECS or stall_threshold_secs in {shown}; \
+                 the heartbeat by --heartbeat-secs, STEWARD_HEARTBEAT_SECS or heartbeat_secs)"
+            )
+        })?;
         Ok(Settings {
             data_dir: cli.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(".steward")),
-            stall_threshold_secs: cli.stall_threshold_secs.or(file.stall_threshold_secs).unwrap_or(30),
-            heartbeat_secs: cli.heartbeat_secs.or(file.heartbeat_secs).unwrap_or(5).max(1),
+            stall_threshold_secs,
+            heartbeat_secs,
             source: path,
             terminal: file.terminal,
             engines_file: file.engines.file,

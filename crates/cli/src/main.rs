@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 when the command succeeded (for `run`/`resume`: the run
 //! completed), 1 when a run ended any other way, 2 for errors (bad input, a
-//! missing run, an unreadable database).
+//! missing run, an unreadable database), 128 + the signal's number when a run
+//! was interrupted by SIGINT (130) or SIGTERM (143) and released for `resume`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod app;
@@ -137,7 +138,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             };
             let engine = booted(cfg).await?;
             let done = follow(&engine, *json, engine.gate(run, &actor(), decision, reason.as_deref())).await?;
-            report(&engine, &done, *json).await
+            report(&engine, done, *json).await
         }
         Command::Recover { json } => {
             let engine = app::engine(cfg)?;
@@ -160,7 +161,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Resume { run, json } => {
             let engine = booted(cfg).await?;
             let done = follow(&engine, *json, engine.resume(run, &actor())).await?;
-            report(&engine, &done, *json).await
+            report(&engine, done, *json).await
         }
         Command::Cancel { run, json } => {
             let engine = app::engine(cfg)?;
@@ -175,8 +176,8 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Bench(args) => bench::run(args).await,
         Command::Drive { run } => {
             let engine = booted(cfg).await?;
-            let done = engine.start(run).await?;
-            Ok(if done.state == RunState::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            let done = follow(&engine, true, engine.start(run)).await?;
+            Ok(exit_code(&done))
         }
     }
 }
@@ -190,8 +191,8 @@ async fn booted(cfg: &Settings) -> Result<Engine<SqliteStore>> {
     let engine = app::engine(cfg)?;
     for r in engine.boot().await? {
         eprintln!(
-            "recovered: run {} was interrupted and is now stalled; resume it with `steward resume {}`",
-            r.run_id, r.run_id
+            "recovered: run {} was interrupted ({}) and is now stalled; resume it with `steward resume {}`",
+            r.run_id, r.reason, r.run_id
         );
     }
     Ok(engine)
@@ -348,7 +349,7 @@ pub(crate) async fn launch(cfg: &Settings, req: CreateRun, what: &str, detach: b
         eprintln!("run {} started ({})", created.run_id, created.workflow_id);
     }
     let done = follow(&engine, json, engine.start(&created.run_id)).await?;
-    report(&engine, &done, json).await
+    report(&engine, done, json).await
 }
 
 /// Starts `steward __drive RUN` in its own session so it outlives this process.
@@ -380,13 +381,23 @@ fn detach_drive(cfg: &Settings, run_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Awaits a driven run, showing a live progress line on a terminal and
-/// stopping the run's commands on Ctrl-C.
+/// A run as its driver left it, and the signal that stopped the driver, if one did.
+struct Driven {
+    run: Run,
+    signal: Option<&'static str>,
+}
+
+/// Awaits a driven run, showing a live progress line on a terminal. SIGINT (Ctrl-C) or
+/// SIGTERM stops the run's commands, records their attempts as interrupted and releases the
+/// run for `steward resume`; a second one kills the commands without waiting for their grace.
 async fn follow(
     engine: &Engine<SqliteStore>,
     json: bool,
     drive: impl std::future::Future<Output = steward_runtime::Result<Run>>,
-) -> Result<Run> {
+) -> Result<Driven> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupts = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminates = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let live = !json && std::io::stderr().is_terminal();
     let mut updates = engine.subscribe();
     let printer = tokio::spawn(async move {
@@ -399,31 +410,60 @@ async fn follow(
         }
     });
     tokio::pin!(drive);
-    let result = tokio::select! {
-        r = &mut drive => r.map_err(anyhow::Error::from),
-        _ = tokio::signal::ctrl_c() => {
-            // Stop the commands (their process groups) before leaving; the run stays recorded.
-            engine.interrupt();
-            let _ = drive.await;
-            Err(anyhow::anyhow!("interrupted: running commands were stopped; the run stays recorded as running until its heartbeat is stale, then `steward resume` continues it"))
+    let mut stopping: Option<&'static str> = None;
+    let result = loop {
+        let signal = tokio::select! {
+            r = &mut drive => break r,
+            Some(()) = interrupts.recv() => "SIGINT",
+            Some(()) = terminates.recv() => "SIGTERM",
+        };
+        if stopping.is_some() {
+            steward_tools::exec::hurry();
+        } else {
+            stopping = Some(signal);
+            engine.interrupt(signal);
+            if !json {
+                eprintln!("\r\x1b[2K{signal}: stopping the run's commands (again to kill them at once)");
+            }
         }
     };
     printer.abort();
     if live {
         eprint!("\r\x1b[2K");
     }
-    result
+    Ok(Driven { run: result?, signal: stopping })
 }
 
-async fn report(engine: &Engine<SqliteStore>, run: &Run, json: bool) -> Result<ExitCode> {
+fn exit_code(done: &Driven) -> ExitCode {
+    match (done.run.state, done.signal) {
+        (RunState::Completed, _) => ExitCode::SUCCESS,
+        (_, Some("SIGTERM")) => ExitCode::from(143),
+        (_, Some(_)) => ExitCode::from(130),
+        (_, None) => ExitCode::from(1),
+    }
+}
+
+async fn report(engine: &Engine<SqliteStore>, done: Driven, json: bool) -> Result<ExitCode> {
+    let run = &done.run;
     let attempts = engine.store().list_attempts(&run.run_id).await?;
     let jobs = mt::jobs(&attempts);
     if json {
         let mut v = output::finished_json(run, &attempts);
         v["micro_task_jobs"] = mt::jobs_json(&jobs);
+        if let Some(signal) = done.signal {
+            v["interrupted_by"] = json!(signal);
+        }
         print_json(&v)?;
     } else {
         print_text(&format!("{}{}", output::finished_text(run, &attempts), mt::jobs_text(&jobs, &run.run_id)))?;
+        if let Some(signal) = done.signal
+            && run.state == RunState::Stalled
+        {
+            eprintln!(
+                "interrupted by {signal}: the stopped steps are recorded as interrupted; continue with `steward resume {}`",
+                run.run_id
+            );
+        }
     }
-    Ok(if run.state == RunState::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(exit_code(&done))
 }

@@ -115,10 +115,18 @@ pub enum Payload {
         to_state: RunState,
         /// Why.
         reason: String,
-        /// The stale heartbeat, RFC 3339.
-        last_heartbeat_ts: String,
-        /// The threshold it was older than.
-        threshold_secs: u64,
+        /// The last heartbeat, RFC 3339, when the scan found the run.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_heartbeat_ts: Option<String>,
+        /// The threshold the heartbeat was older than, when that was the reason.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        threshold_secs: Option<u64>,
+        /// The owner that abandoned or released the run.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+        /// How often the run has been recovered after its engine died, this time included.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recoveries: Option<u32>,
     },
     /// `gate_outcome`: one MEX gate's decision on a planned operation.
     GateOutcome {

@@ -198,17 +198,42 @@ pub const REGISTRY: &[EventSpec] = &[
         fields: &[
             req("workflow_run_id", Str),
             req("job_id", Str),
-            // A stalled run (the recovery scan) ...
+            // A stalled run (the recovery scan, or an engine releasing its run on shutdown) ...
             opt("from_state", OneOf(&["running"])),
             opt("to_state", OneOf(&["stalled"])),
             req("reason", Str),
             opt("last_heartbeat_ts", Str),
             opt("threshold_secs", Int),
+            opt("owner", Str),
+            opt("recoveries", Int),
             // ... or a micro-task ledger recovered at start-up (§2.6.6.8.11.3).
             opt("wp_id", Str),
             opt("resume_point", Str),
             opt("steps_recovered", StrArray),
             opt("steps_to_retry", StrArray),
+        ],
+    },
+    // A command's process group, recorded before the command may run (so recovery can find
+    // it), and killed when its engine died and the attempt is about to be retried.
+    spec(
+        "attempt_process_started",
+        "FR-EVT-WF-PROCESS",
+        Family::Workflow,
+        &[req("step_id", Str), req("attempt", Int), req("pid", Int), req("start_ticks", Int), req("host", Str)],
+    ),
+    EventSpec {
+        event_type: "attempt_process_reaped",
+        id: "FR-EVT-WF-ORPHAN",
+        family: Family::Workflow,
+        actor: Some(Actor::System),
+        fields: &[
+            req("step_id", Str),
+            req("attempt", Int),
+            req("pid", Int),
+            req("host", Str),
+            req("signal", OneOf(&["SIGTERM", "SIGKILL"])),
+            req("processes", Int),
+            req("reason", Str),
         ],
     },
     // Governance.

@@ -12,6 +12,7 @@
 //! - [`template`]: `{{...}}` placeholders, checked statically and rendered.
 //! - [`event`]: the Flight Recorder envelope and typed payloads.
 //! - [`job`]: job kinds and the DG-JOB-06 contract.
+//! - [`liveness`]: process identities and heartbeat settings that cannot stall a live run.
 //! - [`inputs`], [`result_block`], [`progress`]: typed inputs, the
 //!   `[workflow_result]` envelope, and the progress snapshot.
 #![warn(missing_docs)]
@@ -22,6 +23,7 @@ pub mod event_registry;
 pub mod ids;
 pub mod inputs;
 pub mod job;
+pub mod liveness;
 pub mod micro_task;
 pub mod progress;
 pub mod result_block;

@@ -151,7 +151,7 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
                     continue;
                 }
                 let why = last.error.unwrap_or(last.status.as_str());
-                let tries = visit.iter().filter(|f| f.status != AttemptStatus::AwaitingUser).count() as u32;
+                let tries = visit.iter().filter(|f| charged(f.status)).count() as u32;
                 if !last.retryable || last.status == AttemptStatus::Cancelled {
                     return failed(format!("step `{}` failed: {why}", step.id));
                 }
@@ -195,7 +195,7 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
     }
     let capacity = (wf.limits.max_concurrent_steps as usize).saturating_sub(running);
     let mut start: Vec<Start> = candidates.into_iter().take(capacity).collect();
-    let tries = facts.iter().filter(|f| f.status != AttemptStatus::AwaitingUser).count();
+    let tries = facts.iter().filter(|f| charged(f.status)).count();
     let budget = (wf.limits.max_total_iterations as usize).saturating_sub(tries);
     if start.len() > budget {
         start.truncate(budget);
@@ -224,6 +224,13 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
     Plan { start, wake_at: None, verdict: Verdict::Completed }
 }
 
+/// Whether an attempt counts against its step's retries and the run's iteration budget. Waiting
+/// for a person is not a try, and neither is an attempt its engine's crash or shutdown
+/// interrupted (design decision 5): `limits.max_recoveries` bounds those instead.
+fn charged(status: AttemptStatus) -> bool {
+    !matches!(status, AttemptStatus::AwaitingUser | AttemptStatus::Interrupted)
+}
+
 fn failed(reason: String) -> Plan {
     Plan { start: Vec::new(), wake_at: None, verdict: Verdict::Failed { reason } }
 }
@@ -245,6 +252,7 @@ mod tests {
     use AttemptStatus::*;
 
     /// One recorded attempt: step, attempt, visit, status, retryable, finished at (ms), routes.
+    #[derive(Clone)]
     struct Row(String, u32, u32, AttemptStatus, bool, i64, Vec<String>);
 
     struct Hist(Vec<Row>);
@@ -379,6 +387,31 @@ mod tests {
         ]);
         let p = plan(&wf, &hist.facts(), Timestamp(0));
         assert_eq!(p.start, vec![Start { step_index: 1, step_id: "shout".into(), attempt: 2, visit: 1 }]);
+    }
+
+    /// Design decision 5: an engine crash is not the step's fault. Interrupted attempts use
+    /// neither the step's retries nor the run's iteration budget, however many there are, and
+    /// they do not delay the retry; the step's own failures still do.
+    #[test]
+    fn interrupted_attempts_cost_no_retries_and_no_iterations() {
+        let src = "id: c\nversion: 1\nlimits: {max_total_iterations: 2}\nsteps:\n  - id: a\n    type: noop\n    retry: {max_attempts: 2, backoff: {initial_seconds: 5}}\n  - {id: b, type: noop}\n";
+        let wf = parse(src).unwrap();
+        let mut rows: Vec<Row> = (1..=6).map(|n| Row("a".into(), n, 1, Interrupted, true, 0, vec![])).collect();
+        let p = plan(&wf, &Hist(rows.clone()).facts(), Timestamp(0));
+        assert_eq!(p.start, vec![Start { step_index: 0, step_id: "a".into(), attempt: 7, visit: 1 }]);
+
+        // One real failure: the retry waits for its backoff and is the step's last try.
+        rows.push(Row("a".into(), 7, 1, Failed, true, 0, vec![]));
+        let p = plan(&wf, &Hist(rows.clone()).facts(), Timestamp(0));
+        assert_eq!((p.start.len(), p.wake_at), (0, Some(Timestamp(5000))));
+        rows.push(Row("a".into(), 8, 1, Interrupted, true, 6000, vec![]));
+        let p = plan(&wf, &Hist(rows.clone()).facts(), Timestamp(6000));
+        assert_eq!(p.start, vec![Start { step_index: 0, step_id: "a".into(), attempt: 9, visit: 1 }]);
+        rows.push(Row("a".into(), 9, 1, Failed, true, 7000, vec![]));
+        assert_eq!(
+            plan(&wf, &Hist(rows).facts(), Timestamp(9000)).verdict,
+            Verdict::Failed { reason: "step `a` failed after 2 attempts: failed".into() }
+        );
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub enum RunState {
     Queued,
     /// Steps are executing; a live process renews the heartbeat.
     Running,
-    /// The heartbeat was lost; set only by the recovery scan (DG-WF-10).
+    /// No process drives it: set only on the recovery path (DG-WF-10), by the scan that finds
+    /// its heartbeat lost or its process dead, or by its own engine releasing it on shutdown.
     Stalled,
     /// Waiting for a human decision.
     AwaitingUser,
@@ -146,8 +147,9 @@ pub fn check_run_transition(from: RunState, to: RunState, cause: TransitionCause
         // DG-WF-10: only recovery moves Running -> Stalled.
         (Running, Stalled) => cause == TransitionCause::Recovery,
         (Running, AwaitingUser | Completed | CompletedWithIssues | Failed | Cancelled | Poisoned) => true,
-        // DG-WF-11: a stalled run leaves only by operator action or policy.
-        (Stalled, Running | Failed | Cancelled) => cause != TransitionCause::Recovery,
+        // DG-WF-11: a stalled run leaves only by operator action or policy; a run recovered
+        // more often than `limits.max_recoveries` is poisoned instead of resumed (DG-WF-12).
+        (Stalled, Running | Failed | Cancelled | Poisoned) => cause != TransitionCause::Recovery,
         (AwaitingUser, Running | Failed | Cancelled | Poisoned) => true,
         _ => false,
     };
@@ -281,6 +283,8 @@ mod tests {
             "stalled->failed by Operator",
             "stalled->cancelled by Engine",
             "stalled->cancelled by Operator",
+            "stalled->poisoned by Engine",
+            "stalled->poisoned by Operator",
             "awaiting_user->running by Engine",
             "awaiting_user->running by Recovery",
             "awaiting_user->running by Operator",

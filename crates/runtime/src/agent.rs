@@ -25,7 +25,7 @@ use steward_models::scripted::ScriptedClient;
 use steward_models::{ChatRequest, ChatResponse, Message, ModelClient, Role, Usage, UsageSource};
 use steward_tools::artifacts::hash;
 use steward_tools::bus::{CallContext, ToolBus};
-use steward_tools::exec::Ending;
+use steward_tools::exec::{Ending, ProcessRecorder};
 use steward_tools::redact::Redactor;
 
 use crate::files::write_atomic;
@@ -193,6 +193,7 @@ async fn ask_cli(
     step: &Step,
     bus: &ToolBus,
     cancel: &CancellationToken,
+    recorder: &dyn ProcessRecorder,
     events: &mut Vec<Payload>,
 ) -> Result<ChatResponse, (String, bool)> {
     let prompt_file = work.attempt_dir.join("prompt.md");
@@ -207,7 +208,7 @@ async fn ask_cli(
         Duration::from_secs(step.timeout_seconds),
         &work.profile,
     );
-    let executed = bus.execute(&op, &work.ctx, cancel).await;
+    let executed = bus.execute(&op, &work.ctx, cancel, recorder).await;
     events.extend(executed.events);
     let Some(out) = executed.output else {
         return Err((executed.refusal.map_or_else(|| "the agent CLI was refused".into(), |r| r.to_string()), false));
@@ -314,6 +315,7 @@ pub(crate) async fn execute(
     work: AgentWork,
     bus: &ToolBus,
     cancel: &CancellationToken,
+    recorder: &dyn ProcessRecorder,
 ) -> StepDone {
     let mut events = Vec::new();
     let started = Instant::now();
@@ -329,7 +331,7 @@ pub(crate) async fn execute(
     // The API key is a secret wherever it might surface (errors, echoed bodies).
     let mut redactor: Redactor = bus.redactor().clone();
     let answer = match work.agent.provider {
-        Provider::Command => ask_cli(&work, step, bus, cancel, &mut events).await,
+        Provider::Command => ask_cli(&work, step, bus, cancel, recorder, &mut events).await,
         _ => match client(&work, timeout) {
             Err(e) => Err((e, false)),
             Ok((client, key)) => {

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 use steward_core::Timestamp;
 use steward_core::event::Actor;
@@ -20,9 +19,10 @@ use steward_core::workflow::{Step, Workflow};
 use steward_store::{Attempt, AttemptFinish, AttemptStart, Commit, Expect, Run, Store, Transition};
 
 use crate::engine::{Engine, Error, ProgressUpdate, Result};
+use crate::halt::{Halt, Stop};
 use crate::micro_task::HumanDecision;
 use crate::micro_task::job::{CommitFn, JobServices};
-use crate::step::{self, Scope, StepDone, Work};
+use crate::step::{self, AttemptRecorder, Scope, StepDone, Work};
 use steward_core::event::NewEvent;
 use steward_tools::bus::ToolBus;
 
@@ -203,8 +203,8 @@ fn facts<'a>(attempts: &'a [Attempt], decisions: &HashMap<String, HumanDecision>
         .collect()
 }
 
-/// The attempts that stopped for a person and are still the latest of their step.
-pub(crate) fn waiting(attempts: &[Attempt]) -> Vec<&Attempt> {
+/// The latest attempt of each step, in the order the steps first started.
+pub(crate) fn latest_per_step(attempts: &[Attempt]) -> Vec<&Attempt> {
     let mut last: Vec<&Attempt> = Vec::new();
     for a in attempts {
         match last.iter_mut().find(|l| l.step_id == a.step_id) {
@@ -213,6 +213,12 @@ pub(crate) fn waiting(attempts: &[Attempt]) -> Vec<&Attempt> {
             None => last.push(a),
         }
     }
+    last
+}
+
+/// The attempts that stopped for a person and are still the latest of their step.
+pub(crate) fn waiting(attempts: &[Attempt]) -> Vec<&Attempt> {
+    let mut last = latest_per_step(attempts);
     last.retain(|a| a.status == AttemptStatus::AwaitingUser);
     last
 }
@@ -237,9 +243,22 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn spawn(&mut self, (step, attempt, work): Spawn, bus: Arc<ToolBus>, cancel: CancellationToken) {
+    fn spawn(&mut self, (step, attempt, work): Spawn, bus: Arc<ToolBus>, halt: Halt, recorder: AttemptRecorder) {
         let key = (step.id.clone(), attempt);
-        let handle = self.tasks.spawn(async move { step::execute(&step, attempt, work, &bus, &cancel).await });
+        let handle = self.tasks.spawn(async move {
+            let mut done = step::execute(&step, attempt, work, &bus, &halt, &recorder).await;
+            if let Some(signal) = halt.interrupted()
+                && matches!(done.finish.status, AttemptStatus::Cancelled | AttemptStatus::Failed)
+            {
+                // Stopped because its engine is shutting down, not by anyone's choice (or
+                // failing as it was being stopped): the step keeps its retries and the run is
+                // released to be resumed.
+                done.finish.status = AttemptStatus::Interrupted;
+                done.finish.retryable = true;
+                done.finish.error = Some(format!("interrupted: its engine stopped on {signal}"));
+            }
+            done
+        });
         self.ids.insert(handle.id(), key);
     }
 
@@ -357,10 +376,51 @@ impl<S: Store + Clone> Engine<S> {
         }
     }
 
-    fn register(&self, run_id: &str) -> (CancellationToken, ActiveGuard<'_, S>) {
-        let token = CancellationToken::new();
-        self.active().insert(run_id.to_owned(), token.clone());
-        (token, ActiveGuard { engine: self, run_id: run_id.to_owned() })
+    fn register(&self, run_id: &str) -> (Halt, ActiveGuard<'_, S>) {
+        let halt = Halt::new();
+        let mut active = self.active();
+        // Checked under the lock `interrupt` takes, so no run escapes a signal.
+        if let Some(signal) = self.inner.stopping.get() {
+            halt.stop(Stop::Interrupted(signal));
+        }
+        active.insert(run_id.to_owned(), halt.clone());
+        drop(active);
+        (halt, ActiveGuard { engine: self, run_id: run_id.to_owned() })
+    }
+
+    fn recorder(&self, ctx: &RunCtx, step_id: &str, attempt: u32) -> AttemptRecorder {
+        AttemptRecorder {
+            commit: ctx.jobs.commit.clone(),
+            clock: ctx.jobs.clock.clone(),
+            owner: ctx.owner.clone(),
+            run_id: ctx.run.run_id.clone(),
+            step_id: step_id.to_owned(),
+            attempt,
+        }
+    }
+
+    /// Records the attempts an interrupt stopped and hands the run back (`running` ->
+    /// `stalled`, no owner), so that `steward resume` can continue it at once. If the run was
+    /// taken away meanwhile, there is nothing of ours to record.
+    async fn release(&self, ctx: &mut RunCtx, stopped: Vec<StepDone>, signal: &str) -> Result<()> {
+        let now = self.inner.clock.now();
+        let expect = Expect { state: RunState::Running, owner: Some(ctx.owner.clone()) };
+        let mut c = Commit::new(&ctx.run.run_id, expect, now, Actor::System, &ctx.owner);
+        for done in stopped {
+            c.events.extend(done.events.into_iter().map(|payload| NewEvent {
+                actor: Actor::System,
+                actor_id: "tool-bus".into(),
+                step_id: Some(done.finish.step_id.clone()),
+                payload,
+            }));
+            c.finished.push(done.finish);
+        }
+        c.finish_running_as = Some(AttemptStatus::Interrupted);
+        let reason = format!("released on {signal}: its engine stopped the commands; `steward resume` continues it");
+        c.transition =
+            Some(Transition { to: RunState::Stalled, cause: TransitionCause::Recovery, reason: reason.clone() });
+        c.summary = Some(format!("stalled: interrupted ({signal}); resume with `steward resume {}`", ctx.run.run_id));
+        self.record(ctx, c).await.map(|_| ())
     }
 
     /// Drives a `running` run owned by this process until it is no longer running.
@@ -369,7 +429,7 @@ impl<S: Store + Clone> Engine<S> {
             Ok(ctx) => ctx,
             Err(failed) => return Ok(failed),
         };
-        let (token, _guard) = self.register(run_id);
+        let (halt, _guard) = self.register(run_id);
         let bus = self.inner.bus.clone();
         let mut in_flight = InFlight::default();
         let mut finished: Vec<StepDone> = Vec::new();
@@ -378,7 +438,7 @@ impl<S: Store + Clone> Engine<S> {
             let plan = ctx.plan(&mut finished, now);
             if matches!(plan.verdict, Verdict::Failed { .. }) && !in_flight.is_empty() {
                 // Stop whatever still runs; its attempts end in the same commit as the run.
-                token.cancel();
+                halt.stop(Stop::RunEnded);
                 finished.extend(in_flight.all().await);
             }
             let (c, spawn) = ctx.commit_for(&plan, std::mem::take(&mut finished), now, true, &bus);
@@ -386,7 +446,7 @@ impl<S: Store + Clone> Engine<S> {
                 Ok(Some(state)) => state,
                 taken_or_failed => {
                     // This process must stop touching the run either way.
-                    token.cancel();
+                    halt.stop(Stop::TakenAway);
                     in_flight.all().await;
                     taken_or_failed?;
                     return Ok(self.inner.store.get_run(run_id).await?);
@@ -395,8 +455,11 @@ impl<S: Store + Clone> Engine<S> {
             if state != RunState::Running {
                 return Ok(self.inner.store.get_run(run_id).await?);
             }
-            for s in spawn {
-                in_flight.spawn(s, bus.clone(), token.child_token());
+            // Once stopped, nothing new starts; what was just recorded as started is ended with
+            // the rest when the run is released.
+            for s in spawn.into_iter().filter(|_| !halt.token().is_cancelled()) {
+                let recorder = self.recorder(&ctx, &s.0.id, s.1);
+                in_flight.spawn(s, bus.clone(), halt.clone(), recorder);
             }
             let wake = plan.wake_at.unwrap_or(ctx.deadline).min(ctx.deadline);
             let wake_in = std::time::Duration::from_millis(wake.since(self.inner.clock.now()).max(0) as u64);
@@ -407,8 +470,11 @@ impl<S: Store + Clone> Engine<S> {
                     finished.extend(in_flight.ready());
                 }
                 () = tokio::time::sleep(wake_in) => {}
-                () = token.cancelled() => {
-                    in_flight.all().await;
+                () = halt.token().cancelled() => {
+                    let stopped = in_flight.all().await;
+                    if let Some(signal) = halt.interrupted() {
+                        self.release(&mut ctx, stopped, signal).await?;
+                    }
                     return Ok(self.inner.store.get_run(run_id).await?);
                 }
             }
@@ -443,7 +509,7 @@ impl<S: Store + Clone> Engine<S> {
             Ok(ctx) => ctx,
             Err(failed) => return Ok(failed),
         };
-        let (token, _guard) = self.register(run_id);
+        let (halt, _guard) = self.register(run_id);
         let bus = self.inner.bus.clone();
         let now = self.inner.clock.now();
         let plan = ctx.plan(&mut [], now);
@@ -453,9 +519,14 @@ impl<S: Store + Clone> Engine<S> {
         }
         let mut in_flight = InFlight::default();
         for s in spawn {
-            in_flight.spawn(s, bus.clone(), token.child_token());
+            let recorder = self.recorder(&ctx, &s.0.id, s.1);
+            in_flight.spawn(s, bus.clone(), halt.clone(), recorder);
         }
         let mut finished = in_flight.all().await;
+        if let Some(signal) = halt.interrupted() {
+            self.release(&mut ctx, finished, signal).await?;
+            return Ok(self.inner.store.get_run(run_id).await?);
+        }
         let now = self.inner.clock.now();
         let plan = ctx.plan(&mut finished, now);
         let (c, _) = ctx.commit_for(&plan, finished, now, false, &bus);

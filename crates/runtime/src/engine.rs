@@ -11,13 +11,17 @@ use tokio_util::sync::CancellationToken;
 use steward_core::event::{Actor, NewEvent, Payload};
 use steward_core::ids::IdGen;
 use steward_core::job::JobContract;
+use steward_core::liveness::{ProcessRef, check_liveness};
 use steward_core::state::{AttemptStatus, RunState, TransitionCause};
 use steward_core::workflow::{self, Diagnostic, Workflow};
-use steward_store::{Commit, Expect, NewRun, Recovered, Run, Store, Transition};
+use steward_store::{Attempt, Commit, Expect, NewRun, Owner, Recovered, Run, RunFilter, Scan, Store, Transition};
+use steward_tools::bus::{Refusal, ToolBus};
+use steward_tools::process::{self, Liveness, Reaped};
 
 use crate::clock::{Clock, new_run_id};
+use crate::halt::{Halt, Stop};
 use crate::micro_task::HumanDecision;
-use steward_tools::bus::{Refusal, ToolBus};
+use crate::retry::{RetryPolicy, Retrying};
 
 /// Engine errors. Step failures are not errors: they are recorded on the run.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +51,24 @@ pub enum Error {
         /// What can be done instead.
         hint: &'static str,
     },
+    /// The heartbeat and stall threshold would let a live run be declared stalled.
+    #[error("liveness settings: {0}")]
+    Liveness(String),
+    /// A command a dead engine left running cannot be checked (or killed) from here, so
+    /// retrying its step could run it twice at once.
+    #[error(
+        "run `{run_id}`: the command of step `{step_id}` (attempt {attempt}) may still run: {why}; resume the run where it ran"
+    )]
+    Orphan {
+        /// The run.
+        run_id: String,
+        /// The step.
+        step_id: String,
+        /// Its attempt.
+        attempt: u32,
+        /// Why it cannot be checked.
+        why: String,
+    },
     /// Another live process is executing the run.
     #[error(
         "run `{run_id}` is being executed by {owner} (last heartbeat {age_secs}s ago); if that process has stopped, the run can be resumed once its heartbeat is older than the stall threshold"
@@ -73,8 +95,14 @@ pub struct EngineConfig {
     pub heartbeat_interval: Duration,
     /// How often the engine checks whether its runs were cancelled elsewhere.
     pub watch_interval: Duration,
-    /// A running run whose heartbeat is older than this is stalled (30 s).
+    /// A running run whose heartbeat is older than this is stalled (30 s); at least
+    /// [`steward_core::liveness::MIN_STALL_FACTOR`] heartbeats.
     pub stall_threshold_secs: u64,
+    /// This engine's operating-system process, recorded with the runs it owns so that a peer
+    /// on the same machine sees at once when it has died.
+    pub owner_process: Option<ProcessRef>,
+    /// How long an unavailable store is waited out.
+    pub store_retry: RetryPolicy,
     /// Environment variables seen before the process environment (API keys
     /// named by `api_key_env`, agent CLI paths); for embedding and tests.
     pub env: std::collections::BTreeMap<String, String>,
@@ -88,8 +116,20 @@ impl EngineConfig {
             heartbeat_interval: Duration::from_secs(5),
             watch_interval: Duration::from_millis(500),
             stall_threshold_secs: 30,
+            owner_process: process::current(),
+            store_retry: RetryPolicy::default(),
             env: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// Refuses settings under which a live run could be declared stalled.
+    pub fn check(&self) -> Result<()> {
+        let beat = self.heartbeat_interval.as_secs_f64().ceil() as u64;
+        check_liveness(beat.max(1), self.stall_threshold_secs).map_err(Error::Liveness)
+    }
+
+    fn owner(&self) -> Owner {
+        Owner { id: self.owner.clone(), process: self.owner_process.clone() }
     }
 }
 
@@ -120,14 +160,18 @@ pub struct ProgressUpdate {
 }
 
 pub(crate) struct Inner<S> {
-    pub(crate) store: S,
+    /// The store, with its unavailability waited out; every engine write goes through it.
+    pub(crate) store: Retrying<S>,
     pub(crate) bus: Arc<ToolBus>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) ids: Arc<dyn IdGen>,
     pub(crate) config: EngineConfig,
     ready: watch::Sender<bool>,
-    /// Runs this process is driving, with the token that stops their steps.
-    pub(crate) active: Mutex<HashMap<String, CancellationToken>>,
+    /// Runs this process is driving, with the switch that stops their steps.
+    pub(crate) active: Mutex<HashMap<String, Halt>>,
+    /// The signal this engine is stopping on, once it is: a run it starts driving after that
+    /// is stopped at once.
+    pub(crate) stopping: std::sync::OnceLock<&'static str>,
     pub(crate) progress: broadcast::Sender<ProgressUpdate>,
     shutdown: CancellationToken,
 }
@@ -160,6 +204,7 @@ impl<S: Store + Clone> Engine<S> {
     ) -> Engine<S> {
         let (ready, _) = watch::channel(false);
         let (progress, _) = broadcast::channel(1024);
+        let store = Retrying { store, policy: config.store_retry };
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -169,6 +214,7 @@ impl<S: Store + Clone> Engine<S> {
                 config,
                 ready,
                 active: Mutex::new(HashMap::new()),
+                stopping: std::sync::OnceLock::new(),
                 progress,
                 shutdown: CancellationToken::new(),
             }),
@@ -182,7 +228,7 @@ impl<S: Store + Clone> Engine<S> {
 
     /// The store.
     pub fn store(&self) -> &S {
-        &self.inner.store
+        &self.inner.store.store
     }
 
     /// Live progress of the runs this engine drives.
@@ -193,6 +239,7 @@ impl<S: Store + Clone> Engine<S> {
     /// Runs the recovery scan, then opens the gate for new work and starts
     /// the heartbeat loop (HSK-WF-003). Returns the runs it stalled.
     pub async fn boot(&self) -> Result<Vec<Recovered>> {
+        self.inner.config.check()?;
         let recovered = self.recover().await?;
         self.inner.ready.send_replace(true);
         let weak = Arc::downgrade(&self.inner);
@@ -201,10 +248,19 @@ impl<S: Store + Clone> Engine<S> {
         Ok(recovered)
     }
 
-    /// The recovery scan alone, as `steward recover` runs it.
+    /// The recovery scan alone, as `steward recover` runs it: stalls every running run whose
+    /// heartbeat is older than the threshold, and at once every run whose owner is a process
+    /// of this machine that has exited (a `kill -9` needs no waiting).
     pub async fn recover(&self) -> Result<Vec<Recovered>> {
-        let now = self.inner.clock.now();
-        Ok(self.inner.store.recover_stalled(now, self.inner.config.stall_threshold_secs).await?)
+        self.inner.config.check()?;
+        let running = self.inner.store.list_runs(RunFilter { state: Some(RunState::Running), limit: None }).await?;
+        let dead_owners = running
+            .into_iter()
+            .filter(|r| r.owner_process.as_ref().is_some_and(|p| process::liveness(p) == Liveness::Gone))
+            .filter_map(|r| r.owner)
+            .collect();
+        let scan = Scan { threshold_secs: self.inner.config.stall_threshold_secs, dead_owners };
+        Ok(self.inner.store.recover_stalled(self.inner.clock.now(), &scan).await?)
     }
 
     /// Waits until the recovery scan has finished: every entry point that
@@ -271,7 +327,7 @@ impl<S: Store + Clone> Engine<S> {
         let mut c = self.commit(&run.run_id, RunState::Queued, Actor::System);
         c.transition =
             Some(Transition { to: RunState::Running, cause: TransitionCause::Engine, reason: "started".into() });
-        c.set_owner = Some(self.inner.config.owner.clone());
+        c.set_owner = Some(self.inner.config.owner());
         c.summary = Some(format!("workflow {} started", run.workflow_id));
         self.inner.store.commit(c).await?;
         Ok(None)
@@ -312,21 +368,83 @@ impl<S: Store + Clone> Engine<S> {
                 });
             }
         }
-        if let Err(reason) = self.startable(&run).await {
-            return self.fail_start(&run, run.state, &reason).await;
-        }
+        let wf = match self.startable(&run).await {
+            Ok(wf) => wf,
+            Err(reason) => return self.fail_start(&run, run.state, &reason).await,
+        };
+        // Nothing a dead engine left running may overlap the retry of its step.
+        let attempts = self.inner.store.list_attempts(run_id).await?;
+        let reaped = self.reap_orphans(&run, &attempts).await?;
         let mut c = self.commit(&run.run_id, run.state, Actor::Human);
         c.actor_id = actor_id.to_owned();
+        c.events = reaped;
         c.finish_running_as = Some(AttemptStatus::Interrupted);
+        if run.recoveries > wf.limits.max_recoveries {
+            // DG-WF-12: a run whose engine keeps dying under it is not retried again.
+            let reason = format!(
+                "recovered {} times after its engine stopped, more than limits.max_recoveries ({}): poisoned, not retried",
+                run.recoveries, wf.limits.max_recoveries
+            );
+            c.transition =
+                Some(Transition { to: RunState::Poisoned, cause: TransitionCause::Engine, reason: reason.clone() });
+            c.summary = Some(format!("poisoned: {reason}"));
+            self.inner.store.commit(c).await?;
+            return Ok(self.inner.store.get_run(run_id).await?);
+        }
         c.transition = Some(Transition {
             to: RunState::Running,
             cause: TransitionCause::Operator,
             reason: format!("resumed from {}", run.state),
         });
-        c.set_owner = Some(self.inner.config.owner.clone());
+        c.set_owner = Some(self.inner.config.owner());
         c.summary = Some(format!("workflow {} resumed", run.workflow_id));
         self.inner.store.commit(c).await?;
         self.drive(run_id).await
+    }
+
+    /// Kills what a dead engine's commands left running, before their steps are retried or
+    /// their run ends (design decision 5): the command of each step's latest attempt, if that
+    /// attempt was interrupted (or is still marked running) and recorded its process group.
+    /// Each group found alive is killed like a timed-out one and an `attempt_process_reaped`
+    /// event returned to commit. A group that cannot be checked from here refuses the takeover.
+    async fn reap_orphans(&self, run: &Run, attempts: &[Attempt]) -> Result<Vec<NewEvent>> {
+        let grace = self.inner.bus.policy().kill_grace;
+        let mut events = Vec::new();
+        for a in crate::drive::latest_per_step(attempts) {
+            let Some(p) =
+                a.process.as_ref().filter(|_| matches!(a.status, AttemptStatus::Running | AttemptStatus::Interrupted))
+            else {
+                continue;
+            };
+            let (signal, processes) = match process::reap(p, grace).await {
+                Reaped::Gone => continue,
+                Reaped::Killed { signal, processes } => (signal, processes),
+                Reaped::Unreachable(why) => {
+                    return Err(Error::Orphan {
+                        run_id: run.run_id.clone(),
+                        step_id: a.step_id.clone(),
+                        attempt: a.attempt,
+                        why,
+                    });
+                }
+            };
+            let body = serde_json::json!({
+                "step_id": a.step_id,
+                "attempt": a.attempt,
+                "pid": p.pid,
+                "host": p.host,
+                "signal": signal.as_str(),
+                "processes": processes,
+                "reason": "its engine stopped while it ran; killed before the run goes on",
+            });
+            events.push(NewEvent {
+                actor: Actor::System,
+                actor_id: self.inner.config.owner.clone(),
+                step_id: Some(a.step_id.clone()),
+                payload: Payload::recorded("attempt_process_reaped", body),
+            });
+        }
+        Ok(events)
     }
 
     /// Answers a run that waits for a person (a hard gate or a pause point): records the
@@ -373,7 +491,7 @@ impl<S: Store + Clone> Engine<S> {
             cause: TransitionCause::Operator,
             reason: format!("{} by {actor_id}", decision.as_str()),
         });
-        c.set_owner = Some(self.inner.config.owner.clone());
+        c.set_owner = Some(self.inner.config.owner());
         c.summary = Some(format!("{}: {} by {actor_id}", run.workflow_id, decision.as_str()));
         self.inner.store.commit(c).await?;
         self.drive(run_id).await
@@ -387,8 +505,20 @@ impl<S: Store + Clone> Engine<S> {
         if run.state.is_terminal() {
             return Err(Error::WrongState { run_id: run.run_id, state: run.state, hint: "there is nothing to cancel" });
         }
+        // Nobody drives a stalled run, or one whose engine has died: its leftover commands are
+        // this command's to stop.
+        let driverless = run.state == RunState::Stalled
+            || (run.state == RunState::Running
+                && run.owner_process.as_ref().is_some_and(|p| process::liveness(p) == Liveness::Gone));
+        let reaped = if driverless {
+            let attempts = self.inner.store.list_attempts(run_id).await?;
+            self.reap_orphans(&run, &attempts).await?
+        } else {
+            Vec::new()
+        };
         let mut c = self.commit(&run.run_id, run.state, Actor::Human);
         c.actor_id = actor_id.to_owned();
+        c.events = reaped;
         c.finish_running_as = Some(AttemptStatus::Cancelled);
         c.transition = Some(Transition {
             to: RunState::Cancelled,
@@ -397,26 +527,30 @@ impl<S: Store + Clone> Engine<S> {
         });
         c.summary = Some("cancelled by command".into());
         self.inner.store.commit(c).await?;
-        if let Some(token) = self.active().get(run_id) {
-            token.cancel();
+        if let Some(halt) = self.active().get(run_id) {
+            halt.stop(Stop::Cancelled);
         }
         Ok(self.inner.store.get_run(run_id).await?)
     }
 
-    /// Stops the steps of every run this process drives (their process
-    /// groups get SIGTERM, then SIGKILL). The runs stay `running` in the
-    /// store and are recovered like after a crash.
-    pub fn interrupt(&self) {
-        for token in self.active().values() {
-            token.cancel();
+    /// Stops every run this process drives because it received `signal`: their commands'
+    /// process groups get SIGTERM, then SIGKILL after the grace; each driver records its
+    /// stopped attempts as `interrupted` and releases its run to `stalled`, so `steward
+    /// resume` continues it at once (and the steps' retry budgets are untouched).
+    pub fn interrupt(&self, signal: &'static str) {
+        let _ = self.inner.stopping.set(signal);
+        for halt in self.active().values() {
+            halt.stop(Stop::Interrupted(signal));
         }
     }
 
-    /// Why a run cannot start, if it cannot: its definition or inputs no longer hold.
-    async fn startable(&self, run: &Run) -> std::result::Result<(), String> {
+    /// The definition a run can start with, or why it cannot: its definition, inputs or job
+    /// contract no longer hold.
+    async fn startable(&self, run: &Run) -> std::result::Result<Workflow, String> {
         let wf = self.workflow(run).await.map_err(|e| e.to_string())?;
-        steward_core::inputs::resolve(&wf, &run.inputs).map(|_| ()).map_err(|errs| errs.join("; "))?;
-        steward_core::job::check_job(&run.contract, &wf).map_err(|e| e.to_string())
+        steward_core::inputs::resolve(&wf, &run.inputs).map_err(|errs| errs.join("; "))?;
+        steward_core::job::check_job(&run.contract, &wf).map_err(|e| e.to_string())?;
+        Ok(wf)
     }
 
     async fn fail_start(&self, run: &Run, from: RunState, reason: &str) -> Result<Run> {
@@ -439,7 +573,7 @@ impl<S: Store + Clone> Engine<S> {
         Commit::new(run_id, Expect { state, owner: None }, self.inner.clock.now(), actor, &self.inner.config.owner)
     }
 
-    pub(crate) fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+    pub(crate) fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Halt>> {
         // A panic while holding this lock leaves a plain map behind; keep using it.
         self.inner.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -459,8 +593,7 @@ async fn heartbeat_loop<S: Store + Clone>(weak: std::sync::Weak<Inner<S>>, shutd
         }
         let Some(inner) = weak.upgrade() else { return };
         let engine = Engine { inner };
-        let active: Vec<(String, CancellationToken)> =
-            engine.active().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let active: Vec<(String, Halt)> = engine.active().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         if active.is_empty() {
             since_beat = Duration::ZERO;
             continue;
@@ -482,9 +615,9 @@ async fn heartbeat_loop<S: Store + Clone>(weak: std::sync::Weak<Inner<S>>, shutd
             }
             lost
         };
-        for (id, token) in &active {
+        for (id, halt) in &active {
             if lost.contains(id) {
-                token.cancel();
+                halt.stop(Stop::TakenAway);
             }
         }
     }

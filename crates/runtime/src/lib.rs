@@ -20,9 +20,13 @@ mod clock;
 mod drive;
 mod engine;
 mod files;
+mod halt;
+mod retry;
 mod step;
 
 pub mod micro_task;
 
 pub use clock::{Clock, SystemClock, UuidIds, new_run_id};
 pub use engine::{CreateRun, Engine, EngineConfig, Error, ProgressUpdate, Result};
+pub use halt::{Halt, Stop};
+pub use retry::RetryPolicy;

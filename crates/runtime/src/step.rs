@@ -7,24 +7,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
 
-use steward_core::event::Payload;
+use steward_core::event::{Actor, Payload};
 use steward_core::job::JobKind;
+use steward_core::liveness::ProcessRef;
 use steward_core::result_block;
 use steward_core::state::AttemptStatus;
+use steward_core::state::RunState;
 use steward_core::template::{Ref, RenderError, Template, WorkflowVar, lookup_path};
 use steward_core::workflow::{AgentStep, MicroTasksStep, Step, StepKind, Workflow};
-use steward_store::{Attempt, AttemptFinish, Run};
+use steward_store::{Attempt, AttemptFinish, AttemptProcess, Commit, Expect, Run};
 use steward_tools::bus::{CallContext, ToolBus};
-use steward_tools::exec::Ending;
+use steward_tools::exec::{BoxFuture, Ending, ProcessRecorder};
 use steward_tools::op::{MAX_INLINE_BYTES, PlannedOperation};
 use steward_tools::redact::Redactor;
 use steward_tools::terminal::SessionKind;
 
 use crate::agent::{self, AgentWork};
+use crate::clock::Clock;
+use crate::halt::Halt;
 use crate::micro_task::HumanDecision;
-use crate::micro_task::job::{self, JobServices, MicroTaskWork, RunSink};
+use crate::micro_task::job::{self, CommitFn, JobServices, MicroTaskWork, RunSink};
 
 /// Exit codes `sh` uses when it cannot run the command at all.
 const NOT_FOUND: i32 = 127;
@@ -338,14 +341,37 @@ pub(crate) fn last_line(text: &str) -> String {
     if line.len() > 300 { format!("{}...", &line[..line.floor_char_boundary(300)]) } else { line.to_owned() }
 }
 
+/// Records the process group of an attempt's command in the run before the command may run,
+/// fenced like every write of the driver: a process that no longer holds the run cannot start
+/// a command (the command is killed unstarted).
+pub(crate) struct AttemptRecorder {
+    pub(crate) commit: Arc<CommitFn>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) owner: String,
+    pub(crate) run_id: String,
+    pub(crate) step_id: String,
+    pub(crate) attempt: u32,
+}
+
+impl ProcessRecorder for AttemptRecorder {
+    fn record(&self, process: ProcessRef) -> BoxFuture<'_, Result<(), String>> {
+        let expect = Expect { state: RunState::Running, owner: Some(self.owner.clone()) };
+        let mut c = Commit::new(&self.run_id, expect, self.clock.now(), Actor::System, &self.owner);
+        c.processes = vec![AttemptProcess { step_id: self.step_id.clone(), attempt: self.attempt, process }];
+        (self.commit)(c)
+    }
+}
+
 /// Runs a prepared attempt to its end. Never fails: every outcome is an attempt ending.
 pub(crate) async fn execute(
     step: &Step,
     attempt: u32,
     work: Work,
     bus: &ToolBus,
-    cancel: &CancellationToken,
+    halt: &Halt,
+    recorder: &AttemptRecorder,
 ) -> StepDone {
+    let cancel = halt.token();
     let done = |finish| StepDone { finish, events: Vec::new() };
     let (op, ctx) = match work {
         Work::Noop => {
@@ -362,10 +388,10 @@ pub(crate) async fn execute(
             ));
         }
         Work::Shell(op, ctx) => (op, ctx),
-        Work::Agent(work) => return agent::execute(step, attempt, *work, bus, cancel).await,
-        Work::MicroTasks(work) => return job::execute(step, attempt, *work, bus, cancel).await,
+        Work::Agent(work) => return agent::execute(step, attempt, *work, bus, cancel, recorder).await,
+        Work::MicroTasks(work) => return job::execute(step, attempt, *work, bus, halt, recorder).await,
     };
-    let executed = bus.execute(&op, &ctx, cancel).await;
+    let executed = bus.execute(&op, &ctx, cancel, recorder).await;
     let events = executed.events;
     let with = |finish| StepDone { finish, events: events.clone() };
     let Some(out) = executed.output else {

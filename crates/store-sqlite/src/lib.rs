@@ -26,12 +26,13 @@ use steward_core::event::Event;
 use steward_core::ids::IdGen;
 use steward_store::{
     Attempt, Commit, CommitOutcome, Error, NewRun, PruneReport, Recovered, Result, RetentionPolicy, Run, RunFilter,
-    Store,
+    Scan, Store,
 };
 
 use writer::Writer;
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/001_initial.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/001_initial.sql"), include_str!("../migrations/002_crash_semantics.sql")];
 
 /// How much a commit survives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -253,8 +254,9 @@ impl Store for SqliteStore {
         self.write(move |conn, _| ops::heartbeat(conn, &owner, &run_ids, now)).await
     }
 
-    async fn recover_stalled(&self, now: Timestamp, threshold_secs: u64) -> Result<Vec<Recovered>> {
-        self.write(move |conn, ids| ops::recover_stalled(conn, ids, now, threshold_secs)).await
+    async fn recover_stalled(&self, now: Timestamp, scan: &Scan) -> Result<Vec<Recovered>> {
+        let scan = scan.clone();
+        self.write(move |conn, ids| ops::recover_stalled(conn, ids, now, &scan)).await
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Run> {

@@ -12,16 +12,18 @@ use steward_core::idempotency_key;
 use steward_core::ids::IdGen;
 use steward_core::state::{AttemptStatus, RunState};
 use steward_store::{
-    AttemptFinish, Commit, CommitOutcome, Error, NewRun, PruneReport, Recovered, Result, RetentionPolicy, Run, rules,
+    AttemptFinish, Commit, CommitOutcome, Error, NewRun, Owner, PruneReport, Recovered, Result, RetentionPolicy, Run,
+    Scan, rules,
 };
 
 use crate::map_err;
-use crate::rows::{RUN_COLUMNS, run_from_row};
+use crate::rows::{RUN_COLUMNS, process_json, run_from_row};
 
 /// The fields of a run a write reads and updates.
 struct RunHead {
     state: RunState,
     owner: Option<String>,
+    owner_process: Option<String>,
     job_id: String,
     trace_id: String,
     last_event_seq: i64,
@@ -35,19 +37,19 @@ fn corrupt(detail: impl std::fmt::Display) -> Error {
 fn head(conn: &Connection, run_id: &str) -> Result<RunHead> {
     let row = conn
         .prepare_cached(
-            "SELECT state, owner, job_id, trace_id, last_event_seq, total_iterations FROM runs WHERE run_id = ?1",
+            "SELECT state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations FROM runs WHERE run_id = ?1",
         )
         .and_then(|mut st| {
             st.query_row([run_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
             })
             .optional()
         })
         .map_err(map_err(""))?;
-    let (state, owner, job_id, trace_id, last_event_seq, total_iterations) =
+    let (state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations) =
         row.ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })?;
     let state = state.parse().map_err(|e| corrupt(format!("run `{run_id}`: {e}")))?;
-    Ok(RunHead { state, owner, job_id, trace_id, last_event_seq, total_iterations })
+    Ok(RunHead { state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations })
 }
 
 /// Who writes to one run's log, and when: every event of a write shares these.
@@ -166,12 +168,10 @@ impl Tx<'_> {
 
 pub(crate) fn create_run(conn: &Connection, ids: &dyn IdGen, run: &NewRun) -> Result<Run> {
     let payload = rules::created(run)?;
-    let exists = conn
-        .prepare_cached("SELECT 1 FROM runs WHERE run_id = ?1")
-        .and_then(|mut st| st.exists([&run.run_id]))
-        .map_err(map_err(""))?;
-    if exists {
-        return Err(rules::duplicate_run(&run.run_id));
+    match get_run(conn, &run.run_id) {
+        Ok(existing) => return rules::existing_run(run, existing),
+        Err(Error::NotFound { .. }) => {}
+        Err(e) => return Err(e),
     }
     let now = run.now.millis();
     conn.prepare_cached("INSERT OR IGNORE INTO definitions (hash, workflow_id, version, source, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
@@ -219,6 +219,15 @@ pub(crate) fn get_run(conn: &Connection, run_id: &str) -> Result<Run> {
 
 pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<CommitOutcome> {
     let mut h = head(conn, &c.run_id)?;
+    if let Some(id) = &c.id {
+        let applied = conn
+            .prepare_cached("SELECT 1 FROM applied_commits WHERE run_id = ?1 AND commit_id = ?2")
+            .and_then(|mut st| st.exists(params![c.run_id, id]))
+            .map_err(map_err(""))?;
+        if applied {
+            return Ok(CommitOutcome { state: h.state, last_event_seq: h.last_event_seq });
+        }
+    }
     rules::check_expect(c, h.state, h.owner.as_deref())?;
     rules::check_shape(c)?;
     let tx = Tx { conn, ids, run_id: &c.run_id, now: c.now, actor: c.actor, actor_id: &c.actor_id };
@@ -233,7 +242,7 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
     }
     let mut terminal_reason: Option<&str> = None;
     if let Some(t) = &c.transition {
-        let payload = rules::transition(&c.run_id, h.state, t)?;
+        let payload = rules::transition(&c.run_id, &h.job_id, h.owner.as_deref(), h.state, t)?;
         tx.event(&mut h, &payload)?;
         h.state = t.to;
         if t.to.is_terminal() {
@@ -256,7 +265,32 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
         h.total_iterations += 1;
         tx.event(&mut h, &payload)?;
     }
-    let owner = rules::owner_after(h.state, c.set_owner.as_ref(), h.owner.as_ref());
+    for p in &c.processes {
+        let stored: Option<String> = conn
+            .prepare_cached("SELECT status FROM step_attempts WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3")
+            .and_then(|mut st| st.query_row(params![c.run_id, p.step_id, p.attempt], |r| r.get(0)).optional())
+            .map_err(map_err(""))?;
+        let stored = stored.map(|s| s.parse::<AttemptStatus>().map_err(corrupt)).transpose()?;
+        let payload = rules::process(&c.run_id, p, stored)?;
+        conn.prepare_cached(
+            "UPDATE step_attempts SET process = ?4 WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+        )
+        .and_then(|mut st| st.execute(params![c.run_id, p.step_id, p.attempt, process_json(&p.process)]))
+        .map_err(map_err(""))?;
+        tx.event(&mut h, &payload)?;
+    }
+    if let Some(id) = &c.id {
+        conn.prepare_cached("INSERT INTO applied_commits (run_id, commit_id) VALUES (?1, ?2)")
+            .and_then(|mut st| st.execute(params![c.run_id, id]))
+            .map_err(map_err(""))?;
+    }
+    let current = h
+        .owner
+        .clone()
+        .map(|id| Owner { id, process: h.owner_process.as_deref().and_then(|p| serde_json::from_str(p).ok()) });
+    let owner = rules::owner_after(h.state, c.set_owner.as_ref(), current);
+    let owner_process = owner.as_ref().and_then(|o| o.process.as_ref()).map(process_json);
+    let owner = owner.map(|o| o.id);
     let current = c.started.last().map(|s| (s.step_id.clone(), s.attempt));
     conn.prepare_cached(
         "UPDATE runs SET
@@ -272,7 +306,8 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
             heartbeat_at = CASE WHEN ?2 = 'running' THEN ?9 ELSE heartbeat_at END,
             last_progress_at = ?9,
             finished_at = ?10,
-            last_event_seq = ?11
+            last_event_seq = ?11,
+            owner_process = ?12
          WHERE run_id = ?1",
     )
     .and_then(|mut st| {
@@ -288,6 +323,7 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
             now,
             h.state.is_terminal().then_some(now),
             h.last_event_seq,
+            owner_process,
         ])
     })
     .map_err(map_err(""))?;
@@ -312,32 +348,36 @@ pub(crate) fn recover_stalled(
     conn: &Connection,
     ids: &dyn IdGen,
     now: Timestamp,
-    threshold_secs: u64,
+    scan: &Scan,
 ) -> Result<Vec<Recovered>> {
-    let running: Vec<(String, String, Option<i64>)> = conn
-        .prepare_cached(
-            "SELECT run_id, workflow_id, heartbeat_at FROM runs WHERE state = 'running' ORDER BY created_at, run_id",
-        )
-        .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
-        .map_err(map_err(""))?;
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' ORDER BY created_at, run_id");
+    let running: Vec<Result<Run>> =
+        conn.prepare_cached(&sql).and_then(|mut st| st.query_map([], run_from_row)?.collect()).map_err(map_err(""))?;
     let mut out = Vec::new();
-    for (run_id, workflow_id, heartbeat_at) in running {
-        let last_heartbeat_at = heartbeat_at.map(Timestamp);
-        if !rules::is_stale(last_heartbeat_at, now, threshold_secs) {
+    for run in running {
+        let run = run?;
+        let Some(reason) = rules::abandoned_because(run.owner.as_deref(), run.heartbeat_at, now, scan) else {
             continue;
-        }
-        let mut h = head(conn, &run_id)?;
-        let payload = rules::recovery(&run_id, &h.job_id, last_heartbeat_at, now, threshold_secs)?;
-        let tx = Tx { conn, ids, run_id: &run_id, now, actor: Actor::System, actor_id: rules::RECOVERY_ACTOR };
+        };
+        let mut h = head(conn, &run.run_id)?;
+        let payload = rules::recovery(&run, reason.clone(), now, scan)?;
+        let tx = Tx { conn, ids, run_id: &run.run_id, now, actor: Actor::System, actor_id: rules::RECOVERY_ACTOR };
         tx.event(&mut h, &payload)?;
         let interrupted_attempts = tx.finish_running(&mut h, AttemptStatus::Interrupted)?;
         conn.prepare_cached(
-            "UPDATE runs SET state = 'stalled', owner = NULL, summary = ?2, updated_at = ?3, last_progress_at = ?3, last_event_seq = ?4
+            "UPDATE runs SET state = 'stalled', owner = NULL, owner_process = NULL, recoveries = recoveries + 1,
+                 summary = ?2, updated_at = ?3, last_progress_at = ?3, last_event_seq = ?4
              WHERE run_id = ?1",
         )
-        .and_then(|mut st| st.execute(params![run_id, rules::STALLED_SUMMARY, now.millis(), h.last_event_seq]))
+        .and_then(|mut st| st.execute(params![run.run_id, rules::STALLED_SUMMARY, now.millis(), h.last_event_seq]))
         .map_err(map_err(""))?;
-        out.push(Recovered { run_id, workflow_id, last_heartbeat_at, interrupted_attempts });
+        out.push(Recovered {
+            run_id: run.run_id,
+            workflow_id: run.workflow_id,
+            reason,
+            last_heartbeat_at: run.heartbeat_at,
+            interrupted_attempts,
+        });
     }
     Ok(out)
 }
@@ -386,6 +426,7 @@ pub(crate) fn prune(
     let mut h = RunHead {
         state: RunState::Completed,
         owner: None,
+        owner_process: None,
         job_id: rules::SYSTEM_RUN.into(),
         trace_id: rules::SYSTEM_RUN.into(),
         last_event_seq,

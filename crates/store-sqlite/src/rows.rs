@@ -6,12 +6,13 @@ use serde_json::Value;
 use steward_core::Timestamp;
 use steward_core::event::Event;
 use steward_core::job::JobContract;
+use steward_core::liveness::ProcessRef;
 use steward_store::{Attempt, Error, Result, Run};
 
 pub(crate) const RUN_COLUMNS: &str = "run_id, workflow_id, workflow_version, definition_hash, inputs, state,
     current_step_id, current_attempt, summary, terminal_reason, job_id, trace_id, job_kind, profile_id,
     protocol_id, total_iterations, owner, created_at, started_at, updated_at, heartbeat_at, last_progress_at,
-    finished_at, last_event_seq, workdir";
+    finished_at, last_event_seq, workdir, owner_process, recoveries";
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> Error {
     Error::Corrupt { path: String::new(), detail: format!("{what}: {detail}") }
@@ -19,6 +20,15 @@ fn corrupt(what: &str, detail: impl std::fmt::Display) -> Error {
 
 fn json(what: &str, text: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| corrupt(what, e))
+}
+
+fn process(what: &str, text: Option<&str>) -> Result<Option<ProcessRef>> {
+    text.map(|t| serde_json::from_str(t).map_err(|e| corrupt(what, e))).transpose()
+}
+
+/// A process as stored: JSON.
+pub(crate) fn process_json(p: &ProcessRef) -> String {
+    serde_json::to_string(p).unwrap_or_default()
 }
 
 /// Reads a run row; the outer result is SQLite's, the inner one ours.
@@ -46,6 +56,8 @@ pub(crate) fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Run>> {
     let times = (r.get::<_, i64>(17)?, ts(18)?, r.get::<_, i64>(19)?, ts(20)?, r.get::<_, i64>(21)?, ts(22)?);
     let last_event_seq: i64 = r.get(23)?;
     let workdir: String = r.get(24)?;
+    let owner_process: Option<String> = r.get(25)?;
+    let recoveries: u32 = r.get(26)?;
     Ok((|| {
         let what = format!("run `{run_id}`");
         let Value::Object(inputs) = json(&what, &inputs)? else {
@@ -88,6 +100,8 @@ pub(crate) fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Run>> {
             },
             total_iterations,
             owner,
+            owner_process: process(&what, owner_process.as_deref())?,
+            recoveries,
             created_at: Timestamp(created_at),
             started_at,
             updated_at: Timestamp(updated_at),
@@ -99,7 +113,7 @@ pub(crate) fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Run>> {
     })())
 }
 
-pub(crate) const ATTEMPT_COLUMNS: &str = "run_id, step_id, attempt, visit, status, idempotency_key, input, output, error, retryable, routes, started_at, finished_at";
+pub(crate) const ATTEMPT_COLUMNS: &str = "run_id, step_id, attempt, visit, status, idempotency_key, input, output, error, retryable, routes, started_at, finished_at, process";
 
 pub(crate) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Attempt>> {
     let run_id: String = r.get(0)?;
@@ -115,6 +129,7 @@ pub(crate) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Attempt>>
     let routes: String = r.get(10)?;
     let started_at: i64 = r.get(11)?;
     let finished_at: Option<i64> = r.get(12)?;
+    let process_json: Option<String> = r.get(13)?;
     Ok((|| {
         let what = format!("attempt `{idempotency_key}`");
         Ok(Attempt {
@@ -122,6 +137,7 @@ pub(crate) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Attempt>>
             input: json(&what, &input)?,
             output: output.as_deref().map(|o| json(&what, o)).transpose()?,
             routes: serde_json::from_str(&routes).map_err(|e| corrupt(&what, e))?,
+            process: process(&what, process_json.as_deref())?,
             run_id,
             step_id,
             attempt,

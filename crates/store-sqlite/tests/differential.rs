@@ -11,9 +11,12 @@ use serde_json::json;
 use steward_core::Timestamp;
 use steward_core::event::{Actor, Event};
 use steward_core::ids::SeqIds;
+use steward_core::liveness::ProcessRef;
 use steward_core::state::{AttemptStatus, RunState, TransitionCause};
 use steward_store::mem::MemStore;
-use steward_store::{AttemptFinish, AttemptStart, Commit, Expect, RunFilter, Store, Transition};
+use steward_store::{
+    AttemptFinish, AttemptProcess, AttemptStart, Commit, Expect, Owner, RunFilter, Scan, Store, Transition,
+};
 use steward_store_sqlite::{Options, SqliteStore};
 use steward_store_testkit::new_run;
 
@@ -29,6 +32,11 @@ fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
     &items[rng.random_range(0..items.len())]
 }
 
+fn process(rng: &mut StdRng) -> ProcessRef {
+    let pid = rng.random_range(1..5);
+    ProcessRef { host: "h".into(), boot_id: "b".into(), pid_ns: "ns".into(), pid, start_ticks: pid as u64 * 10 }
+}
+
 /// A random commit; most expect what the store holds, so that most of them apply.
 fn random_commit(
     rng: &mut StdRng,
@@ -42,6 +50,17 @@ fn random_commit(
         _ => (*pick(rng, &RunState::ALL), rng.random_bool(0.3).then(|| pick(rng, &OWNERS).to_string())),
     };
     let mut c = Commit::new(run, Expect { state, owner }, now, Actor::System, "diff");
+    if rng.random_bool(0.3) {
+        // A small pool of ids, so that some commits repeat one already applied.
+        c.id = Some(format!("c{}", rng.random_range(0..4)));
+    }
+    if rng.random_bool(0.2) {
+        let (step_id, attempt) = match running.first() {
+            Some(r) if rng.random_bool(0.8) => r.clone(),
+            _ => (pick(rng, &STEPS).to_string(), rng.random_range(1..3)),
+        };
+        c.processes.push(AttemptProcess { step_id, attempt, process: process(rng) });
+    }
     if rng.random_bool(0.25) {
         let cause = *pick(rng, &[TransitionCause::Engine, TransitionCause::Operator, TransitionCause::Recovery]);
         c.transition =
@@ -78,7 +97,8 @@ fn random_commit(
         c.summary = Some(format!("s{}", rng.random_range(0..9)));
     }
     if rng.random_bool(0.3) {
-        c.set_owner = Some(pick(rng, &OWNERS).to_string());
+        let id = pick(rng, &OWNERS).to_string();
+        c.set_owner = Some(Owner { id, process: rng.random_bool(0.5).then(|| process(rng)) });
     }
     c
 }
@@ -109,8 +129,9 @@ async fn same_history(seed: u64) {
                 sql.heartbeat(owner, &ids, now).await == mem.heartbeat(owner, &ids, now).await
             }
             3 => {
-                let threshold = rng.random_range(0..40);
-                sql.recover_stalled(now, threshold).await == mem.recover_stalled(now, threshold).await
+                let dead_owners = OWNERS.iter().filter(|_| rng.random_bool(0.3)).map(|o| o.to_string()).collect();
+                let scan = Scan { threshold_secs: rng.random_range(0..40), dead_owners };
+                sql.recover_stalled(now, &scan).await == mem.recover_stalled(now, &scan).await
             }
             _ => {
                 let run = pick_run(&mut rng);

@@ -14,8 +14,12 @@ use serde_json::{Value, json};
 use steward_core::Timestamp;
 use steward_core::event::Actor;
 use steward_core::job::{JobContract, JobKind, MICRO_TASK_PROFILE};
+use steward_core::liveness::ProcessRef;
 use steward_core::state::{AttemptStatus, RunState, TransitionCause};
-use steward_store::{AttemptFinish, AttemptStart, Commit, Error, Expect, NewRun, RunFilter, Store, Transition};
+use steward_store::{
+    AttemptFinish, AttemptProcess, AttemptStart, Commit, Error, Expect, NewRun, Owner, RunFilter, Scan, Store,
+    Transition,
+};
 
 /// Generates one `#[tokio::test]` per conformance case.
 #[macro_export]
@@ -23,7 +27,7 @@ macro_rules! store_conformance {
     ($setup:path) => {
         $crate::store_conformance!(@cases $setup;
             create_run_persists_every_field,
-            create_run_refuses_duplicates_and_bad_contracts,
+            create_run_is_idempotent_and_refuses_duplicates_and_bad_contracts,
             transitions_follow_the_table_and_leave_nothing_on_refusal,
             stale_writers_are_fenced,
             attempts_are_written_before_and_after,
@@ -31,6 +35,10 @@ macro_rules! store_conformance {
             events_are_gapless_per_run,
             heartbeat_reports_lost_runs,
             recovery_stalls_only_stale_running_runs,
+            recovery_stalls_the_runs_of_dead_owners_and_counts_them,
+            an_engine_releases_its_run_to_stalled,
+            a_command_process_is_recorded_only_for_a_running_attempt,
+            a_repeated_commit_is_applied_once,
             list_runs_filters_and_orders,
             concurrent_commits_all_land,
             a_failed_write_does_not_spoil_its_batch,
@@ -142,10 +150,13 @@ pub async fn create_run_persists_every_field<S: Store>(s: &S) {
     assert!(matches!(s.get_definition("nope").await, Err(Error::NotFound { .. })));
 }
 
-/// A duplicate id and a DG-JOB-06 mismatch are refused; nothing is written.
-pub async fn create_run_refuses_duplicates_and_bad_contracts<S: Store>(s: &S) {
-    s.create_run(new_run("r1")).await.unwrap();
-    assert!(matches!(s.create_run(new_run("r1")).await, Err(Error::Invalid(m)) if m.contains("already exists")));
+/// The same request again returns the run it created (a caller that lost the reply repeats
+/// it); another request for a taken id and a DG-JOB-06 mismatch are refused; nothing is written.
+pub async fn create_run_is_idempotent_and_refuses_duplicates_and_bad_contracts<S: Store>(s: &S) {
+    let created = s.create_run(new_run("r1")).await.unwrap();
+    assert_eq!(s.create_run(new_run("r1")).await.unwrap(), created);
+    let other = NewRun { job_id: "another-job".into(), ..new_run("r1") };
+    assert!(matches!(s.create_run(other).await, Err(Error::Invalid(m)) if m.contains("already exists")));
     let bad = NewRun {
         contract: JobContract {
             job_kind: JobKind::WorkflowRun,
@@ -363,12 +374,12 @@ pub async fn recovery_stalls_only_stale_running_runs<S: Store>(s: &S) {
     running_run(s, "fresh", "alive", at(50)).await;
     s.create_run(new_run("queued")).await.unwrap();
 
-    let recovered = s.recover_stalled(at(60), 30).await.unwrap();
+    let recovered = s.recover_stalled(at(60), &scan(30)).await.unwrap();
     assert_eq!(recovered.len(), 1);
     assert_eq!((recovered[0].run_id.as_str(), recovered[0].last_heartbeat_at), ("stale", Some(at(0))));
     assert_eq!(recovered[0].interrupted_attempts, ["stale:a:1"]);
     let run = s.get_run("stale").await.unwrap();
-    assert_eq!((run.state, run.owner.as_deref()), (RunState::Stalled, None));
+    assert_eq!((run.state, run.owner.as_deref(), run.recoveries), (RunState::Stalled, None, 1));
     let attempt = &s.list_attempts("stale").await.unwrap()[0];
     assert_eq!((attempt.status, attempt.retryable), (AttemptStatus::Interrupted, true));
     let events = s.list_events("stale", 0).await.unwrap();
@@ -386,7 +397,7 @@ pub async fn recovery_stalls_only_stale_running_runs<S: Store>(s: &S) {
     assert_eq!(s.get_run("fresh").await.unwrap().state, RunState::Running);
     assert_eq!(s.get_run("queued").await.unwrap().state, RunState::Queued);
     // Idempotent.
-    assert!(s.recover_stalled(at(61), 30).await.unwrap().is_empty());
+    assert!(s.recover_stalled(at(61), &scan(30)).await.unwrap().is_empty());
     // The dead owner's late write is fenced off.
     let mut c = Commit::new(
         "stale",
@@ -397,6 +408,149 @@ pub async fn recovery_stalls_only_stale_running_runs<S: Store>(s: &S) {
     );
     c.finished = vec![finish("a", 1, AttemptStatus::Completed)];
     assert!(matches!(s.commit(c).await, Err(Error::Conflict { .. })));
+}
+
+fn scan(threshold_secs: u64) -> Scan {
+    Scan { threshold_secs, dead_owners: Vec::new() }
+}
+
+fn process(pid: i32) -> ProcessRef {
+    ProcessRef { host: "h".into(), boot_id: "b".into(), pid_ns: "ns".into(), pid, start_ticks: 1000 + pid as u64 }
+}
+
+/// A run whose owner is known to have exited is stalled at once, whatever its heartbeat; each
+/// recovery is counted on the run (for `limits.max_recoveries`) and in its event.
+pub async fn recovery_stalls_the_runs_of_dead_owners_and_counts_them<S: Store>(s: &S) {
+    s.create_run(new_run("r1")).await.unwrap();
+    let mut c = commit("r1", RunState::Queued, at(1));
+    c.transition = to(RunState::Running, "started");
+    c.set_owner = Some(Owner { id: "host:41".into(), process: Some(process(41)) });
+    s.commit(c).await.unwrap();
+    let run = s.get_run("r1").await.unwrap();
+    assert_eq!((run.owner.as_deref(), run.owner_process), (Some("host:41"), Some(process(41))));
+    running_run(s, "r2", "host:42", at(1)).await;
+
+    let dead = Scan { threshold_secs: 30, dead_owners: vec!["host:41".into()] };
+    let recovered = s.recover_stalled(at(2), &dead).await.unwrap();
+    assert_eq!(recovered.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), ["r1"]);
+    assert!(recovered[0].reason.contains("host:41"), "{}", recovered[0].reason);
+    let run = s.get_run("r1").await.unwrap();
+    assert_eq!((run.state, run.owner, run.owner_process, run.recoveries), (RunState::Stalled, None, None, 1));
+    let rec = s.list_events("r1", 0).await.unwrap().pop().unwrap();
+    assert_eq!(rec.event_type, "workflow_recovery");
+    assert_eq!((rec.payload["owner"].as_str(), rec.payload["recoveries"].as_u64()), (Some("host:41"), Some(1)));
+
+    // Resumed, then abandoned again: the second recovery is the run's second.
+    let mut c = commit("r1", RunState::Stalled, at(3));
+    c.transition =
+        Some(Transition { to: RunState::Running, cause: TransitionCause::Operator, reason: "resume".into() });
+    c.set_owner = Some("host:43".into());
+    s.commit(c).await.unwrap();
+    s.recover_stalled(at(100), &scan(30)).await.unwrap();
+    assert_eq!(s.get_run("r1").await.unwrap().recoveries, 2);
+    // A stalled run recovered too often is poisoned, by the engine, never by recovery.
+    let mut c = commit("r1", RunState::Stalled, at(101));
+    c.transition = Some(Transition { to: RunState::Poisoned, cause: TransitionCause::Recovery, reason: "x".into() });
+    assert!(matches!(s.commit(c).await, Err(Error::InvalidTransition { .. })));
+    let mut c = commit("r1", RunState::Stalled, at(101));
+    c.transition = to(RunState::Poisoned, "recovered too often");
+    assert_eq!(s.commit(c).await.unwrap().state, RunState::Poisoned);
+}
+
+/// An engine stopping on a signal releases its run: the attempts it stopped end `interrupted`,
+/// the run goes to `stalled` with FR-EVT-WF-RECOVERY (not counted as a recovery), and nobody
+/// holds it, so `resume` can take it at once.
+pub async fn an_engine_releases_its_run_to_stalled<S: Store>(s: &S) {
+    running_run(s, "r1", "me", at(1)).await;
+    let mut c = commit("r1", RunState::Running, at(2));
+    c.started = vec![start("a", 1)];
+    s.commit(c).await.unwrap();
+    let mut c =
+        Commit::new("r1", Expect { state: RunState::Running, owner: Some("me".into()) }, at(3), Actor::System, "me");
+    c.finished = vec![AttemptFinish {
+        status: AttemptStatus::Interrupted,
+        retryable: true,
+        error: Some("interrupted".into()),
+        ..finish("a", 1, AttemptStatus::Interrupted)
+    }];
+    c.transition =
+        Some(Transition { to: RunState::Stalled, cause: TransitionCause::Recovery, reason: "SIGINT".into() });
+    assert_eq!(s.commit(c).await.unwrap().state, RunState::Stalled);
+    let run = s.get_run("r1").await.unwrap();
+    assert_eq!((run.owner, run.recoveries), (None, 0));
+    let last = s.list_events("r1", 0).await.unwrap().pop().unwrap();
+    assert_eq!((last.event_type.as_str(), last.actor), ("workflow_recovery", Actor::System));
+    assert_eq!((last.payload["reason"].as_str(), last.payload["owner"].as_str()), (Some("SIGINT"), Some("me")));
+}
+
+/// HSK-WF-001 with a command: the process an attempt is about to let run is recorded on the
+/// attempt, with an event, only while the attempt runs and its writer still holds the run.
+pub async fn a_command_process_is_recorded_only_for_a_running_attempt<S: Store>(s: &S) {
+    running_run(s, "r1", "me", at(1)).await;
+    let mut c = commit("r1", RunState::Running, at(2));
+    c.started = vec![start("a", 1)];
+    s.commit(c).await.unwrap();
+    let fenced = |owner: &str, pid: i32, attempt: u32| {
+        let mut c = Commit::new(
+            "r1",
+            Expect { state: RunState::Running, owner: Some(owner.into()) },
+            at(3),
+            Actor::System,
+            owner,
+        );
+        c.processes = vec![AttemptProcess { step_id: "a".into(), attempt, process: process(pid) }];
+        c
+    };
+    assert!(matches!(s.commit(fenced("stale", 7, 1)).await, Err(Error::Conflict { .. })));
+    assert!(matches!(s.commit(fenced("me", 7, 2)).await, Err(Error::Invalid(m)) if m.contains("never started")));
+    s.commit(fenced("me", 7, 1)).await.unwrap();
+    assert_eq!(s.list_attempts("r1").await.unwrap()[0].process, Some(process(7)));
+    let last = s.list_events("r1", 0).await.unwrap().pop().unwrap();
+    assert_eq!(last.event_type, "attempt_process_started");
+    assert_eq!((last.step_id.as_deref(), last.payload["pid"].as_i64()), (Some("a"), Some(7)));
+    // A later command of the same attempt replaces it.
+    s.commit(fenced("me", 8, 1)).await.unwrap();
+    assert_eq!(s.list_attempts("r1").await.unwrap()[0].process, Some(process(8)));
+
+    let mut c = commit("r1", RunState::Running, at(4));
+    c.finished = vec![finish("a", 1, AttemptStatus::Completed)];
+    s.commit(c).await.unwrap();
+    let err = s.commit(fenced("me", 9, 1)).await.unwrap_err();
+    assert!(err.to_string().contains("is completed"), "{err}");
+    assert_eq!(s.list_attempts("r1").await.unwrap()[0].process, Some(process(8)));
+}
+
+/// A commit whose reply was lost is sent again with the same id: it is applied once, and the
+/// repeat answers with the run as it is (even though the expectation no longer holds).
+pub async fn a_repeated_commit_is_applied_once<S: Store>(s: &S) {
+    running_run(s, "r1", "me", at(1)).await;
+    let mut c = commit("r1", RunState::Running, at(2));
+    c.id = Some("commit-1".into());
+    c.finished = Vec::new();
+    c.started = vec![start("a", 1)];
+    c.transition = None;
+    let first = s.commit(c.clone()).await.unwrap();
+    let again = s.commit(c.clone()).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(s.list_attempts("r1").await.unwrap().len(), 1);
+    let events = s.list_events("r1", 0).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.event_type == "step_attempt_started").count(), 1);
+
+    let mut done = commit("r1", RunState::Running, at(3));
+    done.id = Some("commit-2".into());
+    done.finished = vec![finish("a", 1, AttemptStatus::Completed)];
+    done.transition = to(RunState::Completed, "done");
+    s.commit(done.clone()).await.unwrap();
+    let repeat = s.commit(done).await.unwrap();
+    assert_eq!(repeat.state, RunState::Completed);
+    assert_eq!(s.list_events("r1", 0).await.unwrap().len(), events.len() + 2);
+    // The same id on another run is another commit.
+    running_run(s, "r2", "me", at(1)).await;
+    let mut other = commit("r2", RunState::Running, at(2));
+    other.id = Some("commit-1".into());
+    other.started = vec![start("a", 1)];
+    s.commit(other).await.unwrap();
+    assert_eq!(s.list_attempts("r2").await.unwrap().len(), 1);
 }
 
 /// Listing filters by state and returns newest first.

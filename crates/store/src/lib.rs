@@ -103,18 +103,26 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a run in `queued` with its `run_created` event, storing the
     /// definition source under its hash if it is not there yet.
     ///
-    /// Refuses a job contract that breaks DG-JOB-06 ([`Error::Invalid`]) and a
-    /// duplicate `run_id` ([`Error::Invalid`]); nothing is written then.
+    /// Idempotent: the same request again (same `run_id` and `job_id`) returns the run it
+    /// created, so a caller that lost the reply may repeat it. Refuses a job contract that
+    /// breaks DG-JOB-06 ([`Error::Invalid`]) and another request for a `run_id` that is taken
+    /// ([`Error::Invalid`]); nothing is written then.
     fn create_run(&self, run: NewRun) -> impl Future<Output = Result<Run>> + Send;
 
-    /// Applies one [`Commit`] atomically: the transition, attempt starts and
-    /// finishes, and run fields, each with its event, in that order.
+    /// Applies one [`Commit`] atomically, each change with its event, in this order: the
+    /// commit's own events, attempt finishes, running attempts finished as
+    /// `finish_running_as`, the transition, attempt starts, attempt processes, then the run's
+    /// fields.
     ///
     /// Fails with [`Error::Conflict`] if the run's state (or owner, when
     /// checked) is not what `commit.expect` says, with
     /// [`Error::InvalidTransition`] if the transition is not in the table,
     /// and with [`Error::Invalid`] if an attempt already exists (start) or is
-    /// not running (finish). On any error nothing is written.
+    /// not running (finish, process). On any error nothing is written.
+    ///
+    /// A commit with an `id` the run already applied is not applied again: it returns the
+    /// run's current state, whatever its expectation says (the retry of a write whose reply
+    /// was lost).
     fn commit(&self, commit: Commit) -> impl Future<Output = Result<CommitOutcome>> + Send;
 
     /// Renews the heartbeat of the given runs if they are still `running`
@@ -129,15 +137,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
 
     /// The recovery scan (HSK-WF-003): in one transaction, moves every
-    /// `running` run whose heartbeat is older than `threshold_secs` to
-    /// `stalled`, records FR-EVT-WF-RECOVERY (actor `system`) for each, and
-    /// marks their in-flight attempts `interrupted`. Idempotent: a second
-    /// scan finds nothing.
-    fn recover_stalled(
-        &self,
-        now: Timestamp,
-        threshold_secs: u64,
-    ) -> impl Future<Output = Result<Vec<Recovered>>> + Send;
+    /// `running` run whose heartbeat is older than `scan.threshold_secs`, or whose owner is
+    /// one of `scan.dead_owners`, to `stalled`, records FR-EVT-WF-RECOVERY (actor `system`)
+    /// for each, marks their in-flight attempts `interrupted`, and counts the recovery on the
+    /// run. Idempotent: a second scan finds nothing.
+    fn recover_stalled(&self, now: Timestamp, scan: &Scan) -> impl Future<Output = Result<Vec<Recovered>>> + Send;
 
     /// One run. [`Error::NotFound`] if there is none.
     fn get_run(&self, run_id: &str) -> impl Future<Output = Result<Run>> + Send;

@@ -5,7 +5,7 @@
 //! shows up as a failing case. Each write works on a copy of the run and
 //! replaces it only when every check passed, which is its transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use steward_core::Timestamp;
@@ -15,7 +15,8 @@ use steward_core::ids::IdGen;
 use steward_core::state::{AttemptStatus, RunState};
 
 use crate::{
-    Attempt, AttemptFinish, Commit, CommitOutcome, Error, NewRun, Recovered, Result, Run, RunFilter, Store, rules,
+    Attempt, AttemptFinish, Commit, CommitOutcome, Error, NewRun, Owner, Recovered, Result, Run, RunFilter, Scan,
+    Store, rules,
 };
 
 #[derive(Clone)]
@@ -23,6 +24,8 @@ struct RunData {
     run: Run,
     /// In the order they started.
     attempts: Vec<Attempt>,
+    /// Ids of the commits applied, so a repeated one is not applied twice.
+    applied: HashSet<String>,
     /// Events of the write in progress.
     pending: Vec<(Timestamp, NewEvent)>,
 }
@@ -146,8 +149,8 @@ impl Store for MemStore {
     async fn create_run(&self, new: NewRun) -> Result<Run> {
         let payload = rules::created(&new)?;
         let mut state = self.lock();
-        if state.runs.contains_key(&new.run_id) {
-            return Err(rules::duplicate_run(&new.run_id));
+        if let Some(existing) = state.runs.get(&new.run_id) {
+            return rules::existing_run(&new, existing.run.clone());
         }
         state.definitions.entry(new.definition_hash.clone()).or_insert_with(|| new.definition_source.clone());
         let run = Run {
@@ -167,6 +170,8 @@ impl Store for MemStore {
             contract: new.contract.clone(),
             total_iterations: 0,
             owner: None,
+            owner_process: None,
+            recoveries: 0,
             created_at: new.now,
             started_at: None,
             updated_at: new.now,
@@ -175,7 +180,7 @@ impl Store for MemStore {
             finished_at: None,
             last_event_seq: 0,
         };
-        let mut data = RunData { run, attempts: Vec::new(), pending: Vec::new() };
+        let mut data = RunData { run, attempts: Vec::new(), applied: HashSet::new(), pending: Vec::new() };
         data.event(new.now, new.actor, &new.actor_id, payload)?;
         state.put(self.ids.as_ref(), data);
         state.run(&new.run_id).map(|d| d.run)
@@ -184,6 +189,9 @@ impl Store for MemStore {
     async fn commit(&self, c: Commit) -> Result<CommitOutcome> {
         let mut state = self.lock();
         let mut d = state.run(&c.run_id)?;
+        if c.id.as_ref().is_some_and(|id| d.applied.contains(id)) {
+            return Ok(CommitOutcome { state: d.run.state, last_event_seq: d.run.last_event_seq });
+        }
         rules::check_expect(&c, d.run.state, d.run.owner.as_deref())?;
         rules::check_shape(&c)?;
         let (now, actor, actor_id) = (c.now, c.actor, c.actor_id.as_str());
@@ -198,7 +206,7 @@ impl Store for MemStore {
             d.finish_running(status, now, actor, actor_id)?;
         }
         if let Some(t) = &c.transition {
-            let payload = rules::transition(&c.run_id, d.run.state, t)?;
+            let payload = rules::transition(&c.run_id, &d.run.job_id, d.run.owner.as_deref(), d.run.state, t)?;
             d.event(now, actor, actor_id, payload)?;
             d.run.state = t.to;
             if t.to.is_terminal() {
@@ -214,11 +222,24 @@ impl Store for MemStore {
             d.run.current_step_id = Some(s.step_id.clone());
             d.run.current_attempt = Some(s.attempt);
         }
+        for p in &c.processes {
+            let found = d.attempts.iter_mut().find(|a| a.step_id == p.step_id && a.attempt == p.attempt);
+            let payload = rules::process(&c.run_id, p, found.as_ref().map(|a| a.status))?;
+            if let Some(a) = found {
+                a.process = Some(p.process.clone());
+            }
+            d.event(now, actor, actor_id, payload)?;
+        }
+        if let Some(id) = &c.id {
+            d.applied.insert(id.clone());
+        }
         let run = &mut d.run;
         if let Some(summary) = &c.summary {
             run.summary = summary.clone();
         }
-        run.owner = rules::owner_after(run.state, c.set_owner.as_ref(), run.owner.as_ref());
+        let current = run.owner.take().map(|id| Owner { id, process: run.owner_process.take() });
+        let owner = rules::owner_after(run.state, c.set_owner.as_ref(), current);
+        (run.owner, run.owner_process) = owner.map_or((None, None), |o| (Some(o.id), o.process));
         if run.state == RunState::Running {
             run.started_at = run.started_at.or(Some(now));
             run.heartbeat_at = Some(now);
@@ -247,29 +268,35 @@ impl Store for MemStore {
         Ok(lost)
     }
 
-    async fn recover_stalled(&self, now: Timestamp, threshold_secs: u64) -> Result<Vec<Recovered>> {
+    async fn recover_stalled(&self, now: Timestamp, scan: &Scan) -> Result<Vec<Recovered>> {
         let mut state = self.lock();
-        let mut stale: Vec<RunData> = state
+        let mut stale: Vec<(String, RunData)> = state
             .runs
             .values()
-            .filter(|d| d.run.state == RunState::Running && rules::is_stale(d.run.heartbeat_at, now, threshold_secs))
-            .cloned()
+            .filter(|d| d.run.state == RunState::Running)
+            .filter_map(|d| {
+                rules::abandoned_because(d.run.owner.as_deref(), d.run.heartbeat_at, now, scan)
+                    .map(|why| (why, d.clone()))
+            })
             .collect();
-        stale.sort_by(|a, b| (a.run.created_at, &a.run.run_id).cmp(&(b.run.created_at, &b.run.run_id)));
+        stale.sort_by(|(_, a), (_, b)| (a.run.created_at, &a.run.run_id).cmp(&(b.run.created_at, &b.run.run_id)));
         let mut out = Vec::new();
-        for mut d in stale {
-            let payload = rules::recovery(&d.run.run_id, &d.run.job_id, d.run.heartbeat_at, now, threshold_secs)?;
+        for (reason, mut d) in stale {
+            let payload = rules::recovery(&d.run, reason.clone(), now, scan)?;
             d.event(now, Actor::System, rules::RECOVERY_ACTOR, payload)?;
             let interrupted_attempts =
                 d.finish_running(AttemptStatus::Interrupted, now, Actor::System, rules::RECOVERY_ACTOR)?;
             d.run.state = RunState::Stalled;
             d.run.owner = None;
+            d.run.owner_process = None;
+            d.run.recoveries += 1;
             d.run.summary = rules::STALLED_SUMMARY.to_owned();
             d.run.updated_at = now;
             d.run.last_progress_at = now;
             out.push(Recovered {
                 run_id: d.run.run_id.clone(),
                 workflow_id: d.run.workflow_id.clone(),
+                reason,
                 last_heartbeat_at: d.run.heartbeat_at,
                 interrupted_attempts,
             });

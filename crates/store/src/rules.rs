@@ -9,7 +9,7 @@ use steward_core::event::Payload;
 use steward_core::job::check_contract;
 use steward_core::state::{AttemptStatus, RunState, TransitionCause, check_attempt_transition, check_run_transition};
 
-use crate::{AttemptFinish, AttemptStart, Commit, Error, NewRun, Result, Transition};
+use crate::{AttemptFinish, AttemptProcess, AttemptStart, Commit, Error, NewRun, Owner, Result, Run, Scan, Transition};
 
 /// The summary a recovered run gets.
 pub const STALLED_SUMMARY: &str = "stalled: its process stopped; resume with `steward resume`";
@@ -72,9 +72,13 @@ pub fn created(run: &NewRun) -> Result<Payload> {
     })
 }
 
-/// The error for a run id that is taken.
-pub fn duplicate_run(run_id: &str) -> Error {
-    Error::Invalid(format!("run `{run_id}` already exists"))
+/// A repeated `create_run` returns the run it created; another request for a taken id is refused.
+pub fn existing_run(new: &NewRun, existing: Run) -> Result<Run> {
+    if existing.job_id == new.job_id && existing.definition_hash == new.definition_hash {
+        Ok(existing)
+    } else {
+        Err(Error::Invalid(format!("run `{}` already exists", new.run_id)))
+    }
 }
 
 /// The commit's expectation must match the stored state and owner.
@@ -113,11 +117,50 @@ pub fn check_shape(c: &Commit) -> Result<()> {
     Ok(())
 }
 
-/// The transition must be in the table; its `run_state_changed` payload.
-pub fn transition(run_id: &str, from: RunState, t: &Transition) -> Result<Payload> {
+/// The transition must be in the table; its `run_state_changed` payload, or for a run its own
+/// engine releases to `stalled`, FR-EVT-WF-RECOVERY like every entry into `stalled`.
+pub fn transition(run_id: &str, job_id: &str, owner: Option<&str>, from: RunState, t: &Transition) -> Result<Payload> {
     check_run_transition(from, t.to, t.cause)
         .map_err(|source| Error::InvalidTransition { run_id: run_id.to_owned(), source })?;
+    if t.to == RunState::Stalled {
+        return Ok(Payload::WorkflowRecovery {
+            workflow_run_id: run_id.to_owned(),
+            job_id: job_id.to_owned(),
+            from_state: from,
+            to_state: RunState::Stalled,
+            reason: t.reason.clone(),
+            last_heartbeat_ts: None,
+            threshold_secs: None,
+            owner: owner.map(str::to_owned),
+            recoveries: None,
+        });
+    }
     Ok(Payload::RunStateChanged { from_state: from, to_state: t.to, reason: t.reason.clone() })
+}
+
+/// A command's process may be recorded only for an attempt that is running; its
+/// `attempt_process_started` payload.
+pub fn process(run_id: &str, p: &AttemptProcess, stored: Option<AttemptStatus>) -> Result<Payload> {
+    match stored {
+        Some(AttemptStatus::Running) => Ok(Payload::recorded(
+            "attempt_process_started",
+            serde_json::json!({
+                "step_id": p.step_id,
+                "attempt": p.attempt,
+                "pid": p.process.pid,
+                "start_ticks": p.process.start_ticks,
+                "host": p.process.host,
+            }),
+        )),
+        Some(status) => Err(Error::Invalid(format!(
+            "run `{run_id}`: attempt {} of step `{}` is {status}; it cannot start a command",
+            p.attempt, p.step_id
+        ))),
+        None => Err(Error::Invalid(format!(
+            "run `{run_id}`: attempt {} of step `{}` was never started",
+            p.attempt, p.step_id
+        ))),
+    }
 }
 
 /// An attempt may only end once, and only if it started; its `step_attempt_finished` payload.
@@ -182,37 +225,44 @@ pub fn started(run_id: &str, s: &AttemptStart, exists: bool) -> Result<Payload> 
 }
 
 /// Who holds a run after a commit: nobody once it is finished, stalled or waiting for a person.
-pub fn owner_after(state: RunState, set_owner: Option<&String>, current: Option<&String>) -> Option<String> {
+pub fn owner_after(state: RunState, set_owner: Option<&Owner>, current: Option<Owner>) -> Option<Owner> {
     if state.is_terminal() || matches!(state, RunState::Stalled | RunState::AwaitingUser) {
         None
     } else {
-        set_owner.or(current).cloned()
+        set_owner.cloned().or(current)
     }
 }
 
-/// Whether a `running` run's heartbeat is older than the threshold.
-pub fn is_stale(heartbeat_at: Option<Timestamp>, now: Timestamp, threshold_secs: u64) -> bool {
-    let cutoff = now.plus_millis(-(threshold_secs as i64).saturating_mul(1000));
-    heartbeat_at.is_none_or(|h| h < cutoff)
+/// Why the scan stalls a `running` run, if it does: its owner is known to be dead, or its
+/// heartbeat is older than the threshold.
+pub fn abandoned_because(
+    owner: Option<&str>,
+    heartbeat_at: Option<Timestamp>,
+    now: Timestamp,
+    scan: &Scan,
+) -> Option<String> {
+    if let Some(owner) = owner.filter(|o| scan.dead_owners.iter().any(|d| d == o)) {
+        return Some(format!("its engine process ({owner}) has exited"));
+    }
+    let cutoff = now.plus_millis(-(scan.threshold_secs as i64).saturating_mul(1000));
+    heartbeat_at
+        .is_none_or(|h| h < cutoff)
+        .then(|| format!("no heartbeat for more than {}s; the process running it is gone", scan.threshold_secs))
 }
 
 /// The FR-EVT-WF-RECOVERY payload for a run the scan stalls (HSK-WF-003).
-pub fn recovery(
-    run_id: &str,
-    job_id: &str,
-    heartbeat_at: Option<Timestamp>,
-    now: Timestamp,
-    threshold_secs: u64,
-) -> Result<Payload> {
+pub fn recovery(run: &Run, reason: String, now: Timestamp, scan: &Scan) -> Result<Payload> {
     check_run_transition(RunState::Running, RunState::Stalled, TransitionCause::Recovery)
-        .map_err(|source| Error::InvalidTransition { run_id: run_id.to_owned(), source })?;
+        .map_err(|source| Error::InvalidTransition { run_id: run.run_id.clone(), source })?;
     Ok(Payload::WorkflowRecovery {
-        workflow_run_id: run_id.to_owned(),
-        job_id: job_id.to_owned(),
+        workflow_run_id: run.run_id.clone(),
+        job_id: run.job_id.clone(),
         from_state: RunState::Running,
         to_state: RunState::Stalled,
-        reason: format!("no heartbeat for more than {threshold_secs}s; the process running it is gone"),
-        last_heartbeat_ts: heartbeat_at.unwrap_or(now).to_rfc3339(),
-        threshold_secs,
+        reason,
+        last_heartbeat_ts: Some(run.heartbeat_at.unwrap_or(now).to_rfc3339()),
+        threshold_secs: Some(scan.threshold_secs),
+        owner: run.owner.clone(),
+        recoveries: Some(run.recoveries + 1),
     })
 }

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use steward_core::Timestamp;
 use steward_core::event::{Actor, NewEvent};
 use steward_core::job::JobContract;
+use steward_core::liveness::ProcessRef;
 use steward_core::state::{AttemptStatus, RunState, TransitionCause};
 
 /// A run to create.
@@ -74,6 +75,12 @@ pub struct Run {
     pub total_iterations: u32,
     /// The process executing it, while running.
     pub owner: Option<String>,
+    /// Which operating-system process that owner is, when it said so: lets a peer on the same
+    /// machine see at once that the owner died, without waiting for its heartbeat to go stale.
+    pub owner_process: Option<ProcessRef>,
+    /// How often the run was found abandoned by a dead engine and recovered
+    /// (`limits.max_recoveries` bounds it); an engine releasing a run on shutdown does not count.
+    pub recoveries: u32,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it first started running.
@@ -124,6 +131,9 @@ pub struct Attempt {
     pub retryable: bool,
     /// For a completed attempt, the steps it routed to.
     pub routes: Vec<String>,
+    /// The process group of the command it runs (the latest, for a step that runs several),
+    /// recorded before the command may start; what recovery kills if the engine died.
+    pub process: Option<ProcessRef>,
     /// Recorded before it started.
     pub started_at: Timestamp,
     /// Recorded after it ended.
@@ -145,6 +155,7 @@ impl Attempt {
             error: None,
             retryable: false,
             routes: Vec::new(),
+            process: None,
             started_at: now,
             finished_at: None,
         }
@@ -213,9 +224,38 @@ pub struct AttemptFinish {
     pub routes: Vec<String>,
 }
 
+/// A command process a running attempt is about to let run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptProcess {
+    /// The step.
+    pub step_id: String,
+    /// Its attempt number (the attempt must be running).
+    pub attempt: u32,
+    /// The command's process, leader of its own group.
+    pub process: ProcessRef,
+}
+
+/// Who takes a run over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Owner {
+    /// Its owner id, unique among live processes.
+    pub id: String,
+    /// Its operating-system process, when known.
+    pub process: Option<ProcessRef>,
+}
+
+impl From<&str> for Owner {
+    fn from(id: &str) -> Owner {
+        Owner { id: id.to_owned(), process: None }
+    }
+}
+
 /// One atomic change to one run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Commit {
+    /// Makes the commit idempotent: a commit whose id the run already applied is not applied
+    /// again, so a writer that lost the reply may send it again. `None` opts out.
+    pub id: Option<String>,
     /// The run.
     pub run_id: String,
     /// What the writer expects to find.
@@ -235,18 +275,21 @@ pub struct Commit {
     pub transition: Option<Transition>,
     /// Attempts about to start.
     pub started: Vec<AttemptStart>,
+    /// Command processes of running attempts, recorded before the commands may run.
+    pub processes: Vec<AttemptProcess>,
     /// Finish every other `running` attempt with this status (cancel, resume).
     pub finish_running_as: Option<AttemptStatus>,
     /// A new summary line.
     pub summary: Option<String>,
-    /// Take ownership (`Some(owner)`) of the run.
-    pub set_owner: Option<String>,
+    /// Take ownership of the run.
+    pub set_owner: Option<Owner>,
 }
 
 impl Commit {
     /// An empty commit against `expect`.
     pub fn new(run_id: &str, expect: Expect, now: Timestamp, actor: Actor, actor_id: &str) -> Commit {
         Commit {
+            id: None,
             run_id: run_id.to_owned(),
             expect,
             now,
@@ -256,6 +299,7 @@ impl Commit {
             finished: Vec::new(),
             transition: None,
             started: Vec::new(),
+            processes: Vec::new(),
             finish_running_as: None,
             summary: None,
             set_owner: None,
@@ -272,6 +316,16 @@ pub struct CommitOutcome {
     pub last_event_seq: i64,
 }
 
+/// What the recovery scan looks for.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Scan {
+    /// A `running` run whose heartbeat is older than this is stalled.
+    pub threshold_secs: u64,
+    /// Owners known to be dead (their process has exited): their runs are stalled whatever
+    /// their heartbeat says.
+    pub dead_owners: Vec<String>,
+}
+
 /// A run the recovery scan stalled.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recovered {
@@ -279,6 +333,8 @@ pub struct Recovered {
     pub run_id: String,
     /// Its workflow.
     pub workflow_id: String,
+    /// Why it was found abandoned.
+    pub reason: String,
     /// Its last heartbeat.
     pub last_heartbeat_at: Option<Timestamp>,
     /// Attempts marked interrupted.

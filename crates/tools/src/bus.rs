@@ -17,7 +17,7 @@ use steward_core::event::Payload;
 use steward_core::workflow::{StepKind, Workflow};
 
 use crate::artifacts::{ArtifactStore, hash};
-use crate::exec::{self, CommandSpec, Ending};
+use crate::exec::{self, CommandSpec, Ending, ProcessRecorder};
 use crate::gates::{self, Evaluation, Gate};
 use crate::op::{
     BudgetSpec, Determinism, EngineError, EngineResult, EngineStatus, EvidencePolicy, OutputSpec, POE_SCHEMA_VERSION,
@@ -314,7 +314,16 @@ impl ToolBus {
     }
 
     /// Decides, runs (if allowed) and records one operation.
-    pub async fn execute(&self, op: &PlannedOperation, ctx: &CallContext, cancel: &CancellationToken) -> Executed {
+    ///
+    /// The command's process group is handed to `recorder` before the command may run (see
+    /// [`exec::run`]).
+    pub async fn execute(
+        &self,
+        op: &PlannedOperation,
+        ctx: &CallContext,
+        cancel: &CancellationToken,
+        recorder: &dyn ProcessRecorder,
+    ) -> Executed {
         let started_at = rfc3339_now();
         let checked = self.check(op, ctx);
         let mut events = checked.events;
@@ -396,7 +405,7 @@ impl ToolBus {
             .output_bytes
             .map_or(self.policy.max_output_bytes, |b| (b as usize).min(self.policy.max_output_bytes));
 
-        let outcome = exec::run(&spec, cancel).await;
+        let outcome = exec::run(&spec, cancel, recorder).await;
         let ended_at = rfc3339_now();
         let outcome = match outcome {
             Ok(o) => o,
@@ -639,7 +648,7 @@ mod tests {
         b.externalize_large_env(&mut op).unwrap();
         assert_eq!(op.inputs.len(), 1);
         assert!(op.params["env"]["BIG"].as_str().unwrap().starts_with("artifact:sha256:"));
-        let done = b.execute(&op, &ctx(dir.path()), &CancellationToken::new()).await;
+        let done = b.execute(&op, &ctx(dir.path()), &CancellationToken::new(), &crate::exec::Unrecorded).await;
         assert!(done.refusal.is_none());
         assert_eq!(done.result.status, EngineStatus::Succeeded);
         let out = done.output.unwrap();

@@ -1,14 +1,19 @@
-//! Running one command under a timeout, a kill grace, output limits and cancellation.
+//! Running one command under a timeout, a kill grace, output limits and cancellation, once its
+//! process group is recorded.
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use steward_core::liveness::ProcessRef;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
+
+use crate::process;
 
 /// Default timeout (TERM-API: 180,000 ms).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(180_000);
@@ -81,16 +86,65 @@ pub struct Outcome {
     pub duration: Duration,
 }
 
-/// A command that could not be started at all.
+/// A command that was not started.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot start `{program}` in {cwd}: {source}")]
-pub struct SpawnError {
-    /// The program.
-    pub program: String,
-    /// The directory it was to run in.
-    pub cwd: String,
-    /// Why.
-    pub source: std::io::Error,
+pub enum StartError {
+    /// The process could not be created.
+    #[error("cannot start `{program}` in {cwd}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The directory it was to run in.
+        cwd: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Its process could not be recorded, so it was killed before the command ran.
+    #[error("`{program}` was not started: its process could not be recorded: {reason}")]
+    Unrecorded {
+        /// The program.
+        program: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A boxed future, for the recorder's object-safe method.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Told about a command's process group before the command may run, so that whoever takes
+/// over after a crash can find it (and kill it) even if the engine dies the next instant.
+pub trait ProcessRecorder: Send + Sync {
+    /// Records `process` durably; the command runs only if this returns `Ok`.
+    fn record(&self, process: ProcessRef) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// For commands no later process has to find (`steward tools check`, tests): records nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Unrecorded;
+
+impl ProcessRecorder for Unrecorded {
+    fn record(&self, _: ProcessRef) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Holds a command until its process is recorded. The shell that leads the group waits for
+/// one line on its stdin and becomes the command (same pid, same group) only if it reads
+/// `go`. If Steward dies before sending it, the pipe reaches end of file and the command
+/// never runs: no command runs that a recovery could not find.
+const LAUNCH: &str = r#"IFS= read -r go && [ "$go" = go ] || exit 125; exec 0</dev/null; exec "$@""#;
+
+/// Cancelled by [`hurry`]: commands being stopped skip the rest of their grace.
+fn hurried() -> &'static CancellationToken {
+    static HURRY: OnceLock<CancellationToken> = OnceLock::new();
+    HURRY.get_or_init(CancellationToken::new)
+}
+
+/// Every command this process is stopping (timed out or cancelled, within its kill grace)
+/// gets SIGKILL now; for a second Ctrl-C.
+pub fn hurry() {
+    hurried().cancel();
 }
 
 /// Runs `spec` to completion, timeout or cancellation.
@@ -99,23 +153,57 @@ pub struct SpawnError {
 /// every process it started (grandchildren included): SIGTERM first, SIGKILL
 /// after `kill_grace`. When the command exits on its own, anything it left
 /// behind in its group is killed too, so no process outlives its step.
-pub async fn run(spec: &CommandSpec, cancel: &CancellationToken) -> Result<Outcome, SpawnError> {
-    let started = Instant::now();
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args)
+///
+/// Before the command runs, its group is handed to `recorder`; if that fails, the group is
+/// killed and [`StartError::Unrecorded`] returned.
+pub async fn run(
+    spec: &CommandSpec,
+    cancel: &CancellationToken,
+    recorder: &dyn ProcessRecorder,
+) -> Result<Outcome, StartError> {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(LAUNCH)
+        .arg("steward-launch")
+        .arg(&spec.program)
+        .args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| SpawnError {
+    let mut child = cmd.spawn().map_err(|source| StartError::Spawn {
         program: spec.program.clone(),
         cwd: spec.cwd.display().to_string(),
         source,
     })?;
-    let pgid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
+    let pid = child.id().and_then(|id| i32::try_from(id).ok());
+    let pgid = pid.map(Pid::from_raw);
+    let unrecorded = |reason: String| StartError::Unrecorded { program: spec.program.clone(), reason };
+    // The shell is blocked reading its stdin, so the process is there to be identified.
+    let process = pid.and_then(process::identify);
+    let recorded = match &process {
+        Some(p) => tokio::select! {
+            r = recorder.record(p.clone()) => r.map_err(unrecorded),
+            () = cancel.cancelled() => Err(unrecorded("cancelled before it started".into())),
+        },
+        None => Err(unrecorded("it exited at once".into())),
+    };
+    let mut go = child.stdin.take();
+    if let Err(e) = recorded {
+        signal_group(pgid, Signal::SIGKILL);
+        let _ = child.wait().await;
+        return Err(e);
+    }
+    if let Some(stdin) = go.as_mut() {
+        // A failed write means the shell is gone; its exit status says how.
+        let _ = stdin.write_all(b"go\n").await;
+    }
+    drop(go);
+
+    let started = Instant::now();
     let out = tokio::spawn(read_limited(child.stdout.take(), spec.output_limit));
     let err = tokio::spawn(read_limited(child.stderr.take(), spec.output_limit));
 
@@ -125,28 +213,33 @@ pub async fn run(spec: &CommandSpec, cancel: &CancellationToken) -> Result<Outco
         () = cancel.cancelled() => Err(Ending::Cancelled),
     };
     let ending = match forced {
-        Ok(status) => {
-            signal_group(pgid, Signal::SIGKILL);
-            match status {
-                Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
-                    (Some(code), _) => Ending::Exited(code),
-                    (None, Some(sig)) => Ending::Signalled(sig),
-                    (None, None) => Ending::Exited(-1),
-                },
-                Err(_) => Ending::Exited(-1),
-            }
-        }
+        Ok(status) => match status {
+            Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+                (Some(code), _) => Ending::Exited(code),
+                (None, Some(sig)) => Ending::Signalled(sig),
+                (None, None) => Ending::Exited(-1),
+            },
+            Err(_) => Ending::Exited(-1),
+        },
         Err(ending) => {
             signal_group(pgid, Signal::SIGTERM);
-            if tokio::time::timeout(spec.kill_grace, child.wait()).await.is_err() {
+            let exited = tokio::select! {
+                r = tokio::time::timeout(spec.kill_grace, child.wait()) => r.is_ok(),
+                () = hurried().cancelled() => false,
+            };
+            if !exited {
                 signal_group(pgid, Signal::SIGKILL);
                 let _ = child.wait().await;
             }
-            // Stragglers that ignored SIGTERM after the leader exited.
-            signal_group(pgid, Signal::SIGKILL);
             ending
         }
     };
+    // Whatever the command left in its group (stragglers that ignored SIGTERM, daemons it
+    // started) dies with it, and is gone before this returns: nothing of an attempt outlives
+    // it to overlap its retry.
+    if let Some(p) = &process {
+        process::end_group(p).await;
+    }
     let (stdout, stdout_truncated_bytes) = out.await.unwrap_or_default();
     let (stderr, stderr_truncated_bytes) = err.await.unwrap_or_default();
     Ok(Outcome { ending, stdout, stderr, stdout_truncated_bytes, stderr_truncated_bytes, duration: started.elapsed() })
@@ -191,7 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn captures_output_and_exit_code() {
-        let o = run(&spec("echo out; echo err >&2; exit 3"), &CancellationToken::new()).await.unwrap();
+        let o = run(&spec("echo out; echo err >&2; exit 3"), &CancellationToken::new(), &Unrecorded).await.unwrap();
         assert_eq!(o.ending, Ending::Exited(3));
         assert_eq!((o.stdout.as_slice(), o.stderr.as_slice()), (&b"out\n"[..], &b"err\n"[..]));
     }
@@ -200,7 +293,7 @@ mod tests {
     async fn output_is_truncated_at_the_limit_and_counted() {
         let mut s = spec("head -c 10000 /dev/zero");
         s.output_limit = 4096;
-        let o = run(&s, &CancellationToken::new()).await.unwrap();
+        let o = run(&s, &CancellationToken::new(), &Unrecorded).await.unwrap();
         assert_eq!((o.stdout.len(), o.stdout_truncated_bytes), (4096, 10000 - 4096));
     }
 
@@ -219,7 +312,7 @@ mod tests {
         let mut s = CommandSpec::shell("sh -c 'echo $$ > gc.pid; exec sleep 30' & sleep 30", dir.path().to_owned());
         s.timeout = Duration::from_millis(300);
         s.kill_grace = Duration::from_millis(200);
-        let o = run(&s, &CancellationToken::new()).await.unwrap();
+        let o = run(&s, &CancellationToken::new(), &Unrecorded).await.unwrap();
         assert_eq!(o.ending, Ending::TimedOut);
         let pid = std::fs::read_to_string(dir.path().join("gc.pid")).unwrap();
         assert!(gone(&pid), "grandchild {pid} survived the group kill");
@@ -233,7 +326,7 @@ mod tests {
         let mut s = CommandSpec::shell("trap '' TERM; touch trapped; sleep 30", dir.path().to_owned());
         s.kill_grace = Duration::from_millis(100);
         let t = token.clone();
-        let handle = tokio::spawn(async move { run(&s, &t).await });
+        let handle = tokio::spawn(async move { run(&s, &t, &Unrecorded).await });
         while !dir.path().join("trapped").exists() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -247,7 +340,61 @@ mod tests {
     #[tokio::test]
     async fn a_missing_directory_is_a_spawn_error() {
         let s = CommandSpec::shell("true", "/nonexistent/dir".into());
-        let e = run(&s, &CancellationToken::new()).await.unwrap_err();
+        let e = run(&s, &CancellationToken::new(), &Unrecorded).await.unwrap_err();
         assert!(e.to_string().contains("/nonexistent/dir"), "{e}");
+    }
+
+    /// Records what it is told, after checking the command has not run yet.
+    struct Witness {
+        marker: PathBuf,
+        refuse: bool,
+        seen: std::sync::Mutex<Vec<(ProcessRef, bool)>>,
+    }
+
+    impl ProcessRecorder for Witness {
+        fn record(&self, p: ProcessRef) -> BoxFuture<'_, Result<(), String>> {
+            Box::pin(async move {
+                self.seen.lock().unwrap().push((p, self.marker.exists()));
+                if self.refuse { Err("the store refused".into()) } else { Ok(()) }
+            })
+        }
+    }
+
+    /// Issue 10: the command's group is recorded before the command runs, with the identity
+    /// of the process that then runs it; a refused record means it never runs.
+    #[tokio::test]
+    async fn the_process_is_recorded_before_the_command_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let s = CommandSpec::shell("echo $$ > ran", dir.path().to_owned());
+        let w = Witness { marker: marker.clone(), refuse: false, seen: Default::default() };
+        let o = run(&s, &CancellationToken::new(), &w).await.unwrap();
+        assert_eq!(o.ending, Ending::Exited(0));
+        let (p, ran_before) = w.seen.lock().unwrap()[0].clone();
+        assert!(!ran_before, "the command ran before its process was recorded");
+        let pid: i32 = std::fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+        assert_eq!(p.pid, pid, "the recorded process is the one that ran the command");
+        assert_eq!(crate::process::liveness(&p), crate::process::Liveness::Gone);
+
+        std::fs::remove_file(&marker).unwrap();
+        let w = Witness { marker: marker.clone(), refuse: true, seen: Default::default() };
+        let e = run(&s, &CancellationToken::new(), &w).await.unwrap_err();
+        assert!(e.to_string().contains("the store refused"), "{e}");
+        assert!(!marker.exists(), "a command whose process was not recorded ran");
+    }
+
+    /// If Steward dies between starting the process and recording it, the command never runs:
+    /// the launcher reads end of file instead of `go`.
+    #[test]
+    fn a_launcher_whose_parent_died_never_runs_the_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("sh")
+            .args(["-c", LAUNCH, "steward-launch", "sh", "-c", "touch ran"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125));
+        assert!(!dir.path().join("ran").exists());
     }
 }

@@ -5,7 +5,9 @@
 //! - [`registry`]: the engines (`mechanical_engines.json`, shipping `engine.shell`/`exec`).
 //! - [`gates`]: G-SCHEMA, G-CAP (default deny), G-INTEGRITY, G-BUDGET, G-PROVENANCE, G-DET, pure.
 //! - [`terminal`]: the guards (denylist before allowlist, cwd containment, session kinds).
-//! - [`exec`]: running the command in its own process group with timeout, kill grace, output limits, cancellation.
+//! - [`exec`]: running the command in its own process group with timeout, kill grace, output limits, cancellation,
+//!   once its group is recorded ([`exec::ProcessRecorder`]).
+//! - [`process`]: process identities, liveness, and killing a dead engine's leftover command group.
 //! - [`redact`] and [`artifacts`]: what is logged is redacted; evidence is content-addressed.
 //! - [`bus`]: [`bus::ToolBus`] ties them together and returns the events to record.
 //!
@@ -21,6 +23,7 @@ pub mod conformance;
 pub mod exec;
 pub mod gates;
 pub mod op;
+pub mod process;
 pub mod redact;
 pub mod registry;
 pub mod terminal;

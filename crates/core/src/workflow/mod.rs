@@ -29,6 +29,8 @@ pub const DEFAULT_STEP_TIMEOUT_SECONDS: u64 = 900;
 pub const DEFAULT_MAX_RETRIES: u32 = 2;
 /// Default `limits.max_concurrent_steps`.
 pub const DEFAULT_MAX_CONCURRENT_STEPS: u32 = 4;
+/// Default `limits.max_recoveries` (as DBOS's `max_recovery_attempts`).
+pub const DEFAULT_MAX_RECOVERIES: u32 = 5;
 
 /// A validated workflow.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +140,8 @@ pub struct Limits {
     pub max_retries: u32,
     /// Most steps of one run in flight at once.
     pub max_concurrent_steps: u32,
+    /// How often a run may be recovered after its engine died; past it the run is poisoned.
+    pub max_recoveries: u32,
 }
 
 impl Default for Limits {
@@ -148,6 +152,7 @@ impl Default for Limits {
             step_timeout_seconds: DEFAULT_STEP_TIMEOUT_SECONDS,
             max_retries: DEFAULT_MAX_RETRIES,
             max_concurrent_steps: DEFAULT_MAX_CONCURRENT_STEPS,
+            max_recoveries: DEFAULT_MAX_RECOVERIES,
         }
     }
 }

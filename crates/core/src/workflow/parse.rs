@@ -16,8 +16,14 @@ const AGENT_KEYS: &[&str] = &["provider", "model", "base_url", "api_key_env", "o
 const STEP_LIMIT_KEYS: &[&str] = &["max_retries"];
 const PROVIDERS: &str = "openai, ollama, command, scripted";
 const INPUT_KEYS: &[&str] = &["type", "required", "default", "description"];
-const LIMIT_KEYS: &[&str] =
-    &["max_total_iterations", "run_timeout_seconds", "step_timeout_seconds", "max_retries", "max_concurrent_steps"];
+const LIMIT_KEYS: &[&str] = &[
+    "max_total_iterations",
+    "run_timeout_seconds",
+    "step_timeout_seconds",
+    "max_retries",
+    "max_concurrent_steps",
+    "max_recoveries",
+];
 const STEP_KEYS: &[&str] = &[
     "id",
     "type",
@@ -401,6 +407,7 @@ impl Reader {
                     l.step_timeout_seconds = self.uint(v, &f, 1).unwrap_or(l.step_timeout_seconds)
                 }
                 "max_retries" => l.max_retries = self.u32(v, &f, 0).unwrap_or(l.max_retries),
+                "max_recoveries" => l.max_recoveries = self.u32(v, &f, 0).unwrap_or(l.max_recoveries),
                 _ => l.max_concurrent_steps = self.u32(v, &f, 1).unwrap_or(l.max_concurrent_steps),
             }
         }

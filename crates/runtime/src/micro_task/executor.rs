@@ -13,7 +13,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use steward_core::event::Payload;
 use steward_core::micro_task::context::{self, CompileInput, FileSource, PreviousIteration};
@@ -31,7 +30,7 @@ use steward_core::micro_task::state::{
 use steward_models::{ChatRequest, Message, ModelClient, Role};
 use steward_tools::artifacts::hash;
 use steward_tools::bus::{CallContext, ToolBus};
-use steward_tools::exec::Ending;
+use steward_tools::exec::{Ending, ProcessRecorder};
 use steward_tools::redact::Redactor;
 use steward_tools::terminal::SessionKind;
 
@@ -39,6 +38,7 @@ use super::plan::Plan;
 use crate::agent::{Inference, inference_event};
 use crate::clock::Clock;
 use crate::files::{temporary_beside, write_atomic, write_new};
+use crate::halt::Halt;
 
 /// Evidence files larger than this are not read to check a cited line.
 const MAX_EVIDENCE_FILE_BYTES: u64 = 10 * 1024 * 1024;
@@ -123,6 +123,9 @@ pub enum ExecError {
     /// Events could not be recorded.
     #[error("recording events: {0}")]
     Sink(String),
+    /// The engine is stopping on a signal; the job's state is left resumable.
+    #[error("interrupted: its engine stopped on {0}")]
+    Interrupted(&'static str),
     /// The plan's tasks are not the ones the job started with (the packet was edited): the
     /// recorded progress would no longer describe them.
     #[error("the work packet changed since this job started (its micro-tasks differ from {}); start a new job", .definitions.display())]
@@ -156,8 +159,12 @@ pub struct Executor<'a> {
     pub clock: &'a dyn Clock,
     /// The capability profile verify commands run under.
     pub profile: &'a str,
-    /// Stops the loop between iterations and kills running commands.
-    pub cancel: CancellationToken,
+    /// Stops the loop between iterations and kills running commands. A cancel ends the job
+    /// `cancelled`; an interrupt (the engine stopping on a signal) leaves its state as it
+    /// was, so that the next attempt resumes it from the ledger.
+    pub halt: Halt,
+    /// Records each verify command's process group before it runs.
+    pub recorder: &'a dyn ProcessRecorder,
     /// What is scrubbed from everything the loop records: the bus's secrets plus the chain's
     /// API keys, which a provider's error text may echo.
     pub redactor: &'a Redactor,
@@ -273,7 +280,8 @@ impl Executor<'_> {
             }
             st.progress.current_state.active_mt = Some(mt_id.clone());
             loop {
-                if self.cancel.is_cancelled() {
+                self.check_interrupt()?;
+                if self.halt.token().is_cancelled() {
                     st.progress.status = ProgressStatus::Cancelled;
                     self.save(&mut st)?;
                     self.mt_event("micro_task_loop_cancelled", json!({"wp_id": self.wp()})).await?;
@@ -509,7 +517,7 @@ impl Executor<'_> {
                     problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
                 ));
             }
-            let (passed, report, events) = self.validate(mt, &key).await;
+            let (passed, report, events) = self.validate(mt, &key).await?;
             self.emit(events).await?;
             let evidence = write_json(&dir.join("validation.json"), &report)?;
             evidence_ref = Some(evidence);
@@ -630,10 +638,14 @@ impl Executor<'_> {
             idempotency_key: key.to_owned(),
         };
         let started = std::time::Instant::now();
-        let answer = client.chat(&req, &self.cancel).await;
+        let answer = client.chat(&req, self.halt.token()).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Ok(r) = &answer {
             persist(save_to, r.content.as_bytes())?;
+        }
+        if answer.is_err() {
+            // A call cut short by an interrupt is no answer to record; the iteration resumes.
+            self.check_interrupt()?;
         }
         let call = Inference {
             trace_id: self.trace_id,
@@ -681,7 +693,7 @@ impl Executor<'_> {
 
     /// Runs the task's verify commands through the tool bus (DG-MT-14): one `engine.shell`/`exec`
     /// each; the validation fails only when a blocking one fails.
-    async fn validate(&self, mt: &MicroTaskDefinition, key: &str) -> (bool, Value, Vec<Payload>) {
+    async fn validate(&self, mt: &MicroTaskDefinition, key: &str) -> Result<(bool, Value, Vec<Payload>)> {
         let ctx = CallContext {
             job_id: self.job_id.to_owned(),
             trace_id: self.trace_id.to_owned(),
@@ -704,7 +716,9 @@ impl Executor<'_> {
                 std::time::Duration::from_millis(v.timeout_ms),
                 self.profile,
             );
-            let executed = self.bus.execute(&op, &ctx, &self.cancel).await;
+            let executed = self.bus.execute(&op, &ctx, self.halt.token(), self.recorder).await;
+            // A command stopped by an interrupt says nothing about the task.
+            self.check_interrupt()?;
             events.extend(executed.events);
             let (spec_passed, exit_code, error, duration_ms, stdout_tail) = match &executed.output {
                 Some(out) => {
@@ -744,7 +758,15 @@ impl Executor<'_> {
                 "evidence": executed.result.evidence.iter().map(|a| a.hash.clone()).collect::<Vec<_>>(),
             }));
         }
-        (passed, json!({"passed": passed, "spec_results": results}), events)
+        Ok((passed, json!({"passed": passed, "spec_results": results}), events))
+    }
+
+    /// Stops the loop, leaving its state as it is, if the engine is stopping on a signal.
+    fn check_interrupt(&self) -> Result<()> {
+        match self.halt.interrupted() {
+            Some(signal) => Err(ExecError::Interrupted(signal)),
+            None => Ok(()),
+        }
     }
 
     async fn complete(

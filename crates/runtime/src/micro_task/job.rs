@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use steward_core::event::{Actor, NewEvent, Payload};
 use steward_core::event_registry::spec_of;
@@ -18,12 +17,14 @@ use steward_models::ModelClient;
 use steward_models::http::HttpConfig;
 use steward_store::{Commit, Expect};
 use steward_tools::bus::ToolBus;
+use steward_tools::exec::ProcessRecorder;
 use steward_tools::redact::Redactor;
 
 use super::executor::{BoxFuture, EventSink, ExecError, Executor, HumanDecision, Outcome};
 use super::plan::plan;
 use crate::agent::{connect, env_var};
 use crate::clock::Clock;
+use crate::halt::Halt;
 use crate::step::StepDone;
 
 /// Who the executor's events name as their actor id.
@@ -130,8 +131,9 @@ fn client(
 
 fn end(step: &Step, attempt: u32, status: AttemptStatus, error: Option<String>, output: Value) -> StepDone {
     // A micro-task job keeps its own iteration budget; the engine does not retry it on top,
-    // except after the executor itself stopped (see below).
-    let retryable = status == AttemptStatus::Failed && output["status"] == "interrupted";
+    // except after the executor itself stopped (see below) or its engine was interrupted.
+    let retryable =
+        status == AttemptStatus::Interrupted || (status == AttemptStatus::Failed && output["status"] == "interrupted");
     StepDone {
         finish: crate::step::finish(&step.id, attempt, status, error, retryable, Some(output)),
         events: Vec::new(),
@@ -144,7 +146,8 @@ pub(crate) async fn execute(
     attempt: u32,
     work: MicroTaskWork,
     bus: &ToolBus,
-    cancel: &CancellationToken,
+    halt: &Halt,
+    recorder: &dyn ProcessRecorder,
 ) -> StepDone {
     let mut output = json!({
         "job_id": work.job_id,
@@ -194,7 +197,8 @@ pub(crate) async fn execute(
         sink: work.sink.as_ref(),
         clock: work.clock.as_ref(),
         profile: &work.profile,
-        cancel: cancel.clone(),
+        halt: halt.clone(),
+        recorder,
         redactor: &redactor,
     };
     let outcome = exec.run(work.decision).await;
@@ -215,6 +219,8 @@ pub(crate) async fn execute(
         }
         // Retrying cannot make an edited packet match the job again.
         Err(e @ ExecError::PlanChanged { .. }) => (AttemptStatus::Failed, Some(e.to_string()), "failed"),
+        // The engine is stopping: the job's state is as the last completed save left it.
+        Err(e @ ExecError::Interrupted(_)) => (AttemptStatus::Interrupted, Some(e.to_string()), "interrupted"),
         // The job's files or the run's log refused a write: nothing was lost, and the next
         // attempt resumes from the job's state.
         Err(e) => (AttemptStatus::Failed, Some(format!("the micro-task executor stopped: {e}")), "interrupted"),

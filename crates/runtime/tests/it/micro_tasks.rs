@@ -99,7 +99,8 @@ async fn run(p: &Project, sink: &Sink, decision: Option<HumanDecision>) -> Resul
         sink,
         clock: clock.as_ref(),
         profile: "Coder",
-        cancel: Default::default(),
+        halt: Default::default(),
+        recorder: &steward_tools::exec::Unrecorded,
         redactor: bus.redactor(),
     };
     exec.run(decision).await

@@ -9,7 +9,7 @@ use steward_core::event::Event;
 use steward_core::ids::SeqIds;
 use steward_core::state::AttemptStatus;
 use steward_runtime::{Clock, CreateRun, Engine, EngineConfig, SystemClock};
-use steward_store::{Attempt, Commit, CommitOutcome, NewRun, Recovered, Result, Run, RunFilter, Store};
+use steward_store::{Attempt, Commit, CommitOutcome, NewRun, Recovered, Result, Run, RunFilter, Scan, Store};
 use steward_store_sqlite::{Options, SqliteStore};
 use steward_tools::artifacts::ArtifactStore;
 use steward_tools::bus::ToolBus;
@@ -118,10 +118,10 @@ impl Store for GatedStore {
     async fn heartbeat(&self, owner: &str, run_ids: &[String], now: Timestamp) -> Result<Vec<String>> {
         self.inner.heartbeat(owner, run_ids, now).await
     }
-    async fn recover_stalled(&self, now: Timestamp, threshold_secs: u64) -> Result<Vec<Recovered>> {
+    async fn recover_stalled(&self, now: Timestamp, scan: &Scan) -> Result<Vec<Recovered>> {
         self.note("recover_stalled");
         self.release.notified().await;
-        self.inner.recover_stalled(now, threshold_secs).await
+        self.inner.recover_stalled(now, scan).await
     }
     async fn get_run(&self, run_id: &str) -> Result<Run> {
         self.inner.get_run(run_id).await

@@ -1,0 +1,116 @@
+//! The engine's view of its store: calls that outlast a store's hiccups.
+//!
+//! An unavailable store (a lock held too long, a full disk, a dropped connection) is retried
+//! with backoff for as long as [`RetryPolicy::patience`] allows. A write whose outcome is
+//! unknown (it may have committed before the reply was lost) is safe to send again: every
+//! commit carries an id the store applies once, and `create_run` is idempotent. Errors a
+//! retry cannot change (a conflict, a refused write, corruption) are returned at once.
+
+use std::time::{Duration, Instant};
+
+use steward_core::Timestamp;
+use steward_core::event::Event;
+use steward_core::ids::IdGen;
+use steward_store::{
+    Attempt, Commit, CommitOutcome, Error, NewRun, PruneReport, Recovered, Result, RetentionPolicy, Run, RunFilter,
+    Scan, Store,
+};
+
+use crate::clock::UuidIds;
+
+/// How long and how often an unavailable store is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The first wait.
+    pub initial: Duration,
+    /// The longest wait between two tries.
+    pub max: Duration,
+    /// How long to keep trying one call before giving up with the store's error. Past the
+    /// stall threshold another process may recover the run anyway.
+    pub patience: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial: Duration::from_millis(10),
+            max: Duration::from_secs(1),
+            patience: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A store whose unavailability the engine waits out.
+#[derive(Clone)]
+pub(crate) struct Retrying<S> {
+    pub(crate) store: S,
+    pub(crate) policy: RetryPolicy,
+}
+
+impl<S: Store> Retrying<S> {
+    async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let started = Instant::now();
+        let mut wait = self.policy.initial;
+        loop {
+            match call().await {
+                Err(Error::Unavailable { .. }) if started.elapsed() + wait <= self.policy.patience => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(self.policy.max);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl<S: Store + Clone> Store for Retrying<S> {
+    async fn create_run(&self, run: NewRun) -> Result<Run> {
+        self.retry(|| self.store.create_run(run.clone())).await
+    }
+
+    async fn commit(&self, mut commit: Commit) -> Result<CommitOutcome> {
+        // Internal: the id never leaves the store, so it need not come from the injected ids.
+        commit.id.get_or_insert_with(|| UuidIds.next_id());
+        self.retry(|| self.store.commit(commit.clone())).await
+    }
+
+    async fn heartbeat(&self, owner: &str, run_ids: &[String], now: Timestamp) -> Result<Vec<String>> {
+        self.retry(|| self.store.heartbeat(owner, run_ids, now)).await
+    }
+
+    async fn recover_stalled(&self, now: Timestamp, scan: &Scan) -> Result<Vec<Recovered>> {
+        self.retry(|| self.store.recover_stalled(now, scan)).await
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Run> {
+        self.retry(|| self.store.get_run(run_id)).await
+    }
+
+    async fn list_runs(&self, filter: RunFilter) -> Result<Vec<Run>> {
+        self.retry(|| self.store.list_runs(filter.clone())).await
+    }
+
+    async fn list_attempts(&self, run_id: &str) -> Result<Vec<Attempt>> {
+        self.retry(|| self.store.list_attempts(run_id)).await
+    }
+
+    async fn list_events(&self, run_id: &str, after_seq: i64) -> Result<Vec<Event>> {
+        self.retry(|| self.store.list_events(run_id, after_seq)).await
+    }
+
+    async fn list_events_since(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
+        self.retry(|| self.store.list_events_since(after_id, limit)).await
+    }
+
+    async fn prune(&self, now: Timestamp, policy: &RetentionPolicy, dry_run: bool) -> Result<PruneReport> {
+        self.retry(|| self.store.prune(now, policy, dry_run)).await
+    }
+
+    async fn get_definition(&self, hash: &str) -> Result<String> {
+        self.retry(|| self.store.get_definition(hash)).await
+    }
+}
