@@ -47,6 +47,9 @@ pub(crate) fn open_ro(data_dir: &Path) -> Result<SqliteStore> {
 
 /// Opens the store read-only, or `None` when nothing was ever recorded there.
 pub(crate) fn open_ro_if_any(data_dir: &Path) -> Result<Option<SqliteStore>> {
+    if data_dir.exists() && !data_dir.is_dir() {
+        bail!("the data directory {} is not a directory", data_dir.display());
+    }
     let path = db_path(data_dir);
     if !path.exists() {
         return Ok(None);

@@ -372,9 +372,11 @@ impl<S: Store + Clone> Engine<S> {
             Ok(wf) => wf,
             Err(reason) => return self.fail_start(&run, run.state, &reason).await,
         };
-        // Nothing a dead engine left running may overlap the retry of its step.
+        // Nothing a dead engine left running may overlap the retry of its step. Only attempts
+        // already recorded as interrupted are its: a running one belongs to whoever resumed the
+        // run meanwhile (this resume will then lose its commit), and is not this one to kill.
         let attempts = self.inner.store.list_attempts(run_id).await?;
-        let reaped = self.reap_orphans(&run, &attempts).await?;
+        let reaped = self.reap_orphans(&run, &attempts, &[AttemptStatus::Interrupted]).await?;
         let mut c = self.commit(&run.run_id, run.state, Actor::Human);
         c.actor_id = actor_id.to_owned();
         c.events = reaped;
@@ -404,16 +406,14 @@ impl<S: Store + Clone> Engine<S> {
 
     /// Kills what a dead engine's commands left running, before their steps are retried or
     /// their run ends (design decision 5): the command of each step's latest attempt, if that
-    /// attempt was interrupted (or is still marked running) and recorded its process group.
-    /// Each group found alive is killed like a timed-out one and an `attempt_process_reaped`
-    /// event returned to commit. A group that cannot be checked from here refuses the takeover.
-    async fn reap_orphans(&self, run: &Run, attempts: &[Attempt]) -> Result<Vec<NewEvent>> {
+    /// attempt is in one of `statuses` and recorded its process group. Each group found alive
+    /// is killed like a timed-out one and an `attempt_process_reaped` event returned to
+    /// commit. A group that cannot be checked from here refuses the takeover.
+    async fn reap_orphans(&self, run: &Run, attempts: &[Attempt], statuses: &[AttemptStatus]) -> Result<Vec<NewEvent>> {
         let grace = self.inner.bus.policy().kill_grace;
         let mut events = Vec::new();
         for a in crate::drive::latest_per_step(attempts) {
-            let Some(p) =
-                a.process.as_ref().filter(|_| matches!(a.status, AttemptStatus::Running | AttemptStatus::Interrupted))
-            else {
+            let Some(p) = a.process.as_ref().filter(|_| statuses.contains(&a.status)) else {
                 continue;
             };
             let (signal, processes) = match process::reap(p, grace).await {
@@ -512,7 +512,7 @@ impl<S: Store + Clone> Engine<S> {
                 && run.owner_process.as_ref().is_some_and(|p| process::liveness(p) == Liveness::Gone));
         let reaped = if driverless {
             let attempts = self.inner.store.list_attempts(run_id).await?;
-            self.reap_orphans(&run, &attempts).await?
+            self.reap_orphans(&run, &attempts, &[AttemptStatus::Interrupted, AttemptStatus::Running]).await?
         } else {
             Vec::new()
         };

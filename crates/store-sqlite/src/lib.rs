@@ -97,8 +97,7 @@ fn configure(conn: &Connection, path: &str, durability: Durability) -> Result<()
     conn.execute_batch(&format!("PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;")).map_err(map_err(path))
 }
 
-fn migrate(conn: &Connection, path: &str) -> Result<()> {
-    // The first statement that touches the file is where a damaged or foreign file shows.
+fn schema_version(conn: &Connection, path: &str) -> Result<i64> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(map_err(path))?;
     let known = MIGRATIONS.len() as i64;
     if version > known {
@@ -109,19 +108,112 @@ fn migrate(conn: &Connection, path: &str) -> Result<()> {
             ),
         });
     }
-    if version < known {
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(map_err(path))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Unavailable { detail: format!("{path}: cannot enable WAL (journal_mode is {mode})") });
-        }
-        let tx = conn.unchecked_transaction().map_err(map_err(path))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.execute_batch(sql).map_err(map_err(path))?;
-            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).map_err(map_err(path))?;
-        }
-        tx.commit().map_err(map_err(path))?;
+    Ok(version)
+}
+
+fn migrate(conn: &Connection, path: &str) -> Result<()> {
+    // The first statement that touches the file is where a damaged or foreign file shows.
+    if schema_version(conn, path)? == MIGRATIONS.len() as i64 {
+        return Ok(());
+    }
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(map_err(path))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Unavailable { detail: format!("{path}: cannot enable WAL (journal_mode is {mode})") });
+    }
+    // Several processes may upgrade one file at once: the version is read again under the
+    // write lock, so each migration runs exactly once.
+    let tx =
+        rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate).map_err(map_err(path))?;
+    let version = schema_version(conn, path)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql).map_err(map_err(path))?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).map_err(map_err(path))?;
+    }
+    tx.commit().map_err(map_err(path))?;
+    Ok(())
+}
+
+/// Refuses a database file that cannot hold what a Steward database holds, before SQLite
+/// would quietly treat it as a new, empty one: an empty file, a file too short for its own
+/// header's page count (truncated), or not an SQLite file at all. A file this process creates
+/// appears complete (see [`create`]), so an empty one is always damage, never a creation in
+/// progress.
+fn check_file(path: &Path) -> Result<()> {
+    let shown = path.display().to_string();
+    let corrupt = |detail: String| Error::Corrupt { path: shown.clone(), detail };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::Unavailable { detail: format!("{shown}: {e}") }),
+    };
+    if !meta.is_file() {
+        return Err(corrupt("it is not a regular file".into()));
+    }
+    let len = meta.len();
+    if len == 0 {
+        return Err(corrupt(
+            "the file is empty (0 bytes); a Steward database never is, so something truncated or replaced it".into(),
+        ));
+    }
+    let mut header = [0u8; 100];
+    let read = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header));
+    if read.is_err() || !header.starts_with(b"SQLite format 3\0") {
+        return Err(corrupt("file is not a database".into()));
+    }
+    let be32 = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    let pages = u64::from(be32(28));
+    // The header's page count is valid only when its change counter matches, and the main file
+    // is complete only when no write-ahead log holds newer pages.
+    let wal_has_pages = std::fs::metadata(wal_path(path)).is_ok_and(|m| m.len() > 0);
+    if be32(24) == be32(92) && pages > 0 && !wal_has_pages && len < page_size * pages {
+        return Err(corrupt(format!(
+            "the file is truncated: {len} bytes where its header says {pages} pages of {page_size} bytes"
+        )));
     }
     Ok(())
+}
+
+/// Creates the database at `path` as a complete file: it is initialised under a temporary
+/// name beside it and then linked into place, which fails if the name exists. Processes that
+/// start on a fresh data directory together never see a half-made file; one link wins and
+/// the others open it.
+fn create(path: &Path, durability: Durability) -> Result<()> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let shown = path.display().to_string();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_file_name(format!(".{name}.init-{}-{n}", std::process::id()));
+    let unavailable = |e: std::io::Error| Error::Unavailable { detail: format!("{shown}: {e}") };
+    let made = (|| {
+        let conn = Connection::open_with_flags(
+            &tmp,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(map_err(&shown))?;
+        configure(&conn, &shown, durability)?;
+        migrate(&conn, &shown)?;
+        // Closing the only connection checkpoints the log into the file and removes it.
+        conn.close().map_err(|(_, e)| map_err(&shown)(e))?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(unavailable)?;
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        if let Some(dir) = path.parent() {
+            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(unavailable)?;
+        }
+        Ok(())
+    })();
+    for leftover in [tmp.clone(), suffixed(&tmp, "-wal"), suffixed(&tmp, "-shm")] {
+        let _ = std::fs::remove_file(leftover);
+    }
+    made
 }
 
 /// Opens the read connection. A WAL database in a directory this process
@@ -146,26 +238,34 @@ fn open_reader(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
 }
 
 fn wal_path(path: &Path) -> PathBuf {
+    suffixed(path, "-wal")
+}
+
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
-    p.push("-wal");
+    p.push(suffix);
     PathBuf::from(p)
 }
 
 impl SqliteStore {
     /// Opens (and in read-write mode creates and migrates) the database at `path`.
     ///
-    /// The directory must exist. A file that is not a Steward database is
-    /// reported as [`Error::Corrupt`] and left untouched.
+    /// The directory must exist. A file that is not a Steward database (empty, truncated,
+    /// foreign) is reported as [`Error::Corrupt`] and left untouched: it is never replaced by
+    /// a new, empty database.
     pub fn open(path: &Path, options: Options, ids: Arc<dyn IdGen>) -> Result<SqliteStore> {
         let shown = path.display().to_string();
+        check_file(path)?;
         let writer = if options.read_only {
             None
         } else {
-            let conn = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(map_err(&shown))?;
+            if !path.exists() {
+                create(path, options.durability)?;
+            }
+            // No CREATE flag: a file that vanished since is an error, not a new empty database.
+            let conn =
+                Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                    .map_err(map_err(&shown))?;
             configure(&conn, &shown, options.durability)?;
             migrate(&conn, &shown)?;
             Some(Writer::spawn(conn, shown.clone())?)
@@ -236,6 +336,20 @@ impl SqliteStore {
     }
 }
 
+/// A damaged file can hide a row it holds: "not found" is only answered by a database that
+/// passes SQLite's own check; otherwise the damage is reported.
+fn vouch_for_absence<T>(conn: &Connection, found: Result<T>) -> Result<T> {
+    if !matches!(found, Err(Error::NotFound { .. })) {
+        return found;
+    }
+    let verdict: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0)).map_err(map_err(""))?;
+    if verdict == "ok" {
+        found
+    } else {
+        Err(Error::Corrupt { path: String::new(), detail: format!("database disk image is malformed ({verdict})") })
+    }
+}
+
 fn collect<T>(rows: Vec<Result<T>>) -> Result<Vec<T>> {
     rows.into_iter().collect()
 }
@@ -261,7 +375,7 @@ impl Store for SqliteStore {
 
     async fn get_run(&self, run_id: &str) -> Result<Run> {
         let run_id = run_id.to_owned();
-        self.read(move |conn| ops::get_run(conn, &run_id)).await
+        self.read(move |conn| vouch_for_absence(conn, ops::get_run(conn, &run_id))).await
     }
 
     async fn list_runs(&self, filter: RunFilter) -> Result<Vec<Run>> {
@@ -340,10 +454,12 @@ impl Store for SqliteStore {
         let hash = hash.to_owned();
         self.read(move |conn| {
             use rusqlite::OptionalExtension;
-            conn.prepare_cached("SELECT source FROM definitions WHERE hash = ?1")
+            let found = conn
+                .prepare_cached("SELECT source FROM definitions WHERE hash = ?1")
                 .and_then(|mut st| st.query_row([&hash], |r| r.get(0)).optional())
                 .map_err(map_err(""))?
-                .ok_or(Error::NotFound { what: "definition", id: hash })
+                .ok_or(Error::NotFound { what: "definition", id: hash });
+            vouch_for_absence(conn, found)
         })
         .await
     }

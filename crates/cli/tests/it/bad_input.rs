@@ -101,12 +101,10 @@ fn missing_unwritable_and_corrupt_data_directories_are_named() {
         &["cannot create the data directory /proc/steward-nope"],
     );
     s.write("a-file", "x");
-    fails(
-        &s,
-        &["--data-dir", "a-file", "run", wf, "--input", "name=x"],
-        2,
-        &["the data directory a-file is not a directory"],
-    );
+    for args in [vec!["run", wf, "--input", "name=x"], vec!["list"], vec!["status", "run-x"], vec!["events"]] {
+        let args: Vec<&str> = ["--data-dir", "a-file"].into_iter().chain(args).collect();
+        fails(&s, &args, 2, &["the data directory a-file is not a directory"]);
+    }
 
     std::fs::create_dir_all(s.data_dir()).unwrap();
     let garbage = b"this is not a database, and it must survive steward".repeat(100);
@@ -115,6 +113,71 @@ fn missing_unwritable_and_corrupt_data_directories_are_named() {
         fails(&s, &args, 2, &["steward.db is unreadable", "left untouched"]);
     }
     assert_eq!(std::fs::read(s.data_dir().join("steward.db")).unwrap(), garbage);
+}
+
+/// Issue 10 point 5: an empty, truncated or damaged database is refused by every command
+/// with the file named, never silently replaced by a new empty one, and a run it still holds
+/// is never reported "not found" because of the damage.
+#[test]
+fn a_damaged_database_is_refused_and_never_replaced() {
+    let s = Steward::new();
+    let wf = s.write("hello.yaml", HELLO);
+    let wf = wf.to_str().unwrap();
+    let id = s.json(&["run", wf, "--input", "name=keep", "--json"])["run_id"].as_str().unwrap().to_owned();
+    let db = s.data_dir().join("steward.db");
+    let good = std::fs::read(&db).unwrap();
+    let every = |s: &Steward, expect: &[&str]| {
+        for args in [vec!["status", id.as_str()], vec!["list"], vec!["run", wf, "--input", "name=x"], vec!["recover"]] {
+            fails(s, &args, 2, expect);
+        }
+    };
+
+    std::fs::write(&db, b"").unwrap();
+    every(&s, &["steward.db is unreadable", "the file is empty", "left untouched"]);
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "an empty database was replaced");
+
+    std::fs::write(&db, &good[..good.len() / 2]).unwrap();
+    every(&s, &["steward.db is unreadable", "the file is truncated"]);
+    assert_eq!(std::fs::read(&db).unwrap(), &good[..good.len() / 2]);
+
+    // Every page but the first overwritten: the run's row is gone from what SQLite can read,
+    // and the damage, not a missing run, is what `status` reports.
+    let mut damaged = good.clone();
+    damaged[4096..].fill(0x41);
+    std::fs::write(&db, &damaged).unwrap();
+    let out = s.run(&["status", &id]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("steward.db is unreadable") && !err.contains("not found"), "{err}");
+    assert_eq!(std::fs::read(&db).unwrap(), damaged);
+}
+
+/// Issue 10 point 5: many processes using a fresh data directory for the first time, at once,
+/// all work (the database appears complete or not at all; the schema is made once).
+#[test]
+fn first_use_of_a_data_directory_by_many_processes_at_once() {
+    let s = Steward::new();
+    let wf = s.write("hello.yaml", HELLO);
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            s.cmd(&["run", wf.to_str().unwrap(), "--input", &format!("name=p{i}")])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert_eq!(s.json(&["list", "--json"]).as_array().unwrap().len(), 20);
+    let leftovers: Vec<_> = std::fs::read_dir(s.data_dir())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.contains(".init-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
 }
 
 /// Makes a path immutable (even to root) until dropped.

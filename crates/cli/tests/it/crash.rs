@@ -307,3 +307,59 @@ fn a_run_whose_engine_keeps_dying_is_poisoned() {
     let out = s.run(&["resume", &id]);
     assert_eq!(out.status.code(), Some(2), "a poisoned run is never retried: {}", text(&out));
 }
+
+/// Issue 10 point 4: a stall threshold that a live run could cross between two heartbeats is
+/// refused with the reason, from a flag, the environment or the configuration file.
+#[test]
+fn liveness_settings_that_could_stall_a_live_run_are_refused() {
+    let s = Steward::new();
+    let wf = s.write("hello.yaml", HELLO);
+    let wf = wf.to_str().unwrap();
+    for (args, env) in [
+        (vec!["--stall-threshold", "3", "run", wf, "--input", "name=x"], None),
+        (vec!["--stall-threshold", "0", "resume", "run-x"], None),
+        (vec!["--stall-threshold", "9", "--heartbeat-secs", "5", "recover"], None),
+        (vec!["run", wf, "--input", "name=x"], Some(("STEWARD_STALL_THRESHOLD_SECS", "14"))),
+    ] {
+        let mut cmd = s.cmd(&args);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is too close to the") && err.contains("use at least 15 s"), "{args:?}: {err}");
+    }
+    assert!(s.json(&["list", "--json"]).as_array().unwrap().is_empty(), "nothing ran");
+    let out = s.run(&["--stall-threshold", "15", "run", wf, "--input", "name=x"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// Issue 10 point 4: several `resume`s of one stalled run at once: one takes it and finishes
+/// it, the others are refused, and none stalls another.
+#[test]
+fn concurrent_resumes_take_a_run_once() {
+    let s = Steward::new();
+    let wf = s.write("long.yaml", LONG);
+    s.write("steward.toml", "[terminal]\nkill_grace_ms = 300\n");
+    let mut child = s.cmd(&["run", wf.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for(&s, "work-1.pid");
+    sigkill(&mut child);
+    let id = run_id(&s).unwrap();
+    let resumes: Vec<Child> = (0..3)
+        .map(|_| s.cmd(&["resume", &id]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    let outs: Vec<_> = resumes.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let won: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
+    assert_eq!(won.len(), 1, "{:?}", outs.iter().map(text).collect::<Vec<_>>());
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        assert_eq!(o.status.code(), Some(2), "{}", text(o));
+    }
+    let status = s.json(&["status", &id, "--json"]);
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_eq!(std::fs::read_to_string(s.path("effects.txt")).unwrap(), "done\n");
+    assert!(!s.path("overlaps.log").exists());
+    let events = s.json(&["events", &id, "--json"]);
+    let recoveries = events.as_array().unwrap().iter().filter(|e| e["event_type"] == "workflow_recovery").count();
+    assert_eq!(recoveries, 1, "the run was recovered once, and nobody stalled the live resume");
+}
