@@ -460,8 +460,7 @@ async fn report(engine: &Engine<SqliteStore>, done: Driven, json: bool) -> Resul
             && run.state == RunState::Stalled
         {
             eprintln!(
-                "interrupted by {signal}: the stopped steps are recorded as interrupted; continue with `steward resume {}`",
-                run.run_id
+                "interrupted by {signal}: the stopped steps are recorded as interrupted, with their retries intact"
             );
         }
     }

@@ -21,7 +21,7 @@ use steward_store::{Attempt, AttemptFinish, AttemptStart, Commit, Expect, Run, S
 use crate::engine::{Engine, Error, ProgressUpdate, Result};
 use crate::halt::{Halt, Stop};
 use crate::micro_task::HumanDecision;
-use crate::micro_task::job::{CommitFn, JobServices};
+use crate::micro_task::job::{CommitFn, FenceFn, JobServices};
 use crate::step::{self, AttemptRecorder, Scope, StepDone, Work};
 use steward_core::event::NewEvent;
 use steward_tools::bus::ToolBus;
@@ -328,11 +328,28 @@ impl<S: Store + Clone> Engine<S> {
         let attempts = store.list_attempts(run_id).await?;
         let decisions = self.decisions(run_id, &attempts).await?;
         let store = store.clone();
-        let commit: Arc<CommitFn> = Arc::new(move |c: Commit| {
+        let commit: Arc<CommitFn> = Arc::new({
             let store = store.clone();
-            Box::pin(async move { store.commit(c).await.map(|_| ()).map_err(|e| e.to_string()) })
+            move |c: Commit| {
+                let store = store.clone();
+                Box::pin(async move { store.commit(c).await.map(|_| ()).map_err(|e| e.to_string()) })
+            }
         });
-        let jobs = JobServices { commit, clock: self.inner.clock.clone(), owner: owner.clone() };
+        let fence: Arc<FenceFn> = Arc::new({
+            let (run_id, owner) = (run_id.to_owned(), owner.clone());
+            move || {
+                let (store, run_id, owner) = (store.clone(), run_id.clone(), owner.clone());
+                Box::pin(async move {
+                    let run = store.get_run(&run_id).await.map_err(|e| e.to_string())?;
+                    if run.state == RunState::Running && run.owner.as_deref() == Some(owner.as_str()) {
+                        Ok(())
+                    } else {
+                        Err(format!("run `{run_id}` is {} and no longer held by {owner}", run.state))
+                    }
+                })
+            }
+        });
+        let jobs = JobServices { commit, fence, clock: self.inner.clock.clone(), owner: owner.clone() };
         let started_at = run.started_at.unwrap_or_else(|| self.inner.clock.now());
         let deadline = started_at.plus_millis((wf.limits.run_timeout_seconds as i64).saturating_mul(1000));
         let env = Arc::new(self.inner.config.env.clone());

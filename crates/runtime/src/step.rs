@@ -237,6 +237,7 @@ impl Scope<'_> {
         });
         let sink = RunSink {
             commit: self.jobs.commit.clone(),
+            fence: self.jobs.fence.clone(),
             run_id: self.run.run_id.clone(),
             owner: self.jobs.owner.clone(),
             step_id: step.id.clone(),

@@ -28,6 +28,8 @@ struct RunHead {
     trace_id: String,
     last_event_seq: i64,
     total_iterations: u32,
+    /// When its latest event happened.
+    last_event_at: Option<Timestamp>,
 }
 
 fn corrupt(detail: impl std::fmt::Display) -> Error {
@@ -37,19 +39,39 @@ fn corrupt(detail: impl std::fmt::Display) -> Error {
 fn head(conn: &Connection, run_id: &str) -> Result<RunHead> {
     let row = conn
         .prepare_cached(
-            "SELECT state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations FROM runs WHERE run_id = ?1",
+            "SELECT state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations,
+                 (SELECT ts FROM events WHERE run_id = ?1 ORDER BY seq DESC LIMIT 1)
+             FROM runs WHERE run_id = ?1",
         )
         .and_then(|mut st| {
             st.query_row([run_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                ))
             })
             .optional()
         })
         .map_err(map_err(""))?;
-    let (state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations) =
+    let (state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations, last_ts) =
         row.ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })?;
     let state = state.parse().map_err(|e| corrupt(format!("run `{run_id}`: {e}")))?;
-    Ok(RunHead { state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations })
+    Ok(RunHead {
+        state,
+        owner,
+        owner_process,
+        job_id,
+        trace_id,
+        last_event_seq,
+        total_iterations,
+        last_event_at: last_ts.map(Timestamp),
+    })
 }
 
 /// Who writes to one run's log, and when: every event of a write shares these.
@@ -230,7 +252,8 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
     }
     rules::check_expect(c, h.state, h.owner.as_deref())?;
     rules::check_shape(c)?;
-    let tx = Tx { conn, ids, run_id: &c.run_id, now: c.now, actor: c.actor, actor_id: &c.actor_id };
+    let when = rules::event_time(c.now, h.last_event_at);
+    let tx = Tx { conn, ids, run_id: &c.run_id, now: when, actor: c.actor, actor_id: &c.actor_id };
     for e in &c.events {
         tx.event_as(&mut h, e.actor, &e.actor_id, e.step_id.as_deref(), &e.payload)?;
     }
@@ -249,7 +272,7 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
             terminal_reason = Some(&t.reason);
         }
     }
-    let now = c.now.millis();
+    let now = when.millis();
     for s in &c.started {
         let key = idempotency_key(&c.run_id, &s.step_id, s.attempt);
         let inserted = conn
@@ -360,6 +383,7 @@ pub(crate) fn recover_stalled(
             continue;
         };
         let mut h = head(conn, &run.run_id)?;
+        let now = rules::event_time(now, h.last_event_at);
         let payload = rules::recovery(&run, reason.clone(), now, scan)?;
         let tx = Tx { conn, ids, run_id: &run.run_id, now, actor: Actor::System, actor_id: rules::RECOVERY_ACTOR };
         tx.event(&mut h, &payload)?;
@@ -431,6 +455,7 @@ pub(crate) fn prune(
         trace_id: rules::SYSTEM_RUN.into(),
         last_event_seq,
         total_iterations: 0,
+        last_event_at: None,
     };
     let tx = Tx { conn, ids, run_id: rules::SYSTEM_RUN, now, actor: Actor::System, actor_id: "gc" };
     tx.event(&mut h, &rules::prune_report(&report, policy, now, dry_run))?;

@@ -39,6 +39,7 @@ macro_rules! store_conformance {
             an_engine_releases_its_run_to_stalled,
             a_command_process_is_recorded_only_for_a_running_attempt,
             a_repeated_commit_is_applied_once,
+            a_runs_log_is_ordered_in_time_as_in_sequence,
             list_runs_filters_and_orders,
             concurrent_commits_all_land,
             a_failed_write_does_not_spoil_its_batch,
@@ -551,6 +552,23 @@ pub async fn a_repeated_commit_is_applied_once<S: Store>(s: &S) {
     other.started = vec![start("a", 1)];
     s.commit(other).await.unwrap();
     assert_eq!(s.list_attempts("r2").await.unwrap().len(), 1);
+}
+
+/// Writers of one run read their clocks before their writes queue, so a write may arrive with a
+/// time earlier than the log's latest event: its events take that later time instead.
+pub async fn a_runs_log_is_ordered_in_time_as_in_sequence<S: Store>(s: &S) {
+    running_run(s, "r1", "me", at(5)).await;
+    let mut late = commit("r1", RunState::Running, at(3));
+    late.started = vec![start("a", 1)];
+    s.commit(late).await.unwrap();
+    let events = s.list_events("r1", 0).await.unwrap();
+    assert_eq!(events.last().unwrap().ts, at(5));
+    assert!(events.windows(2).all(|w| w[0].ts <= w[1].ts), "{events:?}");
+    assert_eq!(s.list_attempts("r1").await.unwrap()[0].started_at, at(5));
+    let mut c = commit("r1", RunState::Running, at(9));
+    c.finished = vec![finish("a", 1, AttemptStatus::Completed)];
+    s.commit(c).await.unwrap();
+    assert_eq!(s.list_events("r1", 0).await.unwrap().last().unwrap().ts, at(9));
 }
 
 /// Listing filters by state and returns newest first.

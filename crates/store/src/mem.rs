@@ -124,6 +124,11 @@ impl State {
     fn run(&self, run_id: &str) -> Result<RunData> {
         self.runs.get(run_id).cloned().ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })
     }
+
+    /// When the run's latest event happened.
+    fn last_event_at(&self, run_id: &str) -> Option<Timestamp> {
+        self.events.iter().rev().find(|e| e.workflow_run_id == run_id).map(|e| e.ts)
+    }
 }
 
 /// An in-memory [`Store`]. Cheap to clone; clones share their data.
@@ -194,7 +199,8 @@ impl Store for MemStore {
         }
         rules::check_expect(&c, d.run.state, d.run.owner.as_deref())?;
         rules::check_shape(&c)?;
-        let (now, actor, actor_id) = (c.now, c.actor, c.actor_id.as_str());
+        let now = rules::event_time(c.now, state.last_event_at(&c.run_id));
+        let (actor, actor_id) = (c.actor, c.actor_id.as_str());
         for e in &c.events {
             rules::check_event(e.actor, &e.payload)?;
             d.pending.push((now, e.clone()));
@@ -282,6 +288,7 @@ impl Store for MemStore {
         stale.sort_by(|(_, a), (_, b)| (a.run.created_at, &a.run.run_id).cmp(&(b.run.created_at, &b.run.run_id)));
         let mut out = Vec::new();
         for (reason, mut d) in stale {
+            let now = rules::event_time(now, state.last_event_at(&d.run.run_id));
             let payload = rules::recovery(&d.run, reason.clone(), now, scan)?;
             d.event(now, Actor::System, rules::RECOVERY_ACTOR, payload)?;
             let interrupted_attempts =

@@ -48,6 +48,13 @@ pub fn prune_report(
     )
 }
 
+/// The time a write records its events at: its own, unless the run's log already holds a later
+/// one. Writers of one run (a driver, a step recording its process, another process taking
+/// over) read their clocks before they queue; the log stays ordered in time as in sequence.
+pub fn event_time(now: Timestamp, last_event_at: Option<Timestamp>) -> Timestamp {
+    last_event_at.map_or(now, |last| now.max(last))
+}
+
 /// Who recovery events name as their actor.
 pub const RECOVERY_ACTOR: &str = "recovery-scan";
 

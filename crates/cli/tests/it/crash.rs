@@ -259,7 +259,11 @@ fn a_signal_releases_the_run_for_an_immediate_resume() {
         kill(Pid::from_raw(child.id() as i32), signal).unwrap();
         let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(code), "{signal}: {}", text(&out));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("steward resume"), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!("interrupted by {signal}")) && text(&out).contains("steward resume"),
+            "{}",
+            text(&out)
+        );
         assert!(gone(pid_in(&s, "work-1.pid")), "{signal}: the command was stopped");
 
         let id = run_id(&s).unwrap();

@@ -272,3 +272,55 @@ fn a_kill_in_the_middle_of_an_iteration_loses_nothing_and_asks_no_model_twice() 
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "gapless");
 }
+
+/// Issue 10 point 3: Ctrl-C on `steward mt run` while a verify command runs stops it, leaves
+/// the job resumable (not cancelled), releases the run, and `resume` finishes the job at once
+/// without asking the model again or recording a failed iteration.
+#[test]
+fn ctrl_c_on_mt_run_leaves_the_job_resumable() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use steward_test_support::{ModelServer, Reply};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fix = "<edit path=\"calc.py\">\n<search>\n    return a - b\n</search>\n<replace>\n    return a + b\n</replace>\n</edit>\n<mt_complete>\nMT_ID: MT-001\nEVIDENCE:\n- \"the unit tests in test_calc.py pass\" → calc.py:4-6\n</mt_complete>\n";
+    let server = rt.block_on(ModelServer::start(vec![Reply::openai(fix)]));
+    let s = demo();
+    // Slow the first time only: the resumed iteration runs its verify command again.
+    let slow_once = "  - \"{ [ -e verify.once ] || { touch verify.once verify.started; sleep 30; }; } && python3 -m unittest -q test_calc\"";
+    s.write(
+        "packet.yaml",
+        &format!(
+            "{}execution_policy:\n  escalation_chain:\n    - {{level: 0, provider: openai, base_url: \"{}/v1\", model: small}}\n    - {{level: 1, hard_gate: true}}\n",
+            PACKET.replace("  - python3 -m unittest -q test_calc", slow_once),
+            server.url
+        ),
+    );
+    let child = s.cmd(&["mt", "run", "packet.yaml"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s.path("verify.started").exists() {
+        assert!(Instant::now() < deadline, "the verify command never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    let run = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
+
+    let status = s.json(&["status", &run, "--json"]);
+    assert_eq!(status["state"], "stalled", "{status}");
+    assert_eq!(status["steps"][0]["attempts"][0]["status"], "interrupted");
+    let state_dir = std::path::PathBuf::from(status["micro_task_jobs"][0]["state_dir"].as_str().unwrap());
+    let read =
+        |f: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(state_dir.join(f)).unwrap()).unwrap() };
+    assert_eq!(read("progress_artifact.json")["status"], "in_progress", "an interrupt is not a cancel");
+
+    let out = s.run(&["resume", &run]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(server.received().len(), 1, "the saved answer was reused");
+    let progress = read("progress_artifact.json");
+    assert_eq!(progress["status"], "completed");
+    assert_eq!(progress["micro_tasks"][0]["iterations"].as_array().unwrap().len(), 1, "no failed iteration recorded");
+    let calc = std::fs::read_to_string(s.path("calc.py")).unwrap();
+    assert_eq!(calc.matches("return a + b").count(), 1, "applied once: {calc}");
+}

@@ -50,6 +50,14 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait EventSink: Send + Sync {
     /// Records `events` in order, durably, before returning.
     fn emit(&self, events: Vec<Payload>) -> BoxFuture<'_, Result<(), String>>;
+
+    /// Whether the loop may still write: `Err` once its run was taken over or cancelled. Checked
+    /// before every write of the job's state and of the project's files, so that a loop that
+    /// was stopped (SIGSTOP) past the stall threshold and continued after another process took
+    /// the job over does not overwrite that process's work.
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Builds the client for a chain level.
@@ -251,7 +259,7 @@ impl Executor<'_> {
                     st.progress.current_state.pause = None;
                     st.progress.status = ProgressStatus::InProgress;
                     st.ledger.resume_reason = None;
-                    self.save(&mut st)?;
+                    self.save(&mut st).await?;
                     self.mt_event("micro_task_resumed", json!({"wp_id": self.wp(), "mt_id": pause.mt_id})).await?;
                 }
             }
@@ -283,7 +291,7 @@ impl Executor<'_> {
                 self.check_interrupt()?;
                 if self.halt.token().is_cancelled() {
                     st.progress.status = ProgressStatus::Cancelled;
-                    self.save(&mut st)?;
+                    self.save(&mut st).await?;
                     self.mt_event("micro_task_loop_cancelled", json!({"wp_id": self.wp()})).await?;
                     return Ok(Outcome::Cancelled);
                 }
@@ -321,7 +329,7 @@ impl Executor<'_> {
                     }
                     LoopDecision::Skip => {
                         st.progress.micro_tasks[idx].status = MtStatus::Skipped;
-                        self.save(&mut st)?;
+                        self.save(&mut st).await?;
                         self.mt_event("micro_task_skipped", json!({"wp_id": self.wp(), "mt_id": mt_id})).await?;
                         break;
                     }
@@ -427,7 +435,7 @@ impl Executor<'_> {
                 recoverable: true,
             }),
         }
-        self.save(st)?;
+        self.save(st).await?;
         self.mt_event(
             "micro_task_iteration_started",
             json!({"wp_id": wp, "mt_id": mt.mt_id, "iteration": iteration, "step_id": step_id, "model_id": model_id}),
@@ -464,7 +472,10 @@ impl Executor<'_> {
                         std::fs::read_to_string(self.plan.root.join(p)).ok()
                     });
                     let applied = match planned {
-                        Ok(writes) => self.apply(&writes)?.map_err(|why| (true, format!("scope_violation: {why}"))),
+                        Ok(writes) => {
+                            self.fence().await?;
+                            self.apply(&writes)?.map_err(|why| (true, format!("scope_violation: {why}")))
+                        }
                         Err(e) => Err((e.is_scope_violation(), format!("{}: {e}", e.category()))),
                     };
                     match applied {
@@ -587,7 +598,7 @@ impl Executor<'_> {
         }
         st.progress.current_state.false_completion_streak = false_streak;
         settle(&mut st.progress, idx, record.clone(), &decision.action);
-        self.save(st)?;
+        self.save(st).await?;
         let category = match &decision.action {
             LoopDecision::Escalate { category } => Some(category.as_str()),
             _ => hint.map(FailureCategory::as_str),
@@ -799,7 +810,7 @@ impl Executor<'_> {
             cs.active_model_level = 0;
             cs.total_drop_backs += 1;
             cs.last_escalation_category = None;
-            self.save(st)?;
+            self.save(st).await?;
             self.mt_event("micro_task_drop_back", json!({"wp_id": self.wp(), "from_level": level, "to_level": 0}))
                 .await?;
         }
@@ -879,7 +890,7 @@ impl Executor<'_> {
             cs.active_model_level = level;
         }
         st.progress.micro_tasks[idx].escalation_record_ref = Some(format!("escalations/{name}"));
-        self.save(st)?;
+        self.save(st).await?;
         self.mt_event(
             "micro_task_escalated",
             json!({
@@ -910,7 +921,7 @@ impl Executor<'_> {
         });
         st.progress.status = ProgressStatus::Paused;
         st.progress.current_state.pause = Some(pause.clone());
-        self.save(st)?;
+        self.save(st).await?;
         Ok(Outcome::Paused(pause))
     }
 
@@ -923,7 +934,7 @@ impl Executor<'_> {
         {
             e.status = MtStatus::Failed;
         }
-        self.save(st)?;
+        self.save(st).await?;
         self.mt_event("micro_task_loop_failed", json!({"wp_id": self.wp(), "reason": reason})).await?;
         Ok(Outcome::Failed { reason })
     }
@@ -933,7 +944,7 @@ impl Executor<'_> {
         st.progress.status = if skipped { ProgressStatus::CompletedWithIssues } else { ProgressStatus::Completed };
         st.progress.current_state.active_mt = None;
         st.progress.completed_at = Some(self.clock.now().to_rfc3339());
-        self.save(st)?;
+        self.save(st).await?;
         self.mt_event(
             "micro_task_loop_completed",
             json!({"wp_id": self.wp(), "status": if skipped { "completed_with_issues" } else { "completed" }}),
@@ -975,6 +986,7 @@ impl Executor<'_> {
                     }
                 }
                 let st = State { progress, ledger };
+                self.fence().await?;
                 self.save_parts(&st)?;
                 self.emit(vec![Payload::recorded(
                     "workflow_recovery",
@@ -1033,7 +1045,7 @@ impl Executor<'_> {
         };
         write_json(&self.state_dir.join("mt_definitions.json"), &json!(self.plan.mts))?;
         let mut st = State { progress, ledger };
-        self.save(&mut st)?;
+        self.save(&mut st).await?;
         self.mt_event(
             "micro_task_loop_started",
             json!({
@@ -1047,9 +1059,15 @@ impl Executor<'_> {
     }
 
     /// Persists the progress artifact and the ledger (DG-MT-07: counters after every iteration).
-    fn save(&self, st: &mut State) -> Result<()> {
+    async fn save(&self, st: &mut State) -> Result<()> {
+        self.fence().await?;
         st.progress.updated_at = self.clock.now().to_rfc3339();
         self.save_parts(st)
+    }
+
+    /// Refuses to go on writing once the run is no longer this loop's.
+    async fn fence(&self) -> Result<()> {
+        self.sink.check().await.map_err(ExecError::Sink)
     }
 
     fn save_parts(&self, st: &State) -> Result<()> {

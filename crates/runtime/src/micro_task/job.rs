@@ -33,6 +33,9 @@ const EXECUTOR_ACTOR: &str = "micro-task-executor";
 /// Writes one commit to the run's store; the engine supplies it.
 pub(crate) type CommitFn = dyn Fn(Commit) -> BoxFuture<'static, Result<(), String>> + Send + Sync;
 
+/// Says whether this process still holds the run (`Err` with why, if not); the engine supplies it.
+pub(crate) type FenceFn = dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync;
+
 /// A `micro_tasks` attempt, resolved and ready to run.
 pub(crate) struct MicroTaskWork {
     /// The work packet file.
@@ -73,6 +76,7 @@ pub(crate) fn job_of(
 /// What the engine lends every `micro_tasks` attempt of a run.
 pub(crate) struct JobServices {
     pub(crate) commit: Arc<CommitFn>,
+    pub(crate) fence: Arc<FenceFn>,
     pub(crate) clock: Arc<dyn Clock>,
     /// The process driving the run; the events' commits are fenced on it.
     pub(crate) owner: String,
@@ -82,6 +86,7 @@ pub(crate) struct JobServices {
 /// the driver: once the run is cancelled or taken over, the events are refused and the loop stops.
 pub(crate) struct RunSink {
     pub(crate) commit: Arc<CommitFn>,
+    pub(crate) fence: Arc<FenceFn>,
     pub(crate) run_id: String,
     pub(crate) owner: String,
     pub(crate) step_id: String,
@@ -103,6 +108,10 @@ impl EventSink for RunSink {
             })
             .collect();
         (self.commit)(c)
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        (self.fence)()
     }
 }
 
