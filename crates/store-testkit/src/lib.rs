@@ -7,7 +7,11 @@
 //! ```text
 //! steward_store_testkit::store_conformance!(fresh_store);
 //! ```
+//!
+//! [`fault::FaultStore`] wraps any backend and fails calls on purpose, for engine tests.
 #![allow(clippy::unwrap_used)]
+
+pub mod fault;
 
 use serde_json::{Value, json};
 

@@ -5,6 +5,7 @@ mod support;
 
 mod agents;
 mod engine;
+mod faults;
 mod governance;
 mod micro_task_runs;
 mod micro_tasks;
