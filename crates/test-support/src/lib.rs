@@ -76,6 +76,8 @@ impl Reply {
 /// A request the server received.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// When it arrived.
+    pub at: std::time::Instant,
     /// `POST /v1/chat/completions`.
     pub request_line: String,
     /// Headers, names lowercased.
@@ -96,30 +98,48 @@ impl Received {
     }
 }
 
+/// How the server picks a reply.
+type Responder = dyn Fn(&Received) -> Reply + Send + Sync;
+
 /// A scripted HTTP server on loopback.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ModelServer {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
-    replies: Arc<Mutex<VecDeque<Reply>>>,
     received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl std::fmt::Debug for ModelServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelServer").field("url", &self.url).finish_non_exhaustive()
+    }
 }
 
 impl ModelServer {
     /// Starts a server that answers with `replies` in order, then 500s.
     pub async fn start(replies: Vec<Reply>) -> ModelServer {
+        let replies = Mutex::new(VecDeque::from(replies));
+        ModelServer::answering(move |_| {
+            replies.lock().unwrap().pop_front().unwrap_or_else(|| Reply::status(500, "script exhausted"))
+        })
+        .await
+    }
+
+    /// Starts a server that answers each request with what `respond` makes of it.
+    pub async fn answering(respond: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> ModelServer {
+        let respond: Arc<Responder> = Arc::new(respond);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = ModelServer { url, replies: Arc::new(Mutex::new(replies.into())), received: Arc::default() };
+        let server = ModelServer { url, received: Arc::default() };
         let s = server.clone();
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let s = s.clone();
+                let respond = respond.clone();
                 tokio::spawn(async move {
                     let Some(req) = read_request(&mut conn).await else { return };
+                    let reply = respond(&req);
                     s.received.lock().unwrap().push(req);
-                    let reply =
-                        s.replies.lock().unwrap().pop_front().unwrap_or_else(|| Reply::status(500, "script exhausted"));
                     tokio::time::sleep(reply.delay).await;
                     let mut out = format!(
                         "HTTP/1.1 {} X\r\ncontent-length: {}\r\ncontent-type: application/json\r\nconnection: close\r\n",
@@ -174,5 +194,5 @@ async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<Received> {
         buf.extend_from_slice(&chunk[..n]);
     }
     let body = String::from_utf8_lossy(&buf[header_end..(header_end + len).min(buf.len())]).into_owned();
-    Some(Received { request_line, headers, body })
+    Some(Received { at: std::time::Instant::now(), request_line, headers, body })
 }

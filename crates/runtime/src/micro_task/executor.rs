@@ -457,40 +457,47 @@ impl Executor<'_> {
         let mut hint = None;
         let mut error_summary = model_error.clone();
         let applied_marker = dir.join("applied");
+        // The complete contents the answer's changes give are saved before any file is replaced:
+        // a crash in the middle of applying them re-applies exactly these, instead of planning
+        // the answer's edits again against files it already changed.
+        let planned_path = dir.join("planned_writes.json");
         // A file the task created is the task's to rewrite on a later iteration.
         let modifiable: Vec<String> = mt.writable().cloned().collect();
         let changes_ok = if applied_marker.exists() {
             true
         } else {
-            match edits::parse_changes(&content) {
-                Err(e) => {
-                    error_summary = Some(format!("unreadable change block: {e}"));
-                    false
-                }
-                Ok(changes) => {
-                    let planned = edits::plan_changes(&changes, &modifiable, &mt.files.create, |p| {
+            let saved = std::fs::read(&planned_path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Vec<edits::FileWrite>>(&bytes).ok());
+            let planned = match saved {
+                Some(writes) => Ok(writes),
+                None => match edits::parse_changes(&content) {
+                    Err(e) => Err((false, format!("unreadable change block: {e}"))),
+                    Ok(changes) => edits::plan_changes(&changes, &modifiable, &mt.files.create, |p| {
                         std::fs::read_to_string(self.plan.root.join(p)).ok()
-                    });
-                    let applied = match planned {
-                        Ok(writes) => {
-                            self.fence().await?;
-                            self.apply(&writes)?.map_err(|why| (true, format!("scope_violation: {why}")))
-                        }
-                        Err(e) => Err((e.is_scope_violation(), format!("{}: {e}", e.category()))),
-                    };
-                    match applied {
-                        Ok(()) => {
-                            persist(&applied_marker, b"")?;
-                            true
-                        }
-                        Err((scope, why)) => {
-                            if scope {
-                                hint = Some(FailureCategory::ScopeViolation);
-                            }
-                            error_summary = Some(why);
-                            false
-                        }
+                    })
+                    .map_err(|e| (e.is_scope_violation(), format!("{}: {e}", e.category()))),
+                },
+            };
+            let applied = match planned {
+                Ok(writes) => {
+                    self.fence().await?;
+                    write_json(&planned_path, &json!(writes))?;
+                    self.apply(&writes)?.map_err(|why| (true, format!("scope_violation: {why}")))
+                }
+                Err(e) => Err(e),
+            };
+            match applied {
+                Ok(()) => {
+                    persist(&applied_marker, b"")?;
+                    true
+                }
+                Err((scope, why)) => {
+                    if scope {
+                        hint = Some(FailureCategory::ScopeViolation);
                     }
+                    error_summary = Some(why);
+                    false
                 }
             }
         };

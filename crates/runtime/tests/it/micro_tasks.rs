@@ -273,6 +273,25 @@ async fn a_crash_after_applying_reuses_the_saved_answer() {
     assert_eq!(sink.of("micro_task_iteration_started").len(), 1);
 }
 
+/// A crash after the files were replaced but before they were marked applied: the resumed
+/// iteration re-applies the saved contents instead of planning the edits again against the
+/// changed files (which would find nothing to replace and fail the task).
+#[tokio::test]
+async fn a_crash_in_the_middle_of_applying_reapplies_the_saved_contents() {
+    let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    let crashing = Sink { crash_after: Some("micro_task_validation"), ..Sink::default() };
+    assert!(matches!(run(&p, &crashing, None).await, Err(ExecError::Sink(_))));
+    let outputs = p.dir.path().join(".state").join("step_outputs");
+    let step = std::fs::read_dir(&outputs).unwrap().next().unwrap().unwrap().path();
+    // The crash came between the renames and the marker.
+    std::fs::remove_file(step.join("applied")).unwrap();
+    assert!(step.join("planned_writes.json").exists());
+    let sink = Sink::default();
+    assert_eq!(run(&p, &sink, None).await.unwrap(), Outcome::Completed);
+    assert_eq!(p.server.received().len(), 1);
+    assert_eq!(calc(&p).matches("a + b").count(), 1);
+}
+
 /// The loop against the real local model server (SmolLM2-135M behind llama.cpp): it checks the
 /// mechanics (prompt over HTTP, server-counted usage, saved answer, ledger, scope), not the
 /// model's skill, so either a completion or the hard gate is a pass.
