@@ -251,16 +251,34 @@ impl<S: Store + Clone> Engine<S> {
     /// The recovery scan alone, as `steward recover` runs it: stalls every running run whose
     /// heartbeat is older than the threshold, and at once every run whose owner is a process
     /// of this machine that has exited (a `kill -9` needs no waiting).
+    ///
+    /// An owner of this machine that is alive but renewed no heartbeat for longer than the
+    /// threshold (stopped, or hung) is killed first. Fencing refuses its late writes to the
+    /// store, but left alive it could still hold the database's write lock (a SIGSTOPped
+    /// writer blocks every other process) or write files outside it; on one machine it can be
+    /// made sure it never writes again.
     pub async fn recover(&self) -> Result<Vec<Recovered>> {
-        self.inner.config.check()?;
+        let config = &self.inner.config;
+        config.check()?;
         let running = self.inner.store.list_runs(RunFilter { state: Some(RunState::Running), limit: None }).await?;
-        let dead_owners = running
-            .into_iter()
-            .filter(|r| r.owner_process.as_ref().is_some_and(|p| process::liveness(p) == Liveness::Gone))
-            .filter_map(|r| r.owner)
-            .collect();
-        let scan = Scan { threshold_secs: self.inner.config.stall_threshold_secs, dead_owners };
-        Ok(self.inner.store.recover_stalled(self.inner.clock.now(), &scan).await?)
+        let now = self.inner.clock.now();
+        let mut scan = Scan { threshold_secs: config.stall_threshold_secs, ..Scan::default() };
+        for run in running {
+            let (Some(owner), Some(p)) = (run.owner, run.owner_process) else { continue };
+            match process::liveness(&p) {
+                Liveness::Gone => scan.dead_owners.push(owner),
+                Liveness::Alive => {
+                    let unresponsive = config.owner_process.as_ref() != Some(&p)
+                        && steward_store::rules::stale(run.heartbeat_at, now, config.stall_threshold_secs)
+                        && !scan.killed_owners.contains(&owner);
+                    if unresponsive && process::kill_process(&p).await {
+                        scan.killed_owners.push(owner);
+                    }
+                }
+                Liveness::Unknown(_) => {}
+            }
+        }
+        Ok(self.inner.store.recover_stalled(now, &scan).await?)
     }
 
     /// Waits until the recovery scan has finished: every entry point that

@@ -416,7 +416,7 @@ pub async fn recovery_stalls_only_stale_running_runs<S: Store>(s: &S) {
 }
 
 fn scan(threshold_secs: u64) -> Scan {
-    Scan { threshold_secs, dead_owners: Vec::new() }
+    Scan { threshold_secs, ..Scan::default() }
 }
 
 fn process(pid: i32) -> ProcessRef {
@@ -435,7 +435,7 @@ pub async fn recovery_stalls_the_runs_of_dead_owners_and_counts_them<S: Store>(s
     assert_eq!((run.owner.as_deref(), run.owner_process), (Some("host:41"), Some(process(41))));
     running_run(s, "r2", "host:42", at(1)).await;
 
-    let dead = Scan { threshold_secs: 30, dead_owners: vec!["host:41".into()] };
+    let dead = Scan { threshold_secs: 30, dead_owners: vec!["host:41".into()], ..Scan::default() };
     let recovered = s.recover_stalled(at(2), &dead).await.unwrap();
     assert_eq!(recovered.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), ["r1"]);
     assert!(recovered[0].reason.contains("host:41"), "{}", recovered[0].reason);

@@ -251,10 +251,20 @@ pub fn abandoned_because(
     if let Some(owner) = owner.filter(|o| scan.dead_owners.iter().any(|d| d == o)) {
         return Some(format!("its engine process ({owner}) has exited"));
     }
-    let cutoff = now.plus_millis(-(scan.threshold_secs as i64).saturating_mul(1000));
-    heartbeat_at
-        .is_none_or(|h| h < cutoff)
+    if let Some(owner) = owner.filter(|o| scan.killed_owners.iter().any(|d| d == o)) {
+        return Some(format!(
+            "its engine process ({owner}) renewed no heartbeat for more than {}s and was killed",
+            scan.threshold_secs
+        ));
+    }
+    stale(heartbeat_at, now, scan.threshold_secs)
         .then(|| format!("no heartbeat for more than {}s; the process running it is gone", scan.threshold_secs))
+}
+
+/// Whether a heartbeat is older than the threshold (or there never was one).
+pub fn stale(heartbeat_at: Option<Timestamp>, now: Timestamp, threshold_secs: u64) -> bool {
+    let cutoff = now.plus_millis(-(threshold_secs as i64).saturating_mul(1000));
+    heartbeat_at.is_none_or(|h| h < cutoff)
 }
 
 /// The FR-EVT-WF-RECOVERY payload for a run the scan stalls (HSK-WF-003).

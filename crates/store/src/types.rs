@@ -324,6 +324,8 @@ pub struct Scan {
     /// Owners known to be dead (their process has exited): their runs are stalled whatever
     /// their heartbeat says.
     pub dead_owners: Vec<String>,
+    /// Owners that stopped renewing their heartbeat while alive and were killed for it.
+    pub killed_owners: Vec<String>,
 }
 
 /// A run the recovery scan stalled.

@@ -175,6 +175,24 @@ pub async fn reap(p: &ProcessRef, grace: Duration) -> Reaped {
     Reaped::Unreachable(format!("process group {} of {} survived SIGKILL", p.pid, p.host))
 }
 
+/// Kills the process `p` (not its group) with SIGKILL, which even a stopped process cannot
+/// ignore, if it is still the one recorded; waits, within a bound, until it is gone. Returns
+/// whether it is gone.
+pub async fn kill_process(p: &ProcessRef) -> bool {
+    if liveness(p) != Liveness::Alive {
+        return true;
+    }
+    let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+    let until = Instant::now() + KILL_WAIT;
+    while liveness(p) == Liveness::Alive {
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    true
+}
+
 /// Kills what is left of the group `p` leads (its leader has exited) and waits, within a
 /// bound, until none of it runs. Returns whether it is gone.
 pub async fn end_group(p: &ProcessRef) -> bool {

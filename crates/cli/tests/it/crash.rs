@@ -3,7 +3,6 @@
 //! overlap their retry; SIGINT and SIGTERM release a run for an immediate `resume`; a run whose
 //! engine keeps dying is poisoned.
 
-use std::collections::BTreeMap;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use serde_json::Value;
 
 use crate::support::*;
 
@@ -44,61 +42,13 @@ fn sigkill(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Checks one finished run against its effect log: every step completed exactly once, left
-/// exactly one effect for its completed attempt, never ran again after it, and left a
-/// duplicate only for an attempt that a kill interrupted; no attempt overlapped another of its
-/// step; the event log is gapless and ordered.
+/// Checks one finished run against its effect log (see [`crate::torture::analyze`]): every
+/// step completed exactly once, left exactly one effect for its completed attempt, never ran
+/// again after it, and left a duplicate only for an attempt that a kill interrupted; no attempt
+/// overlapped another of its step; the event log is gapless and ordered.
 pub(crate) fn check_run(s: &Steward, id: &str, steps: &[&str], what: &str) {
-    let status = s.json(&["status", id, "--json"]);
-    assert_eq!(status["state"], "completed", "{what}: {status}");
-    let log = std::fs::read_to_string(s.path("effects.log")).unwrap_or_default();
-    let mut effects: BTreeMap<(String, u64), u32> = BTreeMap::new();
-    for line in log.lines() {
-        let parts: Vec<&str> = line.split(' ').collect();
-        assert_eq!(parts.len(), 3, "{what}: torn effect line {line:?}");
-        if parts[0] == id {
-            *effects.entry((parts[1].to_owned(), parts[2].parse().unwrap())).or_default() += 1;
-        }
-    }
-    for step in status["steps"].as_array().unwrap() {
-        let step_id = step["step_id"].as_str().unwrap();
-        let attempts = step["attempts"].as_array().unwrap();
-        let completed: Vec<&Value> = attempts.iter().filter(|a| a["status"] == "completed").collect();
-        assert_eq!(completed.len(), 1, "{what}: step {step_id} completed {} times", completed.len());
-        let done = completed[0]["attempt"].as_u64().unwrap();
-        assert_eq!(
-            effects.get(&(step_id.to_owned(), done)),
-            Some(&1),
-            "{what}: the completed attempt {step_id}#{done} left exactly one effect"
-        );
-        for ((s_id, attempt), n) in &effects {
-            if s_id != step_id {
-                continue;
-            }
-            assert_eq!(*n, 1, "{what}: attempt {s_id}#{attempt} ran twice");
-            assert!(*attempt <= done, "{what}: {s_id} ran again (attempt {attempt}) after attempt {done} completed");
-            if *attempt < done {
-                let a = attempts.iter().find(|a| a["attempt"].as_u64() == Some(*attempt)).unwrap();
-                assert_eq!(
-                    a["status"], "interrupted",
-                    "{what}: a duplicate effect of {s_id}#{attempt} that was not in flight at a kill"
-                );
-            }
-        }
-    }
-    let seen: Vec<&str> = status["steps"].as_array().unwrap().iter().map(|s| s["step_id"].as_str().unwrap()).collect();
-    for step in steps {
-        assert!(seen.contains(step), "{what}: step {step} never ran");
-    }
-    let overlaps = std::fs::read_to_string(s.path("overlaps.log")).unwrap_or_default();
-    assert!(overlaps.is_empty(), "{what}: a retry overlapped its killed attempt's command:\n{overlaps}");
-
-    let events = s.json(&["events", id, "--json"]);
-    let events = events.as_array().unwrap();
-    for (i, e) in events.iter().enumerate() {
-        assert_eq!(e["seq"].as_u64(), Some(i as u64 + 1), "{what}: event log has a gap");
-    }
-    assert!(events.windows(2).all(|w| w[0]["ts"].as_str() <= w[1]["ts"].as_str()), "{what}: events out of order");
+    let f = crate::torture::analyze(s, id, steps, &Default::default(), &[]);
+    assert!(f.clean(), "{what}: {f:#?}");
 }
 
 /// Kills `steward run`, then each `steward resume`, at seeded random moments, four times; the
@@ -366,4 +316,45 @@ fn concurrent_resumes_take_a_run_once() {
     let events = s.json(&["events", &id, "--json"]);
     let recoveries = events.as_array().unwrap().iter().filter(|e| e["event_type"] == "workflow_recovery").count();
     assert_eq!(recoveries, 1, "the run was recovered once, and nobody stalled the live resume");
+}
+
+/// Issue 10 point 7: a driver stopped (SIGSTOP) past the stall threshold is taken over: the
+/// resuming process kills it (a stopped writer could hold the database's lock, and a continued
+/// one could write files), kills its command, and finishes the run; continuing the stopped
+/// driver afterwards changes nothing.
+#[test]
+fn a_stopped_driver_is_killed_when_its_run_is_taken_over() {
+    let s = Steward::new();
+    let wf = s.write("long.yaml", &LONG.replace("trap '' TERM; ", ""));
+    fn with<'a>(rest: &[&'a str]) -> Vec<&'a str> {
+        ["--heartbeat-secs", "1", "--stall-threshold", "3"].into_iter().chain(rest.iter().copied()).collect()
+    }
+    let mut driver =
+        s.cmd(&with(&["run", wf.to_str().unwrap()])).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for(&s, "work-1.pid");
+    let driver_pid = Pid::from_raw(driver.id() as i32);
+    kill(driver_pid, Signal::SIGSTOP).unwrap();
+    let id = run_id(&s).unwrap();
+
+    // Until its heartbeat is older than the threshold, the stopped driver still holds the run.
+    let out = s.run(&with(&["resume", &id]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("is being executed by"), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        let out = s.run(&with(&["resume", &id]));
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(driver.try_wait().unwrap().is_some(), "the stopped driver was killed at the takeover");
+    assert!(gone(pid_in(&s, "work-1.pid")), "and so was its command");
+    let events = s.json(&["events", &id, "--json"]);
+    let rec = events.as_array().unwrap().iter().find(|e| e["event_type"] == "workflow_recovery").unwrap();
+    assert!(rec["payload"]["reason"].as_str().unwrap().contains("renewed no heartbeat"), "{rec}");
+    assert_eq!(s.json(&["status", &id, "--json"])["state"], "completed");
+    let _ = kill(driver_pid, Signal::SIGCONT);
+    assert_eq!(s.json(&["events", &id, "--json"]), events, "nothing of the stopped driver landed");
 }

@@ -11,3 +11,4 @@ mod local_model;
 mod micro_task;
 mod recorder;
 mod tidy;
+mod torture;

@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Steward, text};
 
-const PACKET: &str = include_str!("../../../../examples/mt-demo/packet.yaml");
+pub(crate) const PACKET: &str = include_str!("../../../../examples/mt-demo/packet.yaml");
+
+/// The answer that fixes the demo's `calc.py`, with its completion claim.
+pub(crate) const DEMO_FIX: &str = "<edit path=\"calc.py\">\n<search>\n    return a - b\n</search>\n<replace>\n    return a + b\n</replace>\n</edit>\n<mt_complete>\nMT_ID: MT-001\nEVIDENCE:\n- \"the unit tests in test_calc.py pass\" → calc.py:4-6\n</mt_complete>\n";
 
 #[test]
 fn the_demo_packet_plans_into_one_checked_task() {
@@ -88,7 +91,7 @@ const SCRIPTED_POLICY: &str = include_str!("../../../../examples/mt-demo/scripte
 const SCRIPTED_ANSWERS: &str = include_str!("../../../../examples/mt-demo/scripted-answers.yaml");
 
 /// The demo project: the buggy module, its tests and the packet.
-fn demo() -> Steward {
+pub(crate) fn demo() -> Steward {
     let s = Steward::new();
     s.write("packet.yaml", PACKET);
     s.write("calc.py", CALC);
@@ -218,8 +221,7 @@ fn a_kill_in_the_middle_of_an_iteration_loses_nothing_and_asks_no_model_twice() 
     use steward_test_support::{ModelServer, Reply};
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let fix = "<edit path=\"calc.py\">\n<search>\n    return a - b\n</search>\n<replace>\n    return a + b\n</replace>\n</edit>\n<mt_complete>\nMT_ID: MT-001\nEVIDENCE:\n- \"the unit tests in test_calc.py pass\" → calc.py:4-6\n</mt_complete>\n";
-    let server = rt.block_on(ModelServer::start(vec![Reply::openai(fix)]));
+    let server = rt.block_on(ModelServer::start(vec![Reply::openai(DEMO_FIX)]));
     let s = demo();
     let slow_verify = "  - touch verify.started && sleep 1 && python3 -m unittest -q test_calc";
     s.write(
@@ -283,8 +285,7 @@ fn ctrl_c_on_mt_run_leaves_the_job_resumable() {
     use steward_test_support::{ModelServer, Reply};
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let fix = "<edit path=\"calc.py\">\n<search>\n    return a - b\n</search>\n<replace>\n    return a + b\n</replace>\n</edit>\n<mt_complete>\nMT_ID: MT-001\nEVIDENCE:\n- \"the unit tests in test_calc.py pass\" → calc.py:4-6\n</mt_complete>\n";
-    let server = rt.block_on(ModelServer::start(vec![Reply::openai(fix)]));
+    let server = rt.block_on(ModelServer::start(vec![Reply::openai(DEMO_FIX)]));
     let s = demo();
     // Slow the first time only: the resumed iteration runs its verify command again.
     let slow_once = "  - \"{ [ -e verify.once ] || { touch verify.once verify.started; sleep 30; }; } && python3 -m unittest -q test_calc\"";
