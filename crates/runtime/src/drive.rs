@@ -164,16 +164,7 @@ impl RunCtx {
                 (None, None) => None,
             };
         }
-        for done in finished {
-            let step_id = Some(done.finish.step_id.clone());
-            c.events.extend(done.events.into_iter().map(|payload| NewEvent {
-                actor: Actor::System,
-                actor_id: "tool-bus".into(),
-                step_id: step_id.clone(),
-                payload,
-            }));
-            c.finished.push(done.finish);
-        }
+        record_ends(&mut c, finished);
         (c, spawn)
     }
 
@@ -201,6 +192,20 @@ fn facts<'a>(attempts: &'a [Attempt], decisions: &HashMap<String, HumanDecision>
             routes: &a.routes,
         })
         .collect()
+}
+
+/// Adds ended attempts to a commit, each with the events the tool bus returned for it.
+fn record_ends(c: &mut Commit, ended: Vec<StepDone>) {
+    for done in ended {
+        let step_id = Some(done.finish.step_id.clone());
+        c.events.extend(done.events.into_iter().map(|payload| NewEvent {
+            actor: Actor::System,
+            actor_id: "tool-bus".into(),
+            step_id: step_id.clone(),
+            payload,
+        }));
+        c.finished.push(done.finish);
+    }
 }
 
 /// The latest attempt of each step, in the order the steps first started.
@@ -423,15 +428,7 @@ impl<S: Store + Clone> Engine<S> {
         let now = self.inner.clock.now();
         let expect = Expect { state: RunState::Running, owner: Some(ctx.owner.clone()) };
         let mut c = Commit::new(&ctx.run.run_id, expect, now, Actor::System, &ctx.owner);
-        for done in stopped {
-            c.events.extend(done.events.into_iter().map(|payload| NewEvent {
-                actor: Actor::System,
-                actor_id: "tool-bus".into(),
-                step_id: Some(done.finish.step_id.clone()),
-                payload,
-            }));
-            c.finished.push(done.finish);
-        }
+        record_ends(&mut c, stopped);
         c.finish_running_as = Some(AttemptStatus::Interrupted);
         let reason = format!("released on {signal}: its engine stopped the commands; `steward resume` continues it");
         c.transition =

@@ -239,7 +239,6 @@ impl<S: Store + Clone> Engine<S> {
     /// Runs the recovery scan, then opens the gate for new work and starts
     /// the heartbeat loop (HSK-WF-003). Returns the runs it stalled.
     pub async fn boot(&self) -> Result<Vec<Recovered>> {
-        self.inner.config.check()?;
         let recovered = self.recover().await?;
         self.inner.ready.send_replace(true);
         let weak = Arc::downgrade(&self.inner);

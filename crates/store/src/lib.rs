@@ -138,7 +138,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// The recovery scan (HSK-WF-003): in one transaction, moves every
     /// `running` run whose heartbeat is older than `scan.threshold_secs`, or whose owner is
-    /// one of `scan.dead_owners`, to `stalled`, records FR-EVT-WF-RECOVERY (actor `system`)
+    /// one of `scan.dead_owners` or `scan.killed_owners`, to `stalled`, records FR-EVT-WF-RECOVERY (actor `system`)
     /// for each, marks their in-flight attempts `interrupted`, and counts the recovery on the
     /// run. Idempotent: a second scan finds nothing.
     fn recover_stalled(&self, now: Timestamp, scan: &Scan) -> impl Future<Output = Result<Vec<Recovered>>> + Send;

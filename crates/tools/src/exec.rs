@@ -189,7 +189,7 @@ pub async fn run(
             r = recorder.record(p.clone()) => r.map_err(unrecorded),
             () = cancel.cancelled() => Err(unrecorded("cancelled before it started".into())),
         },
-        None => Err(unrecorded("it exited at once".into())),
+        None => Err(unrecorded(format!("process {} cannot be identified in /proc", pid.unwrap_or_default()))),
     };
     let mut go = child.stdin.take();
     if let Err(e) = recorded {

@@ -135,23 +135,29 @@ steps:
     run: echo after
 "#;
 
+/// `steward run` of [`LONG`], SIGKILLed while its first step's command runs (and ignores
+/// SIGTERM); the kill grace is short enough for a test.
+fn killed_in_the_long_step() -> (Steward, String) {
+    let s = Steward::new();
+    let wf = s.write("long.yaml", LONG);
+    s.write("steward.toml", "[terminal]\nkill_grace_ms = 300\n");
+    let mut child = s.cmd(&["run", wf.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for(&s, "work-1.pid");
+    sigkill(&mut child);
+    let id = run_id(&s).unwrap();
+    (s, id)
+}
+
 /// Issue 10 point 2: after a kill -9 of the engine, its step's command keeps running; `resume`
 /// kills that orphaned group (SIGTERM, grace, SIGKILL), records it, and only then retries the
 /// step, which therefore never overlaps it. The crash is recovered at once (the owner is seen
 /// dead) and costs the step none of its retries.
 #[test]
 fn a_dead_engines_command_is_killed_before_its_step_is_retried() {
-    let s = Steward::new();
-    let wf = s.write("long.yaml", LONG);
-    // A grace short enough for a test; the orphan ignores SIGTERM, so SIGKILL ends it.
-    s.write("steward.toml", "[terminal]\nkill_grace_ms = 300\n");
-    let mut child = s.cmd(&["run", wf.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_for(&s, "work-1.pid");
-    sigkill(&mut child);
+    let (s, id) = killed_in_the_long_step();
     let orphan = pid_in(&s, "work-1.pid");
     assert!(!gone(orphan), "the orphan outlives its engine (that is what this test is about)");
 
-    let id = run_id(&s).unwrap();
     let out = s.run(&["resume", &id]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(gone(orphan), "the orphaned command was killed");
@@ -293,13 +299,7 @@ fn liveness_settings_that_could_stall_a_live_run_are_refused() {
 /// it, the others are refused, and none stalls another.
 #[test]
 fn concurrent_resumes_take_a_run_once() {
-    let s = Steward::new();
-    let wf = s.write("long.yaml", LONG);
-    s.write("steward.toml", "[terminal]\nkill_grace_ms = 300\n");
-    let mut child = s.cmd(&["run", wf.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_for(&s, "work-1.pid");
-    sigkill(&mut child);
-    let id = run_id(&s).unwrap();
+    let (s, id) = killed_in_the_long_step();
     let resumes: Vec<Child> = (0..3)
         .map(|_| s.cmd(&["resume", &id]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
         .collect();

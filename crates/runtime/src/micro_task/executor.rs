@@ -38,7 +38,7 @@ use super::plan::Plan;
 use crate::agent::{Inference, inference_event};
 use crate::clock::Clock;
 use crate::files::{temporary_beside, write_atomic, write_new};
-use crate::halt::Halt;
+use crate::halt::{Halt, Stop};
 
 /// Evidence files larger than this are not read to check a cited line.
 const MAX_EVIDENCE_FILE_BYTES: u64 = 10 * 1024 * 1024;
@@ -217,6 +217,30 @@ impl Executor<'_> {
     /// Runs the loop from wherever the job's state says it is, applying `decision` if it waits
     /// for one, until it finishes or stops for a person.
     pub async fn run(&self, decision: Option<HumanDecision>) -> Result<Outcome> {
+        let outcome = self.session(decision).await;
+        if matches!(self.halt.why(), Some(Stop::Cancelled | Stop::RunEnded)) {
+            // The run is over and nobody will continue this job: wherever the loop stopped, the
+            // job is recorded cancelled. (A loop whose run was taken over writes nothing.)
+            return self.record_cancelled().await;
+        }
+        outcome
+    }
+
+    /// Marks the job cancelled in its progress artifact, past the fence: its run has ended.
+    async fn record_cancelled(&self) -> Result<Outcome> {
+        let (pp, lp) = (self.progress_path(), self.ledger_path());
+        if pp.exists() && lp.exists() {
+            let mut st = State { progress: read_json(&pp)?, ledger: read_json(&lp)? };
+            st.progress.status = ProgressStatus::Cancelled;
+            st.progress.updated_at = self.clock.now().to_rfc3339();
+            self.save_parts(&st)?;
+        }
+        // The run is no longer running, so its log may refuse this; the state file says it.
+        let _ = self.mt_event("micro_task_loop_cancelled", json!({"wp_id": self.wp()})).await;
+        Ok(Outcome::Cancelled)
+    }
+
+    async fn session(&self, decision: Option<HumanDecision>) -> Result<Outcome> {
         let mut st = self.load_or_init().await?;
         match st.progress.status {
             ProgressStatus::Completed => return Ok(Outcome::Completed),
@@ -290,9 +314,6 @@ impl Executor<'_> {
             loop {
                 self.check_interrupt()?;
                 if self.halt.token().is_cancelled() {
-                    st.progress.status = ProgressStatus::Cancelled;
-                    self.save(&mut st).await?;
-                    self.mt_event("micro_task_loop_cancelled", json!({"wp_id": self.wp()})).await?;
                     return Ok(Outcome::Cancelled);
                 }
                 let cs = &mut st.progress.current_state;

@@ -57,8 +57,10 @@ async fn acceptance_waits_for_the_recovery_scan() {
         let req = create(TWO_STEPS, dir.path(), json!({"name": "bo"}));
         async move { eng.create_run(req).await }
     });
-    // On this single-threaded runtime the spawned tasks run only when we
-    // yield; without the gate, `create_run` would reach the store here.
+    // The scan has begun (and waits for the test); on this single-threaded runtime the
+    // spawned tasks run only when we yield: without the gate, `create_run` would reach the
+    // store here.
+    gated.reached.notified().await;
     for _ in 0..100 {
         tokio::task::yield_now().await;
     }

@@ -93,13 +93,20 @@ pub(crate) fn create(source: &str, workdir: &std::path::Path, inputs: Value) -> 
 #[derive(Clone)]
 pub(crate) struct GatedStore {
     pub(crate) inner: SqliteStore,
+    /// Notified when the recovery scan reaches the store.
+    pub(crate) reached: Arc<Notify>,
     pub(crate) release: Arc<Notify>,
     pub(crate) log: Arc<Mutex<Vec<String>>>,
 }
 
 impl GatedStore {
     pub(crate) fn new(inner: SqliteStore) -> GatedStore {
-        GatedStore { inner, release: Arc::new(Notify::new()), log: Arc::new(Mutex::new(Vec::new())) }
+        GatedStore {
+            inner,
+            reached: Arc::new(Notify::new()),
+            release: Arc::new(Notify::new()),
+            log: Arc::new(Mutex::new(Vec::new())),
+        }
     }
     fn note(&self, what: &str) {
         self.log.lock().unwrap().push(what.into());
@@ -120,6 +127,7 @@ impl Store for GatedStore {
     }
     async fn recover_stalled(&self, now: Timestamp, scan: &Scan) -> Result<Vec<Recovered>> {
         self.note("recover_stalled");
+        self.reached.notify_one();
         self.release.notified().await;
         self.inner.recover_stalled(now, scan).await
     }
