@@ -453,7 +453,7 @@ fn stop_trial(t: &mut Tally, rng: &mut StdRng) {
         if out.status.success() {
             break true;
         }
-        if !text(&out).contains("is being executed by") || Instant::now() > deadline {
+        if !crate::crash::still_held(&out) || Instant::now() > deadline {
             t.findings.note(format!("stop: resume failed: {}", text(&out)));
             break false;
         }
