@@ -93,16 +93,33 @@ pub enum Liveness {
     Unknown(String),
 }
 
+/// Where a recorded process is, seen from this one.
+enum Sight {
+    /// In this boot and pid namespace: its pid can be looked up.
+    Here,
+    /// On this machine, in an earlier boot: it has ended.
+    EarlierBoot,
+    /// Out of sight, and why.
+    Elsewhere(String),
+}
+
+fn sight(p: &ProcessRef) -> Sight {
+    match current() {
+        None => Sight::Elsewhere("this process cannot read /proc".into()),
+        Some(me) if me.outlived(p) => Sight::EarlierBoot,
+        Some(me) if !me.can_see(p) => {
+            Sight::Elsewhere(format!("{p} is on another machine or in another pid namespace"))
+        }
+        Some(_) => Sight::Here,
+    }
+}
+
 /// Whether `p` still runs.
 pub fn liveness(p: &ProcessRef) -> Liveness {
-    let Some(me) = current() else {
-        return Liveness::Unknown("this process cannot read /proc".into());
-    };
-    if me.outlived(p) {
-        return Liveness::Gone;
-    }
-    if !me.can_see(p) {
-        return Liveness::Unknown(format!("{p} is on another machine or in another pid namespace"));
+    match sight(p) {
+        Sight::Here => {}
+        Sight::EarlierBoot => return Liveness::Gone,
+        Sight::Elsewhere(why) => return Liveness::Unknown(why),
     }
     match stat(p.pid) {
         Some(st) if st.start_ticks == p.start_ticks && st.state != 'Z' => Liveness::Alive,
@@ -150,14 +167,10 @@ pub enum Reaped {
 /// `grace` to exit, then SIGKILL. Only the recorded group is touched: a pid that now names
 /// another process is left alone.
 pub async fn reap(p: &ProcessRef, grace: Duration) -> Reaped {
-    let Some(me) = current() else {
-        return Reaped::Unreachable("this process cannot read /proc".into());
-    };
-    if me.outlived(p) {
-        return Reaped::Gone;
-    }
-    if !me.can_see(p) {
-        return Reaped::Unreachable(format!("{p} is on another machine or in another pid namespace"));
+    match sight(p) {
+        Sight::Here => {}
+        Sight::EarlierBoot => return Reaped::Gone,
+        Sight::Elsewhere(why) => return Reaped::Unreachable(why),
     }
     let alive = group_of(p);
     if alive.is_empty() {

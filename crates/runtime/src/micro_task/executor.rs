@@ -131,6 +131,9 @@ pub enum ExecError {
     /// Events could not be recorded.
     #[error("recording events: {0}")]
     Sink(String),
+    /// The run is no longer this loop's (cancelled, or taken over): it writes nothing more.
+    #[error("stopped writing: {0}")]
+    Fenced(String),
     /// The engine is stopping on a signal; the job's state is left resumable.
     #[error("interrupted: its engine stopped on {0}")]
     Interrupted(&'static str),
@@ -1095,7 +1098,7 @@ impl Executor<'_> {
 
     /// Refuses to go on writing once the run is no longer this loop's.
     async fn fence(&self) -> Result<()> {
-        self.sink.check().await.map_err(ExecError::Sink)
+        self.sink.check().await.map_err(ExecError::Fenced)
     }
 
     fn save_parts(&self, st: &State) -> Result<()> {

@@ -28,6 +28,8 @@ pub(crate) const CLAIM: &str =
 struct Sink {
     events: Mutex<Vec<(String, Value)>>,
     crash_after: Option<&'static str>,
+    /// After this event type, the run is no longer the loop's (taken over elsewhere).
+    taken_after: Option<&'static str>,
 }
 
 impl EventSink for Sink {
@@ -44,6 +46,15 @@ impl EventSink for Sink {
                 }
             }
             Ok(())
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            match self.taken_after {
+                Some(t) if self.types().iter().any(|x| x == t) => Err("run-1 is held by another process".into()),
+                _ => Ok(()),
+            }
         })
     }
 }
@@ -290,6 +301,21 @@ async fn a_crash_in_the_middle_of_applying_reapplies_the_saved_contents() {
     assert_eq!(run(&p, &sink, None).await.unwrap(), Outcome::Completed);
     assert_eq!(p.server.received().len(), 1);
     assert_eq!(calc(&p).matches("a + b").count(), 1);
+}
+
+/// A loop whose run was taken over while it waited for the model (say it was SIGSTOPped past
+/// the stall threshold, then continued) writes nothing more: not the project's files, not the
+/// job's state.
+#[tokio::test]
+async fn a_loop_that_lost_its_run_writes_nothing() {
+    let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    let stale = Sink { taken_after: Some("llm_inference"), ..Sink::default() };
+    let progress = p.dir.path().join(".state").join("progress_artifact.json");
+    let err = run(&p, &stale, None).await.unwrap_err();
+    assert!(matches!(&err, ExecError::Fenced(why) if why.contains("another process")), "{err}");
+    assert!(calc(&p).contains("a - b"), "the changes were not applied");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&progress).unwrap()).unwrap();
+    assert!(saved["micro_tasks"][0]["iterations"].as_array().unwrap().is_empty(), "no iteration recorded");
 }
 
 /// The loop against the real local model server (SmolLM2-135M behind llama.cpp): it checks the
