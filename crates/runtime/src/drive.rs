@@ -16,12 +16,12 @@ use steward_core::event::Actor;
 use steward_core::schedule::{self, AttemptFact, Plan, Verdict};
 use steward_core::state::{AttemptStatus, RunState, TransitionCause};
 use steward_core::workflow::{Step, Workflow};
-use steward_store::{Attempt, AttemptFinish, AttemptStart, Commit, Expect, Run, Store, Transition};
+use steward_store::{Attempt, AttemptFinish, AttemptStart, Commit, Run, Store, Transition};
 
 use crate::engine::{Engine, Error, ProgressUpdate, Result};
 use crate::halt::{Halt, Stop};
 use crate::micro_task::HumanDecision;
-use crate::micro_task::job::{CommitFn, FenceFn, JobServices};
+use crate::micro_task::job::{CommitFn, FenceFn, RunWriter};
 use crate::step::{self, AttemptRecorder, Scope, StepDone, Work};
 use steward_core::event::NewEvent;
 use steward_tools::bus::ToolBus;
@@ -47,9 +47,8 @@ struct RunCtx {
     wf: Workflow,
     attempts: Vec<Attempt>,
     deadline: Timestamp,
-    owner: String,
     env: Arc<std::collections::BTreeMap<String, String>>,
-    jobs: JobServices,
+    writer: RunWriter,
     /// People's answers to steps whose last attempt stopped for them, by step.
     decisions: HashMap<String, HumanDecision>,
 }
@@ -88,8 +87,7 @@ impl RunCtx {
         may_start: bool,
         bus: &ToolBus,
     ) -> (Commit, Vec<Spawn>) {
-        let expect = Expect { state: RunState::Running, owner: Some(self.owner.clone()) };
-        let mut c = Commit::new(&self.run.run_id, expect, now, Actor::System, &self.owner);
+        let mut c = self.writer.fenced(now);
         let mut spawn = Vec::new();
         match &plan.verdict {
             Verdict::Completed => {
@@ -134,9 +132,9 @@ impl RunCtx {
                     wf: &self.wf,
                     attempts: &view,
                     bus,
-                    actor_id: &self.owner,
+                    actor_id: &self.writer.owner,
                     env: self.env.clone(),
-                    jobs: &self.jobs,
+                    writer: &self.writer,
                     decisions: &self.decisions,
                 };
                 for s in &plan.start {
@@ -354,11 +352,17 @@ impl<S: Store + Clone> Engine<S> {
                 })
             }
         });
-        let jobs = JobServices { commit, fence, clock: self.inner.clock.clone(), owner: owner.clone() };
+        let writer = RunWriter {
+            commit,
+            fence,
+            clock: self.inner.clock.clone(),
+            run_id: run_id.to_owned(),
+            owner: owner.clone(),
+        };
         let started_at = run.started_at.unwrap_or_else(|| self.inner.clock.now());
         let deadline = started_at.plus_millis((wf.limits.run_timeout_seconds as i64).saturating_mul(1000));
         let env = Arc::new(self.inner.config.env.clone());
-        Ok(Ok(RunCtx { run, wf, attempts, deadline, owner, env, jobs, decisions }))
+        Ok(Ok(RunCtx { run, wf, attempts, deadline, env, writer, decisions }))
     }
 
     /// The answers to steps whose last attempt stopped for a person: the latest
@@ -411,23 +415,14 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     fn recorder(&self, ctx: &RunCtx, step_id: &str, attempt: u32) -> AttemptRecorder {
-        AttemptRecorder {
-            commit: ctx.jobs.commit.clone(),
-            clock: ctx.jobs.clock.clone(),
-            owner: ctx.owner.clone(),
-            run_id: ctx.run.run_id.clone(),
-            step_id: step_id.to_owned(),
-            attempt,
-        }
+        AttemptRecorder { writer: ctx.writer.clone(), step_id: step_id.to_owned(), attempt }
     }
 
     /// Records the attempts an interrupt stopped and hands the run back (`running` ->
     /// `stalled`, no owner), so that `steward resume` can continue it at once. If the run was
     /// taken away meanwhile, there is nothing of ours to record.
     async fn release(&self, ctx: &mut RunCtx, stopped: Vec<StepDone>, signal: &str) -> Result<()> {
-        let now = self.inner.clock.now();
-        let expect = Expect { state: RunState::Running, owner: Some(ctx.owner.clone()) };
-        let mut c = Commit::new(&ctx.run.run_id, expect, now, Actor::System, &ctx.owner);
+        let mut c = ctx.writer.fenced(self.inner.clock.now());
         record_ends(&mut c, stopped);
         c.finish_running_as = Some(AttemptStatus::Interrupted);
         let reason = format!("released on {signal}: its engine stopped the commands; `steward resume` continues it");

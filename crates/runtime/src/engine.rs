@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use steward_core::Timestamp;
 use steward_core::event::{Actor, NewEvent, Payload};
 use steward_core::ids::IdGen;
 use steward_core::job::JobContract;
@@ -85,6 +86,14 @@ pub enum Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why nobody drives a `running` run any more.
+enum Abandoned {
+    /// Its owner's process has exited.
+    OwnerExited,
+    /// Its owner stopped renewing its heartbeat and was killed.
+    OwnerKilled,
+}
 
 /// Tuning of one engine process.
 #[derive(Debug, Clone)]
@@ -252,10 +261,7 @@ impl<S: Store + Clone> Engine<S> {
     /// of this machine that has exited (a `kill -9` needs no waiting).
     ///
     /// An owner of this machine that is alive but renewed no heartbeat for longer than the
-    /// threshold (stopped, or hung) is killed first. Fencing refuses its late writes to the
-    /// store, but left alive it could still hold the database's write lock (a SIGSTOPped
-    /// writer blocks every other process) or write files outside it; on one machine it can be
-    /// made sure it never writes again.
+    /// threshold is killed first (see `abandoned`).
     pub async fn recover(&self) -> Result<Vec<Recovered>> {
         let config = &self.inner.config;
         config.check()?;
@@ -263,21 +269,32 @@ impl<S: Store + Clone> Engine<S> {
         let now = self.inner.clock.now();
         let mut scan = Scan { threshold_secs: config.stall_threshold_secs, ..Scan::default() };
         for run in running {
-            let (Some(owner), Some(p)) = (run.owner, run.owner_process) else { continue };
-            match process::liveness(&p) {
-                Liveness::Gone => scan.dead_owners.push(owner),
-                Liveness::Alive => {
-                    let unresponsive = config.owner_process.as_ref() != Some(&p)
-                        && steward_store::rules::stale(run.heartbeat_at, now, config.stall_threshold_secs)
-                        && !scan.killed_owners.contains(&owner);
-                    if unresponsive && process::kill_process(&p).await {
-                        scan.killed_owners.push(owner);
-                    }
-                }
-                Liveness::Unknown(_) => {}
+            let Some(owner) = run.owner.clone() else { continue };
+            match self.abandoned(&run, now).await {
+                Some(Abandoned::OwnerExited) => scan.dead_owners.push(owner),
+                Some(Abandoned::OwnerKilled) => scan.killed_owners.push(owner),
+                None => {}
             }
         }
         Ok(self.inner.store.recover_stalled(now, &scan).await?)
+    }
+
+    /// Whether nobody drives a `running` run any more, made sure of: its owner is a process of
+    /// this machine that has exited, or one that is alive but renewed no heartbeat for longer
+    /// than the stall threshold (stopped, or hung) and is killed here. Fencing refuses such an
+    /// owner's late writes to the store, but left alive it could still hold the database's
+    /// write lock (a SIGSTOPped writer blocks every other process) or write files outside it;
+    /// on one machine it can be made sure it never writes again. Never this process.
+    async fn abandoned(&self, run: &Run, now: Timestamp) -> Option<Abandoned> {
+        let config = &self.inner.config;
+        let p = run.owner_process.as_ref().filter(|p| config.owner_process.as_ref() != Some(p))?;
+        match process::liveness(p) {
+            Liveness::Gone => Some(Abandoned::OwnerExited),
+            Liveness::Alive if steward_store::rules::stale(run.heartbeat_at, now, config.stall_threshold_secs) => {
+                process::kill_process(p).await.then_some(Abandoned::OwnerKilled)
+            }
+            Liveness::Alive | Liveness::Unknown(_) => None,
+        }
     }
 
     /// Waits until the recovery scan has finished: every entry point that
@@ -522,11 +539,10 @@ impl<S: Store + Clone> Engine<S> {
         if run.state.is_terminal() {
             return Err(Error::WrongState { run_id: run.run_id, state: run.state, hint: "there is nothing to cancel" });
         }
-        // Nobody drives a stalled run, or one whose engine has died: its leftover commands are
-        // this command's to stop.
+        // Nobody drives a stalled run, or one whose engine has died or stopped answering: its
+        // leftover commands are this command's to stop.
         let driverless = run.state == RunState::Stalled
-            || (run.state == RunState::Running
-                && run.owner_process.as_ref().is_some_and(|p| process::liveness(p) == Liveness::Gone));
+            || (run.state == RunState::Running && self.abandoned(&run, self.inner.clock.now()).await.is_some());
         let reaped = if driverless {
             let attempts = self.inner.store.list_attempts(run_id).await?;
             self.reap_orphans(&run, &attempts, &[AttemptStatus::Interrupted, AttemptStatus::Running]).await?

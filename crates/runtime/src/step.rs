@@ -8,15 +8,14 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use steward_core::event::{Actor, Payload};
+use steward_core::event::Payload;
 use steward_core::job::JobKind;
 use steward_core::liveness::ProcessRef;
 use steward_core::result_block;
 use steward_core::state::AttemptStatus;
-use steward_core::state::RunState;
 use steward_core::template::{Ref, RenderError, Template, WorkflowVar, lookup_path};
 use steward_core::workflow::{AgentStep, MicroTasksStep, Step, StepKind, Workflow};
-use steward_store::{Attempt, AttemptFinish, AttemptProcess, Commit, Expect, Run};
+use steward_store::{Attempt, AttemptFinish, AttemptProcess, Run};
 use steward_tools::bus::{CallContext, ToolBus};
 use steward_tools::exec::{BoxFuture, Ending, ProcessRecorder};
 use steward_tools::op::{MAX_INLINE_BYTES, PlannedOperation};
@@ -24,10 +23,9 @@ use steward_tools::redact::Redactor;
 use steward_tools::terminal::SessionKind;
 
 use crate::agent::{self, AgentWork};
-use crate::clock::Clock;
 use crate::halt::Halt;
 use crate::micro_task::HumanDecision;
-use crate::micro_task::job::{self, CommitFn, JobServices, MicroTaskWork, RunSink};
+use crate::micro_task::job::{self, MicroTaskWork, RunSink, RunWriter};
 
 /// Exit codes `sh` uses when it cannot run the command at all.
 const NOT_FOUND: i32 = 127;
@@ -65,7 +63,7 @@ pub(crate) struct Scope<'a> {
     pub(crate) bus: &'a ToolBus,
     pub(crate) actor_id: &'a str,
     pub(crate) env: Arc<std::collections::BTreeMap<String, String>>,
-    pub(crate) jobs: &'a JobServices,
+    pub(crate) writer: &'a RunWriter,
     /// People's answers to steps that stopped for them, by step.
     pub(crate) decisions: &'a HashMap<String, HumanDecision>,
 }
@@ -235,14 +233,7 @@ impl Scope<'_> {
             "state_dir": state_dir.display().to_string(),
             "decision": decision.map(HumanDecision::as_str),
         });
-        let sink = RunSink {
-            commit: self.jobs.commit.clone(),
-            fence: self.jobs.fence.clone(),
-            run_id: self.run.run_id.clone(),
-            owner: self.jobs.owner.clone(),
-            step_id: step.id.clone(),
-            clock: self.jobs.clock.clone(),
-        };
+        let sink = RunSink { writer: self.writer.clone(), step_id: step.id.clone() };
         let work = MicroTaskWork {
             packet: workdir.join(&m.packet),
             policy: m.policy.as_ref().map(|p| workdir.join(p)),
@@ -254,7 +245,7 @@ impl Scope<'_> {
             decision,
             env: self.env.clone(),
             sink: Arc::new(sink),
-            clock: self.jobs.clock.clone(),
+            clock: self.writer.clock.clone(),
         };
         Prepared { input, work: Work::MicroTasks(Box::new(work)) }
     }
@@ -346,20 +337,16 @@ pub(crate) fn last_line(text: &str) -> String {
 /// fenced like every write of the driver: a process that no longer holds the run cannot start
 /// a command (the command is killed unstarted).
 pub(crate) struct AttemptRecorder {
-    pub(crate) commit: Arc<CommitFn>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) owner: String,
-    pub(crate) run_id: String,
+    pub(crate) writer: RunWriter,
     pub(crate) step_id: String,
     pub(crate) attempt: u32,
 }
 
 impl ProcessRecorder for AttemptRecorder {
     fn record(&self, process: ProcessRef) -> BoxFuture<'_, Result<(), String>> {
-        let expect = Expect { state: RunState::Running, owner: Some(self.owner.clone()) };
-        let mut c = Commit::new(&self.run_id, expect, self.clock.now(), Actor::System, &self.owner);
+        let mut c = self.writer.fenced(self.writer.clock.now());
         c.processes = vec![AttemptProcess { step_id: self.step_id.clone(), attempt: self.attempt, process }];
-        (self.commit)(c)
+        self.writer.send(c)
     }
 }
 

@@ -307,10 +307,8 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
             .and_then(|mut st| st.execute(params![c.run_id, id]))
             .map_err(map_err(""))?;
     }
-    let current = h
-        .owner
-        .clone()
-        .map(|id| Owner { id, process: h.owner_process.as_deref().and_then(|p| serde_json::from_str(p).ok()) });
+    let current_process = h.owner_process.as_deref().map(serde_json::from_str).transpose().map_err(corrupt)?;
+    let current = h.owner.clone().map(|id| Owner { id, process: current_process });
     let owner = rules::owner_after(h.state, c.set_owner.as_ref(), current);
     let owner_process = owner.as_ref().and_then(|o| o.process.as_ref()).map(process_json);
     let owner = owner.map(|o| o.id);
@@ -463,5 +461,15 @@ pub(crate) fn prune(
         let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
         conn.execute(&format!("DELETE FROM events WHERE id IN ({})", list.join(",")), []).map_err(map_err(""))?;
     }
+    let finished: Vec<String> =
+        RunState::ALL.iter().filter(|s| s.is_terminal()).map(|s| format!("'{}'", s.as_str())).collect();
+    conn.execute(
+        &format!(
+            "DELETE FROM applied_commits WHERE run_id IN (SELECT run_id FROM runs WHERE state IN ({}))",
+            finished.join(",")
+        ),
+        [],
+    )
+    .map_err(map_err(""))?;
     Ok(report)
 }

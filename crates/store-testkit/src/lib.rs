@@ -757,9 +757,10 @@ pub async fn events_are_listed_store_wide_in_id_order<S: Store>(s: &S) {
 pub async fn prune_spares_unfinished_runs_and_reports_first<S: Store>(s: &S) {
     use steward_store::RetentionPolicy;
     running_run(s, "done", "me", at(0)).await;
-    let mut c = commit("done", RunState::Running, at(1));
-    c.transition = to(RunState::Completed, "ok");
-    s.commit(c).await.unwrap();
+    let mut finished = commit("done", RunState::Running, at(1));
+    finished.id = Some("c-done".into());
+    finished.transition = to(RunState::Completed, "ok");
+    s.commit(finished.clone()).await.unwrap();
     running_run(s, "live", "me", at(0)).await;
     let day = 86_400;
     let later = at(40 * day);
@@ -774,12 +775,17 @@ pub async fn prune_spares_unfinished_runs_and_reports_first<S: Store>(s: &S) {
     assert_eq!((kept.pruned_ids.len(), kept.spared), (0, 0), "per-family retention");
     assert_eq!(s.list_events("done", 0).await.unwrap().len(), 3, "a dry run deletes nothing");
     assert!(s.list_events("_system", 0).await.unwrap().is_empty(), "a dry run records nothing");
+    assert_eq!(s.commit(finished.clone()).await.unwrap().state, RunState::Completed, "ids kept until pruned");
 
     let report = s.prune(later, &policy, false).await.unwrap();
     assert_eq!((report.pruned_ids.len(), report.spared, report.runs_emptied), (3, 2, 1));
     assert!(report.bytes > 0);
     assert!(s.list_events("done", 0).await.unwrap().is_empty());
     assert_eq!(s.list_events("live", 0).await.unwrap().len(), 2, "events of a running run are never pruned");
+    // A finished run's commit ids are forgotten: repeating its last commit is now a conflict,
+    // and still changes nothing.
+    assert!(matches!(s.commit(finished).await, Err(Error::Conflict { .. })));
+    assert!(s.list_events("done", 0).await.unwrap().is_empty());
     let sys = s.list_events("_system", 0).await.unwrap();
     assert_eq!(sys.len(), 1);
     let p = &sys[0].payload;

@@ -136,11 +136,11 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
 
-    /// The recovery scan (HSK-WF-003): in one transaction, moves every
-    /// `running` run whose heartbeat is older than `scan.threshold_secs`, or whose owner is
-    /// one of `scan.dead_owners` or `scan.killed_owners`, to `stalled`, records FR-EVT-WF-RECOVERY (actor `system`)
-    /// for each, marks their in-flight attempts `interrupted`, and counts the recovery on the
-    /// run. Idempotent: a second scan finds nothing.
+    /// The recovery scan (HSK-WF-003): in one transaction, moves every `running` run whose
+    /// heartbeat is older than `scan.threshold_secs`, or whose owner is one of
+    /// `scan.dead_owners` or `scan.killed_owners`, to `stalled`, records FR-EVT-WF-RECOVERY
+    /// (actor `system`) for each, marks their in-flight attempts `interrupted`, and counts the
+    /// recovery on the run. Idempotent: a second scan finds nothing.
     fn recover_stalled(&self, now: Timestamp, scan: &Scan) -> impl Future<Output = Result<Vec<Recovered>>> + Send;
 
     /// One run. [`Error::NotFound`] if there is none.
@@ -162,7 +162,9 @@ pub trait Store: Send + Sync + 'static {
     /// Retention (FR-EVT-004): removes events past their family's retention,
     /// never those of a run that is not terminal. In the same transaction, and
     /// before anything is deleted, records a `prune_report` event (HSK-GC-003/004)
-    /// in the store's own `_system` log. With `dry_run`, only reports.
+    /// in the store's own `_system` log. It also forgets the commit ids finished runs applied
+    /// (a repeat of one is then a conflict, still never applied twice). With `dry_run`, only
+    /// reports.
     fn prune(
         &self,
         now: Timestamp,

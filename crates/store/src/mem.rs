@@ -372,6 +372,9 @@ impl Store for MemStore {
         state.append(self.ids.as_ref(), system, seq, now, event);
         let gone: std::collections::HashSet<i64> = report.pruned_ids.iter().copied().collect();
         state.events.retain(|e| !gone.contains(&e.id));
+        for d in state.runs.values_mut().filter(|d| d.run.state.is_terminal()) {
+            d.applied.clear();
+        }
         Ok(report)
     }
 

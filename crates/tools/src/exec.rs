@@ -22,6 +22,13 @@ pub const DEFAULT_KILL_GRACE: Duration = Duration::from_millis(10_000);
 /// Default limit per output stream (1.5 MB).
 pub const DEFAULT_OUTPUT_LIMIT: usize = 1_500_000;
 
+/// How long output may stay open after the command's whole group is gone before only what is
+/// already written is read.
+const DRAIN: Duration = Duration::from_millis(200);
+
+/// While draining, a read that waits this long finds nothing more written.
+const DRAIN_READ: Duration = Duration::from_millis(50);
+
 /// A command to run.
 #[derive(Debug, Clone)]
 pub struct CommandSpec {
@@ -204,8 +211,9 @@ pub async fn run(
     drop(go);
 
     let started = Instant::now();
-    let out = tokio::spawn(read_limited(child.stdout.take(), spec.output_limit));
-    let err = tokio::spawn(read_limited(child.stderr.take(), spec.output_limit));
+    let stop_reading = CancellationToken::new();
+    let out = tokio::spawn(read_limited(child.stdout.take(), spec.output_limit, stop_reading.clone()));
+    let err = tokio::spawn(read_limited(child.stderr.take(), spec.output_limit, stop_reading.clone()));
 
     let forced = tokio::select! {
         status = child.wait() => Ok(status),
@@ -234,14 +242,26 @@ pub async fn run(
             ending
         }
     };
-    // Whatever the command left in its group (stragglers that ignored SIGTERM, daemons it
-    // started) dies with it, and is gone before this returns: nothing of an attempt outlives
-    // it to overlap its retry.
+    // Whatever the command left in its group (stragglers that ignored SIGTERM, background
+    // jobs) dies with it, and is gone before this returns: nothing of an attempt outlives it
+    // in its group to overlap its retry.
     if let Some(p) = &process {
         process::end_group(p).await;
     }
-    let (stdout, stdout_truncated_bytes) = out.await.unwrap_or_default();
-    let (stderr, stderr_truncated_bytes) = err.await.unwrap_or_default();
+    // With the group gone, its output reaches end of file at once, unless a process that left
+    // the group (`setsid`) still holds it: then what is already written is read and the rest
+    // is not waited for, so a command cannot hold its step past its end, or its timeout.
+    let readers = async { (out.await, err.await) };
+    tokio::pin!(readers);
+    let (out, err) = tokio::select! {
+        both = &mut readers => both,
+        () = tokio::time::sleep(DRAIN) => {
+            stop_reading.cancel();
+            readers.await
+        }
+    };
+    let (stdout, stdout_truncated_bytes) = out.unwrap_or_default();
+    let (stderr, stderr_truncated_bytes) = err.unwrap_or_default();
     Ok(Outcome { ending, stdout, stderr, stdout_truncated_bytes, stderr_truncated_bytes, duration: started.elapsed() })
 }
 
@@ -253,7 +273,12 @@ fn signal_group(pgid: Option<Pid>, sig: Signal) {
 }
 
 /// Reads a stream to its end, keeping at most `limit` bytes and counting the rest.
-async fn read_limited<R: AsyncRead + Unpin>(stream: Option<R>, limit: usize) -> (Vec<u8>, u64) {
+/// Once `stop` fires, it reads only what is already written: a read that has to wait ends it.
+async fn read_limited<R: AsyncRead + Unpin>(
+    stream: Option<R>,
+    limit: usize,
+    stop: CancellationToken,
+) -> (Vec<u8>, u64) {
     let Some(mut stream) = stream else {
         return (Vec::new(), 0);
     };
@@ -261,7 +286,19 @@ async fn read_limited<R: AsyncRead + Unpin>(stream: Option<R>, limit: usize) -> 
     let mut dropped = 0u64;
     let mut buf = [0u8; 8192];
     loop {
-        match stream.read(&mut buf).await {
+        let read = if stop.is_cancelled() {
+            match tokio::time::timeout(DRAIN_READ, stream.read(&mut buf)).await {
+                Ok(read) => read,
+                Err(_) => break,
+            }
+        } else {
+            // Reading a pipe is cancel-safe: nothing read is lost when `stop` wins.
+            tokio::select! {
+                read = stream.read(&mut buf) => read,
+                () = stop.cancelled() => continue,
+            }
+        };
+        match read {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 let room = limit.saturating_sub(kept.len());
@@ -342,6 +379,23 @@ mod tests {
         let s = CommandSpec::shell("true", "/nonexistent/dir".into());
         let e = run(&s, &CancellationToken::new(), &Unrecorded).await.unwrap_err();
         assert!(e.to_string().contains("/nonexistent/dir"), "{e}");
+    }
+
+    /// A process that leaves the command's group (`setsid`) and keeps its output open cannot
+    /// hold the command past its end: what was written is kept, the rest not waited for.
+    #[tokio::test]
+    async fn output_held_by_a_process_that_left_the_group_does_not_hold_the_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = CommandSpec::shell(
+            "setsid sh -c 'echo $$ > escaped.pid; exec sleep 30' & while [ ! -s escaped.pid ]; do sleep 0.01; done; echo out",
+            dir.path().to_owned(),
+        );
+        let o = run(&s, &CancellationToken::new(), &Unrecorded).await.unwrap();
+        let escaped: i32 = std::fs::read_to_string(dir.path().join("escaped.pid")).unwrap().trim().parse().unwrap();
+        let _ = nix::sys::signal::kill(Pid::from_raw(escaped), Signal::SIGKILL);
+        assert_eq!((o.ending, o.stdout.as_slice()), (Ending::Exited(0), &b"out\n"[..]));
+        // Without the drain bound it would have waited for the escaped `sleep 30`.
+        assert!(o.duration < Duration::from_secs(20), "ended after {:?}", o.duration);
     }
 
     /// Records what it is told, after checking the command has not run yet.

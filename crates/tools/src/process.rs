@@ -66,7 +66,8 @@ fn parse_stat(line: &str) -> Option<Stat> {
 
 /// This process.
 pub fn current() -> Option<ProcessRef> {
-    identify(i32::try_from(std::process::id()).ok()?)
+    static ME: OnceLock<Option<ProcessRef>> = OnceLock::new();
+    ME.get_or_init(|| identify(i32::try_from(std::process::id()).ok()?)).clone()
 }
 
 /// A process of this machine, by pid; `None` if there is no such process.

@@ -363,3 +363,32 @@ fn a_stopped_driver_is_killed_when_its_run_is_taken_over() {
     let _ = kill(driver_pid, Signal::SIGCONT);
     assert_eq!(s.json(&["events", &id, "--json"]), events, "nothing of the stopped driver landed");
 }
+
+/// Issue 10 point 1, the case it names: a workflow whose step kills its engine every time
+/// (`kill -9 $PPID`) does not loop forever. Each crash is recovered at once, and past
+/// `limits.max_recoveries` the run is poisoned, with nothing of the step left running.
+#[test]
+fn a_step_that_kills_its_engine_every_time_ends_poisoned() {
+    let s = Steward::new();
+    let wf = s.write(
+        "kill.yaml",
+        "id: kill\nversion: 1\nlimits: {max_recoveries: 2}\nsteps:\n  - id: hostile\n    type: shell\n    run: echo $$ >> hostile.pids; kill -9 $PPID; sleep 30\n",
+    );
+    let out = s.run(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), None, "killed by its own step: {}", text(&out));
+    let id = run_id(&s).unwrap();
+    for recovery in 1..=2 {
+        let out = s.run(&["resume", &id]);
+        assert_eq!(out.status.code(), None, "recovery {recovery} is killed again: {}", text(&out));
+    }
+    let out = s.run(&["resume", &id]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let status = s.json(&["status", &id, "--json"]);
+    assert_eq!(status["state"], "poisoned", "{status}");
+    assert!(status["terminal_reason"].as_str().unwrap().contains("max_recoveries (2)"), "{status}");
+    let pids = std::fs::read_to_string(s.path("hostile.pids")).unwrap();
+    assert_eq!(pids.lines().count(), 3, "the step ran once per engine");
+    for pid in pids.lines() {
+        assert!(gone(pid.parse().unwrap()), "the step's sleep {pid} was killed");
+    }
+}

@@ -73,30 +73,42 @@ pub(crate) fn job_of(
     (job_id, dir)
 }
 
-/// What the engine lends every `micro_tasks` attempt of a run.
-pub(crate) struct JobServices {
+/// How the work of a run's attempts writes to the run while it runs (the executor's events, a
+/// command's process): every write is fenced like the driver's, on `running` and this owner, so
+/// once the run is cancelled or taken over, they are refused.
+#[derive(Clone)]
+pub(crate) struct RunWriter {
     pub(crate) commit: Arc<CommitFn>,
     pub(crate) fence: Arc<FenceFn>,
     pub(crate) clock: Arc<dyn Clock>,
-    /// The process driving the run; the events' commits are fenced on it.
+    pub(crate) run_id: String,
+    /// The process driving the run.
     pub(crate) owner: String,
 }
 
-/// Commits the executor's events to the run while the attempt runs, fenced like every write of
-/// the driver: once the run is cancelled or taken over, the events are refused and the loop stops.
+impl RunWriter {
+    /// An empty commit, made at `now`, that lands only while this process still drives the run.
+    pub(crate) fn fenced(&self, now: steward_core::Timestamp) -> Commit {
+        let expect = Expect { state: RunState::Running, owner: Some(self.owner.clone()) };
+        Commit::new(&self.run_id, expect, now, Actor::System, &self.owner)
+    }
+
+    /// Sends a commit.
+    pub(crate) fn send(&self, c: Commit) -> BoxFuture<'static, Result<(), String>> {
+        (self.commit)(c)
+    }
+}
+
+/// Commits the executor's events to the run while the attempt runs: once the run is cancelled
+/// or taken over, the events are refused and the loop stops.
 pub(crate) struct RunSink {
-    pub(crate) commit: Arc<CommitFn>,
-    pub(crate) fence: Arc<FenceFn>,
-    pub(crate) run_id: String,
-    pub(crate) owner: String,
+    pub(crate) writer: RunWriter,
     pub(crate) step_id: String,
-    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl EventSink for RunSink {
     fn emit(&self, events: Vec<Payload>) -> BoxFuture<'_, Result<(), String>> {
-        let expect = Expect { state: RunState::Running, owner: Some(self.owner.clone()) };
-        let mut c = Commit::new(&self.run_id, expect, self.clock.now(), Actor::System, &self.owner);
+        let mut c = self.writer.fenced(self.writer.clock.now());
         c.events = events
             .into_iter()
             .map(|payload| NewEvent {
@@ -107,11 +119,11 @@ impl EventSink for RunSink {
                 payload,
             })
             .collect();
-        (self.commit)(c)
+        self.writer.send(c)
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
-        (self.fence)()
+        (self.writer.fence)()
     }
 }
 
