@@ -11,9 +11,10 @@ ALTER TABLE runs ADD COLUMN recoveries INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE step_attempts ADD COLUMN process TEXT;
 
 -- Ids of the commits each run applied: a writer that lost a reply sends the same commit again,
--- and it is not applied twice.
+-- and it is not applied twice. Commit ids are time-ordered (UUIDv7) and lead the key, so the
+-- commits of one group commit land on the same page instead of one page each.
 CREATE TABLE applied_commits (
-    run_id    TEXT NOT NULL,
     commit_id TEXT NOT NULL,
-    PRIMARY KEY (run_id, commit_id)
+    run_id    TEXT NOT NULL,
+    PRIMARY KEY (commit_id, run_id)
 ) WITHOUT ROWID;

@@ -12,8 +12,8 @@ use steward_core::idempotency_key;
 use steward_core::ids::IdGen;
 use steward_core::state::{AttemptStatus, RunState};
 use steward_store::{
-    AttemptFinish, Commit, CommitOutcome, Error, NewRun, Owner, PruneReport, Recovered, Result, RetentionPolicy, Run,
-    Scan, rules,
+    AttemptFinish, Commit, CommitOutcome, Error, NewRun, PruneReport, Recovered, Result, RetentionPolicy, Run, Scan,
+    rules,
 };
 
 use crate::map_err;
@@ -28,8 +28,8 @@ struct RunHead {
     trace_id: String,
     last_event_seq: i64,
     total_iterations: u32,
-    /// When its latest event happened.
-    last_event_at: Option<Timestamp>,
+    /// When it was last written, which bounds its events' times.
+    updated_at: Timestamp,
 }
 
 fn corrupt(detail: impl std::fmt::Display) -> Error {
@@ -39,8 +39,7 @@ fn corrupt(detail: impl std::fmt::Display) -> Error {
 fn head(conn: &Connection, run_id: &str) -> Result<RunHead> {
     let row = conn
         .prepare_cached(
-            "SELECT state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations,
-                 (SELECT ts FROM events WHERE run_id = ?1 ORDER BY seq DESC LIMIT 1)
+            "SELECT state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations, updated_at
              FROM runs WHERE run_id = ?1",
         )
         .and_then(|mut st| {
@@ -53,13 +52,13 @@ fn head(conn: &Connection, run_id: &str) -> Result<RunHead> {
                     r.get(4)?,
                     r.get(5)?,
                     r.get(6)?,
-                    r.get::<_, Option<i64>>(7)?,
+                    r.get::<_, i64>(7)?,
                 ))
             })
             .optional()
         })
         .map_err(map_err(""))?;
-    let (state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations, last_ts) =
+    let (state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations, updated_at) =
         row.ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })?;
     let state = state.parse().map_err(|e| corrupt(format!("run `{run_id}`: {e}")))?;
     Ok(RunHead {
@@ -70,7 +69,7 @@ fn head(conn: &Connection, run_id: &str) -> Result<RunHead> {
         trace_id,
         last_event_seq,
         total_iterations,
-        last_event_at: last_ts.map(Timestamp),
+        updated_at: Timestamp(updated_at),
     })
 }
 
@@ -242,17 +241,18 @@ pub(crate) fn get_run(conn: &Connection, run_id: &str) -> Result<Run> {
 pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<CommitOutcome> {
     let mut h = head(conn, &c.run_id)?;
     if let Some(id) = &c.id {
-        let applied = conn
-            .prepare_cached("SELECT 1 FROM applied_commits WHERE run_id = ?1 AND commit_id = ?2")
-            .and_then(|mut st| st.exists(params![c.run_id, id]))
+        // Noted first: if the rest of the write is refused, its savepoint takes this back too.
+        let fresh = conn
+            .prepare_cached("INSERT OR IGNORE INTO applied_commits (run_id, commit_id) VALUES (?1, ?2)")
+            .and_then(|mut st| st.execute(params![c.run_id, id]))
             .map_err(map_err(""))?;
-        if applied {
+        if fresh == 0 {
             return Ok(CommitOutcome { state: h.state, last_event_seq: h.last_event_seq });
         }
     }
     rules::check_expect(c, h.state, h.owner.as_deref())?;
     rules::check_shape(c)?;
-    let when = rules::event_time(c.now, h.last_event_at);
+    let when = rules::event_time(c.now, h.updated_at);
     let tx = Tx { conn, ids, run_id: &c.run_id, now: when, actor: c.actor, actor_id: &c.actor_id };
     for e in &c.events {
         tx.event_as(&mut h, e.actor, &e.actor_id, e.step_id.as_deref(), &e.payload)?;
@@ -302,16 +302,11 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
         .map_err(map_err(""))?;
         tx.event(&mut h, &payload)?;
     }
-    if let Some(id) = &c.id {
-        conn.prepare_cached("INSERT INTO applied_commits (run_id, commit_id) VALUES (?1, ?2)")
-            .and_then(|mut st| st.execute(params![c.run_id, id]))
-            .map_err(map_err(""))?;
-    }
-    let current_process = h.owner_process.as_deref().map(serde_json::from_str).transpose().map_err(corrupt)?;
-    let current = h.owner.clone().map(|id| Owner { id, process: current_process });
-    let owner = rules::owner_after(h.state, c.set_owner.as_ref(), current);
-    let owner_process = owner.as_ref().and_then(|o| o.process.as_ref()).map(process_json);
-    let owner = owner.map(|o| o.id);
+    // Owners as stored: the id, and the process as JSON (kept as it is unless replaced).
+    let set = c.set_owner.as_ref().map(|o| (o.id.clone(), o.process.as_ref().map(process_json)));
+    let current = h.owner.clone().map(|id| (id, h.owner_process.clone()));
+    let (owner, owner_process) = rules::owner_after(h.state, set, current).unzip();
+    let owner_process = owner_process.flatten();
     let current = c.started.last().map(|s| (s.step_id.clone(), s.attempt));
     conn.prepare_cached(
         "UPDATE runs SET
@@ -381,7 +376,7 @@ pub(crate) fn recover_stalled(
             continue;
         };
         let mut h = head(conn, &run.run_id)?;
-        let now = rules::event_time(now, h.last_event_at);
+        let now = rules::event_time(now, h.updated_at);
         let payload = rules::recovery(&run, reason.clone(), now, scan)?;
         let tx = Tx { conn, ids, run_id: &run.run_id, now, actor: Actor::System, actor_id: rules::RECOVERY_ACTOR };
         tx.event(&mut h, &payload)?;
@@ -453,7 +448,7 @@ pub(crate) fn prune(
         trace_id: rules::SYSTEM_RUN.into(),
         last_event_seq,
         total_iterations: 0,
-        last_event_at: None,
+        updated_at: now,
     };
     let tx = Tx { conn, ids, run_id: rules::SYSTEM_RUN, now, actor: Actor::System, actor_id: "gc" };
     tx.event(&mut h, &rules::prune_report(&report, policy, now, dry_run))?;

@@ -124,11 +124,6 @@ impl State {
     fn run(&self, run_id: &str) -> Result<RunData> {
         self.runs.get(run_id).cloned().ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })
     }
-
-    /// When the run's latest event happened.
-    fn last_event_at(&self, run_id: &str) -> Option<Timestamp> {
-        self.events.iter().rev().find(|e| e.workflow_run_id == run_id).map(|e| e.ts)
-    }
 }
 
 /// An in-memory [`Store`]. Cheap to clone; clones share their data.
@@ -199,7 +194,7 @@ impl Store for MemStore {
         }
         rules::check_expect(&c, d.run.state, d.run.owner.as_deref())?;
         rules::check_shape(&c)?;
-        let now = rules::event_time(c.now, state.last_event_at(&c.run_id));
+        let now = rules::event_time(c.now, d.run.updated_at);
         let (actor, actor_id) = (c.actor, c.actor_id.as_str());
         for e in &c.events {
             rules::check_event(e.actor, &e.payload)?;
@@ -244,7 +239,7 @@ impl Store for MemStore {
             run.summary = summary.clone();
         }
         let current = run.owner.take().map(|id| Owner { id, process: run.owner_process.take() });
-        let owner = rules::owner_after(run.state, c.set_owner.as_ref(), current);
+        let owner = rules::owner_after(run.state, c.set_owner.clone(), current);
         (run.owner, run.owner_process) = owner.map_or((None, None), |o| (Some(o.id), o.process));
         if run.state == RunState::Running {
             run.started_at = run.started_at.or(Some(now));
@@ -288,7 +283,7 @@ impl Store for MemStore {
         stale.sort_by(|(_, a), (_, b)| (a.run.created_at, &a.run.run_id).cmp(&(b.run.created_at, &b.run.run_id)));
         let mut out = Vec::new();
         for (reason, mut d) in stale {
-            let now = rules::event_time(now, state.last_event_at(&d.run.run_id));
+            let now = rules::event_time(now, d.run.updated_at);
             let payload = rules::recovery(&d.run, reason.clone(), now, scan)?;
             d.event(now, Actor::System, rules::RECOVERY_ACTOR, payload)?;
             let interrupted_attempts =

@@ -9,7 +9,7 @@ use steward_core::event::Payload;
 use steward_core::job::check_contract;
 use steward_core::state::{AttemptStatus, RunState, TransitionCause, check_attempt_transition, check_run_transition};
 
-use crate::{AttemptFinish, AttemptProcess, AttemptStart, Commit, Error, NewRun, Owner, Result, Run, Scan, Transition};
+use crate::{AttemptFinish, AttemptProcess, AttemptStart, Commit, Error, NewRun, Result, Run, Scan, Transition};
 
 /// The summary a recovered run gets.
 pub const STALLED_SUMMARY: &str = "stalled: its process stopped; resume with `steward resume`";
@@ -48,11 +48,12 @@ pub fn prune_report(
     )
 }
 
-/// The time a write records its events at: its own, unless the run's log already holds a later
-/// one. Writers of one run (a driver, a step recording its process, another process taking
-/// over) read their clocks before they queue; the log stays ordered in time as in sequence.
-pub fn event_time(now: Timestamp, last_event_at: Option<Timestamp>) -> Timestamp {
-    last_event_at.map_or(now, |last| now.max(last))
+/// The time a write records its events at: its own, unless the run was last written later
+/// (every event of a run is written at its `updated_at`, so that bounds its log). Writers of
+/// one run (a driver, a step recording its process, another process taking over) read their
+/// clocks before they queue; the log stays ordered in time as in sequence.
+pub fn event_time(now: Timestamp, updated_at: Timestamp) -> Timestamp {
+    now.max(updated_at)
 }
 
 /// Who recovery events name as their actor.
@@ -231,12 +232,13 @@ pub fn started(run_id: &str, s: &AttemptStart, exists: bool) -> Result<Payload> 
     })
 }
 
-/// Who holds a run after a commit: nobody once it is finished, stalled or waiting for a person.
-pub fn owner_after(state: RunState, set_owner: Option<&Owner>, current: Option<Owner>) -> Option<Owner> {
+/// Who holds a run after a commit (an owner as a backend stores it): nobody once it is
+/// finished, stalled or waiting for a person.
+pub fn owner_after<T>(state: RunState, set_owner: Option<T>, current: Option<T>) -> Option<T> {
     if state.is_terminal() || matches!(state, RunState::Stalled | RunState::AwaitingUser) {
         None
     } else {
-        set_owner.cloned().or(current)
+        set_owner.or(current)
     }
 }
 
