@@ -186,7 +186,17 @@ fn to_json(v: ValueRef<'_>) -> Value {
 /// Runs SQL on a read-only connection: writes are refused by DuckDB.
 pub fn query(path: &Path, sql: &str) -> Result<Table> {
     let shown = path.display().to_string();
-    let config = Config::default().access_mode(AccessMode::ReadOnly).map_err(err(&shown))?;
+    // Issue 11: a query reads the mirror and nothing else. External access off means no other
+    // file is read or written (`read_csv`, `COPY ... TO`, `ATTACH`), no extension is installed or
+    // loaded, and the locked configuration cannot be switched back by the query itself.
+    let config = Config::default()
+        .access_mode(AccessMode::ReadOnly)
+        .and_then(|c| c.enable_external_access(false))
+        .and_then(|c| c.enable_autoload_extension(false))
+        .and_then(|c| c.with("autoinstall_known_extensions", "false"))
+        .and_then(|c| c.with("allow_community_extensions", "false"))
+        .and_then(|c| c.with("lock_configuration", "true"))
+        .map_err(err(&shown))?;
     let conn = Connection::open_with_flags(path, config).map_err(err(&shown))?;
     let mut stmt = conn.prepare(sql).map_err(err(&shown))?;
     let mut rows = stmt.query([]).map_err(err(&shown))?;

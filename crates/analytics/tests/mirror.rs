@@ -77,3 +77,33 @@ fn every_registered_event_type_round_trips_through_duckdb() {
         assert_eq!((row[0].as_str(), &row[1]), (Some(spec.event_type), &example(spec)), "{}", spec.event_type);
     }
 }
+
+/// Issue 11 point 5: `steward events query` reads the mirror and nothing else. No other file is
+/// read or written, no database attached, no extension loaded, and the query cannot switch the
+/// configuration back.
+#[test]
+fn a_query_cannot_reach_outside_the_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fr.duckdb");
+    let mut m = Mirror::open(&path).unwrap();
+    m.append(&[event(1, "r1", 1, "step_attempt_started")]).unwrap();
+    drop(m);
+    let outside = dir.path().join("outside.csv");
+    std::fs::write(&outside, "secret\n1\n").unwrap();
+    let copied = dir.path().join("copied.csv");
+    for sql in [
+        format!("SELECT * FROM read_csv('{}')", outside.display()),
+        format!("SELECT * FROM '{}'", outside.display()),
+        format!("COPY (SELECT * FROM events) TO '{}'", copied.display()),
+        format!("ATTACH '{}' AS other", dir.path().join("other.duckdb").display()),
+        "INSTALL httpfs".to_owned(),
+        "LOAD httpfs".to_owned(),
+        "SET enable_external_access = true".to_owned(),
+        "SET lock_configuration = false".to_owned(),
+    ] {
+        assert!(query(&path, &sql).is_err(), "allowed: {sql}");
+    }
+    assert!(!copied.exists(), "COPY TO wrote a file");
+    assert!(!dir.path().join("other.duckdb").exists(), "ATTACH created a database");
+    assert_eq!(query(&path, "SELECT count(*) FROM events").unwrap().rows, [[json!(1)]]);
+}

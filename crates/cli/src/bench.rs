@@ -79,6 +79,8 @@ async fn setup(args: &BenchArgs, label: &str) -> Result<(Engine<SqliteStore>, te
         steward_tools::terminal::TerminalPolicy::default(),
         steward_tools::redact::Redactor::default(),
         steward_tools::artifacts::ArtifactStore::new(dir.path().join("artifacts")),
+        // The workload's steps run no commands.
+        steward_tools::sandbox::Sandbox::off(),
     );
     let engine = Engine::new(
         store,

@@ -14,6 +14,7 @@ use steward_tools::artifacts::ArtifactStore;
 use steward_tools::bus::ToolBus;
 use steward_tools::redact::Redactor;
 use steward_tools::registry::EngineRegistry;
+use steward_tools::sandbox::{self, Sandbox};
 use steward_tools::terminal::{self, TerminalPolicy};
 
 use crate::args::Cli;
@@ -29,6 +30,8 @@ struct File {
     terminal: TerminalFile,
     #[serde(default)]
     engines: EnginesFile,
+    #[serde(default)]
+    sandbox: SandboxFile,
     /// `days = 30` and `<family>_days = N` (FR-EVT-004).
     #[serde(default)]
     retention: std::collections::BTreeMap<String, u32>,
@@ -51,6 +54,33 @@ struct TerminalFile {
     secret_env: Vec<String>,
 }
 
+/// `[sandbox]`: how commands are contained (issue 11).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SandboxFile {
+    /// `required` (the default), `if_available` or `off`.
+    mode: Option<sandbox::Mode>,
+    /// The `steward-sandbox` launcher; by default the one beside `steward`.
+    launcher: Option<PathBuf>,
+    /// Profiles whose commands see the workspace's `.git` read-only.
+    #[serde(default)]
+    protect_git: Vec<String>,
+    /// More paths hidden from every command.
+    #[serde(default)]
+    hide: Vec<String>,
+    /// Capabilities granted to the commands of a profile or a workflow.
+    #[serde(default)]
+    grant: Vec<GrantFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantFile {
+    profile: Option<String>,
+    workflow: Option<String>,
+    capabilities: Vec<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EnginesFile {
@@ -67,10 +97,11 @@ pub(crate) struct Settings {
     pub(crate) source: Option<PathBuf>,
     terminal: TerminalFile,
     engines_file: Option<PathBuf>,
+    sandbox: SandboxFile,
     retention: steward_store::RetentionPolicy,
 }
 
-const LIST_KEYS: &[&str] = &["denylist", "allowlist", "allowed_cwd_roots", "secret_env"];
+const LIST_KEYS: &[&str] = &["denylist", "allowlist", "allowed_cwd_roots", "secret_env", "protect_git", "hide"];
 
 /// `STEWARD_TERMINAL_<KEY>` and `STEWARD_ENGINES_<KEY>` become keys of their section.
 fn env_overrides(table: &mut toml::Table) {
@@ -81,6 +112,7 @@ fn env_overrides(table: &mut toml::Table) {
         let (section, key) = match rest.split_once('_') {
             Some(("TERMINAL", k)) => ("terminal", k.to_lowercase()),
             Some(("ENGINES", k)) => ("engines", k.to_lowercase()),
+            Some(("SANDBOX", k)) => ("sandbox", k.to_lowercase()),
             Some(("RETENTION", k)) => ("retention", k.to_lowercase()),
             _ => continue,
         };
@@ -155,6 +187,7 @@ impl Settings {
             source: path,
             terminal: file.terminal,
             engines_file: file.engines.file,
+            sandbox: file.sandbox,
             retention,
         })
     }
@@ -204,7 +237,74 @@ impl Settings {
         let secrets: Vec<String> =
             self.terminal.secret_env.iter().filter_map(|name| std::env::var(name).ok()).collect();
         let artifacts = ArtifactStore::new(self.data_dir.join("artifacts"));
-        Ok(ToolBus::new(registry, self.policy()?, Redactor::new(secrets), artifacts))
+        Ok(ToolBus::new(registry, self.policy()?, Redactor::new(secrets), artifacts, self.sandbox()?))
+    }
+
+    /// The sandbox every command runs in: the data directory and the credential stores hidden,
+    /// the configuration read-only, the operator's grants checked.
+    pub(crate) fn sandbox(&self) -> Result<Sandbox> {
+        let f = &self.sandbox;
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let expand = |p: &str| -> Result<PathBuf> {
+            let path = match (p.strip_prefix("~/"), &home) {
+                (Some(rest), Some(home)) => home.join(rest),
+                (Some(_), None) => bail!("`{p}` starts with ~ but HOME is not set"),
+                (None, _) => PathBuf::from(p),
+            };
+            if !path.is_absolute() {
+                bail!("`{p}` must be an absolute path (or start with ~/)");
+            }
+            Ok(path)
+        };
+        let launcher = match &f.launcher {
+            Some(l) => Some(l.clone()),
+            None => {
+                std::env::current_exe().ok().map(|exe| exe.with_file_name(sandbox::LAUNCHER)).filter(|l| l.is_file())
+            }
+        };
+        let data_dir = std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        let mut hidden = vec![data_dir];
+        if let Some(home) = &home {
+            hidden.extend(sandbox::credential_stores(home));
+        }
+        for (i, p) in f.hide.iter().enumerate() {
+            hidden.push(expand(p).with_context(|| format!("sandbox.hide[{i}]"))?);
+        }
+        let read_only = self.source.iter().filter_map(|p| std::path::absolute(p).ok()).collect();
+        let mut sb = Sandbox::new(f.mode.unwrap_or(sandbox::Mode::Required), launcher, hidden, read_only);
+        let profiles: Vec<&str> = steward_core::capability::profiles().iter().map(|p| p.id).collect();
+        for p in &f.protect_git {
+            if !profiles.contains(&p.as_str()) {
+                bail!("sandbox.protect_git: unknown profile `{p}` (expected one of: {})", profiles.join(", "));
+            }
+        }
+        sb.protect_git = f.protect_git.clone();
+        for (i, g) in f.grant.iter().enumerate() {
+            let at = format!("sandbox.grant[{i}]");
+            if let Some(p) = g.profile.as_deref().filter(|p| !profiles.contains(p)) {
+                bail!("{at}.profile: unknown profile `{p}` (expected one of: {})", profiles.join(", "));
+            }
+            let mut capabilities = Vec::new();
+            for c in &g.capabilities {
+                let granted = match c.split_once(':') {
+                    Some((axis @ ("fs.read" | "fs.write"), path)) => {
+                        format!(
+                            "{axis}:{}",
+                            expand(path).with_context(|| format!("{at}.capabilities: `{c}`"))?.display()
+                        )
+                    }
+                    _ if c == "net.http" => c.clone(),
+                    _ => bail!(
+                        "{at}.capabilities: `{c}` is not a grant the sandbox applies (expected net.http, \
+                         fs.write:<path> or fs.read:<path>)"
+                    ),
+                };
+                steward_core::capability::CapabilityId::parse(&granted).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+                capabilities.push(granted);
+            }
+            sb.grants.push(sandbox::Grant { profile: g.profile.clone(), workflow: g.workflow.clone(), capabilities });
+        }
+        Ok(sb)
     }
 
     /// Where the configuration came from, for `steward capabilities`.

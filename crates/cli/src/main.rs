@@ -11,6 +11,7 @@ mod args;
 mod bench;
 mod bundle;
 mod config;
+mod human;
 mod mt;
 mod output;
 mod recorder;
@@ -136,6 +137,10 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 args::GateDecision::Continue => HumanDecision::Continue,
                 args::GateDecision::Abort => HumanDecision::Abort,
             };
+            // Issue 11: human decisions come from humans, never from a step's command.
+            if let Some(why) = human::inside_a_step() {
+                bail!("a human decision cannot be recorded from inside a workflow step ({why})");
+            }
             let engine = booted(cfg).await?;
             let done = follow(&engine, *json, engine.gate(run, &actor(), decision, reason.as_deref())).await?;
             report(&engine, done, *json).await
@@ -182,9 +187,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
     }
 }
 
-pub(crate) fn actor() -> String {
-    std::env::var("USER").map(|u| format!("cli:{u}")).unwrap_or_else(|_| "cli".into())
-}
+pub(crate) use human::actor;
 
 /// An engine whose recovery scan has run, so it may accept work.
 async fn booted(cfg: &Settings) -> Result<Engine<SqliteStore>> {

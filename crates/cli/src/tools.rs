@@ -35,6 +35,7 @@ pub(crate) fn check(cfg: &Settings, profile: &str, cwd: &str, command: &[String]
         ai_actor: false,
         session: SessionKind::HumanDev,
         session_id: "tools-check".into(),
+        workflow_id: String::new(),
         workspace_root: workspace,
         idempotency_key: "tools-check".into(),
     };

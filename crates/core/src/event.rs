@@ -257,6 +257,30 @@ pub enum Payload {
         /// The capabilities it requested.
         capability_ids: Vec<String>,
     },
+    /// `sandbox_applied`: the operating-system sandbox one command ran under (issue 11), or
+    /// why it ran without one.
+    SandboxApplied {
+        /// The operation id.
+        op_id: String,
+        /// `sandboxed` or `unsandboxed`.
+        mode: String,
+        /// Why it ran without a sandbox.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// The Landlock ABI in force.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        landlock_abi: Option<i64>,
+        /// Where it could write.
+        writable: Vec<String>,
+        /// What stayed read-only beneath those.
+        read_only: Vec<String>,
+        /// What was covered (the data directory, credential stores).
+        hidden: Vec<String>,
+        /// What stayed readable inside a covered directory.
+        exposed: Vec<String>,
+        /// Whether it reached the network.
+        network: bool,
+    },
 }
 
 impl Payload {
@@ -286,6 +310,7 @@ impl Payload {
             Payload::CapabilityAction { .. } => "capability_action",
             Payload::TerminalCommand { .. } => "terminal_command",
             Payload::ToolCall { .. } => "tool_call",
+            Payload::SandboxApplied { .. } => "sandbox_applied",
             Payload::LlmInference { .. } => "llm_inference",
         }
     }

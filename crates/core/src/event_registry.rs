@@ -303,6 +303,22 @@ pub const REGISTRY: &[EventSpec] = &[
             req("capability_ids", StrArray),
         ],
     ),
+    spec(
+        "sandbox_applied",
+        "FR-EVT-SANDBOX",
+        Family::Governance,
+        &[
+            req("op_id", Str),
+            req("mode", OneOf(&["sandboxed", "unsandboxed"])),
+            opt("reason", Str),
+            opt("landlock_abi", Int),
+            req("writable", StrArray),
+            req("read_only", StrArray),
+            req("hidden", StrArray),
+            req("exposed", StrArray),
+            req("network", Bool),
+        ],
+    ),
     // Models (DG-FR-07: trace_id and model_id are required).
     spec(
         "llm_inference",
@@ -336,6 +352,8 @@ pub const REGISTRY: &[EventSpec] = &[
             req("decision", OneOf(&["continue", "abort", "approve", "reject", "cancel", "resume"])),
             opt("gate", Str),
             opt("reason", Str),
+            // Who decided: the operating-system user for the CLI.
+            opt("decided_by", Str),
             opt("consent_receipt", Str),
         ],
     },

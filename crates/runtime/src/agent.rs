@@ -200,7 +200,7 @@ async fn ask_cli(
     write_atomic(&prompt_file, work.prompt.as_bytes())
         .map_err(|e| (format!("cannot write the prompt file: {e}"), false))?;
     let (command, env) = cli_command(work, &prompt_file);
-    let op = bus.shell_op(
+    let mut op = bus.shell_op(
         &format!("{}:cli", work.ctx.idempotency_key),
         &command,
         None,
@@ -208,6 +208,9 @@ async fn ask_cli(
         Duration::from_secs(step.timeout_seconds),
         &work.profile,
     );
+    // The prompt file lives in the attempt's directory, inside the data directory the sandbox
+    // hides; the agent is granted reading that one file.
+    op.capabilities_requested.push(format!("fs.read:{}", prompt_file.display()));
     let executed = bus.execute(&op, &work.ctx, cancel, recorder).await;
     events.extend(executed.events);
     let Some(out) = executed.output else {

@@ -509,7 +509,7 @@ impl<S: Store + Clone> Engine<S> {
         for a in crate::drive::waiting(&attempts) {
             let pause = a.output.as_ref().map(|o| &o["pause"]);
             let gate = pause.and_then(|p| p["kind"].as_str()).unwrap_or("gate");
-            let mut body = serde_json::json!({"decision": decision.as_str(), "gate": gate});
+            let mut body = serde_json::json!({"decision": decision.as_str(), "gate": gate, "decided_by": actor_id});
             if let Some(r) = reason {
                 body["reason"] = serde_json::json!(r);
             }

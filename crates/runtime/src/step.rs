@@ -168,6 +168,7 @@ impl Scope<'_> {
             ai_actor: true,
             session: SessionKind::AiJob,
             session_id: key.to_owned(),
+            workflow_id: self.wf.id.clone(),
             workspace_root: self.run.workdir.clone().into(),
             idempotency_key: key.to_owned(),
         }
@@ -242,6 +243,7 @@ impl Scope<'_> {
             trace_id: self.run.trace_id.clone(),
             state_dir,
             profile: self.wf.profile().to_owned(),
+            workflow_id: self.wf.id.clone(),
             decision,
             env: self.env.clone(),
             sink: Arc::new(sink),

@@ -25,6 +25,7 @@ use crate::op::{
 };
 use crate::redact::Redactor;
 use crate::registry::EngineRegistry;
+use crate::sandbox::{Containment, Sandbox};
 use crate::terminal::{self, Denial, SessionKind, TerminalPolicy};
 
 /// Environment values longer than this travel as artifacts.
@@ -48,6 +49,8 @@ pub struct CallContext {
     pub session: SessionKind,
     /// Its id.
     pub session_id: String,
+    /// The workflow whose run this is, for the operator's per-workflow grants.
+    pub workflow_id: String,
     /// Commands run inside this directory.
     pub workspace_root: PathBuf,
     /// Passed on to the command as `STEWARD_IDEMPOTENCY_KEY`.
@@ -121,6 +124,55 @@ pub struct ToolBus {
     policy: TerminalPolicy,
     redactor: Redactor,
     artifacts: ArtifactStore,
+    sandbox: Sandbox,
+}
+
+/// The code of a command refused because it could not be sandboxed.
+pub const SANDBOX_UNAVAILABLE: &str = "HSK-TERM-SANDBOX";
+
+/// The `sandbox_applied` event for one command.
+fn sandbox_event(op_id: &str, containment: &Containment) -> Payload {
+    let paths = |p: &[PathBuf]| p.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
+    match containment {
+        Containment::Sandboxed { rules, applied, .. } => Payload::SandboxApplied {
+            op_id: op_id.to_owned(),
+            mode: "sandboxed".into(),
+            reason: (!applied.fully_enforced).then(|| {
+                format!("this kernel's Landlock ABI {} enforces only part of the rules", applied.landlock_abi)
+            }),
+            landlock_abi: Some(applied.landlock_abi),
+            writable: paths(&rules.writable),
+            read_only: paths(&rules.read_only),
+            hidden: paths(&rules.hidden),
+            exposed: paths(&rules.exposed),
+            network: rules.network,
+        },
+        Containment::Unsandboxed { reason } | Containment::Refused { reason } => Payload::SandboxApplied {
+            op_id: op_id.to_owned(),
+            mode: "unsandboxed".into(),
+            reason: Some(reason.clone()),
+            landlock_abi: None,
+            writable: Vec::new(),
+            read_only: Vec::new(),
+            hidden: Vec::new(),
+            exposed: Vec::new(),
+            network: true,
+        },
+    }
+}
+
+/// A launcher that could not contain its command did not run it: that is a failure to start,
+/// not the command's exit code.
+fn uncontained(spec: &CommandSpec, outcome: exec::Outcome) -> Result<exec::Outcome, exec::StartError> {
+    let stderr = String::from_utf8_lossy(&outcome.stderr);
+    match (&spec.sandbox, outcome.ending) {
+        (Some(_), Ending::Exited(crate::sandbox::SETUP_FAILED))
+            if stderr.starts_with(crate::sandbox::SETUP_FAILED_PREFIX) =>
+        {
+            Err(exec::StartError::Uncontained { program: spec.program.clone(), reason: stderr.trim().to_owned() })
+        }
+        _ => Ok(outcome),
+    }
 }
 
 /// The result of an operation that did not run.
@@ -144,14 +196,34 @@ fn rfc3339_now() -> String {
 }
 
 impl ToolBus {
-    /// A bus over this registry and policy, keeping evidence in `artifacts`.
+    /// A bus over this registry and policy, keeping evidence in `artifacts`, running commands
+    /// in `sandbox`.
     pub fn new(
         registry: EngineRegistry,
         policy: TerminalPolicy,
         redactor: Redactor,
         artifacts: ArtifactStore,
+        sandbox: Sandbox,
     ) -> ToolBus {
-        ToolBus { registry, policy, redactor, artifacts }
+        ToolBus { registry, policy, redactor, artifacts, sandbox }
+    }
+
+    /// How commands are contained.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// `op` with the operator's grants for its profile and workflow added to what it requests,
+    /// so that G-CAP checks and records them like any other capability.
+    fn with_grants<'a>(&self, op: &'a PlannedOperation, ctx: &CallContext) -> std::borrow::Cow<'a, PlannedOperation> {
+        let granted = self.sandbox.granted(op.capability_profile_id.as_deref(), &ctx.workflow_id);
+        let missing: Vec<String> = granted.into_iter().filter(|g| !op.capabilities_requested.contains(g)).collect();
+        if missing.is_empty() || op.engine_id != "engine.shell" {
+            return std::borrow::Cow::Borrowed(op);
+        }
+        let mut op = op.clone();
+        op.capabilities_requested.extend(missing);
+        std::borrow::Cow::Owned(op)
     }
 
     /// The redactor, for everything else that is logged.
@@ -255,6 +327,7 @@ impl ToolBus {
 
     /// Gates, then terminal guards; nothing runs.
     pub fn check(&self, op: &PlannedOperation, ctx: &CallContext) -> Checked {
+        let op = &*self.with_grants(op, ctx);
         let evaluation = gates::evaluate(op, &self.registry, &|a| self.artifacts.verify(a));
         let mut events: Vec<Payload> = evaluation
             .outcomes
@@ -326,6 +399,7 @@ impl ToolBus {
     ) -> Executed {
         let started_at = rfc3339_now();
         let checked = self.check(op, ctx);
+        let granted = self.with_grants(op, ctx).capabilities_requested.clone();
         let mut events = checked.events;
         let args = self.redactor.redact_json(&op.params);
         let args_hash = hash(args.to_string().as_bytes());
@@ -348,10 +422,21 @@ impl ToolBus {
             result_hash,
             error,
             timing: json!({"started_at": started, "ended_at": ended, "duration_ms": ms}),
-            capability_ids: op.capabilities_requested.clone(),
+            capability_ids: granted.clone(),
         };
-        let (Some(cwd), None) = (checked.cwd, checked.refusal.clone()) else {
-            let refusal = checked.refusal.unwrap_or(Refusal {
+        let rules = self.sandbox.rules(&ctx.workspace_root, &granted, op.capability_profile_id.as_deref());
+        let containment = match (&checked.cwd, &checked.refusal) {
+            (Some(_), None) => Some(self.sandbox.contain(rules).await),
+            _ => None,
+        };
+        let sandbox_refusal = match &containment {
+            Some(Containment::Refused { reason }) => {
+                Some(Refusal { by: "sandbox".into(), code: SANDBOX_UNAVAILABLE.into(), reason: reason.clone() })
+            }
+            _ => None,
+        };
+        let (Some(cwd), None, None) = (checked.cwd, checked.refusal.clone(), sandbox_refusal.clone()) else {
+            let refusal = checked.refusal.or(sandbox_refusal).unwrap_or(Refusal {
                 by: "tool bus".into(),
                 code: "MEX-DENIED".into(),
                 reason: "refused".into(),
@@ -404,8 +489,14 @@ impl ToolBus {
             .budget
             .output_bytes
             .map_or(self.policy.max_output_bytes, |b| (b as usize).min(self.policy.max_output_bytes));
+        if let Some(containment) = &containment {
+            events.push(sandbox_event(&op.op_id, containment));
+            if let Containment::Sandboxed { launcher, rules, .. } = containment {
+                spec.sandbox = Some((launcher.clone(), rules.clone()));
+            }
+        }
 
-        let outcome = exec::run(&spec, cancel, recorder).await;
+        let outcome = exec::run(&spec, cancel, recorder).await.and_then(|o| uncontained(&spec, o));
         let ended_at = rfc3339_now();
         let outcome = match outcome {
             Ok(o) => o,
@@ -500,7 +591,7 @@ impl ToolBus {
                 config_hash: args_hash.clone(),
                 inputs: op.inputs.iter().map(|a| a.hash.clone()).collect(),
                 outputs: refs,
-                capabilities_granted: op.capabilities_requested.clone(),
+                capabilities_granted: granted.clone(),
                 environment: json!({"cwd": cwd.display().to_string(), "session_type": ctx.session.as_str()}),
             }),
             errors,
@@ -565,6 +656,7 @@ mod tests {
             TerminalPolicy::default(),
             Redactor::default(),
             ArtifactStore::new(dir.join("artifacts")),
+            Sandbox::off(),
         )
     }
 
@@ -576,6 +668,7 @@ mod tests {
             ai_actor: true,
             session: SessionKind::AiJob,
             session_id: "s-1".into(),
+            workflow_id: "wf".into(),
             workspace_root: dir.to_owned(),
             idempotency_key: "run:step:1".into(),
         }
@@ -657,7 +750,17 @@ mod tests {
         assert!(done.result.evidence.iter().all(|a| b.artifacts().verify(a)));
         assert_eq!(
             &kinds(&done.events)[6..],
-            ["capability_action"; 5].iter().chain(&["terminal_command", "tool_call"]).copied().collect::<Vec<_>>()
+            ["capability_action"; 5]
+                .iter()
+                .chain(&["sandbox_applied", "terminal_command", "tool_call"])
+                .copied()
+                .collect::<Vec<_>>()
+        );
+        let sandbox = done.events.iter().find(|e| e.event_type() == "sandbox_applied").unwrap();
+        let sandbox = serde_json::to_value(sandbox).unwrap();
+        assert_eq!(
+            (sandbox["mode"].as_str(), sandbox["reason"].as_str()),
+            (Some("unsandboxed"), Some("the operator turned the sandbox off"))
         );
         let provenance = done.result.provenance.unwrap();
         assert_eq!((provenance.engine_id.as_str(), provenance.determinism), ("engine.shell", Determinism::D1));

@@ -46,6 +46,8 @@ pub struct CommandSpec {
     pub kill_grace: Duration,
     /// Bytes kept per stream.
     pub output_limit: usize,
+    /// The sandbox it runs in: the launcher and its rules; `None` runs it uncontained.
+    pub sandbox: Option<(PathBuf, crate::sandbox::Rules)>,
 }
 
 impl CommandSpec {
@@ -59,6 +61,17 @@ impl CommandSpec {
             timeout: DEFAULT_TIMEOUT,
             kill_grace: DEFAULT_KILL_GRACE,
             output_limit: DEFAULT_OUTPUT_LIMIT,
+            sandbox: None,
+        }
+    }
+
+    /// What the launcher is told to run: the sandbox launcher and its arguments, or the command.
+    fn launched(&self) -> (String, Vec<String>) {
+        match &self.sandbox {
+            Some((launcher, rules)) => {
+                (launcher.display().to_string(), crate::sandbox::launch_args(rules, &self.program, &self.args))
+            }
+            None => (self.program.clone(), self.args.clone()),
         }
     }
 }
@@ -105,6 +118,14 @@ pub enum StartError {
         cwd: String,
         /// Why.
         source: std::io::Error,
+    },
+    /// The sandbox launcher could not contain it, so it did not run.
+    #[error("`{program}` was not started: {reason}")]
+    Uncontained {
+        /// The program.
+        program: String,
+        /// What the launcher said.
+        reason: String,
     },
     /// Its process could not be recorded, so it was killed before the command ran.
     #[error("`{program}` was not started: its process could not be recorded: {reason}")]
@@ -168,12 +189,13 @@ pub async fn run(
     cancel: &CancellationToken,
     recorder: &dyn ProcessRecorder,
 ) -> Result<Outcome, StartError> {
+    let (program, args) = spec.launched();
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(LAUNCH)
         .arg("steward-launch")
-        .arg(&spec.program)
-        .args(&spec.args)
+        .arg(program)
+        .args(args)
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(&spec.cwd)
         .stdin(Stdio::piped())

@@ -7,6 +7,8 @@
 //! - [`terminal`]: the guards (denylist before allowlist, cwd containment, session kinds).
 //! - [`exec`]: running the command in its own process group with timeout, kill grace, output limits, cancellation,
 //!   once its group is recorded ([`exec::ProcessRecorder`]).
+//! - [`sandbox`]: the operating-system sandbox the command runs in (Landlock, private user, mount and network
+//!   namespaces), applied by the `steward-sandbox` launcher before it becomes the command.
 //! - [`process`]: process identities, liveness, and killing a dead engine's leftover command group.
 //! - [`redact`] and [`artifacts`]: what is logged is redacted; evidence is content-addressed.
 //! - [`bus`]: [`bus::ToolBus`] ties them together and returns the events to record.
@@ -26,4 +28,5 @@ pub mod op;
 pub mod process;
 pub mod redact;
 pub mod registry;
+pub mod sandbox;
 pub mod terminal;

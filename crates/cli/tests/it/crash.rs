@@ -367,9 +367,13 @@ fn a_stopped_driver_is_killed_when_its_run_is_taken_over() {
 /// Issue 10 point 1, the case it names: a workflow whose step kills its engine every time
 /// (`kill -9 $PPID`) does not loop forever. Each crash is recovered at once, and past
 /// `limits.max_recoveries` the run is poisoned, with nothing of the step left running.
+///
+/// The sandbox does not let a step signal its engine (`sandbox::a_contained_step_cannot_reach_outside_its_workspace`),
+/// so this runs where the operator turned it off: the engine's own bound must hold without it.
 #[test]
 fn a_step_that_kills_its_engine_every_time_ends_poisoned() {
     let s = Steward::new();
+    s.write("steward.toml", "[sandbox]\nmode = \"off\"\n");
     let wf = s.write(
         "kill.yaml",
         "id: kill\nversion: 1\nlimits: {max_recoveries: 2}\nsteps:\n  - id: hostile\n    type: shell\n    run: echo $$ >> hostile.pids; kill -9 $PPID; sleep 30\n",

@@ -66,12 +66,12 @@ fn hello_runs_and_every_view_of_it_agrees() {
     let types: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
     // Each shell step: started, its command's process recorded (when it is spawned, before
     // the command may run), then with its end: six gates, a capability check per capability,
-    // the command, the tool call, finished.
+    // the sandbox it ran in, the command, the tool call, finished.
     let step = |caps: usize| {
         let mut v = vec!["step_attempt_started", "attempt_process_started"];
         v.extend(["gate_outcome"; 6]);
         v.extend(std::iter::repeat_n("capability_action", caps));
-        v.extend(["terminal_command", "tool_call", "step_attempt_finished"]);
+        v.extend(["sandbox_applied", "terminal_command", "tool_call", "step_attempt_finished"]);
         v
     };
     let mut expected = vec!["run_created", "run_state_changed"];

@@ -171,7 +171,13 @@ fn the_hard_gate_waits_for_steward_gate() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("steward gate"), "{}", text(&out));
 
-    let done = s.json(&["gate", &run, "continue", "--reason", "one more pass", "--json"]);
+    let out = s
+        .cmd(&["gate", &run, "continue", "--reason", "one more pass", "--json"])
+        .env("USER", "impostor")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(done["state"], "completed", "{done}");
     assert!(std::fs::read_to_string(s.path("calc.py")).unwrap().contains("return a + b"));
     let events = events_of(&s, &run);
@@ -180,6 +186,21 @@ fn the_hard_gate_waits_for_steward_gate() {
         (decision["actor"].as_str(), decision["payload"]["decision"].as_str()),
         (Some("human"), Some("continue"))
     );
+    // Issue 11 point 4: who decided is the operating-system user, not whatever `$USER` says.
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:").and_then(|r| r.split_whitespace().next().map(str::to_owned)))
+        .unwrap();
+    let name = std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.get(2) == Some(&uid.as_str())).then(|| f[0].to_owned())
+        })
+        .unwrap_or(format!("uid-{uid}"));
+    assert_eq!(decision["payload"]["decided_by"], format!("cli:{name}"), "{decision}");
     let out = s.run(&["gate", &run, "abort"]);
     assert_eq!(out.status.code(), Some(2), "a finished run takes no decision: {}", text(&out));
 

@@ -170,6 +170,8 @@ pub struct Executor<'a> {
     pub clock: &'a dyn Clock,
     /// The capability profile verify commands run under.
     pub profile: &'a str,
+    /// The workflow of the run, for the operator's per-workflow grants.
+    pub workflow_id: &'a str,
     /// Stops the loop between iterations and kills running commands. A cancel ends the job
     /// `cancelled`; an interrupt (the engine stopping on a signal) leaves its state as it
     /// was, so that the next attempt resumes it from the ledger.
@@ -743,6 +745,7 @@ impl Executor<'_> {
             ai_actor: true,
             session: SessionKind::AiJob,
             session_id: key.to_owned(),
+            workflow_id: self.workflow_id.to_owned(),
             workspace_root: self.plan.root.clone(),
             idempotency_key: key.to_owned(),
         };

@@ -51,6 +51,8 @@ pub(crate) struct MicroTaskWork {
     pub(crate) state_dir: PathBuf,
     /// The capability profile the verify commands run under.
     pub(crate) profile: String,
+    /// The run's workflow, for the operator's per-workflow grants.
+    pub(crate) workflow_id: String,
     /// A person's answer to the pause the previous attempt stopped at.
     pub(crate) decision: Option<HumanDecision>,
     /// Variables seen before the process environment (API keys).
@@ -218,6 +220,7 @@ pub(crate) async fn execute(
         sink: work.sink.as_ref(),
         clock: work.clock.as_ref(),
         profile: &work.profile,
+        workflow_id: &work.workflow_id,
         halt: halt.clone(),
         recorder,
         redactor: &redactor,

@@ -136,6 +136,7 @@ pub fn plan(
         ai_actor: true,
         session: SessionKind::AiJob,
         session_id: packet.wp_id.clone(),
+        workflow_id: String::new(),
         workspace_root: root.clone(),
         idempotency_key: packet.wp_id.clone(),
     };

@@ -132,7 +132,10 @@ async fn a_hard_gate_waits_in_awaiting_user_until_a_person_decides() {
     let decision = events.iter().find(|e| e.event_type == "human_decision").unwrap();
     assert_eq!((decision.actor, decision.actor_id.as_str()), (Actor::Human, "ada"));
     assert_eq!(decision.step_id.as_deref(), Some("micro_tasks"));
-    assert_eq!(decision.payload, json!({"decision": "continue", "gate": "hard_gate", "reason": "one more pass"}));
+    assert_eq!(
+        decision.payload,
+        json!({"decision": "continue", "gate": "hard_gate", "reason": "one more pass", "decided_by": "ada"})
+    );
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let at = |t: &str| types.iter().position(|x| *x == t).unwrap();
     assert!(at("micro_task_hard_gate") < at("human_decision") && at("human_decision") < at("micro_task_resumed"));

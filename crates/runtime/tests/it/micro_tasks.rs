@@ -110,6 +110,7 @@ async fn run(p: &Project, sink: &Sink, decision: Option<HumanDecision>) -> Resul
         sink,
         clock: clock.as_ref(),
         profile: "Coder",
+        workflow_id: "wf",
         halt: Default::default(),
         recorder: &steward_tools::exec::Unrecorded,
         redactor: bus.redactor(),

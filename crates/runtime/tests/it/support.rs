@@ -58,6 +58,8 @@ pub(crate) fn bus_at(artifacts: &std::path::Path) -> ToolBus {
         policy,
         Redactor::new(vec!["configured-secret-value".into()]),
         artifacts,
+        // The sandbox is tested with its launcher, through the binary (crates/cli/tests/it/sandbox.rs).
+        steward_tools::sandbox::Sandbox::off(),
     )
 }
 

@@ -1,0 +1,278 @@
+//! Issue 11: commands run contained by the operating system, tried with real hostile commands.
+//!
+//! Each attack runs for real as a shell step against a scratch `$HOME` and a scratch directory
+//! outside the workspace, with the command policy emptied (`[terminal] denylist = []`) so that
+//! only the sandbox stands in the way. The attacks only ever aim at scratch paths: if the
+//! sandbox failed, the damage would stay in the test's own directories.
+
+use std::io::Read as _;
+use std::net::TcpListener;
+use std::path::Path;
+
+use crate::support::{Steward, text};
+
+/// Lines `<name> <outcome>` the attack script wrote in the workspace.
+fn outcomes(s: &Steward) -> Vec<(String, String)> {
+    std::fs::read_to_string(s.path("attacks.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
+        .collect()
+}
+
+fn file(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| format!("<{e}>"))
+}
+
+/// Issue 11 points 1, 4 and 7; DG-MEX-07 (the sandbox prevents file-system escape and denies
+/// the network unless granted).
+#[test]
+fn a_contained_step_cannot_reach_outside_its_workspace() {
+    let s = Steward::new();
+    // Outside `/tmp` (which the sandbox replaces), so that what stops the attacks is Landlock.
+    let home = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let outside = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let h = home.path();
+    std::fs::create_dir_all(h.join(".ssh")).unwrap();
+    std::fs::create_dir_all(h.join(".aws")).unwrap();
+    std::fs::write(h.join(".ssh/id_rsa"), "SSH-PRIVATE-KEY-MATERIAL\n").unwrap();
+    std::fs::write(h.join(".aws/credentials"), "aws_secret_access_key = AWS-SECRET-MATERIAL\n").unwrap();
+    std::fs::write(h.join(".netrc"), "machine x login me password NETRC-SECRET\n").unwrap();
+    std::fs::write(h.join("precious.txt"), "keep me\n").unwrap();
+    std::fs::write(outside.path().join("victim.txt"), "keep me too\n").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let marker = format!("steward-sandbox-escape-{}", std::process::id());
+    let host_tmp = std::env::temp_dir().join(&marker);
+
+    s.write("steward.toml", "[terminal]\ndenylist = []\n");
+    // Each attack logs whether it did its damage; `2>/dev/null` keeps the expected errors quiet.
+    let attacks = [
+        ("rm_home", "rm -rf ~ 2>/dev/null"),
+        ("rm_outside", "rm -rf \"$OUTSIDE\"/* 2>/dev/null"),
+        ("find_delete", "find \"$OUTSIDE\" -delete 2>/dev/null"),
+        ("dd_outside", "dd if=/dev/zero of=\"$OUTSIDE/victim.txt\" bs=1 count=4 2>/dev/null"),
+        ("sh_c_rm", "sh -c 'rm -f \"$OUTSIDE/victim.txt\"' 2>/dev/null"),
+        ("write_home", "echo owned >> ~/.bashrc 2>/dev/null"),
+        ("write_data_dir", "echo x > .steward/steward.db 2>/dev/null"),
+        ("rm_data_dir", "rm -rf .steward 2>/dev/null"),
+        ("move_data_dir", "mv .steward moved 2>/dev/null"),
+        ("write_config", "echo '[sandbox]' >> steward.toml 2>/dev/null"),
+        ("kill_engine", "kill -9 $PPID 2>/dev/null"),
+        ("network", "bash -c \"echo hi > /dev/tcp/127.0.0.1/$PORT\" 2>/dev/null"),
+        ("gate", "steward gate \"$STEWARD_RUN_ID\" continue >/dev/null 2>&1"),
+    ];
+    let mut script = String::new();
+    for (name, cmd) in attacks {
+        script.push_str(&format!(
+            "if {cmd}; then echo '{name} done' >> attacks.log; else echo '{name} blocked' >> attacks.log; fi\n"
+        ));
+    }
+    // Reads: whatever the command prints is kept in the step's output.
+    script.push_str("cat ~/.ssh/id_rsa ~/.aws/credentials ~/.netrc .steward/steward.db 2>&1 | head -c 2000\n");
+    script.push_str("ls -a .steward >> attacks.listing 2>&1\n");
+    script.push_str(&format!("echo escaped > /tmp/{marker} && echo 'private_tmp wrote' >> attacks.log\n"));
+    // The workspace's parent is the private /tmp (the test's workspace is under /tmp) or
+    // read-only: either way nothing lands beside the workspace on the host.
+    script.push_str("(cd .. && touch escaped-by-cd) 2>/dev/null\n");
+    // What a task is allowed to do still works: write in the workspace, build, test, temp files.
+    script.push_str(
+        "printf 'int main(void){return 0;}\\n' > m.c && cc -o m m.c && ./m && echo 'build ok' >> attacks.log\n",
+    );
+    script.push_str("python3 -c 'import tempfile; f = tempfile.NamedTemporaryFile(); f.write(b\"x\"); f.flush()' && echo 'tempfile ok' >> attacks.log\n");
+    script.push_str("git init -q repo && git -C repo -c user.email=a@b -c user.name=n commit -q --allow-empty -m x && echo 'git ok' >> attacks.log\n");
+    let mut wf = String::from("id: hostile\nversion: 1\nsteps:\n  - id: attack\n    type: shell\n    run: |\n");
+    for line in script.lines() {
+        wf.push_str(&format!("      {line}\n"));
+    }
+    s.write("wf.yaml", &wf);
+
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_steward")).parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let out = s
+        .cmd(&["run", "wf.yaml", "--json"])
+        .env("HOME", h)
+        .env("OUTSIDE", outside.path())
+        .env("PORT", port.to_string())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let got = outcomes(&s);
+    let verdict = |name: &str| got.iter().find(|(n, _)| n == name).map(|(_, o)| o.as_str()).unwrap_or("<missing>");
+    for (name, _) in attacks {
+        assert_eq!(verdict(name), "blocked", "attack `{name}` was not blocked: {got:?}\n{}", text(&out));
+    }
+    for ok in ["private_tmp", "build", "tempfile", "git"] {
+        assert!(
+            got.iter().any(|(n, o)| n == ok && (o == "ok" || o == "wrote")),
+            "`{ok}` should work in the sandbox: {got:?}\n{}",
+            text(&out)
+        );
+    }
+    // Nothing outside the workspace changed.
+    assert_eq!(file(&h.join("precious.txt")), "keep me\n");
+    assert_eq!(file(&h.join(".ssh/id_rsa")), "SSH-PRIVATE-KEY-MATERIAL\n");
+    assert!(!h.join(".bashrc").exists());
+    assert_eq!(file(&outside.path().join("victim.txt")), "keep me too\n");
+    assert!(!host_tmp.exists(), "a write to /tmp reached the host's /tmp");
+    assert!(!s.work.path().parent().unwrap().join("escaped-by-cd").exists());
+    assert!(listener.accept().is_err(), "the step reached a listener on the host's loopback");
+    // The data directory was neither visible nor damaged, and the config is as written.
+    assert_eq!(file(&s.path("attacks.listing")).lines().filter(|l| !l.starts_with('.')).count(), 0);
+    assert_eq!(file(&s.path("steward.toml")), "[terminal]\ndenylist = []\n");
+    let run = s.json(&["list", "--json"]);
+    let id = run[0]["run_id"].as_str().unwrap().to_owned();
+    let status = s.json(&["status", &id, "--json"]);
+    assert_eq!(status["state"], "completed", "{status}");
+    let output = serde_json::to_string(&s.json(&["events", &id, "--json"])).unwrap();
+    for secret in ["SSH-PRIVATE", "AWS-SECRET", "NETRC-SECRET", "SQLite format"] {
+        assert!(!output.contains(secret), "the step read `{secret}`");
+    }
+    // Every rule applied is recorded with the attempt.
+    let events = s.json(&["events", &id, "--json"]);
+    let applied = events.as_array().unwrap().iter().find(|e| e["event_type"] == "sandbox_applied").unwrap();
+    let p = &applied["payload"];
+    assert_eq!((p["mode"].as_str(), p["network"].as_bool()), (Some("sandboxed"), Some(false)), "{p}");
+    let listed = |key: &str, path: &Path| {
+        let path = path.canonicalize().unwrap().display().to_string();
+        p[key].as_array().unwrap().iter().any(|v| v.as_str() == Some(path.as_str()))
+    };
+    assert!(listed("writable", s.work.path()), "{p}");
+    assert!(
+        listed("hidden", &s.data_dir()) && listed("hidden", &h.join(".ssh")) && listed("hidden", &h.join(".netrc")),
+        "{p}"
+    );
+    assert!(listed("read_only", &s.path("steward.toml")), "{p}");
+}
+
+/// Issue 11 point 1: grants in `steward.toml` are capabilities: checked by G-CAP, recorded,
+/// and applied by the sandbox (a writable directory outside the workspace, the network).
+#[test]
+fn operator_grants_widen_the_sandbox_and_are_recorded() {
+    let s = Steward::new();
+    let cache = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    s.write(
+        "steward.toml",
+        &format!(
+            "[[sandbox.grant]]\nworkflow = \"fetch\"\ncapabilities = [\"net.http\", \"fs.write:{}\"]\n",
+            cache.path().display()
+        ),
+    );
+    let run =
+        format!("echo cached > {}/entry && bash -c 'echo hi > /dev/tcp/127.0.0.1/{port}'", cache.path().display());
+    s.write(
+        "fetch.yaml",
+        &format!("id: fetch\nversion: 1\nsteps:\n  - id: get\n    type: shell\n    run: \"{run}\"\n"),
+    );
+    s.write(
+        "other.yaml",
+        &format!("id: other\nversion: 1\nsteps:\n  - id: get\n    type: shell\n    run: \"{run}\"\n"),
+    );
+    let out = s.run(&["run", "fetch.yaml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(file(&cache.path().join("entry")), "cached\n");
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut got = String::new();
+    conn.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hi\n");
+    let id = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
+    let events = s.json(&["events", &id, "--json"]);
+    let events = events.as_array().unwrap();
+    let caps: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event_type"] == "capability_action")
+        .filter_map(|e| e["payload"]["capability_id"].as_str())
+        .collect();
+    assert!(caps.contains(&"net.http"), "{caps:?}");
+    let applied = events.iter().find(|e| e["event_type"] == "sandbox_applied").unwrap();
+    assert_eq!(applied["payload"]["network"], true, "{applied}");
+
+    // The grant is the workflow's alone.
+    std::fs::remove_file(cache.path().join("entry")).unwrap();
+    let out = s.run(&["run", "other.yaml"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!cache.path().join("entry").exists());
+}
+
+/// Issue 11 point 1: a grant that is not something the sandbox can apply is refused when the
+/// configuration is read, naming where.
+#[test]
+fn a_grant_the_sandbox_cannot_apply_is_a_configuration_error() {
+    let s = Steward::new();
+    s.write("wf.yaml", "id: w\nversion: 1\nsteps:\n  - id: a\n    type: shell\n    run: echo hi\n");
+    for (grant, says) in [
+        ("capabilities = [\"proc.exec\"]", "sandbox.grant[0].capabilities: `proc.exec` is not a grant"),
+        ("capabilities = [\"fs.write:relative/dir\"]", "must be an absolute path"),
+        ("profile = \"Wizard\"\ncapabilities = [\"net.http\"]", "sandbox.grant[0].profile: unknown profile `Wizard`"),
+    ] {
+        s.write("steward.toml", &format!("[[sandbox.grant]]\n{grant}\n"));
+        let out = s.run(&["run", "wf.yaml"]);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{grant}: {}", text(&out));
+    }
+}
+
+/// Issue 11 point 4: a human decision typed inside a step is refused by the CLI itself, even
+/// where the operator turned the sandbox off and the step scrubbed its environment.
+#[test]
+fn a_step_cannot_record_a_human_decision_even_without_the_sandbox() {
+    let s = Steward::new();
+    let out = s.cmd(&["gate", "run-x", "continue"]).env("STEWARD_RUN_ID", "run-x").output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be recorded from inside a workflow step"));
+
+    s.write("steward.toml", "[sandbox]\nmode = \"off\"\n");
+    let bin = env!("CARGO_BIN_EXE_steward");
+    s.write(
+        "wf.yaml",
+        &format!(
+            "id: w\nversion: 1\nsteps:\n  - id: a\n    type: shell\n    run: env -u STEWARD_RUN_ID -u STEWARD_ATTEMPT -u STEWARD_IDEMPOTENCY_KEY {bin} gate anything continue 2> gate.err; cat gate.err\n"
+        ),
+    );
+    let out = s.run(&["run", "wf.yaml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = file(&s.path("gate.err"));
+    assert!(err.contains("cannot be recorded from inside a workflow step") && err.contains("ancestor"), "{err}");
+    // With the sandbox off, every attempt says so.
+    let id = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
+    let events = s.json(&["events", &id, "--json"]);
+    let applied = events.as_array().unwrap().iter().find(|e| e["event_type"] == "sandbox_applied").unwrap();
+    assert_eq!(applied["payload"]["mode"], "unsandboxed");
+    assert_eq!(applied["payload"]["reason"], "the operator turned the sandbox off");
+}
+
+/// Issue 11 point 1: where the sandbox cannot be set up, commands are refused, unless the
+/// operator allowed running without one, which every attempt then records.
+#[test]
+fn without_a_sandbox_commands_are_refused_unless_the_operator_allows_it() {
+    let s = Steward::new();
+    s.write("wf.yaml", "id: w\nversion: 1\nsteps:\n  - id: a\n    type: shell\n    run: echo ran > ran.txt\n");
+    // A launcher that cannot contain anything stands for a kernel that cannot.
+    s.write("broken-launcher", "#!/bin/sh\necho 'steward-sandbox: no Landlock here' >&2\nexit 126\n");
+    std::fs::set_permissions(s.path("broken-launcher"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let launcher = s.path("broken-launcher").display().to_string();
+    s.write("steward.toml", &format!("[sandbox]\nlauncher = \"{launcher}\"\n"));
+    let out = s.run(&["run", "wf.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("cannot sandbox commands (no Landlock here)"), "{}", text(&out));
+    assert!(!s.path("ran.txt").exists());
+
+    s.write("steward.toml", &format!("[sandbox]\nlauncher = \"{launcher}\"\nmode = \"if_available\"\n"));
+    let out = s.run(&["run", "wf.yaml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(file(&s.path("ran.txt")), "ran\n");
+    let runs = s.json(&["list", "--json"]);
+    let id = runs.as_array().unwrap().iter().find(|r| r["state"] == "completed").unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let events = s.json(&["events", &id, "--json"]);
+    let applied = events.as_array().unwrap().iter().find(|e| e["event_type"] == "sandbox_applied").unwrap();
+    assert_eq!(applied["payload"]["mode"], "unsandboxed");
+    assert!(applied["payload"]["reason"].as_str().unwrap().contains("no Landlock here"), "{applied}");
+}
