@@ -78,6 +78,9 @@ pub const CREDENTIAL_STORES: &[&str] = &[
     ".vault-token",
 ];
 
+/// Where the host's daemons keep their sockets; hidden from every command.
+const HOST_IPC: &str = "/run";
+
 /// Devices any command may write (and read).
 const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"];
 
@@ -530,9 +533,15 @@ impl Sandbox {
             read_only.push(workspace.join(".git"));
         }
         // A granted read of a hidden path itself uncovers it; of a path inside one, exposes it.
-        let hidden: Vec<PathBuf> = self.hidden.iter().filter(|h| !readable.contains(h)).cloned().collect();
+        let mut hidden: Vec<PathBuf> = self.hidden.iter().filter(|h| !readable.contains(h)).cloned().collect();
+        // The daemons' sockets live under /run (a container engine, the system bus, a local
+        // PostgreSQL that trusts its own user): reaching one is reaching outside the sandbox,
+        // so the directory is covered whole, keeping only the resolver configuration.
+        hidden.push(PathBuf::from(HOST_IPC));
+        let mut exposed = readable;
+        exposed.extend(Path::new("/etc/resolv.conf").canonicalize().ok().filter(|r| r.starts_with(HOST_IPC)));
         let network = capabilities.iter().any(|c| c == "net.http" || c.starts_with("net.http:"));
-        Rules { writable, read_only, hidden, exposed: readable, network }.resolved()
+        Rules { writable, read_only, hidden, exposed, network }.resolved()
     }
 
     /// What a command with these rules runs under, probing the kernel once.

@@ -44,6 +44,9 @@ fn a_contained_step_cannot_reach_outside_its_workspace() {
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
     let marker = format!("steward-sandbox-escape-{}", std::process::id());
+    // A daemon's socket under /run, where the machine lets the test make one (as root).
+    let socket = Path::new("/run").join(format!("{marker}.sock"));
+    let _daemon = std::os::unix::net::UnixListener::bind(&socket).ok();
     let host_tmp = std::env::temp_dir().join(&marker);
 
     s.write("steward.toml", "[terminal]\ndenylist = []\n");
@@ -61,6 +64,8 @@ fn a_contained_step_cannot_reach_outside_its_workspace() {
         ("write_config", "echo '[sandbox]' >> steward.toml 2>/dev/null"),
         ("kill_engine", "kill -9 $PPID 2>/dev/null"),
         ("network", "bash -c \"echo hi > /dev/tcp/127.0.0.1/$PORT\" 2>/dev/null"),
+        // The daemons' sockets (a container engine, the system bus, a local PostgreSQL).
+        ("host_sockets", "find /run /var/run -type s 2>/dev/null | grep -q ."),
         ("gate", "steward gate \"$STEWARD_RUN_ID\" continue >/dev/null 2>&1"),
     ];
     let mut script = String::new();
@@ -146,6 +151,8 @@ fn a_contained_step_cannot_reach_outside_its_workspace() {
         "{p}"
     );
     assert!(listed("read_only", &s.path("steward.toml")), "{p}");
+    assert!(listed("hidden", Path::new("/run")), "{p}");
+    let _ = std::fs::remove_file(&socket);
 }
 
 /// Issue 11 point 1: grants in `steward.toml` are capabilities: checked by G-CAP, recorded,
