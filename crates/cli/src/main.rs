@@ -203,21 +203,14 @@ fn validate(cfg: &Settings, file: &Path, json: bool) -> Result<ExitCode> {
     let name = file.display();
     // The definition first; then what the tool bus would refuse before a run starts.
     let checked = workflow::parse(&source).and_then(|wf| {
-        let bus = cfg.bus().map_err(|e| {
-            vec![workflow::Diagnostic { line: 1, step: None, field: String::new(), message: format!("{e:#}") }]
-        })?;
+        let bus = cfg.bus().map_err(|e| vec![workflow::Diagnostic::error(1, None, "", format!("{e:#}"))])?;
         let refused: Vec<workflow::Diagnostic> = bus
             .preflight(&wf, wf.profile())
             .into_iter()
             .map(|(step, refusal)| {
                 let (i, line) =
                     wf.steps.iter().enumerate().find(|(_, s)| s.id == step).map_or((0, 1), |(i, s)| (i, s.line));
-                workflow::Diagnostic {
-                    line,
-                    step: Some(step),
-                    field: format!("steps[{i}].run"),
-                    message: refusal.to_string(),
-                }
+                workflow::Diagnostic::error(line, Some(step), format!("steps[{i}].run"), refusal.to_string())
             })
             .collect();
         if refused.is_empty() { Ok(wf) } else { Err(refused) }
