@@ -36,10 +36,15 @@ const KEY_LEN: usize = 32;
 pub enum Error {
     /// The key file is missing where a sealed value needs it.
     #[error(
-        "the secret key {} is missing, so the run's secret inputs cannot be read; restore the file from where the data directory came from, or cancel the run and start it again with the values",
-        .0.display()
+        "secret input `{name}` cannot be read: the secret key {} is missing; restore it, or cancel the run and start it again with the value",
+        .path.display()
     )]
-    Missing(PathBuf),
+    Missing {
+        /// The input that needs it.
+        name: String,
+        /// The key file.
+        path: PathBuf,
+    },
     /// The key file could not be read or created.
     #[error("cannot {what} the secret key {}: {source}", path.display())]
     Io {
@@ -130,7 +135,10 @@ impl Sealer {
             Some(k) => *k,
             None => {
                 let k = match &self.source {
-                    Source::File(path) => load_or_create(path, create)?,
+                    Source::File(path) => load_or_create(path, create).map_err(|e| match e {
+                        Error::Missing { path, .. } => Error::Missing { name: name.into(), path },
+                        other => other,
+                    })?,
                     Source::Ephemeral => random::<KEY_LEN>().ok_or_else(|| Error::Crypto { name: name.into() })?,
                 };
                 // Another thread may have won; both read the same file, and an ephemeral key
@@ -236,7 +244,7 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 /// Reads the key file, or (with `create`) makes it when there is none.
 fn load_or_create(path: &Path, create: bool) -> Result<[u8; KEY_LEN], Error> {
     match load(path) {
-        Err(Error::Missing(_)) if create => make(path),
+        Err(Error::Missing { .. }) if create => make(path),
         other => other,
     }
 }
@@ -246,7 +254,9 @@ fn load(path: &Path) -> Result<[u8; KEY_LEN], Error> {
     let io = |source| Error::Io { what: "read", path: path.to_owned(), source };
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::Missing(path.to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Missing { name: String::new(), path: path.to_owned() });
+        }
         Err(e) => return Err(io(e)),
     };
     let mode = meta.permissions().mode() & 0o777;
@@ -297,10 +307,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data").join(KEY_FILE);
         let sealer = Sealer::at(path.clone());
-        assert!(matches!(
-            sealer.open("r1", "tok", &json!({SEALED_KEY: format!("{SCHEME}:{}", "00".repeat(40))})),
-            Err(Error::Missing(_))
-        ));
+        let missing = sealer.open("r1", "tok", &json!({SEALED_KEY: format!("{SCHEME}:{}", "00".repeat(40))}));
+        assert!(matches!(&missing, Err(Error::Missing { name, .. }) if name == "tok"), "{missing:?}");
         let secret = json!("hunter2-very-secret");
         let sealed = sealer.seal("r1", "tok", &secret).unwrap();
         assert!(is_sealed(&sealed));
@@ -323,7 +331,8 @@ mod tests {
         std::fs::write(&path, "nope").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(Sealer::at(path.clone()).seal("r1", "tok", &secret), Err(Error::Malformed(_))));
-        for e in [Error::Missing(path.clone()), Error::WrongKey { name: "tok".into(), key: "k".into() }] {
+        for e in [Error::Missing { name: "tok".into(), path }, Error::WrongKey { name: "tok".into(), key: "k".into() }]
+        {
             assert!(!e.to_string().contains("hunter2"));
         }
     }

@@ -10,5 +10,6 @@ mod governance;
 mod local_model;
 mod micro_task;
 mod recorder;
+mod secrets;
 mod tidy;
 mod torture;
