@@ -45,7 +45,10 @@ impl Walk<'_> {
                     let Some(name) = k.as_str() else { continue };
                     let f = if field.is_empty() { name.to_owned() } else { format!("{field}.{name}") };
                     self.check(k.pos.line, &f, None, name, step);
-                    self.node(v, &f, Some(name), step);
+                    // Under `inputs`, a key names an input (`api_token: string` declares one);
+                    // only elsewhere does a key say what its value is.
+                    let key = (f.split(['.', '[']).next() != Some("inputs")).then_some(name);
+                    self.node(v, &f, key, step);
                 }
             }
         }
@@ -92,5 +95,10 @@ mod tests {
         assert!(got[1].starts_with("9 warning Some(\"b\") step `b`, field `steps[1].run`: a thing (Some(\"run\"))"));
         assert!(got[2].starts_with("11 warning None field `agents.x.options.k`"), "{}", got[2]);
         assert!(literal_secrets("id: [", &detect).is_empty());
+        let keyed = |key: Option<&str>, _: &str| key.filter(|k| k.contains("token")).map(str::to_owned);
+        let src = "inputs:\n  api_token: string\nsteps:\n  - {id: a, env: {api_token: x}}\n";
+        let got = literal_secrets(src, &keyed);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].field, "steps[0].env.api_token");
     }
 }
