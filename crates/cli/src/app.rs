@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use steward_runtime::secrets::{KEY_FILE, Sealer};
 use steward_runtime::{Engine, EngineConfig, SystemClock, UuidIds};
 use steward_store_sqlite::{Durability, Options, SqliteStore};
 
@@ -89,6 +90,10 @@ pub(crate) fn engine(settings: &Settings) -> Result<Engine<SqliteStore>> {
     // A write that cannot land within the stall threshold gives up: by then a peer may have
     // recovered the run anyway.
     config.store_retry.patience = Duration::from_secs(settings.stall_threshold_secs);
+    // Secret inputs are sealed under the data directory's key, so every process that drives a
+    // run from this directory (the detached driver, resume, gate) can open them.
+    let key = settings.data_dir.join(KEY_FILE);
+    config.sealer = Arc::new(Sealer::at(std::path::absolute(&key).unwrap_or(key)));
     Ok(Engine::new(store, Arc::new(settings.bus()?), Arc::new(SystemClock), Arc::new(UuidIds), config))
 }
 

@@ -234,10 +234,17 @@ impl Settings {
                 .with_context(|| format!("cannot read engine registry {}", file.display()))?;
             registry = registry.overlay(&file.display().to_string(), &text)?;
         }
+        let artifacts = ArtifactStore::new(self.data_dir.join("artifacts"));
+        Ok(ToolBus::new(registry, self.policy()?, self.redactor(), artifacts, self.sandbox()?))
+    }
+
+    /// What hides secrets in what Steward shows and records: the values of the `secret_env`
+    /// variables and of this process's variables whose names say secret, and token shapes.
+    pub(crate) fn redactor(&self) -> Redactor {
         let secrets: Vec<String> =
             self.terminal.secret_env.iter().filter_map(|name| std::env::var(name).ok()).collect();
-        let artifacts = ArtifactStore::new(self.data_dir.join("artifacts"));
-        Ok(ToolBus::new(registry, self.policy()?, Redactor::new(secrets), artifacts, self.sandbox()?))
+        let inherited = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        Redactor::new(secrets).with_env_secrets(inherited)
     }
 
     /// The sandbox every command runs in: the data directory and the credential stores hidden,

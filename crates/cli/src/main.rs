@@ -84,12 +84,14 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let store = app::open_ro(&cfg.data_dir)?;
             let (r, attempts) = (store.get_run(run).await?, store.list_attempts(run).await?);
             let jobs = mt::jobs(&attempts);
+            let redactor = cfg.redactor();
             if *json {
-                let mut v = output::status_json(&r, &attempts);
+                let mut v = output::status_json(&r, &attempts, &redactor);
                 v["micro_task_jobs"] = mt::jobs_json(&jobs);
                 print_json(&v)?
             } else {
-                print_text(&format!("{}{}", output::status_text(&r, &attempts), mt::jobs_text(&jobs, &r.run_id)))?
+                let text = output::status_text(&r, &attempts, &redactor);
+                print_text(&format!("{text}{}", mt::jobs_text(&jobs, &r.run_id)))?
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -201,26 +203,30 @@ async fn booted(cfg: &Settings) -> Result<Engine<SqliteStore>> {
     Ok(engine)
 }
 
+/// Warnings about a definition that runs but should change: secrets written in it (issue 11).
+fn warnings(cfg: &Settings, source: &str) -> Vec<workflow::Diagnostic> {
+    let redactor = cfg.redactor();
+    workflow::literal_secrets(source, &|key, text| redactor.literal_secret(key, text))
+}
+
+fn diagnostic_json(d: &workflow::Diagnostic) -> Value {
+    json!({"severity": d.severity.as_str(), "line": d.line, "step": d.step, "field": d.field, "message": d.message})
+}
+
 fn validate(cfg: &Settings, file: &Path, json: bool) -> Result<ExitCode> {
     let source = app::read_workflow(file)?;
     let name = file.display();
+    let warnings = warnings(cfg, &source);
     // The definition first; then what the tool bus would refuse before a run starts.
     let checked = workflow::parse(&source).and_then(|wf| {
-        let bus = cfg.bus().map_err(|e| {
-            vec![workflow::Diagnostic { line: 1, step: None, field: String::new(), message: format!("{e:#}") }]
-        })?;
+        let bus = cfg.bus().map_err(|e| vec![workflow::Diagnostic::error(1, None, "", format!("{e:#}"))])?;
         let refused: Vec<workflow::Diagnostic> = bus
             .preflight(&wf, wf.profile())
             .into_iter()
             .map(|(step, refusal)| {
                 let (i, line) =
                     wf.steps.iter().enumerate().find(|(_, s)| s.id == step).map_or((0, 1), |(i, s)| (i, s.line));
-                workflow::Diagnostic {
-                    line,
-                    step: Some(step),
-                    field: format!("steps[{i}].run"),
-                    message: refusal.to_string(),
-                }
+                workflow::Diagnostic::error(line, Some(step), format!("steps[{i}].run"), refusal.to_string())
             })
             .collect();
         if refused.is_empty() { Ok(wf) } else { Err(refused) }
@@ -229,10 +235,13 @@ fn validate(cfg: &Settings, file: &Path, json: bool) -> Result<ExitCode> {
         Ok(wf) => {
             let ids: Vec<&str> = wf.steps.iter().map(|s| s.id.as_str()).collect();
             if json {
+                let warnings: Vec<Value> = warnings.iter().map(diagnostic_json).collect();
                 print_json(
-                    &json!({"file": name.to_string(), "valid": true, "workflow_id": wf.id, "capability_profile": wf.profile(), "steps": ids, "errors": []}),
+                    &json!({"file": name.to_string(), "valid": true, "workflow_id": wf.id, "capability_profile": wf.profile(), "steps": ids, "errors": [], "warnings": warnings}),
                 )?;
             } else {
+                // Warnings do not make a definition invalid: they are printed, and it is ok.
+                print_text(&diagnostics(file, &warnings))?;
                 println!(
                     "{name}: ok: workflow {} v{}, {} steps ({}), profile {}",
                     wf.id,
@@ -244,27 +253,39 @@ fn validate(cfg: &Settings, file: &Path, json: bool) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(diags) => {
+        Err(errors) => {
             if json {
-                let errors: Vec<Value> = diags
-                    .iter()
-                    .map(|d| json!({"line": d.line, "step": d.step, "field": d.field, "message": d.message}))
-                    .collect();
-                print_json(&json!({"file": name.to_string(), "valid": false, "errors": errors}))?;
+                let errors: Vec<Value> = errors.iter().map(diagnostic_json).collect();
+                let warnings: Vec<Value> = warnings.iter().map(diagnostic_json).collect();
+                print_json(&json!({"file": name.to_string(), "valid": false, "errors": errors, "warnings": warnings}))?;
             } else {
-                print_text(&diagnostics(file, &diags))?;
+                let mut all = errors;
+                all.extend(warnings);
+                all.sort_by_key(|d| d.line);
+                print_text(&diagnostics(file, &all))?;
             }
             Ok(ExitCode::from(1))
         }
     }
 }
 
-/// `FILE:LINE: step, field: message` per problem, then a count.
+/// `FILE:LINE: step, field: message` per problem (`warning: ` before a warning's), then a count.
 fn diagnostics(file: &Path, diags: &[workflow::Diagnostic]) -> String {
     let name = file.display();
-    let mut out: String = diags.iter().map(|d| format!("{name}:{}: {}\n", d.line, d.describe())).collect();
-    let plural = if diags.len() == 1 { "" } else { "s" };
-    out.push_str(&format!("{name}: {} error{plural}\n", diags.len()));
+    let mut out = String::new();
+    for d in diags {
+        let severity = if d.severity == workflow::Severity::Warning { "warning: " } else { "" };
+        out.push_str(&format!("{name}:{}: {severity}{}\n", d.line, d.describe()));
+    }
+    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let warnings = diags.iter().filter(|d| d.severity == workflow::Severity::Warning).count();
+    let errors = diags.len() - warnings;
+    match (errors, warnings) {
+        (0, 0) => {}
+        (0, w) => out.push_str(&format!("{name}: {}\n", count(w, "warning"))),
+        (e, 0) => out.push_str(&format!("{name}: {}\n", count(e, "error"))),
+        (e, w) => out.push_str(&format!("{name}: {}, {}\n", count(e, "error"), count(w, "warning"))),
+    }
     out
 }
 
@@ -298,7 +319,11 @@ fn gather_inputs(file: &Path, source: &str, pairs: &[String], input_file: Option
                 Ok(v) => {
                     inputs.insert(key.to_owned(), v);
                 }
-                Err(e) => errors.push(format!("--input {key} (declared at line {}): {e}", decl.line)),
+                Err(e) => {
+                    // A secret's value is never echoed, even back to whoever typed it.
+                    let e = if decl.secret { steward_core::inputs::hidden(decl.ty) } else { e };
+                    errors.push(format!("--input {key} (declared at line {}): {e}", decl.line))
+                }
             },
             // Unknown keys are reported with the others by the engine.
             None => {
@@ -322,6 +347,8 @@ async fn run(
 ) -> Result<ExitCode> {
     let source = app::read_workflow(file)?;
     let inputs = gather_inputs(file, &source, pairs, input_file)?;
+    // On stderr, so that `--json` output stays one document.
+    eprint!("{}", diagnostics(file, &warnings(cfg, &source)));
     let workdir = std::env::current_dir().context("cannot read the current directory")?;
     let req = CreateRun {
         source,
@@ -451,7 +478,7 @@ async fn report(engine: &Engine<SqliteStore>, done: Driven, json: bool) -> Resul
     let attempts = engine.store().list_attempts(&run.run_id).await?;
     let jobs = mt::jobs(&attempts);
     if json {
-        let mut v = output::finished_json(run, &attempts);
+        let mut v = output::finished_json(run, &attempts, engine.bus().redactor());
         v["micro_task_jobs"] = mt::jobs_json(&jobs);
         if let Some(signal) = done.signal {
             v["interrupted_by"] = json!(signal);

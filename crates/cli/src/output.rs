@@ -8,6 +8,7 @@ use steward_core::event::Event;
 use steward_core::progress;
 use steward_core::state::RunState;
 use steward_store::{Attempt, Run};
+use steward_tools::redact::Redactor;
 
 fn ts(t: Option<Timestamp>) -> Value {
     t.map_or(Value::Null, |t| json!(t.to_rfc3339()))
@@ -56,7 +57,17 @@ fn by_step(attempts: &[Attempt]) -> Vec<(&str, Vec<&Attempt>)> {
     out
 }
 
-pub(crate) fn status_json(run: &Run, attempts: &[Attempt]) -> Value {
+/// A run's inputs as they are shown: a secret one (sealed) as `***REDACTED***`, and every
+/// other one with the token shapes and configured secrets in it redacted, whole when its name
+/// says secret (issue 11).
+pub(crate) fn shown_inputs(run: &Run, redactor: &Redactor) -> serde_json::Map<String, Value> {
+    match redactor.redact_json(&Value::Object(run.inputs.clone())) {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+pub(crate) fn status_json(run: &Run, attempts: &[Attempt], redactor: &Redactor) -> Value {
     let steps: Vec<Value> = by_step(attempts)
         .into_iter()
         .map(
@@ -71,7 +82,7 @@ pub(crate) fn status_json(run: &Run, attempts: &[Attempt]) -> Value {
         "state": run.state,
         "summary": run.summary,
         "terminal_reason": run.terminal_reason,
-        "inputs": run.inputs,
+        "inputs": shown_inputs(run, redactor),
         "input_count": run.inputs.len(),
         "input_keys": run.input_keys(),
         "current_step_id": run.current_step_id,
@@ -102,9 +113,10 @@ fn duration(a: &Attempt) -> String {
     }
 }
 
-pub(crate) fn status_text(run: &Run, attempts: &[Attempt]) -> String {
+pub(crate) fn status_text(run: &Run, attempts: &[Attempt], redactor: &Redactor) -> String {
     let mut s = String::new();
-    let inputs: Vec<String> = run.input_keys().iter().map(|k| format!("{k}={}", run.inputs[k])).collect();
+    let shown = shown_inputs(run, redactor);
+    let inputs: Vec<String> = run.input_keys().iter().map(|k| format!("{k}={}", shown[k])).collect();
     let _ = writeln!(s, "run_id:      {}", run.run_id);
     let _ = writeln!(
         s,
@@ -249,8 +261,8 @@ pub(crate) fn finished_text(run: &Run, attempts: &[Attempt]) -> String {
     s
 }
 
-pub(crate) fn finished_json(run: &Run, attempts: &[Attempt]) -> Value {
-    let mut v = status_json(run, attempts);
+pub(crate) fn finished_json(run: &Run, attempts: &[Attempt], redactor: &Redactor) -> Value {
+    let mut v = status_json(run, attempts, redactor);
     let outputs: serde_json::Map<String, Value> = by_step(attempts)
         .into_iter()
         .filter_map(|(step, list)| list.last().and_then(|a| a.output.clone()).map(|o| (step.to_owned(), o)))

@@ -1,8 +1,35 @@
 //! Typed run inputs: checking given values against a workflow's declarations.
+//!
+//! A `secret: true` input's value is sealed (encrypted) by the engine before the run is
+//! stored; it is then `{"$sealed": "<scheme>:<data>"}` (see [`is_sealed`]), which this module
+//! accepts for a secret declaration without reading it, and never quotes in a message.
 
 use serde_json::{Map, Value};
 
-use crate::workflow::{InputType, Workflow};
+use crate::workflow::{InputDecl, InputType, Workflow};
+
+/// The one key of a sealed secret value as stored: `{"$sealed": "<scheme>:<data>"}`.
+pub const SEALED_KEY: &str = "$sealed";
+
+/// Whether a stored value is a sealed secret (an object whose only key is [`SEALED_KEY`],
+/// holding a string). Views show such a value as redacted whatever its declaration says.
+pub fn is_sealed(v: &Value) -> bool {
+    matches!(v, Value::Object(m) if m.len() == 1 && m.get(SEALED_KEY).is_some_and(Value::is_string))
+}
+
+/// Checks a value against a declaration; a secret's value is never quoted in the error.
+pub fn check(decl: &InputDecl, v: &Value) -> Result<Value, String> {
+    if decl.secret && is_sealed(v) {
+        // Sealed after it was checked; the engine opens it before a step reads it.
+        return Ok(v.clone());
+    }
+    coerce(decl.ty, v).map_err(|e| if decl.secret { hidden(decl.ty) } else { e })
+}
+
+/// The error for a secret input of the wrong type: says what was expected, not what was given.
+pub fn hidden(ty: InputType) -> String {
+    format!("expected a {} (the value given is not shown: the input is secret)", ty.as_str())
+}
 
 /// Checks a JSON value against a declared type.
 pub fn coerce(ty: InputType, v: &Value) -> Result<Value, String> {
@@ -60,7 +87,7 @@ pub fn resolve(wf: &Workflow, given: &Map<String, Value>) -> Result<Map<String, 
                     if known.is_empty() { "no inputs".to_owned() } else { known.join(", ") }
                 ));
             }
-            Some(decl) => match coerce(decl.ty, value) {
+            Some(decl) => match check(decl, value) {
                 Ok(v) => {
                     out.insert(name.clone(), v);
                 }
@@ -121,5 +148,28 @@ mod tests {
                 .any(|e| { e.contains("input `n` (declared at line 5): expected a number, found string `three`") })
         );
         assert!(errs.iter().any(|e| e.contains("missing required input `name` (declared at line 4")));
+    }
+
+    /// Issue 11 (point 6): a secret input accepts its sealed form and never quotes its value.
+    #[test]
+    fn secret_inputs_accept_sealed_values_and_hide_wrong_ones() {
+        let wf = crate::workflow::parse(
+            "id: w\nversion: 1\ninputs:\n  pin: {type: number, secret: true}\n  tok: {type: string, secret: true}\nsteps:\n  - {id: a, type: noop}\n",
+        )
+        .unwrap();
+        assert!(wf.inputs.iter().all(|d| d.secret));
+        let sealed = json!({SEALED_KEY: "x:00"});
+        assert!(is_sealed(&sealed) && !is_sealed(&json!({SEALED_KEY: 1})) && !is_sealed(&json!("x")));
+        let ok = resolve(&wf, json!({"pin": sealed.clone(), "tok": sealed}).as_object().unwrap()).unwrap();
+        assert_eq!(ok.len(), 2);
+        let errs = resolve(&wf, json!({"pin": "hunter2-pin"}).as_object().unwrap()).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].contains("expected a number") && !errs[0].contains("hunter2"), "{errs:?}");
+        let defaulted = crate::workflow::parse(
+            "id: w\nversion: 1\ninputs:\n  tok: {secret: true, default: abc}\nsteps:\n  - {id: a, type: noop}\n",
+        )
+        .unwrap_err();
+        assert_eq!(defaulted.len(), 1);
+        assert!(defaulted[0].message.starts_with("a secret input cannot have a default"), "{defaulted:?}");
     }
 }

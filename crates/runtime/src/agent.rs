@@ -212,6 +212,11 @@ async fn ask_cli(
     // hides; the agent is granted reading that one file.
     op.capabilities_requested.push(format!("fs.read:{}", prompt_file.display()));
     let executed = bus.execute(&op, &work.ctx, cancel, recorder).await;
+    // The file holds the prompt as the CLI must read it; one that holds a secret (a secret
+    // input it names) is removed once the CLI is done, so only the redacted artifact stays.
+    if bus.redactor().redact(&work.prompt).1 {
+        let _ = std::fs::remove_file(&prompt_file);
+    }
     events.extend(executed.events);
     let Some(out) = executed.output else {
         return Err((executed.refusal.map_or_else(|| "the agent CLI was refused".into(), |r| r.to_string()), false));

@@ -44,6 +44,10 @@ type Spawn = (Step, u32, Work);
 /// One run as this process last committed it.
 struct RunCtx {
     run: Run,
+    /// Its inputs with the secret ones opened: what templates read. Never recorded.
+    inputs: serde_json::Map<String, serde_json::Value>,
+    /// The tool bus, with a redactor that also knows the run's secret inputs.
+    bus: Arc<ToolBus>,
     wf: Workflow,
     attempts: Vec<Attempt>,
     deadline: Timestamp,
@@ -129,6 +133,7 @@ impl RunCtx {
                 let view = self.view(&finished, now);
                 let scope = Scope {
                     run: &self.run,
+                    inputs: &self.inputs,
                     wf: &self.wf,
                     attempts: &view,
                     bus,
@@ -190,6 +195,16 @@ fn facts<'a>(attempts: &'a [Attempt], decisions: &HashMap<String, HumanDecision>
             routes: &a.routes,
         })
         .collect()
+}
+
+/// Every string inside a JSON value.
+fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        serde_json::Value::Object(m) => m.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
 }
 
 /// Adds ended attempts to a commit, each with the events the tool bus returned for it.
@@ -362,7 +377,21 @@ impl<S: Store + Clone> Engine<S> {
         let started_at = run.started_at.unwrap_or_else(|| self.inner.clock.now());
         let deadline = started_at.plus_millis((wf.limits.run_timeout_seconds as i64).saturating_mul(1000));
         let env = Arc::new(self.inner.config.env.clone());
-        Ok(Ok(RunCtx { run, wf, attempts, deadline, env, writer, decisions }))
+        let (inputs, secrets) = self.secrets_open(&run)?;
+        let bus = if secrets.is_empty() {
+            self.inner.bus.clone()
+        } else {
+            // Everything this run records passes a redactor that knows its secret inputs, in
+            // the forms a step sees them: the text a placeholder renders, and every string
+            // inside a JSON value.
+            let mut values = Vec::new();
+            for v in &secrets {
+                values.push(steward_core::template::value_text(v));
+                strings(v, &mut values);
+            }
+            Arc::new(self.inner.bus.with_redactor(self.inner.bus.redactor().clone().with_secrets(values)))
+        };
+        Ok(Ok(RunCtx { run, inputs, bus, wf, attempts, deadline, env, writer, decisions }))
     }
 
     /// The answers to steps whose last attempt stopped for a person: the latest
@@ -439,7 +468,7 @@ impl<S: Store + Clone> Engine<S> {
             Err(failed) => return Ok(failed),
         };
         let (halt, _guard) = self.register(run_id);
-        let bus = self.inner.bus.clone();
+        let bus = ctx.bus.clone();
         let mut in_flight = InFlight::default();
         let mut finished: Vec<StepDone> = Vec::new();
         loop {
@@ -519,7 +548,7 @@ impl<S: Store + Clone> Engine<S> {
             Err(failed) => return Ok(failed),
         };
         let (halt, _guard) = self.register(run_id);
-        let bus = self.inner.bus.clone();
+        let bus = ctx.bus.clone();
         let now = self.inner.clock.now();
         let plan = ctx.plan(&mut [], now);
         let (c, spawn) = ctx.commit_for(&plan, Vec::new(), now, true, &bus);

@@ -23,6 +23,7 @@ use crate::clock::{Clock, new_run_id};
 use crate::halt::{Halt, Stop};
 use crate::micro_task::HumanDecision;
 use crate::retry::{RetryPolicy, Retrying};
+use crate::secrets::Sealer;
 
 /// Engine errors. Step failures are not errors: they are recorded on the run.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,9 @@ pub enum Error {
     /// The job contract is broken or does not fit the workflow (DG-JOB-06/07).
     #[error("{0}")]
     Contract(String),
+    /// A secret input cannot be sealed or opened; the run is left as it was.
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::Error),
     /// The given inputs do not match the declarations.
     #[error("invalid inputs:\n{}", .0.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"))]
     Inputs(Vec<String>),
@@ -115,6 +119,9 @@ pub struct EngineConfig {
     /// Environment variables seen before the process environment (API keys
     /// named by `api_key_env`, agent CLI paths); for embedding and tests.
     pub env: std::collections::BTreeMap<String, String>,
+    /// Seals secret inputs before a run is stored and opens them to drive it. The CLI's is the
+    /// data directory's key file; the default is a key of this process alone.
+    pub sealer: Arc<Sealer>,
 }
 
 impl EngineConfig {
@@ -128,6 +135,7 @@ impl EngineConfig {
             owner_process: process::current(),
             store_retry: RetryPolicy::default(),
             env: std::collections::BTreeMap::new(),
+            sealer: Arc::new(Sealer::ephemeral()),
         }
     }
 
@@ -317,8 +325,11 @@ impl<S: Store + Clone> Engine<S> {
             return Err(Error::Refused(refused));
         }
         let now = self.inner.clock.now();
+        let run_id = new_run_id(now);
+        // Issue 11: a secret input reaches the store sealed, never in clear.
+        let inputs = self.inner.config.sealer.seal_inputs(&run_id, &wf, inputs)?;
         let run = NewRun {
-            run_id: new_run_id(now),
+            run_id,
             workflow_id: wf.id.clone(),
             workflow_version: wf.version,
             definition_hash: workflow::definition_hash(&req.source),
@@ -355,6 +366,7 @@ impl<S: Store + Clone> Engine<S> {
     /// Moves a queued run to `running`, owned by this process. A run that
     /// cannot start fails with the reason instead (P09-T03), and is returned.
     pub(crate) async fn begin(&self, run: &Run) -> Result<Option<Run>> {
+        self.secrets_open(run)?;
         if let Err(reason) = self.startable(run).await {
             return self.fail_start(run, RunState::Queued, &reason).await.map(Some);
         }
@@ -402,6 +414,7 @@ impl<S: Store + Clone> Engine<S> {
                 });
             }
         }
+        self.secrets_open(&run)?;
         let wf = match self.startable(&run).await {
             Ok(wf) => wf,
             Err(reason) => return self.fail_start(&run, run.state, &reason).await,
@@ -500,6 +513,7 @@ impl<S: Store + Clone> Engine<S> {
                 hint: "only a run waiting for a person (awaiting_user) takes a gate decision",
             });
         }
+        self.secrets_open(&run)?;
         if let Err(reason) = self.startable(&run).await {
             return self.fail_start(&run, run.state, &reason).await;
         }
@@ -584,6 +598,13 @@ impl<S: Store + Clone> Engine<S> {
         steward_core::inputs::resolve(&wf, &run.inputs).map_err(|errs| errs.join("; "))?;
         steward_core::job::check_job(&run.contract, &wf).map_err(|e| e.to_string())?;
         Ok(wf)
+    }
+
+    /// The run's inputs with its secret ones opened, and their values. A secret that cannot be
+    /// opened (a lost or foreign key) is an error that leaves the run as it is, so that it can
+    /// be continued once the key is back; it is never a reason to fail the run.
+    pub(crate) fn secrets_open(&self, run: &Run) -> Result<(Map<String, Value>, Vec<Value>)> {
+        Ok(self.inner.config.sealer.open_inputs(&run.run_id, &run.inputs)?)
     }
 
     async fn fail_start(&self, run: &Run, from: RunState, reason: &str) -> Result<Run> {

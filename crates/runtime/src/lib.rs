@@ -22,6 +22,7 @@ mod engine;
 mod files;
 mod halt;
 mod retry;
+pub mod secrets;
 mod step;
 
 pub mod micro_task;

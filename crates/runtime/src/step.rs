@@ -58,6 +58,8 @@ pub(crate) struct StepDone {
 /// What templates can see while a run executes.
 pub(crate) struct Scope<'a> {
     pub(crate) run: &'a Run,
+    /// The run's inputs, secret ones opened.
+    pub(crate) inputs: &'a Map<String, Value>,
     pub(crate) wf: &'a Workflow,
     pub(crate) attempts: &'a [Attempt],
     pub(crate) bus: &'a ToolBus,
@@ -74,7 +76,6 @@ impl Scope<'_> {
         match r {
             Ref::Input { name, path } => {
                 let v = self
-                    .run
                     .inputs
                     .get(name)
                     .ok_or_else(|| err(format!("input `{name}` was not given and has no default")))?;
@@ -286,7 +287,11 @@ impl Scope<'_> {
             })?;
             let mut input = serde_json::to_value(&op).unwrap_or(Value::Null);
             input["run"] = json!(shell.run_source);
-            Ok((op, self.bus.redactor().redact_json(&input)))
+            let input = self.bus.recorded_op(&input).map_err(|e| RenderError {
+                reference: "env".into(),
+                reason: format!("cannot store a large value as an artifact: {e}"),
+            })?;
+            Ok((op, input))
         })();
         match rendered {
             Ok((op, input)) => Prepared { input, work: Work::Shell(Box::new(op), Box::new(self.context(&key))) },
@@ -442,7 +447,8 @@ pub(crate) async fn execute(
             return with(self::finish(&step.id, attempt, AttemptStatus::Failed, Some(e), true, Some(output)));
         }
     };
-    let redactor = bus.redactor();
+    // The operation's redactor: the run's, plus its secret-named variables.
+    let redactor = &executed.redactor;
     if let Some(env) = &envelope {
         output["outputs"] = redactor.redact_json(&Value::Object(env.outputs.clone()));
         if let Some(why) = record_summary(env, redactor, &mut output, "step") {

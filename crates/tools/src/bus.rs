@@ -23,7 +23,7 @@ use crate::op::{
     BudgetSpec, Determinism, EngineError, EngineResult, EngineStatus, EvidencePolicy, OutputSpec, POE_SCHEMA_VERSION,
     PlannedOperation, ProvenanceRecord,
 };
-use crate::redact::Redactor;
+use crate::redact::{self, Redactor};
 use crate::registry::EngineRegistry;
 use crate::sandbox::{Containment, Sandbox};
 use crate::terminal::{self, Denial, SessionKind, TerminalPolicy};
@@ -115,6 +115,10 @@ pub struct Executed {
     pub refusal: Option<Refusal>,
     /// The process's output, when it ran.
     pub output: Option<ProcessOutput>,
+    /// What redacted this record: the bus's redactor and the operation's secret-named
+    /// variables. Whatever else the caller records of the operation (outputs read from the
+    /// raw output) passes it too.
+    pub redactor: Redactor,
 }
 
 /// The tool bus.
@@ -198,6 +202,10 @@ fn rfc3339_now() -> String {
 impl ToolBus {
     /// A bus over this registry and policy, keeping evidence in `artifacts`, running commands
     /// in `sandbox`.
+    ///
+    /// Commands inherit this process's environment (TERM-API-004), so the values of its
+    /// variables whose names say secret (`OPENAI_API_KEY`, `GITHUB_TOKEN`...) join the
+    /// redactor's: a step that prints its environment leaks none of them into the record.
     pub fn new(
         registry: EngineRegistry,
         policy: TerminalPolicy,
@@ -205,6 +213,8 @@ impl ToolBus {
         artifacts: ArtifactStore,
         sandbox: Sandbox,
     ) -> ToolBus {
+        let inherited = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        let redactor = redactor.with_env_secrets(inherited);
         ToolBus { registry, policy, redactor, artifacts, sandbox }
     }
 
@@ -226,9 +236,22 @@ impl ToolBus {
         std::borrow::Cow::Owned(op)
     }
 
+    /// This bus with another redactor: a run's, which also knows its secret inputs.
+    pub fn with_redactor(&self, redactor: Redactor) -> ToolBus {
+        ToolBus { redactor, ..self.clone() }
+    }
+
     /// The redactor, for everything else that is logged.
     pub fn redactor(&self) -> &Redactor {
         &self.redactor
+    }
+
+    /// The redactor for one operation: the bus's, plus the values of the variables the
+    /// operation sets whose names say secret, so that they are hidden in its output too, not
+    /// only in its recorded environment.
+    fn call_redactor(&self, op: &PlannedOperation) -> Redactor {
+        let Some(env) = op.params.get("env").and_then(Value::as_object) else { return self.redactor.clone() };
+        self.redactor.clone().with_env_secrets(env.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_str()?))))
     }
 
     /// The registry.
@@ -295,10 +318,18 @@ impl ToolBus {
     /// Moves environment values larger than [`ENV_INLINE_LIMIT`] into artifacts
     /// (DG-MEX-03): the value becomes `artifact:<hash>`, the handle joins the
     /// operation's inputs, G-INTEGRITY verifies it, and execution reads it back.
+    ///
+    /// Artifacts are kept on disk and go into debug bundles, so only a value the redactor
+    /// leaves as it is moves: one holding a secret (or set in a variable whose name says
+    /// secret) stays inline, to be handed to the command from memory, and is recorded
+    /// redacted by [`ToolBus::recorded_op`].
     pub fn externalize_large_env(&self, op: &mut PlannedOperation) -> std::io::Result<()> {
         let Some(env) = op.params.get_mut("env").and_then(Value::as_object_mut) else { return Ok(()) };
-        for value in env.values_mut() {
+        for (name, value) in env.iter_mut() {
             let Some(text) = value.as_str().filter(|t| t.len() > ENV_INLINE_LIMIT) else { continue };
+            if redact::is_secret_env_name(name) || self.redactor.redact(text).1 {
+                continue;
+            }
             let handle = self.artifacts.put(text.as_bytes(), "text/plain; charset=utf-8")?;
             *value = json!(format!("{ARTIFACT_PREFIX}{}", handle.hash));
             if !op.inputs.contains(&handle) {
@@ -306,6 +337,21 @@ impl ToolBus {
             }
         }
         Ok(())
+    }
+
+    /// An operation (as JSON, perhaps with fields of the caller's added) as it is recorded:
+    /// redacted, with every environment value still larger than [`ENV_INLINE_LIMIT`] kept,
+    /// redacted, as an artifact that the record references (DG-MEX-03, DG-FR-08: refs point to
+    /// redacted payloads).
+    pub fn recorded_op(&self, op: &Value) -> std::io::Result<Value> {
+        let mut recorded = self.redactor.redact_json(op);
+        let env = recorded.get_mut("params").and_then(|p| p.get_mut("env")).and_then(Value::as_object_mut);
+        for value in env.into_iter().flat_map(|e| e.values_mut()) {
+            let Some(text) = value.as_str().filter(|t| t.len() > ENV_INLINE_LIMIT) else { continue };
+            let handle = self.artifacts.put(text.as_bytes(), "text/plain; charset=utf-8")?;
+            *value = json!(format!("{ARTIFACT_PREFIX}{}", handle.hash));
+        }
+        Ok(recorded)
     }
 
     /// The environment of an operation, artifact references read back.
@@ -401,7 +447,8 @@ impl ToolBus {
         let checked = self.check(op, ctx);
         let granted = self.with_grants(op, ctx).capabilities_requested.clone();
         let mut events = checked.events;
-        let args = self.redactor.redact_json(&op.params);
+        let redactor = self.call_redactor(op);
+        let args = redactor.redact_json(&op.params);
         let args_hash = hash(args.to_string().as_bytes());
         let tool_call = |ok: bool,
                          result_hash: Option<String>,
@@ -452,7 +499,7 @@ impl ToolBus {
                 0,
             ));
             let result = denied_result(op, started_at, ended_at, error);
-            return Executed { result, events, refusal: Some(refusal), output: None };
+            return Executed { result, events, refusal: Some(refusal), output: None, redactor };
         };
 
         let mut spec =
@@ -473,7 +520,7 @@ impl ToolBus {
                     0,
                 ));
                 let result = denied_result(op, started_at, ended_at, error);
-                return Executed { result, events, refusal: Some(refusal), output: None };
+                return Executed { result, events, refusal: Some(refusal), output: None, redactor };
             }
         }
         spec.env.push(("STEWARD_IDEMPOTENCY_KEY".into(), ctx.idempotency_key.clone()));
@@ -501,7 +548,7 @@ impl ToolBus {
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
-                let message = self.redactor.redact(&e.to_string()).0;
+                let message = redactor.redact(&e.to_string()).0;
                 let error = EngineError {
                     code: "HSK-TERM-007".into(),
                     message: format!("cannot start: {message}"),
@@ -520,11 +567,11 @@ impl ToolBus {
                     ..denied_result(op, started_at, ended_at, error.clone())
                 };
                 let refusal = Refusal { by: "terminal".into(), code: error.code, reason: error.message };
-                return Executed { result, events, refusal: Some(refusal), output: None };
+                return Executed { result, events, refusal: Some(refusal), output: None, redactor };
             }
         };
-        let (stdout, out_redacted) = self.redactor.redact_bytes(&outcome.stdout);
-        let (stderr, err_redacted) = self.redactor.redact_bytes(&outcome.stderr);
+        let (stdout, out_redacted) = redactor.redact_bytes(&outcome.stdout);
+        let (stderr, err_redacted) = redactor.redact_bytes(&outcome.stderr);
         let mut errors = Vec::new();
         let mut evidence = Vec::new();
         for (bytes, name) in [(&stdout, "stdout"), (&stderr, "stderr")] {
@@ -556,7 +603,7 @@ impl ToolBus {
         let relative_cwd = op.params.get("cwd").and_then(Value::as_str).unwrap_or(".").to_owned();
         let refs: Vec<String> = evidence.iter().map(|h| h.hash.clone()).collect();
         let (redacted_command, cmd_redacted) =
-            self.redactor.redact(op.params.get("command").and_then(Value::as_str).unwrap_or_default());
+            redactor.redact(op.params.get("command").and_then(Value::as_str).unwrap_or_default());
         events.push(Payload::TerminalCommand {
             session_id: ctx.session_id.clone(),
             session_type: ctx.session.as_str().into(),
@@ -605,7 +652,7 @@ impl ToolBus {
             truncated_bytes,
             duration: outcome.duration,
         };
-        Executed { result, events, refusal: None, output: Some(output) }
+        Executed { result, events, refusal: None, output: Some(output), redactor }
     }
 
     /// Checks every shell step of a workflow under its profile before a run
@@ -764,5 +811,51 @@ mod tests {
         );
         let provenance = done.result.provenance.unwrap();
         assert_eq!((provenance.engine_id.as_str(), provenance.determinism), ("engine.shell", Determinism::D1));
+    }
+
+    /// Issue 11 (point 6), TERM-API-004, DG-MEX-03: a value set in a variable whose name says
+    /// secret is redacted in the command's output, not only in its recorded environment; a
+    /// large value holding a secret never reaches the artifact store in clear, yet the command
+    /// still gets it, and the record references its redacted text.
+    #[tokio::test]
+    async fn secret_named_variables_and_large_secret_values_stay_out_of_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = bus(dir.path()).with_redactor(Redactor::new(vec!["input-secret-77".into()]));
+        let big = format!("{}input-secret-77{}", "a".repeat(ENV_INLINE_LIMIT), "b".repeat(10));
+        let env = vec![
+            ("DEPLOY_TOKEN".to_owned(), "tok-value-1234".to_owned()),
+            ("BIG".to_owned(), big.clone()),
+            ("PLAIN".to_owned(), "p".repeat(ENV_INLINE_LIMIT + 1)),
+        ];
+        let command = "echo \"t=$DEPLOY_TOKEN\"; printf %s \"$BIG\" | grep -c input-secret-77";
+        let mut op = b.shell_op("op-1", command, None, &env, Duration::from_secs(5), "Coder");
+        b.externalize_large_env(&mut op).unwrap();
+        assert_eq!(op.params["env"]["BIG"], json!(big), "a value holding a secret stays in memory");
+        assert!(op.params["env"]["PLAIN"].as_str().unwrap().starts_with("artifact:"));
+        let recorded = b.recorded_op(&serde_json::to_value(&op).unwrap()).unwrap();
+        assert_eq!(recorded["params"]["env"]["DEPLOY_TOKEN"], json!(redact::REDACTED));
+        let big_ref = recorded["params"]["env"]["BIG"].as_str().unwrap().strip_prefix("artifact:").unwrap();
+        let stored = String::from_utf8(b.artifacts().get(big_ref).unwrap()).unwrap();
+        assert!(stored.contains(redact::REDACTED) && !stored.contains("input-secret-77"));
+        let done = b.execute(&op, &ctx(dir.path()), &CancellationToken::new(), &crate::exec::Unrecorded).await;
+        let out = done.output.unwrap();
+        assert_eq!(out.stdout, format!("t={}\n1\n", redact::REDACTED), "the command got both values");
+        assert!(done.redactor.redact("x tok-value-1234").1);
+        let everything = format!("{:?}", done.events);
+        assert!(!everything.contains("tok-value-1234") && !everything.contains("input-secret-77"));
+        for entry in walk(&dir.path().join("artifacts")) {
+            let bytes = std::fs::read(&entry).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains("tok-value-1234") && !text.contains("input-secret-77"), "{}", entry.display());
+        }
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        }
+        out
     }
 }

@@ -11,5 +11,6 @@ mod local_model;
 mod micro_task;
 mod recorder;
 mod sandbox;
+mod secrets;
 mod tidy;
 mod torture;

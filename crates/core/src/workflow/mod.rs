@@ -8,6 +8,7 @@
 //! started with.
 
 mod graph;
+mod literals;
 mod parse;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use serde_json::Value;
 use crate::template::Template;
 
 pub use graph::{Graph, Route};
+pub use literals::literal_secrets;
 pub use parse::parse;
 
 /// Default `limits.max_total_iterations` (DireClaw §4.8).
@@ -123,6 +125,9 @@ pub struct InputDecl {
     pub default: Option<Value>,
     /// Free text.
     pub description: Option<String>,
+    /// `secret: true`: the value is sealed before it is stored and shown only as redacted
+    /// (it may have no default, which would sit in the definition in clear).
+    pub secret: bool,
     /// Where it is declared.
     pub line: usize,
 }
@@ -348,9 +353,30 @@ impl RetryPolicy {
     }
 }
 
+/// How serious a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The definition cannot run.
+    Error,
+    /// The definition runs, but something in it is unwise (a secret written in the file).
+    Warning,
+}
+
+impl Severity {
+    /// `error` or `warning`, as printed and in `--json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
 /// One validation problem, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// Whether it stops the definition from running.
+    pub severity: Severity,
     /// 1-based line.
     pub line: usize,
     /// The step it concerns, if any.
@@ -362,6 +388,26 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// An error at `line`.
+    pub fn error(
+        line: usize,
+        step: Option<String>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic { severity: Severity::Error, line, step, field: field.into(), message: message.into() }
+    }
+
+    /// A warning at `line`.
+    pub fn warning(
+        line: usize,
+        step: Option<String>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic { severity: Severity::Warning, line, step, field: field.into(), message: message.into() }
+    }
+
     /// Step, field and message, without the line: for `FILE:LINE: ...` output.
     pub fn describe(&self) -> String {
         let mut out = String::new();

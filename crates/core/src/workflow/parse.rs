@@ -15,7 +15,7 @@ const TOP_KEYS: &[&str] =
 const AGENT_KEYS: &[&str] = &["provider", "model", "base_url", "api_key_env", "options", "cli", "script"];
 const STEP_LIMIT_KEYS: &[&str] = &["max_retries"];
 const PROVIDERS: &str = "openai, ollama, command, scripted";
-const INPUT_KEYS: &[&str] = &["type", "required", "default", "description"];
+const INPUT_KEYS: &[&str] = &["type", "required", "default", "description", "secret"];
 const LIMIT_KEYS: &[&str] = &[
     "max_total_iterations",
     "run_timeout_seconds",
@@ -56,12 +56,7 @@ const STEP_TYPES: &str = "shell, noop, agent_task, agent_review, micro_tasks";
 pub fn parse(source: &str) -> Result<Workflow, Vec<Diagnostic>> {
     let root = yaml::parse(source).map_err(|errs| {
         errs.into_iter()
-            .map(|e| Diagnostic {
-                line: e.pos.line,
-                step: None,
-                field: String::new(),
-                message: format!("invalid YAML: {}", e.message),
-            })
+            .map(|e| Diagnostic::error(e.pos.line, None, "", format!("invalid YAML: {}", e.message)))
             .collect::<Vec<_>>()
     })?;
     let mut r = Reader::default();
@@ -107,7 +102,7 @@ struct RetryPolicyRaw {
 
 impl Reader {
     fn err(&mut self, line: usize, field: impl Into<String>, message: impl Into<String>) {
-        self.diags.push(Diagnostic { line, step: self.step.clone(), field: field.into(), message: message.into() });
+        self.diags.push(Diagnostic::error(line, self.step.clone(), field, message));
     }
 
     /// The entries of a mapping, reporting unknown keys. `None` if not a mapping.
@@ -304,6 +299,7 @@ impl Reader {
                             required: true,
                             default: None,
                             description: None,
+                            secret: false,
                             line: item.pos.line,
                         });
                     }
@@ -345,6 +341,7 @@ impl Reader {
                 required: false,
                 default: None,
                 description: None,
+                secret: false,
                 line: decl.pos.line,
             });
         }
@@ -353,16 +350,27 @@ impl Reader {
         let mut required = false;
         let mut default = None;
         let mut description = None;
+        let mut secret = false;
         for (k, v) in entries {
             let f = join(field, k);
             match k {
                 "type" => ty = v.as_str().and_then(|t| self.input_type(t, v.pos.line, &f)),
                 "required" => required = self.bool(v, &f).unwrap_or(false),
                 "default" => default = Some((v.to_json(), v.pos.line)),
+                "secret" => secret = self.bool(v, &f).unwrap_or(false),
                 _ => description = self.string(v, &f),
             }
         }
         let ty = ty?;
+        if secret && let Some((_, line)) = &default {
+            // A default is part of the definition, which every run stores in clear.
+            self.err(
+                *line,
+                join(field, "default"),
+                "a secret input cannot have a default: it would be written in the workflow file and stored in clear with every run; pass it with --input or --input-file",
+            );
+            default = None;
+        }
         let default = match default {
             Some((value, line)) => match crate::inputs::coerce(ty, &value) {
                 Ok(v) => Some(v),
@@ -373,7 +381,7 @@ impl Reader {
             },
             None => None,
         };
-        Some(InputDecl { name: name.into(), ty, required, default, description, line: decl.pos.line })
+        Some(InputDecl { name: name.into(), ty, required, default, description, secret, line: decl.pos.line })
     }
 
     fn input_type(&mut self, t: &str, line: usize, field: &str) -> Option<InputType> {

@@ -229,3 +229,36 @@ async fn command_agents_run_through_the_tool_bus() {
     let error = e.store.list_attempts(&run.run_id).await.unwrap()[0].error.clone().unwrap();
     assert!(error.contains("G-CAP"), "{error}");
 }
+
+/// Issue 11 (point 6): a secret input an agent CLI's prompt names reaches the CLI, and is left
+/// on disk only redacted: the prompt artifact hides it and the prompt file it read is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_in_an_agent_cli_prompt_is_not_left_on_disk() {
+    let e = env().await;
+    let bin = e.dir.path().join("fake-claude");
+    std::fs::write(
+        &bin,
+        "#!/bin/sh\nfile=$(echo \"$*\" | sed -n 's/.*prompt file at \\([^ ]*\\) and.*/\\1/p')\necho \"$file\" > prompt-path\nhead -n1 \"$file\" > seen\necho '[workflow_result]{\"outputs\": {\"text\": \"ok\"}}[/workflow_result]'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let eng = engine_with_env(
+        e.store.clone(),
+        Arc::new(SystemClock),
+        "cli-secret",
+        &[("STEWARD_CLAUDE_BIN", bin.to_str().unwrap())],
+    );
+    eng.boot().await.unwrap();
+    let src = task("{provider: command, cli: claude, model: sonnet}")
+        .replace("topic: {type: string}", "topic: {type: string, secret: true}");
+    let secret = "opaque-topic-secret-31";
+    let created = eng.create_run(create(&src, e.dir.path(), json!({"topic": secret}))).await.unwrap();
+    let run = eng.start(&created.run_id).await.unwrap();
+    assert_eq!(run.state, RunState::Completed, "{}", run.summary);
+    assert_eq!(std::fs::read_to_string(e.dir.path().join("seen")).unwrap().trim(), format!("Write about {secret}"));
+    let prompt_file = std::fs::read_to_string(e.dir.path().join("prompt-path")).unwrap();
+    assert!(!std::path::Path::new(prompt_file.trim()).exists(), "{prompt_file} is still there");
+    let out = e.store.list_attempts(&run.run_id).await.unwrap()[0].output.clone().unwrap();
+    let prompt = eng.bus().artifacts().get(out["prompt_ref"].as_str().unwrap()).unwrap();
+    assert!(String::from_utf8_lossy(&prompt).starts_with("Write about ***REDACTED***"));
+}

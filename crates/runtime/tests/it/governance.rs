@@ -137,3 +137,110 @@ async fn large_output_travels_as_an_artifact() {
     assert!(gen_out["stdout_ref"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(attempts[1].output.as_ref().unwrap()["stdout"].as_str().map(str::trim), Some("40000"));
 }
+
+/// Issue 11 (point 6), TERM-LOG-002, DG-FR-08, DG-MEX-03: a `secret: true` input is sealed in
+/// the store, is what the step gets, and is redacted in everything the run records, in the
+/// forms a step might print it (as given, base64, inside a large value moved to an artifact);
+/// a variable whose name says secret is redacted in the step's output too. A sealed input
+/// opens in another engine on the same key, and in none other: the run is then left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_inputs_are_sealed_in_the_store_and_redacted_in_the_record() {
+    use steward_runtime::secrets::{KEY_FILE, Sealer};
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    let make = |sealer: Sealer, owner: &str| {
+        let mut config = steward_runtime::EngineConfig::new(owner.into());
+        config.sealer = std::sync::Arc::new(sealer);
+        let bus = bus_at(&dir.path().join("artifacts"));
+        steward_runtime::Engine::new(
+            store.clone(),
+            std::sync::Arc::new(bus),
+            std::sync::Arc::new(steward_runtime::SystemClock),
+            std::sync::Arc::new(steward_core::ids::SeqIds::new(owner)),
+            config,
+        )
+    };
+    let key = dir.path().join(KEY_FILE);
+    let secret = "tok-Zq9-very-secret-value";
+    let src = r#"id: sec
+version: 1
+inputs:
+  tok: {type: string, secret: true, required: true}
+steps:
+  - id: leak
+    type: shell
+    env:
+      DEPLOY_PASSWORD: "env-named-pw-4711"
+      BIG: "{{inputs.tok}}"
+    run: |
+      echo "plain {{inputs.tok}}"
+      printf %s "{{inputs.tok}}" | base64
+      echo "pw $DEPLOY_PASSWORD"
+      printf %s "$BIG" | wc -c
+      echo "[workflow_result]{\"outputs\": {\"echo\": \"$DEPLOY_PASSWORD\"}}[/workflow_result]"
+    outputs: [echo]
+"#;
+    // BIG is over the inline limit, so it would move to an artifact if it held no secret.
+    let big_secret = format!("{secret}{}", "x".repeat(9000));
+    let creator = make(Sealer::at(key.clone()), "creator");
+    creator.boot().await.unwrap();
+    let src = src.replace("BIG: \"{{inputs.tok}}\"", "BIG: \"{{inputs.tok}}{{inputs.pad}}\"").replace(
+        "  tok: {type: string, secret: true, required: true}\n",
+        "  tok: {type: string, secret: true, required: true}\n  pad: {type: string}\n",
+    );
+    let created = creator
+        .create_run(create(&src, dir.path(), json!({"tok": secret, "pad": &big_secret[secret.len()..]})))
+        .await
+        .unwrap();
+    assert!(steward_core::inputs::is_sealed(&created.inputs["tok"]));
+    drop(creator);
+
+    // An engine with another key cannot open it, and changes nothing.
+    let stranger = make(Sealer::ephemeral(), "stranger");
+    stranger.boot().await.unwrap();
+    let err = stranger.start(&created.run_id).await.unwrap_err();
+    assert!(matches!(err, Error::Secret(_)), "{err}");
+    assert!(err.to_string().contains("secret input `tok` cannot be opened"), "{err}");
+    assert_eq!(store.get_run(&created.run_id).await.unwrap().state, RunState::Queued);
+
+    // Another engine on the same key file drives it.
+    let driver = make(Sealer::at(key.clone()), "driver");
+    driver.boot().await.unwrap();
+    let run = driver.start(&created.run_id).await.unwrap();
+    assert_eq!(run.state, RunState::Completed, "{}", run.summary);
+    let attempts = store.list_attempts(&run.run_id).await.unwrap();
+    let out = attempts[0].output.as_ref().unwrap();
+    let stdout = out["stdout"].as_str().unwrap();
+    assert_eq!(
+        stdout.lines().take(4).collect::<Vec<_>>(),
+        ["plain ***REDACTED***", "***REDACTED***", "pw ***REDACTED***", "9025"],
+        "the step got the values; the record hides them"
+    );
+    assert_eq!(out["outputs"]["echo"], "***REDACTED***");
+    let big_ref = attempts[0].input["params"]["env"]["BIG"].as_str().unwrap();
+    let big_recorded = driver.bus().artifacts().get(big_ref.strip_prefix("artifact:").unwrap()).unwrap();
+    assert!(String::from_utf8_lossy(&big_recorded).starts_with("***REDACTED***xxx"));
+
+    // Nothing on disk holds the secret: not the database (WAL included), not an artifact.
+    let b64 = "dG9rLVpxOS12ZXJ5LXNlY3JldC12YWx1ZQ==";
+    for file in files(dir.path()) {
+        let bytes = std::fs::read(&file).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for s in [secret, &b64[..b64.len() - 3], "env-named-pw-4711"] {
+            // The workflow file itself names the literal env value; only its definition may.
+            if s == "env-named-pw-4711" && text.contains("DEPLOY_PASSWORD: \"env-named-pw-4711\"") {
+                continue;
+            }
+            assert!(!text.contains(s), "`{s}` is in {}", file.display());
+        }
+    }
+}
+
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(files(&p)) } else { out.push(p) }
+    }
+    out
+}
