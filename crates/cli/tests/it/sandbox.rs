@@ -283,3 +283,50 @@ fn without_a_sandbox_commands_are_refused_unless_the_operator_allows_it() {
     assert_eq!(applied["payload"]["mode"], "unsandboxed");
     assert!(applied["payload"]["reason"].as_str().unwrap().contains("no Landlock here"), "{applied}");
 }
+
+/// Issue 11 point 1: an agent CLI runs in the sandbox too. Its prompt file lives in the data
+/// directory, which the sandbox hides; the agent is granted reading that one file (recorded as
+/// `fs.read:<file>`) and nothing else of the data directory.
+#[test]
+fn an_agent_cli_reads_its_prompt_and_nothing_else_of_the_data_directory() {
+    let s = Steward::new();
+    s.write(
+        "fake-claude",
+        "#!/bin/sh\nfile=$(echo \"$*\" | sed -n 's/.*prompt file at \\([^ ]*\\) and.*/\\1/p')\n\
+         head -n1 \"$file\" > seen-prompt.txt\nls .steward > seen-data-dir.txt 2>&1\n\
+         echo '[workflow_result]{\"outputs\": {\"text\": \"from the cli\"}}[/workflow_result]'\n",
+    );
+    std::fs::set_permissions(s.path("fake-claude"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    s.write(
+        "wf.yaml",
+        "id: t\nversion: 1\nagents:\n  a: {provider: command, cli: claude, model: sonnet}\nsteps:\n  - id: write\n    type: agent_task\n    agent: a\n    prompt: \"Write about tides\"\n    outputs: [text]\n",
+    );
+    let out = s.cmd(&["run", "wf.yaml"]).env("STEWARD_CLAUDE_BIN", s.path("fake-claude")).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(file(&s.path("seen-prompt.txt")).contains("Write about tides"), "{}", file(&s.path("seen-prompt.txt")));
+    assert_eq!(file(&s.path("seen-data-dir.txt")).trim(), "runs", "only the way to the prompt file is visible");
+    let id = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
+    let events = s.json(&["events", &id, "--json"]);
+    let applied = events.as_array().unwrap().iter().find(|e| e["event_type"] == "sandbox_applied").unwrap();
+    let exposed = applied["payload"]["exposed"].as_array().unwrap();
+    assert!(exposed.len() == 1 && exposed[0].as_str().unwrap().ends_with("/prompt.md"), "{applied}");
+}
+
+/// Issue 11 point 1: a profile listed in `[sandbox] protect_git` sees the workspace's `.git`
+/// read-only; the rest of the workspace stays writable.
+#[test]
+fn a_protected_git_directory_is_read_only() {
+    let s = Steward::new();
+    s.write("steward.toml", "[sandbox]\nprotect_git = [\"Coder\"]\n");
+    std::fs::create_dir_all(s.path(".git")).unwrap();
+    s.write(".git/config", "[core]\n");
+    s.write(
+        "wf.yaml",
+        "id: w\nversion: 1\nsteps:\n  - id: a\n    type: shell\n    run: \"echo x >> .git/config || echo blocked > result.txt; rm -rf .git 2>/dev/null; echo ok > written.txt\"\n",
+    );
+    let out = s.run(&["run", "wf.yaml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(file(&s.path("result.txt")), "blocked\n");
+    assert_eq!(file(&s.path(".git/config")), "[core]\n");
+    assert_eq!(file(&s.path("written.txt")), "ok\n");
+}
