@@ -24,6 +24,25 @@ fn file(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| format!("<{e}>"))
 }
 
+/// The id of the newest run in `state`.
+fn last_run(s: &Steward, state: &str) -> String {
+    let runs = s.json(&["list", "--json"]);
+    let run = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["state"] == state)
+        .unwrap_or_else(|| panic!("no {state} run: {runs}"));
+    run["run_id"].as_str().unwrap().to_owned()
+}
+
+/// The payload of the run's first `sandbox_applied` event.
+fn sandbox_applied(s: &Steward, run: &str) -> serde_json::Value {
+    let events = s.json(&["events", run, "--json"]);
+    let e = events.as_array().unwrap().iter().find(|e| e["event_type"] == "sandbox_applied").cloned();
+    e.unwrap_or_else(|| panic!("no sandbox_applied event: {events}"))["payload"].clone()
+}
+
 /// Issue 11 points 1, 4 and 7; DG-MEX-07 (the sandbox prevents file-system escape and denies
 /// the network unless granted).
 #[test]
@@ -128,18 +147,13 @@ fn a_contained_step_cannot_reach_outside_its_workspace() {
     // The data directory was neither visible nor damaged, and the config is as written.
     assert_eq!(file(&s.path("attacks.listing")).lines().filter(|l| !l.starts_with('.')).count(), 0);
     assert_eq!(file(&s.path("steward.toml")), "[terminal]\ndenylist = []\n");
-    let run = s.json(&["list", "--json"]);
-    let id = run[0]["run_id"].as_str().unwrap().to_owned();
-    let status = s.json(&["status", &id, "--json"]);
-    assert_eq!(status["state"], "completed", "{status}");
+    let id = last_run(&s, "completed");
     let output = serde_json::to_string(&s.json(&["events", &id, "--json"])).unwrap();
     for secret in ["SSH-PRIVATE", "AWS-SECRET", "NETRC-SECRET", "SQLite format"] {
         assert!(!output.contains(secret), "the step read `{secret}`");
     }
     // Every rule applied is recorded with the attempt.
-    let events = s.json(&["events", &id, "--json"]);
-    let applied = events.as_array().unwrap().iter().find(|e| e["event_type"] == "sandbox_applied").unwrap();
-    let p = &applied["payload"];
+    let p = &sandbox_applied(&s, &id);
     assert_eq!((p["mode"].as_str(), p["network"].as_bool()), (Some("sandboxed"), Some(false)), "{p}");
     let listed = |key: &str, path: &Path| {
         let path = path.canonicalize().unwrap().display().to_string();
@@ -187,17 +201,18 @@ fn operator_grants_widen_the_sandbox_and_are_recorded() {
     let mut got = String::new();
     conn.read_to_string(&mut got).unwrap();
     assert_eq!(got, "hi\n");
-    let id = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
+    let id = last_run(&s, "completed");
     let events = s.json(&["events", &id, "--json"]);
-    let events = events.as_array().unwrap();
     let caps: Vec<&str> = events
+        .as_array()
+        .unwrap()
         .iter()
         .filter(|e| e["event_type"] == "capability_action")
         .filter_map(|e| e["payload"]["capability_id"].as_str())
         .collect();
     assert!(caps.contains(&"net.http"), "{caps:?}");
-    let applied = events.iter().find(|e| e["event_type"] == "sandbox_applied").unwrap();
-    assert_eq!(applied["payload"]["network"], true, "{applied}");
+    let applied = sandbox_applied(&s, &id);
+    assert_eq!(applied["network"], true, "{applied}");
 
     // The grant is the workflow's alone.
     std::fs::remove_file(cache.path().join("entry")).unwrap();
@@ -246,11 +261,9 @@ fn a_step_cannot_record_a_human_decision_even_without_the_sandbox() {
     let err = file(&s.path("gate.err"));
     assert!(err.contains("cannot be recorded from inside a workflow step") && err.contains("ancestor"), "{err}");
     // With the sandbox off, every attempt says so.
-    let id = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
-    let events = s.json(&["events", &id, "--json"]);
-    let applied = events.as_array().unwrap().iter().find(|e| e["event_type"] == "sandbox_applied").unwrap();
-    assert_eq!(applied["payload"]["mode"], "unsandboxed");
-    assert_eq!(applied["payload"]["reason"], "the operator turned the sandbox off");
+    let applied = sandbox_applied(&s, &last_run(&s, "completed"));
+    assert_eq!(applied["mode"], "unsandboxed");
+    assert_eq!(applied["reason"], "the operator turned the sandbox off");
 }
 
 /// Issue 11 point 1: where the sandbox cannot be set up, commands are refused, unless the
@@ -273,15 +286,9 @@ fn without_a_sandbox_commands_are_refused_unless_the_operator_allows_it() {
     let out = s.run(&["run", "wf.yaml"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(file(&s.path("ran.txt")), "ran\n");
-    let runs = s.json(&["list", "--json"]);
-    let id = runs.as_array().unwrap().iter().find(|r| r["state"] == "completed").unwrap()["run_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let events = s.json(&["events", &id, "--json"]);
-    let applied = events.as_array().unwrap().iter().find(|e| e["event_type"] == "sandbox_applied").unwrap();
-    assert_eq!(applied["payload"]["mode"], "unsandboxed");
-    assert!(applied["payload"]["reason"].as_str().unwrap().contains("no Landlock here"), "{applied}");
+    let applied = sandbox_applied(&s, &last_run(&s, "completed"));
+    assert_eq!(applied["mode"], "unsandboxed");
+    assert!(applied["reason"].as_str().unwrap().contains("no Landlock here"), "{applied}");
 }
 
 /// Issue 11 point 1: an agent CLI runs in the sandbox too. Its prompt file lives in the data
@@ -305,10 +312,8 @@ fn an_agent_cli_reads_its_prompt_and_nothing_else_of_the_data_directory() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(file(&s.path("seen-prompt.txt")).contains("Write about tides"), "{}", file(&s.path("seen-prompt.txt")));
     assert_eq!(file(&s.path("seen-data-dir.txt")).trim(), "runs", "only the way to the prompt file is visible");
-    let id = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
-    let events = s.json(&["events", &id, "--json"]);
-    let applied = events.as_array().unwrap().iter().find(|e| e["event_type"] == "sandbox_applied").unwrap();
-    let exposed = applied["payload"]["exposed"].as_array().unwrap();
+    let applied = sandbox_applied(&s, &last_run(&s, "completed"));
+    let exposed = applied["exposed"].as_array().unwrap();
     assert!(exposed.len() == 1 && exposed[0].as_str().unwrap().ends_with("/prompt.md"), "{applied}");
 }
 
