@@ -167,7 +167,8 @@ impl Command {
 
     /// How it is shown in a reason: its text, and where it was found when nested.
     pub fn shown(&self) -> String {
-        let mut s = format!("`{}`", self.text());
+        let text = if self.program.is_empty() { self.source.clone() } else { self.text() };
+        let mut s = format!("`{text}`");
         for v in self.via.iter().rev() {
             s.push_str(&format!(" (in {v})"));
         }
@@ -271,7 +272,7 @@ impl Analysis {
         const BUILTIN_WRAPPERS: &[&str] = &["exec", "command", "builtin"];
         for c in &self.commands {
             let wrappers = c.wrappers.iter().filter(|w| !BUILTIN_WRAPPERS.contains(&w.as_str()));
-            for p in wrappers.chain(std::iter::once(&c.program)) {
+            for p in wrappers.chain(std::iter::once(&c.program)).filter(|p| !p.is_empty()) {
                 let call = c.function_call && p == &c.program;
                 if !(call || out.iter().any(|o| o.as_deref() == Some(p.as_str()))) {
                     out.push(Some(p.clone()));

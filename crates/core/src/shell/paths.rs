@@ -92,6 +92,36 @@ pub fn join(base: &str, path: &str) -> String {
     }
 }
 
+/// How a working directory leaves the workspace, read from its text alone (HSK-TERM-003).
+///
+/// Lexical: an absolute path, or `..` that climbs above the start. Symlinks are
+/// checked where the directory is resolved on disk, before a command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CwdEscape {
+    /// `/tmp`.
+    Absolute,
+    /// `..`, `src/../..`.
+    Climbs,
+}
+
+impl CwdEscape {
+    /// Whether `cwd` leaves the workspace, and how.
+    pub fn of(cwd: &str) -> Option<CwdEscape> {
+        if cwd.starts_with('/') {
+            return Some(CwdEscape::Absolute);
+        }
+        (normalise(comps(cwd)).1 > 0).then_some(CwdEscape::Climbs)
+    }
+
+    /// The reason, naming the directory as `shown`.
+    pub fn reason(self, shown: &str) -> String {
+        match self {
+            CwdEscape::Absolute => format!("cwd `{shown}` is absolute; it must be relative to the workspace"),
+            CwdEscape::Climbs => format!("cwd `{shown}` is outside the workspace: `..` climbs above its root"),
+        }
+    }
+}
+
 /// Components with `.` and `..` resolved; `Err(n)` when `..` climbs `n` above the start.
 fn normalise<'a>(parts: impl IntoIterator<Item = &'a str>) -> (Vec<String>, usize) {
     let mut out: Vec<String> = Vec::new();
@@ -294,6 +324,10 @@ pub fn locate(word: &ShellWord, cwd: Option<&str>, ctx: &Context<'_>) -> Located
         }
     }
     let f = form(&path, ctx);
+    // A relative path that climbs out of the workspace is outside, even if it lands in `/tmp`.
+    let escapes = !path.starts_with('/')
+        && !path.starts_with('~')
+        && normalise(comps(&join(ctx.cwd.trim_start_matches("./"), &path))).1 > 0;
     let shown = if partial { format!("{}/{}", show(&f).trim_end_matches('/'), pattern.join("/")) } else { show(&f) };
     let at = |place: Place| Located { place, path: shown.clone() };
     let steward = |c: &[String]| {
@@ -353,6 +387,9 @@ pub fn locate(word: &ShellWord, cwd: Option<&str>, ctx: &Context<'_>) -> Located
             }
             if in_home(c, ctx).is_some_and(|(_, rest)| rest.is_empty()) {
                 return at(Place::Home);
+            }
+            if escapes {
+                return at(Place::Outside);
             }
             if let Some(ws) = ctx.workspace {
                 let w = normalise(comps(ws)).0;

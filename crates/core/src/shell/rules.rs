@@ -36,7 +36,7 @@ pub struct Finding {
 
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} is denied by rule `{}`: {}", self.command, self.rule, self.reason)
+        write!(f, "{} is denied by denylist rule `{}`: {}", self.command, self.rule, self.reason)
     }
 }
 
@@ -128,10 +128,18 @@ impl Judge<'_, '_> {
             } else {
                 None
             };
-            match value {
-                Some(v) => out.push(v),
-                None => out.push(a.clone()),
+            let w = value.unwrap_or_else(|| a.clone());
+            // curl's `@file` reads a file.
+            if let Some(file) = w.text.strip_prefix('@') {
+                out.push(ShellWord {
+                    text: file.to_owned(),
+                    home: file.starts_with('~') && w.home,
+                    known: w.known.saturating_sub(1),
+                    glob: w.glob.and_then(|g| g.checked_sub(1)),
+                    ..w.clone()
+                });
             }
+            out.push(w);
         }
         out
     }

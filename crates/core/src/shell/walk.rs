@@ -214,9 +214,22 @@ struct Invocation {
     source: String,
 }
 
+/// A value known before running: its text, and whether it starts with a home directory (`D=~`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Known {
+    pub(crate) text: String,
+    pub(crate) home: bool,
+}
+
+impl Known {
+    pub(crate) fn plain(text: &str) -> Known {
+        Known { text: text.to_owned(), home: false }
+    }
+}
+
 /// State saved around subshells and pipelines.
 struct Saved {
-    vars: BTreeMap<String, Option<String>>,
+    vars: BTreeMap<String, Option<Known>>,
     cwd: Option<String>,
     ifs_changed: bool,
 }
@@ -229,7 +242,7 @@ pub(crate) struct Walker {
     /// Nested code texts (`sh -c`, `eval`, ...); template parameters are recorded only at 0.
     pub(crate) code_depth: usize,
     /// Variables assigned in the text: `Some(value)` when the value is known.
-    pub(crate) vars: BTreeMap<String, Option<String>>,
+    pub(crate) vars: BTreeMap<String, Option<Known>>,
     functions: BTreeSet<String>,
     pub(crate) ifs_changed: bool,
     cwd: Option<String>,
@@ -349,7 +362,7 @@ impl Walker {
     }
 
     /// Walks a command substitution's text and returns its output when it is known.
-    pub(crate) fn substitution(&mut self, text: &str) -> Option<String> {
+    pub(crate) fn substitution(&mut self, text: &str) -> Option<Known> {
         let saved = self.save();
         let before = self.out.commands.len();
         let stdin = std::mem::replace(&mut self.stdin, Stdin::Inherited);
@@ -359,12 +372,15 @@ impl Walker {
         // `$(pwd)` and `$(echo literal)` are known; anything else is not.
         let new = &self.out.commands[before..];
         match new {
-            [c] if c.program == "pwd" && c.wrappers.is_empty() => Some(".".to_owned()),
+            [c] if c.program == "pwd" && c.wrappers.is_empty() => Some(Known::plain(".")),
             [c] if c.program == "echo"
                 && c.wrappers.is_empty()
                 && c.args.iter().all(|a| a.exact().is_some() && !a.text.starts_with('-')) =>
             {
-                Some(c.args.iter().map(|a| a.text.as_str()).collect::<Vec<_>>().join(" "))
+                Some(Known {
+                    text: c.args.iter().map(|a| a.text.as_str()).collect::<Vec<_>>().join(" "),
+                    home: c.args.first().is_some_and(|a| a.home),
+                })
             }
             _ => None,
         }
@@ -669,6 +685,20 @@ impl Walker {
             for (name, value) in assigns {
                 self.set_var(&name, &value);
             }
+            // `> file` alone still opens (and truncates) the file: judge it as a command without a program.
+            if redirects.len() > self.inherited.len() {
+                let inv = Invocation {
+                    program: ShellWord::default(),
+                    args: Vec::new(),
+                    redirects,
+                    stdin: Stdin::Inherited,
+                    wrappers: Vec::new(),
+                    more_args: false,
+                    replace: None,
+                    source,
+                };
+                self.push(&inv, "", Vec::new(), Vec::new());
+            }
             self.current = outer;
             return (None, "an assignment".to_owned());
         }
@@ -708,7 +738,7 @@ impl Walker {
         if name == "IFS" {
             self.ifs_changed = true;
         }
-        self.vars.insert(name.to_owned(), value.literal.then(|| value.text.clone()));
+        self.vars.insert(name.to_owned(), value.literal.then(|| Known { text: value.text.clone(), home: value.home }));
     }
 
     /// `GIT_SSH_COMMAND=...` and friends: the value is shell text some program runs.
@@ -851,7 +881,7 @@ impl Walker {
             "unset" => {
                 for a in &inv.args {
                     if is_name(&a.text) {
-                        self.vars.insert(a.text.clone(), Some(String::new()));
+                        self.vars.insert(a.text.clone(), Some(Known::plain("")));
                     }
                 }
             }
@@ -1268,13 +1298,22 @@ impl Walker {
             let inner = expr.get(start..i).unwrap_or_default();
             i += 1;
             let Some((program, rest)) = inner.split_first() else { continue };
-            let shell = program.exact().is_some_and(|p| SHELLS.contains(&basename(p)));
-            if shell && rest.iter().any(|w| w.text.contains("{}")) {
-                self.unjudgeable(
-                    K::ShellText,
-                    "`find -exec` would run the names of found files as shell code".into(),
-                    Vec::new(),
-                );
+            let mut wrappers = inv.wrappers.clone();
+            wrappers.push("find".into());
+            if program.exact().is_some_and(|p| SHELLS.contains(&basename(p))) {
+                // A shell's `{}` may be a script file or part of its code: `{}` in `-c` text is refused.
+                self.via.push("`find -exec`".into());
+                self.emit(Invocation {
+                    program: program.clone(),
+                    args: rest.to_vec(),
+                    redirects: Vec::new(),
+                    stdin: Stdin::Inherited,
+                    wrappers,
+                    more_args: true,
+                    replace: Some("{}".into()),
+                    source: inv.source.clone(),
+                });
+                self.via.pop();
                 continue;
             }
             // `{}` stands for every file under each root: judge the command on the roots.
@@ -1291,8 +1330,7 @@ impl Walker {
                         _ => w.clone(),
                     })
                     .collect();
-                let mut wrappers = inv.wrappers.clone();
-                wrappers.push("find".into());
+                let wrappers = wrappers.clone();
                 self.via.push("`find -exec`".into());
                 self.emit(Invocation {
                     program: program.clone(),

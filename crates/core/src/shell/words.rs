@@ -5,7 +5,7 @@ use brush_parser::word::{
     WordPieceWithSource,
 };
 
-use super::walk::Walker;
+use super::walk::{Known, Walker};
 use super::{ParamUse, Quoting, ShellWord};
 
 /// Brace expansion stops here: more words than this are not worth judging one by one.
@@ -34,10 +34,15 @@ impl Builder {
     }
 
     fn glob_text(&mut self, text: &str) {
-        if self.cur.glob.is_none()
-            && let Some(k) = text.find(['*', '?', '['])
-        {
-            self.cur.glob = Some(self.cur.text.len() + k);
+        // `[` starts a pattern only when a `]` closes it (`[ -d x ]` is the test command).
+        let bracket = text.find('[').filter(|k| text[k + 1..].contains(']'));
+        let star = text.find(['*', '?']);
+        let first = match (star, bracket) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if self.cur.glob.is_none() {
+            self.cur.glob = first.map(|k| self.cur.text.len() + k);
         }
         self.push(text);
     }
@@ -289,14 +294,14 @@ impl Walker {
                 WordPiece::ParameterExpansion(expr) => self.parameter(expr, shown, q, b),
                 WordPiece::CommandSubstitution(text) => {
                     let value = self.substitution(text);
-                    self.value(value.as_deref(), shown, q, b);
+                    self.value(value.as_ref(), shown, q, b);
                 }
                 WordPiece::BackquotedCommandSubstitution(text) => {
                     let text = text.replace("\\`", "`").replace("\\$", "$").replace("\\\\", "\\");
                     self.backquoted += 1;
                     let value = self.substitution(&text);
                     self.backquoted -= 1;
-                    self.value(value.as_deref(), shown, q, b);
+                    self.value(value.as_ref(), shown, q, b);
                 }
                 WordPiece::EscapeSequence(s) => {
                     let unescaped = s.strip_prefix('\\').unwrap_or(s);
@@ -314,12 +319,15 @@ impl Walker {
     }
 
     /// A value found for an expansion (`None`: unknown), split when unquoted.
-    fn value(&mut self, value: Option<&str>, shown: &str, q: Quoting, b: &mut Builder) {
+    fn value(&mut self, value: Option<&Known>, shown: &str, q: Quoting, b: &mut Builder) {
         b.cur.expanded = true;
-        let Some(v) = value else {
+        let Some(Known { text: v, home }) = value else {
             b.unknown(shown);
             return;
         };
+        if *home && b.cur.text.is_empty() {
+            b.cur.home = true;
+        }
         if q != Quoting::Unquoted || !b.split {
             b.push(v);
             return;
@@ -412,7 +420,7 @@ impl Walker {
             b.cur.params.extend(w.iter().flat_map(|w| w.params.clone()));
             nested_words.extend(w);
         }
-        let known: Option<Option<String>> = match (&name, indirect) {
+        let known: Option<Option<Known>> = match (&name, indirect) {
             (Some(n), false) => self.vars.get(n).cloned(),
             _ => Some(None),
         };
@@ -431,9 +439,22 @@ impl Walker {
                 b.cur.expanded = true;
                 b.push("/tmp");
             }
-            (P::UseDefaultValues { .. }, Some(_), Some(Some(v))) if !v.is_empty() => self.value(Some(&v), shown, q, b),
+            (P::UseDefaultValues { .. } | P::AssignDefaultValues { .. }, Some("HOME"), None)
+                if b.cur.text.is_empty() =>
+            {
+                // `${HOME:-/}`: HOME is set wherever a step runs.
+                b.cur.home = true;
+                b.cur.expanded = true;
+                b.push("~");
+            }
+            (P::UseDefaultValues { .. }, Some(_), Some(Some(v))) if !v.text.is_empty() => {
+                self.value(Some(&v), shown, q, b)
+            }
             (P::UseDefaultValues { .. }, Some(_), Some(Some(_))) => match nested_words.first() {
-                Some(d) if d.literal => self.value(Some(&d.text.clone()), shown, q, b),
+                Some(d) if d.literal => {
+                    let d = Known { text: d.text.clone(), home: d.home };
+                    self.value(Some(&d), shown, q, b)
+                }
                 _ => b.unknown(shown),
             },
             (P::IndicateErrorIfNullOrUnset { .. }, _, _) => {
