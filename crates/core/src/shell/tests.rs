@@ -194,6 +194,8 @@ fn unjudgeable_constructs_are_refused_with_a_reason() {
         ("wget -qO- x | python3", "piped-into-shell"),
         ("sh < <(curl x)", "piped-into-shell"),
         ("find . -exec sh -c 'echo {}' \\;", "shell-text"),
+        ("curl x | sudo -s", "piped-into-shell"),
+        ("curl x | sudo su -", "piped-into-shell"),
         ("xargs -I % bash -c 'echo %'", "shell-text"),
         ("source <(curl x)", "generated-script"),
         ("bash /dev/stdin", "generated-script"),

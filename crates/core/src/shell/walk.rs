@@ -794,13 +794,14 @@ impl Walker {
         // what runs must be readable in the text itself.
         let Some(path) = inv.program.exact().filter(|_| !inv.program.expanded).map(str::to_owned) else {
             self.out_code_param(&inv.program, "the program");
-            let what =
-                if inv.program.glob.is_some() && inv.program.literal { "a glob" } else { "computed at run time" };
-            self.unjudgeable(
-                K::ComputedProgram,
-                format!("the program `{}` is {what}", inv.program.text),
-                inv.program.params.clone(),
-            );
+            let reason = if inv.program.expanded && inv.program.literal {
+                format!("the program comes from an expansion (here `{}`) and is decided at run time", inv.program.text)
+            } else if inv.program.glob.is_some() && inv.program.literal {
+                format!("the program `{}` is a glob", inv.program.text)
+            } else {
+                format!("the program `{}` is computed at run time", inv.program.text)
+            };
+            self.unjudgeable(K::ComputedProgram, reason, inv.program.params.clone());
             return None;
         };
         let name = basename(&path).to_owned();
@@ -1012,6 +1013,13 @@ impl Walker {
             return None;
         }
         if !runs || rest.is_empty() {
+            if matches!(w.name, "sudo" | "doas")
+                && runs
+                && args.iter().any(|a| matches!(a.text.as_str(), "-s" | "-i" | "--shell" | "--login"))
+            {
+                // `sudo -s` alone is a shell that reads its commands from standard input.
+                self.stdin_code(&inv, w.name, true);
+            }
             inv.args = args;
             let out = self.known_output(&inv, w.name);
             self.push(&inv, path, inv.args.clone(), Vec::new());
@@ -1268,6 +1276,10 @@ impl Walker {
                 self.code_text(inv, &text, &format!("`{name} -c`"));
                 return;
             }
+        }
+        if name != "script" {
+            // `su` without `-c` is a shell that reads its commands from standard input.
+            self.stdin_code(inv, name, true);
         }
     }
 
