@@ -17,7 +17,7 @@ pub(crate) struct Spec {
     pub(crate) long_arg: &'static [&'static str],
 }
 
-/// A command line read against a [`Spec`].
+/// A command line read against the options a program takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Parsed {
     /// Options given, by long name where one is known (`-rf` → `recursive`, `force`).
