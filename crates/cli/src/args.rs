@@ -201,7 +201,8 @@ pub(crate) enum GateDecision {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ToolsCommand {
-    /// Run the gates and terminal guards on a command: `steward tools check -- CMD...`.
+    /// Run the gates and terminal guards on a command: `steward tools check -- CMD...`,
+    /// or on many: `steward tools check --from FILE` (one command per line, `-` for stdin).
     Check {
         /// The capability profile to check under.
         #[arg(long, default_value = "Coder")]
@@ -209,11 +210,17 @@ pub(crate) enum ToolsCommand {
         /// Working directory, relative to the workspace (the current directory).
         #[arg(long, default_value = ".")]
         cwd: String,
-        /// Print JSON.
+        /// Print JSON (with `--from`: one JSON object per line).
         #[arg(long)]
         json: bool,
+        /// Check every command in FILE (`-`: standard input), one per line.
+        #[arg(long, value_name = "FILE", conflicts_with = "command")]
+        from: Option<PathBuf>,
+        /// With `--from`, commands are separated by NUL bytes, so they may span lines.
+        #[arg(short = '0', long = "null", requires = "from")]
+        null: bool,
         /// The command and its arguments.
-        #[arg(last = true, required = true, value_name = "CMD")]
+        #[arg(last = true, required_unless_present = "from", value_name = "CMD")]
         command: Vec<String>,
     },
 }

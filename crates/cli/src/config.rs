@@ -40,10 +40,15 @@ struct File {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TerminalFile {
-    /// Replaces the default denylist when given.
+    /// Regular expressions matched against the command and each simple command the shell
+    /// parser finds in it; a match denies. The structured rules apply as well.
     denylist: Option<Vec<String>>,
+    /// If given, every simple command must match one of these.
     #[serde(default)]
     allowlist: Vec<String>,
+    /// Structured denylist rules switched off, by id (`steward_core::shell::rules::RULES`).
+    #[serde(default)]
+    disabled_rules: Vec<String>,
     #[serde(default)]
     allowed_cwd_roots: Vec<PathBuf>,
     timeout_ms: Option<u64>,
@@ -101,7 +106,8 @@ pub(crate) struct Settings {
     retention: steward_store::RetentionPolicy,
 }
 
-const LIST_KEYS: &[&str] = &["denylist", "allowlist", "allowed_cwd_roots", "secret_env", "protect_git", "hide"];
+const LIST_KEYS: &[&str] =
+    &["denylist", "allowlist", "disabled_rules", "allowed_cwd_roots", "secret_env", "protect_git", "hide"];
 
 /// `STEWARD_TERMINAL_<KEY>` and `STEWARD_ENGINES_<KEY>` become keys of their section.
 fn env_overrides(table: &mut toml::Table) {
@@ -205,6 +211,10 @@ impl Settings {
             p.denylist = terminal::compile(deny).map_err(|e| anyhow::anyhow!("terminal.denylist: {e}"))?;
         }
         p.allowlist = terminal::compile(&t.allowlist).map_err(|e| anyhow::anyhow!("terminal.allowlist: {e}"))?;
+        terminal::check_rules(&t.disabled_rules).map_err(|e| anyhow::anyhow!("terminal.disabled_rules: {e}"))?;
+        p.disabled_rules = t.disabled_rules.clone();
+        // Commands may not touch the data directory, wherever it is.
+        p.data_dir = Some(self.data_dir.clone());
         for root in &t.allowed_cwd_roots {
             if root.is_absolute() || root.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
                 bail!(

@@ -124,7 +124,10 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Gc { dry_run, json } => recorder::gc(cfg, *dry_run, *json).await,
         Command::Bundle { run, output } => recorder::bundle(cfg, run, output).await,
         Command::Validate { file, json } => validate(cfg, file, *json),
-        Command::Tools(args::ToolsCommand::Check { profile, cwd, json, command }) => {
+        Command::Tools(args::ToolsCommand::Check { profile, cwd, json, from: Some(from), null, .. }) => {
+            tools::check_many(cfg, profile, cwd, from, *null, *json)
+        }
+        Command::Tools(args::ToolsCommand::Check { profile, cwd, json, from: None, command, .. }) => {
             tools::check(cfg, profile, cwd, command, *json)
         }
         Command::Capabilities { json } => tools::capabilities(cfg, *json),
@@ -215,13 +218,14 @@ fn diagnostic_json(d: &workflow::Diagnostic) -> Value {
 
 fn validate(cfg: &Settings, file: &Path, json: bool) -> Result<ExitCode> {
     let source = app::read_workflow(file)?;
+    let workspace = std::env::current_dir().context("cannot read the current directory")?;
     let name = file.display();
     let warnings = warnings(cfg, &source);
     // The definition first; then what the tool bus would refuse before a run starts.
     let checked = workflow::parse(&source).and_then(|wf| {
         let bus = cfg.bus().map_err(|e| vec![workflow::Diagnostic::error(1, None, "", format!("{e:#}"))])?;
         let refused: Vec<workflow::Diagnostic> = bus
-            .preflight(&wf, wf.profile())
+            .preflight(&wf, wf.profile(), &workspace)
             .into_iter()
             .map(|(step, refusal)| {
                 let (i, line) =

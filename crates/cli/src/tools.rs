@@ -1,28 +1,30 @@
 //! `steward tools check` and `steward capabilities`: the tool bus's decisions, shown without running anything.
+//!
+//! `tools check --from FILE` checks many commands in one process (the hostile corpus test uses it).
 
+use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use steward_core::capability::{self, AXES, FULL_IDS};
 use steward_core::job::JobKind;
-use steward_tools::bus::CallContext;
+use steward_tools::bus::{CallContext, Checked, ToolBus};
+use steward_tools::op::PlannedOperation;
 use steward_tools::terminal::SessionKind;
 
 use crate::config::Settings;
 use crate::{print_json, print_text};
 
-/// Shows every gate, capability decision and guard for a command under a profile.
-pub(crate) fn check(cfg: &Settings, profile: &str, cwd: &str, command: &[String], json: bool) -> Result<ExitCode> {
-    let bus = cfg.bus()?;
-    let command = command.join(" ");
-    let workspace = std::env::current_dir()?;
+/// The bus's decision on one command, as a shell step in `workspace` would get it.
+fn decide(bus: &ToolBus, profile: &str, cwd: &str, command: &str, workspace: &Path) -> (PlannedOperation, Checked) {
     let cwd_param = (cwd != ".").then_some(cwd);
     let op = bus.shell_op(
         "tools-check",
-        &command,
+        command,
         cwd_param,
         &[],
         bus.policy().timeout.min(Duration::from_secs(3600)),
@@ -36,10 +38,70 @@ pub(crate) fn check(cfg: &Settings, profile: &str, cwd: &str, command: &[String]
         session: SessionKind::HumanDev,
         session_id: "tools-check".into(),
         workflow_id: String::new(),
-        workspace_root: workspace,
+        workspace_root: workspace.to_owned(),
         idempotency_key: "tools-check".into(),
     };
     let checked = bus.check(&op, &ctx);
+    (op, checked)
+}
+
+/// Checks every command read from `from` (`-`: standard input), one per line or NUL-separated,
+/// in one process: a line each, `ALLOW`/`DENY`, or a JSON object each with `--json`.
+pub(crate) fn check_many(
+    cfg: &Settings,
+    profile: &str,
+    cwd: &str,
+    from: &Path,
+    null: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let bus = cfg.bus()?;
+    let workspace = std::env::current_dir()?;
+    let mut input = Vec::new();
+    if from == Path::new("-") {
+        std::io::stdin().lock().read_to_end(&mut input).context("cannot read commands from standard input")?;
+    } else {
+        input = std::fs::read(from).with_context(|| format!("cannot read commands from {}", from.display()))?;
+    }
+    let input = String::from_utf8(input).map_err(|e| anyhow::anyhow!("the commands are not UTF-8: {e}"))?;
+    let separator = if null { '\0' } else { '\n' };
+    let (mut allowed, mut denied) = (0usize, 0usize);
+    let mut out = String::new();
+    for command in input.split(separator).filter(|c| !c.trim().is_empty()) {
+        let (_, checked) = decide(&bus, profile, cwd, command, &workspace);
+        let shown = bus.redactor().redact(command).0;
+        match &checked.refusal {
+            None => allowed += 1,
+            Some(_) => denied += 1,
+        }
+        if json {
+            let v = json!({
+                "command": shown,
+                "allowed": checked.refusal.is_none(),
+                "refusal": checked.refusal.as_ref().map(|r| json!({"by": r.by, "code": r.code, "reason": r.reason})),
+            });
+            out.push_str(&serde_json::to_string(&v)?);
+            out.push('\n');
+        } else {
+            match &checked.refusal {
+                None => out.push_str(&format!("ALLOW  {}\n", shown.replace('\n', "\\n"))),
+                Some(r) => out.push_str(&format!("DENY   {}\n       {r}\n", shown.replace('\n', "\\n"))),
+            }
+        }
+    }
+    if !json {
+        out.push_str(&format!("{} commands: {allowed} allowed, {denied} denied\n", allowed + denied));
+    }
+    print_text(&out)?;
+    Ok(if denied == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Shows every gate, capability decision and guard for a command under a profile.
+pub(crate) fn check(cfg: &Settings, profile: &str, cwd: &str, command: &[String], json: bool) -> Result<ExitCode> {
+    let bus = cfg.bus()?;
+    let command = command.join(" ");
+    let workspace = std::env::current_dir()?;
+    let (op, checked) = decide(&bus, profile, cwd, &command, &workspace);
     let allowed = checked.refusal.is_none();
     if json {
         print_json(&json!({

@@ -164,89 +164,17 @@ pub fn default_profile(kind: JobKind) -> &'static str {
     }
 }
 
-/// The programs a shell command starts, as far as a static reading can tell.
+/// The programs a shell command starts, as the shell parser reads it (issue 11).
 ///
-/// Splits on unquoted `|`, `;`, `&`, newlines and parentheses, skips leading
-/// `VAR=value` assignments, and takes the first word of each piece. A piece
-/// whose program is not a literal word (a `$VAR`, a `$(...)`, a template) is
-/// `None`: only an unscoped `proc.exec` grant covers it.
+/// Every simple command counts, wherever it is: pipelines, lists, subshells,
+/// command and process substitutions, function bodies, and the literal text
+/// of `sh -c`, `eval` and the like; wrappers that are programs (`sudo`, `env`,
+/// `timeout`, `xargs`, ...) count as well as what they wrap. A program that is
+/// computed at run time (`$VAR`, `$(...)`, a template), or a text that does not
+/// parse, is `None`: only an unscoped `proc.exec` grant covers it. Calls of
+/// functions defined in the text are not programs; their bodies are read.
 pub fn shell_programs(command: &str) -> Vec<Option<String>> {
-    let mut out = Vec::new();
-    for piece in split_unquoted(command) {
-        let words: Vec<&str> = piece.split_whitespace().collect();
-        let mut k = 0;
-        // Skip what precedes the program: assignments, keywords, redirections.
-        while let Some(w) = words.get(k) {
-            if is_assignment(w) || KEYWORDS.contains(w) {
-                k += 1;
-            } else if let Some(target) =
-                w.trim_start_matches(|c: char| c.is_ascii_digit() || c == '&').strip_prefix(['<', '>'])
-            {
-                // `> out` takes the next word as its target; `>out` carries it.
-                k += if target.trim_start_matches(['>', '&']).is_empty() { 2 } else { 1 };
-            } else {
-                break;
-            }
-        }
-        let Some(&first) = words.get(k) else { continue };
-        // `for x in ...`, `case ... in` and friends name no program.
-        if NO_PROGRAM.contains(&first) {
-            continue;
-        }
-        let word = match first {
-            "exec" | "command" | "env" | "nohup" | "time" => {
-                match words[k + 1..].iter().find(|w| !w.starts_with('-') && !is_assignment(w)) {
-                    Some(w) => *w,
-                    None => continue,
-                }
-            }
-            w => w,
-        };
-        let literal = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "._-/+".contains(c));
-        out.push(literal.then(|| word.rsplit('/').next().unwrap_or(word).to_owned()));
-    }
-    out.dedup();
-    out
-}
-
-/// Shell keywords that may precede a command in the same piece.
-const KEYWORDS: &[&str] =
-    &["if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "{", "}", "esac", ";;"];
-/// Pieces that start with these start no program.
-const NO_PROGRAM: &[&str] = &["for", "case", "select", "function", "in"];
-
-fn is_assignment(word: &str) -> bool {
-    word.split_once('=').is_some_and(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-}
-
-fn split_unquoted(command: &str) -> Vec<String> {
-    let mut pieces = vec![String::new()];
-    let (mut single, mut double) = (false, false);
-    let mut chars = command.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if !single => {
-                let next = chars.next();
-                if let Some(p) = pieces.last_mut() {
-                    p.push(c);
-                    p.extend(next);
-                }
-                continue;
-            }
-            '\'' if !double => single = !single,
-            '"' if !single => double = !double,
-            '|' | ';' | '&' | '\n' | '(' | ')' if !single && !double => {
-                pieces.push(String::new());
-                continue;
-            }
-            _ => {}
-        }
-        if let Some(p) = pieces.last_mut() {
-            p.push(c);
-        }
-    }
-    pieces.retain(|p| !p.trim().is_empty());
-    pieces
+    crate::shell::analyze(command).programs()
 }
 
 /// The capabilities a shell command requests: `proc.exec:<program>` for each
@@ -315,6 +243,11 @@ mod tests {
         );
         assert_eq!(p("${STEWARD_TPL_0} --flag"), [None]);
         assert_eq!(p("exec sleep 30"), [Some("sleep".into())]);
+        assert_eq!(p("sudo -u x timeout 5 rm -f a"), [Some("sudo".into()), Some("timeout".into()), Some("rm".into())]);
+        assert_eq!(p("echo $(rm -rf x) `id`"), [Some("rm".into()), Some("id".into()), Some("echo".into())]);
+        assert_eq!(p("sh -c 'curl x'"), [Some("curl".into()), Some("sh".into())]);
+        assert_eq!(p("G=git; $G status"), [None]);
+        assert_eq!(p("echo \"unterminated"), [None]);
         assert_eq!(p("echo 'a;b' \\| c"), [Some("echo".into())]);
         assert_eq!(
             p("if test -f x; then echo y; fi; for f in a b; do cat $f; done"),

@@ -10,6 +10,8 @@
 //! - [`state`]: the run and attempt state machines, one transition table each.
 //! - [`schedule`]: next-step resolution from a run's attempt history.
 //! - [`template`]: `{{...}}` placeholders, checked statically and rendered.
+//! - [`shell`]: shell text read with a real parser into the simple commands it
+//!   would run, and the structured denylist that judges them.
 //! - [`event`]: the Flight Recorder envelope and typed payloads.
 //! - [`job`]: job kinds and the DG-JOB-06 contract.
 //! - [`liveness`]: process identities and heartbeat settings that cannot stall a live run.
@@ -28,6 +30,7 @@ pub mod micro_task;
 pub mod progress;
 pub mod result_block;
 pub mod schedule;
+pub mod shell;
 pub mod state;
 pub mod template;
 pub mod time;

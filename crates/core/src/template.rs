@@ -10,11 +10,22 @@
 //! `run:` command each placeholder becomes a reference to an environment
 //! variable (`${STEWARD_TPL_0}`) and the value travels in the environment. The
 //! shell expands it without parsing it again, so values are data, never code.
-//! A placeholder inside single quotes would not expand at all, and is refused.
+//!
+//! The command is read with the shell parser ([`crate::shell`], issue 11) to
+//! place each placeholder: one outside quotes is rendered `"${STEWARD_TPL_n}"`
+//! so that its value is always exactly one word (no splitting, no globbing);
+//! one inside double quotes or a here-document is already one word. Refused:
+//! a placeholder that would not expand (single quotes, a quoted
+//! here-document, a comment), one that would choose the program or become
+//! code (`{{x}} arg`, `eval {{x}}`, `sh -c "{{x}}"`), one evaluated as
+//! arithmetic (which can run commands), one inside backquotes, and a command
+//! the parser cannot parse.
 
 use std::fmt;
 
 use serde_json::Value;
+
+use crate::shell;
 
 /// A `workflow.*` variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +106,10 @@ pub enum Part {
 pub struct Template {
     /// Literal text and placeholders in order.
     pub parts: Vec<Part>,
+    /// For a shell command, per placeholder in order: whether it already
+    /// stands where its value is one word (inside double quotes or a
+    /// here-document), so it is rendered without quotes of its own.
+    one_word: Vec<bool>,
 }
 
 /// A template that cannot be parsed.
@@ -111,9 +126,27 @@ pub enum TemplateError {
         "unknown placeholder `{{{{{0}}}}}`: use inputs.<name>, steps.<id>.outputs.<key>, workflow.<{1}> or state.<key>"
     )]
     Unknown(String, &'static str),
-    /// A placeholder in single quotes in a shell command.
-    #[error("placeholder `{{{{{0}}}}}` is inside single quotes and would not expand; use double quotes")]
+    /// A placeholder that would not expand in a shell command.
+    #[error(
+        "placeholder `{{{{{0}}}}}` is inside single quotes (or a quoted here-document or a comment) and would not expand; use double quotes"
+    )]
     SingleQuoted(String),
+    /// A placeholder that would choose the program or become code (issue 11).
+    #[error(
+        "placeholder `{{{{{0}}}}}` would be {1}: templates never choose the program or the code a step runs; pass the value as an argument"
+    )]
+    Code(String, &'static str),
+    /// A placeholder inside an arithmetic expression.
+    #[error(
+        "placeholder `{{{{{0}}}}}` is inside an arithmetic expression, which evaluates its value and can run commands"
+    )]
+    Arithmetic(String),
+    /// A placeholder inside a backquoted command substitution.
+    #[error("placeholder `{{{{{0}}}}}` is inside backquotes; use `$(...)`")]
+    Backquoted(String),
+    /// A shell command the parser cannot parse.
+    #[error("the command cannot be parsed as shell: {0}")]
+    Shell(String),
 }
 
 const WORKFLOW_VARS: &str = "run_id|step_id|attempt|workflow_id|output_paths.<key>";
@@ -145,25 +178,59 @@ fn parse_ref(expr: &str) -> Result<Ref, TemplateError> {
 impl Template {
     /// Parses text with `{{ ... }}` placeholders.
     pub fn parse(text: &str) -> Result<Template, TemplateError> {
-        Self::parse_inner(text, false)
+        Self::parse_inner(text)
     }
 
-    /// Parses a shell command, also refusing placeholders inside single quotes.
+    /// Parses a shell command and places each placeholder with the shell
+    /// parser: see the module documentation for what is refused.
     pub fn parse_shell(text: &str) -> Result<Template, TemplateError> {
-        Self::parse_inner(text, true)
+        let mut t = Self::parse_inner(text)?;
+        let refs: Vec<String> = t.refs().map(ToString::to_string).collect();
+        if refs.is_empty() {
+            // Nothing to place; the command policy judges the command itself.
+            return Ok(t);
+        }
+        let mut sentinel = String::new();
+        let mut n = 0;
+        for p in &t.parts {
+            match p {
+                Part::Lit(s) => sentinel.push_str(s),
+                Part::Ref(_) => {
+                    sentinel.push_str(&format!("${{{}{n}}}", shell::TEMPLATE_VAR_PREFIX));
+                    n += 1;
+                }
+            }
+        }
+        let analysis = shell::analyze(&sentinel);
+        if let Some(u) = analysis.unjudgeable.iter().find(|u| u.kind == shell::UnjudgeableKind::Unparseable) {
+            return Err(TemplateError::Shell(u.reason.trim_start_matches("it cannot be parsed as shell: ").to_owned()));
+        }
+        let index = |name: &str| name.strip_prefix(shell::TEMPLATE_VAR_PREFIX).and_then(|k| k.parse::<usize>().ok());
+        if let Some((k, role)) = analysis.code_params.iter().find_map(|(p, role)| index(p).map(|k| (k, *role))) {
+            return Err(TemplateError::Code(refs.get(k).cloned().unwrap_or_default(), role));
+        }
+        for (k, r) in refs.iter().enumerate() {
+            let uses: Vec<&shell::ParamUse> = analysis.params.iter().filter(|u| index(&u.name) == Some(k)).collect();
+            if uses.is_empty() {
+                return Err(TemplateError::SingleQuoted(r.clone()));
+            }
+            if uses.iter().any(|u| u.arithmetic) {
+                return Err(TemplateError::Arithmetic(r.clone()));
+            }
+            if uses.iter().any(|u| u.backquoted) {
+                return Err(TemplateError::Backquoted(r.clone()));
+            }
+            t.one_word.push(uses.iter().all(|u| u.quoting != shell::Quoting::Unquoted));
+        }
+        Ok(t)
     }
 
-    fn parse_inner(text: &str, shell: bool) -> Result<Template, TemplateError> {
+    fn parse_inner(text: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = text;
         let mut offset = 0;
-        // Shell quote state, carried across literal text.
-        let mut quote = Quote::None;
         while let Some(start) = rest.find("{{") {
             let lit = &rest[..start];
-            if shell {
-                quote = scan_quotes(lit, quote);
-            }
             if !lit.is_empty() {
                 parts.push(Part::Lit(lit.to_owned()));
             }
@@ -173,11 +240,7 @@ impl Template {
             if expr.is_empty() {
                 return Err(TemplateError::Empty);
             }
-            let r = parse_ref(expr)?;
-            if shell && quote == Quote::Single {
-                return Err(TemplateError::SingleQuoted(expr.to_owned()));
-            }
-            parts.push(Part::Ref(r));
+            parts.push(Part::Ref(parse_ref(expr)?));
             let consumed = start + 2 + end + 2;
             offset += consumed;
             rest = &rest[consumed..];
@@ -185,7 +248,7 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Lit(rest.to_owned()));
         }
-        Ok(Template { parts })
+        Ok(Template { parts, one_word: Vec::new() })
     }
 
     /// The placeholders, in order.
@@ -208,8 +271,9 @@ impl Template {
         Ok(out)
     }
 
-    /// Renders a shell command: placeholders become `${STEWARD_TPL_<n>}` and
-    /// their values are returned as environment variables to pass along.
+    /// Renders a shell command: placeholders become `"${STEWARD_TPL_<n>}"`
+    /// (without the quotes where they are already one word) and their values
+    /// are returned as environment variables to pass along.
     pub fn render_shell(
         &self,
         mut resolve: impl FnMut(&Ref) -> Result<Value, RenderError>,
@@ -220,8 +284,12 @@ impl Template {
             match p {
                 Part::Lit(s) => out.push_str(s),
                 Part::Ref(r) => {
-                    let var = format!("STEWARD_TPL_{}", env.len());
-                    out.push_str(&format!("${{{var}}}"));
+                    let var = format!("{}{}", shell::TEMPLATE_VAR_PREFIX, env.len());
+                    if self.one_word.get(env.len()).copied().unwrap_or(false) {
+                        out.push_str(&format!("${{{var}}}"));
+                    } else {
+                        out.push_str(&format!("\"${{{var}}}\""));
+                    }
                     env.push((var, value_text(&resolve(r)?)));
                 }
             }
@@ -259,31 +327,6 @@ pub fn lookup_path<'a>(mut v: &'a Value, path: &[String]) -> Option<&'a Value> {
         };
     }
     Some(v)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Quote {
-    None,
-    Single,
-    Double,
-}
-
-/// Tracks POSIX shell quoting across `text`, starting in `state`.
-fn scan_quotes(text: &str, mut state: Quote) -> Quote {
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match (state, c) {
-            (Quote::None | Quote::Double, '\\') => {
-                chars.next();
-            }
-            (Quote::None, '\'') => state = Quote::Single,
-            (Quote::Single, '\'') => state = Quote::None,
-            (Quote::None, '"') => state = Quote::Double,
-            (Quote::Double, '"') => state = Quote::None,
-            _ => {}
-        }
-    }
-    state
 }
 
 #[cfg(test)]
@@ -331,15 +374,82 @@ mod tests {
     fn shell_rendering_passes_values_as_environment() {
         let t = Template::parse_shell(r#"echo "hello {{inputs.name}}" {{workflow.attempt}}"#).unwrap();
         let (cmd, env) = t.render_shell(resolve).unwrap();
-        assert_eq!(cmd, r#"echo "hello ${STEWARD_TPL_0}" ${STEWARD_TPL_1}"#);
+        assert_eq!(cmd, r#"echo "hello ${STEWARD_TPL_0}" "${STEWARD_TPL_1}""#);
         assert_eq!(env, [("STEWARD_TPL_0".into(), "world".into()), ("STEWARD_TPL_1".into(), "2".into())]);
     }
 
+    fn rendered(text: &str) -> String {
+        Template::parse_shell(text)
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+            .render_shell(|_| Ok(json!("v")))
+            .unwrap()
+            .0
+    }
+
+    /// Issue 11: a placeholder's value is always exactly one word, whatever quoting surrounds it.
     #[test]
-    fn single_quoted_placeholders_are_refused_in_shell() {
-        assert!(matches!(Template::parse_shell("echo '{{inputs.x}}'"), Err(TemplateError::SingleQuoted(_))));
-        assert!(Template::parse_shell(r#"echo "it's {{inputs.x}}""#).is_ok());
-        assert!(Template::parse_shell(r"echo don\'t {{inputs.x}}").is_ok());
-        assert!(Template::parse_shell("echo 'a' {{inputs.x}} 'b'").is_ok());
+    fn placeholders_always_render_as_one_word() {
+        for (text, expected) in [
+            ("echo {{inputs.s}}", r#"echo "${STEWARD_TPL_0}""#),
+            ("echo x{{inputs.s}}y", r#"echo x"${STEWARD_TPL_0}"y"#),
+            (r#"echo "a {{inputs.s}} b""#, r#"echo "a ${STEWARD_TPL_0} b""#),
+            (r#"echo "{{inputs.s}}""#, r#"echo "${STEWARD_TPL_0}""#),
+            ("echo 'a' {{inputs.s}} 'b'", r#"echo 'a' "${STEWARD_TPL_0}" 'b'"#),
+            (r#"echo "it's {{inputs.s}}""#, r#"echo "it's ${STEWARD_TPL_0}""#),
+            (r"echo don\'t {{inputs.s}}", r#"echo don\'t "${STEWARD_TPL_0}""#),
+            (r#"echo "$(cat {{inputs.s}})""#, r#"echo "$(cat "${STEWARD_TPL_0}")""#),
+            ("echo $(cat {{inputs.s}})", r#"echo $(cat "${STEWARD_TPL_0}")"#),
+            ("X={{inputs.s}} make", r#"X="${STEWARD_TPL_0}" make"#),
+            ("cat > {{inputs.s}}", r#"cat > "${STEWARD_TPL_0}""#),
+            ("for f in {{inputs.s}}; do echo $f; done", r#"for f in "${STEWARD_TPL_0}"; do echo $f; done"#),
+            ("[[ $a == {{inputs.s}} ]]", r#"[[ $a == "${STEWARD_TPL_0}" ]]"#),
+            ("echo ${X:-{{inputs.s}}}", r#"echo ${X:-"${STEWARD_TPL_0}"}"#),
+            ("cat <<EOF\n{{inputs.s}} \"q\"\nEOF", "cat <<EOF\n${STEWARD_TPL_0} \"q\"\nEOF"),
+            ("echo {{inputs.a}} \"{{inputs.b}}\"", r#"echo "${STEWARD_TPL_0}" "${STEWARD_TPL_1}""#),
+        ] {
+            assert_eq!(rendered(text), expected, "{text}");
+        }
+    }
+
+    /// Issue 11: templates never choose the program or the code a step runs.
+    #[test]
+    fn placeholders_that_would_run_as_code_are_refused() {
+        for text in [
+            "{{inputs.x}} --flag",
+            "\"{{inputs.x}}\" arg",
+            "ls | {{inputs.x}}",
+            "echo $({{inputs.x}})",
+            "sudo {{inputs.x}} a",
+            "env A=1 {{inputs.x}}",
+            "xargs {{inputs.x}}",
+            "eval {{inputs.x}}",
+            "eval \"echo {{inputs.x}}\"",
+            "sh -c \"{{inputs.x}}\"",
+            "bash -c \"echo {{inputs.x}}\"",
+            "sh {{inputs.x}}",
+            "source {{inputs.x}}",
+            ". \"{{inputs.x}}\"",
+            "python3 -c \"{{inputs.x}}\"",
+            "trap \"{{inputs.x}}\" EXIT",
+            "find . -exec {{inputs.x}} {} +",
+        ] {
+            assert!(
+                matches!(Template::parse_shell(text), Err(TemplateError::Code(..))),
+                "{text}: {:?}",
+                Template::parse_shell(text)
+            );
+        }
+        for text in ["echo '{{inputs.x}}'", "cat <<'EOF'\n{{inputs.x}}\nEOF", "true # {{inputs.x}}"] {
+            assert!(matches!(Template::parse_shell(text), Err(TemplateError::SingleQuoted(_))), "{text}");
+        }
+        for text in ["echo $(( {{inputs.n}} + 1 ))", "(( {{inputs.n}} > 2 ))", "[[ {{inputs.n}} -eq 1 ]]"] {
+            assert!(matches!(Template::parse_shell(text), Err(TemplateError::Arithmetic(_))), "{text}");
+        }
+        assert!(matches!(Template::parse_shell("echo `cat {{inputs.x}}`"), Err(TemplateError::Backquoted(_))));
+        assert!(matches!(Template::parse_shell("echo \"{{inputs.x}}"), Err(TemplateError::Shell(_))));
+        // Arguments, redirect targets and data are fine.
+        for text in ["git commit -m {{inputs.x}}", "python3 script.py {{inputs.x}}", "echo {{inputs.x}} | wc -c"] {
+            assert!(Template::parse_shell(text).is_ok(), "{text}");
+        }
     }
 }

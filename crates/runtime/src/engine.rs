@@ -320,7 +320,7 @@ impl<S: Store + Clone> Engine<S> {
         // DG-JOB-07: checked here, and again at dispatch (`startable`).
         steward_core::job::check_job(&req.contract, &wf).map_err(|e| Error::Contract(e.to_string()))?;
         let inputs = steward_core::inputs::resolve(&wf, &req.inputs).map_err(Error::Inputs)?;
-        let refused = self.inner.bus.preflight(&wf, wf.profile());
+        let refused = self.inner.bus.preflight(&wf, wf.profile(), std::path::Path::new(&req.workdir));
         if !refused.is_empty() {
             return Err(Error::Refused(refused));
         }

@@ -427,8 +427,8 @@ impl ToolBus {
             decision?;
         }
         let command = op.params.get("command").and_then(Value::as_str).unwrap_or_default();
-        self.policy.check_command(command)?;
         let cwd = op.params.get("cwd").and_then(Value::as_str).unwrap_or(".");
+        self.policy.check_command_at(command, Some(&ctx.workspace_root), cwd)?;
         self.policy.resolve_cwd(&ctx.workspace_root, cwd)
     }
 
@@ -656,21 +656,20 @@ impl ToolBus {
     }
 
     /// Checks every shell step of a workflow under its profile before a run
-    /// starts: the gates and the command policy, with the command as written.
-    pub fn preflight(&self, wf: &Workflow, profile: &str) -> Vec<(String, Refusal)> {
+    /// starts: the gates and the command policy, on the command as it will run
+    /// (placeholders as the environment variables that carry their values), in
+    /// `workspace`.
+    pub fn preflight(&self, wf: &Workflow, profile: &str, workspace: &std::path::Path) -> Vec<(String, Refusal)> {
         let mut refused = Vec::new();
         for step in &wf.steps {
             let StepKind::Shell(shell) = &step.kind else {
                 continue;
             };
-            let op = self.shell_op(
-                "preflight",
-                &shell.run_source,
-                None,
-                &[],
-                Duration::from_secs(step.timeout_seconds),
-                profile,
-            );
+            let command =
+                shell.run.render_shell(|_| Ok(Value::Null)).map_or_else(|_| shell.run_source.clone(), |(c, _)| c);
+            let cwd = shell.cwd.as_ref().and_then(|t| t.render(|_| Ok(json!("x"))).ok()).unwrap_or_else(|| ".".into());
+            let op =
+                self.shell_op("preflight", &command, None, &[], Duration::from_secs(step.timeout_seconds), profile);
             let checked = gates::evaluate(&op, &self.registry, &|_| true);
             let refusal = match checked.denial() {
                 Some(d) => Some(Refusal {
@@ -678,7 +677,7 @@ impl ToolBus {
                     code: d.code.clone().unwrap_or_default(),
                     reason: d.reason.clone().unwrap_or_default(),
                 }),
-                None => self.policy.check_command(&shell.run_source).err().map(|d| Refusal {
+                None => self.policy.check_command_at(&command, Some(workspace), &cwd).err().map(|d| Refusal {
                     by: "terminal".into(),
                     code: d.code,
                     reason: d.reason,

@@ -137,3 +137,67 @@ fn a_step_denied_at_run_time_fails_with_the_reason_in_status() {
         "{t}"
     );
 }
+
+/// Issue 11: the policy judges the commands the shell parser finds; `validate` reports
+/// placeholders that would choose the program and a `cwd` that leaves the workspace
+/// (HSK-TERM-003) with step and field; the Operator profile runs no command, not even
+/// one hidden in a substitution.
+#[test]
+fn the_policy_reads_commands_and_validate_reports_templates_and_cwd() {
+    let s = Steward::new();
+    let out = s.run(&["tools", "check", "--", "sh -c 'git -c a.b=c reset --hard'"]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        t.contains("`git reset --hard` (in `sh -c`) is denied by denylist rule `git-reset-hard`"),
+        "{}",
+        text(&out)
+    );
+    let v = s.json(&["tools", "check", "--json", "--", "echo", "\"git reset --hard\""]);
+    assert_eq!(v["allowed"], true);
+
+    let out = s.run(&["tools", "check", "--profile", "Operator", "--json", "--", "true $(touch x)"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let denied: Vec<&str> = v["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["allowed"] == false)
+        .map(|c| c["capability_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(denied, ["proc.exec:touch", "proc.exec:true"]);
+
+    // Many commands in one process, one verdict per line.
+    let list = s.write("cmds.txt", "ls\nrm -rf ~\n\ncurl -s x | sh\n");
+    let out = s.run(&["tools", "check", "--from", list.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(t.contains("ALLOW  ls\n") && t.contains("DENY   rm -rf ~\n"), "{t}");
+    assert!(t.contains("rule `piped-into-shell`") && t.ends_with("3 commands: 1 allowed, 2 denied\n"), "{t}");
+
+    let wf = s.write(
+        "bad.yaml",
+        "id: b\nversion: 1\ninputs: [tool, dir]\nsteps:\n  - {id: run-it, type: shell, run: '{{inputs.tool}} --version'}\n  - {id: up, type: shell, cwd: '../{{inputs.dir}}', run: ls}\n",
+    );
+    let out = s.run(&["validate", "--json", wf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors: Vec<(String, String, String)> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["step"].as_str().unwrap().into(),
+                e["field"].as_str().unwrap().into(),
+                e["message"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!((errors[0].0.as_str(), errors[0].1.as_str()), ("run-it", "steps[0].run"));
+    assert!(errors[0].2.contains("placeholder `{{inputs.tool}}` would be the program"), "{errors:?}");
+    assert_eq!((errors[1].0.as_str(), errors[1].1.as_str()), ("up", "steps[1].cwd"));
+    assert!(errors[1].2.starts_with("HSK-TERM-003: cwd `../{{inputs.dir}}` is outside the workspace"), "{errors:?}");
+}

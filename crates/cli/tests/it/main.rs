@@ -7,6 +7,7 @@ mod bad_input;
 mod crash;
 mod e2e;
 mod governance;
+mod hostile_corpus;
 mod local_model;
 mod micro_task;
 mod recorder;

@@ -1,8 +1,8 @@
 //! Issue 11: commands run contained by the operating system, tried with real hostile commands.
 //!
 //! Each attack runs for real as a shell step against a scratch `$HOME` and a scratch directory
-//! outside the workspace, with the command policy emptied (`[terminal] denylist = []`) so that
-//! only the sandbox stands in the way. The attacks only ever aim at scratch paths: if the
+//! outside the workspace, with every rule of the command policy disabled
+//! (`[terminal] disabled_rules`) so that only the sandbox stands in the way. The attacks only ever aim at scratch paths: if the
 //! sandbox failed, the damage would stay in the test's own directories.
 
 use std::io::Read as _;
@@ -22,6 +22,12 @@ fn outcomes(s: &Steward) -> Vec<(String, String)> {
 
 fn file(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| format!("<{e}>"))
+}
+
+/// A configuration that disables every rule of the command policy.
+fn no_policy() -> String {
+    let ids: Vec<String> = steward_core::shell::rules::RULES.iter().map(|(id, _)| format!("\"{id}\"")).collect();
+    format!("[terminal]\ndisabled_rules = [{}]\n", ids.join(", "))
 }
 
 /// The id of the newest run in `state`.
@@ -68,7 +74,7 @@ fn a_contained_step_cannot_reach_outside_its_workspace() {
     let _daemon = std::os::unix::net::UnixListener::bind(&socket).ok();
     let host_tmp = std::env::temp_dir().join(&marker);
 
-    s.write("steward.toml", "[terminal]\ndenylist = []\n");
+    s.write("steward.toml", &no_policy());
     // Each attack logs whether it did its damage; `2>/dev/null` keeps the expected errors quiet.
     let attacks = [
         ("rm_home", "rm -rf ~ 2>/dev/null"),
@@ -146,7 +152,7 @@ fn a_contained_step_cannot_reach_outside_its_workspace() {
     assert!(listener.accept().is_err(), "the step reached a listener on the host's loopback");
     // The data directory was neither visible nor damaged, and the config is as written.
     assert_eq!(file(&s.path("attacks.listing")).lines().filter(|l| !l.starts_with('.')).count(), 0);
-    assert_eq!(file(&s.path("steward.toml")), "[terminal]\ndenylist = []\n");
+    assert_eq!(file(&s.path("steward.toml")), no_policy());
     let id = last_run(&s, "completed");
     let output = serde_json::to_string(&s.json(&["events", &id, "--json"])).unwrap();
     for secret in ["SSH-PRIVATE", "AWS-SECRET", "NETRC-SECRET", "SQLite format"] {
@@ -184,23 +190,23 @@ fn operator_grants_widen_the_sandbox_and_are_recorded() {
             cache.path().display()
         ),
     );
-    let run =
-        format!("echo cached > {}/entry && bash -c 'echo hi > /dev/tcp/127.0.0.1/{port}'", cache.path().display());
-    s.write(
-        "fetch.yaml",
-        &format!("id: fetch\nversion: 1\nsteps:\n  - id: get\n    type: shell\n    run: \"{run}\"\n"),
+    let run = format!(
+        "echo cached > {}/entry && python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port})).sendall(b'hi')\"",
+        cache.path().display()
     );
-    s.write(
-        "other.yaml",
-        &format!("id: other\nversion: 1\nsteps:\n  - id: get\n    type: shell\n    run: \"{run}\"\n"),
-    );
+    for id in ["fetch", "other"] {
+        s.write(
+            &format!("{id}.yaml"),
+            &format!("id: {id}\nversion: 1\nsteps:\n  - id: get\n    type: shell\n    run: |\n      {run}\n"),
+        );
+    }
     let out = s.run(&["run", "fetch.yaml"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(file(&cache.path().join("entry")), "cached\n");
     let (mut conn, _) = listener.accept().unwrap();
     let mut got = String::new();
     conn.read_to_string(&mut got).unwrap();
-    assert_eq!(got, "hi\n");
+    assert_eq!(got, "hi");
     let id = last_run(&s, "completed");
     let events = s.json(&["events", &id, "--json"]);
     let caps: Vec<&str> = events
@@ -248,7 +254,8 @@ fn a_step_cannot_record_a_human_decision_even_without_the_sandbox() {
     assert!(!out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be recorded from inside a workflow step"));
 
-    s.write("steward.toml", "[sandbox]\nmode = \"off\"\n");
+    // The policy refuses `steward gate` in a step too; off here, to show the CLI's own fence.
+    s.write("steward.toml", &format!("{}[sandbox]\nmode = \"off\"\n", no_policy()));
     let bin = env!("CARGO_BIN_EXE_steward");
     s.write(
         "wf.yaml",

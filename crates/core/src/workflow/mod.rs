@@ -308,7 +308,8 @@ pub struct ShellStep {
     pub run: Template,
     /// Extra environment variables; values are templates.
     pub env: Vec<(String, Template)>,
-    /// Working directory, relative to the workflow's directory unless absolute.
+    /// Working directory, relative to the workspace; absolute paths and `..`
+    /// escapes are refused (HSK-TERM-003), by validation and again when it runs.
     pub cwd: Option<Template>,
 }
 
@@ -559,9 +560,36 @@ steps:
         assert_eq!(
             errors(quoted),
             [
-                "line 5, step `a`, field `steps[0].run`: placeholder `{{inputs.x}}` is inside single quotes and would not expand; use double quotes"
+                "line 5, step `a`, field `steps[0].run`: placeholder `{{inputs.x}}` is inside single quotes (or a quoted here-document or a comment) and would not expand; use double quotes"
             ]
         );
+    }
+
+    /// Issue 11, point 3: a placeholder never chooses the program or code, and a
+    /// step's `cwd` cannot leave the workspace (HSK-TERM-003), both found by validation.
+    #[test]
+    fn templates_never_choose_the_program_and_cwd_stays_inside() {
+        let wf = |step: &str| format!("id: t\nversion: 1\ninputs: [x]\nsteps:\n  - {step}\n");
+        assert_eq!(
+            errors(&wf("{id: a, type: shell, run: '{{inputs.x}} --help'}")),
+            [
+                "line 5, step `a`, field `steps[0].run`: placeholder `{{inputs.x}}` would be the program: templates never choose the program or the code a step runs; pass the value as an argument"
+            ]
+        );
+        for run in ["eval {{inputs.x}}", "sh -c \\\"{{inputs.x}}\\\"", "echo ok | $({{inputs.x}})"] {
+            let e = errors(&wf(&format!("{{id: a, type: shell, run: \"{run}\"}}")));
+            assert!(
+                e.len() == 1 && e[0].contains("field `steps[0].run`") && e[0].contains("never choose"),
+                "{run}: {e:?}"
+            );
+        }
+        for cwd in ["/tmp", "..", "src/../..", "../{{inputs.x}}", "{{inputs.x}}/../.."] {
+            let e = errors(&wf(&format!("{{id: a, type: shell, cwd: '{cwd}', run: ls}}")));
+            assert!(e.len() == 1 && e[0].contains("field `steps[0].cwd`: HSK-TERM-003"), "{cwd}: {e:?}");
+        }
+        for cwd in ["src", "src/..", "{{inputs.x}}", "a/{{inputs.x}}/.."] {
+            assert!(parse(&wf(&format!("{{id: a, type: shell, cwd: '{cwd}', run: ls}}"))).is_ok(), "{cwd}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::{
     AgentDecl, AgentStep, Diagnostic, Graph, InputDecl, InputType, Limits, MicroTasksStep, OutputDecl, Provider,
     RetryPolicy, ShellStep, Step, StepKind, Workflow,
 };
-use crate::template::{Ref, Template, TemplateError, WorkflowVar};
+use crate::template::{Part, Ref, Template, TemplateError, WorkflowVar};
 use crate::yaml::{self, Node, NodeKind};
 
 const TOP_KEYS: &[&str] =
@@ -208,7 +208,11 @@ impl Reader {
                 e @ (TemplateError::Unclosed(_)
                 | TemplateError::Empty
                 | TemplateError::Unknown(..)
-                | TemplateError::SingleQuoted(_)),
+                | TemplateError::SingleQuoted(_)
+                | TemplateError::Code(..)
+                | TemplateError::Arithmetic(_)
+                | TemplateError::Backquoted(_)
+                | TemplateError::Shell(_)),
             ) => {
                 self.err(line, field, e.to_string());
                 None
@@ -822,6 +826,18 @@ impl Reader {
                 let f = join(base, "cwd");
                 let text = self.string(n, &f)?;
                 let t = self.template(&text, n.pos.line, &f, false)?;
+                // HSK-TERM-003, as `run` checks it: placeholders stand for one directory name here.
+                let literal: String = t
+                    .parts
+                    .iter()
+                    .map(|p| match p {
+                        Part::Lit(s) => s.as_str(),
+                        Part::Ref(_) => "x",
+                    })
+                    .collect();
+                if let Some(escape) = crate::shell::paths::CwdEscape::of(&literal) {
+                    self.err(n.pos.line, &f, format!("HSK-TERM-003: {}", escape.reason(&text)));
+                }
                 templates.push((f, n.pos.line, t.clone()));
                 Some(t)
             }

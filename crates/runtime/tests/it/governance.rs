@@ -244,3 +244,26 @@ fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Issue 11, point 3: a placeholder's value is exactly one word when the step runs: an
+/// unquoted `{{inputs.s}}` with `s=/*` is not globbed, spaces do not split it, and text
+/// that looks like code stays text, quoted or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placeholder_is_always_one_word() {
+    let e = env().await;
+    std::fs::write(e.dir.path().join("file-in-workspace"), "").unwrap();
+    let src = "id: w\nversion: 1\ninputs: [s]\nsteps:\n  - {id: a, type: shell, run: 'printf \"[%s]\" {{inputs.s}} x{{inputs.s}} \"q {{inputs.s}}\"'}\n";
+    for (s, expected) in [
+        ("/*", "[/*][x/*][q /*]"),
+        ("*", "[*][x*][q *]"),
+        ("a  b", "[a  b][xa  b][q a  b]"),
+        ("$(touch pwned)", "[$(touch pwned)][x$(touch pwned)][q $(touch pwned)]"),
+        ("", "[][x][q ]"),
+    ] {
+        let run = e.run(src, json!({"s": s})).await;
+        assert_eq!(run.state, RunState::Completed, "{s}: {}", run.summary);
+        let attempts = e.store.list_attempts(&run.run_id).await.unwrap();
+        assert_eq!(attempts[0].output.as_ref().unwrap()["stdout"], expected, "{s}");
+    }
+    assert!(!e.dir.path().join("pwned").exists());
+}
