@@ -92,6 +92,13 @@ fn a_contained_step_cannot_reach_outside_its_workspace() {
         // The daemons' sockets (a container engine, the system bus, a local PostgreSQL).
         ("host_sockets", "find /run /var/run -type s 2>/dev/null | grep -q ."),
         ("gate", "steward gate \"$STEWARD_RUN_ID\" continue >/dev/null 2>&1"),
+        // What the policy's static reading lets through (docs/security-policy.md): code in
+        // other languages, symlinks, programs that write where their own options say.
+        ("python_rmtree", "python3 -c 'import os, shutil; shutil.rmtree(os.environ[\"OUTSIDE\"])' 2>/dev/null"),
+        ("perl_unlink", "perl -e 'unlink(\"$ENV{OUTSIDE}/victim.txt\") or exit 1'"),
+        ("awk_system", "awk 'BEGIN { exit system(\"rm -f \" ENVIRON[\"HOME\"] \"/precious.txt 2>/dev/null\") }'"),
+        ("symlink_rm", "ln -s \"$OUTSIDE\" out-link && rm -rf out-link/ 2>/dev/null"),
+        ("tar_extract", "mkdir -p p && echo x > p/f && tar -cf p.tar p && tar -C \"$OUTSIDE\" -xf p.tar 2>/dev/null"),
     ];
     let mut script = String::new();
     for (name, cmd) in attacks {
@@ -147,6 +154,8 @@ fn a_contained_step_cannot_reach_outside_its_workspace() {
     assert_eq!(file(&h.join(".ssh/id_rsa")), "SSH-PRIVATE-KEY-MATERIAL\n");
     assert!(!h.join(".bashrc").exists());
     assert_eq!(file(&outside.path().join("victim.txt")), "keep me too\n");
+    let left: Vec<_> = std::fs::read_dir(outside.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left, ["victim.txt"], "something was written outside the workspace");
     assert!(!host_tmp.exists(), "a write to /tmp reached the host's /tmp");
     assert!(!s.work.path().parent().unwrap().join("escaped-by-cd").exists());
     assert!(listener.accept().is_err(), "the step reached a listener on the host's loopback");
