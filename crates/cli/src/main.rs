@@ -130,7 +130,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Tools(args::ToolsCommand::Check { profile, cwd, json, from: None, command, .. }) => {
             tools::check(cfg, profile, cwd, command, *json)
         }
-        Command::Capabilities { json } => tools::capabilities(cfg, *json),
+        Command::Capabilities { json } => tools::capabilities(cfg, *json).await,
         Command::Mt(args::MtCommand::Plan { packet, policy, root, profile, json }) => {
             mt::plan(cfg, packet, policy.as_deref(), root.as_deref(), profile, *json)
         }

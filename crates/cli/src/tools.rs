@@ -151,7 +151,7 @@ pub(crate) fn check(cfg: &Settings, profile: &str, cwd: &str, command: &[String]
 }
 
 /// Lists profiles, what they grant, and which job kinds use them by default.
-pub(crate) fn capabilities(cfg: &Settings, json: bool) -> Result<ExitCode> {
+pub(crate) async fn capabilities(cfg: &Settings, json: bool) -> Result<ExitCode> {
     let profiles = capability::profiles();
     let kinds = |id: &str| -> Vec<&'static str> {
         JobKind::ALL.into_iter().filter(|k| capability::default_profile(*k) == id).map(JobKind::as_str).collect()
@@ -162,13 +162,31 @@ pub(crate) fn capabilities(cfg: &Settings, json: bool) -> Result<ExitCode> {
         .engines()
         .map(|e| json!({"engine_id": e.engine_id, "enabled": e.enabled, "ceiling": e.determinism_ceiling, "ops": e.ops.iter().map(|o| &o.name).collect::<Vec<_>>()}))
         .collect();
+    let sandbox = bus.sandbox();
+    let status = sandbox.status().await;
+    let paths = |p: &[std::path::PathBuf]| p.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
+    let grants: Vec<Value> = sandbox
+        .grants
+        .iter()
+        .map(|g| json!({"profile": g.profile, "workflow": g.workflow, "capabilities": g.capabilities}))
+        .collect();
+    let sandbox_json = json!({
+        "mode": sandbox.mode,
+        "available": status.is_ok(),
+        "landlock_abi": status.as_ref().ok().and_then(|a| a.as_ref()).map(|a| a.landlock_abi),
+        "reason": status.as_ref().err(),
+        "hidden": paths(&sandbox.hidden),
+        "read_only": paths(&sandbox.read_only),
+        "protect_git": sandbox.protect_git,
+        "grants": grants,
+    });
     if json {
         let list: Vec<Value> = profiles
             .iter()
             .map(|p| json!({"id": p.id, "description": p.description, "grants": p.grants, "default_for_job_kinds": kinds(p.id)}))
             .collect();
         print_json(
-            &json!({"profiles": list, "axes": AXES, "full_ids": FULL_IDS, "engines": engines, "config": cfg.source().map(|p| p.display().to_string())}),
+            &json!({"profiles": list, "axes": AXES, "full_ids": FULL_IDS, "engines": engines, "sandbox": sandbox_json, "config": cfg.source().map(|p| p.display().to_string())}),
         )?;
     } else {
         let mut s = String::new();
@@ -192,6 +210,25 @@ pub(crate) fn capabilities(cfg: &Settings, json: bool) -> Result<ExitCode> {
                 if e.enabled { "enabled" } else { "disabled" },
                 e.determinism_ceiling,
                 ops.join(", ")
+            ));
+        }
+        let mode = serde_json::to_value(sandbox.mode)?;
+        let mode = mode.as_str().unwrap_or_default();
+        s.push_str(&match &status {
+            Ok(Some(a)) => format!("sandbox: {mode}; available (Landlock ABI {})\n", a.landlock_abi),
+            Ok(None) => format!("sandbox: {mode}; commands run without one\n"),
+            Err(reason) => format!("sandbox: {mode}; NOT available: {reason}\n"),
+        });
+        s.push_str(&format!("  hidden: {}\n", paths(&sandbox.hidden).join(", ")));
+        if !sandbox.read_only.is_empty() {
+            s.push_str(&format!("  read-only: {}\n", paths(&sandbox.read_only).join(", ")));
+        }
+        for g in &sandbox.grants {
+            s.push_str(&format!(
+                "  grant {} to {}{}\n",
+                g.capabilities.join(", "),
+                g.profile.as_deref().map_or("every profile".to_owned(), |p| format!("profile {p}")),
+                g.workflow.as_deref().map_or(String::new(), |w| format!(", workflow {w}"))
             ));
         }
         print_text(&s)?;

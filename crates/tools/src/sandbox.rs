@@ -68,6 +68,11 @@ pub const CREDENTIAL_STORES: &[&str] = &[
     ".npmrc",
     ".yarnrc",
     ".pypirc",
+    ".pgpass",
+    ".my.cnf",
+    ".s3cfg",
+    ".boto",
+    ".gem/credentials",
     ".cargo/credentials",
     ".cargo/credentials.toml",
     ".terraform.d/credentials.tfrc.json",
@@ -484,7 +489,11 @@ pub fn credential_stores(home: &Path) -> Vec<PathBuf> {
 
 impl Sandbox {
     /// A sandbox with `launcher`, hiding `hidden` and protecting `read_only`.
-    pub fn new(mode: Mode, launcher: Option<PathBuf>, hidden: Vec<PathBuf>, read_only: Vec<PathBuf>) -> Sandbox {
+    pub fn new(mode: Mode, launcher: Option<PathBuf>, mut hidden: Vec<PathBuf>, read_only: Vec<PathBuf>) -> Sandbox {
+        // The daemons' sockets live under /run (a container engine, the system bus, a local
+        // PostgreSQL that trusts its own user): reaching one is reaching outside the sandbox,
+        // so the directory is covered whole, keeping only the resolver configuration.
+        hidden.push(PathBuf::from(HOST_IPC));
         Sandbox {
             mode,
             launcher,
@@ -533,15 +542,21 @@ impl Sandbox {
             read_only.push(workspace.join(".git"));
         }
         // A granted read of a hidden path itself uncovers it; of a path inside one, exposes it.
-        let mut hidden: Vec<PathBuf> = self.hidden.iter().filter(|h| !readable.contains(h)).cloned().collect();
-        // The daemons' sockets live under /run (a container engine, the system bus, a local
-        // PostgreSQL that trusts its own user): reaching one is reaching outside the sandbox,
-        // so the directory is covered whole, keeping only the resolver configuration.
-        hidden.push(PathBuf::from(HOST_IPC));
+        let hidden: Vec<PathBuf> = self.hidden.iter().filter(|h| !readable.contains(h)).cloned().collect();
         let mut exposed = readable;
         exposed.extend(Path::new("/etc/resolv.conf").canonicalize().ok().filter(|r| r.starts_with(HOST_IPC)));
         let network = capabilities.iter().any(|c| c == "net.http" || c.starts_with("net.http:"));
         Rules { writable, read_only, hidden, exposed, network }.resolved()
+    }
+
+    /// What this machine offers: what the probe found, or why it cannot sandbox (`Ok(None)`
+    /// when the operator turned the sandbox off).
+    pub async fn status(&self) -> Result<Option<Applied>, String> {
+        match self.contain(Rules::default()).await {
+            Containment::Sandboxed { applied, .. } => Ok(Some(applied)),
+            Containment::Unsandboxed { .. } if self.mode == Mode::Off => Ok(None),
+            Containment::Unsandboxed { reason } | Containment::Refused { reason } => Err(reason),
+        }
     }
 
     /// What a command with these rules runs under, probing the kernel once.

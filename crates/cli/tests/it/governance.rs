@@ -57,6 +57,12 @@ fn capabilities_lists_profiles_grants_and_engines() {
     let coder = v["profiles"].as_array().unwrap().iter().find(|p| p["id"] == "Coder").unwrap();
     assert!(coder["grants"].as_array().unwrap().iter().any(|g| g == "proc.exec"));
     assert!(coder["default_for_job_kinds"].as_array().unwrap().iter().any(|k| k == "workflow_run"));
+    // Issue 11: what contains the commands, and whether this machine can.
+    assert!(t.contains("sandbox: required; available (Landlock ABI "), "{t}");
+    let sandbox = &v["sandbox"];
+    assert_eq!((sandbox["mode"].as_str(), sandbox["available"].as_bool()), (Some("required"), Some(true)), "{sandbox}");
+    let hidden: Vec<&str> = sandbox["hidden"].as_array().unwrap().iter().filter_map(|h| h.as_str()).collect();
+    assert!(hidden.contains(&"/run") && hidden.iter().any(|h| h.ends_with("/.steward")), "{hidden:?}");
 }
 
 #[test]
