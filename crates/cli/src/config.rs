@@ -273,11 +273,13 @@ impl Settings {
             }
             Ok(path)
         };
+        // The small launcher installed beside this binary, else this binary itself
+        // (`steward __sandbox`, slower to start: it loads all of Steward).
         let launcher = match &f.launcher {
             Some(l) => Some(l.clone()),
-            None => {
-                std::env::current_exe().ok().map(|exe| exe.with_file_name(sandbox::LAUNCHER)).filter(|l| l.is_file())
-            }
+            None => std::env::current_exe()
+                .ok()
+                .map(|exe| Some(exe.with_file_name(sandbox::LAUNCHER)).filter(|l| l.is_file()).unwrap_or(exe)),
         };
         let data_dir = std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
         let mut hidden = vec![data_dir];

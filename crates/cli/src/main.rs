@@ -37,6 +37,13 @@ use args::{Cli, Command};
 use config::Settings;
 
 fn main() -> ExitCode {
+    // `steward __sandbox ...` is the sandbox launcher, for where `steward-sandbox` is not
+    // installed beside this binary (`cargo run` builds only `steward`). It must run before the
+    // async runtime starts threads: user namespaces refuse a multi-threaded caller.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == steward_tools::sandbox::LAUNCH_ARG) {
+        std::process::exit(steward_tools::sandbox::launcher_main(args));
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -40,6 +40,10 @@ use serde::{Deserialize, Serialize};
 /// The launcher's file name; it is installed beside `steward`.
 pub const LAUNCHER: &str = "steward-sandbox";
 
+/// The launcher's first argument, so that `steward` itself can be the launcher where
+/// `steward-sandbox` is not installed beside it.
+pub const LAUNCH_ARG: &str = "__sandbox";
+
 /// The exit code of a launcher that could not contain its command (the command did not run).
 pub const SETUP_FAILED: i32 = 126;
 
@@ -350,24 +354,26 @@ fn landlock(rules: &Rules) -> Result<Applied, SetupError> {
     }
 }
 
-/// The launcher's arguments for one command: `RULES -- PROGRAM ARGS...`.
+/// The launcher's arguments for one command: `__sandbox RULES -- PROGRAM ARGS...`.
 pub fn launch_args(rules: &Rules, program: &str, args: &[String]) -> Vec<String> {
-    let mut out = vec![serde_json::to_string(rules).unwrap_or_default(), "--".into(), program.to_owned()];
+    let mut out =
+        vec![LAUNCH_ARG.to_owned(), serde_json::to_string(rules).unwrap_or_default(), "--".into(), program.to_owned()];
     out.extend(args.iter().cloned());
     out
 }
 
-/// The launcher: `steward-sandbox RULES -- PROGRAM ARGS...` contains itself under `RULES` and
-/// becomes `PROGRAM`; `steward-sandbox --probe` contains itself as a command in the current
-/// directory would be and prints what was applied. Returns only on failure, with the exit code.
+/// The launcher: `steward-sandbox __sandbox RULES -- PROGRAM ARGS...` contains itself under
+/// `RULES` and becomes `PROGRAM`; `steward-sandbox __sandbox --probe` contains itself as a
+/// command in the current directory would be and prints what was applied. Returns only on
+/// failure, with the exit code.
 pub fn launcher_main(args: Vec<OsString>) -> i32 {
     let fail = |reason: String| {
         let _ = writeln!(std::io::stderr(), "{SETUP_FAILED_PREFIX} {reason}");
         SETUP_FAILED
     };
-    let mut args = args.into_iter().skip(1);
+    let mut args = args.into_iter().skip(1).skip_while(|a| a == LAUNCH_ARG);
     let Some(first) = args.next() else {
-        return fail("usage: steward-sandbox RULES -- PROGRAM [ARGS...] | --probe".into());
+        return fail("usage: steward-sandbox __sandbox RULES -- PROGRAM [ARGS...] | --probe".into());
     };
     if first == "--probe" {
         let rules = Rules { writable: std::env::current_dir().into_iter().collect(), ..Rules::default() }.resolved();
@@ -400,7 +406,7 @@ pub fn launcher_main(args: Vec<OsString>) -> i32 {
 /// Runs the launcher once, as a command would be, to learn whether this kernel can sandbox.
 pub async fn probe(launcher: &Path) -> Result<Applied, String> {
     let out = tokio::process::Command::new(launcher)
-        .arg("--probe")
+        .args([LAUNCH_ARG, "--probe"])
         .current_dir(std::env::temp_dir())
         .stdin(std::process::Stdio::null())
         .output()
@@ -611,7 +617,8 @@ mod tests {
     fn launch_args_carry_the_rules_and_the_command() {
         let rules = Rules { network: true, ..Rules::default() };
         let args = launch_args(&rules, "sh", &["-c".into(), "echo hi".into()]);
-        assert_eq!(args[1..], ["--", "sh", "-c", "echo hi"]);
-        assert_eq!(serde_json::from_str::<Rules>(&args[0]).unwrap(), rules);
+        assert_eq!(args[0], LAUNCH_ARG);
+        assert_eq!(args[2..], ["--", "sh", "-c", "echo hi"]);
+        assert_eq!(serde_json::from_str::<Rules>(&args[1]).unwrap(), rules);
     }
 }

@@ -351,3 +351,20 @@ fn a_protected_git_directory_is_read_only() {
     assert_eq!(file(&s.path(".git/config")), "[core]\n");
     assert_eq!(file(&s.path("written.txt")), "ok\n");
 }
+
+/// Where `steward-sandbox` is not installed beside `steward` (`cargo run` builds only
+/// `steward`), `steward` itself is the launcher, and the command is contained all the same.
+#[test]
+fn steward_itself_contains_commands_where_the_small_launcher_is_missing() {
+    let s = Steward::new();
+    s.write("steward.toml", &format!("[sandbox]\nlauncher = \"{}\"\n", env!("CARGO_BIN_EXE_steward")));
+    // The policy refuses `ls .steward`; what it cannot read, the sandbox hides.
+    s.write(
+        "wf.yaml",
+        "id: w\nversion: 1\nsteps:\n  - id: a\n    type: shell\n    run: python3 -c 'import os; print(os.listdir(\".steward\"))' > seen.txt\n",
+    );
+    let out = s.run(&["run", "wf.yaml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(file(&s.path("seen.txt")), "[]\n", "the data directory was not hidden");
+    assert_eq!(sandbox_applied(&s, &last_run(&s, "completed"))["mode"], "sandboxed");
+}
