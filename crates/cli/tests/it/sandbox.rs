@@ -24,6 +24,15 @@ fn file(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| format!("<{e}>"))
 }
 
+/// A directory for scratch homes and victims that is not under `/tmp`: Steward's cache.
+fn scratch_root() -> std::path::PathBuf {
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(|| "/root".into());
+    let root = home.join(".cache/steward/test-scratch");
+    std::fs::create_dir_all(&root).unwrap();
+    assert!(!root.starts_with(std::env::temp_dir()), "{} must be outside the temp directory", root.display());
+    root
+}
+
 /// A configuration that disables every rule of the command policy.
 fn no_policy() -> String {
     let ids: Vec<String> = steward_core::shell::rules::RULES.iter().map(|(id, _)| format!("\"{id}\"")).collect();
@@ -54,9 +63,11 @@ fn sandbox_applied(s: &Steward, run: &str) -> serde_json::Value {
 #[test]
 fn a_contained_step_cannot_reach_outside_its_workspace() {
     let s = Steward::new();
-    // Outside `/tmp` (which the sandbox replaces), so that what stops the attacks is Landlock.
-    let home = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let outside = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // Outside `/tmp` (which the sandbox replaces with its own), so that what stops the
+    // attacks is Landlock and not a path the command cannot see.
+    let scratch = scratch_root();
+    let home = tempfile::tempdir_in(&scratch).unwrap();
+    let outside = tempfile::tempdir_in(&scratch).unwrap();
     let h = home.path();
     std::fs::create_dir_all(h.join(".ssh")).unwrap();
     std::fs::create_dir_all(h.join(".aws")).unwrap();
