@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     // installed beside this binary (`cargo run` builds only `steward`). It must run before the
     // async runtime starts threads: user namespaces refuse a multi-threaded caller.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == steward_tools::sandbox::LAUNCH_ARG) {
+    if steward_tools::sandbox::is_launcher_call(&args) {
         std::process::exit(steward_tools::sandbox::launcher_main(args));
     }
     let cli = Cli::parse();

@@ -23,7 +23,6 @@
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 
 use landlock::{
@@ -33,12 +32,18 @@ use landlock::{
 use nix::fcntl::{OFlag, open};
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::stat::Mode as FileMode;
 use nix::sys::statvfs::{FsFlags, statvfs};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 /// The launcher's file name; it is installed beside `steward`.
 pub const LAUNCHER: &str = "steward-sandbox";
+
+/// The argument that makes the launcher the init of a command's pid namespace.
+const INIT_ARG: &str = "__sandbox-init";
 
 /// The launcher's first argument, so that `steward` itself can be the launcher where
 /// `steward-sandbox` is not installed beside it.
@@ -90,8 +95,10 @@ pub const CREDENTIAL_STORES: &[&str] = &[
 /// Where the host's daemons keep their sockets; hidden from every command.
 const HOST_IPC: &str = "/run";
 
-/// Devices any command may write (and read).
-const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"];
+/// Devices any command may write (and read). Not `/dev/tty`: through the operator's terminal a
+/// command could type into the shell that started Steward (`TIOCSTI`), outside the sandbox.
+/// No device gets `ioctl` either.
+const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
 
 /// The rules one command runs under. Every path is absolute; the bus records them with the
 /// attempt exactly as the launcher applies them.
@@ -189,8 +196,8 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SetupError 
 pub fn enter(rules: &Rules) -> Result<Applied, SetupError> {
     let cwd = std::env::current_dir().map_err(io_err("read the working directory"))?;
     let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
-    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
-        .map_err(|source| SetupError::Namespace { what: "user and mount", source })?;
+    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID)
+        .map_err(|source| SetupError::Namespace { what: "user, mount and pid", source })?;
     // The same ids inside as outside: files keep their owners, tools that compare them agree.
     std::fs::write("/proc/self/setgroups", "deny").map_err(io_err("deny setgroups"))?;
     std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1")).map_err(io_err("map the user id"))?;
@@ -338,7 +345,7 @@ fn landlock(rules: &Rules) -> Result<Applied, SetupError> {
         .map_err(ll)?
         .add_rules(path_beneath_rules(&writable, AccessFs::from_all(abi)))
         .map_err(ll)?
-        .add_rules(path_beneath_rules(&devices, AccessFs::from_read(abi) | AccessFs::from_file(abi)))
+        .add_rules(path_beneath_rules(&devices, AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate))
         .map_err(ll)?
         .restrict_self()
         .map_err(ll)?;
@@ -347,10 +354,15 @@ fn landlock(rules: &Rules) -> Result<Applied, SetupError> {
         LandlockStatus::NotEnabled => return Err(SetupError::Landlock("not enabled in this kernel".into())),
         LandlockStatus::NotImplemented => return Err(SetupError::Landlock("not built into this kernel".into())),
     };
+    // An older kernel enforces only part of the rules (before ABI 6: a command may signal its
+    // engine; before 5: ioctl on devices; before 3: truncate outside the workspace). That is not
+    // the sandbox this promises, so it counts as none.
     match status.ruleset {
-        RulesetStatus::NotEnforced => Err(SetupError::Landlock("the kernel enforced none of the rules".into())),
-        RulesetStatus::PartiallyEnforced => Ok(Applied { landlock_abi, fully_enforced: false }),
         RulesetStatus::FullyEnforced => Ok(Applied { landlock_abi, fully_enforced: true }),
+        RulesetStatus::NotEnforced | RulesetStatus::PartiallyEnforced => Err(SetupError::Landlock(format!(
+            "this kernel's Landlock (ABI {landlock_abi}) cannot enforce every rule; ABI {} or later is needed",
+            TARGET_ABI as i64
+        ))),
     }
 }
 
@@ -362,6 +374,11 @@ pub fn launch_args(rules: &Rules, program: &str, args: &[String]) -> Vec<String>
     out
 }
 
+/// Whether these command-line arguments ask for the launcher (or the init it starts).
+pub fn is_launcher_call(args: &[OsString]) -> bool {
+    args.get(1).is_some_and(|a| a == LAUNCH_ARG || a == INIT_ARG)
+}
+
 /// The launcher: `steward-sandbox __sandbox RULES -- PROGRAM ARGS...` contains itself under
 /// `RULES` and becomes `PROGRAM`; `steward-sandbox __sandbox --probe` contains itself as a
 /// command in the current directory would be and prints what was applied. Returns only on
@@ -371,6 +388,9 @@ pub fn launcher_main(args: Vec<OsString>) -> i32 {
         let _ = writeln!(std::io::stderr(), "{SETUP_FAILED_PREFIX} {reason}");
         SETUP_FAILED
     };
+    if args.get(1).is_some_and(|a| a == INIT_ARG) {
+        return init(args.into_iter().skip(2));
+    }
     let mut args = args.into_iter().skip(1).skip_while(|a| a == LAUNCH_ARG);
     let Some(first) = args.next() else {
         return fail("usage: steward-sandbox __sandbox RULES -- PROGRAM [ARGS...] | --probe".into());
@@ -396,11 +416,74 @@ pub fn launcher_main(args: Vec<OsString>) -> i32 {
     if let Err(e) = enter(&rules) {
         return fail(e.to_string());
     }
+    // This process stays the recorded group leader and waits for the command's init. A stop
+    // signal sent to the group reaches the command; this process outlives it so that it can
+    // report how the command ended (and Steward does not take its end for the command's).
+    let stops = stop_signals();
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&stops), None);
+    // std resets the signal mask of what it starts, so init and the command see none blocked.
     // The private /tmp is the only temp directory the command can write.
-    let err = std::process::Command::new(&program).args(args).env("TMPDIR", "/tmp").exec();
-    // Like a shell: 127 for a program that is not there, 126 for one that cannot run.
-    let _ = writeln!(std::io::stderr(), "{}: {err}", program.to_string_lossy());
-    if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }
+    let status = std::process::Command::new("/proc/self/exe")
+        .args([OsString::from(INIT_ARG), OsString::from("--"), program])
+        .args(args)
+        .env("TMPDIR", "/tmp")
+        .status();
+    match status {
+        Ok(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+            (Some(code), _) => code,
+            // Killed (SIGKILL reaches init from outside): end the same way.
+            (None, Some(sig)) => {
+                let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&stops), None);
+                if let Ok(sig) = Signal::try_from(sig) {
+                    let _ = nix::sys::signal::raise(sig);
+                }
+                128 + sig
+            }
+            (None, None) => 1,
+        },
+        Err(e) => fail(format!("cannot start the command's init: {e}")),
+    }
+}
+
+/// The signals Steward stops a command with.
+fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+        set.add(s);
+    }
+    set
+}
+
+/// Process 1 of the command's private pid namespace: starts the command, reaps whatever is
+/// orphaned to it, and exits with the command's status once the command has ended. Its exit
+/// makes the kernel kill everything left in the namespace, so nothing a command started
+/// outlives it, not even a process that left its group (`setsid`) or was orphaned.
+///
+/// A signal ends the command with exit status 128 + its number, as a shell reports it: process
+/// 1 cannot die of a signal it sends itself.
+fn init(mut args: impl Iterator<Item = OsString>) -> i32 {
+    if std::process::id() != 1 || args.next().is_none_or(|sep| sep != "--") {
+        let _ = writeln!(std::io::stderr(), "{SETUP_FAILED_PREFIX} the init of a command runs only in its sandbox");
+        return SETUP_FAILED;
+    }
+    let Some(program) = args.next() else { return SETUP_FAILED };
+    let command = match std::process::Command::new(&program).args(args).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            // Like a shell: 127 for a program that is not there, 126 for one that cannot run.
+            let _ = writeln!(std::io::stderr(), "{}: {e}", program.to_string_lossy());
+            return if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+        }
+    };
+    let pid = Pid::from_raw(i32::try_from(command.id()).unwrap_or(i32::MAX));
+    loop {
+        match waitpid(None::<Pid>, None) {
+            Ok(WaitStatus::Exited(p, code)) if p == pid => return code,
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == pid => return 128 + sig as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return 1,
+        }
+    }
 }
 
 /// Runs the launcher once, as a command would be, to learn whether this kernel can sandbox.

@@ -155,7 +155,7 @@ fn cancel_stops_a_run_driven_by_another_process() {
     let s = Steward::new();
     let wf = s.write(
         "long.yaml",
-        "id: long\nversion: 1\nsteps:\n  - {id: a, type: shell, run: 'echo $$ > pid; exec sleep 60'}\n",
+        "id: long\nversion: 1\nsteps:\n  - {id: a, type: shell, run: 'awk ''{print $4}'' /proc/self/stat > pid.tmp && mv pid.tmp pid; exec sleep 60'}\n",
     );
     let mut child = s
         .cmd(&["run", wf.to_str().unwrap()])

@@ -98,7 +98,14 @@ fn a_contained_step_cannot_reach_outside_its_workspace() {
         ("rm_data_dir", "rm -rf .steward 2>/dev/null"),
         ("move_data_dir", "mv .steward moved 2>/dev/null"),
         ("write_config", "echo '[sandbox]' >> steward.toml 2>/dev/null"),
-        ("kill_engine", "kill -9 $PPID 2>/dev/null"),
+        // The engine by its host pid (the step has its own pid namespace, where $PPID is its
+        // init): the shell's parent is init, whose parent is the launcher, whose parent is
+        // Steward. /proc is the host's, so the chain can be read; signalling it must fail.
+        (
+            "kill_engine",
+            "p=$(awk '{print $4}' /proc/self/stat); for i in 1 2 3; do p=$(awk '{print $4}' /proc/$p/stat); done; \
+             grep -qx steward /proc/$p/comm && echo 'engine found' >> attacks.log && kill -9 $p 2>/dev/null",
+        ),
         ("network", "bash -c \"echo hi > /dev/tcp/127.0.0.1/$PORT\" 2>/dev/null"),
         // The daemons' sockets (a container engine, the system bus, a local PostgreSQL).
         ("host_sockets", "find /run /var/run -type s 2>/dev/null | grep -q ."),
@@ -153,9 +160,9 @@ fn a_contained_step_cannot_reach_outside_its_workspace() {
     for (name, _) in attacks {
         assert_eq!(verdict(name), "blocked", "attack `{name}` was not blocked: {got:?}\n{}", text(&out));
     }
-    for ok in ["private_tmp", "build", "tempfile", "git"] {
+    for ok in ["engine", "private_tmp", "build", "tempfile", "git"] {
         assert!(
-            got.iter().any(|(n, o)| n == ok && (o == "ok" || o == "wrote")),
+            got.iter().any(|(n, o)| n == ok && (o == "ok" || o == "wrote" || o == "found")),
             "`{ok}` should work in the sandbox: {got:?}\n{}",
             text(&out)
         );
@@ -378,4 +385,24 @@ fn steward_itself_contains_commands_where_the_small_launcher_is_missing() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(file(&s.path("seen.txt")), "[]\n", "the data directory was not hidden");
     assert_eq!(sandbox_applied(&s, &last_run(&s, "completed"))["mode"], "sandboxed");
+}
+
+/// Issue 11: nothing a command starts outlives its step, not even a process that left the
+/// command's group (`setsid`) and was orphaned: the command has its own pid namespace, whose
+/// end kills everything in it before the step is over.
+#[test]
+fn a_process_that_left_the_group_does_not_outlive_its_step() {
+    let s = Steward::new();
+    s.write(
+        "wf.yaml",
+        "id: w\nversion: 1\nsteps:\n  - id: a\n    type: shell\n    run: |\n      \
+         setsid sh -c 'awk \"{print \\$4}\" /proc/self/stat > e.tmp && mv e.tmp escaped.pid; exec sleep 60' &\n      \
+         while [ ! -s escaped.pid ]; do sleep 0.01; done\n",
+    );
+    let out = s.run(&["run", "wf.yaml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pid: i32 = file(&s.path("escaped.pid")).trim().parse().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let gone = stat.is_empty() || stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+    assert!(gone, "the escaped process {pid} outlived its step: {stat}");
 }

@@ -140,7 +140,7 @@ steps:
   - id: second
     type: shell
     run: |
-      if [ ! -f resumed ]; then echo $$ > pid; exec sleep 60; fi
+      if [ ! -f resumed ]; then awk '{print $4}' /proc/self/stat > pid.tmp && mv pid.tmp pid; exec sleep 60; fi
       printf %s "{{inputs.token}}" > got2; echo "second {{inputs.token}}"
 "#,
     );
