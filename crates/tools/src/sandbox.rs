@@ -92,6 +92,9 @@ pub const CREDENTIAL_STORES: &[&str] = &[
     ".vault-token",
 ];
 
+/// The parts of a repository whose contents git runs as code.
+const GIT_CODE: &[&str] = &[".git/config", ".git/hooks", ".git/info", ".git/config.worktree"];
+
 /// Where the host's daemons keep their sockets; hidden from every command.
 const HOST_IPC: &str = "/run";
 
@@ -209,12 +212,25 @@ pub fn enter(rules: &Rules) -> Result<Applied, SetupError> {
     mount(None::<&str>, root, None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(mount_err("make private the mounts of", root))?;
 
+    // Held before anything covers them, to be bound back writable.
+    let writable: Vec<(&Path, OwnedFd)> = rules
+        .writable
+        .iter()
+        .map(|p| open(p, OFlag::O_PATH | OFlag::O_CLOEXEC, FileMode::empty()).map(|fd| (p.as_path(), fd)))
+        .collect::<Result<_, _>>()
+        .map_err(mount_err("hold a writable path", root))?;
+    read_only_mounts();
     private_tmp(rules, &cwd)?;
+    for (path, fd) in &writable {
+        bind_back(fd, path)?;
+        writable_mounts(path)?;
+    }
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
         mount(Some("tmpfs"), shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))
             .map_err(mount_err("mount a private tmpfs on", shm))?;
     }
+    pin_ancestors(rules)?;
     for path in &rules.read_only {
         bind_read_only(path, path)?;
     }
@@ -271,6 +287,84 @@ fn bind_back(fd: &OwnedFd, path: &Path) -> Result<(), SetupError> {
     }
     mount(Some(source.as_path()), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .map_err(mount_err("bind back", path))
+}
+
+/// The mount points of this namespace, outermost first (`/proc/self/mountinfo`, field 5, with
+/// its octal escapes undone).
+fn mount_points() -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines().filter_map(|l| l.split(' ').nth(4)).map(|p| PathBuf::from(unescape_mountinfo(p))).collect()
+}
+
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = Vec::new();
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| u8::from_str_radix(d, 8).ok());
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Makes every file system the namespace inherited read-only, so that what Landlock does not
+/// cover (changing modes, times and extended attributes, and whatever a mapped root's
+/// capabilities allow) cannot touch a file outside the writable paths either. The kernel's
+/// own trees (`/proc`, `/sys`, `/dev`) are left as they are: Landlock keeps them unwritten.
+/// A mount that refuses (one hidden under another) stays as it was, under Landlock alone.
+fn read_only_mounts() {
+    for mp in mount_points() {
+        if ["/proc", "/sys", "/dev"].iter().any(|k| mp.starts_with(k)) {
+            continue;
+        }
+        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | locked_flags(&mp);
+        let _ = mount(None::<&str>, &mp, None::<&str>, flags, None::<&str>);
+    }
+}
+
+/// Makes `path`, bound back over the read-only tree, writable again, with the mounts beneath it.
+fn writable_mounts(path: &Path) -> Result<(), SetupError> {
+    for mp in mount_points().into_iter().filter(|mp| mp.starts_with(path)) {
+        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | locked_flags(&mp);
+        if mp == path {
+            mount(None::<&str>, &mp, None::<&str>, flags, None::<&str>).map_err(mount_err("make writable", path))?;
+        } else {
+            // A mount beneath a writable path that cannot be made writable stays read-only.
+            let _ = mount(None::<&str>, &mp, None::<&str>, flags, None::<&str>);
+        }
+    }
+    Ok(())
+}
+
+/// Makes each directory between a writable root and a protected path (read-only or hidden)
+/// beneath it a mount point of its own. A mount point cannot be renamed, so the command cannot
+/// move a protected path's parent aside and put a directory of its own making in its place.
+fn pin_ancestors(rules: &Rules) -> Result<(), SetupError> {
+    let mut pinned: Vec<&Path> = Vec::new();
+    for protected in rules.read_only.iter().chain(&rules.hidden) {
+        for root in rules.writable.iter().filter(|w| protected.starts_with(w)) {
+            for dir in protected.ancestors().skip(1).take_while(|a| a.starts_with(root) && *a != root.as_path()) {
+                if !pinned.contains(&dir) && dir.is_dir() {
+                    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                        .map_err(mount_err("pin", dir))?;
+                    pinned.push(dir);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The flags a remount must keep: a mount that came from the parent namespace has them locked.
@@ -629,6 +723,12 @@ impl Sandbox {
         let mut read_only = self.read_only.clone();
         if profile.is_some_and(|p| self.protect_git.iter().any(|g| g == p)) {
             read_only.push(workspace.join(".git"));
+        } else {
+            // What git runs as code (hooks, and programs named in its configuration: an
+            // fsmonitor, a filter, a pager) is read-only always: written by a step, it would
+            // run outside the sandbox the next time a person uses git here. Objects, refs
+            // and the index stay writable, so a step can still commit.
+            read_only.extend(GIT_CODE.iter().map(|p| workspace.join(p)));
         }
         // A granted read of a hidden path itself uncovers it; of a path inside one, exposes it.
         let hidden: Vec<PathBuf> = self.hidden.iter().filter(|h| !readable.contains(h)).cloned().collect();

@@ -406,3 +406,26 @@ fn a_process_that_left_the_group_does_not_outlive_its_step() {
     let gone = stat.is_empty() || stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
     assert!(gone, "the escaped process {pid} outlived its step: {stat}");
 }
+
+/// Issue 11: without `protect_git`, a step can still commit, but not plant code that git would
+/// run later outside the sandbox (a hook, an fsmonitor or filter in the repository's config).
+#[test]
+fn git_hooks_and_config_are_read_only_but_commits_work() {
+    let s = Steward::new();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git").args(args).current_dir(s.work.path()).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    git(&["init", "-q"]);
+    s.write(
+        "wf.yaml",
+        "id: w\nversion: 1\nsteps:\n  - id: a\n    type: shell\n    run: |\n      \
+         git config core.fsmonitor 'touch planted' 2>/dev/null || echo config-blocked >> result.txt\n      \
+         echo 'touch planted' > .git/hooks/pre-commit 2>/dev/null || echo hook-blocked >> result.txt\n      \
+         echo x > f && git add f && git -c user.email=a@b -c user.name=n commit -qm x && echo committed >> result.txt\n",
+    );
+    let out = s.run(&["run", "wf.yaml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(file(&s.path("result.txt")), "config-blocked\nhook-blocked\ncommitted\n");
+    assert!(!file(&s.path(".git/config")).contains("fsmonitor"));
+}
