@@ -165,20 +165,6 @@ fn sandbox_event(op_id: &str, containment: &Containment) -> Payload {
     }
 }
 
-/// A launcher that could not contain its command did not run it: that is a failure to start,
-/// not the command's exit code.
-fn uncontained(spec: &CommandSpec, outcome: exec::Outcome) -> Result<exec::Outcome, exec::StartError> {
-    let stderr = String::from_utf8_lossy(&outcome.stderr);
-    match (&spec.sandbox, outcome.ending) {
-        (Some(_), Ending::Exited(crate::sandbox::SETUP_FAILED))
-            if stderr.starts_with(crate::sandbox::SETUP_FAILED_PREFIX) =>
-        {
-            Err(exec::StartError::Uncontained { program: spec.program.clone(), reason: stderr.trim().to_owned() })
-        }
-        _ => Ok(outcome),
-    }
-}
-
 /// The result of an operation that did not run.
 fn denied_result(op: &PlannedOperation, started_at: String, ended_at: String, error: EngineError) -> EngineResult {
     EngineResult {
@@ -543,7 +529,7 @@ impl ToolBus {
             }
         }
 
-        let outcome = exec::run(&spec, cancel, recorder).await.and_then(|o| uncontained(&spec, o));
+        let outcome = exec::run(&spec, cancel, recorder).await;
         let ended_at = rfc3339_now();
         let outcome = match outcome {
             Ok(o) => o,

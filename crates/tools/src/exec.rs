@@ -119,14 +119,6 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
-    /// The sandbox launcher could not contain it, so it did not run.
-    #[error("`{program}` was not started: {reason}")]
-    Uncontained {
-        /// The program.
-        program: String,
-        /// What the launcher said.
-        reason: String,
-    },
     /// Its process could not be recorded, so it was killed before the command ran.
     #[error("`{program}` was not started: its process could not be recorded: {reason}")]
     Unrecorded {

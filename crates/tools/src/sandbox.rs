@@ -50,6 +50,8 @@ const INIT_ARG: &str = "__sandbox-init";
 pub const LAUNCH_ARG: &str = "__sandbox";
 
 /// The exit code of a launcher that could not contain its command (the command did not run).
+/// It is reported as the command's exit, with the launcher's reason on its stderr: a command
+/// can exit 126 too, so no channel shared with it can say "not started" truthfully.
 pub const SETUP_FAILED: i32 = 126;
 
 /// What a launcher that could not contain its command prints first on stderr.
