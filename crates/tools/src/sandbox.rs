@@ -505,6 +505,11 @@ pub fn launcher_main(args: Vec<OsString>) -> i32 {
         Ok(r) => r,
         Err(e) => return fail(format!("unreadable rules: {e}")),
     };
+    // A relative path would be resolved against a directory the mounts may have covered.
+    let all = rules.writable.iter().chain(&rules.read_only).chain(&rules.hidden).chain(&rules.exposed);
+    if let Some(p) = all.into_iter().find(|p| !p.is_absolute()) {
+        return fail(format!("the rules name a relative path, {}", p.display()));
+    }
     if args.next().is_none_or(|sep| sep != "--") {
         return fail("expected `--` after the rules".into());
     }
