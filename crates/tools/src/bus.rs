@@ -141,9 +141,7 @@ fn sandbox_event(op_id: &str, containment: &Containment) -> Payload {
         Containment::Sandboxed { rules, applied, .. } => Payload::SandboxApplied {
             op_id: op_id.to_owned(),
             mode: "sandboxed".into(),
-            reason: (!applied.fully_enforced).then(|| {
-                format!("this kernel's Landlock ABI {} enforces only part of the rules", applied.landlock_abi)
-            }),
+            reason: None,
             landlock_abi: Some(applied.landlock_abi),
             writable: paths(&rules.writable),
             read_only: paths(&rules.read_only),

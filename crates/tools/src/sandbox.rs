@@ -146,10 +146,8 @@ impl Rules {
 /// What the launcher reports after containing itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
-    /// The Landlock ABI in force.
+    /// The Landlock ABI in force (every rule is enforced, or the launcher refuses).
     pub landlock_abi: i64,
-    /// Whether every right this sandbox asks for is enforced by the running kernel.
-    pub fully_enforced: bool,
 }
 
 /// Why a command could not be contained.
@@ -454,7 +452,7 @@ fn landlock(rules: &Rules) -> Result<Applied, SetupError> {
     // engine; before 5: ioctl on devices; before 3: truncate outside the workspace). That is not
     // the sandbox this promises, so it counts as none.
     match status.ruleset {
-        RulesetStatus::FullyEnforced => Ok(Applied { landlock_abi, fully_enforced: true }),
+        RulesetStatus::FullyEnforced => Ok(Applied { landlock_abi }),
         RulesetStatus::NotEnforced | RulesetStatus::PartiallyEnforced => Err(SetupError::Landlock(format!(
             "this kernel's Landlock (ABI {landlock_abi}) cannot enforce every rule; ABI {} or later is needed",
             TARGET_ABI as i64
