@@ -1,24 +1,30 @@
 //! The operating-system sandbox every command of the tool bus runs in: what it may write, what
 //! it cannot see, and whether it reaches the network.
 //!
-//! A command is started by the `steward-sandbox` launcher, which contains itself and then
-//! executes the command (same process, so the recorded process group stays the command's):
+//! A command is started by the `steward-sandbox` launcher (or `steward __sandbox`), which
+//! contains itself, starts the command under a small init, and stays the recorded process
+//! group leader until the command ends, exiting with its status:
 //!
-//! - a private user and mount namespace, in which Steward's data directory and the usual
-//!   credential stores are covered by an empty read-only directory (or `/dev/null` for a file),
-//!   the configuration and (where the profile says so) `.git` are bound read-only, and `/tmp`
-//!   and `/dev/shm` are private, empty tmpfs mounts that vanish with the command (what the
-//!   command works with under the host's `/tmp`, such as its workspace, is bound back);
+//! - private user, mount and pid namespaces. Every inherited file system is remounted
+//!   read-only and the writable paths bound back; Steward's data directory, the usual
+//!   credential stores and `/run` (the daemons' sockets) are covered by an empty read-only
+//!   directory (or `/dev/null` for a file); the configuration, what git runs as code (or all
+//!   of `.git`, where the profile says so) are bound read-only, with the directories above them
+//!   pinned as mount points; `/tmp` and `/dev/shm` are private, empty tmpfs mounts that vanish
+//!   with the command (what the command works with under the host's `/tmp`, such as its
+//!   workspace, is bound back). The init is process 1 of the pid namespace: when the command
+//!   ends, everything it started ends with it;
 //! - a private network namespace (only a loopback that is down) unless `net.http` is granted;
 //! - Landlock: the whole file system readable, writes only beneath the workspace, `/tmp`,
-//!   `/dev/shm`, the granted paths and a few devices; no signals to processes outside the
-//!   sandbox (the engine cannot be killed by its own step), no abstract sockets outside it,
-//!   no ptrace or `/proc/<pid>/fd` of outside processes, and no mount changes, so nothing set
-//!   up here can be undone from inside.
+//!   `/dev/shm`, the granted paths and a few devices (no `/dev/tty`, no device ioctl); no
+//!   signals to processes outside the sandbox (the engine cannot be killed by its own step),
+//!   no abstract sockets outside it, no ptrace or `/proc/<pid>/fd` of outside processes, and no
+//!   mount changes, so nothing set up here can be undone from inside.
 //!
-//! Landlock is the mechanism for writes; the namespaces are what hide. Both are required: a
-//! kernel that lacks either cannot sandbox, and the command is refused unless the operator
-//! allowed running without one (`[sandbox] mode`), which every attempt then records.
+//! Landlock is the mechanism for writes; the namespaces are what hide and contain. Both are
+//! required, Landlock in full (ABI 6): a kernel that lacks either cannot sandbox, and the
+//! command is refused unless the operator allowed running without one (`[sandbox] mode`),
+//! which every attempt then records.
 
 use std::ffi::OsString;
 use std::io::Write as _;
