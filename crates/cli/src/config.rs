@@ -100,6 +100,8 @@ pub(crate) struct Settings {
     pub(crate) stall_threshold_secs: u64,
     pub(crate) heartbeat_secs: u64,
     pub(crate) source: Option<PathBuf>,
+    /// Whether the configuration was named (`--config`, `STEWARD_CONFIG`) rather than found.
+    named: bool,
     terminal: TerminalFile,
     engines_file: Option<PathBuf>,
     sandbox: SandboxFile,
@@ -191,6 +193,7 @@ impl Settings {
             stall_threshold_secs,
             heartbeat_secs,
             source: path,
+            named: explicit.is_some(),
             terminal: file.terminal,
             engines_file: file.engines.file,
             sandbox: file.sandbox,
@@ -324,6 +327,30 @@ impl Settings {
             sb.grants.push(sandbox::Grant { profile: g.profile.clone(), workflow: g.workflow.clone(), capabilities });
         }
         Ok(sb)
+    }
+
+    /// Refuses to continue a run that started at `started` under a `./steward.toml` that was
+    /// found (not named) and was created or changed since: the run's own commands work in that
+    /// directory, and a step may have written it (say, `[sandbox] mode = "off"`). Its change
+    /// time is set by the kernel and cannot be set back. Naming it with `--config` is the
+    /// operator's word that it is theirs.
+    pub(crate) fn check_unchanged_since(&self, run_id: &str, started: steward_core::Timestamp) -> Result<()> {
+        use std::os::unix::fs::MetadataExt as _;
+        if self.named {
+            return Ok(());
+        }
+        let path = Path::new("steward.toml");
+        let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+        let changed_ms = meta.ctime().saturating_mul(1000).saturating_add(meta.ctime_nsec() / 1_000_000);
+        if changed_ms >= started.0 {
+            bail!(
+                "{} was created or changed after run {run_id} started, and a command of the run may have written it; \
+                 check it, then name it with --config {} to continue under it",
+                path.display(),
+                path.display()
+            );
+        }
+        Ok(())
     }
 
     /// Where the configuration came from, for `steward capabilities`.

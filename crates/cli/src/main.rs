@@ -154,6 +154,8 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 bail!("a human decision cannot be recorded from inside a workflow step ({why})");
             }
             let engine = booted(cfg).await?;
+            let started = engine.store().get_run(run).await?.created_at;
+            cfg.check_unchanged_since(run, started)?;
             let done = follow(&engine, *json, engine.gate(run, &actor(), decision, reason.as_deref())).await?;
             report(&engine, done, *json).await
         }
@@ -177,6 +179,8 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Resume { run, json } => {
             let engine = booted(cfg).await?;
+            let started = engine.store().get_run(run).await?.created_at;
+            cfg.check_unchanged_since(run, started)?;
             let done = follow(&engine, *json, engine.resume(run, &actor())).await?;
             report(&engine, done, *json).await
         }

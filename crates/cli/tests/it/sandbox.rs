@@ -429,3 +429,33 @@ fn git_hooks_and_config_are_read_only_but_commits_work() {
     assert_eq!(file(&s.path("result.txt")), "config-blocked\nhook-blocked\ncommitted\n");
     assert!(!file(&s.path(".git/config")).contains("fsmonitor"));
 }
+
+/// Issue 11: a step that writes a `./steward.toml` of its own (one turning the sandbox off)
+/// does not govern the rest of its run: `resume` refuses a configuration found in the
+/// workspace that changed after the run started, until the operator names it.
+#[test]
+fn a_configuration_a_step_planted_does_not_govern_its_run() {
+    use nix::sys::signal::{Signal, kill};
+    let s = Steward::new();
+    s.write(
+        "wf.yaml",
+        "id: w\nversion: 1\nsteps:\n  - id: plant\n    type: shell\n    run: printf '[sandbox]\\nmode = \"off\"\\n' > steward.toml\n  \
+         - id: wait\n    type: shell\n    run: while [ ! -f go ]; do sleep 0.05; done\n",
+    );
+    let mut child = s.cmd(&["run", "wf.yaml"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !s.path("steward.toml").exists() {
+        assert!(std::time::Instant::now() < deadline, "the step never wrote its configuration");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let id = last_run(&s, "stalled");
+
+    s.write("go", "");
+    let out = s.run(&["resume", &id]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("steward.toml was created or changed after run"), "{}", text(&out));
+    let out = s.run(&["--config", "steward.toml", "resume", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+}
