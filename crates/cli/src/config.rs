@@ -316,9 +316,10 @@ impl Settings {
                         )
                     }
                     _ if c == "net.http" => c.clone(),
+                    Some(("secrets.use", name)) if !name.is_empty() => c.clone(),
                     _ => bail!(
                         "{at}.capabilities: `{c}` is not a grant the sandbox applies (expected net.http, \
-                         fs.write:<path> or fs.read:<path>)"
+                         fs.write:<path>, fs.read:<path> or secrets.use:<VARIABLE>)"
                     ),
                 };
                 steward_core::capability::CapabilityId::parse(&granted).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;

@@ -111,6 +111,8 @@ pub fn profiles() -> Vec<Profile> {
                 "fs.write",
                 "proc.exec",
                 "net.http",
+                // Only what the operator grants is ever requested (`[[sandbox.grant]]`).
+                "secrets.use",
                 "doc.summarize",
                 "terminal.exec",
                 "locus.read",

@@ -280,6 +280,9 @@ pub enum Payload {
         exposed: Vec<String>,
         /// Whether it reached the network.
         network: bool,
+        /// Secret-named variables of Steward's environment it did not get.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        withheld_env: Vec<String>,
     },
 }
 

@@ -317,6 +317,7 @@ pub const REGISTRY: &[EventSpec] = &[
             req("hidden", StrArray),
             req("exposed", StrArray),
             req("network", Bool),
+            opt("withheld_env", StrArray),
         ],
     ),
     // Models (DG-FR-07: trace_id and model_id are required).

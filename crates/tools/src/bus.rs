@@ -135,7 +135,7 @@ pub struct ToolBus {
 pub const SANDBOX_UNAVAILABLE: &str = "HSK-TERM-SANDBOX";
 
 /// The `sandbox_applied` event for one command.
-fn sandbox_event(op_id: &str, containment: &Containment) -> Payload {
+fn sandbox_event(op_id: &str, containment: &Containment, withheld_env: &[String]) -> Payload {
     let paths = |p: &[PathBuf]| p.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
     match containment {
         Containment::Sandboxed { rules, applied, .. } => Payload::SandboxApplied {
@@ -148,6 +148,7 @@ fn sandbox_event(op_id: &str, containment: &Containment) -> Payload {
             hidden: paths(&rules.hidden),
             exposed: paths(&rules.exposed),
             network: rules.network,
+            withheld_env: withheld_env.to_vec(),
         },
         Containment::Unsandboxed { reason } | Containment::Refused { reason } => Payload::SandboxApplied {
             op_id: op_id.to_owned(),
@@ -159,6 +160,7 @@ fn sandbox_event(op_id: &str, containment: &Containment) -> Payload {
             hidden: Vec::new(),
             exposed: Vec::new(),
             network: true,
+            withheld_env: withheld_env.to_vec(),
         },
     }
 }
@@ -508,6 +510,16 @@ impl ToolBus {
             }
         }
         spec.env.push(("STEWARD_IDEMPOTENCY_KEY".into(), ctx.idempotency_key.clone()));
+        // Steward's own secrets (its model providers' API keys, a token in its environment) are
+        // not the command's: a secret-named variable it would inherit is withheld unless the
+        // operation sets it or the operator grants it (`secrets.use:<NAME>`, DG-MEX-06).
+        spec.env_remove = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|k| redact::is_secret_env_name(k))
+            .filter(|k| !spec.env.iter().any(|(set, _)| set == k))
+            .filter(|k| !granted.iter().any(|g| g.strip_prefix("secrets.use:") == Some(k.as_str())))
+            .collect();
+        spec.env_remove.sort();
         let requested = op
             .params
             .get("timeout_ms")
@@ -521,7 +533,7 @@ impl ToolBus {
             .output_bytes
             .map_or(self.policy.max_output_bytes, |b| (b as usize).min(self.policy.max_output_bytes));
         if let Some(containment) = &containment {
-            events.push(sandbox_event(&op.op_id, containment));
+            events.push(sandbox_event(&op.op_id, containment, &spec.env_remove));
             if let Containment::Sandboxed { launcher, rules, .. } = containment {
                 spec.sandbox = Some((launcher.clone(), rules.clone()));
             }

@@ -46,6 +46,8 @@ pub struct CommandSpec {
     pub kill_grace: Duration,
     /// Bytes kept per stream.
     pub output_limit: usize,
+    /// Inherited variables the command does not get.
+    pub env_remove: Vec<String>,
     /// The sandbox it runs in: the launcher and its rules; `None` runs it uncontained.
     pub sandbox: Option<(PathBuf, crate::sandbox::Rules)>,
 }
@@ -61,6 +63,7 @@ impl CommandSpec {
             timeout: DEFAULT_TIMEOUT,
             kill_grace: DEFAULT_KILL_GRACE,
             output_limit: DEFAULT_OUTPUT_LIMIT,
+            env_remove: Vec::new(),
             sandbox: None,
         }
     }
@@ -195,6 +198,9 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    for name in &spec.env_remove {
+        cmd.env_remove(name);
+    }
     let mut child = cmd.spawn().map_err(|source| StartError::Spawn {
         program: spec.program.clone(),
         cwd: spec.cwd.display().to_string(),

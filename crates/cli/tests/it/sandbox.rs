@@ -459,3 +459,39 @@ fn a_configuration_a_step_planted_does_not_govern_its_run() {
     let out = s.run(&["--config", "steward.toml", "resume", &id]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// Issue 11, DG-MEX-06: Steward's own secrets are not its commands'. A secret-named variable
+/// Steward inherits (a model provider's key) is withheld from a step unless the operator grants
+/// it (`secrets.use:<NAME>`), and the withholding is recorded; a granted one is still redacted.
+#[test]
+fn steward_secrets_are_withheld_from_commands_unless_granted() {
+    let s = Steward::new();
+    let run = "python3 -c 'import os; print(os.environ.get(\"DEMO_API_KEY\", \"absent\"))'";
+    for id in ["plain", "granted"] {
+        s.write(
+            &format!("{id}.yaml"),
+            &format!("id: {id}\nversion: 1\nsteps:\n  - id: a\n    type: shell\n    run: |\n      {run}\n"),
+        );
+    }
+    s.write(
+        "steward.toml",
+        "[[sandbox.grant]]\nworkflow = \"granted\"\ncapabilities = [\"secrets.use:DEMO_API_KEY\"]\n",
+    );
+    let key = "sk-demo-0123456789abcdefghij";
+    for (wf, stdout) in [("plain.yaml", "absent"), ("granted.yaml", "***REDACTED***")] {
+        let out = s.cmd(&["run", wf, "--json"]).env("DEMO_API_KEY", key).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(!shown.contains(key), "{wf}: the key was shown: {shown}");
+        let id = last_run(&s, "completed");
+        let status = s.json(&["status", &id, "--json"]);
+        assert_eq!(
+            status["steps"][0]["attempts"][0]["output"]["stdout"].as_str().map(str::trim),
+            Some(stdout),
+            "{wf}: {status}"
+        );
+        let withheld = sandbox_applied(&s, &id)["withheld_env"].clone();
+        let listed = withheld.as_array().is_some_and(|w| w.iter().any(|n| n == "DEMO_API_KEY"));
+        assert_eq!(listed, wf == "plain.yaml", "{wf}: {withheld}");
+    }
+}

@@ -191,10 +191,12 @@ steps:
 
 /// Issue 11 (point 6), TERM-API-004: values of variables whose names say secret are redacted
 /// in a step's output and outputs, both those a step sets (`env:`) and those it inherits from
-/// the engine's own environment (an API key the operator exported).
+/// the engine's own environment (an API key the operator exported and granted to it; without
+/// the grant it is withheld, `sandbox::steward_secrets_are_withheld_from_commands_unless_granted`).
 #[test]
 fn secret_named_variables_are_redacted_in_output() {
     let s = Steward::new();
+    s.write("steward.toml", "[[sandbox.grant]]\ncapabilities = [\"secrets.use:MY_DEPLOY_TOKEN\"]\n");
     let wf = s.write(
         "env.yaml",
         r#"id: env-secrets
