@@ -341,9 +341,13 @@ impl Settings {
             return Ok(());
         }
         let path = Path::new("steward.toml");
-        let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
-        let changed_ms = meta.ctime().saturating_mul(1000).saturating_add(meta.ctime_nsec() / 1_000_000);
-        if changed_ms >= started.0 {
+        // The link and what it leads to: a step may have made either.
+        let changed_ms = [std::fs::symlink_metadata(path), std::fs::metadata(path)]
+            .into_iter()
+            .flatten()
+            .map(|m| m.ctime().saturating_mul(1000).saturating_add(m.ctime_nsec() / 1_000_000))
+            .max();
+        if changed_ms.is_some_and(|ms| ms >= started.0) {
             bail!(
                 "{} was created or changed after run {run_id} started, and a command of the run may have written it; \
                  check it, then name it with --config {} to continue under it",

@@ -100,6 +100,12 @@ pub const CREDENTIAL_STORES: &[&str] = &[
     ".vault-token",
 ];
 
+/// The private `/tmp` and `/dev/shm` live in memory. Unbounded, each could take half of it
+/// (tmpfs's default) and a command filling both could starve the machine, the engine included;
+/// bounded, a command that fills them gets `ENOSPC`.
+const TMP_SIZE: &str = "mode=1777,size=25%";
+const SHM_SIZE: &str = "mode=1777,size=10%";
+
 /// The parts of a repository whose contents git runs as code.
 const GIT_CODE: &[&str] = &[".git/config", ".git/hooks", ".git/info", ".git/config.worktree"];
 
@@ -222,9 +228,12 @@ pub fn enter(rules: &Rules) -> Result<Applied, SetupError> {
     let writable: Vec<(&Path, OwnedFd)> = rules
         .writable
         .iter()
-        .map(|p| open(p, OFlag::O_PATH | OFlag::O_CLOEXEC, FileMode::empty()).map(|fd| (p.as_path(), fd)))
-        .collect::<Result<_, _>>()
-        .map_err(mount_err("hold a writable path", root))?;
+        .map(|p| {
+            open(p, OFlag::O_PATH | OFlag::O_CLOEXEC, FileMode::empty())
+                .map(|fd| (p.as_path(), fd))
+                .map_err(mount_err("hold the writable path", p))
+        })
+        .collect::<Result<_, _>>()?;
     read_only_mounts();
     private_tmp(rules, &cwd)?;
     for (path, fd) in &writable {
@@ -233,7 +242,7 @@ pub fn enter(rules: &Rules) -> Result<Applied, SetupError> {
     }
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
-        mount(Some("tmpfs"), shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))
+        mount(Some("tmpfs"), shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(SHM_SIZE))
             .map_err(mount_err("mount a private tmpfs on", shm))?;
     }
     pin_ancestors(rules)?;
@@ -249,17 +258,17 @@ pub fn enter(rules: &Rules) -> Result<Applied, SetupError> {
 }
 
 /// Mounts an empty tmpfs on `/tmp` that only this command sees, and binds the real paths the
-/// command works with back where they were (a workspace under `/tmp`, an exposed file).
+/// command reads back where they were (a read-only or exposed file, the working directory);
+/// writable paths are bound back by the caller, with what lies beneath them.
 ///
 /// Not an overlay of the host's `/tmp`: overlayfs refuses a lower layer with mounts beneath it
 /// that the namespace inherited (they are locked), and a sandbox that works only on some
 /// machines' `/tmp` is not one mechanism.
 fn private_tmp(rules: &Rules, cwd: &Path) -> Result<(), SetupError> {
     let Ok(real_tmp) = Path::new("/tmp").canonicalize() else { return Ok(()) };
-    let mut keep: Vec<&Path> =
-        rules.writable.iter().chain(&rules.read_only).chain(&rules.exposed).map(PathBuf::as_path).collect();
+    let mut keep: Vec<&Path> = rules.read_only.iter().chain(&rules.exposed).map(PathBuf::as_path).collect();
     keep.push(cwd);
-    keep.retain(|p| p.starts_with(&real_tmp));
+    keep.retain(|p| p.starts_with(&real_tmp) && !rules.writable.iter().any(|w| p.starts_with(w)));
     keep.sort();
     keep.dedup();
     // Only the outermost of nested paths needs binding back; the rest come with it.
@@ -271,7 +280,7 @@ fn private_tmp(rules: &Rules, cwd: &Path) -> Result<(), SetupError> {
             open(p, OFlag::O_PATH | OFlag::O_CLOEXEC, FileMode::empty()).map(|fd| (p, fd)).map_err(mount_err("hold", p))
         })
         .collect::<Result<_, _>>()?;
-    mount(Some("tmpfs"), &real_tmp, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))
+    mount(Some("tmpfs"), &real_tmp, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(TMP_SIZE))
         .map_err(mount_err("mount a private tmpfs on", &real_tmp))?;
     for (path, fd) in &held {
         bind_back(fd, path)?;

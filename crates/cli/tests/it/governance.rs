@@ -27,13 +27,7 @@ fn tools_check_shows_each_gate_and_guard_without_running() {
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((v["refusal"]["by"].as_str(), v["refusal"]["code"].as_str()), (Some("G-CAP"), Some("MEX-CAP-DENIED")));
-    let denied: Vec<&str> = v["capabilities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["allowed"] == false)
-        .map(|c| c["capability_id"].as_str().unwrap())
-        .collect();
+    let denied = denied_capabilities(&v);
     assert_eq!(denied, ["fs.write", "proc.exec:ls"]);
 
     let out = s.run(&["tools", "check", "--", "git", "reset", "--hard"]);
@@ -166,13 +160,7 @@ fn the_policy_reads_commands_and_validate_reports_templates_and_cwd() {
     let out = s.run(&["tools", "check", "--profile", "Operator", "--json", "--", "true $(touch x)"]);
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let denied: Vec<&str> = v["capabilities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["allowed"] == false)
-        .map(|c| c["capability_id"].as_str().unwrap())
-        .collect();
+    let denied = denied_capabilities(&v);
     assert_eq!(denied, ["proc.exec:touch", "proc.exec:true"]);
 
     // Many commands in one process, one verdict per line.
@@ -207,4 +195,15 @@ fn the_policy_reads_commands_and_validate_reports_templates_and_cwd() {
     assert!(errors[0].2.contains("placeholder `{{inputs.tool}}` would be the program"), "{errors:?}");
     assert_eq!((errors[1].0.as_str(), errors[1].1.as_str()), ("up", "steps[1].cwd"));
     assert!(errors[1].2.starts_with("HSK-TERM-003: cwd `../{{inputs.dir}}` is outside the workspace"), "{errors:?}");
+}
+
+/// The capabilities a `tools check --json` verdict denied.
+fn denied_capabilities(v: &serde_json::Value) -> Vec<&str> {
+    v["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["allowed"] == false)
+        .map(|c| c["capability_id"].as_str().unwrap())
+        .collect()
 }
