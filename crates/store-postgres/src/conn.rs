@@ -1,6 +1,10 @@
 //! Reaching the server: the parsed URL, connecting with backoff, error mapping, the read pool.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -8,7 +12,7 @@ use tokio::time::Instant;
 use tokio_postgres::config::Host;
 use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Config, Connection, NoTls, Row, Socket};
+use tokio_postgres::{Client, Config, Connection, NoTls, Row, Socket, Statement};
 
 use steward_store::{Error, Result};
 
@@ -123,6 +127,172 @@ impl Target {
     }
 }
 
+/// Parameters with their types, as every statement here is sent.
+pub(crate) type Params<'a> = [(&'a (dyn ToSql + Sync), Type)];
+
+/// A connection and the statements prepared on it. Each statement is parsed and planned once
+/// per connection (the server's planning time dominated a write otherwise); a new connection
+/// starts with an empty cache. PgBouncer 1.21+ in transaction mode handles such protocol-level
+/// prepared statements (`max_prepared_statements`).
+pub(crate) struct Session {
+    client: Client,
+    prepared: Mutex<HashMap<String, Statement>>,
+}
+
+impl Session {
+    pub(crate) fn new(client: Client) -> Session {
+        Session { client, prepared: Mutex::new(HashMap::new()) }
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Statement>> {
+        self.prepared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn statement(&self, sql: &str, params: &Params<'_>) -> std::result::Result<Statement, tokio_postgres::Error> {
+        let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+        self.statement_typed(sql, &types).await
+    }
+
+    async fn statement_typed(
+        &self,
+        sql: &str,
+        types: &[Type],
+    ) -> std::result::Result<Statement, tokio_postgres::Error> {
+        if let Some(st) = self.cache().get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare_typed(sql, types).await?;
+        self.cache().insert(sql.to_owned(), st.clone());
+        Ok(st)
+    }
+
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+        let st = self.statement(sql, params).await?;
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+        self.client.query(&st, &values).await
+    }
+
+    pub(crate) async fn query_opt(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> std::result::Result<Option<Row>, tokio_postgres::Error> {
+        let st = self.statement(sql, params).await?;
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+        self.client.query_opt(&st, &values).await
+    }
+
+    pub(crate) async fn query_one(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> std::result::Result<Row, tokio_postgres::Error> {
+        let st = self.statement(sql, params).await?;
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+        self.client.query_one(&st, &values).await
+    }
+
+    pub(crate) async fn execute(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> std::result::Result<u64, tokio_postgres::Error> {
+        let st = self.statement(sql, params).await?;
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+        self.client.execute(&st, &values).await
+    }
+
+    pub(crate) async fn batch(&self, sql: &str) -> std::result::Result<(), tokio_postgres::Error> {
+        self.client.batch_execute(sql).await
+    }
+}
+
+/// A parameter value a [`Flight`] owns until its statement is answered.
+pub(crate) type Value = Box<dyn ToSql + Sync + Send>;
+
+/// A parameter with its type.
+pub(crate) fn val<T: ToSql + Sync + Send + 'static>(v: T, t: Type) -> (Value, Type) {
+    (Box::new(v), t)
+}
+
+/// One statement's answer.
+pub(crate) type Answer = std::result::Result<Vec<Row>, tokio_postgres::Error>;
+
+/// Statements sent back to back and answered in order: one round trip for all of them.
+///
+/// The server runs them in the order they were added, each seeing the ones before (a row
+/// locked by the first is locked for the rest). If one fails, the ones after it fail too
+/// ("current transaction is aborted"), so the first error in order is the one that counts.
+/// Every answer is read as it arrives: the driver stops reading the socket while one request's
+/// answer waits unread, so awaiting them one by one could stall.
+pub(crate) struct Flight<'a> {
+    db: &'a Session,
+    requests: Vec<Pin<Box<dyn Future<Output = Answer> + Send + 'a>>>,
+}
+
+impl<'a> Flight<'a> {
+    pub(crate) fn new(db: &'a Session) -> Flight<'a> {
+        Flight { db, requests: Vec::new() }
+    }
+
+    /// Adds transaction control (`SAVEPOINT`, ...) sent with the simple protocol.
+    pub(crate) fn simple(&mut self, sql: String) -> usize {
+        let client = self.db.client();
+        self.requests.push(Box::pin(async move { client.batch_execute(&sql).await.map(|()| Vec::new()) }));
+        self.requests.len() - 1
+    }
+
+    /// Adds a statement (prepared first if this connection has not seen it); returns its index.
+    pub(crate) async fn query(
+        &mut self,
+        sql: &str,
+        params: Vec<(Value, Type)>,
+    ) -> std::result::Result<usize, tokio_postgres::Error> {
+        let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+        let st = self.db.statement_typed(sql, &types).await?;
+        let client = self.db.client();
+        let values: Vec<Value> = params.into_iter().map(|(v, _)| v).collect();
+        self.requests.push(Box::pin(async move {
+            let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
+            client.query(&st, &refs).await
+        }));
+        Ok(self.requests.len() - 1)
+    }
+
+    /// Sends every statement, in order, and collects the answers in the same order.
+    pub(crate) async fn send(self) -> Vec<Answer> {
+        let mut requests = self.requests;
+        let mut answers: Vec<Option<Answer>> = requests.iter().map(|_| None).collect();
+        std::future::poll_fn(|cx| {
+            // The first pass writes the requests in order; later passes pick up answers.
+            let mut waiting = false;
+            for (request, answer) in requests.iter_mut().zip(answers.iter_mut()) {
+                if answer.is_none() {
+                    match request.as_mut().poll(cx) {
+                        Poll::Ready(a) => *answer = Some(a),
+                        Poll::Pending => waiting = true,
+                    }
+                }
+            }
+            if waiting { Poll::Pending } else { Poll::Ready(()) }
+        })
+        .await;
+        answers.into_iter().flatten().collect()
+    }
+}
+
 /// Whether an error means the transaction is lost and may be run again as a whole: the
 /// connection broke (or is being shut down), or the server chose it as a deadlock or
 /// serialization victim.
@@ -198,7 +368,7 @@ pub(crate) fn redact(url: &str) -> String {
 
 /// A few connections for reads, made on demand and kept while they work.
 pub(crate) struct Readers {
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Session>>,
     permits: Semaphore,
 }
 
@@ -207,20 +377,14 @@ impl Readers {
         Readers { idle: Mutex::new(Vec::new()), permits: Semaphore::new(size.max(1)) }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Session>> {
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs one query on a pooled connection. A read is safe to repeat, so one that fails
     /// because its connection broke runs again on a new one (after a server restart, the
     /// pool's connections are all stale at once).
-    pub(crate) async fn query(
-        &self,
-        target: &Target,
-        what: &str,
-        sql: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
-    ) -> Result<Vec<Row>> {
+    pub(crate) async fn query(&self, target: &Target, what: &str, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
         let _permit = self
             .permits
             .acquire()
@@ -234,21 +398,21 @@ impl Readers {
                 idle.retain(|c| !c.is_closed());
                 idle.pop()
             };
-            let client = match pooled {
-                Some(c) => c,
-                None => target.connect_until(deadline).await?,
+            let session = match pooled {
+                Some(s) => s,
+                None => Session::new(target.connect_until(deadline).await?),
             };
-            match client.query_typed(sql, params).await {
+            match session.query(sql, params).await {
                 Ok(rows) => {
-                    self.idle().push(client);
+                    self.idle().push(session);
                     return Ok(rows);
                 }
-                Err(e) if connection_lost(&client, &e) && Instant::now() + backoff.peek() < deadline => {
+                Err(e) if connection_lost(session.client(), &e) && Instant::now() + backoff.peek() < deadline => {
                     backoff.wait().await;
                 }
                 Err(e) => {
-                    if !client.is_closed() {
-                        self.idle().push(client);
+                    if !session.is_closed() {
+                        self.idle().push(session);
                     }
                     return Err(target.error(what, &e));
                 }

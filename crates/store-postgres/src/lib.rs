@@ -66,7 +66,9 @@ pub struct PgOptions {
     /// How long a call waits for an unreachable server to come back (retrying with backoff)
     /// before it answers [`Error::Unavailable`]. Default 10 s.
     pub reconnect_patience: Duration,
-    /// The most writes one transaction takes. Default 256.
+    /// The most writes one transaction takes. Default 64: each write runs in a savepoint,
+    /// and a transaction with more than 64 subtransactions overflows the server's per-session
+    /// cache of them, which slows every other session's visibility checks while it runs.
     pub max_batch: usize,
 }
 
@@ -77,7 +79,7 @@ impl Default for PgOptions {
             poll_only: false,
             connect_timeout: Duration::from_secs(5),
             reconnect_patience: Duration::from_secs(10),
-            max_batch: 256,
+            max_batch: 64,
         }
     }
 }

@@ -1,16 +1,18 @@
 //! The SQL behind each write, run by the writer inside its transaction, each in a savepoint.
 //!
 //! What a write accepts and which events it records come from `steward_store::rules`; this
-//! module only says how PostgreSQL stores it. Every statement is sent with its parameter types
-//! (`query_typed`): one round trip each, and no named prepared statements, so the store also
-//! works behind a pooler in transaction mode.
+//! module only says how PostgreSQL stores it. Statements are prepared once per connection.
+//!
+//! Round trips are what a write costs (the writer runs writes one after another), so a commit
+//! takes two: one that opens its savepoint, locks and reads the run (and notes its id), and one
+//! that writes every change. Each change is still checked, in the reference store's order, as
+//! its answer is read; the first refusal rolls the whole write back with its savepoint.
 //!
 //! Events are not inserted here: a write appends them to [`Pending`], and the writer inserts a
 //! whole batch's events at once, last, under the `event_ids` row lock (see `writer`). Nothing
 //! in a write reads events back except `prune`, which the writer runs in a batch of its own.
 
-use serde_json::Value;
-use tokio_postgres::Client;
+use serde_json::Value as Value_;
 use tokio_postgres::types::Type;
 
 use steward_core::Timestamp;
@@ -22,6 +24,7 @@ use steward_store::{
     AttemptFinish, Commit, CommitOutcome, Error, NewRun, PruneReport, Recovered, RetentionPolicy, Run, Scan, rules,
 };
 
+use crate::conn::{Answer, Flight, Session, Value, val};
 use crate::rows::{RUN_COLUMNS, corrupt, process_json, run_from_row};
 
 /// A write, as data: the writer may run it again when its transaction was lost.
@@ -106,9 +109,67 @@ impl Pending {
 
 /// The writer's transaction as a write sees it.
 pub(crate) struct Ctx<'a> {
-    pub(crate) client: &'a Client,
+    pub(crate) db: &'a Session,
     pub(crate) ids: &'a dyn IdGen,
     pub(crate) pending: &'a mut Pending,
+    /// Transaction control to send before the write's first statement (`BEGIN`, the previous
+    /// write's `RELEASE` or `ROLLBACK TO`, this write's `SAVEPOINT`), in the same round trip.
+    /// `None` once sent: the writer then knows the write has a savepoint to release or undo.
+    pub(crate) opening: Option<String>,
+    /// Whether the server refused one of the write's statements: the transaction is then
+    /// unusable until the savepoint is rolled back, even if the write reports a refusal of its
+    /// own that came earlier in order.
+    pub(crate) aborted: bool,
+}
+
+impl<'a> Ctx<'a> {
+    /// A round trip, carrying the opening if it has not gone out yet.
+    fn trip(&mut self) -> Trip<'a> {
+        let mut flight = Flight::new(self.db);
+        let opens = self.opening.take().map(|sql| flight.simple(sql)).is_some();
+        Trip { flight, opens }
+    }
+
+    /// Sends the opening on its own, for writes whose statements are not on a hot path.
+    async fn open(&mut self) -> Result<(), OpError> {
+        let trip = self.trip();
+        trip.send(self).await.map(drop)
+    }
+}
+
+/// Statements of one round trip (see [`Flight`]).
+struct Trip<'a> {
+    flight: Flight<'a>,
+    /// Whether the first statement is the write's opening.
+    opens: bool,
+}
+
+impl Trip<'_> {
+    async fn query(&mut self, what: &'static str, sql: &str, params: Vec<(Value, Type)>) -> Result<(), OpError> {
+        self.flight.query(sql, params).await.map(drop).map_err(pg(what))
+    }
+
+    async fn send(self, cx: &mut Ctx<'_>) -> Result<Answers, OpError> {
+        let answers = self.flight.send().await;
+        cx.aborted |= answers.iter().any(Result::is_err);
+        let mut answers = answers.into_iter();
+        if self.opens {
+            answers.next().transpose().map_err(pg("opening a savepoint"))?;
+        }
+        Ok(Answers(answers))
+    }
+}
+
+/// A round trip's answers, read in the order the statements were added.
+struct Answers(std::vec::IntoIter<Answer>);
+
+impl Answers {
+    fn next(&mut self, what: &'static str) -> Result<Vec<tokio_postgres::Row>, OpError> {
+        match self.0.next() {
+            Some(answer) => answer.map_err(pg(what)),
+            None => Err(OpError::Refused(Error::Unavailable { detail: format!("{what}: no answer") })),
+        }
+    }
 }
 
 /// Whether a run in this state waits for a worker to claim it.
@@ -130,17 +191,12 @@ struct Head {
 }
 
 /// Reads a run's head and locks its row until the transaction ends: writers of one run, in
-/// this process or another, apply one after another.
-async fn head(client: &Client, run_id: &str) -> Result<Head, OpError> {
-    let row = client
-        .query_typed_opt(
-            "SELECT state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations, updated_at
-             FROM runs WHERE run_id = $1 FOR UPDATE",
-            &[(&run_id, Type::TEXT)],
-        )
-        .await
-        .map_err(pg("reading the run"))?
-        .ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })?;
+/// this process or another, apply one after another, each against what the last committed.
+const HEAD: &str = "SELECT state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations, updated_at
+     FROM runs WHERE run_id = $1 FOR UPDATE";
+
+fn head(run_id: &str, row: Option<&tokio_postgres::Row>) -> Result<Head, OpError> {
+    let row = row.ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })?;
     let what = format!("run `{run_id}`");
     let get = |e: tokio_postgres::Error| corrupt(&what, e);
     let state: String = row.try_get(0).map_err(get)?;
@@ -155,6 +211,57 @@ async fn head(client: &Client, run_id: &str) -> Result<Head, OpError> {
         total_iterations: u32::try_from(total).map_err(|e| corrupt(&what, e))?,
         updated_at: Timestamp(row.try_get(7).map_err(get)?),
     })
+}
+
+/// Ends an attempt; answers its status and start before this statement (none if it never
+/// started).
+const FINISH: &str = "UPDATE step_attempts AS a
+     SET status = $4, output = $5, error = $6, retryable = $7, routes = $8, finished_at = $9
+     FROM step_attempts AS old
+     WHERE a.run_id = $1 AND a.step_id = $2 AND a.attempt = $3
+       AND old.run_id = a.run_id AND old.step_id = a.step_id AND old.attempt = a.attempt
+     RETURNING old.status, old.started_at";
+
+fn finish_params(run_id: &str, f: &AttemptFinish, now: Timestamp) -> Vec<(Value, Type)> {
+    vec![
+        val(run_id.to_owned(), Type::TEXT),
+        val(f.step_id.clone(), Type::TEXT),
+        val(i64::from(f.attempt), Type::INT8),
+        val(f.status.as_str(), Type::TEXT),
+        val(f.output.as_ref().map(Value_::to_string), Type::TEXT),
+        val(f.error.clone(), Type::TEXT),
+        val(f.retryable, Type::BOOL),
+        val(serde_json::to_string(&f.routes).unwrap_or_else(|_| "[]".into()), Type::TEXT),
+        val(now.millis(), Type::INT8),
+    ]
+}
+
+/// The status and start an attempt had before [`FINISH`] ended it.
+fn finished_from(
+    run_id: &str,
+    f: &AttemptFinish,
+    rows: &[tokio_postgres::Row],
+) -> Result<Option<(AttemptStatus, Timestamp)>, OpError> {
+    let Some(row) = rows.first() else { return Ok(None) };
+    let what = format!("attempt `{}`", idempotency_key(run_id, &f.step_id, f.attempt));
+    let status: String = row.try_get(0).map_err(|e| corrupt(&what, e))?;
+    let started_at: i64 = row.try_get(1).map_err(|e| corrupt(&what, e))?;
+    Ok(Some((status.parse::<AttemptStatus>().map_err(|e| corrupt(&what, e))?, Timestamp(started_at))))
+}
+
+/// A run's running attempts, in the order they started.
+const RUNNING: &str =
+    "SELECT step_id, attempt FROM step_attempts WHERE run_id = $1 AND status = 'running' ORDER BY ordinal";
+
+fn running_from(run_id: &str, rows: &[tokio_postgres::Row]) -> Result<Vec<(String, u32)>, OpError> {
+    let what = format!("run `{run_id}`");
+    let mut out = Vec::new();
+    for row in rows {
+        let step_id: String = row.try_get(0).map_err(|e| corrupt(&what, e))?;
+        let attempt: i64 = row.try_get(1).map_err(|e| corrupt(&what, e))?;
+        out.push((step_id, u32::try_from(attempt).map_err(|e| corrupt(&what, e))?));
+    }
+    Ok(out)
 }
 
 /// Who writes to one run's log, and when: every event of a write shares these.
@@ -202,74 +309,27 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Ends a started attempt and records `step_attempt_finished`. The row is updated and its
-    /// previous status read in one statement; a refused ending rolls the update back with the
-    /// write's savepoint.
-    async fn finish_attempt(&mut self, w: &Writing<'_>, h: &mut Head, f: &AttemptFinish) -> Result<(), OpError> {
-        let attempt = i64::from(f.attempt);
-        let output = f.output.as_ref().map(Value::to_string);
-        let routes = serde_json::to_string(&f.routes).unwrap_or_else(|_| "[]".into());
-        let now = w.now.millis();
-        let row = self
-            .client
-            .query_typed_opt(
-                "UPDATE step_attempts AS a
-                 SET status = $4, output = $5, error = $6, retryable = $7, routes = $8, finished_at = $9
-                 FROM step_attempts AS old
-                 WHERE a.run_id = $1 AND a.step_id = $2 AND a.attempt = $3
-                   AND old.run_id = a.run_id AND old.step_id = a.step_id AND old.attempt = a.attempt
-                 RETURNING old.status, old.started_at",
-                &[
-                    (&w.run_id, Type::TEXT),
-                    (&f.step_id, Type::TEXT),
-                    (&attempt, Type::INT8),
-                    (&f.status.as_str(), Type::TEXT),
-                    (&output, Type::TEXT),
-                    (&f.error, Type::TEXT),
-                    (&f.retryable, Type::BOOL),
-                    (&routes, Type::TEXT),
-                    (&now, Type::INT8),
-                ],
-            )
-            .await
-            .map_err(pg("ending an attempt"))?;
-        let stored = match row {
-            Some(row) => {
-                let what = format!("attempt `{}`", idempotency_key(w.run_id, &f.step_id, f.attempt));
-                let status: String = row.try_get(0).map_err(|e| corrupt(&what, e))?;
-                let started_at: i64 = row.try_get(1).map_err(|e| corrupt(&what, e))?;
-                Some((status.parse::<AttemptStatus>().map_err(|e| corrupt(&what, e))?, Timestamp(started_at)))
-            }
-            None => None,
-        };
-        let payload = rules::finish(w.run_id, f, stored, w.now)?;
-        self.event(w, h, &payload)
-    }
-
     /// Ends every attempt of the run that is still running with `status`, in the order they
-    /// started.
+    /// started (recovery; a commit does it in its own round trip).
     async fn finish_running(
         &mut self,
         w: &Writing<'_>,
         h: &mut Head,
         status: AttemptStatus,
     ) -> Result<Vec<String>, OpError> {
-        let running = self
-            .client
-            .query_typed(
-                "SELECT step_id, attempt FROM step_attempts WHERE run_id = $1 AND status = 'running' ORDER BY ordinal",
-                &[(&w.run_id, Type::TEXT)],
-            )
-            .await
-            .map_err(pg("listing running attempts"))?;
+        let rows = self.db.query(RUNNING, &[(&w.run_id, Type::TEXT)]).await.map_err(pg("listing running attempts"))?;
         let mut keys = Vec::new();
-        for row in running {
-            let what = format!("run `{}`", w.run_id);
-            let step_id: String = row.try_get(0).map_err(|e| corrupt(&what, e))?;
-            let attempt: i64 = row.try_get(1).map_err(|e| corrupt(&what, e))?;
-            let attempt = u32::try_from(attempt).map_err(|e| corrupt(&what, e))?;
+        for (step_id, attempt) in running_from(w.run_id, &rows)? {
             keys.push(idempotency_key(w.run_id, &step_id, attempt));
-            self.finish_attempt(w, h, &rules::abandoned(step_id, attempt, status)).await?;
+            let f = rules::abandoned(step_id, attempt, status);
+            let params = finish_params(w.run_id, &f, w.now);
+            let refs: Vec<(&(dyn tokio_postgres::types::ToSql + Sync), Type)> = params
+                .iter()
+                .map(|(v, t)| (v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync), t.clone()))
+                .collect();
+            let rows = self.db.query(FINISH, &refs).await.map_err(pg("ending an attempt"))?;
+            let payload = rules::finish(w.run_id, &f, finished_from(w.run_id, &f, &rows)?, w.now)?;
+            self.event(w, h, &payload)?;
         }
         Ok(keys)
     }
@@ -287,51 +347,51 @@ pub(crate) async fn run(cx: &mut Ctx<'_>, op: &Op) -> Result<Done, OpError> {
 }
 
 /// Reads a whole run inside the transaction.
-async fn read_run(client: &Client, run_id: &str, lock: bool) -> Result<Option<Run>, OpError> {
+async fn read_run(db: &Session, run_id: &str, lock: bool) -> Result<Option<Run>, OpError> {
     let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1{}", if lock { " FOR UPDATE" } else { "" });
-    let row = client.query_typed_opt(&sql, &[(&run_id, Type::TEXT)]).await.map_err(pg("reading the run"))?;
+    let row = db.query_opt(&sql, &[(&run_id, Type::TEXT)]).await.map_err(pg("reading the run"))?;
     Ok(row.as_ref().map(run_from_row).transpose()?)
 }
 
+/// Creates the run, and the definition it refers to if it is new, in one statement; a run id
+/// that is taken inserts nothing, and a concurrent creator of the same id is waited for.
+const CREATE: &str = "WITH definition AS (
+         INSERT INTO definitions (hash, workflow_id, version, source, created_at)
+         VALUES ($4, $2, $3, $13, $11) ON CONFLICT (hash) DO NOTHING
+     )
+     INSERT INTO runs (run_id, workflow_id, workflow_version, definition_hash, inputs, state, summary,
+         job_id, trace_id, job_kind, profile_id, protocol_id, created_at, updated_at, last_progress_at,
+         workdir, last_event_seq)
+     VALUES ($1, $2, $3, $4, $5, 'queued', 'queued', $6, $7, $8, $9, $10, $11, $11, $11, $12, 1)
+     ON CONFLICT (run_id) DO NOTHING
+     RETURNING 1";
+
 async fn create_run(cx: &mut Ctx<'_>, new: &NewRun) -> Result<Run, OpError> {
     let payload = rules::created(new)?;
-    let now = new.now.millis();
-    let inputs = Value::Object(new.inputs.clone()).to_string();
-    let version = i64::from(new.workflow_version);
-    // The definition first (the run refers to it), in the same statement; a run id that is
-    // taken inserts nothing, and a concurrent creator of the same id is waited for.
-    let inserted = cx
-        .client
-        .execute_typed(
-            "WITH definition AS (
-                 INSERT INTO definitions (hash, workflow_id, version, source, created_at)
-                 VALUES ($4, $2, $3, $13, $11) ON CONFLICT (hash) DO NOTHING
-             )
-             INSERT INTO runs (run_id, workflow_id, workflow_version, definition_hash, inputs, state, summary,
-                 job_id, trace_id, job_kind, profile_id, protocol_id, created_at, updated_at, last_progress_at,
-                 workdir, last_event_seq)
-             VALUES ($1, $2, $3, $4, $5, 'queued', 'queued', $6, $7, $8, $9, $10, $11, $11, $11, $12, 1)
-             ON CONFLICT (run_id) DO NOTHING",
-            &[
-                (&new.run_id, Type::TEXT),
-                (&new.workflow_id, Type::TEXT),
-                (&version, Type::INT8),
-                (&new.definition_hash, Type::TEXT),
-                (&inputs, Type::TEXT),
-                (&new.job_id, Type::TEXT),
-                (&new.trace_id, Type::TEXT),
-                (&new.contract.job_kind.as_str(), Type::TEXT),
-                (&new.contract.profile_id, Type::TEXT),
-                (&new.contract.protocol_id, Type::TEXT),
-                (&now, Type::INT8),
-                (&new.workdir, Type::TEXT),
-                (&new.definition_source, Type::TEXT),
-            ],
-        )
-        .await
-        .map_err(pg("creating the run"))?;
-    if inserted == 0 {
-        let existing = read_run(cx.client, &new.run_id, false).await?.ok_or_else(|| Error::Unavailable {
+    let mut trip = cx.trip();
+    trip.query(
+        "creating the run",
+        CREATE,
+        vec![
+            val(new.run_id.clone(), Type::TEXT),
+            val(new.workflow_id.clone(), Type::TEXT),
+            val(i64::from(new.workflow_version), Type::INT8),
+            val(new.definition_hash.clone(), Type::TEXT),
+            val(Value_::Object(new.inputs.clone()).to_string(), Type::TEXT),
+            val(new.job_id.clone(), Type::TEXT),
+            val(new.trace_id.clone(), Type::TEXT),
+            val(new.contract.job_kind.as_str(), Type::TEXT),
+            val(new.contract.profile_id.clone(), Type::TEXT),
+            val(new.contract.protocol_id.clone(), Type::TEXT),
+            val(new.now.millis(), Type::INT8),
+            val(new.workdir.clone(), Type::TEXT),
+            val(new.definition_source.clone(), Type::TEXT),
+        ],
+    )
+    .await?;
+    let inserted = !trip.send(cx).await?.next("creating the run")?.is_empty();
+    if !inserted {
+        let existing = read_run(cx.db, &new.run_id, false).await?.ok_or_else(|| Error::Unavailable {
             detail: format!("run `{}` vanished while it was created", new.run_id),
         })?;
         return Ok(rules::existing_run(new, existing)?);
@@ -378,166 +438,198 @@ async fn create_run(cx: &mut Ctx<'_>, new: &NewRun) -> Result<Run, OpError> {
     })
 }
 
+const NOTE_COMMIT: &str =
+    "INSERT INTO applied_commits (commit_id, run_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1";
+
+const START: &str = "INSERT INTO step_attempts
+         (run_id, step_id, attempt, visit, ordinal, status, idempotency_key, input, started_at)
+     VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8) ON CONFLICT DO NOTHING RETURNING 1";
+
+/// Records a command's process on an attempt; answers the attempt's status (none if it never
+/// started).
+const PROCESS: &str = "UPDATE step_attempts AS a SET process = $4
+     FROM step_attempts AS old
+     WHERE a.run_id = $1 AND a.step_id = $2 AND a.attempt = $3
+       AND old.run_id = a.run_id AND old.step_id = a.step_id AND old.attempt = a.attempt
+     RETURNING old.status";
+
+const UPDATE_RUN: &str = "UPDATE runs SET
+        state = $2,
+        current_step_id = COALESCE($3, current_step_id),
+        current_attempt = COALESCE($4, current_attempt),
+        summary = COALESCE($5, summary),
+        terminal_reason = COALESCE($6, terminal_reason),
+        total_iterations = $7,
+        owner = $8,
+        started_at = CASE WHEN $2 = 'running' THEN COALESCE(started_at, $9) ELSE started_at END,
+        updated_at = $9,
+        heartbeat_at = CASE WHEN $2 = 'running' THEN $9 ELSE heartbeat_at END,
+        last_progress_at = $9,
+        finished_at = $10,
+        last_event_seq = $11,
+        owner_process = $12
+     WHERE run_id = $1";
+
 async fn commit(cx: &mut Ctx<'_>, c: &Commit) -> Result<CommitOutcome, OpError> {
-    let mut h = head(cx.client, &c.run_id).await?;
+    let run_id = c.run_id.as_str();
+    // First round trip: open the savepoint, lock and read the run, note the commit id (taken
+    // back with the savepoint if the write is refused), list the attempts still running.
+    let mut trip = cx.trip();
+    trip.query("reading the run", HEAD, vec![val(c.run_id.clone(), Type::TEXT)]).await?;
     if let Some(id) = &c.id {
-        // Noted first: if the rest of the write is refused, its savepoint takes this back too.
-        let fresh = cx
-            .client
-            .execute_typed(
-                "INSERT INTO applied_commits (commit_id, run_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[(id, Type::TEXT), (&c.run_id, Type::TEXT)],
-            )
-            .await
-            .map_err(pg("noting the commit id"))?;
-        if fresh == 0 {
-            return Ok(CommitOutcome { state: h.state, last_event_seq: h.last_event_seq });
-        }
+        let params = vec![val(id.clone(), Type::TEXT), val(c.run_id.clone(), Type::TEXT)];
+        trip.query("noting the commit id", NOTE_COMMIT, params).await?;
     }
+    if c.finish_running_as.is_some() {
+        trip.query("listing running attempts", RUNNING, vec![val(c.run_id.clone(), Type::TEXT)]).await?;
+    }
+    let mut answers = trip.send(cx).await?;
+    let mut h = head(run_id, answers.next("reading the run")?.first())?;
+    if c.id.is_some() && answers.next("noting the commit id")?.is_empty() {
+        // Applied before: the retry of a write whose reply was lost.
+        return Ok(CommitOutcome { state: h.state, last_event_seq: h.last_event_seq });
+    }
+    let running = match c.finish_running_as {
+        Some(_) => running_from(run_id, &answers.next("listing running attempts")?)?,
+        None => Vec::new(),
+    };
     rules::check_expect(c, h.state, h.owner.as_deref())?;
     rules::check_shape(c)?;
     let when = rules::event_time(c.now, h.updated_at);
-    let w = Writing { run_id: &c.run_id, now: when, actor: c.actor, actor_id: &c.actor_id };
+    let w = Writing { run_id, now: when, actor: c.actor, actor_id: &c.actor_id };
     for e in &c.events {
         cx.event_as(&w, &mut h, e.actor, &e.actor_id, e.step_id.as_deref(), &e.payload)?;
     }
-    for f in &c.finished {
-        cx.finish_attempt(&w, &mut h, f).await?;
+
+    // What the run becomes, worked out before the answers come back so that one round trip
+    // writes it all. Attempts still running after the commit's own endings end as
+    // `finish_running_as`.
+    let abandoned: Vec<AttemptFinish> = match c.finish_running_as {
+        Some(status) => running
+            .into_iter()
+            .filter(|(step, attempt)| !c.finished.iter().any(|f| &f.step_id == step && f.attempt == *attempt))
+            .map(|(step, attempt)| rules::abandoned(step, attempt, status))
+            .collect(),
+        None => Vec::new(),
+    };
+    let endings: Vec<&AttemptFinish> = c.finished.iter().chain(&abandoned).collect();
+    let state = c.transition.as_ref().map_or(h.state, |t| t.to);
+    let last_event_seq = h.last_event_seq
+        + (endings.len() + usize::from(c.transition.is_some()) + c.started.len() + c.processes.len()) as i64;
+    let total_iterations = i64::from(h.total_iterations) + c.started.len() as i64;
+    // Owners as stored: the id, and the process as JSON (kept as it is unless replaced).
+    let set = c.set_owner.as_ref().map(|o| (o.id.clone(), o.process.as_ref().map(process_json)));
+    let current = h.owner.clone().map(|id| (id, h.owner_process.clone()));
+    let (owner, owner_process) = rules::owner_after(state, set, current).unzip();
+    let now = when.millis();
+    let current = c.started.last();
+
+    // Second round trip: every change.
+    let mut trip = cx.trip();
+    for f in &endings {
+        trip.query("ending an attempt", FINISH, finish_params(run_id, f, when)).await?;
     }
-    if let Some(status) = c.finish_running_as {
-        cx.finish_running(&w, &mut h, status).await?;
+    for (i, s) in c.started.iter().enumerate() {
+        let params = vec![
+            val(c.run_id.clone(), Type::TEXT),
+            val(s.step_id.clone(), Type::TEXT),
+            val(i64::from(s.attempt), Type::INT8),
+            val(i64::from(s.visit), Type::INT8),
+            val(i64::from(h.total_iterations) + i as i64 + 1, Type::INT8),
+            val(idempotency_key(run_id, &s.step_id, s.attempt), Type::TEXT),
+            val(s.input.to_string(), Type::TEXT),
+            val(now, Type::INT8),
+        ];
+        trip.query("starting an attempt", START, params).await?;
     }
-    let mut terminal_reason: Option<&str> = None;
+    for p in &c.processes {
+        let params = vec![
+            val(c.run_id.clone(), Type::TEXT),
+            val(p.step_id.clone(), Type::TEXT),
+            val(i64::from(p.attempt), Type::INT8),
+            val(process_json(&p.process), Type::TEXT),
+        ];
+        trip.query("recording a command process", PROCESS, params).await?;
+    }
+    let terminal_reason = c.transition.as_ref().filter(|t| t.to.is_terminal()).map(|t| t.reason.clone());
+    let params = vec![
+        val(c.run_id.clone(), Type::TEXT),
+        val(state.as_str(), Type::TEXT),
+        val(current.map(|s| s.step_id.clone()), Type::TEXT),
+        val(current.map(|s| i64::from(s.attempt)), Type::INT8),
+        val(c.summary.clone(), Type::TEXT),
+        val(terminal_reason, Type::TEXT),
+        val(total_iterations, Type::INT8),
+        val(owner, Type::TEXT),
+        val(now, Type::INT8),
+        val(state.is_terminal().then_some(now), Type::INT8),
+        val(last_event_seq, Type::INT8),
+        val(owner_process.flatten(), Type::TEXT),
+    ];
+    trip.query("updating the run", UPDATE_RUN, params).await?;
+    let mut answers = trip.send(cx).await?;
+
+    // The checks, in the reference store's order: endings, the transition, starts, processes.
+    for f in endings {
+        let stored = finished_from(run_id, f, &answers.next("ending an attempt")?)?;
+        let payload = rules::finish(run_id, f, stored, when)?;
+        cx.event(&w, &mut h, &payload)?;
+    }
     if let Some(t) = &c.transition {
-        let payload = rules::transition(&c.run_id, &h.job_id, h.owner.as_deref(), h.state, t)?;
+        let payload = rules::transition(run_id, &h.job_id, h.owner.as_deref(), h.state, t)?;
         cx.event(&w, &mut h, &payload)?;
         h.state = t.to;
-        if t.to.is_terminal() {
-            terminal_reason = Some(&t.reason);
-        }
         if claimable(t.to) {
             cx.pending.runnable += 1;
         }
     }
-    let now = when.millis();
     for s in &c.started {
-        let key = idempotency_key(&c.run_id, &s.step_id, s.attempt);
-        let (attempt, visit, ordinal) = (i64::from(s.attempt), i64::from(s.visit), i64::from(h.total_iterations) + 1);
-        let input = s.input.to_string();
-        let inserted = cx
-            .client
-            .execute_typed(
-                "INSERT INTO step_attempts (run_id, step_id, attempt, visit, ordinal, status, idempotency_key, input, started_at)
-                 VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8) ON CONFLICT DO NOTHING",
-                &[
-                    (&c.run_id, Type::TEXT),
-                    (&s.step_id, Type::TEXT),
-                    (&attempt, Type::INT8),
-                    (&visit, Type::INT8),
-                    (&ordinal, Type::INT8),
-                    (&key, Type::TEXT),
-                    (&input, Type::TEXT),
-                    (&now, Type::INT8),
-                ],
-            )
-            .await
-            .map_err(pg("starting an attempt"))?;
-        let payload = rules::started(&c.run_id, s, inserted == 0)?;
-        h.total_iterations += 1;
+        let inserted = !answers.next("starting an attempt")?.is_empty();
+        let payload = rules::started(run_id, s, !inserted)?;
         cx.event(&w, &mut h, &payload)?;
     }
     for p in &c.processes {
-        let attempt = i64::from(p.attempt);
-        let process = process_json(&p.process);
-        let row = cx
-            .client
-            .query_typed_opt(
-                "UPDATE step_attempts AS a SET process = $4
-                 FROM step_attempts AS old
-                 WHERE a.run_id = $1 AND a.step_id = $2 AND a.attempt = $3
-                   AND old.run_id = a.run_id AND old.step_id = a.step_id AND old.attempt = a.attempt
-                 RETURNING old.status",
-                &[(&c.run_id, Type::TEXT), (&p.step_id, Type::TEXT), (&attempt, Type::INT8), (&process, Type::TEXT)],
-            )
-            .await
-            .map_err(pg("recording a command process"))?;
-        let stored = match row {
+        let rows = answers.next("recording a command process")?;
+        let stored = match rows.first() {
             Some(row) => {
-                let status: String = row.try_get(0).map_err(|e| corrupt(&c.run_id, e))?;
-                Some(status.parse::<AttemptStatus>().map_err(|e| corrupt(&c.run_id, e))?)
+                let status: String = row.try_get(0).map_err(|e| corrupt(run_id, e))?;
+                Some(status.parse::<AttemptStatus>().map_err(|e| corrupt(run_id, e))?)
             }
             None => None,
         };
-        let payload = rules::process(&c.run_id, p, stored)?;
+        let payload = rules::process(run_id, p, stored)?;
         cx.event(&w, &mut h, &payload)?;
     }
-    // Owners as stored: the id, and the process as JSON (kept as it is unless replaced).
-    let set = c.set_owner.as_ref().map(|o| (o.id.clone(), o.process.as_ref().map(process_json)));
-    let current = h.owner.clone().map(|id| (id, h.owner_process.clone()));
-    let (owner, owner_process) = rules::owner_after(h.state, set, current).unzip();
-    let owner_process = owner_process.flatten();
-    let current = c.started.last().map(|s| (s.step_id.clone(), i64::from(s.attempt)));
-    let (current_step, current_attempt) = current.unzip();
-    let total = i64::from(h.total_iterations);
-    let finished_at = h.state.is_terminal().then_some(now);
-    cx.client
-        .execute_typed(
-            "UPDATE runs SET
-                state = $2,
-                current_step_id = COALESCE($3, current_step_id),
-                current_attempt = COALESCE($4, current_attempt),
-                summary = COALESCE($5, summary),
-                terminal_reason = COALESCE($6, terminal_reason),
-                total_iterations = $7,
-                owner = $8,
-                started_at = CASE WHEN $2 = 'running' THEN COALESCE(started_at, $9) ELSE started_at END,
-                updated_at = $9,
-                heartbeat_at = CASE WHEN $2 = 'running' THEN $9 ELSE heartbeat_at END,
-                last_progress_at = $9,
-                finished_at = $10,
-                last_event_seq = $11,
-                owner_process = $12
-             WHERE run_id = $1",
-            &[
-                (&c.run_id, Type::TEXT),
-                (&h.state.as_str(), Type::TEXT),
-                (&current_step, Type::TEXT),
-                (&current_attempt, Type::INT8),
-                (&c.summary, Type::TEXT),
-                (&terminal_reason, Type::TEXT),
-                (&total, Type::INT8),
-                (&owner, Type::TEXT),
-                (&now, Type::INT8),
-                (&finished_at, Type::INT8),
-                (&h.last_event_seq, Type::INT8),
-                (&owner_process, Type::TEXT),
-            ],
-        )
-        .await
-        .map_err(pg("updating the run"))?;
-    Ok(CommitOutcome { state: h.state, last_event_seq: h.last_event_seq })
+    answers.next("updating the run")?;
+    if h.last_event_seq != last_event_seq {
+        // Both count the same events; a difference is a bug here, never written.
+        return Err(
+            corrupt(run_id, format!("commit counted {last_event_seq} events, wrote {}", h.last_event_seq)).into()
+        );
+    }
+    Ok(CommitOutcome { state: h.state, last_event_seq })
 }
 
 async fn heartbeat(cx: &mut Ctx<'_>, owner: &str, run_ids: &[String], now: Timestamp) -> Result<Vec<String>, OpError> {
-    let now = now.millis();
-    let renewed = cx
-        .client
-        .query_typed(
-            "UPDATE runs SET heartbeat_at = $3, last_progress_at = $3
-             WHERE run_id = ANY($1) AND owner = $2 AND state = 'running' RETURNING run_id",
-            &[(&run_ids, Type::TEXT_ARRAY), (&owner, Type::TEXT), (&now, Type::INT8)],
-        )
-        .await
-        .map_err(pg("renewing heartbeats"))?;
+    let mut trip = cx.trip();
+    trip.query(
+        "renewing heartbeats",
+        "UPDATE runs SET heartbeat_at = $3, last_progress_at = $3
+         WHERE run_id = ANY($1) AND owner = $2 AND state = 'running' RETURNING run_id",
+        vec![val(run_ids.to_vec(), Type::TEXT_ARRAY), val(owner.to_owned(), Type::TEXT), val(now.millis(), Type::INT8)],
+    )
+    .await?;
+    let renewed = trip.send(cx).await?.next("renewing heartbeats")?;
     let renewed: std::collections::HashSet<String> = renewed.iter().filter_map(|r| r.try_get(0).ok()).collect();
     Ok(run_ids.iter().filter(|id| !renewed.contains(*id)).cloned().collect())
 }
 
 async fn recover_stalled(cx: &mut Ctx<'_>, now: Timestamp, scan: &Scan) -> Result<Vec<Recovered>, OpError> {
+    cx.open().await?;
     // Candidates are found without locks, so that live runs' writers are not held up; each is
     // then locked and judged again, since its owner may have written in between.
     let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' ORDER BY created_at, run_id");
-    let rows = cx.client.query_typed(&sql, &[]).await.map_err(pg("listing running runs"))?;
+    let rows = cx.db.query(&sql, &[]).await.map_err(pg("listing running runs"))?;
     let mut candidates = Vec::new();
     for row in &rows {
         let run = run_from_row(row)?;
@@ -547,7 +639,7 @@ async fn recover_stalled(cx: &mut Ctx<'_>, now: Timestamp, scan: &Scan) -> Resul
     }
     let mut out = Vec::new();
     for run_id in candidates {
-        let Some(run) = read_run(cx.client, &run_id, true).await? else { continue };
+        let Some(run) = read_run(cx.db, &run_id, true).await? else { continue };
         if run.state != RunState::Running {
             continue;
         }
@@ -570,8 +662,8 @@ async fn recover_stalled(cx: &mut Ctx<'_>, now: Timestamp, scan: &Scan) -> Resul
         cx.event(&w, &mut h, &payload)?;
         let interrupted_attempts = cx.finish_running(&w, &mut h, AttemptStatus::Interrupted).await?;
         let millis = now.millis();
-        cx.client
-            .execute_typed(
+        cx.db
+            .execute(
                 "UPDATE runs SET state = 'stalled', owner = NULL, owner_process = NULL, recoveries = recoveries + 1,
                      summary = $2, updated_at = $3, last_progress_at = $3, last_event_seq = $4
                  WHERE run_id = $1",
@@ -604,9 +696,10 @@ async fn prune(
     policy: &RetentionPolicy,
     dry_run: bool,
 ) -> Result<PruneReport, OpError> {
+    cx.open().await?;
     let rows = cx
-        .client
-        .query_typed(
+        .db
+        .query(
             "SELECT e.id, e.event_type, e.ts, octet_length(e.payload)::bigint, e.run_id, r.state
              FROM events e LEFT JOIN runs r ON r.run_id = e.run_id ORDER BY e.id",
             &[],
@@ -645,11 +738,8 @@ async fn prune(
     // HSK-GC-004: the report is part of the transaction that deletes; it takes an id above
     // every event this prune saw.
     let last_event_seq: i64 = cx
-        .client
-        .query_typed_one(
-            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = $1",
-            &[(&rules::SYSTEM_RUN, Type::TEXT)],
-        )
+        .db
+        .query_one("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = $1", &[(&rules::SYSTEM_RUN, Type::TEXT)])
         .await
         .map_err(pg("reading the system log"))?
         .try_get(0)
@@ -666,13 +756,13 @@ async fn prune(
     };
     let w = Writing { run_id: rules::SYSTEM_RUN, now, actor: Actor::System, actor_id: "gc" };
     cx.event(&w, &mut h, &rules::prune_report(&report, policy, now, dry_run))?;
-    cx.client
-        .execute_typed("DELETE FROM events WHERE id = ANY($1)", &[(&report.pruned_ids, Type::INT8_ARRAY)])
+    cx.db
+        .execute("DELETE FROM events WHERE id = ANY($1)", &[(&report.pruned_ids, Type::INT8_ARRAY)])
         .await
         .map_err(pg("deleting events"))?;
     let finished: Vec<&str> = RunState::ALL.iter().filter(|s| s.is_terminal()).map(|s| s.as_str()).collect();
-    cx.client
-        .execute_typed(
+    cx.db
+        .execute(
             "DELETE FROM applied_commits WHERE run_id IN (SELECT run_id FROM runs WHERE state = ANY($1))",
             &[(&finished, Type::TEXT_ARRAY)],
         )

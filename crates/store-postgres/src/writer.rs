@@ -24,13 +24,12 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
 use steward_core::ids::IdGen;
 use steward_store::{Error, Result};
 
-use crate::conn::{Target, connection_lost, is_transient};
+use crate::conn::{Flight, Session, Target, connection_lost, is_transient, val};
 use crate::ops::{self, Ctx, Done, Op, OpError, Pending};
 
 /// The channel LISTEN/NOTIFY wakes idle workers on.
@@ -52,14 +51,14 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn spawn(
-        client: Client,
+        client: tokio_postgres::Client,
         target: Arc<Target>,
         ids: Arc<dyn IdGen>,
         max_batch: usize,
         local_wake: Option<Arc<watch::Sender<u64>>>,
     ) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = Task { client: Some(client), target, ids, max_batch: max_batch.max(1), local_wake };
+        let task = Task { session: Some(Session::new(client)), target, ids, max_batch: max_batch.max(1), local_wake };
         tokio::spawn(task.run(rx));
         Writer { tx }
     }
@@ -84,7 +83,7 @@ enum Failed {
 
 struct Task {
     /// `None` after the connection broke, until the next batch reconnects.
-    client: Option<Client>,
+    session: Option<Session>,
     target: Arc<Target>,
     ids: Arc<dyn IdGen>,
     max_batch: usize,
@@ -148,48 +147,51 @@ impl Task {
         batch: &[Job],
         deadline: Instant,
     ) -> std::result::Result<(Vec<Result<Done>>, bool), Failed> {
-        let client = match self.client.take() {
-            Some(client) if !client.is_closed() => client,
-            _ => self.target.connect_until(deadline).await.map_err(Failed::Final)?,
+        let session = match self.session.take() {
+            Some(session) if !session.is_closed() => session,
+            _ => Session::new(self.target.connect_until(deadline).await.map_err(Failed::Final)?),
         };
-        let outcome = self.transaction(&client, batch).await;
-        if !client.is_closed() {
-            self.client = Some(client);
+        let outcome = self.transaction(&session, batch).await;
+        if !session.is_closed() {
+            self.session = Some(session);
         }
         outcome
     }
 
-    async fn transaction(
-        &self,
-        client: &Client,
-        batch: &[Job],
-    ) -> std::result::Result<(Vec<Result<Done>>, bool), Failed> {
+    async fn transaction(&self, db: &Session, batch: &[Job]) -> std::result::Result<(Vec<Result<Done>>, bool), Failed> {
         let target = self.target.as_ref();
         let mut pending = Pending::default();
+        // Transaction control rides along with the next statement that goes out: BEGIN with
+        // the first write's first round trip, each write's RELEASE with the next one's.
+        let mut control = String::from("BEGIN; ");
         let result = async {
-            client.batch_execute("BEGIN").await.map_err(|e| ("beginning a transaction", e))?;
             let mut answers = Vec::with_capacity(batch.len());
             for job in batch {
-                answers.push(run_job(client, target, self.ids.as_ref(), &job.op, &mut pending).await?);
+                answers.push(run_job(db, target, self.ids.as_ref(), &job.op, &mut pending, &mut control).await?);
             }
-            insert_events(client, &pending).await.map_err(|e| ("appending events", e))?;
-            Ok(answers)
+            if control.starts_with("BEGIN") {
+                // No write sent anything (all refused at once): there is no transaction.
+                return Ok((answers, false));
+            }
+            append(db, &pending, &control).await.map_err(|e| ("appending events", e))?;
+            Ok((answers, true))
         }
         .await;
         let answers = match result {
-            Ok(answers) => answers,
+            Ok((answers, false)) => return Ok((answers, false)),
+            Ok((answers, true)) => answers,
             Err((what, e)) => {
                 // Ends the failed transaction; if even that fails, the connection is dropped.
-                if !client.is_closed() {
-                    let _ = client.batch_execute("ROLLBACK").await;
+                if !db.is_closed() {
+                    let _ = db.batch("ROLLBACK").await;
                 }
                 return Err(failed(target, what, &e));
             }
         };
-        match client.batch_execute("COMMIT").await {
+        match db.batch("COMMIT").await {
             Ok(()) => Ok((answers, pending.runnable > 0)),
             // The server refused to commit: nothing was written.
-            Err(e) if !connection_lost(client, &e) => Err(failed(target, "committing", &e)),
+            Err(e) if !connection_lost(db.client(), &e) => Err(failed(target, "committing", &e)),
             Err(e) => Err(Failed::Final(Error::Unavailable {
                 detail: format!(
                     "PostgreSQL at {}: the connection broke while committing, so whether this write landed is \
@@ -208,108 +210,116 @@ fn failed(target: &Target, what: &str, e: &tokio_postgres::Error) -> Failed {
     if is_transient(e) { Failed::Retry(err) } else { Failed::Final(err) }
 }
 
-/// Runs one job in its own savepoint. The outer error is the batch's (the connection broke);
-/// the inner result is the job's answer.
+/// Runs one job in its own savepoint. The outer error is the batch's (the connection broke, or
+/// the transaction is in a state this job cannot undo alone); the inner result is the job's
+/// answer. `control` is the transaction control still to send (see [`Task::transaction`]).
 async fn run_job(
-    client: &Client,
+    db: &Session,
     target: &Target,
     ids: &dyn IdGen,
     op: &Op,
     pending: &mut Pending,
+    control: &mut String,
 ) -> std::result::Result<Result<Done>, (&'static str, tokio_postgres::Error)> {
     let mut tries = 0;
     loop {
         tries += 1;
         let mark = pending.mark();
-        client.batch_execute("SAVEPOINT job").await.map_err(|e| ("opening a savepoint", e))?;
-        let outcome = ops::run(&mut Ctx { client, ids, pending }, op).await;
-        let refusal = match outcome {
+        let mut cx = Ctx { db, ids, pending, opening: Some(format!("{control}SAVEPOINT job")), aborted: false };
+        let outcome = ops::run(&mut cx, op).await;
+        // Whether this job's savepoint exists (its opening went out), and whether the server
+        // refused one of its statements, which leaves the transaction unusable until the
+        // savepoint is rolled back.
+        let (opened, aborted) = (cx.opening.is_none(), cx.aborted);
+        if opened {
+            control.clear();
+        }
+        let err = match outcome {
             Ok(done) => {
-                client.batch_execute("RELEASE SAVEPOINT job").await.map_err(|e| ("releasing a savepoint", e))?;
+                if opened {
+                    control.push_str("RELEASE SAVEPOINT job; ");
+                }
                 return Ok(Ok(done));
             }
-            Err(OpError::Refused(e)) => Err(e),
-            Err(OpError::Pg(what, e)) => {
-                if client.is_closed() || e.as_db_error().is_none() {
-                    return Err((what, e));
-                }
-                Ok((what, e))
-            }
+            Err(err) => err,
         };
         // Undo this job only; the batch's other jobs still commit.
         pending.rollback(mark);
-        client
-            .batch_execute("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
-            .await
-            .map_err(|e| ("rolling back a savepoint", e))?;
-        match refusal {
-            Err(e) => return Ok(Err(e)),
-            Ok((what, e)) if is_transient(&e) && connection_lost(client, &e) => return Err((what, e)),
-            Ok((_, e)) if is_transient(&e) && tries < JOB_TRIES => continue,
-            Ok((what, e)) => return Ok(Err(target.error(what, &e))),
+        let err = match err {
+            // Before its savepoint existed, or with the connection gone, only the whole
+            // transaction can be undone.
+            OpError::Pg(what, e) if !opened || db.is_closed() || e.as_db_error().is_none() => return Err((what, e)),
+            other => other,
+        };
+        if opened {
+            control.push_str("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job; ");
+            if aborted || matches!(err, OpError::Pg(..)) {
+                // Now, not with the next statement: the next write may have to prepare one,
+                // which an aborted transaction refuses.
+                db.batch(control).await.map_err(|e| ("rolling back a savepoint", e))?;
+                control.clear();
+            }
+        }
+        match err {
+            OpError::Refused(e) => return Ok(Err(e)),
+            OpError::Pg(what, e) if is_transient(&e) && connection_lost(db.client(), &e) => return Err((what, e)),
+            OpError::Pg(_, e) if is_transient(&e) && tries < JOB_TRIES => continue,
+            OpError::Pg(what, e) => return Ok(Err(target.error(what, &e))),
         }
     }
 }
 
 /// Appends the batch's events under the `event_ids` row lock, and notifies idle workers when a
-/// write made a run claimable (the notification is delivered at COMMIT, or never).
-async fn insert_events(client: &Client, pending: &Pending) -> std::result::Result<(), tokio_postgres::Error> {
+/// write made a run claimable (the notification is delivered at COMMIT, or never); `control`
+/// (the last write's RELEASE or ROLLBACK TO) goes first, in the same round trip.
+async fn append(db: &Session, pending: &Pending, control: &str) -> std::result::Result<(), tokio_postgres::Error> {
+    let mut flight = Flight::new(db);
+    if !control.is_empty() {
+        flight.simple(control.to_owned());
+    }
     if pending.runnable > 0 {
-        client.query_typed("SELECT pg_notify($1, '')", &[(&CHANNEL, Type::TEXT)]).await?;
+        flight.query("SELECT pg_notify($1, '')", vec![val(CHANNEL, Type::TEXT)]).await?;
     }
-    if pending.events.is_empty() {
-        return Ok(());
+    if !pending.events.is_empty() {
+        let e = &pending.events;
+        let col = |f: fn(&ops::PendingEvent) -> String| val(e.iter().map(f).collect::<Vec<String>>(), Type::TEXT_ARRAY);
+        let opt = |f: fn(&ops::PendingEvent) -> Option<String>| {
+            val(e.iter().map(f).collect::<Vec<Option<String>>>(), Type::TEXT_ARRAY)
+        };
+        let params = vec![
+            val(e.len() as i64, Type::INT8),
+            col(|e| e.run_id.clone()),
+            val(e.iter().map(|e| e.seq).collect::<Vec<i64>>(), Type::INT8_ARRAY),
+            col(|e| e.event_id.clone()),
+            val(e.iter().map(|e| e.ts).collect::<Vec<i64>>(), Type::INT8_ARRAY),
+            col(|e| e.event_type.clone()),
+            col(|e| e.actor.to_owned()),
+            col(|e| e.actor_id.clone()),
+            col(|e| e.trace_id.clone()),
+            col(|e| e.job_id.clone()),
+            opt(|e| e.step_id.clone()),
+            opt(|e| e.mt_id.clone()),
+            opt(|e| e.model_id.clone()),
+            opt(|e| e.capability_id.clone()),
+            col(|e| e.payload.clone()),
+        ];
+        flight.query(INSERT_EVENTS, params).await?;
     }
-    let e = &pending.events;
-    let n = e.len() as i64;
-    let col = |f: fn(&ops::PendingEvent) -> String| e.iter().map(f).collect::<Vec<String>>();
-    let opt = |f: fn(&ops::PendingEvent) -> Option<String>| e.iter().map(f).collect::<Vec<Option<String>>>();
-    let run_id = col(|e| e.run_id.clone());
-    let seq: Vec<i64> = e.iter().map(|e| e.seq).collect();
-    let event_id = col(|e| e.event_id.clone());
-    let ts: Vec<i64> = e.iter().map(|e| e.ts).collect();
-    let event_type = col(|e| e.event_type.clone());
-    let actor = col(|e| e.actor.to_owned());
-    let actor_id = col(|e| e.actor_id.clone());
-    let trace_id = col(|e| e.trace_id.clone());
-    let job_id = col(|e| e.job_id.clone());
-    let step_id = opt(|e| e.step_id.clone());
-    let mt_id = opt(|e| e.mt_id.clone());
-    let model_id = opt(|e| e.model_id.clone());
-    let capability_id = opt(|e| e.capability_id.clone());
-    let payload = col(|e| e.payload.clone());
-    // Ids come from the ordinality of each row, so they follow the order the writes made them
-    // in, whatever order the server evaluates rows in.
-    client
-        .execute_typed(
-            "WITH ids AS (UPDATE event_ids SET last_id = last_id + $1 RETURNING last_id)
-             INSERT INTO events (id, run_id, seq, event_id, ts, event_type, actor, actor_id, trace_id, job_id,
-                 step_id, mt_id, model_id, capability_id, payload)
-             SELECT (SELECT last_id FROM ids) - $1 + u.ord, u.run_id, u.seq, u.event_id, u.ts, u.event_type,
-                 u.actor, u.actor_id, u.trace_id, u.job_id, u.step_id, u.mt_id, u.model_id, u.capability_id,
-                 u.payload
-             FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[],
-                 $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
-                 WITH ORDINALITY AS u(run_id, seq, event_id, ts, event_type, actor, actor_id, trace_id, job_id,
-                     step_id, mt_id, model_id, capability_id, payload, ord)",
-            &[
-                (&n, Type::INT8),
-                (&run_id, Type::TEXT_ARRAY),
-                (&seq, Type::INT8_ARRAY),
-                (&event_id, Type::TEXT_ARRAY),
-                (&ts, Type::INT8_ARRAY),
-                (&event_type, Type::TEXT_ARRAY),
-                (&actor, Type::TEXT_ARRAY),
-                (&actor_id, Type::TEXT_ARRAY),
-                (&trace_id, Type::TEXT_ARRAY),
-                (&job_id, Type::TEXT_ARRAY),
-                (&step_id, Type::TEXT_ARRAY),
-                (&mt_id, Type::TEXT_ARRAY),
-                (&model_id, Type::TEXT_ARRAY),
-                (&capability_id, Type::TEXT_ARRAY),
-                (&payload, Type::TEXT_ARRAY),
-            ],
-        )
-        .await?;
+    for answer in flight.send().await {
+        answer?;
+    }
     Ok(())
 }
+
+/// Ids come from the ordinality of each row, so they follow the order the writes made them in,
+/// whatever order the server evaluates rows in; `event_ids` is raised (and locked) once.
+const INSERT_EVENTS: &str = "WITH ids AS (UPDATE event_ids SET last_id = last_id + $1 RETURNING last_id)
+     INSERT INTO events (id, run_id, seq, event_id, ts, event_type, actor, actor_id, trace_id, job_id,
+         step_id, mt_id, model_id, capability_id, payload)
+     SELECT (SELECT last_id FROM ids) - $1 + u.ord, u.run_id, u.seq, u.event_id, u.ts, u.event_type,
+         u.actor, u.actor_id, u.trace_id, u.job_id, u.step_id, u.mt_id, u.model_id, u.capability_id,
+         u.payload
+     FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[],
+         $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
+         WITH ORDINALITY AS u(run_id, seq, event_id, ts, event_type, actor, actor_id, trace_id, job_id,
+             step_id, mt_id, model_id, capability_id, payload, ord)";
