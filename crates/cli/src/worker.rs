@@ -84,6 +84,12 @@ pub(crate) async fn run(cfg: &Settings, args: &WorkerArgs) -> Result<ExitCode> {
     for e in &report.errors {
         eprintln!("error: {e}");
     }
-    eprintln!("worker {} stopped: {} runs claimed, {} driven", std::process::id(), report.claimed, report.driven);
+    eprintln!(
+        "worker {} stopped: {} runs claimed, {} driven, {} late writes refused (lease lost)",
+        std::process::id(),
+        report.claimed,
+        report.driven,
+        report.refused_writes
+    );
     Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -259,6 +259,14 @@ pub const REGISTRY: &[EventSpec] = &[
             req("reason", Str),
         ],
     },
+    // ... or could not be checked, because it ran on another machine (issue 12).
+    EventSpec {
+        event_type: "attempt_process_unreachable",
+        id: "FR-EVT-WF-ORPHAN",
+        family: Family::Workflow,
+        actor: Some(Actor::System),
+        fields: &[req("step_id", Str), req("attempt", Int), req("pid", Int), req("host", Str), req("reason", Str)],
+    },
     // Governance.
     spec(
         "capability_action",

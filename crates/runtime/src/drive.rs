@@ -347,10 +347,17 @@ impl<S: Store + Clone> Engine<S> {
         let decisions = self.decisions(run_id, &attempts).await?;
         let store = store.clone();
         let commit: Arc<CommitFn> = Arc::new({
-            let store = store.clone();
+            let (store, engine) = (store.clone(), self.clone());
             move |c: Commit| {
-                let store = store.clone();
-                Box::pin(async move { store.commit(c).await.map(|_| ()).map_err(|e| e.to_string()) })
+                let (store, engine) = (store.clone(), engine.clone());
+                Box::pin(async move {
+                    store.commit(c).await.map(|_| ()).map_err(|e| {
+                        if matches!(e, steward_store::Error::Conflict { .. }) {
+                            engine.note_refused();
+                        }
+                        e.to_string()
+                    })
+                })
             }
         });
         let fence: Arc<FenceFn> = Arc::new({
@@ -430,7 +437,10 @@ impl<S: Store + Clone> Engine<S> {
                 }
                 Ok(Some(outcome.state))
             }
-            Err(steward_store::Error::Conflict { .. }) => Ok(None),
+            Err(steward_store::Error::Conflict { .. }) => {
+                self.note_refused();
+                Ok(None)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -540,6 +550,12 @@ impl<S: Store + Clone> Engine<S> {
                     let stopped = in_flight.all().await;
                     if let Some(signal) = halt.interrupted() {
                         self.release(&mut ctx, stopped, signal).await?;
+                    } else if !stopped.is_empty() {
+                        // Cancelled or taken away: the ends are offered to the store like any
+                        // write, and refused (and counted) unless this process still holds the run.
+                        let mut c = ctx.writer.fenced(self.inner.clock.now());
+                        record_ends(&mut c, stopped);
+                        self.record(&mut ctx, c).await?;
                     }
                     return Ok(self.inner.store.get_run(run_id).await?);
                 }

@@ -61,21 +61,6 @@ pub enum Error {
     /// The heartbeat and stall threshold would let a live run be declared stalled.
     #[error("liveness settings: {0}")]
     Liveness(String),
-    /// A command a dead engine left running cannot be checked (or killed) from here, so
-    /// retrying its step could run it twice at once.
-    #[error(
-        "run `{run_id}`: the command of step `{step_id}` (attempt {attempt}) may still run: {why}; resume the run where it ran"
-    )]
-    Orphan {
-        /// The run.
-        run_id: String,
-        /// The step.
-        step_id: String,
-        /// Its attempt.
-        attempt: u32,
-        /// Why it cannot be checked.
-        why: String,
-    },
     /// Another live process is executing the run.
     #[error(
         "run `{run_id}` is being executed by {owner} (last heartbeat {age_secs}s ago); if that process has stopped, the run can be resumed once its heartbeat is older than the stall threshold"
@@ -216,6 +201,8 @@ pub(crate) struct Inner<S> {
     /// When the leases were last renewed in full, or `None` while every renewal succeeds: a
     /// worker claims nothing while its own renewals fail.
     pub(crate) renewals_failing_since: Mutex<Option<std::time::Instant>>,
+    /// Writes the store refused because this process no longer held the run (fencing).
+    pub(crate) refused_writes: std::sync::atomic::AtomicU64,
     /// The signal this engine is stopping on, once it is: a run it starts driving after that
     /// is stopped at once.
     pub(crate) stopping: std::sync::OnceLock<&'static str>,
@@ -262,6 +249,7 @@ impl<S: Store + Clone> Engine<S> {
                 ready,
                 active: Mutex::new(HashMap::new()),
                 renewals_failing_since: Mutex::new(None),
+                refused_writes: std::sync::atomic::AtomicU64::new(0),
                 stopping: std::sync::OnceLock::new(),
                 progress,
                 shutdown: CancellationToken::new(),
@@ -306,7 +294,9 @@ impl<S: Store + Clone> Engine<S> {
         config.check()?;
         let running = self.inner.store.list_runs(RunFilter { state: Some(RunState::Running), limit: None }).await?;
         let now = self.inner.clock.now();
-        let mut scan = Scan { threshold_secs: config.stall_threshold_secs, ..Scan::default() };
+        // A worker hands what it finds to the claims (its own first): they record the recovery.
+        let hand_over = config.handoff == Handoff::Workers;
+        let mut scan = Scan { threshold_secs: config.stall_threshold_secs, hand_over, ..Scan::default() };
         for run in running {
             let Some(owner) = run.owner.clone() else { continue };
             match self.abandoned(&run, now).await {
@@ -447,13 +437,7 @@ impl<S: Store + Clone> Engine<S> {
             Err(reason) => return self.fail_held(&lease, &reason).await,
         };
         let attempts = self.inner.store.list_attempts(&run.run_id).await?;
-        let reaped = match self.reap_orphans(&run, &attempts, &[AttemptStatus::Interrupted]).await {
-            Ok(reaped) => reaped,
-            Err(e) => {
-                self.hand_back(&lease, &e.to_string()).await;
-                return Err(e);
-            }
-        };
+        let reaped = self.reap_orphans(&attempts, &[AttemptStatus::Interrupted]).await;
         let mut c = self.held(&lease, Actor::System);
         c.events = reaped;
         if run.recoveries > wf.limits.max_recoveries {
@@ -553,8 +537,11 @@ impl<S: Store + Clone> Engine<S> {
     /// their run ends (design decision 5): the command of each step's latest attempt, if that
     /// attempt is in one of `statuses` and recorded its process group. Each group found alive
     /// is killed like a timed-out one and an `attempt_process_reaped` event returned to
-    /// commit. A group that cannot be checked from here refuses the takeover.
-    async fn reap_orphans(&self, run: &Run, attempts: &[Attempt], statuses: &[AttemptStatus]) -> Result<Vec<NewEvent>> {
+    /// commit. A group on another machine (or pid namespace) cannot be checked from here: it is
+    /// recorded as `attempt_process_unreachable`, and the run goes on, because the run was taken
+    /// from a holder whose lease ran out, and a sandboxed command dies with its engine (see
+    /// `steward_tools::sandbox::ENGINE_PID`) or is stopped by it once it finds its lease lost.
+    async fn reap_orphans(&self, attempts: &[Attempt], statuses: &[AttemptStatus]) -> Vec<NewEvent> {
         let grace = self.inner.bus.policy().kill_grace;
         let mut events = Vec::new();
         for a in crate::drive::latest_per_step(attempts) {
@@ -565,12 +552,20 @@ impl<S: Store + Clone> Engine<S> {
                 Reaped::Gone => continue,
                 Reaped::Killed { signal, processes } => (signal, processes),
                 Reaped::Unreachable(why) => {
-                    return Err(Error::Orphan {
-                        run_id: run.run_id.clone(),
-                        step_id: a.step_id.clone(),
-                        attempt: a.attempt,
-                        why,
+                    let body = serde_json::json!({
+                        "step_id": a.step_id,
+                        "attempt": a.attempt,
+                        "pid": p.pid,
+                        "host": p.host,
+                        "reason": format!("{why}; its engine's lease ran out, and a sandboxed command ends with its engine"),
                     });
+                    events.push(NewEvent {
+                        actor: Actor::System,
+                        actor_id: self.inner.config.owner.clone(),
+                        step_id: Some(a.step_id.clone()),
+                        payload: Payload::recorded("attempt_process_unreachable", body),
+                    });
+                    continue;
                 }
             };
             let body = serde_json::json!({
@@ -589,7 +584,7 @@ impl<S: Store + Clone> Engine<S> {
                 payload: Payload::recorded("attempt_process_reaped", body),
             });
         }
-        Ok(events)
+        events
     }
 
     /// Answers a run that waits for a person (a hard gate or a pause point): records the
@@ -653,7 +648,7 @@ impl<S: Store + Clone> Engine<S> {
             || (run.state == RunState::Running && self.abandoned(&run, self.inner.clock.now()).await.is_some());
         let reaped = if driverless {
             let attempts = self.inner.store.list_attempts(run_id).await?;
-            self.reap_orphans(&run, &attempts, &[AttemptStatus::Interrupted, AttemptStatus::Running]).await?
+            self.reap_orphans(&attempts, &[AttemptStatus::Interrupted, AttemptStatus::Running]).await
         } else {
             Vec::new()
         };
@@ -718,6 +713,16 @@ impl<S: Store + Clone> Engine<S> {
 
     fn failing_since(&self) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
         self.inner.renewals_failing_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many of its writes the store refused because it no longer held their run: a driver
+    /// that lost its lease (cancelled, or taken over after it stopped renewing) and wrote late.
+    pub fn refused_writes(&self) -> u64 {
+        self.inner.refused_writes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_refused(&self) {
+        self.inner.refused_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether this process's lease renewals are going through (a worker claims nothing while

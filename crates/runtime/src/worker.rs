@@ -44,6 +44,8 @@ pub struct WorkerReport {
     pub driven: u64,
     /// Runs whose driving failed with an error (the store refused, a definition broke).
     pub errors: Vec<String>,
+    /// Writes the store refused because the worker no longer held their run.
+    pub refused_writes: u64,
 }
 
 impl<S: Store + Clone> Engine<S> {
@@ -62,9 +64,9 @@ impl<S: Store + Clone> Engine<S> {
             let free = opts.concurrency.saturating_sub(tasks.len());
             let mut took = 0;
             if free > 0 && self.renewals_healthy() {
-                if opts.resume_stalled && scanned.elapsed() >= self.inner.config.heartbeat_interval {
+                if scanned.elapsed() >= self.inner.config.heartbeat_interval {
                     // A peer on this machine that died is found at once, without waiting for
-                    // its leases to run out; its runs are stalled, then claimed just below.
+                    // its leases to run out: they are ended, and the claim below recovers them.
                     scanned = std::time::Instant::now();
                     if let Err(e) = self.recover().await {
                         report.errors.push(format!("recovery scan: {e}"));
@@ -121,6 +123,7 @@ impl<S: Store + Clone> Engine<S> {
                 }
             }
         }
+        report.refused_writes = self.refused_writes();
         Ok(report)
     }
 }

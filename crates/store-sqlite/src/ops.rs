@@ -364,13 +364,21 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, db_now: Timestamp, c: &
 /// inside this write (the writer's transaction is the only one, so nothing else can claim
 /// between the read and the update).
 pub(crate) fn claim(conn: &Connection, ids: &dyn IdGen, db_now: Timestamp, claim: &Claim) -> Result<Vec<Claimed>> {
+    // What may be claimable, runs to recover first (HSK-WF-003); `rules::claimable` decides.
     let sql = format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE state IN ('queued', 'running', 'stalled') AND (?1 IS NULL OR run_id = ?1)
-         ORDER BY created_at, run_id"
+        "SELECT {RUN_COLUMNS} FROM runs
+         WHERE (?1 IS NULL OR run_id = ?1)
+           AND (state = 'queued'
+                OR (state = 'stalled' AND ?2)
+                OR (state = 'running' AND owner IS NULL AND (ready_at IS NULL OR ready_at <= ?3))
+                OR (state = 'running' AND owner IS NOT NULL AND (lease_expires_at IS NULL OR lease_expires_at <= ?3)))
+         ORDER BY state = 'queued', created_at, run_id"
     );
     let candidates: Vec<Result<Run>> = conn
         .prepare_cached(&sql)
-        .and_then(|mut st| st.query_map([&claim.run_id], run_from_row)?.collect())
+        .and_then(|mut st| {
+            st.query_map(params![claim.run_id, claim.resume_stalled, db_now.millis()], run_from_row)?.collect()
+        })
         .map_err(map_err(""))?;
     let mut out = Vec::new();
     for run in candidates {
@@ -470,6 +478,13 @@ pub(crate) fn recover_stalled(
         let Some(reason) = rules::abandoned_because(&run, db_now, scan) else {
             continue;
         };
+        if scan.hand_over {
+            conn.prepare_cached("UPDATE runs SET lease_expires_at = ?2 WHERE run_id = ?1")
+                .and_then(|mut st| st.execute(params![run.run_id, db_now.millis()]))
+                .map_err(map_err(""))?;
+            out.push(rules::handed_over(&run, reason));
+            continue;
+        }
         let mut h = head(conn, &run.run_id)?;
         let now = rules::event_time(now, h.updated_at);
         let payload = rules::recovery(&run, reason.clone(), now, scan)?;

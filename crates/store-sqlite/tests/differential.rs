@@ -171,7 +171,8 @@ async fn same_history(seed: u64) {
             3 => {
                 let dead_owners = OWNERS.iter().filter(|_| rng.random_bool(0.3)).map(|o| o.to_string()).collect();
                 let killed_owners = OWNERS.iter().filter(|_| rng.random_bool(0.2)).map(|o| o.to_string()).collect();
-                let scan = Scan { threshold_secs: rng.random_range(0..40), dead_owners, killed_owners };
+                let hand_over = rng.random_bool(0.3);
+                let scan = Scan { threshold_secs: rng.random_range(0..40), dead_owners, killed_owners, hand_over };
                 sql.recover_stalled(now, &scan).await == mem.recover_stalled(now, &scan).await
             }
             _ => {

@@ -47,6 +47,7 @@ macro_rules! store_conformance {
             a_released_run_is_claimable_at_once_or_after_its_delay,
             stalled_runs_are_claimed_only_by_the_resume_policy,
             a_claim_takes_only_runs_of_the_workspaces_it_serves,
+            a_workers_scan_hands_abandoned_runs_to_the_next_claim,
             recovery_stalls_only_stale_running_runs,
             recovery_stalls_the_runs_of_dead_owners_and_counts_them,
             an_engine_releases_its_run_to_stalled,
@@ -609,6 +610,23 @@ pub async fn stalled_runs_are_claimed_only_by_the_resume_policy<S: Store>(s: &S)
     assert_eq!((run.state, run.owner.as_deref()), (RunState::Running, None));
     let got = s.claim(claim_by("w3", Some("r2"), LONG, at(6))).await.unwrap();
     assert_eq!((got.len(), got[0].recovered_from.clone()), (1, None));
+}
+
+/// A worker's recovery scan stalls nothing: it ends the leases of runs whose owner died, and
+/// the next claim recovers them (naming both owners) before it takes any queued run.
+pub async fn a_workers_scan_hands_abandoned_runs_to_the_next_claim<S: Store>(s: &S) {
+    s.create_run(NewRun { now: at(0), ..new_run("queued-first") }).await.unwrap();
+    held_run(s, "held", "dead-peer", at(1), LONG).await;
+    let scan = Scan { threshold_secs: 30, dead_owners: vec!["dead-peer".into()], hand_over: true, ..Scan::default() };
+    let found = s.recover_stalled(at(2), &scan).await.unwrap();
+    assert_eq!((found.len(), found[0].run_id.as_str()), (1, "held"));
+    let run = s.get_run("held").await.unwrap();
+    assert_eq!((run.state, run.owner.as_deref(), run.recoveries), (RunState::Running, Some("dead-peer"), 0));
+    let got = s.claim(Claim { limit: 1, ..claim_by("me", None, LONG, at(3)) }).await.unwrap();
+    assert_eq!((got[0].run.run_id.as_str(), got[0].recovered_from.as_deref()), ("held", Some("dead-peer")));
+    let rec =
+        s.list_events("held", 0).await.unwrap().into_iter().find(|e| e.event_type == "workflow_recovery").unwrap();
+    assert_eq!((rec.payload["owner"].as_str(), rec.payload["new_owner"].as_str()), (Some("dead-peer"), Some("me")));
 }
 
 /// A worker that serves some workspaces claims only runs in them (or beneath them).

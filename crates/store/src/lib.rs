@@ -146,7 +146,8 @@ pub trait Store: Send + Sync + 'static {
     /// nobody holds whose `ready_at` has come; `running` runs whose owner's lease has expired
     /// (the interrupted attempts end `interrupted`, the recovery is counted and recorded as
     /// FR-EVT-WF-RECOVERY naming the old and the new owner); and with `resume_stalled`,
-    /// `stalled` runs. Each claimed run is `running`, owned by `claim.owner`, its epoch raised
+    /// `stalled` runs. Runs to recover come before queued ones (HSK-WF-003: interrupted work is
+    /// recovered before new work is taken). Each claimed run is `running`, owned by `claim.owner`, its epoch raised
     /// by one, its lease ending `lease_ms` after the database's now (never the caller's), with
     /// a `run_claimed` event.
     ///
@@ -168,7 +169,9 @@ pub trait Store: Send + Sync + 'static {
     /// owner whose lease has expired on the database's clock, or whose owner is one of
     /// `scan.dead_owners` or `scan.killed_owners`, to `stalled`, records FR-EVT-WF-RECOVERY
     /// (actor `system`) for each, marks their in-flight attempts `interrupted`, and counts the
-    /// recovery on the run. Idempotent: a second scan finds nothing.
+    /// recovery on the run. Idempotent: a second scan finds nothing. With `scan.hand_over`, it
+    /// only ends the leases of the runs it finds (no event: the claim that takes them records
+    /// their recovery).
     fn recover_stalled(&self, now: Timestamp, scan: &Scan) -> impl Future<Output = Result<Vec<Recovered>>> + Send;
 
     /// One run. [`Error::NotFound`] if there is none.

@@ -282,7 +282,13 @@ impl Store for MemStore {
             .values()
             .filter_map(|d| rules::claimable(&d.run, &claim, db_now).map(|k| (k, d.clone())))
             .collect();
-        found.sort_by(|(_, a), (_, b)| (a.run.created_at, &a.run.run_id).cmp(&(b.run.created_at, &b.run.run_id)));
+        found.sort_by(|(ka, a), (kb, b)| {
+            (*ka == rules::ClaimKind::Queued, a.run.created_at, &a.run.run_id).cmp(&(
+                *kb == rules::ClaimKind::Queued,
+                b.run.created_at,
+                &b.run.run_id,
+            ))
+        });
         let mut out = Vec::new();
         for (kind, mut d) in found.into_iter().take(claim.limit as usize) {
             let now = rules::event_time(claim.now, d.run.updated_at);
@@ -351,6 +357,12 @@ impl Store for MemStore {
         stale.sort_by(|(_, a), (_, b)| (a.run.created_at, &a.run.run_id).cmp(&(b.run.created_at, &b.run.run_id)));
         let mut out = Vec::new();
         for (reason, mut d) in stale {
+            if scan.hand_over {
+                d.run.lease_expires_at = Some(db_now);
+                out.push(rules::handed_over(&d.run, reason));
+                state.runs.insert(d.run.run_id.clone(), d);
+                continue;
+            }
             let now = rules::event_time(now, d.run.updated_at);
             let payload = rules::recovery(&d.run, reason.clone(), now, scan)?;
             d.event(now, Actor::System, rules::RECOVERY_ACTOR, payload)?;

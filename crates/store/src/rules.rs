@@ -417,6 +417,18 @@ pub fn abandoned_because(run: &Run, db_now: Timestamp, scan: &Scan) -> Option<St
     })
 }
 
+/// What a scan that hands abandoned runs over reports of one (nothing is interrupted yet: the
+/// claim that recovers it does that).
+pub fn handed_over(run: &Run, reason: String) -> crate::Recovered {
+    crate::Recovered {
+        run_id: run.run_id.clone(),
+        workflow_id: run.workflow_id.clone(),
+        reason,
+        last_heartbeat_at: run.heartbeat_at,
+        interrupted_attempts: Vec::new(),
+    }
+}
+
 /// The FR-EVT-WF-RECOVERY payload for a run the scan stalls (HSK-WF-003).
 pub fn recovery(run: &Run, reason: String, now: Timestamp, scan: &Scan) -> Result<Payload> {
     check_run_transition(RunState::Running, RunState::Stalled, TransitionCause::Recovery)
