@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use steward_runtime::secrets::{KEY_FILE, Sealer};
-use steward_runtime::{Engine, EngineConfig, SystemClock, UuidIds};
+use steward_runtime::{Engine, EngineConfig, Handoff, SystemClock, UuidIds};
 use steward_store_sqlite::{Durability, Options, SqliteStore};
 
 use crate::config::Settings;
@@ -81,10 +81,17 @@ fn owner_id() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// An engine on the configured data directory and tool bus.
+/// An engine on the configured data directory and tool bus, for a command that drives runs in
+/// the foreground (a run it releases on a signal waits for a person).
 pub(crate) fn engine(settings: &Settings) -> Result<Engine<SqliteStore>> {
+    engine_for(settings, Handoff::Person)
+}
+
+/// An engine whose released runs go to `handoff`.
+pub(crate) fn engine_for(settings: &Settings, handoff: Handoff) -> Result<Engine<SqliteStore>> {
     let store = open_rw(&settings.data_dir, Durability::Full)?;
     let mut config = EngineConfig::new(owner_id());
+    config.handoff = handoff;
     config.stall_threshold_secs = settings.stall_threshold_secs;
     config.heartbeat_interval = Duration::from_secs(settings.heartbeat_secs);
     // A write that cannot land within the stall threshold gives up: by then a peer may have

@@ -11,10 +11,11 @@ pub(crate) struct Cli {
     /// Where runs are recorded [default: ./.steward].
     #[arg(long, global = true, env = "STEWARD_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
-    /// A running run whose heartbeat is older than this many seconds is stalled on start-up [default: 30].
+    /// The lease length: a running run whose lease was not renewed for this many seconds is
+    /// recovered (stalled on start-up, or taken over by a worker) [default: 30].
     #[arg(long = "stall-threshold", global = true, env = "STEWARD_STALL_THRESHOLD_SECS", value_name = "SECS")]
     pub(crate) stall_threshold_secs: Option<u64>,
-    /// How often a running run renews its heartbeat [default: 5].
+    /// How often a running run's lease is renewed [default: 5].
     #[arg(long, global = true, env = "STEWARD_HEARTBEAT_SECS", value_name = "SECS", hide = true)]
     pub(crate) heartbeat_secs: Option<u64>,
     /// The configuration file [default: ./steward.toml when present].
@@ -43,6 +44,30 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Record a run of a workflow file as queued for the workers, and print its id.
+    Submit {
+        /// The workflow YAML file.
+        file: PathBuf,
+        /// An input value, `key=value`, read by the input's declared type. Repeatable.
+        #[arg(long = "input", short = 'i', value_name = "KEY=VALUE")]
+        inputs: Vec<String>,
+        /// A JSON object of input values (`--input` wins on conflicts).
+        #[arg(long, value_name = "FILE")]
+        input_file: Option<PathBuf>,
+        /// Print one JSON object instead of the id.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a run until it stops running, with `run`'s live progress and exit codes. Never writes.
+    Wait {
+        /// The run id.
+        run: String,
+        /// Print one JSON object at the end instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Claim runs from the database and drive them until stopped (SIGTERM or Ctrl-C drains).
+    Worker(WorkerArgs),
     /// Show a run, its inputs and every step attempt. Never writes.
     Status {
         /// The run id.
@@ -265,4 +290,27 @@ pub(crate) enum EventsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `steward worker`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct WorkerArgs {
+    /// At most this many runs at once [default: 4 per core].
+    #[arg(long, value_name = "N")]
+    pub(crate) concurrency: Option<usize>,
+    /// Only runs whose workspace is this directory or beneath it. Repeatable [default: any].
+    #[arg(long = "workspace", value_name = "DIR")]
+    pub(crate) workspaces: Vec<PathBuf>,
+    /// Leave stalled runs to a person instead of continuing them.
+    #[arg(long)]
+    pub(crate) no_resume_stalled: bool,
+    /// Seconds steps in flight may take to finish after SIGTERM before they are stopped.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub(crate) grace: u64,
+    /// Seconds between looks for work when nothing signals it [default: 1].
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub(crate) poll: f64,
+    /// Stop once no run is left to claim or drive (for scripts and tests).
+    #[arg(long)]
+    pub(crate) exit_when_idle: bool,
 }

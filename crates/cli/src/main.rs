@@ -16,6 +16,7 @@ mod mt;
 mod output;
 mod recorder;
 mod tools;
+mod worker;
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -87,6 +88,27 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Run { file, inputs, input_file, detach, json } => {
             run(cfg, file, inputs, input_file.as_deref(), *detach, *json).await
         }
+        Command::Submit { file, inputs, input_file, json } => {
+            let req = request(cfg, file, inputs, input_file.as_deref())?;
+            let engine = booted(cfg).await?;
+            let what = file.display().to_string();
+            let created = engine.create_run(req).await.with_context(|| format!("cannot submit {what}"))?;
+            if *json {
+                print_json(
+                    &json!({"run_id": created.run_id, "state": created.state, "workflow_id": created.workflow_id}),
+                )?;
+            } else {
+                println!("{}", created.run_id);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Wait { run, json } => {
+            let store = app::open_ro(&cfg.data_dir)?;
+            let done = wait_for(&store, run, *json).await?;
+            let attempts = store.list_attempts(run).await?;
+            report_run(&done, &attempts, &cfg.redactor(), None, *json)
+        }
+        Command::Worker(w) => worker::run(cfg, w).await,
         Command::Status { run, json } => {
             let store = app::open_ro(&cfg.data_dir)?;
             let (r, attempts) = (store.get_run(run).await?, store.list_attempts(run).await?);
@@ -360,19 +382,24 @@ async fn run(
     detach: bool,
     json: bool,
 ) -> Result<ExitCode> {
+    let req = request(cfg, file, pairs, input_file)?;
+    launch(cfg, req, &file.display().to_string(), detach, json).await
+}
+
+/// A request for a run of a workflow file in the current directory, its warnings printed.
+fn request(cfg: &Settings, file: &Path, pairs: &[String], input_file: Option<&Path>) -> Result<CreateRun> {
     let source = app::read_workflow(file)?;
     let inputs = gather_inputs(file, &source, pairs, input_file)?;
     // On stderr, so that `--json` output stays one document.
     eprint!("{}", diagnostics(file, &warnings(cfg, &source)));
     let workdir = std::env::current_dir().context("cannot read the current directory")?;
-    let req = CreateRun {
+    Ok(CreateRun {
         source,
         inputs,
         workdir: workdir.display().to_string(),
         actor_id: actor(),
         contract: JobContract::workflow_run(),
-    };
-    launch(cfg, req, &file.display().to_string(), detach, json).await
+    })
 }
 
 /// Creates a run and drives it in the foreground (or in a background driver with `detach`).
@@ -393,8 +420,43 @@ pub(crate) async fn launch(cfg: &Settings, req: CreateRun, what: &str, detach: b
     if !json {
         eprintln!("run {} started ({})", created.run_id, created.workflow_id);
     }
-    let done = follow(&engine, json, engine.start(&created.run_id)).await?;
-    report(&engine, done, json).await
+    let done = follow(&engine, json, engine.start(&created.run_id)).await;
+    if let Err(e) = &done
+        && let Some(steward_runtime::Error::RunningElsewhere { owner, .. }) = e.downcast_ref()
+    {
+        // A worker claimed it first: this command follows it instead of driving it.
+        if !json {
+            eprintln!("run {} is driven by {owner}; following it", created.run_id);
+        }
+        let run = wait_for(engine.store(), &created.run_id, json).await?;
+        let attempts = engine.store().list_attempts(&run.run_id).await?;
+        return report_run(&run, &attempts, engine.bus().redactor(), None, json);
+    }
+    report(&engine, done?, json).await
+}
+
+/// Follows a run in the store until it no longer runs (or waits for a worker), with the live
+/// progress line on a terminal. Reads only.
+pub(crate) async fn wait_for<S: Store>(store: &S, run_id: &str, json: bool) -> Result<Run> {
+    let live = !json && std::io::stderr().is_terminal();
+    let mut last = String::new();
+    loop {
+        let run = store.get_run(run_id).await?;
+        if !matches!(run.state, RunState::Queued | RunState::Running) {
+            if live {
+                eprint!("\r\x1b[2K");
+            }
+            return Ok(run);
+        }
+        let line = format!("[{}] {}: {}", run.run_id, run.state, run.summary);
+        if live && line != last {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K{line}");
+            let _ = err.flush();
+            last = line;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Starts `steward __drive RUN` in its own session so it outlives this process.
@@ -489,19 +551,29 @@ fn exit_code(done: &Driven) -> ExitCode {
 }
 
 async fn report(engine: &Engine<SqliteStore>, done: Driven, json: bool) -> Result<ExitCode> {
-    let run = &done.run;
-    let attempts = engine.store().list_attempts(&run.run_id).await?;
-    let jobs = mt::jobs(&attempts);
+    let attempts = engine.store().list_attempts(&done.run.run_id).await?;
+    report_run(&done.run, &attempts, engine.bus().redactor(), done.signal, json)
+}
+
+/// Prints how a run ended and answers `run`'s exit code for it.
+fn report_run(
+    run: &Run,
+    attempts: &[steward_store::Attempt],
+    redactor: &steward_tools::redact::Redactor,
+    signal: Option<&'static str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let jobs = mt::jobs(attempts);
     if json {
-        let mut v = output::finished_json(run, &attempts, engine.bus().redactor());
+        let mut v = output::finished_json(run, attempts, redactor);
         v["micro_task_jobs"] = mt::jobs_json(&jobs);
-        if let Some(signal) = done.signal {
+        if let Some(signal) = signal {
             v["interrupted_by"] = json!(signal);
         }
         print_json(&v)?;
     } else {
-        print_text(&format!("{}{}", output::finished_text(run, &attempts), mt::jobs_text(&jobs, &run.run_id)))?;
-        if let Some(signal) = done.signal
+        print_text(&format!("{}{}", output::finished_text(run, attempts), mt::jobs_text(&jobs, &run.run_id)))?;
+        if let Some(signal) = signal
             && run.state == RunState::Stalled
         {
             eprintln!(
@@ -509,5 +581,5 @@ async fn report(engine: &Engine<SqliteStore>, done: Driven, json: bool) -> Resul
             );
         }
     }
-    Ok(exit_code(&done))
+    Ok(exit_code(&Driven { run: run.clone(), signal }))
 }

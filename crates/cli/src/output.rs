@@ -97,6 +97,12 @@ pub(crate) fn status_json(run: &Run, attempts: &[Attempt], redactor: &Redactor) 
         },
         "workdir": run.workdir,
         "owner": run.owner,
+        "lease": {
+            "epoch": run.lease_epoch,
+            "expires_at": ts(run.lease_expires_at),
+            "ready_at": ts(run.ready_at),
+        },
+        "recoveries": run.recoveries,
         "created_at": run.created_at.to_rfc3339(),
         "started_at": ts(run.started_at),
         "updated_at": run.updated_at.to_rfc3339(),
@@ -140,8 +146,19 @@ pub(crate) fn status_text(run: &Run, attempts: &[Attempt], redactor: &Redactor) 
     }
     if let Some(t) = run.finished_at {
         let _ = writeln!(s, "finished:    {t}");
-    } else if let Some(t) = run.heartbeat_at {
-        let _ = writeln!(s, "heartbeat:   {t} ({})", run.owner.as_deref().unwrap_or("no owner"));
+    } else if run.state == RunState::Running {
+        match (&run.owner, run.lease_expires_at) {
+            (Some(owner), Some(until)) => {
+                let _ = writeln!(s, "held by:     {owner} (lease epoch {}, until {until})", run.lease_epoch);
+            }
+            (Some(owner), None) => {
+                let _ = writeln!(s, "held by:     {owner} (lease epoch {})", run.lease_epoch);
+            }
+            (None, _) => {
+                let when = run.ready_at.map_or("now".to_owned(), |t| format!("from {t}"));
+                let _ = writeln!(s, "held by:     nobody; the next worker (or `steward resume`) takes it {when}");
+            }
+        }
     }
     let _ = writeln!(s, "steps:");
     if attempts.is_empty() {

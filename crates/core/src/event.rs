@@ -124,6 +124,9 @@ pub enum Payload {
         /// The owner that abandoned or released the run.
         #[serde(skip_serializing_if = "Option::is_none")]
         owner: Option<String>,
+        /// The worker that took the run over, when a claim recovered it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        new_owner: Option<String>,
         /// How often the run has been recovered after its engine died, this time included.
         #[serde(skip_serializing_if = "Option::is_none")]
         recoveries: Option<u32>,

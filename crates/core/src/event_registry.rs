@@ -205,6 +205,7 @@ pub const REGISTRY: &[EventSpec] = &[
             opt("last_heartbeat_ts", Str),
             opt("threshold_secs", Int),
             opt("owner", Str),
+            opt("new_owner", Str),
             opt("recoveries", Int),
             // ... or a micro-task ledger recovered at start-up (§2.6.6.8.11.3).
             opt("wp_id", Str),
@@ -212,6 +213,28 @@ pub const REGISTRY: &[EventSpec] = &[
             opt("steps_recovered", StrArray),
             opt("steps_to_retry", StrArray),
         ],
+    },
+    // Leases (issue 12): a worker claimed a run, raising its epoch (the fencing token), or gave
+    // a held run back for another worker to claim.
+    EventSpec {
+        event_type: "run_claimed",
+        id: "FR-EVT-WF-LEASE",
+        family: Family::Workflow,
+        actor: Some(Actor::System),
+        fields: &[
+            req("owner", Str),
+            req("epoch", Int),
+            req("lease_ms", Int),
+            req("from_state", OneOf(&["queued", "running", "stalled"])),
+            opt("previous_owner", Str),
+        ],
+    },
+    EventSpec {
+        event_type: "run_released",
+        id: "FR-EVT-WF-LEASE",
+        family: Family::Workflow,
+        actor: Some(Actor::System),
+        fields: &[req("owner", Str), req("epoch", Int), req("ready_in_ms", Int), req("reason", Str)],
     },
     // A command's process group, recorded before the command may run (so recovery can find
     // it), and killed when its engine died and the attempt is about to be retried.
@@ -235,6 +258,14 @@ pub const REGISTRY: &[EventSpec] = &[
             req("processes", Int),
             req("reason", Str),
         ],
+    },
+    // ... or could not be checked, because it ran on another machine (issue 12).
+    EventSpec {
+        event_type: "attempt_process_unreachable",
+        id: "FR-EVT-WF-ORPHAN",
+        family: Family::Workflow,
+        actor: Some(Actor::System),
+        fields: &[req("step_id", Str), req("attempt", Int), req("pid", Int), req("host", Str), req("reason", Str)],
     },
     // Governance.
     spec(

@@ -16,9 +16,9 @@ use steward_core::event::Actor;
 use steward_core::schedule::{self, AttemptFact, Plan, Verdict};
 use steward_core::state::{AttemptStatus, RunState, TransitionCause};
 use steward_core::workflow::{Step, Workflow};
-use steward_store::{Attempt, AttemptFinish, AttemptStart, Commit, Run, Store, Transition};
+use steward_store::{Attempt, AttemptFinish, AttemptStart, Commit, Lease, Release, Run, Store, Transition};
 
-use crate::engine::{Engine, Error, ProgressUpdate, Result};
+use crate::engine::{Driving, Engine, Error, Handoff, ProgressUpdate, Result};
 use crate::halt::{Halt, Stop};
 use crate::micro_task::HumanDecision;
 use crate::micro_task::job::{CommitFn, FenceFn, RunWriter};
@@ -325,15 +325,15 @@ impl InFlight {
 
 impl<S: Store + Clone> Engine<S> {
     /// Loads what a driver needs, or fails the run if its definition no longer parses.
-    async fn load(&self, run_id: &str) -> Result<std::result::Result<RunCtx, Run>> {
+    async fn load(&self, lease: &Lease) -> Result<std::result::Result<RunCtx, Run>> {
         let store = &self.inner.store;
+        let run_id = lease.run_id.as_str();
         let run = store.get_run(run_id).await?;
         let owner = self.inner.config.owner.clone();
         let wf = match self.workflow(&run).await {
             Ok(wf) => wf,
             Err(e) => {
-                let mut c = self.commit(run_id, RunState::Running, Actor::System);
-                c.expect.owner = Some(owner);
+                let mut c = self.held(lease, Actor::System);
                 c.finish_running_as = Some(AttemptStatus::Cancelled);
                 let reason = format!("engine start failed: {e}");
                 c.transition =
@@ -347,22 +347,32 @@ impl<S: Store + Clone> Engine<S> {
         let decisions = self.decisions(run_id, &attempts).await?;
         let store = store.clone();
         let commit: Arc<CommitFn> = Arc::new({
-            let store = store.clone();
+            let (store, engine) = (store.clone(), self.clone());
             move |c: Commit| {
-                let store = store.clone();
-                Box::pin(async move { store.commit(c).await.map(|_| ()).map_err(|e| e.to_string()) })
+                let (store, engine) = (store.clone(), engine.clone());
+                Box::pin(async move {
+                    store.commit(c).await.map(|_| ()).map_err(|e| {
+                        if matches!(e, steward_store::Error::Conflict { .. }) {
+                            engine.note_refused();
+                        }
+                        e.to_string()
+                    })
+                })
             }
         });
         let fence: Arc<FenceFn> = Arc::new({
-            let (run_id, owner) = (run_id.to_owned(), owner.clone());
+            let (lease, owner) = (lease.clone(), owner.clone());
             move || {
-                let (store, run_id, owner) = (store.clone(), run_id.clone(), owner.clone());
+                let (store, lease, owner) = (store.clone(), lease.clone(), owner.clone());
                 Box::pin(async move {
-                    let run = store.get_run(&run_id).await.map_err(|e| e.to_string())?;
-                    if run.state == RunState::Running && run.owner.as_deref() == Some(owner.as_str()) {
+                    let run = store.get_run(&lease.run_id).await.map_err(|e| e.to_string())?;
+                    if steward_store::rules::holds(&run, &lease) {
                         Ok(())
                     } else {
-                        Err(format!("run `{run_id}` is {} and no longer held by {owner}", run.state))
+                        Err(format!(
+                            "run `{}` is {} and no longer held by {owner} under lease epoch {}",
+                            lease.run_id, run.state, lease.epoch
+                        ))
                     }
                 })
             }
@@ -373,6 +383,7 @@ impl<S: Store + Clone> Engine<S> {
             clock: self.inner.clock.clone(),
             run_id: run_id.to_owned(),
             owner: owner.clone(),
+            epoch: lease.epoch,
         };
         let started_at = run.started_at.unwrap_or_else(|| self.inner.clock.now());
         let deadline = started_at.plus_millis((wf.limits.run_timeout_seconds as i64).saturating_mul(1000));
@@ -426,48 +437,68 @@ impl<S: Store + Clone> Engine<S> {
                 }
                 Ok(Some(outcome.state))
             }
-            Err(steward_store::Error::Conflict { .. }) => Ok(None),
+            Err(steward_store::Error::Conflict { .. }) => {
+                self.note_refused();
+                Ok(None)
+            }
             Err(e) => Err(e.into()),
         }
     }
 
-    fn register(&self, run_id: &str) -> (Halt, ActiveGuard<'_, S>) {
+    fn register(&self, lease: &Lease) -> (Halt, ActiveGuard<'_, S>) {
         let halt = Halt::new();
         let mut active = self.active();
         // Checked under the lock `interrupt` takes, so no run escapes a signal.
         if let Some(signal) = self.inner.stopping.get() {
             halt.stop(Stop::Interrupted(signal));
         }
-        active.insert(run_id.to_owned(), halt.clone());
+        active.insert(lease.run_id.clone(), Driving { halt: halt.clone(), epoch: lease.epoch });
         drop(active);
-        (halt, ActiveGuard { engine: self, run_id: run_id.to_owned() })
+        (halt, ActiveGuard { engine: self, run_id: lease.run_id.clone() })
     }
 
     fn recorder(&self, ctx: &RunCtx, step_id: &str, attempt: u32) -> AttemptRecorder {
         AttemptRecorder { writer: ctx.writer.clone(), step_id: step_id.to_owned(), attempt }
     }
 
-    /// Records the attempts an interrupt stopped and hands the run back (`running` ->
-    /// `stalled`, no owner), so that `steward resume` can continue it at once. If the run was
-    /// taken away meanwhile, there is nothing of ours to record.
+    /// Records the attempts an interrupt (or a drain) stopped and hands the run back, so that
+    /// it is continued at once: to a person (`running` -> `stalled`, for `steward resume`) or,
+    /// from a worker, to any worker (still `running`, held by nobody). If the run was taken
+    /// away meanwhile, there is nothing of ours to record.
     async fn release(&self, ctx: &mut RunCtx, stopped: Vec<StepDone>, signal: &str) -> Result<()> {
         let mut c = ctx.writer.fenced(self.inner.clock.now());
         record_ends(&mut c, stopped);
         c.finish_running_as = Some(AttemptStatus::Interrupted);
-        let reason = format!("released on {signal}: its engine stopped the commands; `steward resume` continues it");
-        c.transition =
-            Some(Transition { to: RunState::Stalled, cause: TransitionCause::Recovery, reason: reason.clone() });
-        c.summary = Some(format!("stalled: interrupted ({signal}); resume with `steward resume {}`", ctx.run.run_id));
+        match self.inner.config.handoff {
+            Handoff::Person => {
+                let reason =
+                    format!("released on {signal}: its engine stopped the commands; `steward resume` continues it");
+                c.transition = Some(Transition {
+                    to: RunState::Stalled,
+                    cause: TransitionCause::Recovery,
+                    reason: reason.clone(),
+                });
+                c.summary =
+                    Some(format!("stalled: interrupted ({signal}); resume with `steward resume {}`", ctx.run.run_id));
+            }
+            Handoff::Workers => {
+                let reason = format!("released on {signal} by {}: its worker is stopping", ctx.writer.owner);
+                c.summary = Some(format!("waiting for a worker ({reason})"));
+                c.release = Some(Release { after_ms: 0, reason });
+            }
+        }
         self.record(ctx, c).await.map(|_| ())
     }
 
-    /// Drives a `running` run owned by this process until it is no longer running.
-    pub(crate) async fn drive(&self, run_id: &str) -> Result<Run> {
-        let mut ctx = match self.load(run_id).await? {
+    /// Drives a `running` run this process holds under `lease` until it is no longer running
+    /// here: it ended, waits for a person, was taken away, or was handed back.
+    pub(crate) async fn drive(&self, lease: Lease) -> Result<Run> {
+        let run_id = lease.run_id.as_str();
+        let mut ctx = match self.load(&lease).await? {
             Ok(ctx) => ctx,
             Err(failed) => return Ok(failed),
         };
-        let (halt, _guard) = self.register(run_id);
+        let (halt, _guard) = self.register(&lease);
         let bus = ctx.bus.clone();
         let mut in_flight = InFlight::default();
         let mut finished: Vec<StepDone> = Vec::new();
@@ -479,7 +510,8 @@ impl<S: Store + Clone> Engine<S> {
                 halt.stop(Stop::RunEnded);
                 finished.extend(in_flight.all().await);
             }
-            let (c, spawn) = ctx.commit_for(&plan, std::mem::take(&mut finished), now, true, &bus);
+            let draining = halt.draining();
+            let (c, spawn) = ctx.commit_for(&plan, std::mem::take(&mut finished), now, !draining, &bus);
             let state = match self.record(&mut ctx, c).await {
                 Ok(Some(state)) => state,
                 taken_or_failed => {
@@ -491,6 +523,11 @@ impl<S: Store + Clone> Engine<S> {
                 }
             };
             if state != RunState::Running {
+                return Ok(self.inner.store.get_run(run_id).await?);
+            }
+            if draining && in_flight.is_empty() {
+                // Its steps have finished; whatever comes next is another worker's to start.
+                self.release(&mut ctx, Vec::new(), "drain").await?;
                 return Ok(self.inner.store.get_run(run_id).await?);
             }
             // Once stopped, nothing new starts; what was just recorded as started is ended with
@@ -508,10 +545,17 @@ impl<S: Store + Clone> Engine<S> {
                     finished.extend(in_flight.ready());
                 }
                 () = tokio::time::sleep(wake_in) => {}
+                () = halt.drained(), if !draining => {}
                 () = halt.token().cancelled() => {
                     let stopped = in_flight.all().await;
                     if let Some(signal) = halt.interrupted() {
                         self.release(&mut ctx, stopped, signal).await?;
+                    } else if !stopped.is_empty() {
+                        // Cancelled or taken away: the ends are offered to the store like any
+                        // write, and refused (and counted) unless this process still holds the run.
+                        let mut c = ctx.writer.fenced(self.inner.clock.now());
+                        record_ends(&mut c, stopped);
+                        self.record(&mut ctx, c).await?;
                     }
                     return Ok(self.inner.store.get_run(run_id).await?);
                 }
@@ -520,20 +564,21 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     /// One round, resolved only from persisted state: starts the attempts
-    /// the planner allows now (moving a `queued` run to `running` first),
-    /// runs them to their end, records them, and returns the run. A run left
-    /// `running` between calls is held by this process and is stalled by the
-    /// recovery scan if nobody continues it.
+    /// the planner allows now (claiming a `queued` run first), runs them to their end, records
+    /// them, and returns the run. A run left `running` between calls is held by this process
+    /// (its lease renewed only while a round runs) and is recovered by others if nobody
+    /// continues it.
     pub async fn execute_next(&self, run_id: &str) -> Result<Run> {
         self.accepting().await;
         let run = self.inner.store.get_run(run_id).await?;
-        match run.state {
-            RunState::Queued => {
-                if let Some(failed) = self.begin(&run).await? {
-                    return Ok(failed);
-                }
+        let lease = match run.state {
+            RunState::Queued => match self.claim(Some(run_id), 1, &[], false).await?.pop() {
+                Some(claimed) => Lease { run_id: run_id.to_owned(), epoch: claimed.run.lease_epoch },
+                None => return Err(self.running_elsewhere(self.inner.store.get_run(run_id).await?)),
+            },
+            RunState::Running if run.owner.as_deref() == Some(self.inner.config.owner.as_str()) => {
+                Lease { run_id: run_id.to_owned(), epoch: run.lease_epoch }
             }
-            RunState::Running if run.owner.as_deref() == Some(self.inner.config.owner.as_str()) => {}
             RunState::Running => return Err(self.running_elsewhere(run)),
             state => {
                 return Err(Error::WrongState {
@@ -542,12 +587,12 @@ impl<S: Store + Clone> Engine<S> {
                     hint: "only a queued or running run has a next step; use `steward resume` for a stalled one",
                 });
             }
-        }
-        let mut ctx = match self.load(run_id).await? {
+        };
+        let mut ctx = match self.load(&lease).await? {
             Ok(ctx) => ctx,
             Err(failed) => return Ok(failed),
         };
-        let (halt, _guard) = self.register(run_id);
+        let (halt, _guard) = self.register(&lease);
         let bus = ctx.bus.clone();
         let now = self.inner.clock.now();
         let plan = ctx.plan(&mut [], now);

@@ -15,7 +15,9 @@ use steward_core::job::JobContract;
 use steward_core::liveness::{ProcessRef, check_liveness};
 use steward_core::state::{AttemptStatus, RunState, TransitionCause};
 use steward_core::workflow::{self, Diagnostic, Workflow};
-use steward_store::{Attempt, Commit, Expect, NewRun, Owner, Recovered, Run, RunFilter, Scan, Store, Transition};
+use steward_store::{
+    Attempt, Claim, Claimed, Commit, Expect, Lease, NewRun, Owner, Recovered, Run, RunFilter, Scan, Store, Transition,
+};
 use steward_tools::bus::{Refusal, ToolBus};
 use steward_tools::process::{self, Liveness, Reaped};
 
@@ -59,21 +61,6 @@ pub enum Error {
     /// The heartbeat and stall threshold would let a live run be declared stalled.
     #[error("liveness settings: {0}")]
     Liveness(String),
-    /// A command a dead engine left running cannot be checked (or killed) from here, so
-    /// retrying its step could run it twice at once.
-    #[error(
-        "run `{run_id}`: the command of step `{step_id}` (attempt {attempt}) may still run: {why}; resume the run where it ran"
-    )]
-    Orphan {
-        /// The run.
-        run_id: String,
-        /// The step.
-        step_id: String,
-        /// Its attempt.
-        attempt: u32,
-        /// Why it cannot be checked.
-        why: String,
-    },
     /// Another live process is executing the run.
     #[error(
         "run `{run_id}` is being executed by {owner} (last heartbeat {age_secs}s ago); if that process has stopped, the run can be resumed once its heartbeat is older than the stall threshold"
@@ -99,18 +86,30 @@ enum Abandoned {
     OwnerKilled,
 }
 
+/// Who continues a run this engine gives back when it stops on a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// A person, with `steward resume`: the run is released to `stalled` (a foreground run).
+    Person,
+    /// Any worker: the run stays `running`, held by nobody, claimable at once (a worker).
+    Workers,
+}
+
 /// Tuning of one engine process.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// This process's identity, recorded as the owner of the runs it executes.
     pub owner: String,
-    /// How often running runs renew their heartbeat (design decision 5: 5 s).
+    /// How often the leases of the runs it drives are renewed (design decision 5: 5 s).
     pub heartbeat_interval: Duration,
     /// How often the engine checks whether its runs were cancelled elsewhere.
     pub watch_interval: Duration,
-    /// A running run whose heartbeat is older than this is stalled (30 s); at least
-    /// [`steward_core::liveness::MIN_STALL_FACTOR`] heartbeats.
+    /// The lease length: a run whose lease was not renewed for this long is abandoned, stalled
+    /// by a recovery scan or recovered by a worker's claim (30 s); at least
+    /// [`steward_core::liveness::MIN_STALL_FACTOR`] renewals.
     pub stall_threshold_secs: u64,
+    /// Who continues a run this engine releases on a signal.
+    pub handoff: Handoff,
     /// This engine's operating-system process, recorded with the runs it owns so that a peer
     /// on the same machine sees at once when it has died.
     pub owner_process: Option<ProcessRef>,
@@ -132,6 +131,7 @@ impl EngineConfig {
             heartbeat_interval: Duration::from_secs(5),
             watch_interval: Duration::from_millis(500),
             stall_threshold_secs: 30,
+            handoff: Handoff::Person,
             owner_process: process::current(),
             store_retry: RetryPolicy::default(),
             env: std::collections::BTreeMap::new(),
@@ -148,6 +148,18 @@ impl EngineConfig {
     fn owner(&self) -> Owner {
         Owner { id: self.owner.clone(), process: self.owner_process.clone() }
     }
+
+    /// The lease length, in milliseconds.
+    pub fn lease_ms(&self) -> u64 {
+        self.stall_threshold_secs.saturating_mul(1000)
+    }
+}
+
+/// A run this process drives: its stop switch and the epoch of the lease it holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Driving {
+    pub(crate) halt: Halt,
+    pub(crate) epoch: u64,
 }
 
 /// A request to create a run.
@@ -184,8 +196,13 @@ pub(crate) struct Inner<S> {
     pub(crate) ids: Arc<dyn IdGen>,
     pub(crate) config: EngineConfig,
     ready: watch::Sender<bool>,
-    /// Runs this process is driving, with the switch that stops their steps.
-    pub(crate) active: Mutex<HashMap<String, Halt>>,
+    /// Runs this process is driving, with the switch that stops their steps and their lease.
+    pub(crate) active: Mutex<HashMap<String, Driving>>,
+    /// When the leases were last renewed in full, or `None` while every renewal succeeds: a
+    /// worker claims nothing while its own renewals fail.
+    pub(crate) renewals_failing_since: Mutex<Option<std::time::Instant>>,
+    /// Writes the store refused because this process no longer held the run (fencing).
+    pub(crate) refused_writes: std::sync::atomic::AtomicU64,
     /// The signal this engine is stopping on, once it is: a run it starts driving after that
     /// is stopped at once.
     pub(crate) stopping: std::sync::OnceLock<&'static str>,
@@ -231,6 +248,8 @@ impl<S: Store + Clone> Engine<S> {
                 config,
                 ready,
                 active: Mutex::new(HashMap::new()),
+                renewals_failing_since: Mutex::new(None),
+                refused_writes: std::sync::atomic::AtomicU64::new(0),
                 stopping: std::sync::OnceLock::new(),
                 progress,
                 shutdown: CancellationToken::new(),
@@ -275,7 +294,9 @@ impl<S: Store + Clone> Engine<S> {
         config.check()?;
         let running = self.inner.store.list_runs(RunFilter { state: Some(RunState::Running), limit: None }).await?;
         let now = self.inner.clock.now();
-        let mut scan = Scan { threshold_secs: config.stall_threshold_secs, ..Scan::default() };
+        // A worker hands what it finds to the claims (its own first): they record the recovery.
+        let hand_over = config.handoff == Handoff::Workers;
+        let mut scan = Scan { threshold_secs: config.stall_threshold_secs, hand_over, ..Scan::default() };
         for run in running {
             let Some(owner) = run.owner.clone() else { continue };
             match self.abandoned(&run, now).await {
@@ -298,7 +319,7 @@ impl<S: Store + Clone> Engine<S> {
         let p = run.owner_process.as_ref().filter(|p| config.owner_process.as_ref() != Some(p))?;
         match process::liveness(p) {
             Liveness::Gone => Some(Abandoned::OwnerExited),
-            Liveness::Alive if steward_store::rules::stale(run.heartbeat_at, now, config.stall_threshold_secs) => {
+            Liveness::Alive if steward_store::rules::lease_expired(run, now) => {
                 process::kill_process(p).await.then_some(Abandoned::OwnerKilled)
             }
             Liveness::Alive | Liveness::Unknown(_) => None,
@@ -346,7 +367,8 @@ impl<S: Store + Clone> Engine<S> {
         Ok(self.inner.store.create_run(run).await?)
     }
 
-    /// Starts a `queued` run and drives it until it stops running.
+    /// Starts a `queued` run in this process (claiming it) and drives it until it stops
+    /// running. If a worker claimed it first, that is [`Error::RunningElsewhere`].
     pub async fn start(&self, run_id: &str) -> Result<Run> {
         self.accepting().await;
         let run = self.inner.store.get_run(run_id).await?;
@@ -357,26 +379,107 @@ impl<S: Store + Clone> Engine<S> {
                 hint: "only a queued run can be started; use `steward resume` for a stalled one",
             });
         }
-        if let Some(failed) = self.begin(&run).await? {
-            return Ok(failed);
-        }
-        self.drive(run_id).await
+        // A secret input this process cannot open leaves the run queued for one that can.
+        self.secrets_open(&run)?;
+        self.take(run_id).await
     }
 
-    /// Moves a queued run to `running`, owned by this process. A run that
-    /// cannot start fails with the reason instead (P09-T03), and is returned.
-    pub(crate) async fn begin(&self, run: &Run) -> Result<Option<Run>> {
-        self.secrets_open(run)?;
-        if let Err(reason) = self.startable(run).await {
-            return self.fail_start(run, RunState::Queued, &reason).await.map(Some);
+    /// Claims one run for this process and drives it; [`Error::RunningElsewhere`] if another
+    /// holds it (a worker was quicker), or the state it is in if it is not claimable.
+    async fn take(&self, run_id: &str) -> Result<Run> {
+        match self.claim(Some(run_id), 1, &[], false).await?.pop() {
+            Some(claimed) => self.drive_claimed(claimed).await,
+            None => {
+                let run = self.inner.store.get_run(run_id).await?;
+                match run.state {
+                    RunState::Running => Err(self.running_elsewhere(run)),
+                    state => Err(Error::WrongState { run_id: run.run_id, state, hint: "it cannot be driven now" }),
+                }
+            }
         }
-        let mut c = self.commit(&run.run_id, RunState::Queued, Actor::System);
+    }
+
+    /// Claims runs for this process with its lease length.
+    pub(crate) async fn claim(
+        &self,
+        run_id: Option<&str>,
+        limit: u32,
+        workdirs: &[String],
+        resume_stalled: bool,
+    ) -> Result<Vec<Claimed>> {
+        let config = &self.inner.config;
+        let claim = Claim {
+            owner: config.owner(),
+            lease_ms: config.lease_ms(),
+            limit,
+            run_id: run_id.map(str::to_owned),
+            workdirs: workdirs.to_vec(),
+            resume_stalled,
+            now: self.inner.clock.now(),
+        };
+        Ok(self.inner.store.claim(claim).await?)
+    }
+
+    /// Drives a run this process just claimed, after what every takeover owes: a definition,
+    /// inputs and contract that still hold (else it fails), a recovery budget not spent (else
+    /// it is poisoned, DG-WF-12), and nothing a dead engine left running that could overlap
+    /// the retry of its step (killed first, design decision 5).
+    pub(crate) async fn drive_claimed(&self, claimed: Claimed) -> Result<Run> {
+        let run = claimed.run;
+        let lease = Lease { run_id: run.run_id.clone(), epoch: run.lease_epoch };
+        // A secret that cannot be opened leaves the run as it was, for a process with the key.
+        if let Err(e) = self.secrets_open(&run) {
+            self.hand_back(&lease, &e.to_string()).await;
+            return Err(e);
+        }
+        let wf = match self.startable(&run).await {
+            Ok(wf) => wf,
+            Err(reason) => return self.fail_held(&lease, &reason).await,
+        };
+        let attempts = self.inner.store.list_attempts(&run.run_id).await?;
+        let reaped = self.reap_orphans(&attempts, &[AttemptStatus::Interrupted]).await;
+        let mut c = self.held(&lease, Actor::System);
+        c.events = reaped;
+        if run.recoveries > wf.limits.max_recoveries {
+            // DG-WF-12: a run whose engine keeps dying under it is not retried again.
+            let reason = format!(
+                "recovered {} times after its engine stopped, more than limits.max_recoveries ({}): poisoned, not retried",
+                run.recoveries, wf.limits.max_recoveries
+            );
+            c.transition =
+                Some(Transition { to: RunState::Poisoned, cause: TransitionCause::Engine, reason: reason.clone() });
+            c.summary = Some(format!("poisoned: {reason}"));
+            self.inner.store.commit(c).await?;
+            return Ok(self.inner.store.get_run(&run.run_id).await?);
+        }
+        if !c.events.is_empty() {
+            self.inner.store.commit(c).await?;
+        }
+        self.drive(lease).await
+    }
+
+    /// Gives a claimed run back, untouched, for another process to take after a lease's time.
+    async fn hand_back(&self, lease: &Lease, why: &str) {
+        let mut c = self.held(lease, Actor::System);
+        c.release = Some(steward_store::Release { after_ms: self.inner.config.lease_ms(), reason: why.to_owned() });
+        let _ = self.inner.store.commit(c).await;
+    }
+
+    /// Fails a run this process holds that cannot start (P09-T03).
+    async fn fail_held(&self, lease: &Lease, reason: &str) -> Result<Run> {
+        let mut c = self.held(lease, Actor::System);
+        let reason = format!("engine start failed: {reason}");
+        c.finish_running_as = Some(AttemptStatus::Cancelled);
         c.transition =
-            Some(Transition { to: RunState::Running, cause: TransitionCause::Engine, reason: "started".into() });
-        c.set_owner = Some(self.inner.config.owner());
-        c.summary = Some(format!("workflow {} started", run.workflow_id));
+            Some(Transition { to: RunState::Failed, cause: TransitionCause::Engine, reason: reason.clone() });
+        c.summary = Some(reason);
         self.inner.store.commit(c).await?;
-        Ok(None)
+        Ok(self.inner.store.get_run(&lease.run_id).await?)
+    }
+
+    /// An empty commit that lands only while this process holds `lease`.
+    pub(crate) fn held(&self, lease: &Lease, actor: Actor) -> Commit {
+        Commit::new(&lease.run_id, Expect::held(lease.epoch), self.inner.clock.now(), actor, &self.inner.config.owner)
     }
 
     pub(crate) fn running_elsewhere(&self, run: Run) -> Error {
@@ -389,15 +492,17 @@ impl<S: Store + Clone> Engine<S> {
         }
     }
 
-    /// Continues a stalled (or queued) run: the interrupted
-    /// attempts are recorded as interrupted, completed steps are not run
-    /// again, and the run is driven until it stops running.
+    /// Continues a stalled (or queued) run: the interrupted attempts are recorded as
+    /// interrupted, completed steps are not run again, and the run is driven here until it
+    /// stops running. The person's decision is one write (the run goes back to `running`, held
+    /// by nobody); this process then claims it like any worker would. A `running` run nobody
+    /// holds, or whose holder's lease ran out, is claimed at once.
     pub async fn resume(&self, run_id: &str, actor_id: &str) -> Result<Run> {
         self.accepting().await;
         let run = self.inner.store.get_run(run_id).await?;
         match run.state {
             RunState::Queued => return self.start(run_id).await,
-            RunState::Running => return Err(self.running_elsewhere(run)),
+            RunState::Running => return self.take(run_id).await,
             RunState::Stalled => {}
             RunState::AwaitingUser => {
                 return Err(Error::WrongState {
@@ -415,48 +520,28 @@ impl<S: Store + Clone> Engine<S> {
             }
         }
         self.secrets_open(&run)?;
-        let wf = match self.startable(&run).await {
-            Ok(wf) => wf,
-            Err(reason) => return self.fail_start(&run, run.state, &reason).await,
-        };
-        // Nothing a dead engine left running may overlap the retry of its step. Only attempts
-        // already recorded as interrupted are its: a running one belongs to whoever resumed the
-        // run meanwhile (this resume will then lose its commit), and is not this one to kill.
-        let attempts = self.inner.store.list_attempts(run_id).await?;
-        let reaped = self.reap_orphans(&run, &attempts, &[AttemptStatus::Interrupted]).await?;
         let mut c = self.commit(&run.run_id, run.state, Actor::Human);
         c.actor_id = actor_id.to_owned();
-        c.events = reaped;
         c.finish_running_as = Some(AttemptStatus::Interrupted);
-        if run.recoveries > wf.limits.max_recoveries {
-            // DG-WF-12: a run whose engine keeps dying under it is not retried again.
-            let reason = format!(
-                "recovered {} times after its engine stopped, more than limits.max_recoveries ({}): poisoned, not retried",
-                run.recoveries, wf.limits.max_recoveries
-            );
-            c.transition =
-                Some(Transition { to: RunState::Poisoned, cause: TransitionCause::Engine, reason: reason.clone() });
-            c.summary = Some(format!("poisoned: {reason}"));
-            self.inner.store.commit(c).await?;
-            return Ok(self.inner.store.get_run(run_id).await?);
-        }
         c.transition = Some(Transition {
             to: RunState::Running,
             cause: TransitionCause::Operator,
-            reason: format!("resumed from {}", run.state),
+            reason: format!("resumed from {} by {actor_id}", run.state),
         });
-        c.set_owner = Some(self.inner.config.owner());
         c.summary = Some(format!("workflow {} resumed", run.workflow_id));
         self.inner.store.commit(c).await?;
-        self.drive(run_id).await
+        self.take(run_id).await
     }
 
     /// Kills what a dead engine's commands left running, before their steps are retried or
     /// their run ends (design decision 5): the command of each step's latest attempt, if that
     /// attempt is in one of `statuses` and recorded its process group. Each group found alive
     /// is killed like a timed-out one and an `attempt_process_reaped` event returned to
-    /// commit. A group that cannot be checked from here refuses the takeover.
-    async fn reap_orphans(&self, run: &Run, attempts: &[Attempt], statuses: &[AttemptStatus]) -> Result<Vec<NewEvent>> {
+    /// commit. A group on another machine (or pid namespace) cannot be checked from here: it is
+    /// recorded as `attempt_process_unreachable`, and the run goes on, because the run was taken
+    /// from a holder whose lease ran out, and a sandboxed command dies with its engine (see
+    /// `steward_tools::sandbox::ENGINE_PID`) or is stopped by it once it finds its lease lost.
+    async fn reap_orphans(&self, attempts: &[Attempt], statuses: &[AttemptStatus]) -> Vec<NewEvent> {
         let grace = self.inner.bus.policy().kill_grace;
         let mut events = Vec::new();
         for a in crate::drive::latest_per_step(attempts) {
@@ -467,12 +552,20 @@ impl<S: Store + Clone> Engine<S> {
                 Reaped::Gone => continue,
                 Reaped::Killed { signal, processes } => (signal, processes),
                 Reaped::Unreachable(why) => {
-                    return Err(Error::Orphan {
-                        run_id: run.run_id.clone(),
-                        step_id: a.step_id.clone(),
-                        attempt: a.attempt,
-                        why,
+                    let body = serde_json::json!({
+                        "step_id": a.step_id,
+                        "attempt": a.attempt,
+                        "pid": p.pid,
+                        "host": p.host,
+                        "reason": format!("{why}; its engine's lease ran out, and a sandboxed command ends with its engine"),
                     });
+                    events.push(NewEvent {
+                        actor: Actor::System,
+                        actor_id: self.inner.config.owner.clone(),
+                        step_id: Some(a.step_id.clone()),
+                        payload: Payload::recorded("attempt_process_unreachable", body),
+                    });
+                    continue;
                 }
             };
             let body = serde_json::json!({
@@ -491,7 +584,7 @@ impl<S: Store + Clone> Engine<S> {
                 payload: Payload::recorded("attempt_process_reaped", body),
             });
         }
-        Ok(events)
+        events
     }
 
     /// Answers a run that waits for a person (a hard gate or a pause point): records the
@@ -514,9 +607,6 @@ impl<S: Store + Clone> Engine<S> {
             });
         }
         self.secrets_open(&run)?;
-        if let Err(reason) = self.startable(&run).await {
-            return self.fail_start(&run, run.state, &reason).await;
-        }
         let attempts = self.inner.store.list_attempts(run_id).await?;
         let mut c = self.commit(&run.run_id, run.state, Actor::Human);
         c.actor_id = actor_id.to_owned();
@@ -539,10 +629,9 @@ impl<S: Store + Clone> Engine<S> {
             cause: TransitionCause::Operator,
             reason: format!("{} by {actor_id}", decision.as_str()),
         });
-        c.set_owner = Some(self.inner.config.owner());
         c.summary = Some(format!("{}: {} by {actor_id}", run.workflow_id, decision.as_str()));
         self.inner.store.commit(c).await?;
-        self.drive(run_id).await
+        self.take(run_id).await
     }
 
     /// Cancels a run that has not finished. Steps running in this process are
@@ -559,7 +648,7 @@ impl<S: Store + Clone> Engine<S> {
             || (run.state == RunState::Running && self.abandoned(&run, self.inner.clock.now()).await.is_some());
         let reaped = if driverless {
             let attempts = self.inner.store.list_attempts(run_id).await?;
-            self.reap_orphans(&run, &attempts, &[AttemptStatus::Interrupted, AttemptStatus::Running]).await?
+            self.reap_orphans(&attempts, &[AttemptStatus::Interrupted, AttemptStatus::Running]).await
         } else {
             Vec::new()
         };
@@ -574,8 +663,8 @@ impl<S: Store + Clone> Engine<S> {
         });
         c.summary = Some("cancelled by command".into());
         self.inner.store.commit(c).await?;
-        if let Some(halt) = self.active().get(run_id) {
-            halt.stop(Stop::Cancelled);
+        if let Some(d) = self.active().get(run_id) {
+            d.halt.stop(Stop::Cancelled);
         }
         Ok(self.inner.store.get_run(run_id).await?)
     }
@@ -586,8 +675,8 @@ impl<S: Store + Clone> Engine<S> {
     /// resume` continues it at once (and the steps' retry budgets are untouched).
     pub fn interrupt(&self, signal: &'static str) {
         let _ = self.inner.stopping.set(signal);
-        for halt in self.active().values() {
-            halt.stop(Stop::Interrupted(signal));
+        for d in self.active().values() {
+            d.halt.stop(Stop::Interrupted(signal));
         }
     }
 
@@ -607,16 +696,6 @@ impl<S: Store + Clone> Engine<S> {
         Ok(self.inner.config.sealer.open_inputs(&run.run_id, &run.inputs)?)
     }
 
-    async fn fail_start(&self, run: &Run, from: RunState, reason: &str) -> Result<Run> {
-        let mut c = self.commit(&run.run_id, from, Actor::System);
-        let reason = format!("engine start failed: {reason}");
-        c.transition =
-            Some(Transition { to: RunState::Failed, cause: TransitionCause::Engine, reason: reason.clone() });
-        c.summary = Some(reason);
-        self.inner.store.commit(c).await?;
-        Ok(self.inner.store.get_run(&run.run_id).await?)
-    }
-
     /// The definition a run pinned, parsed.
     pub(crate) async fn workflow(&self, run: &Run) -> Result<Workflow> {
         let source = self.inner.store.get_definition(&run.definition_hash).await?;
@@ -624,16 +703,43 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     pub(crate) fn commit(&self, run_id: &str, state: RunState, actor: Actor) -> Commit {
-        Commit::new(run_id, Expect { state, owner: None }, self.inner.clock.now(), actor, &self.inner.config.owner)
+        Commit::new(run_id, Expect::state(state), self.inner.clock.now(), actor, &self.inner.config.owner)
     }
 
-    pub(crate) fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Halt>> {
+    pub(crate) fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Driving>> {
         // A panic while holding this lock leaves a plain map behind; keep using it.
         self.inner.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    fn failing_since(&self) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
+        self.inner.renewals_failing_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many of its writes the store refused because it no longer held their run: a driver
+    /// that lost its lease (cancelled, or taken over after it stopped renewing) and wrote late.
+    pub fn refused_writes(&self) -> u64 {
+        self.inner.refused_writes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_refused(&self) {
+        self.inner.refused_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this process's lease renewals are going through (a worker claims nothing while
+    /// they fail).
+    pub fn renewals_healthy(&self) -> bool {
+        self.failing_since().is_none()
+    }
 }
 
-/// Renews heartbeats of active runs and stops runs that were taken away.
+/// Renews the leases of the runs this process drives and stops those it no longer holds
+/// (cancelled, released, or claimed by another after its lease ran out). Between renewals it
+/// looks at each run, so a cancel elsewhere stops the steps within `watch_interval`.
+///
+/// A process whose renewals keep failing cannot know whether it still holds anything: once
+/// they have failed for a lease's length, every lease it had has run out, and it stops its
+/// runs itself rather than race whoever recovers them (their writes would be refused anyway;
+/// their commands would not).
 async fn heartbeat_loop<S: Store + Clone>(weak: std::sync::Weak<Inner<S>>, shutdown: CancellationToken) {
     let mut since_beat = Duration::ZERO;
     loop {
@@ -647,31 +753,47 @@ async fn heartbeat_loop<S: Store + Clone>(weak: std::sync::Weak<Inner<S>>, shutd
         }
         let Some(inner) = weak.upgrade() else { return };
         let engine = Engine { inner };
-        let active: Vec<(String, Halt)> = engine.active().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let active: Vec<(String, Driving)> = engine.active().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         if active.is_empty() {
             since_beat = Duration::ZERO;
+            *engine.failing_since() = None;
             continue;
         }
         since_beat += watch;
-        let owner = engine.inner.config.owner.clone();
-        let lost: Vec<String> = if since_beat >= engine.inner.config.heartbeat_interval {
+        let config = &engine.inner.config;
+        let lost: Vec<String> = if since_beat >= config.heartbeat_interval {
             since_beat = Duration::ZERO;
-            let ids: Vec<String> = active.iter().map(|(id, _)| id.clone()).collect();
-            engine.inner.store.heartbeat(&owner, &ids, engine.inner.clock.now()).await.unwrap_or_default()
+            let leases: Vec<Lease> =
+                active.iter().map(|(id, d)| Lease { run_id: id.clone(), epoch: d.epoch }).collect();
+            match engine.inner.store.renew(&leases, config.lease_ms(), engine.inner.clock.now()).await {
+                Ok(lost) => {
+                    *engine.failing_since() = None;
+                    lost
+                }
+                Err(_) => {
+                    let since = *engine.failing_since().get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= Duration::from_millis(config.lease_ms()) {
+                        active.iter().map(|(id, _)| id.clone()).collect()
+                    } else {
+                        Vec::new()
+                    }
+                }
+            }
         } else {
             let mut lost = Vec::new();
-            for (id, _) in &active {
+            for (id, d) in &active {
+                let lease = Lease { run_id: id.clone(), epoch: d.epoch };
                 if let Ok(run) = engine.inner.store.get_run(id).await
-                    && (run.state != RunState::Running || run.owner.as_deref() != Some(owner.as_str()))
+                    && !steward_store::rules::holds(&run, &lease)
                 {
                     lost.push(id.clone());
                 }
             }
             lost
         };
-        for (id, halt) in &active {
+        for (id, d) in &active {
             if lost.contains(id) {
-                halt.stop(Stop::TakenAway);
+                d.halt.stop(Stop::TakenAway);
             }
         }
     }

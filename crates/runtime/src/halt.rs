@@ -23,10 +23,14 @@ pub enum Stop {
 }
 
 /// A run's stop switch. Clones share it; the first reason given wins.
+///
+/// Before it stops, a run may be asked to drain: start nothing new, let what runs finish, then
+/// hand the run back (a worker shutting down gracefully).
 #[derive(Debug, Clone, Default)]
 pub struct Halt {
     token: CancellationToken,
     why: Arc<OnceLock<Stop>>,
+    drain: CancellationToken,
 }
 
 impl Halt {
@@ -39,6 +43,21 @@ impl Halt {
     pub fn stop(&self, why: Stop) {
         let _ = self.why.set(why);
         self.token.cancel();
+    }
+
+    /// Asks the run to start nothing new and be handed back once its steps have finished.
+    pub fn drain(&self) {
+        self.drain.cancel();
+    }
+
+    /// Whether it was asked to drain.
+    pub fn draining(&self) -> bool {
+        self.drain.is_cancelled()
+    }
+
+    /// Resolves once it is asked to drain.
+    pub async fn drained(&self) {
+        self.drain.cancelled().await
     }
 
     /// The token commands and model calls are cancelled by.

@@ -8,8 +8,12 @@
 //! run, attempt ends after), spawns the steps through the tool bus, and
 //! loops on their completions. Each completion and the next starts share a
 //! commit, so a sequential run costs one durable write per step. A
-//! background task renews heartbeats and notices runs that were cancelled or
-//! recovered by someone else, and stops their steps.
+//! background task renews the leases of the runs it drives and notices runs that were
+//! cancelled or taken over by someone else, and stops their steps.
+//!
+//! Who drives a run is decided by the store: a process claims it ([`Engine::start`] and
+//! [`Engine::resume`] claim the run they were asked for; [`Engine::work`] claims whatever is
+//! runnable) under a lease whose epoch fences every write it makes.
 //!
 //! The engine never keeps state the store does not have: its in-memory view
 //! of a run is exactly what it last committed, so a process that resumes a
@@ -24,10 +28,12 @@ mod halt;
 mod retry;
 pub mod secrets;
 mod step;
+mod worker;
 
 pub mod micro_task;
 
 pub use clock::{Clock, SystemClock, UuidIds, new_run_id};
-pub use engine::{CreateRun, Engine, EngineConfig, Error, ProgressUpdate, Result};
+pub use engine::{CreateRun, Engine, EngineConfig, Error, Handoff, ProgressUpdate, Result};
 pub use halt::{Halt, Stop};
 pub use retry::RetryPolicy;
+pub use worker::{WorkerOptions, WorkerReport};

@@ -12,8 +12,8 @@ use steward_core::Timestamp;
 use steward_core::event::Event;
 use steward_core::ids::IdGen;
 use steward_store::{
-    Attempt, Commit, CommitOutcome, Error, NewRun, PruneReport, Recovered, Result, RetentionPolicy, Run, RunFilter,
-    Scan, Store,
+    Attempt, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun, PruneReport, Recovered, Result,
+    RetentionPolicy, Run, RunFilter, Scan, Store,
 };
 
 use crate::clock::UuidIds;
@@ -78,8 +78,43 @@ impl<S: Store + Clone> Store for Retrying<S> {
         self.retry(|| self.store.commit(commit.clone())).await
     }
 
-    async fn heartbeat(&self, owner: &str, run_ids: &[String], now: Timestamp) -> Result<Vec<String>> {
-        self.retry(|| self.store.heartbeat(owner, run_ids, now)).await
+    /// A claim of one named run is retried, and a repeat that finds the run already held by
+    /// the claimer is the claim whose reply was lost. Any other claim is not retried: a repeat
+    /// would take other runs, and those its lost reply took are recovered once their leases run
+    /// out. Workers simply claim again at their next round.
+    async fn claim(&self, claim: Claim) -> Result<Vec<Claimed>> {
+        let Some(run_id) = claim.run_id.clone() else {
+            return self.store.claim(claim).await;
+        };
+        let mut tried = false;
+        self.retry(|| {
+            let (claim, run_id, again) = (claim.clone(), run_id.clone(), tried);
+            tried = true;
+            async move {
+                let got = self.store.claim(claim.clone()).await?;
+                if !got.is_empty() || !again {
+                    return Ok(got);
+                }
+                let run = self.store.get_run(&run_id).await?;
+                if run.state == steward_core::state::RunState::Running && run.owner.as_ref() == Some(&claim.owner.id) {
+                    return Ok(vec![Claimed {
+                        run,
+                        from: steward_core::state::RunState::Running,
+                        recovered_from: None,
+                    }]);
+                }
+                Ok(got)
+            }
+        })
+        .await
+    }
+
+    async fn renew(&self, leases: &[Lease], lease_ms: u64, now: Timestamp) -> Result<Vec<String>> {
+        self.retry(|| self.store.renew(leases, lease_ms, now)).await
+    }
+
+    fn runnable_hint(&self) -> impl Future<Output = ()> + Send {
+        self.store.runnable_hint()
     }
 
     async fn recover_stalled(&self, now: Timestamp, scan: &Scan) -> Result<Vec<Recovered>> {

@@ -25,14 +25,17 @@ use steward_core::Timestamp;
 use steward_core::event::Event;
 use steward_core::ids::IdGen;
 use steward_store::{
-    Attempt, Commit, CommitOutcome, Error, NewRun, PruneReport, Recovered, Result, RetentionPolicy, Run, RunFilter,
-    Scan, Store,
+    Attempt, Claim, Claimed, Commit, CommitOutcome, DbClock, Error, Lease, NewRun, PruneReport, Recovered, Result,
+    RetentionPolicy, Run, RunFilter, Scan, Store,
 };
 
 use writer::Writer;
 
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/001_initial.sql"), include_str!("../migrations/002_crash_semantics.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/001_initial.sql"),
+    include_str!("../migrations/002_crash_semantics.sql"),
+    include_str!("../migrations/003_leases.sql"),
+];
 
 /// How much a commit survives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,6 +69,8 @@ struct Inner {
     reader: Arc<Mutex<Connection>>,
     writer: Option<Writer>,
     ids: Arc<dyn IdGen>,
+    /// The database's clock, that leases are measured on: this host's.
+    clock: Arc<DbClock>,
 }
 
 /// Maps a SQLite error to a store error, naming the file where it helps.
@@ -285,8 +290,26 @@ impl SqliteStore {
             });
         }
         Ok(SqliteStore {
-            inner: Arc::new(Inner { path: path.to_owned(), reader: Arc::new(Mutex::new(reader)), writer, ids }),
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                reader: Arc::new(Mutex::new(reader)),
+                writer,
+                ids,
+                clock: Arc::new(steward_store::host_now),
+            }),
         })
+    }
+
+    /// The same store with leases measured on `clock` instead of this host's (for tests that
+    /// move time). Only before the store is shared.
+    pub fn with_clock(self, clock: Arc<DbClock>) -> SqliteStore {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.clock = clock;
+                SqliteStore { inner: Arc::new(inner) }
+            }
+            Err(inner) => SqliteStore { inner },
+        }
     }
 
     /// The database file.
@@ -360,17 +383,23 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome> {
-        self.write(move |conn, ids| ops::commit(conn, ids, &commit)).await
+        let clock = self.inner.clock.clone();
+        self.write(move |conn, ids| ops::commit(conn, ids, clock(), &commit)).await
     }
 
-    async fn heartbeat(&self, owner: &str, run_ids: &[String], now: Timestamp) -> Result<Vec<String>> {
-        let (owner, run_ids) = (owner.to_owned(), run_ids.to_vec());
-        self.write(move |conn, _| ops::heartbeat(conn, &owner, &run_ids, now)).await
+    async fn claim(&self, claim: Claim) -> Result<Vec<Claimed>> {
+        let clock = self.inner.clock.clone();
+        self.write(move |conn, ids| ops::claim(conn, ids, clock(), &claim)).await
+    }
+
+    async fn renew(&self, leases: &[Lease], lease_ms: u64, now: Timestamp) -> Result<Vec<String>> {
+        let (leases, clock) = (leases.to_vec(), self.inner.clock.clone());
+        self.write(move |conn, _| ops::renew(conn, clock(), &leases, lease_ms, now)).await
     }
 
     async fn recover_stalled(&self, now: Timestamp, scan: &Scan) -> Result<Vec<Recovered>> {
-        let scan = scan.clone();
-        self.write(move |conn, ids| ops::recover_stalled(conn, ids, now, &scan)).await
+        let (scan, clock) = (scan.clone(), self.inner.clock.clone());
+        self.write(move |conn, ids| ops::recover_stalled(conn, ids, clock(), now, &scan)).await
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Run> {

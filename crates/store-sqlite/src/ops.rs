@@ -12,8 +12,8 @@ use steward_core::idempotency_key;
 use steward_core::ids::IdGen;
 use steward_core::state::{AttemptStatus, RunState};
 use steward_store::{
-    AttemptFinish, Commit, CommitOutcome, Error, NewRun, PruneReport, Recovered, Result, RetentionPolicy, Run, Scan,
-    rules,
+    AttemptFinish, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun, PruneReport, Recovered, Result,
+    RetentionPolicy, Run, Scan, rules,
 };
 
 use crate::map_err;
@@ -23,7 +23,7 @@ use crate::rows::{RUN_COLUMNS, process_json, run_from_row};
 struct RunHead {
     state: RunState,
     owner: Option<String>,
-    owner_process: Option<String>,
+    lease_epoch: u64,
     job_id: String,
     trace_id: String,
     last_event_seq: i64,
@@ -39,7 +39,7 @@ fn corrupt(detail: impl std::fmt::Display) -> Error {
 fn head(conn: &Connection, run_id: &str) -> Result<RunHead> {
     let row = conn
         .prepare_cached(
-            "SELECT state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations, updated_at
+            "SELECT state, owner, lease_epoch, job_id, trace_id, last_event_seq, total_iterations, updated_at
              FROM runs WHERE run_id = ?1",
         )
         .and_then(|mut st| {
@@ -47,7 +47,7 @@ fn head(conn: &Connection, run_id: &str) -> Result<RunHead> {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get(1)?,
-                    r.get(2)?,
+                    r.get::<_, i64>(2)?,
                     r.get(3)?,
                     r.get(4)?,
                     r.get(5)?,
@@ -58,13 +58,13 @@ fn head(conn: &Connection, run_id: &str) -> Result<RunHead> {
             .optional()
         })
         .map_err(map_err(""))?;
-    let (state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations, updated_at) =
+    let (state, owner, lease_epoch, job_id, trace_id, last_event_seq, total_iterations, updated_at) =
         row.ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })?;
     let state = state.parse().map_err(|e| corrupt(format!("run `{run_id}`: {e}")))?;
     Ok(RunHead {
         state,
         owner,
-        owner_process,
+        lease_epoch: u64::try_from(lease_epoch).map_err(|e| corrupt(format!("run `{run_id}`: {e}")))?,
         job_id,
         trace_id,
         last_event_seq,
@@ -238,7 +238,7 @@ pub(crate) fn get_run(conn: &Connection, run_id: &str) -> Result<Run> {
     row.ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })?
 }
 
-pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<CommitOutcome> {
+pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, db_now: Timestamp, c: &Commit) -> Result<CommitOutcome> {
     let mut h = head(conn, &c.run_id)?;
     if let Some(id) = &c.id {
         // Noted first: if the rest of the write is refused, its savepoint takes this back too.
@@ -250,8 +250,10 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
             return Ok(CommitOutcome { state: h.state, last_event_seq: h.last_event_seq });
         }
     }
-    rules::check_expect(c, h.state, h.owner.as_deref())?;
+    rules::check_expect(c, h.state, h.owner.as_deref(), h.lease_epoch)?;
     rules::check_shape(c)?;
+    let entered_running =
+        c.transition.as_ref().is_some_and(|t| t.to == RunState::Running) && h.state != RunState::Running;
     let when = rules::event_time(c.now, h.updated_at);
     let tx = Tx { conn, ids, run_id: &c.run_id, now: when, actor: c.actor, actor_id: &c.actor_id };
     for e in &c.events {
@@ -302,11 +304,21 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
         .map_err(map_err(""))?;
         tx.event(&mut h, &payload)?;
     }
-    // Owners as stored: the id, and the process as JSON (kept as it is unless replaced).
-    let set = c.set_owner.as_ref().map(|o| (o.id.clone(), o.process.as_ref().map(process_json)));
-    let current = h.owner.clone().map(|id| (id, h.owner_process.clone()));
-    let (owner, owner_process) = rules::owner_after(h.state, set, current).unzip();
-    let owner_process = owner_process.flatten();
+    let running_left: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM step_attempts WHERE run_id = ?1 AND status = 'running')")
+        .and_then(|mut st| st.query_row([&c.run_id], |r| r.get(0)))
+        .map_err(map_err(""))?;
+    rules::check_release(c, h.state, running_left)?;
+    // `ready_at`: set by a release, cleared when the run (re-)enters running, else kept.
+    let ready_at = match &c.release {
+        Some(r) => {
+            let payload = rules::released(h.owner.as_deref(), h.lease_epoch, r);
+            tx.event_as(&mut h, Actor::System, &c.actor_id, None, &payload)?;
+            Some(db_now.plus_millis(r.after_ms as i64).millis())
+        }
+        None => None,
+    };
+    let keep_owner = rules::keeps_owner(h.state, c);
     let current = c.started.last().map(|s| (s.step_id.clone(), s.attempt));
     conn.prepare_cached(
         "UPDATE runs SET
@@ -316,14 +328,15 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
             summary = COALESCE(?5, summary),
             terminal_reason = COALESCE(?6, terminal_reason),
             total_iterations = ?7,
-            owner = ?8,
+            owner = CASE WHEN ?8 THEN owner ELSE NULL END,
+            owner_process = CASE WHEN ?8 THEN owner_process ELSE NULL END,
+            lease_expires_at = CASE WHEN ?8 THEN lease_expires_at ELSE NULL END,
             started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?9) ELSE started_at END,
             updated_at = ?9,
-            heartbeat_at = CASE WHEN ?2 = 'running' THEN ?9 ELSE heartbeat_at END,
             last_progress_at = ?9,
             finished_at = ?10,
             last_event_seq = ?11,
-            owner_process = ?12
+            ready_at = CASE WHEN ?12 IS NOT NULL THEN ?12 WHEN ?13 THEN NULL ELSE ready_at END
          WHERE run_id = ?1",
     )
     .and_then(|mut st| {
@@ -335,26 +348,115 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, c: &Commit) -> Result<C
             c.summary,
             terminal_reason,
             h.total_iterations,
-            owner,
+            keep_owner,
             now,
             h.state.is_terminal().then_some(now),
             h.last_event_seq,
-            owner_process,
+            ready_at,
+            entered_running,
         ])
     })
     .map_err(map_err(""))?;
     Ok(CommitOutcome { state: h.state, last_event_seq: h.last_event_seq })
 }
 
-pub(crate) fn heartbeat(conn: &Connection, owner: &str, run_ids: &[String], now: Timestamp) -> Result<Vec<String>> {
+/// Claims runs oldest first, each fully checked by `rules::claimable` on the row as it is
+/// inside this write (the writer's transaction is the only one, so nothing else can claim
+/// between the read and the update).
+pub(crate) fn claim(conn: &Connection, ids: &dyn IdGen, db_now: Timestamp, claim: &Claim) -> Result<Vec<Claimed>> {
+    // What may be claimable, runs to recover first (HSK-WF-003); `rules::claimable` decides.
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs
+         WHERE (?1 IS NULL OR run_id = ?1)
+           AND (state = 'queued'
+                OR (state = 'stalled' AND ?2)
+                OR (state = 'running' AND owner IS NULL AND (ready_at IS NULL OR ready_at <= ?3))
+                OR (state = 'running' AND owner IS NOT NULL AND (lease_expires_at IS NULL OR lease_expires_at <= ?3)))
+         ORDER BY state = 'queued', created_at, run_id"
+    );
+    let candidates: Vec<Result<Run>> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| {
+            st.query_map(params![claim.run_id, claim.resume_stalled, db_now.millis()], run_from_row)?.collect()
+        })
+        .map_err(map_err(""))?;
+    let mut out = Vec::new();
+    for run in candidates {
+        if out.len() >= claim.limit as usize {
+            break;
+        }
+        let run = run?;
+        let Some(kind) = rules::claimable(&run, claim, db_now) else { continue };
+        let mut h = head(conn, &run.run_id)?;
+        let now = rules::event_time(claim.now, h.updated_at);
+        let owner = claim.owner.id.as_str();
+        let tx = Tx { conn, ids, run_id: &run.run_id, now, actor: Actor::System, actor_id: owner };
+        let mut recovered = 0;
+        for payload in rules::claim_events(&run, kind, claim)? {
+            if payload.event_type() == "workflow_recovery" {
+                tx.event_as(&mut h, Actor::System, rules::RECOVERY_ACTOR, None, &payload)?;
+                // What the previous owner left running ends with its recovery.
+                Tx { actor_id: rules::RECOVERY_ACTOR, ..tx }.finish_running(&mut h, AttemptStatus::Interrupted)?;
+                recovered = 1;
+            } else {
+                tx.event(&mut h, &payload)?;
+            }
+        }
+        let epoch = h.lease_epoch + 1;
+        tx.event(&mut h, &rules::claimed(&run, run.state, claim, epoch))?;
+        conn.prepare_cached(
+            "UPDATE runs SET state = 'running', owner = ?2, owner_process = ?3, lease_epoch = ?4,
+                 lease_expires_at = ?5, heartbeat_at = ?6, ready_at = NULL, started_at = COALESCE(started_at, ?7),
+                 summary = ?8, updated_at = ?7, last_progress_at = ?7, last_event_seq = ?9,
+                 recoveries = recoveries + ?10
+             WHERE run_id = ?1",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                run.run_id,
+                owner,
+                claim.owner.process.as_ref().map(process_json),
+                i64::try_from(epoch).unwrap_or(i64::MAX),
+                db_now.plus_millis(claim.lease_ms as i64).millis(),
+                db_now.millis(),
+                now.millis(),
+                rules::claimed_summary(kind, owner),
+                h.last_event_seq,
+                recovered,
+            ])
+        })
+        .map_err(map_err(""))?;
+        out.push(Claimed { run: get_run(conn, &run.run_id)?, from: run.state, recovered_from: kind.recovered(&run) });
+    }
+    Ok(out)
+}
+
+pub(crate) fn renew(
+    conn: &Connection,
+    db_now: Timestamp,
+    leases: &[Lease],
+    lease_ms: u64,
+    now: Timestamp,
+) -> Result<Vec<String>> {
     let mut lost = Vec::new();
-    for run_id in run_ids {
+    for lease in leases {
         let n = conn
-            .prepare_cached("UPDATE runs SET heartbeat_at = ?3, last_progress_at = ?3 WHERE run_id = ?1 AND owner = ?2 AND state = 'running'")
-            .and_then(|mut st| st.execute(params![run_id, owner, now.millis()]))
+            .prepare_cached(
+                "UPDATE runs SET lease_expires_at = ?3, heartbeat_at = ?4, last_progress_at = MAX(last_progress_at, ?5)
+                 WHERE run_id = ?1 AND lease_epoch = ?2 AND owner IS NOT NULL AND state = 'running'",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    lease.run_id,
+                    i64::try_from(lease.epoch).unwrap_or(i64::MAX),
+                    db_now.plus_millis(lease_ms as i64).millis(),
+                    db_now.millis(),
+                    now.millis()
+                ])
+            })
             .map_err(map_err(""))?;
         if n == 0 {
-            lost.push(run_id.clone());
+            lost.push(lease.run_id.clone());
         }
     }
     Ok(lost)
@@ -363,6 +465,7 @@ pub(crate) fn heartbeat(conn: &Connection, owner: &str, run_ids: &[String], now:
 pub(crate) fn recover_stalled(
     conn: &Connection,
     ids: &dyn IdGen,
+    db_now: Timestamp,
     now: Timestamp,
     scan: &Scan,
 ) -> Result<Vec<Recovered>> {
@@ -372,9 +475,16 @@ pub(crate) fn recover_stalled(
     let mut out = Vec::new();
     for run in running {
         let run = run?;
-        let Some(reason) = rules::abandoned_because(run.owner.as_deref(), run.heartbeat_at, now, scan) else {
+        let Some(reason) = rules::abandoned_because(&run, db_now, scan) else {
             continue;
         };
+        if scan.hand_over {
+            conn.prepare_cached("UPDATE runs SET lease_expires_at = ?2 WHERE run_id = ?1")
+                .and_then(|mut st| st.execute(params![run.run_id, db_now.millis()]))
+                .map_err(map_err(""))?;
+            out.push(rules::handed_over(&run, reason));
+            continue;
+        }
         let mut h = head(conn, &run.run_id)?;
         let now = rules::event_time(now, h.updated_at);
         let payload = rules::recovery(&run, reason.clone(), now, scan)?;
@@ -382,7 +492,8 @@ pub(crate) fn recover_stalled(
         tx.event(&mut h, &payload)?;
         let interrupted_attempts = tx.finish_running(&mut h, AttemptStatus::Interrupted)?;
         conn.prepare_cached(
-            "UPDATE runs SET state = 'stalled', owner = NULL, owner_process = NULL, recoveries = recoveries + 1,
+            "UPDATE runs SET state = 'stalled', owner = NULL, owner_process = NULL, lease_expires_at = NULL,
+                 recoveries = recoveries + 1,
                  summary = ?2, updated_at = ?3, last_progress_at = ?3, last_event_seq = ?4
              WHERE run_id = ?1",
         )
@@ -443,7 +554,7 @@ pub(crate) fn prune(
     let mut h = RunHead {
         state: RunState::Completed,
         owner: None,
-        owner_process: None,
+        lease_epoch: 0,
         job_id: rules::SYSTEM_RUN.into(),
         trace_id: rules::SYSTEM_RUN.into(),
         last_event_seq,

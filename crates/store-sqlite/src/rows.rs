@@ -12,7 +12,7 @@ use steward_store::{Attempt, Error, Result, Run};
 pub(crate) const RUN_COLUMNS: &str = "run_id, workflow_id, workflow_version, definition_hash, inputs, state,
     current_step_id, current_attempt, summary, terminal_reason, job_id, trace_id, job_kind, profile_id,
     protocol_id, total_iterations, owner, created_at, started_at, updated_at, heartbeat_at, last_progress_at,
-    finished_at, last_event_seq, workdir, owner_process, recoveries";
+    finished_at, last_event_seq, workdir, owner_process, recoveries, lease_epoch, lease_expires_at, ready_at";
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> Error {
     Error::Corrupt { path: String::new(), detail: format!("{what}: {detail}") }
@@ -58,6 +58,8 @@ pub(crate) fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Run>> {
     let workdir: String = r.get(24)?;
     let owner_process: Option<String> = r.get(25)?;
     let recoveries: u32 = r.get(26)?;
+    let lease_epoch: i64 = r.get(27)?;
+    let (lease_expires_at, ready_at) = (ts(28)?, ts(29)?);
     Ok((|| {
         let what = format!("run `{run_id}`");
         let Value::Object(inputs) = json(&what, &inputs)? else {
@@ -101,6 +103,9 @@ pub(crate) fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Run>> {
             total_iterations,
             owner,
             owner_process: process(&what, owner_process.as_deref())?,
+            lease_epoch: u64::try_from(lease_epoch).map_err(|e| corrupt(&what, e))?,
+            lease_expires_at,
+            ready_at,
             recoveries,
             created_at: Timestamp(created_at),
             started_at,

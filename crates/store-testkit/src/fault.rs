@@ -154,8 +154,16 @@ impl<S: Store + Clone> Store for FaultStore<S> {
         self.call(true, self.inner.commit(commit)).await
     }
 
-    async fn heartbeat(&self, owner: &str, run_ids: &[String], now: Timestamp) -> Result<Vec<String>> {
-        self.call(true, self.inner.heartbeat(owner, run_ids, now)).await
+    async fn claim(&self, claim: steward_store::Claim) -> Result<Vec<steward_store::Claimed>> {
+        self.call(true, self.inner.claim(claim)).await
+    }
+
+    async fn renew(&self, leases: &[steward_store::Lease], lease_ms: u64, now: Timestamp) -> Result<Vec<String>> {
+        self.call(true, self.inner.renew(leases, lease_ms, now)).await
+    }
+
+    fn runnable_hint(&self) -> impl std::future::Future<Output = ()> + Send {
+        self.inner.runnable_hint()
     }
 
     async fn recover_stalled(&self, now: Timestamp, scan: &Scan) -> Result<Vec<Recovered>> {

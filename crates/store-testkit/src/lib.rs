@@ -24,8 +24,8 @@ use steward_core::job::{JobContract, JobKind, MICRO_TASK_PROFILE};
 use steward_core::liveness::ProcessRef;
 use steward_core::state::{AttemptStatus, RunState, TransitionCause};
 use steward_store::{
-    AttemptFinish, AttemptProcess, AttemptStart, Commit, Error, Expect, NewRun, Owner, RunFilter, Scan, Store,
-    Transition,
+    AttemptFinish, AttemptProcess, AttemptStart, Claim, Commit, Error, Expect, Lease, NewRun, Owner, Release,
+    RunFilter, Scan, Store, Transition,
 };
 
 /// Generates one `#[tokio::test]` per conformance case.
@@ -40,7 +40,17 @@ macro_rules! store_conformance {
             attempts_are_written_before_and_after,
             a_step_waits_for_a_person_only_with_its_run,
             events_are_gapless_per_run,
-            heartbeat_reports_lost_runs,
+            renewal_reports_lost_leases,
+            two_claimers_race_and_exactly_one_wins,
+            a_claim_takes_queued_runs_oldest_first_up_to_its_limit,
+            an_expired_lease_is_recovered_by_the_next_claim,
+            a_renewed_lease_is_not_claimable,
+            leases_are_measured_on_the_databases_clock,
+            a_stale_epoch_is_refused_and_changes_nothing,
+            a_released_run_is_claimable_at_once_or_after_its_delay,
+            stalled_runs_are_claimed_only_by_the_resume_policy,
+            a_claim_takes_only_runs_of_the_workspaces_it_serves,
+            a_workers_scan_hands_abandoned_runs_to_the_next_claim,
             recovery_stalls_only_stale_running_runs,
             recovery_stalls_the_runs_of_dead_owners_and_counts_them,
             an_engine_releases_its_run_to_stalled,
@@ -124,20 +134,46 @@ pub fn new_run(run_id: &str) -> NewRun {
 }
 
 fn commit(run_id: &str, state: RunState, now: Timestamp) -> Commit {
-    Commit::new(run_id, Expect { state, owner: None }, now, Actor::System, "engine")
+    Commit::new(run_id, Expect::state(state), now, Actor::System, "engine")
+}
+
+/// A write by the holder of `epoch`.
+fn held(run_id: &str, epoch: u64, now: Timestamp) -> Commit {
+    Commit::new(run_id, Expect::held(epoch), now, Actor::System, "engine")
+}
+
+/// A lease no test outlives.
+const LONG: u64 = 3_600_000;
+
+/// A claim by `owner` (of one run, if given).
+pub fn claim_by(owner: &str, run_id: Option<&str>, lease_ms: u64, now: Timestamp) -> Claim {
+    Claim {
+        owner: Owner { id: owner.into(), process: None },
+        lease_ms,
+        limit: 16,
+        run_id: run_id.map(str::to_owned),
+        workdirs: Vec::new(),
+        resume_stalled: false,
+        now,
+    }
 }
 
 fn to(state: RunState, reason: &str) -> Option<Transition> {
     Some(Transition { to: state, cause: TransitionCause::Engine, reason: reason.into() })
 }
 
-/// Creates a run and moves it to running, owned by `owner`.
-pub async fn running_run<S: Store>(s: &S, run_id: &str, owner: &str, now: Timestamp) {
+/// Creates a run and claims it for `owner` with a lease no test outlives; returns its epoch.
+pub async fn running_run<S: Store>(s: &S, run_id: &str, owner: &str, now: Timestamp) -> u64 {
+    held_run(s, run_id, owner, now, LONG).await
+}
+
+/// Creates a run and claims it for `owner` with a lease of `lease_ms`; returns its epoch.
+pub async fn held_run<S: Store>(s: &S, run_id: &str, owner: &str, now: Timestamp, lease_ms: u64) -> u64 {
     s.create_run(NewRun { now, ..new_run(run_id) }).await.unwrap();
-    let mut c = commit(run_id, RunState::Queued, now);
-    c.transition = to(RunState::Running, "started");
-    c.set_owner = Some(owner.into());
-    s.commit(c).await.unwrap();
+    let claimed = s.claim(claim_by(owner, Some(run_id), lease_ms, now)).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{run_id} was not claimed");
+    assert_eq!((claimed[0].run.state, claimed[0].run.owner.as_deref()), (RunState::Running, Some(owner)));
+    claimed[0].run.lease_epoch
 }
 
 fn start(step: &str, attempt: u32) -> AttemptStart {
@@ -239,36 +275,28 @@ pub async fn transitions_follow_the_table_and_leave_nothing_on_refusal<S: Store>
     let err = s.commit(c).await.unwrap_err();
     assert!(err.to_string().contains("the run is finished"), "{err}");
     let kinds: Vec<String> = s.list_events("r2", 0).await.unwrap().into_iter().map(|e| e.event_type).collect();
-    assert_eq!(kinds, ["run_created", "run_state_changed", "run_state_changed"]);
+    assert_eq!(kinds, ["run_created", "run_state_changed", "run_claimed", "run_state_changed"]);
 }
 
-/// A write that expects another state or owner is a conflict and changes nothing.
+/// A write that expects another state or lease is a conflict and changes nothing.
 pub async fn stale_writers_are_fenced<S: Store>(s: &S) {
-    running_run(s, "r1", "worker-a", at(1)).await;
+    let epoch = running_run(s, "r1", "worker-a", at(1)).await;
     let mut c = commit("r1", RunState::Queued, at(2));
     c.transition = to(RunState::Running, "again");
     assert!(matches!(s.commit(c).await, Err(Error::Conflict { .. })));
-    let mut c = Commit::new(
-        "r1",
-        Expect { state: RunState::Running, owner: Some("worker-b".into()) },
-        at(2),
-        Actor::System,
-        "b",
-    );
+    let mut c = held("r1", epoch + 1, at(2));
     c.started = vec![start("a", 1)];
     let err = s.commit(c).await.unwrap_err();
     assert_eq!(
         err,
-        Error::Conflict { run_id: "r1".into(), expected: "owner worker-b".into(), actual: "owner worker-a".into() }
+        Error::Conflict {
+            run_id: "r1".into(),
+            expected: format!("lease epoch {}", epoch + 1),
+            actual: format!("lease epoch {epoch} held by worker-a"),
+        }
     );
     assert!(s.list_attempts("r1").await.unwrap().is_empty());
-    let mut c = Commit::new(
-        "r1",
-        Expect { state: RunState::Running, owner: Some("worker-a".into()) },
-        at(2),
-        Actor::System,
-        "a",
-    );
+    let mut c = held("r1", epoch, at(2));
     c.started = vec![start("a", 1)];
     s.commit(c).await.unwrap();
 }
@@ -290,7 +318,6 @@ pub async fn attempts_are_written_before_and_after<S: Store>(s: &S) {
     let run = s.get_run("r1").await.unwrap();
     assert_eq!((run.current_step_id.as_deref(), run.current_attempt, run.total_iterations), (Some("b"), Some(1), 2));
     assert_eq!(run.summary, "two steps running");
-    assert_eq!(run.heartbeat_at, Some(at(2)));
 
     let mut c = commit("r1", RunState::Running, at(5));
     c.finished = vec![finish("a", 1, AttemptStatus::Completed)];
@@ -383,37 +410,288 @@ pub async fn events_are_gapless_per_run<S: Store>(s: &S) {
     let events = s.list_events("r1", 0).await.unwrap();
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
-    assert_eq!(events.len(), 2 + 5 + 5 + 1);
+    assert_eq!(events.len(), 3 + 5 + 5 + 1);
     assert!(events.windows(2).all(|w| w[0].id < w[1].id && w[0].ts <= w[1].ts));
     assert_eq!(s.get_run("r1").await.unwrap().last_event_seq, events.len() as i64);
     assert!(s.list_attempts("r1").await.unwrap().iter().all(|a| a.status == AttemptStatus::Cancelled));
     assert_eq!(s.list_events("r1", 10).await.unwrap().len(), events.len() - 10);
-    assert_eq!(s.list_events("r2", 0).await.unwrap().len(), 2);
+    assert_eq!(s.list_events("r2", 0).await.unwrap().len(), 3);
 }
 
-/// Heartbeats renew only running runs held by the caller.
-pub async fn heartbeat_reports_lost_runs<S: Store>(s: &S) {
-    running_run(s, "r1", "me", at(1)).await;
-    running_run(s, "r2", "other", at(1)).await;
-    let lost = s.heartbeat("me", &["r1".into(), "r2".into(), "r3".into()], at(9)).await.unwrap();
+/// Renewals extend only leases still held, on the database's clock, and name the lost ones.
+pub async fn renewal_reports_lost_leases<S: Store>(s: &S) {
+    let mine = running_run(s, "r1", "me", at(1)).await;
+    let theirs = running_run(s, "r2", "other", at(1)).await;
+    let before = s.get_run("r1").await.unwrap();
+    let leases = [
+        Lease { run_id: "r1".into(), epoch: mine },
+        Lease { run_id: "r2".into(), epoch: theirs + 1 },
+        Lease { run_id: "r3".into(), epoch: 1 },
+    ];
+    let lost = s.renew(&leases, LONG * 2, at(9)).await.unwrap();
     assert_eq!(lost, ["r2", "r3"]);
     let r1 = s.get_run("r1").await.unwrap();
-    assert_eq!((r1.heartbeat_at, r1.last_progress_at, r1.last_event_seq), (Some(at(9)), at(9), 2));
-    assert_eq!(s.get_run("r2").await.unwrap().heartbeat_at, Some(at(1)));
+    assert!(r1.lease_expires_at > before.lease_expires_at, "{r1:?}");
+    assert_eq!((r1.last_event_seq, r1.lease_epoch), (3, mine), "a renewal writes no event and keeps the epoch");
+    let r2 = s.get_run("r2").await.unwrap();
+    assert!(r2.lease_expires_at.unwrap() <= before.lease_expires_at.unwrap().plus_millis(60_000));
+}
+
+/// Issue 12: of two workers claiming the same run at once, exactly one gets it.
+pub async fn two_claimers_race_and_exactly_one_wins<S: Store + Clone>(s: &S) {
+    for round in 0..8 {
+        let id = format!("r{round}");
+        s.create_run(new_run(&id)).await.unwrap();
+        let (a, b) = (s.clone(), s.clone());
+        let (ca, cb) = (claim_by("a", Some(&id), LONG, at(1)), claim_by("b", Some(&id), LONG, at(1)));
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(async move { a.claim(ca).await.unwrap() }),
+            tokio::spawn(async move { b.claim(cb).await.unwrap() })
+        );
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert_eq!(ra.len() + rb.len(), 1, "round {round}: {ra:?} {rb:?}");
+        let winner = if ra.is_empty() { "b" } else { "a" };
+        let run = s.get_run(&id).await.unwrap();
+        assert_eq!((run.owner.as_deref(), run.lease_epoch), (Some(winner), 1));
+        let claims = s.list_events(&id, 0).await.unwrap().into_iter().filter(|e| e.event_type == "run_claimed");
+        assert_eq!(claims.count(), 1);
+    }
+}
+
+/// A claim takes queued runs, oldest first, at most its limit, each `running` under epoch 1.
+pub async fn a_claim_takes_queued_runs_oldest_first_up_to_its_limit<S: Store>(s: &S) {
+    for (i, id) in ["c", "a", "b"].iter().enumerate() {
+        s.create_run(NewRun { now: at(i as i64), ..new_run(id) }).await.unwrap();
+    }
+    let got = s.claim(Claim { limit: 2, ..claim_by("w1", None, LONG, at(5)) }).await.unwrap();
+    let ids: Vec<&str> = got.iter().map(|c| c.run.run_id.as_str()).collect();
+    assert_eq!(ids, ["c", "a"]);
+    for c in &got {
+        assert_eq!(
+            (c.from, c.run.state, c.run.lease_epoch, c.recovered_from.clone()),
+            (RunState::Queued, RunState::Running, 1, None)
+        );
+        assert_eq!(c.lease(), Lease { run_id: c.run.run_id.clone(), epoch: 1 });
+        assert_eq!(c.run.started_at, Some(at(5)));
+        let events = s.list_events(&c.run.run_id, 0).await.unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(kinds, ["run_created", "run_state_changed", "run_claimed"]);
+        let claimed = &events[2];
+        assert_eq!(
+            (claimed.actor, claimed.payload["owner"].as_str(), claimed.payload["epoch"].as_u64()),
+            (Actor::System, Some("w1"), Some(1))
+        );
+    }
+    assert_eq!(s.claim(claim_by("w2", None, LONG, at(6))).await.unwrap().len(), 1);
+    assert!(s.claim(claim_by("w3", None, LONG, at(7))).await.unwrap().is_empty());
+}
+
+/// Issue 12 point 5: a run whose owner's lease ran out is taken over by the next claim, in one
+/// write: its attempts in flight end `interrupted`, the recovery is counted and recorded as
+/// FR-EVT-WF-RECOVERY (actor system) naming the old and the new owner, and the epoch rises.
+pub async fn an_expired_lease_is_recovered_by_the_next_claim<S: Store>(s: &S) {
+    // A lease of no length has run out by the time anyone else looks.
+    let old = held_run(s, "r1", "dead-worker", at(1), 0).await;
+    let mut c = held("r1", old, at(2));
+    c.started = vec![start("a", 1)];
+    s.commit(c).await.unwrap();
+    let got = s.claim(claim_by("peer", None, LONG, at(3))).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let c = &got[0];
+    assert_eq!(
+        (c.from, c.recovered_from.as_deref(), c.run.lease_epoch),
+        (RunState::Running, Some("dead-worker"), old + 1)
+    );
+    assert_eq!((c.run.owner.as_deref(), c.run.recoveries), (Some("peer"), 1));
+    let attempt = &s.list_attempts("r1").await.unwrap()[0];
+    assert_eq!((attempt.status, attempt.retryable), (AttemptStatus::Interrupted, true));
+    let events = s.list_events("r1", 0).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        kinds[kinds.len() - 4..],
+        ["workflow_recovery", "step_attempt_finished", "run_state_changed", "run_claimed"]
+    );
+    let rec = events.iter().find(|e| e.event_type == "workflow_recovery").unwrap();
+    assert_eq!(rec.actor, Actor::System);
+    let p = &rec.payload;
+    assert_eq!((p["owner"].as_str(), p["new_owner"].as_str()), (Some("dead-worker"), Some("peer")));
+    assert_eq!(
+        (p["from_state"].as_str(), p["to_state"].as_str(), p["recoveries"].as_u64()),
+        (Some("running"), Some("stalled"), Some(1))
+    );
+    // The old owner's late write is refused and changes nothing.
+    let seq = s.get_run("r1").await.unwrap().last_event_seq;
+    let mut late = held("r1", old, at(4));
+    late.finished = vec![finish("a", 1, AttemptStatus::Completed)];
+    assert!(matches!(s.commit(late).await, Err(Error::Conflict { .. })));
+    assert_eq!(s.get_run("r1").await.unwrap().last_event_seq, seq);
+    assert_eq!(s.list_attempts("r1").await.unwrap()[0].status, AttemptStatus::Interrupted);
+}
+
+/// A lease renewed in time keeps its run: nobody else can claim it.
+pub async fn a_renewed_lease_is_not_claimable<S: Store>(s: &S) {
+    let epoch = held_run(s, "r1", "w1", at(1), 0).await;
+    assert!(s.renew(&[Lease { run_id: "r1".into(), epoch }], LONG, at(2)).await.unwrap().is_empty());
+    assert!(s.claim(claim_by("w2", None, LONG, at(3))).await.unwrap().is_empty());
+    // Renewed to nothing, it runs out again.
+    assert!(s.renew(&[Lease { run_id: "r1".into(), epoch }], 0, at(4)).await.unwrap().is_empty());
+    let got = s.claim(claim_by("w2", None, LONG, at(5))).await.unwrap();
+    assert_eq!(got[0].recovered_from.as_deref(), Some("w1"));
+}
+
+/// Lease arithmetic uses the database's clock: a claimer whose clock runs an hour (or a year)
+/// ahead cannot take a run whose lease is still good, and one whose clock is behind cannot
+/// keep a run whose lease has run out.
+pub async fn leases_are_measured_on_the_databases_clock<S: Store>(s: &S) {
+    // The callers here live in 2023 (`at`); the database does not.
+    let far = T0.plus_millis(365 * 86_400_000 * 100);
+    held_run(s, "r1", "w1", at(1), 60_000).await;
+    let run = s.get_run("r1").await.unwrap();
+    assert!(run.lease_expires_at.unwrap() > at(365 * 86_400), "lease measured on the caller's clock: {run:?}");
+    assert!(s.claim(claim_by("ahead", None, LONG, far)).await.unwrap().is_empty());
+    let epoch = held_run(s, "r2", "w1", at(1), 0).await;
+    let got = s.claim(claim_by("behind", None, LONG, T0)).await.unwrap();
+    assert_eq!(got.iter().map(|c| c.run.run_id.as_str()).collect::<Vec<_>>(), ["r2"]);
+    assert_eq!(got[0].run.lease_epoch, epoch + 1);
+}
+
+/// A write naming an epoch the run has left is refused with `Conflict` and changes nothing,
+/// whatever it holds: attempts, events, a transition, a release.
+pub async fn a_stale_epoch_is_refused_and_changes_nothing<S: Store>(s: &S) {
+    let first = held_run(s, "r1", "w1", at(1), 0).await;
+    let second = s.claim(claim_by("w2", None, LONG, at(2))).await.unwrap()[0].run.lease_epoch;
+    assert_eq!(second, first + 1);
+    let before = (s.get_run("r1").await.unwrap(), s.list_events("r1", 0).await.unwrap().len());
+    let mut c = held("r1", first, at(3));
+    c.started = vec![start("a", 1)];
+    c.summary = Some("stale".into());
+    c.transition = to(RunState::Completed, "stale");
+    let err = s.commit(c).await.unwrap_err();
+    assert!(matches!(&err, Error::Conflict { expected, .. } if expected == &format!("lease epoch {first}")), "{err}");
+    let mut r = held("r1", first, at(3));
+    r.release = Some(Release { after_ms: 0, reason: "stale".into() });
+    assert!(matches!(s.commit(r).await, Err(Error::Conflict { .. })));
+    assert_eq!((s.get_run("r1").await.unwrap(), s.list_events("r1", 0).await.unwrap().len()), before);
+    assert!(s.list_attempts("r1").await.unwrap().is_empty());
+    // The holder's write lands.
+    let mut c = held("r1", second, at(4));
+    c.started = vec![start("a", 1)];
+    s.commit(c).await.unwrap();
+}
+
+/// A release gives a held run back: it stays `running`, held by nobody, claimable at once (or
+/// after its delay: a retry's backoff), without counting a recovery; the releaser's epoch is
+/// stale from then on. A release with attempts still running is refused.
+pub async fn a_released_run_is_claimable_at_once_or_after_its_delay<S: Store>(s: &S) {
+    let epoch = running_run(s, "r1", "w1", at(1)).await;
+    let mut c = held("r1", epoch, at(2));
+    c.started = vec![start("a", 1)];
+    s.commit(c).await.unwrap();
+    let mut early = held("r1", epoch, at(3));
+    early.release = Some(Release { after_ms: 0, reason: "shutting down".into() });
+    assert!(matches!(s.commit(early).await, Err(Error::Invalid(m)) if m.contains("no attempt in flight")));
+    let mut c = held("r1", epoch, at(3));
+    c.finish_running_as = Some(AttemptStatus::Interrupted);
+    c.release = Some(Release { after_ms: 0, reason: "shutting down".into() });
+    assert_eq!(s.commit(c).await.unwrap().state, RunState::Running);
+    let run = s.get_run("r1").await.unwrap();
+    assert_eq!((run.state, run.owner.as_deref(), run.lease_epoch, run.recoveries), (RunState::Running, None, epoch, 0));
+    let last = s.list_events("r1", 0).await.unwrap().pop().unwrap();
+    assert_eq!((last.event_type.as_str(), last.payload["reason"].as_str()), ("run_released", Some("shutting down")));
+    // Its old epoch is stale even before anyone claims it.
+    let mut stale = held("r1", epoch, at(4));
+    stale.started = vec![start("a", 2)];
+    assert!(matches!(s.commit(stale).await, Err(Error::Conflict { .. })));
+    let got = s.claim(claim_by("w2", None, LONG, at(5))).await.unwrap();
+    assert_eq!((got.len(), got[0].recovered_from.clone(), got[0].run.recoveries), (1, None, 0));
+    let epoch = got[0].run.lease_epoch;
+    // A release with a delay is not claimable before it.
+    let mut c = held("r1", epoch, at(6));
+    c.release = Some(Release { after_ms: LONG, reason: "backoff".into() });
+    s.commit(c).await.unwrap();
+    assert!(s.get_run("r1").await.unwrap().ready_at.is_some());
+    assert!(s.claim(claim_by("w3", None, LONG, at(7))).await.unwrap().is_empty());
+    // Only a lease holder releases.
+    s.create_run(new_run("r2")).await.unwrap();
+    let mut c = commit("r2", RunState::Queued, at(8));
+    c.release = Some(Release { after_ms: 0, reason: "x".into() });
+    assert!(matches!(s.commit(c).await, Err(Error::Invalid(_))));
+}
+
+/// DG-WF-11: a stalled run waits for a person unless the claimer applies the automatic-resume
+/// policy; an operator's resume leaves the run held by nobody for the next claim.
+pub async fn stalled_runs_are_claimed_only_by_the_resume_policy<S: Store>(s: &S) {
+    held_run(s, "r1", "w1", at(1), 0).await;
+    assert_eq!(s.recover_stalled(at(2), &scan(30)).await.unwrap().len(), 1);
+    assert!(s.claim(claim_by("w2", None, LONG, at(3))).await.unwrap().is_empty());
+    let got = s.claim(Claim { resume_stalled: true, ..claim_by("w2", None, LONG, at(3)) }).await.unwrap();
+    assert_eq!((got.len(), got[0].from, got[0].run.recoveries), (1, RunState::Stalled, 1));
+    let change = s.list_events("r1", 0).await.unwrap().into_iter().rev().nth(1).unwrap();
+    assert_eq!(
+        (change.event_type.as_str(), change.payload["from_state"].as_str()),
+        ("run_state_changed", Some("stalled"))
+    );
+    // An operator resumes a stalled run: running, nobody holds it, claimable at once.
+    held_run(s, "r2", "w1", at(1), 0).await;
+    s.recover_stalled(at(4), &scan(30)).await.unwrap();
+    let mut c = commit("r2", RunState::Stalled, at(5));
+    c.transition =
+        Some(Transition { to: RunState::Running, cause: TransitionCause::Operator, reason: "resume".into() });
+    s.commit(c).await.unwrap();
+    let run = s.get_run("r2").await.unwrap();
+    assert_eq!((run.state, run.owner.as_deref()), (RunState::Running, None));
+    let got = s.claim(claim_by("w3", Some("r2"), LONG, at(6))).await.unwrap();
+    assert_eq!((got.len(), got[0].recovered_from.clone()), (1, None));
+}
+
+/// A worker's recovery scan stalls nothing: it ends the leases of runs whose owner died, and
+/// the next claim recovers them (naming both owners) before it takes any queued run.
+pub async fn a_workers_scan_hands_abandoned_runs_to_the_next_claim<S: Store>(s: &S) {
+    s.create_run(NewRun { now: at(0), ..new_run("queued-first") }).await.unwrap();
+    held_run(s, "held", "dead-peer", at(1), LONG).await;
+    let scan = Scan { threshold_secs: 30, dead_owners: vec!["dead-peer".into()], hand_over: true, ..Scan::default() };
+    let found = s.recover_stalled(at(2), &scan).await.unwrap();
+    assert_eq!((found.len(), found[0].run_id.as_str()), (1, "held"));
+    let run = s.get_run("held").await.unwrap();
+    assert_eq!((run.state, run.owner.as_deref(), run.recoveries), (RunState::Running, Some("dead-peer"), 0));
+    let got = s.claim(Claim { limit: 1, ..claim_by("me", None, LONG, at(3)) }).await.unwrap();
+    assert_eq!((got[0].run.run_id.as_str(), got[0].recovered_from.as_deref()), ("held", Some("dead-peer")));
+    let rec =
+        s.list_events("held", 0).await.unwrap().into_iter().find(|e| e.event_type == "workflow_recovery").unwrap();
+    assert_eq!((rec.payload["owner"].as_str(), rec.payload["new_owner"].as_str()), (Some("dead-peer"), Some("me")));
+}
+
+/// A worker that serves some workspaces claims only runs in them (or beneath them).
+pub async fn a_claim_takes_only_runs_of_the_workspaces_it_serves<S: Store>(s: &S) {
+    for (id, dir) in [("a", "/srv/one"), ("b", "/srv/one/sub"), ("c", "/srv/onex"), ("d", "/srv/two")] {
+        s.create_run(NewRun { workdir: dir.into(), ..new_run(id) }).await.unwrap();
+    }
+    let serve = |dirs: &[&str]| Claim {
+        workdirs: dirs.iter().map(|d| d.to_string()).collect(),
+        ..claim_by("w", None, LONG, at(1))
+    };
+    let got = s.claim(serve(&["/srv/one/"])).await.unwrap();
+    let mut ids: Vec<String> = got.into_iter().map(|c| c.run.run_id).collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "b"]);
+    assert!(s.claim(serve(&["/srv/three"])).await.unwrap().is_empty());
+    assert_eq!(s.claim(serve(&["/srv/two", "/srv/onex"])).await.unwrap().len(), 2);
 }
 
 /// HSK-WF-003 / DG-FR-09: stale running runs become stalled with one recovery event by `system`.
 pub async fn recovery_stalls_only_stale_running_runs<S: Store>(s: &S) {
-    running_run(s, "stale", "dead", at(0)).await;
+    let dead = held_run(s, "stale", "dead", at(0), 0).await;
     let mut c = commit("stale", RunState::Running, at(0));
     c.started = vec![start("a", 1)];
     s.commit(c).await.unwrap();
+    let claimed_at = s.get_run("stale").await.unwrap().heartbeat_at;
+    assert!(claimed_at.is_some());
     running_run(s, "fresh", "alive", at(50)).await;
     s.create_run(new_run("queued")).await.unwrap();
 
     let recovered = s.recover_stalled(at(60), &scan(30)).await.unwrap();
     assert_eq!(recovered.len(), 1);
-    assert_eq!((recovered[0].run_id.as_str(), recovered[0].last_heartbeat_at), ("stale", Some(at(0))));
+    assert_eq!((recovered[0].run_id.as_str(), recovered[0].last_heartbeat_at), ("stale", claimed_at));
     assert_eq!(recovered[0].interrupted_attempts, ["stale:a:1"]);
     let run = s.get_run("stale").await.unwrap();
     assert_eq!((run.state, run.owner.as_deref(), run.recoveries), (RunState::Stalled, None, 1));
@@ -429,20 +707,14 @@ pub async fn recovery_stalls_only_stale_running_runs<S: Store>(s: &S) {
         (Some("running"), Some("stalled"), Some(30))
     );
     assert_eq!((p["workflow_run_id"].as_str(), p["job_id"].as_str()), (Some("stale"), Some("job-stale")));
-    assert_eq!(p["last_heartbeat_ts"].as_str().and_then(Timestamp::parse_rfc3339), Some(at(0)));
+    assert_eq!(p["last_heartbeat_ts"].as_str().and_then(Timestamp::parse_rfc3339), claimed_at);
     assert!(p["reason"].as_str().is_some_and(|r| !r.is_empty()));
     assert_eq!(s.get_run("fresh").await.unwrap().state, RunState::Running);
     assert_eq!(s.get_run("queued").await.unwrap().state, RunState::Queued);
     // Idempotent.
     assert!(s.recover_stalled(at(61), &scan(30)).await.unwrap().is_empty());
     // The dead owner's late write is fenced off.
-    let mut c = Commit::new(
-        "stale",
-        Expect { state: RunState::Running, owner: Some("dead".into()) },
-        at(62),
-        Actor::System,
-        "dead",
-    );
+    let mut c = held("stale", dead, at(62));
     c.finished = vec![finish("a", 1, AttemptStatus::Completed)];
     assert!(matches!(s.commit(c).await, Err(Error::Conflict { .. })));
 }
@@ -459,10 +731,8 @@ fn process(pid: i32) -> ProcessRef {
 /// recovery is counted on the run (for `limits.max_recoveries`) and in its event.
 pub async fn recovery_stalls_the_runs_of_dead_owners_and_counts_them<S: Store>(s: &S) {
     s.create_run(new_run("r1")).await.unwrap();
-    let mut c = commit("r1", RunState::Queued, at(1));
-    c.transition = to(RunState::Running, "started");
-    c.set_owner = Some(Owner { id: "host:41".into(), process: Some(process(41)) });
-    s.commit(c).await.unwrap();
+    let owner = Owner { id: "host:41".into(), process: Some(process(41)) };
+    s.claim(Claim { owner, ..claim_by("", Some("r1"), LONG, at(1)) }).await.unwrap();
     let run = s.get_run("r1").await.unwrap();
     assert_eq!((run.owner.as_deref(), run.owner_process), (Some("host:41"), Some(process(41))));
     running_run(s, "r2", "host:42", at(1)).await;
@@ -481,8 +751,8 @@ pub async fn recovery_stalls_the_runs_of_dead_owners_and_counts_them<S: Store>(s
     let mut c = commit("r1", RunState::Stalled, at(3));
     c.transition =
         Some(Transition { to: RunState::Running, cause: TransitionCause::Operator, reason: "resume".into() });
-    c.set_owner = Some("host:43".into());
     s.commit(c).await.unwrap();
+    s.claim(claim_by("host:43", Some("r1"), 0, at(3))).await.unwrap();
     s.recover_stalled(at(100), &scan(30)).await.unwrap();
     assert_eq!(s.get_run("r1").await.unwrap().recoveries, 2);
     // A stalled run recovered too often is poisoned, by the engine, never by recovery.
@@ -498,12 +768,11 @@ pub async fn recovery_stalls_the_runs_of_dead_owners_and_counts_them<S: Store>(s
 /// the run goes to `stalled` with FR-EVT-WF-RECOVERY (not counted as a recovery), and nobody
 /// holds it, so `resume` can take it at once.
 pub async fn an_engine_releases_its_run_to_stalled<S: Store>(s: &S) {
-    running_run(s, "r1", "me", at(1)).await;
+    let epoch = running_run(s, "r1", "me", at(1)).await;
     let mut c = commit("r1", RunState::Running, at(2));
     c.started = vec![start("a", 1)];
     s.commit(c).await.unwrap();
-    let mut c =
-        Commit::new("r1", Expect { state: RunState::Running, owner: Some("me".into()) }, at(3), Actor::System, "me");
+    let mut c = held("r1", epoch, at(3));
     c.finished = vec![AttemptFinish {
         status: AttemptStatus::Interrupted,
         retryable: true,
@@ -523,36 +792,30 @@ pub async fn an_engine_releases_its_run_to_stalled<S: Store>(s: &S) {
 /// HSK-WF-001 with a command: the process an attempt is about to let run is recorded on the
 /// attempt, with an event, only while the attempt runs and its writer still holds the run.
 pub async fn a_command_process_is_recorded_only_for_a_running_attempt<S: Store>(s: &S) {
-    running_run(s, "r1", "me", at(1)).await;
+    let epoch = running_run(s, "r1", "me", at(1)).await;
     let mut c = commit("r1", RunState::Running, at(2));
     c.started = vec![start("a", 1)];
     s.commit(c).await.unwrap();
-    let fenced = |owner: &str, pid: i32, attempt: u32| {
-        let mut c = Commit::new(
-            "r1",
-            Expect { state: RunState::Running, owner: Some(owner.into()) },
-            at(3),
-            Actor::System,
-            owner,
-        );
+    let fenced = |epoch: u64, pid: i32, attempt: u32| {
+        let mut c = held("r1", epoch, at(3));
         c.processes = vec![AttemptProcess { step_id: "a".into(), attempt, process: process(pid) }];
         c
     };
-    assert!(matches!(s.commit(fenced("stale", 7, 1)).await, Err(Error::Conflict { .. })));
-    assert!(matches!(s.commit(fenced("me", 7, 2)).await, Err(Error::Invalid(m)) if m.contains("never started")));
-    s.commit(fenced("me", 7, 1)).await.unwrap();
+    assert!(matches!(s.commit(fenced(epoch + 1, 7, 1)).await, Err(Error::Conflict { .. })));
+    assert!(matches!(s.commit(fenced(epoch, 7, 2)).await, Err(Error::Invalid(m)) if m.contains("never started")));
+    s.commit(fenced(epoch, 7, 1)).await.unwrap();
     assert_eq!(s.list_attempts("r1").await.unwrap()[0].process, Some(process(7)));
     let last = s.list_events("r1", 0).await.unwrap().pop().unwrap();
     assert_eq!(last.event_type, "attempt_process_started");
     assert_eq!((last.step_id.as_deref(), last.payload["pid"].as_i64()), (Some("a"), Some(7)));
     // A later command of the same attempt replaces it.
-    s.commit(fenced("me", 8, 1)).await.unwrap();
+    s.commit(fenced(epoch, 8, 1)).await.unwrap();
     assert_eq!(s.list_attempts("r1").await.unwrap()[0].process, Some(process(8)));
 
     let mut c = commit("r1", RunState::Running, at(4));
     c.finished = vec![finish("a", 1, AttemptStatus::Completed)];
     s.commit(c).await.unwrap();
-    let err = s.commit(fenced("me", 9, 1)).await.unwrap_err();
+    let err = s.commit(fenced(epoch, 9, 1)).await.unwrap_err();
     assert!(err.to_string().contains("is completed"), "{err}");
     assert_eq!(s.list_attempts("r1").await.unwrap()[0].process, Some(process(8)));
 }
@@ -645,7 +908,7 @@ pub async fn concurrent_commits_all_land<S: Store + Clone>(s: &S) {
     for r in 0..32 {
         let id = format!("r{r}");
         let events = s.list_events(&id, 0).await.unwrap();
-        assert_eq!(events.len(), 2 + 10 + 9);
+        assert_eq!(events.len(), 3 + 10 + 9);
         assert!(events.iter().enumerate().all(|(i, e)| e.seq == i as i64 + 1));
         assert_eq!(s.get_run(&id).await.unwrap().total_iterations, 10);
     }
@@ -677,7 +940,7 @@ pub async fn a_failed_write_does_not_spoil_its_batch<S: Store + Clone>(s: &S) {
     assert!(attempts.iter().all(|a| a.step_id.trim_start_matches('s').parse::<u32>().unwrap() % 2 == 0));
     let events = s.list_events("r1", 0).await.unwrap();
     assert!(events.iter().enumerate().all(|(i, e)| e.seq == i as i64 + 1));
-    assert_eq!(events.len(), 2 + 10);
+    assert_eq!(events.len(), 3 + 10);
 }
 
 /// Events a commit carries (tool calls, gate and capability decisions) are
@@ -711,9 +974,16 @@ pub async fn events_of_a_commit_are_recorded_with_it<S: Store>(s: &S) {
     let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(
         kinds,
-        ["run_created", "run_state_changed", "step_attempt_started", "capability_action", "step_attempt_finished"]
+        [
+            "run_created",
+            "run_state_changed",
+            "run_claimed",
+            "step_attempt_started",
+            "capability_action",
+            "step_attempt_finished"
+        ]
     );
-    let e = &events[3];
+    let e = &events[4];
     assert_eq!(
         (e.actor_id.as_str(), e.step_id.as_deref(), e.capability_id.as_deref()),
         ("tool-bus", Some("a"), Some("proc.exec:echo"))
@@ -737,7 +1007,7 @@ pub async fn every_registered_event_round_trips<S: Store>(s: &S) {
         })
         .collect();
     s.commit(c).await.unwrap();
-    let events = s.list_events("r1", 2).await.unwrap();
+    let events = s.list_events("r1", 3).await.unwrap();
     assert_eq!(events.len(), REGISTRY.len());
     for (e, spec) in events.iter().zip(REGISTRY) {
         assert_eq!((e.event_type.as_str(), &e.payload), (spec.event_type, &example(spec)));
@@ -763,8 +1033,8 @@ pub async fn invalid_events_are_refused_and_leave_nothing<S: Store>(s: &S) {
         assert!(matches!(&err, Error::Invalid(m) if m.starts_with("HSK-400-INVALID-EVENT")), "{err}");
     }
     assert!(s.list_attempts("r1").await.unwrap().is_empty());
-    assert_eq!(s.list_events("r1", 0).await.unwrap().len(), 2);
-    assert_eq!(s.get_run("r1").await.unwrap().last_event_seq, 2);
+    assert_eq!(s.list_events("r1", 0).await.unwrap().len(), 3);
+    assert_eq!(s.get_run("r1").await.unwrap().last_event_seq, 3);
 }
 
 /// The mirror's feed: every run's events in store-wide `id` order, paged.
@@ -775,13 +1045,13 @@ pub async fn events_are_listed_store_wide_in_id_order<S: Store>(s: &S) {
     c.started = vec![start("x", 1)];
     s.commit(c).await.unwrap();
     let all = s.list_events_since(0, 100).await.unwrap();
-    assert_eq!(all.len(), 5);
+    assert_eq!(all.len(), 7);
     assert!(all.windows(2).all(|w| w[0].id < w[1].id));
     let runs: Vec<&str> = all.iter().map(|e| e.workflow_run_id.as_str()).collect();
-    assert_eq!(runs, ["a", "a", "b", "b", "a"]);
+    assert_eq!(runs, ["a", "a", "a", "b", "b", "b", "a"]);
     let page = s.list_events_since(all[1].id, 2).await.unwrap();
     assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [all[2].id, all[3].id]);
-    assert!(s.list_events_since(all[4].id, 10).await.unwrap().is_empty());
+    assert!(s.list_events_since(all[6].id, 10).await.unwrap().is_empty());
 }
 
 /// FR-EVT-004 / HSK-GC-004: retention removes old events of finished runs only,
@@ -799,21 +1069,21 @@ pub async fn prune_spares_unfinished_runs_and_reports_first<S: Store>(s: &S) {
     let policy = RetentionPolicy::default();
 
     let dry = s.prune(later, &policy, true).await.unwrap();
-    assert_eq!((dry.scanned, dry.pruned_ids.len(), dry.spared), (5, 3, 2));
+    assert_eq!((dry.scanned, dry.pruned_ids.len(), dry.spared), (7, 4, 3));
     // A per-family setting keeps the workflow family (every event here) longer than the default.
     let mut keep = RetentionPolicy::default();
     keep.family_days.insert("workflow".into(), 100);
     let kept = s.prune(later, &keep, true).await.unwrap();
     assert_eq!((kept.pruned_ids.len(), kept.spared), (0, 0), "per-family retention");
-    assert_eq!(s.list_events("done", 0).await.unwrap().len(), 3, "a dry run deletes nothing");
+    assert_eq!(s.list_events("done", 0).await.unwrap().len(), 4, "a dry run deletes nothing");
     assert!(s.list_events("_system", 0).await.unwrap().is_empty(), "a dry run records nothing");
     assert_eq!(s.commit(finished.clone()).await.unwrap().state, RunState::Completed, "ids kept until pruned");
 
     let report = s.prune(later, &policy, false).await.unwrap();
-    assert_eq!((report.pruned_ids.len(), report.spared, report.runs_emptied), (3, 2, 1));
+    assert_eq!((report.pruned_ids.len(), report.spared, report.runs_emptied), (4, 3, 1));
     assert!(report.bytes > 0);
     assert!(s.list_events("done", 0).await.unwrap().is_empty());
-    assert_eq!(s.list_events("live", 0).await.unwrap().len(), 2, "events of a running run are never pruned");
+    assert_eq!(s.list_events("live", 0).await.unwrap().len(), 3, "events of a running run are never pruned");
     // A finished run's commit ids are forgotten: repeating its last commit is now a conflict,
     // and still changes nothing.
     assert!(matches!(s.commit(finished).await, Err(Error::Conflict { .. })));
@@ -823,7 +1093,7 @@ pub async fn prune_spares_unfinished_runs_and_reports_first<S: Store>(s: &S) {
     let p = &sys[0].payload;
     assert_eq!(
         (sys[0].event_type.as_str(), p["items_pruned"].as_u64(), p["items_spared"].as_u64()),
-        ("prune_report", Some(3), Some(2))
+        ("prune_report", Some(4), Some(3))
     );
     assert!(sys[0].id > report.pruned_ids.iter().copied().max().unwrap(), "report recorded in the pruning transaction");
 
@@ -831,5 +1101,5 @@ pub async fn prune_spares_unfinished_runs_and_reports_first<S: Store>(s: &S) {
     let last = s.list_events_since(0, 100).await.unwrap().last().map(|e| e.id).unwrap();
     running_run(s, "new", "me", later).await;
     let after = s.list_events_since(last, 100).await.unwrap();
-    assert_eq!(after.iter().map(|e| e.workflow_run_id.as_str()).collect::<Vec<_>>(), ["new", "new"]);
+    assert_eq!(after.iter().map(|e| e.workflow_run_id.as_str()).collect::<Vec<_>>(), ["new", "new", "new"]);
 }

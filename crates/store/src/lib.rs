@@ -10,9 +10,14 @@
 //!
 //! Every write of a run's state goes through
 //! [`steward_core::state::check_run_transition`] and is conditional on the
-//! state (and, where given, the owner) the caller last saw, which is how a
+//! state (and, where given, the lease epoch) the caller last saw, which is how a
 //! stale process is fenced off: its late write fails with
 //! [`Error::Conflict`] and changes nothing.
+//!
+//! Workers take runs with [`Store::claim`]: a lease of a set length whose epoch, raised by
+//! every claim, is the fencing token every driving write names. Leases are measured on the
+//! database's clock (PostgreSQL's `now()`, the host's clock for the embedded stores), never a
+//! caller's, so a worker with a skewed clock can neither steal a run nor keep one.
 //!
 //! The conformance suite in `steward-store-testkit` is the executable form of
 //! the contracts documented on each method; every backend runs it.
@@ -94,11 +99,21 @@ impl PartialEq for Error {
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The clock leases are measured on: the database's. An embedded store's database runs on this
+/// host, so its clock is [`host_now`]; a server's is the server's.
+pub type DbClock = dyn Fn() -> Timestamp + Send + Sync;
+
+/// This host's clock, as an embedded database's clock.
+pub fn host_now() -> Timestamp {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// The storage a Steward engine runs on.
 ///
 /// Methods return `Send` futures so the engine can drive many runs on a
-/// multi-threaded runtime. All timestamps are supplied by the caller; the
-/// store never reads a clock, which keeps its behaviour reproducible in tests.
+/// multi-threaded runtime. Event times are supplied by the caller; the store reads a clock
+/// only for leases, and that clock is the database's.
 pub trait Store: Send + Sync + 'static {
     /// Creates a run in `queued` with its `run_created` event, storing the
     /// definition source under its hash if it is not there yet.
@@ -111,11 +126,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies one [`Commit`] atomically, each change with its event, in this order: the
     /// commit's own events, attempt finishes, running attempts finished as
-    /// `finish_running_as`, the transition, attempt starts, attempt processes, then the run's
-    /// fields.
+    /// `finish_running_as`, the transition, attempt starts, attempt processes, a release, then
+    /// the run's fields. A run that enters `running` this way is held by nobody and claimable at
+    /// once; one that leaves it is held by nobody.
     ///
-    /// Fails with [`Error::Conflict`] if the run's state (or owner, when
-    /// checked) is not what `commit.expect` says, with
+    /// Fails with [`Error::Conflict`] if the run's state is not what `commit.expect` says, or
+    /// (when it names an epoch) the run is not held under that epoch any more, with
     /// [`Error::InvalidTransition`] if the transition is not in the table,
     /// and with [`Error::Invalid`] if an attempt already exists (start) or is
     /// not running (finish, process). On any error nothing is written.
@@ -125,22 +141,37 @@ pub trait Store: Send + Sync + 'static {
     /// was lost).
     fn commit(&self, commit: Commit) -> impl Future<Output = Result<CommitOutcome>> + Send;
 
-    /// Renews the heartbeat of the given runs if they are still `running`
-    /// and held by `owner`. Returns the runs that are not, so their
-    /// executor can stop (they were cancelled or recovered by someone else).
+    /// Claims up to `claim.limit` runs a worker may drive, oldest first, each in its own
+    /// transaction, skipping runs another claimer holds locked: `queued` runs; `running` runs
+    /// nobody holds whose `ready_at` has come; `running` runs whose owner's lease has expired
+    /// (the interrupted attempts end `interrupted`, the recovery is counted and recorded as
+    /// FR-EVT-WF-RECOVERY naming the old and the new owner); and with `resume_stalled`,
+    /// `stalled` runs. Runs to recover come before queued ones (HSK-WF-003: interrupted work is
+    /// recovered before new work is taken). Each claimed run is `running`, owned by `claim.owner`, its epoch raised
+    /// by one, its lease ending `lease_ms` after the database's now (never the caller's), with
+    /// a `run_claimed` event.
+    ///
+    /// With `claim.run_id`, only that run; an empty answer then means it is not claimable.
+    fn claim(&self, claim: Claim) -> impl Future<Output = Result<Vec<Claimed>>> + Send;
+
+    /// Extends each lease that is still held (the run `running`, owned, under that epoch) to
+    /// `lease_ms` after the database's now. Returns the runs whose lease is not held any more,
+    /// so their driver can stop: they were cancelled, released, recovered or claimed by another.
     /// Writes no events.
-    fn heartbeat(
+    fn renew(
         &self,
-        owner: &str,
-        run_ids: &[String],
+        leases: &[Lease],
+        lease_ms: u64,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
 
-    /// The recovery scan (HSK-WF-003): in one transaction, moves every `running` run whose
-    /// heartbeat is older than `scan.threshold_secs`, or whose owner is one of
+    /// The recovery scan (HSK-WF-003): in one transaction, moves every `running` run held by an
+    /// owner whose lease has expired on the database's clock, or whose owner is one of
     /// `scan.dead_owners` or `scan.killed_owners`, to `stalled`, records FR-EVT-WF-RECOVERY
     /// (actor `system`) for each, marks their in-flight attempts `interrupted`, and counts the
-    /// recovery on the run. Idempotent: a second scan finds nothing.
+    /// recovery on the run. Idempotent: a second scan finds nothing. With `scan.hand_over`, it
+    /// only ends the leases of the runs it finds (no event: the claim that takes them records
+    /// their recovery).
     fn recover_stalled(&self, now: Timestamp, scan: &Scan) -> impl Future<Output = Result<Vec<Recovered>>> + Send;
 
     /// One run. [`Error::NotFound`] if there is none.
@@ -174,4 +205,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The definition source stored under `hash`.
     fn get_definition(&self, hash: &str) -> impl Future<Output = Result<String>> + Send;
+
+    /// Resolves when a run may have become claimable (a hint: only a claim tells), for
+    /// workers to wake at once instead of at their next poll. A store that cannot tell never
+    /// resolves, and its workers poll.
+    fn runnable_hint(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 }

@@ -15,8 +15,8 @@ use steward_core::ids::IdGen;
 use steward_core::state::{AttemptStatus, RunState};
 
 use crate::{
-    Attempt, AttemptFinish, Commit, CommitOutcome, Error, NewRun, Owner, Recovered, Result, Run, RunFilter, Scan,
-    Store, rules,
+    Attempt, AttemptFinish, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun, Recovered, Result, Run,
+    RunFilter, Scan, Store, rules,
 };
 
 #[derive(Clone)]
@@ -131,12 +131,19 @@ impl State {
 pub struct MemStore {
     state: Arc<Mutex<State>>,
     ids: Arc<dyn IdGen>,
+    /// The "database's clock" leases are measured on.
+    clock: Arc<crate::DbClock>,
 }
 
 impl MemStore {
-    /// An empty store whose event ids come from `ids`.
+    /// An empty store whose event ids come from `ids`, its leases measured on this host's clock.
     pub fn new(ids: Arc<dyn IdGen>) -> MemStore {
-        MemStore { state: Arc::default(), ids }
+        MemStore { state: Arc::default(), ids, clock: Arc::new(crate::host_now) }
+    }
+
+    /// The same, with leases measured on `clock` (for tests that move time).
+    pub fn with_clock(ids: Arc<dyn IdGen>, clock: Arc<crate::DbClock>) -> MemStore {
+        MemStore { state: Arc::default(), ids, clock }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -171,6 +178,9 @@ impl Store for MemStore {
             total_iterations: 0,
             owner: None,
             owner_process: None,
+            lease_epoch: 0,
+            lease_expires_at: None,
+            ready_at: None,
             recoveries: 0,
             created_at: new.now,
             started_at: None,
@@ -192,7 +202,7 @@ impl Store for MemStore {
         if c.id.as_ref().is_some_and(|id| d.applied.contains(id)) {
             return Ok(CommitOutcome { state: d.run.state, last_event_seq: d.run.last_event_seq });
         }
-        rules::check_expect(&c, d.run.state, d.run.owner.as_deref())?;
+        rules::check_expect(&c, d.run.state, d.run.owner.as_deref(), d.run.lease_epoch)?;
         rules::check_shape(&c)?;
         let now = rules::event_time(c.now, d.run.updated_at);
         let (actor, actor_id) = (c.actor, c.actor_id.as_str());
@@ -206,6 +216,8 @@ impl Store for MemStore {
         if let Some(status) = c.finish_running_as {
             d.finish_running(status, now, actor, actor_id)?;
         }
+        let entered_running =
+            c.transition.as_ref().is_some_and(|t| t.to == RunState::Running) && d.run.state != RunState::Running;
         if let Some(t) = &c.transition {
             let payload = rules::transition(&c.run_id, &d.run.job_id, d.run.owner.as_deref(), d.run.state, t)?;
             d.event(now, actor, actor_id, payload)?;
@@ -231,6 +243,15 @@ impl Store for MemStore {
             }
             d.event(now, actor, actor_id, payload)?;
         }
+        let running_left = d.attempts.iter().any(|a| a.status == AttemptStatus::Running);
+        rules::check_release(&c, d.run.state, running_left)?;
+        if let Some(r) = &c.release {
+            let payload = rules::released(d.run.owner.as_deref(), d.run.lease_epoch, r);
+            d.event(now, Actor::System, actor_id, payload)?;
+            d.run.ready_at = Some((self.clock)().plus_millis(r.after_ms as i64));
+        } else if entered_running {
+            d.run.ready_at = None;
+        }
         if let Some(id) = &c.id {
             d.applied.insert(id.clone());
         }
@@ -238,12 +259,11 @@ impl Store for MemStore {
         if let Some(summary) = &c.summary {
             run.summary = summary.clone();
         }
-        let current = run.owner.take().map(|id| Owner { id, process: run.owner_process.take() });
-        let owner = rules::owner_after(run.state, c.set_owner.clone(), current);
-        (run.owner, run.owner_process) = owner.map_or((None, None), |o| (Some(o.id), o.process));
+        if !rules::keeps_owner(run.state, &c) {
+            (run.owner, run.owner_process, run.lease_expires_at) = (None, None, None);
+        }
         if run.state == RunState::Running {
             run.started_at = run.started_at.or(Some(now));
-            run.heartbeat_at = Some(now);
         }
         run.updated_at = now;
         run.last_progress_at = now;
@@ -254,35 +274,95 @@ impl Store for MemStore {
         Ok(CommitOutcome { state: outcome_state, last_event_seq })
     }
 
-    async fn heartbeat(&self, owner: &str, run_ids: &[String], now: Timestamp) -> Result<Vec<String>> {
+    async fn claim(&self, claim: Claim) -> Result<Vec<Claimed>> {
+        let db_now = (self.clock)();
+        let mut state = self.lock();
+        let mut found: Vec<(rules::ClaimKind, RunData)> = state
+            .runs
+            .values()
+            .filter_map(|d| rules::claimable(&d.run, &claim, db_now).map(|k| (k, d.clone())))
+            .collect();
+        found.sort_by(|(ka, a), (kb, b)| {
+            (*ka == rules::ClaimKind::Queued, a.run.created_at, &a.run.run_id).cmp(&(
+                *kb == rules::ClaimKind::Queued,
+                b.run.created_at,
+                &b.run.run_id,
+            ))
+        });
+        let mut out = Vec::new();
+        for (kind, mut d) in found.into_iter().take(claim.limit as usize) {
+            let now = rules::event_time(claim.now, d.run.updated_at);
+            let owner = claim.owner.id.as_str();
+            let before = d.run.clone();
+            for payload in rules::claim_events(&before, kind, &claim)? {
+                let recovery = payload.event_type() == "workflow_recovery";
+                d.event(now, Actor::System, if recovery { rules::RECOVERY_ACTOR } else { owner }, payload)?;
+                if recovery {
+                    // What the previous owner left running ends with its recovery.
+                    d.finish_running(AttemptStatus::Interrupted, now, Actor::System, rules::RECOVERY_ACTOR)?;
+                    d.run.recoveries += 1;
+                }
+            }
+            let epoch = d.run.lease_epoch + 1;
+            d.event(now, Actor::System, owner, rules::claimed(&before, before.state, &claim, epoch))?;
+            let run = &mut d.run;
+            run.state = RunState::Running;
+            run.owner = Some(claim.owner.id.clone());
+            run.owner_process = claim.owner.process.clone();
+            run.lease_epoch = epoch;
+            run.lease_expires_at = Some(db_now.plus_millis(claim.lease_ms as i64));
+            run.heartbeat_at = Some(db_now);
+            run.ready_at = None;
+            run.started_at = run.started_at.or(Some(now));
+            run.summary = rules::claimed_summary(kind, owner);
+            run.updated_at = now;
+            run.last_progress_at = now;
+            let run_id = run.run_id.clone();
+            state.put(self.ids.as_ref(), d);
+            out.push(Claimed {
+                run: state.run(&run_id)?.run,
+                from: before.state,
+                recovered_from: kind.recovered(&before),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn renew(&self, leases: &[Lease], lease_ms: u64, now: Timestamp) -> Result<Vec<String>> {
+        let db_now = (self.clock)();
         let mut state = self.lock();
         let mut lost = Vec::new();
-        for id in run_ids {
-            match state.runs.get_mut(id) {
-                Some(d) if d.run.state == RunState::Running && d.run.owner.as_deref() == Some(owner) => {
-                    d.run.heartbeat_at = Some(now);
-                    d.run.last_progress_at = now;
+        for lease in leases {
+            match state.runs.get_mut(&lease.run_id) {
+                Some(d) if rules::holds(&d.run, lease) => {
+                    d.run.lease_expires_at = Some(db_now.plus_millis(lease_ms as i64));
+                    d.run.heartbeat_at = Some(db_now);
+                    d.run.last_progress_at = now.max(d.run.last_progress_at);
                 }
-                _ => lost.push(id.clone()),
+                _ => lost.push(lease.run_id.clone()),
             }
         }
         Ok(lost)
     }
 
     async fn recover_stalled(&self, now: Timestamp, scan: &Scan) -> Result<Vec<Recovered>> {
+        let db_now = (self.clock)();
         let mut state = self.lock();
         let mut stale: Vec<(String, RunData)> = state
             .runs
             .values()
             .filter(|d| d.run.state == RunState::Running)
-            .filter_map(|d| {
-                rules::abandoned_because(d.run.owner.as_deref(), d.run.heartbeat_at, now, scan)
-                    .map(|why| (why, d.clone()))
-            })
+            .filter_map(|d| rules::abandoned_because(&d.run, db_now, scan).map(|why| (why, d.clone())))
             .collect();
         stale.sort_by(|(_, a), (_, b)| (a.run.created_at, &a.run.run_id).cmp(&(b.run.created_at, &b.run.run_id)));
         let mut out = Vec::new();
         for (reason, mut d) in stale {
+            if scan.hand_over {
+                d.run.lease_expires_at = Some(db_now);
+                out.push(rules::handed_over(&d.run, reason));
+                state.runs.insert(d.run.run_id.clone(), d);
+                continue;
+            }
             let now = rules::event_time(now, d.run.updated_at);
             let payload = rules::recovery(&d.run, reason.clone(), now, scan)?;
             d.event(now, Actor::System, rules::RECOVERY_ACTOR, payload)?;
@@ -291,6 +371,7 @@ impl Store for MemStore {
             d.run.state = RunState::Stalled;
             d.run.owner = None;
             d.run.owner_process = None;
+            d.run.lease_expires_at = None;
             d.run.recoveries += 1;
             d.run.summary = rules::STALLED_SUMMARY.to_owned();
             d.run.updated_at = now;

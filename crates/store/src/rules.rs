@@ -89,8 +89,9 @@ pub fn existing_run(new: &NewRun, existing: Run) -> Result<Run> {
     }
 }
 
-/// The commit's expectation must match the stored state and owner.
-pub fn check_expect(c: &Commit, state: RunState, owner: Option<&str>) -> Result<()> {
+/// The commit's expectation must match the stored state and, when it names one, the lease the
+/// writer holds: the same epoch, still held by someone (a released run's old epoch is stale too).
+pub fn check_expect(c: &Commit, state: RunState, owner: Option<&str>, epoch: u64) -> Result<()> {
     if state != c.expect.state {
         return Err(Error::Conflict {
             run_id: c.run_id.clone(),
@@ -98,14 +99,173 @@ pub fn check_expect(c: &Commit, state: RunState, owner: Option<&str>) -> Result<
             actual: format!("state {state}"),
         });
     }
-    match &c.expect.owner {
-        Some(want) if owner != Some(want.as_str()) => Err(Error::Conflict {
+    match c.expect.epoch {
+        Some(want) if want != epoch || owner.is_none() => Err(Error::Conflict {
             run_id: c.run_id.clone(),
-            expected: format!("owner {want}"),
-            actual: format!("owner {}", owner.unwrap_or("none")),
+            expected: format!("lease epoch {want}"),
+            actual: match owner {
+                Some(o) => format!("lease epoch {epoch} held by {o}"),
+                None => format!("lease epoch {epoch}, held by nobody"),
+            },
         }),
         _ => Ok(()),
     }
+}
+
+/// A release gives back a held run that goes on running, with nothing left in flight.
+pub fn check_release(c: &Commit, state_after: RunState, running_left: bool) -> Result<()> {
+    if c.release.is_none() {
+        return Ok(());
+    }
+    if c.expect.epoch.is_none() {
+        return Err(Error::Invalid(format!("run `{}`: only the holder of its lease can release it", c.run_id)));
+    }
+    if state_after != RunState::Running {
+        return Err(Error::Invalid(format!(
+            "run `{}`: a release keeps the run running; it would be {state_after}",
+            c.run_id
+        )));
+    }
+    if running_left || !c.started.is_empty() {
+        return Err(Error::Invalid(format!(
+            "run `{}`: a run is released with no attempt in flight; end them in the same write",
+            c.run_id
+        )));
+    }
+    Ok(())
+}
+
+/// The `run_released` payload.
+pub fn released(owner: Option<&str>, epoch: u64, r: &crate::Release) -> Payload {
+    Payload::recorded(
+        "run_released",
+        serde_json::json!({
+            "owner": owner.unwrap_or("none"),
+            "epoch": epoch,
+            "ready_in_ms": r.after_ms,
+            "reason": r.reason,
+        }),
+    )
+}
+
+/// Why a run is claimable by `claim` at `db_now`, or `None` if it is not.
+pub fn claimable(run: &Run, claim: &crate::Claim, db_now: Timestamp) -> Option<ClaimKind> {
+    if claim.run_id.as_ref().is_some_and(|id| id != &run.run_id) || !serves(&claim.workdirs, &run.workdir) {
+        return None;
+    }
+    match (run.state, &run.owner) {
+        (RunState::Queued, _) => Some(ClaimKind::Queued),
+        (RunState::Running, None) => run.ready_at.is_none_or(|t| t <= db_now).then_some(ClaimKind::Released),
+        (RunState::Running, Some(_)) => lease_expired(run, db_now).then_some(ClaimKind::Expired),
+        (RunState::Stalled, _) if claim.resume_stalled => Some(ClaimKind::Stalled),
+        _ => None,
+    }
+}
+
+/// Whether a held run's lease has run out (a lease never recorded counts as run out).
+pub fn lease_expired(run: &Run, db_now: Timestamp) -> bool {
+    run.lease_expires_at.is_none_or(|t| t <= db_now)
+}
+
+/// Whether a worker serving `workdirs` (none: every workspace) may drive a run in `workdir`.
+pub fn serves(workdirs: &[String], workdir: &str) -> bool {
+    workdirs.is_empty()
+        || workdirs.iter().any(|w| {
+            let w = w.trim_end_matches('/');
+            workdir == w || workdir.strip_prefix(w).is_some_and(|rest| rest.starts_with('/')) || w.is_empty()
+        })
+}
+
+/// What kind of run a claim takes, which decides what it records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// A run nobody started.
+    Queued,
+    /// A running run its holder gave back (or that waits for a retry's backoff).
+    Released,
+    /// A running run whose owner's lease ran out: recovered.
+    Expired,
+    /// A stalled run continued by the automatic-resume policy.
+    Stalled,
+}
+
+/// The events a claim of `run` records, in order, before its `run_claimed`: the recovery of
+/// an expired lease (stalled and taken over in the same write, FR-EVT-WF-RECOVERY naming both
+/// owners) or the transition into `running`.
+pub fn claim_events(run: &Run, kind: ClaimKind, claim: &crate::Claim) -> Result<Vec<Payload>> {
+    let new_owner = claim.owner.id.as_str();
+    let mut out = Vec::new();
+    let into_running = |from: RunState, reason: String| -> Result<Payload> {
+        check_run_transition(from, RunState::Running, TransitionCause::Engine)
+            .map_err(|source| Error::InvalidTransition { run_id: run.run_id.clone(), source })?;
+        Ok(Payload::RunStateChanged { from_state: from, to_state: RunState::Running, reason })
+    };
+    match kind {
+        ClaimKind::Queued => out.push(into_running(RunState::Queued, format!("claimed by {new_owner}"))?),
+        ClaimKind::Released => {}
+        ClaimKind::Expired => {
+            check_run_transition(RunState::Running, RunState::Stalled, TransitionCause::Recovery)
+                .map_err(|source| Error::InvalidTransition { run_id: run.run_id.clone(), source })?;
+            let old = run.owner.clone();
+            out.push(Payload::WorkflowRecovery {
+                workflow_run_id: run.run_id.clone(),
+                job_id: run.job_id.clone(),
+                from_state: RunState::Running,
+                to_state: RunState::Stalled,
+                reason: format!(
+                    "the lease of {} ran out (last renewed {}); taken over by {new_owner}",
+                    old.as_deref().unwrap_or("its owner"),
+                    run.heartbeat_at.map_or("never".into(), |t| t.to_rfc3339())
+                ),
+                last_heartbeat_ts: Some(run.heartbeat_at.unwrap_or(claim.now).to_rfc3339()),
+                threshold_secs: Some(claim.lease_ms / 1000),
+                owner: old,
+                new_owner: Some(new_owner.to_owned()),
+                recoveries: Some(run.recoveries + 1),
+            });
+            out.push(into_running(RunState::Stalled, format!("recovered by {new_owner}"))?);
+        }
+        ClaimKind::Stalled => {
+            out.push(into_running(RunState::Stalled, format!("resumed automatically by {new_owner}"))?)
+        }
+    }
+    Ok(out)
+}
+
+impl ClaimKind {
+    /// The owner whose lease ran out, for a recovered run.
+    pub fn recovered(self, before: &Run) -> Option<String> {
+        if self == ClaimKind::Expired { before.owner.clone() } else { None }
+    }
+}
+
+/// The summary line of a run just claimed.
+pub fn claimed_summary(kind: ClaimKind, owner: &str) -> String {
+    match kind {
+        ClaimKind::Queued => format!("started by {owner}"),
+        ClaimKind::Released => format!("continued by {owner}"),
+        ClaimKind::Expired => format!("recovered by {owner} after its previous owner's lease ran out"),
+        ClaimKind::Stalled => format!("resumed automatically by {owner}"),
+    }
+}
+
+/// Whether `lease` still holds its run: `running`, owned, under that epoch.
+pub fn holds(run: &Run, lease: &crate::Lease) -> bool {
+    run.state == RunState::Running && run.owner.is_some() && run.lease_epoch == lease.epoch
+}
+
+/// The `run_claimed` payload.
+pub fn claimed(run: &Run, from: RunState, claim: &crate::Claim, epoch: u64) -> Payload {
+    let mut body = serde_json::json!({
+        "owner": claim.owner.id,
+        "epoch": epoch,
+        "lease_ms": claim.lease_ms,
+        "from_state": from.as_str(),
+    });
+    if let Some(previous) = &run.owner {
+        body["previous_owner"] = serde_json::json!(previous);
+    }
+    Payload::recorded("run_claimed", body)
 }
 
 /// An attempt may end `awaiting_user` only in the write that moves its run to `awaiting_user`:
@@ -140,6 +300,7 @@ pub fn transition(run_id: &str, job_id: &str, owner: Option<&str>, from: RunStat
             last_heartbeat_ts: None,
             threshold_secs: None,
             owner: owner.map(str::to_owned),
+            new_owner: None,
             recoveries: None,
         });
     }
@@ -232,41 +393,40 @@ pub fn started(run_id: &str, s: &AttemptStart, exists: bool) -> Result<Payload> 
     })
 }
 
-/// Who holds a run after a commit (an owner as a backend stores it): nobody once it is
-/// finished, stalled or waiting for a person.
-pub fn owner_after<T>(state: RunState, set_owner: Option<T>, current: Option<T>) -> Option<T> {
-    if state.is_terminal() || matches!(state, RunState::Stalled | RunState::AwaitingUser) {
-        None
-    } else {
-        set_owner.or(current)
-    }
+/// Whether whoever holds a run keeps it after a commit: not once the run leaves `running`
+/// (finished, stalled, waiting for a person) or is released.
+pub fn keeps_owner(state_after: RunState, c: &Commit) -> bool {
+    state_after == RunState::Running && c.release.is_none()
 }
 
 /// Why the scan stalls a `running` run, if it does: its owner is known to be dead, or its
-/// heartbeat is older than the threshold.
-pub fn abandoned_because(
-    owner: Option<&str>,
-    heartbeat_at: Option<Timestamp>,
-    now: Timestamp,
-    scan: &Scan,
-) -> Option<String> {
-    if let Some(owner) = owner.filter(|o| scan.dead_owners.iter().any(|d| d == o)) {
+/// lease has expired on the database's clock. A run nobody holds (released) is not abandoned.
+pub fn abandoned_because(run: &Run, db_now: Timestamp, scan: &Scan) -> Option<String> {
+    let owner = run.owner.as_deref()?;
+    if scan.dead_owners.iter().any(|d| d == owner) {
         return Some(format!("its engine process ({owner}) has exited"));
     }
-    if let Some(owner) = owner.filter(|o| scan.killed_owners.iter().any(|d| d == o)) {
+    if scan.killed_owners.iter().any(|d| d == owner) {
         return Some(format!(
             "its engine process ({owner}) renewed no heartbeat for more than {}s and was killed",
             scan.threshold_secs
         ));
     }
-    stale(heartbeat_at, now, scan.threshold_secs)
-        .then(|| format!("no heartbeat for more than {}s; the process running it is gone", scan.threshold_secs))
+    lease_expired(run, db_now).then(|| {
+        format!("its lease ran out ({}s without a renewal); the process running it is gone", scan.threshold_secs)
+    })
 }
 
-/// Whether a heartbeat is older than the threshold (or there never was one).
-pub fn stale(heartbeat_at: Option<Timestamp>, now: Timestamp, threshold_secs: u64) -> bool {
-    let cutoff = now.plus_millis(-(threshold_secs as i64).saturating_mul(1000));
-    heartbeat_at.is_none_or(|h| h < cutoff)
+/// What a scan that hands abandoned runs over reports of one (nothing is interrupted yet: the
+/// claim that recovers it does that).
+pub fn handed_over(run: &Run, reason: String) -> crate::Recovered {
+    crate::Recovered {
+        run_id: run.run_id.clone(),
+        workflow_id: run.workflow_id.clone(),
+        reason,
+        last_heartbeat_at: run.heartbeat_at,
+        interrupted_attempts: Vec::new(),
+    }
 }
 
 /// The FR-EVT-WF-RECOVERY payload for a run the scan stalls (HSK-WF-003).
@@ -282,6 +442,7 @@ pub fn recovery(run: &Run, reason: String, now: Timestamp, scan: &Scan) -> Resul
         last_heartbeat_ts: Some(run.heartbeat_at.unwrap_or(now).to_rfc3339()),
         threshold_secs: Some(scan.threshold_secs),
         owner: run.owner.clone(),
+        new_owner: None,
         recoveries: Some(run.recoveries + 1),
     })
 }

@@ -73,11 +73,19 @@ pub struct Run {
     pub contract: JobContract,
     /// Attempts made so far, retries included.
     pub total_iterations: u32,
-    /// The process executing it, while running.
+    /// The process executing it, while it holds the run's lease.
     pub owner: Option<String>,
     /// Which operating-system process that owner is, when it said so: lets a peer on the same
     /// machine see at once that the owner died, without waiting for its heartbeat to go stale.
     pub owner_process: Option<ProcessRef>,
+    /// The fencing token: raised by every claim, so a write naming an older epoch is refused.
+    /// `0` for a run never claimed.
+    pub lease_epoch: u64,
+    /// When the owner's lease ends unless renewed, on the database's clock.
+    pub lease_expires_at: Option<Timestamp>,
+    /// For a `running` run that nobody holds (released, or waiting for a retry's backoff):
+    /// when a worker may claim it, on the database's clock; `None` is at once.
+    pub ready_at: Option<Timestamp>,
     /// How often the run was found abandoned by a dead engine and recovered
     /// (`limits.max_recoveries` bounds it); an engine releasing a run on shutdown does not count.
     pub recoveries: u32,
@@ -87,7 +95,7 @@ pub struct Run {
     pub started_at: Option<Timestamp>,
     /// When the record last changed.
     pub updated_at: Timestamp,
-    /// Last liveness signal from its executor.
+    /// When its owner last claimed or renewed the lease, on the database's clock.
     pub heartbeat_at: Option<Timestamp>,
     /// Last progress (a write or a heartbeat).
     pub last_progress_at: Timestamp,
@@ -172,13 +180,27 @@ impl Attempt {
     }
 }
 
-/// Which state (and owner) a commit expects; anything else is a conflict.
+/// Which state (and lease) a commit expects; anything else is a conflict.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expect {
     /// The state the writer last saw.
     pub state: RunState,
-    /// If set, the owner the run must have (fencing against stale executors).
-    pub owner: Option<String>,
+    /// If set, the lease epoch the writer holds: the run must still be held under exactly this
+    /// epoch (fencing: once the run is claimed again or released, the old holder's writes are
+    /// refused).
+    pub epoch: Option<u64>,
+}
+
+impl Expect {
+    /// A write by whoever holds the run's lease under `epoch`.
+    pub fn held(epoch: u64) -> Expect {
+        Expect { state: RunState::Running, epoch: Some(epoch) }
+    }
+
+    /// A write that only expects a state (an operator's, or one made before anyone holds the run).
+    pub fn state(state: RunState) -> Expect {
+        Expect { state, epoch: None }
+    }
 }
 
 /// A state transition with its reason.
@@ -235,6 +257,62 @@ pub struct AttemptProcess {
     pub process: ProcessRef,
 }
 
+/// A lease on a run, as its holder names it in renewals and writes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The run.
+    pub run_id: String,
+    /// The epoch the claim raised the run to.
+    pub epoch: u64,
+}
+
+/// What a worker asks for when it claims runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    /// Who claims, recorded as the owner.
+    pub owner: Owner,
+    /// How long the lease lasts unless renewed, measured on the database's clock.
+    pub lease_ms: u64,
+    /// At most this many runs.
+    pub limit: u32,
+    /// Only this run (`steward run` and `resume` claim the run they drive).
+    pub run_id: Option<String>,
+    /// Only runs whose workspace is one of these directories or beneath one; empty for any.
+    pub workdirs: Vec<String>,
+    /// Also take `stalled` runs and continue them (the automatic-resume policy).
+    pub resume_stalled: bool,
+    /// The claimer's time, for the events it records (never for lease arithmetic).
+    pub now: Timestamp,
+}
+
+/// A run a claim took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    /// The run as it is now: `running`, held by the claimer under [`Run::lease_epoch`].
+    pub run: Run,
+    /// The state it was claimed from.
+    pub from: RunState,
+    /// For a run whose previous owner's lease had expired: that owner.
+    pub recovered_from: Option<String>,
+}
+
+impl Claimed {
+    /// The lease the claim holds.
+    pub fn lease(&self) -> Lease {
+        Lease { run_id: self.run.run_id.clone(), epoch: self.run.lease_epoch }
+    }
+}
+
+/// Gives a held run back without ending it: it stays `running` with no owner and is claimable
+/// by any worker after `after_ms` (a worker shutting down, a retry waiting on a long backoff).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Release {
+    /// How long, on the database's clock, before it may be claimed.
+    pub after_ms: u64,
+    /// Why, for its event.
+    pub reason: String,
+}
+
 /// Who takes a run over.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Owner {
@@ -281,8 +359,8 @@ pub struct Commit {
     pub finish_running_as: Option<AttemptStatus>,
     /// A new summary line.
     pub summary: Option<String>,
-    /// Take ownership of the run.
-    pub set_owner: Option<Owner>,
+    /// Give the held run back (only with an `expect.epoch`, and with no attempt left running).
+    pub release: Option<Release>,
 }
 
 impl Commit {
@@ -302,7 +380,7 @@ impl Commit {
             processes: Vec::new(),
             finish_running_as: None,
             summary: None,
-            set_owner: None,
+            release: None,
         }
     }
 }
@@ -319,13 +397,17 @@ pub struct CommitOutcome {
 /// What the recovery scan looks for.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Scan {
-    /// A `running` run whose heartbeat is older than this is stalled.
+    /// The lease length, for the record: a `running` run whose owner's lease has expired (on
+    /// the database's clock) is stalled.
     pub threshold_secs: u64,
     /// Owners known to be dead (their process has exited): their runs are stalled whatever
     /// their heartbeat says.
     pub dead_owners: Vec<String>,
     /// Owners that stopped renewing their heartbeat while alive and were killed for it.
     pub killed_owners: Vec<String>,
+    /// Instead of stalling the abandoned runs, end their leases now, so that the next claim
+    /// recovers them (a worker's scan: the claim records the recovery, naming both owners).
+    pub hand_over: bool,
 }
 
 /// A run the recovery scan stalled.

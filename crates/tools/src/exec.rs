@@ -201,6 +201,10 @@ pub async fn run(
     for name in &spec.env_remove {
         cmd.env_remove(name);
     }
+    if spec.sandbox.is_some() {
+        // The launcher ties the command's life to this process's (see `sandbox::ENGINE_PID`).
+        cmd.env(crate::sandbox::ENGINE_PID, std::process::id().to_string());
+    }
     let mut child = cmd.spawn().map_err(|source| StartError::Spawn {
         program: spec.program.clone(),
         cwd: spec.cwd.display().to_string(),

@@ -51,6 +51,16 @@ pub const LAUNCHER: &str = "steward-sandbox";
 /// The argument that makes the launcher the init of a command's pid namespace.
 const INIT_ARG: &str = "__sandbox-init";
 
+/// The environment variable that tells the launcher which process started it: the engine.
+///
+/// A command dies with its engine. The launcher asks the kernel to kill it when its parent (the
+/// engine) dies, and the command's init asks the same of the launcher, whose death ends the
+/// command's pid namespace: so an engine killed with SIGKILL leaves no command running, on any
+/// machine, and a peer that takes its runs over need not reach that machine to stop them. The
+/// variable closes the race where the engine died before the launcher asked: its parent is then
+/// no longer the process named here, and it runs nothing.
+pub const ENGINE_PID: &str = "STEWARD_ENGINE_PID";
+
 /// The launcher's first argument, so that `steward` itself can be the launcher where
 /// `steward-sandbox` is not installed beside it.
 pub const LAUNCH_ARG: &str = "__sandbox";
@@ -527,6 +537,13 @@ pub fn launcher_main(args: Vec<OsString>) -> i32 {
         return fail("expected `--` after the rules".into());
     }
     let Some(program) = args.next() else { return fail("no program to run".into()) };
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+        return fail(format!("cannot tie the command to its engine: {e}"));
+    }
+    let engine = std::env::var(ENGINE_PID).ok().and_then(|p| p.parse::<i32>().ok());
+    if engine.is_some_and(|p| nix::unistd::getppid().as_raw() != p) {
+        return fail("its engine has exited; the command does not run".into());
+    }
     if let Err(e) = enter(&rules) {
         return fail(e.to_string());
     }
@@ -541,6 +558,7 @@ pub fn launcher_main(args: Vec<OsString>) -> i32 {
         .args([OsString::from(INIT_ARG), OsString::from("--"), program])
         .args(args)
         .env("TMPDIR", "/tmp")
+        .env_remove(ENGINE_PID)
         .status();
     match status {
         Ok(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
@@ -581,6 +599,10 @@ fn init(mut args: impl Iterator<Item = OsString>) -> i32 {
         return SETUP_FAILED;
     }
     let Some(program) = args.next() else { return SETUP_FAILED };
+    // The launcher's death ends the namespace, and with it the command (see `ENGINE_PID`).
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() {
+        return SETUP_FAILED;
+    }
     let command = match std::process::Command::new(&program).args(args).spawn() {
         Ok(c) => c,
         Err(e) => {

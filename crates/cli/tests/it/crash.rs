@@ -136,11 +136,11 @@ steps:
 "#;
 
 /// `steward run` of [`LONG`], SIGKILLed while its first step's command runs (and ignores
-/// SIGTERM); the kill grace is short enough for a test.
-fn killed_in_the_long_step() -> (Steward, String) {
+/// SIGTERM); the kill grace is short enough for a test. `config` is added to `steward.toml`.
+fn killed_in_the_long_step(config: &str) -> (Steward, String) {
     let s = Steward::new();
     let wf = s.write("long.yaml", LONG);
-    s.write("steward.toml", "[terminal]\nkill_grace_ms = 300\n");
+    s.write("steward.toml", &format!("[terminal]\nkill_grace_ms = 300\n{config}"));
     let mut child = s.cmd(&["run", wf.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_for(&s, "work-1.pid");
     sigkill(&mut child);
@@ -148,13 +148,35 @@ fn killed_in_the_long_step() -> (Steward, String) {
     (s, id)
 }
 
-/// Issue 10 point 2: after a kill -9 of the engine, its step's command keeps running; `resume`
-/// kills that orphaned group (SIGTERM, grace, SIGKILL), records it, and only then retries the
-/// step, which therefore never overlaps it. The crash is recovered at once (the owner is seen
-/// dead) and costs the step none of its retries.
+/// Issue 12: a command dies with its engine. Its sandbox launcher is killed by the kernel when
+/// the engine dies, and takes the command's pid namespace with it, so a `kill -9` of the engine
+/// leaves nothing running that a peer on another machine would have to reach.
+#[test]
+fn a_command_dies_with_its_engine() {
+    let (s, id) = killed_in_the_long_step("");
+    let orphan = pid_in(&s, "work-1.pid");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !gone(orphan) {
+        assert!(Instant::now() < deadline, "the command outlived its engine");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = s.run(&["resume", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!s.path("overlaps.log").exists(), "the retry overlapped the orphan");
+    assert_eq!(std::fs::read_to_string(s.path("effects.txt")).unwrap(), "done\n", "only the retry finished");
+    let events = s.json(&["events", &id, "--json"]);
+    let reaped = events.as_array().unwrap().iter().filter(|e| e["event_type"] == "attempt_process_reaped").count();
+    assert_eq!(reaped, 0, "nothing was left to kill");
+}
+
+/// Issue 10 point 2: after a kill -9 of the engine, its step's command keeps running where it
+/// is not sandboxed (nothing ties it to its engine then); `resume` kills that orphaned group
+/// (SIGTERM, grace, SIGKILL), records it, and only then retries the step, which therefore never
+/// overlaps it. The crash is recovered at once (the owner is seen dead) and costs the step none
+/// of its retries.
 #[test]
 fn a_dead_engines_command_is_killed_before_its_step_is_retried() {
-    let (s, id) = killed_in_the_long_step();
+    let (s, id) = killed_in_the_long_step("[sandbox]\nmode = \"off\"\n");
     let orphan = pid_in(&s, "work-1.pid");
     assert!(!gone(orphan), "the orphan outlives its engine (that is what this test is about)");
 
@@ -301,7 +323,7 @@ fn liveness_settings_that_could_stall_a_live_run_are_refused() {
 /// it, the others are refused, and none stalls another.
 #[test]
 fn concurrent_resumes_take_a_run_once() {
-    let (s, id) = killed_in_the_long_step();
+    let (s, id) = killed_in_the_long_step("");
     let resumes: Vec<Child> = (0..3)
         .map(|_| s.cmd(&["resume", &id]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
         .collect();

@@ -74,7 +74,7 @@ fn hello_runs_and_every_view_of_it_agrees() {
         v.extend(["sandbox_applied", "terminal_command", "tool_call", "step_attempt_finished"]);
         v
     };
-    let mut expected = vec!["run_created", "run_state_changed"];
+    let mut expected = vec!["run_created", "run_state_changed", "run_claimed"];
     expected.extend(step(3)); // greet: fs.read, fs.write, proc.exec:echo
     expected.extend(step(4)); // shout: fs.read, fs.write, proc.exec:echo, proc.exec:tr
     expected.push("run_state_changed");

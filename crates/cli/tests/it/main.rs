@@ -15,3 +15,4 @@ mod sandbox;
 mod secrets;
 mod tidy;
 mod torture;
+mod workers;

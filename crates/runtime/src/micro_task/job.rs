@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use steward_core::event::{Actor, NewEvent, Payload};
 use steward_core::event_registry::spec_of;
 use steward_core::micro_task::policy::EscalationLevel;
-use steward_core::state::{AttemptStatus, RunState};
+use steward_core::state::AttemptStatus;
 use steward_core::workflow::{Provider, Step};
 use steward_models::ModelClient;
 use steward_models::http::HttpConfig;
@@ -76,7 +76,7 @@ pub(crate) fn job_of(
 }
 
 /// How the work of a run's attempts writes to the run while it runs (the executor's events, a
-/// command's process): every write is fenced like the driver's, on `running` and this owner, so
+/// command's process): every write is fenced like the driver's, on the lease epoch it holds, so
 /// once the run is cancelled or taken over, they are refused.
 #[derive(Clone)]
 pub(crate) struct RunWriter {
@@ -86,13 +86,14 @@ pub(crate) struct RunWriter {
     pub(crate) run_id: String,
     /// The process driving the run.
     pub(crate) owner: String,
+    /// The lease epoch it drives the run under: the fencing token of every write.
+    pub(crate) epoch: u64,
 }
 
 impl RunWriter {
     /// An empty commit, made at `now`, that lands only while this process still drives the run.
     pub(crate) fn fenced(&self, now: steward_core::Timestamp) -> Commit {
-        let expect = Expect { state: RunState::Running, owner: Some(self.owner.clone()) };
-        Commit::new(&self.run_id, expect, now, Actor::System, &self.owner)
+        Commit::new(&self.run_id, Expect::held(self.epoch), now, Actor::System, &self.owner)
     }
 
     /// Sends a commit.

@@ -2,9 +2,9 @@
 
 use serde_json::json;
 use steward_core::event::Actor;
-use steward_core::state::{AttemptStatus, RunState, TransitionCause};
+use steward_core::state::{AttemptStatus, RunState};
 use steward_runtime::Error;
-use steward_store::{AttemptStart, Commit, Expect, Store, Transition};
+use steward_store::{AttemptStart, Claim, Commit, Expect, Owner, Store};
 
 use crate::support::*;
 
@@ -21,15 +21,26 @@ steps:
     run: echo "{{steps.greet.outputs.stdout}}" | tr a-z A-Z
 "#;
 
-/// Leaves a run as a killed process would: `running`, owned by a dead
-/// process, its first attempt recorded as started, heartbeat at T0.
-async fn seed_crashed_run(store: &steward_store_sqlite::SqliteStore, dir: &std::path::Path) -> String {
+/// A lease that has run out by the time anyone looks: a killed process's.
+const EXPIRED: u64 = 0;
+
+/// Leaves a run as a killed process would: `running`, held by a process that no longer renews
+/// its lease of `lease_ms`, its first attempt recorded as started.
+async fn seed_crashed_run(store: &steward_store_sqlite::SqliteStore, dir: &std::path::Path, lease_ms: u64) -> String {
     let dead = engine(store.clone(), SimClock::new(T0), "dead");
     dead.boot().await.unwrap();
     let run = dead.create_run(create(TWO_STEPS, dir, json!({"name": "ada"}))).await.unwrap();
-    let mut c = Commit::new(&run.run_id, Expect { state: RunState::Queued, owner: None }, T0, Actor::System, "dead");
-    c.transition = Some(Transition { to: RunState::Running, cause: TransitionCause::Engine, reason: "started".into() });
-    c.set_owner = Some("dead".into());
+    let claim = Claim {
+        owner: Owner::from("dead"),
+        lease_ms,
+        limit: 1,
+        run_id: Some(run.run_id.clone()),
+        workdirs: Vec::new(),
+        resume_stalled: false,
+        now: T0,
+    };
+    let epoch = store.claim(claim).await.unwrap()[0].run.lease_epoch;
+    let mut c = Commit::new(&run.run_id, Expect::held(epoch), T0, Actor::System, "dead");
     c.started = vec![AttemptStart { step_id: "greet".into(), attempt: 1, visit: 1, input: json!({}) }];
     store.commit(c).await.unwrap();
     run.run_id
@@ -40,7 +51,7 @@ async fn seed_crashed_run(store: &steward_store_sqlite::SqliteStore, dir: &std::
 async fn acceptance_waits_for_the_recovery_scan() {
     let dir = tempfile::tempdir().unwrap();
     let sq = sqlite(dir.path());
-    let crashed = seed_crashed_run(&sq, dir.path()).await;
+    let crashed = seed_crashed_run(&sq, dir.path(), EXPIRED).await;
 
     let gated = GatedStore::new(sq.clone());
     let log = gated.log.clone();
@@ -86,7 +97,7 @@ async fn acceptance_waits_for_the_recovery_scan() {
 async fn a_crashed_run_is_stalled_on_boot_and_resumed() {
     let dir = tempfile::tempdir().unwrap();
     let sq = sqlite(dir.path());
-    let crashed = seed_crashed_run(&sq, dir.path()).await;
+    let crashed = seed_crashed_run(&sq, dir.path(), EXPIRED).await;
 
     let clock = SimClock::new(T0);
     clock.advance_secs(60);
@@ -133,12 +144,12 @@ async fn a_crashed_run_is_stalled_on_boot_and_resumed() {
 async fn a_run_with_a_fresh_heartbeat_is_not_resumed() {
     let dir = tempfile::tempdir().unwrap();
     let sq = sqlite(dir.path());
-    let crashed = seed_crashed_run(&sq, dir.path()).await;
+    let crashed = seed_crashed_run(&sq, dir.path(), 3_600_000).await;
     let clock = SimClock::new(T0);
     clock.advance_secs(10);
     let eng = engine(sq.clone(), clock, "me");
     assert!(eng.boot().await.unwrap().is_empty());
     let err = eng.resume(&crashed, "tester").await.unwrap_err();
-    assert!(matches!(&err, Error::RunningElsewhere { owner, age_secs: 10, .. } if owner == "dead"), "{err}");
+    assert!(matches!(&err, Error::RunningElsewhere { owner, .. } if owner == "dead"), "{err}");
     assert_eq!(sq.get_run(&crashed).await.unwrap().state, RunState::Running);
 }

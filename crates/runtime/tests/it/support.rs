@@ -124,8 +124,11 @@ impl Store for GatedStore {
         self.note("commit");
         self.inner.commit(commit).await
     }
-    async fn heartbeat(&self, owner: &str, run_ids: &[String], now: Timestamp) -> Result<Vec<String>> {
-        self.inner.heartbeat(owner, run_ids, now).await
+    async fn claim(&self, claim: steward_store::Claim) -> Result<Vec<steward_store::Claimed>> {
+        self.inner.claim(claim).await
+    }
+    async fn renew(&self, leases: &[steward_store::Lease], lease_ms: u64, now: Timestamp) -> Result<Vec<String>> {
+        self.inner.renew(leases, lease_ms, now).await
     }
     async fn recover_stalled(&self, now: Timestamp, scan: &Scan) -> Result<Vec<Recovered>> {
         self.note("recover_stalled");
