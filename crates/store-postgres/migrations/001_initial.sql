@@ -49,8 +49,11 @@ CREATE TABLE runs (
     -- When a run waiting (say, on a retry's backoff) may be claimed again.
     ready_at         BIGINT
 );
-CREATE INDEX runs_by_state ON runs (state, heartbeat_at);
+-- Listing (all, or by state) newest first, and the recovery scan.
 CREATE INDEX runs_by_created ON runs (created_at, run_id);
+CREATE INDEX runs_by_state ON runs (state, created_at, run_id);
+-- What a claim looks through: the runs that may be claimable, however many have finished.
+CREATE INDEX runs_claimable ON runs (created_at, run_id) WHERE state IN ('queued', 'running', 'stalled');
 
 -- HSK-WF-001: one row per step attempt, written before it starts and after it ends.
 CREATE TABLE step_attempts (

@@ -44,8 +44,8 @@ use steward_core::Timestamp;
 use steward_core::event::Event;
 use steward_core::ids::IdGen;
 use steward_store::{
-    Attempt, Commit, CommitOutcome, Error, NewRun, PruneReport, Recovered, Result, RetentionPolicy, Run, RunFilter,
-    Scan, Store,
+    Attempt, Claim, Claimed, Commit, CommitOutcome, DbClock, Error, Lease, NewRun, PruneReport, Recovered, Result,
+    RetentionPolicy, Run, RunFilter, Scan, Store,
 };
 
 use conn::{Readers, Target};
@@ -95,7 +95,9 @@ struct Inner {
     writer: Writer,
     readers: Readers,
     /// Bumped whenever a run may have become claimable.
-    runnable: watch::Receiver<u64>,
+    wake: Arc<watch::Sender<u64>>,
+    /// Leases measured on this clock instead of the server's (tests that move time).
+    clock: Option<Arc<DbClock>>,
     /// Stops the LISTEN task with the store; `None` in poll-only mode.
     _listener: Option<listen::Listener>,
 }
@@ -111,13 +113,24 @@ impl PgStore {
         let target = Arc::new(Target::parse(url, &opts)?);
         let client = target.connect().await?;
         migrate::migrate(&client, &target).await?;
-        let (wake, runnable) = watch::channel(0u64);
-        let wake = Arc::new(wake);
+        let wake = Arc::new(watch::Sender::new(0u64));
         let listener = if opts.poll_only { None } else { Some(listen::spawn(target.clone(), wake.clone()).await?) };
-        let local_wake = opts.poll_only.then_some(wake);
+        let local_wake = opts.poll_only.then(|| wake.clone());
         let writer = Writer::spawn(client, target.clone(), ids, opts.max_batch, local_wake);
         let readers = Readers::new(opts.read_connections);
-        Ok(PgStore { inner: Arc::new(Inner { target, writer, readers, runnable, _listener: listener }) })
+        Ok(PgStore { inner: Arc::new(Inner { target, writer, readers, wake, clock: None, _listener: listener }) })
+    }
+
+    /// The same store with leases measured on `clock` instead of the server's (for tests that
+    /// move time, as the other backends offer). Only before the store is shared.
+    pub fn with_clock(self, clock: Arc<DbClock>) -> PgStore {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.clock = Some(clock);
+                PgStore { inner: Arc::new(inner) }
+            }
+            Err(inner) => PgStore { inner },
+        }
     }
 
     /// The database URL, without its password.
@@ -130,9 +143,7 @@ impl PgStore {
     /// the LISTEN connection coming back after it dropped. Take it before looking for work:
     /// a notification that arrives after it was taken is never missed.
     pub fn work_signal(&self) -> WorkSignal {
-        let mut rx = self.inner.runnable.clone();
-        rx.mark_unchanged();
-        WorkSignal { rx }
+        WorkSignal { rx: self.inner.wake.subscribe() }
     }
 
     /// Waits up to `timeout` for a run to become claimable (see [`PgStore::work_signal`]).
@@ -143,7 +154,8 @@ impl PgStore {
     }
 
     async fn write(&self, op: Op) -> Result<Done> {
-        self.inner.writer.submit(op).await
+        let db_now = self.inner.clock.as_ref().map(|clock| clock().millis());
+        self.inner.writer.submit(op, db_now).await
     }
 
     async fn read(
@@ -216,10 +228,28 @@ impl Store for PgStore {
         answer(done, |d| if let Done::Outcome(o) = d { Some(o) } else { None })
     }
 
-    async fn heartbeat(&self, owner: &str, run_ids: &[String], now: Timestamp) -> Result<Vec<String>> {
-        let op = Op::Heartbeat { owner: owner.to_owned(), run_ids: run_ids.to_vec(), now };
+    async fn claim(&self, claim: Claim) -> Result<Vec<Claimed>> {
+        let done = self.write(Op::Claim(claim)).await.map_err(|e| self.located(e))?;
+        answer(done, |d| if let Done::Claimed(c) = d { Some(c) } else { None })
+    }
+
+    async fn renew(&self, leases: &[Lease], lease_ms: u64, now: Timestamp) -> Result<Vec<String>> {
+        let op = Op::Renew { leases: leases.to_vec(), lease_ms, now };
         let done = self.write(op).await.map_err(|e| self.located(e))?;
         answer(done, |d| if let Done::Lost(l) = d { Some(l) } else { None })
+    }
+
+    /// Resolves on the next `NOTIFY steward_runnable` (or LISTEN reconnection) after the call;
+    /// in poll-only mode, on this process's own writes only. See [`PgStore::work_signal`] for
+    /// a waiter that misses nothing between two waits.
+    fn runnable_hint(&self) -> impl std::future::Future<Output = ()> + Send {
+        let mut rx = self.inner.wake.subscribe();
+        async move {
+            if rx.changed().await.is_err() {
+                // Nothing will signal again (the store is gone): the worker's poll timer decides.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     async fn recover_stalled(&self, now: Timestamp, scan: &Scan) -> Result<Vec<Recovered>> {

@@ -21,7 +21,8 @@ use steward_core::idempotency_key;
 use steward_core::ids::IdGen;
 use steward_core::state::{AttemptStatus, RunState};
 use steward_store::{
-    AttemptFinish, Commit, CommitOutcome, Error, NewRun, PruneReport, Recovered, RetentionPolicy, Run, Scan, rules,
+    AttemptFinish, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun, PruneReport, Recovered,
+    RetentionPolicy, Run, Scan, rules,
 };
 
 use crate::conn::{Answer, Flight, Session, Value, val};
@@ -31,7 +32,8 @@ use crate::rows::{RUN_COLUMNS, corrupt, process_json, run_from_row};
 pub(crate) enum Op {
     CreateRun(NewRun),
     Commit(Commit),
-    Heartbeat { owner: String, run_ids: Vec<String>, now: Timestamp },
+    Claim(Claim),
+    Renew { leases: Vec<Lease>, lease_ms: u64, now: Timestamp },
     Recover { now: Timestamp, scan: Scan },
     Prune { now: Timestamp, policy: RetentionPolicy, dry_run: bool },
 }
@@ -48,6 +50,7 @@ impl Op {
 pub(crate) enum Done {
     Run(Box<Run>),
     Outcome(CommitOutcome),
+    Claimed(Vec<Claimed>),
     Lost(Vec<String>),
     Recovered(Vec<Recovered>),
     Pruned(PruneReport),
@@ -116,6 +119,9 @@ pub(crate) struct Ctx<'a> {
     /// write's `RELEASE` or `ROLLBACK TO`, this write's `SAVEPOINT`), in the same round trip.
     /// `None` once sent: the writer then knows the write has a savepoint to release or undo.
     pub(crate) opening: Option<String>,
+    /// The database's time as a test sets it (`PgStore::with_clock`); `None` is the server's
+    /// clock, which is what leases are measured on.
+    pub(crate) db_now: Option<i64>,
     /// Whether the server refused one of the write's statements: the transaction is then
     /// unusable until the savepoint is rolled back, even if the write reports a refusal of its
     /// own that came earlier in order.
@@ -172,16 +178,22 @@ impl Answers {
     }
 }
 
-/// Whether a run in this state waits for a worker to claim it.
-fn claimable(state: RunState) -> bool {
-    matches!(state, RunState::Queued | RunState::Stalled)
+/// The database's clock in SQL, in milliseconds: the server's `clock_timestamp()`, unless a
+/// test set the time (the parameter numbered `n`).
+fn db_now_sql(n: usize) -> String {
+    format!("COALESCE(${n}::bigint, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)")
+}
+
+/// A duration in milliseconds as the database adds it.
+fn millis(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
 /// The fields of a run a write reads and updates.
 struct Head {
     state: RunState,
     owner: Option<String>,
-    owner_process: Option<String>,
+    lease_epoch: u64,
     job_id: String,
     trace_id: String,
     last_event_seq: i64,
@@ -192,7 +204,7 @@ struct Head {
 
 /// Reads a run's head and locks its row until the transaction ends: writers of one run, in
 /// this process or another, apply one after another, each against what the last committed.
-const HEAD: &str = "SELECT state, owner, owner_process, job_id, trace_id, last_event_seq, total_iterations, updated_at
+const HEAD: &str = "SELECT state, owner, lease_epoch, job_id, trace_id, last_event_seq, total_iterations, updated_at
      FROM runs WHERE run_id = $1 FOR UPDATE";
 
 fn head(run_id: &str, row: Option<&tokio_postgres::Row>) -> Result<Head, OpError> {
@@ -200,11 +212,12 @@ fn head(run_id: &str, row: Option<&tokio_postgres::Row>) -> Result<Head, OpError
     let what = format!("run `{run_id}`");
     let get = |e: tokio_postgres::Error| corrupt(&what, e);
     let state: String = row.try_get(0).map_err(get)?;
+    let epoch: i64 = row.try_get(2).map_err(get)?;
     let total: i64 = row.try_get(6).map_err(get)?;
     Ok(Head {
         state: state.parse().map_err(|e| corrupt(&what, e))?,
         owner: row.try_get(1).map_err(get)?,
-        owner_process: row.try_get(2).map_err(get)?,
+        lease_epoch: u64::try_from(epoch).map_err(|e| corrupt(&what, e))?,
         job_id: row.try_get(3).map_err(get)?,
         trace_id: row.try_get(4).map_err(get)?,
         last_event_seq: row.try_get(5).map_err(get)?,
@@ -340,7 +353,8 @@ pub(crate) async fn run(cx: &mut Ctx<'_>, op: &Op) -> Result<Done, OpError> {
     match op {
         Op::CreateRun(new) => create_run(cx, new).await.map(|r| Done::Run(Box::new(r))),
         Op::Commit(c) => commit(cx, c).await.map(Done::Outcome),
-        Op::Heartbeat { owner, run_ids, now } => heartbeat(cx, owner, run_ids, *now).await.map(Done::Lost),
+        Op::Claim(claim) => self::claim(cx, claim).await.map(Done::Claimed),
+        Op::Renew { leases, lease_ms, now } => renew(cx, leases, *lease_ms, *now).await.map(Done::Lost),
         Op::Recover { now, scan } => recover_stalled(cx, *now, scan).await.map(Done::Recovered),
         Op::Prune { now, policy, dry_run } => prune(cx, *now, policy, *dry_run).await.map(Done::Pruned),
     }
@@ -399,7 +413,7 @@ async fn create_run(cx: &mut Ctx<'_>, new: &NewRun) -> Result<Run, OpError> {
     let mut h = Head {
         state: RunState::Queued,
         owner: None,
-        owner_process: None,
+        lease_epoch: 0,
         job_id: new.job_id.clone(),
         trace_id: new.trace_id.clone(),
         last_event_seq: 0,
@@ -427,6 +441,9 @@ async fn create_run(cx: &mut Ctx<'_>, new: &NewRun) -> Result<Run, OpError> {
         total_iterations: 0,
         owner: None,
         owner_process: None,
+        lease_epoch: 0,
+        lease_expires_at: None,
+        ready_at: None,
         recoveries: 0,
         created_at: new.now,
         started_at: None,
@@ -453,34 +470,45 @@ const PROCESS: &str = "UPDATE step_attempts AS a SET process = $4
        AND old.run_id = a.run_id AND old.step_id = a.step_id AND old.attempt = a.attempt
      RETURNING old.status";
 
-const UPDATE_RUN: &str = "UPDATE runs SET
-        state = $2,
-        current_step_id = COALESCE($3, current_step_id),
-        current_attempt = COALESCE($4, current_attempt),
-        summary = COALESCE($5, summary),
-        terminal_reason = COALESCE($6, terminal_reason),
-        total_iterations = $7,
-        owner = $8,
-        started_at = CASE WHEN $2 = 'running' THEN COALESCE(started_at, $9) ELSE started_at END,
-        updated_at = $9,
-        heartbeat_at = CASE WHEN $2 = 'running' THEN $9 ELSE heartbeat_at END,
-        last_progress_at = $9,
-        finished_at = $10,
-        last_event_seq = $11,
-        owner_process = $12
-     WHERE run_id = $1";
+/// The run's fields after a commit. Whoever holds it keeps it ($8) only while it goes on
+/// running unreleased; a release makes it claimable `$12` ms after the database's now; a run
+/// that (re-)enters `running` ($13) is claimable at once.
+fn update_run_sql() -> String {
+    format!(
+        "UPDATE runs SET
+            state = $2,
+            current_step_id = COALESCE($3, current_step_id),
+            current_attempt = COALESCE($4, current_attempt),
+            summary = COALESCE($5, summary),
+            terminal_reason = COALESCE($6, terminal_reason),
+            total_iterations = $7,
+            owner = CASE WHEN $8 THEN owner ELSE NULL END,
+            owner_process = CASE WHEN $8 THEN owner_process ELSE NULL END,
+            lease_expires_at = CASE WHEN $8 THEN lease_expires_at ELSE NULL END,
+            started_at = CASE WHEN $2 = 'running' THEN COALESCE(started_at, $9) ELSE started_at END,
+            updated_at = $9,
+            last_progress_at = $9,
+            finished_at = $10,
+            last_event_seq = $11,
+            ready_at = CASE WHEN $12::bigint IS NOT NULL THEN {} + $12 WHEN $13 THEN NULL ELSE ready_at END
+         WHERE run_id = $1",
+        db_now_sql(14)
+    )
+}
 
 async fn commit(cx: &mut Ctx<'_>, c: &Commit) -> Result<CommitOutcome, OpError> {
     let run_id = c.run_id.as_str();
     // First round trip: open the savepoint, lock and read the run, note the commit id (taken
-    // back with the savepoint if the write is refused), list the attempts still running.
+    // back with the savepoint if the write is refused), list the attempts still running when
+    // the write ends them or must know none are left.
+    let needs_running = c.finish_running_as.is_some() || c.release.is_some();
     let mut trip = cx.trip();
     trip.query("reading the run", HEAD, vec![val(c.run_id.clone(), Type::TEXT)]).await?;
     if let Some(id) = &c.id {
         let params = vec![val(id.clone(), Type::TEXT), val(c.run_id.clone(), Type::TEXT)];
         trip.query("noting the commit id", NOTE_COMMIT, params).await?;
     }
-    if c.finish_running_as.is_some() {
+    if needs_running {
         trip.query("listing running attempts", RUNNING, vec![val(c.run_id.clone(), Type::TEXT)]).await?;
     }
     let mut answers = trip.send(cx).await?;
@@ -489,11 +517,11 @@ async fn commit(cx: &mut Ctx<'_>, c: &Commit) -> Result<CommitOutcome, OpError> 
         // Applied before: the retry of a write whose reply was lost.
         return Ok(CommitOutcome { state: h.state, last_event_seq: h.last_event_seq });
     }
-    let running = match c.finish_running_as {
-        Some(_) => running_from(run_id, &answers.next("listing running attempts")?)?,
-        None => Vec::new(),
+    let running = match needs_running {
+        true => running_from(run_id, &answers.next("listing running attempts")?)?,
+        false => Vec::new(),
     };
-    rules::check_expect(c, h.state, h.owner.as_deref())?;
+    rules::check_expect(c, h.state, h.owner.as_deref(), h.lease_epoch)?;
     rules::check_shape(c)?;
     let when = rules::event_time(c.now, h.updated_at);
     let w = Writing { run_id, now: when, actor: c.actor, actor_id: &c.actor_id };
@@ -504,23 +532,27 @@ async fn commit(cx: &mut Ctx<'_>, c: &Commit) -> Result<CommitOutcome, OpError> 
     // What the run becomes, worked out before the answers come back so that one round trip
     // writes it all. Attempts still running after the commit's own endings end as
     // `finish_running_as`.
+    let still_running: Vec<(String, u32)> = running
+        .into_iter()
+        .filter(|(step, attempt)| !c.finished.iter().any(|f| &f.step_id == step && f.attempt == *attempt))
+        .collect();
     let abandoned: Vec<AttemptFinish> = match c.finish_running_as {
-        Some(status) => running
-            .into_iter()
-            .filter(|(step, attempt)| !c.finished.iter().any(|f| &f.step_id == step && f.attempt == *attempt))
-            .map(|(step, attempt)| rules::abandoned(step, attempt, status))
-            .collect(),
+        Some(status) => {
+            still_running.iter().map(|(step, attempt)| rules::abandoned(step.clone(), *attempt, status)).collect()
+        }
         None => Vec::new(),
     };
+    let running_left = c.finish_running_as.is_none() && !still_running.is_empty();
     let endings: Vec<&AttemptFinish> = c.finished.iter().chain(&abandoned).collect();
     let state = c.transition.as_ref().map_or(h.state, |t| t.to);
+    let entered_running = state == RunState::Running && h.state != RunState::Running;
     let last_event_seq = h.last_event_seq
-        + (endings.len() + usize::from(c.transition.is_some()) + c.started.len() + c.processes.len()) as i64;
+        + (endings.len()
+            + usize::from(c.transition.is_some())
+            + c.started.len()
+            + c.processes.len()
+            + usize::from(c.release.is_some())) as i64;
     let total_iterations = i64::from(h.total_iterations) + c.started.len() as i64;
-    // Owners as stored: the id, and the process as JSON (kept as it is unless replaced).
-    let set = c.set_owner.as_ref().map(|o| (o.id.clone(), o.process.as_ref().map(process_json)));
-    let current = h.owner.clone().map(|id| (id, h.owner_process.clone()));
-    let (owner, owner_process) = rules::owner_after(state, set, current).unzip();
     let now = when.millis();
     let current = c.started.last();
 
@@ -560,16 +592,19 @@ async fn commit(cx: &mut Ctx<'_>, c: &Commit) -> Result<CommitOutcome, OpError> 
         val(c.summary.clone(), Type::TEXT),
         val(terminal_reason, Type::TEXT),
         val(total_iterations, Type::INT8),
-        val(owner, Type::TEXT),
+        val(rules::keeps_owner(state, c), Type::BOOL),
         val(now, Type::INT8),
         val(state.is_terminal().then_some(now), Type::INT8),
         val(last_event_seq, Type::INT8),
-        val(owner_process.flatten(), Type::TEXT),
+        val(c.release.as_ref().map(|r| millis(r.after_ms)), Type::INT8),
+        val(entered_running, Type::BOOL),
+        val(cx.db_now, Type::INT8),
     ];
-    trip.query("updating the run", UPDATE_RUN, params).await?;
+    trip.query("updating the run", &update_run_sql(), params).await?;
     let mut answers = trip.send(cx).await?;
 
-    // The checks, in the reference store's order: endings, the transition, starts, processes.
+    // The checks, in the reference store's order: endings, the transition, starts, processes,
+    // the release.
     for f in endings {
         let stored = finished_from(run_id, f, &answers.next("ending an attempt")?)?;
         let payload = rules::finish(run_id, f, stored, when)?;
@@ -579,9 +614,6 @@ async fn commit(cx: &mut Ctx<'_>, c: &Commit) -> Result<CommitOutcome, OpError> 
         let payload = rules::transition(run_id, &h.job_id, h.owner.as_deref(), h.state, t)?;
         cx.event(&w, &mut h, &payload)?;
         h.state = t.to;
-        if claimable(t.to) {
-            cx.pending.runnable += 1;
-        }
     }
     for s in &c.started {
         let inserted = !answers.next("starting an attempt")?.is_empty();
@@ -600,6 +632,11 @@ async fn commit(cx: &mut Ctx<'_>, c: &Commit) -> Result<CommitOutcome, OpError> 
         let payload = rules::process(run_id, p, stored)?;
         cx.event(&w, &mut h, &payload)?;
     }
+    rules::check_release(c, h.state, running_left)?;
+    if let Some(r) = &c.release {
+        let payload = rules::released(h.owner.as_deref(), h.lease_epoch, r);
+        cx.event_as(&w, &mut h, Actor::System, &c.actor_id, payload.step_id(), &payload)?;
+    }
     answers.next("updating the run")?;
     if h.last_event_seq != last_event_seq {
         // Both count the same events; a difference is a bug here, never written.
@@ -607,33 +644,167 @@ async fn commit(cx: &mut Ctx<'_>, c: &Commit) -> Result<CommitOutcome, OpError> 
             corrupt(run_id, format!("commit counted {last_event_seq} events, wrote {}", h.last_event_seq)).into()
         );
     }
+    // Claimable now (or once a release's delay has passed): worth waking idle workers for. A
+    // stalled run is, for workers that resume stalled runs.
+    if (state == RunState::Running && (c.release.is_some() || entered_running))
+        || (c.transition.is_some() && matches!(state, RunState::Queued | RunState::Stalled))
+    {
+        cx.pending.runnable += 1;
+    }
     Ok(CommitOutcome { state: h.state, last_event_seq })
 }
 
-async fn heartbeat(cx: &mut Ctx<'_>, owner: &str, run_ids: &[String], now: Timestamp) -> Result<Vec<String>, OpError> {
-    let mut trip = cx.trip();
-    trip.query(
-        "renewing heartbeats",
-        "UPDATE runs SET heartbeat_at = $3, last_progress_at = $3
-         WHERE run_id = ANY($1) AND owner = $2 AND state = 'running' RETURNING run_id",
-        vec![val(run_ids.to_vec(), Type::TEXT_ARRAY), val(owner.to_owned(), Type::TEXT), val(now.millis(), Type::INT8)],
+/// Candidates for a claim, oldest first and runs to recover before queued ones (HSK-WF-003),
+/// locked as they are read; rows another claimer (or writer) holds locked are skipped, so
+/// concurrent claimers never wait for each other and never take the same run.
+/// `rules::claimable` has the last word on each.
+fn claim_candidates_sql() -> String {
+    format!(
+        "WITH clock AS (SELECT {} AS db_now)
+         SELECT {RUN_COLUMNS}, clock.db_now FROM runs, clock
+         WHERE ($2::text IS NULL OR run_id = $2)
+           AND (state = 'queued'
+                OR (state = 'stalled' AND $3)
+                OR (state = 'running' AND owner IS NULL AND (ready_at IS NULL OR ready_at <= clock.db_now))
+                OR (state = 'running' AND owner IS NOT NULL
+                    AND (lease_expires_at IS NULL OR lease_expires_at <= clock.db_now)))
+           AND (cardinality($4::text[]) = 0 OR EXISTS (
+                SELECT 1 FROM unnest($4::text[]) AS w(dir)
+                WHERE rtrim(w.dir, '/') = '' OR workdir = rtrim(w.dir, '/')
+                   OR starts_with(workdir, rtrim(w.dir, '/') || '/')))
+         ORDER BY state = 'queued', created_at, run_id
+         LIMIT $5
+         FOR UPDATE OF runs SKIP LOCKED",
+        db_now_sql(1)
     )
-    .await?;
-    let renewed = trip.send(cx).await?.next("renewing heartbeats")?;
-    let renewed: std::collections::HashSet<String> = renewed.iter().filter_map(|r| r.try_get(0).ok()).collect();
-    Ok(run_ids.iter().filter(|id| !renewed.contains(*id)).cloned().collect())
+}
+
+const CLAIMED: &str = "UPDATE runs SET state = 'running', owner = $2, owner_process = $3, lease_epoch = $4,
+         lease_expires_at = $5, heartbeat_at = $6, ready_at = NULL, started_at = COALESCE(started_at, $7),
+         summary = $8, updated_at = $7, last_progress_at = $7, last_event_seq = $9, recoveries = recoveries + $10
+     WHERE run_id = $1";
+
+async fn claim(cx: &mut Ctx<'_>, claim: &Claim) -> Result<Vec<Claimed>, OpError> {
+    let mut trip = cx.trip();
+    let params = vec![
+        val(cx.db_now, Type::INT8),
+        val(claim.run_id.clone(), Type::TEXT),
+        val(claim.resume_stalled, Type::BOOL),
+        val(claim.workdirs.clone(), Type::TEXT_ARRAY),
+        val(i64::from(claim.limit), Type::INT8),
+    ];
+    trip.query("finding runs to claim", &claim_candidates_sql(), params).await?;
+    let rows = trip.send(cx).await?.next("finding runs to claim")?;
+    let owner = claim.owner.id.as_str();
+    let mut taken = Vec::new();
+    for row in &rows {
+        let run = run_from_row(row)?;
+        let db_now = Timestamp(row.try_get(30).map_err(|e| corrupt("claim", e))?);
+        let Some(kind) = rules::claimable(&run, claim, db_now) else { continue };
+        let mut h = Head {
+            state: run.state,
+            owner: run.owner.clone(),
+            lease_epoch: run.lease_epoch,
+            job_id: run.job_id.clone(),
+            trace_id: run.trace_id.clone(),
+            last_event_seq: run.last_event_seq,
+            total_iterations: run.total_iterations,
+            updated_at: run.updated_at,
+        };
+        let now = rules::event_time(claim.now, run.updated_at);
+        let w = Writing { run_id: &run.run_id, now, actor: Actor::System, actor_id: owner };
+        let recovery = Writing { actor_id: rules::RECOVERY_ACTOR, ..w };
+        let mut recovered = 0i64;
+        for payload in rules::claim_events(&run, kind, claim)? {
+            if payload.event_type() == "workflow_recovery" {
+                cx.event(&recovery, &mut h, &payload)?;
+                // What the previous owner left running ends with its recovery.
+                cx.finish_running(&recovery, &mut h, AttemptStatus::Interrupted).await?;
+                recovered = 1;
+            } else {
+                cx.event(&w, &mut h, &payload)?;
+            }
+        }
+        let epoch = run.lease_epoch + 1;
+        cx.event(&w, &mut h, &rules::claimed(&run, run.state, claim, epoch))?;
+        taken.push((run, kind, epoch, db_now, now, h.last_event_seq, recovered));
+    }
+    // Every claimed run's update in one round trip, each answering the run as it is now.
+    let mut trip = cx.trip();
+    let returning = format!("{CLAIMED} RETURNING {RUN_COLUMNS}");
+    for (run, kind, epoch, db_now, now, last_event_seq, recovered) in &taken {
+        let params = vec![
+            val(run.run_id.clone(), Type::TEXT),
+            val(owner.to_owned(), Type::TEXT),
+            val(claim.owner.process.as_ref().map(process_json), Type::TEXT),
+            val(i64::try_from(*epoch).unwrap_or(i64::MAX), Type::INT8),
+            val(db_now.millis().saturating_add(millis(claim.lease_ms)), Type::INT8),
+            val(db_now.millis(), Type::INT8),
+            val(now.millis(), Type::INT8),
+            val(rules::claimed_summary(*kind, owner), Type::TEXT),
+            val(*last_event_seq, Type::INT8),
+            val(*recovered, Type::INT8),
+        ];
+        trip.query("claiming a run", &returning, params).await?;
+    }
+    let mut answers = trip.send(cx).await?;
+    let mut out = Vec::new();
+    for (before, kind, ..) in taken {
+        let rows = answers.next("claiming a run")?;
+        let run = run_from_row(rows.first().ok_or_else(|| corrupt(&before.run_id, "claimed run vanished"))?)?;
+        out.push(Claimed { run, from: before.state, recovered_from: kind.recovered(&before) });
+    }
+    Ok(out)
+}
+
+async fn renew(cx: &mut Ctx<'_>, leases: &[Lease], lease_ms: u64, now: Timestamp) -> Result<Vec<String>, OpError> {
+    let sql = format!(
+        "WITH clock AS (SELECT {} AS db_now)
+         UPDATE runs SET lease_expires_at = clock.db_now + $4, heartbeat_at = clock.db_now,
+             last_progress_at = GREATEST(last_progress_at, $5)
+         FROM clock, unnest($1::text[], $2::bigint[]) AS l(run_id, epoch)
+         WHERE runs.run_id = l.run_id AND runs.lease_epoch = l.epoch
+           AND runs.owner IS NOT NULL AND runs.state = 'running'
+         RETURNING runs.run_id, runs.lease_epoch",
+        db_now_sql(3)
+    );
+    let ids: Vec<String> = leases.iter().map(|l| l.run_id.clone()).collect();
+    let epochs: Vec<i64> = leases.iter().map(|l| i64::try_from(l.epoch).unwrap_or(i64::MAX)).collect();
+    let mut trip = cx.trip();
+    let params = vec![
+        val(ids, Type::TEXT_ARRAY),
+        val(epochs, Type::INT8_ARRAY),
+        val(cx.db_now, Type::INT8),
+        val(millis(lease_ms), Type::INT8),
+        val(now.millis(), Type::INT8),
+    ];
+    trip.query("renewing leases", &sql, params).await?;
+    let renewed = trip.send(cx).await?.next("renewing leases")?;
+    let renewed: std::collections::HashSet<(String, i64)> =
+        renewed.iter().filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?))).collect();
+    Ok(leases
+        .iter()
+        .filter(|l| !renewed.contains(&(l.run_id.clone(), i64::try_from(l.epoch).unwrap_or(i64::MAX))))
+        .map(|l| l.run_id.clone())
+        .collect())
 }
 
 async fn recover_stalled(cx: &mut Ctx<'_>, now: Timestamp, scan: &Scan) -> Result<Vec<Recovered>, OpError> {
     cx.open().await?;
     // Candidates are found without locks, so that live runs' writers are not held up; each is
-    // then locked and judged again, since its owner may have written in between.
-    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' ORDER BY created_at, run_id");
-    let rows = cx.db.query(&sql, &[]).await.map_err(pg("listing running runs"))?;
+    // then locked and judged again, since its owner may have renewed or written in between.
+    let sql = format!(
+        "WITH clock AS (SELECT {} AS db_now)
+         SELECT {RUN_COLUMNS}, clock.db_now FROM runs, clock WHERE state = 'running' ORDER BY created_at, run_id",
+        db_now_sql(1)
+    );
+    let rows = cx.db.query(&sql, &[(&cx.db_now, Type::INT8)]).await.map_err(pg("listing running runs"))?;
     let mut candidates = Vec::new();
+    let mut db_now = Timestamp(0);
     for row in &rows {
         let run = run_from_row(row)?;
-        if rules::abandoned_because(run.owner.as_deref(), run.heartbeat_at, now, scan).is_some() {
+        db_now = Timestamp(row.try_get(30).map_err(|e| corrupt("recovery", e))?);
+        if rules::abandoned_because(&run, db_now, scan).is_some() {
             candidates.push(run.run_id);
         }
     }
@@ -643,13 +814,24 @@ async fn recover_stalled(cx: &mut Ctx<'_>, now: Timestamp, scan: &Scan) -> Resul
         if run.state != RunState::Running {
             continue;
         }
-        let Some(reason) = rules::abandoned_because(run.owner.as_deref(), run.heartbeat_at, now, scan) else {
+        let Some(reason) = rules::abandoned_because(&run, db_now, scan) else { continue };
+        if scan.hand_over {
+            // The lease ends now; the next claim recovers the run and records it.
+            cx.db
+                .execute(
+                    "UPDATE runs SET lease_expires_at = $2 WHERE run_id = $1",
+                    &[(&run.run_id, Type::TEXT), (&db_now.millis(), Type::INT8)],
+                )
+                .await
+                .map_err(pg("ending a lease"))?;
+            cx.pending.runnable += 1;
+            out.push(rules::handed_over(&run, reason));
             continue;
-        };
+        }
         let mut h = Head {
             state: run.state,
             owner: run.owner.clone(),
-            owner_process: None,
+            lease_epoch: run.lease_epoch,
             job_id: run.job_id.clone(),
             trace_id: run.trace_id.clone(),
             last_event_seq: run.last_event_seq,
@@ -661,24 +843,23 @@ async fn recover_stalled(cx: &mut Ctx<'_>, now: Timestamp, scan: &Scan) -> Resul
         let w = Writing { run_id: &run.run_id, now, actor: Actor::System, actor_id: rules::RECOVERY_ACTOR };
         cx.event(&w, &mut h, &payload)?;
         let interrupted_attempts = cx.finish_running(&w, &mut h, AttemptStatus::Interrupted).await?;
-        let millis = now.millis();
         cx.db
             .execute(
-                "UPDATE runs SET state = 'stalled', owner = NULL, owner_process = NULL, recoveries = recoveries + 1,
-                     summary = $2, updated_at = $3, last_progress_at = $3, last_event_seq = $4
+                "UPDATE runs SET state = 'stalled', owner = NULL, owner_process = NULL, lease_expires_at = NULL,
+                     recoveries = recoveries + 1, summary = $2, updated_at = $3, last_progress_at = $3,
+                     last_event_seq = $4
                  WHERE run_id = $1",
                 &[
                     (&run.run_id, Type::TEXT),
                     (&rules::STALLED_SUMMARY, Type::TEXT),
-                    (&millis, Type::INT8),
+                    (&now.millis(), Type::INT8),
                     (&h.last_event_seq, Type::INT8),
                 ],
             )
             .await
             .map_err(pg("stalling the run"))?;
-        if claimable(RunState::Stalled) {
-            cx.pending.runnable += 1;
-        }
+        // Stalled runs are claimable by workers that resume them.
+        cx.pending.runnable += 1;
         out.push(Recovered {
             run_id: run.run_id,
             workflow_id: run.workflow_id,
@@ -747,7 +928,7 @@ async fn prune(
     let mut h = Head {
         state: RunState::Completed,
         owner: None,
-        owner_process: None,
+        lease_epoch: 0,
         job_id: rules::SYSTEM_RUN.into(),
         trace_id: rules::SYSTEM_RUN.into(),
         last_event_seq,

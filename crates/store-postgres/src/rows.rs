@@ -13,7 +13,7 @@ use steward_store::{Attempt, Error, Result, Run};
 pub(crate) const RUN_COLUMNS: &str = "run_id, workflow_id, workflow_version, definition_hash, inputs, state,
     current_step_id, current_attempt, summary, terminal_reason, job_id, trace_id, job_kind, profile_id,
     protocol_id, total_iterations, owner, created_at, started_at, updated_at, heartbeat_at, last_progress_at,
-    finished_at, last_event_seq, workdir, owner_process, recoveries";
+    finished_at, last_event_seq, workdir, owner_process, recoveries, lease_epoch, lease_expires_at, ready_at";
 
 pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> Error {
     Error::Corrupt { path: String::new(), detail: format!("{what}: {detail}") }
@@ -28,6 +28,12 @@ fn get<'a, T: FromSql<'a>>(r: &'a Row, i: usize, what: &str) -> Result<T> {
 fn get_u32(r: &Row, i: usize, what: &str) -> Result<u32> {
     let v: i64 = get(r, i, what)?;
     u32::try_from(v).map_err(|e| corrupt(what, format!("column {i}: {v}: {e}")))
+}
+
+/// A BIGINT column holding a `u64` that never goes negative (an epoch).
+fn get_u64(r: &Row, i: usize, what: &str) -> Result<u64> {
+    let v: i64 = get(r, i, what)?;
+    u64::try_from(v).map_err(|e| corrupt(what, format!("column {i}: {v}: {e}")))
 }
 
 fn get_opt_u32(r: &Row, i: usize, what: &str) -> Result<Option<u32>> {
@@ -94,6 +100,9 @@ pub(crate) fn run_from_row(r: &Row) -> Result<Run> {
         workdir: get(r, 24, what)?,
         owner_process: process(what, get(r, 25, what)?)?,
         recoveries: get_u32(r, 26, what)?,
+        lease_epoch: get_u64(r, 27, what)?,
+        lease_expires_at: get_opt_ts(r, 28, what)?,
+        ready_at: get_opt_ts(r, 29, what)?,
         run_id,
     })
 }

@@ -40,6 +40,8 @@ const JOB_TRIES: usize = 5;
 
 struct Job {
     op: Op,
+    /// The database's time as a test set it; `None` for the server's clock.
+    db_now: Option<i64>,
     reply: oneshot::Sender<Result<Done>>,
 }
 
@@ -64,10 +66,10 @@ impl Writer {
     }
 
     /// Runs `op` in the next group commit and resolves once that commit returned.
-    pub(crate) async fn submit(&self, op: Op) -> Result<Done> {
+    pub(crate) async fn submit(&self, op: Op, db_now: Option<i64>) -> Result<Done> {
         let (reply, answer) = oneshot::channel();
         let stopped = || Error::Unavailable { detail: "the PostgreSQL writer task has stopped".into() };
-        self.tx.send(Job { op, reply }).map_err(|_| stopped())?;
+        self.tx.send(Job { op, db_now, reply }).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -167,7 +169,7 @@ impl Task {
         let result = async {
             let mut answers = Vec::with_capacity(batch.len());
             for job in batch {
-                answers.push(run_job(db, target, self.ids.as_ref(), &job.op, &mut pending, &mut control).await?);
+                answers.push(run_job(db, target, self.ids.as_ref(), job, &mut pending, &mut control).await?);
             }
             if control.starts_with("BEGIN") {
                 // No write sent anything (all refused at once): there is no transaction.
@@ -217,7 +219,7 @@ async fn run_job(
     db: &Session,
     target: &Target,
     ids: &dyn IdGen,
-    op: &Op,
+    job: &Job,
     pending: &mut Pending,
     control: &mut String,
 ) -> std::result::Result<Result<Done>, (&'static str, tokio_postgres::Error)> {
@@ -225,8 +227,9 @@ async fn run_job(
     loop {
         tries += 1;
         let mark = pending.mark();
-        let mut cx = Ctx { db, ids, pending, opening: Some(format!("{control}SAVEPOINT job")), aborted: false };
-        let outcome = ops::run(&mut cx, op).await;
+        let opening = Some(format!("{control}SAVEPOINT job"));
+        let mut cx = Ctx { db, ids, pending, opening, db_now: job.db_now, aborted: false };
+        let outcome = ops::run(&mut cx, &job.op).await;
         // Whether this job's savepoint exists (its opening went out), and whether the server
         // refused one of its statements, which leaves the transaction unusable until the
         // savepoint is rolled back.

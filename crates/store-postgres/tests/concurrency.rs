@@ -12,10 +12,10 @@ use serde_json::json;
 use steward_core::Timestamp;
 use steward_core::event::Actor;
 use steward_core::ids::SeqIds;
-use steward_core::state::{AttemptStatus, RunState, TransitionCause};
-use steward_store::{AttemptFinish, AttemptStart, Commit, Error, Expect, NewRun, Store, Transition};
+use steward_core::state::AttemptStatus;
+use steward_store::{AttemptFinish, AttemptStart, Claim, Commit, Error, Expect, NewRun, Release, Store};
 use steward_store_postgres::{PgOptions, PgStore, Wake};
-use steward_store_testkit::{new_run, running_run};
+use steward_store_testkit::{claim_by, new_run, running_run};
 use steward_test_support::PgCluster;
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -54,32 +54,41 @@ async fn store_at(url: String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_racing_for_one_run_are_fenced() {
+async fn claimers_in_two_processes_never_take_the_same_run() {
     let Some(cluster) = PgCluster::shared() else { return };
     let url = cluster.create_database();
     let (a, b) = (store(&url, PgOptions::default()).await, store(&url, PgOptions::default()).await);
-    for i in 0..20 {
-        let run_id = format!("r{i}");
-        a.create_run(NewRun { now: T0, ..new_run(&run_id) }).await.unwrap();
-        let take = |s: PgStore, owner: &'static str| {
-            let run_id = run_id.clone();
-            tokio::spawn(async move {
-                let mut c =
-                    Commit::new(&run_id, Expect { state: RunState::Queued, owner: None }, T0, Actor::System, owner);
-                c.transition =
-                    Some(Transition { to: RunState::Running, cause: TransitionCause::Engine, reason: "take".into() });
-                c.set_owner = Some(owner.into());
-                s.commit(c).await
-            })
-        };
-        let (ra, rb) = (take(a.clone(), "a"), take(b.clone(), "b"));
-        let (ra, rb) = (ra.await.unwrap(), rb.await.unwrap());
-        assert!(ra.is_ok() != rb.is_ok(), "exactly one wins: {ra:?} {rb:?}");
-        let loser = if ra.is_ok() { rb } else { ra };
-        assert!(matches!(loser, Err(Error::Conflict { .. })), "{loser:?}");
-        let run = b.get_run(&run_id).await.unwrap();
-        assert_eq!((run.state, run.last_event_seq), (RunState::Running, 2));
+    for i in 0..40 {
+        a.create_run(NewRun { now: T0, ..new_run(&format!("r{i:02}")) }).await.unwrap();
     }
+    // Both claim in small bites at once until nothing is left; SKIP LOCKED lets each pass over
+    // what the other holds locked instead of waiting for it.
+    let take = |s: PgStore, owner: &'static str| {
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = s.claim(Claim { limit: 3, ..claim_by(owner, None, 3_600_000, T0) }).await.unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|c| (c.run.run_id, c.run.lease_epoch)));
+            }
+        })
+    };
+    let (ta, tb) = (take(a.clone(), "a"), take(b.clone(), "b"));
+    let (ga, gb) = (ta.await.unwrap(), tb.await.unwrap());
+    let mut all: Vec<&str> = ga.iter().chain(&gb).map(|(id, _)| id.as_str()).collect();
+    all.sort();
+    let expected: Vec<String> = (0..40).map(|i| format!("r{i:02}")).collect();
+    assert_eq!(all, expected, "each run claimed exactly once");
+    assert!(ga.iter().chain(&gb).all(|(_, epoch)| *epoch == 1));
+    // The loser of a race for one run's write is fenced by its epoch.
+    let (run_id, epoch) = ga.first().or(gb.first()).cloned().unwrap();
+    let theirs = a.claim(Claim { run_id: Some(run_id.clone()), ..claim_by("c", None, 3_600_000, T0) }).await.unwrap();
+    assert!(theirs.is_empty(), "a held lease is not claimable");
+    let mut late = Commit::new(&run_id, Expect::held(epoch + 1), T0, Actor::System, "x");
+    late.summary = Some("late".into());
+    assert!(matches!(b.commit(late).await, Err(Error::Conflict { .. })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,10 +123,9 @@ async fn the_store_wide_feed_never_skips_an_event_that_commits_late() {
             let s = s.clone();
             writers.push(tokio::spawn(async move {
                 let run_id = format!("p{p}-w{w}");
-                running_run(&s, &run_id, "me", T0).await;
+                let epoch = running_run(&s, &run_id, "me", T0).await;
                 for n in 0..15u32 {
-                    let expect = Expect { state: RunState::Running, owner: None };
-                    let mut c = Commit::new(&run_id, expect, T0, Actor::System, "me");
+                    let mut c = Commit::new(&run_id, Expect::held(epoch), T0, Actor::System, "me");
                     if n > 0 {
                         c.finished = vec![AttemptFinish {
                             step_id: format!("s{}", n - 1),
@@ -141,7 +149,7 @@ async fn the_store_wide_feed_never_skips_an_event_that_commits_late() {
     done.store(true, Ordering::SeqCst);
     let seen = reader.await.unwrap();
     let all: Vec<i64> = stores[1].list_events_since(0, u32::MAX).await.unwrap().iter().map(|e| e.id).collect();
-    assert_eq!(all.len(), 12 * (2 + 15 + 14));
+    assert_eq!(all.len(), 12 * (3 + 15 + 14));
     let skipped: Vec<&i64> = all.iter().filter(|id| !seen.contains(id)).collect();
     assert!(skipped.is_empty(), "the feed skipped events {skipped:?}, which committed after a later id");
     assert_eq!(seen, all, "the feed saw every event, in order");
@@ -168,11 +176,17 @@ async fn listen_notify_wakes_idle_waiters_and_poll_only_does_not_listen() {
     assert_eq!(heard.wait_for_work(Duration::from_secs(10)).await, Wake::Notified);
     assert_eq!(heard.wait_for_work(short).await, Wake::TimedOut);
 
-    // A write that makes nothing claimable notifies nobody.
-    let mut c = Commit::new("r1", Expect { state: RunState::Queued, owner: None }, T0, Actor::System, "w");
-    c.transition = Some(Transition { to: RunState::Running, cause: TransitionCause::Engine, reason: "take".into() });
+    // Writes that make nothing claimable notify nobody: a claim, the holder's own progress.
+    let epoch = other.claim(claim_by("w", Some("r1"), 3_600_000, T0)).await.unwrap()[0].run.lease_epoch;
+    let mut c = Commit::new("r1", Expect::held(epoch), T0, Actor::System, "w");
+    c.summary = Some("busy".into());
     other.commit(c).await.unwrap();
     assert_eq!(heard.wait_for_work(short).await, Wake::TimedOut);
+    // A release makes the run claimable again.
+    let mut c = Commit::new("r1", Expect::held(epoch), T0, Actor::System, "w");
+    c.release = Some(Release { after_ms: 0, reason: "shutting down".into() });
+    other.commit(c).await.unwrap();
+    assert_eq!(heard.wait_for_work(Duration::from_secs(10)).await, Wake::Notified, "a release");
 
     // Poll-only still wakes on its own process's writes, and still notifies listeners.
     polling.create_run(new_run("r4")).await.unwrap();

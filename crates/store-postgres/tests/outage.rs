@@ -12,7 +12,7 @@ use serde_json::json;
 use steward_core::Timestamp;
 use steward_core::event::Actor;
 use steward_core::ids::SeqIds;
-use steward_core::state::{AttemptStatus, RunState};
+use steward_core::state::AttemptStatus;
 use steward_store::{AttemptFinish, AttemptStart, Commit, CommitOutcome, Error, Expect, Store};
 use steward_store_postgres::{PgOptions, PgStore, Wake};
 use steward_store_testkit::running_run;
@@ -24,10 +24,10 @@ fn ids() -> Arc<SeqIds> {
     Arc::new(SeqIds::new("ev"))
 }
 
-/// Commit `n` of a run: finishes step `n - 1` and starts step `n`, with a stable id.
-fn step(run_id: &str, n: u32) -> Commit {
-    let expect = Expect { state: RunState::Running, owner: Some("me".into()) };
-    let mut c = Commit::new(run_id, expect, T0.plus_millis(i64::from(n) + 1), Actor::System, "me");
+/// Commit `n` of a run held under `epoch`: finishes step `n - 1` and starts step `n`, with a
+/// stable id.
+fn step(run_id: &str, epoch: u64, n: u32) -> Commit {
+    let mut c = Commit::new(run_id, Expect::held(epoch), T0.plus_millis(i64::from(n) + 1), Actor::System, "me");
     c.id = Some(format!("{run_id}-{n}"));
     if n > 0 {
         c.finished = vec![AttemptFinish {
@@ -75,13 +75,13 @@ async fn a_server_that_goes_away_is_unavailable_and_a_retried_commit_lands_once(
     let Some(cluster) = PgCluster::start() else { return };
     let opts = PgOptions { reconnect_patience: Duration::from_millis(500), ..PgOptions::default() };
     let store = PgStore::connect(&cluster.url(), opts, ids()).await.expect("connect");
-    running_run(&store, "r1", "me", T0).await;
+    let epoch = running_run(&store, "r1", "me", T0).await;
     let mut signal = store.work_signal();
     let where_ = format!("127.0.0.1:{}", cluster.port());
 
     // Down: writes and reads answer Unavailable, naming the server.
     cluster.stop();
-    let first = step("r1", 0);
+    let first = step("r1", epoch, 0);
     let err = store.commit(first.clone()).await.unwrap_err();
     assert!(matches!(&err, Error::Unavailable { detail } if detail.contains(&where_)), "{err}");
     let err = store.get_run("r1").await.unwrap_err();
@@ -99,7 +99,7 @@ async fn a_server_that_goes_away_is_unavailable_and_a_retried_commit_lands_once(
     // A restart between two writes: the next one lands after the store reconnects (or is
     // Unavailable and lands when repeated), once.
     cluster.restart();
-    let second = step("r1", 1);
+    let second = step("r1", epoch, 1);
     until_it_lands(&store, &second, &unavailable).await;
     until_it_lands(&store, &second, &unavailable).await;
     assert_intact(&store, "r1", 2).await;
@@ -124,9 +124,9 @@ async fn a_restart_under_load_loses_and_repeats_nothing() {
         let (store, landed, unavailable) = (store.clone(), landed.clone(), unavailable.clone());
         writers.push(tokio::spawn(async move {
             let run_id = format!("r{r}");
-            running_run(&store, &run_id, "me", T0).await;
+            let epoch = running_run(&store, &run_id, "me", T0).await;
             for n in 0..STEPS {
-                until_it_lands(&store, &step(&run_id, n), &unavailable).await;
+                until_it_lands(&store, &step(&run_id, epoch, n), &unavailable).await;
                 landed.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -147,7 +147,8 @@ async fn a_restart_under_load_loses_and_repeats_nothing() {
     }
     // Store-wide, the log is complete and in order.
     let all = store.list_events_since(0, u32::MAX).await.unwrap();
-    assert_eq!(all.len(), RUNS * (2 + STEPS as usize * 2 - 1));
+    // Per run: created, started and claimed, then a start per step and an end for all but the last.
+    assert_eq!(all.len(), RUNS * (3 + STEPS as usize * 2 - 1));
     assert!(all.windows(2).all(|w| w[0].id < w[1].id));
 }
 

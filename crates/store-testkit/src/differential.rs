@@ -1,8 +1,12 @@
 //! The differential driver: seeded random operation sequences applied to a backend and to the
 //! in-memory reference store must give the same answers and the same histories.
 //!
-//! A backend's test makes a fresh store per seed and calls [`same_history`]; the seeds come from
+//! A backend's test makes a fresh store per seed, both stores reading their leases from one
+//! clock the driver moves ([`clock`]), and calls [`same_history`]; the seeds come from
 //! [`seeds`], so every backend replays the same sequences.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
@@ -13,7 +17,8 @@ use steward_core::event::{Actor, Event};
 use steward_core::liveness::ProcessRef;
 use steward_core::state::{AttemptStatus, RunState, TransitionCause};
 use steward_store::{
-    AttemptFinish, AttemptProcess, AttemptStart, Commit, Expect, Owner, RunFilter, Scan, Store, Transition,
+    AttemptFinish, AttemptProcess, AttemptStart, Claim, Commit, DbClock, Expect, Lease, Owner, Release, RunFilter,
+    Scan, Store, Transition,
 };
 
 use crate::new_run;
@@ -39,15 +44,15 @@ fn process(rng: &mut StdRng) -> ProcessRef {
 fn random_commit(
     rng: &mut StdRng,
     run: &str,
-    held: Option<(RunState, Option<String>)>,
+    held: Option<(RunState, u64)>,
     running: &[(String, u32)],
     now: Timestamp,
 ) -> Commit {
-    let (state, owner) = match held {
-        Some((state, owner)) if rng.random_bool(0.8) => (state, owner.filter(|_| rng.random_bool(0.5))),
-        _ => (*pick(rng, &RunState::ALL), rng.random_bool(0.3).then(|| pick(rng, &OWNERS).to_string())),
+    let (state, epoch) = match held {
+        Some((state, epoch)) if rng.random_bool(0.8) => (state, Some(epoch).filter(|_| rng.random_bool(0.5))),
+        _ => (*pick(rng, &RunState::ALL), rng.random_bool(0.3).then(|| rng.random_range(0..4))),
     };
-    let mut c = Commit::new(run, Expect { state, owner }, now, Actor::System, "diff");
+    let mut c = Commit::new(run, Expect { state, epoch }, now, Actor::System, "diff");
     if rng.random_bool(0.3) {
         // A small pool of ids, so that some commits repeat one already applied.
         c.id = Some(format!("c{}", rng.random_range(0..4)));
@@ -94,11 +99,28 @@ fn random_commit(
     if rng.random_bool(0.5) {
         c.summary = Some(format!("s{}", rng.random_range(0..9)));
     }
-    if rng.random_bool(0.3) {
-        let id = pick(rng, &OWNERS).to_string();
-        c.set_owner = Some(Owner { id, process: rng.random_bool(0.5).then(|| process(rng)) });
+    if rng.random_bool(0.1) {
+        c.release = Some(Release { after_ms: *pick(rng, &[0, 5_000]), reason: "diff".into() });
     }
     c
+}
+
+/// A lease length: none, short, or longer than the test.
+fn lease_ms(rng: &mut StdRng) -> u64 {
+    *pick(rng, &[0, 10_000, 3_600_000])
+}
+
+fn random_claim(rng: &mut StdRng, now: Timestamp) -> Claim {
+    let id = pick(rng, &OWNERS).to_string();
+    Claim {
+        owner: Owner { id, process: rng.random_bool(0.5).then(|| process(rng)) },
+        lease_ms: lease_ms(rng),
+        limit: rng.random_range(1..4),
+        run_id: rng.random_bool(0.3).then(|| pick_run(rng).to_owned()),
+        workdirs: Vec::new(),
+        resume_stalled: rng.random_bool(0.3),
+        now,
+    }
 }
 
 /// Events without the fields that depend on how a backend draws ids.
@@ -112,34 +134,56 @@ pub fn seeds(n: usize) -> Vec<u64> {
     (0..n).map(|_| rng.next_u64()).collect()
 }
 
-/// Applies 300 seeded random operations to `subject` and to `reference` (both fresh and empty)
-/// and asserts that every answer and, at the end, every run, attempt and event agree.
-pub async fn same_history<A: Store, B: Store>(seed: u64, subject: &A, reference: &B) {
+/// A database clock the driver moves, for both stores: the time, and the clock reading it.
+pub fn clock() -> (Arc<AtomicI64>, Arc<DbClock>) {
+    let db_time = Arc::new(AtomicI64::new(0));
+    let reading = db_time.clone();
+    (db_time, Arc::new(move || Timestamp(reading.load(Ordering::SeqCst))))
+}
+
+/// Applies 300 seeded random operations to `subject` and to `reference` (both fresh and empty,
+/// both measuring leases on the clock `db_time` sets, see [`clock`]) and asserts that every
+/// answer and, at the end, every run, attempt and event agree.
+pub async fn same_history<A: Store, B: Store>(seed: u64, subject: &A, reference: &B, db_time: &AtomicI64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut now = Timestamp(1_700_000_000_000);
     let mut applied = 0;
     for step in 0..300 {
         now = now.plus_millis(rng.random_range(0..20_000));
-        let what = rng.random_range(0..10);
+        // The database's clock is near the callers', never the same.
+        db_time.store(now.plus_millis(rng.random_range(-3_000..3_000)).millis(), Ordering::SeqCst);
+        let what = rng.random_range(0..11);
         let same = match what {
             0 | 1 => {
                 let run = steward_store::NewRun { now, ..new_run(pick_run(&mut rng)) };
                 subject.create_run(run.clone()).await == reference.create_run(run).await
             }
             2 => {
-                let owner = *pick(&mut rng, &OWNERS);
-                let ids: Vec<String> = RUNS.iter().map(|r| r.to_string()).collect();
-                subject.heartbeat(owner, &ids, now).await == reference.heartbeat(owner, &ids, now).await
+                let mut leases = Vec::new();
+                for run in RUNS {
+                    let epoch = reference.get_run(run).await.map_or(1, |r| r.lease_epoch);
+                    leases.push(Lease { run_id: run.to_owned(), epoch: epoch.saturating_sub(rng.random_range(0..2)) });
+                }
+                let ms = lease_ms(&mut rng);
+                subject.renew(&leases, ms, now).await == reference.renew(&leases, ms, now).await
+            }
+            10 => {
+                let claim = random_claim(&mut rng, now);
+                let (a, b) = (subject.claim(claim.clone()).await, reference.claim(claim).await);
+                applied += a.as_ref().map_or(0, Vec::len);
+                assert_eq!(a, b, "seed {seed} op {step}");
+                true
             }
             3 => {
                 let dead_owners = OWNERS.iter().filter(|_| rng.random_bool(0.3)).map(|o| o.to_string()).collect();
                 let killed_owners = OWNERS.iter().filter(|_| rng.random_bool(0.2)).map(|o| o.to_string()).collect();
-                let scan = Scan { threshold_secs: rng.random_range(0..40), dead_owners, killed_owners };
+                let hand_over = rng.random_bool(0.3);
+                let scan = Scan { threshold_secs: rng.random_range(0..40), dead_owners, killed_owners, hand_over };
                 subject.recover_stalled(now, &scan).await == reference.recover_stalled(now, &scan).await
             }
             _ => {
                 let run = pick_run(&mut rng);
-                let held = reference.get_run(run).await.ok().map(|r| (r.state, r.owner));
+                let held = reference.get_run(run).await.ok().map(|r| (r.state, r.lease_epoch));
                 let running: Vec<(String, u32)> = reference
                     .list_attempts(run)
                     .await
