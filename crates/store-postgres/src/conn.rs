@@ -311,14 +311,15 @@ pub(crate) fn connection_lost(client: &Client, e: &tokio_postgres::Error) -> boo
     client.is_closed() || e.as_db_error().is_none_or(|db| db.code().code().starts_with("57P"))
 }
 
-/// Exponential backoff between reconnection attempts: 50 ms doubling to 2 s.
+/// Backoff between reconnection attempts: the first retry at once (a connection that was cut
+/// is usually made again straight away), then 50 ms doubling to 2 s.
 pub(crate) struct Backoff {
     next: Duration,
 }
 
 impl Backoff {
     pub(crate) fn new() -> Backoff {
-        Backoff { next: Duration::from_millis(50) }
+        Backoff { next: Duration::ZERO }
     }
 
     pub(crate) fn peek(&self) -> Duration {
@@ -327,11 +328,11 @@ impl Backoff {
 
     pub(crate) async fn wait(&mut self) {
         tokio::time::sleep(self.next).await;
-        self.next = (self.next * 2).min(Duration::from_secs(2));
+        self.next = (self.next * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
     }
 
     pub(crate) fn reset(&mut self) {
-        self.next = Duration::from_millis(50);
+        self.next = Duration::ZERO;
     }
 }
 

@@ -8,9 +8,9 @@
 //! versioned in `schema_migrations`, under an advisory lock: `migrate`).
 //!
 //! Decisions and why:
-//! - **Driver.** `tokio-postgres` alone: no TLS, no pool crate, no macros. Statements go out
-//!   with their parameter types (`query_typed`), one round trip each and no named prepared
-//!   statements, which also keeps a pooler in transaction mode usable.
+//! - **Driver.** `tokio-postgres` alone: no TLS, no pool crate, no macros. Statements are
+//!   prepared once per connection with their parameter types and sent back to back where they
+//!   do not depend on each other, since round trips and planning are what a write costs.
 //! - **Behaviour comes from `steward_store::rules`**, as in every backend: the same checks,
 //!   the same event payloads, event ids from the injected `IdGen`.
 //! - **Event order.** Event ids are handed out in commit order, so that
@@ -18,12 +18,19 @@
 //!   id (which a sequence would allow): see `writer`.
 //! - **Fencing across processes.** A write locks its run's row (`SELECT ... FOR UPDATE`) before
 //!   it checks its expectation, so writers of one run on different machines apply one after
-//!   another, each against what the last one committed.
+//!   another, each against what the last one committed. Claims lock their candidates with
+//!   `FOR UPDATE SKIP LOCKED`: concurrent claimers pass over each other's runs instead of
+//!   waiting, and never take the same one.
+//! - **Time.** Event times are the caller's, stored as BIGINT milliseconds exactly as SQLite
+//!   stores them. Lease arithmetic (claims, renewals, releases, the recovery scan) uses the
+//!   server's `clock_timestamp()`, never a caller's clock, so a worker whose clock is off can
+//!   neither steal a run nor keep one.
 //! - **Outages.** A lost connection is `Unavailable` naming the server, never a panic; the
 //!   writer and the readers reconnect on their own (with backoff, for up to
 //!   [`PgOptions::reconnect_patience`] per call), so a later call works without reopening.
-//! - **Time.** Timestamps are the caller's, stored as BIGINT milliseconds, exactly as SQLite
-//!   stores them.
+//! - **Wake-ups.** Every write that makes a run claimable sends `NOTIFY steward_runnable` in
+//!   its transaction; [`PgStore::work_signal`] and [`Store::runnable_hint`] turn it into a
+//!   wake-up, and [`PgOptions::poll_only`] turns LISTEN off for poolers.
 
 #![warn(missing_docs)]
 

@@ -14,6 +14,10 @@
 //! lock last keeps it held only for that one statement and the commit; group commit is what
 //! keeps that serial section from limiting throughput.
 //!
+//! Round trips. Transaction control never costs one of its own: `BEGIN` goes out with the
+//! first job's first statements, each job's `RELEASE` (or `ROLLBACK TO`) with the next job's
+//! `SAVEPOINT`, the last one with the event insert.
+//!
 //! Failures. A job that is refused (or picked as a deadlock victim, which is retried) is a
 //! savepoint's business. A broken connection before COMMIT was sent means the transaction is
 //! gone: the task reconnects (with backoff, for up to `reconnect_patience`) and runs the whole

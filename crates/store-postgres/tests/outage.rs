@@ -16,7 +16,7 @@ use steward_core::state::AttemptStatus;
 use steward_store::{AttemptFinish, AttemptStart, Commit, CommitOutcome, Error, Expect, Store};
 use steward_store_postgres::{PgOptions, PgStore, Wake};
 use steward_store_testkit::running_run;
-use steward_test_support::PgCluster;
+use steward_test_support::{CutProxy, PgCluster};
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
 
@@ -150,6 +150,68 @@ async fn a_restart_under_load_loses_and_repeats_nothing() {
     // Per run: created, started and claimed, then a start per step and an end for all but the last.
     assert_eq!(all.len(), RUNS * (3 + STEPS as usize * 2 - 1));
     assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_at_any_moment_lose_and_repeat_nothing() {
+    let Some(cluster) = PgCluster::shared() else { return };
+    let direct = cluster.create_database();
+    let db = direct.rsplit('/').next().unwrap_or_default().to_owned();
+    // Every connection of the store goes through a proxy that cuts them all, mid-query,
+    // mid-COMMIT or idle, as the writers make progress.
+    let proxy = CutProxy::start(format!("127.0.0.1:{}", cluster.port())).await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port);
+    let store = PgStore::connect(&url, PgOptions::default(), ids()).await.expect("connect");
+    const RUNS: usize = 8;
+    const STEPS: u32 = 40;
+    let landed = Arc::new(tokio::sync::watch::Sender::new(0usize));
+    let unavailable = Arc::new(AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for r in 0..RUNS {
+        let (store, landed, unavailable) = (store.clone(), landed.clone(), unavailable.clone());
+        writers.push(tokio::spawn(async move {
+            let run_id = format!("r{r}");
+            let epoch = loop {
+                // Creating and claiming are repeated like any write: both are safe to repeat.
+                let created =
+                    store.create_run(steward_store::NewRun { now: T0, ..steward_store_testkit::new_run(&run_id) });
+                if created.await.is_err() {
+                    unavailable.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let claim = steward_store_testkit::claim_by("me", Some(&run_id), 3_600_000, T0);
+                match store.claim(claim).await {
+                    Ok(got) if !got.is_empty() => break got[0].run.lease_epoch,
+                    Ok(_) => break store.get_run(&run_id).await.unwrap().lease_epoch,
+                    Err(_) => {
+                        unavailable.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            };
+            for n in 0..STEPS {
+                until_it_lands(&store, &step(&run_id, epoch, n), &unavailable).await;
+                landed.send_modify(|n| *n += 1);
+            }
+        }));
+    }
+    // Cut every connection each time the writers have landed a few more commits.
+    let mut progress = landed.subscribe();
+    let mut next = 5;
+    while progress.changed().await.is_ok() && *progress.borrow_and_update() < RUNS * STEPS as usize {
+        if *progress.borrow() >= next {
+            proxy.cut_all();
+            next += 9;
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(proxy.cut_count() > 10, "the proxy cut only {} connections", proxy.cut_count());
+    for r in 0..RUNS {
+        assert_intact(&store, &format!("r{r}"), STEPS).await;
+    }
+    let all = store.list_events_since(0, u32::MAX).await.unwrap();
+    assert_eq!(all.len(), RUNS * (3 + STEPS as usize * 2 - 1));
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 //! next scripted reply (status, headers, body, optional delay) and records what it was
 //! asked, so provider tests exercise real sockets, real JSON and real retries.
 //! [`LlamaServer`] starts the real local model server when one is installed.
-//! [`PgCluster`] starts a throwaway PostgreSQL cluster on a free loopback port.
+//! [`PgCluster`] starts a throwaway PostgreSQL cluster on a free loopback port, and
+//! [`CutProxy`] forwards to it while cutting every connection on command.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::VecDeque;
@@ -15,9 +16,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+mod cut;
 mod llama;
 pub mod pg;
 
+pub use cut::CutProxy;
 pub use llama::LlamaServer;
 pub use pg::PgCluster;
 
