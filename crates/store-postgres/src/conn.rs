@@ -29,6 +29,8 @@ pub(crate) struct Target {
     connect_timeout: Duration,
     /// How long a call waits for the server to come back.
     pub(crate) patience: Duration,
+    /// How long one transaction or read may wait for its answers.
+    pub(crate) request_timeout: Duration,
 }
 
 /// A connection whose messages this process drives itself (the listener needs its notifications).
@@ -49,6 +51,20 @@ impl Target {
         config.keepalives(true).keepalives_idle(Duration::from_secs(30));
         config.keepalives_interval(Duration::from_secs(10)).keepalives_retries(3);
         config.connect_timeout(opts.connect_timeout);
+        if !opts.poll_only {
+            // A session this store gave up on (a hung or cut-off connection) could otherwise
+            // hold its run locks until the server's own keepalive gives up, two hours by
+            // default: the server ends it once it sits idle in a transaction for twice the
+            // time a transaction may take here. Poolers refuse startup options, hence not in
+            // poll-only mode.
+            let idle = opts.request_timeout.saturating_mul(2).as_millis();
+            let options = format!("-c idle_in_transaction_session_timeout={idle} -c tcp_keepalives_idle=30");
+            let options = match config.get_options() {
+                Some(given) => format!("{given} {options}"),
+                None => options,
+            };
+            config.options(&options);
+        }
         let ports = config.get_ports();
         let addr = config
             .get_hosts()
@@ -64,7 +80,14 @@ impl Target {
             .collect::<Vec<_>>()
             .join(",");
         let addr = if addr.is_empty() { "localhost:5432 (default)".to_owned() } else { addr };
-        Ok(Target { config, shown, addr, connect_timeout: opts.connect_timeout, patience: opts.reconnect_patience })
+        Ok(Target {
+            config,
+            shown,
+            addr,
+            connect_timeout: opts.connect_timeout,
+            patience: opts.reconnect_patience,
+            request_timeout: opts.request_timeout,
+        })
     }
 
     /// One connection attempt; its messages are driven by the caller.
@@ -403,7 +426,19 @@ impl Readers {
                 Some(s) => s,
                 None => Session::new(target.connect_until(deadline).await?),
             };
-            match session.query(sql, params).await {
+            let answer = match tokio::time::timeout(target.request_timeout, session.query(sql, params)).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    // A hung connection is dropped, not returned to the pool.
+                    return Err(Error::Unavailable {
+                        detail: format!(
+                            "PostgreSQL at {}: {what}: no answer within {:?}",
+                            target.addr, target.request_timeout
+                        ),
+                    });
+                }
+            };
+            match answer {
                 Ok(rows) => {
                     self.idle().push(session);
                     return Ok(rows);

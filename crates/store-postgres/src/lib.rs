@@ -66,13 +66,18 @@ pub struct PgOptions {
     pub read_connections: usize,
     /// Never LISTEN: waiters only wake on their timeout (or on this process's own writes).
     /// For PgBouncer in transaction mode, where a LISTEN connection would not stay with one
-    /// server session. Default off.
+    /// server session; also sends no startup options (which poolers refuse), so abandoned
+    /// sessions are not ended early by the server. Default off.
     pub poll_only: bool,
     /// How long one connection attempt may take. Default 5 s.
     pub connect_timeout: Duration,
     /// How long a call waits for an unreachable server to come back (retrying with backoff)
     /// before it answers [`Error::Unavailable`]. Default 10 s.
     pub reconnect_patience: Duration,
+    /// How long the server may take to answer one transaction of writes, or one read, before
+    /// the connection is given up as hung (a stopped server, a partition the kernel has not
+    /// noticed) and the call answers [`Error::Unavailable`]. Default 30 s.
+    pub request_timeout: Duration,
     /// The most writes one transaction takes. Default 64: each write runs in a savepoint,
     /// and a transaction with more than 64 subtransactions overflows the server's per-session
     /// cache of them, which slows every other session's visibility checks while it runs.
@@ -86,6 +91,7 @@ impl Default for PgOptions {
             poll_only: false,
             connect_timeout: Duration::from_secs(5),
             reconnect_patience: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
             max_batch: 64,
         }
     }

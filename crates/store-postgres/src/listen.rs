@@ -16,6 +16,9 @@ use steward_store::Result;
 use crate::conn::{Backoff, RawConnection, Target};
 use crate::writer::CHANNEL;
 
+/// How often a quiet LISTEN connection is checked.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Stops the listener task when dropped (with the store).
 pub(crate) struct Listener {
     _stop: oneshot::Sender<()>,
@@ -34,8 +37,8 @@ pub(crate) async fn spawn(target: Arc<Target>, wake: Arc<watch::Sender<u64>>) ->
 /// connection ends.
 struct Listening {
     notifications: mpsc::UnboundedReceiver<()>,
-    /// Kept alive: dropping the client would close the connection.
-    _client: tokio_postgres::Client,
+    /// Kept alive: dropping the client closes the connection.
+    client: tokio_postgres::Client,
 }
 
 async fn listen(target: &Target) -> Result<Listening> {
@@ -43,7 +46,7 @@ async fn listen(target: &Target) -> Result<Listening> {
     let (tx, notifications) = mpsc::unbounded_channel();
     tokio::spawn(drive(connection, tx));
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await.map_err(|e| target.error("LISTEN", &e))?;
-    Ok(Listening { notifications, _client: client })
+    Ok(Listening { notifications, client })
 }
 
 /// Drives a connection's messages (the client's requests included) and forwards notifications.
@@ -69,7 +72,12 @@ async fn run(
 ) {
     let mut backoff = Backoff::new();
     loop {
-        // Forward notifications until the connection ends (or the store is dropped).
+        // Forward notifications until the connection ends (or the store is dropped). A quiet
+        // connection is asked for a sign of life now and then: one the server no longer
+        // answers on (hung, or cut off where nobody closed the socket) would otherwise hear
+        // nothing for ever without noticing.
+        let mut probe = tokio::time::interval(PROBE_EVERY);
+        probe.reset();
         loop {
             tokio::select! {
                 _ = &mut stopped => return,
@@ -77,6 +85,12 @@ async fn run(
                     Some(()) => wake.send_modify(|n| *n += 1),
                     None => break,
                 },
+                _ = probe.tick() => {
+                    let alive = tokio::time::timeout(target.request_timeout, listening.client.batch_execute(""));
+                    if !matches!(alive.await, Ok(Ok(()))) {
+                        break;
+                    }
+                }
             }
         }
         // Reconnect, with backoff, for as long as the store lives.

@@ -134,7 +134,19 @@ impl Task {
         let deadline = Instant::now() + self.target.patience;
         let mut backoff = crate::conn::Backoff::new();
         loop {
-            match self.try_batch(batch, deadline).await {
+            let tried = tokio::time::timeout(self.target.request_timeout, self.try_batch(batch, deadline)).await;
+            let tried = tried.unwrap_or_else(|_| {
+                // The connection went with the abandoned try: a hung server is not waited on
+                // again, and what the transaction did is unknown.
+                Err(Failed::Final(Error::Unavailable {
+                    detail: format!(
+                        "PostgreSQL at {}: no answer within {:?}; whether this write landed is unknown, and \
+                         repeating a commit with the same id applies it once",
+                        self.target.addr, self.target.request_timeout
+                    ),
+                }))
+            });
+            match tried {
                 Ok((answers, runnable)) => {
                     if let Some(wake) = self.local_wake.as_ref().filter(|_| runnable) {
                         wake.send_modify(|n| *n += 1);

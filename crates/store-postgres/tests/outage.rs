@@ -214,6 +214,40 @@ async fn connections_cut_at_any_moment_lose_and_repeat_nothing() {
     assert_eq!(all.len(), RUNS * (3 + STEPS as usize * 2 - 1));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_answering_is_given_up_on_and_the_write_lands_once_later() {
+    let Some(cluster) = PgCluster::shared() else { return };
+    let direct = cluster.create_database();
+    let db = direct.rsplit('/').next().unwrap_or_default().to_owned();
+    let proxy = CutProxy::start(format!("127.0.0.1:{}", cluster.port())).await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port);
+    let opts = PgOptions {
+        request_timeout: Duration::from_secs(1),
+        reconnect_patience: Duration::from_secs(1),
+        ..PgOptions::default()
+    };
+    let store = PgStore::connect(&url, opts, ids()).await.expect("connect");
+    let epoch = running_run(&store, "r1", "me", T0).await;
+    store.get_run("r1").await.unwrap();
+    // Nothing comes back on any open connection, and nothing is closed: as a partition that
+    // the kernel has not noticed, or a stopped server.
+    proxy.stall_all();
+    let first = step("r1", epoch, 0);
+    let started = std::time::Instant::now();
+    let err = store.commit(first.clone()).await.unwrap_err();
+    assert!(matches!(&err, Error::Unavailable { detail } if detail.contains("no answer within")), "{err}");
+    let err = store.get_run("r1").await.unwrap_err();
+    assert!(matches!(&err, Error::Unavailable { detail } if detail.contains("no answer within")), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "given up on after {:?}", started.elapsed());
+    // New connections get through. The abandoned session may still hold the run's row lock
+    // (it never heard that its client left): the server ends it once it has idled in its
+    // transaction for twice the request timeout, and the repeated commit then lands, once.
+    let unavailable = AtomicUsize::new(0);
+    until_it_lands(&store, &first, &unavailable).await;
+    assert_intact(&store, "r1", 1).await;
+    proxy.cut_all();
+}
+
 #[tokio::test]
 async fn connecting_to_nothing_or_with_a_bad_url_is_a_clear_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
