@@ -21,7 +21,7 @@ use steward_core::idempotency_key;
 use steward_core::ids::IdGen;
 use steward_core::state::{AttemptStatus, RunState};
 use steward_store::{
-    AttemptFinish, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun, PruneReport, Recovered,
+    AttemptFinish, AttemptStart, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun, PruneReport, Recovered,
     RetentionPolicy, Run, Scan, rules,
 };
 
@@ -496,83 +496,223 @@ fn update_run_sql() -> String {
     )
 }
 
-async fn commit(cx: &mut Ctx<'_>, c: &Commit) -> Result<CommitOutcome, OpError> {
-    let run_id = c.run_id.as_str();
-    // First round trip: open the savepoint, lock and read the run, note the commit id (taken
-    // back with the savepoint if the write is refused), list the attempts still running when
-    // the write ends them or must know none are left.
-    let needs_running = c.finish_running_as.is_some() || c.release.is_some();
-    let mut trip = cx.trip();
+/// The attempts a commit's checks look at: those it ends, starts or records a process for, and,
+/// when it ends all running ones or releases the run, every running one; in the order they
+/// started.
+const ATTEMPTS: &str = "SELECT step_id, attempt, status, started_at FROM step_attempts
+     WHERE run_id = $1
+       AND (($2 AND status = 'running')
+            OR (step_id, attempt) IN (SELECT k.s, k.a FROM unnest($3::text[], $4::bigint[]) AS k(s, a)))
+     ORDER BY ordinal";
+
+/// An attempt as a commit's checks see it, changed as the commit's own changes apply.
+struct Stored {
+    step_id: String,
+    attempt: u32,
+    status: AttemptStatus,
+    started_at: Timestamp,
+}
+
+/// Adds what a commit reads before it decides: its run (locked), whether its id was applied,
+/// the attempts it touches.
+async fn add_commit_reads(trip: &mut Trip<'_>, c: &Commit) -> Result<(), OpError> {
     trip.query("reading the run", HEAD, vec![val(c.run_id.clone(), Type::TEXT)]).await?;
     if let Some(id) = &c.id {
         let params = vec![val(id.clone(), Type::TEXT), val(c.run_id.clone(), Type::TEXT)];
-        trip.query("noting the commit id", NOTE_COMMIT, params).await?;
+        trip.query("checking the commit id", APPLIED, params).await?;
     }
-    if needs_running {
-        trip.query("listing running attempts", RUNNING, vec![val(c.run_id.clone(), Type::TEXT)]).await?;
+    let keys = c
+        .finished
+        .iter()
+        .map(|f| (&f.step_id, f.attempt))
+        .chain(c.started.iter().map(|s| (&s.step_id, s.attempt)))
+        .chain(c.processes.iter().map(|p| (&p.step_id, p.attempt)));
+    let (steps, attempts): (Vec<String>, Vec<i64>) = keys.map(|(s, a)| (s.clone(), i64::from(a))).unzip();
+    let params = vec![
+        val(c.run_id.clone(), Type::TEXT),
+        val(c.finish_running_as.is_some() || c.release.is_some(), Type::BOOL),
+        val(steps, Type::TEXT_ARRAY),
+        val(attempts, Type::INT8_ARRAY),
+    ];
+    trip.query("reading attempts", ATTEMPTS, params).await
+}
+
+const APPLIED: &str = "SELECT 1 FROM applied_commits WHERE commit_id = $1 AND run_id = $2";
+
+/// What a commit read.
+struct Reads {
+    head: Head,
+    applied: bool,
+    attempts: Vec<Stored>,
+}
+
+fn commit_reads(answers: &mut Answers, c: &Commit) -> Result<Reads, OpError> {
+    let run_id = c.run_id.as_str();
+    let head = head(run_id, answers.next("reading the run")?.first())?;
+    let applied = c.id.is_some() && !answers.next("checking the commit id")?.is_empty();
+    let what = format!("run `{run_id}`");
+    let mut attempts = Vec::new();
+    for row in answers.next("reading attempts")? {
+        let status: String = row.try_get(2).map_err(|e| corrupt(&what, e))?;
+        let attempt: i64 = row.try_get(1).map_err(|e| corrupt(&what, e))?;
+        attempts.push(Stored {
+            step_id: row.try_get(0).map_err(|e| corrupt(&what, e))?,
+            attempt: u32::try_from(attempt).map_err(|e| corrupt(&what, e))?,
+            status: status.parse().map_err(|e| corrupt(&what, e))?,
+            started_at: Timestamp(row.try_get(3).map_err(|e| corrupt(&what, e))?),
+        });
     }
-    let mut answers = trip.send(cx).await?;
-    let mut h = head(run_id, answers.next("reading the run")?.first())?;
-    if c.id.is_some() && answers.next("noting the commit id")?.is_empty() {
+    Ok(Reads { head, applied, attempts })
+}
+
+/// What a commit writes, once every check passed.
+struct Writes {
+    note: Option<String>,
+    endings: Vec<AttemptFinish>,
+    starts: Vec<(AttemptStart, i64)>,
+    when: Timestamp,
+    /// The run's update, as parameters of [`update_run_sql`].
+    run: Vec<(Value, Type)>,
+}
+
+/// Decides a commit from what it read, exactly as the reference store does (the same checks,
+/// in the same order, through `rules`), appending its events; nothing is written yet, so a
+/// refusal needs nothing undone. `None` writes: the commit was applied before.
+fn plan_commit(
+    cx: &mut Ctx<'_>,
+    c: &Commit,
+    reads: Reads,
+    db_now: Option<i64>,
+) -> Result<(CommitOutcome, Option<Writes>), OpError> {
+    let run_id = c.run_id.as_str();
+    let Reads { head: mut h, applied, mut attempts } = reads;
+    if applied {
         // Applied before: the retry of a write whose reply was lost.
-        return Ok(CommitOutcome { state: h.state, last_event_seq: h.last_event_seq });
+        return Ok((CommitOutcome { state: h.state, last_event_seq: h.last_event_seq }, None));
     }
-    let running = match needs_running {
-        true => running_from(run_id, &answers.next("listing running attempts")?)?,
-        false => Vec::new(),
-    };
     rules::check_expect(c, h.state, h.owner.as_deref(), h.lease_epoch)?;
     rules::check_shape(c)?;
+    let before = h.state;
     let when = rules::event_time(c.now, h.updated_at);
     let w = Writing { run_id, now: when, actor: c.actor, actor_id: &c.actor_id };
     for e in &c.events {
         cx.event_as(&w, &mut h, e.actor, &e.actor_id, e.step_id.as_deref(), &e.payload)?;
     }
-
-    // What the run becomes, worked out before the answers come back so that one round trip
-    // writes it all. Attempts still running after the commit's own endings end as
-    // `finish_running_as`.
-    let still_running: Vec<(String, u32)> = running
-        .into_iter()
-        .filter(|(step, attempt)| !c.finished.iter().any(|f| &f.step_id == step && f.attempt == *attempt))
-        .collect();
-    let abandoned: Vec<AttemptFinish> = match c.finish_running_as {
-        Some(status) => {
-            still_running.iter().map(|(step, attempt)| rules::abandoned(step.clone(), *attempt, status)).collect()
-        }
-        None => Vec::new(),
+    let find = |attempts: &mut Vec<Stored>, step: &str, attempt: u32| -> Option<usize> {
+        attempts.iter().position(|a| a.step_id == step && a.attempt == attempt)
     };
-    let running_left = c.finish_running_as.is_none() && !still_running.is_empty();
-    let endings: Vec<&AttemptFinish> = c.finished.iter().chain(&abandoned).collect();
-    let state = c.transition.as_ref().map_or(h.state, |t| t.to);
-    let entered_running = state == RunState::Running && h.state != RunState::Running;
-    let last_event_seq = h.last_event_seq
-        + (endings.len()
-            + usize::from(c.transition.is_some())
-            + c.started.len()
-            + c.processes.len()
-            + usize::from(c.release.is_some())) as i64;
-    let total_iterations = i64::from(h.total_iterations) + c.started.len() as i64;
+    let mut endings = Vec::new();
+    let mut end = |cx: &mut Ctx<'_>, h: &mut Head, attempts: &mut Vec<Stored>, f: &AttemptFinish| {
+        let found = find(attempts, &f.step_id, f.attempt);
+        let stored = found.map(|i| (attempts[i].status, attempts[i].started_at));
+        let payload = rules::finish(run_id, f, stored, when)?;
+        if let Some(i) = found {
+            attempts[i].status = f.status;
+        }
+        endings.push(f.clone());
+        cx.event(&w, h, &payload)
+    };
+    for f in &c.finished {
+        end(cx, &mut h, &mut attempts, f)?;
+    }
+    if let Some(status) = c.finish_running_as {
+        let running: Vec<(String, u32)> = attempts
+            .iter()
+            .filter(|a| a.status == AttemptStatus::Running)
+            .map(|a| (a.step_id.clone(), a.attempt))
+            .collect();
+        for (step, attempt) in running {
+            end(cx, &mut h, &mut attempts, &rules::abandoned(step, attempt, status))?;
+        }
+    }
+    if let Some(t) = &c.transition {
+        let payload = rules::transition(run_id, &h.job_id, h.owner.as_deref(), h.state, t)?;
+        cx.event(&w, &mut h, &payload)?;
+        h.state = t.to;
+    }
+    let mut starts = Vec::new();
+    for s in &c.started {
+        let payload = rules::started(run_id, s, find(&mut attempts, &s.step_id, s.attempt).is_some())?;
+        let ordinal = i64::from(h.total_iterations) + 1;
+        h.total_iterations += 1;
+        attempts.push(Stored {
+            step_id: s.step_id.clone(),
+            attempt: s.attempt,
+            status: AttemptStatus::Running,
+            started_at: when,
+        });
+        starts.push((s.clone(), ordinal));
+        cx.event(&w, &mut h, &payload)?;
+    }
+    for p in &c.processes {
+        let stored = find(&mut attempts, &p.step_id, p.attempt).map(|i| attempts[i].status);
+        let payload = rules::process(run_id, p, stored)?;
+        cx.event(&w, &mut h, &payload)?;
+    }
+    let running_left = attempts.iter().any(|a| a.status == AttemptStatus::Running);
+    rules::check_release(c, h.state, running_left)?;
+    if let Some(r) = &c.release {
+        let payload = rules::released(h.owner.as_deref(), h.lease_epoch, r);
+        cx.event_as(&w, &mut h, Actor::System, &c.actor_id, payload.step_id(), &payload)?;
+    }
+    let state = h.state;
+    let entered_running = state == RunState::Running && before != RunState::Running;
+    // Claimable now (or once a release's delay has passed): worth waking idle workers for. A
+    // stalled run is, for workers that resume stalled runs.
+    if (state == RunState::Running && (c.release.is_some() || entered_running))
+        || (c.transition.is_some() && matches!(state, RunState::Queued | RunState::Stalled))
+    {
+        cx.pending.runnable += 1;
+    }
     let now = when.millis();
     let current = c.started.last();
+    let run = vec![
+        val(c.run_id.clone(), Type::TEXT),
+        val(state.as_str(), Type::TEXT),
+        val(current.map(|s| s.step_id.clone()), Type::TEXT),
+        val(current.map(|s| i64::from(s.attempt)), Type::INT8),
+        val(c.summary.clone(), Type::TEXT),
+        val(c.transition.as_ref().filter(|t| t.to.is_terminal()).map(|t| t.reason.clone()), Type::TEXT),
+        val(i64::from(h.total_iterations), Type::INT8),
+        val(rules::keeps_owner(state, c), Type::BOOL),
+        val(now, Type::INT8),
+        val(state.is_terminal().then_some(now), Type::INT8),
+        val(h.last_event_seq, Type::INT8),
+        val(c.release.as_ref().map(|r| millis(r.after_ms)), Type::INT8),
+        val(entered_running, Type::BOOL),
+        val(db_now, Type::INT8),
+    ];
+    let writes = Writes { note: c.id.clone(), endings, starts, when, run };
+    Ok((CommitOutcome { state, last_event_seq: h.last_event_seq }, Some(writes)))
+}
 
-    // Second round trip: every change.
-    let mut trip = cx.trip();
-    for f in &endings {
-        trip.query("ending an attempt", FINISH, finish_params(run_id, f, when)).await?;
+/// Adds a planned commit's writes; none of them can be refused, so their answers only tell
+/// whether the database took them.
+async fn add_commit_writes(trip: &mut Trip<'_>, c: &Commit, writes: Writes) -> Result<usize, OpError> {
+    let run_id = c.run_id.as_str();
+    let mut n = 0;
+    if let Some(id) = writes.note {
+        let params = vec![val(id, Type::TEXT), val(c.run_id.clone(), Type::TEXT)];
+        trip.query("noting the commit id", NOTE_COMMIT, params).await?;
+        n += 1;
     }
-    for (i, s) in c.started.iter().enumerate() {
+    for f in &writes.endings {
+        trip.query("ending an attempt", FINISH, finish_params(run_id, f, writes.when)).await?;
+        n += 1;
+    }
+    for (s, ordinal) in writes.starts {
         let params = vec![
             val(c.run_id.clone(), Type::TEXT),
             val(s.step_id.clone(), Type::TEXT),
             val(i64::from(s.attempt), Type::INT8),
             val(i64::from(s.visit), Type::INT8),
-            val(i64::from(h.total_iterations) + i as i64 + 1, Type::INT8),
+            val(ordinal, Type::INT8),
             val(idempotency_key(run_id, &s.step_id, s.attempt), Type::TEXT),
             val(s.input.to_string(), Type::TEXT),
-            val(now, Type::INT8),
+            val(writes.when.millis(), Type::INT8),
         ];
         trip.query("starting an attempt", START, params).await?;
+        n += 1;
     }
     for p in &c.processes {
         let params = vec![
@@ -582,76 +722,83 @@ async fn commit(cx: &mut Ctx<'_>, c: &Commit) -> Result<CommitOutcome, OpError> 
             val(process_json(&p.process), Type::TEXT),
         ];
         trip.query("recording a command process", PROCESS, params).await?;
+        n += 1;
     }
-    let terminal_reason = c.transition.as_ref().filter(|t| t.to.is_terminal()).map(|t| t.reason.clone());
-    let params = vec![
-        val(c.run_id.clone(), Type::TEXT),
-        val(state.as_str(), Type::TEXT),
-        val(current.map(|s| s.step_id.clone()), Type::TEXT),
-        val(current.map(|s| i64::from(s.attempt)), Type::INT8),
-        val(c.summary.clone(), Type::TEXT),
-        val(terminal_reason, Type::TEXT),
-        val(total_iterations, Type::INT8),
-        val(rules::keeps_owner(state, c), Type::BOOL),
-        val(now, Type::INT8),
-        val(state.is_terminal().then_some(now), Type::INT8),
-        val(last_event_seq, Type::INT8),
-        val(c.release.as_ref().map(|r| millis(r.after_ms)), Type::INT8),
-        val(entered_running, Type::BOOL),
-        val(cx.db_now, Type::INT8),
-    ];
-    trip.query("updating the run", &update_run_sql(), params).await?;
-    let mut answers = trip.send(cx).await?;
+    trip.query("updating the run", &update_run_sql(), writes.run).await?;
+    Ok(n + 1)
+}
 
-    // The checks, in the reference store's order: endings, the transition, starts, processes,
-    // the release.
-    for f in endings {
-        let stored = finished_from(run_id, f, &answers.next("ending an attempt")?)?;
-        let payload = rules::finish(run_id, f, stored, when)?;
-        cx.event(&w, &mut h, &payload)?;
+/// One commit in its own savepoint: one round trip to read, one to write.
+async fn commit(cx: &mut Ctx<'_>, c: &Commit) -> Result<CommitOutcome, OpError> {
+    let mut trip = cx.trip();
+    add_commit_reads(&mut trip, c).await?;
+    let reads = commit_reads(&mut trip.send(cx).await?, c)?;
+    let db_now = cx.db_now;
+    let (outcome, writes) = plan_commit(cx, c, reads, db_now)?;
+    if let Some(writes) = writes {
+        let mut trip = cx.trip();
+        let n = add_commit_writes(&mut trip, c, writes).await?;
+        let mut answers = trip.send(cx).await?;
+        for _ in 0..n {
+            answers.next("writing the commit")?;
+        }
     }
-    if let Some(t) = &c.transition {
-        let payload = rules::transition(run_id, &h.job_id, h.owner.as_deref(), h.state, t)?;
-        cx.event(&w, &mut h, &payload)?;
-        h.state = t.to;
+    Ok(outcome)
+}
+
+/// Commits to distinct runs, decided together: one round trip reads them all (their runs
+/// locked in run-id order, so that two writers' waves cannot deadlock each other), each is
+/// checked in turn, and one round trip writes all that passed, with no savepoints: a refused
+/// commit wrote nothing. Events are appended in the commits' order.
+///
+/// An `Err` means the database refused a statement: the transaction is unusable, and the
+/// caller runs the batch again one savepoint per write.
+pub(crate) async fn commit_wave(
+    cx: &mut Ctx<'_>,
+    commits: &[(&Commit, Option<i64>)],
+) -> Result<Vec<Result<CommitOutcome, Error>>, OpError> {
+    let mut order: Vec<usize> = (0..commits.len()).collect();
+    order.sort_by(|a, b| commits[*a].0.run_id.cmp(&commits[*b].0.run_id));
+    let mut trip = cx.trip();
+    for &i in &order {
+        add_commit_reads(&mut trip, commits[i].0).await?;
     }
-    for s in &c.started {
-        let inserted = !answers.next("starting an attempt")?.is_empty();
-        let payload = rules::started(run_id, s, !inserted)?;
-        cx.event(&w, &mut h, &payload)?;
+    let mut answers = trip.send(cx).await?;
+    let mut reads: Vec<Option<Reads>> = commits.iter().map(|_| None).collect();
+    for &i in &order {
+        reads[i] = Some(commit_reads(&mut answers, commits[i].0)?);
     }
-    for p in &c.processes {
-        let rows = answers.next("recording a command process")?;
-        let stored = match rows.first() {
-            Some(row) => {
-                let status: String = row.try_get(0).map_err(|e| corrupt(run_id, e))?;
-                Some(status.parse::<AttemptStatus>().map_err(|e| corrupt(run_id, e))?)
-            }
-            None => None,
+    let mut outcomes = Vec::with_capacity(commits.len());
+    let mut planned = Vec::new();
+    for ((c, db_now), read) in commits.iter().zip(reads) {
+        let Some(read) = read else {
+            return Err(OpError::Refused(Error::Unavailable { detail: "a wave lost a commit's reads".into() }));
         };
-        let payload = rules::process(run_id, p, stored)?;
-        cx.event(&w, &mut h, &payload)?;
+        let mark = cx.pending.mark();
+        match plan_commit(cx, c, read, *db_now) {
+            Ok((outcome, writes)) => {
+                outcomes.push(Ok(outcome));
+                planned.extend(writes.map(|w| (*c, w)));
+            }
+            Err(OpError::Refused(e)) => {
+                cx.pending.rollback(mark);
+                outcomes.push(Err(e));
+            }
+            Err(e) => return Err(e),
+        }
     }
-    rules::check_release(c, h.state, running_left)?;
-    if let Some(r) = &c.release {
-        let payload = rules::released(h.owner.as_deref(), h.lease_epoch, r);
-        cx.event_as(&w, &mut h, Actor::System, &c.actor_id, payload.step_id(), &payload)?;
+    if !planned.is_empty() {
+        let mut trip = cx.trip();
+        let mut n = 0;
+        for (c, writes) in planned {
+            n += add_commit_writes(&mut trip, c, writes).await?;
+        }
+        let mut answers = trip.send(cx).await?;
+        for _ in 0..n {
+            answers.next("writing a commit")?;
+        }
     }
-    answers.next("updating the run")?;
-    if h.last_event_seq != last_event_seq {
-        // Both count the same events; a difference is a bug here, never written.
-        return Err(
-            corrupt(run_id, format!("commit counted {last_event_seq} events, wrote {}", h.last_event_seq)).into()
-        );
-    }
-    // Claimable now (or once a release's delay has passed): worth waking idle workers for. A
-    // stalled run is, for workers that resume stalled runs.
-    if (state == RunState::Running && (c.release.is_some() || entered_running))
-        || (c.transition.is_some() && matches!(state, RunState::Queued | RunState::Stalled))
-    {
-        cx.pending.runnable += 1;
-    }
-    Ok(CommitOutcome { state: h.state, last_event_seq })
+    Ok(outcomes)
 }
 
 /// Candidates for a claim, oldest first and runs to recover before queued ones (HSK-WF-003),
