@@ -1,12 +1,14 @@
-//! The SQL behind each write, run by the writer inside its transaction, each in a savepoint.
+//! The SQL behind each write, run by the writer inside its transaction.
 //!
 //! What a write accepts and which events it records come from `steward_store::rules`; this
 //! module only says how PostgreSQL stores it. Statements are prepared once per connection.
 //!
 //! Round trips are what a write costs (the writer runs writes one after another), so a commit
-//! takes two: one that opens its savepoint, locks and reads the run (and notes its id), and one
-//! that writes every change. Each change is still checked, in the reference store's order, as
-//! its answer is read; the first refusal rolls the whole write back with its savepoint.
+//! reads everything its checks need in one (its run, locked; whether its id was applied; the
+//! attempts it touches), decides on that with the same checks in the same order as the
+//! reference store, and only then writes, in one more. A refused commit therefore wrote
+//! nothing, which lets the writer decide a whole wave of commits to distinct runs with two
+//! round trips and no savepoints (`commit_wave`); other writes run in a savepoint each.
 //!
 //! Events are not inserted here: a write appends them to [`Pending`], and the writer inserts a
 //! whole batch's events at once, last, under the `event_ids` row lock (see `writer`). Nothing

@@ -1,10 +1,13 @@
 //! The writer task: one connection, group commit, the store-wide event order.
 //!
 //! Every write is a job sent to one task that owns the write connection. The task takes the
-//! first waiting job and every job already queued behind it (up to `max_batch`), runs each in
-//! its own savepoint of one transaction, and commits once: one WAL flush for many step
-//! completions, as in the SQLite backend. A job whose savepoint fails is rolled back alone; its
-//! neighbours still commit. No caller hears back before the COMMIT returned.
+//! first waiting job and every job already queued behind it (up to `max_batch`), runs them in
+//! one transaction, and commits once: one WAL flush for many step completions, as in the
+//! SQLite backend. Consecutive commits to distinct runs are decided together as a wave (two
+//! round trips for all of them; a refused one wrote nothing); any other job runs in its own
+//! savepoint, rolled back alone if it fails. A refused write never spoils its neighbours: if
+//! the database itself refuses a statement of a wave, the batch runs again one savepoint per
+//! job, where the refusal is that job's alone. No caller hears back before the COMMIT returned.
 //!
 //! Event ids. Writes do not insert their events; they leave them in `Pending`, and the batch
 //! inserts them all as its last statement, with ids taken from the `event_ids` row, whose lock
@@ -85,6 +88,21 @@ enum Failed {
     Retry(Error),
     /// Not committed (or not known to be): every job hears this.
     Final(Error),
+    /// Not committed: the database refused a statement of a wave (see `ops::commit_wave`), so
+    /// the batch runs again with one savepoint per write, where a refusal is the write's own.
+    Redo,
+}
+
+/// Why a batch's transaction stopped before COMMIT.
+enum Abort {
+    Pg(&'static str, tokio_postgres::Error),
+    Redo,
+}
+
+impl From<(&'static str, tokio_postgres::Error)> for Abort {
+    fn from((what, e): (&'static str, tokio_postgres::Error)) -> Abort {
+        Abort::Pg(what, e)
+    }
 }
 
 struct Task {
@@ -133,8 +151,10 @@ impl Task {
     async fn run_batch(&mut self, batch: &[Job]) -> Vec<Result<Done>> {
         let deadline = Instant::now() + self.target.patience;
         let mut backoff = crate::conn::Backoff::new();
+        let mut waves = true;
         loop {
-            let tried = tokio::time::timeout(self.target.request_timeout, self.try_batch(batch, deadline)).await;
+            let limit = self.target.request_timeout;
+            let tried = tokio::time::timeout(limit, self.try_batch(batch, deadline, waves)).await;
             let tried = tried.unwrap_or_else(|_| {
                 // The connection went with the abandoned try: a hung server is not waited on
                 // again, and what the transaction did is unknown.
@@ -153,6 +173,7 @@ impl Task {
                     }
                     return answers;
                 }
+                Err(Failed::Redo) => waves = false,
                 Err(Failed::Retry(_)) if Instant::now() + backoff.peek() < deadline => backoff.wait().await,
                 Err(Failed::Retry(e) | Failed::Final(e)) => return batch.iter().map(|_| Err(e.clone())).collect(),
             }
@@ -164,19 +185,28 @@ impl Task {
         &mut self,
         batch: &[Job],
         deadline: Instant,
+        waves: bool,
     ) -> std::result::Result<(Vec<Result<Done>>, bool), Failed> {
         let session = match self.session.take() {
             Some(session) if !session.is_closed() => session,
             _ => Session::new(self.target.connect_until(deadline).await.map_err(Failed::Final)?),
         };
-        let outcome = self.transaction(&session, batch).await;
+        let outcome = self.transaction(&session, batch, waves).await;
         if !session.is_closed() {
             self.session = Some(session);
         }
         outcome
     }
 
-    async fn transaction(&self, db: &Session, batch: &[Job]) -> std::result::Result<(Vec<Result<Done>>, bool), Failed> {
+    /// The batch's transaction. With `waves`, consecutive commits to distinct runs are decided
+    /// together (`ops::commit_wave`: two round trips for all of them); every other write runs
+    /// in its own savepoint.
+    async fn transaction(
+        &self,
+        db: &Session,
+        batch: &[Job],
+        waves: bool,
+    ) -> std::result::Result<(Vec<Result<Done>>, bool), Failed> {
         let target = self.target.as_ref();
         let mut pending = Pending::default();
         // Transaction control rides along with the next statement that goes out: BEGIN with
@@ -184,8 +214,36 @@ impl Task {
         let mut control = String::from("BEGIN; ");
         let result = async {
             let mut answers = Vec::with_capacity(batch.len());
-            for job in batch {
-                answers.push(run_job(db, target, self.ids.as_ref(), job, &mut pending, &mut control).await?);
+            let mut next = 0;
+            while next < batch.len() {
+                let wave = if waves { wave(&batch[next..]) } else { Vec::new() };
+                if wave.len() > 1 {
+                    let opening = (!control.is_empty()).then(|| control.clone());
+                    let mut cx = Ctx {
+                        db,
+                        ids: self.ids.as_ref(),
+                        pending: &mut pending,
+                        opening,
+                        db_now: None,
+                        aborted: false,
+                    };
+                    match ops::commit_wave(&mut cx, &wave).await {
+                        Ok(outcomes) => {
+                            if cx.opening.is_none() {
+                                control.clear();
+                            }
+                            answers.extend(outcomes.into_iter().map(|o| o.map(Done::Outcome)));
+                        }
+                        Err(OpError::Pg(what, e)) if db.is_closed() || e.as_db_error().is_none() => {
+                            return Err(Abort::Pg(what, e));
+                        }
+                        Err(_) => return Err(Abort::Redo),
+                    }
+                    next += wave.len();
+                    continue;
+                }
+                answers.push(run_job(db, target, self.ids.as_ref(), &batch[next], &mut pending, &mut control).await?);
+                next += 1;
             }
             if control.starts_with("BEGIN") {
                 // No write sent anything (all refused at once): there is no transaction.
@@ -198,12 +256,15 @@ impl Task {
         let answers = match result {
             Ok((answers, false)) => return Ok((answers, false)),
             Ok((answers, true)) => answers,
-            Err((what, e)) => {
+            Err(abort) => {
                 // Ends the failed transaction; if even that fails, the connection is dropped.
                 if !db.is_closed() {
                     let _ = db.batch("ROLLBACK").await;
                 }
-                return Err(failed(target, what, &e));
+                return Err(match abort {
+                    Abort::Pg(what, e) => failed(target, what, &e),
+                    Abort::Redo => Failed::Redo,
+                });
             }
         };
         match db.batch("COMMIT").await {
@@ -219,6 +280,18 @@ impl Task {
             })),
         }
     }
+}
+
+/// The commits at the head of `jobs` that can be decided together: consecutive, each to a run
+/// none of the others touches (a second write to a run must see the first one's changes).
+fn wave(jobs: &[Job]) -> Vec<(&steward_store::Commit, Option<i64>)> {
+    let mut runs = std::collections::HashSet::new();
+    jobs.iter()
+        .map_while(|job| match &job.op {
+            Op::Commit(c) if runs.insert(c.run_id.as_str()) => Some((c, job.db_now)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Classifies a failure of a statement that is not a job's own answer (BEGIN, savepoints, the

@@ -193,3 +193,39 @@ async fn listen_notify_wakes_idle_waiters_and_poll_only_does_not_listen() {
     assert_eq!(polled.wait_for_work(Duration::from_secs(10)).await, Wake::Notified);
     assert_eq!(heard.wait_for_work(Duration::from_secs(10)).await, Wake::Notified);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_database_refuses_leaves_its_neighbours_alone() {
+    let Some(cluster) = PgCluster::shared() else { return };
+    let url = cluster.create_database();
+    let s = store(&url, PgOptions::default()).await;
+    let mut epochs = Vec::new();
+    for i in 0..16 {
+        epochs.push(running_run(&s, &format!("r{i}"), "me", T0).await);
+    }
+    // Commits to distinct runs at once, so that they share transactions; PostgreSQL refuses
+    // one of them (text cannot hold a NUL), which the store's own checks let through.
+    let writes: Vec<_> = epochs
+        .iter()
+        .enumerate()
+        .map(|(i, epoch)| {
+            let s = s.clone();
+            let mut c = Commit::new(&format!("r{i}"), Expect::held(*epoch), T0, Actor::System, "me");
+            c.summary = Some(if i == 7 { "bad\0summary".into() } else { "ok".into() });
+            c.started = vec![AttemptStart { step_id: "a".into(), attempt: 1, visit: 1, input: json!({}) }];
+            tokio::spawn(async move { s.commit(c).await })
+        })
+        .collect();
+    for (i, w) in writes.into_iter().enumerate() {
+        let result = w.await.unwrap();
+        let run = s.get_run(&format!("r{i}")).await.unwrap();
+        if i == 7 {
+            assert!(matches!(&result, Err(Error::Invalid(m)) if m.contains("0x00")), "{result:?}");
+            assert_eq!((run.summary.as_str(), run.last_event_seq), ("started by me", 3), "nothing of it landed");
+            assert!(s.list_attempts("r7").await.unwrap().is_empty());
+        } else {
+            assert_eq!(result.unwrap().last_event_seq, 4);
+            assert_eq!(run.summary, "ok");
+        }
+    }
+}
