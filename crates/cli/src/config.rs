@@ -24,6 +24,10 @@ use crate::args::Cli;
 #[serde(deny_unknown_fields)]
 struct File {
     data_dir: Option<PathBuf>,
+    /// PostgreSQL instead of the embedded SQLite file.
+    database_url: Option<String>,
+    /// Never LISTEN for new work on PostgreSQL (behind a pooler in transaction mode): poll.
+    database_poll_only: Option<bool>,
     stall_threshold_secs: Option<u64>,
     heartbeat_secs: Option<u64>,
     #[serde(default)]
@@ -97,6 +101,9 @@ struct EnginesFile {
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub(crate) data_dir: PathBuf,
+    /// PostgreSQL's URL when runs are recorded there; `None` for the embedded SQLite file.
+    pub(crate) database_url: Option<String>,
+    pub(crate) database_poll_only: bool,
     pub(crate) stall_threshold_secs: u64,
     pub(crate) heartbeat_secs: u64,
     pub(crate) source: Option<PathBuf>,
@@ -190,6 +197,8 @@ impl Settings {
         })?;
         Ok(Settings {
             data_dir: cli.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(".steward")),
+            database_url: cli.database_url.clone().or(file.database_url).filter(|u| !u.trim().is_empty()),
+            database_poll_only: file.database_poll_only.unwrap_or(false),
             stall_threshold_secs,
             heartbeat_secs,
             source: path,

@@ -201,6 +201,8 @@ pub(crate) struct Inner<S> {
     /// When the leases were last renewed in full, or `None` while every renewal succeeds: a
     /// worker claims nothing while its own renewals fail.
     pub(crate) renewals_failing_since: Mutex<Option<std::time::Instant>>,
+    /// Definitions parsed, by hash.
+    parsed: Mutex<HashMap<String, Arc<Workflow>>>,
     /// Writes the store refused because this process no longer held the run (fencing).
     pub(crate) refused_writes: std::sync::atomic::AtomicU64,
     /// The signal this engine is stopping on, once it is: a run it starts driving after that
@@ -250,6 +252,7 @@ impl<S: Store + Clone> Engine<S> {
                 active: Mutex::new(HashMap::new()),
                 renewals_failing_since: Mutex::new(None),
                 refused_writes: std::sync::atomic::AtomicU64::new(0),
+                parsed: Mutex::new(HashMap::new()),
                 stopping: std::sync::OnceLock::new(),
                 progress,
                 shutdown: CancellationToken::new(),
@@ -697,9 +700,25 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     /// The definition a run pinned, parsed.
+    ///
+    /// Parsed once per process and definition: a definition is stored under its hash and never
+    /// changes, and a worker drives many runs of the same few.
     pub(crate) async fn workflow(&self, run: &Run) -> Result<Workflow> {
+        if let Some(wf) = self.parsed().get(&run.definition_hash) {
+            return Ok(Workflow::clone(wf));
+        }
         let source = self.inner.store.get_definition(&run.definition_hash).await?;
-        workflow::parse(&source).map_err(Error::Definition)
+        let wf = Arc::new(workflow::parse(&source).map_err(Error::Definition)?);
+        let mut parsed = self.parsed();
+        if parsed.len() >= 256 {
+            parsed.clear();
+        }
+        parsed.insert(run.definition_hash.clone(), wf.clone());
+        Ok(Workflow::clone(&wf))
+    }
+
+    fn parsed(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Workflow>>> {
+        self.inner.parsed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn commit(&self, run_id: &str, state: RunState, actor: Actor) -> Commit {
