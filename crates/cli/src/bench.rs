@@ -78,7 +78,7 @@ async fn setup(args: &BenchArgs, label: &str) -> Result<(Engine<SqliteStore>, te
         steward_tools::registry::EngineRegistry::builtin()?,
         steward_tools::terminal::TerminalPolicy::default(),
         steward_tools::redact::Redactor::default(),
-        steward_tools::artifacts::ArtifactStore::new(dir.path().join("artifacts")),
+        Arc::new(steward_artifacts::FsArtifacts::in_data_dir(dir.path())),
         // The workload's steps run no commands.
         steward_tools::sandbox::Sandbox::off(),
     );
@@ -87,7 +87,7 @@ async fn setup(args: &BenchArgs, label: &str) -> Result<(Engine<SqliteStore>, te
         Arc::new(bus),
         Arc::new(SystemClock),
         Arc::new(UuidIds),
-        EngineConfig::new(format!("bench:{}", std::process::id())),
+        EngineConfig { data_dir: dir.path().to_owned(), ..EngineConfig::new(format!("bench:{}", std::process::id())) },
     );
     engine.boot().await?;
     Ok((engine, dir))
