@@ -877,6 +877,26 @@ mod tests {
         }
     }
 
+    /// DG-MEX-04: an input artifact the bus's artifact store does not hold (another worker's
+    /// store, a damaged blob) is refused by G-INTEGRITY before anything runs; `check`, which
+    /// cannot reach the store, judges only the handle's form.
+    #[tokio::test]
+    async fn an_input_artifact_missing_from_the_store_is_refused_before_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = bus(dir.path());
+        let env = vec![("BIG".to_owned(), "y".repeat(ENV_INLINE_LIMIT + 1))];
+        let mut op = b.shell_op("op-1", "touch ran", None, &env, Duration::from_secs(5), "Coder");
+        b.externalize_large_env(&mut op).await.unwrap();
+        let elsewhere = ToolBus { artifacts: Arc::new(steward_artifacts::MemArtifacts::new()), ..b.clone() };
+        assert!(elsewhere.check(&op, &ctx(dir.path())).refusal.is_none());
+        let done = elsewhere.execute(&op, &ctx(dir.path()), &CancellationToken::new(), &crate::exec::Unrecorded).await;
+        let refusal = done.refusal.unwrap();
+        assert_eq!((refusal.by.as_str(), refusal.code.as_str()), ("G-INTEGRITY", "MEX-INTEGRITY-ARTIFACT"));
+        assert!(!dir.path().join("ran").exists(), "nothing ran");
+        let done = b.execute(&op, &ctx(dir.path()), &CancellationToken::new(), &crate::exec::Unrecorded).await;
+        assert!(done.refusal.is_none() && dir.path().join("ran").exists(), "the store that holds it runs it");
+    }
+
     fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
