@@ -9,8 +9,11 @@
 //! ```
 //!
 //! [`fault::FaultStore`] wraps any backend and fails calls on purpose, for engine tests.
+//! [`differential::same_history`] drives a backend and the reference store with the same
+//! seeded random operations and compares their answers and histories.
 #![allow(clippy::unwrap_used)]
 
+pub mod differential;
 pub mod fault;
 
 use serde_json::{Value, json};
@@ -68,11 +71,40 @@ macro_rules! store_conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let (store, _guard) = $setup().await;
+                // A setup that returns `None` (no server to test against) skips the case.
+                let Some((store, _guard)) = $crate::Fixture::into_parts($setup().await) else { return };
                 $crate::$case(&store).await;
             }
         )*
     };
+}
+
+/// What a conformance setup returns: `(store, guard)`, or `Option<(store, guard)>` for a
+/// backend that may be absent (a PostgreSQL store without PostgreSQL installed), whose cases
+/// then skip.
+pub trait Fixture {
+    /// The store under test.
+    type Store;
+    /// Whatever keeps its files or server alive.
+    type Guard;
+    /// The store and its guard, if there is a store.
+    fn into_parts(self) -> Option<(Self::Store, Self::Guard)>;
+}
+
+impl<S, G> Fixture for (S, G) {
+    type Store = S;
+    type Guard = G;
+    fn into_parts(self) -> Option<(S, G)> {
+        Some(self)
+    }
+}
+
+impl<S, G> Fixture for Option<(S, G)> {
+    type Store = S;
+    type Guard = G;
+    fn into_parts(self) -> Option<(S, G)> {
+        self
+    }
 }
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);

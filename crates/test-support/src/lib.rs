@@ -4,6 +4,7 @@
 //! next scripted reply (status, headers, body, optional delay) and records what it was
 //! asked, so provider tests exercise real sockets, real JSON and real retries.
 //! [`LlamaServer`] starts the real local model server when one is installed.
+//! [`PgCluster`] starts a throwaway PostgreSQL cluster on a free loopback port.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::VecDeque;
@@ -15,8 +16,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 mod llama;
+pub mod pg;
 
 pub use llama::LlamaServer;
+pub use pg::PgCluster;
 
 /// One scripted reply.
 #[derive(Debug, Clone)]

@@ -1,0 +1,953 @@
+//! The SQL behind each write, run by the writer inside its transaction, each in a savepoint.
+//!
+//! What a write accepts and which events it records come from `steward_store::rules`; this
+//! module only says how PostgreSQL stores it. Statements are prepared once per connection.
+//!
+//! Round trips are what a write costs (the writer runs writes one after another), so a commit
+//! takes two: one that opens its savepoint, locks and reads the run (and notes its id), and one
+//! that writes every change. Each change is still checked, in the reference store's order, as
+//! its answer is read; the first refusal rolls the whole write back with its savepoint.
+//!
+//! Events are not inserted here: a write appends them to [`Pending`], and the writer inserts a
+//! whole batch's events at once, last, under the `event_ids` row lock (see `writer`). Nothing
+//! in a write reads events back except `prune`, which the writer runs in a batch of its own.
+
+use serde_json::Value as Value_;
+use tokio_postgres::types::Type;
+
+use steward_core::Timestamp;
+use steward_core::event::{Actor, Payload};
+use steward_core::idempotency_key;
+use steward_core::ids::IdGen;
+use steward_core::state::{AttemptStatus, RunState};
+use steward_store::{
+    AttemptFinish, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun, PruneReport, Recovered,
+    RetentionPolicy, Run, Scan, rules,
+};
+
+use crate::conn::{Answer, Flight, Session, Value, val};
+use crate::rows::{RUN_COLUMNS, corrupt, process_json, run_from_row};
+
+/// A write, as data: the writer may run it again when its transaction was lost.
+pub(crate) enum Op {
+    CreateRun(NewRun),
+    Commit(Commit),
+    Claim(Claim),
+    Renew { leases: Vec<Lease>, lease_ms: u64, now: Timestamp },
+    Recover { now: Timestamp, scan: Scan },
+    Prune { now: Timestamp, policy: RetentionPolicy, dry_run: bool },
+}
+
+impl Op {
+    /// Whether it runs in a transaction of its own: `prune` reads every event, so the events
+    /// other writes of its batch have not inserted yet must not exist.
+    pub(crate) fn alone(&self) -> bool {
+        matches!(self, Op::Prune { .. })
+    }
+}
+
+/// What a write answers.
+pub(crate) enum Done {
+    Run(Box<Run>),
+    Outcome(CommitOutcome),
+    Claimed(Vec<Claimed>),
+    Lost(Vec<String>),
+    Recovered(Vec<Recovered>),
+    Pruned(PruneReport),
+}
+
+/// Why a write did not apply: the store refused it, or the database failed under it.
+pub(crate) enum OpError {
+    Refused(Error),
+    Pg(&'static str, tokio_postgres::Error),
+}
+
+impl From<Error> for OpError {
+    fn from(e: Error) -> OpError {
+        OpError::Refused(e)
+    }
+}
+
+fn pg(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> OpError {
+    move |e| OpError::Pg(what, e)
+}
+
+/// An event waiting for its id, as it will be inserted.
+pub(crate) struct PendingEvent {
+    pub(crate) run_id: String,
+    pub(crate) seq: i64,
+    pub(crate) event_id: String,
+    pub(crate) ts: i64,
+    pub(crate) event_type: String,
+    pub(crate) actor: &'static str,
+    pub(crate) actor_id: String,
+    pub(crate) trace_id: String,
+    pub(crate) job_id: String,
+    pub(crate) step_id: Option<String>,
+    pub(crate) mt_id: Option<String>,
+    pub(crate) model_id: Option<String>,
+    pub(crate) capability_id: Option<String>,
+    pub(crate) payload: String,
+}
+
+/// What the batch's writes so far leave for the end of the transaction.
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub(crate) events: Vec<PendingEvent>,
+    /// Writes that made a run claimable: the batch notifies `steward_runnable` if any.
+    pub(crate) runnable: usize,
+}
+
+impl Pending {
+    pub(crate) fn mark(&self) -> (usize, usize) {
+        (self.events.len(), self.runnable)
+    }
+
+    /// Forgets what a write that was rolled back left.
+    pub(crate) fn rollback(&mut self, (events, runnable): (usize, usize)) {
+        self.events.truncate(events);
+        self.runnable = runnable;
+    }
+}
+
+/// The writer's transaction as a write sees it.
+pub(crate) struct Ctx<'a> {
+    pub(crate) db: &'a Session,
+    pub(crate) ids: &'a dyn IdGen,
+    pub(crate) pending: &'a mut Pending,
+    /// Transaction control to send before the write's first statement (`BEGIN`, the previous
+    /// write's `RELEASE` or `ROLLBACK TO`, this write's `SAVEPOINT`), in the same round trip.
+    /// `None` once sent: the writer then knows the write has a savepoint to release or undo.
+    pub(crate) opening: Option<String>,
+    /// The database's time as a test sets it (`PgStore::with_clock`); `None` is the server's
+    /// clock, which is what leases are measured on.
+    pub(crate) db_now: Option<i64>,
+    /// Whether the server refused one of the write's statements: the transaction is then
+    /// unusable until the savepoint is rolled back, even if the write reports a refusal of its
+    /// own that came earlier in order.
+    pub(crate) aborted: bool,
+}
+
+impl<'a> Ctx<'a> {
+    /// A round trip, carrying the opening if it has not gone out yet.
+    fn trip(&mut self) -> Trip<'a> {
+        let mut flight = Flight::new(self.db);
+        let opens = self.opening.take().map(|sql| flight.simple(sql)).is_some();
+        Trip { flight, opens }
+    }
+
+    /// Sends the opening on its own, for writes whose statements are not on a hot path.
+    async fn open(&mut self) -> Result<(), OpError> {
+        let trip = self.trip();
+        trip.send(self).await.map(drop)
+    }
+}
+
+/// Statements of one round trip (see [`Flight`]).
+struct Trip<'a> {
+    flight: Flight<'a>,
+    /// Whether the first statement is the write's opening.
+    opens: bool,
+}
+
+impl Trip<'_> {
+    async fn query(&mut self, what: &'static str, sql: &str, params: Vec<(Value, Type)>) -> Result<(), OpError> {
+        self.flight.query(sql, params).await.map(drop).map_err(pg(what))
+    }
+
+    async fn send(self, cx: &mut Ctx<'_>) -> Result<Answers, OpError> {
+        let answers = self.flight.send().await;
+        cx.aborted |= answers.iter().any(Result::is_err);
+        let mut answers = answers.into_iter();
+        if self.opens {
+            answers.next().transpose().map_err(pg("opening a savepoint"))?;
+        }
+        Ok(Answers(answers))
+    }
+}
+
+/// A round trip's answers, read in the order the statements were added.
+struct Answers(std::vec::IntoIter<Answer>);
+
+impl Answers {
+    fn next(&mut self, what: &'static str) -> Result<Vec<tokio_postgres::Row>, OpError> {
+        match self.0.next() {
+            Some(answer) => answer.map_err(pg(what)),
+            None => Err(OpError::Refused(Error::Unavailable { detail: format!("{what}: no answer") })),
+        }
+    }
+}
+
+/// The database's clock in SQL, in milliseconds: the server's `clock_timestamp()`, unless a
+/// test set the time (the parameter numbered `n`).
+fn db_now_sql(n: usize) -> String {
+    format!("COALESCE(${n}::bigint, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)")
+}
+
+/// A duration in milliseconds as the database adds it.
+fn millis(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// The fields of a run a write reads and updates.
+struct Head {
+    state: RunState,
+    owner: Option<String>,
+    lease_epoch: u64,
+    job_id: String,
+    trace_id: String,
+    last_event_seq: i64,
+    total_iterations: u32,
+    /// When it was last written, which bounds its events' times.
+    updated_at: Timestamp,
+}
+
+/// Reads a run's head and locks its row until the transaction ends: writers of one run, in
+/// this process or another, apply one after another, each against what the last committed.
+const HEAD: &str = "SELECT state, owner, lease_epoch, job_id, trace_id, last_event_seq, total_iterations, updated_at
+     FROM runs WHERE run_id = $1 FOR UPDATE";
+
+fn head(run_id: &str, row: Option<&tokio_postgres::Row>) -> Result<Head, OpError> {
+    let row = row.ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })?;
+    let what = format!("run `{run_id}`");
+    let get = |e: tokio_postgres::Error| corrupt(&what, e);
+    let state: String = row.try_get(0).map_err(get)?;
+    let epoch: i64 = row.try_get(2).map_err(get)?;
+    let total: i64 = row.try_get(6).map_err(get)?;
+    Ok(Head {
+        state: state.parse().map_err(|e| corrupt(&what, e))?,
+        owner: row.try_get(1).map_err(get)?,
+        lease_epoch: u64::try_from(epoch).map_err(|e| corrupt(&what, e))?,
+        job_id: row.try_get(3).map_err(get)?,
+        trace_id: row.try_get(4).map_err(get)?,
+        last_event_seq: row.try_get(5).map_err(get)?,
+        total_iterations: u32::try_from(total).map_err(|e| corrupt(&what, e))?,
+        updated_at: Timestamp(row.try_get(7).map_err(get)?),
+    })
+}
+
+/// Ends an attempt; answers its status and start before this statement (none if it never
+/// started).
+const FINISH: &str = "UPDATE step_attempts AS a
+     SET status = $4, output = $5, error = $6, retryable = $7, routes = $8, finished_at = $9
+     FROM step_attempts AS old
+     WHERE a.run_id = $1 AND a.step_id = $2 AND a.attempt = $3
+       AND old.run_id = a.run_id AND old.step_id = a.step_id AND old.attempt = a.attempt
+     RETURNING old.status, old.started_at";
+
+fn finish_params(run_id: &str, f: &AttemptFinish, now: Timestamp) -> Vec<(Value, Type)> {
+    vec![
+        val(run_id.to_owned(), Type::TEXT),
+        val(f.step_id.clone(), Type::TEXT),
+        val(i64::from(f.attempt), Type::INT8),
+        val(f.status.as_str(), Type::TEXT),
+        val(f.output.as_ref().map(Value_::to_string), Type::TEXT),
+        val(f.error.clone(), Type::TEXT),
+        val(f.retryable, Type::BOOL),
+        val(serde_json::to_string(&f.routes).unwrap_or_else(|_| "[]".into()), Type::TEXT),
+        val(now.millis(), Type::INT8),
+    ]
+}
+
+/// The status and start an attempt had before [`FINISH`] ended it.
+fn finished_from(
+    run_id: &str,
+    f: &AttemptFinish,
+    rows: &[tokio_postgres::Row],
+) -> Result<Option<(AttemptStatus, Timestamp)>, OpError> {
+    let Some(row) = rows.first() else { return Ok(None) };
+    let what = format!("attempt `{}`", idempotency_key(run_id, &f.step_id, f.attempt));
+    let status: String = row.try_get(0).map_err(|e| corrupt(&what, e))?;
+    let started_at: i64 = row.try_get(1).map_err(|e| corrupt(&what, e))?;
+    Ok(Some((status.parse::<AttemptStatus>().map_err(|e| corrupt(&what, e))?, Timestamp(started_at))))
+}
+
+/// A run's running attempts, in the order they started.
+const RUNNING: &str =
+    "SELECT step_id, attempt FROM step_attempts WHERE run_id = $1 AND status = 'running' ORDER BY ordinal";
+
+fn running_from(run_id: &str, rows: &[tokio_postgres::Row]) -> Result<Vec<(String, u32)>, OpError> {
+    let what = format!("run `{run_id}`");
+    let mut out = Vec::new();
+    for row in rows {
+        let step_id: String = row.try_get(0).map_err(|e| corrupt(&what, e))?;
+        let attempt: i64 = row.try_get(1).map_err(|e| corrupt(&what, e))?;
+        out.push((step_id, u32::try_from(attempt).map_err(|e| corrupt(&what, e))?));
+    }
+    Ok(out)
+}
+
+/// Who writes to one run's log, and when: every event of a write shares these.
+struct Writing<'a> {
+    run_id: &'a str,
+    now: Timestamp,
+    actor: Actor,
+    actor_id: &'a str,
+}
+
+impl Ctx<'_> {
+    /// Appends one event to the run's log, taking the next sequence number.
+    fn event(&mut self, w: &Writing<'_>, h: &mut Head, payload: &Payload) -> Result<(), OpError> {
+        self.event_as(w, h, w.actor, w.actor_id, payload.step_id(), payload)
+    }
+
+    /// Appends an event with its own actor and step.
+    fn event_as(
+        &mut self,
+        w: &Writing<'_>,
+        h: &mut Head,
+        actor: Actor,
+        actor_id: &str,
+        step_id: Option<&str>,
+        payload: &Payload,
+    ) -> Result<(), OpError> {
+        rules::check_event(actor, payload)?;
+        h.last_event_seq += 1;
+        self.pending.events.push(PendingEvent {
+            run_id: w.run_id.to_owned(),
+            seq: h.last_event_seq,
+            event_id: self.ids.next_id(),
+            ts: w.now.millis(),
+            event_type: payload.event_type().to_owned(),
+            actor: actor.as_str(),
+            actor_id: actor_id.to_owned(),
+            trace_id: h.trace_id.clone(),
+            job_id: h.job_id.clone(),
+            step_id: step_id.map(str::to_owned),
+            mt_id: payload.mt_id().map(str::to_owned),
+            model_id: payload.model_id().map(str::to_owned),
+            capability_id: payload.capability_id().map(str::to_owned),
+            payload: payload.to_json().to_string(),
+        });
+        Ok(())
+    }
+
+    /// Ends every attempt of the run that is still running with `status`, in the order they
+    /// started (recovery; a commit does it in its own round trip).
+    async fn finish_running(
+        &mut self,
+        w: &Writing<'_>,
+        h: &mut Head,
+        status: AttemptStatus,
+    ) -> Result<Vec<String>, OpError> {
+        let rows = self.db.query(RUNNING, &[(&w.run_id, Type::TEXT)]).await.map_err(pg("listing running attempts"))?;
+        let mut keys = Vec::new();
+        for (step_id, attempt) in running_from(w.run_id, &rows)? {
+            keys.push(idempotency_key(w.run_id, &step_id, attempt));
+            let f = rules::abandoned(step_id, attempt, status);
+            let params = finish_params(w.run_id, &f, w.now);
+            let refs: Vec<(&(dyn tokio_postgres::types::ToSql + Sync), Type)> = params
+                .iter()
+                .map(|(v, t)| (v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync), t.clone()))
+                .collect();
+            let rows = self.db.query(FINISH, &refs).await.map_err(pg("ending an attempt"))?;
+            let payload = rules::finish(w.run_id, &f, finished_from(w.run_id, &f, &rows)?, w.now)?;
+            self.event(w, h, &payload)?;
+        }
+        Ok(keys)
+    }
+}
+
+/// Runs one write.
+pub(crate) async fn run(cx: &mut Ctx<'_>, op: &Op) -> Result<Done, OpError> {
+    match op {
+        Op::CreateRun(new) => create_run(cx, new).await.map(|r| Done::Run(Box::new(r))),
+        Op::Commit(c) => commit(cx, c).await.map(Done::Outcome),
+        Op::Claim(claim) => self::claim(cx, claim).await.map(Done::Claimed),
+        Op::Renew { leases, lease_ms, now } => renew(cx, leases, *lease_ms, *now).await.map(Done::Lost),
+        Op::Recover { now, scan } => recover_stalled(cx, *now, scan).await.map(Done::Recovered),
+        Op::Prune { now, policy, dry_run } => prune(cx, *now, policy, *dry_run).await.map(Done::Pruned),
+    }
+}
+
+/// Reads a whole run inside the transaction.
+async fn read_run(db: &Session, run_id: &str, lock: bool) -> Result<Option<Run>, OpError> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1{}", if lock { " FOR UPDATE" } else { "" });
+    let row = db.query_opt(&sql, &[(&run_id, Type::TEXT)]).await.map_err(pg("reading the run"))?;
+    Ok(row.as_ref().map(run_from_row).transpose()?)
+}
+
+/// Creates the run, and the definition it refers to if it is new, in one statement; a run id
+/// that is taken inserts nothing, and a concurrent creator of the same id is waited for.
+const CREATE: &str = "WITH definition AS (
+         INSERT INTO definitions (hash, workflow_id, version, source, created_at)
+         VALUES ($4, $2, $3, $13, $11) ON CONFLICT (hash) DO NOTHING
+     )
+     INSERT INTO runs (run_id, workflow_id, workflow_version, definition_hash, inputs, state, summary,
+         job_id, trace_id, job_kind, profile_id, protocol_id, created_at, updated_at, last_progress_at,
+         workdir, last_event_seq)
+     VALUES ($1, $2, $3, $4, $5, 'queued', 'queued', $6, $7, $8, $9, $10, $11, $11, $11, $12, 1)
+     ON CONFLICT (run_id) DO NOTHING
+     RETURNING 1";
+
+async fn create_run(cx: &mut Ctx<'_>, new: &NewRun) -> Result<Run, OpError> {
+    let payload = rules::created(new)?;
+    let mut trip = cx.trip();
+    trip.query(
+        "creating the run",
+        CREATE,
+        vec![
+            val(new.run_id.clone(), Type::TEXT),
+            val(new.workflow_id.clone(), Type::TEXT),
+            val(i64::from(new.workflow_version), Type::INT8),
+            val(new.definition_hash.clone(), Type::TEXT),
+            val(Value_::Object(new.inputs.clone()).to_string(), Type::TEXT),
+            val(new.job_id.clone(), Type::TEXT),
+            val(new.trace_id.clone(), Type::TEXT),
+            val(new.contract.job_kind.as_str(), Type::TEXT),
+            val(new.contract.profile_id.clone(), Type::TEXT),
+            val(new.contract.protocol_id.clone(), Type::TEXT),
+            val(new.now.millis(), Type::INT8),
+            val(new.workdir.clone(), Type::TEXT),
+            val(new.definition_source.clone(), Type::TEXT),
+        ],
+    )
+    .await?;
+    let inserted = !trip.send(cx).await?.next("creating the run")?.is_empty();
+    if !inserted {
+        let existing = read_run(cx.db, &new.run_id, false).await?.ok_or_else(|| Error::Unavailable {
+            detail: format!("run `{}` vanished while it was created", new.run_id),
+        })?;
+        return Ok(rules::existing_run(new, existing)?);
+    }
+    let mut h = Head {
+        state: RunState::Queued,
+        owner: None,
+        lease_epoch: 0,
+        job_id: new.job_id.clone(),
+        trace_id: new.trace_id.clone(),
+        last_event_seq: 0,
+        total_iterations: 0,
+        updated_at: new.now,
+    };
+    let w = Writing { run_id: &new.run_id, now: new.now, actor: new.actor, actor_id: &new.actor_id };
+    cx.event(&w, &mut h, &payload)?;
+    cx.pending.runnable += 1;
+    Ok(Run {
+        run_id: new.run_id.clone(),
+        workflow_id: new.workflow_id.clone(),
+        workflow_version: new.workflow_version,
+        definition_hash: new.definition_hash.clone(),
+        inputs: new.inputs.clone(),
+        workdir: new.workdir.clone(),
+        state: RunState::Queued,
+        current_step_id: None,
+        current_attempt: None,
+        summary: "queued".into(),
+        terminal_reason: None,
+        job_id: new.job_id.clone(),
+        trace_id: new.trace_id.clone(),
+        contract: new.contract.clone(),
+        total_iterations: 0,
+        owner: None,
+        owner_process: None,
+        lease_epoch: 0,
+        lease_expires_at: None,
+        ready_at: None,
+        recoveries: 0,
+        created_at: new.now,
+        started_at: None,
+        updated_at: new.now,
+        heartbeat_at: None,
+        last_progress_at: new.now,
+        finished_at: None,
+        last_event_seq: h.last_event_seq,
+    })
+}
+
+const NOTE_COMMIT: &str =
+    "INSERT INTO applied_commits (commit_id, run_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1";
+
+const START: &str = "INSERT INTO step_attempts
+         (run_id, step_id, attempt, visit, ordinal, status, idempotency_key, input, started_at)
+     VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8) ON CONFLICT DO NOTHING RETURNING 1";
+
+/// Records a command's process on an attempt; answers the attempt's status (none if it never
+/// started).
+const PROCESS: &str = "UPDATE step_attempts AS a SET process = $4
+     FROM step_attempts AS old
+     WHERE a.run_id = $1 AND a.step_id = $2 AND a.attempt = $3
+       AND old.run_id = a.run_id AND old.step_id = a.step_id AND old.attempt = a.attempt
+     RETURNING old.status";
+
+/// The run's fields after a commit. Whoever holds it keeps it ($8) only while it goes on
+/// running unreleased; a release makes it claimable `$12` ms after the database's now; a run
+/// that (re-)enters `running` ($13) is claimable at once.
+fn update_run_sql() -> String {
+    format!(
+        "UPDATE runs SET
+            state = $2,
+            current_step_id = COALESCE($3, current_step_id),
+            current_attempt = COALESCE($4, current_attempt),
+            summary = COALESCE($5, summary),
+            terminal_reason = COALESCE($6, terminal_reason),
+            total_iterations = $7,
+            owner = CASE WHEN $8 THEN owner ELSE NULL END,
+            owner_process = CASE WHEN $8 THEN owner_process ELSE NULL END,
+            lease_expires_at = CASE WHEN $8 THEN lease_expires_at ELSE NULL END,
+            started_at = CASE WHEN $2 = 'running' THEN COALESCE(started_at, $9) ELSE started_at END,
+            updated_at = $9,
+            last_progress_at = $9,
+            finished_at = $10,
+            last_event_seq = $11,
+            ready_at = CASE WHEN $12::bigint IS NOT NULL THEN {} + $12 WHEN $13 THEN NULL ELSE ready_at END
+         WHERE run_id = $1",
+        db_now_sql(14)
+    )
+}
+
+async fn commit(cx: &mut Ctx<'_>, c: &Commit) -> Result<CommitOutcome, OpError> {
+    let run_id = c.run_id.as_str();
+    // First round trip: open the savepoint, lock and read the run, note the commit id (taken
+    // back with the savepoint if the write is refused), list the attempts still running when
+    // the write ends them or must know none are left.
+    let needs_running = c.finish_running_as.is_some() || c.release.is_some();
+    let mut trip = cx.trip();
+    trip.query("reading the run", HEAD, vec![val(c.run_id.clone(), Type::TEXT)]).await?;
+    if let Some(id) = &c.id {
+        let params = vec![val(id.clone(), Type::TEXT), val(c.run_id.clone(), Type::TEXT)];
+        trip.query("noting the commit id", NOTE_COMMIT, params).await?;
+    }
+    if needs_running {
+        trip.query("listing running attempts", RUNNING, vec![val(c.run_id.clone(), Type::TEXT)]).await?;
+    }
+    let mut answers = trip.send(cx).await?;
+    let mut h = head(run_id, answers.next("reading the run")?.first())?;
+    if c.id.is_some() && answers.next("noting the commit id")?.is_empty() {
+        // Applied before: the retry of a write whose reply was lost.
+        return Ok(CommitOutcome { state: h.state, last_event_seq: h.last_event_seq });
+    }
+    let running = match needs_running {
+        true => running_from(run_id, &answers.next("listing running attempts")?)?,
+        false => Vec::new(),
+    };
+    rules::check_expect(c, h.state, h.owner.as_deref(), h.lease_epoch)?;
+    rules::check_shape(c)?;
+    let when = rules::event_time(c.now, h.updated_at);
+    let w = Writing { run_id, now: when, actor: c.actor, actor_id: &c.actor_id };
+    for e in &c.events {
+        cx.event_as(&w, &mut h, e.actor, &e.actor_id, e.step_id.as_deref(), &e.payload)?;
+    }
+
+    // What the run becomes, worked out before the answers come back so that one round trip
+    // writes it all. Attempts still running after the commit's own endings end as
+    // `finish_running_as`.
+    let still_running: Vec<(String, u32)> = running
+        .into_iter()
+        .filter(|(step, attempt)| !c.finished.iter().any(|f| &f.step_id == step && f.attempt == *attempt))
+        .collect();
+    let abandoned: Vec<AttemptFinish> = match c.finish_running_as {
+        Some(status) => {
+            still_running.iter().map(|(step, attempt)| rules::abandoned(step.clone(), *attempt, status)).collect()
+        }
+        None => Vec::new(),
+    };
+    let running_left = c.finish_running_as.is_none() && !still_running.is_empty();
+    let endings: Vec<&AttemptFinish> = c.finished.iter().chain(&abandoned).collect();
+    let state = c.transition.as_ref().map_or(h.state, |t| t.to);
+    let entered_running = state == RunState::Running && h.state != RunState::Running;
+    let last_event_seq = h.last_event_seq
+        + (endings.len()
+            + usize::from(c.transition.is_some())
+            + c.started.len()
+            + c.processes.len()
+            + usize::from(c.release.is_some())) as i64;
+    let total_iterations = i64::from(h.total_iterations) + c.started.len() as i64;
+    let now = when.millis();
+    let current = c.started.last();
+
+    // Second round trip: every change.
+    let mut trip = cx.trip();
+    for f in &endings {
+        trip.query("ending an attempt", FINISH, finish_params(run_id, f, when)).await?;
+    }
+    for (i, s) in c.started.iter().enumerate() {
+        let params = vec![
+            val(c.run_id.clone(), Type::TEXT),
+            val(s.step_id.clone(), Type::TEXT),
+            val(i64::from(s.attempt), Type::INT8),
+            val(i64::from(s.visit), Type::INT8),
+            val(i64::from(h.total_iterations) + i as i64 + 1, Type::INT8),
+            val(idempotency_key(run_id, &s.step_id, s.attempt), Type::TEXT),
+            val(s.input.to_string(), Type::TEXT),
+            val(now, Type::INT8),
+        ];
+        trip.query("starting an attempt", START, params).await?;
+    }
+    for p in &c.processes {
+        let params = vec![
+            val(c.run_id.clone(), Type::TEXT),
+            val(p.step_id.clone(), Type::TEXT),
+            val(i64::from(p.attempt), Type::INT8),
+            val(process_json(&p.process), Type::TEXT),
+        ];
+        trip.query("recording a command process", PROCESS, params).await?;
+    }
+    let terminal_reason = c.transition.as_ref().filter(|t| t.to.is_terminal()).map(|t| t.reason.clone());
+    let params = vec![
+        val(c.run_id.clone(), Type::TEXT),
+        val(state.as_str(), Type::TEXT),
+        val(current.map(|s| s.step_id.clone()), Type::TEXT),
+        val(current.map(|s| i64::from(s.attempt)), Type::INT8),
+        val(c.summary.clone(), Type::TEXT),
+        val(terminal_reason, Type::TEXT),
+        val(total_iterations, Type::INT8),
+        val(rules::keeps_owner(state, c), Type::BOOL),
+        val(now, Type::INT8),
+        val(state.is_terminal().then_some(now), Type::INT8),
+        val(last_event_seq, Type::INT8),
+        val(c.release.as_ref().map(|r| millis(r.after_ms)), Type::INT8),
+        val(entered_running, Type::BOOL),
+        val(cx.db_now, Type::INT8),
+    ];
+    trip.query("updating the run", &update_run_sql(), params).await?;
+    let mut answers = trip.send(cx).await?;
+
+    // The checks, in the reference store's order: endings, the transition, starts, processes,
+    // the release.
+    for f in endings {
+        let stored = finished_from(run_id, f, &answers.next("ending an attempt")?)?;
+        let payload = rules::finish(run_id, f, stored, when)?;
+        cx.event(&w, &mut h, &payload)?;
+    }
+    if let Some(t) = &c.transition {
+        let payload = rules::transition(run_id, &h.job_id, h.owner.as_deref(), h.state, t)?;
+        cx.event(&w, &mut h, &payload)?;
+        h.state = t.to;
+    }
+    for s in &c.started {
+        let inserted = !answers.next("starting an attempt")?.is_empty();
+        let payload = rules::started(run_id, s, !inserted)?;
+        cx.event(&w, &mut h, &payload)?;
+    }
+    for p in &c.processes {
+        let rows = answers.next("recording a command process")?;
+        let stored = match rows.first() {
+            Some(row) => {
+                let status: String = row.try_get(0).map_err(|e| corrupt(run_id, e))?;
+                Some(status.parse::<AttemptStatus>().map_err(|e| corrupt(run_id, e))?)
+            }
+            None => None,
+        };
+        let payload = rules::process(run_id, p, stored)?;
+        cx.event(&w, &mut h, &payload)?;
+    }
+    rules::check_release(c, h.state, running_left)?;
+    if let Some(r) = &c.release {
+        let payload = rules::released(h.owner.as_deref(), h.lease_epoch, r);
+        cx.event_as(&w, &mut h, Actor::System, &c.actor_id, payload.step_id(), &payload)?;
+    }
+    answers.next("updating the run")?;
+    if h.last_event_seq != last_event_seq {
+        // Both count the same events; a difference is a bug here, never written.
+        return Err(
+            corrupt(run_id, format!("commit counted {last_event_seq} events, wrote {}", h.last_event_seq)).into()
+        );
+    }
+    // Claimable now (or once a release's delay has passed): worth waking idle workers for. A
+    // stalled run is, for workers that resume stalled runs.
+    if (state == RunState::Running && (c.release.is_some() || entered_running))
+        || (c.transition.is_some() && matches!(state, RunState::Queued | RunState::Stalled))
+    {
+        cx.pending.runnable += 1;
+    }
+    Ok(CommitOutcome { state: h.state, last_event_seq })
+}
+
+/// Candidates for a claim, oldest first and runs to recover before queued ones (HSK-WF-003),
+/// locked as they are read; rows another claimer (or writer) holds locked are skipped, so
+/// concurrent claimers never wait for each other and never take the same run.
+/// `rules::claimable` has the last word on each.
+fn claim_candidates_sql() -> String {
+    format!(
+        "WITH clock AS (SELECT {} AS db_now)
+         SELECT {RUN_COLUMNS}, clock.db_now FROM runs, clock
+         WHERE ($2::text IS NULL OR run_id = $2)
+           AND (state = 'queued'
+                OR (state = 'stalled' AND $3)
+                OR (state = 'running' AND owner IS NULL AND (ready_at IS NULL OR ready_at <= clock.db_now))
+                OR (state = 'running' AND owner IS NOT NULL
+                    AND (lease_expires_at IS NULL OR lease_expires_at <= clock.db_now)))
+           AND (cardinality($4::text[]) = 0 OR EXISTS (
+                SELECT 1 FROM unnest($4::text[]) AS w(dir)
+                WHERE rtrim(w.dir, '/') = '' OR workdir = rtrim(w.dir, '/')
+                   OR starts_with(workdir, rtrim(w.dir, '/') || '/')))
+         ORDER BY state = 'queued', created_at, run_id
+         LIMIT $5
+         FOR UPDATE OF runs SKIP LOCKED",
+        db_now_sql(1)
+    )
+}
+
+const CLAIMED: &str = "UPDATE runs SET state = 'running', owner = $2, owner_process = $3, lease_epoch = $4,
+         lease_expires_at = $5, heartbeat_at = $6, ready_at = NULL, started_at = COALESCE(started_at, $7),
+         summary = $8, updated_at = $7, last_progress_at = $7, last_event_seq = $9, recoveries = recoveries + $10
+     WHERE run_id = $1";
+
+async fn claim(cx: &mut Ctx<'_>, claim: &Claim) -> Result<Vec<Claimed>, OpError> {
+    let mut trip = cx.trip();
+    let params = vec![
+        val(cx.db_now, Type::INT8),
+        val(claim.run_id.clone(), Type::TEXT),
+        val(claim.resume_stalled, Type::BOOL),
+        val(claim.workdirs.clone(), Type::TEXT_ARRAY),
+        val(i64::from(claim.limit), Type::INT8),
+    ];
+    trip.query("finding runs to claim", &claim_candidates_sql(), params).await?;
+    let rows = trip.send(cx).await?.next("finding runs to claim")?;
+    let owner = claim.owner.id.as_str();
+    let mut taken = Vec::new();
+    for row in &rows {
+        let run = run_from_row(row)?;
+        let db_now = Timestamp(row.try_get(30).map_err(|e| corrupt("claim", e))?);
+        let Some(kind) = rules::claimable(&run, claim, db_now) else { continue };
+        let mut h = Head {
+            state: run.state,
+            owner: run.owner.clone(),
+            lease_epoch: run.lease_epoch,
+            job_id: run.job_id.clone(),
+            trace_id: run.trace_id.clone(),
+            last_event_seq: run.last_event_seq,
+            total_iterations: run.total_iterations,
+            updated_at: run.updated_at,
+        };
+        let now = rules::event_time(claim.now, run.updated_at);
+        let w = Writing { run_id: &run.run_id, now, actor: Actor::System, actor_id: owner };
+        let recovery = Writing { actor_id: rules::RECOVERY_ACTOR, ..w };
+        let mut recovered = 0i64;
+        for payload in rules::claim_events(&run, kind, claim)? {
+            if payload.event_type() == "workflow_recovery" {
+                cx.event(&recovery, &mut h, &payload)?;
+                // What the previous owner left running ends with its recovery.
+                cx.finish_running(&recovery, &mut h, AttemptStatus::Interrupted).await?;
+                recovered = 1;
+            } else {
+                cx.event(&w, &mut h, &payload)?;
+            }
+        }
+        let epoch = run.lease_epoch + 1;
+        cx.event(&w, &mut h, &rules::claimed(&run, run.state, claim, epoch))?;
+        taken.push((run, kind, epoch, db_now, now, h.last_event_seq, recovered));
+    }
+    // Every claimed run's update in one round trip, each answering the run as it is now.
+    let mut trip = cx.trip();
+    let returning = format!("{CLAIMED} RETURNING {RUN_COLUMNS}");
+    for (run, kind, epoch, db_now, now, last_event_seq, recovered) in &taken {
+        let params = vec![
+            val(run.run_id.clone(), Type::TEXT),
+            val(owner.to_owned(), Type::TEXT),
+            val(claim.owner.process.as_ref().map(process_json), Type::TEXT),
+            val(i64::try_from(*epoch).unwrap_or(i64::MAX), Type::INT8),
+            val(db_now.millis().saturating_add(millis(claim.lease_ms)), Type::INT8),
+            val(db_now.millis(), Type::INT8),
+            val(now.millis(), Type::INT8),
+            val(rules::claimed_summary(*kind, owner), Type::TEXT),
+            val(*last_event_seq, Type::INT8),
+            val(*recovered, Type::INT8),
+        ];
+        trip.query("claiming a run", &returning, params).await?;
+    }
+    let mut answers = trip.send(cx).await?;
+    let mut out = Vec::new();
+    for (before, kind, ..) in taken {
+        let rows = answers.next("claiming a run")?;
+        let run = run_from_row(rows.first().ok_or_else(|| corrupt(&before.run_id, "claimed run vanished"))?)?;
+        out.push(Claimed { run, from: before.state, recovered_from: kind.recovered(&before) });
+    }
+    Ok(out)
+}
+
+async fn renew(cx: &mut Ctx<'_>, leases: &[Lease], lease_ms: u64, now: Timestamp) -> Result<Vec<String>, OpError> {
+    let sql = format!(
+        "WITH clock AS (SELECT {} AS db_now)
+         UPDATE runs SET lease_expires_at = clock.db_now + $4, heartbeat_at = clock.db_now,
+             last_progress_at = GREATEST(last_progress_at, $5)
+         FROM clock, unnest($1::text[], $2::bigint[]) AS l(run_id, epoch)
+         WHERE runs.run_id = l.run_id AND runs.lease_epoch = l.epoch
+           AND runs.owner IS NOT NULL AND runs.state = 'running'
+         RETURNING runs.run_id, runs.lease_epoch",
+        db_now_sql(3)
+    );
+    let ids: Vec<String> = leases.iter().map(|l| l.run_id.clone()).collect();
+    let epochs: Vec<i64> = leases.iter().map(|l| i64::try_from(l.epoch).unwrap_or(i64::MAX)).collect();
+    let mut trip = cx.trip();
+    let params = vec![
+        val(ids, Type::TEXT_ARRAY),
+        val(epochs, Type::INT8_ARRAY),
+        val(cx.db_now, Type::INT8),
+        val(millis(lease_ms), Type::INT8),
+        val(now.millis(), Type::INT8),
+    ];
+    trip.query("renewing leases", &sql, params).await?;
+    let renewed = trip.send(cx).await?.next("renewing leases")?;
+    let renewed: std::collections::HashSet<(String, i64)> =
+        renewed.iter().filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?))).collect();
+    Ok(leases
+        .iter()
+        .filter(|l| !renewed.contains(&(l.run_id.clone(), i64::try_from(l.epoch).unwrap_or(i64::MAX))))
+        .map(|l| l.run_id.clone())
+        .collect())
+}
+
+async fn recover_stalled(cx: &mut Ctx<'_>, now: Timestamp, scan: &Scan) -> Result<Vec<Recovered>, OpError> {
+    cx.open().await?;
+    // Candidates are found without locks, so that live runs' writers are not held up; each is
+    // then locked and judged again, since its owner may have renewed or written in between.
+    let sql = format!(
+        "WITH clock AS (SELECT {} AS db_now)
+         SELECT {RUN_COLUMNS}, clock.db_now FROM runs, clock WHERE state = 'running' ORDER BY created_at, run_id",
+        db_now_sql(1)
+    );
+    let rows = cx.db.query(&sql, &[(&cx.db_now, Type::INT8)]).await.map_err(pg("listing running runs"))?;
+    let mut candidates = Vec::new();
+    let mut db_now = Timestamp(0);
+    for row in &rows {
+        let run = run_from_row(row)?;
+        db_now = Timestamp(row.try_get(30).map_err(|e| corrupt("recovery", e))?);
+        if rules::abandoned_because(&run, db_now, scan).is_some() {
+            candidates.push(run.run_id);
+        }
+    }
+    let mut out = Vec::new();
+    for run_id in candidates {
+        let Some(run) = read_run(cx.db, &run_id, true).await? else { continue };
+        if run.state != RunState::Running {
+            continue;
+        }
+        let Some(reason) = rules::abandoned_because(&run, db_now, scan) else { continue };
+        if scan.hand_over {
+            // The lease ends now; the next claim recovers the run and records it.
+            cx.db
+                .execute(
+                    "UPDATE runs SET lease_expires_at = $2 WHERE run_id = $1",
+                    &[(&run.run_id, Type::TEXT), (&db_now.millis(), Type::INT8)],
+                )
+                .await
+                .map_err(pg("ending a lease"))?;
+            cx.pending.runnable += 1;
+            out.push(rules::handed_over(&run, reason));
+            continue;
+        }
+        let mut h = Head {
+            state: run.state,
+            owner: run.owner.clone(),
+            lease_epoch: run.lease_epoch,
+            job_id: run.job_id.clone(),
+            trace_id: run.trace_id.clone(),
+            last_event_seq: run.last_event_seq,
+            total_iterations: run.total_iterations,
+            updated_at: run.updated_at,
+        };
+        let now = rules::event_time(now, h.updated_at);
+        let payload = rules::recovery(&run, reason.clone(), now, scan)?;
+        let w = Writing { run_id: &run.run_id, now, actor: Actor::System, actor_id: rules::RECOVERY_ACTOR };
+        cx.event(&w, &mut h, &payload)?;
+        let interrupted_attempts = cx.finish_running(&w, &mut h, AttemptStatus::Interrupted).await?;
+        cx.db
+            .execute(
+                "UPDATE runs SET state = 'stalled', owner = NULL, owner_process = NULL, lease_expires_at = NULL,
+                     recoveries = recoveries + 1, summary = $2, updated_at = $3, last_progress_at = $3,
+                     last_event_seq = $4
+                 WHERE run_id = $1",
+                &[
+                    (&run.run_id, Type::TEXT),
+                    (&rules::STALLED_SUMMARY, Type::TEXT),
+                    (&now.millis(), Type::INT8),
+                    (&h.last_event_seq, Type::INT8),
+                ],
+            )
+            .await
+            .map_err(pg("stalling the run"))?;
+        // Stalled runs are claimable by workers that resume them.
+        cx.pending.runnable += 1;
+        out.push(Recovered {
+            run_id: run.run_id,
+            workflow_id: run.workflow_id,
+            reason,
+            last_heartbeat_at: run.heartbeat_at,
+            interrupted_attempts,
+        });
+    }
+    Ok(out)
+}
+
+async fn prune(
+    cx: &mut Ctx<'_>,
+    now: Timestamp,
+    policy: &RetentionPolicy,
+    dry_run: bool,
+) -> Result<PruneReport, OpError> {
+    cx.open().await?;
+    let rows = cx
+        .db
+        .query(
+            "SELECT e.id, e.event_type, e.ts, octet_length(e.payload)::bigint, e.run_id, r.state
+             FROM events e LEFT JOIN runs r ON r.run_id = e.run_id ORDER BY e.id",
+            &[],
+        )
+        .await
+        .map_err(pg("reading events to prune"))?;
+    let mut report = PruneReport::default();
+    let mut emptied: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for row in rows {
+        let get = |e: tokio_postgres::Error| corrupt("events", e);
+        let (id, event_type, ts, bytes, run_id, state): (i64, String, i64, i64, String, Option<String>) = (
+            row.try_get(0).map_err(get)?,
+            row.try_get(1).map_err(get)?,
+            row.try_get(2).map_err(get)?,
+            row.try_get(3).map_err(get)?,
+            row.try_get(4).map_err(get)?,
+            row.try_get(5).map_err(get)?,
+        );
+        report.scanned += 1;
+        let finished = run_id == rules::SYSTEM_RUN
+            || state.as_deref().and_then(|s| s.parse::<RunState>().ok()).is_some_and(RunState::is_terminal);
+        let entry = emptied.entry(run_id).or_default();
+        entry.0 += 1;
+        if rules::prunable(policy, now, &event_type, Timestamp(ts), finished) {
+            report.pruned_ids.push(id);
+            report.bytes += bytes.max(0) as u64;
+            entry.1 += 1;
+        } else if rules::prunable(policy, now, &event_type, Timestamp(ts), true) {
+            report.spared += 1;
+        }
+    }
+    report.runs_emptied = emptied.values().filter(|(all, gone)| all == gone && *gone > 0).count() as u64;
+    if dry_run {
+        return Ok(report);
+    }
+    // HSK-GC-004: the report is part of the transaction that deletes; it takes an id above
+    // every event this prune saw.
+    let last_event_seq: i64 = cx
+        .db
+        .query_one("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = $1", &[(&rules::SYSTEM_RUN, Type::TEXT)])
+        .await
+        .map_err(pg("reading the system log"))?
+        .try_get(0)
+        .map_err(|e| corrupt("events", e))?;
+    let mut h = Head {
+        state: RunState::Completed,
+        owner: None,
+        lease_epoch: 0,
+        job_id: rules::SYSTEM_RUN.into(),
+        trace_id: rules::SYSTEM_RUN.into(),
+        last_event_seq,
+        total_iterations: 0,
+        updated_at: now,
+    };
+    let w = Writing { run_id: rules::SYSTEM_RUN, now, actor: Actor::System, actor_id: "gc" };
+    cx.event(&w, &mut h, &rules::prune_report(&report, policy, now, dry_run))?;
+    cx.db
+        .execute("DELETE FROM events WHERE id = ANY($1)", &[(&report.pruned_ids, Type::INT8_ARRAY)])
+        .await
+        .map_err(pg("deleting events"))?;
+    let finished: Vec<&str> = RunState::ALL.iter().filter(|s| s.is_terminal()).map(|s| s.as_str()).collect();
+    cx.db
+        .execute(
+            "DELETE FROM applied_commits WHERE run_id IN (SELECT run_id FROM runs WHERE state = ANY($1))",
+            &[(&finished, Type::TEXT_ARRAY)],
+        )
+        .await
+        .map_err(pg("forgetting finished runs' commit ids"))?;
+    Ok(report)
+}
