@@ -204,6 +204,9 @@ pub(crate) async fn engine_for(settings: &Settings, handoff: Handoff) -> Result<
     // run from this directory (the detached driver, resume, gate) can open them.
     let key = settings.data_dir.join(KEY_FILE);
     config.sealer = Arc::new(Sealer::at(std::path::absolute(&key).unwrap_or(key)));
+    // The files an attempt hands to a process it starts (an agent CLI's prompt) are this
+    // process's own; everything a later attempt needs is in the artifact store.
+    config.data_dir = std::path::absolute(&settings.data_dir).unwrap_or_else(|_| settings.data_dir.clone());
     Ok(Engine::new(store, Arc::new(settings.bus()?), Arc::new(SystemClock), Arc::new(UuidIds), config))
 }
 

@@ -108,12 +108,13 @@ impl Target {
             steward_tools::registry::EngineRegistry::builtin()?,
             steward_tools::terminal::TerminalPolicy::default(),
             steward_tools::redact::Redactor::default(),
-            steward_tools::artifacts::ArtifactStore::new(self.dir.path().join("artifacts")),
+            Arc::new(steward_artifacts::FsArtifacts::in_data_dir(self.dir.path())),
             // The workload's steps run no commands.
             steward_tools::sandbox::Sandbox::off(),
         );
         let mut config = EngineConfig::new(owner);
         config.handoff = handoff;
+        config.data_dir = self.dir.path().to_owned();
         let engine = Engine::new(self.open().await?, Arc::new(bus), Arc::new(SystemClock), Arc::new(UuidIds), config);
         engine.boot().await?;
         Ok(engine)

@@ -6,11 +6,12 @@
 //! leaves a guard at its default.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
-use steward_tools::artifacts::ArtifactStore;
+use steward_artifacts::{ArtifactStore, FsArtifacts};
 use steward_tools::bus::ToolBus;
 use steward_tools::redact::Redactor;
 use steward_tools::registry::EngineRegistry;
@@ -256,8 +257,13 @@ impl Settings {
                 .with_context(|| format!("cannot read engine registry {}", file.display()))?;
             registry = registry.overlay(&file.display().to_string(), &text)?;
         }
-        let artifacts = ArtifactStore::new(self.data_dir.join("artifacts"));
-        Ok(ToolBus::new(registry, self.policy()?, self.redactor(), artifacts, self.sandbox()?))
+        Ok(ToolBus::new(registry, self.policy()?, self.redactor(), self.artifacts(), self.sandbox()?))
+    }
+
+    /// Where evidence, large values and micro-task job state are kept: the data directory
+    /// (`artifacts/`, `micro_task_executor/`), the embedded default.
+    pub(crate) fn artifacts(&self) -> Arc<dyn ArtifactStore> {
+        Arc::new(FsArtifacts::in_data_dir(&self.data_dir))
     }
 
     /// What hides secrets in what Steward shows and records: the values of the `secret_env`

@@ -105,13 +105,14 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let store = app::open_db_ro(cfg).await?;
             let done = wait_for(&store, run, *json).await?;
             let attempts = store.list_attempts(run).await?;
-            report_run(&done, &attempts, &cfg.redactor(), None, *json)
+            let jobs = mt::jobs(&attempts, cfg.artifacts().as_ref()).await;
+            report_run(&done, &attempts, jobs, &cfg.redactor(), None, *json)
         }
         Command::Worker(w) => worker::run(cfg, w).await,
         Command::Status { run, json } => {
             let store = app::open_db_ro(cfg).await?;
             let (r, attempts) = (store.get_run(run).await?, store.list_attempts(run).await?);
-            let jobs = mt::jobs(&attempts);
+            let jobs = mt::jobs(&attempts, cfg.artifacts().as_ref()).await;
             let redactor = cfg.redactor();
             if *json {
                 let mut v = output::status_json(&r, &attempts, &redactor);
@@ -429,7 +430,8 @@ pub(crate) async fn launch(cfg: &Settings, req: CreateRun, what: &str, detach: b
         }
         let run = wait_for(engine.store(), &created.run_id, json).await?;
         let attempts = engine.store().list_attempts(&run.run_id).await?;
-        return report_run(&run, &attempts, engine.bus().redactor(), None, json);
+        let jobs = mt::jobs(&attempts, engine.bus().artifacts().as_ref()).await;
+        return report_run(&run, &attempts, jobs, engine.bus().redactor(), None, json);
     }
     report(&engine, done?, json).await
 }
@@ -551,18 +553,19 @@ fn exit_code(done: &Driven) -> ExitCode {
 
 async fn report(engine: &Engine<app::Db>, done: Driven, json: bool) -> Result<ExitCode> {
     let attempts = engine.store().list_attempts(&done.run.run_id).await?;
-    report_run(&done.run, &attempts, engine.bus().redactor(), done.signal, json)
+    let jobs = mt::jobs(&attempts, engine.bus().artifacts().as_ref()).await;
+    report_run(&done.run, &attempts, jobs, engine.bus().redactor(), done.signal, json)
 }
 
 /// Prints how a run ended and answers `run`'s exit code for it.
 fn report_run(
     run: &Run,
     attempts: &[steward_store::Attempt],
+    jobs: Vec<mt::JobView>,
     redactor: &steward_tools::redact::Redactor,
     signal: Option<&'static str>,
     json: bool,
 ) -> Result<ExitCode> {
-    let jobs = mt::jobs(attempts);
     if json {
         let mut v = output::finished_json(run, attempts, redactor);
         v["micro_task_jobs"] = mt::jobs_json(&jobs);

@@ -237,7 +237,8 @@ pub(crate) async fn bundle(cfg: &Settings, run_id: &str, out: &std::path::Path) 
     let attempts = store.list_attempts(run_id).await?;
     let events = store.list_events(run_id, 0).await?;
     let bus = cfg.bus()?;
-    let written = crate::bundle::write(out, &run, &attempts, &events, bus.redactor(), bus.artifacts())
+    let written = crate::bundle::write(out, &run, &attempts, &events, bus.redactor(), bus.artifacts().as_ref())
+        .await
         .with_context(|| format!("cannot write the bundle {}", out.display()))?;
     print_text(&format!(
         "{}: {} step attempts, {} events, {} artifacts\n",

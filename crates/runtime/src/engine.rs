@@ -121,6 +121,13 @@ pub struct EngineConfig {
     /// Seals secret inputs before a run is stored and opens them to drive it. The CLI's is the
     /// data directory's key file; the default is a key of this process alone.
     pub sealer: Arc<Sealer>,
+    /// This process's own directory for the files an attempt hands to a process it starts: an
+    /// agent CLI's prompt file and an agent's output files
+    /// (`runs/<run>/steps/<step>/attempts/<n>/`). Nothing a later attempt needs is kept there
+    /// (that is the artifact store's, which every worker reaches), so two workers with
+    /// different data directories can take turns on one run. The default is a directory under
+    /// the system's temporary directory.
+    pub data_dir: std::path::PathBuf,
 }
 
 impl EngineConfig {
@@ -136,6 +143,7 @@ impl EngineConfig {
             store_retry: RetryPolicy::default(),
             env: std::collections::BTreeMap::new(),
             sealer: Arc::new(Sealer::ephemeral()),
+            data_dir: std::env::temp_dir().join("steward"),
         }
     }
 
