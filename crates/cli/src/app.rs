@@ -89,6 +89,15 @@ impl Store for Db {
     }
 }
 
+/// The artifact store that goes with `db`: on PostgreSQL the database's own, so that every
+/// worker reaches what another wrote; else the data directory's.
+pub(crate) fn artifacts_of(settings: &Settings, db: &Db) -> Arc<dyn steward_artifacts::ArtifactStore> {
+    match db {
+        Db::Postgres(pg) => Arc::new(pg.artifacts()),
+        Db::Sqlite(_) => settings.artifacts(),
+    }
+}
+
 /// Opens the configured store for writing (the SQLite file is created if needed).
 pub(crate) async fn open_db(settings: &Settings) -> Result<Db> {
     match &settings.database_url {
@@ -207,7 +216,8 @@ pub(crate) async fn engine_for(settings: &Settings, handoff: Handoff) -> Result<
     // The files an attempt hands to a process it starts (an agent CLI's prompt) are this
     // process's own; everything a later attempt needs is in the artifact store.
     config.data_dir = std::path::absolute(&settings.data_dir).unwrap_or_else(|_| settings.data_dir.clone());
-    Ok(Engine::new(store, Arc::new(settings.bus()?), Arc::new(SystemClock), Arc::new(UuidIds), config))
+    let bus = settings.bus_with(artifacts_of(settings, &store))?;
+    Ok(Engine::new(store, Arc::new(bus), Arc::new(SystemClock), Arc::new(UuidIds), config))
 }
 
 /// Reads a workflow file, naming it in any error.

@@ -249,15 +249,21 @@ impl Settings {
         Ok(p)
     }
 
-    /// The tool bus every command goes through.
+    /// The tool bus every command goes through, its artifacts in the data directory (what a
+    /// command that runs nothing needs: `validate`, `tools check`, `mt plan`).
     pub(crate) fn bus(&self) -> Result<ToolBus> {
+        self.bus_with(self.artifacts())
+    }
+
+    /// The tool bus, its artifacts in `artifacts` (those of the store the command works on).
+    pub(crate) fn bus_with(&self, artifacts: Arc<dyn ArtifactStore>) -> Result<ToolBus> {
         let mut registry = EngineRegistry::builtin()?;
         if let Some(file) = &self.engines_file {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read engine registry {}", file.display()))?;
             registry = registry.overlay(&file.display().to_string(), &text)?;
         }
-        Ok(ToolBus::new(registry, self.policy()?, self.redactor(), self.artifacts(), self.sandbox()?))
+        Ok(ToolBus::new(registry, self.policy()?, self.redactor(), artifacts, self.sandbox()?))
     }
 
     /// Where evidence, large values and micro-task job state are kept: the data directory

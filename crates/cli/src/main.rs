@@ -105,14 +105,14 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let store = app::open_db_ro(cfg).await?;
             let done = wait_for(&store, run, *json).await?;
             let attempts = store.list_attempts(run).await?;
-            let jobs = mt::jobs(&attempts, cfg.artifacts().as_ref()).await;
+            let jobs = mt::jobs(&attempts, app::artifacts_of(cfg, &store).as_ref()).await;
             report_run(&done, &attempts, jobs, &cfg.redactor(), None, *json)
         }
         Command::Worker(w) => worker::run(cfg, w).await,
         Command::Status { run, json } => {
             let store = app::open_db_ro(cfg).await?;
             let (r, attempts) = (store.get_run(run).await?, store.list_attempts(run).await?);
-            let jobs = mt::jobs(&attempts, cfg.artifacts().as_ref()).await;
+            let jobs = mt::jobs(&attempts, app::artifacts_of(cfg, &store).as_ref()).await;
             let redactor = cfg.redactor();
             if *json {
                 let mut v = output::status_json(&r, &attempts, &redactor);

@@ -236,7 +236,7 @@ pub(crate) async fn bundle(cfg: &Settings, run_id: &str, out: &std::path::Path) 
     let run = store.get_run(run_id).await?;
     let attempts = store.list_attempts(run_id).await?;
     let events = store.list_events(run_id, 0).await?;
-    let bus = cfg.bus()?;
+    let bus = cfg.bus_with(app::artifacts_of(cfg, &store))?;
     let written = crate::bundle::write(out, &run, &attempts, &events, bus.redactor(), bus.artifacts().as_ref())
         .await
         .with_context(|| format!("cannot write the bundle {}", out.display()))?;
