@@ -239,7 +239,8 @@ async fn b2(args: &BenchArgs, concurrency: usize) -> Result<Value> {
 
 /// W: `runs` runs queued, then `workers` workers (each an engine on its own connection, as a
 /// process of its own would have) claim and drive them; then, with the workers idle, runs
-/// submitted one at a time, each timed from its creation to its claim (`started_at`).
+/// submitted one at a time, each timed from its creation until its first step is recorded as
+/// started (the wake-up, the claim and the first step's commit).
 async fn w(args: &BenchArgs, workers: usize) -> Result<Value> {
     let (submitter, target) = setup(args, "w-").await?;
     let source = workflow_source(args.steps);
@@ -286,9 +287,10 @@ async fn w(args: &BenchArgs, workers: usize) -> Result<Value> {
     for _ in 0..args.latency_runs {
         let run = submit(&submitter, &source).await?;
         loop {
-            let now = submitter.store().get_run(&run.run_id).await?;
-            if let Some(claimed) = now.started_at {
-                latency.push(claimed.since(run.created_at) as f64);
+            // Until its first step is recorded as started: the wake-up, the claim's commit and
+            // the first step's, all on the database.
+            if let Some(first) = submitter.store().list_attempts(&run.run_id).await?.first() {
+                latency.push(first.started_at.since(run.created_at) as f64);
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;

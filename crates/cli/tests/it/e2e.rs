@@ -194,6 +194,10 @@ fn bench_prints_the_documented_json_shape() {
         "3",
         "--concurrency",
         "1,4",
+        "--workers",
+        "1,2",
+        "--latency-runs",
+        "3",
         "--bench-dir",
         "bench",
         "--json",
@@ -204,5 +208,11 @@ fn bench_prints_the_documented_json_shape() {
     assert!(
         rows.iter().all(|r| r["runs_per_sec"].as_f64().unwrap() > 0.0 && r["steps_per_sec"].as_f64().unwrap() > 0.0)
     );
-    assert_eq!(b["durability"], "full");
+    assert_eq!((b["durability"].as_str(), b["backend"].as_str()), (Some("full"), Some("sqlite")));
+    let w = b["w"].as_array().unwrap();
+    assert_eq!(w.iter().map(|r| r["workers"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2]);
+    for r in w {
+        assert!(r["steps_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["claim_to_start_p99_ms"].as_f64().unwrap() >= r["claim_to_start_p50_ms"].as_f64().unwrap(), "{r}");
+    }
 }
