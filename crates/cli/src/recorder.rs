@@ -23,6 +23,9 @@ fn batch_size() -> u32 {
 
 /// Brings the DuckDB mirror up to date with the store; returns how many events it copied.
 pub(crate) async fn sync_mirror<S: Store>(cfg: &Settings, store: &S) -> Result<usize> {
+    // On PostgreSQL nothing else may have made the data directory: the mirror is this machine's.
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", cfg.data_dir.display()))?;
     let path = cfg.data_dir.join(steward_analytics::FILE);
     let mut mirror = Mirror::open(&path)?;
     let mut copied = 0;
