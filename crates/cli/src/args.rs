@@ -18,6 +18,10 @@ pub(crate) struct Cli {
     /// How often a running run's lease is renewed [default: 5].
     #[arg(long, global = true, env = "STEWARD_HEARTBEAT_SECS", value_name = "SECS", hide = true)]
     pub(crate) heartbeat_secs: Option<u64>,
+    /// A PostgreSQL database to record runs in (`postgres://user@host:port/db`) instead of the
+    /// embedded SQLite file under the data directory.
+    #[arg(long, global = true, env = "STEWARD_DATABASE_URL", value_name = "URL")]
+    pub(crate) database_url: Option<String>,
     /// The configuration file [default: ./steward.toml when present].
     #[arg(long, global = true, env = "STEWARD_CONFIG", value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,

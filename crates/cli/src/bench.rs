@@ -1,8 +1,9 @@
-//! `steward bench`: durable step latency (B1) and throughput under concurrency (B2).
+//! `steward bench`: durable step latency (B1), throughput under concurrency (B2), and the same
+//! throughput through workers claiming from the database with their claim-to-start latency (W).
 //!
-//! Every figure comes from the real engine on a real SQLite file with the
-//! chosen durability, running `noop` steps so that what is measured is the
-//! engine and its commits, not the steps.
+//! Every figure comes from the real engine on a real database (a fresh SQLite file with the
+//! chosen durability, or the PostgreSQL database `--database-url` names), running `noop` steps
+//! so that what is measured is the engine and its commits, not the steps.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,8 +14,12 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use serde_json::{Map, Value, json};
 use steward_core::state::RunState;
-use steward_runtime::{CreateRun, Engine, EngineConfig, SystemClock, UuidIds};
+use steward_runtime::{CreateRun, Engine, EngineConfig, Handoff, SystemClock, UuidIds, WorkerOptions};
+use steward_store::Store;
 use steward_store_sqlite::{Durability, Options, SqliteStore};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Db;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum DurabilityArg {
@@ -24,7 +29,7 @@ pub(crate) enum DurabilityArg {
     ProcessCrash,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct BenchArgs {
     /// Runs per B2 workload.
     #[arg(long, default_value_t = 2000)]
@@ -38,9 +43,19 @@ pub(crate) struct BenchArgs {
     /// B2 concurrency levels, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
     concurrency: Vec<usize>,
-    /// Which workloads: b1, b2 or both.
+    /// Which workloads: all, b1, b2 or w (workers).
     #[arg(long, default_value = "all")]
     only: String,
+    /// W: worker counts, comma-separated; each claims from the database and drives up to
+    /// `--worker-concurrency` runs at once.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    workers: Vec<usize>,
+    /// W: runs each worker drives at once.
+    #[arg(long, default_value_t = 32)]
+    worker_concurrency: usize,
+    /// W: runs submitted one at a time to idle workers, for the claim-to-start latency.
+    #[arg(long, default_value_t = 100)]
+    latency_runs: usize,
     /// Write durability.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Full)]
     durability: DurabilityArg,
@@ -50,6 +65,9 @@ pub(crate) struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Set from the global `--database-url` / `STEWARD_DATABASE_URL`.
+    #[arg(skip)]
+    database_url: Option<String>,
 }
 
 fn workflow_source(steps: usize) -> String {
@@ -60,7 +78,50 @@ fn workflow_source(steps: usize) -> String {
     s
 }
 
-async fn setup(args: &BenchArgs, label: &str) -> Result<(Engine<SqliteStore>, tempfile::TempDir)> {
+/// Where a workload's runs are recorded.
+struct Target {
+    /// The SQLite file's directory, removed afterwards (artifacts live there on both backends).
+    dir: tempfile::TempDir,
+    /// PostgreSQL's URL, when the runs go there.
+    url: Option<String>,
+    durability: Durability,
+}
+
+impl Target {
+    /// A new connection to the workload's database, as another process would open.
+    async fn open(&self) -> Result<Db> {
+        Ok(match &self.url {
+            Some(url) => Db::Postgres(
+                steward_store_postgres::PgStore::connect(url, Default::default(), Arc::new(UuidIds)).await?,
+            ),
+            None => Db::Sqlite(SqliteStore::open(
+                &self.dir.path().join("bench.db"),
+                Options { durability: self.durability, read_only: false },
+                Arc::new(UuidIds),
+            )?),
+        })
+    }
+
+    /// A booted engine on a new connection.
+    async fn engine(&self, owner: String, handoff: Handoff) -> Result<Engine<Db>> {
+        let bus = steward_tools::bus::ToolBus::new(
+            steward_tools::registry::EngineRegistry::builtin()?,
+            steward_tools::terminal::TerminalPolicy::default(),
+            steward_tools::redact::Redactor::default(),
+            Arc::new(steward_artifacts::FsArtifacts::in_data_dir(self.dir.path())),
+            // The workload's steps run no commands.
+            steward_tools::sandbox::Sandbox::off(),
+        );
+        let mut config = EngineConfig::new(owner);
+        config.handoff = handoff;
+        config.data_dir = self.dir.path().to_owned();
+        let engine = Engine::new(self.open().await?, Arc::new(bus), Arc::new(SystemClock), Arc::new(UuidIds), config);
+        engine.boot().await?;
+        Ok(engine)
+    }
+}
+
+async fn target(args: &BenchArgs, label: &str) -> Result<Target> {
     let dir = match &args.bench_dir {
         Some(base) => {
             std::fs::create_dir_all(base).with_context(|| format!("cannot create {}", base.display()))?;
@@ -72,29 +133,18 @@ async fn setup(args: &BenchArgs, label: &str) -> Result<(Engine<SqliteStore>, te
         DurabilityArg::Full => Durability::Full,
         DurabilityArg::ProcessCrash => Durability::ProcessCrash,
     };
-    let store =
-        SqliteStore::open(&dir.path().join("bench.db"), Options { durability, read_only: false }, Arc::new(UuidIds))?;
-    let bus = steward_tools::bus::ToolBus::new(
-        steward_tools::registry::EngineRegistry::builtin()?,
-        steward_tools::terminal::TerminalPolicy::default(),
-        steward_tools::redact::Redactor::default(),
-        steward_tools::artifacts::ArtifactStore::new(dir.path().join("artifacts")),
-        // The workload's steps run no commands.
-        steward_tools::sandbox::Sandbox::off(),
-    );
-    let engine = Engine::new(
-        store,
-        Arc::new(bus),
-        Arc::new(SystemClock),
-        Arc::new(UuidIds),
-        EngineConfig::new(format!("bench:{}", std::process::id())),
-    );
-    engine.boot().await?;
-    Ok((engine, dir))
+    Ok(Target { dir, url: args.database_url.clone(), durability })
 }
 
-async fn one_run(engine: &Engine<SqliteStore>, source: &str) -> Result<()> {
-    let run = engine
+async fn setup(args: &BenchArgs, label: &str) -> Result<(Engine<Db>, Target)> {
+    let target = target(args, label).await?;
+    let engine = target.engine(format!("bench:{}", std::process::id()), Handoff::Person).await?;
+    Ok((engine, target))
+}
+
+/// A queued run of the bench workflow.
+async fn submit(engine: &Engine<Db>, source: &str) -> Result<steward_store::Run> {
+    Ok(engine
         .create_run(CreateRun {
             source: source.to_owned(),
             inputs: Map::new(),
@@ -102,7 +152,11 @@ async fn one_run(engine: &Engine<SqliteStore>, source: &str) -> Result<()> {
             actor_id: "bench".into(),
             contract: steward_core::job::JobContract::workflow_run(),
         })
-        .await?;
+        .await?)
+}
+
+async fn one_run(engine: &Engine<Db>, source: &str) -> Result<()> {
+    let run = submit(engine, source).await?;
     let done = engine.start(&run.run_id).await?;
     if done.state != RunState::Completed {
         bail!("bench run {} ended {}: {}", done.run_id, done.state, done.summary);
@@ -183,6 +237,82 @@ async fn b2(args: &BenchArgs, concurrency: usize) -> Result<Value> {
     }))
 }
 
+/// W: `runs` runs queued, then `workers` workers (each an engine on its own connection, as a
+/// process of its own would have) claim and drive them; then, with the workers idle, runs
+/// submitted one at a time, each timed from its creation until its first step is recorded as
+/// started (the wake-up, the claim and the first step's commit).
+async fn w(args: &BenchArgs, workers: usize) -> Result<Value> {
+    let (submitter, target) = setup(args, "w-").await?;
+    let source = workflow_source(args.steps);
+    let mut ids = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs {
+        ids.push(submit(&submitter, &source).await?.run_id);
+    }
+    let mut engines = Vec::new();
+    for i in 0..workers.max(1) {
+        engines.push(target.engine(format!("bench-worker-{i}:{}", std::process::id()), Handoff::Workers).await?);
+    }
+    let opts = |exit_when_idle| WorkerOptions {
+        concurrency: args.worker_concurrency.max(1),
+        workdirs: Vec::new(),
+        resume_stalled: false,
+        poll: std::time::Duration::from_millis(50),
+        grace: std::time::Duration::from_secs(5),
+        exit_when_idle,
+    };
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for e in &engines {
+        let (e, o) = (e.clone(), opts(true));
+        tasks.push(tokio::spawn(async move { e.work(o, CancellationToken::new()).await }));
+    }
+    for t in tasks {
+        t.await.context("bench worker panicked")??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    for id in &ids {
+        let run = submitter.store().get_run(id).await?;
+        if run.state != RunState::Completed {
+            bail!("bench run {id} ended {}: {}", run.state, run.summary);
+        }
+    }
+    // Claim-to-start latency, with every worker idle and waiting.
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for e in &engines {
+        let (e, o, stop) = (e.clone(), opts(false), stop.clone());
+        tasks.push(tokio::spawn(async move { e.work(o, stop).await }));
+    }
+    let mut latency = Vec::new();
+    for _ in 0..args.latency_runs {
+        let run = submit(&submitter, &source).await?;
+        loop {
+            // Until its first step is recorded as started: the wake-up, the claim's commit and
+            // the first step's, all on the database.
+            if let Some(first) = submitter.store().list_attempts(&run.run_id).await?.first() {
+                latency.push(first.started_at.since(run.created_at) as f64);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+    stop.cancel();
+    for t in tasks {
+        t.await.context("bench worker panicked")??;
+    }
+    latency.sort_by(f64::total_cmp);
+    Ok(json!({
+        "workers": workers,
+        "runs": args.runs,
+        "steps_per_run": args.steps,
+        "runs_per_sec": round(args.runs as f64 / secs),
+        "steps_per_sec": round((args.runs * args.steps) as f64 / secs),
+        "seconds": round(secs),
+        "claim_to_start_p50_ms": round(percentile(&latency, 0.50)),
+        "claim_to_start_p99_ms": round(percentile(&latency, 0.99)),
+    }))
+}
+
 /// Milliseconds per fsync of a small file in `dir`: the floor for one durable commit.
 fn fsync_ms(dir: &std::path::Path) -> Result<f64> {
     use std::io::Write;
@@ -204,22 +334,25 @@ fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-pub(crate) async fn run(args: &BenchArgs) -> Result<std::process::ExitCode> {
-    let (want_b1, want_b2) = match args.only.as_str() {
-        "all" => (true, true),
-        "b1" => (true, false),
-        "b2" => (false, true),
-        other => bail!("--only must be all, b1 or b2, not `{other}`"),
+pub(crate) async fn run(args: &BenchArgs, database_url: Option<String>) -> Result<std::process::ExitCode> {
+    let args = &BenchArgs { database_url, ..args.clone() };
+    let (want_b1, want_b2, want_w) = match args.only.as_str() {
+        "all" => (true, true, true),
+        "b1" => (true, false, false),
+        "b2" => (false, true, false),
+        "w" => (false, false, true),
+        other => bail!("--only must be all, b1, b2 or w, not `{other}`"),
     };
     let durability = match args.durability {
         DurabilityArg::Full => "full",
         DurabilityArg::ProcessCrash => "process-crash",
     };
+    let backend = match &args.database_url {
+        Some(_) => "PostgreSQL (--database-url)".to_owned(),
+        None => format!("a fresh SQLite file per workload, durability {durability}"),
+    };
     if !args.json {
-        eprintln!(
-            "steward bench: {} steps per run, durability {durability} (noop steps, fresh SQLite file per workload)",
-            args.steps
-        );
+        eprintln!("steward bench: {} steps per run, noop steps, on {backend}", args.steps);
     }
     let probe_dir = match &args.bench_dir {
         Some(d) => {
@@ -232,7 +365,11 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<std::process::ExitCode> {
     if !args.json {
         println!("fsync of a small file here: {fsync} ms (the floor for one durable commit)");
     }
-    let mut report = json!({"durability": durability, "fsync_ms": fsync});
+    let mut report = json!({
+        "backend": if args.database_url.is_some() { "postgres" } else { "sqlite" },
+        "durability": durability,
+        "fsync_ms": fsync,
+    });
     if want_b1 {
         let r = b1(args).await?;
         if !args.json {
@@ -256,6 +393,27 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<std::process::ExitCode> {
             rows.push(r);
         }
         report["b2"] = Value::Array(rows);
+    }
+    if want_w {
+        let mut rows = Vec::new();
+        for &n in &args.workers {
+            let r = w(args, n).await?;
+            if !args.json {
+                println!(
+                    "W   {} runs x {} steps, {n} workers x {}: {:>9} runs/s {:>10} steps/s ({} s); claim-to-start p50 {} ms, p99 {} ms",
+                    r["runs"],
+                    r["steps_per_run"],
+                    args.worker_concurrency,
+                    r["runs_per_sec"],
+                    r["steps_per_sec"],
+                    r["seconds"],
+                    r["claim_to_start_p50_ms"],
+                    r["claim_to_start_p99_ms"]
+                );
+            }
+            rows.push(r);
+        }
+        report["w"] = Value::Array(rows);
     }
     if args.json {
         crate::print_json(&report)?;

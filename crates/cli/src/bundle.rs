@@ -15,9 +15,9 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{Value, json};
 
+use steward_artifacts::ArtifactStore;
 use steward_core::event::Event;
 use steward_store::{Attempt, Run};
-use steward_tools::artifacts::ArtifactStore;
 use steward_tools::redact::Redactor;
 
 /// What went into a bundle.
@@ -55,13 +55,13 @@ fn add(tar: &mut tar::Builder<std::fs::File>, name: &str, bytes: &[u8]) -> Resul
 }
 
 /// Writes the bundle for one run.
-pub(crate) fn write(
+pub(crate) async fn write(
     out: &Path,
     run: &Run,
     attempts: &[Attempt],
     events: &[Event],
     redactor: &Redactor,
-    artifacts: &ArtifactStore,
+    artifacts: &dyn ArtifactStore,
 ) -> Result<Written> {
     let tmp = out.with_extension("tar.partial");
     let mut tar = tar::Builder::new(std::fs::File::create(&tmp)?);
@@ -87,7 +87,7 @@ pub(crate) fn write(
 
     let mut manifest_artifacts = Vec::new();
     for hash in &refs {
-        match artifacts.get(hash) {
+        match artifacts.get(hash).await {
             Ok(bytes) => {
                 add(&mut tar, &format!("artifacts/{}", hash.trim_start_matches("sha256:")), &bytes)?;
                 manifest_artifacts.push(json!({"hash": hash, "bytes": bytes.len(), "included": true}));

@@ -6,11 +6,12 @@
 //! leaves a guard at its default.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
-use steward_tools::artifacts::ArtifactStore;
+use steward_artifacts::{ArtifactStore, FsArtifacts};
 use steward_tools::bus::ToolBus;
 use steward_tools::redact::Redactor;
 use steward_tools::registry::EngineRegistry;
@@ -24,6 +25,10 @@ use crate::args::Cli;
 #[serde(deny_unknown_fields)]
 struct File {
     data_dir: Option<PathBuf>,
+    /// PostgreSQL instead of the embedded SQLite file.
+    database_url: Option<String>,
+    /// Never LISTEN for new work on PostgreSQL (behind a pooler in transaction mode): poll.
+    database_poll_only: Option<bool>,
     stall_threshold_secs: Option<u64>,
     heartbeat_secs: Option<u64>,
     #[serde(default)]
@@ -97,6 +102,9 @@ struct EnginesFile {
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub(crate) data_dir: PathBuf,
+    /// PostgreSQL's URL when runs are recorded there; `None` for the embedded SQLite file.
+    pub(crate) database_url: Option<String>,
+    pub(crate) database_poll_only: bool,
     pub(crate) stall_threshold_secs: u64,
     pub(crate) heartbeat_secs: u64,
     pub(crate) source: Option<PathBuf>,
@@ -190,6 +198,8 @@ impl Settings {
         })?;
         Ok(Settings {
             data_dir: cli.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(".steward")),
+            database_url: cli.database_url.clone().or(file.database_url).filter(|u| !u.trim().is_empty()),
+            database_poll_only: file.database_poll_only.unwrap_or(false),
             stall_threshold_secs,
             heartbeat_secs,
             source: path,
@@ -239,16 +249,27 @@ impl Settings {
         Ok(p)
     }
 
-    /// The tool bus every command goes through.
+    /// The tool bus every command goes through, its artifacts in the data directory (what a
+    /// command that runs nothing needs: `validate`, `tools check`, `mt plan`).
     pub(crate) fn bus(&self) -> Result<ToolBus> {
+        self.bus_with(self.artifacts())
+    }
+
+    /// The tool bus, its artifacts in `artifacts` (those of the store the command works on).
+    pub(crate) fn bus_with(&self, artifacts: Arc<dyn ArtifactStore>) -> Result<ToolBus> {
         let mut registry = EngineRegistry::builtin()?;
         if let Some(file) = &self.engines_file {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read engine registry {}", file.display()))?;
             registry = registry.overlay(&file.display().to_string(), &text)?;
         }
-        let artifacts = ArtifactStore::new(self.data_dir.join("artifacts"));
         Ok(ToolBus::new(registry, self.policy()?, self.redactor(), artifacts, self.sandbox()?))
+    }
+
+    /// Where evidence, large values and micro-task job state are kept: the data directory
+    /// (`artifacts/`, `micro_task_executor/`), the embedded default.
+    pub(crate) fn artifacts(&self) -> Arc<dyn ArtifactStore> {
+        Arc::new(FsArtifacts::in_data_dir(&self.data_dir))
     }
 
     /// What hides secrets in what Steward shows and records: the values of the `secret_env`

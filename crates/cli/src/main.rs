@@ -32,7 +32,6 @@ use steward_core::workflow;
 use steward_runtime::micro_task::HumanDecision;
 use steward_runtime::{CreateRun, Engine};
 use steward_store::{Run, RunFilter, Store};
-use steward_store_sqlite::SqliteStore;
 
 use args::{Cli, Command};
 use config::Settings;
@@ -103,16 +102,17 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Wait { run, json } => {
-            let store = app::open_ro(&cfg.data_dir)?;
+            let store = app::open_db_ro(cfg).await?;
             let done = wait_for(&store, run, *json).await?;
             let attempts = store.list_attempts(run).await?;
-            report_run(&done, &attempts, &cfg.redactor(), None, *json)
+            let jobs = mt::jobs(&attempts, app::artifacts_of(cfg, &store).as_ref()).await;
+            report_run(&done, &attempts, jobs, &cfg.redactor(), None, *json)
         }
         Command::Worker(w) => worker::run(cfg, w).await,
         Command::Status { run, json } => {
-            let store = app::open_ro(&cfg.data_dir)?;
+            let store = app::open_db_ro(cfg).await?;
             let (r, attempts) = (store.get_run(run).await?, store.list_attempts(run).await?);
-            let jobs = mt::jobs(&attempts);
+            let jobs = mt::jobs(&attempts, app::artifacts_of(cfg, &store).as_ref()).await;
             let redactor = cfg.redactor();
             if *json {
                 let mut v = output::status_json(&r, &attempts, &redactor);
@@ -125,7 +125,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Progress { run, json } => {
-            let store = app::open_ro(&cfg.data_dir)?;
+            let store = app::open_db_ro(cfg).await?;
             let p = output::progress_of(&store.get_run(run).await?);
             if *json {
                 print_json(&serde_json::to_value(&p)?)?
@@ -138,7 +138,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let state = state.as_deref().map(|s| s.parse::<RunState>()).transpose().map_err(|e| {
                 anyhow::anyhow!("{e} (expected one of: {})", RunState::ALL.map(|s| s.as_str()).join(", "))
             })?;
-            let runs = match app::open_ro_if_any(&cfg.data_dir)? {
+            let runs = match app::open_db_ro_if_any(cfg).await? {
                 Some(store) => store.list_runs(RunFilter { state, limit: *limit }).await?,
                 None => Vec::new(),
             };
@@ -182,7 +182,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             report(&engine, done, *json).await
         }
         Command::Recover { json } => {
-            let engine = app::engine(cfg)?;
+            let engine = app::engine(cfg).await?;
             let recovered = engine.recover().await?;
             if *json {
                 print_json(&serde_json::to_value(&recovered)?)?;
@@ -207,7 +207,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             report(&engine, done, *json).await
         }
         Command::Cancel { run, json } => {
-            let engine = app::engine(cfg)?;
+            let engine = app::engine(cfg).await?;
             let r = engine.cancel(run, &actor()).await?;
             if *json {
                 print_json(&json!({"run_id": r.run_id, "state": r.state, "summary": r.summary}))?;
@@ -216,7 +216,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => bench::run(args, cfg.database_url.clone()).await,
         Command::Drive { run } => {
             let engine = booted(cfg).await?;
             let done = follow(&engine, true, engine.start(run)).await?;
@@ -228,8 +228,8 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
 pub(crate) use human::actor;
 
 /// An engine whose recovery scan has run, so it may accept work.
-async fn booted(cfg: &Settings) -> Result<Engine<SqliteStore>> {
-    let engine = app::engine(cfg)?;
+async fn booted(cfg: &Settings) -> Result<Engine<app::Db>> {
+    let engine = app::engine(cfg).await?;
     for r in engine.boot().await? {
         eprintln!(
             "recovered: run {} was interrupted ({}) and is now stalled; resume it with `steward resume {}`",
@@ -430,7 +430,8 @@ pub(crate) async fn launch(cfg: &Settings, req: CreateRun, what: &str, detach: b
         }
         let run = wait_for(engine.store(), &created.run_id, json).await?;
         let attempts = engine.store().list_attempts(&run.run_id).await?;
-        return report_run(&run, &attempts, engine.bus().redactor(), None, json);
+        let jobs = mt::jobs(&attempts, engine.bus().artifacts().as_ref()).await;
+        return report_run(&run, &attempts, jobs, engine.bus().redactor(), None, json);
     }
     report(&engine, done?, json).await
 }
@@ -498,7 +499,7 @@ struct Driven {
 /// SIGTERM stops the run's commands, records their attempts as interrupted and releases the
 /// run for `steward resume`; a second one kills the commands without waiting for their grace.
 async fn follow(
-    engine: &Engine<SqliteStore>,
+    engine: &Engine<app::Db>,
     json: bool,
     drive: impl std::future::Future<Output = steward_runtime::Result<Run>>,
 ) -> Result<Driven> {
@@ -550,20 +551,21 @@ fn exit_code(done: &Driven) -> ExitCode {
     }
 }
 
-async fn report(engine: &Engine<SqliteStore>, done: Driven, json: bool) -> Result<ExitCode> {
+async fn report(engine: &Engine<app::Db>, done: Driven, json: bool) -> Result<ExitCode> {
     let attempts = engine.store().list_attempts(&done.run.run_id).await?;
-    report_run(&done.run, &attempts, engine.bus().redactor(), done.signal, json)
+    let jobs = mt::jobs(&attempts, engine.bus().artifacts().as_ref()).await;
+    report_run(&done.run, &attempts, jobs, engine.bus().redactor(), done.signal, json)
 }
 
 /// Prints how a run ended and answers `run`'s exit code for it.
 fn report_run(
     run: &Run,
     attempts: &[steward_store::Attempt],
+    jobs: Vec<mt::JobView>,
     redactor: &steward_tools::redact::Redactor,
     signal: Option<&'static str>,
     json: bool,
 ) -> Result<ExitCode> {
-    let jobs = mt::jobs(attempts);
     if json {
         let mut v = output::finished_json(run, attempts, redactor);
         v["micro_task_jobs"] = mt::jobs_json(&jobs);

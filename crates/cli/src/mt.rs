@@ -1,12 +1,13 @@
 //! `steward mt`: the micro-task executor's commands.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use serde_json::{Map, Value, json};
 
+use steward_artifacts::ArtifactStore;
 use steward_core::job::{JobContract, JobKind, MICRO_TASK_PROFILE};
 use steward_core::micro_task::definition::Verification;
 use steward_core::micro_task::state::{MicroTaskMetrics, ProgressArtifact, metrics};
@@ -77,11 +78,12 @@ fn job_workflow(wp_id: &str, packet: &Path, policy: Option<&Path>) -> String {
     s
 }
 
-/// A micro-task job of a run, as its state directory has it now.
+/// A micro-task job of a run, as its state in the artifact store has it now.
 pub(crate) struct JobView {
     step_id: String,
     job_id: String,
-    state_dir: PathBuf,
+    /// Where its state is, for people (a directory on the embedded default).
+    state: String,
     progress: Option<ProgressArtifact>,
 }
 
@@ -92,21 +94,24 @@ impl JobView {
 }
 
 /// The micro-task jobs of a run's attempts (the latest of each job), with their progress read
-/// from disk: live while the job runs.
-pub(crate) fn jobs(attempts: &[Attempt]) -> Vec<JobView> {
+/// from the artifact store: live while the job runs.
+pub(crate) async fn jobs(attempts: &[Attempt], artifacts: &dyn ArtifactStore) -> Vec<JobView> {
     let mut out: Vec<JobView> = Vec::new();
     for a in attempts.iter().filter(|a| a.input["type"] == "micro_tasks") {
-        let (Some(job_id), Some(dir)) = (a.input["job_id"].as_str(), a.input["state_dir"].as_str()) else {
-            continue;
-        };
+        let Some(job_id) = a.input["job_id"].as_str() else { continue };
         if out.iter().any(|j| j.job_id == job_id) {
             continue;
         }
-        let state_dir = PathBuf::from(dir);
-        let progress = std::fs::read(state_dir.join("progress_artifact.json"))
+        // A progress artifact that cannot be read yet (none written, or a store that cannot be
+        // reached) shows as no progress: this is a view, never a reason to fail a command.
+        let progress = artifacts
+            .read_document(job_id, "progress_artifact.json")
+            .await
             .ok()
+            .flatten()
             .and_then(|b| serde_json::from_slice::<ProgressArtifact>(&b).ok());
-        out.push(JobView { step_id: a.step_id.clone(), job_id: job_id.to_owned(), state_dir, progress });
+        let state = artifacts.location(job_id);
+        out.push(JobView { step_id: a.step_id.clone(), job_id: job_id.to_owned(), state, progress });
     }
     out
 }
@@ -117,7 +122,7 @@ pub(crate) fn jobs_json(jobs: &[JobView]) -> Value {
             json!({
                 "step_id": j.step_id,
                 "job_id": j.job_id,
-                "state_dir": j.state_dir.display().to_string(),
+                "state_dir": j.state,
                 "status": j.progress.as_ref().map(|p| p.status),
                 "pause": j.progress.as_ref().and_then(|p| p.current_state.pause.clone()),
                 "metrics": j.metrics(),
@@ -130,7 +135,7 @@ pub(crate) fn jobs_text(jobs: &[JobView], run_id: &str) -> String {
     let mut s = String::new();
     for j in jobs {
         let _ = writeln!(s, "micro-task job {} (step {}):", j.job_id, j.step_id);
-        let _ = writeln!(s, "  state:       {}", j.state_dir.display());
+        let _ = writeln!(s, "  state:       {}", j.state);
         let (Some(p), Some(m)) = (&j.progress, j.metrics()) else {
             let _ = writeln!(s, "  (no progress recorded yet)");
             continue;

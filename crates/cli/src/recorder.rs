@@ -11,7 +11,6 @@ use steward_analytics::{Mirror, Table};
 use steward_core::Timestamp;
 use steward_core::event::{Actor, Event};
 use steward_store::Store;
-use steward_store_sqlite::SqliteStore;
 
 use crate::args::{EventsArgs, EventsCommand};
 use crate::config::Settings;
@@ -23,7 +22,10 @@ fn batch_size() -> u32 {
 }
 
 /// Brings the DuckDB mirror up to date with the store; returns how many events it copied.
-pub(crate) async fn sync_mirror(cfg: &Settings, store: &SqliteStore) -> Result<usize> {
+pub(crate) async fn sync_mirror<S: Store>(cfg: &Settings, store: &S) -> Result<usize> {
+    // On PostgreSQL nothing else may have made the data directory: the mirror is this machine's.
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", cfg.data_dir.display()))?;
     let path = cfg.data_dir.join(steward_analytics::FILE);
     let mut mirror = Mirror::open(&path)?;
     let mut copied = 0;
@@ -105,7 +107,7 @@ fn show(events: &[Event], json: bool) -> Result<()> {
 
 /// `steward events ...`
 pub(crate) async fn events(cfg: &Settings, args: &EventsArgs) -> Result<ExitCode> {
-    let store = app::open_ro(&cfg.data_dir)?;
+    let store = app::open_db_ro(cfg).await?;
     if let Some(EventsCommand::Query { sql, json }) = &args.query {
         let copied = sync_mirror(cfg, &store).await?;
         let table = steward_analytics::query(&cfg.data_dir.join(steward_analytics::FILE), sql)?;
@@ -198,7 +200,7 @@ fn table_text(t: &Table) -> String {
 
 /// `steward gc`: prune past retention, sparing unfinished runs; the report is recorded first.
 pub(crate) async fn gc(cfg: &Settings, dry_run: bool, json: bool) -> Result<ExitCode> {
-    let engine = app::engine(cfg)?;
+    let engine = app::engine(cfg).await?;
     let now = steward_runtime::Clock::now(&steward_runtime::SystemClock);
     let policy = cfg.retention();
     let report = engine.store().prune(now, &policy, dry_run).await?;
@@ -233,12 +235,13 @@ pub(crate) async fn gc(cfg: &Settings, dry_run: bool, json: bool) -> Result<Exit
 
 /// `steward bundle RUN -o FILE`.
 pub(crate) async fn bundle(cfg: &Settings, run_id: &str, out: &std::path::Path) -> Result<ExitCode> {
-    let store = app::open_ro(&cfg.data_dir)?;
+    let store = app::open_db_ro(cfg).await?;
     let run = store.get_run(run_id).await?;
     let attempts = store.list_attempts(run_id).await?;
     let events = store.list_events(run_id, 0).await?;
-    let bus = cfg.bus()?;
-    let written = crate::bundle::write(out, &run, &attempts, &events, bus.redactor(), bus.artifacts())
+    let bus = cfg.bus_with(app::artifacts_of(cfg, &store))?;
+    let written = crate::bundle::write(out, &run, &attempts, &events, bus.redactor(), bus.artifacts().as_ref())
+        .await
         .with_context(|| format!("cannot write the bundle {}", out.display()))?;
     print_text(&format!(
         "{}: {} step attempts, {} events, {} artifacts\n",

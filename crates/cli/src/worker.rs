@@ -32,7 +32,7 @@ pub(crate) async fn run(cfg: &Settings, args: &WorkerArgs) -> Result<ExitCode> {
         }
         workdirs.push(dir.display().to_string());
     }
-    let engine = crate::app::engine_for(cfg, Handoff::Workers)?;
+    let engine = crate::app::engine_for(cfg, Handoff::Workers).await?;
     for r in engine.boot().await? {
         eprintln!("recovered: run {} was interrupted ({}) and is now stalled", r.run_id, r.reason);
     }
@@ -83,6 +83,9 @@ pub(crate) async fn run(cfg: &Settings, args: &WorkerArgs) -> Result<ExitCode> {
     signals.abort();
     for e in &report.errors {
         eprintln!("error: {e}");
+    }
+    if let Some(last) = &report.last_outage {
+        eprintln!("{} rounds could not reach the store (retried); the last: {last}", report.outages);
     }
     eprintln!(
         "worker {} stopped: {} runs claimed, {} driven, {} late writes refused (lease lost)",

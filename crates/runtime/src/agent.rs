@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use steward_artifacts::hash;
 use steward_core::event::Payload;
 use steward_core::result_block;
 use steward_core::state::AttemptStatus;
@@ -23,7 +24,6 @@ use steward_models::ollama::OllamaClient;
 use steward_models::openai::OpenAiClient;
 use steward_models::scripted::ScriptedClient;
 use steward_models::{ChatRequest, ChatResponse, Message, ModelClient, Role, Usage, UsageSource};
-use steward_tools::artifacts::hash;
 use steward_tools::bus::{CallContext, ToolBus};
 use steward_tools::exec::{Ending, ProcessRecorder};
 use steward_tools::redact::Redactor;
@@ -386,7 +386,7 @@ pub(crate) async fn execute(
         Ok(r) => r,
     };
     let (raw, _) = redactor.redact(&response.raw);
-    let response_ref = match bus.artifacts().put(raw.as_bytes(), "application/json") {
+    let response_ref = match bus.artifacts().put(raw.as_bytes(), "application/json").await {
         Ok(h) => h.hash,
         Err(e) => {
             return done(

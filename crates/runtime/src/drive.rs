@@ -48,6 +48,8 @@ struct RunCtx {
     inputs: serde_json::Map<String, serde_json::Value>,
     /// The tool bus, with a redactor that also knows the run's secret inputs.
     bus: Arc<ToolBus>,
+    /// This engine's data directory, absolute (see `Scope::data_dir`).
+    data_dir: std::path::PathBuf,
     wf: Workflow,
     attempts: Vec<Attempt>,
     deadline: Timestamp,
@@ -83,7 +85,7 @@ impl RunCtx {
 
     /// The commit that records `finished` and does what `plan` says; the
     /// attempts it starts are returned to be executed after it commits.
-    fn commit_for(
+    async fn commit_for(
         &mut self,
         plan: &Plan,
         finished: Vec<StepDone>,
@@ -137,6 +139,7 @@ impl RunCtx {
                     wf: &self.wf,
                     attempts: &view,
                     bus,
+                    data_dir: &self.data_dir,
                     actor_id: &self.writer.owner,
                     env: self.env.clone(),
                     writer: &self.writer,
@@ -144,7 +147,7 @@ impl RunCtx {
                 };
                 for s in &plan.start {
                     let step = &self.wf.steps[s.step_index];
-                    let prepared = scope.prepare(step, s.attempt, s.visit);
+                    let prepared = scope.prepare(step, s.attempt, s.visit).await;
                     c.started.push(AttemptStart {
                         step_id: s.step_id.clone(),
                         attempt: s.attempt,
@@ -402,7 +405,9 @@ impl<S: Store + Clone> Engine<S> {
             }
             Arc::new(self.inner.bus.with_redactor(self.inner.bus.redactor().clone().with_secrets(values)))
         };
-        Ok(Ok(RunCtx { run, inputs, bus, wf, attempts, deadline, env, writer, decisions }))
+        let data_dir = &self.inner.config.data_dir;
+        let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.clone());
+        Ok(Ok(RunCtx { run, inputs, bus, data_dir, wf, attempts, deadline, env, writer, decisions }))
     }
 
     /// The answers to steps whose last attempt stopped for a person: the latest
@@ -511,7 +516,7 @@ impl<S: Store + Clone> Engine<S> {
                 finished.extend(in_flight.all().await);
             }
             let draining = halt.draining();
-            let (c, spawn) = ctx.commit_for(&plan, std::mem::take(&mut finished), now, !draining, &bus);
+            let (c, spawn) = ctx.commit_for(&plan, std::mem::take(&mut finished), now, !draining, &bus).await;
             let state = match self.record(&mut ctx, c).await {
                 Ok(Some(state)) => state,
                 taken_or_failed => {
@@ -596,7 +601,7 @@ impl<S: Store + Clone> Engine<S> {
         let bus = ctx.bus.clone();
         let now = self.inner.clock.now();
         let plan = ctx.plan(&mut [], now);
-        let (c, spawn) = ctx.commit_for(&plan, Vec::new(), now, true, &bus);
+        let (c, spawn) = ctx.commit_for(&plan, Vec::new(), now, true, &bus).await;
         if self.record(&mut ctx, c).await? != Some(RunState::Running) || spawn.is_empty() {
             return Ok(self.inner.store.get_run(run_id).await?);
         }
@@ -612,7 +617,7 @@ impl<S: Store + Clone> Engine<S> {
         }
         let now = self.inner.clock.now();
         let plan = ctx.plan(&mut finished, now);
-        let (c, _) = ctx.commit_for(&plan, finished, now, false, &bus);
+        let (c, _) = ctx.commit_for(&plan, finished, now, false, &bus).await;
         self.record(&mut ctx, c).await?;
         Ok(self.inner.store.get_run(run_id).await?)
     }

@@ -121,6 +121,13 @@ pub struct EngineConfig {
     /// Seals secret inputs before a run is stored and opens them to drive it. The CLI's is the
     /// data directory's key file; the default is a key of this process alone.
     pub sealer: Arc<Sealer>,
+    /// This process's own directory for the files an attempt hands to a process it starts: an
+    /// agent CLI's prompt file and an agent's output files
+    /// (`runs/<run>/steps/<step>/attempts/<n>/`). Nothing a later attempt needs is kept there
+    /// (that is the artifact store's, which every worker reaches), so two workers with
+    /// different data directories can take turns on one run. The default is a directory under
+    /// the system's temporary directory.
+    pub data_dir: std::path::PathBuf,
 }
 
 impl EngineConfig {
@@ -136,6 +143,7 @@ impl EngineConfig {
             store_retry: RetryPolicy::default(),
             env: std::collections::BTreeMap::new(),
             sealer: Arc::new(Sealer::ephemeral()),
+            data_dir: std::env::temp_dir().join("steward"),
         }
     }
 
@@ -201,6 +209,8 @@ pub(crate) struct Inner<S> {
     /// When the leases were last renewed in full, or `None` while every renewal succeeds: a
     /// worker claims nothing while its own renewals fail.
     pub(crate) renewals_failing_since: Mutex<Option<std::time::Instant>>,
+    /// Definitions parsed, by hash.
+    parsed: Mutex<HashMap<String, Arc<Workflow>>>,
     /// Writes the store refused because this process no longer held the run (fencing).
     pub(crate) refused_writes: std::sync::atomic::AtomicU64,
     /// The signal this engine is stopping on, once it is: a run it starts driving after that
@@ -250,6 +260,7 @@ impl<S: Store + Clone> Engine<S> {
                 active: Mutex::new(HashMap::new()),
                 renewals_failing_since: Mutex::new(None),
                 refused_writes: std::sync::atomic::AtomicU64::new(0),
+                parsed: Mutex::new(HashMap::new()),
                 stopping: std::sync::OnceLock::new(),
                 progress,
                 shutdown: CancellationToken::new(),
@@ -697,9 +708,25 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     /// The definition a run pinned, parsed.
+    ///
+    /// Parsed once per process and definition: a definition is stored under its hash and never
+    /// changes, and a worker drives many runs of the same few.
     pub(crate) async fn workflow(&self, run: &Run) -> Result<Workflow> {
+        if let Some(wf) = self.parsed().get(&run.definition_hash) {
+            return Ok(Workflow::clone(wf));
+        }
         let source = self.inner.store.get_definition(&run.definition_hash).await?;
-        workflow::parse(&source).map_err(Error::Definition)
+        let wf = Arc::new(workflow::parse(&source).map_err(Error::Definition)?);
+        let mut parsed = self.parsed();
+        if parsed.len() >= 256 {
+            parsed.clear();
+        }
+        parsed.insert(run.definition_hash.clone(), wf.clone());
+        Ok(Workflow::clone(&wf))
+    }
+
+    fn parsed(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Workflow>>> {
+        self.inner.parsed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn commit(&self, run_id: &str, state: RunState, actor: Actor) -> Commit {

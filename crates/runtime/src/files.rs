@@ -1,5 +1,6 @@
-//! Durable file writes shared by agent steps and the micro-task executor: a reader sees the old
-//! file or the new one, never a torn one, and a symlink is never followed.
+//! Durable writes of local files (an agent's prompt and output files, the project files a
+//! micro-task changes): a reader sees the old file or the new one, never a torn one, and a
+//! symlink is never followed. Steward's own state goes to the artifact store instead.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

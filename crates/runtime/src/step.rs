@@ -63,6 +63,10 @@ pub(crate) struct Scope<'a> {
     pub(crate) wf: &'a Workflow,
     pub(crate) attempts: &'a [Attempt],
     pub(crate) bus: &'a ToolBus,
+    /// This engine's data directory, absolute: where the files an attempt hands to a process
+    /// live (an agent CLI's prompt file, an agent's output files). Nothing a later attempt
+    /// needs is kept there; that goes to the artifact store, which every worker reaches.
+    pub(crate) data_dir: &'a Path,
     pub(crate) actor_id: &'a str,
     pub(crate) env: Arc<std::collections::BTreeMap<String, String>>,
     pub(crate) writer: &'a RunWriter,
@@ -70,8 +74,64 @@ pub(crate) struct Scope<'a> {
     pub(crate) decisions: &'a HashMap<String, HumanDecision>,
 }
 
+/// Large outputs of earlier steps that a step's templates read, fetched from the artifact store
+/// before rendering (which cannot wait): artifact hash → its text, or why it could not be read.
+type Fetched = HashMap<String, Result<String, String>>;
+
+/// Every template of a step: what it renders before it runs.
+fn templates(step: &Step) -> Vec<&Template> {
+    match &step.kind {
+        StepKind::Shell(s) => {
+            std::iter::once(&s.run).chain(s.env.iter().map(|(_, t)| t)).chain(s.cwd.as_ref()).collect()
+        }
+        StepKind::Agent(a) => std::iter::once(&a.prompt).chain(a.output_files.iter().map(|(_, t)| t)).collect(),
+        StepKind::Noop | StepKind::MicroTasks(_) => Vec::new(),
+    }
+}
+
 impl Scope<'_> {
-    fn resolve(&self, r: &Ref, step_id: &str, attempt: u32, paths: &[(String, PathBuf)]) -> Result<Value, RenderError> {
+    /// The output of the latest completed attempt of `step`.
+    fn completed_output(&self, step: &str) -> Option<&Value> {
+        self.attempts
+            .iter()
+            .filter(|a| a.step_id == step && a.status == AttemptStatus::Completed)
+            .max_by_key(|a| a.attempt)
+            .and_then(|a| a.output.as_ref())
+    }
+
+    /// Reads the large outputs (`stdout`/`stderr` kept as artifacts) that `step`'s templates use.
+    async fn fetch(&self, step: &Step) -> Fetched {
+        let mut fetched = Fetched::new();
+        for r in templates(step).into_iter().flat_map(Template::refs) {
+            let Ref::StepOutput { step, key } = r else { continue };
+            if !matches!(key.as_str(), "stdout" | "stderr") {
+                continue;
+            }
+            let Some(hash) =
+                self.completed_output(step).and_then(|o| o.get(format!("{key}_ref"))).and_then(Value::as_str)
+            else {
+                continue;
+            };
+            if fetched.contains_key(hash) {
+                continue;
+            }
+            let text = match self.bus.artifacts().get(hash).await {
+                Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+                Err(e) => Err(e.to_string()),
+            };
+            fetched.insert(hash.to_owned(), text);
+        }
+        fetched
+    }
+
+    fn resolve(
+        &self,
+        r: &Ref,
+        step_id: &str,
+        attempt: u32,
+        paths: &[(String, PathBuf)],
+        fetched: &Fetched,
+    ) -> Result<Value, RenderError> {
         let err = |reason: String| RenderError { reference: r.to_string(), reason };
         match r {
             Ref::Input { name, path } => {
@@ -90,14 +150,14 @@ impl Scope<'_> {
                     .ok_or_else(|| err(format!("step `{step}` has not completed")))?;
                 let out = done.output.as_ref().ok_or_else(|| err(format!("step `{step}` recorded no output")))?;
                 if matches!(key.as_str(), "stdout" | "stderr") {
-                    // Large output travels as an artifact; read it back.
+                    // Large output travels as an artifact, read back before rendering.
                     if let Some(hash) = out.get(format!("{key}_ref")).and_then(Value::as_str) {
-                        let bytes = self
-                            .bus
-                            .artifacts()
-                            .get(hash)
-                            .map_err(|e| err(format!("cannot read {key} of step `{step}`: {e}")))?;
-                        return Ok(Value::String(trim_output(&String::from_utf8_lossy(&bytes))));
+                        let text = match fetched.get(hash) {
+                            Some(Ok(text)) => text,
+                            Some(Err(e)) => return Err(err(format!("cannot read {key} of step `{step}`: {e}"))),
+                            None => return Err(err(format!("cannot read {key} of step `{step}`: not fetched"))),
+                        };
+                        return Ok(Value::String(trim_output(text)));
                     }
                 }
                 let builtin = self.wf.step(step).is_some_and(|s| s.kind.builtin_outputs().contains(&key.as_str()));
@@ -120,8 +180,8 @@ impl Scope<'_> {
         }
     }
 
-    fn render(&self, t: &Template, step_id: &str, attempt: u32) -> Result<String, RenderError> {
-        t.render(|r| self.resolve(r, step_id, attempt, &[]))
+    fn render(&self, t: &Template, step_id: &str, attempt: u32, fetched: &Fetched) -> Result<String, RenderError> {
+        t.render(|r| self.resolve(r, step_id, attempt, &[], fetched))
     }
 
     /// `state.<key>`: run facts and the latest outputs of completed steps as
@@ -143,16 +203,9 @@ impl Scope<'_> {
         Value::Null
     }
 
-    /// The engine's data directory, absolute: attempt files and micro-task state are handed to
-    /// processes running elsewhere (an agent CLI in the run's directory, `status` from anywhere).
-    fn data_dir(&self) -> PathBuf {
-        let dir = self.bus.artifacts().root().parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        std::path::absolute(&dir).unwrap_or(dir)
-    }
-
     /// Where a step attempt's files live: `<data dir>/runs/<run>/steps/<step>/attempts/<n>`.
     fn attempt_dir(&self, step_id: &str, attempt: u32) -> PathBuf {
-        self.data_dir()
+        self.data_dir
             .join("runs")
             .join(&self.run.run_id)
             .join("steps")
@@ -176,7 +229,14 @@ impl Scope<'_> {
     }
 
     /// Renders an agent step's prompt, output paths and contract.
-    fn prepare_agent(&self, step: &Step, a: &AgentStep, attempt: u32, key: &str) -> Result<Prepared, RenderError> {
+    async fn prepare_agent(
+        &self,
+        step: &Step,
+        a: &AgentStep,
+        attempt: u32,
+        key: &str,
+        fetched: &Fetched,
+    ) -> Result<Prepared, RenderError> {
         let agent_decl = self
             .wf
             .agent(&a.agent)
@@ -185,16 +245,17 @@ impl Scope<'_> {
         let dir = self.attempt_dir(&step.id, attempt);
         let mut paths = Vec::new();
         for (k, t) in &a.output_files {
-            let rel = t.render(|r| self.resolve(r, &step.id, attempt, &[]))?;
+            let rel = t.render(|r| self.resolve(r, &step.id, attempt, &[], fetched))?;
             paths.push((k.clone(), dir.join("outputs").join(rel)));
         }
-        let body = a.prompt.render(|r| self.resolve(r, &step.id, attempt, &paths))?;
+        let body = a.prompt.render(|r| self.resolve(r, &step.id, attempt, &paths, fetched))?;
         let prompt = format!("{body}{}", agent::contract(a.review, &step.outputs, &paths));
         let evidence = self.bus.redactor().redact(&prompt).0;
         let prompt_ref = self
             .bus
             .artifacts()
             .put(evidence.as_bytes(), "text/markdown; charset=utf-8")
+            .await
             .map_err(|e| RenderError { reference: "prompt".into(), reason: format!("cannot store the prompt: {e}") })?
             .hash;
         let input = json!({
@@ -224,7 +285,7 @@ impl Scope<'_> {
     /// last attempt stopped for one.
     fn prepare_micro_tasks(&self, step: &Step, m: &MicroTasksStep, visit: u32) -> Prepared {
         let whole_run = self.run.contract.job_kind == JobKind::MicroTaskExecution;
-        let (job_id, state_dir) = job::job_of(&self.data_dir(), &self.run.job_id, whole_run, &step.id, visit);
+        let job_id = job::job_of(&self.run.job_id, whole_run, &step.id, visit);
         let workdir = Path::new(&self.run.workdir);
         let decision = self.decisions.get(&step.id).copied();
         let input = json!({
@@ -232,7 +293,8 @@ impl Scope<'_> {
             "packet": m.packet,
             "policy": m.policy,
             "job_id": job_id,
-            "state_dir": state_dir.display().to_string(),
+            // Where the job's state is, for people: its documents in the artifact store.
+            "state_dir": self.bus.artifacts().location(&job_id),
             "decision": decision.map(HumanDecision::as_str),
         });
         let sink = RunSink { writer: self.writer.clone(), step_id: step.id.clone() };
@@ -242,7 +304,6 @@ impl Scope<'_> {
             job_id,
             run_id: self.run.run_id.clone(),
             trace_id: self.run.trace_id.clone(),
-            state_dir,
             profile: self.wf.profile().to_owned(),
             workflow_id: self.wf.id.clone(),
             decision,
@@ -253,26 +314,28 @@ impl Scope<'_> {
         Prepared { input, work: Work::MicroTasks(Box::new(work)) }
     }
 
-    /// Renders a step's templates into something to run, and the input to record.
-    pub(crate) fn prepare(&self, step: &Step, attempt: u32, visit: u32) -> Prepared {
+    /// Renders a step's templates into something to run, and the input to record. The prompt
+    /// of an agent and large values are stored as artifacts on the way.
+    pub(crate) async fn prepare(&self, step: &Step, attempt: u32, visit: u32) -> Prepared {
         let key = steward_core::idempotency_key(&self.run.run_id, &step.id, attempt);
+        let fetched = self.fetch(step).await;
         let shell = match &step.kind {
             StepKind::Shell(shell) => shell,
             StepKind::Noop => return Prepared { input: json!({"type": "noop"}), work: Work::Noop },
             StepKind::MicroTasks(m) => return self.prepare_micro_tasks(step, m, visit),
             StepKind::Agent(a) => {
-                return self.prepare_agent(step, a, attempt, &key).unwrap_or_else(|e| Prepared {
+                return self.prepare_agent(step, a, attempt, &key, &fetched).await.unwrap_or_else(|e| Prepared {
                     input: json!({"type": step.kind.type_name(), "agent": a.agent}),
                     work: Work::Unrunnable(self.bus.redactor().redact(&e.to_string()).0),
                 });
             }
         };
-        let rendered = (|| -> Result<(PlannedOperation, Value), RenderError> {
-            let (command, mut env) = shell.run.render_shell(|r| self.resolve(r, &step.id, attempt, &[]))?;
+        let rendered = async {
+            let (command, mut env) = shell.run.render_shell(|r| self.resolve(r, &step.id, attempt, &[], &fetched))?;
             for (k, t) in &shell.env {
-                env.push((k.clone(), self.render(t, &step.id, attempt)?));
+                env.push((k.clone(), self.render(t, &step.id, attempt, &fetched)?));
             }
-            let cwd = shell.cwd.as_ref().map(|t| self.render(t, &step.id, attempt)).transpose()?;
+            let cwd = shell.cwd.as_ref().map(|t| self.render(t, &step.id, attempt, &fetched)).transpose()?;
             env.extend([
                 ("STEWARD_RUN_ID".to_owned(), self.run.run_id.clone()),
                 ("STEWARD_WORKFLOW_ID".to_owned(), self.wf.id.clone()),
@@ -281,18 +344,19 @@ impl Scope<'_> {
             ]);
             let timeout = Duration::from_secs(step.timeout_seconds);
             let mut op = self.bus.shell_op(&key, &command, cwd.as_deref(), &env, timeout, self.wf.profile());
-            self.bus.externalize_large_env(&mut op).map_err(|e| RenderError {
+            self.bus.externalize_large_env(&mut op).await.map_err(|e| RenderError {
                 reference: "env".into(),
                 reason: format!("cannot store a large value as an artifact: {e}"),
             })?;
             let mut input = serde_json::to_value(&op).unwrap_or(Value::Null);
             input["run"] = json!(shell.run_source);
-            let input = self.bus.recorded_op(&input).map_err(|e| RenderError {
+            let input = self.bus.recorded_op(&input).await.map_err(|e| RenderError {
                 reference: "env".into(),
                 reason: format!("cannot store a large value as an artifact: {e}"),
             })?;
-            Ok((op, input))
-        })();
+            Ok::<_, RenderError>((op, input))
+        }
+        .await;
         match rendered {
             Ok((op, input)) => Prepared { input, work: Work::Shell(Box::new(op), Box::new(self.context(&key))) },
             Err(e) => Prepared {

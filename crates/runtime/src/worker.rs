@@ -44,6 +44,11 @@ pub struct WorkerReport {
     pub driven: u64,
     /// Runs whose driving failed with an error (the store refused, a definition broke).
     pub errors: Vec<String>,
+    /// Rounds whose claim or recovery scan failed (the store was unreachable: retried at the
+    /// next round), and the last such failure.
+    pub outages: u64,
+    /// The last failed round's error.
+    pub last_outage: Option<String>,
     /// Writes the store refused because the worker no longer held their run.
     pub refused_writes: u64,
 }
@@ -69,7 +74,8 @@ impl<S: Store + Clone> Engine<S> {
                     // its leases to run out: they are ended, and the claim below recovers them.
                     scanned = std::time::Instant::now();
                     if let Err(e) = self.recover().await {
-                        report.errors.push(format!("recovery scan: {e}"));
+                        report.outages += 1;
+                        report.last_outage = Some(format!("recovery scan: {e}"));
                     }
                 }
                 let limit = u32::try_from(free).unwrap_or(u32::MAX);
@@ -83,7 +89,10 @@ impl<S: Store + Clone> Engine<S> {
                         }
                     }
                     // The store is unreachable: look again at the next round.
-                    Err(e) => report.errors.push(format!("claim: {e}")),
+                    Err(e) => {
+                        report.outages += 1;
+                        report.last_outage = Some(format!("claim: {e}"));
+                    }
                 }
             }
             if took > 0 && took == free {

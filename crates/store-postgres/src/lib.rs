@@ -34,6 +34,7 @@
 
 #![warn(missing_docs)]
 
+mod artifacts;
 mod conn;
 mod listen;
 mod migrate;
@@ -55,6 +56,7 @@ use steward_store::{
     RetentionPolicy, Run, RunFilter, Scan, Store,
 };
 
+pub use artifacts::PgArtifacts;
 use conn::{Readers, Target};
 use ops::{Done, Op};
 use writer::Writer;
@@ -106,7 +108,7 @@ pub struct PgStore {
 struct Inner {
     target: Arc<Target>,
     writer: Writer,
-    readers: Readers,
+    readers: Arc<Readers>,
     /// Bumped whenever a run may have become claimable.
     wake: Arc<watch::Sender<u64>>,
     /// Leases measured on this clock instead of the server's (tests that move time).
@@ -130,7 +132,7 @@ impl PgStore {
         let listener = if opts.poll_only { None } else { Some(listen::spawn(target.clone(), wake.clone()).await?) };
         let local_wake = opts.poll_only.then(|| wake.clone());
         let writer = Writer::spawn(client, target.clone(), ids, opts.max_batch, local_wake);
-        let readers = Readers::new(opts.read_connections);
+        let readers = Arc::new(Readers::new(opts.read_connections));
         Ok(PgStore { inner: Arc::new(Inner { target, writer, readers, wake, clock: None, _listener: listener }) })
     }
 
@@ -157,6 +159,12 @@ impl PgStore {
     /// a notification that arrives after it was taken is never missed.
     pub fn work_signal(&self) -> WorkSignal {
         WorkSignal { rx: self.inner.wake.subscribe() }
+    }
+
+    /// The artifact store in this database (blobs and documents beside the runs), on this
+    /// store's connections: what every worker reads and writes, wherever it runs.
+    pub fn artifacts(&self) -> PgArtifacts {
+        PgArtifacts { target: self.inner.target.clone(), readers: self.inner.readers.clone() }
     }
 
     /// Waits up to `timeout` for a run to become claimable (see [`PgStore::work_signal`]).

@@ -6,6 +6,7 @@
 //! touches the store: its caller commits the events with the attempt.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
@@ -16,12 +17,13 @@ use steward_core::capability::{self, CapabilityId};
 use steward_core::event::Payload;
 use steward_core::workflow::{StepKind, Workflow};
 
-use crate::artifacts::{ArtifactStore, hash};
+use steward_artifacts::{ArtifactStore, hash};
+
 use crate::exec::{self, CommandSpec, Ending, ProcessRecorder};
 use crate::gates::{self, Evaluation, Gate};
 use crate::op::{
-    BudgetSpec, Determinism, EngineError, EngineResult, EngineStatus, EvidencePolicy, OutputSpec, POE_SCHEMA_VERSION,
-    PlannedOperation, ProvenanceRecord,
+    ArtifactHandle, BudgetSpec, Determinism, EngineError, EngineResult, EngineStatus, EvidencePolicy, OutputSpec,
+    POE_SCHEMA_VERSION, PlannedOperation, ProvenanceRecord,
 };
 use crate::redact::{self, Redactor};
 use crate::registry::EngineRegistry;
@@ -127,7 +129,7 @@ pub struct ToolBus {
     registry: EngineRegistry,
     policy: TerminalPolicy,
     redactor: Redactor,
-    artifacts: ArtifactStore,
+    artifacts: Arc<dyn ArtifactStore>,
     sandbox: Sandbox,
 }
 
@@ -196,7 +198,7 @@ impl ToolBus {
         registry: EngineRegistry,
         policy: TerminalPolicy,
         redactor: Redactor,
-        artifacts: ArtifactStore,
+        artifacts: Arc<dyn ArtifactStore>,
         sandbox: Sandbox,
     ) -> ToolBus {
         let inherited = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
@@ -250,8 +252,8 @@ impl ToolBus {
         &self.policy
     }
 
-    /// The artifact store.
-    pub fn artifacts(&self) -> &ArtifactStore {
+    /// The artifact store: evidence, large values, and whatever else the caller keeps there.
+    pub fn artifacts(&self) -> &Arc<dyn ArtifactStore> {
         &self.artifacts
     }
 
@@ -305,18 +307,18 @@ impl ToolBus {
     /// (DG-MEX-03): the value becomes `artifact:<hash>`, the handle joins the
     /// operation's inputs, G-INTEGRITY verifies it, and execution reads it back.
     ///
-    /// Artifacts are kept on disk and go into debug bundles, so only a value the redactor
-    /// leaves as it is moves: one holding a secret (or set in a variable whose name says
-    /// secret) stays inline, to be handed to the command from memory, and is recorded
-    /// redacted by [`ToolBus::recorded_op`].
-    pub fn externalize_large_env(&self, op: &mut PlannedOperation) -> std::io::Result<()> {
+    /// Artifacts are kept (on disk, or in the database every worker reaches) and go into debug
+    /// bundles, so only a value the redactor leaves as it is moves: one holding a secret (or
+    /// set in a variable whose name says secret) stays inline, to be handed to the command
+    /// from memory, and is recorded redacted by [`ToolBus::recorded_op`].
+    pub async fn externalize_large_env(&self, op: &mut PlannedOperation) -> steward_artifacts::Result<()> {
         let Some(env) = op.params.get_mut("env").and_then(Value::as_object_mut) else { return Ok(()) };
         for (name, value) in env.iter_mut() {
             let Some(text) = value.as_str().filter(|t| t.len() > ENV_INLINE_LIMIT) else { continue };
             if redact::is_secret_env_name(name) || self.redactor.redact(text).1 {
                 continue;
             }
-            let handle = self.artifacts.put(text.as_bytes(), "text/plain; charset=utf-8")?;
+            let handle = ArtifactHandle::from(self.artifacts.put(text.as_bytes(), "text/plain; charset=utf-8").await?);
             *value = json!(format!("{ARTIFACT_PREFIX}{}", handle.hash));
             if !op.inputs.contains(&handle) {
                 op.inputs.push(handle);
@@ -329,38 +331,65 @@ impl ToolBus {
     /// redacted, with every environment value still larger than [`ENV_INLINE_LIMIT`] kept,
     /// redacted, as an artifact that the record references (DG-MEX-03, DG-FR-08: refs point to
     /// redacted payloads).
-    pub fn recorded_op(&self, op: &Value) -> std::io::Result<Value> {
+    pub async fn recorded_op(&self, op: &Value) -> steward_artifacts::Result<Value> {
         let mut recorded = self.redactor.redact_json(op);
         let env = recorded.get_mut("params").and_then(|p| p.get_mut("env")).and_then(Value::as_object_mut);
         for value in env.into_iter().flat_map(|e| e.values_mut()) {
             let Some(text) = value.as_str().filter(|t| t.len() > ENV_INLINE_LIMIT) else { continue };
-            let handle = self.artifacts.put(text.as_bytes(), "text/plain; charset=utf-8")?;
+            let handle = self.artifacts.put(text.as_bytes(), "text/plain; charset=utf-8").await?;
             *value = json!(format!("{ARTIFACT_PREFIX}{}", handle.hash));
         }
         Ok(recorded)
     }
 
     /// The environment of an operation, artifact references read back.
-    fn environment(&self, op: &PlannedOperation) -> Result<Vec<(String, String)>, String> {
+    async fn environment(&self, op: &PlannedOperation) -> Result<Vec<(String, String)>, String> {
         let Some(env) = op.params.get("env").and_then(Value::as_object) else { return Ok(Vec::new()) };
-        env.iter()
-            .map(|(k, v)| {
-                let text = v.as_str().unwrap_or_default();
-                match text.strip_prefix(ARTIFACT_PREFIX) {
-                    Some(hash) if op.inputs.iter().any(|a| a.hash == hash) => {
-                        let bytes = self.artifacts.get(hash).map_err(|e| format!("input artifact {hash}: {e}"))?;
-                        Ok((k.clone(), String::from_utf8_lossy(&bytes).into_owned()))
-                    }
-                    _ => Ok((k.clone(), text.to_owned())),
+        let mut out = Vec::with_capacity(env.len());
+        for (k, v) in env {
+            let text = v.as_str().unwrap_or_default();
+            match text.strip_prefix(ARTIFACT_PREFIX) {
+                Some(hash) if op.inputs.iter().any(|a| a.hash == hash) => {
+                    let bytes = self.artifacts.get(hash).await.map_err(|e| format!("input artifact {hash}: {e}"))?;
+                    out.push((k.clone(), String::from_utf8_lossy(&bytes).into_owned()));
                 }
-            })
-            .collect()
+                _ => out.push((k.clone(), text.to_owned())),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The hashes of `op`'s input artifacts that are missing from the artifact store or no
+    /// longer intact there.
+    async fn unverified_inputs(&self, op: &PlannedOperation) -> Vec<String> {
+        let mut bad = Vec::new();
+        for a in &op.inputs {
+            if !self.artifacts.verify(&a.into()).await {
+                bad.push(a.hash.clone());
+            }
+        }
+        bad
     }
 
     /// Gates, then terminal guards; nothing runs.
+    ///
+    /// Input artifacts are judged here by the form of their handles only: whether they are
+    /// present and intact needs the artifact store, and [`ToolBus::execute`], which reads them,
+    /// judges that with the same gate. (The operations checked without running, a command of
+    /// `steward tools check` or a verify command of a work packet, carry none.)
     pub fn check(&self, op: &PlannedOperation, ctx: &CallContext) -> Checked {
+        self.decide(op, ctx, &|_| true)
+    }
+
+    /// [`ToolBus::check`], with `artifact_ok` saying which input artifacts are intact.
+    fn decide(
+        &self,
+        op: &PlannedOperation,
+        ctx: &CallContext,
+        artifact_ok: &dyn Fn(&ArtifactHandle) -> bool,
+    ) -> Checked {
         let op = &*self.with_grants(op, ctx);
-        let evaluation = gates::evaluate(op, &self.registry, &|a| self.artifacts.verify(a));
+        let evaluation = gates::evaluate(op, &self.registry, artifact_ok);
         let mut events: Vec<Payload> = evaluation
             .outcomes
             .iter()
@@ -430,7 +459,8 @@ impl ToolBus {
         recorder: &dyn ProcessRecorder,
     ) -> Executed {
         let started_at = rfc3339_now();
-        let checked = self.check(op, ctx);
+        let unverified = self.unverified_inputs(op).await;
+        let checked = self.decide(op, ctx, &|a| !unverified.contains(&a.hash));
         let granted = self.with_grants(op, ctx).capabilities_requested.clone();
         let mut events = checked.events;
         let redactor = self.call_redactor(op);
@@ -490,7 +520,7 @@ impl ToolBus {
 
         let mut spec =
             CommandSpec::shell(op.params.get("command").and_then(Value::as_str).unwrap_or_default(), cwd.clone());
-        match self.environment(op) {
+        match self.environment(op).await {
             Ok(env) => spec.env = env,
             Err(reason) => {
                 let refusal =
@@ -571,8 +601,8 @@ impl ToolBus {
         let mut errors = Vec::new();
         let mut evidence = Vec::new();
         for (bytes, name) in [(&stdout, "stdout"), (&stderr, "stderr")] {
-            match self.artifacts.put(bytes.as_bytes(), "text/plain; charset=utf-8") {
-                Ok(h) => evidence.push(h),
+            match self.artifacts.put(bytes.as_bytes(), "text/plain; charset=utf-8").await {
+                Ok(h) => evidence.push(ArtifactHandle::from(h)),
                 Err(e) => errors.push(EngineError {
                     code: "MEX-EVIDENCE-WRITE".into(),
                     message: format!("cannot store {name} evidence: {e}"),
@@ -697,7 +727,7 @@ mod tests {
             EngineRegistry::builtin().unwrap(),
             TerminalPolicy::default(),
             Redactor::default(),
-            ArtifactStore::new(dir.join("artifacts")),
+            Arc::new(steward_artifacts::FsArtifacts::in_data_dir(dir)),
             Sandbox::off(),
         )
     }
@@ -780,7 +810,7 @@ mod tests {
         let env = vec![("BIG".to_owned(), big.clone())];
         let mut op =
             b.shell_op("op-1", "printf %s \"$BIG\" | wc -c; echo done", None, &env, Duration::from_secs(5), "Coder");
-        b.externalize_large_env(&mut op).unwrap();
+        b.externalize_large_env(&mut op).await.unwrap();
         assert_eq!(op.inputs.len(), 1);
         assert!(op.params["env"]["BIG"].as_str().unwrap().starts_with("artifact:sha256:"));
         let done = b.execute(&op, &ctx(dir.path()), &CancellationToken::new(), &crate::exec::Unrecorded).await;
@@ -789,7 +819,9 @@ mod tests {
         let out = done.output.unwrap();
         assert!(out.stdout.starts_with(&(ENV_INLINE_LIMIT + 1).to_string()), "{}", out.stdout);
         assert_eq!(done.result.evidence.len(), 2);
-        assert!(done.result.evidence.iter().all(|a| b.artifacts().verify(a)));
+        for a in &done.result.evidence {
+            assert!(b.artifacts().verify(&a.into()).await, "{a:?}");
+        }
         assert_eq!(
             &kinds(&done.events)[6..],
             ["capability_action"; 5]
@@ -824,13 +856,13 @@ mod tests {
         ];
         let command = "echo \"t=$DEPLOY_TOKEN\"; printf %s \"$BIG\" | grep -c input-secret-77";
         let mut op = b.shell_op("op-1", command, None, &env, Duration::from_secs(5), "Coder");
-        b.externalize_large_env(&mut op).unwrap();
+        b.externalize_large_env(&mut op).await.unwrap();
         assert_eq!(op.params["env"]["BIG"], json!(big), "a value holding a secret stays in memory");
         assert!(op.params["env"]["PLAIN"].as_str().unwrap().starts_with("artifact:"));
-        let recorded = b.recorded_op(&serde_json::to_value(&op).unwrap()).unwrap();
+        let recorded = b.recorded_op(&serde_json::to_value(&op).unwrap()).await.unwrap();
         assert_eq!(recorded["params"]["env"]["DEPLOY_TOKEN"], json!(redact::REDACTED));
         let big_ref = recorded["params"]["env"]["BIG"].as_str().unwrap().strip_prefix("artifact:").unwrap();
-        let stored = String::from_utf8(b.artifacts().get(big_ref).unwrap()).unwrap();
+        let stored = String::from_utf8(b.artifacts().get(big_ref).await.unwrap()).unwrap();
         assert!(stored.contains(redact::REDACTED) && !stored.contains("input-secret-77"));
         let done = b.execute(&op, &ctx(dir.path()), &CancellationToken::new(), &crate::exec::Unrecorded).await;
         let out = done.output.unwrap();
@@ -843,6 +875,26 @@ mod tests {
             let text = String::from_utf8_lossy(&bytes);
             assert!(!text.contains("tok-value-1234") && !text.contains("input-secret-77"), "{}", entry.display());
         }
+    }
+
+    /// DG-MEX-04: an input artifact the bus's artifact store does not hold (another worker's
+    /// store, a damaged blob) is refused by G-INTEGRITY before anything runs; `check`, which
+    /// cannot reach the store, judges only the handle's form.
+    #[tokio::test]
+    async fn an_input_artifact_missing_from_the_store_is_refused_before_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = bus(dir.path());
+        let env = vec![("BIG".to_owned(), "y".repeat(ENV_INLINE_LIMIT + 1))];
+        let mut op = b.shell_op("op-1", "touch ran", None, &env, Duration::from_secs(5), "Coder");
+        b.externalize_large_env(&mut op).await.unwrap();
+        let elsewhere = ToolBus { artifacts: Arc::new(steward_artifacts::MemArtifacts::new()), ..b.clone() };
+        assert!(elsewhere.check(&op, &ctx(dir.path())).refusal.is_none());
+        let done = elsewhere.execute(&op, &ctx(dir.path()), &CancellationToken::new(), &crate::exec::Unrecorded).await;
+        let refusal = done.refusal.unwrap();
+        assert_eq!((refusal.by.as_str(), refusal.code.as_str()), ("G-INTEGRITY", "MEX-INTEGRITY-ARTIFACT"));
+        assert!(!dir.path().join("ran").exists(), "nothing ran");
+        let done = b.execute(&op, &ctx(dir.path()), &CancellationToken::new(), &crate::exec::Unrecorded).await;
+        assert!(done.refusal.is_none() && dir.path().join("ran").exists(), "the store that holds it runs it");
     }
 
     fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

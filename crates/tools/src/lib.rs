@@ -10,7 +10,9 @@
 //! - [`sandbox`]: the operating-system sandbox the command runs in (Landlock, private user, mount and network
 //!   namespaces), applied by the `steward-sandbox` launcher before it becomes the command.
 //! - [`process`]: process identities, liveness, and killing a dead engine's leftover command group.
-//! - [`redact`] and [`artifacts`]: what is logged is redacted; evidence is content-addressed.
+//! - [`redact`]: what is logged is redacted; evidence goes, content-addressed, to the artifact store
+//!   the bus is given (`steward-artifacts`, an `Arc<dyn ArtifactStore>`: on disk, or where every
+//!   worker reaches it).
 //! - [`bus`]: [`bus::ToolBus`] ties them together and returns the events to record.
 //!
 //! Keeping process creation in this one crate is what lets the guards hold
@@ -19,7 +21,6 @@
 //! commits the events it returns in the same transaction as the attempt.
 #![warn(missing_docs)]
 
-pub mod artifacts;
 pub mod bus;
 pub mod conformance;
 pub mod exec;

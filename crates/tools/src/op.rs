@@ -106,6 +106,18 @@ pub struct ArtifactHandle {
     pub media_type: String,
 }
 
+impl From<steward_artifacts::Handle> for ArtifactHandle {
+    fn from(h: steward_artifacts::Handle) -> ArtifactHandle {
+        ArtifactHandle { hash: h.hash, bytes: h.size, media_type: h.media_type }
+    }
+}
+
+impl From<&ArtifactHandle> for steward_artifacts::Handle {
+    fn from(a: &ArtifactHandle) -> steward_artifacts::Handle {
+        steward_artifacts::Handle { hash: a.hash.clone(), size: a.bytes, media_type: a.media_type.clone() }
+    }
+}
+
 /// The engine envelope an operation is planned in (`poe-1.0`, §11.8.4.1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -95,6 +95,53 @@ fn hello_runs_and_every_view_of_it_agrees() {
     assert!(s.db_bytes() == before, "a read-only command changed the database");
 }
 
+/// Issue 12 point 4: on PostgreSQL every command works as it does on SQLite: a foreground run,
+/// a submitted one driven by a worker and followed by `wait`, and every read command; nothing
+/// lands in the data directory's database.
+#[test]
+fn every_command_works_on_postgres() {
+    let Some(pg) = steward_test_support::pg::PgCluster::shared() else { return };
+    let s = Steward::on_postgres(pg.create_database());
+    let wf = s.write("hello.yaml", HELLO);
+    let wf = wf.to_str().unwrap();
+    let run = s.json(&["run", wf, "--input", "name=ada", "--json"]);
+    assert_eq!(
+        (run["state"].as_str(), run["outputs"]["shout"]["stdout"].as_str()),
+        (Some("completed"), Some("HELLO ADA"))
+    );
+    let id = run["run_id"].as_str().unwrap().to_owned();
+
+    let out = s.run(&["submit", wf, "--input", "name=bo"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let queued = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(s.json(&["status", &queued, "--json"])["state"], "queued");
+    let out = s.run(&["worker", "--exit-when-idle"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let waited = s.json(&["wait", &queued, "--json"]);
+    assert_eq!(
+        (waited["state"].as_str(), waited["outputs"]["shout"]["stdout"].as_str()),
+        (Some("completed"), Some("HELLO BO"))
+    );
+
+    let status = s.json(&["status", &id, "--json"]);
+    assert_eq!((status["state"].as_str(), status["lease"]["epoch"].as_u64()), (Some("completed"), Some(1)));
+    assert_eq!(s.json(&["progress", &id, "--json"])["runId"], id.as_str());
+    let listed = s.json(&["list", "--json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let events = s.json(&["events", &id, "--json"]);
+    let seqs: Vec<u64> = events.as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let counted = s.json(&["events", "query", "SELECT count(*) AS n FROM events", "--json"]);
+    assert_eq!(counted[0]["n"].as_u64(), Some((seqs.len() + waited_events(&s, &queued)) as u64), "{counted}");
+    let out = s.run(&["bundle", &id, "-o", "bundle.tar"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!s.data_dir().join("steward.db").exists(), "a SQLite database was made beside PostgreSQL");
+}
+
+fn waited_events(s: &Steward, id: &str) -> usize {
+    s.json(&["events", id, "--json"]).as_array().unwrap().len()
+}
+
 #[test]
 fn typed_inputs_from_flags_and_files() {
     let s = Steward::new();
@@ -194,6 +241,10 @@ fn bench_prints_the_documented_json_shape() {
         "3",
         "--concurrency",
         "1,4",
+        "--workers",
+        "1,2",
+        "--latency-runs",
+        "3",
         "--bench-dir",
         "bench",
         "--json",
@@ -204,5 +255,11 @@ fn bench_prints_the_documented_json_shape() {
     assert!(
         rows.iter().all(|r| r["runs_per_sec"].as_f64().unwrap() > 0.0 && r["steps_per_sec"].as_f64().unwrap() > 0.0)
     );
-    assert_eq!(b["durability"], "full");
+    assert_eq!((b["durability"].as_str(), b["backend"].as_str()), (Some("full"), Some("sqlite")));
+    let w = b["w"].as_array().unwrap();
+    assert_eq!(w.iter().map(|r| r["workers"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2]);
+    for r in w {
+        assert!(r["steps_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["claim_to_start_p99_ms"].as_f64().unwrap() >= r["claim_to_start_p50_ms"].as_f64().unwrap(), "{r}");
+    }
 }

@@ -346,3 +346,64 @@ fn ctrl_c_on_mt_run_leaves_the_job_resumable() {
     let calc = std::fs::read_to_string(s.path("calc.py")).unwrap();
     assert_eq!(calc.matches("return a + b").count(), 1, "applied once: {calc}");
 }
+
+/// Issue 12 point 6: a micro-task job killed on one machine continues on another. Its state
+/// (progress artifact, run ledger, saved answer) is in PostgreSQL with the run, not in a data
+/// directory: a worker with a data directory of its own takes the run over, reuses the saved
+/// answer (the model is asked once) and finishes the job.
+#[test]
+fn a_micro_task_job_killed_on_one_worker_finishes_on_another_with_another_data_directory() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use steward_test_support::{ModelServer, Reply};
+
+    let Some(pg) = steward_test_support::pg::PgCluster::shared() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(ModelServer::start(vec![Reply::openai(DEMO_FIX)]));
+    let s = Steward::on_postgres(pg.create_database());
+    s.write("calc.py", CALC);
+    s.write("test_calc.py", TESTS);
+    let slow_verify = "  - touch verify.started && sleep 1 && python3 -m unittest -q test_calc";
+    s.write(
+        "packet.yaml",
+        &format!(
+            "{}execution_policy:\n  escalation_chain:\n    - {{level: 0, provider: openai, base_url: \"{}/v1\", model: small}}\n    - {{level: 1, hard_gate: true}}\n",
+            PACKET.replace("  - python3 -m unittest -q test_calc", slow_verify),
+            server.url
+        ),
+    );
+    let leases = ["--stall-threshold", "3", "--heartbeat-secs", "1"];
+    let mut first: Vec<&str> = vec!["--data-dir", "machine-a"];
+    first.extend(leases);
+    first.extend(["mt", "run", "packet.yaml"]);
+    let mut child = s.cmd(&first).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s.path("verify.started").exists() {
+        assert!(Instant::now() < deadline, "the verify command never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    assert_eq!(server.received().len(), 1);
+
+    let mut second: Vec<&str> = vec!["--data-dir", "machine-b"];
+    second.extend(leases);
+    second.extend(["worker", "--exit-when-idle", "--poll", "0.2"]);
+    let out = s.run(&second);
+    assert!(out.status.success(), "{}", text(&out));
+    let run = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
+    let status = s.json(&["status", &run, "--json"]);
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_eq!(server.received().len(), 1, "the saved answer was reused, not asked for again");
+    let calc = std::fs::read_to_string(s.path("calc.py")).unwrap();
+    assert_eq!(calc.matches("return a + b").count(), 1, "applied once: {calc}");
+    let job = status["micro_task_jobs"][0]["job_id"].as_str().unwrap().to_owned();
+    for dir in ["machine-a", "machine-b"] {
+        assert!(!s.path(dir).join("micro_task_executor").join(&job).exists(), "job state left in {dir}");
+    }
+    let events = events_of(&s, &run);
+    let resumed =
+        events.iter().filter(|e| e["event_type"] == "workflow_recovery" && e["payload"]["resume_point"].is_string());
+    assert_eq!(resumed.count(), 1, "FR-EVT-WF-RECOVERY from the run ledger in PostgreSQL");
+    assert_eq!(events.iter().filter(|e| e["event_type"] == "llm_inference").count(), 1);
+}

@@ -7,14 +7,33 @@ use serde_json::Value;
 
 pub(crate) const HELLO: &str = include_str!("../../../../examples/hello.yaml");
 
-/// A scratch workspace (the current directory of every command) and data directory.
+/// A scratch workspace (the current directory of every command) and data directory, and the
+/// PostgreSQL database its commands use instead of the embedded SQLite file, if one is given.
 pub(crate) struct Steward {
     pub(crate) work: tempfile::TempDir,
+    pub(crate) database_url: Option<String>,
 }
 
 impl Steward {
     pub(crate) fn new() -> Steward {
-        Steward { work: tempfile::tempdir().unwrap() }
+        Steward { work: tempfile::tempdir().unwrap(), database_url: None }
+    }
+
+    /// A workspace whose commands record runs in the PostgreSQL database at `url`.
+    pub(crate) fn on_postgres(url: String) -> Steward {
+        Steward { database_url: Some(url), ..Steward::new() }
+    }
+
+    /// Removes inherited Steward settings from `c` and gives it this workspace's database.
+    pub(crate) fn isolate(&self, c: &mut Command) {
+        for (k, _) in std::env::vars() {
+            if k.starts_with("STEWARD_") {
+                c.env_remove(k);
+            }
+        }
+        if let Some(url) = &self.database_url {
+            c.env("STEWARD_DATABASE_URL", url);
+        }
     }
 
     pub(crate) fn data_dir(&self) -> PathBuf {
@@ -35,11 +54,7 @@ impl Steward {
     pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_steward"));
         c.args(args).current_dir(self.work.path());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("STEWARD_") {
-                c.env_remove(k);
-            }
-        }
+        self.isolate(&mut c);
         c
     }
 

@@ -54,7 +54,7 @@ fn dependency_direction_holds() {
     for banned in ["tokio", "futures", "rusqlite", "sqlx", "reqwest", "hyper", "axum", "clap", "anyhow", "steward-"] {
         assert!(!core.contains(banned), "steward-core must not depend on {banned}");
     }
-    for krate in ["core", "store", "store-sqlite", "store-testkit", "tools", "models", "runtime"] {
+    for krate in ["core", "artifacts", "store", "store-sqlite", "store-testkit", "tools", "models", "runtime"] {
         let deps = dependencies(krate);
         assert!(!deps.contains("anyhow"), "library crate {krate} must not use anyhow");
         if krate != "store-sqlite" {
@@ -64,6 +64,8 @@ fn dependency_direction_holds() {
     assert!(!dependencies("runtime").contains("rusqlite"));
     assert!(!dependencies("tools").contains("steward-store"), "the tool bus never touches the store");
     assert!(!dependencies("models").contains("steward-"), "model providers depend on no internal crate");
+    assert!(!dependencies("artifacts").contains("steward-"), "the artifact store seam depends on no internal crate");
+    assert!(!dependencies("artifacts").contains("tokio"), "the artifact store seam needs no async runtime");
 }
 
 /// Only the tool bus starts processes (the CLI re-executes itself for `--detach`; the dev-only

@@ -45,7 +45,7 @@ fn submit(s: &Steward, wf: &str, n: usize) -> Vec<String> {
     let mut pending: Vec<Child> = Vec::new();
     for i in 0..n {
         pending.push(s.cmd(&["submit", wf]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
-        if pending.len() == 8 || i + 1 == n {
+        if pending.len() == 4 || i + 1 == n {
             for c in pending.drain(..) {
                 let out = c.wait_with_output().unwrap();
                 assert!(out.status.success(), "{}", text(&out));
@@ -99,7 +99,17 @@ fn stop(mut child: Child) -> (bool, String) {
 /// recovered by its peers (FR-EVT-WF-RECOVERY, actor system, naming it) without a person.
 #[test]
 fn three_workers_survive_the_sigkill_of_one() {
-    let s = Steward::new();
+    sigkill_one_of_three(Steward::new());
+}
+
+/// The same on PostgreSQL (issue 12 point 7).
+#[test]
+fn three_workers_on_postgres_survive_the_sigkill_of_one() {
+    let Some(pg) = steward_test_support::pg::PgCluster::shared() else { return };
+    sigkill_one_of_three(Steward::on_postgres(pg.create_database()));
+}
+
+fn sigkill_one_of_three(s: Steward) {
     let wf = s.write("dag.yaml", &dag());
     let ids = submit(&s, wf.to_str().unwrap(), 200);
     let mut workers: Vec<Child> = (0..3).map(|_| worker(&s, &["--concurrency", "8"])).collect();
@@ -161,7 +171,17 @@ fn forked_child(parent: u32) -> Option<i32> {
 /// and counted, and nothing it wrote after losing the lease is in the run's record.
 #[test]
 fn a_stopped_worker_is_fenced_by_its_lease() {
-    let s = Steward::new();
+    stopped_worker_is_fenced(Steward::new());
+}
+
+/// The same on PostgreSQL (issue 12 point 7).
+#[test]
+fn a_stopped_worker_on_postgres_is_fenced_by_its_lease() {
+    let Some(pg) = steward_test_support::pg::PgCluster::shared() else { return };
+    stopped_worker_is_fenced(Steward::on_postgres(pg.create_database()));
+}
+
+fn stopped_worker_is_fenced(s: Steward) {
     let slow = "id: slow\nversion: 1\nsteps:\n  - id: work\n    type: shell\n    run: 'touch started; sleep 6; echo \"{{workflow.attempt}}\" >> effects.txt'\n  - id: after\n    type: shell\n    run: echo after\n";
     let wf = s.write("slow.yaml", slow);
     let id = submit(&s, wf.to_str().unwrap(), 1).remove(0);
@@ -170,9 +190,7 @@ fn a_stopped_worker_is_fenced_by_its_lease() {
     args.extend(["worker", "--poll", "0.2", "--grace", "1"]);
     let mut inner = Command::new("unshare");
     inner.args(&args).current_dir(s.work.path()).stdout(Stdio::null()).stderr(Stdio::piped());
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("STEWARD_")) {
-        inner.env_remove(k);
-    }
+    s.isolate(&mut inner);
     let stopped = inner.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !s.path("started").exists() {
@@ -237,4 +255,31 @@ fn a_stopped_worker_is_fenced_by_its_lease() {
         .map(|a| (a["attempt"].as_u64().unwrap(), a["status"].as_str().unwrap().to_owned()))
         .collect();
     assert_eq!(attempts, [(1, "interrupted".to_owned()), (2, "completed".to_owned())]);
+}
+
+/// Issue 12 point 7: PostgreSQL restarts (`pg_ctl restart`, every connection cut) while three
+/// workers drive runs. They reconnect on their own; no run is stranded, no event is lost, and
+/// every run's event log stays gapless; no completed step runs again.
+#[test]
+fn workers_ride_out_a_postgres_restart() {
+    let Some(pg) = steward_test_support::pg::PgCluster::start() else { return };
+    let s = Steward::on_postgres(pg.create_database());
+    let wf = s.write("dag.yaml", &dag());
+    let ids = submit(&s, wf.to_str().unwrap(), 120);
+    let workers: Vec<Child> = (0..3).map(|_| worker(&s, &["--concurrency", "8"])).collect();
+    wait_until(&s, "a quarter of the runs completed", |runs| count(runs, "completed") >= ids.len() / 4);
+    pg.restart();
+    let runs = wait_until(&s, "every run finished", |runs| {
+        runs.len() == ids.len()
+            && runs.iter().all(|r| r["state"] != "queued" && r["state"] != "running" && r["state"] != "stalled")
+    });
+    assert_eq!(count(&runs, "completed"), ids.len(), "{runs:?}");
+    for w in workers {
+        let (ok, err) = stop(w);
+        assert!(ok, "a worker failed: {err}");
+    }
+    for id in &ids {
+        crate::crash::check_run(&s, id, &STEPS, "a PostgreSQL restart under load");
+    }
+    assert!(!s.path("overlaps.log").exists());
 }

@@ -2,18 +2,23 @@
 //! the task's files, every claim checked by running its verify commands through the tool bus,
 //! escalation up the chain to a hard gate, and every step written down before and after.
 //!
-//! State lives in files under the job's state directory (`progress_artifact.json`,
-//! `run_ledger.json`, `step_outputs/<idempotency key>/`), written atomically; events go to an
-//! [`EventSink`] (the store, in the engine). A model response is saved before anything is done
-//! with it, and a saved response is never asked for again.
+//! State lives in the artifact store, as documents of the job's scope (its id):
+//! `progress_artifact.json`, `run_ledger.json`, `step_outputs/<idempotency key>/...`, each
+//! written whole and atomically. Any worker that reaches the same artifact store continues the
+//! job where it stopped, whatever its own data directory. Events go to an [`EventSink`] (the
+//! store, in the engine). A model response is saved before anything is done with it, and a
+//! saved response is never asked for again. Only the project's files, the ones the tasks edit,
+//! are read and written on the file system (the run's workspace).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use steward_artifacts::{ArtifactStore, hash};
 use steward_core::event::Payload;
 use steward_core::micro_task::context::{self, CompileInput, FileSource, PreviousIteration};
 use steward_core::micro_task::decide::{
@@ -28,7 +33,6 @@ use steward_core::micro_task::state::{
     ProgressArtifact, ProgressStatus, RunLedger, StepStatus, idempotency_key, ledger_step_id, metrics, recover,
 };
 use steward_models::{ChatRequest, Message, ModelClient, Role};
-use steward_tools::artifacts::hash;
 use steward_tools::bus::{CallContext, ToolBus};
 use steward_tools::exec::{Ending, ProcessRecorder};
 use steward_tools::redact::Redactor;
@@ -37,11 +41,22 @@ use steward_tools::terminal::SessionKind;
 use super::plan::Plan;
 use crate::agent::{Inference, inference_event};
 use crate::clock::Clock;
-use crate::files::{temporary_beside, write_atomic, write_new};
+use crate::files::{temporary_beside, write_new};
 use crate::halt::{Halt, Stop};
 
 /// Evidence files larger than this are not read to check a cited line.
 const MAX_EVIDENCE_FILE_BYTES: u64 = 10 * 1024 * 1024;
+
+/// The job's documents (names kept from when they were files of its state directory).
+const PROGRESS: &str = "progress_artifact.json";
+const LEDGER: &str = "run_ledger.json";
+const METRICS: &str = "metrics.json";
+const DEFINITIONS: &str = "mt_definitions.json";
+
+/// A document of one ledger step: `step_outputs/<idempotency key>/<file>`.
+fn step_doc(key: &str, file: &str) -> String {
+    format!("step_outputs/{key}/{file}")
+}
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -112,19 +127,22 @@ pub enum Outcome {
 /// Why the loop could not go on (not a task failing: that is an [`Outcome`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    /// A state file could not be read or written.
+    /// The job's state could not be read or written in the artifact store.
+    #[error("the job's state: {0}")]
+    State(#[from] steward_artifacts::Error),
+    /// A project file the loop changes could not be written.
     #[error("{path}: {source}")]
-    Io {
+    Workspace {
         /// The file.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
     },
-    /// A state file is not what this executor wrote.
-    #[error("{path}: corrupt state: {message}")]
+    /// A state document is not what this executor wrote.
+    #[error("{document}: corrupt state: {message}")]
     Corrupt {
-        /// The file.
-        path: PathBuf,
+        /// The document, where its store keeps it.
+        document: String,
         /// What is wrong.
         message: String,
     },
@@ -139,10 +157,12 @@ pub enum ExecError {
     Interrupted(&'static str),
     /// The plan's tasks are not the ones the job started with (the packet was edited): the
     /// recorded progress would no longer describe them.
-    #[error("the work packet changed since this job started (its micro-tasks differ from {}); start a new job", .definitions.display())]
+    #[error(
+        "the work packet changed since this job started (its micro-tasks differ from {definitions}); start a new job"
+    )]
     PlanChanged {
-        /// The tasks the job started with.
-        definitions: PathBuf,
+        /// The document of the tasks the job started with.
+        definitions: String,
     },
 }
 
@@ -158,8 +178,8 @@ pub struct Executor<'a> {
     pub run_id: &'a str,
     /// Correlates the job's events.
     pub trace_id: &'a str,
-    /// Where the progress artifact, ledger and step outputs live.
-    pub state_dir: PathBuf,
+    /// Where the progress artifact, ledger and step outputs live: documents of the job's scope.
+    pub artifacts: &'a dyn ArtifactStore,
     /// Runs the verify commands.
     pub bus: &'a ToolBus,
     /// Clients per chain level.
@@ -195,16 +215,41 @@ struct Iteration {
 }
 
 impl Executor<'_> {
-    fn progress_path(&self) -> PathBuf {
-        self.state_dir.join("progress_artifact.json")
+    /// A document of the job, named as its store shows it (for errors).
+    fn shown(&self, name: &str) -> String {
+        format!("{}/{name}", self.artifacts.location(self.job_id))
     }
 
-    fn ledger_path(&self) -> PathBuf {
-        self.state_dir.join("run_ledger.json")
+    async fn read_doc(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.artifacts.read_document(self.job_id, name).await?)
     }
 
-    fn step_dir(&self, key: &str) -> PathBuf {
-        self.state_dir.join("step_outputs").join(key)
+    /// A text document (a saved prompt or answer, written from a `String`).
+    async fn read_text(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.read_doc(name).await?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self, name: &str, bytes: &[u8]) -> Result<T> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| ExecError::Corrupt { document: self.shown(name), message: e.to_string() })
+    }
+
+    async fn read_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        match self.read_doc(name).await? {
+            Some(bytes) => self.parse(name, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn persist(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        Ok(self.artifacts.write_document(self.job_id, name, bytes).await?)
+    }
+
+    /// Writes JSON and returns its SHA-256.
+    async fn write_json(&self, name: &str, value: &Value) -> Result<String> {
+        let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+        self.persist(name, &bytes).await?;
+        Ok(hash(&bytes))
     }
 
     fn wp(&self) -> &str {
@@ -233,12 +278,11 @@ impl Executor<'_> {
 
     /// Marks the job cancelled in its progress artifact, past the fence: its run has ended.
     async fn record_cancelled(&self) -> Result<Outcome> {
-        let (pp, lp) = (self.progress_path(), self.ledger_path());
-        if pp.exists() && lp.exists() {
-            let mut st = State { progress: read_json(&pp)?, ledger: read_json(&lp)? };
+        if let (Some(progress), Some(ledger)) = (self.read_json(PROGRESS).await?, self.read_json(LEDGER).await?) {
+            let mut st = State { progress, ledger };
             st.progress.status = ProgressStatus::Cancelled;
             st.progress.updated_at = self.clock.now().to_rfc3339();
-            self.save_parts(&st)?;
+            self.save_parts(&st).await?;
         }
         // The run is no longer running, so its log may refuse this; the state file says it.
         let _ = self.mt_event("micro_task_loop_cancelled", json!({"wp_id": self.wp()})).await;
@@ -371,7 +415,7 @@ impl Executor<'_> {
         let policy = st.progress.policy.clone();
         let level = st.progress.current_state.active_model_level;
         let chain_level = policy.level(level).or(policy.escalation_chain.first()).cloned().ok_or_else(|| {
-            ExecError::Corrupt { path: self.progress_path(), message: "the policy has no escalation chain".into() }
+            ExecError::Corrupt { document: self.shown(PROGRESS), message: "the policy has no escalation chain".into() }
         })?;
         let model_id = chain_level.model().to_owned();
         let lora = chain_level.lora_id.clone();
@@ -426,23 +470,27 @@ impl Executor<'_> {
         // A step interrupted after its answer was saved but before its output was (recovered as
         // pending) keeps its key and that answer, even though its files, and so its prompt, have
         // changed since: the answer is never asked for again.
-        let earlier = st
-            .ledger
-            .steps
-            .iter()
-            .find(|s| s.step_id == step_id && self.step_dir(&s.idempotency_key).join("response.txt").exists())
-            .map(|s| s.idempotency_key.clone());
-        let replay = earlier.is_some();
-        let key = earlier.unwrap_or_else(|| {
-            idempotency_key(&mt.mt_id, n, &model_id, lora.as_deref(), &envelope.snapshot.full_prompt_hash)
-        });
-        let dir = self.step_dir(&key);
+        let mut saved = None;
+        if let Some(s) = st.ledger.steps.iter().find(|s| s.step_id == step_id) {
+            saved = self.read_text(&step_doc(&s.idempotency_key, "response.txt")).await?.map(|r| (s, r));
+        }
+        let replay = saved.is_some();
+        let (key, saved) = match saved {
+            Some((s, response)) => (s.idempotency_key.clone(), Some(response)),
+            None => {
+                let key =
+                    idempotency_key(&mt.mt_id, n, &model_id, lora.as_deref(), &envelope.snapshot.full_prompt_hash);
+                (key, None)
+            }
+        };
+        let doc = |file: &str| step_doc(&key, file);
         if !replay {
-            persist(&dir.join("prompt.txt"), envelope.prompt.as_bytes())?;
-            write_json(
-                &dir.join("context_snapshot.json"),
+            self.persist(&doc("prompt.txt"), envelope.prompt.as_bytes()).await?;
+            self.write_json(
+                &doc("context_snapshot.json"),
                 &serde_json::to_value(&envelope.snapshot).unwrap_or_default(),
-            )?;
+            )
+            .await?;
         }
         let started = self.clock.now();
         match st.ledger.steps.iter_mut().find(|s| s.step_id == step_id) {
@@ -468,32 +516,36 @@ impl Executor<'_> {
         )
         .await?;
         // The response is saved before it is used; a saved one is never asked for again.
-        let response_path = dir.join("response.txt");
-        let (content, tokens, model_error) = match std::fs::read_to_string(&response_path) {
-            Ok(saved) => (saved, (0, 0), None),
-            Err(_) => {
-                match self.ask(&chain_level, &model_id, &envelope.prompt, &mt.mt_id, n, &key, &response_path).await? {
-                    Ok((content, tokens)) => (content, tokens, None),
-                    Err(e) => (String::new(), (0, 0), Some(e)),
-                }
-            }
+        let response_doc = doc("response.txt");
+        let saved = match saved {
+            Some(response) => Some(response),
+            None => self.read_text(&response_doc).await?,
+        };
+        let (content, tokens, model_error) = match saved {
+            Some(saved) => (saved, (0, 0), None),
+            None => match self.ask(&chain_level, &model_id, &envelope.prompt, &mt.mt_id, n, &key, &response_doc).await?
+            {
+                Ok((content, tokens)) => (content, tokens, None),
+                Err(e) => (String::new(), (0, 0), Some(e)),
+            },
         };
         let signal = signal::parse_completion_signal(&content);
         // Changes first, so the evidence and the verify commands see them.
         let mut hint = None;
         let mut error_summary = model_error.clone();
-        let applied_marker = dir.join("applied");
+        let applied_marker = doc("applied");
         // The complete contents the answer's changes give are saved before any file is replaced:
         // a crash in the middle of applying them re-applies exactly these, instead of planning
         // the answer's edits again against files it already changed.
-        let planned_path = dir.join("planned_writes.json");
+        let planned_doc = doc("planned_writes.json");
         // A file the task created is the task's to rewrite on a later iteration.
         let modifiable: Vec<String> = mt.writable().cloned().collect();
-        let changes_ok = if applied_marker.exists() {
+        let changes_ok = if self.read_doc(&applied_marker).await?.is_some() {
             true
         } else {
-            let saved = std::fs::read(&planned_path)
-                .ok()
+            let saved = self
+                .read_doc(&planned_doc)
+                .await?
                 .and_then(|bytes| serde_json::from_slice::<Vec<edits::FileWrite>>(&bytes).ok());
             let planned = match saved {
                 Some(writes) => Ok(writes),
@@ -508,14 +560,14 @@ impl Executor<'_> {
             let applied = match planned {
                 Ok(writes) => {
                     self.fence().await?;
-                    write_json(&planned_path, &json!(writes))?;
+                    self.write_json(&planned_doc, &json!(writes)).await?;
                     self.apply(&writes)?.map_err(|why| (true, format!("scope_violation: {why}")))
                 }
                 Err(e) => Err(e),
             };
             match applied {
                 Ok(()) => {
-                    persist(&applied_marker, b"")?;
+                    self.persist(&applied_marker, b"").await?;
                     true
                 }
                 Err((scope, why)) => {
@@ -563,7 +615,7 @@ impl Executor<'_> {
             }
             let (passed, report, events) = self.validate(mt, &key).await?;
             self.emit(events).await?;
-            let evidence = write_json(&dir.join("validation.json"), &report)?;
+            let evidence = self.write_json(&doc("validation.json"), &report).await?;
             evidence_ref = Some(evidence);
             validation_passed = Some(passed);
             if !passed && error_summary.is_none() {
@@ -623,7 +675,7 @@ impl Executor<'_> {
             context_snapshot_id: snapshot_id.clone(),
         };
         let output = json!({"record": record, "decision": decision.action, "signal": signal});
-        let output_ref = write_json(&dir.join("output.json"), &output)?;
+        let output_ref = self.write_json(&doc("output.json"), &output).await?;
         if let Some(s) = st.ledger.steps.iter_mut().find(|s| s.step_id == step_id) {
             s.status = StepStatus::Completed;
             s.completed_at = Some(finished.to_rfc3339());
@@ -652,8 +704,8 @@ impl Executor<'_> {
         Ok(Iteration { record, signal, decision: decision.action })
     }
 
-    /// Calls the model and saves its answer to `save_to` before anything else (the event
-    /// included), so a crash after the call never costs a second one. A model error is an
+    /// Calls the model and saves its answer in the document `save_to` before anything else (the
+    /// event included), so a crash after the call never costs a second one. A model error is an
     /// iteration outcome, not an executor error.
     #[allow(clippy::too_many_arguments)]
     async fn ask(
@@ -664,7 +716,7 @@ impl Executor<'_> {
         mt_id: &str,
         n: u32,
         key: &str,
-        save_to: &Path,
+        save_to: &str,
     ) -> Result<Result<(String, (u64, u64)), String>> {
         let model_error =
             |e: &dyn std::fmt::Display| format!("model_error: {}", self.redactor.redact(&e.to_string()).0);
@@ -685,7 +737,7 @@ impl Executor<'_> {
         let answer = client.chat(&req, self.halt.token()).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Ok(r) = &answer {
-            persist(save_to, r.content.as_bytes())?;
+            self.persist(save_to, r.content.as_bytes()).await?;
         }
         if answer.is_err() {
             // A call cut short by an interrupt is no answer to record; the iteration resumes.
@@ -723,14 +775,16 @@ impl Executor<'_> {
         for w in writes {
             let target = self.plan.root.join(&w.path);
             if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(|source| ExecError::Io { path: parent.to_owned(), source })?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|source| ExecError::Workspace { path: parent.to_owned(), source })?;
             }
             let tmp = temporary_beside(&target);
-            write_new(&tmp, w.content.as_bytes()).map_err(|source| ExecError::Io { path: tmp.clone(), source })?;
+            write_new(&tmp, w.content.as_bytes())
+                .map_err(|source| ExecError::Workspace { path: tmp.clone(), source })?;
             staged.push((tmp, target));
         }
         for (tmp, target) in staged {
-            std::fs::rename(&tmp, &target).map_err(|source| ExecError::Io { path: target.clone(), source })?;
+            std::fs::rename(&tmp, &target).map_err(|source| ExecError::Workspace { path: target.clone(), source })?;
         }
         Ok(Ok(()))
     }
@@ -828,7 +882,7 @@ impl Executor<'_> {
         // because it pairs the student's failed attempt with the teacher's passing one.
         let student = entry.iterations.iter().rev().find(|r| r.escalation_level < level).cloned();
         let candidate = match (st.progress.policy.enable_distillation, student) {
-            (true, Some(s)) => Some(self.distillation_candidate(mt, &s, &it.record, entry)?),
+            (true, Some(s)) => Some(self.distillation_candidate(mt, &s, &it.record, entry).await?),
             _ => None,
         };
         if let Some(c) = candidate {
@@ -851,7 +905,7 @@ impl Executor<'_> {
         Ok(())
     }
 
-    fn distillation_candidate(
+    async fn distillation_candidate(
         &self,
         mt: &MicroTaskDefinition,
         student: &IterationRecord,
@@ -879,9 +933,9 @@ impl Executor<'_> {
             "distillation_eligible": true,
             "status": "LOGGING_ONLY_PHASE_1",
         });
-        let path = self.state_dir.join("distillation").join(format!("{}-{}.json", mt.mt_id, teacher.iteration));
-        let hash = write_json(&path, &candidate)?;
-        Ok(json!({"path": path.strip_prefix(&self.state_dir).unwrap_or(&path).display().to_string(), "sha256": hash}))
+        let name = format!("distillation/{}-{}.json", mt.mt_id, teacher.iteration);
+        let hash = self.write_json(&name, &candidate).await?;
+        Ok(json!({"path": name, "sha256": hash}))
     }
 
     /// Records the escalation (record file and MT-005); true when the next rung is the hard gate.
@@ -913,8 +967,7 @@ impl Executor<'_> {
             "remediation": {"failure_category": category.as_str(), "contributing_factors": [it.record.error_summary]},
         });
         let name = format!("{}-{}.json", mt.mt_id, it.record.iteration);
-        let path = self.state_dir.join("escalations").join(&name);
-        let sha = write_json(&path, &record)?;
+        let sha = self.write_json(&format!("escalations/{name}"), &record).await?;
         let cs = &mut st.progress.current_state;
         cs.total_escalations += 1;
         cs.last_escalation_category = Some(category);
@@ -990,24 +1043,31 @@ impl Executor<'_> {
     /// Loads the job's state, running the crash recovery procedure over its ledger, or creates it
     /// and emits MT-001.
     async fn load_or_init(&self) -> Result<State> {
-        let (pp, lp) = (self.progress_path(), self.ledger_path());
-        if pp.exists() && lp.exists() {
-            let definitions = self.state_dir.join("mt_definitions.json");
-            if definitions.exists() && read_json::<Value>(&definitions)? != json!(self.plan.mts) {
-                return Err(ExecError::PlanChanged { definitions });
+        if let (Some(pp), Some(lp)) = (self.read_doc(PROGRESS).await?, self.read_doc(LEDGER).await?) {
+            if let Some(definitions) = self.read_json::<Value>(DEFINITIONS).await?
+                && definitions != json!(self.plan.mts)
+            {
+                return Err(ExecError::PlanChanged { definitions: self.shown(DEFINITIONS) });
             }
-            let mut progress: ProgressArtifact = read_json(&pp)?;
-            let mut ledger: RunLedger = read_json(&lp)?;
+            let mut progress: ProgressArtifact = self.parse(PROGRESS, &pp)?;
+            let mut ledger: RunLedger = self.parse(LEDGER, &lp)?;
             let interrupted = ledger.steps.iter().any(|s| s.status == StepStatus::InProgress);
             if interrupted {
-                let recovery = recover(&mut ledger, |key| {
-                    let out = self.step_dir(key).join("output.json");
-                    out.exists().then(|| format!("step_outputs/{key}/output.json"))
-                });
+                // The outputs the interrupted steps got to save, read first: the recovery
+                // procedure itself is pure.
+                let mut outputs = HashMap::new();
+                for s in ledger.steps.iter().filter(|s| s.status == StepStatus::InProgress) {
+                    let name = step_doc(&s.idempotency_key, "output.json");
+                    if let Some(bytes) = self.read_doc(&name).await? {
+                        outputs.insert(s.idempotency_key.clone(), (name, bytes));
+                    }
+                }
+                let recovery = recover(&mut ledger, |key| outputs.get(key).map(|(name, _)| name.clone()));
                 // A recovered step's iteration is put back from its output, never re-asked.
                 for step_id in &recovery.steps_recovered {
                     let Some(step) = ledger.steps.iter().find(|s| &s.step_id == step_id) else { continue };
-                    let out: Value = read_json(&self.step_dir(&step.idempotency_key).join("output.json"))?;
+                    let Some((name, bytes)) = outputs.get(&step.idempotency_key) else { continue };
+                    let out: Value = self.parse(name, bytes)?;
                     let record = serde_json::from_value::<IterationRecord>(out["record"].clone());
                     let decision = serde_json::from_value::<LoopDecision>(out["decision"].clone());
                     if let (Ok(record), Ok(decision)) = (record, decision) {
@@ -1021,7 +1081,7 @@ impl Executor<'_> {
                 }
                 let st = State { progress, ledger };
                 self.fence().await?;
-                self.save_parts(&st)?;
+                self.save_parts(&st).await?;
                 self.emit(vec![Payload::recorded(
                     "workflow_recovery",
                     json!({
@@ -1077,7 +1137,7 @@ impl Executor<'_> {
             resume_point: None,
             resume_reason: None,
         };
-        write_json(&self.state_dir.join("mt_definitions.json"), &json!(self.plan.mts))?;
+        self.write_json(DEFINITIONS, &json!(self.plan.mts)).await?;
         let mut st = State { progress, ledger };
         self.save(&mut st).await?;
         self.mt_event(
@@ -1096,7 +1156,7 @@ impl Executor<'_> {
     async fn save(&self, st: &mut State) -> Result<()> {
         self.fence().await?;
         st.progress.updated_at = self.clock.now().to_rfc3339();
-        self.save_parts(st)
+        self.save_parts(st).await
     }
 
     /// Refuses to go on writing once the run is no longer this loop's.
@@ -1104,23 +1164,23 @@ impl Executor<'_> {
         self.sink.check().await.map_err(ExecError::Fenced)
     }
 
-    fn save_parts(&self, st: &State) -> Result<()> {
+    async fn save_parts(&self, st: &State) -> Result<()> {
         let progress = serde_json::to_vec_pretty(&st.progress).unwrap_or_default();
         let ledger = serde_json::to_vec_pretty(&st.ledger).unwrap_or_default();
-        for (path, bytes, cap) in [
-            (self.progress_path(), &progress, steward_core::micro_task::state::MAX_PROGRESS_BYTES),
-            (self.ledger_path(), &ledger, steward_core::micro_task::state::MAX_LEDGER_BYTES),
+        for (name, bytes, cap) in [
+            (PROGRESS, &progress, steward_core::micro_task::state::MAX_PROGRESS_BYTES),
+            (LEDGER, &ledger, steward_core::micro_task::state::MAX_LEDGER_BYTES),
         ] {
             if bytes.len() > cap {
                 return Err(ExecError::Corrupt {
-                    path,
+                    document: self.shown(name),
                     message: format!("{} bytes is over the {cap}-byte cap", bytes.len()),
                 });
             }
-            persist(&path, bytes)?;
+            self.persist(name, bytes).await?;
         }
         let metrics = serde_json::to_value(metrics(&st.progress)).unwrap_or_default();
-        write_json(&self.state_dir.join("metrics.json"), &metrics)?;
+        self.write_json(METRICS, &metrics).await?;
         Ok(())
     }
 }
@@ -1165,21 +1225,4 @@ fn failing_summary(report: &Value) -> String {
                 .join("\n")
         })
         .unwrap_or_default()
-}
-
-/// [`write_atomic`] with the path in the error.
-fn persist(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic(path, bytes).map_err(|source| ExecError::Io { path: path.to_owned(), source })
-}
-
-/// Writes JSON atomically and returns its SHA-256.
-fn write_json(path: &Path, value: &Value) -> Result<String> {
-    let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
-    persist(path, &bytes)?;
-    Ok(hash(&bytes))
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(|source| ExecError::Io { path: path.to_owned(), source })?;
-    serde_json::from_slice(&bytes).map_err(|e| ExecError::Corrupt { path: path.to_owned(), message: e.to_string() })
 }

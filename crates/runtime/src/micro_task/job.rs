@@ -1,6 +1,7 @@
 //! A `micro_tasks` step as an engine attempt: the executor runs from wherever its job's state
-//! says it is, its events are committed to the run as they happen, and its ending becomes the
-//! attempt's (a pause ends the attempt `awaiting_user` and the run waits for a person).
+//! (documents under the job's id in the artifact store) says it is, its events are committed to
+//! the run as they happen, and its ending becomes the attempt's (a pause ends the attempt
+//! `awaiting_user` and the run waits for a person).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,8 +48,6 @@ pub(crate) struct MicroTaskWork {
     pub(crate) job_id: String,
     pub(crate) run_id: String,
     pub(crate) trace_id: String,
-    /// `<data dir>/micro_task_executor/<job id>/`.
-    pub(crate) state_dir: PathBuf,
     /// The capability profile the verify commands run under.
     pub(crate) profile: String,
     /// The run's workflow, for the operator's per-workflow grants.
@@ -62,17 +61,9 @@ pub(crate) struct MicroTaskWork {
     pub(crate) clock: Arc<dyn Clock>,
 }
 
-/// The job id and state directory of a visit of a `micro_tasks` step.
-pub(crate) fn job_of(
-    data_dir: &Path,
-    run_job_id: &str,
-    whole_run: bool,
-    step_id: &str,
-    visit: u32,
-) -> (String, PathBuf) {
-    let job_id = if whole_run { run_job_id.to_owned() } else { format!("{run_job_id}-{step_id}-{visit}") };
-    let dir = data_dir.join("micro_task_executor").join(&job_id);
-    (job_id, dir)
+/// The job of a visit of a `micro_tasks` step: its id is the scope of its state documents.
+pub(crate) fn job_of(run_job_id: &str, whole_run: bool, step_id: &str, visit: u32) -> String {
+    if whole_run { run_job_id.to_owned() } else { format!("{run_job_id}-{step_id}-{visit}") }
 }
 
 /// How the work of a run's attempts writes to the run while it runs (the executor's events, a
@@ -173,9 +164,11 @@ pub(crate) async fn execute(
     halt: &Halt,
     recorder: &dyn ProcessRecorder,
 ) -> StepDone {
+    let artifacts = bus.artifacts().as_ref();
     let mut output = json!({
         "job_id": work.job_id,
-        "state_dir": work.state_dir.display().to_string(),
+        // Where the job's state is, for people: its documents in the artifact store.
+        "state_dir": artifacts.location(&work.job_id),
     });
     let plan = match plan(&work.packet, work.policy.as_deref(), None, bus, &work.profile) {
         Ok(p) => p,
@@ -215,7 +208,7 @@ pub(crate) async fn execute(
         job_id: &work.job_id,
         run_id: &work.run_id,
         trace_id: &work.trace_id,
-        state_dir: work.state_dir.clone(),
+        artifacts,
         bus,
         models: &models,
         sink: work.sink.as_ref(),
@@ -227,7 +220,7 @@ pub(crate) async fn execute(
         redactor: &redactor,
     };
     let outcome = exec.run(work.decision).await;
-    if let Ok(metrics) = std::fs::read(work.state_dir.join("metrics.json"))
+    if let Ok(Some(metrics)) = artifacts.read_document(&work.job_id, "metrics.json").await
         && let Ok(metrics) = serde_json::from_slice::<Value>(&metrics)
     {
         output["metrics"] = metrics;
@@ -246,7 +239,7 @@ pub(crate) async fn execute(
         Err(e @ ExecError::PlanChanged { .. }) => (AttemptStatus::Failed, Some(e.to_string()), "failed"),
         // The engine is stopping: the job's state is as the last completed save left it.
         Err(e @ ExecError::Interrupted(_)) => (AttemptStatus::Interrupted, Some(e.to_string()), "interrupted"),
-        // The job's files or the run's log refused a write: nothing was lost, and the next
+        // The job's state or the run's log refused a write: nothing was lost, and the next
         // attempt resumes from the job's state.
         Err(e) => (AttemptStatus::Failed, Some(format!("the micro-task executor stopped: {e}")), "interrupted"),
     };

@@ -50,9 +50,9 @@ async fn openai_agent_task_records_the_whole_protocol_path() {
     let file = out["output_files"]["text"].as_str().unwrap();
     assert_eq!(std::fs::read_to_string(file).unwrap(), "tides rise");
     let artifacts = e.engine.bus().artifacts();
-    let prompt_art = String::from_utf8(artifacts.get(out["prompt_ref"].as_str().unwrap()).unwrap()).unwrap();
+    let prompt_art = String::from_utf8(artifacts.get(out["prompt_ref"].as_str().unwrap()).await.unwrap()).unwrap();
     assert_eq!(prompt_art, prompt);
-    let raw = String::from_utf8(artifacts.get(out["response_ref"].as_str().unwrap()).unwrap()).unwrap();
+    let raw = String::from_utf8(artifacts.get(out["response_ref"].as_str().unwrap()).await.unwrap()).unwrap();
     assert!(raw.contains("chat.completion"));
 
     let events = e.store.list_events(&run.run_id, 0).await.unwrap();
@@ -181,7 +181,7 @@ async fn the_api_key_never_reaches_events_artifacts_or_outputs() {
     assert!(!recorded.contains(key), "the key reached the store");
     let out = attempts[0].output.as_ref().unwrap();
     for r in ["prompt_ref", "response_ref"] {
-        let bytes = eng.bus().artifacts().get(out[r].as_str().unwrap()).unwrap();
+        let bytes = eng.bus().artifacts().get(out[r].as_str().unwrap()).await.unwrap();
         assert!(!String::from_utf8_lossy(&bytes).contains(key), "the key reached the {r} artifact");
     }
     let file = std::fs::read_to_string(out["output_files"]["text"].as_str().unwrap()).unwrap();
@@ -259,6 +259,6 @@ async fn a_secret_in_an_agent_cli_prompt_is_not_left_on_disk() {
     let prompt_file = std::fs::read_to_string(e.dir.path().join("prompt-path")).unwrap();
     assert!(!std::path::Path::new(prompt_file.trim()).exists(), "{prompt_file} is still there");
     let out = e.store.list_attempts(&run.run_id).await.unwrap()[0].output.clone().unwrap();
-    let prompt = eng.bus().artifacts().get(out["prompt_ref"].as_str().unwrap()).unwrap();
+    let prompt = eng.bus().artifacts().get(out["prompt_ref"].as_str().unwrap()).await.unwrap();
     assert!(String::from_utf8_lossy(&prompt).starts_with("Write about ***REDACTED***"));
 }

@@ -117,7 +117,7 @@ steps:
         (Some("AI_JOB"), Some(true))
     );
     let stdout_ref = term.payload["stdout_ref"].as_str().unwrap();
-    let evidence = String::from_utf8(eng.bus().artifacts().get(stdout_ref).unwrap()).unwrap();
+    let evidence = String::from_utf8(eng.bus().artifacts().get(stdout_ref).await.unwrap()).unwrap();
     assert!(evidence.contains("password=***REDACTED***") && !evidence.contains("hunter22"));
     assert_eq!(out["evidence"][0], stdout_ref);
 }
@@ -151,7 +151,7 @@ async fn secret_inputs_are_sealed_in_the_store_and_redacted_in_the_record() {
     let make = |sealer: Sealer, owner: &str| {
         let mut config = steward_runtime::EngineConfig::new(owner.into());
         config.sealer = std::sync::Arc::new(sealer);
-        let bus = bus_at(&dir.path().join("artifacts"));
+        let bus = bus_at(dir.path());
         steward_runtime::Engine::new(
             store.clone(),
             std::sync::Arc::new(bus),
@@ -218,7 +218,7 @@ steps:
     );
     assert_eq!(out["outputs"]["echo"], "***REDACTED***");
     let big_ref = attempts[0].input["params"]["env"]["BIG"].as_str().unwrap();
-    let big_recorded = driver.bus().artifacts().get(big_ref.strip_prefix("artifact:").unwrap()).unwrap();
+    let big_recorded = driver.bus().artifacts().get(big_ref.strip_prefix("artifact:").unwrap()).await.unwrap();
     assert!(String::from_utf8_lossy(&big_recorded).starts_with("***REDACTED***xxx"));
 
     // Nothing on disk holds the secret: not the database (WAL included), not an artifact.

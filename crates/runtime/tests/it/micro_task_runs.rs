@@ -2,8 +2,11 @@
 //! `awaiting_user` answered by `gate`, and a `micro_tasks` step inside a workflow.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
+use steward_artifacts::{ArtifactStore, MemArtifacts};
 use steward_core::event::Actor;
 use steward_core::ids::SeqIds;
 use steward_core::job::{JobContract, JobKind, MICRO_TASK_PROFILE};
@@ -12,10 +15,11 @@ use steward_runtime::micro_task::HumanDecision;
 use steward_runtime::{CreateRun, Engine, EngineConfig, Error, SystemClock};
 use steward_store::{NewRun, Store};
 use steward_store_sqlite::SqliteStore;
-use steward_test_support::Reply;
+use steward_test_support::{ModelServer, Reply};
+use tokio::sync::Notify;
 
 use crate::micro_tasks::{CLAIM, FIX, Project, calc, project};
-use crate::support::{bus_at, sqlite};
+use crate::support::{bus_at, bus_with, sqlite};
 
 const JOB: &str = "id: mt\nversion: 1\nsteps:\n  - {id: micro_tasks, type: micro_tasks, packet: packet.yaml}\n";
 
@@ -37,9 +41,10 @@ async fn booted_with_env(p: &Project, env: &[(&str, &str)]) -> (SqliteStore, Eng
     std::fs::create_dir_all(&data).unwrap();
     let store = sqlite(&data);
     let mut config = EngineConfig::new("me".into());
+    config.data_dir = data.clone();
     config.watch_interval = std::time::Duration::from_millis(50);
     config.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let bus = Arc::new(bus_at(&data.join("artifacts")));
+    let bus = Arc::new(bus_at(&data));
     let engine = Engine::new(store.clone(), bus, Arc::new(SystemClock), Arc::new(SeqIds::new("id")), config);
     engine.boot().await.unwrap();
     (store, engine)
@@ -214,6 +219,94 @@ async fn an_echoed_api_key_never_reaches_the_log_or_the_state() {
     for entry in walk(&state_dir) {
         let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap()).into_owned();
         assert!(!text.contains(KEY), "the key reached {}", entry.display());
+    }
+}
+
+/// Issue 12 (point 6): a micro-task job's state is in the artifact store, not in a data
+/// directory. A job interrupted on one worker is continued by another worker whose data
+/// directory is a different one, reaching the same database and the same artifact store: from
+/// where the first stopped, and no saved answer is asked for again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_interrupted_on_one_worker_continues_on_another_with_another_data_directory() {
+    let p = project(vec![], "").await;
+    // Iteration 1 claims nothing (a retry); iteration 2 is in flight when the first worker stops;
+    // the second worker asks it again and gets the fix.
+    let asked = Arc::new(Notify::new());
+    let server = ModelServer::answering({
+        let (asked, n) = (asked.clone(), AtomicUsize::new(0));
+        move |_| match n.fetch_add(1, Ordering::SeqCst) {
+            0 => Reply::openai("I looked at it."),
+            1 => {
+                asked.notify_one();
+                Reply::openai("too late").after(Duration::from_secs(60))
+            }
+            _ => Reply::openai(&format!("{FIX}{CLAIM}")),
+        }
+    })
+    .await;
+    let packet = p.dir.path().join("packet.yaml");
+    let text = std::fs::read_to_string(&packet).unwrap().replace(&p.server.url, &server.url);
+    std::fs::write(&packet, text).unwrap();
+
+    // What every worker reaches: the database and the artifact store.
+    let db = tempfile::tempdir().unwrap();
+    let store = sqlite(db.path());
+    let shared = Arc::new(MemArtifacts::new());
+    let worker = |owner: &str, data: &std::path::Path| {
+        let mut config = EngineConfig::new(owner.into());
+        config.data_dir = data.to_owned();
+        config.watch_interval = Duration::from_millis(50);
+        let bus = Arc::new(bus_with(shared.clone()));
+        Engine::new(store.clone(), bus, Arc::new(SystemClock), Arc::new(SeqIds::new(owner)), config)
+    };
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+
+    let a = worker("worker-a", data_a.path());
+    a.boot().await.unwrap();
+    let created = a.create_run(request(&p, JOB, micro_task_contract())).await.unwrap();
+    let driving = tokio::spawn({
+        let (a, id) = (a.clone(), created.run_id.clone());
+        async move { a.start(&id).await }
+    });
+    asked.notified().await;
+    a.interrupt("SIGTERM");
+    let stopped = driving.await.unwrap().unwrap();
+    assert_eq!(stopped.state, RunState::Stalled, "{}", stopped.summary);
+    let job = stopped.job_id.clone();
+    let ledger: Value =
+        serde_json::from_slice(&shared.read_document(&job, "run_ledger.json").await.unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (ledger["steps"][0]["status"].as_str(), ledger["steps"][1]["status"].as_str()),
+        (Some("completed"), Some("in_progress")),
+        "the step in flight was in progress before its model call"
+    );
+    drop(a);
+
+    let b = worker("worker-b", data_b.path());
+    b.boot().await.unwrap();
+    let run = b.resume(&created.run_id, "test").await.unwrap();
+    assert_eq!(run.state, RunState::Completed, "{}", run.summary);
+    assert!(calc(&p).contains("a + b"));
+    assert_eq!(server.received().len(), 3, "iteration 1's saved answer was not asked for again");
+    let statuses: Vec<AttemptStatus> =
+        store.list_attempts(&run.run_id).await.unwrap().iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [AttemptStatus::Interrupted, AttemptStatus::Completed]);
+    let events = store.list_events(&run.run_id, 0).await.unwrap();
+    let started: Vec<u64> = events
+        .iter()
+        .filter(|e| e.event_type == "micro_task_iteration_started")
+        .map(|e| e.payload["iteration"].as_u64().unwrap())
+        .collect();
+    assert_eq!(started, [1, 2, 2], "the second worker went on at iteration 2");
+    // The job's own recovery (the run's is recorded too, by the store, on resume).
+    let recovery = events.iter().find(|e| e.event_type == "workflow_recovery" && e.payload["wp_id"] == "WP-1").unwrap();
+    assert_eq!(recovery.payload["steps_to_retry"], json!(["MT-001_iter-002"]));
+    let progress: Value =
+        serde_json::from_slice(&shared.read_document(&job, "progress_artifact.json").await.unwrap().unwrap()).unwrap();
+    assert_eq!(progress["status"], "completed");
+    assert_eq!(progress["micro_tasks"][0]["iterations"].as_array().unwrap().len(), 2);
+    for data in [data_a.path(), data_b.path()] {
+        assert!(!data.join("micro_task_executor").exists(), "no job state in the data directory {}", data.display());
     }
 }
 

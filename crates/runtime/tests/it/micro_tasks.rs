@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
+use steward_artifacts::FsArtifacts;
 use steward_core::event::{Actor, Payload};
 use steward_core::event_registry;
 use steward_core::micro_task::policy::EscalationLevel;
@@ -73,6 +74,13 @@ pub(crate) struct Project {
     pub(crate) server: ModelServer,
 }
 
+impl Project {
+    /// Where the job's documents are: the artifact store's directory of job `job-1`.
+    fn state(&self) -> std::path::PathBuf {
+        self.dir.path().join(".state").join("job-1")
+    }
+}
+
 pub(crate) async fn project(replies: Vec<Reply>, policy: &str) -> Project {
     let dir = tempfile::tempdir().unwrap();
     let server = ModelServer::start(replies).await;
@@ -99,12 +107,13 @@ async fn run(p: &Project, sink: &Sink, decision: Option<HumanDecision>) -> Resul
     let plan = plan(&p.dir.path().join("packet.yaml"), None, None, &bus, "Coder").unwrap();
     assert!(!plan.report.has_errors(), "{:?}", plan.report);
     let clock = SimClock::new(T0);
+    let artifacts = FsArtifacts::new(p.dir.path().join(".blobs"), p.dir.path().join(".state"));
     let exec = Executor {
         plan: &plan,
         job_id: "job-1",
         run_id: "run-1",
         trace_id: "trace-1",
-        state_dir: p.dir.path().join(".state"),
+        artifacts: &artifacts,
         bus: &bus,
         models: &models,
         sink,
@@ -148,15 +157,13 @@ async fn a_task_completes_at_the_first_try() {
     assert!(calc(&p).contains("a + b"));
     assert!(sink.types().contains(&"terminal_command".to_owned()), "DG-MT-14: verify ran through the bus");
     let progress: Value =
-        serde_json::from_slice(&std::fs::read(p.dir.path().join(".state/progress_artifact.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(p.state().join("progress_artifact.json")).unwrap()).unwrap();
     assert_eq!(progress["status"], "completed");
     assert_eq!(progress["current_state"]["total_iterations"], 1);
-    let ledger: Value =
-        serde_json::from_slice(&std::fs::read(p.dir.path().join(".state/run_ledger.json")).unwrap()).unwrap();
+    let ledger: Value = serde_json::from_slice(&std::fs::read(p.state().join("run_ledger.json")).unwrap()).unwrap();
     assert_eq!(ledger["steps"][0]["step_id"], "MT-001_iter-001");
     assert_eq!(ledger["steps"][0]["status"], "completed");
-    let metrics: Value =
-        serde_json::from_slice(&std::fs::read(p.dir.path().join(".state/metrics.json")).unwrap()).unwrap();
+    let metrics: Value = serde_json::from_slice(&std::fs::read(p.state().join("metrics.json")).unwrap()).unwrap();
     assert_eq!((metrics["completed_mts"].as_u64(), metrics["success_rate_level_0"].as_f64()), (Some(1), Some(100.0)));
     let sent = p.server.received()[0].json();
     assert_eq!(sent["model"], "small");
@@ -180,7 +187,7 @@ async fn two_false_completions_escalate_and_the_teacher_succeeds() {
     assert_eq!((esc[0]["from_level"].as_u64(), esc[0]["to_level"].as_u64()), (Some(0), Some(1)));
     let cand = sink.of("micro_task_distillation_candidate");
     assert_eq!(cand.len(), 1, "DG-MT-18");
-    let path = p.dir.path().join(".state").join(cand[0]["candidate_ref"]["path"].as_str().unwrap());
+    let path = p.state().join(cand[0]["candidate_ref"]["path"].as_str().unwrap());
     let c: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     assert_eq!(c["student_attempt"]["model_id"], "small");
     assert_eq!(c["student_attempt"]["outcome"], "VALIDATION_FAILED");
@@ -293,7 +300,7 @@ async fn a_crash_in_the_middle_of_applying_reapplies_the_saved_contents() {
     let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
     let crashing = Sink { crash_after: Some("micro_task_validation"), ..Sink::default() };
     assert!(matches!(run(&p, &crashing, None).await, Err(ExecError::Sink(_))));
-    let outputs = p.dir.path().join(".state").join("step_outputs");
+    let outputs = p.state().join("step_outputs");
     let step = std::fs::read_dir(&outputs).unwrap().next().unwrap().unwrap().path();
     // The crash came between the renames and the marker.
     std::fs::remove_file(step.join("applied")).unwrap();
@@ -311,7 +318,7 @@ async fn a_crash_in_the_middle_of_applying_reapplies_the_saved_contents() {
 async fn a_loop_that_lost_its_run_writes_nothing() {
     let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
     let stale = Sink { taken_after: Some("llm_inference"), ..Sink::default() };
-    let progress = p.dir.path().join(".state").join("progress_artifact.json");
+    let progress = p.state().join("progress_artifact.json");
     let err = run(&p, &stale, None).await.unwrap_err();
     assert!(matches!(&err, ExecError::Fenced(why) if why.contains("another process")), "{err}");
     assert!(calc(&p).contains("a - b"), "the changes were not applied");
@@ -348,11 +355,10 @@ async fn the_loop_runs_against_a_real_local_model() {
     let inference = &sink.of("llm_inference")[0];
     assert_eq!((inference["ok"].as_bool(), inference["usage_source"].as_str()), (Some(true), Some("server")));
     assert!(inference["token_usage"]["prompt_tokens"].as_u64().unwrap() > 0);
-    let ledger: Value =
-        serde_json::from_slice(&std::fs::read(p.dir.path().join(".state/run_ledger.json")).unwrap()).unwrap();
+    let ledger: Value = serde_json::from_slice(&std::fs::read(p.state().join("run_ledger.json")).unwrap()).unwrap();
     let key = ledger["steps"][0]["idempotency_key"].as_str().unwrap();
     assert_eq!(ledger["steps"][0]["status"], "completed");
-    assert!(p.dir.path().join(".state/step_outputs").join(key).join("response.txt").exists());
+    assert!(p.state().join("step_outputs").join(key).join("response.txt").exists());
     assert_eq!(
         std::fs::read_to_string(p.dir.path().join("test_calc.py")).unwrap(),
         TESTS,

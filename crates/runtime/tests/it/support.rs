@@ -11,7 +11,6 @@ use steward_core::state::AttemptStatus;
 use steward_runtime::{Clock, CreateRun, Engine, EngineConfig, SystemClock};
 use steward_store::{Attempt, Commit, CommitOutcome, NewRun, Recovered, Result, Run, RunFilter, Scan, Store};
 use steward_store_sqlite::{Options, SqliteStore};
-use steward_tools::artifacts::ArtifactStore;
 use steward_tools::bus::ToolBus;
 use steward_tools::redact::Redactor;
 use steward_tools::registry::EngineRegistry;
@@ -44,15 +43,19 @@ pub(crate) fn sqlite(dir: &std::path::Path) -> SqliteStore {
 }
 
 /// A tool bus with the shipped registry and policy, a short kill grace, and
-/// a shared content-addressed artifact directory.
+/// a shared artifact store on disk.
 pub(crate) fn bus() -> ToolBus {
-    bus_at(&std::env::temp_dir().join("steward-it-artifacts"))
+    bus_at(&std::env::temp_dir().join("steward-it"))
 }
 
-/// The same bus with its artifacts (and so its data directory, their parent) at `artifacts`.
-pub(crate) fn bus_at(artifacts: &std::path::Path) -> ToolBus {
+/// The same bus with its artifact store in the layout of the data directory `data`.
+pub(crate) fn bus_at(data: &std::path::Path) -> ToolBus {
+    bus_with(Arc::new(steward_artifacts::FsArtifacts::in_data_dir(data)))
+}
+
+/// The same bus over `artifacts`.
+pub(crate) fn bus_with(artifacts: Arc<dyn steward_artifacts::ArtifactStore>) -> ToolBus {
     let policy = TerminalPolicy { kill_grace: std::time::Duration::from_millis(200), ..TerminalPolicy::default() };
-    let artifacts = ArtifactStore::new(artifacts.to_owned());
     ToolBus::new(
         EngineRegistry::builtin().unwrap(),
         policy,
