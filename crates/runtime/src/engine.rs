@@ -295,11 +295,11 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     /// The recovery scan alone, as `steward recover` runs it: stalls every running run whose
-    /// heartbeat is older than the threshold, and at once every run whose owner is a process
-    /// of this machine that has exited (a `kill -9` needs no waiting).
+    /// lease has run out, and at once every run whose owner is a process of this machine that
+    /// has exited (a `kill -9` needs no waiting); a worker's scan hands them to its claims.
     ///
-    /// An owner of this machine that is alive but renewed no heartbeat for longer than the
-    /// threshold is killed first (see `abandoned`).
+    /// An owner of this machine whose lease ran out and that is stopped is killed first (see
+    /// `abandoned`).
     pub async fn recover(&self) -> Result<Vec<Recovered>> {
         let config = &self.inner.config;
         config.check()?;
@@ -320,17 +320,20 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     /// Whether nobody drives a `running` run any more, made sure of: its owner is a process of
-    /// this machine that has exited, or one that is alive but renewed no heartbeat for longer
-    /// than the stall threshold (stopped, or hung) and is killed here. Fencing refuses such an
-    /// owner's late writes to the store, but left alive it could still hold the database's
-    /// write lock (a SIGSTOPped writer blocks every other process) or write files outside it;
-    /// on one machine it can be made sure it never writes again. Never this process.
+    /// this machine that has exited, or one whose lease has run out and that is stopped
+    /// (SIGSTOP) and is killed here. Fencing refuses such an owner's late writes to the store,
+    /// but left alive a stopped one could still hold the database's write lock (a stopped
+    /// SQLite writer blocks every other process) or write files once continued; on one machine
+    /// it can be made sure it never writes again. An owner that is merely slow (a busy machine
+    /// delayed its renewals) is not killed: its runs are taken over by the lease (the takeover
+    /// kills the commands of the attempts it interrupts, `reap_orphans`), and it stops them
+    /// itself when its next renewal finds them lost. Never this process.
     async fn abandoned(&self, run: &Run, now: Timestamp) -> Option<Abandoned> {
         let config = &self.inner.config;
         let p = run.owner_process.as_ref().filter(|p| config.owner_process.as_ref() != Some(p))?;
         match process::liveness(p) {
             Liveness::Gone => Some(Abandoned::OwnerExited),
-            Liveness::Alive if steward_store::rules::lease_expired(run, now) => {
+            Liveness::Alive if steward_store::rules::lease_expired(run, now) && process::is_stopped(p) => {
                 process::kill_process(p).await.then_some(Abandoned::OwnerKilled)
             }
             Liveness::Alive | Liveness::Unknown(_) => None,

@@ -189,6 +189,12 @@ pub async fn reap(p: &ProcessRef, grace: Duration) -> Reaped {
     Reaped::Unreachable(format!("process group {} of {} survived SIGKILL", p.pid, p.host))
 }
 
+/// Whether `p` is a process of this machine that is stopped (SIGSTOP, a debugger): alive, and
+/// doing nothing until someone continues it.
+pub fn is_stopped(p: &ProcessRef) -> bool {
+    liveness(p) == Liveness::Alive && stat(p.pid).is_some_and(|st| matches!(st.state, 'T' | 't'))
+}
+
 /// Kills the process `p` (not its group) with SIGKILL, which even a stopped process cannot
 /// ignore, if it is still the one recorded; waits, within a bound, until it is gone. Returns
 /// whether it is gone.
