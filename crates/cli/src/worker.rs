@@ -88,7 +88,7 @@ pub(crate) async fn run(cfg: &Settings, args: &WorkerArgs) -> Result<ExitCode> {
         eprintln!("{} rounds could not reach the store (retried); the last: {last}", report.outages);
     }
     eprintln!(
-        "worker {} stopped: {} runs claimed, {} driven, {} late writes refused (lease lost)",
+        "worker {} stopped: {} runs claimed, {} driven, {} late writes refused (the run was cancelled or taken over)",
         std::process::id(),
         report.claimed,
         report.driven,

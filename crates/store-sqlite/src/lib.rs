@@ -172,8 +172,13 @@ fn check_file(path: &Path) -> Result<()> {
     };
     let pages = u64::from(be32(28));
     // The header's page count is valid only when its change counter matches, and the main file
-    // is complete only when no write-ahead log holds newer pages.
+    // is complete only when no write-ahead log holds newer pages. Another process may be
+    // checkpointing as this one looks (copying the log into the file: the header first, the
+    // file growing to its last page, and only then the log emptied or removed), so the header
+    // is read first, the log second and the length last: a log seen empty means the copy that
+    // wrote that header has finished, and the length read after it is the whole file's.
     let wal_has_pages = std::fs::metadata(wal_path(path)).is_ok_and(|m| m.len() > 0);
+    let len = std::fs::metadata(path).map_or(len, |m| m.len());
     if be32(24) == be32(92) && pages > 0 && !wal_has_pages && len < page_size * pages {
         return Err(corrupt(format!(
             "the file is truncated: {len} bytes where its header says {pages} pages of {page_size} bytes"
