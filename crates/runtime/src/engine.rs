@@ -84,6 +84,10 @@ enum Abandoned {
     OwnerExited,
     /// Its owner stopped renewing its heartbeat and was killed.
     OwnerKilled,
+    /// Its owner is stopped but its lease has not run out by this process's clock: not this
+    /// scan's to take (the store's clock may already say otherwise), so that a stopped owner is
+    /// always killed before its run is taken.
+    NotYet,
 }
 
 /// Who continues a run this engine gives back when it stops on a signal.
@@ -313,6 +317,7 @@ impl<S: Store + Clone> Engine<S> {
             match self.abandoned(&run, now).await {
                 Some(Abandoned::OwnerExited) => scan.dead_owners.push(owner),
                 Some(Abandoned::OwnerKilled) => scan.killed_owners.push(owner),
+                Some(Abandoned::NotYet) => scan.spare_owners.push(owner),
                 None => {}
             }
         }
@@ -333,7 +338,10 @@ impl<S: Store + Clone> Engine<S> {
         let p = run.owner_process.as_ref().filter(|p| config.owner_process.as_ref() != Some(p))?;
         match process::liveness(p) {
             Liveness::Gone => Some(Abandoned::OwnerExited),
-            Liveness::Alive if steward_store::rules::lease_expired(run, now) && process::is_stopped(p) => {
+            Liveness::Alive if process::is_stopped(p) => {
+                if !steward_store::rules::lease_expired(run, now) {
+                    return Some(Abandoned::NotYet);
+                }
                 process::kill_process(p).await.then_some(Abandoned::OwnerKilled)
             }
             Liveness::Alive | Liveness::Unknown(_) => None,

@@ -178,7 +178,9 @@ pub async fn same_history<A: Store, B: Store>(seed: u64, subject: &A, reference:
                 let dead_owners = OWNERS.iter().filter(|_| rng.random_bool(0.3)).map(|o| o.to_string()).collect();
                 let killed_owners = OWNERS.iter().filter(|_| rng.random_bool(0.2)).map(|o| o.to_string()).collect();
                 let hand_over = rng.random_bool(0.3);
-                let scan = Scan { threshold_secs: rng.random_range(0..40), dead_owners, killed_owners, hand_over };
+                let spare_owners = OWNERS.iter().filter(|_| rng.random_bool(0.2)).map(|o| o.to_string()).collect();
+                let threshold_secs = rng.random_range(0..40);
+                let scan = Scan { threshold_secs, dead_owners, killed_owners, spare_owners, hand_over };
                 subject.recover_stalled(now, &scan).await == reference.recover_stalled(now, &scan).await
             }
             _ => {

@@ -713,6 +713,11 @@ pub async fn recovery_stalls_only_stale_running_runs<S: Store>(s: &S) {
     assert_eq!(s.get_run("queued").await.unwrap().state, RunState::Queued);
     // Idempotent.
     assert!(s.recover_stalled(at(61), &scan(30)).await.unwrap().is_empty());
+    // An owner the scanner spares keeps its run this time, whatever its lease says.
+    held_run(s, "spared", "stopped-not-killed", at(0), 0).await;
+    let spare = Scan { spare_owners: vec!["stopped-not-killed".into()], ..scan(30) };
+    assert!(s.recover_stalled(at(62), &spare).await.unwrap().is_empty());
+    assert_eq!(s.get_run("spared").await.unwrap().state, RunState::Running);
     // The dead owner's late write is fenced off.
     let mut c = held("stale", dead, at(62));
     c.finished = vec![finish("a", 1, AttemptStatus::Completed)];

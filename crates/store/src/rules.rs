@@ -403,6 +403,9 @@ pub fn keeps_owner(state_after: RunState, c: &Commit) -> bool {
 /// lease has expired on the database's clock. A run nobody holds (released) is not abandoned.
 pub fn abandoned_because(run: &Run, db_now: Timestamp, scan: &Scan) -> Option<String> {
     let owner = run.owner.as_deref()?;
+    if scan.spare_owners.iter().any(|o| o == owner) {
+        return None;
+    }
     if scan.dead_owners.iter().any(|d| d == owner) {
         return Some(format!("its engine process ({owner}) has exited"));
     }

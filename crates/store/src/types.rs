@@ -405,6 +405,9 @@ pub struct Scan {
     pub dead_owners: Vec<String>,
     /// Owners that stopped renewing their heartbeat while alive and were killed for it.
     pub killed_owners: Vec<String>,
+    /// Owners whose runs this scan leaves alone whatever their leases say (a stopped owner the
+    /// scanner has not killed yet: its run is taken only once it is).
+    pub spare_owners: Vec<String>,
     /// Instead of stalling the abandoned runs, end their leases now, so that the next claim
     /// recovers them (a worker's scan: the claim records the recovery, naming both owners).
     pub hand_over: bool,
