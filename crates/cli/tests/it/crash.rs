@@ -359,8 +359,11 @@ fn a_stopped_driver_is_killed_when_its_run_is_taken_over() {
     fn with<'a>(rest: &[&'a str]) -> Vec<&'a str> {
         ["--heartbeat-secs", "1", "--stall-threshold", "3"].into_iter().chain(rest.iter().copied()).collect()
     }
-    let mut driver =
-        s.cmd(&with(&["run", wf.to_str().unwrap()])).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Killed when the test ends however it ends: a stopped driver left behind would hold the
+    // database of nothing, but weigh on every test after this one.
+    let mut driver = Spawned::new(
+        s.cmd(&with(&["run", wf.to_str().unwrap()])).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+    );
     wait_for(&s, "work-1.pid");
     let driver_pid = Pid::from_raw(driver.id() as i32);
     kill(driver_pid, Signal::SIGSTOP).unwrap();
@@ -378,7 +381,7 @@ fn a_stopped_driver_is_killed_when_its_run_is_taken_over() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(out.status.success(), "{}", text(&out));
-    assert!(driver.try_wait().unwrap().is_some(), "the stopped driver was killed at the takeover");
+    assert!(driver.child().try_wait().unwrap().is_some(), "the stopped driver was killed at the takeover");
     assert!(gone(pid_in(&s, "work-1.pid")), "and so was its command");
     let events = s.json(&["events", &id, "--json"]);
     let rec = events.as_array().unwrap().iter().find(|e| e["event_type"] == "workflow_recovery").unwrap();

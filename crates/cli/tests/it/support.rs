@@ -1,7 +1,7 @@
 //! Running the real binary in a scratch workspace with its own data directory.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 
 use serde_json::Value;
 
@@ -87,4 +87,44 @@ pub(crate) fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// A process a test started that must not outlive the test: killed with SIGKILL (which even a
+/// stopped process cannot ignore) when dropped, as by a failing assertion, so that a failed test
+/// leaves no worker or stopped driver behind to weigh on the tests after it.
+pub(crate) struct Spawned(Option<Child>);
+
+impl Spawned {
+    pub(crate) fn new(child: Child) -> Spawned {
+        Spawned(Some(child))
+    }
+
+    pub(crate) fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a process that was not waited for yet")
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits for it to exit; then it is no longer this guard's to kill.
+    pub(crate) fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.0.take().expect("a process that was not waited for yet");
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        (status, err)
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

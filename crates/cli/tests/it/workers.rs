@@ -32,11 +32,11 @@ fn dag() -> String {
 /// Leases of three seconds renewed every second: a dead worker's runs are free soon.
 const FAST_LEASES: [&str; 4] = ["--stall-threshold", "3", "--heartbeat-secs", "1"];
 
-fn worker(s: &Steward, extra: &[&str]) -> Child {
+fn worker(s: &Steward, extra: &[&str]) -> Spawned {
     let mut args: Vec<&str> = FAST_LEASES.to_vec();
     args.extend(["worker", "--poll", "0.2", "--grace", "10"]);
     args.extend(extra);
-    s.cmd(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+    Spawned::new(s.cmd(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
 }
 
 /// Submits `n` runs, several `steward submit` at a time.
@@ -77,19 +77,14 @@ fn wait_until(s: &Steward, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<V
     }
 }
 
-fn signal(child: &Child, sig: Signal) {
+fn signal(child: &Spawned, sig: Signal) {
     kill(Pid::from_raw(child.id() as i32), sig).unwrap();
 }
 
 /// SIGTERM, then the worker's exit and what it said.
-fn stop(mut child: Child) -> (bool, String) {
+fn stop(child: Spawned) -> (bool, String) {
     signal(&child, Signal::SIGTERM);
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
+    let (status, err) = child.wait();
     (status.success(), err)
 }
 
@@ -112,7 +107,7 @@ fn three_workers_on_postgres_survive_the_sigkill_of_one() {
 fn sigkill_one_of_three(s: Steward) {
     let wf = s.write("dag.yaml", &dag());
     let ids = submit(&s, wf.to_str().unwrap(), 200);
-    let mut workers: Vec<Child> = (0..3).map(|_| worker(&s, &["--concurrency", "8"])).collect();
+    let mut workers: Vec<Spawned> = (0..3).map(|_| worker(&s, &["--concurrency", "8"])).collect();
     let victim = workers.remove(0);
     let victim_pid = victim.id();
     // Mid-load: some runs done, the victim holding others.
@@ -126,9 +121,8 @@ fn sigkill_one_of_three(s: Steward) {
                 .is_some_and(|id| owner_of(&s, id).is_some_and(|o| o.ends_with(&format!(":{victim_pid}"))))
         })
         .count();
-    let mut victim = victim;
     signal(&victim, Signal::SIGKILL);
-    victim.wait().unwrap();
+    victim.wait();
     let runs = wait_until(&s, "every run completed", |runs| {
         runs.len() == ids.len()
             && runs.iter().all(|r| r["state"] != "queued" && r["state"] != "running" && r["state"] != "stalled")
@@ -185,13 +179,14 @@ fn stopped_worker_is_fenced(s: Steward) {
     let slow = "id: slow\nversion: 1\nsteps:\n  - id: work\n    type: shell\n    run: 'touch started; sleep 6; echo \"{{workflow.attempt}}\" >> effects.txt'\n  - id: after\n    type: shell\n    run: echo after\n";
     let wf = s.write("slow.yaml", slow);
     let id = submit(&s, wf.to_str().unwrap(), 1).remove(0);
-    let mut args: Vec<&str> = vec!["--pid", "--fork", "--mount-proc", env!("CARGO_BIN_EXE_steward")];
+    // `--kill-child`: the worker inside dies with `unshare`, as the guard below makes sure.
+    let mut args: Vec<&str> = vec!["--pid", "--fork", "--kill-child", "--mount-proc", env!("CARGO_BIN_EXE_steward")];
     args.extend(FAST_LEASES);
     args.extend(["worker", "--poll", "0.2", "--grace", "1"]);
     let mut inner = Command::new("unshare");
     inner.args(&args).current_dir(s.work.path()).stdout(Stdio::null()).stderr(Stdio::piped());
     s.isolate(&mut inner);
-    let stopped = inner.spawn().unwrap();
+    let stopped = Spawned::new(inner.spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
     while !s.path("started").exists() {
         assert!(Instant::now() < deadline, "the first worker never started the step");
@@ -217,17 +212,8 @@ fn stopped_worker_is_fenced(s: Steward) {
     assert_ne!(taken["owner"].as_str(), Some(old_owner.as_str()));
     kill(Pid::from_raw(worker_pid), Signal::SIGCONT).unwrap();
     wait_until(&s, "the run completed", |runs| runs.iter().all(|r| r["state"] == "completed"));
-    let (_, stopped_said) = {
-        let mut stopped = stopped;
-        let _ = kill(Pid::from_raw(worker_pid), Signal::SIGTERM);
-        stopped.wait().unwrap();
-        let mut err = String::new();
-        if let Some(mut e) = stopped.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
-        ((), err)
-    };
+    let _ = kill(Pid::from_raw(worker_pid), Signal::SIGTERM);
+    let (_, stopped_said) = stopped.wait();
     let (ok, peer_said) = stop(peer);
     assert!(ok, "{peer_said}");
     let refused: u64 = stopped_said
@@ -266,7 +252,7 @@ fn workers_ride_out_a_postgres_restart() {
     let s = Steward::on_postgres(pg.create_database());
     let wf = s.write("dag.yaml", &dag());
     let ids = submit(&s, wf.to_str().unwrap(), 120);
-    let workers: Vec<Child> = (0..3).map(|_| worker(&s, &["--concurrency", "8"])).collect();
+    let workers: Vec<Spawned> = (0..3).map(|_| worker(&s, &["--concurrency", "8"])).collect();
     wait_until(&s, "a quarter of the runs completed", |runs| count(runs, "completed") >= ids.len() / 4);
     pg.restart();
     let runs = wait_until(&s, "every run finished", |runs| {
