@@ -94,6 +94,9 @@ pub(crate) fn map_err(path: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
 }
 
 fn configure(conn: &Connection, path: &str, durability: Durability) -> Result<()> {
+    // Every statement the store runs stays prepared: rusqlite keeps 16 by default, fewer than
+    // the writer uses, and a statement pushed out is parsed and planned again on its next use.
+    conn.set_prepared_statement_cache_capacity(128);
     let sync = match durability {
         Durability::Full => "FULL",
         Durability::ProcessCrash => "NORMAL",

@@ -304,10 +304,12 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, db_now: Timestamp, c: &
         .map_err(map_err(""))?;
         tx.event(&mut h, &payload)?;
     }
-    let running_left: bool = conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM step_attempts WHERE run_id = ?1 AND status = 'running')")
-        .and_then(|mut st| st.query_row([&c.run_id], |r| r.get(0)))
-        .map_err(map_err(""))?;
+    // Asked only of a release: every other commit skips the read.
+    let running_left = c.release.is_some()
+        && conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM step_attempts WHERE run_id = ?1 AND status = 'running')")
+            .and_then(|mut st| st.query_row([&c.run_id], |r| r.get::<_, bool>(0)))
+            .map_err(map_err(""))?;
     rules::check_release(c, h.state, running_left)?;
     // `ready_at`: set by a release, cleared when the run (re-)enters running, else kept.
     let ready_at = match &c.release {
@@ -360,26 +362,40 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, db_now: Timestamp, c: &
     Ok(CommitOutcome { state: h.state, last_event_seq: h.last_event_seq })
 }
 
+/// What may be claimable, runs to recover first (HSK-WF-003); `rules::claimable` decides. Each
+/// query reads only what an index leads to: the one run asked for; the few runs to recover
+/// (running or stalled); and queued runs oldest first, no more than the claim can take unless it
+/// serves only some workspaces (filtered after reading).
+fn claim_candidates(conn: &Connection, db_now: Timestamp, claim: &Claim) -> Result<Vec<Result<Run>>> {
+    let read = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<Vec<Result<Run>>> {
+        conn.prepare_cached(sql).and_then(|mut st| st.query_map(params, run_from_row)?.collect()).map_err(map_err(""))
+    };
+    if let Some(run_id) = &claim.run_id {
+        return read(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"), &[run_id]);
+    }
+    let mut out = read(
+        &format!(
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE (state = 'stalled' AND ?1)
+                OR (state = 'running' AND owner IS NULL AND (ready_at IS NULL OR ready_at <= ?2))
+                OR (state = 'running' AND owner IS NOT NULL AND (lease_expires_at IS NULL OR lease_expires_at <= ?2))
+             ORDER BY created_at, run_id"
+        ),
+        &[&claim.resume_stalled, &db_now.millis()],
+    )?;
+    let limit = if claim.workdirs.is_empty() { i64::from(claim.limit) } else { -1 };
+    out.extend(read(
+        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'queued' ORDER BY created_at, run_id LIMIT ?1"),
+        &[&limit],
+    )?);
+    Ok(out)
+}
+
 /// Claims runs oldest first, each fully checked by `rules::claimable` on the row as it is
 /// inside this write (the writer's transaction is the only one, so nothing else can claim
 /// between the read and the update).
 pub(crate) fn claim(conn: &Connection, ids: &dyn IdGen, db_now: Timestamp, claim: &Claim) -> Result<Vec<Claimed>> {
-    // What may be claimable, runs to recover first (HSK-WF-003); `rules::claimable` decides.
-    let sql = format!(
-        "SELECT {RUN_COLUMNS} FROM runs
-         WHERE (?1 IS NULL OR run_id = ?1)
-           AND (state = 'queued'
-                OR (state = 'stalled' AND ?2)
-                OR (state = 'running' AND owner IS NULL AND (ready_at IS NULL OR ready_at <= ?3))
-                OR (state = 'running' AND owner IS NOT NULL AND (lease_expires_at IS NULL OR lease_expires_at <= ?3)))
-         ORDER BY state = 'queued', created_at, run_id"
-    );
-    let candidates: Vec<Result<Run>> = conn
-        .prepare_cached(&sql)
-        .and_then(|mut st| {
-            st.query_map(params![claim.run_id, claim.resume_stalled, db_now.millis()], run_from_row)?.collect()
-        })
-        .map_err(map_err(""))?;
+    let candidates = claim_candidates(conn, db_now, claim)?;
     let mut out = Vec::new();
     for run in candidates {
         if out.len() >= claim.limit as usize {
