@@ -457,6 +457,9 @@ impl<S: Store + Clone> Engine<S> {
         if let Some(signal) = self.inner.stopping.get() {
             halt.stop(Stop::Interrupted(signal));
         }
+        if self.inner.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            halt.drain();
+        }
         active.insert(lease.run_id.clone(), Driving { halt: halt.clone(), epoch: lease.epoch });
         drop(active);
         (halt, ActiveGuard { engine: self, run_id: lease.run_id.clone() })

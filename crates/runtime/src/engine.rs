@@ -220,6 +220,8 @@ pub(crate) struct Inner<S> {
     /// The signal this engine is stopping on, once it is: a run it starts driving after that
     /// is stopped at once.
     pub(crate) stopping: std::sync::OnceLock<&'static str>,
+    /// Set once a worker drains: a run it starts driving after that is drained at once.
+    pub(crate) draining: std::sync::atomic::AtomicBool,
     pub(crate) progress: broadcast::Sender<ProgressUpdate>,
     shutdown: CancellationToken,
 }
@@ -266,6 +268,7 @@ impl<S: Store + Clone> Engine<S> {
                 refused_writes: std::sync::atomic::AtomicU64::new(0),
                 parsed: Mutex::new(HashMap::new()),
                 stopping: std::sync::OnceLock::new(),
+                draining: std::sync::atomic::AtomicBool::new(false),
                 progress,
                 shutdown: CancellationToken::new(),
             }),

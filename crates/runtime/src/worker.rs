@@ -117,8 +117,13 @@ impl<S: Store + Clone> Engine<S> {
             }
         }
         // Stopping: nothing new is claimed or started; what runs may finish within the grace.
-        for d in self.active().values() {
-            d.halt.drain();
+        // Set under the lock `register` takes, so a run claimed just before is drained too.
+        {
+            let active = self.active();
+            self.inner.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            for d in active.values() {
+                d.halt.drain();
+            }
         }
         let deadline = tokio::time::sleep(opts.grace);
         tokio::pin!(deadline);
