@@ -286,7 +286,11 @@ async fn w(args: &BenchArgs, workers: usize) -> Result<Value> {
     let mut latency = Vec::new();
     for _ in 0..args.latency_runs {
         let run = submit(&submitter, &source).await?;
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
         loop {
+            if Instant::now() > deadline {
+                bail!("bench run {} was not started by an idle worker within 60 s", run.run_id);
+            }
             // Until its first step is recorded as started: the wake-up, the claim's commit and
             // the first step's, all on the database.
             if let Some(first) = submitter.store().list_attempts(&run.run_id).await?.first() {

@@ -58,6 +58,8 @@ impl<S: Store + Clone> Engine<S> {
     /// before any claim, HSK-WF-003), then drains and hands back what it holds.
     pub async fn work(&self, opts: WorkerOptions, stop: CancellationToken) -> Result<WorkerReport> {
         self.accepting().await;
+        // An engine may work again after it stopped working (the bench does): not draining yet.
+        self.inner.draining.store(false, std::sync::atomic::Ordering::SeqCst);
         let mut report = WorkerReport::default();
         let mut tasks: JoinSet<Result<steward_store::Run>> = JoinSet::new();
         let store = self.inner.store.clone();
