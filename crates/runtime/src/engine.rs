@@ -63,7 +63,7 @@ pub enum Error {
     Liveness(String),
     /// Another live process is executing the run.
     #[error(
-        "run `{run_id}` is being executed by {owner} (last heartbeat {age_secs}s ago); if that process has stopped, the run can be resumed once its heartbeat is older than the stall threshold"
+        "run `{run_id}` is being executed by {owner} (lease last renewed {age_secs}s ago); if that process has stopped, the run can be resumed once its lease runs out (the stall threshold)"
     )]
     RunningElsewhere {
         /// The run.
