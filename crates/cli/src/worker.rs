@@ -34,7 +34,7 @@ pub(crate) async fn run(cfg: &Settings, args: &WorkerArgs) -> Result<ExitCode> {
     }
     let engine = crate::app::engine_for(cfg, Handoff::Workers).await?;
     for r in engine.boot().await? {
-        eprintln!("recovered: run {} was interrupted ({}) and is now stalled", r.run_id, r.reason);
+        eprintln!("recovering: run {} was interrupted ({}); claims take it over", r.run_id, r.reason);
     }
     let opts = WorkerOptions {
         concurrency,

@@ -27,7 +27,7 @@ use steward_core::event::NewEvent;
 use steward_tools::bus::ToolBus;
 
 /// Removes a run from the active set when its driver ends, however it ends.
-struct ActiveGuard<'a, S: Store + Clone> {
+pub(crate) struct ActiveGuard<'a, S: Store + Clone> {
     engine: &'a Engine<S>,
     run_id: String,
 }
@@ -450,7 +450,7 @@ impl<S: Store + Clone> Engine<S> {
         }
     }
 
-    fn register(&self, lease: &Lease) -> (Halt, ActiveGuard<'_, S>) {
+    pub(crate) fn register(&self, lease: &Lease) -> (Halt, ActiveGuard<'_, S>) {
         let halt = Halt::new();
         let mut active = self.active();
         // Checked under the lock `interrupt` takes, so no run escapes a signal.
@@ -500,13 +500,15 @@ impl<S: Store + Clone> Engine<S> {
 
     /// Drives a `running` run this process holds under `lease` until it is no longer running
     /// here: it ended, waits for a person, was taken away, or was handed back.
-    pub(crate) async fn drive(&self, lease: Lease) -> Result<Run> {
+    ///
+    /// The run was registered as this process's (`register`) when it was claimed, so that its
+    /// lease is renewed from then on.
+    pub(crate) async fn drive(&self, lease: Lease, halt: Halt, _guard: ActiveGuard<'_, S>) -> Result<Run> {
         let run_id = lease.run_id.as_str();
         let mut ctx = match self.load(&lease).await? {
             Ok(ctx) => ctx,
             Err(failed) => return Ok(failed),
         };
-        let (halt, _guard) = self.register(&lease);
         let bus = ctx.bus.clone();
         let mut in_flight = InFlight::default();
         let mut finished: Vec<StepDone> = Vec::new();
@@ -579,6 +581,10 @@ impl<S: Store + Clone> Engine<S> {
     pub async fn execute_next(&self, run_id: &str) -> Result<Run> {
         self.accepting().await;
         let run = self.inner.store.get_run(run_id).await?;
+        if run.state == RunState::Queued {
+            // A secret input this process cannot open leaves the run queued for one that can.
+            self.secrets_open(&run)?;
+        }
         let lease = match run.state {
             RunState::Queued => match self.claim(Some(run_id), 1, &[], false).await?.pop() {
                 Some(claimed) => Lease { run_id: run_id.to_owned(), epoch: claimed.run.lease_epoch },

@@ -213,6 +213,9 @@ pub(crate) struct Inner<S> {
     /// When the leases were last renewed in full, or `None` while every renewal succeeds: a
     /// worker claims nothing while its own renewals fail.
     pub(crate) renewals_failing_since: Mutex<Option<std::time::Instant>>,
+    /// The owners the latest recovery scan found stopped but not yet past their leases: claims
+    /// leave their runs alone until a scan has killed them.
+    pub(crate) spared: Mutex<Vec<String>>,
     /// Definitions parsed, by hash.
     parsed: Mutex<HashMap<String, Arc<Workflow>>>,
     /// Writes the store refused because this process no longer held the run (fencing).
@@ -267,6 +270,7 @@ impl<S: Store + Clone> Engine<S> {
                 renewals_failing_since: Mutex::new(None),
                 refused_writes: std::sync::atomic::AtomicU64::new(0),
                 parsed: Mutex::new(HashMap::new()),
+                spared: Mutex::new(Vec::new()),
                 stopping: std::sync::OnceLock::new(),
                 draining: std::sync::atomic::AtomicBool::new(false),
                 progress,
@@ -297,7 +301,11 @@ impl<S: Store + Clone> Engine<S> {
         self.inner.ready.send_replace(true);
         let weak = Arc::downgrade(&self.inner);
         let shutdown = self.inner.shutdown.clone();
-        tokio::spawn(async move { heartbeat_loop(weak, shutdown).await });
+        tokio::spawn({
+            let (weak, shutdown) = (weak.clone(), shutdown.clone());
+            async move { renew_loop(weak, shutdown).await }
+        });
+        tokio::spawn(async move { watch_loop(weak, shutdown).await });
         Ok(recovered)
     }
 
@@ -324,7 +332,9 @@ impl<S: Store + Clone> Engine<S> {
                 None => {}
             }
         }
-        Ok(self.inner.store.recover_stalled(now, &scan).await?)
+        let recovered = self.inner.store.recover_stalled(now, &scan).await?;
+        *self.spared() = scan.spare_owners;
+        Ok(recovered)
     }
 
     /// Whether nobody drives a `running` run any more, made sure of: its owner is a process of
@@ -440,6 +450,7 @@ impl<S: Store + Clone> Engine<S> {
             run_id: run_id.map(str::to_owned),
             workdirs: workdirs.to_vec(),
             resume_stalled,
+            spare_owners: self.spared().clone(),
             now: self.inner.clock.now(),
         };
         Ok(self.inner.store.claim(claim).await?)
@@ -452,6 +463,8 @@ impl<S: Store + Clone> Engine<S> {
     pub(crate) async fn drive_claimed(&self, claimed: Claimed) -> Result<Run> {
         let run = claimed.run;
         let lease = Lease { run_id: run.run_id.clone(), epoch: run.lease_epoch };
+        // Renewed from now on: reaping a dead engine's commands may take a while.
+        let (halt, guard) = self.register(&lease);
         // A secret that cannot be opened leaves the run as it was, for a process with the key.
         if let Err(e) = self.secrets_open(&run) {
             self.hand_back(&lease, &e.to_string()).await;
@@ -480,7 +493,7 @@ impl<S: Store + Clone> Engine<S> {
         if !c.events.is_empty() {
             self.inner.store.commit(c).await?;
         }
-        self.drive(lease).await
+        self.drive(lease, halt, guard).await
     }
 
     /// Gives a claimed run back, untouched, for another process to take after a lease's time.
@@ -669,8 +682,14 @@ impl<S: Store + Clone> Engine<S> {
         }
         // Nobody drives a stalled run, or one whose engine has died or stopped answering: its
         // leftover commands are this command's to stop.
+        let now = self.inner.clock.now();
         let driverless = run.state == RunState::Stalled
-            || (run.state == RunState::Running && self.abandoned(&run, self.inner.clock.now()).await.is_some());
+            || (run.state == RunState::Running
+                && (steward_store::rules::lease_expired(&run, now)
+                    || matches!(
+                        self.abandoned(&run, now).await,
+                        Some(Abandoned::OwnerExited | Abandoned::OwnerKilled)
+                    )));
         let reaped = if driverless {
             let attempts = self.inner.store.list_attempts(run_id).await?;
             self.reap_orphans(&attempts, &[AttemptStatus::Interrupted, AttemptStatus::Running]).await
@@ -739,6 +758,10 @@ impl<S: Store + Clone> Engine<S> {
         Ok(Workflow::clone(&wf))
     }
 
+    fn spared(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.inner.spared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn parsed(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Workflow>>> {
         self.inner.parsed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -773,16 +796,68 @@ impl<S: Store + Clone> Engine<S> {
     }
 }
 
-/// Renews the leases of the runs this process drives and stops those it no longer holds
-/// (cancelled, released, or claimed by another after its lease ran out). Between renewals it
-/// looks at each run, so a cancel elsewhere stops the steps within `watch_interval`.
+/// Renews the leases of the runs this process drives, on the wall clock every
+/// `heartbeat_interval`, and stops those it no longer holds (cancelled, released, or claimed
+/// by another after its lease ran out).
 ///
-/// A process whose renewals keep failing cannot know whether it still holds anything: once
-/// they have failed for a lease's length, every lease it had has run out, and it stops its
-/// runs itself rather than race whoever recovers them (their writes would be refused anyway;
-/// their commands would not).
-async fn heartbeat_loop<S: Store + Clone>(weak: std::sync::Weak<Inner<S>>, shutdown: CancellationToken) {
-    let mut since_beat = Duration::ZERO;
+/// A process whose renewals do not go through cannot know whether it still holds anything.
+/// Its leases end at the latest one lease after the last renewal that went through was *sent*;
+/// a heartbeat before that, it stops its runs itself, rather than race whoever recovers them
+/// (their writes would be refused anyway; their commands would not). A renewal that hangs is
+/// given up at that moment too.
+async fn renew_loop<S: Store + Clone>(weak: std::sync::Weak<Inner<S>>, shutdown: CancellationToken) {
+    let mut last_ok_sent = std::time::Instant::now();
+    loop {
+        let beat = match weak.upgrade() {
+            Some(inner) => inner.config.heartbeat_interval,
+            None => return,
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(beat) => {}
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        let engine = Engine { inner };
+        let active: Vec<(String, Driving)> = engine.active().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let config = &engine.inner.config;
+        let lease = Duration::from_millis(config.lease_ms());
+        let fence_at = lease.saturating_sub(config.heartbeat_interval);
+        if active.is_empty() {
+            last_ok_sent = std::time::Instant::now();
+            *engine.failing_since() = None;
+            continue;
+        }
+        let sent = std::time::Instant::now();
+        let leases: Vec<Lease> = active.iter().map(|(id, d)| Lease { run_id: id.clone(), epoch: d.epoch }).collect();
+        let budget = fence_at.saturating_sub(last_ok_sent.elapsed());
+        let renewal = engine.inner.store.renew(&leases, config.lease_ms(), engine.inner.clock.now());
+        let lost: Vec<String> = match tokio::time::timeout(budget, renewal).await {
+            Ok(Ok(lost)) => {
+                last_ok_sent = sent;
+                *engine.failing_since() = None;
+                lost
+            }
+            Ok(Err(_)) | Err(_) => {
+                engine.failing_since().get_or_insert(sent);
+                if last_ok_sent.elapsed() >= fence_at {
+                    active.iter().map(|(id, _)| id.clone()).collect()
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        for (id, d) in &active {
+            if lost.contains(id) {
+                d.halt.stop(Stop::TakenAway);
+            }
+        }
+    }
+}
+
+/// Looks at each run this process drives every `watch_interval` and stops those it no longer
+/// holds, so that a cancel elsewhere stops their steps within that interval (renewals alone
+/// would notice only at the next heartbeat).
+async fn watch_loop<S: Store + Clone>(weak: std::sync::Weak<Inner<S>>, shutdown: CancellationToken) {
     loop {
         let watch = match weak.upgrade() {
             Some(inner) => inner.config.watch_interval,
@@ -795,45 +870,11 @@ async fn heartbeat_loop<S: Store + Clone>(weak: std::sync::Weak<Inner<S>>, shutd
         let Some(inner) = weak.upgrade() else { return };
         let engine = Engine { inner };
         let active: Vec<(String, Driving)> = engine.active().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        if active.is_empty() {
-            since_beat = Duration::ZERO;
-            *engine.failing_since() = None;
-            continue;
-        }
-        since_beat += watch;
-        let config = &engine.inner.config;
-        let lost: Vec<String> = if since_beat >= config.heartbeat_interval {
-            since_beat = Duration::ZERO;
-            let leases: Vec<Lease> =
-                active.iter().map(|(id, d)| Lease { run_id: id.clone(), epoch: d.epoch }).collect();
-            match engine.inner.store.renew(&leases, config.lease_ms(), engine.inner.clock.now()).await {
-                Ok(lost) => {
-                    *engine.failing_since() = None;
-                    lost
-                }
-                Err(_) => {
-                    let since = *engine.failing_since().get_or_insert_with(std::time::Instant::now);
-                    if since.elapsed() >= Duration::from_millis(config.lease_ms()) {
-                        active.iter().map(|(id, _)| id.clone()).collect()
-                    } else {
-                        Vec::new()
-                    }
-                }
-            }
-        } else {
-            let mut lost = Vec::new();
-            for (id, d) in &active {
-                let lease = Lease { run_id: id.clone(), epoch: d.epoch };
-                if let Ok(run) = engine.inner.store.get_run(id).await
-                    && !steward_store::rules::holds(&run, &lease)
-                {
-                    lost.push(id.clone());
-                }
-            }
-            lost
-        };
         for (id, d) in &active {
-            if lost.contains(id) {
+            let lease = Lease { run_id: id.clone(), epoch: d.epoch };
+            if let Ok(run) = engine.inner.store.get_run(id).await
+                && !steward_store::rules::holds(&run, &lease)
+            {
                 d.halt.stop(Stop::TakenAway);
             }
         }

@@ -119,6 +119,7 @@ fn random_claim(rng: &mut StdRng, now: Timestamp) -> Claim {
         run_id: rng.random_bool(0.3).then(|| pick_run(rng).to_owned()),
         workdirs: Vec::new(),
         resume_stalled: rng.random_bool(0.3),
+        spare_owners: OWNERS.iter().filter(|_| rng.random_bool(0.2)).map(|o| o.to_string()).collect(),
         now,
     }
 }

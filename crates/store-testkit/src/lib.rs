@@ -51,6 +51,8 @@ macro_rules! store_conformance {
             stalled_runs_are_claimed_only_by_the_resume_policy,
             a_claim_takes_only_runs_of_the_workspaces_it_serves,
             a_workers_scan_hands_abandoned_runs_to_the_next_claim,
+            a_claim_spares_the_owners_it_is_told_to,
+            a_run_handed_back_and_never_claimed_is_stalled_for_a_person,
             recovery_stalls_only_stale_running_runs,
             recovery_stalls_the_runs_of_dead_owners_and_counts_them,
             an_engine_releases_its_run_to_stalled,
@@ -154,6 +156,7 @@ pub fn claim_by(owner: &str, run_id: Option<&str>, lease_ms: u64, now: Timestamp
         run_id: run_id.map(str::to_owned),
         workdirs: Vec::new(),
         resume_stalled: false,
+        spare_owners: Vec::new(),
         now,
     }
 }
@@ -659,6 +662,36 @@ pub async fn a_workers_scan_hands_abandoned_runs_to_the_next_claim<S: Store>(s: 
     let rec =
         s.list_events("held", 0).await.unwrap().into_iter().find(|e| e.event_type == "workflow_recovery").unwrap();
     assert_eq!((rec.payload["owner"].as_str(), rec.payload["new_owner"].as_str()), (Some("dead-peer"), Some("me")));
+}
+
+/// A stopped owner is killed before its run is taken: a claim leaves alone the runs of the
+/// owners its scan spared, whatever their leases say.
+pub async fn a_claim_spares_the_owners_it_is_told_to<S: Store>(s: &S) {
+    held_run(s, "r1", "stopped", at(0), 0).await;
+    let spare = Claim { spare_owners: vec!["stopped".into()], ..claim_by("peer", None, LONG, at(1)) };
+    assert!(s.claim(spare).await.unwrap().is_empty());
+    let got = s.claim(claim_by("peer", None, LONG, at(2))).await.unwrap();
+    assert_eq!(got[0].recovered_from.as_deref(), Some("stopped"));
+}
+
+/// A run handed back (running, held by nobody) that nobody claims for a lease's length is
+/// stalled by a person's scan, so that without workers someone sees it; a worker's scan leaves
+/// it to the claims.
+pub async fn a_run_handed_back_and_never_claimed_is_stalled_for_a_person<S: Store>(s: &S) {
+    let epoch = running_run(s, "r1", "w1", at(0)).await;
+    let mut c = held("r1", epoch, at(1));
+    c.release = Some(Release { after_ms: 0, reason: "stopping".into() });
+    s.commit(c).await.unwrap();
+    // The database's clock is now; the scan's threshold reaches back before the release only
+    // when it is zero.
+    let workers = Scan { hand_over: true, ..scan(0) };
+    assert!(s.recover_stalled(at(2), &workers).await.unwrap().is_empty());
+    assert!(s.recover_stalled(at(2), &scan(3600)).await.unwrap().is_empty(), "not before a lease's length");
+    let found = s.recover_stalled(at(2), &scan(0)).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(found[0].reason.contains("nobody has claimed it"), "{}", found[0].reason);
+    let run = s.get_run("r1").await.unwrap();
+    assert_eq!((run.state, run.owner), (RunState::Stalled, None));
 }
 
 /// A worker that serves some workspaces claims only runs in them (or beneath them).

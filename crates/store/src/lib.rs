@@ -141,8 +141,8 @@ pub trait Store: Send + Sync + 'static {
     /// was lost).
     fn commit(&self, commit: Commit) -> impl Future<Output = Result<CommitOutcome>> + Send;
 
-    /// Claims up to `claim.limit` runs a worker may drive, oldest first, each in its own
-    /// transaction, skipping runs another claimer holds locked: `queued` runs; `running` runs
+    /// Claims up to `claim.limit` runs a worker may drive, oldest first, in one write (a run is
+    /// claimed whole or not at all), skipping runs another claimer holds locked: `queued` runs; `running` runs
     /// nobody holds whose `ready_at` has come; `running` runs whose owner's lease has expired
     /// (the interrupted attempts end `interrupted`, the recovery is counted and recorded as
     /// FR-EVT-WF-RECOVERY naming the old and the new owner); and with `resume_stalled`,

@@ -156,7 +156,9 @@ pub fn claimable(run: &Run, claim: &crate::Claim, db_now: Timestamp) -> Option<C
     match (run.state, &run.owner) {
         (RunState::Queued, _) => Some(ClaimKind::Queued),
         (RunState::Running, None) => run.ready_at.is_none_or(|t| t <= db_now).then_some(ClaimKind::Released),
-        (RunState::Running, Some(_)) => lease_expired(run, db_now).then_some(ClaimKind::Expired),
+        (RunState::Running, Some(owner)) => {
+            (lease_expired(run, db_now) && !claim.spare_owners.contains(owner)).then_some(ClaimKind::Expired)
+        }
         (RunState::Stalled, _) if claim.resume_stalled => Some(ClaimKind::Stalled),
         _ => None,
     }
@@ -400,9 +402,17 @@ pub fn keeps_owner(state_after: RunState, c: &Commit) -> bool {
 }
 
 /// Why the scan stalls a `running` run, if it does: its owner is known to be dead, or its
-/// lease has expired on the database's clock. A run nobody holds (released) is not abandoned.
+/// lease has expired on the database's clock. A run nobody holds (handed back by a stopping
+/// worker, or resumed by a person whose own claim never came) is left to the claims by a
+/// worker's scan, and stalled by any other once nobody has claimed it for a lease's length, so
+/// that without workers a person still sees it.
 pub fn abandoned_because(run: &Run, db_now: Timestamp, scan: &Scan) -> Option<String> {
-    let owner = run.owner.as_deref()?;
+    let Some(owner) = run.owner.as_deref() else {
+        let since = run.ready_at.unwrap_or(run.updated_at);
+        let cutoff = db_now.plus_millis(-(scan.threshold_secs as i64).saturating_mul(1000));
+        return (!scan.hand_over && since <= cutoff)
+            .then(|| format!("nobody has claimed it for more than {}s", scan.threshold_secs));
+    };
     if scan.spare_owners.iter().any(|o| o == owner) {
         return None;
     }

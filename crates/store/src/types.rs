@@ -281,6 +281,10 @@ pub struct Claim {
     pub workdirs: Vec<String>,
     /// Also take `stalled` runs and continue them (the automatic-resume policy).
     pub resume_stalled: bool,
+    /// Leave the runs of these owners alone even if their leases ran out: owners the claimer's
+    /// recovery scan found stopped but not yet past their lease by its clock, and so not yet
+    /// killed (a stopped owner is killed before its run is taken).
+    pub spare_owners: Vec<String>,
     /// The claimer's time, for the events it records (never for lease arithmetic).
     pub now: Timestamp,
 }

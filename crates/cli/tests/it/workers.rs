@@ -138,9 +138,11 @@ fn sigkill_one_of_three(s: Steward) {
         let events = s.json(&["events", id, "--json"]);
         for e in events.as_array().unwrap().iter().filter(|e| e["event_type"] == "workflow_recovery") {
             assert_eq!(e["actor"], "system", "{e}");
+            // A live worker whose renewals a busy machine delayed past its three-second lease
+            // loses its run too, fenced like the dead one's; what this test holds to is that no
+            // step is lost, re-run or overlapped (check_run), whoever recovered what.
             let owner = e["payload"]["owner"].as_str().unwrap_or_default();
-            assert!(owner.ends_with(&format!(":{victim_pid}")), "only the killed worker's runs are recovered: {e}");
-            recovered += 1;
+            recovered += usize::from(owner.ends_with(&format!(":{victim_pid}")));
         }
     }
     assert!(!s.path("overlaps.log").exists(), "{}", std::fs::read_to_string(s.path("overlaps.log")).unwrap());

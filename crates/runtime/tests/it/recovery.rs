@@ -37,6 +37,7 @@ async fn seed_crashed_run(store: &steward_store_sqlite::SqliteStore, dir: &std::
         run_id: Some(run.run_id.clone()),
         workdirs: Vec::new(),
         resume_stalled: false,
+        spare_owners: Vec::new(),
         now: T0,
     };
     let epoch = store.claim(claim).await.unwrap()[0].run.lease_epoch;
