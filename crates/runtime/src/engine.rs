@@ -1,4 +1,4 @@
-//! The engine's entry points, recovery gate and heartbeat loop.
+//! The engine's entry points, recovery gate, and the loops that renew and watch its leases.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -295,7 +295,7 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     /// Runs the recovery scan, then opens the gate for new work and starts
-    /// the heartbeat loop (HSK-WF-003). Returns the runs it stalled.
+    /// the renew and watch loops (HSK-WF-003). Returns the runs it stalled.
     pub async fn boot(&self) -> Result<Vec<Recovered>> {
         let recovered = self.recover().await?;
         self.inner.ready.send_replace(true);
