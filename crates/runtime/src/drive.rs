@@ -268,15 +268,20 @@ impl InFlight {
         let key = (step.id.clone(), attempt);
         let handle = self.tasks.spawn(async move {
             let mut done = step::execute(&step, attempt, work, &bus, &halt, &recorder).await;
-            if let Some(signal) = halt.interrupted()
+            let why = match halt.why() {
+                Some(Stop::Interrupted(signal)) => Some(format!("interrupted: its engine stopped on {signal}")),
+                Some(Stop::TakenAway) => Some("interrupted: its engine could not keep the run's lease".to_owned()),
+                _ => None,
+            };
+            if let Some(why) = why
                 && matches!(done.finish.status, AttemptStatus::Cancelled | AttemptStatus::Failed)
             {
-                // Stopped because its engine is shutting down, not by anyone's choice (or
-                // failing as it was being stopped): the step keeps its retries and the run is
-                // released to be resumed.
+                // Stopped because its engine is shutting down or lost (or could not keep) the
+                // run, not by anyone's choice (or failing as it was being stopped): the step
+                // keeps its retries and the run goes on elsewhere.
                 done.finish.status = AttemptStatus::Interrupted;
                 done.finish.retryable = true;
-                done.finish.error = Some(format!("interrupted: its engine stopped on {signal}"));
+                done.finish.error = Some(why);
             }
             done
         });
@@ -560,9 +565,14 @@ impl<S: Store + Clone> Engine<S> {
                     let stopped = in_flight.all().await;
                     if let Some(signal) = halt.interrupted() {
                         self.release(&mut ctx, stopped, signal).await?;
+                    } else if halt.why() == Some(Stop::TakenAway) {
+                        // Taken away, or this process stopped it because its renewals did not go
+                        // through: the release is refused (and counted) if the run is another's
+                        // by now, and hands it on if this process still held it after all.
+                        self.release(&mut ctx, stopped, "a lease it could not keep").await?;
                     } else if !stopped.is_empty() {
-                        // Cancelled or taken away: the ends are offered to the store like any
-                        // write, and refused (and counted) unless this process still holds the run.
+                        // Cancelled: the ends are offered to the store like any write, and
+                        // refused (and counted) unless this process still holds the run.
                         let mut c = ctx.writer.fenced(self.inner.clock.now());
                         record_ends(&mut c, stopped);
                         self.record(&mut ctx, c).await?;

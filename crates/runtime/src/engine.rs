@@ -802,26 +802,32 @@ impl<S: Store + Clone> Engine<S> {
 ///
 /// A process whose renewals do not go through cannot know whether it still holds anything.
 /// Its leases end at the latest one lease after the last renewal that went through was *sent*;
-/// a heartbeat before that, it stops its runs itself, rather than race whoever recovers them
+/// half a heartbeat before that, it stops its runs itself (and hands them on if it still held
+/// them after all), rather than race whoever recovers them
 /// (their writes would be refused anyway; their commands would not). A renewal that hangs is
 /// given up at that moment too.
 async fn renew_loop<S: Store + Clone>(weak: std::sync::Weak<Inner<S>>, shutdown: CancellationToken) {
     let mut last_ok_sent = std::time::Instant::now();
+    let mut next = tokio::time::Instant::now();
     loop {
         let beat = match weak.upgrade() {
             Some(inner) => inner.config.heartbeat_interval,
             None => return,
         };
+        // Every `beat` from the last send, however long that renewal took.
+        next += beat;
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(beat) => {}
+            () = tokio::time::sleep_until(next) => {}
         }
+        next = next.max(tokio::time::Instant::now() - beat);
         let Some(inner) = weak.upgrade() else { return };
         let engine = Engine { inner };
         let active: Vec<(String, Driving)> = engine.active().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let config = &engine.inner.config;
         let lease = Duration::from_millis(config.lease_ms());
-        let fence_at = lease.saturating_sub(config.heartbeat_interval);
+        // Half a heartbeat before the leases could have run out: time to stop the commands.
+        let fence_at = lease.saturating_sub(config.heartbeat_interval / 2);
         if active.is_empty() {
             last_ok_sent = std::time::Instant::now();
             *engine.failing_since() = None;
