@@ -425,36 +425,7 @@ async fn create_run(cx: &mut Ctx<'_>, new: &NewRun) -> Result<Run, OpError> {
     let w = Writing { run_id: &new.run_id, now: new.now, actor: new.actor, actor_id: &new.actor_id };
     cx.event(&w, &mut h, &payload)?;
     cx.pending.runnable += 1;
-    Ok(Run {
-        run_id: new.run_id.clone(),
-        workflow_id: new.workflow_id.clone(),
-        workflow_version: new.workflow_version,
-        definition_hash: new.definition_hash.clone(),
-        inputs: new.inputs.clone(),
-        workdir: new.workdir.clone(),
-        state: RunState::Queued,
-        current_step_id: None,
-        current_attempt: None,
-        summary: "queued".into(),
-        terminal_reason: None,
-        job_id: new.job_id.clone(),
-        trace_id: new.trace_id.clone(),
-        contract: new.contract.clone(),
-        total_iterations: 0,
-        owner: None,
-        owner_process: None,
-        lease_epoch: 0,
-        lease_expires_at: None,
-        ready_at: None,
-        recoveries: 0,
-        created_at: new.now,
-        started_at: None,
-        updated_at: new.now,
-        heartbeat_at: None,
-        last_progress_at: new.now,
-        finished_at: None,
-        last_event_seq: h.last_event_seq,
-    })
+    Ok(Run { last_event_seq: h.last_event_seq, ..Run::queued(new) })
 }
 
 const NOTE_COMMIT: &str =

@@ -160,36 +160,7 @@ impl Store for MemStore {
             return rules::existing_run(&new, existing.run.clone());
         }
         state.definitions.entry(new.definition_hash.clone()).or_insert_with(|| new.definition_source.clone());
-        let run = Run {
-            run_id: new.run_id.clone(),
-            workflow_id: new.workflow_id.clone(),
-            workflow_version: new.workflow_version,
-            definition_hash: new.definition_hash.clone(),
-            inputs: new.inputs.clone(),
-            workdir: new.workdir.clone(),
-            state: RunState::Queued,
-            current_step_id: None,
-            current_attempt: None,
-            summary: "queued".into(),
-            terminal_reason: None,
-            job_id: new.job_id.clone(),
-            trace_id: new.trace_id.clone(),
-            contract: new.contract.clone(),
-            total_iterations: 0,
-            owner: None,
-            owner_process: None,
-            lease_epoch: 0,
-            lease_expires_at: None,
-            ready_at: None,
-            recoveries: 0,
-            created_at: new.now,
-            started_at: None,
-            updated_at: new.now,
-            heartbeat_at: None,
-            last_progress_at: new.now,
-            finished_at: None,
-            last_event_seq: 0,
-        };
+        let run = Run::queued(&new);
         let mut data = RunData { run, attempts: Vec::new(), applied: HashSet::new(), pending: Vec::new() };
         data.event(new.now, new.actor, &new.actor_id, payload)?;
         state.put(self.ids.as_ref(), data);

@@ -106,6 +106,40 @@ pub struct Run {
 }
 
 impl Run {
+    /// The run a [`NewRun`] creates: `queued`, held by nobody, no event yet.
+    pub fn queued(new: &NewRun) -> Run {
+        Run {
+            run_id: new.run_id.clone(),
+            workflow_id: new.workflow_id.clone(),
+            workflow_version: new.workflow_version,
+            definition_hash: new.definition_hash.clone(),
+            inputs: new.inputs.clone(),
+            workdir: new.workdir.clone(),
+            state: RunState::Queued,
+            current_step_id: None,
+            current_attempt: None,
+            summary: "queued".into(),
+            terminal_reason: None,
+            job_id: new.job_id.clone(),
+            trace_id: new.trace_id.clone(),
+            contract: new.contract.clone(),
+            total_iterations: 0,
+            owner: None,
+            owner_process: None,
+            lease_epoch: 0,
+            lease_expires_at: None,
+            ready_at: None,
+            recoveries: 0,
+            created_at: new.now,
+            started_at: None,
+            updated_at: new.now,
+            heartbeat_at: None,
+            last_progress_at: new.now,
+            finished_at: None,
+            last_event_seq: 0,
+        }
+    }
+
     /// Input names, sorted.
     pub fn input_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.inputs.keys().cloned().collect();

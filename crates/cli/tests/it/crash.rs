@@ -186,14 +186,7 @@ fn a_dead_engines_command_is_killed_before_its_step_is_retried() {
     assert!(!s.path("overlaps.log").exists(), "the retry overlapped the orphan");
     assert_eq!(std::fs::read_to_string(s.path("effects.txt")).unwrap(), "done\n", "only the retry finished");
 
-    let status = s.json(&["status", &id, "--json"]);
-    let attempts: Vec<(u64, String)> = status["steps"][0]["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| (a["attempt"].as_u64().unwrap(), a["status"].as_str().unwrap().to_owned()))
-        .collect();
-    assert_eq!(attempts, [(1, "interrupted".to_owned()), (2, "completed".to_owned())]);
+    assert_eq!(first_step_attempts(&s, &id), [(1, "interrupted".to_owned()), (2, "completed".to_owned())]);
     let events = s.json(&["events", &id, "--json"]);
     let events = events.as_array().unwrap();
     let of = |t: &str| events.iter().filter(|e| e["event_type"] == t).collect::<Vec<_>>();

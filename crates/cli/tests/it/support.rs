@@ -128,3 +128,14 @@ impl Drop for Spawned {
         }
     }
 }
+
+/// The attempts of a run's first step, as `(attempt, status)`.
+pub(crate) fn first_step_attempts(s: &Steward, id: &str) -> Vec<(u64, String)> {
+    let status = s.json(&["status", id, "--json"]);
+    status["steps"][0]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["attempt"].as_u64().unwrap(), a["status"].as_str().unwrap().to_owned()))
+        .collect()
+}

@@ -235,14 +235,7 @@ fn stopped_worker_is_fenced(s: Steward) {
         (recovery["actor"].as_str(), recovery["payload"]["owner"].as_str(), recovery["payload"]["new_owner"].as_str()),
         (Some("system"), Some(old_owner.as_str()), taken["owner"].as_str())
     );
-    let status = s.json(&["status", &id, "--json"]);
-    let attempts: Vec<(u64, String)> = status["steps"][0]["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| (a["attempt"].as_u64().unwrap(), a["status"].as_str().unwrap().to_owned()))
-        .collect();
-    assert_eq!(attempts, [(1, "interrupted".to_owned()), (2, "completed".to_owned())]);
+    assert_eq!(first_step_attempts(&s, &id), [(1, "interrupted".to_owned()), (2, "completed".to_owned())]);
 }
 
 /// Issue 12 point 7: PostgreSQL restarts (`pg_ctl restart`, every connection cut) while three
