@@ -288,9 +288,10 @@ async fn a_job_interrupted_on_one_worker_continues_on_another_with_another_data_
     assert_eq!(run.state, RunState::Completed, "{}", run.summary);
     assert!(calc(&p).contains("a + b"));
     assert_eq!(server.received().len(), 3, "iteration 1's saved answer was not asked for again");
-    let statuses: Vec<AttemptStatus> =
-        store.list_attempts(&run.run_id).await.unwrap().iter().map(|a| a.status).collect();
-    assert_eq!(statuses, [AttemptStatus::Interrupted, AttemptStatus::Completed]);
+    let attempts = store.list_attempts(&run.run_id).await.unwrap();
+    let statuses: Vec<AttemptStatus> = attempts.iter().map(|a| a.status).collect();
+    let why: Vec<Option<&str>> = attempts.iter().map(|a| a.error.as_deref()).collect();
+    assert_eq!(statuses, [AttemptStatus::Interrupted, AttemptStatus::Completed], "{why:?}");
     let events = store.list_events(&run.run_id, 0).await.unwrap();
     let started: Vec<u64> = events
         .iter()
