@@ -27,9 +27,9 @@ use clap::Parser;
 use serde_json::{Map, Value, json};
 
 use steward_core::job::JobContract;
+use steward_core::state::HumanDecision;
 use steward_core::state::RunState;
 use steward_core::workflow;
-use steward_runtime::micro_task::HumanDecision;
 use steward_runtime::{CreateRun, Engine};
 use steward_store::{Run, RunFilter, Store};
 

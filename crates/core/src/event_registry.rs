@@ -386,6 +386,9 @@ pub const REGISTRY: &[EventSpec] = &[
             opt("reason", Str),
             // Who decided: the operating-system user for the CLI.
             opt("decided_by", Str),
+            // The attempt that waited for the answer.
+            opt("step_id", Str),
+            opt("attempt", Int),
             opt("consent_receipt", Str),
         ],
     },

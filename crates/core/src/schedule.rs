@@ -32,6 +32,8 @@ pub struct AttemptFact<'a> {
     pub routes: &'a [String],
     /// For an attempt that stopped for a person: whether the person has answered since.
     pub answered: bool,
+    /// For a completed attempt: whether it skipped some of its work.
+    pub with_issues: bool,
 }
 
 /// An attempt to record and start.
@@ -52,8 +54,12 @@ pub struct Start {
 pub enum Verdict {
     /// Steps are running, starting, or waiting for a retry delay.
     Continue,
-    /// Nothing is left to do: the run completed.
-    Completed,
+    /// Nothing is left to do: the run completed (`completed_with_issues` when a completed
+    /// attempt skipped some of its work).
+    Completed {
+        /// Whether a completed attempt skipped some of its work.
+        with_issues: bool,
+    },
     /// The run must fail; in-flight steps should be stopped.
     Failed {
         /// The terminal reason.
@@ -221,7 +227,8 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
             ));
         }
     }
-    Plan { start, wake_at: None, verdict: Verdict::Completed }
+    let with_issues = facts.iter().any(|f| f.status == AttemptStatus::Completed && f.with_issues);
+    Plan { start, wake_at: None, verdict: Verdict::Completed { with_issues } }
 }
 
 /// Whether an attempt counts against its step's retries and the run's iteration budget. Waiting
@@ -271,6 +278,7 @@ mod tests {
                     finished_at: Some(Timestamp(*fin)),
                     routes,
                     answered: false,
+                    with_issues: false,
                 })
                 .collect()
         }
@@ -307,10 +315,13 @@ mod tests {
 
     #[test]
     fn sequential_dag_and_concurrency_limit() {
-        assert_eq!(drive(HELLO, |_, _| Completed), (vec!["greet#1".into(), "shout#1".into()], Verdict::Completed));
+        assert_eq!(
+            drive(HELLO, |_, _| Completed),
+            (vec!["greet#1".into(), "shout#1".into()], Verdict::Completed { with_issues: false })
+        );
         let (log, v) = drive(DAG, |_, _| Completed);
         assert_eq!(log, ["a#1", "b#1 c#1", "d#1", "e#1", "f#1"]);
-        assert_eq!(v, Verdict::Completed);
+        assert_eq!(v, Verdict::Completed { with_issues: false });
     }
 
     /// A review that rejects loops back; `max_total_iterations` bounds the loop.
@@ -337,7 +348,7 @@ mod tests {
             }
         };
         assert_eq!(log, ["plan#1", "review#1", "plan#2", "review#2", "ship#1"]);
-        assert_eq!(verdict, Verdict::Completed);
+        assert_eq!(verdict, Verdict::Completed { with_issues: false });
 
         let tight = src.replace("version: 1\n", "version: 1\nlimits: {max_total_iterations: 3}\n");
         let wf = parse(&tight).unwrap();
@@ -353,13 +364,28 @@ mod tests {
         );
     }
 
+    /// A completed attempt that skipped some of its work (a micro-task job that skipped tasks)
+    /// completes the run with issues; the flag travels typed, never read from an output.
+    #[test]
+    fn a_completed_attempt_with_issues_completes_the_run_with_issues() {
+        let wf = parse(HELLO).unwrap();
+        let hist = Hist(vec![
+            Row("greet".into(), 1, 1, Completed, false, 1, routes_of(&wf, "greet", None)),
+            Row("shout".into(), 1, 1, Completed, false, 2, Vec::new()),
+        ]);
+        let mut facts = hist.facts();
+        assert_eq!(plan(&wf, &facts, Timestamp(3)).verdict, Verdict::Completed { with_issues: false });
+        facts[0].with_issues = true;
+        assert_eq!(plan(&wf, &facts, Timestamp(3)).verdict, Verdict::Completed { with_issues: true });
+    }
+
     #[test]
     fn next_skips_file_order() {
         let src = "id: n\nversion: 1\nsteps:\n  - {id: a, type: noop, next: c}\n  - {id: b, type: noop, next: c, needs: []}\n  - {id: c, type: noop}\n";
         // `b` is a root join (needs: []) that routes to `c`; `c` runs once per arrival.
         let (log, v) = drive(src, |_, _| Completed);
         assert_eq!(log, ["a#1 b#1", "c#1", "c#2"]);
-        assert_eq!(v, Verdict::Completed);
+        assert_eq!(v, Verdict::Completed { with_issues: false });
     }
 
     #[test]
@@ -367,7 +393,7 @@ mod tests {
         let src = "id: r\nversion: 1\nsteps:\n  - id: a\n    type: noop\n    retry: {max_attempts: 3, backoff: {initial_seconds: 2}}\n";
         let (log, v) = drive(src, |_, a| if a < 3 { Failed } else { Completed });
         assert_eq!(log, ["a#1", "a#2", "a#3"]);
-        assert_eq!(v, Verdict::Completed);
+        assert_eq!(v, Verdict::Completed { with_issues: false });
         let (_, v) = drive(src, |_, _| Failed);
         assert_eq!(v, Verdict::Failed { reason: "step `a` failed after 3 attempts: failed".into() });
 

@@ -224,6 +224,46 @@ impl FromStr for AttemptStatus {
     }
 }
 
+/// A person's answer to an attempt that stopped for them (a hard gate, a pause point). It is
+/// stored on that attempt, so the attempt that follows reads it from the attempt log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HumanDecision {
+    /// Go on: at a hard gate, one more pass with a fresh budget.
+    Continue,
+    /// Stop: the step fails.
+    Abort,
+}
+
+impl HumanDecision {
+    /// Every decision.
+    pub const ALL: [HumanDecision; 2] = [HumanDecision::Continue, HumanDecision::Abort];
+
+    /// The spelling of `steward gate RUN continue|abort` and of the `human_decision` event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HumanDecision::Continue => "continue",
+            HumanDecision::Abort => "abort",
+        }
+    }
+}
+
+impl fmt::Display for HumanDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for HumanDecision {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HumanDecision::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| UnknownValue { what: "human decision", value: s.to_owned() })
+    }
+}
+
 /// An attempt may only leave `running`, and only once.
 pub fn check_attempt_transition(from: AttemptStatus, to: AttemptStatus) -> bool {
     from == AttemptStatus::Running && to != AttemptStatus::Running

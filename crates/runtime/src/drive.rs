@@ -20,7 +20,6 @@ use steward_store::{Attempt, AttemptFinish, AttemptStart, Commit, Lease, Release
 
 use crate::engine::{Driving, Engine, Error, Handoff, ProgressUpdate, Result};
 use crate::halt::{Halt, Stop};
-use crate::micro_task::HumanDecision;
 use crate::micro_task::job::{CommitFn, FenceFn, RunWriter};
 use crate::step::{self, AttemptRecorder, Scope, StepDone, Work};
 use steward_core::event::NewEvent;
@@ -55,8 +54,6 @@ struct RunCtx {
     deadline: Timestamp,
     env: Arc<std::collections::BTreeMap<String, String>>,
     writer: RunWriter,
-    /// People's answers to steps whose last attempt stopped for them, by step.
-    decisions: HashMap<String, HumanDecision>,
 }
 
 impl RunCtx {
@@ -73,7 +70,7 @@ impl RunCtx {
             return Plan { start: Vec::new(), wake_at: None, verdict: Verdict::Failed { reason } };
         }
         let view = self.view(finished, now);
-        schedule::plan(&self.wf, &facts(&view, &self.decisions), now)
+        schedule::plan(&self.wf, &facts(&view), now)
     }
 
     fn view(&self, finished: &[StepDone], now: Timestamp) -> Vec<Attempt> {
@@ -96,13 +93,8 @@ impl RunCtx {
         let mut c = self.writer.fenced(now);
         let mut spawn = Vec::new();
         match &plan.verdict {
-            Verdict::Completed => {
-                // A micro-task job that skipped tasks finished, with issues.
-                let issues = self.view(&finished, now).iter().any(|a| {
-                    a.status == AttemptStatus::Completed
-                        && a.output.as_ref().is_some_and(|o| o["status"] == "completed_with_issues")
-                });
-                let (to, summary) = if issues {
+            Verdict::Completed { with_issues } => {
+                let (to, summary) = if *with_issues {
                     (RunState::CompletedWithIssues, "workflow completed with issues")
                 } else {
                     (RunState::Completed, "workflow completed")
@@ -143,7 +135,6 @@ impl RunCtx {
                     actor_id: &self.writer.owner,
                     env: self.env.clone(),
                     writer: &self.writer,
-                    decisions: &self.decisions,
                 };
                 for s in &plan.start {
                     let step = &self.wf.steps[s.step_index];
@@ -155,10 +146,6 @@ impl RunCtx {
                         input: prepared.input,
                     });
                     spawn.push((step.clone(), s.attempt, prepared.work));
-                }
-                // An answer is given to the one attempt it starts.
-                for s in &plan.start {
-                    self.decisions.remove(&s.step_id);
                 }
             }
             Verdict::Continue => {}
@@ -183,11 +170,12 @@ impl RunCtx {
     }
 }
 
-fn facts<'a>(attempts: &'a [Attempt], decisions: &HashMap<String, HumanDecision>) -> Vec<AttemptFact<'a>> {
+fn facts(attempts: &[Attempt]) -> Vec<AttemptFact<'_>> {
     attempts
         .iter()
         .map(|a| AttemptFact {
-            answered: a.status == AttemptStatus::AwaitingUser && decisions.contains_key(&a.step_id),
+            answered: a.answer.is_some(),
+            with_issues: a.with_issues,
             step_id: &a.step_id,
             attempt: a.attempt,
             visit: a.visit,
@@ -352,7 +340,6 @@ impl<S: Store + Clone> Engine<S> {
             }
         };
         let attempts = store.list_attempts(run_id).await?;
-        let decisions = self.decisions(run_id, &attempts).await?;
         let store = store.clone();
         let commit: Arc<CommitFn> = Arc::new({
             let (store, engine) = (store.clone(), self.clone());
@@ -412,27 +399,7 @@ impl<S: Store + Clone> Engine<S> {
         };
         let data_dir = &self.inner.config.data_dir;
         let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.clone());
-        Ok(Ok(RunCtx { run, inputs, bus, data_dir, wf, attempts, deadline, env, writer, decisions }))
-    }
-
-    /// The answers to steps whose last attempt stopped for a person: the latest
-    /// `human_decision` of each such step. Only `steward gate` moves a waiting run on, and it
-    /// records one, so the latest answers the last pause.
-    async fn decisions(&self, run_id: &str, attempts: &[Attempt]) -> Result<HashMap<String, HumanDecision>> {
-        let waiting = waiting(attempts);
-        let mut out = HashMap::new();
-        if waiting.is_empty() {
-            return Ok(out);
-        }
-        for e in self.inner.store.list_events(run_id, 0).await? {
-            if e.event_type == "human_decision"
-                && let Some(step) = e.step_id.filter(|s| waiting.iter().any(|a| &a.step_id == s))
-                && let Some(d) = e.payload["decision"].as_str().and_then(HumanDecision::parse)
-            {
-                out.insert(step, d);
-            }
-        }
-        Ok(out)
+        Ok(Ok(RunCtx { run, inputs, bus, data_dir, wf, attempts, deadline, env, writer }))
     }
 
     /// Commits `c`; `Ok(None)` when the run was taken away (cancelled or recovered elsewhere).

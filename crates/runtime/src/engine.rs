@@ -16,16 +16,17 @@ use steward_core::liveness::{ProcessRef, check_liveness};
 use steward_core::state::{AttemptStatus, RunState, TransitionCause};
 use steward_core::workflow::{self, Diagnostic, Workflow};
 use steward_store::{
-    Attempt, Claim, Claimed, Commit, Expect, Lease, NewRun, Owner, Recovered, Run, RunFilter, Scan, Store, Transition,
+    Answer, Attempt, Claim, Claimed, Commit, Expect, Lease, NewRun, Owner, Recovered, Run, RunFilter, Scan, Store,
+    Transition,
 };
 use steward_tools::bus::{Refusal, ToolBus};
 use steward_tools::process::{self, Liveness, Reaped};
 
 use crate::clock::{Clock, new_run_id};
 use crate::halt::{Halt, Stop};
-use crate::micro_task::HumanDecision;
 use crate::retry::{RetryPolicy, Retrying};
 use crate::secrets::Sealer;
+use steward_core::state::HumanDecision;
 
 /// Engine errors. Step failures are not errors: they are recorded on the run.
 #[derive(Debug, thiserror::Error)]
@@ -625,8 +626,8 @@ impl<S: Store + Clone> Engine<S> {
         events
     }
 
-    /// Answers a run that waits for a person (a hard gate or a pause point): records the
-    /// `human_decision` for each waiting step, takes the run back to `running`, and drives it.
+    /// Answers a run that waits for a person (a hard gate or a pause point): sets the answer
+    /// on each waiting attempt (the store records `human_decision` with it), takes the run back to `running`, and drives it.
     /// The waiting steps start a fresh attempt that reads the answer; `abort` fails them.
     pub async fn gate(
         &self,
@@ -650,16 +651,12 @@ impl<S: Store + Clone> Engine<S> {
         c.actor_id = actor_id.to_owned();
         for a in crate::drive::waiting(&attempts) {
             let pause = a.output.as_ref().map(|o| &o["pause"]);
-            let gate = pause.and_then(|p| p["kind"].as_str()).unwrap_or("gate");
-            let mut body = serde_json::json!({"decision": decision.as_str(), "gate": gate, "decided_by": actor_id});
-            if let Some(r) = reason {
-                body["reason"] = serde_json::json!(r);
-            }
-            c.events.push(NewEvent {
-                actor: Actor::Human,
-                actor_id: actor_id.to_owned(),
-                step_id: Some(a.step_id.clone()),
-                payload: Payload::recorded("human_decision", body),
+            c.answers.push(Answer {
+                step_id: a.step_id.clone(),
+                attempt: a.attempt,
+                decision,
+                gate: pause.and_then(|p| p["kind"].as_str()).unwrap_or("gate").to_owned(),
+                reason: reason.map(str::to_owned),
             });
         }
         c.transition = Some(Transition {

@@ -24,8 +24,8 @@ use steward_tools::terminal::SessionKind;
 
 use crate::agent::{self, AgentWork};
 use crate::halt::Halt;
-use crate::micro_task::HumanDecision;
 use crate::micro_task::job::{self, MicroTaskWork, RunSink, RunWriter};
+use steward_core::state::HumanDecision;
 
 /// Exit codes `sh` uses when it cannot run the command at all.
 const NOT_FOUND: i32 = 127;
@@ -70,8 +70,6 @@ pub(crate) struct Scope<'a> {
     pub(crate) actor_id: &'a str,
     pub(crate) env: Arc<std::collections::BTreeMap<String, String>>,
     pub(crate) writer: &'a RunWriter,
-    /// People's answers to steps that stopped for them, by step.
-    pub(crate) decisions: &'a HashMap<String, HumanDecision>,
 }
 
 /// Large outputs of earlier steps that a step's templates read, fetched from the artifact store
@@ -287,7 +285,15 @@ impl Scope<'_> {
         let whole_run = self.run.contract.job_kind == JobKind::MicroTaskExecution;
         let job_id = job::job_of(&self.run.job_id, whole_run, &step.id, visit);
         let workdir = Path::new(&self.run.workdir);
-        let decision = self.decisions.get(&step.id).copied();
+        // The answer to the step's last attempt, if it stopped for a person: the one attempt
+        // that follows it reads it.
+        let decision = self
+            .attempts
+            .iter()
+            .filter(|a| a.step_id == step.id)
+            .max_by_key(|a| a.attempt)
+            .filter(|a| a.status == AttemptStatus::AwaitingUser)
+            .and_then(|a| a.answer);
         let input = json!({
             "type": "micro_tasks",
             "packet": m.packet,
@@ -376,7 +382,16 @@ pub(crate) fn finish(
     retryable: bool,
     output: Option<Value>,
 ) -> AttemptFinish {
-    AttemptFinish { step_id: step_id.to_owned(), attempt, status, output, error, retryable, routes: Vec::new() }
+    AttemptFinish {
+        step_id: step_id.to_owned(),
+        attempt,
+        status,
+        output,
+        error,
+        retryable,
+        with_issues: false,
+        routes: Vec::new(),
+    }
 }
 
 /// Output text as the `stdout` output: trailing newlines removed, as `$(...)` does.

@@ -12,8 +12,11 @@ use steward_store::{Error, Result};
 use crate::conn::Target;
 
 /// The migrations, in order; the version of each is its position, from 1.
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/001_initial.sql"), include_str!("../migrations/002_artifacts.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/001_initial.sql"),
+    include_str!("../migrations/002_artifacts.sql"),
+    include_str!("../migrations/003_typed_answers.sql"),
+];
 
 /// The advisory lock key migrations run under ("STEWMIGR").
 const LOCK: i64 = 0x5354_4557_4d49_4752;

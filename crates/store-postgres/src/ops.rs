@@ -21,7 +21,7 @@ use steward_core::Timestamp;
 use steward_core::event::{Actor, Payload};
 use steward_core::idempotency_key;
 use steward_core::ids::IdGen;
-use steward_core::state::{AttemptStatus, RunState};
+use steward_core::state::{AttemptStatus, HumanDecision, RunState};
 use steward_store::{
     AttemptFinish, AttemptStart, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun, PruneReport, Recovered,
     RetentionPolicy, Run, Scan, rules,
@@ -231,7 +231,7 @@ fn head(run_id: &str, row: Option<&tokio_postgres::Row>) -> Result<Head, OpError
 /// Ends an attempt; answers its status and start before this statement (none if it never
 /// started).
 const FINISH: &str = "UPDATE step_attempts AS a
-     SET status = $4, output = $5, error = $6, retryable = $7, routes = $8, finished_at = $9
+     SET status = $4, output = $5, error = $6, retryable = $7, routes = $8, finished_at = $9, with_issues = $10
      FROM step_attempts AS old
      WHERE a.run_id = $1 AND a.step_id = $2 AND a.attempt = $3
        AND old.run_id = a.run_id AND old.step_id = a.step_id AND old.attempt = a.attempt
@@ -248,6 +248,7 @@ fn finish_params(run_id: &str, f: &AttemptFinish, now: Timestamp) -> Vec<(Value,
         val(f.retryable, Type::BOOL),
         val(serde_json::to_string(&f.routes).unwrap_or_else(|_| "[]".into()), Type::TEXT),
         val(now.millis(), Type::INT8),
+        val(f.with_issues, Type::BOOL),
     ]
 }
 
@@ -443,6 +444,8 @@ const PROCESS: &str = "UPDATE step_attempts AS a SET process = $4
        AND old.run_id = a.run_id AND old.step_id = a.step_id AND old.attempt = a.attempt
      RETURNING old.status";
 
+const ANSWER: &str = "UPDATE step_attempts SET answer = $4 WHERE run_id = $1 AND step_id = $2 AND attempt = $3";
+
 /// The run's fields after a commit. Whoever holds it keeps it ($8) only while it goes on
 /// running unreleased; a release makes it claimable `$12` ms after the database's now; a run
 /// that (re-)enters `running` ($13) is claimable at once.
@@ -472,7 +475,7 @@ fn update_run_sql() -> String {
 /// The attempts a commit's checks look at: those it ends, starts or records a process for, and,
 /// when it ends all running ones or releases the run, every running one; in the order they
 /// started.
-const ATTEMPTS: &str = "SELECT step_id, attempt, status, started_at FROM step_attempts
+const ATTEMPTS: &str = "SELECT step_id, attempt, status, started_at, answer FROM step_attempts
      WHERE run_id = $1
        AND (($2 AND status = 'running')
             OR (step_id, attempt) IN (SELECT k.s, k.a FROM unnest($3::text[], $4::bigint[]) AS k(s, a)))
@@ -484,6 +487,7 @@ struct Stored {
     attempt: u32,
     status: AttemptStatus,
     started_at: Timestamp,
+    answer: Option<HumanDecision>,
 }
 
 /// Adds what a commit reads before it decides: its run (locked), whether its id was applied,
@@ -499,7 +503,8 @@ async fn add_commit_reads(trip: &mut Trip<'_>, c: &Commit) -> Result<(), OpError
         .iter()
         .map(|f| (&f.step_id, f.attempt))
         .chain(c.started.iter().map(|s| (&s.step_id, s.attempt)))
-        .chain(c.processes.iter().map(|p| (&p.step_id, p.attempt)));
+        .chain(c.processes.iter().map(|p| (&p.step_id, p.attempt)))
+        .chain(c.answers.iter().map(|a| (&a.step_id, a.attempt)));
     let (steps, attempts): (Vec<String>, Vec<i64>) = keys.map(|(s, a)| (s.clone(), i64::from(a))).unzip();
     let params = vec![
         val(c.run_id.clone(), Type::TEXT),
@@ -528,11 +533,13 @@ fn commit_reads(answers: &mut Answers, c: &Commit) -> Result<Reads, OpError> {
     for row in answers.next("reading attempts")? {
         let status: String = row.try_get(2).map_err(|e| corrupt(&what, e))?;
         let attempt: i64 = row.try_get(1).map_err(|e| corrupt(&what, e))?;
+        let answer: Option<&str> = row.try_get(4).map_err(|e| corrupt(&what, e))?;
         attempts.push(Stored {
             step_id: row.try_get(0).map_err(|e| corrupt(&what, e))?,
             attempt: u32::try_from(attempt).map_err(|e| corrupt(&what, e))?,
             status: status.parse().map_err(|e| corrupt(&what, e))?,
             started_at: Timestamp(row.try_get(3).map_err(|e| corrupt(&what, e))?),
+            answer: answer.map(str::parse).transpose().map_err(|e| corrupt(&what, e))?,
         });
     }
     Ok(Reads { head, applied, attempts })
@@ -541,6 +548,7 @@ fn commit_reads(answers: &mut Answers, c: &Commit) -> Result<Reads, OpError> {
 /// What a commit writes, once every check passed.
 struct Writes {
     note: Option<String>,
+    decisions: Vec<steward_store::Answer>,
     endings: Vec<AttemptFinish>,
     starts: Vec<(AttemptStart, i64)>,
     when: Timestamp,
@@ -574,6 +582,16 @@ fn plan_commit(
     let find = |attempts: &mut Vec<Stored>, step: &str, attempt: u32| -> Option<usize> {
         attempts.iter().position(|a| a.step_id == step && a.attempt == attempt)
     };
+    let mut decisions = Vec::new();
+    for a in &c.answers {
+        let found = find(&mut attempts, &a.step_id, a.attempt);
+        let payload = rules::answer(run_id, a, &c.actor_id, found.map(|i| (attempts[i].status, attempts[i].answer)))?;
+        if let Some(i) = found {
+            attempts[i].answer = Some(a.decision);
+        }
+        decisions.push(a.clone());
+        cx.event(&w, &mut h, &payload)?;
+    }
     let mut endings = Vec::new();
     let mut end = |cx: &mut Ctx<'_>, h: &mut Head, attempts: &mut Vec<Stored>, f: &AttemptFinish| {
         let found = find(attempts, &f.step_id, f.attempt);
@@ -613,6 +631,7 @@ fn plan_commit(
             attempt: s.attempt,
             status: AttemptStatus::Running,
             started_at: when,
+            answer: None,
         });
         starts.push((s.clone(), ordinal));
         cx.event(&w, &mut h, &payload)?;
@@ -655,7 +674,7 @@ fn plan_commit(
         val(entered_running, Type::BOOL),
         val(db_now, Type::INT8),
     ];
-    let writes = Writes { note: c.id.clone(), endings, starts, when, run };
+    let writes = Writes { note: c.id.clone(), decisions, endings, starts, when, run };
     Ok((CommitOutcome { state, last_event_seq: h.last_event_seq }, Some(writes)))
 }
 
@@ -667,6 +686,16 @@ async fn add_commit_writes(trip: &mut Trip<'_>, c: &Commit, writes: Writes) -> R
     if let Some(id) = writes.note {
         let params = vec![val(id, Type::TEXT), val(c.run_id.clone(), Type::TEXT)];
         trip.query("noting the commit id", NOTE_COMMIT, params).await?;
+        n += 1;
+    }
+    for a in &writes.decisions {
+        let params = vec![
+            val(c.run_id.clone(), Type::TEXT),
+            val(a.step_id.clone(), Type::TEXT),
+            val(i64::from(a.attempt), Type::INT8),
+            val(a.decision.as_str(), Type::TEXT),
+        ];
+        trip.query("recording an answer", ANSWER, params).await?;
         n += 1;
     }
     for f in &writes.endings {
@@ -777,7 +806,8 @@ pub(crate) async fn commit_wave(
 /// Candidates for a claim, oldest first and runs to recover before queued ones (HSK-WF-003),
 /// locked as they are read; rows another claimer (or writer) holds locked are skipped, so
 /// concurrent claimers never wait for each other and never take the same run.
-/// `rules::claimable` has the last word on each.
+/// `rules::claimable` has the last word on each, but the query must already ask everything it
+/// asks: a row the query returns and the rule refuses still uses up a place under `LIMIT`.
 fn claim_candidates_sql() -> String {
     format!(
         "WITH clock AS (SELECT {} AS db_now)
@@ -787,7 +817,8 @@ fn claim_candidates_sql() -> String {
                 OR (state = 'stalled' AND $3)
                 OR (state = 'running' AND owner IS NULL AND (ready_at IS NULL OR ready_at <= clock.db_now))
                 OR (state = 'running' AND owner IS NOT NULL
-                    AND (lease_expires_at IS NULL OR lease_expires_at <= clock.db_now)))
+                    AND (lease_expires_at IS NULL OR lease_expires_at <= clock.db_now)
+                    AND NOT (owner = ANY($6::text[]))))
            AND (cardinality($4::text[]) = 0 OR EXISTS (
                 SELECT 1 FROM unnest($4::text[]) AS w(dir)
                 WHERE rtrim(w.dir, '/') = '' OR workdir = rtrim(w.dir, '/')
@@ -812,6 +843,7 @@ async fn claim(cx: &mut Ctx<'_>, claim: &Claim) -> Result<Vec<Claimed>, OpError>
         val(claim.resume_stalled, Type::BOOL),
         val(claim.workdirs.clone(), Type::TEXT_ARRAY),
         val(i64::from(claim.limit), Type::INT8),
+        val(claim.spare_owners.clone(), Type::TEXT_ARRAY),
     ];
     trip.query("finding runs to claim", &claim_candidates_sql(), params).await?;
     let rows = trip.send(cx).await?.next("finding runs to claim")?;

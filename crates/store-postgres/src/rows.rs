@@ -109,7 +109,7 @@ pub(crate) fn run_from_row(r: &Row) -> Result<Run> {
 
 pub(crate) const ATTEMPT_COLUMNS: &str =
     "run_id, step_id, attempt, visit, status, idempotency_key, input, output, error,
-    retryable, routes, started_at, finished_at, process";
+    retryable, routes, started_at, finished_at, process, with_issues, answer";
 
 pub(crate) fn attempt_from_row(r: &Row) -> Result<Attempt> {
     let idempotency_key: String = get(r, 5, "attempt")?;
@@ -131,6 +131,8 @@ pub(crate) fn attempt_from_row(r: &Row) -> Result<Attempt> {
         started_at: get_ts(r, 11, what)?,
         finished_at: get_opt_ts(r, 12, what)?,
         process: process(what, get(r, 13, what)?)?,
+        with_issues: get(r, 14, what)?,
+        answer: get::<Option<&str>>(r, 15, what)?.map(str::parse).transpose().map_err(|e| corrupt(what, e))?,
         idempotency_key,
     })
 }

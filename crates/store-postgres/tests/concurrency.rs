@@ -138,6 +138,7 @@ async fn the_store_wide_feed_never_skips_an_event_that_commits_late() {
                             output: None,
                             error: None,
                             retryable: false,
+                            with_issues: false,
                             routes: vec![],
                         }];
                     }

@@ -37,6 +37,7 @@ fn step(run_id: &str, epoch: u64, n: u32) -> Commit {
             output: Some(json!({"n": n - 1})),
             error: None,
             retryable: false,
+            with_issues: false,
             routes: vec![],
         }];
     }

@@ -10,9 +10,9 @@ use steward_core::Timestamp;
 use steward_core::event::{Actor, Payload};
 use steward_core::idempotency_key;
 use steward_core::ids::IdGen;
-use steward_core::state::{AttemptStatus, RunState};
+use steward_core::state::{AttemptStatus, HumanDecision, RunState};
 use steward_store::{
-    AttemptFinish, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun, PruneReport, Recovered, Result,
+    Answer, AttemptFinish, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun, PruneReport, Recovered, Result,
     RetentionPolicy, Run, Scan, rules,
 };
 
@@ -147,8 +147,8 @@ impl Tx<'_> {
         let payload = rules::finish(self.run_id, f, stored, self.now)?;
         self.conn
             .prepare_cached(
-                "UPDATE step_attempts SET status = ?4, output = ?5, error = ?6, retryable = ?7, routes = ?8, finished_at = ?9
-                 WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+                "UPDATE step_attempts SET status = ?4, output = ?5, error = ?6, retryable = ?7, routes = ?8, finished_at = ?9,
+                 with_issues = ?10 WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -161,8 +161,35 @@ impl Tx<'_> {
                     f.retryable,
                     serde_json::to_string(&f.routes).unwrap_or_else(|_| "[]".into()),
                     self.now.millis(),
+                    f.with_issues,
                 ])
             })
+            .map_err(map_err(""))?;
+        self.event(h, &payload)
+    }
+
+    /// Sets a person's answer on the attempt that waits for it and records `human_decision`.
+    fn answer(&self, h: &mut RunHead, a: &Answer) -> Result<()> {
+        let stored: Option<(String, Option<String>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT status, answer FROM step_attempts WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![self.run_id, a.step_id, a.attempt], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+            })
+            .map_err(map_err(""))?;
+        let stored = match stored {
+            Some((status, answer)) => Some((
+                status.parse::<AttemptStatus>().map_err(corrupt)?,
+                answer.map(|d| d.parse::<HumanDecision>()).transpose().map_err(corrupt)?,
+            )),
+            None => None,
+        };
+        let payload = rules::answer(self.run_id, a, self.actor_id, stored)?;
+        self.conn
+            .prepare_cached("UPDATE step_attempts SET answer = ?4 WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3")
+            .and_then(|mut st| st.execute(params![self.run_id, a.step_id, a.attempt, a.decision.as_str()]))
             .map_err(map_err(""))?;
         self.event(h, &payload)
     }
@@ -258,6 +285,9 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, db_now: Timestamp, c: &
     let tx = Tx { conn, ids, run_id: &c.run_id, now: when, actor: c.actor, actor_id: &c.actor_id };
     for e in &c.events {
         tx.event_as(&mut h, e.actor, &e.actor_id, e.step_id.as_deref(), &e.payload)?;
+    }
+    for a in &c.answers {
+        tx.answer(&mut h, a)?;
     }
     for f in &c.finished {
         tx.finish_attempt(&mut h, f)?;

@@ -118,7 +118,7 @@ pub(crate) fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Run>> {
     })())
 }
 
-pub(crate) const ATTEMPT_COLUMNS: &str = "run_id, step_id, attempt, visit, status, idempotency_key, input, output, error, retryable, routes, started_at, finished_at, process";
+pub(crate) const ATTEMPT_COLUMNS: &str = "run_id, step_id, attempt, visit, status, idempotency_key, input, output, error, retryable, routes, started_at, finished_at, process, with_issues, answer";
 
 pub(crate) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Attempt>> {
     let run_id: String = r.get(0)?;
@@ -135,6 +135,8 @@ pub(crate) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Attempt>>
     let started_at: i64 = r.get(11)?;
     let finished_at: Option<i64> = r.get(12)?;
     let process_json: Option<String> = r.get(13)?;
+    let with_issues: bool = r.get(14)?;
+    let answer: Option<String> = r.get(15)?;
     Ok((|| {
         let what = format!("attempt `{idempotency_key}`");
         Ok(Attempt {
@@ -143,6 +145,8 @@ pub(crate) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Attempt>>
             output: output.as_deref().map(|o| json(&what, o)).transpose()?,
             routes: serde_json::from_str(&routes).map_err(|e| corrupt(&what, e))?,
             process: process(&what, process_json.as_deref())?,
+            answer: answer.map(|a| a.parse()).transpose().map_err(|e| corrupt(&what, e))?,
+            with_issues,
             run_id,
             step_id,
             attempt,

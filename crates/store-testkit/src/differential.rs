@@ -90,6 +90,7 @@ fn random_commit(
             output: Some(json!({"ok": true})),
             error: None,
             retryable: rng.random_bool(0.5),
+            with_issues: rng.random_bool(0.2),
             routes: vec!["b".into()],
         });
     }
@@ -170,9 +171,9 @@ pub async fn same_history<A: Store, B: Store>(seed: u64, subject: &A, reference:
             }
             10 => {
                 let claim = random_claim(&mut rng, now);
-                let (a, b) = (subject.claim(claim.clone()).await, reference.claim(claim).await);
+                let (a, b) = (subject.claim(claim.clone()).await, reference.claim(claim.clone()).await);
                 applied += a.as_ref().map_or(0, Vec::len);
-                assert_eq!(a, b, "seed {seed} op {step}");
+                assert_eq!(a, b, "seed {seed} op {step}: {claim:?}");
                 true
             }
             3 => {

@@ -22,9 +22,9 @@ use steward_core::Timestamp;
 use steward_core::event::Actor;
 use steward_core::job::{JobContract, JobKind, MICRO_TASK_PROFILE};
 use steward_core::liveness::ProcessRef;
-use steward_core::state::{AttemptStatus, RunState, TransitionCause};
+use steward_core::state::{AttemptStatus, HumanDecision, RunState, TransitionCause};
 use steward_store::{
-    AttemptFinish, AttemptProcess, AttemptStart, Claim, Commit, Error, Expect, Lease, NewRun, Owner, Release,
+    Answer, AttemptFinish, AttemptProcess, AttemptStart, Claim, Commit, Error, Expect, Lease, NewRun, Owner, Release,
     RunFilter, Scan, Store, Transition,
 };
 
@@ -39,6 +39,7 @@ macro_rules! store_conformance {
             stale_writers_are_fenced,
             attempts_are_written_before_and_after,
             a_step_waits_for_a_person_only_with_its_run,
+            an_answer_lands_once_on_the_attempt_that_waits,
             events_are_gapless_per_run,
             renewal_reports_lost_leases,
             two_claimers_race_and_exactly_one_wins,
@@ -191,6 +192,7 @@ fn finish(step: &str, attempt: u32, status: AttemptStatus) -> AttemptFinish {
         output: Some(json!({"stdout": "ok"})),
         error: None,
         retryable: false,
+        with_issues: false,
         routes: vec!["b".into()],
     }
 }
@@ -333,6 +335,7 @@ pub async fn attempts_are_written_before_and_after<S: Store>(s: &S) {
     c.finished = vec![AttemptFinish {
         error: Some("exit 3".into()),
         retryable: true,
+        with_issues: false,
         output: None,
         routes: vec![],
         ..finish("b", 1, AttemptStatus::Failed)
@@ -395,6 +398,72 @@ pub async fn a_step_waits_for_a_person_only_with_its_run<S: Store>(s: &S) {
     assert_eq!((a.status, a.finished_at), (AttemptStatus::AwaitingUser, Some(at(4))));
     let run = s.get_run("r1").await.unwrap();
     assert_eq!((run.state, run.finished_at, run.owner), (RunState::AwaitingUser, None, None), "nobody executes it");
+}
+
+/// A person's answer lands on the attempt that waits for it, once, with its `human_decision` in
+/// the same write; an answer that does not come from a person, or that goes to an attempt that
+/// does not wait or was answered already, is refused and leaves nothing. A completed attempt
+/// keeps whether it skipped work. Both are typed columns, never re-read from events or output.
+pub async fn an_answer_lands_once_on_the_attempt_that_waits<S: Store>(s: &S) {
+    running_run(s, "r1", "me", at(1)).await;
+    let mut c = commit("r1", RunState::Running, at(2));
+    c.started = vec![start("a", 1), start("b", 1)];
+    s.commit(c).await.unwrap();
+    let answer = |step: &str, decision| Answer {
+        step_id: step.into(),
+        attempt: 1,
+        decision,
+        gate: "hard_gate".into(),
+        reason: Some("looked at it".into()),
+    };
+    let by = |who: &str, state, now| Commit::new("r1", Expect::state(state), now, Actor::Human, who);
+    let mut c = by("alice", RunState::Running, at(3));
+    c.answers = vec![answer("a", HumanDecision::Continue)];
+    assert!(matches!(s.commit(c).await, Err(Error::Conflict { actual, .. }) if actual.contains("running")));
+
+    let mut c = commit("r1", RunState::Running, at(4));
+    c.finished = vec![
+        finish("a", 1, AttemptStatus::AwaitingUser),
+        AttemptFinish { with_issues: true, ..finish("b", 1, AttemptStatus::Completed) },
+    ];
+    c.transition = to(RunState::AwaitingUser, "hard gate");
+    s.commit(c).await.unwrap();
+
+    let mut c = commit("r1", RunState::AwaitingUser, at(5));
+    c.answers = vec![answer("a", HumanDecision::Continue)];
+    assert!(s.commit(c).await.is_err(), "only a person answers");
+    let mut c = by("alice", RunState::AwaitingUser, at(5));
+    c.answers = vec![answer("zzz", HumanDecision::Continue)];
+    assert!(matches!(s.commit(c).await, Err(Error::Invalid(m)) if m.contains("never started")));
+    let mut c = by("alice", RunState::AwaitingUser, at(5));
+    c.answers = vec![answer("b", HumanDecision::Continue)];
+    assert!(matches!(s.commit(c).await, Err(Error::Conflict { actual, .. }) if actual.contains("completed")));
+    assert!(s.list_attempts("r1").await.unwrap().iter().all(|a| a.answer.is_none()));
+    assert!(!s.list_events("r1", 0).await.unwrap().iter().any(|e| e.event_type == "human_decision"));
+
+    let mut c = by("alice", RunState::AwaitingUser, at(6));
+    c.answers = vec![answer("a", HumanDecision::Abort)];
+    c.transition = Some(Transition { to: RunState::Running, cause: TransitionCause::Operator, reason: "abort".into() });
+    s.commit(c).await.unwrap();
+    let attempts = s.list_attempts("r1").await.unwrap();
+    let (a, b) = (&attempts[0], &attempts[1]);
+    assert_eq!((a.answer, a.with_issues), (Some(HumanDecision::Abort), false));
+    assert_eq!((b.answer, b.with_issues), (None, true));
+    let events = s.list_events("r1", 0).await.unwrap();
+    let decided = events.iter().find(|e| e.event_type == "human_decision").unwrap();
+    assert_eq!(
+        (decided.actor, decided.actor_id.as_str(), decided.step_id.as_deref()),
+        (Actor::Human, "alice", Some("a"))
+    );
+    assert_eq!(
+        decided.payload,
+        json!({"decision": "abort", "gate": "hard_gate", "decided_by": "alice", "step_id": "a", "attempt": 1, "reason": "looked at it"})
+    );
+
+    let mut c = by("bob", RunState::Running, at(7));
+    c.answers = vec![answer("a", HumanDecision::Continue)];
+    assert!(matches!(s.commit(c).await, Err(Error::Conflict { actual, .. }) if actual.contains("answered `abort`")));
+    assert_eq!(s.list_attempts("r1").await.unwrap()[0].answer, Some(HumanDecision::Abort));
 }
 
 /// FR events are numbered 1..n per run, in commit order.
@@ -814,6 +883,7 @@ pub async fn an_engine_releases_its_run_to_stalled<S: Store>(s: &S) {
     c.finished = vec![AttemptFinish {
         status: AttemptStatus::Interrupted,
         retryable: true,
+        with_issues: false,
         error: Some("interrupted".into()),
         ..finish("a", 1, AttemptStatus::Interrupted)
     }];

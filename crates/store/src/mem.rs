@@ -181,6 +181,14 @@ impl Store for MemStore {
             rules::check_event(e.actor, &e.payload)?;
             d.pending.push((now, e.clone()));
         }
+        for a in &c.answers {
+            let found = d.attempts.iter_mut().find(|x| x.step_id == a.step_id && x.attempt == a.attempt);
+            let payload = rules::answer(&c.run_id, a, actor_id, found.as_ref().map(|x| (x.status, x.answer)))?;
+            if let Some(x) = found {
+                x.answer = Some(a.decision);
+            }
+            d.event(now, actor, actor_id, payload)?;
+        }
         for f in &c.finished {
             d.finish(f, now, actor, actor_id)?;
         }

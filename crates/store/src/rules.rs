@@ -7,9 +7,13 @@
 use steward_core::Timestamp;
 use steward_core::event::Payload;
 use steward_core::job::check_contract;
-use steward_core::state::{AttemptStatus, RunState, TransitionCause, check_attempt_transition, check_run_transition};
+use steward_core::state::{
+    AttemptStatus, HumanDecision, RunState, TransitionCause, check_attempt_transition, check_run_transition,
+};
 
-use crate::{AttemptFinish, AttemptProcess, AttemptStart, Commit, Error, NewRun, Result, Run, Scan, Transition};
+use crate::{
+    Answer, AttemptFinish, AttemptProcess, AttemptStart, Commit, Error, NewRun, Result, Run, Scan, Transition,
+};
 
 /// The summary a recovered run gets.
 pub const STALLED_SUMMARY: &str = "stalled: its process stopped; resume with `steward resume`";
@@ -334,6 +338,44 @@ pub fn process(run_id: &str, p: &AttemptProcess, stored: Option<AttemptStatus>) 
     }
 }
 
+/// A person's answer lands only on an attempt that waits for them and has no answer yet; its
+/// `human_decision` payload (FR-EVT-GOV-HUMAN; the registry refuses it from any actor but a
+/// person). `stored` is the attempt's status and answer, if it exists.
+pub fn answer(
+    run_id: &str,
+    a: &Answer,
+    decided_by: &str,
+    stored: Option<(AttemptStatus, Option<HumanDecision>)>,
+) -> Result<Payload> {
+    match stored {
+        Some((AttemptStatus::AwaitingUser, None)) => {
+            let mut body = serde_json::json!({
+                "decision": a.decision.as_str(),
+                "gate": a.gate,
+                "decided_by": decided_by,
+                "step_id": a.step_id,
+                "attempt": a.attempt,
+            });
+            if let Some(r) = &a.reason {
+                body["reason"] = serde_json::json!(r);
+            }
+            Ok(Payload::recorded("human_decision", body))
+        }
+        Some((status, answered)) => Err(Error::Conflict {
+            run_id: run_id.to_owned(),
+            expected: format!("attempt {} of step `{}` waiting for an answer", a.attempt, a.step_id),
+            actual: match answered {
+                Some(d) => format!("it was answered `{d}`"),
+                None => format!("it is {status}"),
+            },
+        }),
+        None => Err(Error::Invalid(format!(
+            "run `{run_id}`: attempt {} of step `{}` was never started",
+            a.attempt, a.step_id
+        ))),
+    }
+}
+
 /// An attempt may only end once, and only if it started; its `step_attempt_finished` payload.
 pub fn finish(
     run_id: &str,
@@ -375,6 +417,7 @@ pub fn abandoned(step_id: String, attempt: u32, status: AttemptStatus) -> Attemp
         output: None,
         error: Some(error.to_owned()),
         retryable: status == AttemptStatus::Interrupted,
+        with_issues: false,
         routes: Vec::new(),
     }
 }

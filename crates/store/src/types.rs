@@ -7,7 +7,7 @@ use steward_core::Timestamp;
 use steward_core::event::{Actor, NewEvent};
 use steward_core::job::JobContract;
 use steward_core::liveness::ProcessRef;
-use steward_core::state::{AttemptStatus, RunState, TransitionCause};
+use steward_core::state::{AttemptStatus, HumanDecision, RunState, TransitionCause};
 
 /// A run to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,8 +171,13 @@ pub struct Attempt {
     pub error: Option<String>,
     /// Whether a failure may be retried.
     pub retryable: bool,
+    /// A completed attempt that skipped some of its work (a micro-task job that skipped
+    /// tasks): the run ends `completed_with_issues`.
+    pub with_issues: bool,
     /// For a completed attempt, the steps it routed to.
     pub routes: Vec<String>,
+    /// For an attempt that stopped for a person, their answer, once given.
+    pub answer: Option<HumanDecision>,
     /// The process group of the command it runs (the latest, for a step that runs several),
     /// recorded before the command may start; what recovery kills if the engine died.
     pub process: Option<ProcessRef>,
@@ -196,7 +201,9 @@ impl Attempt {
             output: None,
             error: None,
             retryable: false,
+            with_issues: false,
             routes: Vec::new(),
+            answer: None,
             process: None,
             started_at: now,
             finished_at: None,
@@ -209,6 +216,7 @@ impl Attempt {
         self.output = f.output.clone();
         self.error = f.error.clone();
         self.retryable = f.retryable;
+        self.with_issues = f.with_issues;
         self.routes = f.routes.clone();
         self.finished_at = Some(now);
     }
@@ -276,8 +284,26 @@ pub struct AttemptFinish {
     pub error: Option<String>,
     /// Whether a failure may be retried.
     pub retryable: bool,
+    /// Completed, but some of its work was skipped (see [`Attempt::with_issues`]).
+    pub with_issues: bool,
     /// For a completed attempt, the steps it routes to.
     pub routes: Vec<String>,
+}
+
+/// A person's answer to an attempt that stopped for them. The store sets it on the attempt
+/// (once: an answered attempt refuses another) and records `human_decision` in the same write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The step.
+    pub step_id: String,
+    /// The attempt that waits (status `awaiting_user`).
+    pub attempt: u32,
+    /// The answer.
+    pub decision: HumanDecision,
+    /// What the attempt stopped at (`gate`, or the pause point's kind), for the record.
+    pub gate: String,
+    /// Why, in the person's words.
+    pub reason: Option<String>,
 }
 
 /// A command process a running attempt is about to let run.
@@ -393,6 +419,8 @@ pub struct Commit {
     pub started: Vec<AttemptStart>,
     /// Command processes of running attempts, recorded before the commands may run.
     pub processes: Vec<AttemptProcess>,
+    /// A person's answers to attempts that wait for them; the commit's actor is who answered.
+    pub answers: Vec<Answer>,
     /// Finish every other `running` attempt with this status (cancel, resume).
     pub finish_running_as: Option<AttemptStatus>,
     /// A new summary line.
@@ -416,6 +444,7 @@ impl Commit {
             transition: None,
             started: Vec::new(),
             processes: Vec::new(),
+            answers: Vec::new(),
             finish_running_as: None,
             summary: None,
             release: None,

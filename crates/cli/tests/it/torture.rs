@@ -121,7 +121,9 @@ pub(crate) fn analyze(
         match done[..] {
             [] => {
                 f.lost += 1;
-                f.note(format!("{id}: step {step_id} never completed"));
+                let why: Vec<String> =
+                    attempts.iter().map(|a| format!("#{} {} {}", a["attempt"], a["status"], a["error"])).collect();
+                f.note(format!("{id}: step {step_id} never completed ({})", why.join("; ")));
                 continue;
             }
             [_] => {}
@@ -236,8 +238,10 @@ impl Workload {
             }
             Workload::Retry => {
                 // `flaky` fails its first two tries (each process run counts, so an interrupted
-                // one may be among them), then takes effect; the retries wait a backoff.
-                let flaky = r#"n=$(cat flaky.count 2>/dev/null || echo 0); echo $((n+1)) > flaky.count; [ "$n" -ge 2 ] || exit 1"#;
+                // one may be among them), then takes effect; the retries wait a backoff. The
+                // count is replaced by a rename: a kill between the truncation and the write of a
+                // plain `>` would reset it and fail the step once more than the workload means.
+                let flaky = r#"n=$(cat flaky.count 2>/dev/null || echo 0); echo $((n+1)) > flaky.count.new; mv flaky.count.new flaky.count; [ "$n" -ge 2 ] || exit 1"#;
                 let wf = format!(
                     "id: retry\nversion: 1\nsteps:\n{}  - id: flaky\n    type: shell\n    retry: {{max_attempts: 4, backoff: {{initial_seconds: 0.1, multiplier: 2}}}}\n    run: '{}; {}'\n{}",
                     effect_step("first", ""),

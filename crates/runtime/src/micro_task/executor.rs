@@ -32,6 +32,7 @@ use steward_core::micro_task::state::{
     CurrentState, IterationRecord, LedgerStep, MtProgress, MtStatus, PROGRESS_SCHEMA_VERSION, Pause, PauseKind,
     ProgressArtifact, ProgressStatus, RunLedger, StepStatus, idempotency_key, ledger_step_id, metrics, recover,
 };
+use steward_core::state::HumanDecision;
 use steward_models::{ChatRequest, Message, ModelClient, Role};
 use steward_tools::bus::{CallContext, ToolBus};
 use steward_tools::exec::{Ending, ProcessRecorder};
@@ -77,34 +78,6 @@ pub trait EventSink: Send + Sync {
 
 /// Builds the client for a chain level.
 pub type ModelFactory = dyn Fn(&EscalationLevel) -> Result<Arc<dyn ModelClient>, String> + Send + Sync;
-
-/// A person's answer at a gate or pause point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HumanDecision {
-    /// Go on: at a hard gate, one more pass with a fresh budget.
-    Continue,
-    /// Stop: the job fails.
-    Abort,
-}
-
-impl HumanDecision {
-    /// The spelling of `steward gate RUN continue|abort` and of the `human_decision` event.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HumanDecision::Continue => "continue",
-            HumanDecision::Abort => "abort",
-        }
-    }
-
-    /// Reads `continue` or `abort`.
-    pub fn parse(s: &str) -> Option<HumanDecision> {
-        match s {
-            "continue" => Some(HumanDecision::Continue),
-            "abort" => Some(HumanDecision::Abort),
-            _ => None,
-        }
-    }
-}
 
 /// How a session of the loop ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,12 +21,13 @@ use steward_tools::bus::ToolBus;
 use steward_tools::exec::ProcessRecorder;
 use steward_tools::redact::Redactor;
 
-use super::executor::{BoxFuture, EventSink, ExecError, Executor, HumanDecision, Outcome};
+use super::executor::{BoxFuture, EventSink, ExecError, Executor, Outcome};
 use super::plan::plan;
 use crate::agent::{connect, env_var};
 use crate::clock::Clock;
 use crate::halt::Halt;
 use crate::step::StepDone;
+use steward_core::state::HumanDecision;
 
 /// Who the executor's events name as their actor id.
 const EXECUTOR_ACTOR: &str = "micro-task-executor";
@@ -144,15 +145,33 @@ fn client(
     Ok((c, key))
 }
 
-fn end(step: &Step, attempt: u32, status: AttemptStatus, error: Option<String>, output: Value) -> StepDone {
-    // A micro-task job keeps its own iteration budget; the engine does not retry it on top,
-    // except after the executor itself stopped (see below) or its engine was interrupted.
-    let retryable =
-        status == AttemptStatus::Interrupted || (status == AttemptStatus::Failed && output["status"] == "interrupted");
-    StepDone {
-        finish: crate::step::finish(&step.id, attempt, status, error, retryable, Some(output)),
-        events: Vec::new(),
+/// How the job's attempt ended. `label` is the job's own word for it, kept in the output for
+/// people; what the engine acts on travels typed in the attempt's fields.
+fn end(step: &Step, attempt: u32, ending: Ending, error: Option<String>, mut output: Value) -> StepDone {
+    output["status"] = json!(ending.label);
+    let mut finish = crate::step::finish(&step.id, attempt, ending.status, error, ending.retryable, Some(output));
+    finish.with_issues = ending.with_issues;
+    StepDone { finish, events: Vec::new() }
+}
+
+/// How a job's attempt ends, as the engine reads it.
+struct Ending {
+    status: AttemptStatus,
+    /// A micro-task job keeps its own iteration budget; the engine retries it on top only
+    /// when the executor itself stopped or its engine was interrupted.
+    retryable: bool,
+    /// Completed, but tasks were skipped: the run ends `completed_with_issues`.
+    with_issues: bool,
+    label: &'static str,
+}
+
+impl Ending {
+    fn of(status: AttemptStatus, label: &'static str) -> Ending {
+        Ending { status, retryable: status == AttemptStatus::Interrupted, with_issues: false, label }
     }
+
+    const FAILED: Ending =
+        Ending { status: AttemptStatus::Failed, retryable: false, with_issues: false, label: "failed" };
 }
 
 /// Runs the job to its end or to a pause. Never fails: every outcome is an attempt ending.
@@ -172,17 +191,13 @@ pub(crate) async fn execute(
     });
     let plan = match plan(&work.packet, work.policy.as_deref(), None, bus, &work.profile) {
         Ok(p) => p,
-        Err(e) => {
-            output["status"] = json!("failed");
-            return end(step, attempt, AttemptStatus::Failed, Some(format!("cannot plan the job: {e}")), output);
-        }
+        Err(e) => return end(step, attempt, Ending::FAILED, Some(format!("cannot plan the job: {e}")), output),
     };
     if plan.report.has_errors() {
-        output["status"] = json!("failed");
         output["report"] = serde_json::to_value(&plan.report).unwrap_or_default();
         let errors: Vec<String> = plan.report.errors.iter().map(ToString::to_string).collect();
         let why = format!("MT-VAL blocked the job: {}", errors.join("; "));
-        return end(step, attempt, AttemptStatus::Failed, Some(why), output);
+        return end(step, attempt, Ending::FAILED, Some(why), output);
     }
     if plan.policy.escalation_chain.iter().any(|l| l.provider.as_deref() == Some("scripted")) {
         // Replayed answers are never passed off as a model's.
@@ -225,24 +240,31 @@ pub(crate) async fn execute(
     {
         output["metrics"] = metrics;
     }
-    let (status, error, label) = match outcome {
-        Ok(Outcome::Completed) => (AttemptStatus::Completed, None, "completed"),
-        Ok(Outcome::CompletedWithIssues) => (AttemptStatus::Completed, None, "completed_with_issues"),
-        Ok(Outcome::Failed { reason }) => (AttemptStatus::Failed, Some(reason), "failed"),
-        Ok(Outcome::Cancelled) => (AttemptStatus::Cancelled, Some("cancelled".to_owned()), "cancelled"),
+    let (ending, error) = match outcome {
+        Ok(Outcome::Completed) => (Ending::of(AttemptStatus::Completed, "completed"), None),
+        Ok(Outcome::CompletedWithIssues) => {
+            let ending = Ending { with_issues: true, ..Ending::of(AttemptStatus::Completed, "completed_with_issues") };
+            (ending, None)
+        }
+        Ok(Outcome::Failed { reason }) => (Ending::FAILED, Some(reason)),
+        Ok(Outcome::Cancelled) => (Ending::of(AttemptStatus::Cancelled, "cancelled"), Some("cancelled".to_owned())),
         Ok(Outcome::Paused(pause)) => {
             let why = format!("waiting for a person at {}: {}", pause.mt_id, pause.reason.replace('_', " "));
             output["pause"] = serde_json::to_value(&pause).unwrap_or_default();
-            (AttemptStatus::AwaitingUser, Some(why), "awaiting_user")
+            (Ending::of(AttemptStatus::AwaitingUser, "awaiting_user"), Some(why))
         }
         // Retrying cannot make an edited packet match the job again.
-        Err(e @ ExecError::PlanChanged { .. }) => (AttemptStatus::Failed, Some(e.to_string()), "failed"),
+        Err(e @ ExecError::PlanChanged { .. }) => (Ending::FAILED, Some(e.to_string())),
         // The engine is stopping: the job's state is as the last completed save left it.
-        Err(e @ ExecError::Interrupted(_)) => (AttemptStatus::Interrupted, Some(e.to_string()), "interrupted"),
+        Err(e @ ExecError::Interrupted(_)) => {
+            (Ending::of(AttemptStatus::Interrupted, "interrupted"), Some(e.to_string()))
+        }
         // The job's state or the run's log refused a write: nothing was lost, and the next
         // attempt resumes from the job's state.
-        Err(e) => (AttemptStatus::Failed, Some(format!("the micro-task executor stopped: {e}")), "interrupted"),
+        Err(e) => {
+            let ending = Ending { retryable: true, ..Ending::of(AttemptStatus::Failed, "interrupted") };
+            (ending, Some(format!("the micro-task executor stopped: {e}")))
+        }
     };
-    output["status"] = json!(label);
-    end(step, attempt, status, error, output)
+    end(step, attempt, ending, error, output)
 }

@@ -6,5 +6,5 @@ mod executor;
 pub(crate) mod job;
 mod plan;
 
-pub use executor::{BoxFuture, EventSink, ExecError, Executor, HumanDecision, ModelFactory, Outcome};
+pub use executor::{BoxFuture, EventSink, ExecError, Executor, ModelFactory, Outcome};
 pub use plan::{Plan, PlanError, plan};

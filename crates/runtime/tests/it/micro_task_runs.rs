@@ -10,8 +10,8 @@ use steward_artifacts::{ArtifactStore, MemArtifacts};
 use steward_core::event::Actor;
 use steward_core::ids::SeqIds;
 use steward_core::job::{JobContract, JobKind, MICRO_TASK_PROFILE};
+use steward_core::state::HumanDecision;
 use steward_core::state::{AttemptStatus, RunState};
-use steward_runtime::micro_task::HumanDecision;
 use steward_runtime::{CreateRun, Engine, EngineConfig, Error, SystemClock};
 use steward_store::{NewRun, Store};
 use steward_store_sqlite::SqliteStore;
@@ -130,16 +130,18 @@ async fn a_hard_gate_waits_in_awaiting_user_until_a_person_decides() {
     assert_eq!(run.state, RunState::Completed, "{}", run.summary);
     assert!(calc(&p).contains("a + b"));
     assert_eq!(p.server.received().len(), 3, "no recorded iteration was asked again");
-    let statuses: Vec<AttemptStatus> =
-        store.list_attempts(&run.run_id).await.unwrap().iter().map(|a| a.status).collect();
-    assert_eq!(statuses, [AttemptStatus::AwaitingUser, AttemptStatus::Completed]);
+    let attempts = store.list_attempts(&run.run_id).await.unwrap();
+    let ends: Vec<(AttemptStatus, Option<HumanDecision>)> = attempts.iter().map(|a| (a.status, a.answer)).collect();
+    assert_eq!(ends, [(AttemptStatus::AwaitingUser, Some(HumanDecision::Continue)), (AttemptStatus::Completed, None)]);
+    assert_eq!(attempts[1].input["decision"], "continue", "the attempt after the gate reads the answer");
     let events = store.list_events(&run.run_id, 0).await.unwrap();
     let decision = events.iter().find(|e| e.event_type == "human_decision").unwrap();
     assert_eq!((decision.actor, decision.actor_id.as_str()), (Actor::Human, "ada"));
     assert_eq!(decision.step_id.as_deref(), Some("micro_tasks"));
     assert_eq!(
         decision.payload,
-        json!({"decision": "continue", "gate": "hard_gate", "reason": "one more pass", "decided_by": "ada"})
+        json!({"decision": "continue", "gate": "hard_gate", "reason": "one more pass", "decided_by": "ada",
+            "step_id": "micro_tasks", "attempt": 1})
     );
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let at = |t: &str| types.iter().position(|x| *x == t).unwrap();

@@ -9,10 +9,11 @@ use steward_core::event::{Actor, Payload};
 use steward_core::event_registry;
 use steward_core::micro_task::policy::EscalationLevel;
 use steward_core::micro_task::state::PauseKind;
+use steward_core::state::HumanDecision;
 use steward_models::ModelClient;
 use steward_models::http::HttpConfig;
 use steward_models::openai::OpenAiClient;
-use steward_runtime::micro_task::{BoxFuture, EventSink, ExecError, Executor, HumanDecision, Outcome, plan};
+use steward_runtime::micro_task::{BoxFuture, EventSink, ExecError, Executor, Outcome, plan};
 use steward_test_support::{LlamaServer, ModelServer, Reply};
 
 use crate::support::{SimClock, T0, bus};
