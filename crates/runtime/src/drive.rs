@@ -493,7 +493,11 @@ impl<S: Store + Clone> Engine<S> {
                 finished.extend(in_flight.all().await);
             }
             let draining = halt.draining();
-            let (c, spawn) = ctx.commit_for(&plan, std::mem::take(&mut finished), now, !draining, &bus).await;
+            // A stopped run starts nothing: an attempt that ended because of the stop (say
+            // `interrupted`, which retries at once) is recorded alone, not beside a successor
+            // that would only be recorded to be interrupted in turn.
+            let may_start = !draining && !halt.token().is_cancelled();
+            let (c, spawn) = ctx.commit_for(&plan, std::mem::take(&mut finished), now, may_start, &bus).await;
             let state = match self.record(&mut ctx, c).await {
                 Ok(Some(state)) => state,
                 taken_or_failed => {
@@ -512,8 +516,8 @@ impl<S: Store + Clone> Engine<S> {
                 self.release(&mut ctx, Vec::new(), "drain").await?;
                 return Ok(self.inner.store.get_run(run_id).await?);
             }
-            // Once stopped, nothing new starts; what was just recorded as started is ended with
-            // the rest when the run is released.
+            // A stop that came after the commit: what it recorded as started never runs, and is
+            // ended with the rest when the run is released.
             for s in spawn.into_iter().filter(|_| !halt.token().is_cancelled()) {
                 let recorder = self.recorder(&ctx, &s.0.id, s.1);
                 in_flight.spawn(s, bus.clone(), halt.clone(), recorder);
