@@ -470,6 +470,16 @@ impl<S: Store + Clone> Engine<S> {
         self.record(ctx, c).await.map(|_| ())
     }
 
+    /// Hands a run that only waits for a retry's backoff back to the workers, claimable once
+    /// `wait_ms` have passed (on the database's clock).
+    async fn park(&self, ctx: &mut RunCtx, wait_ms: i64) -> Result<()> {
+        let mut c = ctx.writer.fenced(self.inner.clock.now());
+        let reason = format!("parked for {:.1}s until a retry is due", wait_ms as f64 / 1000.0);
+        c.summary = Some(format!("waiting for a retry ({reason})"));
+        c.release = Some(Release { after_ms: u64::try_from(wait_ms).unwrap_or(0), reason });
+        self.record(ctx, c).await.map(|_| ())
+    }
+
     /// Drives a `running` run this process holds under `lease` until it is no longer running
     /// here: it ended, waits for a person, was taken away, or was handed back.
     ///
@@ -521,6 +531,16 @@ impl<S: Store + Clone> Engine<S> {
             for s in spawn.into_iter().filter(|_| !halt.token().is_cancelled()) {
                 let recorder = self.recorder(&ctx, &s.0.id, s.1);
                 in_flight.spawn(s, bus.clone(), halt.clone(), recorder);
+            }
+            if in_flight.is_empty()
+                && self.inner.config.handoff == Handoff::Workers
+                && let Some(due) = plan.wake_at.filter(|&w| w < ctx.deadline)
+                && due.since(now) >= self.inner.config.heartbeat_interval.as_millis() as i64
+            {
+                // Only a retry's backoff is left to wait for: the run is parked, and a worker's
+                // slot is not held by a run that only waits. Any worker claims it when it is due.
+                self.park(&mut ctx, due.since(now)).await?;
+                return Ok(self.inner.store.get_run(run_id).await?);
             }
             let wake = plan.wake_at.unwrap_or(ctx.deadline).min(ctx.deadline);
             let wake_in = std::time::Duration::from_millis(wake.since(self.inner.clock.now()).max(0) as u64);

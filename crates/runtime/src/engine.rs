@@ -217,6 +217,9 @@ pub(crate) struct Inner<S> {
     /// The owners the latest recovery scan found stopped but not yet past their leases: claims
     /// leave their runs alone until a scan has killed them.
     pub(crate) spared: Mutex<Vec<String>>,
+    /// Runs this process gave back because it cannot drive them (their secrets need a key it
+    /// lacks): work for another process, not work a worker that exits when idle waits for.
+    pub(crate) cannot_drive: Mutex<std::collections::HashSet<String>>,
     /// Definitions parsed, by hash.
     parsed: Mutex<HashMap<String, Arc<Workflow>>>,
     /// Writes the store refused because this process no longer held the run (fencing).
@@ -271,6 +274,7 @@ impl<S: Store + Clone> Engine<S> {
                 renewals_failing_since: Mutex::new(None),
                 refused_writes: std::sync::atomic::AtomicU64::new(0),
                 parsed: Mutex::new(HashMap::new()),
+                cannot_drive: Mutex::new(std::collections::HashSet::new()),
                 spared: Mutex::new(Vec::new()),
                 stopping: std::sync::OnceLock::new(),
                 draining: std::sync::atomic::AtomicBool::new(false),
@@ -468,6 +472,11 @@ impl<S: Store + Clone> Engine<S> {
         let (halt, guard) = self.register(&lease);
         // A secret that cannot be opened leaves the run as it was, for a process with the key.
         if let Err(e) = self.secrets_open(&run) {
+            self.inner
+                .cannot_drive
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(run.run_id.clone());
             self.hand_back(&lease, &e.to_string()).await;
             return Err(e);
         }

@@ -1,8 +1,9 @@
 //! A worker: claims runs from the store and drives them, up to a concurrency, until told to stop.
 //!
 //! Any number of workers, in one process or on many machines, share one store. Each round the
-//! worker claims as many runs as it has free slots (queued runs, runs handed back, runs whose
-//! holder's lease ran out, and stalled runs under the automatic-resume policy) and drives each
+//! worker claims as many runs as it has free slots (queued runs, runs handed back, runs parked
+//! for a retry's backoff once it is due, runs whose holder's lease ran out, and stalled runs
+//! under the automatic-resume policy) and drives each
 //! in its own task; the engine's renewal loop keeps their leases. It claims nothing while its
 //! own renewals fail, so a worker cut off from the store does not take work it cannot keep.
 //! Told to stop, it claims nothing more, lets the steps in flight finish within a grace period,
@@ -109,7 +110,15 @@ impl<S: Store + Clone> Engine<S> {
                 continue;
             }
             if opts.exit_when_idle && tasks.is_empty() && self.renewals_healthy() {
-                break;
+                // A run parked until its retry is due is work still to do.
+                match self.parked(&opts.workdirs).await {
+                    Ok(false) => break,
+                    Ok(true) => {}
+                    Err(e) => {
+                        report.outages += 1;
+                        report.last_outage = Some(format!("looking for parked runs: {e}"));
+                    }
+                }
             }
             tokio::select! {
                 () = stop.cancelled() => {}
@@ -141,6 +150,21 @@ impl<S: Store + Clone> Engine<S> {
         }
         report.refused_writes = self.refused_writes();
         Ok(report)
+    }
+}
+
+impl<S: Store + Clone> Engine<S> {
+    /// Whether a run this worker serves is parked: `running`, held by nobody, claimable later.
+    async fn parked(&self, workdirs: &[String]) -> Result<bool> {
+        let filter = steward_store::RunFilter { state: Some(steward_core::state::RunState::Running), limit: None };
+        let runs = self.inner.store.list_runs(filter).await?;
+        let cannot_drive = self.inner.cannot_drive.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(runs.iter().any(|r| {
+            r.owner.is_none()
+                && r.ready_at.is_some()
+                && steward_store::rules::serves(workdirs, &r.workdir)
+                && !cannot_drive.contains(&r.run_id)
+        }))
     }
 }
 

@@ -10,3 +10,4 @@ mod governance;
 mod micro_task_runs;
 mod micro_tasks;
 mod recovery;
+mod workers;
