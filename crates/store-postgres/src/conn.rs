@@ -160,11 +160,26 @@ pub(crate) type Params<'a> = [(&'a (dyn ToSql + Sync), Type)];
 pub(crate) struct Session {
     client: Client,
     prepared: Mutex<HashMap<String, Statement>>,
+    /// Transactions begun on it, for [`Session::replan_due`].
+    transactions: std::sync::atomic::AtomicU64,
 }
 
 impl Session {
     pub(crate) fn new(client: Client) -> Session {
-        Session { client, prepared: Mutex::new(HashMap::new()) }
+        Session { client, prepared: Mutex::new(HashMap::new()), transactions: Default::default() }
+    }
+
+    /// Whether the transaction about to begin should first drop the plans the server cached for
+    /// this connection's statements (`DISCARD PLANS`; the statements stay prepared). A plan is
+    /// cached from a statement's first executions, and on a new database those see empty
+    /// tables, where a hash join over a sequential scan is cheapest: kept as the tables grow,
+    /// such a plan turns every key lookup of a write into a scan of the whole table, until the
+    /// server's statistics catch up (autovacuum's next look, a minute or more). Re-planned after
+    /// 16, 64, 256, ... transactions, each plan fits tables of about the size they have by then,
+    /// at the cost of a few plannings, ever rarer.
+    pub(crate) fn replan_due(&self) -> bool {
+        let n = self.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        n >= 16 && n.is_power_of_two() && n.trailing_zeros().is_multiple_of(2)
     }
 
     pub(crate) fn client(&self) -> &Client {

@@ -14,6 +14,8 @@
 //! whole batch's events at once, last, under the `event_ids` row lock (see `writer`). Nothing
 //! in a write reads events back except `prune`, which the writer runs in a batch of its own.
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::Value as Value_;
 use tokio_postgres::types::Type;
 
@@ -23,8 +25,8 @@ use steward_core::idempotency_key;
 use steward_core::ids::IdGen;
 use steward_core::state::{AttemptStatus, HumanDecision, RunState};
 use steward_store::{
-    AttemptFinish, AttemptStart, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun, PruneReport, Recovered,
-    RetentionPolicy, Run, Scan, rules,
+    AttemptFinish, AttemptProcess, AttemptStart, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun,
+    PruneReport, Recovered, RetentionPolicy, Run, Scan, rules,
 };
 
 use crate::conn::{Answer, Flight, Session, Value, val};
@@ -204,32 +206,25 @@ struct Head {
     updated_at: Timestamp,
 }
 
-/// Reads a run's head and locks its row until the transaction ends: writers of one run, in
-/// this process or another, apply one after another, each against what the last committed.
-const HEAD: &str = "SELECT state, owner, lease_epoch, job_id, trace_id, last_event_seq, total_iterations, updated_at
-     FROM runs WHERE run_id = $1 FOR UPDATE";
-
-fn head(run_id: &str, row: Option<&tokio_postgres::Row>) -> Result<Head, OpError> {
-    let row = row.ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })?;
+/// A run's head from a row of [`WAVE_HEADS`] (whose column 0 is the run id).
+fn head(run_id: &str, row: &tokio_postgres::Row) -> Result<Head, OpError> {
     let what = format!("run `{run_id}`");
     let get = |e: tokio_postgres::Error| corrupt(&what, e);
-    let state: String = row.try_get(0).map_err(get)?;
-    let epoch: i64 = row.try_get(2).map_err(get)?;
-    let total: i64 = row.try_get(6).map_err(get)?;
+    let state: String = row.try_get(1).map_err(get)?;
+    let epoch: i64 = row.try_get(3).map_err(get)?;
+    let total: i64 = row.try_get(7).map_err(get)?;
     Ok(Head {
         state: state.parse().map_err(|e| corrupt(&what, e))?,
-        owner: row.try_get(1).map_err(get)?,
+        owner: row.try_get(2).map_err(get)?,
         lease_epoch: u64::try_from(epoch).map_err(|e| corrupt(&what, e))?,
-        job_id: row.try_get(3).map_err(get)?,
-        trace_id: row.try_get(4).map_err(get)?,
-        last_event_seq: row.try_get(5).map_err(get)?,
+        job_id: row.try_get(4).map_err(get)?,
+        trace_id: row.try_get(5).map_err(get)?,
+        last_event_seq: row.try_get(6).map_err(get)?,
         total_iterations: u32::try_from(total).map_err(|e| corrupt(&what, e))?,
-        updated_at: Timestamp(row.try_get(7).map_err(get)?),
+        updated_at: Timestamp(row.try_get(8).map_err(get)?),
     })
 }
 
-/// Ends an attempt; answers its status and start before this statement (none if it never
-/// started).
 const FINISH: &str = "UPDATE step_attempts AS a
      SET status = $4, output = $5, error = $6, retryable = $7, routes = $8, finished_at = $9, with_issues = $10
      FROM step_attempts AS old
@@ -429,57 +424,89 @@ async fn create_run(cx: &mut Ctx<'_>, new: &NewRun) -> Result<Run, OpError> {
     Ok(Run { last_event_seq: h.last_event_seq, ..Run::queued(new) })
 }
 
-const NOTE_COMMIT: &str =
-    "INSERT INTO applied_commits (commit_id, run_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1";
+// A wave's statements: each takes the rows of every commit of the wave as arrays, so a wave
+// costs the same few statements whatever its size (a statement's fixed cost on the server is
+// most of what a small write costs it).
 
-const START: &str = "INSERT INTO step_attempts
+/// The wave's runs, locked in run-id order (so that two writers' waves cannot deadlock each
+/// other): writers of one run, in this process or another, apply one after another, each
+/// against what the last committed.
+const WAVE_HEADS: &str = "SELECT run_id, state, owner, lease_epoch, job_id, trace_id, last_event_seq,
+         total_iterations, updated_at
+     FROM runs WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE";
+
+/// Which of the wave's commit ids were applied before.
+const WAVE_APPLIED: &str = "SELECT a.run_id FROM applied_commits AS a
+     JOIN unnest($1::text[], $2::text[]) AS k(commit_id, run_id) ON a.commit_id = k.commit_id AND a.run_id = k.run_id";
+
+/// The attempts the commits' checks look at: those each ends, starts, answers or records a
+/// process for, and, for a commit that ends all running ones or releases its run, every
+/// running one; by run, in the order they started.
+const WAVE_ATTEMPTS: &str = "SELECT run_id, step_id, attempt, status, started_at, answer, ordinal
+     FROM step_attempts WHERE run_id = ANY($1::text[]) AND status = 'running'
+     UNION
+     SELECT a.run_id, a.step_id, a.attempt, a.status, a.started_at, a.answer, a.ordinal
+     FROM step_attempts AS a
+     JOIN unnest($2::text[], $3::text[], $4::bigint[]) AS k(run_id, step_id, attempt)
+       ON a.run_id = k.run_id AND a.step_id = k.step_id AND a.attempt = k.attempt
+     ORDER BY 1, 7";
+
+const WAVE_NOTES: &str = "INSERT INTO applied_commits (commit_id, run_id)
+     SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING";
+
+const WAVE_ANSWERS: &str = "UPDATE step_attempts AS a SET answer = k.answer
+     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS k(run_id, step_id, attempt, answer)
+     WHERE a.run_id = k.run_id AND a.step_id = k.step_id AND a.attempt = k.attempt";
+
+const WAVE_FINISHES: &str = "UPDATE step_attempts AS a SET status = k.status, output = k.output, error = k.error,
+         retryable = k.retryable, routes = k.routes, finished_at = k.finished_at, with_issues = k.with_issues
+     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bool[],
+             $8::text[], $9::bigint[], $10::bool[])
+         AS k(run_id, step_id, attempt, status, output, error, retryable, routes, finished_at, with_issues)
+     WHERE a.run_id = k.run_id AND a.step_id = k.step_id AND a.attempt = k.attempt";
+
+const WAVE_STARTS: &str = "INSERT INTO step_attempts
          (run_id, step_id, attempt, visit, ordinal, status, idempotency_key, input, started_at)
-     VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8) ON CONFLICT DO NOTHING RETURNING 1";
+     SELECT k.run_id, k.step_id, k.attempt, k.visit, k.ordinal, 'running', k.idempotency_key, k.input, k.started_at
+     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::text[],
+             $8::bigint[])
+         AS k(run_id, step_id, attempt, visit, ordinal, idempotency_key, input, started_at)
+     ON CONFLICT DO NOTHING";
 
-/// Records a command's process on an attempt; answers the attempt's status (none if it never
-/// started).
-const PROCESS: &str = "UPDATE step_attempts AS a SET process = $4
-     FROM step_attempts AS old
-     WHERE a.run_id = $1 AND a.step_id = $2 AND a.attempt = $3
-       AND old.run_id = a.run_id AND old.step_id = a.step_id AND old.attempt = a.attempt
-     RETURNING old.status";
+const WAVE_PROCESSES: &str = "UPDATE step_attempts AS a SET process = k.process
+     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS k(run_id, step_id, attempt, process)
+     WHERE a.run_id = k.run_id AND a.step_id = k.step_id AND a.attempt = k.attempt";
 
-const ANSWER: &str = "UPDATE step_attempts SET answer = $4 WHERE run_id = $1 AND step_id = $2 AND attempt = $3";
-
-/// The run's fields after a commit. Whoever holds it keeps it ($8) only while it goes on
-/// running unreleased; a release makes it claimable `$12` ms after the database's now; a run
-/// that (re-)enters `running` ($13) is claimable at once.
-fn update_run_sql() -> String {
+/// The runs' fields after their commits. Whoever holds a run keeps it (`keeps`) only while it
+/// goes on running unreleased; a release makes it claimable `ready_in` ms after the database's
+/// now; a run that (re-)enters `running` is claimable at once.
+fn wave_runs_sql() -> String {
     format!(
         "UPDATE runs SET
-            state = $2,
-            current_step_id = COALESCE($3, current_step_id),
-            current_attempt = COALESCE($4, current_attempt),
-            summary = COALESCE($5, summary),
-            terminal_reason = COALESCE($6, terminal_reason),
-            total_iterations = $7,
-            owner = CASE WHEN $8 THEN owner ELSE NULL END,
-            owner_process = CASE WHEN $8 THEN owner_process ELSE NULL END,
-            lease_expires_at = CASE WHEN $8 THEN lease_expires_at ELSE NULL END,
-            started_at = CASE WHEN $2 = 'running' THEN COALESCE(started_at, $9) ELSE started_at END,
-            updated_at = $9,
-            last_progress_at = $9,
-            finished_at = $10,
-            last_event_seq = $11,
-            ready_at = CASE WHEN $12::bigint IS NOT NULL THEN {} + $12 WHEN $13 THEN NULL ELSE ready_at END
-         WHERE run_id = $1",
+            state = k.state,
+            current_step_id = COALESCE(k.current_step_id, runs.current_step_id),
+            current_attempt = COALESCE(k.current_attempt, runs.current_attempt),
+            summary = COALESCE(k.summary, runs.summary),
+            terminal_reason = COALESCE(k.terminal_reason, runs.terminal_reason),
+            total_iterations = k.total_iterations,
+            owner = CASE WHEN k.keeps THEN runs.owner ELSE NULL END,
+            owner_process = CASE WHEN k.keeps THEN runs.owner_process ELSE NULL END,
+            lease_expires_at = CASE WHEN k.keeps THEN runs.lease_expires_at ELSE NULL END,
+            started_at = CASE WHEN k.state = 'running' THEN COALESCE(runs.started_at, k.now) ELSE runs.started_at END,
+            updated_at = k.now,
+            last_progress_at = k.now,
+            finished_at = k.finished_at,
+            last_event_seq = k.last_event_seq,
+            ready_at = CASE WHEN k.ready_in IS NOT NULL THEN {} + k.ready_in
+                            WHEN k.entered_running THEN NULL ELSE runs.ready_at END
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bigint[],
+                 $8::bool[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bool[])
+             AS k(run_id, state, current_step_id, current_attempt, summary, terminal_reason, total_iterations,
+                  keeps, now, finished_at, last_event_seq, ready_in, entered_running)
+         WHERE runs.run_id = k.run_id",
         db_now_sql(14)
     )
 }
-
-/// The attempts a commit's checks look at: those it ends, starts or records a process for, and,
-/// when it ends all running ones or releases the run, every running one; in the order they
-/// started.
-const ATTEMPTS: &str = "SELECT step_id, attempt, status, started_at, answer FROM step_attempts
-     WHERE run_id = $1
-       AND (($2 AND status = 'running')
-            OR (step_id, attempt) IN (SELECT k.s, k.a FROM unnest($3::text[], $4::bigint[]) AS k(s, a)))
-     ORDER BY ordinal";
 
 /// An attempt as a commit's checks see it, changed as the commit's own changes apply.
 struct Stored {
@@ -490,32 +517,43 @@ struct Stored {
     answer: Option<HumanDecision>,
 }
 
-/// Adds what a commit reads before it decides: its run (locked), whether its id was applied,
-/// the attempts it touches.
-async fn add_commit_reads(trip: &mut Trip<'_>, c: &Commit) -> Result<(), OpError> {
-    trip.query("reading the run", HEAD, vec![val(c.run_id.clone(), Type::TEXT)]).await?;
-    if let Some(id) = &c.id {
-        let params = vec![val(id.clone(), Type::TEXT), val(c.run_id.clone(), Type::TEXT)];
-        trip.query("checking the commit id", APPLIED, params).await?;
-    }
-    let keys = c
-        .finished
+/// Adds what a wave's commits read before they decide: their runs (locked), which of their ids
+/// were applied, the attempts they touch.
+async fn add_wave_reads(trip: &mut Trip<'_>, commits: &[&Commit]) -> Result<(), OpError> {
+    let runs: Vec<String> = commits.iter().map(|c| c.run_id.clone()).collect();
+    trip.query("reading the runs", WAVE_HEADS, vec![val(runs, Type::TEXT_ARRAY)]).await?;
+    let (ids, id_runs): (Vec<String>, Vec<String>) =
+        commits.iter().filter_map(|c| c.id.clone().map(|id| (id, c.run_id.clone()))).unzip();
+    let params = vec![val(ids, Type::TEXT_ARRAY), val(id_runs, Type::TEXT_ARRAY)];
+    trip.query("checking the commit ids", WAVE_APPLIED, params).await?;
+    let all_running: Vec<String> = commits
         .iter()
-        .map(|f| (&f.step_id, f.attempt))
-        .chain(c.started.iter().map(|s| (&s.step_id, s.attempt)))
-        .chain(c.processes.iter().map(|p| (&p.step_id, p.attempt)))
-        .chain(c.answers.iter().map(|a| (&a.step_id, a.attempt)));
-    let (steps, attempts): (Vec<String>, Vec<i64>) = keys.map(|(s, a)| (s.clone(), i64::from(a))).unzip();
+        .filter(|c| c.finish_running_as.is_some() || c.release.is_some())
+        .map(|c| c.run_id.clone())
+        .collect();
+    let (mut runs, mut steps, mut attempts) = (Vec::new(), Vec::new(), Vec::<i64>::new());
+    for c in commits {
+        let keys = c
+            .finished
+            .iter()
+            .map(|f| (&f.step_id, f.attempt))
+            .chain(c.started.iter().map(|s| (&s.step_id, s.attempt)))
+            .chain(c.processes.iter().map(|p| (&p.step_id, p.attempt)))
+            .chain(c.answers.iter().map(|a| (&a.step_id, a.attempt)));
+        for (step, attempt) in keys {
+            runs.push(c.run_id.clone());
+            steps.push(step.clone());
+            attempts.push(i64::from(attempt));
+        }
+    }
     let params = vec![
-        val(c.run_id.clone(), Type::TEXT),
-        val(c.finish_running_as.is_some() || c.release.is_some(), Type::BOOL),
+        val(all_running, Type::TEXT_ARRAY),
+        val(runs, Type::TEXT_ARRAY),
         val(steps, Type::TEXT_ARRAY),
         val(attempts, Type::INT8_ARRAY),
     ];
-    trip.query("reading attempts", ATTEMPTS, params).await
+    trip.query("reading attempts", WAVE_ATTEMPTS, params).await
 }
-
-const APPLIED: &str = "SELECT 1 FROM applied_commits WHERE commit_id = $1 AND run_id = $2";
 
 /// What a commit read.
 struct Reads {
@@ -524,25 +562,46 @@ struct Reads {
     attempts: Vec<Stored>,
 }
 
-fn commit_reads(answers: &mut Answers, c: &Commit) -> Result<Reads, OpError> {
-    let run_id = c.run_id.as_str();
-    let head = head(run_id, answers.next("reading the run")?.first())?;
-    let applied = c.id.is_some() && !answers.next("checking the commit id")?.is_empty();
-    let what = format!("run `{run_id}`");
-    let mut attempts = Vec::new();
+/// What each commit of a wave read, in the commits' order; a commit whose run does not exist
+/// is refused alone.
+fn wave_reads(answers: &mut Answers, commits: &[&Commit]) -> Result<Vec<Result<Reads, Error>>, OpError> {
+    let mut heads: HashMap<String, Head> = HashMap::new();
+    for row in answers.next("reading the runs")? {
+        let run_id: String = row.try_get(0).map_err(|e| corrupt("run", e))?;
+        let h = head(&run_id, &row)?;
+        heads.insert(run_id, h);
+    }
+    let mut applied: HashSet<String> = HashSet::new();
+    for row in answers.next("checking the commit ids")? {
+        applied.insert(row.try_get(0).map_err(|e| corrupt("applied commit", e))?);
+    }
+    let mut attempts: HashMap<String, Vec<Stored>> = HashMap::new();
     for row in answers.next("reading attempts")? {
-        let status: String = row.try_get(2).map_err(|e| corrupt(&what, e))?;
-        let attempt: i64 = row.try_get(1).map_err(|e| corrupt(&what, e))?;
-        let answer: Option<&str> = row.try_get(4).map_err(|e| corrupt(&what, e))?;
-        attempts.push(Stored {
-            step_id: row.try_get(0).map_err(|e| corrupt(&what, e))?,
+        let run_id: String = row.try_get(0).map_err(|e| corrupt("attempt", e))?;
+        let what = format!("run `{run_id}`");
+        let status: String = row.try_get(3).map_err(|e| corrupt(&what, e))?;
+        let attempt: i64 = row.try_get(2).map_err(|e| corrupt(&what, e))?;
+        let answer: Option<&str> = row.try_get(5).map_err(|e| corrupt(&what, e))?;
+        let stored = Stored {
+            step_id: row.try_get(1).map_err(|e| corrupt(&what, e))?,
             attempt: u32::try_from(attempt).map_err(|e| corrupt(&what, e))?,
             status: status.parse().map_err(|e| corrupt(&what, e))?,
-            started_at: Timestamp(row.try_get(3).map_err(|e| corrupt(&what, e))?),
+            started_at: Timestamp(row.try_get(4).map_err(|e| corrupt(&what, e))?),
             answer: answer.map(str::parse).transpose().map_err(|e| corrupt(&what, e))?,
-        });
+        };
+        attempts.entry(run_id).or_default().push(stored);
     }
-    Ok(Reads { head, applied, attempts })
+    Ok(commits
+        .iter()
+        .map(|c| match heads.remove(&c.run_id) {
+            Some(head) => Ok(Reads {
+                head,
+                applied: c.id.is_some() && applied.contains(&c.run_id),
+                attempts: attempts.remove(&c.run_id).unwrap_or_default(),
+            }),
+            None => Err(Error::NotFound { what: "run", id: c.run_id.clone() }),
+        })
+        .collect())
 }
 
 /// What a commit writes, once every check passed.
@@ -552,19 +611,29 @@ struct Writes {
     endings: Vec<AttemptFinish>,
     starts: Vec<(AttemptStart, i64)>,
     when: Timestamp,
-    /// The run's update, as parameters of [`update_run_sql`].
-    run: Vec<(Value, Type)>,
+    run: RunUpdate,
+}
+
+/// A run's fields after a commit (see [`wave_runs_sql`]).
+struct RunUpdate {
+    state: &'static str,
+    current_step_id: Option<String>,
+    current_attempt: Option<i64>,
+    summary: Option<String>,
+    terminal_reason: Option<String>,
+    total_iterations: i64,
+    keeps: bool,
+    now: i64,
+    finished_at: Option<i64>,
+    last_event_seq: i64,
+    ready_in: Option<i64>,
+    entered_running: bool,
 }
 
 /// Decides a commit from what it read, exactly as the reference store does (the same checks,
 /// in the same order, through `rules`), appending its events; nothing is written yet, so a
 /// refusal needs nothing undone. `None` writes: the commit was applied before.
-fn plan_commit(
-    cx: &mut Ctx<'_>,
-    c: &Commit,
-    reads: Reads,
-    db_now: Option<i64>,
-) -> Result<(CommitOutcome, Option<Writes>), OpError> {
+fn plan_commit(cx: &mut Ctx<'_>, c: &Commit, reads: Reads) -> Result<(CommitOutcome, Option<Writes>), OpError> {
     let run_id = c.run_id.as_str();
     let Reads { head: mut h, applied, mut attempts } = reads;
     if applied {
@@ -658,94 +727,147 @@ fn plan_commit(
     }
     let now = when.millis();
     let current = c.started.last();
-    let run = vec![
-        val(c.run_id.clone(), Type::TEXT),
-        val(state.as_str(), Type::TEXT),
-        val(current.map(|s| s.step_id.clone()), Type::TEXT),
-        val(current.map(|s| i64::from(s.attempt)), Type::INT8),
-        val(c.summary.clone(), Type::TEXT),
-        val(c.transition.as_ref().filter(|t| t.to.is_terminal()).map(|t| t.reason.clone()), Type::TEXT),
-        val(i64::from(h.total_iterations), Type::INT8),
-        val(rules::keeps_owner(state, c), Type::BOOL),
-        val(now, Type::INT8),
-        val(state.is_terminal().then_some(now), Type::INT8),
-        val(h.last_event_seq, Type::INT8),
-        val(c.release.as_ref().map(|r| millis(r.after_ms)), Type::INT8),
-        val(entered_running, Type::BOOL),
-        val(db_now, Type::INT8),
-    ];
+    let run = RunUpdate {
+        state: state.as_str(),
+        current_step_id: current.map(|s| s.step_id.clone()),
+        current_attempt: current.map(|s| i64::from(s.attempt)),
+        summary: c.summary.clone(),
+        terminal_reason: c.transition.as_ref().filter(|t| t.to.is_terminal()).map(|t| t.reason.clone()),
+        total_iterations: i64::from(h.total_iterations),
+        keeps: rules::keeps_owner(state, c),
+        now,
+        finished_at: state.is_terminal().then_some(now),
+        last_event_seq: h.last_event_seq,
+        ready_in: c.release.as_ref().map(|r| millis(r.after_ms)),
+        entered_running,
+    };
     let writes = Writes { note: c.id.clone(), decisions, endings, starts, when, run };
     Ok((CommitOutcome { state, last_event_seq: h.last_event_seq }, Some(writes)))
 }
 
-/// Adds a planned commit's writes; none of them can be refused, so their answers only tell
-/// whether the database took them.
-async fn add_commit_writes(trip: &mut Trip<'_>, c: &Commit, writes: Writes) -> Result<usize, OpError> {
-    let run_id = c.run_id.as_str();
+/// Adds a wave's planned writes, a statement for each kind of row whatever the number of
+/// commits; none of them can be refused, so their answers only tell whether the database took
+/// them. Answers precede endings, and starts precede the processes recorded on them.
+async fn add_wave_writes(
+    trip: &mut Trip<'_>,
+    planned: &[(&Commit, Writes)],
+    db_now: Option<i64>,
+) -> Result<usize, OpError> {
     let mut n = 0;
-    if let Some(id) = writes.note {
-        let params = vec![val(id, Type::TEXT), val(c.run_id.clone(), Type::TEXT)];
-        trip.query("noting the commit id", NOTE_COMMIT, params).await?;
+    let (ids, id_runs): (Vec<String>, Vec<String>) =
+        planned.iter().filter_map(|(c, w)| w.note.clone().map(|id| (id, c.run_id.clone()))).unzip();
+    if !ids.is_empty() {
+        trip.query(
+            "noting the commit ids",
+            WAVE_NOTES,
+            vec![val(ids, Type::TEXT_ARRAY), val(id_runs, Type::TEXT_ARRAY)],
+        )
+        .await?;
         n += 1;
     }
-    for a in &writes.decisions {
+    let answers: Vec<(&str, &steward_store::Answer)> =
+        planned.iter().flat_map(|(c, w)| w.decisions.iter().map(|a| (c.run_id.as_str(), a))).collect();
+    if !answers.is_empty() {
         let params = vec![
-            val(c.run_id.clone(), Type::TEXT),
-            val(a.step_id.clone(), Type::TEXT),
-            val(i64::from(a.attempt), Type::INT8),
-            val(a.decision.as_str(), Type::TEXT),
+            val(answers.iter().map(|(r, _)| r.to_string()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(answers.iter().map(|(_, a)| a.step_id.clone()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(answers.iter().map(|(_, a)| i64::from(a.attempt)).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val(answers.iter().map(|(_, a)| a.decision.as_str()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
         ];
-        trip.query("recording an answer", ANSWER, params).await?;
+        trip.query("recording answers", WAVE_ANSWERS, params).await?;
         n += 1;
     }
-    for f in &writes.endings {
-        trip.query("ending an attempt", FINISH, finish_params(run_id, f, writes.when)).await?;
-        n += 1;
-    }
-    for (s, ordinal) in writes.starts {
+    let ends: Vec<(&str, &AttemptFinish, i64)> =
+        planned.iter().flat_map(|(c, w)| w.endings.iter().map(|f| (c.run_id.as_str(), f, w.when.millis()))).collect();
+    if !ends.is_empty() {
         let params = vec![
-            val(c.run_id.clone(), Type::TEXT),
-            val(s.step_id.clone(), Type::TEXT),
-            val(i64::from(s.attempt), Type::INT8),
-            val(i64::from(s.visit), Type::INT8),
-            val(ordinal, Type::INT8),
-            val(idempotency_key(run_id, &s.step_id, s.attempt), Type::TEXT),
-            val(s.input.to_string(), Type::TEXT),
-            val(writes.when.millis(), Type::INT8),
+            val(ends.iter().map(|(r, ..)| r.to_string()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(ends.iter().map(|(_, f, _)| f.step_id.clone()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(ends.iter().map(|(_, f, _)| i64::from(f.attempt)).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val(ends.iter().map(|(_, f, _)| f.status.as_str()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(
+                ends.iter().map(|(_, f, _)| f.output.as_ref().map(Value_::to_string)).collect::<Vec<_>>(),
+                Type::TEXT_ARRAY,
+            ),
+            val(ends.iter().map(|(_, f, _)| f.error.clone()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(ends.iter().map(|(_, f, _)| f.retryable).collect::<Vec<_>>(), Type::BOOL_ARRAY),
+            val(
+                ends.iter()
+                    .map(|(_, f, _)| serde_json::to_string(&f.routes).unwrap_or_else(|_| "[]".into()))
+                    .collect::<Vec<_>>(),
+                Type::TEXT_ARRAY,
+            ),
+            val(ends.iter().map(|(.., when)| *when).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val(ends.iter().map(|(_, f, _)| f.with_issues).collect::<Vec<_>>(), Type::BOOL_ARRAY),
         ];
-        trip.query("starting an attempt", START, params).await?;
+        trip.query("ending attempts", WAVE_FINISHES, params).await?;
         n += 1;
     }
-    for p in &c.processes {
+    let starts: Vec<(&str, &AttemptStart, i64, i64)> = planned
+        .iter()
+        .flat_map(|(c, w)| w.starts.iter().map(|(s, ordinal)| (c.run_id.as_str(), s, *ordinal, w.when.millis())))
+        .collect();
+    if !starts.is_empty() {
         let params = vec![
-            val(c.run_id.clone(), Type::TEXT),
-            val(p.step_id.clone(), Type::TEXT),
-            val(i64::from(p.attempt), Type::INT8),
-            val(process_json(&p.process), Type::TEXT),
+            val(starts.iter().map(|(r, ..)| r.to_string()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(starts.iter().map(|(_, s, ..)| s.step_id.clone()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(starts.iter().map(|(_, s, ..)| i64::from(s.attempt)).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val(starts.iter().map(|(_, s, ..)| i64::from(s.visit)).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val(starts.iter().map(|(_, _, ordinal, _)| *ordinal).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val(
+                starts.iter().map(|(r, s, ..)| idempotency_key(r, &s.step_id, s.attempt)).collect::<Vec<_>>(),
+                Type::TEXT_ARRAY,
+            ),
+            val(starts.iter().map(|(_, s, ..)| s.input.to_string()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(starts.iter().map(|(.., when)| *when).collect::<Vec<_>>(), Type::INT8_ARRAY),
         ];
-        trip.query("recording a command process", PROCESS, params).await?;
+        trip.query("starting attempts", WAVE_STARTS, params).await?;
         n += 1;
     }
-    trip.query("updating the run", &update_run_sql(), writes.run).await?;
-    Ok(n + 1)
+    let processes: Vec<(&str, &AttemptProcess)> =
+        planned.iter().flat_map(|(c, _)| c.processes.iter().map(|p| (c.run_id.as_str(), p))).collect();
+    if !processes.is_empty() {
+        let params = vec![
+            val(processes.iter().map(|(r, _)| r.to_string()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(processes.iter().map(|(_, p)| p.step_id.clone()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(processes.iter().map(|(_, p)| i64::from(p.attempt)).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val(processes.iter().map(|(_, p)| process_json(&p.process)).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+        ];
+        trip.query("recording command processes", WAVE_PROCESSES, params).await?;
+        n += 1;
+    }
+    if !planned.is_empty() {
+        let runs: Vec<(&str, &RunUpdate)> = planned.iter().map(|(c, w)| (c.run_id.as_str(), &w.run)).collect();
+        let params = vec![
+            val(runs.iter().map(|(r, _)| r.to_string()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(runs.iter().map(|(_, u)| u.state).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(runs.iter().map(|(_, u)| u.current_step_id.clone()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(runs.iter().map(|(_, u)| u.current_attempt).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val(runs.iter().map(|(_, u)| u.summary.clone()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(runs.iter().map(|(_, u)| u.terminal_reason.clone()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(runs.iter().map(|(_, u)| u.total_iterations).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val(runs.iter().map(|(_, u)| u.keeps).collect::<Vec<_>>(), Type::BOOL_ARRAY),
+            val(runs.iter().map(|(_, u)| u.now).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val(runs.iter().map(|(_, u)| u.finished_at).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val(runs.iter().map(|(_, u)| u.last_event_seq).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val(runs.iter().map(|(_, u)| u.ready_in).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val(runs.iter().map(|(_, u)| u.entered_running).collect::<Vec<_>>(), Type::BOOL_ARRAY),
+            val(db_now, Type::INT8),
+        ];
+        trip.query("updating the runs", &wave_runs_sql(), params).await?;
+        n += 1;
+    }
+    Ok(n)
 }
 
-/// One commit in its own savepoint: one round trip to read, one to write.
+/// One commit in its own savepoint: a wave of one.
 async fn commit(cx: &mut Ctx<'_>, c: &Commit) -> Result<CommitOutcome, OpError> {
-    let mut trip = cx.trip();
-    add_commit_reads(&mut trip, c).await?;
-    let reads = commit_reads(&mut trip.send(cx).await?, c)?;
     let db_now = cx.db_now;
-    let (outcome, writes) = plan_commit(cx, c, reads, db_now)?;
-    if let Some(writes) = writes {
-        let mut trip = cx.trip();
-        let n = add_commit_writes(&mut trip, c, writes).await?;
-        let mut answers = trip.send(cx).await?;
-        for _ in 0..n {
-            answers.next("writing the commit")?;
-        }
+    let mut outcomes = commit_wave(cx, &[(c, db_now)]).await?;
+    match outcomes.pop() {
+        Some(outcome) => outcome.map_err(OpError::Refused),
+        None => Err(OpError::Refused(Error::Unavailable { detail: "a commit went unanswered".into() })),
     }
-    Ok(outcome)
 }
 
 /// Commits to distinct runs, decided together: one round trip reads them all (their runs
@@ -759,28 +881,25 @@ pub(crate) async fn commit_wave(
     cx: &mut Ctx<'_>,
     commits: &[(&Commit, Option<i64>)],
 ) -> Result<Vec<Result<CommitOutcome, Error>>, OpError> {
-    let mut order: Vec<usize> = (0..commits.len()).collect();
-    order.sort_by(|a, b| commits[*a].0.run_id.cmp(&commits[*b].0.run_id));
+    let just: Vec<&Commit> = commits.iter().map(|(c, _)| *c).collect();
     let mut trip = cx.trip();
-    for &i in &order {
-        add_commit_reads(&mut trip, commits[i].0).await?;
-    }
-    let mut answers = trip.send(cx).await?;
-    let mut reads: Vec<Option<Reads>> = commits.iter().map(|_| None).collect();
-    for &i in &order {
-        reads[i] = Some(commit_reads(&mut answers, commits[i].0)?);
-    }
+    add_wave_reads(&mut trip, &just).await?;
+    let reads = wave_reads(&mut trip.send(cx).await?, &just)?;
     let mut outcomes = Vec::with_capacity(commits.len());
     let mut planned = Vec::new();
     for ((c, db_now), read) in commits.iter().zip(reads) {
-        let Some(read) = read else {
-            return Err(OpError::Refused(Error::Unavailable { detail: "a wave lost a commit's reads".into() }));
+        let read = match read {
+            Ok(read) => read,
+            Err(e) => {
+                outcomes.push(Err(e));
+                continue;
+            }
         };
         let mark = cx.pending.mark();
-        match plan_commit(cx, c, read, *db_now) {
+        match plan_commit(cx, c, read) {
             Ok((outcome, writes)) => {
                 outcomes.push(Ok(outcome));
-                planned.extend(writes.map(|w| (*c, w)));
+                planned.extend(writes.map(|w| (*c, w, *db_now)));
             }
             Err(OpError::Refused(e)) => {
                 cx.pending.rollback(mark);
@@ -789,41 +908,47 @@ pub(crate) async fn commit_wave(
             Err(e) => return Err(e),
         }
     }
+    // One writer's commits share its clock setting, so the wave shares it too.
+    let db_now = planned.first().and_then(|(.., db_now)| *db_now);
+    let planned: Vec<(&Commit, Writes)> = planned.into_iter().map(|(c, w, _)| (c, w)).collect();
     if !planned.is_empty() {
         let mut trip = cx.trip();
-        let mut n = 0;
-        for (c, writes) in planned {
-            n += add_commit_writes(&mut trip, c, writes).await?;
-        }
+        let n = add_wave_writes(&mut trip, &planned, db_now).await?;
         let mut answers = trip.send(cx).await?;
         for _ in 0..n {
-            answers.next("writing a commit")?;
+            answers.next("writing the commits")?;
         }
     }
     Ok(outcomes)
 }
 
-/// Candidates for a claim, oldest first and runs to recover before queued ones (HSK-WF-003),
-/// locked as they are read; rows another claimer (or writer) holds locked are skipped, so
-/// concurrent claimers never wait for each other and never take the same run.
+/// Candidates for a claim, oldest first, locked as they are read; rows another claimer (or
+/// writer) holds locked are skipped, so concurrent claimers never wait for each other and never
+/// take the same run. `recover` asks for the runs to recover, which a claim takes before queued
+/// ones (HSK-WF-003), else for queued runs: two queries, so that each walks `runs_by_state` in
+/// order and stops at its `LIMIT` instead of sorting every candidate of both kinds.
 /// `rules::claimable` has the last word on each, but the query must already ask everything it
 /// asks: a row the query returns and the rule refuses still uses up a place under `LIMIT`.
-fn claim_candidates_sql() -> String {
+fn claim_candidates_sql(recover: bool) -> String {
+    let which = if recover {
+        "((state = 'stalled' AND $3)
+          OR (state = 'running' AND owner IS NULL AND (ready_at IS NULL OR ready_at <= clock.db_now))
+          OR (state = 'running' AND owner IS NOT NULL
+              AND (lease_expires_at IS NULL OR lease_expires_at <= clock.db_now)
+              AND NOT (owner = ANY($6::text[]))))"
+    } else {
+        "state = 'queued'"
+    };
     format!(
         "WITH clock AS (SELECT {} AS db_now)
          SELECT {RUN_COLUMNS}, clock.db_now FROM runs, clock
          WHERE ($2::text IS NULL OR run_id = $2)
-           AND (state = 'queued'
-                OR (state = 'stalled' AND $3)
-                OR (state = 'running' AND owner IS NULL AND (ready_at IS NULL OR ready_at <= clock.db_now))
-                OR (state = 'running' AND owner IS NOT NULL
-                    AND (lease_expires_at IS NULL OR lease_expires_at <= clock.db_now)
-                    AND NOT (owner = ANY($6::text[]))))
+           AND {which}
            AND (cardinality($4::text[]) = 0 OR EXISTS (
                 SELECT 1 FROM unnest($4::text[]) AS w(dir)
                 WHERE rtrim(w.dir, '/') = '' OR workdir = rtrim(w.dir, '/')
                    OR starts_with(workdir, rtrim(w.dir, '/') || '/')))
-         ORDER BY state = 'queued', created_at, run_id
+         ORDER BY created_at, run_id
          LIMIT $5
          FOR UPDATE OF runs SKIP LOCKED",
         db_now_sql(1)
@@ -837,19 +962,29 @@ const CLAIMED: &str = "UPDATE runs SET state = 'running', owner = $2, owner_proc
 
 async fn claim(cx: &mut Ctx<'_>, claim: &Claim) -> Result<Vec<Claimed>, OpError> {
     let mut trip = cx.trip();
-    let params = vec![
-        val(cx.db_now, Type::INT8),
-        val(claim.run_id.clone(), Type::TEXT),
-        val(claim.resume_stalled, Type::BOOL),
-        val(claim.workdirs.clone(), Type::TEXT_ARRAY),
-        val(i64::from(claim.limit), Type::INT8),
-        val(claim.spare_owners.clone(), Type::TEXT_ARRAY),
-    ];
-    trip.query("finding runs to claim", &claim_candidates_sql(), params).await?;
-    let rows = trip.send(cx).await?.next("finding runs to claim")?;
+    let params = || {
+        vec![
+            val(cx.db_now, Type::INT8),
+            val(claim.run_id.clone(), Type::TEXT),
+            val(claim.resume_stalled, Type::BOOL),
+            val(claim.workdirs.clone(), Type::TEXT_ARRAY),
+            val(i64::from(claim.limit), Type::INT8),
+            val(claim.spare_owners.clone(), Type::TEXT_ARRAY),
+        ]
+    };
+    let (recover, queued) = (params(), params());
+    trip.query("finding runs to recover", &claim_candidates_sql(true), recover).await?;
+    trip.query("finding queued runs", &claim_candidates_sql(false), queued).await?;
+    let mut answers = trip.send(cx).await?;
+    let mut rows = answers.next("finding runs to recover")?;
+    rows.extend(answers.next("finding queued runs")?);
     let owner = claim.owner.id.as_str();
     let mut taken = Vec::new();
     for row in &rows {
+        if taken.len() >= claim.limit as usize {
+            // Queued runs locked beyond the limit stay queued; the lock ends with this write.
+            break;
+        }
         let run = run_from_row(row)?;
         let db_now = Timestamp(row.try_get(30).map_err(|e| corrupt("claim", e))?);
         let Some(kind) = rules::claimable(&run, claim, db_now) else { continue };

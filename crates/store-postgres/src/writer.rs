@@ -211,7 +211,7 @@ impl Task {
         let mut pending = Pending::default();
         // Transaction control rides along with the next statement that goes out: BEGIN with
         // the first write's first round trip, each write's RELEASE with the next one's.
-        let mut control = String::from("BEGIN; ");
+        let mut control = String::from(if db.replan_due() { "BEGIN; DISCARD PLANS; " } else { "BEGIN; " });
         let result = async {
             let mut answers = Vec::with_capacity(batch.len());
             let mut next = 0;
