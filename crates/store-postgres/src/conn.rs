@@ -43,6 +43,13 @@ impl Target {
         let shown = redact(url);
         let mut config: Config =
             url.parse().map_err(|e| Error::Invalid(format!("database URL `{shown}` is not valid: {e}")))?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            // Said here rather than as a failed handshake, which reads like the server's doing.
+            return Err(Error::Invalid(format!(
+                "database URL `{shown}` asks for TLS (`sslmode=require`), which Steward does not speak to \
+                 PostgreSQL yet: reach the server over a private network or a local tunnel, without `sslmode`"
+            )));
+        }
         if config.get_application_name().is_none() {
             config.application_name("steward");
         }
@@ -491,5 +498,15 @@ mod tests {
         let msg = err.map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("postgres://u:***@h:notaport/db"), "{msg}");
         assert!(!msg.contains("secret"), "{msg}");
+    }
+
+    /// No TLS yet: a URL that requires it is refused before any connection, saying so.
+    #[test]
+    fn a_url_that_requires_tls_is_refused_with_the_reason() {
+        let err = Target::parse("postgres://u:secret@h/db?sslmode=require", &PgOptions::default()).err();
+        let msg = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("sslmode=require") && msg.contains("does not speak"), "{msg}");
+        assert!(!msg.contains("secret"), "{msg}");
+        assert!(Target::parse("postgres://u@h/db?sslmode=prefer", &PgOptions::default()).is_ok());
     }
 }
