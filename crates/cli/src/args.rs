@@ -72,6 +72,8 @@ pub(crate) enum Command {
     },
     /// Claim runs from the database and drive them until stopped (SIGTERM or Ctrl-C drains).
     Worker(WorkerArgs),
+    /// Serve the HTTP API (recovery first, then embedded workers) until stopped.
+    Serve(ServeArgs),
     /// Show a run, its inputs and every step attempt. Never writes.
     Status {
         /// The run id.
@@ -317,4 +319,20 @@ pub(crate) struct WorkerArgs {
     /// Stop once no run is left to claim or drive (for scripts and tests).
     #[arg(long)]
     pub(crate) exit_when_idle: bool,
+}
+
+/// `steward serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Where to listen; off loopback a token is required (`[server] token`, STEWARD_API_TOKEN)
+    /// [default: `[server] listen`, else 127.0.0.1:8420].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<std::net::SocketAddr>,
+    /// Runs the embedded worker drives at once; 0 when separate `steward worker` processes do
+    /// the work [default: 4 per core].
+    #[arg(long, value_name = "N")]
+    pub(crate) workers: Option<usize>,
+    /// Seconds steps in flight may take to finish after SIGTERM before they are stopped.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub(crate) grace: u64,
 }

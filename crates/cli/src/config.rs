@@ -37,9 +37,30 @@ struct File {
     engines: EnginesFile,
     #[serde(default)]
     sandbox: SandboxFile,
+    #[serde(default)]
+    server: ServerFile,
     /// `days = 30` and `<family>_days = N` (FR-EVT-004).
     #[serde(default)]
     retention: std::collections::BTreeMap<String, u32>,
+}
+
+/// `[server]`: `steward serve`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    /// Where to listen [default: 127.0.0.1:8420].
+    listen: Option<String>,
+    /// The API token (`STEWARD_API_TOKEN` overrides it); required off loopback.
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for ServerFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerFile")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +134,7 @@ pub(crate) struct Settings {
     terminal: TerminalFile,
     engines_file: Option<PathBuf>,
     sandbox: SandboxFile,
+    server: ServerFile,
     retention: steward_store::RetentionPolicy,
 }
 
@@ -207,8 +229,27 @@ impl Settings {
             terminal: file.terminal,
             engines_file: file.engines.file,
             sandbox: file.sandbox,
+            server: ServerFile {
+                listen: file.server.listen,
+                token: std::env::var("STEWARD_API_TOKEN").ok().filter(|t| !t.is_empty()).or(file.server.token),
+            },
             retention,
         })
+    }
+
+    /// `[server] listen`, checked.
+    pub(crate) fn server_listen(&self) -> Result<Option<std::net::SocketAddr>> {
+        let shown = self.source.as_deref().map_or_else(|| "environment".to_owned(), |p| p.display().to_string());
+        self.server
+            .listen
+            .as_deref()
+            .map(|l| l.parse().map_err(|e| anyhow::anyhow!("configuration {shown}: `server.listen` = {l:?}: {e}")))
+            .transpose()
+    }
+
+    /// The API token: `STEWARD_API_TOKEN`, else `[server] token`.
+    pub(crate) fn api_token(&self) -> Option<&str> {
+        self.server.token.as_deref()
     }
 
     /// Event retention.

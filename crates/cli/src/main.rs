@@ -15,6 +15,7 @@ mod human;
 mod mt;
 mod output;
 mod recorder;
+mod serve;
 mod tools;
 mod worker;
 
@@ -109,16 +110,19 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             report_run(&done, &attempts, jobs, &cfg.redactor(), None, *json)
         }
         Command::Worker(w) => worker::run(cfg, w).await,
+        Command::Serve(a) => serve::run(cfg, a).await,
         Command::Status { run, json } => {
             let store = app::open_db_ro(cfg).await?;
             let (r, attempts) = (store.get_run(run).await?, store.list_attempts(run).await?);
-            let jobs = mt::jobs(&attempts, app::artifacts_of(cfg, &store).as_ref()).await;
+            let artifacts = app::artifacts_of(cfg, &store);
             let redactor = cfg.redactor();
             if *json {
-                let mut v = output::status_json(&r, &attempts, &redactor);
-                v["micro_task_jobs"] = mt::jobs_json(&jobs);
-                print_json(&v)?
+                // The API's shape for `GET /api/v1/runs/{id}`.
+                print_json(
+                    &steward_server::views::run_with_jobs_json(&r, &attempts, &redactor, artifacts.as_ref()).await,
+                )?
             } else {
+                let jobs = mt::jobs(&attempts, artifacts.as_ref()).await;
                 let text = output::status_text(&r, &attempts, &redactor);
                 print_text(&format!("{text}{}", mt::jobs_text(&jobs, &r.run_id)))?
             }
@@ -143,7 +147,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 None => Vec::new(),
             };
             if *json {
-                print_json(&output::list_json(&runs))?
+                print_json(&output::list_json(&runs, &cfg.redactor()))?
             } else {
                 print_text(&output::list_text(&runs))?
             }
@@ -245,10 +249,6 @@ fn warnings(cfg: &Settings, source: &str) -> Vec<workflow::Diagnostic> {
     workflow::literal_secrets(source, &|key, text| redactor.literal_secret(key, text))
 }
 
-fn diagnostic_json(d: &workflow::Diagnostic) -> Value {
-    json!({"severity": d.severity.as_str(), "line": d.line, "step": d.step, "field": d.field, "message": d.message})
-}
-
 fn validate(cfg: &Settings, file: &Path, json: bool) -> Result<ExitCode> {
     let source = app::read_workflow(file)?;
     let workspace = std::env::current_dir().context("cannot read the current directory")?;
@@ -272,7 +272,7 @@ fn validate(cfg: &Settings, file: &Path, json: bool) -> Result<ExitCode> {
         Ok(wf) => {
             let ids: Vec<&str> = wf.steps.iter().map(|s| s.id.as_str()).collect();
             if json {
-                let warnings: Vec<Value> = warnings.iter().map(diagnostic_json).collect();
+                let warnings: Vec<Value> = warnings.iter().map(steward_server::views::diagnostic_json).collect();
                 print_json(
                     &json!({"file": name.to_string(), "valid": true, "workflow_id": wf.id, "capability_profile": wf.profile(), "steps": ids, "errors": [], "warnings": warnings}),
                 )?;
@@ -292,8 +292,8 @@ fn validate(cfg: &Settings, file: &Path, json: bool) -> Result<ExitCode> {
         }
         Err(errors) => {
             if json {
-                let errors: Vec<Value> = errors.iter().map(diagnostic_json).collect();
-                let warnings: Vec<Value> = warnings.iter().map(diagnostic_json).collect();
+                let errors: Vec<Value> = errors.iter().map(steward_server::views::diagnostic_json).collect();
+                let warnings: Vec<Value> = warnings.iter().map(steward_server::views::diagnostic_json).collect();
                 print_json(&json!({"file": name.to_string(), "valid": false, "errors": errors, "warnings": warnings}))?;
             } else {
                 let mut all = errors;

@@ -7,14 +7,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use serde_json::{Map, Value, json};
 
-use steward_artifacts::ArtifactStore;
 use steward_core::job::{JobContract, JobKind, MICRO_TASK_PROFILE};
 use steward_core::micro_task::definition::Verification;
-use steward_core::micro_task::state::{MicroTaskMetrics, ProgressArtifact, metrics};
 use steward_core::micro_task::validate::Finding;
 use steward_runtime::CreateRun;
 use steward_runtime::micro_task::{Plan, plan as make_plan};
-use steward_store::Attempt;
 
 use crate::config::Settings;
 use crate::{print_json, print_text};
@@ -78,58 +75,7 @@ fn job_workflow(wp_id: &str, packet: &Path, policy: Option<&Path>) -> String {
     s
 }
 
-/// A micro-task job of a run, as its state in the artifact store has it now.
-pub(crate) struct JobView {
-    step_id: String,
-    job_id: String,
-    /// Where its state is, for people (a directory on the embedded default).
-    state: String,
-    progress: Option<ProgressArtifact>,
-}
-
-impl JobView {
-    fn metrics(&self) -> Option<MicroTaskMetrics> {
-        self.progress.as_ref().map(metrics)
-    }
-}
-
-/// The micro-task jobs of a run's attempts (the latest of each job), with their progress read
-/// from the artifact store: live while the job runs.
-pub(crate) async fn jobs(attempts: &[Attempt], artifacts: &dyn ArtifactStore) -> Vec<JobView> {
-    let mut out: Vec<JobView> = Vec::new();
-    for a in attempts.iter().filter(|a| a.input["type"] == "micro_tasks") {
-        let Some(job_id) = a.input["job_id"].as_str() else { continue };
-        if out.iter().any(|j| j.job_id == job_id) {
-            continue;
-        }
-        // A progress artifact that cannot be read yet (none written, or a store that cannot be
-        // reached) shows as no progress: this is a view, never a reason to fail a command.
-        let progress = artifacts
-            .read_document(job_id, "progress_artifact.json")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|b| serde_json::from_slice::<ProgressArtifact>(&b).ok());
-        let state = artifacts.location(job_id);
-        out.push(JobView { step_id: a.step_id.clone(), job_id: job_id.to_owned(), state, progress });
-    }
-    out
-}
-
-pub(crate) fn jobs_json(jobs: &[JobView]) -> Value {
-    jobs.iter()
-        .map(|j| {
-            json!({
-                "step_id": j.step_id,
-                "job_id": j.job_id,
-                "state_dir": j.state,
-                "status": j.progress.as_ref().map(|p| p.status),
-                "pause": j.progress.as_ref().and_then(|p| p.current_state.pause.clone()),
-                "metrics": j.metrics(),
-            })
-        })
-        .collect()
-}
+pub(crate) use steward_server::views::{JobView, micro_task_jobs as jobs, micro_task_jobs_json as jobs_json};
 
 pub(crate) fn jobs_text(jobs: &[JobView], run_id: &str) -> String {
     let mut s = String::new();

@@ -2,115 +2,16 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{Value, json};
-use steward_core::Timestamp;
+use serde_json::Value;
 use steward_core::event::Event;
 use steward_core::progress;
 use steward_core::state::RunState;
+use steward_server::views::{self, by_step, shown_inputs};
 use steward_store::{Attempt, Run};
 use steward_tools::redact::Redactor;
 
-fn ts(t: Option<Timestamp>) -> Value {
-    t.map_or(Value::Null, |t| json!(t.to_rfc3339()))
-}
-
-pub(crate) fn progress_of(run: &Run) -> progress::Progress {
-    progress::snapshot(
-        &run.run_id,
-        &run.workflow_id,
-        run.state,
-        run.input_keys(),
-        run.current_step_id.clone(),
-        run.current_attempt,
-        run.started_at.unwrap_or(run.created_at),
-        run.updated_at,
-        run.last_progress_at,
-        &run.summary,
-    )
-}
-
-fn attempt_json(a: &Attempt) -> Value {
-    json!({
-        "attempt": a.attempt,
-        "visit": a.visit,
-        "status": a.status,
-        "idempotency_key": a.idempotency_key,
-        "input": a.input,
-        "output": a.output,
-        "error": a.error,
-        "retryable": a.retryable,
-        "next_steps": a.routes,
-        "started_at": a.started_at.to_rfc3339(),
-        "finished_at": ts(a.finished_at),
-    })
-}
-
-/// Step ids in the order they first started, with their attempts.
-fn by_step(attempts: &[Attempt]) -> Vec<(&str, Vec<&Attempt>)> {
-    let mut out: Vec<(&str, Vec<&Attempt>)> = Vec::new();
-    for a in attempts {
-        match out.iter_mut().find(|(s, _)| *s == a.step_id) {
-            Some((_, v)) => v.push(a),
-            None => out.push((&a.step_id, vec![a])),
-        }
-    }
-    out
-}
-
-/// A run's inputs as they are shown: a secret one (sealed) as `***REDACTED***`, and every
-/// other one with the token shapes and configured secrets in it redacted, whole when its name
-/// says secret (issue 11).
-pub(crate) fn shown_inputs(run: &Run, redactor: &Redactor) -> serde_json::Map<String, Value> {
-    match redactor.redact_json(&Value::Object(run.inputs.clone())) {
-        Value::Object(m) => m,
-        _ => serde_json::Map::new(),
-    }
-}
-
-pub(crate) fn status_json(run: &Run, attempts: &[Attempt], redactor: &Redactor) -> Value {
-    let steps: Vec<Value> = by_step(attempts)
-        .into_iter()
-        .map(
-            |(step, list)| json!({"step_id": step, "attempts": list.into_iter().map(attempt_json).collect::<Vec<_>>()}),
-        )
-        .collect();
-    json!({
-        "run_id": run.run_id,
-        "workflow_id": run.workflow_id,
-        "workflow_version": run.workflow_version,
-        "definition_hash": run.definition_hash,
-        "state": run.state,
-        "summary": run.summary,
-        "terminal_reason": run.terminal_reason,
-        "inputs": shown_inputs(run, redactor),
-        "input_count": run.inputs.len(),
-        "input_keys": run.input_keys(),
-        "current_step_id": run.current_step_id,
-        "current_attempt": run.current_attempt,
-        "total_iterations": run.total_iterations,
-        "job": {
-            "job_id": run.job_id,
-            "trace_id": run.trace_id,
-            "job_kind": run.contract.job_kind,
-            "profile_id": run.contract.profile_id,
-            "protocol_id": run.contract.protocol_id,
-        },
-        "workdir": run.workdir,
-        "owner": run.owner,
-        "lease": {
-            "epoch": run.lease_epoch,
-            "expires_at": ts(run.lease_expires_at),
-            "ready_at": ts(run.ready_at),
-        },
-        "recoveries": run.recoveries,
-        "created_at": run.created_at.to_rfc3339(),
-        "started_at": ts(run.started_at),
-        "updated_at": run.updated_at.to_rfc3339(),
-        "heartbeat_at": ts(run.heartbeat_at),
-        "finished_at": ts(run.finished_at),
-        "steps": steps,
-    })
-}
+// The JSON shapes are the API's: one definition for `--json` and `/api/v1`.
+pub(crate) use steward_server::views::{finished_json, progress_of};
 
 fn duration(a: &Attempt) -> String {
     match a.finished_at {
@@ -194,19 +95,8 @@ pub(crate) fn progress_text(p: &progress::Progress) -> String {
     s
 }
 
-pub(crate) fn list_json(runs: &[Run]) -> Value {
-    runs.iter()
-        .map(|r| {
-            json!({
-                "run_id": r.run_id,
-                "workflow_id": r.workflow_id,
-                "state": r.state,
-                "summary": r.summary,
-                "created_at": r.created_at.to_rfc3339(),
-                "updated_at": r.updated_at.to_rfc3339(),
-            })
-        })
-        .collect()
+pub(crate) fn list_json(runs: &[Run], redactor: &Redactor) -> Value {
+    runs.iter().map(|r| views::run_summary_json(r, redactor)).collect()
 }
 
 pub(crate) fn list_text(runs: &[Run]) -> String {
@@ -276,14 +166,4 @@ pub(crate) fn finished_text(run: &Run, attempts: &[Attempt]) -> String {
         }
     }
     s
-}
-
-pub(crate) fn finished_json(run: &Run, attempts: &[Attempt], redactor: &Redactor) -> Value {
-    let mut v = status_json(run, attempts, redactor);
-    let outputs: serde_json::Map<String, Value> = by_step(attempts)
-        .into_iter()
-        .filter_map(|(step, list)| list.last().and_then(|a| a.output.clone()).map(|o| (step.to_owned(), o)))
-        .collect();
-    v["outputs"] = Value::Object(outputs);
-    v
 }

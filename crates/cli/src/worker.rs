@@ -48,30 +48,7 @@ pub(crate) async fn run(cfg: &Settings, args: &WorkerArgs) -> Result<ExitCode> {
     eprintln!("worker {} started: up to {concurrency} runs at once, serving {serves}", std::process::id());
 
     let stop = CancellationToken::new();
-    let mut interrupts = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    let mut terminates = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let signals = tokio::spawn({
-        let (stop, engine) = (stop.clone(), engine.clone());
-        async move {
-            let mut first = true;
-            loop {
-                let name = tokio::select! {
-                    Some(()) = interrupts.recv() => "SIGINT",
-                    Some(()) = terminates.recv() => "SIGTERM",
-                    else => return,
-                };
-                if first {
-                    first = false;
-                    eprintln!("{name}: claiming nothing more; letting steps finish, then handing runs back");
-                    stop.cancel();
-                } else {
-                    eprintln!("{name}: stopping the steps now");
-                    engine.interrupt(name);
-                    steward_tools::exec::hurry();
-                }
-            }
-        }
-    });
+    let signals = drain_on_signals(&engine, &stop)?;
     let mut updates = engine.subscribe();
     let printer = tokio::spawn(async move {
         while let Ok(u) = updates.recv().await {
@@ -95,4 +72,36 @@ pub(crate) async fn run(cfg: &Settings, args: &WorkerArgs) -> Result<ExitCode> {
         report.refused_writes
     );
     Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The first SIGTERM or Ctrl-C cancels `stop` (a drain: nothing new is claimed, steps get
+/// their grace); a second one stops the steps at once.
+pub(crate) fn drain_on_signals(
+    engine: &steward_runtime::Engine<crate::app::Db>,
+    stop: &CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let mut interrupts = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminates = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(tokio::spawn({
+        let (stop, engine) = (stop.clone(), engine.clone());
+        async move {
+            let mut first = true;
+            loop {
+                let name = tokio::select! {
+                    Some(()) = interrupts.recv() => "SIGINT",
+                    Some(()) = terminates.recv() => "SIGTERM",
+                    else => return,
+                };
+                if first {
+                    first = false;
+                    eprintln!("{name}: claiming nothing more; letting steps finish, then handing runs back");
+                    stop.cancel();
+                } else {
+                    eprintln!("{name}: stopping the steps now");
+                    engine.interrupt(name);
+                    steward_tools::exec::hurry();
+                }
+            }
+        }
+    }))
 }

@@ -542,15 +542,26 @@ impl<S: Store + Clone> Engine<S> {
 
     /// Continues a stalled (or queued) run: the interrupted attempts are recorded as
     /// interrupted, completed steps are not run again, and the run is driven here until it
-    /// stops running. The person's decision is one write (the run goes back to `running`, held
-    /// by nobody); this process then claims it like any worker would. A `running` run nobody
-    /// holds, or whose holder's lease ran out, is claimed at once.
+    /// stops running. The person's decision is one write ([`Engine::record_resume`]); this
+    /// process then claims it like any worker would. A `running` run nobody holds, or whose
+    /// holder's lease ran out, is claimed at once.
     pub async fn resume(&self, run_id: &str, actor_id: &str) -> Result<Run> {
+        let run = self.record_resume(run_id, actor_id).await?;
+        match run.state {
+            RunState::Queued => self.start(run_id).await,
+            _ => self.take(run_id).await,
+        }
+    }
+
+    /// A person's decision to continue a stalled run, as one write: its interrupted attempts
+    /// are recorded as interrupted and it goes back to `running`, held by nobody, for any
+    /// worker (or [`Engine::resume`]) to claim. A queued or running run is left as it is.
+    /// Returns the run as it is afterwards; nothing is driven here.
+    pub async fn record_resume(&self, run_id: &str, actor_id: &str) -> Result<Run> {
         self.accepting().await;
         let run = self.inner.store.get_run(run_id).await?;
         match run.state {
-            RunState::Queued => return self.start(run_id).await,
-            RunState::Running => return self.take(run_id).await,
+            RunState::Queued | RunState::Running => return Ok(run),
             RunState::Stalled => {}
             RunState::AwaitingUser => {
                 return Err(Error::WrongState {
@@ -578,7 +589,7 @@ impl<S: Store + Clone> Engine<S> {
         });
         c.summary = Some(format!("workflow {} resumed", run.workflow_id));
         self.inner.store.commit(c).await?;
-        self.take(run_id).await
+        Ok(self.inner.store.get_run(run_id).await?)
     }
 
     /// Kills what a dead engine's commands left running, before their steps are retried or
@@ -635,10 +646,25 @@ impl<S: Store + Clone> Engine<S> {
         events
     }
 
-    /// Answers a run that waits for a person (a hard gate or a pause point): sets the answer
-    /// on each waiting attempt (the store records `human_decision` with it), takes the run back to `running`, and drives it.
-    /// The waiting steps start a fresh attempt that reads the answer; `abort` fails them.
+    /// Answers a run that waits for a person (a hard gate or a pause point) and drives it here
+    /// ([`Engine::record_gate`], then a claim like any worker's).
     pub async fn gate(
+        &self,
+        run_id: &str,
+        actor_id: &str,
+        decision: HumanDecision,
+        reason: Option<&str>,
+    ) -> Result<Run> {
+        self.record_gate(run_id, actor_id, decision, reason).await?;
+        self.take(run_id).await
+    }
+
+    /// A person's answer to a run that waits for them, as one write: the answer is set on each
+    /// waiting attempt (the store records `human_decision` with it, once; of two answers that
+    /// race, the second is refused with `Conflict`) and the run goes back to `running`, held
+    /// by nobody. The waiting steps start a fresh attempt that reads the answer; `abort` fails
+    /// them. Returns the run as it is afterwards; nothing is driven here.
+    pub async fn record_gate(
         &self,
         run_id: &str,
         actor_id: &str,
@@ -675,7 +701,7 @@ impl<S: Store + Clone> Engine<S> {
         });
         c.summary = Some(format!("{}: {} by {actor_id}", run.workflow_id, decision.as_str()));
         self.inner.store.commit(c).await?;
-        self.take(run_id).await
+        Ok(self.inner.store.get_run(run_id).await?)
     }
 
     /// Cancels a run that has not finished. Steps running in this process are

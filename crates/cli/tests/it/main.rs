@@ -13,6 +13,7 @@ mod micro_task;
 mod recorder;
 mod sandbox;
 mod secrets;
+mod serve;
 mod tidy;
 mod torture;
 mod workers;

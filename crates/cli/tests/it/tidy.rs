@@ -54,7 +54,8 @@ fn dependency_direction_holds() {
     for banned in ["tokio", "futures", "rusqlite", "sqlx", "reqwest", "hyper", "axum", "clap", "anyhow", "steward-"] {
         assert!(!core.contains(banned), "steward-core must not depend on {banned}");
     }
-    for krate in ["core", "artifacts", "store", "store-sqlite", "store-testkit", "tools", "models", "runtime"] {
+    for krate in ["core", "artifacts", "store", "store-sqlite", "store-testkit", "tools", "models", "runtime", "server"]
+    {
         let deps = dependencies(krate);
         assert!(!deps.contains("anyhow"), "library crate {krate} must not use anyhow");
         if krate != "store-sqlite" {
@@ -62,6 +63,10 @@ fn dependency_direction_holds() {
         }
     }
     assert!(!dependencies("runtime").contains("rusqlite"));
+    for krate in ["core", "store", "tools", "models", "runtime"] {
+        assert!(!dependencies(krate).contains("steward-server"), "{krate} must not know the HTTP server");
+        assert!(!dependencies(krate).contains("axum"), "{krate} must not speak HTTP as a server");
+    }
     assert!(!dependencies("tools").contains("steward-store"), "the tool bus never touches the store");
     assert!(!dependencies("models").contains("steward-"), "model providers depend on no internal crate");
     assert!(!dependencies("artifacts").contains("steward-"), "the artifact store seam depends on no internal crate");

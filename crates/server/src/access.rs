@@ -1,0 +1,107 @@
+//! Who may call the API. Bound to a loopback address, anyone on this machine may (as anyone
+//! here may run `steward`); bound to any other address the server refuses to start without a
+//! token, and every request must carry it as `Authorization: Bearer`.
+
+use std::net::SocketAddr;
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+/// The access rule a server runs under.
+#[derive(Clone)]
+pub struct Access {
+    /// SHA-256 of the token, if one is required: compared digest to digest, so neither the
+    /// token's length nor its bytes show in how long a comparison takes.
+    token: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token, not even its digest.
+        f.debug_struct("Access").field("token", &self.token.map(|_| "required")).finish()
+    }
+}
+
+/// Why a server may not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// A non-loopback address without a token.
+    #[error(
+        "refusing to listen on {0} without a token: every request would be unauthenticated. Set `[server] token` in steward.toml or STEWARD_API_TOKEN, or listen on a loopback address (127.0.0.1, [::1])"
+    )]
+    TokenRequired(SocketAddr),
+    /// A token too short to be one.
+    #[error("the API token is {0} characters long; use at least 16 (for example 32 random hexadecimal digits)")]
+    WeakToken(usize),
+}
+
+impl Access {
+    /// The rule for a server on `listen`: a token is required off loopback, and honoured on
+    /// loopback if given.
+    pub fn for_listen(listen: SocketAddr, token: Option<&str>) -> Result<Access, AccessError> {
+        let token = token.filter(|t| !t.is_empty());
+        match token {
+            Some(t) if t.chars().count() < 16 => Err(AccessError::WeakToken(t.chars().count())),
+            Some(t) => Ok(Access { token: Some(Sha256::digest(t.as_bytes()).into()) }),
+            None if listen.ip().is_loopback() => Ok(Access { token: None }),
+            None => Err(AccessError::TokenRequired(listen)),
+        }
+    }
+
+    /// Whether a request's `Authorization` header value lets it in.
+    pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(want) = &self.token else { return true };
+        let Some(given) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        let got: [u8; 32] = Sha256::digest(given).into();
+        // Constant time: every byte is looked at whatever differs.
+        got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+/// The middleware: 401 for a request the rule does not admit.
+pub(crate) async fn check(State(access): State<Access>, request: Request, next: Next) -> Result<Response, ApiError> {
+    if access.admits(request.headers().get(AUTHORIZATION).map(|v| v.as_bytes())) {
+        Ok(next.run(request).await)
+    } else {
+        Err(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this server needs `Authorization: Bearer <token>` (the token set by `[server] token` or STEWARD_API_TOKEN)",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    /// Issue 13 point 3: off loopback, no token means no server.
+    #[test]
+    fn a_token_is_required_off_loopback_and_checked_when_set() {
+        assert!(matches!(Access::for_listen(addr("0.0.0.0:8420"), None), Err(AccessError::TokenRequired(_))));
+        assert!(matches!(Access::for_listen(addr("10.1.2.3:8420"), Some("")), Err(AccessError::TokenRequired(_))));
+        assert!(matches!(Access::for_listen(addr("0.0.0.0:8420"), Some("short")), Err(AccessError::WeakToken(5))));
+        let open = Access::for_listen(addr("127.0.0.1:8420"), None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(open.admits(None));
+        assert!(Access::for_listen(addr("[::1]:8420"), None).is_ok());
+        let token = "0123456789abcdef0123";
+        let closed = Access::for_listen(addr("0.0.0.0:8420"), Some(token)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(closed.admits(Some(format!("Bearer {token}").as_bytes())));
+        for wrong in ["", "Bearer", "Bearer ", "bearer 0123456789abcdef0123", "Bearer 0123456789abcdef012", token] {
+            assert!(!closed.admits(Some(wrong.as_bytes())), "{wrong:?} was let in");
+        }
+        assert!(!closed.admits(None));
+        assert!(!format!("{closed:?}").contains(token));
+    }
+}

@@ -1,0 +1,264 @@
+//! The JSON API under `/api/v1`, and the health and readiness probes. A decision made here is
+//! only a store write; the workers (embedded or not) do the driving.
+
+use std::path::{Component, Path as FsPath, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use steward_core::job::JobContract;
+use steward_core::state::{HumanDecision, RunState};
+use steward_runtime::{CreateRun, Engine};
+use steward_store::{RunFilter, Store};
+
+use crate::error::ApiError;
+use crate::views;
+
+/// What every handler reaches.
+pub(crate) struct ApiState<S> {
+    pub(crate) engine: Engine<S>,
+    /// Set once the recovery scan has run (HSK-WF-003): until then `/readyz` answers 503.
+    pub(crate) ready: Arc<AtomicBool>,
+    /// Where runs created through the API run, and the only place workflow files are read from.
+    pub(crate) workspace: PathBuf,
+}
+
+type St<S> = State<Arc<ApiState<S>>>;
+
+/// Who a decision made through the API is recorded as.
+const API_ACTOR: &str = "api";
+
+/// Most runs one page of `GET /api/v1/runs` holds.
+const MAX_PAGE: usize = 500;
+
+pub(crate) fn router<S: Store + Clone + Send + Sync + 'static>(state: Arc<ApiState<S>>) -> Router {
+    Router::new()
+        .route("/api/v1/runs", get(list_runs::<S>).post(create_run::<S>))
+        .route("/api/v1/runs/{id}", get(get_run::<S>))
+        .route("/api/v1/runs/{id}/events", get(run_events::<S>))
+        .route("/api/v1/runs/{id}/cancel", post(cancel::<S>))
+        .route("/api/v1/runs/{id}/resume", post(resume::<S>))
+        .route("/api/v1/runs/{id}/gate", post(gate::<S>))
+        .with_state(state)
+}
+
+/// The probes answer without a token: they say nothing about any run.
+pub(crate) fn probes<S: Store + Clone + Send + Sync + 'static>(state: Arc<ApiState<S>>) -> Router {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz::<S>)).with_state(state)
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz<S: Store + Clone + Send + Sync + 'static>(State(st): St<S>) -> (StatusCode, Json<Value>) {
+    if st.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, Json(json!({"ready": true})))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "why": "the recovery scan has not finished"})))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    workflow: Option<String>,
+    /// Text in the run id, workflow id or summary.
+    q: Option<String>,
+    limit: Option<usize>,
+    /// The `next` of the previous page: runs after it, newest first.
+    after: Option<String>,
+}
+
+async fn list_runs<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let state = match query.state.as_deref() {
+        Some(s) => Some(s.parse::<RunState>().map_err(|e| ApiError::bad_request(format!("`state`: {e}")))?),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!("`limit` must be between 1 and {MAX_PAGE}, not {limit}")));
+    }
+    let runs = st.engine.store().list_runs(RunFilter { state, limit: None }).await?;
+    let redactor = st.engine.bus().redactor();
+    let mut matching = runs.iter().filter(|r| {
+        query.workflow.as_ref().is_none_or(|w| &r.workflow_id == w)
+            && query.q.as_ref().is_none_or(|q| {
+                r.run_id.contains(q.as_str()) || r.workflow_id.contains(q.as_str()) || r.summary.contains(q.as_str())
+            })
+    });
+    if let Some(after) = &query.after {
+        // Newest first: the page starts after the run the last page ended with.
+        if !runs.iter().any(|r| &r.run_id == after) {
+            return Err(ApiError::bad_request(format!("`after`: no run `{after}`")));
+        }
+        for r in matching.by_ref() {
+            if &r.run_id == after {
+                break;
+            }
+        }
+    }
+    let page: Vec<_> = matching.by_ref().take(limit).collect();
+    let next = if matching.next().is_some() { page.last().map(|r| r.run_id.clone()) } else { None };
+    let shown: Vec<Value> = page.iter().map(|r| views::run_summary_json(r, redactor)).collect();
+    Ok(Json(json!({"runs": shown, "next": next})))
+}
+
+async fn get_run<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(shown(&st, &id).await?))
+}
+
+/// The run as `steward status --json` shows it.
+async fn shown<S: Store + Clone + Send + Sync + 'static>(st: &ApiState<S>, id: &str) -> Result<Value, ApiError> {
+    let store = st.engine.store();
+    let run = store.get_run(id).await?;
+    let attempts = store.list_attempts(id).await?;
+    let bus = st.engine.bus();
+    Ok(views::run_with_jobs_json(&run, &attempts, bus.redactor(), bus.artifacts().as_ref()).await)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Events after this sequence number of the run.
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn run_events<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path(id): Path<String>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = query.limit.unwrap_or(500);
+    if limit == 0 || limit > 10 * MAX_PAGE {
+        return Err(ApiError::bad_request(format!("`limit` must be between 1 and {}, not {limit}", 10 * MAX_PAGE)));
+    }
+    let store = st.engine.store();
+    store.get_run(&id).await?;
+    let events = store.list_events(&id, query.after.unwrap_or(0)).await?;
+    let more = events.len() > limit;
+    let page = &events[..events.len().min(limit)];
+    let redactor = st.engine.bus().redactor();
+    let next = if more { page.last().map(|e| e.seq) } else { None };
+    let shown: Vec<Value> = page.iter().map(|e| views::event_json(e, redactor)).collect();
+    Ok(Json(json!({"events": shown, "next_after": next})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRunBody {
+    /// The workflow's YAML.
+    workflow: Option<String>,
+    /// Or a workflow file, relative to the server's workspace.
+    file: Option<String>,
+    #[serde(default)]
+    inputs: Map<String, Value>,
+}
+
+async fn create_run<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    body: Result<Json<NewRunBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(body) = body.map_err(rejected)?;
+    let source = match (body.workflow, body.file) {
+        (Some(yaml), None) => yaml,
+        (None, Some(file)) => {
+            let path = inside(&st.workspace, &file)?;
+            std::fs::read_to_string(&path)
+                .map_err(|e| ApiError::invalid(format!("cannot read the workflow file `{file}`: {e}")))?
+        }
+        _ => return Err(ApiError::bad_request("give exactly one of `workflow` (the YAML) and `file` (a path)")),
+    };
+    let request = CreateRun {
+        source,
+        inputs: body.inputs,
+        workdir: st.workspace.display().to_string(),
+        actor_id: API_ACTOR.to_owned(),
+        contract: JobContract::workflow_run(),
+    };
+    let run = st.engine.create_run(request).await?;
+    Ok((StatusCode::CREATED, Json(shown(&st, &run.run_id).await?)))
+}
+
+/// A body that could not be read: too large (413), not JSON (415), or not the expected shape (400).
+fn rejected(e: JsonRejection) -> ApiError {
+    let code = match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ => "bad_request",
+    };
+    // Axum answers 422 for well-formed JSON of the wrong shape; here that is a bad request,
+    // and 422 is kept for content the engine refuses.
+    let status = if e.status() == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { e.status() };
+    ApiError::new(status, code, e.body_text())
+}
+
+/// `file` as a path inside `workspace`: relative, with no `..`, and not leaving it through a
+/// link either.
+fn inside(workspace: &FsPath, file: &str) -> Result<PathBuf, ApiError> {
+    let rel = FsPath::new(file);
+    if rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(ApiError::invalid(format!(
+            "`file` must be a relative path inside the server's workspace, without `..`: `{file}`"
+        )));
+    }
+    let path = workspace.join(rel);
+    let real = path.canonicalize().map_err(|e| ApiError::invalid(format!("`{file}`: {e}")))?;
+    let root = workspace.canonicalize().map_err(|e| ApiError::invalid(format!("the workspace: {e}")))?;
+    if !real.starts_with(&root) {
+        return Err(ApiError::invalid(format!("`{file}` leads outside the server's workspace")));
+    }
+    Ok(real)
+}
+
+async fn cancel<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    st.engine.cancel(&id, API_ACTOR).await?;
+    Ok(Json(shown(&st, &id).await?))
+}
+
+async fn resume<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    st.engine.record_resume(&id, API_ACTOR).await?;
+    Ok(Json(shown(&st, &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GateBody {
+    decision: String,
+    reason: Option<String>,
+}
+
+async fn gate<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path(id): Path<String>,
+    body: Result<Json<GateBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body.map_err(rejected)?;
+    let decision: HumanDecision =
+        body.decision.parse().map_err(|e| ApiError::bad_request(format!("`decision`: {e} (continue or abort)")))?;
+    st.engine.record_gate(&id, API_ACTOR, decision, body.reason.as_deref()).await?;
+    Ok(Json(shown(&st, &id).await?))
+}

@@ -1,0 +1,236 @@
+//! The API over real HTTP on loopback, on a real SQLite file (issue 13 points 1–3 and 8).
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use steward_core::ids::SeqIds;
+use steward_runtime::{Engine, EngineConfig, SystemClock};
+use steward_server::{AccessError, Readiness, ServeError, Server, ServerConfig};
+use steward_store_sqlite::{Options, SqliteStore};
+use steward_tools::bus::ToolBus;
+use steward_tools::redact::Redactor;
+use steward_tools::registry::EngineRegistry;
+use steward_tools::terminal::TerminalPolicy;
+use tokio_util::sync::CancellationToken;
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+    engine: Engine<SqliteStore>,
+    ready: Readiness,
+    stop: CancellationToken,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn engine(dir: &std::path::Path) -> Engine<SqliteStore> {
+    let store = SqliteStore::open(&dir.join("steward.db"), Options::default(), Arc::new(SeqIds::new("ev"))).unwrap();
+    let bus = ToolBus::new(
+        EngineRegistry::builtin().unwrap(),
+        TerminalPolicy::default(),
+        Redactor::new(Vec::new()),
+        Arc::new(steward_artifacts::FsArtifacts::in_data_dir(dir)),
+        steward_tools::sandbox::Sandbox::off(),
+    );
+    Engine::new(
+        store,
+        Arc::new(bus),
+        Arc::new(SystemClock),
+        Arc::new(SeqIds::new("t")),
+        EngineConfig::new("test".into()),
+    )
+}
+
+/// A server on a free loopback port (or `listen`), answering until the test ends.
+async fn start(listen: &str, token: Option<&str>) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let mut config = ServerConfig::new(listen.parse().unwrap(), dir.path().to_owned());
+    config.token = token.map(str::to_owned);
+    config.max_body_bytes = 64 * 1024;
+    let server = Server::bind(config).await.unwrap();
+    let addr: SocketAddr = server.local_addr().unwrap();
+    let (ready, stop) = (Readiness::default(), CancellationToken::new());
+    tokio::spawn(server.run(engine.clone(), ready.clone(), stop.clone()));
+    let base = format!("http://127.0.0.1:{}", addr.port());
+    Api { base, http: reqwest::Client::new(), token: token.map(str::to_owned), engine, ready, stop, dir }
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_string());
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+const HELLO: &str = "id: hello\nversion: 1\ninputs:\n  name: {type: string}\nsteps:\n  - {id: greet, type: shell, run: 'echo hello {{inputs.name}}'}\n";
+
+/// `/readyz` answers 503 until the recovery scan has run; `/healthz` while the process lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probes_say_alive_and_ready_after_recovery() {
+    let api = start("127.0.0.1:0", None).await;
+    assert_eq!(api.get("/healthz").await, (200, json!({"status": "ok"})));
+    let (status, body) = api.get("/readyz").await;
+    assert_eq!((status, &body["ready"]), (503, &json!(false)), "{body}");
+    api.engine.boot().await.unwrap();
+    api.ready.set_ready();
+    assert_eq!(api.get("/readyz").await, (200, json!({"ready": true})));
+}
+
+/// Create, list, show and read events; the shapes are the CLI's (`views`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_created_listed_and_shown() {
+    let api = start("127.0.0.1:0", None).await;
+    api.engine.boot().await.unwrap();
+    let (status, created) = api.post("/api/v1/runs", json!({"workflow": HELLO, "inputs": {"name": "ada"}})).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!((created["state"].as_str(), created["workflow_id"].as_str()), (Some("queued"), Some("hello")));
+    let id = created["run_id"].as_str().unwrap().to_owned();
+
+    std::fs::write(api.dir.path().join("wf.yaml"), HELLO).unwrap();
+    let (status, second) = api.post("/api/v1/runs", json!({"file": "wf.yaml", "inputs": {"name": "bob"}})).await;
+    assert_eq!(status, 201, "{second}");
+
+    api.engine.start(&id).await.unwrap();
+    let (status, run) = api.get(&format!("/api/v1/runs/{id}")).await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["state"], "completed");
+    assert_eq!(run["steps"][0]["attempts"][0]["output"]["stdout"], "hello ada");
+    assert_eq!(run["inputs"], json!({"name": "ada"}));
+
+    let (_, list) = api.get("/api/v1/runs").await;
+    assert_eq!(list["runs"].as_array().unwrap().len(), 2, "{list}");
+    let (_, done) = api.get("/api/v1/runs?state=completed").await;
+    let ids: Vec<&str> = done["runs"].as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [id.as_str()]);
+    let (_, page) = api.get("/api/v1/runs?limit=1").await;
+    assert_eq!(page["runs"].as_array().unwrap().len(), 1);
+    let next = page["next"].as_str().unwrap().to_owned();
+    let (_, rest) = api.get(&format!("/api/v1/runs?limit=1&after={next}")).await;
+    assert_eq!(rest["runs"].as_array().unwrap().len(), 1);
+    assert_ne!(rest["runs"][0]["run_id"], page["runs"][0]["run_id"]);
+    assert_eq!(rest["next"], Value::Null);
+    let (_, found) = api.get("/api/v1/runs?q=hello&workflow=hello").await;
+    assert_eq!(found["runs"].as_array().unwrap().len(), 2);
+
+    let (status, events) = api.get(&format!("/api/v1/runs/{id}/events?limit=2")).await;
+    assert_eq!(status, 200, "{events}");
+    assert_eq!(events["events"][0]["event_type"], "run_created");
+    assert_eq!(events["events"].as_array().unwrap().len(), 2);
+    let after = events["next_after"].as_i64().unwrap();
+    let (_, more) = api.get(&format!("/api/v1/runs/{id}/events?after={after}")).await;
+    assert_eq!(more["events"][0]["seq"].as_i64(), Some(after + 1), "no gap, no duplicate");
+}
+
+/// 404, 409, 422 and 400 mean what they mean, as JSON with a stable code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_have_a_status_a_code_and_a_message() {
+    let api = start("127.0.0.1:0", None).await;
+    api.engine.boot().await.unwrap();
+    let (status, body) = api.get("/api/v1/runs/run-nope").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+    let (status, body) = api.get("/api/v1/runs/run-nope/events").await;
+    assert_eq!(status, 404, "{body}");
+
+    let broken = "id: broken\nversion: 1\nsteps:\n  - {id: a, type: shell, run: 'true'}\n  - {id: b, type: shell, needs: [zzz], run: 'true'}\n";
+    let (status, body) = api.post("/api/v1/runs", json!({"workflow": broken})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid")), "{body}");
+    let diagnostic = &body["error"]["details"]["diagnostics"][0];
+    assert_eq!((diagnostic["line"].as_u64(), diagnostic["step"].as_str()), (Some(5), Some("b")), "{body}");
+    let (status, body) = api.post("/api/v1/runs", json!({"workflow": HELLO, "inputs": {"bogus": 1}})).await;
+    assert_eq!(status, 422, "an undeclared input: {body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("unknown input `bogus`"), "{body}");
+    for file in ["../steward.db", "/etc/passwd", "missing.yaml"] {
+        let (status, body) = api.post("/api/v1/runs", json!({"file": file})).await;
+        assert_eq!(status, 422, "{file}: {body}");
+    }
+    let (status, body) = api.post("/api/v1/runs", json!({"workflow": HELLO, "file": "x"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    let (status, body) = api.post("/api/v1/runs", json!({"workflow": HELLO, "extra": 1})).await;
+    assert_eq!(status, 400, "unknown fields are refused: {body}");
+    let (status, body) = api.get("/api/v1/runs?state=sleeping").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    let big = "x".repeat(100 * 1024);
+    let (status, _) = api.post("/api/v1/runs", json!({"workflow": big})).await;
+    assert_eq!(status, 413, "bodies are bounded");
+
+    let (_, created) = api.post("/api/v1/runs", json!({"workflow": HELLO, "inputs": {"name": "x"}})).await;
+    let id = created["run_id"].as_str().unwrap();
+    let (status, body) = api.post(&format!("/api/v1/runs/{id}/gate"), json!({"decision": "continue"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("wrong_state")), "{body}");
+    let (status, body) = api.post(&format!("/api/v1/runs/{id}/gate"), json!({"decision": "maybe"})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = api.post(&format!("/api/v1/runs/{id}/cancel"), json!({})).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("cancelled")), "{body}");
+    let (status, body) = api.post(&format!("/api/v1/runs/{id}/cancel"), json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("wrong_state")), "a second cancel: {body}");
+    let (status, body) = api.post(&format!("/api/v1/runs/{id}/resume"), json!({})).await;
+    assert_eq!(status, 409, "{body}");
+}
+
+/// Issue 13 point 3: off loopback the server needs a token, and every request carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_loopback_every_request_needs_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = Server::bind(ServerConfig::new("0.0.0.0:0".parse().unwrap(), dir.path().to_owned())).await;
+    assert!(matches!(refused, Err(ServeError::Access(AccessError::TokenRequired(_)))), "{refused:?}");
+
+    let token = "a3f1c0de5b7e9a2d4c6b8e0f1a3c5e7d";
+    let mut api = start("0.0.0.0:0", Some(token)).await;
+    api.engine.boot().await.unwrap();
+    let (status, body) = api.get("/api/v1/runs").await;
+    assert_eq!(status, 200, "{body}");
+    api.token = Some("a3f1c0de5b7e9a2d4c6b8e0f1a3c5e7X".into());
+    let (status, body) = api.get("/api/v1/runs").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")), "{body}");
+    assert!(!body.to_string().contains(token), "the token is never echoed");
+    api.token = None;
+    assert_eq!(api.get("/api/v1/runs").await.0, 401);
+    assert_eq!(api.post("/api/v1/runs", json!({"workflow": HELLO})).await.0, 401);
+    assert_eq!(api.get("/healthz").await.0, 200, "the probes say nothing about runs");
+}
+
+/// What the API shows passes the redactor: a token written literally in a workflow file and
+/// printed by its step is shown redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_in_a_workflow_file_is_shown_redacted() {
+    let api = start("127.0.0.1:0", None).await;
+    api.engine.boot().await.unwrap();
+    let leaked = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
+    let wf = format!("id: leak\nversion: 1\nsteps:\n  - {{id: a, type: shell, run: 'echo {leaked}'}}\n");
+    let (status, created) = api.post("/api/v1/runs", json!({"workflow": wf})).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["run_id"].as_str().unwrap();
+    api.engine.start(id).await.unwrap();
+    for path in [format!("/api/v1/runs/{id}"), format!("/api/v1/runs/{id}/events"), "/api/v1/runs".to_owned()] {
+        let (status, body) = api.get(&path).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(!body.to_string().contains(leaked), "{path} shows the secret: {body}");
+    }
+}
