@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::header::ACCEPT;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -28,6 +30,10 @@ pub(crate) struct ApiState<S> {
     pub(crate) ready: Arc<AtomicBool>,
     /// Where runs created through the API run, and the only place workflow files are read from.
     pub(crate) workspace: PathBuf,
+    /// Live streams open at once are bounded: one permit each.
+    pub(crate) streams: Arc<tokio::sync::Semaphore>,
+    /// Fires when the server stops: live streams end, so that stopping does not wait on them.
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
 }
 
 type St<S> = State<Arc<ApiState<S>>>;
@@ -43,6 +49,7 @@ pub(crate) fn router<S: Store + Clone + Send + Sync + 'static>(state: Arc<ApiSta
         .route("/api/v1/runs", get(list_runs::<S>).post(create_run::<S>))
         .route("/api/v1/runs/{id}", get(get_run::<S>))
         .route("/api/v1/runs/{id}/events", get(run_events::<S>))
+        .route("/api/v1/events", get(all_events::<S>))
         .route("/api/v1/runs/{id}/cancel", post(cancel::<S>))
         .route("/api/v1/runs/{id}/resume", post(resume::<S>))
         .route("/api/v1/runs/{id}/gate", post(gate::<S>))
@@ -140,25 +147,110 @@ struct EventsQuery {
     limit: Option<usize>,
 }
 
-async fn run_events<S: Store + Clone + Send + Sync + 'static>(
-    State(st): St<S>,
-    Path(id): Path<String>,
-    query: Result<Query<EventsQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = query.limit.unwrap_or(500);
+/// Whether the client asked for a live stream.
+fn wants_stream(headers: &HeaderMap) -> bool {
+    headers.get_all(ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")))
+}
+
+/// Where a stream starts: after `Last-Event-ID` when the client reconnects, else after `after`.
+fn resume_point(headers: &HeaderMap, after: Option<i64>) -> Result<i64, ApiError> {
+    match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .ok_or_else(|| ApiError::bad_request("`Last-Event-ID` must be the id of an event this stream sent")),
+        None => Ok(after.unwrap_or(0)),
+    }
+}
+
+fn stream_permit<S>(st: &ApiState<S>) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    st.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            "too many live streams are open; try again later",
+        )
+    })
+}
+
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(500);
     if limit == 0 || limit > 10 * MAX_PAGE {
         return Err(ApiError::bad_request(format!("`limit` must be between 1 and {}, not {limit}", 10 * MAX_PAGE)));
     }
+    Ok(limit)
+}
+
+/// A run's events: a page of JSON, or with `Accept: text/event-stream` a live stream that
+/// ends once the run has finished (its SSE ids are the events' `seq`).
+async fn run_events<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = page_limit(query.limit)?;
     let store = st.engine.store();
     store.get_run(&id).await?;
+    if wants_stream(&headers) {
+        let after = resume_point(&headers, query.after)?;
+        let permit = stream_permit(&st)?;
+        return Ok(crate::stream::sse(st.clone(), crate::stream::Follow::Run(id), after, permit).into_response());
+    }
     let events = store.list_events(&id, query.after.unwrap_or(0)).await?;
     let more = events.len() > limit;
     let page = &events[..events.len().min(limit)];
     let redactor = st.engine.bus().redactor();
     let next = if more { page.last().map(|e| e.seq) } else { None };
     let shown: Vec<Value> = page.iter().map(|e| views::event_json(e, redactor)).collect();
-    Ok(Json(json!({"events": shown, "next_after": next})))
+    Ok(Json(json!({"events": shown, "next_after": next})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllEventsQuery {
+    /// Events after this store-wide id.
+    after: Option<i64>,
+    limit: Option<usize>,
+    /// Only these event types, comma-separated (`run_created,run_state_changed` for every
+    /// run's state changes).
+    r#type: Option<String>,
+}
+
+/// Every run's events in the store's order: a page of JSON, or a live stream (SSE ids are the
+/// store-wide event ids).
+async fn all_events<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    headers: HeaderMap,
+    query: Result<Query<AllEventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = page_limit(query.limit)?;
+    let types: Vec<String> = query
+        .r#type
+        .as_deref()
+        .map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    if let Some(unknown) = types.iter().find(|t| steward_core::event_registry::spec_of(t).is_none()) {
+        return Err(ApiError::bad_request(format!("`type`: `{unknown}` is not a registered event type")));
+    }
+    if wants_stream(&headers) {
+        let after = resume_point(&headers, query.after)?;
+        let permit = stream_permit(&st)?;
+        return Ok(crate::stream::sse(st.clone(), crate::stream::Follow::All(types), after, permit).into_response());
+    }
+    let page =
+        st.engine.store().list_events_since(query.after.unwrap_or(0), u32::try_from(limit).unwrap_or(u32::MAX)).await?;
+    let next = (page.len() == limit).then(|| page.last().map(|e| e.id)).flatten();
+    let redactor = st.engine.bus().redactor();
+    let shown: Vec<Value> = page
+        .iter()
+        .filter(|e| types.is_empty() || types.contains(&e.event_type))
+        .map(|e| views::event_json(e, redactor))
+        .collect();
+    Ok(Json(json!({"events": shown, "next_after": next})).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,6 +9,7 @@
 pub mod access;
 mod api;
 pub mod error;
+mod stream;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -38,12 +39,14 @@ pub struct ServerConfig {
     pub workspace: PathBuf,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Live event streams open at once; one more answers 503.
+    pub max_streams: usize,
 }
 
 impl ServerConfig {
-    /// A server on `listen` for `workspace`, with a 1 MiB body limit and no token.
+    /// A server on `listen` for `workspace`, with a 1 MiB body limit, 64 streams and no token.
     pub fn new(listen: SocketAddr, workspace: PathBuf) -> ServerConfig {
-        ServerConfig { listen, token: None, workspace, max_body_bytes: 1 << 20 }
+        ServerConfig { listen, token: None, workspace, max_body_bytes: 1 << 20, max_streams: 64 }
     }
 }
 
@@ -104,7 +107,13 @@ impl Server {
         ready: Readiness,
         shutdown: CancellationToken,
     ) -> Result<(), ServeError> {
-        let state = Arc::new(api::ApiState { engine, ready: ready.0, workspace: self.config.workspace.clone() });
+        let state = Arc::new(api::ApiState {
+            engine,
+            ready: ready.0,
+            workspace: self.config.workspace.clone(),
+            streams: Arc::new(tokio::sync::Semaphore::new(self.config.max_streams)),
+            shutdown: shutdown.clone(),
+        });
         let guarded = api::router(state.clone())
             .layer(axum::middleware::from_fn_with_state(self.access.clone(), access::check))
             .layer(DefaultBodyLimit::max(self.config.max_body_bytes));

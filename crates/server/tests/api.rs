@@ -234,3 +234,128 @@ async fn a_secret_in_a_workflow_file_is_shown_redacted() {
         assert!(!body.to_string().contains(leaked), "{path} shows the secret: {body}");
     }
 }
+
+/// One server-sent event: its id, type and data.
+#[derive(Debug, Clone, PartialEq)]
+struct Sse {
+    id: Option<String>,
+    event: Option<String>,
+    data: Value,
+}
+
+/// Opens a stream and reads `n` events from it (or all, until it ends, when `n` is `None`).
+async fn stream(http: &reqwest::Client, url: &str, last_id: Option<&str>, n: Option<usize>) -> (u16, Vec<Sse>) {
+    let mut req = http.get(url).header("accept", "text/event-stream");
+    if let Some(id) = last_id {
+        req = req.header("last-event-id", id);
+    }
+    let mut res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let mut text = String::new();
+    let mut out = Vec::new();
+    while n.is_none_or(|n| out.len() < n) {
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let mut e = Sse { id: None, event: None, data: Value::Null };
+            for line in block.lines() {
+                match line.split_once(':') {
+                    Some(("id", v)) => e.id = Some(v.trim().to_owned()),
+                    Some(("event", v)) => e.event = Some(v.trim().to_owned()),
+                    Some(("data", v)) => e.data = serde_json::from_str(v.trim()).unwrap(),
+                    _ => {}
+                }
+            }
+            if e.id.is_some() || e.event.is_some() {
+                out.push(e);
+            }
+        }
+        if n.is_some_and(|n| out.len() >= n) {
+            break;
+        }
+        match res.chunk().await.unwrap() {
+            Some(bytes) => text.push_str(std::str::from_utf8(&bytes).unwrap()),
+            None => break,
+        }
+    }
+    (status, out)
+}
+
+/// Issue 13 point 2: a run's events stream live and end with the run; a reconnection with
+/// `Last-Event-ID` picks up after that event, without a gap or a repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_events_stream_live_and_resume_from_the_last_event_id() {
+    let api = start("127.0.0.1:0", None).await;
+    api.engine.boot().await.unwrap();
+    let wf =
+        "id: three\nversion: 1\nsteps:\n  - {id: a, type: noop}\n  - {id: b, type: noop}\n  - {id: c, type: noop}\n";
+    let (_, created) = api.post("/api/v1/runs", json!({"workflow": wf})).await;
+    let id = created["run_id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/runs/{id}/events");
+    // The stream is open before the run starts; it ends when the run has finished.
+    let url = format!("{}{path}", api.base);
+    let live = tokio::spawn({
+        let (http, url) = (api.http.clone(), url.clone());
+        async move { stream(&http, &url, None, None).await }
+    });
+    api.engine.start(&id).await.unwrap();
+    let (status, events) = live.await.unwrap();
+    assert_eq!(status, 200);
+    let ids: Vec<i64> = events.iter().map(|e| e.id.as_deref().unwrap().parse().unwrap()).collect();
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>(), "every event once, in order: {events:?}");
+    assert_eq!(events[0].event.as_deref(), Some("run_created"));
+    assert_eq!(events.last().unwrap().data["payload"]["to_state"], "completed", "{events:?}");
+
+    let (_, rest) = stream(&api.http, &url, Some("4"), None).await;
+    assert_eq!(rest, events[4..].to_vec(), "after event 4, exactly what followed it");
+    let (status, body) = api.call(reqwest::Method::GET, &path, None).await;
+    assert_eq!(status, 200, "without Accept: text/event-stream the same resource answers JSON: {body}");
+    assert_eq!(body["events"].as_array().unwrap().len(), events.len());
+}
+
+/// Every run's state changes as one stream, resumable by store-wide event id; live streams
+/// are bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_runs_state_changes_stream_and_streams_are_bounded() {
+    let api = start("127.0.0.1:0", None).await;
+    api.engine.boot().await.unwrap();
+    let wf = "id: one\nversion: 1\nsteps:\n  - {id: a, type: noop}\n";
+    for _ in 0..2 {
+        let (_, created) = api.post("/api/v1/runs", json!({"workflow": wf})).await;
+        api.engine.start(created["run_id"].as_str().unwrap()).await.unwrap();
+    }
+    let url = format!("{}/api/v1/events?type=run_created,run_state_changed", api.base);
+    let (status, first) = stream(&api.http, &url, None, Some(6)).await;
+    assert_eq!(status, 200);
+    let kinds: Vec<&str> = first.iter().map(|e| e.event.as_deref().unwrap()).collect();
+    assert_eq!(kinds, ["run_created", "run_state_changed", "run_state_changed"].repeat(2), "{first:?}");
+    let ids: Vec<i64> = first.iter().map(|e| e.id.as_deref().unwrap().parse().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let (_, again) = stream(&api.http, &url, Some(&ids[2].to_string()), Some(3)).await;
+    assert_eq!(again, first[3..].to_vec(), "resumed after the third, nothing repeated");
+    let (status, body) = api.get("/api/v1/events?type=nonsense").await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// More live streams than the server allows answer 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    engine.boot().await.unwrap();
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_owned());
+    config.max_streams = 1;
+    let server = Server::bind(config).await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    let stop = CancellationToken::new();
+    tokio::spawn(server.run(engine, Readiness::default(), stop.clone()));
+    let http = reqwest::Client::new();
+    let open = |http: &reqwest::Client| {
+        http.get(format!("http://127.0.0.1:{port}/api/v1/events")).header("accept", "text/event-stream").send()
+    };
+    let first = open(&http).await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let second = open(&http).await.unwrap();
+    assert_eq!(second.status().as_u16(), 503);
+    drop(first);
+    stop.cancel();
+}
