@@ -50,6 +50,7 @@ pub(crate) fn router<S: Store + Clone + Send + Sync + 'static>(state: Arc<ApiSta
         .route("/api/v1/runs/{id}", get(get_run::<S>))
         .route("/api/v1/runs/{id}/events", get(run_events::<S>))
         .route("/api/v1/events", get(all_events::<S>))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/runs/{id}/cancel", post(cancel::<S>))
         .route("/api/v1/runs/{id}/resume", post(resume::<S>))
         .route("/api/v1/runs/{id}/gate", post(gate::<S>))
@@ -59,6 +60,22 @@ pub(crate) fn router<S: Store + Clone + Send + Sync + 'static>(state: Arc<ApiSta
 /// The probes answer without a token: they say nothing about any run.
 pub(crate) fn probes<S: Store + Clone + Send + Sync + 'static>(state: Arc<ApiState<S>>) -> Router {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz::<S>)).with_state(state)
+}
+
+/// The OpenAPI document of this API, as written beside the code (`openapi.json`).
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// An address no route answers.
+pub(crate) async fn no_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_such_endpoint",
+        "no such endpoint; the API is described at /api/v1/openapi.json",
+    )
 }
 
 async fn healthz() -> Json<Value> {

@@ -117,7 +117,7 @@ impl Server {
         let guarded = api::router(state.clone())
             .layer(axum::middleware::from_fn_with_state(self.access.clone(), access::check))
             .layer(DefaultBodyLimit::max(self.config.max_body_bytes));
-        let app: Router = api::probes(state).merge(guarded);
+        let app: Router = api::probes(state).merge(guarded).fallback(api::no_route);
         let addr = self.config.listen;
         axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -359,3 +359,29 @@ async fn live_streams_are_bounded() {
     drop(first);
     stop.cancel();
 }
+
+/// The OpenAPI document is served, and every operation it describes is routed: a request to
+/// each (with a run id that does not exist) is answered by its handler, never by the fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_what_is_routed() {
+    let api = start("127.0.0.1:0", None).await;
+    api.engine.boot().await.unwrap();
+    let (status, doc) = api.get("/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let url = path.replace("{id}", "run-none");
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let body = (m == reqwest::Method::POST).then(|| json!({}));
+            let (status, answer) = api.call(m, &url, body).await;
+            assert_ne!(status, 405, "{method} {path} is not routed");
+            assert_ne!(answer["error"]["code"], "no_such_endpoint", "{method} {path} is not routed");
+            operations += 1;
+        }
+    }
+    assert_eq!(operations, 11, "a route was added or removed: describe it in openapi.json");
+    let (status, body) = api.get("/api/v1/nothing-here").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("no_such_endpoint")), "{body}");
+}
