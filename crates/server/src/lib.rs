@@ -8,6 +8,7 @@
 
 pub mod access;
 mod api;
+mod console;
 pub mod error;
 mod stream;
 pub mod views;
@@ -115,6 +116,7 @@ impl Server {
             shutdown: shutdown.clone(),
         });
         let guarded = api::router(state.clone())
+            .merge(console::router(state.clone()))
             .layer(axum::middleware::from_fn_with_state(self.access.clone(), access::check))
             .layer(DefaultBodyLimit::max(self.config.max_body_bytes));
         let app: Router = api::probes(state).merge(guarded).fallback(api::no_route);

@@ -385,3 +385,52 @@ async fn the_openapi_document_describes_what_is_routed() {
     let (status, body) = api.get("/api/v1/nothing-here").await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("no_such_endpoint")), "{body}");
 }
+
+/// Issue 13 point 4 (first part): the console's pages read without JavaScript, show what the
+/// API shows (escaped, redacted), and its forms act only when posted from its own origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_runs_and_its_forms_refuse_cross_site_posts() {
+    let api = start("127.0.0.1:0", None).await;
+    api.engine.boot().await.unwrap();
+    let wf = "id: page\nversion: 1\nsteps:\n  - {id: shout, type: shell, run: 'echo \"<script>alert(1)</script>\"'}\n  - {id: after, type: noop}\n";
+    let (_, created) = api.post("/api/v1/runs", json!({"workflow": wf})).await;
+    let done = created["run_id"].as_str().unwrap().to_owned();
+    api.engine.start(&done).await.unwrap();
+    let (_, queued) = api.post("/api/v1/runs", json!({"workflow": wf})).await;
+    let waiting = queued["run_id"].as_str().unwrap().to_owned();
+
+    let html = |path: String| {
+        let (http, base) = (api.http.clone(), api.base.clone());
+        async move {
+            let res = http.get(format!("{base}{path}")).send().await.unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    };
+    let (status, list) = html("/".into()).await;
+    assert_eq!(status, 200);
+    assert!(list.contains(&format!("href=\"/runs/{done}\"")) && list.contains(&waiting), "{list}");
+    let (_, only_done) = html("/?state=completed".into()).await;
+    assert!(only_done.contains(&done) && !only_done.contains(&waiting));
+    let (status, page) = html(format!("/runs/{done}")).await;
+    assert_eq!(status, 200);
+    for part in ["Timeline", "class=\"bar completed\"", "shout", "after", "run_state_changed", "step_attempt_finished"]
+    {
+        assert!(page.contains(part), "the run page lacks {part}");
+    }
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "the output is shown, escaped");
+    assert!(!page.contains("<script>alert(1)"), "a step's output is never markup");
+    let (status, missing) = html("/runs/run-none".into()).await;
+    assert_eq!(status, 404, "{missing}");
+    let (status, css) = html("/static/console.css".into()).await;
+    assert!(status == 200 && css.contains(".waterfall"));
+
+    let cancel = format!("{}/runs/{waiting}/cancel", api.base);
+    let no_origin = api.http.post(&cancel).send().await.unwrap();
+    assert_eq!(no_origin.status().as_u16(), 403);
+    let evil = api.http.post(&cancel).header("origin", "http://evil.example").send().await.unwrap();
+    assert_eq!(evil.status().as_u16(), 403);
+    assert_eq!(api.get(&format!("/api/v1/runs/{waiting}")).await.1["state"], "queued", "refused posts changed nothing");
+    let ours = api.http.post(&cancel).header("origin", api.base.as_str()).send().await.unwrap();
+    assert_eq!(ours.status().as_u16(), 200, "redirected back to the run page");
+    assert_eq!(api.get(&format!("/api/v1/runs/{waiting}")).await.1["state"], "cancelled");
+}

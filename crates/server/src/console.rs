@@ -1,0 +1,357 @@
+//! The operator console: server-rendered pages over the same views as the API. Reading needs
+//! no JavaScript (a small script, served from the binary, only refreshes a page when its run
+//! changes); forms post back to the console, and a post that does not come from the console's
+//! own origin is refused (cross-site request forgery).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::Deserialize;
+
+use steward_core::Timestamp;
+use steward_core::state::{HumanDecision, RunState};
+use steward_store::{Attempt, Run, RunFilter, Store};
+
+use crate::api::ApiState;
+use crate::error::ApiError;
+
+type St<S> = State<Arc<ApiState<S>>>;
+
+/// Who a decision made in the console is recorded as.
+const CONSOLE_ACTOR: &str = "console";
+
+pub(crate) fn router<S: Store + Clone + Send + Sync + 'static>(state: Arc<ApiState<S>>) -> Router {
+    Router::new()
+        .route("/", get(runs_page::<S>))
+        .route("/runs/{id}", get(run_page::<S>))
+        .route("/runs/{id}/cancel", post(cancel::<S>))
+        .route("/runs/{id}/resume", post(resume::<S>))
+        .route("/runs/{id}/gate", post(gate::<S>))
+        .route("/static/console.css", get(css))
+        .route("/static/console.js", get(js))
+        .with_state(state)
+}
+
+/// Text made safe to put in HTML, in an element or an attribute.
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A page; `watch` is a run still going and the last event the page shows, so the script can
+/// reload it when the run records something new.
+fn page(title: &str, watch: Option<(&str, i64)>, body: &str) -> Html<String> {
+    let watch =
+        watch.map(|(id, after)| format!(" data-watch=\"{}\" data-after=\"{after}\"", esc(id))).unwrap_or_default();
+    Html(format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · Steward</title>\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <link rel=\"stylesheet\" href=\"/static/console.css\"></head>\
+         <body{watch}><header><a href=\"/\">Steward</a></header><main>{body}</main>\
+         <script src=\"/static/console.js\"></script></body></html>\n",
+        esc(title)
+    ))
+}
+
+fn state_badge(state: RunState) -> String {
+    format!("<span class=\"state {0}\">{0}</span>", state.as_str())
+}
+
+fn when(t: Timestamp) -> String {
+    let s = t.to_rfc3339();
+    format!("<time datetime=\"{0}\">{1}</time>", esc(&s), esc(s.get(..19).unwrap_or(&s)).replace('T', " "))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    q: Option<String>,
+}
+
+async fn runs_page<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Query(query): Query<ListQuery>,
+) -> Result<Html<String>, ConsoleError> {
+    let state = query.state.as_deref().filter(|s| !s.is_empty()).and_then(|s| s.parse::<RunState>().ok());
+    let runs = st.engine.store().list_runs(RunFilter { state, limit: None }).await.map_err(ApiError::from)?;
+    let q = query.q.unwrap_or_default();
+    let redactor = st.engine.bus().redactor();
+    let mut body = String::from("<h1>Runs</h1><nav class=\"filters\"><a href=\"/\">all</a>");
+    for s in RunState::ALL {
+        let _ = write!(body, " <a href=\"/?state={0}\">{0}</a>", s.as_str());
+    }
+    let _ = write!(
+        body,
+        "</nav><form method=\"get\" action=\"/\"><input type=\"search\" name=\"q\" value=\"{}\" placeholder=\"run, workflow or summary\">\
+         <input type=\"hidden\" name=\"state\" value=\"{}\"><button>Search</button></form>",
+        esc(&q),
+        state.map_or("", |s| s.as_str())
+    );
+    body.push_str("<table class=\"runs\"><thead><tr><th>run</th><th>workflow</th><th>state</th><th>summary</th><th>created</th><th>updated</th></tr></thead><tbody>");
+    let shown: Vec<&Run> = runs
+        .iter()
+        .filter(|r| q.is_empty() || r.run_id.contains(&q) || r.workflow_id.contains(&q) || r.summary.contains(&q))
+        .take(200)
+        .collect();
+    for r in &shown {
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/runs/{0}\">{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td><td>{4}</td><td>{5}</td></tr>",
+            esc(&r.run_id),
+            esc(&r.workflow_id),
+            state_badge(r.state),
+            esc(&redactor.redact(&r.summary).0),
+            when(r.created_at),
+            when(r.updated_at)
+        );
+    }
+    if shown.is_empty() {
+        body.push_str("<tr><td colspan=\"6\">no runs</td></tr>");
+    }
+    body.push_str("</tbody></table>");
+    Ok(page("Runs", None, &body))
+}
+
+async fn run_page<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path(id): Path<String>,
+) -> Result<Html<String>, ConsoleError> {
+    let store = st.engine.store();
+    let run = store.get_run(&id).await.map_err(ApiError::from)?;
+    let attempts = store.list_attempts(&id).await.map_err(ApiError::from)?;
+    let events = store.list_events(&id, 0).await.map_err(ApiError::from)?;
+    let redactor = st.engine.bus().redactor();
+    let mut body = format!(
+        "<h1>{} <small>{}</small></h1><p>{} {}</p>",
+        esc(&run.workflow_id),
+        esc(&run.run_id),
+        state_badge(run.state),
+        esc(&redactor.redact(&run.summary).0)
+    );
+    body.push_str("<div class=\"actions\">");
+    if !run.state.is_terminal() {
+        let _ =
+            write!(body, "<form method=\"post\" action=\"/runs/{}/cancel\"><button>Cancel</button></form>", esc(&id));
+    }
+    if run.state == RunState::Stalled {
+        let _ =
+            write!(body, "<form method=\"post\" action=\"/runs/{}/resume\"><button>Resume</button></form>", esc(&id));
+    }
+    if run.state == RunState::AwaitingUser {
+        let _ = write!(
+            body,
+            "<form method=\"post\" action=\"/runs/{}/gate\" class=\"gate\"><input name=\"reason\" placeholder=\"why (optional)\">\
+             <button name=\"decision\" value=\"continue\">Continue</button><button name=\"decision\" value=\"abort\">Abort</button></form>",
+            esc(&id)
+        );
+    }
+    body.push_str("</div>");
+    let inputs = crate::views::shown_inputs(&run, redactor);
+    if !inputs.is_empty() {
+        body.push_str("<h2>Inputs</h2><dl>");
+        for (k, v) in &inputs {
+            let _ = write!(body, "<dt>{}</dt><dd><code>{}</code></dd>", esc(k), esc(&v.to_string()));
+        }
+        body.push_str("</dl>");
+    }
+    body.push_str(&timeline(&run, &attempts));
+    body.push_str("<h2>Attempts</h2>");
+    for (step, list) in crate::views::by_step(&attempts) {
+        let _ = write!(body, "<section class=\"step\"><h3>{}</h3>", esc(step));
+        for a in list {
+            let _ = write!(
+                body,
+                "<details><summary>attempt {} <span class=\"state {1}\">{1}</span>{2}</summary>",
+                a.attempt,
+                a.status.as_str(),
+                a.error.as_deref().map(|e| format!(" — {}", esc(&redactor.redact(e).0))).unwrap_or_default()
+            );
+            let _ = write!(body, "<h4>input</h4><pre>{}</pre>", esc(&pretty(&redactor.redact_json(&a.input))));
+            if let Some(o) = &a.output {
+                let _ = write!(body, "<h4>output</h4><pre>{}</pre>", esc(&pretty(&redactor.redact_json(o))));
+            }
+            body.push_str("</details>");
+        }
+        body.push_str("</section>");
+    }
+    body.push_str("<h2>Events</h2><table class=\"events\"><thead><tr><th>#</th><th>time</th><th>actor</th><th>type</th><th>payload</th></tr></thead><tbody>");
+    for e in &events {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            e.seq,
+            when(e.ts),
+            esc(e.actor.as_str()),
+            esc(&e.event_type),
+            esc(&redactor.redact_json(&e.payload).to_string())
+        );
+    }
+    body.push_str("</tbody></table>");
+    let last = events.last().map_or(0, |e| e.seq);
+    let watch = (!run.state.is_terminal()).then_some((run.run_id.as_str(), last));
+    Ok(page(&format!("{} {}", run.workflow_id, run.run_id), watch, &body))
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+/// A waterfall of the run's attempts: one bar per attempt from its start to its end (or now),
+/// on the run's own time axis, so retries, waits between them and backoff show as gaps.
+fn timeline(run: &Run, attempts: &[Attempt]) -> String {
+    let Some(first) = attempts.iter().map(|a| a.started_at).min() else {
+        return String::new();
+    };
+    let end =
+        attempts.iter().map(|a| a.finished_at.unwrap_or(run.updated_at)).chain([run.updated_at]).max().unwrap_or(first);
+    let span = end.since(first).max(1) as f64;
+    let mut s = String::from("<h2>Timeline</h2><div class=\"waterfall\">");
+    for a in attempts {
+        let start = a.started_at.since(first) as f64 / span * 100.0;
+        let stop = a.finished_at.unwrap_or(run.updated_at);
+        let width = (stop.since(a.started_at) as f64 / span * 100.0).max(0.5);
+        let _ = write!(
+            s,
+            "<div class=\"lane\"><span class=\"label\">{} #{}</span><span class=\"track\"><span class=\"bar {}\" style=\"margin-left:{start:.2}%;width:{width:.2}%\" title=\"{} ms\"></span></span></div>",
+            esc(&a.step_id),
+            a.attempt,
+            a.status.as_str(),
+            stop.since(a.started_at)
+        );
+    }
+    s.push_str("</div>");
+    s
+}
+
+/// A post the console's own pages made: the browser says where it came from (`Origin`, or
+/// `Sec-Fetch-Site` for browsers that send it), and it must be this server.
+fn same_origin(headers: &HeaderMap) -> Result<(), ConsoleError> {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return if site == "same-origin" { Ok(()) } else { Err(ConsoleError::CrossSite) };
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    match (origin, host) {
+        (Some(origin), Some(host))
+            if origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host) =>
+        {
+            Ok(())
+        }
+        _ => Err(ConsoleError::CrossSite),
+    }
+}
+
+async fn cancel<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Redirect, ConsoleError> {
+    same_origin(&headers)?;
+    st.engine.cancel(&id, CONSOLE_ACTOR).await.map_err(ApiError::from)?;
+    Ok(Redirect::to(&format!("/runs/{id}")))
+}
+
+async fn resume<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Redirect, ConsoleError> {
+    same_origin(&headers)?;
+    st.engine.record_resume(&id, CONSOLE_ACTOR).await.map_err(ApiError::from)?;
+    Ok(Redirect::to(&format!("/runs/{id}")))
+}
+
+#[derive(Debug, Deserialize)]
+struct GateForm {
+    decision: String,
+    reason: Option<String>,
+}
+
+async fn gate<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<GateForm>,
+) -> Result<Redirect, ConsoleError> {
+    same_origin(&headers)?;
+    let decision: HumanDecision = form.decision.parse().map_err(|e| ApiError::bad_request(format!("decision: {e}")))?;
+    let reason = form.reason.filter(|r| !r.trim().is_empty());
+    st.engine.record_gate(&id, CONSOLE_ACTOR, decision, reason.as_deref()).await.map_err(ApiError::from)?;
+    Ok(Redirect::to(&format!("/runs/{id}")))
+}
+
+/// A console page's error: the API's, shown as a page.
+pub(crate) enum ConsoleError {
+    Api(ApiError),
+    CrossSite,
+}
+
+impl From<ApiError> for ConsoleError {
+    fn from(e: ApiError) -> ConsoleError {
+        ConsoleError::Api(e)
+    }
+}
+
+impl IntoResponse for ConsoleError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            ConsoleError::Api(e) => (e.status, e.message),
+            ConsoleError::CrossSite => {
+                (StatusCode::FORBIDDEN, "refused: this form was not posted from this console's own pages".to_owned())
+            }
+        };
+        let body = format!("<h1>{}</h1><p>{}</p><p><a href=\"/\">Runs</a></p>", status.as_u16(), esc(&message));
+        (status, page("Error", None, &body)).into_response()
+    }
+}
+
+async fn css() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("console/console.css")).into_response()
+}
+
+async fn js() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("console/console.js")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_for_html() {
+        assert_eq!(
+            esc("<script>alert('x')</script> & \"q\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
+    }
+
+    #[test]
+    fn only_same_origin_posts_pass() {
+        let mut h = HeaderMap::new();
+        assert!(same_origin(&h).is_err(), "no origin at all");
+        h.insert(header::HOST, "127.0.0.1:8420".parse().unwrap_or_else(|e| panic!("{e}")));
+        h.insert(header::ORIGIN, "http://127.0.0.1:8420".parse().unwrap_or_else(|e| panic!("{e}")));
+        assert!(same_origin(&h).is_ok());
+        h.insert(header::ORIGIN, "http://evil.example".parse().unwrap_or_else(|e| panic!("{e}")));
+        assert!(same_origin(&h).is_err());
+        h.insert("sec-fetch-site", "cross-site".parse().unwrap_or_else(|e| panic!("{e}")));
+        assert!(same_origin(&h).is_err());
+        h.insert("sec-fetch-site", "same-origin".parse().unwrap_or_else(|e| panic!("{e}")));
+        assert!(same_origin(&h).is_ok());
+    }
+}
