@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -59,23 +59,66 @@ impl Access {
         let Some(given) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) else {
             return false;
         };
-        let got: [u8; 32] = Sha256::digest(given).into();
-        // Constant time: every byte is looked at whatever differs.
-        got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        same(&Sha256::digest(given).into(), want)
+    }
+
+    /// Whether a token is required at all.
+    pub fn open(&self) -> bool {
+        self.token.is_none()
+    }
+
+    /// The console's session cookie value for a person who typed `token`: the token's digest
+    /// (so the token itself is never stored in a browser), or `None` for a wrong token.
+    pub(crate) fn session_for(&self, token: &str) -> Option<String> {
+        let want = self.token.as_ref()?;
+        let got: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        same(&got, want).then(|| hex(&got))
+    }
+
+    /// Whether a request carries a console session cookie for the token.
+    fn admits_session(&self, cookies: Option<&str>) -> bool {
+        let (Some(want), Some(cookies)) = (&self.token, cookies) else { return false };
+        cookies
+            .split(';')
+            .filter_map(|c| c.trim().strip_prefix(SESSION_COOKIE).and_then(|v| v.strip_prefix('=')))
+            .any(|v| same_bytes(v.as_bytes(), hex(want).as_bytes()))
     }
 }
 
-/// The middleware: 401 for a request the rule does not admit.
+/// The console's session cookie.
+pub(crate) const SESSION_COOKIE: &str = "steward_session";
+
+/// Constant time: every byte is looked at whatever differs.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The middleware: a request the rule does not admit is answered 401 (JSON), or, for a
+/// browser asking for a page, sent to the console's sign-in page.
 pub(crate) async fn check(State(access): State<Access>, request: Request, next: Next) -> Result<Response, ApiError> {
-    if access.admits(request.headers().get(AUTHORIZATION).map(|v| v.as_bytes())) {
-        Ok(next.run(request).await)
-    } else {
-        Err(ApiError::new(
-            axum::http::StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this server needs `Authorization: Bearer <token>` (the token set by `[server] token` or STEWARD_API_TOKEN)",
-        ))
+    let headers = request.headers();
+    let cookies = headers.get(axum::http::header::COOKIE).and_then(|v| v.to_str().ok());
+    if access.admits(headers.get(AUTHORIZATION).map(|v| v.as_bytes())) || access.admits_session(cookies) {
+        return Ok(next.run(request).await);
     }
+    let wants_page =
+        headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+    if wants_page && request.method() == axum::http::Method::GET {
+        return Ok(axum::response::Redirect::to("/login").into_response());
+    }
+    Err(ApiError::new(
+        axum::http::StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this server needs `Authorization: Bearer <token>` (the token set by `[server] token` or STEWARD_API_TOKEN)",
+    ))
 }
 
 #[cfg(test)]

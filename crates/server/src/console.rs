@@ -320,6 +320,41 @@ impl IntoResponse for ConsoleError {
     }
 }
 
+/// The sign-in page: off loopback a browser cannot send the API's bearer token, so a person
+/// types it once and the console keeps a session cookie (`HttpOnly`, `SameSite=Strict`).
+pub(crate) fn sign_in(access: crate::access::Access) -> Router {
+    Router::new().route("/login", get(login_page).post(login)).with_state(access)
+}
+
+async fn login_page(State(access): State<crate::access::Access>) -> Response {
+    if access.open() {
+        return Redirect::to("/").into_response();
+    }
+    let body = "<h1>Sign in</h1><form method=\"post\" action=\"/login\"><label>API token \
+                <input type=\"password\" name=\"token\" autocomplete=\"current-password\" required></label> \
+                <button>Sign in</button></form>";
+    page("Sign in", None, body).into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(
+    State(access): State<crate::access::Access>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, ConsoleError> {
+    same_origin(&headers)?;
+    let Some(session) = access.session_for(&form.token) else {
+        let body = "<h1>Sign in</h1><p>That is not the token. <a href=\"/login\">Try again</a></p>";
+        return Ok((StatusCode::UNAUTHORIZED, page("Sign in", None, body)).into_response());
+    };
+    let cookie = format!("{}={session}; HttpOnly; SameSite=Strict; Path=/", crate::access::SESSION_COOKIE);
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response())
+}
+
 async fn css() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("console/console.css")).into_response()
 }

@@ -434,3 +434,45 @@ async fn the_console_shows_runs_and_its_forms_refuse_cross_site_posts() {
     assert_eq!(ours.status().as_u16(), 200, "redirected back to the run page");
     assert_eq!(api.get(&format!("/api/v1/runs/{waiting}")).await.1["state"], "cancelled");
 }
+
+/// Off loopback a browser signs in once with the token and then reads the console with a
+/// session cookie (the token's digest, `HttpOnly`, `SameSite=Strict`); the cookie is no bearer
+/// token, a wrong token or a cross-site sign-in gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_loopback_a_person_signs_in_to_the_console() {
+    let token = "a3f1c0de5b7e9a2d4c6b8e0f1a3c5e7d";
+    let api = start("0.0.0.0:0", Some(token)).await;
+    api.engine.boot().await.unwrap();
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let res = browser.get(format!("{}/", api.base)).header("accept", "text/html").send().await.unwrap();
+    assert_eq!((res.status().as_u16(), res.headers()["location"].to_str().unwrap()), (303, "/login"));
+    let form = browser.get(format!("{}/login", api.base)).send().await.unwrap().text().await.unwrap();
+    assert!(form.contains("type=\"password\" name=\"token\""), "{form}");
+
+    let sign_in = |token: &str, origin: &str| {
+        browser
+            .post(format!("{}/login", api.base))
+            .header("origin", origin)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+    };
+    assert_eq!(sign_in("wrong-token-wrong-token", &api.base).await.unwrap().status().as_u16(), 401);
+    assert_eq!(sign_in(token, "http://evil.example").await.unwrap().status().as_u16(), 403);
+    let ok = sign_in(token, &api.base).await.unwrap();
+    assert_eq!(ok.status().as_u16(), 303);
+    let cookie = ok.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(!cookie.contains(token), "the token itself is not kept in the browser");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let page = browser.get(format!("{}/", api.base)).header("cookie", &session).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.text().await.unwrap().contains("<h1>Runs</h1>"));
+    let value = session.split_once('=').unwrap().1;
+    let as_bearer = browser
+        .get(format!("{}/api/v1/runs", api.base))
+        .header("authorization", format!("Bearer {value}"))
+        .send()
+        .await;
+    assert_eq!(as_bearer.unwrap().status().as_u16(), 401, "the session cookie is not a token");
+}
