@@ -114,20 +114,16 @@ fn sigkill_one_of_three(s: Steward) {
     // counted, so the kill finds it holding what was counted however fast the load goes.
     wait_until(&s, "a quarter of the runs completed", |runs| count(runs, "completed") >= ids.len() / 4);
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut victim = victim;
     let held_by_victim = loop {
         signal(&victim, Signal::SIGSTOP);
-        let held = states(&s)
-            .iter()
-            .filter(|r| r["state"] == "running")
-            .filter(|r| {
-                r["run_id"]
-                    .as_str()
-                    .is_some_and(|id| owner_of(&s, id).is_some_and(|o| o.ends_with(&format!(":{victim_pid}"))))
-            })
-            .count();
+        // Two reads, well inside its lease: a stopped worker past its lease is killed by its
+        // peers' recovery scan, and then it holds nothing.
+        let held = held_by(&s, victim_pid);
         if held > 0 {
             break held;
         }
+        assert!(victim.child().try_wait().unwrap().is_none(), "the victim died while it was stopped");
         // Caught between runs: let it claim more.
         signal(&victim, Signal::SIGCONT);
         assert!(Instant::now() < deadline, "the victim never held a run");
@@ -161,8 +157,21 @@ fn sigkill_one_of_three(s: Steward) {
     assert!(recovered > 0, "the killed worker held {held_by_victim} runs, none recovered");
 }
 
-fn owner_of(s: &Steward, id: &str) -> Option<String> {
-    s.json(&["status", id, "--json"])["owner"].as_str().map(str::to_owned)
+/// How many running runs `pid`'s worker holds: those whose latest claim is its.
+fn held_by(s: &Steward, pid: u32) -> usize {
+    let claims = s.json(&["events", "--type", "run_claimed", "--json"]);
+    let mut owner: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for e in claims.as_array().unwrap() {
+        if let (Some(run), Some(o)) = (e["workflow_run_id"].as_str(), e["payload"]["owner"].as_str()) {
+            owner.insert(run, o);
+        }
+    }
+    let suffix = format!(":{pid}");
+    states(s)
+        .iter()
+        .filter(|r| r["state"] == "running")
+        .filter(|r| r["run_id"].as_str().and_then(|id| owner.get(id)).is_some_and(|o| o.ends_with(&suffix)))
+        .count()
 }
 
 /// The process a command started inside `unshare --fork`: the worker, in its own pid namespace.
