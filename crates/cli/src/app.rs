@@ -77,6 +77,9 @@ impl Store for Db {
     async fn list_events_since(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Event>> {
         each!(self, s => s.list_events_since(after_id, limit).await)
     }
+    async fn last_event_id(&self) -> StoreResult<i64> {
+        each!(self, s => s.last_event_id().await)
+    }
     async fn prune(&self, now: Timestamp, policy: &RetentionPolicy, dry_run: bool) -> StoreResult<PruneReport> {
         each!(self, s => s.prune(now, policy, dry_run).await)
     }

@@ -141,6 +141,10 @@ impl<S: Store + Clone> Store for Retrying<S> {
         self.retry(|| self.store.list_events_since(after_id, limit)).await
     }
 
+    async fn last_event_id(&self) -> Result<i64> {
+        self.retry(|| self.store.last_event_id()).await
+    }
+
     async fn prune(&self, now: Timestamp, policy: &RetentionPolicy, dry_run: bool) -> Result<PruneReport> {
         self.retry(|| self.store.prune(now, policy, dry_run)).await
     }

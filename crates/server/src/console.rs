@@ -53,8 +53,8 @@ fn esc(text: &str) -> String {
     out
 }
 
-/// A page; `watch` is a run still going and the last event the page shows, so the script can
-/// reload it when the run records something new.
+/// A page; `watch` is a run still going (or `*`, every run's state) and the last event the
+/// page shows, so the script can reload it when something new is recorded.
 fn page(title: &str, watch: Option<(&str, i64)>, body: &str) -> Html<String> {
     let watch =
         watch.map(|(id, after)| format!(" data-watch=\"{}\" data-after=\"{after}\"", esc(id))).unwrap_or_default();
@@ -124,7 +124,8 @@ async fn runs_page<S: Store + Clone + Send + Sync + 'static>(
         body.push_str("<tr><td colspan=\"6\">no runs</td></tr>");
     }
     body.push_str("</tbody></table>");
-    Ok(page("Runs", None, &body))
+    let last = st.engine.store().last_event_id().await.map_err(ApiError::from)?;
+    Ok(page("Runs", Some(("*", last)), &body))
 }
 
 async fn run_page<S: Store + Clone + Send + Sync + 'static>(

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use steward_core::ids::SeqIds;
 use steward_runtime::{Engine, EngineConfig, SystemClock};
 use steward_server::{AccessError, Readiness, ServeError, Server, ServerConfig};
+use steward_store::Store;
 use steward_store_sqlite::{Options, SqliteStore};
 use steward_tools::bus::ToolBus;
 use steward_tools::redact::Redactor;
@@ -409,6 +410,8 @@ async fn the_console_shows_runs_and_its_forms_refuse_cross_site_posts() {
     let (status, list) = html("/".into()).await;
     assert_eq!(status, 200);
     assert!(list.contains(&format!("href=\"/runs/{done}\"")) && list.contains(&waiting), "{list}");
+    let last = api.engine.store().last_event_id().await.unwrap();
+    assert!(list.contains(&format!("data-watch=\"*\" data-after=\"{last}\"")), "the list follows what comes next");
     let (_, only_done) = html("/?state=completed".into()).await;
     assert!(only_done.contains(&done) && !only_done.contains(&waiting));
     let (status, page) = html(format!("/runs/{done}")).await;

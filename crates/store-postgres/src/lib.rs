@@ -317,6 +317,15 @@ impl Store for PgStore {
         rows.iter().map(rows::event_from_row).collect::<Result<_>>().map_err(|e| self.located(e))
     }
 
+    async fn last_event_id(&self) -> Result<i64> {
+        let rows = self.read("reading the last event id", "SELECT COALESCE(MAX(id), 0) FROM events", &[]).await?;
+        rows.first()
+            .map(|r| r.try_get::<_, i64>(0))
+            .transpose()
+            .map_err(|e| self.located(Error::Corrupt { path: String::new(), detail: format!("last event id: {e}") }))
+            .map(|id| id.unwrap_or(0))
+    }
+
     async fn prune(&self, now: Timestamp, policy: &RetentionPolicy, dry_run: bool) -> Result<PruneReport> {
         let op = Op::Prune { now, policy: policy.clone(), dry_run };
         let done = self.write(op).await.map_err(|e| self.located(e))?;

@@ -473,6 +473,13 @@ impl Store for SqliteStore {
         self.write(move |conn, ids| ops::prune(conn, ids, now, &policy, dry_run)).await
     }
 
+    async fn last_event_id(&self) -> Result<i64> {
+        self.read(|conn| {
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0)).map_err(map_err(""))
+        })
+        .await
+    }
+
     async fn list_events_since(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
         self.read(move |conn| {
             let sql = format!("SELECT {} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2", rows::EVENT_COLUMNS);

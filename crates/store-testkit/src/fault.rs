@@ -190,6 +190,10 @@ impl<S: Store + Clone> Store for FaultStore<S> {
         self.call(false, self.inner.list_events_since(after_id, limit)).await
     }
 
+    async fn last_event_id(&self) -> Result<i64> {
+        self.call(false, self.inner.last_event_id()).await
+    }
+
     async fn prune(&self, now: Timestamp, policy: &RetentionPolicy, dry_run: bool) -> Result<PruneReport> {
         self.call(true, self.inner.prune(now, policy, dry_run)).await
     }

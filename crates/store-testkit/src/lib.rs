@@ -67,6 +67,7 @@ macro_rules! store_conformance {
             every_registered_event_round_trips,
             invalid_events_are_refused_and_leave_nothing,
             events_are_listed_store_wide_in_id_order,
+            the_last_event_id_is_where_new_events_start,
             prune_spares_unfinished_runs_and_reports_first,
         );
     };
@@ -464,6 +465,21 @@ pub async fn an_answer_lands_once_on_the_attempt_that_waits<S: Store>(s: &S) {
     c.answers = vec![answer("a", HumanDecision::Continue)];
     assert!(matches!(s.commit(c).await, Err(Error::Conflict { actual, .. }) if actual.contains("answered `abort`")));
     assert_eq!(s.list_attempts("r1").await.unwrap()[0].answer, Some(HumanDecision::Abort));
+}
+
+/// `last_event_id` is the largest id recorded (0 for none): reading after it gives exactly the
+/// events recorded later.
+pub async fn the_last_event_id_is_where_new_events_start<S: Store>(s: &S) {
+    assert_eq!(s.last_event_id().await.unwrap(), 0, "an empty store");
+    running_run(s, "r1", "me", at(1)).await;
+    let all = s.list_events_since(0, 1000).await.unwrap();
+    let last = s.last_event_id().await.unwrap();
+    assert_eq!(Some(last), all.iter().map(|e| e.id).max());
+    assert!(s.list_events_since(last, 1000).await.unwrap().is_empty());
+    running_run(s, "r2", "me", at(2)).await;
+    let new = s.list_events_since(last, 1000).await.unwrap();
+    assert!(!new.is_empty() && new.iter().all(|e| e.workflow_run_id == "r2"), "{new:?}");
+    assert_eq!(s.last_event_id().await.unwrap(), new.iter().map(|e| e.id).max().unwrap());
 }
 
 /// FR events are numbered 1..n per run, in commit order.

@@ -190,6 +190,11 @@ pub trait Store: Send + Sync + 'static {
     /// This is the order the Flight Recorder mirror copies in.
     fn list_events_since(&self, after_id: i64, limit: u32) -> impl Future<Output = Result<Vec<Event>>> + Send;
 
+    /// The largest store-wide event id recorded so far (0 for none): where a reader that wants
+    /// only what happens next starts [`Store::list_events_since`]. Ids are handed out in commit
+    /// order, so no event below it can still appear.
+    fn last_event_id(&self) -> impl Future<Output = Result<i64>> + Send;
+
     /// Retention (FR-EVT-004): removes events past their family's retention,
     /// never those of a run that is not terminal. In the same transaction, and
     /// before anything is deleted, records a `prune_report` event (HSK-GC-003/004)

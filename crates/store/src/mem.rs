@@ -437,6 +437,10 @@ impl Store for MemStore {
         Ok(self.lock().events.iter().filter(|e| e.id > after_id).take(limit as usize).cloned().collect())
     }
 
+    async fn last_event_id(&self) -> Result<i64> {
+        Ok(self.lock().events.iter().map(|e| e.id).max().unwrap_or(0))
+    }
+
     async fn get_definition(&self, hash: &str) -> Result<String> {
         self.lock()
             .definitions

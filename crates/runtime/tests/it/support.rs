@@ -165,6 +165,9 @@ impl Store for GatedStore {
     async fn get_definition(&self, hash: &str) -> Result<String> {
         self.inner.get_definition(hash).await
     }
+    async fn last_event_id(&self) -> Result<i64> {
+        self.inner.last_event_id().await
+    }
 }
 
 /// A booted engine on a fresh SQLite file in a scratch workspace.
