@@ -34,6 +34,7 @@ pub(crate) struct ApiState<S> {
     pub(crate) streams: Arc<tokio::sync::Semaphore>,
     /// Fires when the server stops: live streams end, so that stopping does not wait on them.
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 type St<S> = State<Arc<ApiState<S>>>;
@@ -51,6 +52,7 @@ pub(crate) fn router<S: Store + Clone + Send + Sync + 'static>(state: Arc<ApiSta
         .route("/api/v1/runs/{id}/events", get(run_events::<S>))
         .route("/api/v1/events", get(all_events::<S>))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics::<S>))
         .route("/api/v1/runs/{id}/cancel", post(cancel::<S>))
         .route("/api/v1/runs/{id}/resume", post(resume::<S>))
         .route("/api/v1/runs/{id}/gate", post(gate::<S>))
@@ -60,6 +62,11 @@ pub(crate) fn router<S: Store + Clone + Send + Sync + 'static>(state: Arc<ApiSta
 /// The probes answer without a token: they say nothing about any run.
 pub(crate) fn probes<S: Store + Clone + Send + Sync + 'static>(state: Arc<ApiState<S>>) -> Router {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz::<S>)).with_state(state)
+}
+
+async fn metrics<S: Store + Clone + Send + Sync + 'static>(State(st): St<S>) -> Result<Response, ApiError> {
+    let text = crate::metrics::render(&st.engine, &st.metrics).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
 /// The OpenAPI document of this API, as written beside the code (`openapi.json`).

@@ -10,6 +10,7 @@ pub mod access;
 mod api;
 mod console;
 pub mod error;
+mod metrics;
 mod stream;
 pub mod views;
 
@@ -114,7 +115,9 @@ impl Server {
             workspace: self.config.workspace.clone(),
             streams: Arc::new(tokio::sync::Semaphore::new(self.config.max_streams)),
             shutdown: shutdown.clone(),
+            metrics: metrics::Metrics::default(),
         });
+        tokio::spawn(metrics::follow(state.engine.clone(), state.metrics.clone(), shutdown.clone()));
         let guarded = api::router(state.clone())
             .merge(console::router(state.clone()))
             .layer(axum::middleware::from_fn_with_state(self.access.clone(), access::check))

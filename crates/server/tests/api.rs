@@ -382,7 +382,7 @@ async fn the_openapi_document_describes_what_is_routed() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 11, "a route was added or removed: describe it in openapi.json");
+    assert_eq!(operations, 12, "a route was added or removed: describe it in openapi.json");
     let (status, body) = api.get("/api/v1/nothing-here").await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("no_such_endpoint")), "{body}");
 }
@@ -478,4 +478,41 @@ async fn off_loopback_a_person_signs_in_to_the_console() {
         .send()
         .await;
     assert_eq!(as_bearer.unwrap().status().as_u16(), 401, "the session cookie is not a token");
+}
+
+/// Issue 13 point 7: `/metrics` in the Prometheus text format, counted from the event log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_the_event_log_records() {
+    let api = start("127.0.0.1:0", None).await;
+    api.engine.boot().await.unwrap();
+    let wf = "id: two\nversion: 1\nsteps:\n  - {id: a, type: noop}\n  - {id: b, type: noop}\n";
+    let (_, created) = api.post("/api/v1/runs", json!({"workflow": wf})).await;
+    api.engine.start(created["run_id"].as_str().unwrap()).await.unwrap();
+    let scrape = || async {
+        let res = api.http.get(format!("{}/metrics", api.base)).send().await.unwrap();
+        assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+        res.text().await.unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        let text = scrape().await;
+        if text.contains("steward_step_attempts_finished_total{status=\"completed\"} 2") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "the counters never caught up:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for line in [
+        "steward_runs{state=\"completed\"} 1",
+        "steward_runs{state=\"queued\"} 0",
+        "steward_step_attempts_started_total 2",
+        "steward_step_attempt_duration_seconds_count 2",
+        "steward_step_attempt_duration_seconds_bucket{le=\"+Inf\"} 2",
+        "steward_lease_claims_total 1",
+        "steward_claim_to_start_seconds_count 1",
+        "steward_fenced_writes_total 0",
+        "# TYPE steward_step_attempt_duration_seconds histogram",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
 }

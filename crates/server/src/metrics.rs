@@ -1,0 +1,235 @@
+//! Prometheus metrics at `/metrics`. Counters follow the store's event log from the moment the
+//! server started, so one server shows what every worker recorded (not only its own process);
+//! runs by state are read from the store at each scrape.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use steward_core::event::Event;
+use steward_core::state::RunState;
+use steward_runtime::Engine;
+use steward_store::{RunFilter, Store};
+use tokio_util::sync::CancellationToken;
+
+/// Upper bounds of the histograms' buckets, in seconds.
+const BUCKETS: [f64; 12] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if seconds <= *le {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, le) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {}", self.counts[i]);
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+/// What the event log said since the server started.
+#[derive(Debug, Default)]
+struct Counts {
+    events: u64,
+    attempts_started: u64,
+    attempts_finished: BTreeMap<String, u64>,
+    attempt_duration: Histogram,
+    claims: u64,
+    releases: u64,
+    recoveries: u64,
+    claim_to_start: Histogram,
+    /// Runs claimed whose first attempt since the claim has not started yet: when.
+    claimed_at: HashMap<String, i64>,
+    model_calls: BTreeMap<String, u64>,
+    model_tokens: BTreeMap<(String, &'static str), u64>,
+    model_latency: BTreeMap<String, Histogram>,
+    denials: BTreeMap<String, u64>,
+    decisions: BTreeMap<String, u64>,
+}
+
+impl Counts {
+    fn observe(&mut self, e: &Event) {
+        self.events += 1;
+        let p = &e.payload;
+        let text = |k: &str| p[k].as_str().unwrap_or("unknown").to_owned();
+        match e.event_type.as_str() {
+            "step_attempt_started" => {
+                self.attempts_started += 1;
+                if let Some(at) = self.claimed_at.remove(&e.workflow_run_id) {
+                    self.claim_to_start.observe((e.ts.millis() - at).max(0) as f64 / 1000.0);
+                }
+            }
+            "step_attempt_finished" => {
+                *self.attempts_finished.entry(text("status")).or_default() += 1;
+                if let Some(ms) = p["duration_ms"].as_i64() {
+                    self.attempt_duration.observe(ms.max(0) as f64 / 1000.0);
+                }
+            }
+            "run_claimed" => {
+                self.claims += 1;
+                self.claimed_at.insert(e.workflow_run_id.clone(), e.ts.millis());
+            }
+            "run_released" => self.releases += 1,
+            "workflow_recovery" => self.recoveries += 1,
+            "llm_inference" => {
+                let model = e.model_id.clone().unwrap_or_else(|| text("model_id"));
+                *self.model_calls.entry(model.clone()).or_default() += 1;
+                for (kind, key) in [("prompt", "prompt_tokens"), ("completion", "completion_tokens")] {
+                    let n = p["token_usage"][key].as_u64().unwrap_or(0);
+                    *self.model_tokens.entry((model.clone(), kind)).or_default() += n;
+                }
+                if let Some(ms) = p["latency_ms"].as_i64() {
+                    self.model_latency.entry(model).or_default().observe(ms.max(0) as f64 / 1000.0);
+                }
+            }
+            "gate_outcome" if p["outcome"] == "deny" => *self.denials.entry(text("gate")).or_default() += 1,
+            "human_decision" => *self.decisions.entry(text("decision")).or_default() += 1,
+            _ => {}
+        }
+    }
+}
+
+/// The counters, fed by [`follow`].
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Metrics(Arc<Mutex<Counts>>);
+
+impl Metrics {
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Folds every event recorded from now on into `metrics`, until `shutdown`.
+pub(crate) async fn follow<S: Store + Clone + Send + Sync + 'static>(
+    engine: Engine<S>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let store = engine.store().clone();
+    let mut after = loop {
+        match store.last_event_id().await {
+            Ok(id) => break id,
+            Err(_) => {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        }
+    };
+    let mut updates = engine.subscribe();
+    loop {
+        match store.list_events_since(after, 1000).await {
+            Ok(page) if !page.is_empty() => {
+                let mut counts = metrics.counts();
+                for e in &page {
+                    counts.observe(e);
+                }
+                after = page.last().map_or(after, |e| e.id);
+                continue;
+            }
+            // Nothing new, or the store is away for now: look again shortly.
+            _ => {}
+        }
+        tokio::select! {
+            _ = updates.recv() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// A label value as the exposition format wants it.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The exposition text: runs by state read now, the counters, and this process's fenced
+/// writes.
+pub(crate) async fn render<S: Store + Clone + Send + Sync + 'static>(
+    engine: &Engine<S>,
+    metrics: &Metrics,
+) -> Result<String, steward_store::Error> {
+    let runs = engine.store().list_runs(RunFilter { state: None, limit: None }).await?;
+    let mut out = String::new();
+    header(&mut out, "steward_runs", "gauge", "Runs by state, as the store has them now.");
+    for state in RunState::ALL {
+        let n = runs.iter().filter(|r| r.state == state).count();
+        let _ = writeln!(out, "steward_runs{{state=\"{}\"}} {n}", state.as_str());
+    }
+    header(
+        &mut out,
+        "steward_fenced_writes_total",
+        "counter",
+        "Writes of this process the store refused: its lease was gone.",
+    );
+    let _ = writeln!(out, "steward_fenced_writes_total {}", engine.refused_writes());
+    let c = metrics.counts();
+    header(&mut out, "steward_events_total", "counter", "Events recorded since this server started.");
+    let _ = writeln!(out, "steward_events_total {}", c.events);
+    header(&mut out, "steward_step_attempts_started_total", "counter", "Step attempts started.");
+    let _ = writeln!(out, "steward_step_attempts_started_total {}", c.attempts_started);
+    header(&mut out, "steward_step_attempts_finished_total", "counter", "Step attempts ended, by how.");
+    for (status, n) in &c.attempts_finished {
+        let _ = writeln!(out, "steward_step_attempts_finished_total{{status=\"{}\"}} {n}", label(status));
+    }
+    header(&mut out, "steward_step_attempt_duration_seconds", "histogram", "How long step attempts took.");
+    c.attempt_duration.render(&mut out, "steward_step_attempt_duration_seconds", "");
+    header(&mut out, "steward_lease_claims_total", "counter", "Runs claimed by a worker.");
+    let _ = writeln!(out, "steward_lease_claims_total {}", c.claims);
+    header(&mut out, "steward_lease_releases_total", "counter", "Runs handed back (a drain, a retry's backoff).");
+    let _ = writeln!(out, "steward_lease_releases_total {}", c.releases);
+    header(
+        &mut out,
+        "steward_recoveries_total",
+        "counter",
+        "Runs recovered after their engine stopped (FR-EVT-WF-RECOVERY).",
+    );
+    let _ = writeln!(out, "steward_recoveries_total {}", c.recoveries);
+    header(&mut out, "steward_claim_to_start_seconds", "histogram", "From a run's claim to its next attempt's start.");
+    c.claim_to_start.render(&mut out, "steward_claim_to_start_seconds", "");
+    header(&mut out, "steward_model_calls_total", "counter", "Model calls, by model.");
+    for (model, n) in &c.model_calls {
+        let _ = writeln!(out, "steward_model_calls_total{{model=\"{}\"}} {n}", label(model));
+    }
+    header(&mut out, "steward_model_tokens_total", "counter", "Tokens, by model and kind.");
+    for ((model, kind), n) in &c.model_tokens {
+        let _ = writeln!(out, "steward_model_tokens_total{{model=\"{}\",kind=\"{kind}\"}} {n}", label(model));
+    }
+    header(&mut out, "steward_model_latency_seconds", "histogram", "Model call latency, by model.");
+    for (model, h) in &c.model_latency {
+        h.render(&mut out, "steward_model_latency_seconds", &format!("model=\"{}\"", label(model)));
+    }
+    header(&mut out, "steward_tool_denials_total", "counter", "Operations the tool bus refused, by gate.");
+    for (gate, n) in &c.denials {
+        let _ = writeln!(out, "steward_tool_denials_total{{gate=\"{}\"}} {n}", label(gate));
+    }
+    header(&mut out, "steward_human_decisions_total", "counter", "People's decisions, by decision.");
+    for (decision, n) in &c.decisions {
+        let _ = writeln!(out, "steward_human_decisions_total{{decision=\"{}\"}} {n}", label(decision));
+    }
+    Ok(out)
+}
