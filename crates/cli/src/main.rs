@@ -9,7 +9,6 @@
 mod app;
 mod args;
 mod bench;
-mod bundle;
 mod config;
 mod human;
 mod mt;

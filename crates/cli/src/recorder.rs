@@ -240,9 +240,15 @@ pub(crate) async fn bundle(cfg: &Settings, run_id: &str, out: &std::path::Path) 
     let attempts = store.list_attempts(run_id).await?;
     let events = store.list_events(run_id, 0).await?;
     let bus = cfg.bus_with(app::artifacts_of(cfg, &store))?;
-    let written = crate::bundle::write(out, &run, &attempts, &events, bus.redactor(), bus.artifacts().as_ref())
-        .await
-        .with_context(|| format!("cannot write the bundle {}", out.display()))?;
+    // Written beside its name and renamed into place once synced: a bundle exists whole or not.
+    let tmp = out.with_extension("tar.partial");
+    let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let (file, written) =
+        steward_server::bundle::write(file, &run, &attempts, &events, bus.redactor(), bus.artifacts().as_ref())
+            .await
+            .with_context(|| format!("cannot write the bundle {}", out.display()))?;
+    file.sync_all().with_context(|| format!("cannot write the bundle {}", out.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot write the bundle {}", out.display()))?;
     print_text(&format!(
         "{}: {} step attempts, {} events, {} artifacts\n",
         out.display(),

@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use steward_core::Timestamp;
 use steward_core::job::JobContract;
 use steward_core::state::{HumanDecision, RunState};
 use steward_runtime::{CreateRun, Engine};
@@ -56,6 +57,7 @@ pub(crate) fn router<S: Store + Clone + Send + Sync + 'static>(state: Arc<ApiSta
         .route("/api/v1/runs/{id}/cancel", post(cancel::<S>))
         .route("/api/v1/runs/{id}/resume", post(resume::<S>))
         .route("/api/v1/runs/{id}/gate", post(gate::<S>))
+        .route("/api/v1/runs/{id}/bundle", get(bundle::<S>))
         .with_state(state)
 }
 
@@ -104,6 +106,10 @@ struct ListQuery {
     workflow: Option<String>,
     /// Text in the run id, workflow id or summary.
     q: Option<String>,
+    /// Created at or after this time (RFC 3339).
+    since: Option<String>,
+    /// Created before this time (RFC 3339).
+    until: Option<String>,
     limit: Option<usize>,
     /// The `next` of the previous page: runs after it, newest first.
     after: Option<String>,
@@ -122,10 +128,19 @@ async fn list_runs<S: Store + Clone + Send + Sync + 'static>(
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad_request(format!("`limit` must be between 1 and {MAX_PAGE}, not {limit}")));
     }
+    let time = |name: &str, v: &Option<String>| match v.as_deref() {
+        None => Ok(None),
+        Some(t) => Timestamp::parse_rfc3339(t)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(format!("`{name}`: `{t}` is not an RFC 3339 time"))),
+    };
+    let (since, until) = (time("since", &query.since)?, time("until", &query.until)?);
     let runs = st.engine.store().list_runs(RunFilter { state, limit: None }).await?;
     let redactor = st.engine.bus().redactor();
     let mut matching = runs.iter().filter(|r| {
-        query.workflow.as_ref().is_none_or(|w| &r.workflow_id == w)
+        since.is_none_or(|t| r.created_at >= t)
+            && until.is_none_or(|t| r.created_at < t)
+            && query.workflow.as_ref().is_none_or(|w| &r.workflow_id == w)
             && query.q.as_ref().is_none_or(|q| {
                 r.run_id.contains(q.as_str()) || r.workflow_id.contains(q.as_str()) || r.summary.contains(q.as_str())
             })
@@ -358,6 +373,31 @@ async fn resume<S: Store + Clone + Send + Sync + 'static>(
 ) -> Result<Json<Value>, ApiError> {
     st.engine.record_resume(&id, API_ACTOR).await?;
     Ok(Json(shown(&st, &id).await?))
+}
+
+/// The debug bundle of a run (`steward bundle`): a tar archive, secrets redacted.
+async fn bundle<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = st.engine.store();
+    let run = store.get_run(&id).await?;
+    let attempts = store.list_attempts(&id).await?;
+    let events = store.list_events(&id, 0).await?;
+    let bus = st.engine.bus();
+    let (bytes, _) =
+        crate::bundle::write(Vec::new(), &run, &attempts, &events, bus.redactor(), bus.artifacts().as_ref())
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bundle", e.to_string()))?;
+    let disposition = format!("attachment; filename=\"{}.tar\"", run.run_id);
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/x-tar".to_owned()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]

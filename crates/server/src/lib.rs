@@ -8,6 +8,7 @@
 
 pub mod access;
 mod api;
+pub mod bundle;
 mod console;
 pub mod error;
 mod metrics;

@@ -137,9 +137,31 @@ async fn runs_are_created_listed_and_shown() {
     assert_eq!(rest["runs"].as_array().unwrap().len(), 1);
     assert_ne!(rest["runs"][0]["run_id"], page["runs"][0]["run_id"]);
     assert_eq!(rest["next"], Value::Null);
+    let created_at = run["created_at"].as_str().unwrap().to_owned();
+    let (_, from) = api.get(&format!("/api/v1/runs?since={created_at}")).await;
+    assert!(from["runs"].as_array().unwrap().iter().any(|r| r["run_id"] == id.as_str()), "{from}");
+    let (_, before) = api.get(&format!("/api/v1/runs?until={created_at}")).await;
+    assert!(!before["runs"].as_array().unwrap().iter().any(|r| r["run_id"] == id.as_str()), "{before}");
+    let (status, _) = api.get("/api/v1/runs?since=yesterday").await;
+    assert_eq!(status, 400);
     let (_, found) = api.get("/api/v1/runs?q=hello&workflow=hello").await;
     assert_eq!(found["runs"].as_array().unwrap().len(), 2);
 
+    let tarball = api.http.get(format!("{}/api/v1/runs/{id}/bundle", api.base)).send().await.unwrap();
+    assert_eq!(tarball.headers()["content-type"], "application/x-tar");
+    let bytes = tarball.bytes().await.unwrap();
+    let mut names = Vec::new();
+    let mut manifest = Value::Null;
+    for entry in tar::Archive::new(&bytes[..]).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        if name == "manifest.json" {
+            manifest = serde_json::from_reader(&mut entry).unwrap();
+        }
+        names.push(name);
+    }
+    assert!(names.iter().any(|n| n == "events.jsonl") && names.iter().any(|n| n == "run.json"), "{names:?}");
+    assert_eq!(manifest["run_id"].as_str(), Some(id.as_str()));
     let (status, events) = api.get(&format!("/api/v1/runs/{id}/events?limit=2")).await;
     assert_eq!(status, 200, "{events}");
     assert_eq!(events["events"][0]["event_type"], "run_created");
@@ -382,7 +404,7 @@ async fn the_openapi_document_describes_what_is_routed() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 12, "a route was added or removed: describe it in openapi.json");
+    assert_eq!(operations, 13, "a route was added or removed: describe it in openapi.json");
     let (status, body) = api.get("/api/v1/nothing-here").await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("no_such_endpoint")), "{body}");
 }

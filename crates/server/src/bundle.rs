@@ -10,9 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::Path;
 
-use anyhow::Result;
 use serde_json::{Value, json};
 
 use steward_artifacts::ArtifactStore;
@@ -21,11 +19,28 @@ use steward_store::{Attempt, Run};
 use steward_tools::redact::Redactor;
 
 /// What went into a bundle.
-pub(crate) struct Written {
-    pub(crate) attempts: usize,
-    pub(crate) events: usize,
-    pub(crate) artifacts: usize,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Step attempts.
+    pub attempts: usize,
+    /// Events.
+    pub events: usize,
+    /// Artifacts found and included.
+    pub artifacts: usize,
 }
+
+/// Why a bundle could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// Writing the archive failed.
+    #[error("writing the bundle: {0}")]
+    Io(#[from] std::io::Error),
+    /// A record could not be put as JSON.
+    #[error("writing the bundle: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+type Result<T> = std::result::Result<T, BundleError>;
 
 /// Artifact references inside a JSON value: `*_ref`/`*_hash` fields that name an
 /// artifact, `evidence` lists, operation `inputs`, and `artifact:` environment values.
@@ -45,7 +60,7 @@ fn artifact_refs(v: &Value, key: &str, out: &mut BTreeSet<String>) {
     }
 }
 
-fn add(tar: &mut tar::Builder<std::fs::File>, name: &str, bytes: &[u8]) -> Result<()> {
+fn add<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> Result<()> {
     let mut header = tar::Header::new_gnu();
     header.set_size(bytes.len() as u64);
     header.set_mode(0o644);
@@ -54,17 +69,16 @@ fn add(tar: &mut tar::Builder<std::fs::File>, name: &str, bytes: &[u8]) -> Resul
     Ok(())
 }
 
-/// Writes the bundle for one run.
-pub(crate) async fn write(
-    out: &Path,
+/// Writes the bundle for one run to `out` (a file, or memory for the API) and returns `out`.
+pub async fn write<W: Write>(
+    out: W,
     run: &Run,
     attempts: &[Attempt],
     events: &[Event],
     redactor: &Redactor,
     artifacts: &dyn ArtifactStore,
-) -> Result<Written> {
-    let tmp = out.with_extension("tar.partial");
-    let mut tar = tar::Builder::new(std::fs::File::create(&tmp)?);
+) -> Result<(W, Written)> {
+    let mut tar = tar::Builder::new(out);
     let run_json = redactor.redact_json(&serde_json::to_value(run)?);
     add(&mut tar, "run.json", serde_json::to_string_pretty(&run_json)?.as_bytes())?;
 
@@ -114,8 +128,6 @@ pub(crate) async fn write(
         "files": ["run.json", "workflow_node_executions.jsonl", "events.jsonl", "artifacts/manifest.json"],
     });
     add(&mut tar, "manifest.json", serde_json::to_string_pretty(&manifest)?.as_bytes())?;
-    let file = tar.into_inner()?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, out)?;
-    Ok(Written { attempts: attempts.len(), events: events.len(), artifacts: included })
+    let out = tar.into_inner()?;
+    Ok((out, Written { attempts: attempts.len(), events: events.len(), artifacts: included }))
 }
