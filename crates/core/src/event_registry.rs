@@ -178,6 +178,13 @@ pub const REGISTRY: &[EventSpec] = &[
         Family::Workflow,
         &[req("step_id", Str), req("attempt", Int), req("visit", Int), req("idempotency_key", Str)],
     ),
+    // A restart or fork takes a completed attempt of its parent as its own, without running it.
+    spec(
+        "step_attempt_reused",
+        "FR-EVT-WF-ATTEMPT",
+        Family::Workflow,
+        &[req("step_id", Str), req("attempt", Int), req("visit", Int), req("from", Str), req("parent_run_id", Str)],
+    ),
     spec(
         "step_attempt_finished",
         "FR-EVT-WF-ATTEMPT",

@@ -242,6 +242,26 @@ fn failed(reason: String) -> Plan {
     Plan { start: Vec::new(), wake_at: None, verdict: Verdict::Failed { reason } }
 }
 
+/// The steps a restart from step `from` runs again: `from` and every step its completion can
+/// lead to, through routes and through the needs of join steps. The rest of a run's completed
+/// work is what the restart reuses.
+pub fn downstream(wf: &Workflow, from: usize) -> Vec<bool> {
+    let mut reach = vec![false; wf.steps.len()];
+    let mut stack = vec![from];
+    while let Some(i) = stack.pop() {
+        if i >= reach.len() || std::mem::replace(&mut reach[i], true) {
+            continue;
+        }
+        stack.extend(wf.graph.routes[i].iter().copied());
+        for (j, needs) in wf.graph.joins.iter().enumerate() {
+            if needs.as_ref().is_some_and(|needs| needs.contains(&i)) {
+                stack.push(j);
+            }
+        }
+    }
+    reach
+}
+
 /// The steps a completed attempt of `step_id` routes to, recorded with it.
 /// For a review, `approved` is its decision.
 pub fn routes_of(wf: &Workflow, step_id: &str, approved: Option<bool>) -> Vec<String> {
@@ -377,6 +397,21 @@ mod tests {
         assert_eq!(plan(&wf, &facts, Timestamp(3)).verdict, Verdict::Completed { with_issues: false });
         facts[0].with_issues = true;
         assert_eq!(plan(&wf, &facts, Timestamp(3)).verdict, Verdict::Completed { with_issues: true });
+    }
+
+    /// A restart from a step runs it and what follows it (by routes and by needs), and reuses
+    /// the rest.
+    #[test]
+    fn downstream_follows_routes_and_needs() {
+        let wf = parse(DAG).unwrap();
+        let names = |from: &str| -> Vec<String> {
+            let reach = downstream(&wf, wf.step_index(from).unwrap());
+            wf.steps.iter().zip(reach).filter(|(_, r)| *r).map(|(s, _)| s.id.clone()).collect()
+        };
+        // `f` follows `e` in file order; `b`, `c`, `d` and `e` are joins on their needs.
+        assert_eq!(names("a"), ["a", "b", "c", "d", "e", "f"]);
+        assert_eq!(names("c"), ["c", "e", "f"]);
+        assert_eq!(names("f"), ["f"]);
     }
 
     #[test]

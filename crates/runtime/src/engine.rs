@@ -376,6 +376,72 @@ impl<S: Store + Clone> Engine<S> {
 
     /// Validates a definition and its inputs and records a new `queued` run.
     pub async fn create_run(&self, req: CreateRun) -> Result<Run> {
+        self.create(req, None).await
+    }
+
+    /// A new run made from run `parent_id` (`steward restart` / `steward fork`): the definition
+    /// the parent pinned, the parent's inputs with `inputs` laid over them, in the parent's
+    /// workspace, linked to it (`parent_run_id`). With `from`, every completed attempt of a
+    /// step that `from` does not lead to is reused: recorded in the new run as completed,
+    /// naming the attempt it reuses (`step_attempt_reused`), never run again, so no command or
+    /// model call before `from` is paid for twice. Queued for a worker; the parent is
+    /// untouched.
+    pub async fn fork(
+        &self,
+        parent_id: &str,
+        from: Option<&str>,
+        inputs: Map<String, Value>,
+        actor_id: &str,
+    ) -> Result<Run> {
+        self.accepting().await;
+        let parent = self.inner.store.get_run(parent_id).await?;
+        let source = self.inner.store.get_definition(&parent.definition_hash).await?;
+        let wf = workflow::parse(&source).map_err(Error::Definition)?;
+        let reused = match from {
+            None => Vec::new(),
+            Some(step) => {
+                let Some(i) = wf.step_index(step) else {
+                    let steps: Vec<&str> = wf.steps.iter().map(|s| s.id.as_str()).collect();
+                    return Err(Error::Contract(format!(
+                        "run `{parent_id}` has no step `{step}` to restart from (its steps: {})",
+                        steps.join(", ")
+                    )));
+                };
+                let again = steward_core::schedule::downstream(&wf, i);
+                let attempts = self.inner.store.list_attempts(parent_id).await?;
+                attempts
+                    .iter()
+                    .filter(|a| a.status == AttemptStatus::Completed)
+                    .filter(|a| wf.step_index(&a.step_id).is_some_and(|j| !again[j]))
+                    .map(|a| steward_store::ReusedAttempt {
+                        step_id: a.step_id.clone(),
+                        attempt: a.attempt,
+                        visit: a.visit,
+                        input: a.input.clone(),
+                        output: a.output.clone(),
+                        with_issues: a.with_issues,
+                        routes: a.routes.clone(),
+                        from: a.idempotency_key.clone(),
+                    })
+                    .collect()
+            }
+        };
+        // The parent's inputs as they were given (a secret one opened, to be sealed again for
+        // the new run), with the new ones laid over them.
+        let (mut given, _) = self.secrets_open(&parent)?;
+        given.extend(inputs);
+        let req = CreateRun {
+            source,
+            inputs: given,
+            workdir: parent.workdir.clone(),
+            actor_id: actor_id.to_owned(),
+            contract: parent.contract.clone(),
+        };
+        let lineage = steward_store::Lineage { parent_run_id: parent.run_id.clone(), reused };
+        self.create(req, Some(lineage)).await
+    }
+
+    async fn create(&self, req: CreateRun, lineage: Option<steward_store::Lineage>) -> Result<Run> {
         self.accepting().await;
         let wf = workflow::parse(&req.source).map_err(Error::Definition)?;
         // DG-JOB-07: checked here, and again at dispatch (`startable`).
@@ -403,6 +469,7 @@ impl<S: Store + Clone> Engine<S> {
             actor: Actor::Human,
             actor_id: req.actor_id,
             now,
+            lineage,
         };
         Ok(self.inner.store.create_run(run).await?)
     }

@@ -299,6 +299,12 @@ impl<'a> Flight<'a> {
         self.requests.len() - 1
     }
 
+    /// Puts transaction control before every statement added so far.
+    pub(crate) fn simple_first(&mut self, sql: String) {
+        let client = self.db.client();
+        self.requests.insert(0, Box::pin(async move { client.batch_execute(&sql).await.map(|()| Vec::new()) }));
+    }
+
     /// Adds a statement (prepared first if this connection has not seen it); returns its index.
     pub(crate) async fn query(
         &mut self,

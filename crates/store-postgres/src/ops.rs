@@ -133,11 +133,12 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    /// A round trip, carrying the opening if it has not gone out yet.
+    /// A round trip; it carries the opening if that has not gone out yet. The opening is
+    /// taken only when the trip is sent: a statement that fails to prepare while the trip is
+    /// built leaves it unsent, so the writer does not undo a savepoint that never existed
+    /// (and report that instead of the statement's own error).
     fn trip(&mut self) -> Trip<'a> {
-        let mut flight = Flight::new(self.db);
-        let opens = self.opening.take().map(|sql| flight.simple(sql)).is_some();
-        Trip { flight, opens }
+        Trip { flight: Flight::new(self.db) }
     }
 
     /// Sends the opening on its own, for writes whose statements are not on a hot path.
@@ -150,8 +151,6 @@ impl<'a> Ctx<'a> {
 /// Statements of one round trip (see [`Flight`]).
 struct Trip<'a> {
     flight: Flight<'a>,
-    /// Whether the first statement is the write's opening.
-    opens: bool,
 }
 
 impl Trip<'_> {
@@ -159,11 +158,12 @@ impl Trip<'_> {
         self.flight.query(sql, params).await.map(drop).map_err(pg(what))
     }
 
-    async fn send(self, cx: &mut Ctx<'_>) -> Result<Answers, OpError> {
+    async fn send(mut self, cx: &mut Ctx<'_>) -> Result<Answers, OpError> {
+        let opens = cx.opening.take().map(|sql| self.flight.simple_first(sql)).is_some();
         let answers = self.flight.send().await;
         cx.aborted |= answers.iter().any(Result::is_err);
         let mut answers = answers.into_iter();
-        if self.opens {
+        if opens {
             answers.next().transpose().map_err(pg("opening a savepoint"))?;
         }
         Ok(Answers(answers))
@@ -373,13 +373,25 @@ const CREATE: &str = "WITH definition AS (
      )
      INSERT INTO runs (run_id, workflow_id, workflow_version, definition_hash, inputs, state, summary,
          job_id, trace_id, job_kind, profile_id, protocol_id, created_at, updated_at, last_progress_at,
-         workdir, last_event_seq)
-     VALUES ($1, $2, $3, $4, $5, 'queued', 'queued', $6, $7, $8, $9, $10, $11, $11, $11, $12, 1)
+         workdir, last_event_seq, parent_run_id)
+     VALUES ($1, $2, $3, $4, $5, 'queued', 'queued', $6, $7, $8, $9, $10, $11, $11, $11, $12, 1, $14)
      ON CONFLICT (run_id) DO NOTHING
      RETURNING 1";
 
+/// A restarted or forked run's reused attempts, completed at its creation.
+const REUSE: &str = "INSERT INTO step_attempts (run_id, step_id, attempt, visit, ordinal, status, idempotency_key,
+         input, output, retryable, routes, started_at, finished_at, with_issues, reused_from)
+     SELECT $1, k.step_id, k.attempt, k.visit, k.ordinal, 'completed', k.key, k.input, k.output, FALSE, k.routes,
+         $2, $2, k.with_issues, k.from_key
+     FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[],
+             $10::text[], $11::bool[], $12::text[])
+         AS k(step_id, attempt, visit, ordinal, key, input, output, routes, with_issues, from_key)";
+
+const REUSED_HEAD: &str = "UPDATE runs SET last_event_seq = $2, total_iterations = $3 WHERE run_id = $1";
+
 async fn create_run(cx: &mut Ctx<'_>, new: &NewRun) -> Result<Run, OpError> {
     let payload = rules::created(new)?;
+    let reused = rules::reused(new)?;
     let mut trip = cx.trip();
     trip.query(
         "creating the run",
@@ -398,6 +410,7 @@ async fn create_run(cx: &mut Ctx<'_>, new: &NewRun) -> Result<Run, OpError> {
             val(new.now.millis(), Type::INT8),
             val(new.workdir.clone(), Type::TEXT),
             val(new.definition_source.clone(), Type::TEXT),
+            val(new.lineage.as_ref().map(|l| l.parent_run_id.clone()), Type::TEXT),
         ],
     )
     .await?;
@@ -420,8 +433,46 @@ async fn create_run(cx: &mut Ctx<'_>, new: &NewRun) -> Result<Run, OpError> {
     };
     let w = Writing { run_id: &new.run_id, now: new.now, actor: new.actor, actor_id: &new.actor_id };
     cx.event(&w, &mut h, &payload)?;
+    if let Some(lineage) = new.lineage.as_ref().filter(|l| !l.reused.is_empty()) {
+        for p in &reused {
+            cx.event(&w, &mut h, p)?;
+        }
+        let rows: Vec<steward_store::Attempt> =
+            lineage.reused.iter().map(|r| r.attempt_of(&new.run_id, new.now)).collect();
+        let mut trip = cx.trip();
+        let params = vec![
+            val(new.run_id.clone(), Type::TEXT),
+            val(new.now.millis(), Type::INT8),
+            val(rows.iter().map(|a| a.step_id.clone()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(rows.iter().map(|a| i64::from(a.attempt)).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val(rows.iter().map(|a| i64::from(a.visit)).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val((1..=rows.len() as i64).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val(rows.iter().map(|a| a.idempotency_key.clone()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(rows.iter().map(|a| a.input.to_string()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(rows.iter().map(|a| a.output.as_ref().map(Value_::to_string)).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(
+                rows.iter()
+                    .map(|a| serde_json::to_string(&a.routes).unwrap_or_else(|_| "[]".into()))
+                    .collect::<Vec<_>>(),
+                Type::TEXT_ARRAY,
+            ),
+            val(rows.iter().map(|a| a.with_issues).collect::<Vec<_>>(), Type::BOOL_ARRAY),
+            val(rows.iter().map(|a| a.reused_from.clone()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+        ];
+        trip.query("reusing attempts", REUSE, params).await?;
+        let head = vec![
+            val(new.run_id.clone(), Type::TEXT),
+            val(h.last_event_seq, Type::INT8),
+            val(rows.len() as i64, Type::INT8),
+        ];
+        trip.query("updating the run", REUSED_HEAD, head).await?;
+        let mut answers = trip.send(cx).await?;
+        answers.next("reusing attempts")?;
+        answers.next("updating the run")?;
+        h.total_iterations = rows.len() as u32;
+    }
     cx.pending.runnable += 1;
-    Ok(Run { last_event_seq: h.last_event_seq, ..Run::queued(new) })
+    Ok(Run { last_event_seq: h.last_event_seq, total_iterations: h.total_iterations, ..Run::queued(new) })
 }
 
 // A wave's statements: each takes the rows of every commit of the wave as arrays, so a wave
@@ -986,7 +1037,7 @@ async fn claim(cx: &mut Ctx<'_>, claim: &Claim) -> Result<Vec<Claimed>, OpError>
             break;
         }
         let run = run_from_row(row)?;
-        let db_now = Timestamp(row.try_get(30).map_err(|e| corrupt("claim", e))?);
+        let db_now = Timestamp(row.try_get(31).map_err(|e| corrupt("claim", e))?);
         let Some(kind) = rules::claimable(&run, claim, db_now) else { continue };
         let mut h = Head {
             state: run.state,
@@ -1090,7 +1141,7 @@ async fn recover_stalled(cx: &mut Ctx<'_>, now: Timestamp, scan: &Scan) -> Resul
     let mut db_now = Timestamp(0);
     for row in &rows {
         let run = run_from_row(row)?;
-        db_now = Timestamp(row.try_get(30).map_err(|e| corrupt("recovery", e))?);
+        db_now = Timestamp(row.try_get(31).map_err(|e| corrupt("recovery", e))?);
         if rules::abandoned_because(&run, db_now, scan).is_some() {
             candidates.push(run.run_id);
         }

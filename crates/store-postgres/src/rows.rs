@@ -13,7 +13,8 @@ use steward_store::{Attempt, Error, Result, Run};
 pub(crate) const RUN_COLUMNS: &str = "run_id, workflow_id, workflow_version, definition_hash, inputs, state,
     current_step_id, current_attempt, summary, terminal_reason, job_id, trace_id, job_kind, profile_id,
     protocol_id, total_iterations, owner, created_at, started_at, updated_at, heartbeat_at, last_progress_at,
-    finished_at, last_event_seq, workdir, owner_process, recoveries, lease_epoch, lease_expires_at, ready_at";
+    finished_at, last_event_seq, workdir, owner_process, recoveries, lease_epoch, lease_expires_at, ready_at,
+    parent_run_id";
 
 pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> Error {
     Error::Corrupt { path: String::new(), detail: format!("{what}: {detail}") }
@@ -103,13 +104,14 @@ pub(crate) fn run_from_row(r: &Row) -> Result<Run> {
         lease_epoch: get_u64(r, 27, what)?,
         lease_expires_at: get_opt_ts(r, 28, what)?,
         ready_at: get_opt_ts(r, 29, what)?,
+        parent_run_id: get(r, 30, what)?,
         run_id,
     })
 }
 
 pub(crate) const ATTEMPT_COLUMNS: &str =
     "run_id, step_id, attempt, visit, status, idempotency_key, input, output, error,
-    retryable, routes, started_at, finished_at, process, with_issues, answer";
+    retryable, routes, started_at, finished_at, process, with_issues, answer, reused_from";
 
 pub(crate) fn attempt_from_row(r: &Row) -> Result<Attempt> {
     let idempotency_key: String = get(r, 5, "attempt")?;
@@ -132,6 +134,7 @@ pub(crate) fn attempt_from_row(r: &Row) -> Result<Attempt> {
         finished_at: get_opt_ts(r, 12, what)?,
         process: process(what, get(r, 13, what)?)?,
         with_issues: get(r, 14, what)?,
+        reused_from: get(r, 16, what)?,
         answer: get::<Option<&str>>(r, 15, what)?.map(str::parse).transpose().map_err(|e| corrupt(what, e))?,
         idempotency_key,
     })

@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/002_crash_semantics.sql"),
     include_str!("../migrations/003_leases.sql"),
     include_str!("../migrations/004_typed_answers.sql"),
+    include_str!("../migrations/005_lineage.sql"),
 ];
 
 /// How much a commit survives.

@@ -216,6 +216,7 @@ impl Tx<'_> {
 
 pub(crate) fn create_run(conn: &Connection, ids: &dyn IdGen, run: &NewRun) -> Result<Run> {
     let payload = rules::created(run)?;
+    let reused = rules::reused(run)?;
     match get_run(conn, &run.run_id) {
         Ok(existing) => return rules::existing_run(run, existing),
         Err(Error::NotFound { .. }) => {}
@@ -227,8 +228,9 @@ pub(crate) fn create_run(conn: &Connection, ids: &dyn IdGen, run: &NewRun) -> Re
         .map_err(map_err(""))?;
     conn.prepare_cached(
         "INSERT INTO runs (run_id, workflow_id, workflow_version, definition_hash, inputs, state, summary,
-             job_id, trace_id, job_kind, profile_id, protocol_id, created_at, updated_at, last_progress_at, workdir)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', 'queued', ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11, ?12)",
+             job_id, trace_id, job_kind, profile_id, protocol_id, created_at, updated_at, last_progress_at, workdir,
+             parent_run_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', 'queued', ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11, ?12, ?13)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -244,14 +246,43 @@ pub(crate) fn create_run(conn: &Connection, ids: &dyn IdGen, run: &NewRun) -> Re
             run.contract.protocol_id,
             now,
             run.workdir,
+            run.lineage.as_ref().map(|l| l.parent_run_id.as_str()),
         ])
     })
     .map_err(map_err(""))?;
     let mut h = head(conn, &run.run_id)?;
     let tx = Tx { conn, ids, run_id: &run.run_id, now: run.now, actor: run.actor, actor_id: &run.actor_id };
     tx.event(&mut h, &payload)?;
-    conn.prepare_cached("UPDATE runs SET last_event_seq = ?2 WHERE run_id = ?1")
-        .and_then(|mut st| st.execute(params![run.run_id, h.last_event_seq]))
+    for (i, r) in run.lineage.iter().flat_map(|l| &l.reused).enumerate() {
+        let a = r.attempt_of(&run.run_id, run.now);
+        conn.prepare_cached(
+            "INSERT INTO step_attempts (run_id, step_id, attempt, visit, ordinal, status, idempotency_key, input,
+                 output, retryable, routes, started_at, finished_at, with_issues, reused_from)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'completed', ?6, ?7, ?8, 0, ?9, ?10, ?10, ?11, ?12)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                run.run_id,
+                a.step_id,
+                a.attempt,
+                a.visit,
+                i as i64 + 1,
+                a.idempotency_key,
+                a.input.to_string(),
+                a.output.as_ref().map(Value::to_string),
+                serde_json::to_string(&a.routes).unwrap_or_else(|_| "[]".into()),
+                now,
+                a.with_issues,
+                a.reused_from,
+            ])
+        })
+        .map_err(map_err(""))?;
+    }
+    for p in &reused {
+        tx.event(&mut h, p)?;
+    }
+    conn.prepare_cached("UPDATE runs SET last_event_seq = ?2, total_iterations = ?3 WHERE run_id = ?1")
+        .and_then(|mut st| st.execute(params![run.run_id, h.last_event_seq, reused.len() as i64]))
         .map_err(map_err(""))?;
     get_run(conn, &run.run_id)
 }

@@ -12,7 +12,8 @@ use steward_store::{Attempt, Error, Result, Run};
 pub(crate) const RUN_COLUMNS: &str = "run_id, workflow_id, workflow_version, definition_hash, inputs, state,
     current_step_id, current_attempt, summary, terminal_reason, job_id, trace_id, job_kind, profile_id,
     protocol_id, total_iterations, owner, created_at, started_at, updated_at, heartbeat_at, last_progress_at,
-    finished_at, last_event_seq, workdir, owner_process, recoveries, lease_epoch, lease_expires_at, ready_at";
+    finished_at, last_event_seq, workdir, owner_process, recoveries, lease_epoch, lease_expires_at, ready_at,
+    parent_run_id";
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> Error {
     Error::Corrupt { path: String::new(), detail: format!("{what}: {detail}") }
@@ -60,6 +61,7 @@ pub(crate) fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Run>> {
     let recoveries: u32 = r.get(26)?;
     let lease_epoch: i64 = r.get(27)?;
     let (lease_expires_at, ready_at) = (ts(28)?, ts(29)?);
+    let parent_run_id: Option<String> = r.get(30)?;
     Ok((|| {
         let what = format!("run `{run_id}`");
         let Value::Object(inputs) = json(&what, &inputs)? else {
@@ -114,11 +116,12 @@ pub(crate) fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Run>> {
             last_progress_at: Timestamp(last_progress_at),
             finished_at,
             last_event_seq,
+            parent_run_id,
         })
     })())
 }
 
-pub(crate) const ATTEMPT_COLUMNS: &str = "run_id, step_id, attempt, visit, status, idempotency_key, input, output, error, retryable, routes, started_at, finished_at, process, with_issues, answer";
+pub(crate) const ATTEMPT_COLUMNS: &str = "run_id, step_id, attempt, visit, status, idempotency_key, input, output, error, retryable, routes, started_at, finished_at, process, with_issues, answer, reused_from";
 
 pub(crate) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Attempt>> {
     let run_id: String = r.get(0)?;
@@ -137,6 +140,7 @@ pub(crate) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Attempt>>
     let process_json: Option<String> = r.get(13)?;
     let with_issues: bool = r.get(14)?;
     let answer: Option<String> = r.get(15)?;
+    let reused_from: Option<String> = r.get(16)?;
     Ok((|| {
         let what = format!("attempt `{idempotency_key}`");
         Ok(Attempt {
@@ -147,6 +151,7 @@ pub(crate) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Attempt>>
             process: process(&what, process_json.as_deref())?,
             answer: answer.map(|a| a.parse()).transpose().map_err(|e| corrupt(&what, e))?,
             with_issues,
+            reused_from,
             run_id,
             step_id,
             attempt,

@@ -24,8 +24,8 @@ use steward_core::job::{JobContract, JobKind, MICRO_TASK_PROFILE};
 use steward_core::liveness::ProcessRef;
 use steward_core::state::{AttemptStatus, HumanDecision, RunState, TransitionCause};
 use steward_store::{
-    Answer, AttemptFinish, AttemptProcess, AttemptStart, Claim, Commit, Error, Expect, Lease, NewRun, Owner, Release,
-    RunFilter, Scan, Store, Transition,
+    Answer, AttemptFinish, AttemptProcess, AttemptStart, Claim, Commit, Error, Expect, Lease, Lineage, NewRun, Owner,
+    Release, ReusedAttempt, RunFilter, Scan, Store, Transition,
 };
 
 /// Generates one `#[tokio::test]` per conformance case.
@@ -68,6 +68,7 @@ macro_rules! store_conformance {
             invalid_events_are_refused_and_leave_nothing,
             events_are_listed_store_wide_in_id_order,
             the_last_event_id_is_where_new_events_start,
+            a_run_made_from_another_reuses_its_attempts,
             prune_spares_unfinished_runs_and_reports_first,
         );
     };
@@ -134,6 +135,7 @@ pub fn new_run(run_id: &str) -> NewRun {
         actor: Actor::Human,
         actor_id: "tester".into(),
         now: T0,
+        lineage: None,
     }
 }
 
@@ -480,6 +482,54 @@ pub async fn the_last_event_id_is_where_new_events_start<S: Store>(s: &S) {
     let new = s.list_events_since(last, 1000).await.unwrap();
     assert!(!new.is_empty() && new.iter().all(|e| e.workflow_run_id == "r2"), "{new:?}");
     assert_eq!(s.last_event_id().await.unwrap(), new.iter().map(|e| e.id).max().unwrap());
+}
+
+/// A restart or fork: the new run names its parent and holds the reused attempts as completed,
+/// each naming the attempt it reuses, with a `step_attempt_reused` event, all in the write that
+/// creates it; a lineage that reuses one attempt twice creates nothing.
+pub async fn a_run_made_from_another_reuses_its_attempts<S: Store>(s: &S) {
+    let reuse = |step: &str, attempt: u32| ReusedAttempt {
+        step_id: step.into(),
+        attempt,
+        visit: 1,
+        input: json!({"command": "echo"}),
+        output: Some(json!({"stdout": step})),
+        with_issues: false,
+        routes: vec!["c".into()],
+        from: format!("parent:{step}:{attempt}"),
+    };
+    let twice = Lineage { parent_run_id: "parent".into(), reused: vec![reuse("a", 1), reuse("a", 1)] };
+    let bad = NewRun { lineage: Some(twice), ..new_run("bad") };
+    assert!(matches!(s.create_run(bad).await, Err(Error::Invalid(m)) if m.contains("reused twice")));
+    assert!(matches!(s.get_run("bad").await, Err(Error::NotFound { .. })), "nothing was created");
+
+    let lineage = Lineage { parent_run_id: "parent".into(), reused: vec![reuse("a", 1), reuse("b", 2)] };
+    let run = s.create_run(NewRun { lineage: Some(lineage), ..new_run("child") }).await.unwrap();
+    assert_eq!((run.parent_run_id.as_deref(), run.total_iterations), (Some("parent"), 2));
+    let stored = s.get_run("child").await.unwrap();
+    assert_eq!(
+        (stored.parent_run_id.as_deref(), stored.total_iterations, stored.state),
+        (Some("parent"), 2, RunState::Queued)
+    );
+    let attempts = s.list_attempts("child").await.unwrap();
+    let got: Vec<(&str, u32, AttemptStatus, Option<&str>, &str)> = attempts
+        .iter()
+        .map(|a| (a.step_id.as_str(), a.attempt, a.status, a.reused_from.as_deref(), a.idempotency_key.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a", 1, AttemptStatus::Completed, Some("parent:a:1"), "child:a:1"),
+            ("b", 2, AttemptStatus::Completed, Some("parent:b:2"), "child:b:2")
+        ]
+    );
+    assert_eq!(attempts[1].output, Some(json!({"stdout": "b"})));
+    let events = s.list_events("child", 0).await.unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["run_created", "step_attempt_reused", "step_attempt_reused"]);
+    assert_eq!(events[2].payload["from"], "parent:b:2");
+    assert_eq!(s.get_run("child").await.unwrap().last_event_seq, 3);
+    assert_eq!(s.get_run("r-none").await.map(|r| r.parent_run_id).ok(), None);
 }
 
 /// FR events are numbered 1..n per run, in commit order.

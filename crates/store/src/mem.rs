@@ -160,9 +160,16 @@ impl Store for MemStore {
             return rules::existing_run(&new, existing.run.clone());
         }
         state.definitions.entry(new.definition_hash.clone()).or_insert_with(|| new.definition_source.clone());
-        let run = Run::queued(&new);
-        let mut data = RunData { run, attempts: Vec::new(), applied: HashSet::new(), pending: Vec::new() };
+        let reused = rules::reused(&new)?;
+        let mut run = Run::queued(&new);
+        let attempts: Vec<Attempt> =
+            new.lineage.iter().flat_map(|l| l.reused.iter().map(|r| r.attempt_of(&new.run_id, new.now))).collect();
+        run.total_iterations = attempts.len() as u32;
+        let mut data = RunData { run, attempts, applied: HashSet::new(), pending: Vec::new() };
         data.event(new.now, new.actor, &new.actor_id, payload)?;
+        for p in reused {
+            data.event(new.now, new.actor, &new.actor_id, p)?;
+        }
         state.put(self.ids.as_ref(), data);
         state.run(&new.run_id).map(|d| d.run)
     }

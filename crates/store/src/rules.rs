@@ -84,6 +84,36 @@ pub fn created(run: &NewRun) -> Result<Payload> {
     })
 }
 
+/// The `step_attempt_reused` payloads of a restarted or forked run, in order; refused if two
+/// name the same attempt or one names no parent attempt.
+pub fn reused(run: &NewRun) -> Result<Vec<Payload>> {
+    let Some(lineage) = &run.lineage else { return Ok(Vec::new()) };
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for r in &lineage.reused {
+        if !seen.insert((r.step_id.as_str(), r.attempt)) {
+            return Err(Error::Invalid(format!(
+                "run `{}`: attempt {} of step `{}` is reused twice",
+                run.run_id, r.attempt, r.step_id
+            )));
+        }
+        if r.from.is_empty() {
+            return Err(Error::Invalid(format!("run `{}`: a reused attempt must name its original", run.run_id)));
+        }
+        out.push(Payload::recorded(
+            "step_attempt_reused",
+            serde_json::json!({
+                "step_id": r.step_id,
+                "attempt": r.attempt,
+                "visit": r.visit,
+                "from": r.from,
+                "parent_run_id": lineage.parent_run_id,
+            }),
+        ));
+    }
+    Ok(out)
+}
+
 /// A repeated `create_run` returns the run it created; another request for a taken id is refused.
 pub fn existing_run(new: &NewRun, existing: Run) -> Result<Run> {
     if existing.job_id == new.job_id && existing.definition_hash == new.definition_hash {

@@ -38,6 +38,65 @@ pub struct NewRun {
     pub actor_id: String,
     /// When.
     pub now: Timestamp,
+    /// For a restart or fork: the run it comes from and the work of it that it reuses.
+    pub lineage: Option<Lineage>,
+}
+
+/// Where a restarted or forked run comes from: its parent, and the parent's completed attempts
+/// it reuses instead of running them again. They are recorded with the new run, in the same
+/// write, as completed attempts that name the attempt they reuse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lineage {
+    /// The run it was made from.
+    pub parent_run_id: String,
+    /// The parent's completed attempts it takes as its own, in the order they ran.
+    pub reused: Vec<ReusedAttempt>,
+}
+
+/// A completed attempt of a parent run, taken over by a restart or fork.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReusedAttempt {
+    /// The step.
+    pub step_id: String,
+    /// Its attempt number in the new run.
+    pub attempt: u32,
+    /// Its visit.
+    pub visit: u32,
+    /// What it was given.
+    pub input: Value,
+    /// What it produced.
+    pub output: Option<Value>,
+    /// Whether it skipped work.
+    pub with_issues: bool,
+    /// The steps it routed to.
+    pub routes: Vec<String>,
+    /// The idempotency key of the parent's attempt (`run:step:attempt`).
+    pub from: String,
+}
+
+impl ReusedAttempt {
+    /// The completed attempt of run `run_id` it becomes, recorded at `now`.
+    pub fn attempt_of(&self, run_id: &str, now: Timestamp) -> Attempt {
+        Attempt {
+            run_id: run_id.to_owned(),
+            step_id: self.step_id.clone(),
+            attempt: self.attempt,
+            visit: self.visit,
+            status: AttemptStatus::Completed,
+            idempotency_key: steward_core::idempotency_key(run_id, &self.step_id, self.attempt),
+            input: self.input.clone(),
+            output: self.output.clone(),
+            error: None,
+            retryable: false,
+            with_issues: self.with_issues,
+            routes: self.routes.clone(),
+            answer: None,
+            reused_from: Some(self.from.clone()),
+            process: None,
+            started_at: now,
+            finished_at: Some(now),
+        }
+    }
 }
 
 /// A run as stored.
@@ -103,6 +162,8 @@ pub struct Run {
     pub finished_at: Option<Timestamp>,
     /// The sequence number of its latest event.
     pub last_event_seq: i64,
+    /// The run a restart or fork made it from.
+    pub parent_run_id: Option<String>,
 }
 
 impl Run {
@@ -137,6 +198,7 @@ impl Run {
             last_progress_at: new.now,
             finished_at: None,
             last_event_seq: 0,
+            parent_run_id: new.lineage.as_ref().map(|l| l.parent_run_id.clone()),
         }
     }
 
@@ -178,6 +240,9 @@ pub struct Attempt {
     pub routes: Vec<String>,
     /// For an attempt that stopped for a person, their answer, once given.
     pub answer: Option<HumanDecision>,
+    /// For an attempt a restart or fork took over from its parent: that attempt's idempotency
+    /// key. It did not run here.
+    pub reused_from: Option<String>,
     /// The process group of the command it runs (the latest, for a step that runs several),
     /// recorded before the command may start; what recovery kills if the engine died.
     pub process: Option<ProcessRef>,
@@ -204,6 +269,7 @@ impl Attempt {
             with_issues: false,
             routes: Vec::new(),
             answer: None,
+            reused_from: None,
             process: None,
             started_at: now,
             finished_at: None,

@@ -118,6 +118,7 @@ async fn failures_to_start_fail_the_run_with_the_reason() {
             actor: Actor::Human,
             actor_id: "test".into(),
             now: T0,
+            lineage: None,
         })
         .await
         .unwrap();

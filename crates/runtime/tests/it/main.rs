@@ -10,4 +10,5 @@ mod governance;
 mod micro_task_runs;
 mod micro_tasks;
 mod recovery;
+mod restart;
 mod workers;

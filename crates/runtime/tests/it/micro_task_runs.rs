@@ -93,6 +93,7 @@ async fn the_job_contract_is_checked_at_creation_and_at_dispatch() {
             actor: Actor::Human,
             actor_id: "test".into(),
             now,
+            lineage: None,
         })
         .await
         .unwrap();
