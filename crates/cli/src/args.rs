@@ -62,6 +62,42 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a run again from one of its steps: a new run that reuses the completed work before
+    /// STEP (no command or model call before it runs again) and runs STEP and what follows it.
+    Restart {
+        /// The run to restart (it is left as it is).
+        run: String,
+        /// The step to run again from.
+        #[arg(long, value_name = "STEP")]
+        from: String,
+        /// Print the run id and drive it in the background.
+        #[arg(long)]
+        detach: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A new run of a run's definition with other inputs; with --from, reusing the work before
+    /// that step.
+    Fork {
+        /// The run to fork (it is left as it is).
+        run: String,
+        /// Reuse the completed work before this step.
+        #[arg(long, value_name = "STEP")]
+        from: Option<String>,
+        /// An input value to change, `key=value`, read by the input's declared type. Repeatable.
+        #[arg(long = "input", short = 'i', value_name = "KEY=VALUE")]
+        inputs: Vec<String>,
+        /// A JSON object of input values (`--input` wins on conflicts).
+        #[arg(long, value_name = "FILE")]
+        input_file: Option<PathBuf>,
+        /// Print the run id and drive it in the background.
+        #[arg(long)]
+        detach: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Follow a run until it stops running, with `run`'s live progress and exit codes. Never writes.
     Wait {
         /// The run id.

@@ -87,6 +87,25 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Run { file, inputs, input_file, detach, json } => {
             run(cfg, file, inputs, input_file.as_deref(), *detach, *json).await
         }
+        Command::Restart { run, from, detach, json } => {
+            let engine = booted(cfg).await?;
+            let created = engine
+                .fork(run, Some(from), Map::new(), &actor())
+                .await
+                .with_context(|| format!("cannot restart run {run} from step {from}"))?;
+            drive_created(cfg, engine, created, *detach, *json).await
+        }
+        Command::Fork { run, from, inputs, input_file, detach, json } => {
+            let engine = booted(cfg).await?;
+            let parent = engine.store().get_run(run).await?;
+            let source = engine.store().get_definition(&parent.definition_hash).await?;
+            let given = gather_inputs(Path::new(run), &source, inputs, input_file.as_deref())?;
+            let created = engine
+                .fork(run, from.as_deref(), given, &actor())
+                .await
+                .with_context(|| format!("cannot fork run {run}"))?;
+            drive_created(cfg, engine, created, *detach, *json).await
+        }
         Command::Submit { file, inputs, input_file, json } => {
             let req = request(cfg, file, inputs, input_file.as_deref())?;
             let engine = booted(cfg).await?;
@@ -405,6 +424,17 @@ fn request(cfg: &Settings, file: &Path, pairs: &[String], input_file: Option<&Pa
 pub(crate) async fn launch(cfg: &Settings, req: CreateRun, what: &str, detach: bool, json: bool) -> Result<ExitCode> {
     let engine = booted(cfg).await?;
     let created = engine.create_run(req).await.with_context(|| format!("cannot start {what}"))?;
+    drive_created(cfg, engine, created, detach, json).await
+}
+
+/// Drives a run just created in the foreground (or in a background driver with `detach`).
+async fn drive_created(
+    cfg: &Settings,
+    engine: steward_runtime::Engine<app::Db>,
+    created: Run,
+    detach: bool,
+    json: bool,
+) -> Result<ExitCode> {
     if detach {
         detach_drive(cfg, &created.run_id)?;
         if json {

@@ -58,6 +58,8 @@ pub(crate) fn router<S: Store + Clone + Send + Sync + 'static>(state: Arc<ApiSta
         .route("/api/v1/runs/{id}/resume", post(resume::<S>))
         .route("/api/v1/runs/{id}/gate", post(gate::<S>))
         .route("/api/v1/runs/{id}/bundle", get(bundle::<S>))
+        .route("/api/v1/runs/{id}/restart", post(restart::<S>))
+        .route("/api/v1/runs/{id}/fork", post(fork::<S>))
         .with_state(state)
 }
 
@@ -373,6 +375,45 @@ async fn resume<S: Store + Clone + Send + Sync + 'static>(
 ) -> Result<Json<Value>, ApiError> {
     st.engine.record_resume(&id, API_ACTOR).await?;
     Ok(Json(shown(&st, &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForkBody {
+    /// Reuse the completed work before this step (required for a restart).
+    from: Option<String>,
+    /// Inputs to change (a fork only).
+    #[serde(default)]
+    inputs: Map<String, Value>,
+}
+
+/// A new run that reuses the work before `from` and runs `from` and what follows (201).
+async fn restart<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path(id): Path<String>,
+    body: Result<Json<ForkBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(body) = body.map_err(rejected)?;
+    let Some(from) = body.from else {
+        return Err(ApiError::bad_request("a restart needs `from`: the step to run again from"));
+    };
+    if !body.inputs.is_empty() {
+        return Err(ApiError::bad_request("a restart keeps the run's inputs; fork it to change them"));
+    }
+    let run = st.engine.fork(&id, Some(&from), Map::new(), API_ACTOR).await?;
+    Ok((StatusCode::CREATED, Json(shown(&st, &run.run_id).await?)))
+}
+
+/// A new run of the same definition with changed inputs, reusing the work before `from` if
+/// given (201).
+async fn fork<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path(id): Path<String>,
+    body: Result<Json<ForkBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(body) = body.map_err(rejected)?;
+    let run = st.engine.fork(&id, body.from.as_deref(), body.inputs, API_ACTOR).await?;
+    Ok((StatusCode::CREATED, Json(shown(&st, &run.run_id).await?)))
 }
 
 /// The debug bundle of a run (`steward bundle`): a tar archive, secrets redacted.

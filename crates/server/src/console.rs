@@ -32,6 +32,8 @@ pub(crate) fn router<S: Store + Clone + Send + Sync + 'static>(state: Arc<ApiSta
         .route("/runs/{id}/cancel", post(cancel::<S>))
         .route("/runs/{id}/resume", post(resume::<S>))
         .route("/runs/{id}/gate", post(gate::<S>))
+        .route("/runs/{id}/restart", post(restart::<S>))
+        .route("/runs/{id}/fork", post(fork::<S>))
         .route("/static/console.css", get(css))
         .route("/static/console.js", get(js))
         .with_state(state)
@@ -162,6 +164,53 @@ async fn run_page<S: Store + Clone + Send + Sync + 'static>(
         );
     }
     body.push_str("</div>");
+    if let Some(parent) = &run.parent_run_id {
+        let _ = write!(body, "<p>Made from <a href=\"/runs/{0}\">{0}</a>.</p>", esc(parent));
+    }
+    // Restart from a step, or fork with other inputs: both make a new run; this one stays.
+    if let Ok(wf) = store
+        .get_definition(&run.definition_hash)
+        .await
+        .map_err(|_| ())
+        .and_then(|src| steward_core::workflow::parse(&src).map_err(|_| ()))
+    {
+        let options: String =
+            wf.steps.iter().map(|s| format!("<option value=\"{0}\">{0}</option>", esc(&s.id))).collect();
+        let _ = write!(
+            body,
+            "<form method=\"post\" action=\"/runs/{}/restart\" class=\"restart\"><label>Restart from \
+             <select name=\"from\">{options}</select></label> <button>Restart</button></form>",
+            esc(&id)
+        );
+        let shown = crate::views::shown_inputs(&run, redactor);
+        let _ = write!(
+            body,
+            "<form method=\"post\" action=\"/runs/{}/fork\" class=\"fork\"><fieldset><legend>Fork with other inputs</legend>",
+            esc(&id)
+        );
+        for decl in &wf.inputs {
+            let value = if decl.secret {
+                String::new()
+            } else {
+                shown
+                    .get(&decl.name)
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                    .unwrap_or_default()
+            };
+            let _ = write!(
+                body,
+                "<label>{0} <input name=\"input.{0}\" value=\"{1}\" placeholder=\"{2}\"></label> ",
+                esc(&decl.name),
+                esc(&value),
+                if decl.secret { "unchanged (secret)" } else { "unchanged" }
+            );
+        }
+        let _ = write!(
+            body,
+            "<label>reuse the work before <select name=\"from\"><option value=\"\">(run everything again)</option>{options}</select></label> \
+             <button>Fork</button></fieldset></form>"
+        );
+    }
     let inputs = crate::views::shown_inputs(&run, redactor);
     if !inputs.is_empty() {
         body.push_str("<h2>Inputs</h2><dl>");
@@ -294,6 +343,62 @@ async fn gate<S: Store + Clone + Send + Sync + 'static>(
     let reason = form.reason.filter(|r| !r.trim().is_empty());
     st.engine.record_gate(&id, CONSOLE_ACTOR, decision, reason.as_deref()).await.map_err(ApiError::from)?;
     Ok(Redirect::to(&format!("/runs/{id}")))
+}
+
+#[derive(Debug, Deserialize)]
+struct RestartForm {
+    from: String,
+}
+
+async fn restart<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<RestartForm>,
+) -> Result<Redirect, ConsoleError> {
+    same_origin(&headers)?;
+    let run =
+        st.engine.fork(&id, Some(&form.from), serde_json::Map::new(), CONSOLE_ACTOR).await.map_err(ApiError::from)?;
+    Ok(Redirect::to(&format!("/runs/{}", run.run_id)))
+}
+
+/// A fork from the form: each `input.NAME` field that is not empty changes that input, read
+/// by its declared type; `from`, if chosen, is the step before which work is reused.
+async fn fork<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<std::collections::HashMap<String, String>>,
+) -> Result<Redirect, ConsoleError> {
+    same_origin(&headers)?;
+    let store = st.engine.store();
+    let parent = store.get_run(&id).await.map_err(ApiError::from)?;
+    let source = store.get_definition(&parent.definition_hash).await.map_err(ApiError::from)?;
+    let wf = steward_core::workflow::parse(&source)
+        .map_err(|_| ApiError::invalid(format!("run `{id}`'s definition no longer parses")))?;
+    let mut inputs = serde_json::Map::new();
+    let mut errors = Vec::new();
+    for (key, text) in form.iter().filter(|(_, v)| !v.trim().is_empty()) {
+        let Some(name) = key.strip_prefix("input.") else { continue };
+        match wf.input(name) {
+            Some(decl) => match steward_core::inputs::from_text(decl.ty, text) {
+                Ok(v) => {
+                    inputs.insert(name.to_owned(), v);
+                }
+                Err(e) => {
+                    let e = if decl.secret { steward_core::inputs::hidden(decl.ty) } else { e };
+                    errors.push(format!("{name}: {e}"));
+                }
+            },
+            None => errors.push(format!("{name}: the workflow declares no such input")),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(format!("invalid inputs: {}", errors.join("; "))).into());
+    }
+    let from = form.get("from").map(String::as_str).filter(|f| !f.is_empty());
+    let run = st.engine.fork(&id, from, inputs, CONSOLE_ACTOR).await.map_err(ApiError::from)?;
+    Ok(Redirect::to(&format!("/runs/{}", run.run_id)))
 }
 
 /// A console page's error: the API's, shown as a page.

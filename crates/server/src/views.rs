@@ -43,6 +43,7 @@ fn attempt_json(a: &Attempt, redactor: &Redactor) -> Value {
         "retryable": a.retryable,
         "with_issues": a.with_issues,
         "answer": a.answer,
+        "reused_from": a.reused_from,
         "next_steps": a.routes,
         "started_at": a.started_at.to_rfc3339(),
         "finished_at": ts(a.finished_at),
@@ -102,6 +103,7 @@ pub fn run_json(run: &Run, attempts: &[Attempt], redactor: &Redactor) -> Value {
             "protocol_id": run.contract.protocol_id,
         },
         "workdir": run.workdir,
+        "parent_run_id": run.parent_run_id,
         "owner": run.owner,
         "lease": {
             "epoch": run.lease_epoch,

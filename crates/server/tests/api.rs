@@ -404,7 +404,7 @@ async fn the_openapi_document_describes_what_is_routed() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 13, "a route was added or removed: describe it in openapi.json");
+    assert_eq!(operations, 15, "a route was added or removed: describe it in openapi.json");
     let (status, body) = api.get("/api/v1/nothing-here").await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("no_such_endpoint")), "{body}");
 }
@@ -537,4 +537,59 @@ async fn metrics_count_what_the_event_log_records() {
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
     }
+}
+
+const FLOW: &str = "id: flow\nversion: 1\ninputs:\n  who: {type: string, default: ada}\nsteps:\n  - {id: a, type: shell, run: 'echo a >> effects.log'}\n  - id: b\n    type: shell\n    retry: {max_attempts: 1}\n    run: 'test -f ok'\n  - {id: c, type: shell, run: 'echo c-{{inputs.who}} >> effects.log'}\n";
+
+/// Issue 13 point 6 through the API and the console: restart from a step reuses the work
+/// before it; fork changes inputs; the original run is left as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_and_fork_from_the_api_and_the_console() {
+    let api = start("127.0.0.1:0", None).await;
+    api.engine.boot().await.unwrap();
+    let (_, created) = api.post("/api/v1/runs", json!({"workflow": FLOW})).await;
+    let id = created["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(api.engine.start(&id).await.unwrap().state.as_str(), "failed");
+    std::fs::write(api.dir.path().join("ok"), "").unwrap();
+
+    let (status, restarted) = api.post(&format!("/api/v1/runs/{id}/restart"), json!({"from": "b"})).await;
+    assert_eq!(status, 201, "{restarted}");
+    assert_eq!(restarted["parent_run_id"], id.as_str());
+    assert_eq!(restarted["steps"][0]["attempts"][0]["reused_from"], format!("{id}:a:1"));
+    let child = restarted["run_id"].as_str().unwrap();
+    assert_eq!(api.engine.start(child).await.unwrap().state.as_str(), "completed");
+    let effects = || std::fs::read_to_string(api.dir.path().join("effects.log")).unwrap();
+    assert_eq!(effects(), "a\nc-ada\n");
+    assert_eq!(api.get(&format!("/api/v1/runs/{id}")).await.1["state"], "failed", "the original is left as it is");
+
+    let (status, body) = api.post(&format!("/api/v1/runs/{id}/restart"), json!({})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = api.post(&format!("/api/v1/runs/{id}/restart"), json!({"from": "zzz"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid")), "{body}");
+    let (status, forked) = api.post(&format!("/api/v1/runs/{id}/fork"), json!({"inputs": {"who": "bob"}})).await;
+    assert_eq!(status, 201, "{forked}");
+    assert_eq!((forked["inputs"]["who"].as_str(), forked["steps"].as_array().unwrap().len()), (Some("bob"), 0));
+
+    // The console's forms do the same, from its own pages.
+    let page = api.http.get(format!("{}/runs/{id}", api.base)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("action=\"/runs/") && page.contains("<option value=\"b\">b</option>"), "{page}");
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let post = |path: String, form: &'static str| {
+        browser
+            .post(format!("{}{path}", api.base))
+            .header("origin", api.base.as_str())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+    };
+    let res = post(format!("/runs/{id}/fork"), "input.who=carl&from=b").await.unwrap();
+    assert_eq!(res.status().as_u16(), 303);
+    let new_id = res.headers()["location"].to_str().unwrap().trim_start_matches("/runs/").to_owned();
+    let (_, fork) = api.get(&format!("/api/v1/runs/{new_id}")).await;
+    assert_eq!((fork["inputs"]["who"].as_str(), fork["parent_run_id"].as_str()), (Some("carl"), Some(id.as_str())));
+    assert_eq!(fork["steps"][0]["attempts"][0]["reused_from"], format!("{id}:a:1"));
+    let res = post(format!("/runs/{id}/fork"), "input.who=&input.nope=1").await.unwrap();
+    assert_eq!(res.status().as_u16(), 422, "an undeclared input is refused");
+    let res = post(format!("/runs/{id}/restart"), "from=c").await.unwrap();
+    assert_eq!(res.status().as_u16(), 303);
 }

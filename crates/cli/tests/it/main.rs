@@ -11,6 +11,7 @@ mod hostile_corpus;
 mod local_model;
 mod micro_task;
 mod recorder;
+mod restart;
 mod sandbox;
 mod secrets;
 mod serve;
