@@ -29,6 +29,7 @@ pub(crate) fn router<S: Store + Clone + Send + Sync + 'static>(state: Arc<ApiSta
     Router::new()
         .route("/", get(runs_page::<S>))
         .route("/runs/{id}", get(run_page::<S>))
+        .route("/workers", get(workers_page::<S>))
         .route("/runs/{id}/cancel", post(cancel::<S>))
         .route("/runs/{id}/resume", post(resume::<S>))
         .route("/runs/{id}/gate", post(gate::<S>))
@@ -64,7 +65,7 @@ fn page(title: &str, watch: Option<(&str, i64)>, body: &str) -> Html<String> {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · Steward</title>\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <link rel=\"stylesheet\" href=\"/static/console.css\"></head>\
-         <body{watch}><header><a href=\"/\">Steward</a></header><main>{body}</main>\
+         <body{watch}><header><a href=\"/\">Steward</a> · <a href=\"/\">Runs</a> · <a href=\"/workers\">Workers</a></header><main>{body}</main>\
          <script src=\"/static/console.js\"></script></body></html>\n",
         esc(title)
     ))
@@ -220,6 +221,7 @@ async fn run_page<S: Store + Clone + Send + Sync + 'static>(
         body.push_str("</dl>");
     }
     body.push_str(&timeline(&run, &attempts));
+    body.push_str(&jobs_section(&crate::views::micro_task_jobs(&attempts, st.engine.bus().artifacts().as_ref()).await));
     body.push_str("<h2>Attempts</h2>");
     for (step, list) in crate::views::by_step(&attempts) {
         let _ = write!(body, "<section class=\"step\"><h3>{}</h3>", esc(step));
@@ -255,6 +257,107 @@ async fn run_page<S: Store + Clone + Send + Sync + 'static>(
     let last = events.last().map_or(0, |e| e.seq);
     let watch = (!run.state.is_terminal()).then_some((run.run_id.as_str(), last));
     Ok(page(&format!("{} {}", run.workflow_id, run.run_id), watch, &body))
+}
+
+/// Each micro-task job of the run: its tasks, and every iteration with its model, level,
+/// tokens, time, validation and outcome.
+fn jobs_section(jobs: &[crate::views::JobView]) -> String {
+    let mut s = String::new();
+    for j in jobs {
+        let _ = write!(s, "<h2>Micro-task job <small>{}</small></h2>", esc(&j.job_id));
+        let (Some(p), Some(m)) = (&j.progress, j.metrics()) else {
+            s.push_str("<p>No progress recorded yet.</p>");
+            continue;
+        };
+        let _ = write!(
+            s,
+            "<p>{} · {} tasks: {} completed, {} failed, {} skipped · {} iterations · {} prompt + {} completion tokens · {} ms</p>",
+            esc(p.status.as_str()),
+            m.total_mts,
+            m.completed_mts,
+            m.failed_mts,
+            m.skipped_mts,
+            m.total_iterations,
+            m.total_tokens_prompt,
+            m.total_tokens_completion,
+            m.total_duration_ms
+        );
+        s.push_str("<table class=\"tasks\"><thead><tr><th>task</th><th>status</th><th>iteration</th><th>model (level)</th><th>tokens in/out</th><th>ms</th><th>claimed done</th><th>validation</th><th>outcome</th></tr></thead><tbody>");
+        for t in &p.micro_tasks {
+            let _ = write!(
+                s,
+                "<tr class=\"task\"><td>{} {}</td><td><span class=\"state {2}\">{2}</span></td><td colspan=\"7\"></td></tr>",
+                esc(&t.mt_id),
+                esc(&t.name),
+                t.status.as_str()
+            );
+            for it in &t.iterations {
+                let outcome = serde_json::to_value(it.outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let validation = match it.validation_passed {
+                    Some(true) => "passed",
+                    Some(false) => "failed",
+                    None => "",
+                };
+                let _ = write!(
+                    s,
+                    "<tr><td></td><td></td><td>{}</td><td>{} ({})</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
+                    it.iteration,
+                    esc(&it.model_id),
+                    it.escalation_level,
+                    it.tokens_prompt,
+                    it.tokens_completion,
+                    it.duration_ms,
+                    if it.claimed_complete { "yes" } else { "no" },
+                    validation,
+                    esc(&outcome),
+                    it.error_summary.as_deref().map(|e| format!(" — {}", esc(e))).unwrap_or_default()
+                );
+            }
+        }
+        s.push_str("</tbody></table>");
+    }
+    s
+}
+
+/// Workers as the runs they hold show them: who holds which running run, and when each last
+/// renewed its lease. (An idle worker holds nothing, so it does not show.)
+async fn workers_page<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+) -> Result<Html<String>, ConsoleError> {
+    let runs = st
+        .engine
+        .store()
+        .list_runs(RunFilter { state: Some(RunState::Running), limit: None })
+        .await
+        .map_err(ApiError::from)?;
+    let mut by_owner: std::collections::BTreeMap<String, Vec<&Run>> = std::collections::BTreeMap::new();
+    for r in &runs {
+        by_owner.entry(r.owner.clone().unwrap_or_else(|| "(nobody: waiting for a worker)".into())).or_default().push(r);
+    }
+    let mut body =
+        String::from("<h1>Workers</h1><p>Who drives which run now, and when each last renewed its lease.</p>");
+    body.push_str("<table class=\"workers\"><thead><tr><th>worker</th><th>last renewal</th><th>runs held</th></tr></thead><tbody>");
+    for (owner, held) in &by_owner {
+        let last = held.iter().filter_map(|r| r.heartbeat_at).max();
+        let links: Vec<String> =
+            held.iter().map(|r| format!("<a href=\"/runs/{0}\">{0}</a>", esc(&r.run_id))).collect();
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{} {}</td></tr>",
+            esc(owner),
+            last.map(when).unwrap_or_default(),
+            held.len(),
+            links.join(" ")
+        );
+    }
+    if by_owner.is_empty() {
+        body.push_str("<tr><td colspan=\"3\">no run is running</td></tr>");
+    }
+    body.push_str("</tbody></table>");
+    Ok(page("Workers", None, &body))
 }
 
 fn pretty(v: &serde_json::Value) -> String {

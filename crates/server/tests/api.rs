@@ -593,3 +593,30 @@ async fn restart_and_fork_from_the_api_and_the_console() {
     let res = post(format!("/runs/{id}/restart"), "from=c").await.unwrap();
     assert_eq!(res.status().as_u16(), 303);
 }
+
+/// The workers page shows who holds which running run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_page_shows_who_holds_what() {
+    let api = start("127.0.0.1:0", None).await;
+    api.engine.boot().await.unwrap();
+    let (_, created) = api
+        .post(
+            "/api/v1/runs",
+            json!({"workflow": "id: slow\nversion: 1\nsteps:\n  - {id: wait, type: shell, run: 'sleep 30'}\n"}),
+        )
+        .await;
+    let id = created["run_id"].as_str().unwrap().to_owned();
+    let driving = tokio::spawn({
+        let (engine, id) = (api.engine.clone(), id.clone());
+        async move { engine.start(&id).await }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while api.get(&format!("/api/v1/runs/{id}")).await.1["current_step_id"] != "wait" {
+        assert!(std::time::Instant::now() < deadline, "the step never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let page = api.http.get(format!("{}/workers", api.base)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("<td>test</td>") && page.contains(&format!("href=\"/runs/{id}\"")), "{page}");
+    api.engine.cancel(&id, "test").await.unwrap();
+    let _ = driving.await;
+}
