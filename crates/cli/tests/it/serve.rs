@@ -30,7 +30,17 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, Valu
 
 #[test]
 fn serve_answers_the_api_its_worker_drives_the_runs_and_sigterm_stops_it() {
-    let s = Steward::new();
+    serve_flow(Steward::new());
+}
+
+/// The same on PostgreSQL.
+#[test]
+fn serve_works_on_postgres() {
+    let Some(pg) = steward_test_support::pg::PgCluster::shared() else { return };
+    serve_flow(Steward::on_postgres(pg.create_database()));
+}
+
+fn serve_flow(s: Steward) {
     s.write("hello.yaml", "id: hello\nversion: 1\ninputs:\n  name: {type: string}\nsteps:\n  - {id: greet, type: shell, run: 'echo hello {{inputs.name}}'}\n");
     let mut server = Spawned::new(
         s.cmd(&["serve", "--listen", "127.0.0.1:0", "--workers", "2"]).stderr(Stdio::piped()).spawn().unwrap(),
