@@ -584,6 +584,63 @@ mod tests {
         );
     }
 
+    /// A micro-task job's tasks and iterations, escaped.
+    #[test]
+    fn a_jobs_tasks_and_iterations_are_shown() {
+        use steward_core::micro_task::decide::IterationOutcome;
+        use steward_core::micro_task::state::*;
+        let iteration = IterationRecord {
+            iteration: 2,
+            model_id: "qwen-7b".into(),
+            lora_id: None,
+            escalation_level: 1,
+            started_at: "t".into(),
+            completed_at: "t".into(),
+            duration_ms: 1234,
+            tokens_prompt: 300,
+            tokens_completion: 40,
+            claimed_complete: true,
+            validation_passed: Some(false),
+            validation_evidence_ref: None,
+            outcome: IterationOutcome::Escalate,
+            error_summary: Some("assert 1 < 2 <b>".into()),
+            context_snapshot_id: "c".into(),
+        };
+        let progress = ProgressArtifact {
+            schema_version: PROGRESS_SCHEMA_VERSION.into(),
+            wp_id: "WP".into(),
+            job_id: "job-1".into(),
+            created_at: "t".into(),
+            updated_at: "t".into(),
+            completed_at: None,
+            status: ProgressStatus::InProgress,
+            policy: steward_core::micro_task::policy::ExecutionPolicy::default(),
+            current_state: CurrentState::default(),
+            micro_tasks: vec![MtProgress {
+                mt_id: "MT-001".into(),
+                name: "fix add".into(),
+                status: MtStatus::InProgress,
+                iterations: vec![iteration],
+                final_iteration: None,
+                final_model_level: None,
+                escalation_record_ref: None,
+                summary_ref: None,
+                evidence_refs: vec![],
+            }],
+        };
+        let job = crate::views::JobView {
+            step_id: "fix".into(),
+            job_id: "job-1".into(),
+            state: "/data/job-1".into(),
+            progress: Some(progress),
+        };
+        let html = jobs_section(&[job]);
+        for part in ["MT-001 fix add", "qwen-7b (1)", "300/40", "1234", "failed", "ESCALATE", "&lt;b&gt;"] {
+            assert!(html.contains(part), "no {part} in {html}");
+        }
+        assert!(!html.contains("<b>"));
+    }
+
     #[test]
     fn only_same_origin_posts_pass() {
         let mut h = HeaderMap::new();
