@@ -161,7 +161,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 anyhow::anyhow!("{e} (expected one of: {})", RunState::ALL.map(|s| s.as_str()).join(", "))
             })?;
             let runs = match app::open_db_ro_if_any(cfg).await? {
-                Some(store) => store.list_runs(RunFilter { state, limit: *limit }).await?,
+                Some(store) => store.list_runs(RunFilter { state, limit: *limit, ..Default::default() }).await?,
                 None => Vec::new(),
             };
             if *json {

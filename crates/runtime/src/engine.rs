@@ -323,7 +323,11 @@ impl<S: Store + Clone> Engine<S> {
     pub async fn recover(&self) -> Result<Vec<Recovered>> {
         let config = &self.inner.config;
         config.check()?;
-        let running = self.inner.store.list_runs(RunFilter { state: Some(RunState::Running), limit: None }).await?;
+        let running = self
+            .inner
+            .store
+            .list_runs(RunFilter { state: Some(RunState::Running), limit: None, ..Default::default() })
+            .await?;
         let now = self.inner.clock.now();
         // A worker hands what it finds to the claims (its own first): they record the recovery.
         let hand_over = config.handoff == Handoff::Workers;

@@ -156,7 +156,11 @@ impl<S: Store + Clone> Engine<S> {
 impl<S: Store + Clone> Engine<S> {
     /// Whether a run this worker serves is parked: `running`, held by nobody, claimable later.
     async fn parked(&self, workdirs: &[String]) -> Result<bool> {
-        let filter = steward_store::RunFilter { state: Some(steward_core::state::RunState::Running), limit: None };
+        let filter = steward_store::RunFilter {
+            state: Some(steward_core::state::RunState::Running),
+            limit: None,
+            ..Default::default()
+        };
         let runs = self.inner.store.list_runs(filter).await?;
         let cannot_drive = self.inner.cannot_drive.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(runs.iter().any(|r| {

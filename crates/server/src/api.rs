@@ -137,29 +137,33 @@ async fn list_runs<S: Store + Clone + Send + Sync + 'static>(
             .ok_or_else(|| ApiError::bad_request(format!("`{name}`: `{t}` is not an RFC 3339 time"))),
     };
     let (since, until) = (time("since", &query.since)?, time("until", &query.until)?);
-    let runs = st.engine.store().list_runs(RunFilter { state, limit: None }).await?;
-    let redactor = st.engine.bus().redactor();
-    let mut matching = runs.iter().filter(|r| {
-        since.is_none_or(|t| r.created_at >= t)
-            && until.is_none_or(|t| r.created_at < t)
-            && query.workflow.as_ref().is_none_or(|w| &r.workflow_id == w)
-            && query.q.as_ref().is_none_or(|q| {
-                r.run_id.contains(q.as_str()) || r.workflow_id.contains(q.as_str()) || r.summary.contains(q.as_str())
-            })
-    });
-    if let Some(after) = &query.after {
-        // Newest first: the page starts after the run the last page ended with.
-        if !runs.iter().any(|r| &r.run_id == after) {
-            return Err(ApiError::bad_request(format!("`after`: no run `{after}`")));
-        }
-        for r in matching.by_ref() {
-            if &r.run_id == after {
-                break;
+    let store = st.engine.store();
+    // Newest first: the page starts after the run the last page ended with.
+    let after = match &query.after {
+        Some(id) => match store.get_run(id).await {
+            Ok(r) => Some((r.created_at, r.run_id)),
+            Err(steward_store::Error::NotFound { .. }) => {
+                return Err(ApiError::bad_request(format!("`after`: no run `{id}`")));
             }
-        }
-    }
-    let page: Vec<_> = matching.by_ref().take(limit).collect();
-    let next = if matching.next().is_some() { page.last().map(|r| r.run_id.clone()) } else { None };
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
+    let filter = RunFilter {
+        state,
+        // One more than the page, to know whether another follows.
+        limit: Some(u32::try_from(limit + 1).unwrap_or(u32::MAX)),
+        workflow_id: query.workflow.clone(),
+        text: query.q.clone().filter(|q| !q.is_empty()),
+        created_since: since,
+        created_before: until,
+        after,
+    };
+    let mut page = store.list_runs(filter).await?;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next = if more { page.last().map(|r| r.run_id.clone()) } else { None };
+    let redactor = st.engine.bus().redactor();
     let shown: Vec<Value> = page.iter().map(|r| views::run_summary_json(r, redactor)).collect();
     Ok(Json(json!({"runs": shown, "next": next})))
 }

@@ -91,8 +91,10 @@ async fn runs_page<S: Store + Clone + Send + Sync + 'static>(
     Query(query): Query<ListQuery>,
 ) -> Result<Html<String>, ConsoleError> {
     let state = query.state.as_deref().filter(|s| !s.is_empty()).and_then(|s| s.parse::<RunState>().ok());
-    let runs = st.engine.store().list_runs(RunFilter { state, limit: None }).await.map_err(ApiError::from)?;
     let q = query.q.unwrap_or_default();
+    let filter =
+        RunFilter { state, limit: Some(200), text: Some(q.clone()).filter(|q| !q.is_empty()), ..Default::default() };
+    let runs = st.engine.store().list_runs(filter).await.map_err(ApiError::from)?;
     let redactor = st.engine.bus().redactor();
     let mut body = String::from("<h1>Runs</h1><nav class=\"filters\"><a href=\"/\">all</a>");
     for s in RunState::ALL {
@@ -106,11 +108,7 @@ async fn runs_page<S: Store + Clone + Send + Sync + 'static>(
         state.map_or("", |s| s.as_str())
     );
     body.push_str("<table class=\"runs\"><thead><tr><th>run</th><th>workflow</th><th>state</th><th>summary</th><th>created</th><th>updated</th></tr></thead><tbody>");
-    let shown: Vec<&Run> = runs
-        .iter()
-        .filter(|r| q.is_empty() || r.run_id.contains(&q) || r.workflow_id.contains(&q) || r.summary.contains(&q))
-        .take(200)
-        .collect();
+    let shown: Vec<&Run> = runs.iter().collect();
     for r in &shown {
         let _ = write!(
             body,
@@ -330,7 +328,7 @@ async fn workers_page<S: Store + Clone + Send + Sync + 'static>(
     let runs = st
         .engine
         .store()
-        .list_runs(RunFilter { state: Some(RunState::Running), limit: None })
+        .list_runs(RunFilter { state: Some(RunState::Running), limit: None, ..Default::default() })
         .await
         .map_err(ApiError::from)?;
     let mut by_owner: std::collections::BTreeMap<String, Vec<&Run>> = std::collections::BTreeMap::new();

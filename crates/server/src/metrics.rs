@@ -173,7 +173,7 @@ pub(crate) async fn render<S: Store + Clone + Send + Sync + 'static>(
     engine: &Engine<S>,
     metrics: &Metrics,
 ) -> Result<String, steward_store::Error> {
-    let runs = engine.store().list_runs(RunFilter { state: None, limit: None }).await?;
+    let runs = engine.store().list_runs(RunFilter { state: None, limit: None, ..Default::default() }).await?;
     let mut out = String::new();
     header(&mut out, "steward_runs", "gauge", "Runs by state, as the store has them now.");
     for state in RunState::ALL {

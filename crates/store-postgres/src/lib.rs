@@ -288,13 +288,32 @@ impl Store for PgStore {
     }
 
     async fn list_runs(&self, filter: RunFilter) -> Result<Vec<Run>> {
+        // The same conditions as `RunFilter::admits`, in SQL.
         let sql = format!(
-            "SELECT {} FROM runs WHERE ($1::text IS NULL OR state = $1) ORDER BY created_at DESC, run_id DESC LIMIT $2",
+            "SELECT {} FROM runs WHERE ($1::text IS NULL OR state = $1) AND ($3::text IS NULL OR workflow_id = $3)
+               AND ($4::text IS NULL OR strpos(run_id, $4) > 0 OR strpos(workflow_id, $4) > 0 OR strpos(summary, $4) > 0)
+               AND ($5::bigint IS NULL OR created_at >= $5) AND ($6::bigint IS NULL OR created_at < $6)
+               AND ($7::bigint IS NULL OR created_at < $7 OR (created_at = $7 AND run_id < $8))
+             ORDER BY created_at DESC, run_id DESC LIMIT $2",
             rows::RUN_COLUMNS
         );
         let state = filter.state.map(|s| s.as_str());
         let limit = filter.limit.map(i64::from);
-        let rows = self.read("listing runs", &sql, &[(&state, Type::TEXT), (&limit, Type::INT8)]).await?;
+        let (since, before) =
+            (filter.created_since.map(Timestamp::millis), filter.created_before.map(Timestamp::millis));
+        let (after_at, after_id) =
+            (filter.after.as_ref().map(|(t, _)| t.millis()), filter.after.as_ref().map(|(_, id)| id.clone()));
+        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 8] = [
+            (&state, Type::TEXT),
+            (&limit, Type::INT8),
+            (&filter.workflow_id, Type::TEXT),
+            (&filter.text, Type::TEXT),
+            (&since, Type::INT8),
+            (&before, Type::INT8),
+            (&after_at, Type::INT8),
+            (&after_id, Type::TEXT),
+        ];
+        let rows = self.read("listing runs", &sql, &params).await?;
         rows.iter().map(rows::run_from_row).collect::<Result<_>>().map_err(|e| self.located(e))
     }
 

@@ -419,15 +419,29 @@ impl Store for SqliteStore {
 
     async fn list_runs(&self, filter: RunFilter) -> Result<Vec<Run>> {
         self.read(move |conn| {
+            // The same conditions as `RunFilter::admits`, in SQL.
             let sql = format!(
-                "SELECT {} FROM runs WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC, run_id DESC LIMIT ?2",
+                "SELECT {} FROM runs WHERE (?1 IS NULL OR state = ?1) AND (?3 IS NULL OR workflow_id = ?3)
+                   AND (?4 IS NULL OR instr(run_id, ?4) > 0 OR instr(workflow_id, ?4) > 0 OR instr(summary, ?4) > 0)
+                   AND (?5 IS NULL OR created_at >= ?5) AND (?6 IS NULL OR created_at < ?6)
+                   AND (?7 IS NULL OR created_at < ?7 OR (created_at = ?7 AND run_id < ?8))
+                 ORDER BY created_at DESC, run_id DESC LIMIT ?2",
                 rows::RUN_COLUMNS
             );
             let rows = conn
                 .prepare_cached(&sql)
                 .and_then(|mut st| {
                     st.query_map(
-                        rusqlite::params![filter.state.map(|s| s.as_str()), filter.limit.map_or(-1, i64::from)],
+                        rusqlite::params![
+                            filter.state.map(|s| s.as_str()),
+                            filter.limit.map_or(-1, i64::from),
+                            filter.workflow_id,
+                            filter.text,
+                            filter.created_since.map(Timestamp::millis),
+                            filter.created_before.map(Timestamp::millis),
+                            filter.after.as_ref().map(|(t, _)| t.millis()),
+                            filter.after.as_ref().map(|(_, id)| id.as_str()),
+                        ],
                         rows::run_from_row,
                     )?
                     .collect::<rusqlite::Result<Vec<_>>>()

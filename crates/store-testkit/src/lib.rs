@@ -1051,11 +1051,34 @@ pub async fn list_runs_filters_and_orders<S: Store>(s: &S) {
     }
     let mut c = commit("b", RunState::Queued, at(5));
     c.transition = to(RunState::Failed, "engine start failed: bad input");
+    c.summary = Some("failed: bad input".into());
     s.commit(c).await.unwrap();
     let ids = |runs: Vec<steward_store::Run>| runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
     assert_eq!(ids(s.list_runs(RunFilter::default()).await.unwrap()), ["c", "b", "a"]);
-    assert_eq!(ids(s.list_runs(RunFilter { state: Some(RunState::Queued), limit: None }).await.unwrap()), ["c", "a"]);
-    assert_eq!(ids(s.list_runs(RunFilter { state: None, limit: Some(1) }).await.unwrap()), ["c"]);
+    assert_eq!(
+        ids(s.list_runs(RunFilter { state: Some(RunState::Queued), limit: None, ..Default::default() }).await.unwrap()),
+        ["c", "a"]
+    );
+    assert_eq!(ids(s.list_runs(RunFilter { state: None, limit: Some(1), ..Default::default() }).await.unwrap()), ["c"]);
+
+    // Workflow, text, creation time and keyset pages, all in the store.
+    let other = NewRun { workflow_id: "other".into(), now: at(1), ..new_run("d") };
+    s.create_run(other).await.unwrap();
+    let list = |f: RunFilter| async move { ids(s.list_runs(f).await.unwrap()) };
+    assert_eq!(list(RunFilter { workflow_id: Some("other".into()), ..Default::default() }).await, ["d"]);
+    assert_eq!(list(RunFilter { text: Some("bad input".into()), ..Default::default() }).await, ["b"], "summary text");
+    assert_eq!(list(RunFilter { text: Some("c".into()), ..Default::default() }).await, ["c"], "run id text");
+    // Newest first, and at one time by id, descending.
+    assert_eq!(list(RunFilter { created_since: Some(at(1)), ..Default::default() }).await, ["c", "d", "b"]);
+    assert_eq!(list(RunFilter { created_before: Some(at(1)), ..Default::default() }).await, ["a"]);
+    let page = |after: Option<(Timestamp, String)>| RunFilter { limit: Some(2), after, ..Default::default() };
+    assert_eq!(list(page(None)).await, ["c", "d"]);
+    assert_eq!(list(page(Some((at(1), "d".into())))).await, ["b", "a"], "after d: b (same time, smaller id), then a");
+    assert_eq!(list(page(Some((at(0), "a".into())))).await, Vec::<String>::new());
+    let all = RunFilter::default();
+    for r in s.list_runs(all.clone()).await.unwrap() {
+        assert!(all.admits(&r));
+    }
 }
 
 /// Many concurrent writers (group commit) all land, each run's log intact.

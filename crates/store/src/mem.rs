@@ -380,8 +380,7 @@ impl Store for MemStore {
 
     async fn list_runs(&self, filter: RunFilter) -> Result<Vec<Run>> {
         let state = self.lock();
-        let mut runs: Vec<Run> =
-            state.runs.values().map(|d| d.run.clone()).filter(|r| filter.state.is_none_or(|s| r.state == s)).collect();
+        let mut runs: Vec<Run> = state.runs.values().map(|d| d.run.clone()).filter(|r| filter.admits(r)).collect();
         runs.sort_by(|a, b| (b.created_at, &b.run_id).cmp(&(a.created_at, &a.run_id)));
         if let Some(limit) = filter.limit {
             runs.truncate(limit as usize);

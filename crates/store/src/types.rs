@@ -568,6 +568,32 @@ pub struct RunFilter {
     pub state: Option<RunState>,
     /// At most this many (newest first); `None` for all.
     pub limit: Option<u32>,
+    /// Only runs of this workflow.
+    pub workflow_id: Option<String>,
+    /// Only runs whose id, workflow id or summary contains this text (case-sensitive).
+    pub text: Option<String>,
+    /// Only runs created at or after this time.
+    pub created_since: Option<Timestamp>,
+    /// Only runs created before this time.
+    pub created_before: Option<Timestamp>,
+    /// Only runs that come after this one in the newest-first order (its creation time and
+    /// id): the next page after a page that ended with it.
+    pub after: Option<(Timestamp, String)>,
+}
+
+impl RunFilter {
+    /// Whether `run` passes every condition but the limit.
+    pub fn admits(&self, run: &Run) -> bool {
+        self.state.is_none_or(|s| run.state == s)
+            && self.workflow_id.as_ref().is_none_or(|w| &run.workflow_id == w)
+            && self
+                .text
+                .as_deref()
+                .is_none_or(|t| run.run_id.contains(t) || run.workflow_id.contains(t) || run.summary.contains(t))
+            && self.created_since.is_none_or(|t| run.created_at >= t)
+            && self.created_before.is_none_or(|t| run.created_at < t)
+            && self.after.as_ref().is_none_or(|(t, id)| (run.created_at, &run.run_id) < (*t, id))
+    }
 }
 
 /// How long events are kept, per family (FR-EVT-004: 30 days by default).

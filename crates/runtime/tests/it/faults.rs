@@ -83,7 +83,8 @@ async fn survive<S: Store + Clone>(store: FaultStore<S>, dir: &std::path::Path, 
         let done = done.unwrap_or_else(|e| panic!("seed {seed}: run {id} was not driven to its end: {e}"));
         assert_eq!(done.state, RunState::Completed, "seed {seed}: {done:?}");
     }
-    let running = inner.list_runs(RunFilter { state: Some(RunState::Running), limit: None }).await.unwrap();
+    let running =
+        inner.list_runs(RunFilter { state: Some(RunState::Running), limit: None, ..Default::default() }).await.unwrap();
     assert!(running.is_empty(), "seed {seed}: left running without a driver: {running:?}");
 
     let log = std::fs::read_to_string(dir.join("effects.log")).unwrap();
