@@ -35,12 +35,8 @@ pub(crate) enum Command {
     Run {
         /// The workflow YAML file.
         file: PathBuf,
-        /// An input value, `key=value`, read by the input's declared type. Repeatable.
-        #[arg(long = "input", short = 'i', value_name = "KEY=VALUE")]
-        inputs: Vec<String>,
-        /// A JSON object of input values (`--input` wins on conflicts).
-        #[arg(long, value_name = "FILE")]
-        input_file: Option<PathBuf>,
+        #[command(flatten)]
+        given: InputArgs,
         /// Start the run in the background and print its id.
         #[arg(long)]
         detach: bool,
@@ -52,12 +48,8 @@ pub(crate) enum Command {
     Submit {
         /// The workflow YAML file.
         file: PathBuf,
-        /// An input value, `key=value`, read by the input's declared type. Repeatable.
-        #[arg(long = "input", short = 'i', value_name = "KEY=VALUE")]
-        inputs: Vec<String>,
-        /// A JSON object of input values (`--input` wins on conflicts).
-        #[arg(long, value_name = "FILE")]
-        input_file: Option<PathBuf>,
+        #[command(flatten)]
+        given: InputArgs,
         /// Print one JSON object instead of the id.
         #[arg(long)]
         json: bool,
@@ -85,12 +77,9 @@ pub(crate) enum Command {
         /// Reuse the completed work before this step.
         #[arg(long, value_name = "STEP")]
         from: Option<String>,
-        /// An input value to change, `key=value`, read by the input's declared type. Repeatable.
-        #[arg(long = "input", short = 'i', value_name = "KEY=VALUE")]
-        inputs: Vec<String>,
-        /// A JSON object of input values (`--input` wins on conflicts).
-        #[arg(long, value_name = "FILE")]
-        input_file: Option<PathBuf>,
+        /// The inputs to change.
+        #[command(flatten)]
+        given: InputArgs,
         /// Print the run id and drive it in the background.
         #[arg(long)]
         detach: bool,
@@ -371,4 +360,15 @@ pub(crate) struct ServeArgs {
     /// Seconds steps in flight may take to finish after SIGTERM before they are stopped.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub(crate) grace: u64,
+}
+
+/// Input values on the command line: `--input k=v` (repeatable) and `--input-file F.json`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InputArgs {
+    /// An input value, `key=value`, read by the input's declared type. Repeatable.
+    #[arg(long = "input", short = 'i', value_name = "KEY=VALUE")]
+    pub(crate) inputs: Vec<String>,
+    /// A JSON object of input values (`--input` wins on conflicts).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) input_file: Option<PathBuf>,
 }

@@ -84,8 +84,8 @@ pub(crate) fn print_text(s: &str) -> Result<()> {
 async fn dispatch(cli: &Cli) -> Result<ExitCode> {
     let cfg = &Settings::load(cli)?;
     match &cli.command {
-        Command::Run { file, inputs, input_file, detach, json } => {
-            run(cfg, file, inputs, input_file.as_deref(), *detach, *json).await
+        Command::Run { file, given, detach, json } => {
+            run(cfg, file, &given.inputs, given.input_file.as_deref(), *detach, *json).await
         }
         Command::Restart { run, from, detach, json } => {
             let engine = booted(cfg).await?;
@@ -95,19 +95,19 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 .with_context(|| format!("cannot restart run {run} from step {from}"))?;
             drive_created(cfg, engine, created, *detach, *json).await
         }
-        Command::Fork { run, from, inputs, input_file, detach, json } => {
+        Command::Fork { run, from, given, detach, json } => {
             let engine = booted(cfg).await?;
             let parent = engine.store().get_run(run).await?;
             let source = engine.store().get_definition(&parent.definition_hash).await?;
-            let given = gather_inputs(Path::new(run), &source, inputs, input_file.as_deref())?;
+            let given = gather_inputs(Path::new(run), &source, &given.inputs, given.input_file.as_deref())?;
             let created = engine
                 .fork(run, from.as_deref(), given, &actor())
                 .await
                 .with_context(|| format!("cannot fork run {run}"))?;
             drive_created(cfg, engine, created, *detach, *json).await
         }
-        Command::Submit { file, inputs, input_file, json } => {
-            let req = request(cfg, file, inputs, input_file.as_deref())?;
+        Command::Submit { file, given, json } => {
+            let req = request(cfg, file, &given.inputs, given.input_file.as_deref())?;
             let engine = booted(cfg).await?;
             let what = file.display().to_string();
             let created = engine.create_run(req).await.with_context(|| format!("cannot submit {what}"))?;
