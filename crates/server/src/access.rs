@@ -101,6 +101,76 @@ fn hex(bytes: &[u8; 32]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Where a browser says a request comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Site {
+    /// A page of this server (`Sec-Fetch-Site: same-origin`, or an `Origin` naming this host).
+    Same,
+    /// Another site's page, or an origin the browser would not name (`Origin: null`).
+    Other,
+    /// No browser said: a person typing an address, or a program such as curl.
+    Unsaid,
+}
+
+/// Where `headers` say the request comes from. `Sec-Fetch-Site` is asked first: browsers set it
+/// and pages cannot; `Origin` is the fallback for browsers without it.
+pub(crate) fn site(headers: &axum::http::HeaderMap) -> Site {
+    if let Some(fetch) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return match fetch {
+            "same-origin" => Site::Same,
+            "none" => Site::Unsaid,
+            _ => Site::Other,
+        };
+    }
+    let Some(origin) = headers.get(axum::http::header::ORIGIN) else { return Site::Unsaid };
+    let host = headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok());
+    let origin = origin.to_str().ok();
+    let named = origin.and_then(|o| o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")));
+    if named.is_some() && named == host { Site::Same } else { Site::Other }
+}
+
+/// Whether a `Host` header names this machine's loopback (`localhost`, `127.x.y.z`, `[::1]`,
+/// with or without a port).
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => {
+            host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(n, _)| n)
+        }
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Fences every request passes, whatever it carries:
+/// - on a server that asks no token (loopback), the `Host` must name the loopback: a web page
+///   whose own domain was made to resolve to 127.0.0.1 (DNS rebinding) would otherwise be
+///   same-origin with the API and could read and change everything;
+/// - a request that changes something (any method but GET and HEAD) that a browser says comes
+///   from another site is refused: a page elsewhere cannot post to the API or the console on
+///   the operator's behalf, whatever credentials the browser would attach.
+pub(crate) async fn fence(State(access): State<Access>, request: Request, next: Next) -> Result<Response, ApiError> {
+    let headers = request.headers();
+    if access.open() {
+        let host = headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !loopback_host(host) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "host_refused",
+                "this server answers only requests addressed to the loopback (localhost, 127.0.0.1, [::1]); give it a token to serve other names",
+            ));
+        }
+    }
+    let changes = !matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if changes && site(headers) == Site::Other {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "cross_site",
+            "refused: a request from another site's page cannot change anything here",
+        ));
+    }
+    Ok(next.run(request).await)
+}
+
 /// The middleware: a request the rule does not admit is answered 401 (JSON), or, for a
 /// browser asking for a page, sent to the console's sign-in page.
 pub(crate) async fn check(State(access): State<Access>, request: Request, next: Next) -> Result<Response, ApiError> {
@@ -130,6 +200,40 @@ mod tests {
     }
 
     /// Issue 13 point 3: off loopback, no token means no server.
+    #[test]
+    fn hosts_and_sites_are_read_as_a_browser_means_them() {
+        for ok in ["localhost", "localhost:8420", "127.0.0.1:8420", "127.1.2.3", "[::1]:8420", "[::1]", "LOCALHOST"] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for refused in [
+            "",
+            "evil.example",
+            "evil.example:8420",
+            "localhost.evil.example",
+            "10.0.0.1:8420",
+            "[::2]:80",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!loopback_host(refused), "{refused}");
+        }
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = axum::http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, v.parse().unwrap_or_else(|e| panic!("{e}")));
+            }
+            h
+        };
+        assert_eq!(site(&headers(&[])), Site::Unsaid);
+        assert_eq!(site(&headers(&[("host", "127.0.0.1:8420"), ("origin", "http://127.0.0.1:8420")])), Site::Same);
+        assert_eq!(site(&headers(&[("host", "127.0.0.1:8420"), ("origin", "http://evil.example")])), Site::Other);
+        assert_eq!(site(&headers(&[("host", "127.0.0.1:8420"), ("origin", "null")])), Site::Other);
+        assert_eq!(
+            site(&headers(&[("sec-fetch-site", "same-site"), ("origin", "http://127.0.0.1:8420")])),
+            Site::Other
+        );
+        assert_eq!(site(&headers(&[("sec-fetch-site", "none")])), Site::Unsaid);
+    }
+
     #[test]
     fn a_token_is_required_off_loopback_and_checked_when_set() {
         assert!(matches!(Access::for_listen(addr("0.0.0.0:8420"), None), Err(AccessError::TokenRequired(_))));

@@ -389,20 +389,12 @@ fn timeline(run: &Run, attempts: &[Attempt]) -> String {
     s
 }
 
-/// A post the console's own pages made: the browser says where it came from (`Origin`, or
-/// `Sec-Fetch-Site` for browsers that send it), and it must be this server.
+/// A post the console's own pages made: the browser must say it came from this server (every
+/// request is already refused if it says another site, `access::fence`; a console form also
+/// needs the positive word).
 fn same_origin(headers: &HeaderMap) -> Result<(), ConsoleError> {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        return if site == "same-origin" { Ok(()) } else { Err(ConsoleError::CrossSite) };
-    }
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    match (origin, host) {
-        (Some(origin), Some(host))
-            if origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host) =>
-        {
-            Ok(())
-        }
+    match crate::access::site(headers) {
+        crate::access::Site::Same => Ok(()),
         _ => Err(ConsoleError::CrossSite),
     }
 }

@@ -123,8 +123,11 @@ impl Server {
             .merge(console::router(state.clone()))
             .layer(axum::middleware::from_fn_with_state(self.access.clone(), access::check))
             .layer(DefaultBodyLimit::max(self.config.max_body_bytes));
-        let app: Router =
-            api::probes(state).merge(console::sign_in(self.access.clone())).merge(guarded).fallback(api::no_route);
+        let app: Router = api::probes(state)
+            .merge(console::sign_in(self.access.clone()))
+            .merge(guarded)
+            .fallback(api::no_route)
+            .layer(axum::middleware::from_fn_with_state(self.access.clone(), access::fence));
         let addr = self.config.listen;
         axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

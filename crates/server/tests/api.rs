@@ -620,3 +620,45 @@ async fn the_workers_page_shows_who_holds_what() {
     api.engine.cancel(&id, "test").await.unwrap();
     let _ = driving.await;
 }
+
+/// A web page elsewhere cannot use the operator's browser against the server: on loopback a
+/// `Host` other than the loopback (DNS rebinding) is refused for every request, and a request
+/// that changes something is refused when the browser says another site sent it, with or
+/// without a token. Programs that say nothing (curl) are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_elsewhere_cannot_reach_or_drive_the_server() {
+    let api = start("127.0.0.1:0", None).await;
+    api.engine.boot().await.unwrap();
+    let rebound =
+        api.http.get(format!("{}/api/v1/runs", api.base)).header("host", "evil.example").send().await.unwrap();
+    assert_eq!(rebound.status().as_u16(), 403);
+    assert!(rebound.text().await.unwrap().contains("host_refused"));
+    let named = api.http.get(format!("{}/api/v1/runs", api.base)).header("host", "localhost").send().await.unwrap();
+    assert_eq!(named.status().as_u16(), 200);
+
+    let (_, created) = api.post("/api/v1/runs", json!({"workflow": HELLO, "inputs": {"name": "x"}})).await;
+    let id = created["run_id"].as_str().unwrap().to_owned();
+    let cancel = format!("{}/api/v1/runs/{id}/cancel", api.base);
+    for (header, value) in [("origin", "http://evil.example"), ("sec-fetch-site", "cross-site"), ("origin", "null")] {
+        let res = api.http.post(&cancel).header(header, value).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 403, "{header}: {value}");
+    }
+    assert_eq!(api.get(&format!("/api/v1/runs/{id}")).await.1["state"], "queued", "nothing was cancelled");
+
+    let token = "a3f1c0de5b7e9a2d4c6b8e0f1a3c5e7d";
+    let closed = start("0.0.0.0:0", Some(token)).await;
+    closed.engine.boot().await.unwrap();
+    let res = closed
+        .http
+        .post(format!("{}/api/v1/runs", closed.base))
+        .header("authorization", format!("Bearer {token}"))
+        .header("sec-fetch-site", "cross-site")
+        .header("content-type", "application/json")
+        .body(json!({"workflow": HELLO}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 403, "a token does not make a cross-site post acceptable");
+    let (status, _) = api.post(&format!("/api/v1/runs/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 200, "a program that says nothing about its site is served");
+}
