@@ -88,7 +88,18 @@ impl Counts {
                 self.claims += 1;
                 self.claimed_at.insert(e.workflow_run_id.clone(), e.ts.millis());
             }
-            "run_released" => self.releases += 1,
+            "run_released" => {
+                self.releases += 1;
+                // Handed back before it started anything: no latency to measure for this claim.
+                self.claimed_at.remove(&e.workflow_run_id);
+            }
+            "run_state_changed"
+                if p["to_state"].as_str().is_some_and(|s| s.parse::<RunState>().is_ok_and(RunState::is_terminal)) =>
+            {
+                // A run that ends (cancelled, failed at its start) never starts the attempt a
+                // claim waits for: forget the claim, or the map grows with every such run.
+                self.claimed_at.remove(&e.workflow_run_id);
+            }
             "workflow_recovery" => self.recoveries += 1,
             "llm_inference" => {
                 let model = e.model_id.clone().unwrap_or_else(|| text("model_id"));
@@ -232,4 +243,48 @@ pub(crate) async fn render<S: Store + Clone + Send + Sync + 'static>(
         let _ = writeln!(out, "steward_human_decisions_total{{decision=\"{}\"}} {n}", label(decision));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use steward_core::Timestamp;
+    use steward_core::event::Actor;
+
+    fn event(run: &str, event_type: &str, payload: serde_json::Value, ts: i64) -> Event {
+        Event {
+            id: 0,
+            seq: 0,
+            event_id: String::new(),
+            ts: Timestamp(ts),
+            event_type: event_type.into(),
+            actor: Actor::System,
+            actor_id: "w".into(),
+            trace_id: String::new(),
+            job_id: String::new(),
+            workflow_run_id: run.into(),
+            step_id: None,
+            mt_id: None,
+            model_id: None,
+            capability_id: None,
+            payload,
+        }
+    }
+
+    /// A claim is timed to the next attempt's start, and forgotten when none will come.
+    #[test]
+    fn claims_are_timed_to_their_start_and_forgotten_when_none_comes() {
+        let mut c = Counts::default();
+        c.observe(&event("r1", "run_claimed", json!({}), 1_000));
+        c.observe(&event("r1", "step_attempt_started", json!({}), 1_250));
+        assert_eq!((c.claim_to_start.count, c.claim_to_start.sum), (1, 0.25));
+        c.observe(&event("r2", "run_claimed", json!({}), 2_000));
+        c.observe(&event("r2", "run_released", json!({}), 2_001));
+        c.observe(&event("r3", "run_claimed", json!({}), 3_000));
+        c.observe(&event("r3", "run_state_changed", json!({"to_state": "failed"}), 3_001));
+        c.observe(&event("r4", "run_claimed", json!({}), 4_000));
+        c.observe(&event("r4", "run_state_changed", json!({"to_state": "awaiting_user"}), 4_001));
+        assert_eq!(c.claimed_at.keys().collect::<Vec<_>>(), ["r4"], "only a run that may still start is waited for");
+    }
 }
