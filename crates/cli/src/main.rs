@@ -369,21 +369,11 @@ fn gather_inputs(file: &Path, source: &str, pairs: &[String], input_file: Option
             errors.push(format!("--input `{pair}`: the key is empty"));
             continue;
         }
-        match wf.input(key) {
-            Some(decl) => match steward_core::inputs::from_text(decl.ty, text) {
-                Ok(v) => {
-                    inputs.insert(key.to_owned(), v);
-                }
-                Err(e) => {
-                    // A secret's value is never echoed, even back to whoever typed it.
-                    let e = if decl.secret { steward_core::inputs::hidden(decl.ty) } else { e };
-                    errors.push(format!("--input {key} (declared at line {}): {e}", decl.line))
-                }
-            },
-            // Unknown keys are reported with the others by the engine.
-            None => {
-                inputs.insert(key.to_owned(), Value::String(text.to_owned()));
+        match steward_core::inputs::named_from_text(&wf, key, text) {
+            Ok(v) => {
+                inputs.insert(key.to_owned(), v);
             }
+            Err(e) => errors.push(format!("--input {e}")),
         }
     }
     if !errors.is_empty() {

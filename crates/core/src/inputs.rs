@@ -42,7 +42,21 @@ pub fn coerce(ty: InputType, v: &Value) -> Result<Value, String> {
     }
 }
 
-/// Reads a value given as text on the command line (`--input k=v`) by its declared type.
+/// Reads input `name` of `wf`, given as text (`--input k=v`, a console form field), by its
+/// declared type. A name the workflow does not declare is kept as text: [`resolve`] reports it
+/// with every other problem. A secret's value is never echoed in the error, not even back to
+/// whoever typed it.
+pub fn named_from_text(wf: &Workflow, name: &str, text: &str) -> Result<Value, String> {
+    match wf.input(name) {
+        None => Ok(Value::String(text.to_owned())),
+        Some(decl) => from_text(decl.ty, text).map_err(|e| {
+            let e = if decl.secret { hidden(decl.ty) } else { e };
+            format!("{name} (declared at line {}): {e}", decl.line)
+        }),
+    }
+}
+
+/// Reads a value given as text by its type.
 pub fn from_text(ty: InputType, text: &str) -> Result<Value, String> {
     match ty {
         InputType::String => Ok(Value::String(text.to_owned())),
@@ -120,6 +134,20 @@ pub fn resolve(wf: &Workflow, given: &Map<String, Value>) -> Result<Map<String, 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The one reading of `name=text` the CLI and the console share.
+    #[test]
+    fn named_text_is_read_by_its_declaration() {
+        let wf = crate::workflow::parse(
+            "id: w\nversion: 1\ninputs:\n  n: {type: number}\n  pin: {type: number, secret: true}\nsteps:\n  - {id: a, type: noop}\n",
+        )
+        .unwrap();
+        assert_eq!(named_from_text(&wf, "n", "3"), Ok(json!(3)));
+        assert_eq!(named_from_text(&wf, "n", "x"), Err("n (declared at line 4): expected a number, found `x`".into()));
+        let secret = named_from_text(&wf, "pin", "12ab").unwrap_err();
+        assert!(secret.contains("line 5") && !secret.contains("12ab"), "{secret}");
+        assert_eq!(named_from_text(&wf, "other", "1"), Ok(json!("1")), "left for `resolve` to report");
+    }
 
     #[test]
     fn text_values_follow_the_declared_type() {

@@ -473,17 +473,11 @@ async fn fork<S: Store + Clone + Send + Sync + 'static>(
     let mut errors = Vec::new();
     for (key, text) in form.iter().filter(|(_, v)| !v.trim().is_empty()) {
         let Some(name) = key.strip_prefix("input.") else { continue };
-        match wf.input(name) {
-            Some(decl) => match steward_core::inputs::from_text(decl.ty, text) {
-                Ok(v) => {
-                    inputs.insert(name.to_owned(), v);
-                }
-                Err(e) => {
-                    let e = if decl.secret { steward_core::inputs::hidden(decl.ty) } else { e };
-                    errors.push(format!("{name}: {e}"));
-                }
-            },
-            None => errors.push(format!("{name}: the workflow declares no such input")),
+        match steward_core::inputs::named_from_text(&wf, name, text) {
+            Ok(v) => {
+                inputs.insert(name.to_owned(), v);
+            }
+            Err(e) => errors.push(e),
         }
     }
     if !errors.is_empty() {
