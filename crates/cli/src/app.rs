@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use steward_core::Timestamp;
 use steward_core::event::Event;
+use steward_core::state::RunState;
 use steward_runtime::secrets::{KEY_FILE, Sealer};
 use steward_runtime::{Engine, EngineConfig, Handoff, SystemClock, UuidIds};
 use steward_store::{
@@ -76,6 +77,9 @@ impl Store for Db {
     }
     async fn list_events_since(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Event>> {
         each!(self, s => s.list_events_since(after_id, limit).await)
+    }
+    async fn count_runs(&self) -> StoreResult<Vec<(RunState, u64)>> {
+        each!(self, s => s.count_runs().await)
     }
     async fn last_event_id(&self) -> StoreResult<i64> {
         each!(self, s => s.last_event_id().await)

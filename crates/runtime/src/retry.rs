@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use steward_core::Timestamp;
 use steward_core::event::Event;
 use steward_core::ids::IdGen;
+use steward_core::state::RunState;
 use steward_store::{
     Attempt, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun, PruneReport, Recovered, Result,
     RetentionPolicy, Run, RunFilter, Scan, Store,
@@ -139,6 +140,10 @@ impl<S: Store + Clone> Store for Retrying<S> {
 
     async fn list_events_since(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
         self.retry(|| self.store.list_events_since(after_id, limit)).await
+    }
+
+    async fn count_runs(&self) -> Result<Vec<(RunState, u64)>> {
+        self.retry(|| self.store.count_runs()).await
     }
 
     async fn last_event_id(&self) -> Result<i64> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use steward_core::event::Event;
 use steward_core::state::RunState;
 use steward_runtime::Engine;
-use steward_store::{RunFilter, Store};
+use steward_store::Store;
 use tokio_util::sync::CancellationToken;
 
 /// Upper bounds of the histograms' buckets, in seconds.
@@ -184,11 +184,11 @@ pub(crate) async fn render<S: Store + Clone + Send + Sync + 'static>(
     engine: &Engine<S>,
     metrics: &Metrics,
 ) -> Result<String, steward_store::Error> {
-    let runs = engine.store().list_runs(RunFilter { state: None, limit: None, ..Default::default() }).await?;
+    let counts = engine.store().count_runs().await?;
     let mut out = String::new();
     header(&mut out, "steward_runs", "gauge", "Runs by state, as the store has them now.");
     for state in RunState::ALL {
-        let n = runs.iter().filter(|r| r.state == state).count();
+        let n = counts.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n);
         let _ = writeln!(out, "steward_runs{{state=\"{}\"}} {n}", state.as_str());
     }
     header(

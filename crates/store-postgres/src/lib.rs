@@ -51,6 +51,7 @@ use tokio_postgres::types::{ToSql, Type};
 use steward_core::Timestamp;
 use steward_core::event::Event;
 use steward_core::ids::IdGen;
+use steward_core::state::RunState;
 use steward_store::{
     Attempt, Claim, Claimed, Commit, CommitOutcome, DbClock, Error, Lease, NewRun, PruneReport, Recovered, Result,
     RetentionPolicy, Run, RunFilter, Scan, Store,
@@ -334,6 +335,19 @@ impl Store for PgStore {
         let limit = i64::from(limit);
         let rows = self.read("listing events", &sql, &[(&after_id, Type::INT8), (&limit, Type::INT8)]).await?;
         rows.iter().map(rows::event_from_row).collect::<Result<_>>().map_err(|e| self.located(e))
+    }
+
+    async fn count_runs(&self) -> Result<Vec<(RunState, u64)>> {
+        let rows = self.read("counting runs", "SELECT state, COUNT(*) FROM runs GROUP BY state", &[]).await?;
+        let corrupt = |detail: String| self.located(Error::Corrupt { path: String::new(), detail });
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get(0).map_err(|e| corrupt(format!("run state: {e}")))?;
+                let n: i64 = r.try_get(1).map_err(|e| corrupt(format!("run count: {e}")))?;
+                let state = state.parse::<RunState>().map_err(|e| corrupt(format!("run state: {e}")))?;
+                Ok((state, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
     }
 
     async fn last_event_id(&self) -> Result<i64> {

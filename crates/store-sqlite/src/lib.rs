@@ -24,6 +24,7 @@ use rusqlite::{Connection, OpenFlags, ffi};
 use steward_core::Timestamp;
 use steward_core::event::Event;
 use steward_core::ids::IdGen;
+use steward_core::state::RunState;
 use steward_store::{
     Attempt, Claim, Claimed, Commit, CommitOutcome, DbClock, Error, Lease, NewRun, PruneReport, Recovered, Result,
     RetentionPolicy, Run, RunFilter, Scan, Store,
@@ -486,6 +487,27 @@ impl Store for SqliteStore {
     async fn prune(&self, now: Timestamp, policy: &RetentionPolicy, dry_run: bool) -> Result<PruneReport> {
         let policy = policy.clone();
         self.write(move |conn, ids| ops::prune(conn, ids, now, &policy, dry_run)).await
+    }
+
+    async fn count_runs(&self) -> Result<Vec<(RunState, u64)>> {
+        self.read(|conn| {
+            let rows = conn
+                .prepare_cached("SELECT state, COUNT(*) FROM runs GROUP BY state")
+                .and_then(|mut st| {
+                    st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(map_err(""))?;
+            rows.into_iter()
+                .map(|(state, n)| {
+                    let state = state
+                        .parse::<RunState>()
+                        .map_err(|e| Error::Corrupt { path: String::new(), detail: format!("run state: {e}") })?;
+                    Ok((state, u64::try_from(n).unwrap_or(0)))
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn last_event_id(&self) -> Result<i64> {

@@ -14,6 +14,7 @@ use rand::{RngExt, SeedableRng};
 
 use steward_core::Timestamp;
 use steward_core::event::Event;
+use steward_core::state::RunState;
 use steward_store::{
     Attempt, Commit, CommitOutcome, Error, NewRun, PruneReport, Recovered, Result, RetentionPolicy, Run, RunFilter,
     Scan, Store,
@@ -188,6 +189,10 @@ impl<S: Store + Clone> Store for FaultStore<S> {
 
     async fn list_events_since(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
         self.call(false, self.inner.list_events_since(after_id, limit)).await
+    }
+
+    async fn count_runs(&self) -> Result<Vec<(RunState, u64)>> {
+        self.call(false, self.inner.count_runs()).await
     }
 
     async fn last_event_id(&self) -> Result<i64> {

@@ -1079,6 +1079,9 @@ pub async fn list_runs_filters_and_orders<S: Store>(s: &S) {
     for r in s.list_runs(all.clone()).await.unwrap() {
         assert!(all.admits(&r));
     }
+    let mut counts = s.count_runs().await.unwrap();
+    counts.sort_by_key(|(state, _)| state.as_str());
+    assert_eq!(counts, [(RunState::Failed, 1), (RunState::Queued, 3)]);
 }
 
 /// Many concurrent writers (group commit) all land, each run's log intact.

@@ -195,6 +195,9 @@ pub trait Store: Send + Sync + 'static {
     /// order, so no event below it can still appear.
     fn last_event_id(&self) -> impl Future<Output = Result<i64>> + Send;
 
+    /// How many runs are in each state; a state no run is in is absent.
+    fn count_runs(&self) -> impl Future<Output = Result<Vec<(steward_core::state::RunState, u64)>>> + Send;
+
     /// Retention (FR-EVT-004): removes events past their family's retention,
     /// never those of a run that is not terminal. In the same transaction, and
     /// before anything is deleted, records a `prune_report` event (HSK-GC-003/004)

@@ -443,6 +443,15 @@ impl Store for MemStore {
         Ok(self.lock().events.iter().filter(|e| e.id > after_id).take(limit as usize).cloned().collect())
     }
 
+    async fn count_runs(&self) -> Result<Vec<(RunState, u64)>> {
+        let state = self.lock();
+        Ok(RunState::ALL
+            .into_iter()
+            .map(|s| (s, state.runs.values().filter(|d| d.run.state == s).count() as u64))
+            .filter(|(_, n)| *n > 0)
+            .collect())
+    }
+
     async fn last_event_id(&self) -> Result<i64> {
         Ok(self.lock().events.iter().map(|e| e.id).max().unwrap_or(0))
     }

@@ -165,6 +165,9 @@ impl Store for GatedStore {
     async fn get_definition(&self, hash: &str) -> Result<String> {
         self.inner.get_definition(hash).await
     }
+    async fn count_runs(&self) -> Result<Vec<(steward_core::state::RunState, u64)>> {
+        self.inner.count_runs().await
+    }
     async fn last_event_id(&self) -> Result<i64> {
         self.inner.last_event_id().await
     }
