@@ -149,6 +149,39 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Approve an approval step that waits for a decision, then continue the run.
+    Approve {
+        /// The run id.
+        run: String,
+        /// The approval step.
+        step: String,
+        /// A field of the step's form, `key=value`, read by the field's declared type. Repeatable.
+        #[arg(long = "field", short = 'f', value_name = "KEY=VALUE")]
+        fields: Vec<String>,
+        /// Why, recorded with the decision.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject an approval step that waits for a decision, then continue the run (by the step's
+    /// `on_reject`, or the step fails).
+    Reject {
+        /// The run id.
+        run: String,
+        /// The approval step.
+        step: String,
+        /// Why, recorded with the decision.
+        #[arg(long)]
+        comment: String,
+        /// A field of the step's form, `key=value`. Repeatable.
+        #[arg(long = "field", short = 'f', value_name = "KEY=VALUE")]
+        fields: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a run that has not finished; its running commands are stopped.
     Cancel {
         /// The run id.

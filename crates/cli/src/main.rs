@@ -203,6 +203,12 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let done = follow(&engine, *json, engine.gate(run, &actor(), decision, reason.as_deref())).await?;
             report(&engine, done, *json).await
         }
+        Command::Approve { run, step, fields, comment, json } => {
+            decide(cfg, run, step, HumanDecision::Approve, fields, comment.as_deref(), *json).await
+        }
+        Command::Reject { run, step, fields, comment, json } => {
+            decide(cfg, run, step, HumanDecision::Reject, fields, Some(comment), *json).await
+        }
         Command::Recover { json } => {
             let engine = app::engine(cfg).await?;
             let recovered = engine.recover().await?;
@@ -259,6 +265,36 @@ async fn booted(cfg: &Settings) -> Result<Engine<app::Db>> {
         );
     }
     Ok(engine)
+}
+
+/// `steward approve|reject RUN STEP`: a person's decision on an approval step, then the run
+/// continued here if the decision left it for anyone to take.
+async fn decide(
+    cfg: &Settings,
+    run: &str,
+    step: &str,
+    decision: HumanDecision,
+    fields: &[String],
+    comment: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    // Issue 11: human decisions come from humans, never from a step's command.
+    if let Some(why) = human::inside_a_step() {
+        bail!("a human decision cannot be recorded from inside a workflow step ({why})");
+    }
+    let fields = fields
+        .iter()
+        .map(|f| match f.split_once('=') {
+            Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+            None => Err(anyhow::anyhow!("--field `{f}`: expected KEY=VALUE")),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let engine = booted(cfg).await?;
+    let started = engine.store().get_run(run).await?.created_at;
+    cfg.check_unchanged_since(run, started)?;
+    let d = steward_runtime::Decision { decision, fields, comment: comment.map(str::to_owned) };
+    let done = follow(&engine, json, engine.approve(run, step, &actor(), &d)).await?;
+    report(&engine, done, json).await
 }
 
 /// Warnings about a definition that runs but should change: secrets written in it (issue 11).

@@ -159,7 +159,8 @@ pub(crate) fn finished_text(run: &Run, attempts: &[Attempt]) -> String {
             let _ = writeln!(s, "the run is recorded; continue it with `steward resume {}`", run.run_id);
         }
         RunState::AwaitingUser => {
-            let _ = writeln!(s, "the run waits for you: `steward gate {} continue` or `abort`", run.run_id);
+            // The summary names each waiting step and the command that answers it.
+            let _ = writeln!(s, "the run waits for you: answer as the summary says");
         }
         _ => {
             let _ = writeln!(s, "inspect it with `steward status {}` and `steward events {}`", run.run_id, run.run_id);

@@ -232,7 +232,7 @@ pub const REGISTRY: &[EventSpec] = &[
             req("owner", Str),
             req("epoch", Int),
             req("lease_ms", Int),
-            req("from_state", OneOf(&["queued", "running", "stalled"])),
+            req("from_state", OneOf(&["queued", "running", "stalled", "awaiting_user"])),
             opt("previous_owner", Str),
         ],
     },
@@ -397,6 +397,8 @@ pub const REGISTRY: &[EventSpec] = &[
             opt("step_id", Str),
             opt("attempt", Int),
             opt("consent_receipt", Str),
+            // An approval's form as the person filled it in.
+            opt("fields", Object),
         ],
     },
     // Housekeeping (HSK-GC-003/004).

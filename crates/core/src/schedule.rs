@@ -9,7 +9,7 @@
 
 use crate::state::AttemptStatus;
 use crate::time::Timestamp;
-use crate::workflow::Workflow;
+use crate::workflow::{Decided, StepKind, Workflow};
 
 /// What the planner needs to know about one persisted attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +26,8 @@ pub struct AttemptFact<'a> {
     pub retryable: bool,
     /// For a failed attempt: why.
     pub error: Option<&'a str>,
+    /// When it started.
+    pub started_at: Timestamp,
     /// When it ended.
     pub finished_at: Option<Timestamp>,
     /// For a completed attempt: the steps its completion routed to.
@@ -34,6 +36,9 @@ pub struct AttemptFact<'a> {
     pub answered: bool,
     /// For a completed attempt: whether it skipped some of its work.
     pub with_issues: bool,
+    /// For a completed attempt of an approval: it was rejected or timed out (and routed by
+    /// `on_reject` or `on_timeout`), so the steps that `need` it do not go.
+    pub declined: bool,
 }
 
 /// An attempt to record and start.
@@ -77,7 +82,7 @@ pub enum Verdict {
 pub struct Plan {
     /// Attempts to record and start now, in file order.
     pub start: Vec<Start>,
-    /// The earliest time a delayed retry becomes due.
+    /// The earliest time a delayed retry becomes due or a waiting approval times out.
     pub wake_at: Option<Timestamp>,
     /// The run's verdict.
     pub verdict: Verdict,
@@ -86,6 +91,8 @@ pub struct Plan {
 #[derive(Default, Clone)]
 struct StepTally {
     completed: u32,
+    /// Completions that let the steps needing it go: all but declined approvals.
+    passed: u32,
     visits: u32,
     max_attempt: u32,
     running: bool,
@@ -112,6 +119,7 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
             AttemptStatus::Running => t.running = true,
             AttemptStatus::Completed => {
                 t.completed += 1;
+                t.passed += u32::from(!f.declined);
                 for r in f.routes {
                     if let Some(j) = wf.step_index(r) {
                         arrivals[j] += 1;
@@ -123,14 +131,17 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
     }
     for (i, needs) in wf.graph.joins.iter().enumerate() {
         if let Some(needs) = needs {
-            arrivals[i] = needs.iter().map(|&d| tally[d].completed).min().unwrap_or(1);
+            arrivals[i] = needs.iter().map(|&d| tally[d].passed).min().unwrap_or(1);
         }
     }
 
     let running = tally.iter().filter(|t| t.running).count();
     let mut candidates = Vec::new();
+    // Steps stopped for a person: a gate holds the whole run, an approval only what needs it.
     let mut waiting = Vec::new();
+    let mut approvals = Vec::new();
     let mut wake_at: Option<Timestamp> = None;
+    let mut approval_due: Option<Timestamp> = None;
     for (i, step) in wf.steps.iter().enumerate() {
         let t = &tally[i];
         if t.running {
@@ -148,9 +159,20 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
                 let again =
                     Start { step_index: i, step_id: step.id.clone(), attempt: t.max_attempt + 1, visit: t.visits };
                 if last.status == AttemptStatus::AwaitingUser {
-                    // Waiting for a person is not a failed try: the answer starts a fresh attempt.
-                    if last.answered {
+                    // Waiting for a person is not a failed try: the answer (or an approval's
+                    // timeout) starts a fresh attempt, which reads it.
+                    let timeout = match &step.kind {
+                        StepKind::Approval(a) => Some(a.timeout_seconds),
+                        _ => None,
+                    };
+                    let due = timeout
+                        .flatten()
+                        .map(|secs| last.finished_at.unwrap_or(now).plus_millis((secs as i64).saturating_mul(1000)));
+                    if last.answered || due.is_some_and(|d| d <= now) {
                         candidates.push(again);
+                    } else if timeout.is_some() {
+                        approvals.push(step.id.clone());
+                        approval_due = earliest(approval_due, due);
                     } else {
                         waiting.push(step.id.clone());
                     }
@@ -177,7 +199,7 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
                 if due <= now {
                     candidates.push(again);
                 } else {
-                    wake_at = Some(wake_at.map_or(due, |w| w.min(due)));
+                    wake_at = earliest(wake_at, Some(due));
                 }
                 continue;
             }
@@ -192,12 +214,17 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
         }
     }
 
+    let awaiting = |mut steps: Vec<String>| {
+        steps.extend(approvals.iter().cloned());
+        steps.sort_by_key(|s| wf.step_index(s));
+        Plan { start: Vec::new(), wake_at: approval_due, verdict: Verdict::AwaitingUser { steps } }
+    };
     if !waiting.is_empty() {
-        // A run waiting for a person starts nothing new; what runs finishes first.
+        // A run waiting at a gate starts nothing new; what runs finishes first.
         if running > 0 {
             return Plan { start: Vec::new(), wake_at: None, verdict: Verdict::Continue };
         }
-        return Plan { start: Vec::new(), wake_at: None, verdict: Verdict::AwaitingUser { steps: waiting } };
+        return awaiting(waiting);
     }
     let capacity = (wf.limits.max_concurrent_steps as usize).saturating_sub(running);
     let mut start: Vec<Start> = candidates.into_iter().take(capacity).collect();
@@ -213,13 +240,19 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
         }
     }
     if !start.is_empty() || running > 0 || wake_at.is_some() {
-        return Plan { start, wake_at, verdict: Verdict::Continue };
+        // An approval's timeout wakes the run like a retry's backoff while other work goes on.
+        return Plan { start, wake_at: earliest(wake_at, approval_due), verdict: Verdict::Continue };
+    }
+    if !approvals.is_empty() {
+        // Only approvals are left to wait for: the run waits for a person, woken by a decision
+        // or by the first timeout.
+        return awaiting(Vec::new());
     }
     // Nothing runs and nothing can start: a join still short of some needs is stuck.
     for (i, needs) in wf.graph.joins.iter().enumerate() {
         if let Some(needs) = needs
-            && let Some(&missing) = needs.iter().find(|&&d| tally[d].completed <= tally[i].visits)
-            && needs.iter().any(|&d| tally[d].completed > tally[i].visits)
+            && let Some(&missing) = needs.iter().find(|&&d| tally[d].passed <= tally[i].visits)
+            && needs.iter().any(|&d| tally[d].passed > tally[i].visits)
         {
             return failed(format!(
                 "step `{}` waits for `{}`, which can no longer run",
@@ -236,6 +269,44 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
 /// interrupted (design decision 5): `limits.max_recoveries` bounds those instead.
 fn charged(status: AttemptStatus) -> bool {
     !matches!(status, AttemptStatus::AwaitingUser | AttemptStatus::Interrupted)
+}
+
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// How long, in all, some step of the run has waited for a person by `now`: from the end of
+/// each attempt that stopped for one to the start of the attempt after it (or `now`), overlaps
+/// counted once. A run's `run_timeout_seconds` bounds its own time, not a person's.
+pub fn waited_for_people(facts: &[AttemptFact<'_>], now: Timestamp) -> i64 {
+    let mut spans: Vec<(i64, i64)> = facts
+        .iter()
+        .filter(|f| f.status == AttemptStatus::AwaitingUser)
+        .filter_map(|w| {
+            let from = w.finished_at?;
+            let until = facts
+                .iter()
+                .filter(|n| n.step_id == w.step_id && n.attempt > w.attempt)
+                .map(|n| n.started_at)
+                .min()
+                .unwrap_or(now);
+            (until > from).then_some((from.0, until.0))
+        })
+        .collect();
+    spans.sort_unstable();
+    let mut total = 0;
+    let mut covered = i64::MIN;
+    for (from, until) in spans {
+        let from = from.max(covered);
+        if until > from {
+            total += until - from;
+            covered = until;
+        }
+    }
+    total
 }
 
 fn failed(reason: String) -> Plan {
@@ -263,11 +334,11 @@ pub fn downstream(wf: &Workflow, from: usize) -> Vec<bool> {
 }
 
 /// The steps a completed attempt of `step_id` routes to, recorded with it.
-/// For a review, `approved` is its decision.
-pub fn routes_of(wf: &Workflow, step_id: &str, approved: Option<bool>) -> Vec<String> {
+/// For a review or an approval, `decided` is its decision.
+pub fn routes_of(wf: &Workflow, step_id: &str, decided: Option<Decided>) -> Vec<String> {
     wf.step_index(step_id)
         .map(|i| {
-            wf.graph.routes_after(&wf.steps[i].route, i, approved).iter().map(|&j| wf.steps[j].id.clone()).collect()
+            wf.graph.routes_after(&wf.steps[i].route, i, decided).iter().map(|&j| wf.steps[j].id.clone()).collect()
         })
         .unwrap_or_default()
 }
@@ -295,10 +366,12 @@ mod tests {
                     status: *st,
                     retryable: *retryable,
                     error: None,
+                    started_at: Timestamp(*fin),
                     finished_at: Some(Timestamp(*fin)),
                     routes,
                     answered: false,
                     with_issues: false,
+                    declined: false,
                 })
                 .collect()
         }
@@ -361,7 +434,7 @@ mod tests {
                 log.push(format!("{}#{}", s.step_id, s.attempt));
                 let approved = (s.step_id == "review").then(|| {
                     reviews += 1;
-                    reviews >= 2
+                    if reviews >= 2 { Decided::Approved } else { Decided::Rejected }
                 });
                 let routes = routes_of(&wf, &s.step_id, approved);
                 hist.0.push(Row(s.step_id, s.attempt, s.visit, Completed, true, 0, routes));
@@ -522,5 +595,76 @@ mod tests {
         let mut facts = hist.facts();
         facts[1].answered = true;
         assert_eq!(plan(&wf, &facts, Timestamp(0)).start.len(), 1);
+    }
+
+    const SIGN_OFF: &str = "id: s\nversion: 1\nsteps:\n  - {id: build, type: noop}\n  - {id: sign, type: approval, prompt: ship?, needs: [build], timeout_seconds: 60, on_timeout: late, on_reject: late}\n  - {id: docs, type: noop, needs: [build]}\n  - {id: ship, type: noop, needs: [sign]}\n  - {id: late, type: noop}\n";
+
+    /// An approval inside a `needs` DAG holds back only the steps that need it: `docs` runs
+    /// while `sign` waits, and the run waits for a person only once nothing else can go, woken
+    /// by the approval's timeout.
+    #[test]
+    fn an_approval_holds_back_only_the_steps_that_need_it() {
+        let wf = parse(SIGN_OFF).unwrap();
+        let mut rows = vec![
+            Row("build".into(), 1, 1, Completed, false, 0, vec![]),
+            Row("sign".into(), 1, 1, AwaitingUser, false, 1000, vec![]),
+        ];
+        let p = plan(&wf, &Hist(rows.clone()).facts(), Timestamp(1000));
+        assert_eq!(p.start.iter().map(|s| s.step_id.as_str()).collect::<Vec<_>>(), ["docs"]);
+        assert_eq!((p.verdict, p.wake_at), (Verdict::Continue, Some(Timestamp(61_000))));
+
+        rows.push(Row("docs".into(), 1, 1, Completed, false, 2000, vec![]));
+        let p = plan(&wf, &Hist(rows.clone()).facts(), Timestamp(2000));
+        assert_eq!(p.verdict, Verdict::AwaitingUser { steps: vec!["sign".into()] });
+        assert_eq!((p.start.len(), p.wake_at), (0, Some(Timestamp(61_000))));
+
+        // The timeout starts the attempt that reads the decision (or its absence).
+        let p = plan(&wf, &Hist(rows.clone()).facts(), Timestamp(61_000));
+        assert_eq!(p.start, vec![Start { step_index: 1, step_id: "sign".into(), attempt: 2, visit: 1 }]);
+
+        // Declined (routed to `late`): `ship`, which needs the approval, never goes, and the
+        // run completes once `late` has.
+        rows.push(Row("sign".into(), 2, 1, Completed, false, 61_000, vec!["late".into()]));
+        let hist = Hist(rows.clone());
+        let mut facts = hist.facts();
+        facts.last_mut().unwrap().declined = true;
+        let p = plan(&wf, &facts, Timestamp(61_000));
+        assert_eq!(p.start.iter().map(|s| s.step_id.as_str()).collect::<Vec<_>>(), ["late"]);
+        rows.push(Row("late".into(), 1, 1, Completed, false, 62_000, vec![]));
+        let hist = Hist(rows.clone());
+        let mut facts = hist.facts();
+        facts[3].declined = true;
+        assert_eq!(plan(&wf, &facts, Timestamp(62_000)).verdict, Verdict::Completed { with_issues: false });
+        // Approved instead: `ship` goes.
+        let hist = Hist(rows[..4].to_vec());
+        let p = plan(&wf, &hist.facts(), Timestamp(61_000));
+        assert!(p.start.iter().any(|s| s.step_id == "ship"), "{p:?}");
+    }
+
+    /// A gate waiting beside an approval holds the run; both are named.
+    #[test]
+    fn a_gate_and_an_approval_wait_together() {
+        let src = "id: g\nversion: 1\nsteps:\n  - {id: a, type: noop}\n  - {id: sign, type: approval, prompt: ok?, needs: []}\n";
+        let wf = parse(src).unwrap();
+        let hist = Hist(vec![
+            Row("a".into(), 1, 1, AwaitingUser, false, 0, vec![]),
+            Row("sign".into(), 1, 1, AwaitingUser, false, 0, vec![]),
+        ]);
+        let p = plan(&wf, &hist.facts(), Timestamp(5));
+        assert_eq!(p.verdict, Verdict::AwaitingUser { steps: vec!["a".into(), "sign".into()] });
+        assert_eq!(p.wake_at, None, "an approval without a timeout waits for ever");
+    }
+
+    #[test]
+    fn time_waiting_for_people_is_counted_once() {
+        let hist = Hist(vec![
+            Row("a".into(), 1, 1, AwaitingUser, false, 1000, vec![]),
+            Row("b".into(), 1, 1, AwaitingUser, false, 1500, vec![]),
+            Row("a".into(), 2, 1, Completed, false, 3000, vec![]),
+            Row("b".into(), 2, 1, Completed, false, 4000, vec![]),
+            Row("c".into(), 1, 1, AwaitingUser, false, 9000, vec![]),
+        ]);
+        // [1000, 3000) and [1500, 4000) overlap into 3000 ms; `c` has waited 1000 ms by 10000.
+        assert_eq!(waited_for_people(&hist.facts(), Timestamp(10_000)), 4000);
     }
 }

@@ -233,18 +233,30 @@ pub enum HumanDecision {
     Continue,
     /// Stop: the step fails.
     Abort,
+    /// At an approval step: go on by `on_approve`.
+    Approve,
+    /// At an approval step: go by `on_reject`, or fail the step.
+    Reject,
 }
 
 impl HumanDecision {
     /// Every decision.
-    pub const ALL: [HumanDecision; 2] = [HumanDecision::Continue, HumanDecision::Abort];
+    pub const ALL: [HumanDecision; 4] =
+        [HumanDecision::Continue, HumanDecision::Abort, HumanDecision::Approve, HumanDecision::Reject];
 
     /// The spelling of `steward gate RUN continue|abort` and of the `human_decision` event.
     pub fn as_str(self) -> &'static str {
         match self {
             HumanDecision::Continue => "continue",
             HumanDecision::Abort => "abort",
+            HumanDecision::Approve => "approve",
+            HumanDecision::Reject => "reject",
         }
+    }
+
+    /// Whether this decides an approval step (`approve`, `reject`) rather than a gate.
+    pub fn decides_approval(self) -> bool {
+        matches!(self, HumanDecision::Approve | HumanDecision::Reject)
     }
 }
 

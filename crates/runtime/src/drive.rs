@@ -15,12 +15,12 @@ use steward_core::Timestamp;
 use steward_core::event::Actor;
 use steward_core::schedule::{self, AttemptFact, Plan, Verdict};
 use steward_core::state::{AttemptStatus, RunState, TransitionCause};
-use steward_core::workflow::{Step, Workflow};
+use steward_core::workflow::{Decided, Step, StepKind, Workflow};
 use steward_store::{Attempt, AttemptFinish, AttemptStart, Commit, Lease, Release, Run, Store, Transition};
 
 use crate::engine::{Driving, Engine, Error, Handoff, ProgressUpdate, Result};
 use crate::halt::{Halt, Stop};
-use crate::micro_task::job::{CommitFn, FenceFn, RunWriter};
+use crate::micro_task::job::{CommitFn, FenceFn, ReadFn, RunWriter};
 use crate::step::{self, AttemptRecorder, Scope, StepDone, Work};
 use steward_core::event::NewEvent;
 use steward_tools::bus::ToolBus;
@@ -51,7 +51,8 @@ struct RunCtx {
     data_dir: std::path::PathBuf,
     wf: Workflow,
     attempts: Vec<Attempt>,
-    deadline: Timestamp,
+    /// When the run started: its timeout counts from here.
+    started_at: Timestamp,
     env: Arc<std::collections::BTreeMap<String, String>>,
     writer: RunWriter,
 }
@@ -61,16 +62,31 @@ impl RunCtx {
     fn plan(&self, finished: &mut [StepDone], now: Timestamp) -> Plan {
         for d in finished.iter_mut() {
             if d.finish.status == AttemptStatus::Completed {
-                let decision = d.finish.output.as_ref().and_then(|o| o.get("decision")).and_then(|v| v.as_str());
-                d.finish.routes = schedule::routes_of(&self.wf, &d.finish.step_id, decision.map(|d| d == "approve"));
+                d.finish.routes = schedule::routes_of(&self.wf, &d.finish.step_id, decided(d.finish.output.as_ref()));
             }
         }
-        if now >= self.deadline {
+        let view = self.view(finished, now);
+        let facts = facts(&self.wf, &view);
+        if now >= self.deadline(&facts, now) {
             let reason = format!("workflow run timed out after {}s", self.wf.limits.run_timeout_seconds);
             return Plan { start: Vec::new(), wake_at: None, verdict: Verdict::Failed { reason } };
         }
-        let view = self.view(finished, now);
-        schedule::plan(&self.wf, &facts(&view), now)
+        schedule::plan(&self.wf, &facts, now)
+    }
+
+    /// When the run times out: `run_timeout_seconds` after it started, plus the time some step
+    /// has waited for a person (an approval may wait for days; the run's own work may not).
+    fn deadline(&self, facts: &[AttemptFact<'_>], now: Timestamp) -> Timestamp {
+        self.started_at
+            .plus_millis((self.wf.limits.run_timeout_seconds as i64).saturating_mul(1000))
+            .plus_millis(schedule::waited_for_people(facts, now))
+    }
+
+    /// Whether an approval of this run waits for a decision this view does not have yet.
+    fn awaits_decision(&self) -> bool {
+        waiting(&self.attempts).iter().any(|a| {
+            a.answer.is_none() && matches!(self.wf.step(&a.step_id).map(|s| &s.kind), Some(StepKind::Approval(_)))
+        })
     }
 
     fn view(&self, finished: &[StepDone], now: Timestamp) -> Vec<Attempt> {
@@ -105,10 +121,21 @@ impl RunCtx {
             }
             Verdict::AwaitingUser { steps } => {
                 let view = self.view(&finished, now);
+                let run_id = &self.run.run_id;
                 let why: Vec<String> = steps
                     .iter()
                     .filter_map(|s| view.iter().rev().find(|a| &a.step_id == s))
-                    .map(|a| format!("step {}: {}", a.step_id, a.error.as_deref().unwrap_or("waiting for a person")))
+                    .map(|a| match self.wf.step(&a.step_id).map(|s| &s.kind) {
+                        Some(StepKind::Approval(_)) => format!(
+                            "approval {0} waits for a decision (`steward approve {run_id} {0}` or `steward reject {run_id} {0}`)",
+                            a.step_id
+                        ),
+                        _ => format!(
+                            "step {}: {} (`steward gate {run_id} continue|abort`)",
+                            a.step_id,
+                            a.error.as_deref().unwrap_or("waiting for a person")
+                        ),
+                    })
                     .collect();
                 let reason = why.join("; ");
                 c.transition = Some(Transition {
@@ -116,7 +143,9 @@ impl RunCtx {
                     cause: TransitionCause::Engine,
                     reason: reason.clone(),
                 });
-                c.summary = Some(format!("{reason}; answer with `steward gate {} continue|abort`", self.run.run_id));
+                // The first approval timeout wakes the run by itself (any worker claims it then).
+                c.wake_after_ms = plan.wake_at.map(|w| u64::try_from(w.since(now)).unwrap_or(0));
+                c.summary = Some(reason);
             }
             Verdict::Failed { reason } => {
                 c.transition =
@@ -170,12 +199,21 @@ impl RunCtx {
     }
 }
 
-fn facts(attempts: &[Attempt]) -> Vec<AttemptFact<'_>> {
+/// How a completed review or approval was decided, as its output says.
+fn decided(output: Option<&serde_json::Value>) -> Option<Decided> {
+    output.and_then(|o| o.get("decision")).and_then(|v| v.as_str()).and_then(Decided::parse)
+}
+
+fn facts<'a>(wf: &Workflow, attempts: &'a [Attempt]) -> Vec<AttemptFact<'a>> {
     attempts
         .iter()
         .map(|a| AttemptFact {
             answered: a.answer.is_some(),
             with_issues: a.with_issues,
+            declined: a.status == AttemptStatus::Completed
+                && matches!(wf.step(&a.step_id).map(|s| &s.kind), Some(StepKind::Approval(_)))
+                && decided(a.output.as_ref()) != Some(Decided::Approved),
+            started_at: a.started_at,
             step_id: &a.step_id,
             attempt: a.attempt,
             visit: a.visit,
@@ -372,16 +410,23 @@ impl<S: Store + Clone> Engine<S> {
                 })
             }
         });
+        let read: Arc<ReadFn> = Arc::new({
+            let (store, run_id) = (self.inner.store.clone(), run_id.to_owned());
+            move || {
+                let (store, run_id) = (store.clone(), run_id.clone());
+                Box::pin(async move { store.list_attempts(&run_id).await.map_err(|e| e.to_string()) })
+            }
+        });
         let writer = RunWriter {
             commit,
             fence,
+            read,
             clock: self.inner.clock.clone(),
             run_id: run_id.to_owned(),
             owner: owner.clone(),
             epoch: lease.epoch,
         };
         let started_at = run.started_at.unwrap_or_else(|| self.inner.clock.now());
-        let deadline = started_at.plus_millis((wf.limits.run_timeout_seconds as i64).saturating_mul(1000));
         let env = Arc::new(self.inner.config.env.clone());
         let (inputs, secrets) = self.secrets_open(&run)?;
         let bus = if secrets.is_empty() {
@@ -399,7 +444,19 @@ impl<S: Store + Clone> Engine<S> {
         };
         let data_dir = &self.inner.config.data_dir;
         let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.clone());
-        Ok(Ok(RunCtx { run, inputs, bus, data_dir, wf, attempts, deadline, env, writer }))
+        Ok(Ok(RunCtx { run, inputs, bus, data_dir, wf, attempts, started_at, env, writer }))
+    }
+
+    /// Copies the decisions people recorded on the run's waiting attempts since this view was
+    /// read (a read that fails is tried again at the next look).
+    async fn pick_up_decisions(&self, ctx: &mut RunCtx) {
+        let Ok(stored) = self.inner.store.list_attempts(&ctx.run.run_id).await else { return };
+        for a in ctx.attempts.iter_mut().filter(|a| a.status == AttemptStatus::AwaitingUser && a.answer.is_none()) {
+            if let Some(s) = stored.iter().find(|s| s.step_id == a.step_id && s.attempt == a.attempt) {
+                a.answer = s.answer;
+                a.answer_detail = s.answer_detail.clone();
+            }
+        }
     }
 
     /// Commits `c`; `Ok(None)` when the run was taken away (cancelled or recovered elsewhere).
@@ -532,9 +589,10 @@ impl<S: Store + Clone> Engine<S> {
                 let recorder = self.recorder(&ctx, &s.0.id, s.1);
                 in_flight.spawn(s, bus.clone(), halt.clone(), recorder);
             }
+            let deadline = ctx.deadline(&facts(&ctx.wf, &ctx.attempts), now);
             if in_flight.is_empty()
                 && self.inner.config.handoff == Handoff::Workers
-                && let Some(due) = plan.wake_at.filter(|&w| w < ctx.deadline)
+                && let Some(due) = plan.wake_at.filter(|&w| w < deadline)
                 && due.since(now) >= self.inner.config.heartbeat_interval.as_millis() as i64
             {
                 // Only a retry's backoff is left to wait for: the run is parked, and a worker's
@@ -542,9 +600,15 @@ impl<S: Store + Clone> Engine<S> {
                 self.park(&mut ctx, due.since(now)).await?;
                 return Ok(self.inner.store.get_run(run_id).await?);
             }
-            let wake = plan.wake_at.unwrap_or(ctx.deadline).min(ctx.deadline);
+            let wake = plan.wake_at.unwrap_or(deadline).min(deadline);
             let wake_in = std::time::Duration::from_millis(wake.since(self.inner.clock.now()).max(0) as u64);
+            let awaits_decision = ctx.awaits_decision();
             tokio::select! {
+                // A decision lands on a running run without moving it: look for it as often as
+                // for a cancel.
+                () = tokio::time::sleep(self.inner.config.watch_interval), if awaits_decision => {
+                    self.pick_up_decisions(&mut ctx).await;
+                }
                 Some(f) = in_flight.next(), if !in_flight.is_empty() => {
                     finished.push(f);
                     // Completions that arrived meanwhile share the next commit.

@@ -62,6 +62,28 @@ pub enum Error {
     /// The heartbeat and stall threshold would let a live run be declared stalled.
     #[error("liveness settings: {0}")]
     Liveness(String),
+    /// A decision an approval step does not take: an unknown step, a step of another type,
+    /// or `continue`/`abort`.
+    #[error("{0}")]
+    Decision(String),
+    /// The person is not among the approval's approvers.
+    #[error("`{who}` may not decide step `{step_id}`: its approvers are {}", .approvers.join(", "))]
+    NotApprover {
+        /// The approval step.
+        step_id: String,
+        /// Who tried.
+        who: String,
+        /// Who may.
+        approvers: Vec<String>,
+    },
+    /// The step does not wait for a decision (not yet, or no longer).
+    #[error("step `{step_id}` of run `{run_id}` does not wait for a decision")]
+    NotWaiting {
+        /// The run.
+        run_id: String,
+        /// The step.
+        step_id: String,
+    },
     /// Another live process is executing the run.
     #[error(
         "run `{run_id}` is being executed by {owner} (lease last renewed {age_secs}s ago); if that process has stopped, the run can be resumed once its lease runs out (the stall threshold)"
@@ -497,7 +519,7 @@ impl<S: Store + Clone> Engine<S> {
 
     /// Claims one run for this process and drives it; [`Error::RunningElsewhere`] if another
     /// holds it (a worker was quicker), or the state it is in if it is not claimable.
-    async fn take(&self, run_id: &str) -> Result<Run> {
+    pub(crate) async fn take(&self, run_id: &str) -> Result<Run> {
         match self.claim(Some(run_id), 1, &[], false).await?.pop() {
             Some(claimed) => self.drive_claimed(claimed).await,
             None => {
@@ -638,7 +660,7 @@ impl<S: Store + Clone> Engine<S> {
                 return Err(Error::WrongState {
                     run_id: run.run_id,
                     state: run.state,
-                    hint: "it waits for a person: answer with `steward gate RUN continue|abort`",
+                    hint: "it waits for a person: answer a gate with `steward gate RUN continue|abort`, an approval with `steward approve|reject RUN STEP`",
                 });
             }
             finished => {
@@ -751,11 +773,21 @@ impl<S: Store + Clone> Engine<S> {
                 hint: "only a run waiting for a person (awaiting_user) takes a gate decision",
             });
         }
+        if decision.decides_approval() {
+            return Err(Error::Decision(format!(
+                "a gate takes continue or abort; `{decision}` decides an approval step: `steward {decision} RUN STEP`"
+            )));
+        }
         self.secrets_open(&run)?;
+        let wf = self.workflow(&run).await?;
         let attempts = self.inner.store.list_attempts(run_id).await?;
         let mut c = self.commit(&run.run_id, run.state, Actor::Human);
         c.actor_id = actor_id.to_owned();
-        for a in crate::drive::waiting(&attempts) {
+        // Approvals waiting beside the gate are decided on their own (`record_approval`).
+        let gates = crate::drive::waiting(&attempts).into_iter().filter(|a| {
+            !matches!(wf.step(&a.step_id).map(|s| &s.kind), Some(steward_core::workflow::StepKind::Approval(_)))
+        });
+        for a in gates {
             let pause = a.output.as_ref().map(|o| &o["pause"]);
             c.answers.push(Answer {
                 step_id: a.step_id.clone(),
@@ -763,7 +795,13 @@ impl<S: Store + Clone> Engine<S> {
                 decision,
                 gate: pause.and_then(|p| p["kind"].as_str()).unwrap_or("gate").to_owned(),
                 reason: reason.map(str::to_owned),
+                fields: serde_json::Map::new(),
             });
+        }
+        if c.answers.is_empty() {
+            return Err(Error::Decision(format!(
+                "run `{run_id}` waits only for approvals: decide them with `steward approve` or `steward reject`"
+            )));
         }
         c.transition = Some(Transition {
             to: RunState::Running,

@@ -20,6 +20,7 @@
 //! run after a crash sees what the crashed one saw.
 
 mod agent;
+mod approval;
 mod clock;
 mod drive;
 mod engine;
@@ -32,6 +33,7 @@ mod worker;
 
 pub mod micro_task;
 
+pub use approval::Decision;
 pub use clock::{Clock, SystemClock, UuidIds, new_run_id};
 pub use engine::{CreateRun, Engine, EngineConfig, Error, Handoff, ProgressUpdate, Result};
 pub use halt::{Halt, Stop};

@@ -23,6 +23,7 @@ use steward_tools::redact::Redactor;
 use steward_tools::terminal::SessionKind;
 
 use crate::agent::{self, AgentWork};
+use crate::approval::{self, ApprovalWork};
 use crate::halt::Halt;
 use crate::micro_task::job::{self, MicroTaskWork, RunSink, RunWriter};
 use steward_core::state::HumanDecision;
@@ -44,6 +45,8 @@ pub(crate) enum Work {
     Agent(Box<AgentWork>),
     /// A micro-task job to run or continue.
     MicroTasks(Box<MicroTaskWork>),
+    /// A question for a person, or the reading of their decision.
+    Approval(ApprovalWork),
     Noop,
     /// Rendering failed: the attempt is recorded, then fails without running.
     Unrunnable(String),
@@ -83,6 +86,7 @@ fn templates(step: &Step) -> Vec<&Template> {
             std::iter::once(&s.run).chain(s.env.iter().map(|(_, t)| t)).chain(s.cwd.as_ref()).collect()
         }
         StepKind::Agent(a) => std::iter::once(&a.prompt).chain(a.output_files.iter().map(|(_, t)| t)).collect(),
+        StepKind::Approval(a) => vec![&a.prompt],
         StepKind::Noop | StepKind::MicroTasks(_) => Vec::new(),
     }
 }
@@ -329,6 +333,15 @@ impl Scope<'_> {
             StepKind::Shell(shell) => shell,
             StepKind::Noop => return Prepared { input: json!({"type": "noop"}), work: Work::Noop },
             StepKind::MicroTasks(m) => return self.prepare_micro_tasks(step, m, visit),
+            StepKind::Approval(a) => {
+                let waited = approval::waited(self.attempts, &step.id, visit);
+                let input = json!({"type": "approval", "prompt": a.prompt_source, "waited": waited});
+                let work = match self.render(&a.prompt, &step.id, attempt, &fetched) {
+                    Ok(text) => Work::Approval(ApprovalWork { waited, prompt: self.bus.redactor().redact(&text).0 }),
+                    Err(e) => Work::Unrunnable(self.bus.redactor().redact(&e.to_string()).0),
+                };
+                return Prepared { input, work };
+            }
             StepKind::Agent(a) => {
                 return self.prepare_agent(step, a, attempt, &key, &fetched).await.unwrap_or_else(|e| Prepared {
                     input: json!({"type": step.kind.type_name(), "agent": a.agent}),
@@ -464,6 +477,7 @@ pub(crate) async fn execute(
         Work::Shell(op, ctx) => (op, ctx),
         Work::Agent(work) => return agent::execute(step, attempt, *work, bus, cancel, recorder).await,
         Work::MicroTasks(work) => return job::execute(step, attempt, *work, bus, halt, recorder).await,
+        Work::Approval(work) => return approval::execute(step, attempt, work, &recorder.writer).await,
     };
     let executed = bus.execute(&op, &ctx, cancel, recorder).await;
     let events = executed.events;

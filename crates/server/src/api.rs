@@ -57,6 +57,8 @@ pub(crate) fn router<S: Store + Clone + Send + Sync + 'static>(state: Arc<ApiSta
         .route("/api/v1/runs/{id}/cancel", post(cancel::<S>))
         .route("/api/v1/runs/{id}/resume", post(resume::<S>))
         .route("/api/v1/runs/{id}/gate", post(gate::<S>))
+        .route("/api/v1/runs/{id}/steps/{step}/approve", post(approve::<S>))
+        .route("/api/v1/runs/{id}/steps/{step}/reject", post(reject::<S>))
         .route("/api/v1/runs/{id}/bundle", get(bundle::<S>))
         .route("/api/v1/runs/{id}/restart", post(restart::<S>))
         .route("/api/v1/runs/{id}/fork", post(fork::<S>))
@@ -443,6 +445,80 @@ async fn bundle<S: Store + Clone + Send + Sync + 'static>(
         bytes,
     )
         .into_response())
+}
+
+/// A decision on an approval step: its form's fields (typed JSON, or text read by the field's
+/// type), a comment, and who decides (recorded as `api:<name>`, and checked against the step's
+/// approvers).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    #[serde(default)]
+    fields: serde_json::Map<String, Value>,
+    comment: Option<String>,
+    decided_by: Option<String>,
+}
+
+/// Who decides, as recorded: `channel:name`, or the channel alone when no name is given. The
+/// token (or loopback) says the caller may decide; the name is theirs to give, and the step's
+/// approvers are checked against it.
+pub(crate) fn decider(channel: &str, name: Option<&str>) -> Result<String, ApiError> {
+    match name.map(str::trim) {
+        None | Some("") => Ok(channel.to_owned()),
+        Some(name) if name.len() <= 64 && name.chars().all(|c| c.is_alphanumeric() || "._@-".contains(c)) => {
+            Ok(format!("{channel}:{name}"))
+        }
+        Some(_) => {
+            Err(ApiError::bad_request("`decided_by`: a name of at most 64 letters, digits, `.`, `_`, `@` or `-`"))
+        }
+    }
+}
+
+impl DecisionBody {
+    fn decision(self, decision: HumanDecision) -> Result<(String, steward_runtime::Decision), ApiError> {
+        let who = decider(API_ACTOR, self.decided_by.as_deref())?;
+        let fields = self
+            .fields
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => (k, s),
+                other => (k, other.to_string()),
+            })
+            .collect();
+        Ok((who, steward_runtime::Decision { decision, fields, comment: self.comment }))
+    }
+}
+
+async fn decide<S: Store + Clone + Send + Sync + 'static>(
+    st: &ApiState<S>,
+    id: &str,
+    step: &str,
+    decision: HumanDecision,
+    body: Result<Json<DecisionBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body.map_err(rejected)?;
+    let (who, d) = body.decision(decision)?;
+    if decision == HumanDecision::Reject && d.comment.as_deref().is_none_or(|c| c.trim().is_empty()) {
+        return Err(ApiError::invalid("a rejection says why: give a `comment`".to_owned()));
+    }
+    st.engine.record_approval(id, step, &who, &d).await?;
+    Ok(Json(shown(st, id).await?))
+}
+
+async fn approve<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path((id, step)): Path<(String, String)>,
+    body: Result<Json<DecisionBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    decide(&st, &id, &step, HumanDecision::Approve, body).await
+}
+
+async fn reject<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path((id, step)): Path<(String, String)>,
+    body: Result<Json<DecisionBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    decide(&st, &id, &step, HumanDecision::Reject, body).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,8 +13,10 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
+use serde_json::Value;
 use steward_core::Timestamp;
-use steward_core::state::{HumanDecision, RunState};
+use steward_core::state::{AttemptStatus, HumanDecision, RunState};
+use steward_core::workflow::StepKind;
 use steward_store::{Attempt, Run, RunFilter, Store};
 
 use crate::api::ApiState;
@@ -33,8 +35,10 @@ pub(crate) fn router<S: Store + Clone + Send + Sync + 'static>(state: Arc<ApiSta
         .route("/runs/{id}/cancel", post(cancel::<S>))
         .route("/runs/{id}/resume", post(resume::<S>))
         .route("/runs/{id}/gate", post(gate::<S>))
+        .route("/runs/{id}/steps/{step}/decide", post(decide::<S>))
         .route("/runs/{id}/restart", post(restart::<S>))
         .route("/runs/{id}/fork", post(fork::<S>))
+        .route("/runs/{id}/artifacts/{hash}", get(artifact::<S>))
         .route("/static/console.css", get(css))
         .route("/static/console.js", get(js))
         .with_state(state)
@@ -138,6 +142,15 @@ async fn run_page<S: Store + Clone + Send + Sync + 'static>(
     let attempts = store.list_attempts(&id).await.map_err(ApiError::from)?;
     let events = store.list_events(&id, 0).await.map_err(ApiError::from)?;
     let redactor = st.engine.bus().redactor();
+    let wf =
+        store.get_definition(&run.definition_hash).await.ok().and_then(|src| steward_core::workflow::parse(&src).ok());
+    let is_approval =
+        |step: &str| wf.as_ref().and_then(|wf| wf.step(step)).is_some_and(|s| matches!(s.kind, StepKind::Approval(_)));
+    let waiting: Vec<&Attempt> = crate::views::by_step(&attempts)
+        .into_iter()
+        .filter_map(|(_, list)| list.last().copied())
+        .filter(|a| a.status == AttemptStatus::AwaitingUser && a.answer.is_none())
+        .collect();
     let mut body = format!(
         "<h1>{} <small>{}</small></h1><p>{} {}</p>",
         esc(&run.workflow_id),
@@ -154,7 +167,7 @@ async fn run_page<S: Store + Clone + Send + Sync + 'static>(
         let _ =
             write!(body, "<form method=\"post\" action=\"/runs/{}/resume\"><button>Resume</button></form>", esc(&id));
     }
-    if run.state == RunState::AwaitingUser {
+    if run.state == RunState::AwaitingUser && waiting.iter().any(|a| !is_approval(&a.step_id)) {
         let _ = write!(
             body,
             "<form method=\"post\" action=\"/runs/{}/gate\" class=\"gate\"><input name=\"reason\" placeholder=\"why (optional)\">\
@@ -163,16 +176,14 @@ async fn run_page<S: Store + Clone + Send + Sync + 'static>(
         );
     }
     body.push_str("</div>");
+    for a in waiting.iter().filter(|a| is_approval(&a.step_id) && !run.state.is_terminal()) {
+        body.push_str(&approval_form(&id, a));
+    }
     if let Some(parent) = &run.parent_run_id {
         let _ = write!(body, "<p>Made from <a href=\"/runs/{0}\">{0}</a>.</p>", esc(parent));
     }
     // Restart from a step, or fork with other inputs: both make a new run; this one stays.
-    if let Ok(wf) = store
-        .get_definition(&run.definition_hash)
-        .await
-        .map_err(|_| ())
-        .and_then(|src| steward_core::workflow::parse(&src).map_err(|_| ()))
-    {
+    if let Some(wf) = &wf {
         let options: String =
             wf.steps.iter().map(|s| format!("<option value=\"{0}\">{0}</option>", esc(&s.id))).collect();
         let _ = write!(
@@ -219,6 +230,7 @@ async fn run_page<S: Store + Clone + Send + Sync + 'static>(
         body.push_str("</dl>");
     }
     body.push_str(&timeline(&run, &attempts));
+    body.push_str(&model_calls(&id, &events));
     body.push_str(&jobs_section(&crate::views::micro_task_jobs(&attempts, st.engine.bus().artifacts().as_ref()).await));
     body.push_str("<h2>Attempts</h2>");
     for (step, list) in crate::views::by_step(&attempts) {
@@ -231,9 +243,19 @@ async fn run_page<S: Store + Clone + Send + Sync + 'static>(
                 a.status.as_str(),
                 a.error.as_deref().map(|e| format!(" — {}", esc(&redactor.redact(e).0))).unwrap_or_default()
             );
-            let _ = write!(body, "<h4>input</h4><pre>{}</pre>", esc(&pretty(&redactor.redact_json(&a.input))));
+            let _ = write!(
+                body,
+                "<h4>input</h4>{}<pre>{}</pre>",
+                refs(&id, &a.input),
+                esc(&pretty(&redactor.redact_json(&a.input)))
+            );
             if let Some(o) = &a.output {
-                let _ = write!(body, "<h4>output</h4><pre>{}</pre>", esc(&pretty(&redactor.redact_json(o))));
+                let _ = write!(
+                    body,
+                    "<h4>output</h4>{}<pre>{}</pre>",
+                    refs(&id, o),
+                    esc(&pretty(&redactor.redact_json(o)))
+                );
             }
             body.push_str("</details>");
         }
@@ -255,6 +277,163 @@ async fn run_page<S: Store + Clone + Send + Sync + 'static>(
     let last = events.last().map_or(0, |e| e.seq);
     let watch = (!run.state.is_terminal()).then_some((run.run_id.as_str(), last));
     Ok(page(&format!("{} {}", run.workflow_id, run.run_id), watch, &body))
+}
+
+/// Links to the artifacts a record names at its top level (`prompt_ref`, `response_ref`,
+/// `stdout_ref`, ...).
+fn refs(run_id: &str, record: &Value) -> String {
+    let Some(fields) = record.as_object() else { return String::new() };
+    let links: Vec<String> = fields
+        .iter()
+        .filter(|(k, _)| k.ends_with("_ref"))
+        .filter_map(|(k, v)| {
+            let hash = v.as_str().filter(|h| is_hash(h))?;
+            Some(format!("<a href=\"/runs/{}/artifacts/{hash}\">{}</a>", esc(run_id), esc(k.trim_end_matches("_ref"))))
+        })
+        .collect();
+    if links.is_empty() { String::new() } else { format!("<p class=\"refs\">{}</p>", links.join(" · ")) }
+}
+
+/// An artifact's name: `sha256:` and 64 lowercase hex digits.
+fn is_hash(text: &str) -> bool {
+    text.strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
+/// Every model call of the run, from its `llm_inference` events: the step, the model, tokens,
+/// latency, and its prompt and response.
+fn model_calls(run_id: &str, events: &[steward_core::event::Event]) -> String {
+    let calls: Vec<&steward_core::event::Event> = events.iter().filter(|e| e.event_type == "llm_inference").collect();
+    if calls.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "<h2>Model calls</h2><table class=\"calls\"><thead><tr><th>#</th><th>step</th><th>model</th><th>tokens in/out</th>\
+         <th>latency</th><th>prompt</th><th>response</th><th>note</th></tr></thead><tbody>",
+    );
+    let (mut tokens_in, mut tokens_out, mut latency) = (0, 0, 0);
+    for e in calls {
+        let p = &e.payload;
+        let usage = &p["token_usage"];
+        let (i, o, ms) = (
+            usage["prompt_tokens"].as_i64().unwrap_or(0),
+            usage["completion_tokens"].as_i64().unwrap_or(0),
+            p["latency_ms"].as_i64().unwrap_or(0),
+        );
+        (tokens_in, tokens_out, latency) = (tokens_in + i, tokens_out + o, latency + ms);
+        let link = |key: &str, label: &str| {
+            p[key]
+                .as_str()
+                .filter(|h| is_hash(h))
+                .map(|h| format!("<a href=\"/runs/{}/artifacts/{h}\">{label}</a>", esc(run_id)))
+                .unwrap_or_default()
+        };
+        let mut note = Vec::new();
+        if p["scripted"] == true {
+            note.push("scripted".to_owned());
+        }
+        if p["ok"] == false {
+            note.push("failed".to_owned());
+        }
+        if let Some(n) = p["note"].as_str() {
+            note.push(n.to_owned());
+        }
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{} <small>{}</small></td><td>{i}/{o}</td><td>{ms} ms</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            e.seq,
+            esc(e.step_id.as_deref().unwrap_or("")),
+            esc(p["model_id"].as_str().unwrap_or("")),
+            esc(p["provider"].as_str().unwrap_or("")),
+            link("prompt_hash", "prompt"),
+            link("response_hash", "response"),
+            esc(&note.join(", "))
+        );
+    }
+    let _ = write!(
+        s,
+        "</tbody><tfoot><tr><td></td><td>total</td><td></td><td>{tokens_in}/{tokens_out}</td><td>{latency} ms</td><td colspan=\"3\"></td></tr></tfoot></table>"
+    );
+    s
+}
+
+/// An artifact a run's records name (a prompt, a response, a large output), as text through the
+/// redactor; only hashes the run itself refers to are served.
+async fn artifact<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path((id, hash)): Path<(String, String)>,
+) -> Result<Response, ConsoleError> {
+    if !is_hash(&hash) {
+        return Err(ApiError::bad_request("an artifact is named by its hash, `sha256:<64 hex digits>`").into());
+    }
+    let store = st.engine.store();
+    let attempts = store.list_attempts(&id).await.map_err(ApiError::from)?;
+    let events = store.list_events(&id, 0).await.map_err(ApiError::from)?;
+    let named = attempts.iter().any(|a| {
+        a.input.to_string().contains(&hash) || a.output.as_ref().is_some_and(|o| o.to_string().contains(&hash))
+    }) || events.iter().any(|e| e.payload.to_string().contains(&hash));
+    if !named {
+        return Err(ApiError::not_found(format!("run `{id}` names no artifact `{hash}`")).into());
+    }
+    let bytes = st
+        .engine
+        .bus()
+        .artifacts()
+        .get(&hash)
+        .await
+        .map_err(|e| ApiError::not_found(format!("artifact `{hash}`: {e}")))?;
+    let text = st.engine.bus().redactor().redact(&String::from_utf8_lossy(&bytes)).0;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")], text)
+        .into_response())
+}
+
+/// The form of an approval that waits: its question, a field per form field (typed as
+/// declared), who decides, a comment, and the two decisions. What it shows was redacted when the
+/// attempt recorded it.
+fn approval_form(run_id: &str, a: &Attempt) -> String {
+    let q = a.output.as_ref().map(|o| o["approval"].clone()).unwrap_or_default();
+    let mut s = format!(
+        "<form method=\"post\" action=\"/runs/{}/steps/{}/decide\" class=\"approval\"><fieldset><legend>Approval <code>{}</code></legend><p class=\"prompt\">{}</p>",
+        esc(run_id),
+        esc(&a.step_id),
+        esc(&a.step_id),
+        esc(q["prompt"].as_str().unwrap_or(""))
+    );
+    if let Some(approvers) = q["approvers"].as_array().filter(|l| !l.is_empty()) {
+        let names: Vec<&str> = approvers.iter().filter_map(|v| v.as_str()).collect();
+        let _ = write!(s, "<p>Approvers: {}</p>", esc(&names.join(", ")));
+    }
+    for f in q["form"].as_array().into_iter().flatten() {
+        let name = esc(f["name"].as_str().unwrap_or(""));
+        let required = if f["required"] == true { " required" } else { "" };
+        let default = match &f["default"] {
+            Value::Null => String::new(),
+            Value::String(d) => esc(d),
+            other => esc(&other.to_string()),
+        };
+        let input = match f["type"].as_str() {
+            Some("number") => {
+                format!("<input type=\"number\" step=\"any\" name=\"field.{name}\" value=\"{default}\"{required}>")
+            }
+            Some("bool") => format!(
+                "<select name=\"field.{name}\"{required}><option value=\"\"></option><option>true</option><option>false</option></select>"
+            ),
+            Some("json") => format!("<textarea name=\"field.{name}\"{required}>{default}</textarea>"),
+            _ => format!("<input name=\"field.{name}\" value=\"{default}\"{required}>"),
+        };
+        let _ = write!(
+            s,
+            "<label>{name}{} {input}</label> ",
+            f["description"].as_str().map(|d| format!(" <small>{}</small>", esc(d))).unwrap_or_default()
+        );
+    }
+    s.push_str(
+        "<label>your name <input name=\"decided_by\" autocomplete=\"username\"></label> \
+         <label>comment <input name=\"comment\" placeholder=\"required to reject\"></label> \
+         <button name=\"decision\" value=\"approve\">Approve</button> \
+         <button name=\"decision\" value=\"reject\" formnovalidate>Reject</button></fieldset></form>",
+    );
+    s
 }
 
 /// Each micro-task job of the run: its tasks, and every iteration with its model, level,
@@ -284,7 +463,7 @@ fn jobs_section(jobs: &[crate::views::JobView]) -> String {
         for t in &p.micro_tasks {
             let _ = write!(
                 s,
-                "<tr class=\"task\"><td>{} {}</td><td><span class=\"state {2}\">{2}</span></td><td colspan=\"7\"></td></tr>",
+                "<tr class=\"task\"><td colspan=\"9\"><strong>{}</strong> {} <span class=\"state {2}\">{2}</span></td></tr>",
                 esc(&t.mt_id),
                 esc(&t.name),
                 t.status.as_str()
@@ -435,6 +614,36 @@ async fn gate<S: Store + Clone + Send + Sync + 'static>(
     let decision: HumanDecision = form.decision.parse().map_err(|e| ApiError::bad_request(format!("decision: {e}")))?;
     let reason = form.reason.filter(|r| !r.trim().is_empty());
     st.engine.record_gate(&id, CONSOLE_ACTOR, decision, reason.as_deref()).await.map_err(ApiError::from)?;
+    Ok(Redirect::to(&format!("/runs/{id}")))
+}
+
+/// A decision from an approval form: `decision`, `decided_by`, `comment`, and `field.NAME` for
+/// each form field (an empty one is left out, so its default or `required` applies).
+async fn decide<S: Store + Clone + Send + Sync + 'static>(
+    State(st): St<S>,
+    Path((id, step)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Result<Redirect, ConsoleError> {
+    same_origin(&headers)?;
+    let value = |key: &str| form.iter().find(|(k, _)| k == key).map(|(_, v)| v.trim()).filter(|v| !v.is_empty());
+    let decision = match value("decision") {
+        Some("approve") => HumanDecision::Approve,
+        Some("reject") => HumanDecision::Reject,
+        _ => return Err(ApiError::bad_request("decision: approve or reject").into()),
+    };
+    let comment = value("comment").map(str::to_owned);
+    if decision == HumanDecision::Reject && comment.is_none() {
+        return Err(ApiError::invalid("a rejection says why: fill in the comment".to_owned()).into());
+    }
+    let who = crate::api::decider(CONSOLE_ACTOR, value("decided_by"))?;
+    let fields = form
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("field.")?.to_owned(), v.clone())))
+        .filter(|(_, v)| !v.trim().is_empty())
+        .collect();
+    let d = steward_runtime::Decision { decision, fields, comment };
+    st.engine.record_approval(&id, &step, &who, &d).await.map_err(ApiError::from)?;
     Ok(Redirect::to(&format!("/runs/{id}")))
 }
 
@@ -619,7 +828,9 @@ mod tests {
             progress: Some(progress),
         };
         let html = jobs_section(&[job]);
-        for part in ["MT-001 fix add", "qwen-7b (1)", "300/40", "1234", "failed", "ESCALATE", "&lt;b&gt;"] {
+        for part in
+            ["<strong>MT-001</strong> fix add", "qwen-7b (1)", "300/40", "1234", "failed", "ESCALATE", "&lt;b&gt;"]
+        {
             assert!(html.contains(part), "no {part} in {html}");
         }
         assert!(!html.contains("<b>"));

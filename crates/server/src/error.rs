@@ -32,6 +32,11 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// 404: what the request names is not there.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
     /// 422: the request is well formed but its content is refused (a broken definition).
     pub fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
@@ -80,7 +85,10 @@ impl From<EngineError> for ApiError {
             e @ (EngineError::Refused(_)
             | EngineError::Contract(_)
             | EngineError::Inputs(_)
+            | EngineError::Decision(_)
             | EngineError::Secret(_)) => ApiError::invalid(e.to_string()),
+            e @ EngineError::NotApprover { .. } => ApiError::new(StatusCode::FORBIDDEN, "not_approver", e.to_string()),
+            e @ EngineError::NotWaiting { .. } => ApiError::new(StatusCode::CONFLICT, "not_waiting", e.to_string()),
             e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine", e.to_string()),
         }
     }

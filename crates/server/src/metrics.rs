@@ -2,7 +2,7 @@
 //! server started, so one server shows what every worker recorded (not only its own process);
 //! runs by state are read from the store at each scrape.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,9 +50,17 @@ impl Histogram {
 #[derive(Debug, Default)]
 struct Counts {
     events: u64,
-    attempts_started: u64,
-    attempts_finished: BTreeMap<String, u64>,
-    attempt_duration: Histogram,
+    /// By step type.
+    attempts_started: BTreeMap<String, u64>,
+    /// Attempts that are not the first of their step's visit (a retry, or the attempt after a
+    /// pause or a crash), by step type.
+    attempts_retried: BTreeMap<String, u64>,
+    /// By step type and how they ended.
+    attempts_finished: BTreeMap<(String, String), u64>,
+    /// By step type.
+    attempt_duration: BTreeMap<String, Histogram>,
+    /// The step visits of unfinished runs that have started an attempt: `(step, visit)` by run.
+    visits: HashMap<String, HashSet<(String, u64)>>,
     claims: u64,
     releases: u64,
     recoveries: u64,
@@ -67,21 +75,26 @@ struct Counts {
 }
 
 impl Counts {
-    fn observe(&mut self, e: &Event) {
+    /// Folds one event in; `step_type` is the type of the step it names, if it names one.
+    fn observe(&mut self, e: &Event, step_type: &str) {
         self.events += 1;
         let p = &e.payload;
         let text = |k: &str| p[k].as_str().unwrap_or("unknown").to_owned();
         match e.event_type.as_str() {
             "step_attempt_started" => {
-                self.attempts_started += 1;
+                *self.attempts_started.entry(step_type.to_owned()).or_default() += 1;
+                let visit = (text("step_id"), p["visit"].as_u64().unwrap_or(1));
+                if !self.visits.entry(e.workflow_run_id.clone()).or_default().insert(visit) {
+                    *self.attempts_retried.entry(step_type.to_owned()).or_default() += 1;
+                }
                 if let Some(at) = self.claimed_at.remove(&e.workflow_run_id) {
                     self.claim_to_start.observe((e.ts.millis() - at).max(0) as f64 / 1000.0);
                 }
             }
             "step_attempt_finished" => {
-                *self.attempts_finished.entry(text("status")).or_default() += 1;
+                *self.attempts_finished.entry((step_type.to_owned(), text("status"))).or_default() += 1;
                 if let Some(ms) = p["duration_ms"].as_i64() {
-                    self.attempt_duration.observe(ms.max(0) as f64 / 1000.0);
+                    self.attempt_duration.entry(step_type.to_owned()).or_default().observe(ms.max(0) as f64 / 1000.0);
                 }
             }
             "run_claimed" => {
@@ -99,6 +112,7 @@ impl Counts {
                 // A run that ends (cancelled, failed at its start) never starts the attempt a
                 // claim waits for: forget the claim, or the map grows with every such run.
                 self.claimed_at.remove(&e.workflow_run_id);
+                self.visits.remove(&e.workflow_run_id);
             }
             "workflow_recovery" => self.recoveries += 1,
             "llm_inference" => {
@@ -129,6 +143,50 @@ impl Metrics {
     }
 }
 
+/// The step types of runs' steps, read from their definitions once per run (and parsed once per
+/// definition).
+#[derive(Default)]
+struct StepTypes {
+    runs: HashMap<String, Arc<HashMap<String, &'static str>>>,
+    definitions: HashMap<String, Arc<HashMap<String, &'static str>>>,
+}
+
+impl StepTypes {
+    /// The type of `step` of run `run_id` (`unknown` when the run or its definition cannot be
+    /// read).
+    async fn of<S: Store>(&mut self, store: &S, run_id: &str, step: &str) -> &'static str {
+        if !self.runs.contains_key(run_id) {
+            let types = match store.get_run(run_id).await {
+                Ok(run) => match self.definitions.get(&run.definition_hash) {
+                    Some(types) => types.clone(),
+                    None => {
+                        let types: HashMap<String, &'static str> =
+                            match store.get_definition(&run.definition_hash).await {
+                                Ok(source) => steward_core::workflow::parse(&source)
+                                    .map(|wf| wf.steps.iter().map(|s| (s.id.clone(), s.kind.type_name())).collect())
+                                    .unwrap_or_default(),
+                                Err(_) => HashMap::new(),
+                            };
+                        let types = Arc::new(types);
+                        self.definitions.insert(run.definition_hash, types.clone());
+                        types
+                    }
+                },
+                Err(_) => Arc::new(HashMap::new()),
+            };
+            // Bounded: a long-lived server forgets and reads again rather than grow.
+            if self.runs.len() >= 10_000 {
+                self.runs.clear();
+            }
+            if self.definitions.len() >= 1_000 {
+                self.definitions.clear();
+            }
+            self.runs.insert(run_id.to_owned(), types);
+        }
+        self.runs.get(run_id).and_then(|t| t.get(step).copied()).unwrap_or("unknown")
+    }
+}
+
 /// Folds every event recorded from now on into `metrics`, until `shutdown`.
 pub(crate) async fn follow<S: Store + Clone + Send + Sync + 'static>(
     engine: Engine<S>,
@@ -148,12 +206,21 @@ pub(crate) async fn follow<S: Store + Clone + Send + Sync + 'static>(
         }
     };
     let mut updates = engine.subscribe();
+    let mut step_types = StepTypes::default();
     loop {
         match store.list_events_since(after, 1000).await {
             Ok(page) if !page.is_empty() => {
-                let mut counts = metrics.counts();
+                let mut types = Vec::with_capacity(page.len());
                 for e in &page {
-                    counts.observe(e);
+                    let named = matches!(e.event_type.as_str(), "step_attempt_started" | "step_attempt_finished");
+                    types.push(match e.step_id.as_deref().filter(|_| named) {
+                        Some(step) => step_types.of(&store, &e.workflow_run_id, step).await,
+                        None => "",
+                    });
+                }
+                let mut counts = metrics.counts();
+                for (e, step_type) in page.iter().zip(types) {
+                    counts.observe(e, step_type);
                 }
                 after = page.last().map_or(after, |e| e.id);
                 continue;
@@ -201,14 +268,40 @@ pub(crate) async fn render<S: Store + Clone + Send + Sync + 'static>(
     let c = metrics.counts();
     header(&mut out, "steward_events_total", "counter", "Events recorded since this server started.");
     let _ = writeln!(out, "steward_events_total {}", c.events);
-    header(&mut out, "steward_step_attempts_started_total", "counter", "Step attempts started.");
-    let _ = writeln!(out, "steward_step_attempts_started_total {}", c.attempts_started);
-    header(&mut out, "steward_step_attempts_finished_total", "counter", "Step attempts ended, by how.");
-    for (status, n) in &c.attempts_finished {
-        let _ = writeln!(out, "steward_step_attempts_finished_total{{status=\"{}\"}} {n}", label(status));
+    header(&mut out, "steward_step_attempts_started_total", "counter", "Step attempts started, by step type.");
+    for (ty, n) in &c.attempts_started {
+        let _ = writeln!(out, "steward_step_attempts_started_total{{step_type=\"{}\"}} {n}", label(ty));
     }
-    header(&mut out, "steward_step_attempt_duration_seconds", "histogram", "How long step attempts took.");
-    c.attempt_duration.render(&mut out, "steward_step_attempt_duration_seconds", "");
+    header(
+        &mut out,
+        "steward_step_attempts_retried_total",
+        "counter",
+        "Step attempts that were not the first of their step's visit (a retry, or the attempt after a pause or a crash), by step type.",
+    );
+    for (ty, n) in &c.attempts_retried {
+        let _ = writeln!(out, "steward_step_attempts_retried_total{{step_type=\"{}\"}} {n}", label(ty));
+    }
+    header(&mut out, "steward_step_attempts_finished_total", "counter", "Step attempts ended, by step type and how.");
+    for ((ty, status), n) in &c.attempts_finished {
+        let _ = writeln!(
+            out,
+            "steward_step_attempts_finished_total{{step_type=\"{}\",status=\"{}\"}} {n}",
+            label(ty),
+            label(status)
+        );
+    }
+    header(
+        &mut out,
+        "steward_step_attempt_duration_seconds",
+        "histogram",
+        "How long step attempts took, by step type.",
+    );
+    for (ty, h) in &c.attempt_duration {
+        h.render(&mut out, "steward_step_attempt_duration_seconds", &format!("step_type=\"{}\"", label(ty)));
+    }
+    if let Some(stats) = engine.store().commit_stats() {
+        render_commits(&mut out, &stats);
+    }
     header(&mut out, "steward_lease_claims_total", "counter", "Runs claimed by a worker.");
     let _ = writeln!(out, "steward_lease_claims_total {}", c.claims);
     header(&mut out, "steward_lease_releases_total", "counter", "Runs handed back (a drain, a retry's backoff).");
@@ -245,6 +338,41 @@ pub(crate) async fn render<S: Store + Clone + Send + Sync + 'static>(
     Ok(out)
 }
 
+/// This process's group commits: how many writes each carried and how long it took.
+fn render_commits(out: &mut String, s: &steward_store::stats::CommitStats) {
+    use steward_store::stats::{BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS};
+    header(
+        out,
+        "steward_store_commit_batch_size",
+        "histogram",
+        "Writes per group commit of this process's store writer.",
+    );
+    for (le, n) in BATCH_SIZE_BUCKETS.iter().zip(s.size_buckets) {
+        let _ = writeln!(out, "steward_store_commit_batch_size_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "steward_store_commit_batch_size_bucket{{le=\"+Inf\"}} {}", s.commits);
+    let _ = writeln!(
+        out,
+        "steward_store_commit_batch_size_sum {}\nsteward_store_commit_batch_size_count {}",
+        s.writes, s.commits
+    );
+    header(
+        out,
+        "steward_store_commit_duration_seconds",
+        "histogram",
+        "From a group commit's start to its durable end, in this process's store writer.",
+    );
+    for (le, n) in COMMIT_SECONDS_BUCKETS.iter().zip(s.seconds_buckets) {
+        let _ = writeln!(out, "steward_store_commit_duration_seconds_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "steward_store_commit_duration_seconds_bucket{{le=\"+Inf\"}} {}", s.commits);
+    let _ = writeln!(
+        out,
+        "steward_store_commit_duration_seconds_sum {}\nsteward_store_commit_duration_seconds_count {}",
+        s.seconds_sum, s.commits
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,15 +404,15 @@ mod tests {
     #[test]
     fn claims_are_timed_to_their_start_and_forgotten_when_none_comes() {
         let mut c = Counts::default();
-        c.observe(&event("r1", "run_claimed", json!({}), 1_000));
-        c.observe(&event("r1", "step_attempt_started", json!({}), 1_250));
+        c.observe(&event("r1", "run_claimed", json!({}), 1_000), "");
+        c.observe(&event("r1", "step_attempt_started", json!({}), 1_250), "shell");
         assert_eq!((c.claim_to_start.count, c.claim_to_start.sum), (1, 0.25));
-        c.observe(&event("r2", "run_claimed", json!({}), 2_000));
-        c.observe(&event("r2", "run_released", json!({}), 2_001));
-        c.observe(&event("r3", "run_claimed", json!({}), 3_000));
-        c.observe(&event("r3", "run_state_changed", json!({"to_state": "failed"}), 3_001));
-        c.observe(&event("r4", "run_claimed", json!({}), 4_000));
-        c.observe(&event("r4", "run_state_changed", json!({"to_state": "awaiting_user"}), 4_001));
+        c.observe(&event("r2", "run_claimed", json!({}), 2_000), "");
+        c.observe(&event("r2", "run_released", json!({}), 2_001), "");
+        c.observe(&event("r3", "run_claimed", json!({}), 3_000), "");
+        c.observe(&event("r3", "run_state_changed", json!({"to_state": "failed"}), 3_001), "");
+        c.observe(&event("r4", "run_claimed", json!({}), 4_000), "");
+        c.observe(&event("r4", "run_state_changed", json!({"to_state": "awaiting_user"}), 4_001), "");
         assert_eq!(c.claimed_at.keys().collect::<Vec<_>>(), ["r4"], "only a run that may still start is waited for");
     }
 }

@@ -2,93 +2,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
 
 use serde_json::{Value, json};
-use steward_core::ids::SeqIds;
-use steward_runtime::{Engine, EngineConfig, SystemClock};
 use steward_server::{AccessError, Readiness, ServeError, Server, ServerConfig};
 use steward_store::Store;
-use steward_store_sqlite::{Options, SqliteStore};
-use steward_tools::bus::ToolBus;
-use steward_tools::redact::Redactor;
-use steward_tools::registry::EngineRegistry;
-use steward_tools::terminal::TerminalPolicy;
+
+use common::{engine, start};
 use tokio_util::sync::CancellationToken;
-
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    token: Option<String>,
-    engine: Engine<SqliteStore>,
-    ready: Readiness,
-    stop: CancellationToken,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-fn engine(dir: &std::path::Path) -> Engine<SqliteStore> {
-    let store = SqliteStore::open(&dir.join("steward.db"), Options::default(), Arc::new(SeqIds::new("ev"))).unwrap();
-    let bus = ToolBus::new(
-        EngineRegistry::builtin().unwrap(),
-        TerminalPolicy::default(),
-        Redactor::new(Vec::new()),
-        Arc::new(steward_artifacts::FsArtifacts::in_data_dir(dir)),
-        steward_tools::sandbox::Sandbox::off(),
-    );
-    Engine::new(
-        store,
-        Arc::new(bus),
-        Arc::new(SystemClock),
-        Arc::new(SeqIds::new("t")),
-        EngineConfig::new("test".into()),
-    )
-}
-
-/// A server on a free loopback port (or `listen`), answering until the test ends.
-async fn start(listen: &str, token: Option<&str>) -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = engine(dir.path());
-    let mut config = ServerConfig::new(listen.parse().unwrap(), dir.path().to_owned());
-    config.token = token.map(str::to_owned);
-    config.max_body_bytes = 64 * 1024;
-    let server = Server::bind(config).await.unwrap();
-    let addr: SocketAddr = server.local_addr().unwrap();
-    let (ready, stop) = (Readiness::default(), CancellationToken::new());
-    tokio::spawn(server.run(engine.clone(), ready.clone(), stop.clone()));
-    let base = format!("http://127.0.0.1:{}", addr.port());
-    Api { base, http: reqwest::Client::new(), token: token.map(str::to_owned), engine, ready, stop, dir }
-}
-
-impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b.to_string());
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        let text = res.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-}
 
 const HELLO: &str = "id: hello\nversion: 1\ninputs:\n  name: {type: string}\nsteps:\n  - {id: greet, type: shell, run: 'echo hello {{inputs.name}}'}\n";
 
@@ -404,7 +325,7 @@ async fn the_openapi_document_describes_what_is_routed() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 15, "a route was added or removed: describe it in openapi.json");
+    assert_eq!(operations, 17, "a route was added or removed: describe it in openapi.json");
     let (status, body) = api.get("/api/v1/nothing-here").await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("no_such_endpoint")), "{body}");
 }
@@ -507,7 +428,7 @@ async fn off_loopback_a_person_signs_in_to_the_console() {
 async fn metrics_count_what_the_event_log_records() {
     let api = start("127.0.0.1:0", None).await;
     api.engine.boot().await.unwrap();
-    let wf = "id: two\nversion: 1\nsteps:\n  - {id: a, type: noop}\n  - {id: b, type: noop}\n";
+    let wf = "id: two\nversion: 1\nsteps:\n  - {id: a, type: noop}\n  - id: b\n    type: shell\n    retry: {max_attempts: 2, backoff: {initial_seconds: 0}}\n    run: 'test -f marker || { touch marker; exit 1; }'\n";
     let (_, created) = api.post("/api/v1/runs", json!({"workflow": wf})).await;
     api.engine.start(created["run_id"].as_str().unwrap()).await.unwrap();
     let scrape = || async {
@@ -518,7 +439,7 @@ async fn metrics_count_what_the_event_log_records() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let text = loop {
         let text = scrape().await;
-        if text.contains("steward_step_attempts_finished_total{status=\"completed\"} 2") {
+        if text.contains("steward_step_attempts_finished_total{step_type=\"shell\",status=\"completed\"} 1") {
             break text;
         }
         assert!(std::time::Instant::now() < deadline, "the counters never caught up:\n{text}");
@@ -527,9 +448,15 @@ async fn metrics_count_what_the_event_log_records() {
     for line in [
         "steward_runs{state=\"completed\"} 1",
         "steward_runs{state=\"queued\"} 0",
-        "steward_step_attempts_started_total 2",
-        "steward_step_attempt_duration_seconds_count 2",
-        "steward_step_attempt_duration_seconds_bucket{le=\"+Inf\"} 2",
+        "steward_step_attempts_started_total{step_type=\"noop\"} 1",
+        "steward_step_attempts_started_total{step_type=\"shell\"} 2",
+        "steward_step_attempts_retried_total{step_type=\"shell\"} 1",
+        "steward_step_attempts_finished_total{step_type=\"shell\",status=\"failed\"} 1",
+        "steward_step_attempts_finished_total{step_type=\"noop\",status=\"completed\"} 1",
+        "steward_step_attempt_duration_seconds_count{step_type=\"shell\"} 2",
+        "steward_step_attempt_duration_seconds_bucket{step_type=\"noop\",le=\"+Inf\"} 1",
+        "# TYPE steward_store_commit_batch_size histogram",
+        "# TYPE steward_store_commit_duration_seconds histogram",
         "steward_lease_claims_total 1",
         "steward_claim_to_start_seconds_count 1",
         "steward_fenced_writes_total 0",
@@ -537,6 +464,11 @@ async fn metrics_count_what_the_event_log_records() {
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
     }
+    // Every write so far went through this process's writer: its commits carried them all.
+    let commits = text.lines().find_map(|l| l.strip_prefix("steward_store_commit_batch_size_count ")).unwrap();
+    let writes = text.lines().find_map(|l| l.strip_prefix("steward_store_commit_batch_size_sum ")).unwrap();
+    let (commits, writes): (u64, u64) = (commits.parse().unwrap(), writes.parse().unwrap());
+    assert!(commits >= 1 && writes >= commits, "{commits} commits, {writes} writes");
 }
 
 const FLOW: &str = "id: flow\nversion: 1\ninputs:\n  who: {type: string, default: ada}\nsteps:\n  - {id: a, type: shell, run: 'echo a >> effects.log'}\n  - id: b\n    type: shell\n    retry: {max_attempts: 1}\n    run: 'test -f ok'\n  - {id: c, type: shell, run: 'echo c-{{inputs.who}} >> effects.log'}\n";
@@ -661,4 +593,147 @@ async fn pages_elsewhere_cannot_reach_or_drive_the_server() {
     assert_eq!(res.status().as_u16(), 403, "a token does not make a cross-site post acceptable");
     let (status, _) = api.post(&format!("/api/v1/runs/{id}/cancel"), json!({})).await;
     assert_eq!(status, 200, "a program that says nothing about its site is served");
+}
+
+const SIGN_OFF: &str = "id: signoff\nversion: 1\nsteps:\n  - {id: build, type: shell, run: 'true'}\n  - id: ok\n    type: approval\n    prompt: Ship it?\n    form: {reason: {type: string, required: true}, budget: number}\n    approvers: [ada]\n";
+
+/// Issue 13 point 5 from the API: a decision names who decides, is checked against the
+/// approvers (403) and the form (422), lands once (a second is 409), and the run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_are_decided_over_the_api() {
+    let api = start("127.0.0.1:0", None).await;
+    api.engine.boot().await.unwrap();
+    let (_, created) = api.post("/api/v1/runs", json!({"workflow": SIGN_OFF})).await;
+    let id = created["run_id"].as_str().unwrap().to_owned();
+    let run = api.engine.start(&id).await.unwrap();
+    assert_eq!(run.state.as_str(), "awaiting_user", "{}", run.summary);
+    let approve = format!("/api/v1/runs/{id}/steps/ok/approve");
+
+    let (status, body) = api.post(&approve, json!({"decided_by": "bob", "fields": {"reason": "x"}})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("not_approver")), "{body}");
+    let (status, body) = api.post(&approve, json!({"decided_by": "ada", "fields": {"budget": "lots"}})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid")), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("budget") && message.contains("reason"), "{body}");
+    let (status, body) =
+        api.post(&format!("/api/v1/runs/{id}/steps/build/approve"), json!({"decided_by": "ada"})).await;
+    assert_eq!(status, 422, "not an approval: {body}");
+    let (status, body) = api.post(&format!("/api/v1/runs/{id}/steps/ok/reject"), json!({"decided_by": "ada"})).await;
+    assert_eq!(status, 422, "a rejection says why: {body}");
+    let (status, body) = api.post(&approve, json!({"decided_by": "ada; drop", "fields": {}})).await;
+    assert_eq!(status, 400, "{body}");
+
+    let (status, body) =
+        api.post(&approve, json!({"decided_by": "ada", "fields": {"reason": "tested", "budget": 3}})).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("running")), "{body}");
+    let (status, body) = api.post(&approve, json!({"decided_by": "ada", "fields": {"reason": "again"}})).await;
+    assert_eq!(status, 409, "the decision was made: {body}");
+
+    let done = api.engine.resume(&id, "test").await.unwrap();
+    assert_eq!(done.state.as_str(), "completed", "{}", done.summary);
+    let (_, shown) = api.get(&format!("/api/v1/runs/{id}")).await;
+    let step = shown["steps"].as_array().unwrap().iter().find(|s| s["step_id"] == "ok").unwrap().clone();
+    let decided = step["attempts"].as_array().unwrap().last().unwrap()["output"].clone();
+    assert_eq!(
+        decided,
+        json!({"decision": "approve", "decided_by": "api:ada", "comment": null, "outputs": {"reason": "tested", "budget": 3}})
+    );
+}
+
+/// The console shows a waiting approval's form (typed fields, who may decide) and takes the
+/// decision from it, same-origin only; the form's values become the step's outputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_is_decided_through_the_console_form() {
+    let api = start("127.0.0.1:0", None).await;
+    api.engine.boot().await.unwrap();
+    let (_, created) = api.post("/api/v1/runs", json!({"workflow": SIGN_OFF})).await;
+    let id = created["run_id"].as_str().unwrap().to_owned();
+    api.engine.start(&id).await.unwrap();
+    let page = api.http.get(format!("{}/runs/{id}", api.base)).send().await.unwrap().text().await.unwrap();
+    for part in [
+        &format!("action=\"/runs/{id}/steps/ok/decide\""),
+        "Ship it?",
+        "name=\"field.reason\" value=\"\" required",
+        "type=\"number\" step=\"any\" name=\"field.budget\"",
+        "Approvers: ada",
+        "value=\"approve\">Approve",
+    ] {
+        assert!(page.contains(part), "the run page lacks {part}");
+    }
+    assert!(!page.contains("value=\"continue\""), "an approval is not a gate");
+
+    let decide = format!("{}/runs/{id}/steps/ok/decide", api.base);
+    let post = |origin: &str, form: &'static str| {
+        api.http
+            .post(&decide)
+            .header("origin", origin)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+    };
+    let form = "decision=approve&decided_by=ada&field.reason=from+the+form&field.budget=";
+    assert_eq!(post("http://evil.example", form).await.unwrap().status().as_u16(), 403);
+    let bob = post(&api.base, "decision=approve&decided_by=bob&field.reason=x").await.unwrap();
+    assert_eq!(bob.status().as_u16(), 403, "bob is no approver");
+    let ours = post(&api.base, form).await.unwrap();
+    assert_eq!(ours.status().as_u16(), 200, "redirected back to the run page");
+    let done = api.engine.resume(&id, "test").await.unwrap();
+    assert_eq!(done.state.as_str(), "completed", "{}", done.summary);
+    let attempts = api.engine.store().list_attempts(&id).await.unwrap();
+    let decided = attempts.iter().rfind(|a| a.step_id == "ok").unwrap().output.clone().unwrap();
+    assert_eq!(
+        (decided["decided_by"].as_str(), decided["outputs"].clone()),
+        (Some("console:ada"), json!({"reason": "from the form"}))
+    );
+}
+
+/// Issue 13 point 4: a run page lists every model call (model, tokens, latency) with its prompt
+/// and response, which open as text through the redactor; only artifacts the run names are
+/// served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_page_shows_its_model_calls_and_their_prompts_and_responses() {
+    let api = start("127.0.0.1:0", None).await;
+    api.engine.boot().await.unwrap();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    std::fs::create_dir_all(api.dir.path().join("examples")).unwrap();
+    for file in ["review-loop.yaml", "review-loop.answers.yaml"] {
+        std::fs::copy(examples.join(file), api.dir.path().join("examples").join(file)).unwrap();
+    }
+    let (status, created) = api
+        .post("/api/v1/runs", json!({"file": "examples/review-loop.yaml", "inputs": {"topic": "tide tables"}}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["run_id"].as_str().unwrap().to_owned();
+    let done = api.engine.start(&id).await.unwrap();
+    assert_eq!(done.state.as_str(), "completed", "{}", done.summary);
+
+    let get = |path: String| {
+        let (http, base) = (api.http.clone(), api.base.clone());
+        async move {
+            let res = http.get(format!("{base}{path}")).send().await.unwrap();
+            let status = res.status().as_u16();
+            let kind = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+            (status, kind, res.text().await.unwrap())
+        }
+    };
+    let (_, _, page) = get(format!("/runs/{id}")).await;
+    assert!(page.contains("<h2>Model calls</h2>") && page.contains("scripted-writer"), "{page}");
+    let calls = page.split("<table class=\"calls\">").nth(1).unwrap().split("</tbody>").next().unwrap();
+    assert_eq!(calls.matches("<tr><td>").count(), 4, "plan, review, plan, review: {calls}");
+    let prefix = format!("/runs/{id}/artifacts/");
+    let link = |label: &str| {
+        let at = page.find(&format!("\">{label}</a>")).unwrap();
+        let start = page[..at].rfind(&prefix).unwrap();
+        page[start..at].to_owned()
+    };
+    let (status, kind, prompt) = get(link("prompt")).await;
+    assert_eq!((status, kind.as_str()), (200, "text/plain; charset=utf-8"));
+    assert!(prompt.contains("Write a short implementation plan for tide tables"), "{prompt}");
+    let (status, _, response) = get(link("response")).await;
+    assert!(status == 200 && response.contains("workflow_result"), "{response}");
+
+    let (status, _, _) = get(format!("{prefix}sha256:{}", "0".repeat(64))).await;
+    assert_eq!(status, 404, "a hash the run does not name");
+    let (status, _, _) = get(format!("{prefix}..%2f..%2fsteward.db")).await;
+    assert_eq!(status, 400, "only hashes");
 }

@@ -337,6 +337,10 @@ impl Store for PgStore {
         rows.iter().map(rows::event_from_row).collect::<Result<_>>().map_err(|e| self.located(e))
     }
 
+    fn commit_stats(&self) -> Option<steward_store::stats::CommitStats> {
+        Some(self.inner.writer.stats.snapshot())
+    }
+
     async fn count_runs(&self) -> Result<Vec<(RunState, u64)>> {
         let rows = self.read("counting runs", "SELECT state, COUNT(*) FROM runs GROUP BY state", &[]).await?;
         let corrupt = |detail: String| self.located(Error::Corrupt { path: String::new(), detail });

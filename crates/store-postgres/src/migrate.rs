@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/002_artifacts.sql"),
     include_str!("../migrations/003_typed_answers.sql"),
     include_str!("../migrations/004_lineage.sql"),
+    include_str!("../migrations/005_answer_detail.sql"),
 ];
 
 /// The advisory lock key migrations run under ("STEWMIGR").

@@ -493,20 +493,24 @@ const WAVE_APPLIED: &str = "SELECT a.run_id FROM applied_commits AS a
 /// The attempts the commits' checks look at: those each ends, starts, answers or records a
 /// process for, and, for a commit that ends all running ones or releases its run, every
 /// running one; by run, in the order they started.
-const WAVE_ATTEMPTS: &str = "SELECT run_id, step_id, attempt, status, started_at, answer, ordinal
-     FROM step_attempts WHERE run_id = ANY($1::text[]) AND status = 'running'
-     UNION
-     SELECT a.run_id, a.step_id, a.attempt, a.status, a.started_at, a.answer, a.ordinal
-     FROM step_attempts AS a
-     JOIN unnest($2::text[], $3::text[], $4::bigint[]) AS k(run_id, step_id, attempt)
-       ON a.run_id = k.run_id AND a.step_id = k.step_id AND a.attempt = k.attempt
+/// Each says whether a later attempt of its step exists (an answer may not land on it then).
+const WAVE_ATTEMPTS: &str = "SELECT a.*, EXISTS (SELECT 1 FROM step_attempts AS b
+         WHERE b.run_id = a.run_id AND b.step_id = a.step_id AND b.attempt > a.attempt)
+     FROM (SELECT run_id, step_id, attempt, status, started_at, answer, ordinal
+           FROM step_attempts WHERE run_id = ANY($1::text[]) AND status = 'running'
+           UNION
+           SELECT a.run_id, a.step_id, a.attempt, a.status, a.started_at, a.answer, a.ordinal
+           FROM step_attempts AS a
+           JOIN unnest($2::text[], $3::text[], $4::bigint[]) AS k(run_id, step_id, attempt)
+             ON a.run_id = k.run_id AND a.step_id = k.step_id AND a.attempt = k.attempt) AS a
      ORDER BY 1, 7";
 
 const WAVE_NOTES: &str = "INSERT INTO applied_commits (commit_id, run_id)
      SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING";
 
-const WAVE_ANSWERS: &str = "UPDATE step_attempts AS a SET answer = k.answer
-     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS k(run_id, step_id, attempt, answer)
+const WAVE_ANSWERS: &str = "UPDATE step_attempts AS a SET answer = k.answer, answer_detail = k.detail
+     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[])
+         AS k(run_id, step_id, attempt, answer, detail)
      WHERE a.run_id = k.run_id AND a.step_id = k.step_id AND a.attempt = k.attempt";
 
 const WAVE_FINISHES: &str = "UPDATE step_attempts AS a SET status = k.status, output = k.output, error = k.error,
@@ -549,11 +553,11 @@ fn wave_runs_sql() -> String {
             finished_at = k.finished_at,
             last_event_seq = k.last_event_seq,
             ready_at = CASE WHEN k.ready_in IS NOT NULL THEN {} + k.ready_in
-                            WHEN k.entered_running THEN NULL ELSE runs.ready_at END
+                            WHEN k.resets_ready THEN NULL ELSE runs.ready_at END
          FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bigint[],
                  $8::bool[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bool[])
              AS k(run_id, state, current_step_id, current_attempt, summary, terminal_reason, total_iterations,
-                  keeps, now, finished_at, last_event_seq, ready_in, entered_running)
+                  keeps, now, finished_at, last_event_seq, ready_in, resets_ready)
          WHERE runs.run_id = k.run_id",
         db_now_sql(14)
     )
@@ -566,6 +570,7 @@ struct Stored {
     status: AttemptStatus,
     started_at: Timestamp,
     answer: Option<HumanDecision>,
+    superseded: bool,
 }
 
 /// Adds what a wave's commits read before they decide: their runs (locked), which of their ids
@@ -639,6 +644,7 @@ fn wave_reads(answers: &mut Answers, commits: &[&Commit]) -> Result<Vec<Result<R
             status: status.parse().map_err(|e| corrupt(&what, e))?,
             started_at: Timestamp(row.try_get(4).map_err(|e| corrupt(&what, e))?),
             answer: answer.map(str::parse).transpose().map_err(|e| corrupt(&what, e))?,
+            superseded: row.try_get(7).map_err(|e| corrupt(&what, e))?,
         };
         attempts.entry(run_id).or_default().push(stored);
     }
@@ -658,7 +664,7 @@ fn wave_reads(answers: &mut Answers, commits: &[&Commit]) -> Result<Vec<Result<R
 /// What a commit writes, once every check passed.
 struct Writes {
     note: Option<String>,
-    decisions: Vec<steward_store::Answer>,
+    decisions: Vec<(steward_store::Answer, String)>,
     endings: Vec<AttemptFinish>,
     starts: Vec<(AttemptStart, i64)>,
     when: Timestamp,
@@ -678,7 +684,9 @@ struct RunUpdate {
     finished_at: Option<i64>,
     last_event_seq: i64,
     ready_in: Option<i64>,
-    entered_running: bool,
+    /// The run (re-)enters running or waits for a person: claimable at once, or only when its
+    /// `ready_in` (if any) has passed.
+    resets_ready: bool,
 }
 
 /// Decides a commit from what it read, exactly as the reference store does (the same checks,
@@ -705,11 +713,16 @@ fn plan_commit(cx: &mut Ctx<'_>, c: &Commit, reads: Reads) -> Result<(CommitOutc
     let mut decisions = Vec::new();
     for a in &c.answers {
         let found = find(&mut attempts, &a.step_id, a.attempt);
-        let payload = rules::answer(run_id, a, &c.actor_id, found.map(|i| (attempts[i].status, attempts[i].answer)))?;
+        let stored = found.map(|i| rules::Answerable {
+            status: attempts[i].status,
+            answer: attempts[i].answer,
+            superseded: attempts[i].superseded,
+        });
+        let payload = rules::answer(run_id, a, &c.actor_id, stored)?;
         if let Some(i) = found {
             attempts[i].answer = Some(a.decision);
         }
-        decisions.push(a.clone());
+        decisions.push((a.clone(), steward_store::AnswerDetail::of(a, &c.actor_id).to_text()));
         cx.event(&w, &mut h, &payload)?;
     }
     let mut endings = Vec::new();
@@ -752,6 +765,7 @@ fn plan_commit(cx: &mut Ctx<'_>, c: &Commit, reads: Reads) -> Result<(CommitOutc
             status: AttemptStatus::Running,
             started_at: when,
             answer: None,
+            superseded: false,
         });
         starts.push((s.clone(), ordinal));
         cx.event(&w, &mut h, &payload)?;
@@ -769,6 +783,7 @@ fn plan_commit(cx: &mut Ctx<'_>, c: &Commit, reads: Reads) -> Result<(CommitOutc
     }
     let state = h.state;
     let entered_running = state == RunState::Running && before != RunState::Running;
+    let entered_waiting = c.transition.as_ref().is_some_and(|t| t.to == RunState::AwaitingUser);
     // Claimable now (or once a release's delay has passed): worth waking idle workers for. A
     // stalled run is, for workers that resume stalled runs.
     if (state == RunState::Running && (c.release.is_some() || entered_running))
@@ -789,8 +804,12 @@ fn plan_commit(cx: &mut Ctx<'_>, c: &Commit, reads: Reads) -> Result<(CommitOutc
         now,
         finished_at: state.is_terminal().then_some(now),
         last_event_seq: h.last_event_seq,
-        ready_in: c.release.as_ref().map(|r| millis(r.after_ms)),
-        entered_running,
+        ready_in: c
+            .release
+            .as_ref()
+            .map(|r| millis(r.after_ms))
+            .or(c.wake_after_ms.filter(|_| entered_waiting).map(millis)),
+        resets_ready: entered_running || entered_waiting,
     };
     let writes = Writes { note: c.id.clone(), decisions, endings, starts, when, run };
     Ok((CommitOutcome { state, last_event_seq: h.last_event_seq }, Some(writes)))
@@ -816,14 +835,17 @@ async fn add_wave_writes(
         .await?;
         n += 1;
     }
-    let answers: Vec<(&str, &steward_store::Answer)> =
-        planned.iter().flat_map(|(c, w)| w.decisions.iter().map(|a| (c.run_id.as_str(), a))).collect();
+    let answers: Vec<(&str, &steward_store::Answer, &String)> = planned
+        .iter()
+        .flat_map(|(c, w)| w.decisions.iter().map(|(a, detail)| (c.run_id.as_str(), a, detail)))
+        .collect();
     if !answers.is_empty() {
         let params = vec![
-            val(answers.iter().map(|(r, _)| r.to_string()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
-            val(answers.iter().map(|(_, a)| a.step_id.clone()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
-            val(answers.iter().map(|(_, a)| i64::from(a.attempt)).collect::<Vec<_>>(), Type::INT8_ARRAY),
-            val(answers.iter().map(|(_, a)| a.decision.as_str()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(answers.iter().map(|(r, ..)| r.to_string()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(answers.iter().map(|(_, a, _)| a.step_id.clone()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(answers.iter().map(|(_, a, _)| i64::from(a.attempt)).collect::<Vec<_>>(), Type::INT8_ARRAY),
+            val(answers.iter().map(|(_, a, _)| a.decision.as_str()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
+            val(answers.iter().map(|(.., d)| d.to_string()).collect::<Vec<_>>(), Type::TEXT_ARRAY),
         ];
         trip.query("recording answers", WAVE_ANSWERS, params).await?;
         n += 1;
@@ -902,7 +924,7 @@ async fn add_wave_writes(
             val(runs.iter().map(|(_, u)| u.finished_at).collect::<Vec<_>>(), Type::INT8_ARRAY),
             val(runs.iter().map(|(_, u)| u.last_event_seq).collect::<Vec<_>>(), Type::INT8_ARRAY),
             val(runs.iter().map(|(_, u)| u.ready_in).collect::<Vec<_>>(), Type::INT8_ARRAY),
-            val(runs.iter().map(|(_, u)| u.entered_running).collect::<Vec<_>>(), Type::BOOL_ARRAY),
+            val(runs.iter().map(|(_, u)| u.resets_ready).collect::<Vec<_>>(), Type::BOOL_ARRAY),
             val(db_now, Type::INT8),
         ];
         trip.query("updating the runs", &wave_runs_sql(), params).await?;
@@ -986,7 +1008,8 @@ fn claim_candidates_sql(recover: bool) -> String {
           OR (state = 'running' AND owner IS NULL AND (ready_at IS NULL OR ready_at <= clock.db_now))
           OR (state = 'running' AND owner IS NOT NULL
               AND (lease_expires_at IS NULL OR lease_expires_at <= clock.db_now)
-              AND NOT (owner = ANY($6::text[]))))"
+              AND NOT (owner = ANY($6::text[])))
+          OR (state = 'awaiting_user' AND ready_at <= clock.db_now))"
     } else {
         "state = 'queued'"
     };

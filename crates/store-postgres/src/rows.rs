@@ -111,7 +111,7 @@ pub(crate) fn run_from_row(r: &Row) -> Result<Run> {
 
 pub(crate) const ATTEMPT_COLUMNS: &str =
     "run_id, step_id, attempt, visit, status, idempotency_key, input, output, error,
-    retryable, routes, started_at, finished_at, process, with_issues, answer, reused_from";
+    retryable, routes, started_at, finished_at, process, with_issues, answer, reused_from, answer_detail";
 
 pub(crate) fn attempt_from_row(r: &Row) -> Result<Attempt> {
     let idempotency_key: String = get(r, 5, "attempt")?;
@@ -136,6 +136,10 @@ pub(crate) fn attempt_from_row(r: &Row) -> Result<Attempt> {
         with_issues: get(r, 14, what)?,
         reused_from: get(r, 16, what)?,
         answer: get::<Option<&str>>(r, 15, what)?.map(str::parse).transpose().map_err(|e| corrupt(what, e))?,
+        answer_detail: get::<Option<&str>>(r, 17, what)?
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt(what, e))?,
         idempotency_key,
     })
 }

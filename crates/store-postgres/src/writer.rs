@@ -56,6 +56,8 @@ struct Job {
 /// its connection.
 pub(crate) struct Writer {
     tx: mpsc::UnboundedSender<Job>,
+    /// Each batch's size and the time its transaction took.
+    pub(crate) stats: Arc<steward_store::stats::CommitRecorder>,
 }
 
 impl Writer {
@@ -67,9 +69,17 @@ impl Writer {
         local_wake: Option<Arc<watch::Sender<u64>>>,
     ) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = Task { session: Some(Session::new(client)), target, ids, max_batch: max_batch.max(1), local_wake };
+        let stats = Arc::new(steward_store::stats::CommitRecorder::default());
+        let task = Task {
+            session: Some(Session::new(client)),
+            target,
+            ids,
+            max_batch: max_batch.max(1),
+            local_wake,
+            stats: stats.clone(),
+        };
         tokio::spawn(task.run(rx));
-        Writer { tx }
+        Writer { tx, stats }
     }
 
     /// Runs `op` in the next group commit and resolves once that commit returned.
@@ -113,6 +123,7 @@ struct Task {
     max_batch: usize,
     /// In poll-only mode nobody LISTENs, so this process's own waiters are woken directly.
     local_wake: Option<Arc<watch::Sender<u64>>>,
+    stats: Arc<steward_store::stats::CommitRecorder>,
 }
 
 impl Task {
@@ -139,7 +150,9 @@ impl Task {
                     Err(_) => break,
                 }
             }
+            let began = Instant::now();
             let answers = self.run_batch(&batch).await;
+            self.stats.record(batch.len(), began.elapsed());
             for (job, answer) in batch.into_iter().zip(answers) {
                 let _ = job.reply.send(answer);
             }

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/003_leases.sql"),
     include_str!("../migrations/004_typed_answers.sql"),
     include_str!("../migrations/005_lineage.sql"),
+    include_str!("../migrations/006_answer_detail.sql"),
 ];
 
 /// How much a commit survives.
@@ -487,6 +488,10 @@ impl Store for SqliteStore {
     async fn prune(&self, now: Timestamp, policy: &RetentionPolicy, dry_run: bool) -> Result<PruneReport> {
         let policy = policy.clone();
         self.write(move |conn, ids| ops::prune(conn, ids, now, &policy, dry_run)).await
+    }
+
+    fn commit_stats(&self) -> Option<steward_store::stats::CommitStats> {
+        self.inner.writer.as_ref().map(|w| w.stats.snapshot())
     }
 
     async fn count_runs(&self) -> Result<Vec<(RunState, u64)>> {

@@ -12,8 +12,8 @@ use steward_core::idempotency_key;
 use steward_core::ids::IdGen;
 use steward_core::state::{AttemptStatus, HumanDecision, RunState};
 use steward_store::{
-    Answer, AttemptFinish, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun, PruneReport, Recovered, Result,
-    RetentionPolicy, Run, Scan, rules,
+    Answer, AnswerDetail, AttemptFinish, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun, PruneReport,
+    Recovered, Result, RetentionPolicy, Run, Scan, rules,
 };
 
 use crate::map_err;
@@ -170,26 +170,34 @@ impl Tx<'_> {
 
     /// Sets a person's answer on the attempt that waits for it and records `human_decision`.
     fn answer(&self, h: &mut RunHead, a: &Answer) -> Result<()> {
-        let stored: Option<(String, Option<String>)> = self
+        let stored: Option<(String, Option<String>, bool)> = self
             .conn
             .prepare_cached(
-                "SELECT status, answer FROM step_attempts WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+                "SELECT status, answer, EXISTS (SELECT 1 FROM step_attempts AS b
+                     WHERE b.run_id = a.run_id AND b.step_id = a.step_id AND b.attempt > a.attempt)
+                 FROM step_attempts AS a WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
             )
             .and_then(|mut st| {
-                st.query_row(params![self.run_id, a.step_id, a.attempt], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+                st.query_row(params![self.run_id, a.step_id, a.attempt], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
             })
             .map_err(map_err(""))?;
         let stored = match stored {
-            Some((status, answer)) => Some((
-                status.parse::<AttemptStatus>().map_err(corrupt)?,
-                answer.map(|d| d.parse::<HumanDecision>()).transpose().map_err(corrupt)?,
-            )),
+            Some((status, answer, superseded)) => Some(rules::Answerable {
+                status: status.parse::<AttemptStatus>().map_err(corrupt)?,
+                answer: answer.map(|d| d.parse::<HumanDecision>()).transpose().map_err(corrupt)?,
+                superseded,
+            }),
             None => None,
         };
         let payload = rules::answer(self.run_id, a, self.actor_id, stored)?;
+        let detail = AnswerDetail::of(a, self.actor_id).to_text();
         self.conn
-            .prepare_cached("UPDATE step_attempts SET answer = ?4 WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3")
-            .and_then(|mut st| st.execute(params![self.run_id, a.step_id, a.attempt, a.decision.as_str()]))
+            .prepare_cached(
+                "UPDATE step_attempts SET answer = ?4, answer_detail = ?5
+                 WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+            )
+            .and_then(|mut st| st.execute(params![self.run_id, a.step_id, a.attempt, a.decision.as_str(), detail]))
             .map_err(map_err(""))?;
         self.event(h, &payload)
     }
@@ -312,6 +320,7 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, db_now: Timestamp, c: &
     rules::check_shape(c)?;
     let entered_running =
         c.transition.as_ref().is_some_and(|t| t.to == RunState::Running) && h.state != RunState::Running;
+    let entered_waiting = c.transition.as_ref().is_some_and(|t| t.to == RunState::AwaitingUser);
     let when = rules::event_time(c.now, h.updated_at);
     let tx = Tx { conn, ids, run_id: &c.run_id, now: when, actor: c.actor, actor_id: &c.actor_id };
     for e in &c.events {
@@ -372,14 +381,15 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, db_now: Timestamp, c: &
             .and_then(|mut st| st.query_row([&c.run_id], |r| r.get::<_, bool>(0)))
             .map_err(map_err(""))?;
     rules::check_release(c, h.state, running_left)?;
-    // `ready_at`: set by a release, cleared when the run (re-)enters running, else kept.
+    // `ready_at`: set by a release, or by the wait for a person that wakes the run by itself;
+    // cleared when the run (re-)enters running or waits for a person without one, else kept.
     let ready_at = match &c.release {
         Some(r) => {
             let payload = rules::released(h.owner.as_deref(), h.lease_epoch, r);
             tx.event_as(&mut h, Actor::System, &c.actor_id, None, &payload)?;
             Some(db_now.plus_millis(r.after_ms as i64).millis())
         }
-        None => None,
+        None => c.wake_after_ms.filter(|_| entered_waiting).map(|ms| db_now.plus_millis(ms as i64).millis()),
     };
     let keep_owner = rules::keeps_owner(h.state, c);
     let current = c.started.last().map(|s| (s.step_id.clone(), s.attempt));
@@ -416,7 +426,7 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, db_now: Timestamp, c: &
             h.state.is_terminal().then_some(now),
             h.last_event_seq,
             ready_at,
-            entered_running,
+            entered_running || entered_waiting,
         ])
     })
     .map_err(map_err(""))?;
@@ -440,6 +450,7 @@ fn claim_candidates(conn: &Connection, db_now: Timestamp, claim: &Claim) -> Resu
              WHERE (state = 'stalled' AND ?1)
                 OR (state = 'running' AND owner IS NULL AND (ready_at IS NULL OR ready_at <= ?2))
                 OR (state = 'running' AND owner IS NOT NULL AND (lease_expires_at IS NULL OR lease_expires_at <= ?2))
+                OR (state = 'awaiting_user' AND ready_at <= ?2)
              ORDER BY created_at, run_id"
         ),
         &[&claim.resume_stalled, &db_now.millis()],

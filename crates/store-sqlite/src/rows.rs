@@ -121,7 +121,7 @@ pub(crate) fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Run>> {
     })())
 }
 
-pub(crate) const ATTEMPT_COLUMNS: &str = "run_id, step_id, attempt, visit, status, idempotency_key, input, output, error, retryable, routes, started_at, finished_at, process, with_issues, answer, reused_from";
+pub(crate) const ATTEMPT_COLUMNS: &str = "run_id, step_id, attempt, visit, status, idempotency_key, input, output, error, retryable, routes, started_at, finished_at, process, with_issues, answer, reused_from, answer_detail";
 
 pub(crate) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Attempt>> {
     let run_id: String = r.get(0)?;
@@ -141,6 +141,7 @@ pub(crate) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Attempt>>
     let with_issues: bool = r.get(14)?;
     let answer: Option<String> = r.get(15)?;
     let reused_from: Option<String> = r.get(16)?;
+    let answer_detail: Option<String> = r.get(17)?;
     Ok((|| {
         let what = format!("attempt `{idempotency_key}`");
         Ok(Attempt {
@@ -150,6 +151,11 @@ pub(crate) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Attempt>>
             routes: serde_json::from_str(&routes).map_err(|e| corrupt(&what, e))?,
             process: process(&what, process_json.as_deref())?,
             answer: answer.map(|a| a.parse()).transpose().map_err(|e| corrupt(&what, e))?,
+            answer_detail: answer_detail
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt(&what, e))?,
             with_issues,
             reused_from,
             run_id,

@@ -10,10 +10,11 @@
 //! neighbours still commit. No caller hears back before the commit is
 //! durable.
 
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 
 use rusqlite::Connection;
+use steward_store::stats::CommitRecorder;
 use steward_store::{Error, Result};
 
 use crate::map_err;
@@ -30,6 +31,8 @@ type Job = Box<dyn FnOnce(std::result::Result<&Connection, &Error>) -> Option<Re
 pub(crate) struct Writer {
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<thread::JoinHandle<()>>,
+    /// Each group commit's size and duration.
+    pub(crate) stats: Arc<CommitRecorder>,
 }
 
 impl Drop for Writer {
@@ -44,11 +47,13 @@ impl Drop for Writer {
 impl Writer {
     pub(crate) fn spawn(conn: Connection, path: String) -> Result<Writer> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let stats = Arc::new(CommitRecorder::default());
+        let recorder = stats.clone();
         let thread = thread::Builder::new()
             .name("steward-sqlite-writer".into())
-            .spawn(move || run(conn, rx, path))
+            .spawn(move || run(conn, rx, path, &recorder))
             .map_err(|e| Error::Unavailable { detail: format!("cannot start the writer thread: {e}") })?;
-        Ok(Writer { tx: Some(tx), thread: Some(thread) })
+        Ok(Writer { tx: Some(tx), thread: Some(thread), stats })
     }
 
     /// Runs `f` in the next group commit and resolves once that commit is durable.
@@ -96,7 +101,7 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) 
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Job>, path: String) {
+fn run(conn: Connection, rx: mpsc::Receiver<Job>, path: String, stats: &CommitRecorder) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -105,6 +110,8 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>, path: String) {
                 Err(_) => break,
             }
         }
+        let began = std::time::Instant::now();
+        let size = batch.len();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err(&path)) {
             // Nothing ran; every job hears why.
             for job in batch {
@@ -117,6 +124,7 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>, path: String) {
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
+        stats.record(size, began.elapsed());
         let err = commit.err();
         for reply in replies {
             reply(err.as_ref());

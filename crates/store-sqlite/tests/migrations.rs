@@ -68,7 +68,8 @@ async fn answers_and_issues_recorded_before_they_were_columns_are_carried_over()
         // Back to the schema before migration 004 (and so before every later one).
         let conn = rusqlite::Connection::open(&path).expect("open file");
         conn.execute_batch(
-            "ALTER TABLE step_attempts DROP COLUMN answer;
+            "ALTER TABLE step_attempts DROP COLUMN answer_detail;
+             ALTER TABLE step_attempts DROP COLUMN answer;
              ALTER TABLE step_attempts DROP COLUMN with_issues;
              ALTER TABLE step_attempts DROP COLUMN reused_from;
              ALTER TABLE runs DROP COLUMN parent_run_id;

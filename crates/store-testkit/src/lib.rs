@@ -40,6 +40,7 @@ macro_rules! store_conformance {
             attempts_are_written_before_and_after,
             a_step_waits_for_a_person_only_with_its_run,
             an_answer_lands_once_on_the_attempt_that_waits,
+            an_approval_waits_beside_running_work_and_wakes_its_run_when_due,
             events_are_gapless_per_run,
             renewal_reports_lost_leases,
             two_claimers_race_and_exactly_one_wins,
@@ -373,19 +374,14 @@ pub async fn attempts_are_written_before_and_after<S: Store>(s: &S) {
     assert_eq!((started.step_id.as_deref(), started.payload["idempotency_key"].as_str()), (Some("a"), Some("r1:a:1")));
 }
 
-/// An attempt ends `awaiting_user` only in the write that moves its run there; anything else is
-/// refused and leaves the attempt running.
+/// A write never ends every running attempt `awaiting_user` at once (an attempt that waits for
+/// a person says so itself); one that moves the run to `awaiting_user` leaves it held by nobody.
 pub async fn a_step_waits_for_a_person_only_with_its_run<S: Store>(s: &S) {
     running_run(s, "r1", "me", at(1)).await;
     let mut c = commit("r1", RunState::Running, at(2));
     c.started = vec![start("a", 1)];
     s.commit(c).await.unwrap();
 
-    let mut c = commit("r1", RunState::Running, at(3));
-    c.finished = vec![finish("a", 1, AttemptStatus::AwaitingUser)];
-    assert!(
-        matches!(s.commit(c).await, Err(Error::Invalid(m)) if m.contains("only when the run moves to awaiting_user"))
-    );
     let mut c = commit("r1", RunState::Running, at(3));
     c.finish_running_as = Some(AttemptStatus::AwaitingUser);
     c.transition = to(RunState::AwaitingUser, "gate");
@@ -418,6 +414,7 @@ pub async fn an_answer_lands_once_on_the_attempt_that_waits<S: Store>(s: &S) {
         decision,
         gate: "hard_gate".into(),
         reason: Some("looked at it".into()),
+        fields: serde_json::Map::new(),
     };
     let by = |who: &str, state, now| Commit::new("r1", Expect::state(state), now, Actor::Human, who);
     let mut c = by("alice", RunState::Running, at(3));
@@ -530,6 +527,99 @@ pub async fn a_run_made_from_another_reuses_its_attempts<S: Store>(s: &S) {
     assert_eq!(events[2].payload["from"], "parent:b:2");
     assert_eq!(s.get_run("child").await.unwrap().last_event_seq, 3);
     assert_eq!(s.get_run("r-none").await.map(|r| r.parent_run_id).ok(), None);
+}
+
+/// An approval waits while the rest of its run goes on: its attempt ends `awaiting_user` with
+/// the run still `running`, and a person's answer (with their form and comment, kept on the
+/// attempt) lands without moving the run. Once the attempt after it has started (the approval
+/// timed out) no answer lands on it. A run that waits for a person with a wake time is
+/// claimable once that time has passed, and not before; only such a write may set one.
+pub async fn an_approval_waits_beside_running_work_and_wakes_its_run_when_due<S: Store>(s: &S) {
+    let epoch = running_run(s, "r1", "w1", at(1)).await;
+    let mut c = held("r1", epoch, at(2));
+    c.started = vec![start("a", 1), start("b", 1), start("c", 1)];
+    s.commit(c).await.unwrap();
+    let mut c = held("r1", epoch, at(3));
+    c.finished = vec![finish("a", 1, AttemptStatus::AwaitingUser), finish("c", 1, AttemptStatus::AwaitingUser)];
+    s.commit(c).await.unwrap();
+    assert_eq!(s.get_run("r1").await.unwrap().state, RunState::Running);
+
+    let by = |who: &str, now| Commit::new("r1", Expect::state(RunState::Running), now, Actor::Human, who);
+    let approval = |step: &str, decision| Answer {
+        step_id: step.into(),
+        attempt: 1,
+        decision,
+        gate: "approval".into(),
+        reason: Some("fine".into()),
+        fields: json!({"budget": 3}).as_object().cloned().unwrap_or_default(),
+    };
+    let mut c = by("alice", at(4));
+    c.answers = vec![approval("c", HumanDecision::Approve)];
+    s.commit(c).await.unwrap();
+    let attempts = s.list_attempts("r1").await.unwrap();
+    let c1 = attempts.iter().find(|a| a.step_id == "c").unwrap();
+    assert_eq!(c1.answer, Some(HumanDecision::Approve));
+    let detail = c1.answer_detail.clone().unwrap();
+    assert_eq!(
+        (detail.by.as_str(), detail.reason.as_deref(), detail.fields.get("budget")),
+        ("alice", Some("fine"), Some(&json!(3)))
+    );
+    let events = s.list_events("r1", 0).await.unwrap();
+    let decided = events.iter().rfind(|e| e.event_type == "human_decision").unwrap();
+    assert_eq!(
+        (decided.payload["decision"].as_str(), decided.payload["fields"]["budget"].as_i64()),
+        (Some("approve"), Some(3))
+    );
+    let run = s.get_run("r1").await.unwrap();
+    assert_eq!(
+        (run.state, run.owner.as_deref()),
+        (RunState::Running, Some("w1")),
+        "an answer does not move a running run"
+    );
+
+    // `a` timed out: its next attempt started, and no answer lands on the one that waited.
+    let mut c = held("r1", epoch, at(5));
+    c.started = vec![start("a", 2)];
+    s.commit(c).await.unwrap();
+    let mut c = by("bob", at(6));
+    c.answers = vec![approval("a", HumanDecision::Reject)];
+    assert!(matches!(s.commit(c).await, Err(Error::Conflict { actual, .. }) if actual.contains("without an answer")));
+    assert_eq!(s.list_attempts("r1").await.unwrap()[0].answer, None);
+
+    // Only a move to awaiting_user sets a wake time.
+    let mut c = held("r1", epoch, at(7));
+    c.wake_after_ms = Some(0);
+    assert!(matches!(s.commit(c).await, Err(Error::Invalid(_))));
+    let mut c = held("r1", epoch, at(7));
+    c.finished = vec![finish("a", 2, AttemptStatus::Completed), finish("b", 1, AttemptStatus::Completed)];
+    c.transition = to(RunState::AwaitingUser, "approval `x` waits");
+    c.wake_after_ms = Some(LONG);
+    s.commit(c).await.unwrap();
+    let run = s.get_run("r1").await.unwrap();
+    assert_eq!((run.state, run.owner.clone(), run.ready_at.is_some()), (RunState::AwaitingUser, None, true));
+    assert!(s.claim(claim_by("w2", None, LONG, at(8))).await.unwrap().is_empty(), "not before its time");
+
+    // A run whose wait has run out is claimed like any other, and moves to running.
+    let epoch = running_run(s, "r2", "w1", at(9)).await;
+    let mut c = held("r2", epoch, at(10));
+    c.transition = to(RunState::AwaitingUser, "approval `x` waits");
+    c.wake_after_ms = Some(0);
+    s.commit(c).await.unwrap();
+    let got = s.claim(claim_by("w2", None, LONG, at(11))).await.unwrap();
+    let claimed: Vec<(&str, RunState)> = got.iter().map(|c| (c.run.run_id.as_str(), c.from)).collect();
+    assert_eq!(claimed, [("r2", RunState::AwaitingUser)]);
+    let run = s.get_run("r2").await.unwrap();
+    assert_eq!((run.state, run.owner.as_deref(), run.ready_at), (RunState::Running, Some("w2"), None));
+    let events = s.list_events("r2", 0).await.unwrap();
+    assert!(events.iter().any(|e| e.event_type == "run_state_changed"
+        && e.payload["from_state"] == "awaiting_user"
+        && e.payload["to_state"] == "running"));
+    // An answer moves a waiting run back to running, and its wake time goes with the wait.
+    let mut c = Commit::new("r1", Expect::state(RunState::AwaitingUser), at(12), Actor::Human, "carol");
+    c.transition =
+        Some(Transition { to: RunState::Running, cause: TransitionCause::Operator, reason: "decided".into() });
+    s.commit(c).await.unwrap();
+    assert_eq!(s.get_run("r1").await.unwrap().ready_at, None);
 }
 
 /// FR events are numbered 1..n per run, in commit order.

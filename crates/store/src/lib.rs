@@ -25,6 +25,7 @@
 
 pub mod mem;
 pub mod rules;
+pub mod stats;
 mod types;
 
 use std::future::Future;
@@ -197,6 +198,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many runs are in each state; a state no run is in is absent.
     fn count_runs(&self) -> impl Future<Output = Result<Vec<(steward_core::state::RunState, u64)>>> + Send;
+
+    /// What this process's writer has committed so far (batch sizes, durations); `None` for a
+    /// backend without a writer of its own.
+    fn commit_stats(&self) -> Option<stats::CommitStats> {
+        None
+    }
 
     /// Retention (FR-EVT-004): removes events past their family's retention,
     /// never those of a run that is not terminal. In the same transaction, and

@@ -15,8 +15,8 @@ use steward_core::ids::IdGen;
 use steward_core::state::{AttemptStatus, RunState};
 
 use crate::{
-    Attempt, AttemptFinish, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun, Recovered, Result, Run,
-    RunFilter, Scan, Store, rules,
+    AnswerDetail, Attempt, AttemptFinish, Claim, Claimed, Commit, CommitOutcome, Error, Lease, NewRun, Recovered,
+    Result, Run, RunFilter, Scan, Store, rules,
 };
 
 #[derive(Clone)]
@@ -189,10 +189,13 @@ impl Store for MemStore {
             d.pending.push((now, e.clone()));
         }
         for a in &c.answers {
+            let superseded = d.attempts.iter().any(|x| x.step_id == a.step_id && x.attempt > a.attempt);
             let found = d.attempts.iter_mut().find(|x| x.step_id == a.step_id && x.attempt == a.attempt);
-            let payload = rules::answer(&c.run_id, a, actor_id, found.as_ref().map(|x| (x.status, x.answer)))?;
+            let stored = found.as_ref().map(|x| rules::Answerable { status: x.status, answer: x.answer, superseded });
+            let payload = rules::answer(&c.run_id, a, actor_id, stored)?;
             if let Some(x) = found {
                 x.answer = Some(a.decision);
+                x.answer_detail = Some(AnswerDetail::of(a, actor_id));
             }
             d.event(now, actor, actor_id, payload)?;
         }
@@ -204,6 +207,7 @@ impl Store for MemStore {
         }
         let entered_running =
             c.transition.as_ref().is_some_and(|t| t.to == RunState::Running) && d.run.state != RunState::Running;
+        let entered_waiting = c.transition.as_ref().is_some_and(|t| t.to == RunState::AwaitingUser);
         if let Some(t) = &c.transition {
             let payload = rules::transition(&c.run_id, &d.run.job_id, d.run.owner.as_deref(), d.run.state, t)?;
             d.event(now, actor, actor_id, payload)?;
@@ -235,6 +239,8 @@ impl Store for MemStore {
             let payload = rules::released(d.run.owner.as_deref(), d.run.lease_epoch, r);
             d.event(now, Actor::System, actor_id, payload)?;
             d.run.ready_at = Some((self.clock)().plus_millis(r.after_ms as i64));
+        } else if entered_waiting {
+            d.run.ready_at = c.wake_after_ms.map(|ms| (self.clock)().plus_millis(ms as i64));
         } else if entered_running {
             d.run.ready_at = None;
         }

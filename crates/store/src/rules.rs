@@ -194,6 +194,7 @@ pub fn claimable(run: &Run, claim: &crate::Claim, db_now: Timestamp) -> Option<C
             (lease_expired(run, db_now) && !claim.spare_owners.contains(owner)).then_some(ClaimKind::Expired)
         }
         (RunState::Stalled, _) if claim.resume_stalled => Some(ClaimKind::Stalled),
+        (RunState::AwaitingUser, _) => run.ready_at.is_some_and(|t| t <= db_now).then_some(ClaimKind::Due),
         _ => None,
     }
 }
@@ -223,6 +224,8 @@ pub enum ClaimKind {
     Expired,
     /// A stalled run continued by the automatic-resume policy.
     Stalled,
+    /// A run waiting for a person whose wait ran out (an approval's timeout).
+    Due,
 }
 
 /// The events a claim of `run` records, in order, before its `run_claimed`: the recovery of
@@ -264,6 +267,10 @@ pub fn claim_events(run: &Run, kind: ClaimKind, claim: &crate::Claim) -> Result<
         ClaimKind::Stalled => {
             out.push(into_running(RunState::Stalled, format!("resumed automatically by {new_owner}"))?)
         }
+        ClaimKind::Due => out.push(into_running(
+            RunState::AwaitingUser,
+            format!("woken by {new_owner}: the wait for a person ran out"),
+        )?),
     }
     Ok(out)
 }
@@ -282,6 +289,7 @@ pub fn claimed_summary(kind: ClaimKind, owner: &str) -> String {
         ClaimKind::Released => format!("continued by {owner}"),
         ClaimKind::Expired => format!("recovered by {owner} after its previous owner's lease ran out"),
         ClaimKind::Stalled => format!("resumed automatically by {owner}"),
+        ClaimKind::Due => format!("woken by {owner}: the wait for a person ran out"),
     }
 }
 
@@ -304,19 +312,20 @@ pub fn claimed(run: &Run, from: RunState, claim: &crate::Claim, epoch: u64) -> P
     Payload::recorded("run_claimed", body)
 }
 
-/// An attempt may end `awaiting_user` only in the write that moves its run to `awaiting_user`:
-/// a step waiting for a person never sits in a run that goes on without the answer.
+/// Running attempts are never all ended `awaiting_user` at once (each that waits for a person
+/// says so itself), and only a write that moves its run to `awaiting_user` may set when it wakes.
+/// (An attempt may end `awaiting_user` while its run goes on: an approval holds back only the
+/// steps that need it. Which waits hold the whole run is the planner's rule.)
 pub fn check_shape(c: &Commit) -> Result<()> {
-    let to_waiting = c.transition.as_ref().is_some_and(|t| t.to == RunState::AwaitingUser);
-    let waits = c.finished.iter().find(|f| f.status == AttemptStatus::AwaitingUser);
-    if let Some(f) = waits.filter(|_| !to_waiting) {
-        return Err(Error::Invalid(format!(
-            "run `{}`: attempt {} of step `{}` can end awaiting_user only when the run moves to awaiting_user",
-            c.run_id, f.attempt, f.step_id
-        )));
-    }
     if c.finish_running_as == Some(AttemptStatus::AwaitingUser) {
         return Err(Error::Invalid(format!("run `{}`: running attempts cannot all end awaiting_user", c.run_id)));
+    }
+    let to_waiting = c.transition.as_ref().is_some_and(|t| t.to == RunState::AwaitingUser);
+    if c.wake_after_ms.is_some() && !to_waiting {
+        return Err(Error::Invalid(format!(
+            "run `{}`: only a write that moves the run to awaiting_user sets when it wakes",
+            c.run_id
+        )));
     }
     Ok(())
 }
@@ -368,17 +377,26 @@ pub fn process(run_id: &str, p: &AttemptProcess, stored: Option<AttemptStatus>) 
     }
 }
 
-/// A person's answer lands only on an attempt that waits for them and has no answer yet; its
-/// `human_decision` payload (FR-EVT-GOV-HUMAN; the registry refuses it from any actor but a
-/// person). `stored` is the attempt's status and answer, if it exists.
-pub fn answer(
-    run_id: &str,
-    a: &Answer,
-    decided_by: &str,
-    stored: Option<(AttemptStatus, Option<HumanDecision>)>,
-) -> Result<Payload> {
+/// What the store knows of an attempt a person answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answerable {
+    /// Its status.
+    pub status: AttemptStatus,
+    /// Its answer, if it has one.
+    pub answer: Option<HumanDecision>,
+    /// Whether a later attempt of its step exists: the run went on without an answer to it
+    /// (an approval that timed out), and none may land on it now.
+    pub superseded: bool,
+}
+
+/// A person's answer lands only on the latest attempt of its step, which waits for them and has
+/// no answer yet; its `human_decision` payload (FR-EVT-GOV-HUMAN; the registry refuses it from
+/// any actor but a person). `stored` is what the store knows of the attempt, if it exists.
+/// Of two answers that race, or an answer and the timeout that starts the next attempt, the one
+/// the store writes first wins and the other is refused with `Conflict`.
+pub fn answer(run_id: &str, a: &Answer, decided_by: &str, stored: Option<Answerable>) -> Result<Payload> {
     match stored {
-        Some((AttemptStatus::AwaitingUser, None)) => {
+        Some(Answerable { status: AttemptStatus::AwaitingUser, answer: None, superseded: false }) => {
             let mut body = serde_json::json!({
                 "decision": a.decision.as_str(),
                 "gate": a.gate,
@@ -389,14 +407,18 @@ pub fn answer(
             if let Some(r) = &a.reason {
                 body["reason"] = serde_json::json!(r);
             }
+            if !a.fields.is_empty() {
+                body["fields"] = serde_json::Value::Object(a.fields.clone());
+            }
             Ok(Payload::recorded("human_decision", body))
         }
-        Some((status, answered)) => Err(Error::Conflict {
+        Some(Answerable { status, answer, superseded }) => Err(Error::Conflict {
             run_id: run_id.to_owned(),
             expected: format!("attempt {} of step `{}` waiting for an answer", a.attempt, a.step_id),
-            actual: match answered {
-                Some(d) => format!("it was answered `{d}`"),
-                None => format!("it is {status}"),
+            actual: match (answer, superseded) {
+                (Some(d), _) => format!("it was answered `{d}`"),
+                (None, true) => "the run went on without an answer (it timed out)".to_owned(),
+                (None, false) => format!("it is {status}"),
             },
         }),
         None => Err(Error::Invalid(format!(

@@ -91,6 +91,7 @@ impl ReusedAttempt {
             with_issues: self.with_issues,
             routes: self.routes.clone(),
             answer: None,
+            answer_detail: None,
             reused_from: Some(self.from.clone()),
             process: None,
             started_at: now,
@@ -240,6 +241,8 @@ pub struct Attempt {
     pub routes: Vec<String>,
     /// For an attempt that stopped for a person, their answer, once given.
     pub answer: Option<HumanDecision>,
+    /// Who gave that answer, their comment and the form they filled in.
+    pub answer_detail: Option<AnswerDetail>,
     /// For an attempt a restart or fork took over from its parent: that attempt's idempotency
     /// key. It did not run here.
     pub reused_from: Option<String>,
@@ -269,6 +272,7 @@ impl Attempt {
             with_issues: false,
             routes: Vec::new(),
             answer: None,
+            answer_detail: None,
             reused_from: None,
             process: None,
             started_at: now,
@@ -370,6 +374,33 @@ pub struct Answer {
     pub gate: String,
     /// Why, in the person's words.
     pub reason: Option<String>,
+    /// The fields of an approval's form, typed as the form declares them.
+    pub fields: serde_json::Map<String, Value>,
+}
+
+/// What a person's answer said besides its decision, kept on the attempt it answers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AnswerDetail {
+    /// Who answered (the commit's actor id).
+    pub by: String,
+    /// Their comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The form they filled in.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub fields: serde_json::Map<String, Value>,
+}
+
+impl AnswerDetail {
+    /// The detail an [`Answer`] given by `by` leaves on its attempt.
+    pub fn of(a: &Answer, by: &str) -> AnswerDetail {
+        AnswerDetail { by: by.to_owned(), reason: a.reason.clone(), fields: a.fields.clone() }
+    }
+
+    /// As stored.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
 }
 
 /// A command process a running attempt is about to let run.
@@ -493,6 +524,10 @@ pub struct Commit {
     pub summary: Option<String>,
     /// Give the held run back (only with an `expect.epoch`, and with no attempt left running).
     pub release: Option<Release>,
+    /// With a transition to `awaiting_user`: the run becomes claimable again after this many
+    /// ms on the database's clock, answered or not (an approval's timeout). Without it, only
+    /// an answer moves a waiting run.
+    pub wake_after_ms: Option<u64>,
 }
 
 impl Commit {
@@ -514,6 +549,7 @@ impl Commit {
             finish_running_as: None,
             summary: None,
             release: None,
+            wake_after_ms: None,
         }
     }
 }

@@ -25,7 +25,7 @@ fn bad_workflow_files_are_reported_with_line_step_and_field() {
         &["validate", kind.to_str().unwrap()],
         1,
         &[
-            "kind.yaml:5: step `a`, field `steps[0].type`: unknown step type `python` (expected one of: shell, noop, agent_task, agent_review, micro_tasks)",
+            "kind.yaml:5: step `a`, field `steps[0].type`: unknown step type `python` (expected one of: shell, noop, agent_task, agent_review, micro_tasks, approval)",
         ],
     );
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod approvals;
 mod bad_input;
 mod crash;
 mod e2e;

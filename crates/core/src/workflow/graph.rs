@@ -27,13 +27,39 @@ pub enum Route {
     FileOrder,
     /// `next:`.
     Next(usize),
-    /// A review: `on_approve` (default: file order) and `on_reject` (default: nowhere).
-    Review {
+    /// A review or an approval routes by its decision: `on_approve` (default: file order),
+    /// `on_reject` and `on_timeout` (default: nowhere).
+    Decision {
         /// Where an approval goes.
         approve: Option<usize>,
         /// Where a rejection goes.
         reject: Option<usize>,
+        /// Where an approval that nobody decided in time goes.
+        timeout: Option<usize>,
     },
+}
+
+/// How a step that routes by a decision was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decided {
+    /// Approved.
+    Approved,
+    /// Rejected.
+    Rejected,
+    /// Nobody decided before the approval's timeout.
+    TimedOut,
+}
+
+impl Decided {
+    /// Reads the `decision` a review or an approval records in its output.
+    pub fn parse(decision: &str) -> Option<Decided> {
+        match decision {
+            "approve" => Some(Decided::Approved),
+            "reject" => Some(Decided::Rejected),
+            "timeout" => Some(Decided::TimedOut),
+            _ => None,
+        }
+    }
 }
 
 impl Graph {
@@ -45,24 +71,30 @@ impl Graph {
             .map(|i| match route[i] {
                 Route::Next(j) => vec![j],
                 Route::FileOrder => file_order(i).into_iter().collect(),
-                Route::Review { approve, reject } => {
+                Route::Decision { approve, reject, timeout } => {
                     let mut v: Vec<usize> = approve.or_else(|| file_order(i)).into_iter().collect();
-                    v.extend(reject.filter(|r| !v.contains(r)));
+                    for r in [reject, timeout].into_iter().flatten() {
+                        if !v.contains(&r) {
+                            v.push(r);
+                        }
+                    }
                     v
                 }
             })
             .collect();
-        let conditional = route.iter().map(|r| matches!(r, Route::Review { .. })).collect();
+        let conditional = route.iter().map(|r| matches!(r, Route::Decision { .. })).collect();
         Graph { routes, joins: needs.to_vec(), conditional }
     }
 
-    /// Where a completed step goes: all its routes, or for a review the one its decision picks.
-    pub fn routes_after(&self, route: &Route, i: usize, approved: Option<bool>) -> Vec<usize> {
+    /// Where a completed step goes: all its routes, or for a review or an approval the one its
+    /// decision picks (a review that gave none counts as a rejection).
+    pub fn routes_after(&self, route: &Route, i: usize, decided: Option<Decided>) -> Vec<usize> {
         let n = self.joins.len();
         let file_order = (i + 1 < n && self.joins[i + 1].is_none()).then_some(i + 1);
-        match (route, approved) {
-            (Route::Review { approve, .. }, Some(true)) => approve.or(file_order).into_iter().collect(),
-            (Route::Review { reject, .. }, _) => reject.iter().copied().collect(),
+        match (route, decided) {
+            (Route::Decision { approve, .. }, Some(Decided::Approved)) => approve.or(file_order).into_iter().collect(),
+            (Route::Decision { timeout, .. }, Some(Decided::TimedOut)) => timeout.iter().copied().collect(),
+            (Route::Decision { reject, .. }, _) => reject.iter().copied().collect(),
             _ => self.routes[i].clone(),
         }
     }
@@ -204,11 +236,11 @@ mod tests {
         let g = Graph::build(&[None, None, None], &[Route::Next(2), Route::FileOrder, Route::FileOrder]);
         assert_eq!(g.reachable(), vec![true, false, true]);
         // plan -> review; review rejects back to plan: a loop, not a cycle.
-        let review = Route::Review { approve: None, reject: Some(0) };
+        let review = Route::Decision { approve: None, reject: Some(0), timeout: None };
         let g = Graph::build(&[None, None, None], &[Route::FileOrder, review, Route::FileOrder]);
         assert!(g.find_cycle().is_none());
         assert_eq!(g.routes[1], vec![2, 0]);
-        assert_eq!(g.routes_after(&review, 1, Some(true)), vec![2]);
-        assert_eq!(g.routes_after(&review, 1, Some(false)), vec![0]);
+        assert_eq!(g.routes_after(&review, 1, Some(Decided::Approved)), vec![2]);
+        assert_eq!(g.routes_after(&review, 1, Some(Decided::Rejected)), vec![0]);
     }
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::template::Template;
 
-pub use graph::{Graph, Route};
+pub use graph::{Decided, Graph, Route};
 pub use literals::literal_secrets;
 pub use parse::parse;
 
@@ -196,6 +196,8 @@ pub enum StepKind {
     Agent(AgentStep),
     /// `type: micro_tasks`: the micro-task executor works through a work packet.
     MicroTasks(MicroTasksStep),
+    /// `type: approval`: the run waits, holding nothing, for a person's decision.
+    Approval(ApprovalStep),
 }
 
 impl StepKind {
@@ -207,6 +209,7 @@ impl StepKind {
             StepKind::Agent(a) if a.review => "agent_review",
             StepKind::Agent(_) => "agent_task",
             StepKind::MicroTasks(_) => "micro_tasks",
+            StepKind::Approval(_) => "approval",
         }
     }
 
@@ -218,8 +221,35 @@ impl StepKind {
             StepKind::Agent(a) if a.review => &["summary", "decision"],
             StepKind::Agent(_) => &["summary"],
             StepKind::MicroTasks(_) => &["status", "job_id", "state_dir"],
+            StepKind::Approval(_) => APPROVAL_OUTPUTS,
         }
     }
+}
+
+/// What every approval records besides its form's fields: `approve`, `reject` or `timeout`, who
+/// decided, and their comment.
+pub const APPROVAL_OUTPUTS: &[&str] = &["decision", "decided_by", "comment"];
+
+/// A `type: approval` step: a question for a person, answered from the CLI, the API or the
+/// console. Its form's values become the step's outputs; its decision picks its route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalStep {
+    /// The question as written.
+    pub prompt_source: String,
+    /// The question, parsed (it may quote earlier steps' outputs).
+    pub prompt: Template,
+    /// The fields a person fills in, typed like inputs; their values are the step's outputs.
+    pub form: Vec<InputDecl>,
+    /// Who may decide; empty: anyone who may reach the run.
+    pub approvers: Vec<String>,
+    /// How long the run waits for a decision; `None`: for ever.
+    pub timeout_seconds: Option<u64>,
+    /// Where an approval goes (default: the following step).
+    pub on_approve: Option<String>,
+    /// Where a rejection goes (default: the step fails, and the run with it).
+    pub on_reject: Option<String>,
+    /// Where a timeout goes (default: the step fails, and the run with it).
+    pub on_timeout: Option<String>,
 }
 
 /// A `micro_tasks` step: its work packet and optional execution policy, as files relative to the
@@ -495,9 +525,9 @@ steps:
             "line 3, field `colour`: unknown key `colour` (expected one of: id, version, description, capability_profile, inputs, limits, agents, steps)",
             "line 5, field `inputs.n.type`: unknown input type `integer` (expected string, number, bool or json)",
             "line 9, step `a`, field `steps[0].run`: template `{{inputs.missing}}` names unknown input `missing`",
-            "line 10, step `a`, field `steps[0].timout_seconds`: unknown key `timout_seconds` (did you mean `timeout_seconds`?) (expected one of: id, type, description, run, env, cwd, agent, prompt, output_files, timeout_seconds, retry, limits, needs, next, on_approve, on_reject, outputs, packet, policy)",
+            "line 10, step `a`, field `steps[0].timout_seconds`: unknown key `timout_seconds` (did you mean `timeout_seconds`?) (expected one of: id, type, description, run, env, cwd, agent, prompt, output_files, timeout_seconds, retry, limits, needs, next, on_approve, on_reject, on_timeout, outputs, packet, policy, form, approvers)",
             "line 11, step `a`, field `steps[1].id`: duplicate step id `a` (first defined at line 7)",
-            "line 12, step `a`, field `steps[1].type`: unknown step type `python` (expected one of: shell, noop, agent_task, agent_review, micro_tasks)",
+            "line 12, step `a`, field `steps[1].type`: unknown step type `python` (expected one of: shell, noop, agent_task, agent_review, micro_tasks, approval)",
             "line 15, step `c`, field `steps[2].needs`: unknown step `b`",
             "line 16, step `c`, field `steps[2].run`: template `{{steps.zzz.outputs.stdout}}` names unknown step `zzz`",
             "line 16, step `c`, field `steps[2].run`: template `{{steps.a.outputs.nope}}`: step `a` has no output `nope` (it has: stdout, stderr, exit_code)",
@@ -537,7 +567,9 @@ steps:
         let cycle = "id: c\nversion: 1\nsteps:\n  - {id: a, type: noop}\n  - {id: b, type: noop, needs: [a, c]}\n  - {id: c, type: noop, needs: [b]}\n";
         assert_eq!(
             errors(cycle),
-            ["line 5, step `b`, field `steps[1]`: cycle: b -> c -> b (steps can only loop through review decisions)"]
+            [
+                "line 5, step `b`, field `steps[1]`: cycle: b -> c -> b (steps can only loop through the decisions of reviews and approvals)"
+            ]
         );
 
         let unreachable = "id: u\nversion: 1\nsteps:\n  - {id: a, type: noop, next: c}\n  - {id: b, type: noop}\n  - {id: c, type: noop}\n";
@@ -681,9 +713,9 @@ steps:
             "line 9, step `t`, field `steps[0].agent`: unknown agent `nobody` (declare it under `agents:`)",
             "line 10, step `t`, field `steps[0].prompt`: template `{{inputs.nope}}` names unknown input `nope`",
             "line 12, step `t`, field `steps[0].output_files.plan`: `/etc/passwd` must be a relative path inside the attempt's output directory",
-            "line 17, step `r`, field `steps[1].next`: a review routes by its decision: use `on_approve` and `on_reject`",
+            "line 17, step `r`, field `steps[1].next`: a review or an approval routes by its decision: use `on_approve` and `on_reject`",
             "line 18, step `r`, field `steps[1].on_reject`: unknown step `ghost`",
-            "line 19, step `s`, field `steps[2].prompt`: `prompt` is only valid on agent_task and agent_review steps",
+            "line 19, step `s`, field `steps[2].prompt`: `prompt` is only valid on agent_task, agent_review and approval steps",
         ];
         for w in want {
             assert!(errs.iter().any(|e| e == w), "missing {w:?} in {errs:#?}");
@@ -697,5 +729,74 @@ steps:
         let r = wf.steps[0].retry;
         assert_eq!(r.max_attempts, 4);
         assert_eq!([r.delay_before(2), r.delay_before(3), r.delay_before(4)], [500, 1500, 2000]);
+    }
+
+    /// `type: approval`: a prompt, a typed form whose fields are the step's outputs, approvers,
+    /// a timeout with its route, and decision routes.
+    #[test]
+    fn approval_steps_are_read_and_validated() {
+        let src = r#"id: release
+version: 1
+steps:
+  - {id: build, type: noop}
+  - id: sign_off
+    type: approval
+    prompt: "Ship build {{workflow.run_id}}?"
+    form:
+      reason: {type: string, required: true}
+      budget: number
+    approvers: [ada, grace]
+    timeout_seconds: 3600
+    on_timeout: escalate
+    on_reject: escalate
+  - id: ship
+    type: shell
+    run: echo "{{steps.sign_off.outputs.reason}} by {{steps.sign_off.outputs.decided_by}}"
+  - {id: escalate, type: noop}
+"#;
+        let wf = parse(src).unwrap();
+        let StepKind::Approval(a) = &wf.steps[1].kind else { panic!("{:?}", wf.steps[1].kind) };
+        assert_eq!(
+            a.form.iter().map(|f| (f.name.as_str(), f.ty, f.required)).collect::<Vec<_>>(),
+            [("reason", InputType::String, true), ("budget", InputType::Number, false)]
+        );
+        assert_eq!((a.approvers.clone(), a.timeout_seconds), (vec!["ada".into(), "grace".into()], Some(3600)));
+        assert_eq!(
+            wf.steps[1].outputs,
+            [OutputDecl { key: "reason".into(), optional: false }, OutputDecl { key: "budget".into(), optional: true }]
+        );
+        assert_eq!(wf.steps[1].route, Route::Decision { approve: None, reject: Some(3), timeout: Some(3) });
+        assert_eq!(wf.graph.routes[1], vec![2, 3]);
+
+        let bad = r#"id: bad
+version: 1
+steps:
+  - id: ask
+    type: approval
+    form:
+      decision: string
+      key: {type: string, secret: true}
+    approvers: []
+    on_timeout: ask
+    next: other
+    outputs: [x]
+    retry: {max_attempts: 2}
+  - {id: other, type: noop, on_timeout: ask, form: {a: string}}
+"#;
+        assert_eq!(
+            errors(bad),
+            [
+                "line 4, step `ask`, field `steps[0].prompt`: approval steps need `prompt` (the question a person answers)",
+                "line 7, step `ask`, field `steps[0].form.decision`: `decision` is an output every approval records; name the field otherwise",
+                "line 8, step `ask`, field `steps[0].form.key.secret`: a form field cannot be secret: its value becomes an output that later steps and people read",
+                "line 9, step `ask`, field `steps[0].approvers`: an empty list of approvers lets nobody decide; leave it out to let anyone",
+                "line 10, step `ask`, field `steps[0].on_timeout`: `on_timeout` needs `timeout_seconds` (without it the approval waits for ever)",
+                "line 11, step `ask`, field `steps[0].next`: a review or an approval routes by its decision: use `on_approve` and `on_reject`",
+                "line 12, step `ask`, field `steps[0].outputs`: `outputs` is not valid on approval steps: an approval's outputs are the fields of its `form`",
+                "line 13, step `ask`, field `steps[0].retry`: `retry` is not valid on approval steps: an approval is decided once, never retried",
+                "line 14, step `other`, field `steps[1].form`: `form` is only valid on approval steps",
+                "line 14, step `other`, field `steps[1].on_timeout`: `on_timeout` is only valid on approval steps",
+            ]
+        );
     }
 }

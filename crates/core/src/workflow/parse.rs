@@ -4,8 +4,8 @@ use serde_json::Value;
 
 use super::graph::Route;
 use super::{
-    AgentDecl, AgentStep, Diagnostic, Graph, InputDecl, InputType, Limits, MicroTasksStep, OutputDecl, Provider,
-    RetryPolicy, ShellStep, Step, StepKind, Workflow,
+    AgentDecl, AgentStep, ApprovalStep, Diagnostic, Graph, InputDecl, InputType, Limits, MicroTasksStep, OutputDecl,
+    Provider, RetryPolicy, ShellStep, Step, StepKind, Workflow,
 };
 use crate::template::{Part, Ref, Template, TemplateError, WorkflowVar};
 use crate::yaml::{self, Node, NodeKind};
@@ -41,16 +41,21 @@ const STEP_KEYS: &[&str] = &[
     "next",
     "on_approve",
     "on_reject",
+    "on_timeout",
     "outputs",
     "packet",
     "policy",
+    "form",
+    "approvers",
 ];
 const SHELL_ONLY: &[&str] = &["run", "env", "cwd"];
-const AGENT_ONLY: &[&str] = &["agent", "prompt", "output_files"];
+const AGENT_ONLY: &[&str] = &["agent", "output_files"];
+const PROMPTED_ONLY: &[&str] = &["prompt"];
 const MICRO_TASKS_ONLY: &[&str] = &["packet", "policy"];
+const APPROVAL_ONLY: &[&str] = &["form", "approvers", "on_timeout"];
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff"];
 const BACKOFF_KEYS: &[&str] = &["initial_seconds", "multiplier", "max_seconds"];
-const STEP_TYPES: &str = "shell, noop, agent_task, agent_review, micro_tasks";
+const STEP_TYPES: &str = "shell, noop, agent_task, agent_review, micro_tasks, approval";
 
 /// Parses and validates a workflow definition. On failure, every problem found.
 pub fn parse(source: &str) -> Result<Workflow, Vec<Diagnostic>> {
@@ -91,6 +96,7 @@ struct RawStep<'a> {
     agent: Option<(String, usize)>,
     on_approve: Option<(String, usize)>,
     on_reject: Option<(String, usize)>,
+    on_timeout: Option<(String, usize)>,
 }
 
 struct RetryPolicyRaw {
@@ -262,7 +268,7 @@ impl Reader {
             }
             Some(name)
         });
-        let inputs = get("inputs").map(|n| self.inputs(n)).unwrap_or_default();
+        let inputs = get("inputs").map(|n| self.inputs(n, "inputs")).unwrap_or_default();
         let limits = get("limits").map(|n| self.limits(n)).unwrap_or_default();
         let agents = get("agents").map(|n| self.agents(n)).unwrap_or_default();
 
@@ -290,13 +296,14 @@ impl Reader {
         Some(Workflow { id, version, description, capability_profile, inputs, agents, limits, steps: steps.0, graph })
     }
 
-    fn inputs(&mut self, node: &Node) -> Vec<InputDecl> {
+    /// Typed declarations: a workflow's `inputs`, or an approval's `form` (at `field`).
+    fn inputs(&mut self, node: &Node, field: &str) -> Vec<InputDecl> {
         let mut out: Vec<InputDecl> = Vec::new();
         match &node.kind {
             // `inputs: [a, b]` declares required strings (DireClaw's list form).
             NodeKind::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    if let Some(name) = self.string(item, &format!("inputs[{i}]")) {
+                    if let Some(name) = self.string(item, &format!("{field}[{i}]")) {
                         out.push(InputDecl {
                             name,
                             ty: InputType::String,
@@ -310,13 +317,13 @@ impl Reader {
                 }
             }
             NodeKind::Map(_) => {
-                for (name, decl) in self.map(node, "inputs", &[]).unwrap_or_default() {
-                    let field = format!("inputs.{name}");
+                for (name, decl) in self.map(node, field, &[]).unwrap_or_default() {
+                    let field = format!("{field}.{name}");
                     if !valid_id(name) {
                         self.err(
                             decl.pos.line,
                             &field,
-                            format!("`{name}` is not a valid input name (letters, digits, `_` and `-`)"),
+                            format!("`{name}` is not a valid name (letters, digits, `_` and `-`)"),
                         );
                     }
                     if let Some(d) = self.input(name, decl, &field) {
@@ -327,8 +334,8 @@ impl Reader {
             NodeKind::Scalar(_) => {
                 self.err(
                     node.pos.line,
-                    "inputs",
-                    format!("expected a mapping of input declarations, found a {}", node.kind_name()),
+                    field,
+                    format!("expected a mapping of typed declarations, found a {}", node.kind_name()),
                 );
             }
         }
@@ -466,6 +473,7 @@ impl Reader {
             agent: None,
             on_approve: None,
             on_reject: None,
+            on_timeout: None,
         };
         let ty = match get("type") {
             Some(n) => self.string(n, &join(&base, "type")),
@@ -483,6 +491,7 @@ impl Reader {
             Some("shell") => raw.kind = self.shell(&base, &entries, node, &mut raw.templates),
             Some("noop") => raw.kind = Some(StepKind::Noop),
             Some("micro_tasks") => raw.kind = self.micro_tasks_step(&base, &entries, node),
+            Some("approval") => raw.kind = self.approval_step(&base, &entries, node, &mut raw.templates),
             Some(t @ ("agent_task" | "agent_review")) => {
                 raw.kind = self.agent_step(&base, &entries, node, t == "agent_review", &mut raw)
             }
@@ -501,10 +510,13 @@ impl Reader {
         let is_agent = matches!(ty.as_deref(), Some("agent_task" | "agent_review"));
         let is_review = ty.as_deref() == Some("agent_review");
         let is_micro_tasks = ty.as_deref() == Some("micro_tasks");
+        let is_approval = ty.as_deref() == Some("approval");
         let misplaced = [
             (SHELL_ONLY, is_shell, "shell"),
             (AGENT_ONLY, is_agent, "agent_task and agent_review"),
+            (PROMPTED_ONLY, is_agent || is_approval, "agent_task, agent_review and approval"),
             (MICRO_TASKS_ONLY, is_micro_tasks, "micro_tasks"),
+            (APPROVAL_ONLY, is_approval, "approval"),
         ];
         for (keys, allowed, kinds) in misplaced {
             for k in keys.iter().filter(|_| !allowed && ty.is_some()) {
@@ -513,25 +525,47 @@ impl Reader {
                 }
             }
         }
-        for k in ["on_approve", "on_reject"] {
+        for k in ["on_approve", "on_reject", "on_timeout"] {
             if let Some(n) = get(k) {
-                if is_review {
+                if is_review || is_approval {
                     let target = self.string(n, &join(&base, k)).map(|s| (s, n.pos.line));
-                    if k == "on_approve" { raw.on_approve = target } else { raw.on_reject = target }
-                } else if ty.is_some() {
-                    self.err(n.pos.line, join(&base, k), format!("`{k}` is only valid on agent_review steps"));
+                    match k {
+                        "on_approve" => raw.on_approve = target,
+                        "on_reject" => raw.on_reject = target,
+                        _ => raw.on_timeout = target,
+                    }
+                } else if ty.is_some() && k != "on_timeout" {
+                    self.err(
+                        n.pos.line,
+                        join(&base, k),
+                        format!("`{k}` is only valid on agent_review and approval steps"),
+                    );
                 }
             }
         }
-        if let Some(StepKind::Agent(a)) = &mut raw.kind {
-            a.on_approve = raw.on_approve.as_ref().map(|(t, _)| t.clone());
-            a.on_reject = raw.on_reject.as_ref().map(|(t, _)| t.clone());
+        let target = |t: &Option<(String, usize)>| t.as_ref().map(|(t, _)| t.clone());
+        match &mut raw.kind {
+            Some(StepKind::Agent(a)) => {
+                a.on_approve = target(&raw.on_approve);
+                a.on_reject = target(&raw.on_reject);
+            }
+            Some(StepKind::Approval(a)) => {
+                a.on_approve = target(&raw.on_approve);
+                a.on_reject = target(&raw.on_reject);
+                a.on_timeout = target(&raw.on_timeout);
+                // Its outputs are its form's fields, required or not as the form says.
+                raw.outputs =
+                    a.form.iter().map(|f| OutputDecl { key: f.name.clone(), optional: !f.required }).collect();
+            }
+            _ => {}
         }
-        if is_review && let Some(n) = get("next") {
+        if (is_review || is_approval)
+            && let Some(n) = get("next")
+        {
             self.err(
                 n.pos.line,
                 join(&base, "next"),
-                "a review routes by its decision: use `on_approve` and `on_reject`",
+                "a review or an approval routes by its decision: use `on_approve` and `on_reject`",
             );
         }
         if let Some(n) = get("needs") {
@@ -540,7 +574,7 @@ impl Reader {
         if let Some(n) = get("next") {
             raw.next = self.string(n, &join(&base, "next")).map(|s| (s, n.pos.line));
         }
-        if let Some(n) = get("outputs") {
+        if let Some(n) = get("outputs").filter(|_| !is_approval) {
             for (key, line) in self.string_list(n, &join(&base, "outputs")).unwrap_or_default() {
                 let (name, optional) = match key.strip_suffix('?') {
                     Some(k) => (k.to_owned(), true),
@@ -617,6 +651,89 @@ impl Reader {
             );
         }
         Some(StepKind::MicroTasks(MicroTasksStep { packet, policy }))
+    }
+
+    fn approval_step(
+        &mut self,
+        base: &str,
+        entries: &[(&str, &Node)],
+        node: &Node,
+        templates: &mut Vec<(String, usize, Template)>,
+    ) -> Option<StepKind> {
+        let get = |k: &str| lookup(entries, k);
+        for k in ["outputs", "retry", "limits"] {
+            if let Some(n) = get(k) {
+                let why = match k {
+                    "outputs" => "an approval's outputs are the fields of its `form`",
+                    _ => "an approval is decided once, never retried",
+                };
+                self.err(n.pos.line, join(base, k), format!("`{k}` is not valid on approval steps: {why}"));
+            }
+        }
+        let form = match get("form") {
+            Some(n) => self.inputs(n, &join(base, "form")),
+            None => Vec::new(),
+        };
+        for f in form.iter().filter(|f| f.secret) {
+            self.err(
+                f.line,
+                join(base, &format!("form.{}.secret", f.name)),
+                "a form field cannot be secret: its value becomes an output that later steps and people read",
+            );
+        }
+        for f in &form {
+            if super::APPROVAL_OUTPUTS.contains(&f.name.as_str()) {
+                self.err(
+                    f.line,
+                    join(base, &format!("form.{}", f.name)),
+                    format!("`{}` is an output every approval records; name the field otherwise", f.name),
+                );
+            }
+        }
+        let approvers = match get("approvers") {
+            Some(n) => {
+                let field = join(base, "approvers");
+                let list = self.string_list(n, &field).unwrap_or_default();
+                if list.is_empty() && matches!(n.kind, NodeKind::Seq(_)) {
+                    self.err(
+                        n.pos.line,
+                        &field,
+                        "an empty list of approvers lets nobody decide; leave it out to let anyone",
+                    );
+                }
+                list.into_iter().map(|(a, _)| a).collect()
+            }
+            None => Vec::new(),
+        };
+        let timeout_seconds = get("timeout_seconds").and_then(|n| self.uint(n, &join(base, "timeout_seconds"), 1));
+        if timeout_seconds.is_none()
+            && get("timeout_seconds").is_none()
+            && let Some(n) = get("on_timeout")
+        {
+            self.err(
+                n.pos.line,
+                join(base, "on_timeout"),
+                "`on_timeout` needs `timeout_seconds` (without it the approval waits for ever)",
+            );
+        }
+        let prompt_field = join(base, "prompt");
+        let Some(prompt_node) = get("prompt") else {
+            self.err(node.pos.line, &prompt_field, "approval steps need `prompt` (the question a person answers)");
+            return None;
+        };
+        let prompt_source = self.string(prompt_node, &prompt_field)?;
+        let prompt = self.template(&prompt_source, prompt_node.pos.line, &prompt_field, false)?;
+        templates.push((prompt_field, prompt_node.pos.line, prompt.clone()));
+        Some(StepKind::Approval(ApprovalStep {
+            prompt_source,
+            prompt,
+            form,
+            approvers,
+            timeout_seconds,
+            on_approve: None,
+            on_reject: None,
+            on_timeout: None,
+        }))
     }
 
     fn agent_step(
@@ -986,11 +1103,13 @@ impl Reader {
                     }
                 }
             };
-            let review = matches!(&s.kind, Some(StepKind::Agent(a)) if a.review);
-            routes.push(if review {
-                Route::Review {
+            let decides = matches!(&s.kind, Some(StepKind::Agent(a)) if a.review)
+                || matches!(&s.kind, Some(StepKind::Approval(_)));
+            routes.push(if decides {
+                Route::Decision {
                     approve: target(self, "on_approve", &s.on_approve),
                     reject: target(self, "on_reject", &s.on_reject),
+                    timeout: target(self, "on_timeout", &s.on_timeout),
                 }
             } else {
                 next[i].map_or(Route::FileOrder, |(j, _)| Route::Next(j))
@@ -1037,7 +1156,10 @@ impl Reader {
                 self.err(
                     raw[first].node.pos.line,
                     format!("steps[{first}]"),
-                    format!("cycle: {} (steps can only loop through review decisions)", names.join(" -> ")),
+                    format!(
+                        "cycle: {} (steps can only loop through the decisions of reviews and approvals)",
+                        names.join(" -> ")
+                    ),
                 );
                 ok = false;
             } else {

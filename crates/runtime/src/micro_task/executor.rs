@@ -276,12 +276,14 @@ impl Executor<'_> {
         if let Some(pause) = st.progress.current_state.pause.clone() {
             match decision {
                 None => return Ok(Outcome::Paused(pause)),
-                Some(HumanDecision::Abort) => {
+                // A gate takes continue or abort (`record_gate` refuses the rest); an approval's
+                // words mean the same here.
+                Some(HumanDecision::Abort | HumanDecision::Reject) => {
                     return self
                         .fail(&mut st, format!("aborted by a person at {} ({})", pause.mt_id, pause.reason))
                         .await;
                 }
-                Some(HumanDecision::Continue) => {
+                Some(HumanDecision::Continue | HumanDecision::Approve) => {
                     let policy = &st.progress.policy;
                     let cs = &mut st.progress.current_state;
                     match pause.reason.as_str() {

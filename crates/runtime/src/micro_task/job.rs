@@ -38,6 +38,9 @@ pub(crate) type CommitFn = dyn Fn(Commit) -> BoxFuture<'static, Result<(), Strin
 /// Says whether this process still holds the run (`Err` with why, if not); the engine supplies it.
 pub(crate) type FenceFn = dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync;
 
+/// Reads the run's attempts as the store has them now; the engine supplies it.
+pub(crate) type ReadFn = dyn Fn() -> BoxFuture<'static, Result<Vec<steward_store::Attempt>, String>> + Send + Sync;
+
 /// A `micro_tasks` attempt, resolved and ready to run.
 pub(crate) struct MicroTaskWork {
     /// The work packet file.
@@ -74,6 +77,8 @@ pub(crate) fn job_of(run_job_id: &str, whole_run: bool, step_id: &str, visit: u3
 pub(crate) struct RunWriter {
     pub(crate) commit: Arc<CommitFn>,
     pub(crate) fence: Arc<FenceFn>,
+    /// What the store holds of the run's attempts (an approval reads its decision there).
+    pub(crate) read: Arc<ReadFn>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) run_id: String,
     /// The process driving the run.
