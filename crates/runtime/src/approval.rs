@@ -40,14 +40,15 @@ pub(crate) struct ApprovalWork {
     pub(crate) prompt: String,
 }
 
-/// The attempt of this visit of `step` that stopped for a person, if any: the latest one.
+/// The attempt of this visit of `step` that stopped for a person, if any. (An attempt that read
+/// its decision and then failed or was interrupted is followed by one that reads it again; a
+/// new visit asks again.)
 pub(crate) fn waited(attempts: &[Attempt], step_id: &str, visit: u32) -> Option<u32> {
     attempts
         .iter()
-        .filter(|a| a.step_id == step_id && a.visit == visit)
-        .max_by_key(|a| a.attempt)
-        .filter(|a| a.status == AttemptStatus::AwaitingUser)
+        .filter(|a| a.step_id == step_id && a.visit == visit && a.status == AttemptStatus::AwaitingUser)
         .map(|a| a.attempt)
+        .max()
 }
 
 /// What the waiting attempt shows a person: the question, the form, who may decide, and until
@@ -182,6 +183,9 @@ impl<S: Store + Clone> Engine<S> {
         }
         if !d.decision.decides_approval() {
             return Err(Error::Decision(format!("an approval takes approve or reject, not `{}`", d.decision)));
+        }
+        if d.decision == HumanDecision::Reject && d.comment.as_deref().is_none_or(|c| c.trim().is_empty()) {
+            return Err(Error::Decision("a rejection says why: give a comment".into()));
         }
         let wf = self.workflow(&run).await?;
         let Some(StepKind::Approval(approval)) = wf.step(step_id).map(|s| &s.kind) else {

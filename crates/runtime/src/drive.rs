@@ -53,13 +53,16 @@ struct RunCtx {
     attempts: Vec<Attempt>,
     /// When the run started: its timeout counts from here.
     started_at: Timestamp,
+    /// When it times out, as of the last plan (see [`RunCtx::deadline_at`]); every use of a
+    /// `RunCtx` plans first.
+    deadline: Timestamp,
     env: Arc<std::collections::BTreeMap<String, String>>,
     writer: RunWriter,
 }
 
 impl RunCtx {
     /// The planner's answer for the committed attempts plus `finished`.
-    fn plan(&self, finished: &mut [StepDone], now: Timestamp) -> Plan {
+    fn plan(&mut self, finished: &mut [StepDone], now: Timestamp) -> Plan {
         for d in finished.iter_mut() {
             if d.finish.status == AttemptStatus::Completed {
                 d.finish.routes = schedule::routes_of(&self.wf, &d.finish.step_id, decided(d.finish.output.as_ref()));
@@ -67,7 +70,8 @@ impl RunCtx {
         }
         let view = self.view(finished, now);
         let facts = facts(&self.wf, &view);
-        if now >= self.deadline(&facts, now) {
+        self.deadline = self.deadline_at(&facts, now);
+        if now >= self.deadline {
             let reason = format!("workflow run timed out after {}s", self.wf.limits.run_timeout_seconds);
             return Plan { start: Vec::new(), wake_at: None, verdict: Verdict::Failed { reason } };
         }
@@ -76,7 +80,7 @@ impl RunCtx {
 
     /// When the run times out: `run_timeout_seconds` after it started, plus the time some step
     /// has waited for a person (an approval may wait for days; the run's own work may not).
-    fn deadline(&self, facts: &[AttemptFact<'_>], now: Timestamp) -> Timestamp {
+    fn deadline_at(&self, facts: &[AttemptFact<'_>], now: Timestamp) -> Timestamp {
         self.started_at
             .plus_millis((self.wf.limits.run_timeout_seconds as i64).saturating_mul(1000))
             .plus_millis(schedule::waited_for_people(facts, now))
@@ -444,7 +448,8 @@ impl<S: Store + Clone> Engine<S> {
         };
         let data_dir = &self.inner.config.data_dir;
         let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.clone());
-        Ok(Ok(RunCtx { run, inputs, bus, data_dir, wf, attempts, started_at, env, writer }))
+        let deadline = started_at; // Set by the first plan.
+        Ok(Ok(RunCtx { run, inputs, bus, data_dir, wf, attempts, started_at, deadline, env, writer }))
     }
 
     /// Copies the decisions people recorded on the run's waiting attempts since this view was
@@ -589,7 +594,7 @@ impl<S: Store + Clone> Engine<S> {
                 let recorder = self.recorder(&ctx, &s.0.id, s.1);
                 in_flight.spawn(s, bus.clone(), halt.clone(), recorder);
             }
-            let deadline = ctx.deadline(&facts(&ctx.wf, &ctx.attempts), now);
+            let deadline = ctx.deadline;
             if in_flight.is_empty()
                 && self.inner.config.handoff == Handoff::Workers
                 && let Some(due) = plan.wake_at.filter(|&w| w < deadline)

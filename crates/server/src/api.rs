@@ -498,9 +498,6 @@ async fn decide<S: Store + Clone + Send + Sync + 'static>(
 ) -> Result<Json<Value>, ApiError> {
     let Json(body) = body.map_err(rejected)?;
     let (who, d) = body.decision(decision)?;
-    if decision == HumanDecision::Reject && d.comment.as_deref().is_none_or(|c| c.trim().is_empty()) {
-        return Err(ApiError::invalid("a rejection says why: give a `comment`".to_owned()));
-    }
     st.engine.record_approval(id, step, &who, &d).await?;
     Ok(Json(shown(st, id).await?))
 }

@@ -35,15 +35,27 @@ impl Histogram {
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (i, le) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {}", self.counts[i]);
-        }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+        render_histogram(out, name, labels, BUCKETS.iter().zip(self.counts), self.sum, self.count);
     }
+}
+
+/// One histogram's series: cumulative `buckets` (upper bound, count), then `+Inf`, sum and count.
+fn render_histogram<B: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    buckets: impl Iterator<Item = (B, u64)>,
+    sum: f64,
+    count: u64,
+) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (le, n) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let _ = writeln!(out, "{name}_sum{braces} {sum}");
+    let _ = writeln!(out, "{name}_count{braces} {count}");
 }
 
 /// What the event log said since the server started.
@@ -341,36 +353,12 @@ pub(crate) async fn render<S: Store + Clone + Send + Sync + 'static>(
 /// This process's group commits: how many writes each carried and how long it took.
 fn render_commits(out: &mut String, s: &steward_store::stats::CommitStats) {
     use steward_store::stats::{BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS};
-    header(
-        out,
-        "steward_store_commit_batch_size",
-        "histogram",
-        "Writes per group commit of this process's store writer.",
-    );
-    for (le, n) in BATCH_SIZE_BUCKETS.iter().zip(s.size_buckets) {
-        let _ = writeln!(out, "steward_store_commit_batch_size_bucket{{le=\"{le}\"}} {n}");
-    }
-    let _ = writeln!(out, "steward_store_commit_batch_size_bucket{{le=\"+Inf\"}} {}", s.commits);
-    let _ = writeln!(
-        out,
-        "steward_store_commit_batch_size_sum {}\nsteward_store_commit_batch_size_count {}",
-        s.writes, s.commits
-    );
-    header(
-        out,
-        "steward_store_commit_duration_seconds",
-        "histogram",
-        "From a group commit's start to its durable end, in this process's store writer.",
-    );
-    for (le, n) in COMMIT_SECONDS_BUCKETS.iter().zip(s.seconds_buckets) {
-        let _ = writeln!(out, "steward_store_commit_duration_seconds_bucket{{le=\"{le}\"}} {n}");
-    }
-    let _ = writeln!(out, "steward_store_commit_duration_seconds_bucket{{le=\"+Inf\"}} {}", s.commits);
-    let _ = writeln!(
-        out,
-        "steward_store_commit_duration_seconds_sum {}\nsteward_store_commit_duration_seconds_count {}",
-        s.seconds_sum, s.commits
-    );
+    let name = "steward_store_commit_batch_size";
+    header(out, name, "histogram", "Writes per group commit of this process's store writer.");
+    render_histogram(out, name, "", BATCH_SIZE_BUCKETS.iter().zip(s.size_buckets), s.writes as f64, s.commits);
+    let name = "steward_store_commit_duration_seconds";
+    header(out, name, "histogram", "From a group commit's start to its durable end, in this process's store writer.");
+    render_histogram(out, name, "", COMMIT_SECONDS_BUCKETS.iter().zip(s.seconds_buckets), s.seconds_sum, s.commits);
 }
 
 #[cfg(test)]
