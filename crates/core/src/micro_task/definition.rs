@@ -18,7 +18,9 @@ pub struct FileAccess {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Expect {
-    /// Exit status 0 and not timed out.
+    /// Exit status 0 and not timed out. Spelled `exit_0` as the catalogue and the README write
+    /// it (serde's own snake case would be `exit0`, which documents written before are read in).
+    #[serde(rename = "exit_0", alias = "exit0")]
     Exit0,
     /// Exit status other than 0, or timed out.
     ExitNonzero,

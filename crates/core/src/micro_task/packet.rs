@@ -63,17 +63,22 @@ const KNOWN_KEYS: &[&str] = &[
 #[serde(untagged)]
 enum TestPlanItem {
     Command(String),
-    Spec {
-        command: String,
-        #[serde(default)]
-        expect: Option<Expect>,
-        #[serde(default)]
-        pattern: Option<String>,
-        #[serde(default)]
-        timeout_ms: Option<u64>,
-        #[serde(default)]
-        blocking: Option<bool>,
-    },
+    Spec(TestPlanSpec),
+}
+
+/// The mapping form of a `test_plan` item.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestPlanSpec {
+    command: String,
+    #[serde(default)]
+    expect: Option<Expect>,
+    #[serde(default)]
+    pattern: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    blocking: Option<bool>,
 }
 
 /// Reads a packet from YAML or JSON text (JSON is valid YAML flow syntax).
@@ -104,7 +109,9 @@ pub fn parse(source: &str) -> Result<WorkPacket, Vec<PacketError>> {
     let read_paths = str_list(get("read_paths"), "read_paths", &mut errors);
     let done_means = str_list(get("done_means"), "done_means", &mut errors);
     let task_tags = str_list(get("task_tags"), "task_tags", &mut errors);
+    let before_plan = errors.len();
     let test_plan = test_plan(get("test_plan"), &mut errors);
+    let plan_items_refused = errors.len() > before_plan;
     let token_budget = get("token_budget").and_then(|n| match serde_json::from_value::<u32>(n.to_json()) {
         Ok(v) => Some(v),
         Err(_) => {
@@ -127,7 +134,7 @@ pub fn parse(source: &str) -> Result<WorkPacket, Vec<PacketError>> {
     if done_means.is_empty() {
         errors.push(err(root.pos, "`done_means` must list at least one criterion"));
     }
-    if test_plan.is_empty() {
+    if test_plan.is_empty() && !plan_items_refused {
         errors.push(err(root.pos, "`test_plan` must list at least one command: a claim is only checked by running it"));
     }
     for (key, paths) in [("in_scope_paths", &in_scope_paths), ("read_paths", &read_paths)] {
@@ -213,18 +220,26 @@ fn test_plan(node: Option<&Node>, errors: &mut Vec<PacketError>) -> Vec<VerifySp
                 timeout_ms: DEFAULT_VERIFY_TIMEOUT_MS,
                 blocking: true,
             },
-            Ok(TestPlanItem::Spec { command, expect, pattern, timeout_ms, blocking }) => VerifySpec {
+            Ok(TestPlanItem::Spec(TestPlanSpec { command, expect, pattern, timeout_ms, blocking })) => VerifySpec {
                 command,
                 expect: expect.unwrap_or(Expect::Exit0),
                 pattern,
                 timeout_ms: timeout_ms.unwrap_or(DEFAULT_VERIFY_TIMEOUT_MS),
                 blocking: blocking.unwrap_or(true),
             },
-            Err(_) => {
+            Err(e) => {
+                // Untagged: serde says only that no form fitted; say what the mapping form
+                // found wrong when it is one.
+                let why = match item.to_json() {
+                    serde_json::Value::Object(_) => serde_json::from_value::<TestPlanSpec>(item.to_json())
+                        .err()
+                        .map_or_else(|| e.to_string(), |e| e.to_string()),
+                    _ => e.to_string(),
+                };
                 errors.push(err(
                     item.pos,
                     format!(
-                        "`test_plan[{i}]` must be a command string or {{command, expect: exit_0|exit_nonzero|contains|not_contains, pattern, timeout_ms, blocking}}"
+                        "`test_plan[{i}]` must be a command string or {{command, expect: exit_0|exit_nonzero|contains|not_contains, pattern, timeout_ms, blocking}}: {why}"
                     ),
                 ));
                 continue;
@@ -273,6 +288,25 @@ execution_policy:
         assert!(p.test_plan[0].blocking);
         assert_eq!(p.test_plan[1].pattern.as_deref(), Some("1"));
         assert_eq!(p.execution_policy.map(|x| x.max_iterations_per_mt), Some(3));
+    }
+
+    /// Every spelling the README and the catalogue document is the one accepted (issue 14 point 7).
+    #[test]
+    fn every_documented_expectation_reads() {
+        for (spelling, want) in [
+            ("exit_0", Expect::Exit0),
+            ("exit_nonzero", Expect::ExitNonzero),
+            ("contains", Expect::Contains),
+            ("not_contains", Expect::NotContains),
+        ] {
+            let src = PACKET.replace("expect: contains", &format!("expect: {spelling}"));
+            let p = parse(&src).unwrap_or_else(|e| panic!("{spelling}: {e:?}"));
+            assert_eq!((p.test_plan[1].expect, p.test_plan[1].expect.as_str()), (want, spelling));
+            let stored = serde_json::to_value(p.test_plan[1].expect).unwrap();
+            assert_eq!(stored, serde_json::json!(spelling), "documents say it the same way");
+        }
+        // Job documents written before the spelling was fixed still read.
+        assert_eq!(serde_json::from_value::<Expect>(serde_json::json!("exit0")).unwrap(), Expect::Exit0);
     }
 
     #[test]
