@@ -343,6 +343,13 @@ fn ctrl_c_on_mt_run_leaves_the_job_resumable() {
     let progress = read("progress_artifact.json");
     assert_eq!(progress["status"], "completed");
     assert_eq!(progress["micro_tasks"][0]["iterations"].as_array().unwrap().len(), 1, "no failed iteration recorded");
+    let it = &progress["micro_tasks"][0]["iterations"][0];
+    assert_eq!(
+        (it["tokens_prompt"].as_u64(), it["tokens_completion"].as_u64()),
+        (Some(11), Some(7)),
+        "the replayed answer's cost: {it}"
+    );
+    assert_eq!(read("metrics.json")["total_tokens_prompt"], 11);
     let calc = std::fs::read_to_string(s.path("calc.py")).unwrap();
     assert_eq!(calc.matches("return a + b").count(), 1, "applied once: {calc}");
 }

@@ -497,7 +497,12 @@ impl Executor<'_> {
             None => self.read_text(&response_doc).await?,
         };
         let (content, tokens, model_error) = match saved {
-            Some(saved) => (saved, (0, 0), None),
+            // A replayed answer cost what its call cost: its usage was saved before it.
+            Some(saved) => {
+                let usage: Option<Value> = self.read_json(&doc("usage.json")).await?;
+                let used = |k: &str| usage.as_ref().and_then(|u| u[k].as_u64()).unwrap_or(0);
+                (saved, (used("prompt_tokens"), used("completion_tokens")), None)
+            }
             None => match self.ask(&chain_level, &model_id, &envelope.prompt, &mt.mt_id, n, &key, &response_doc).await?
             {
                 Ok((content, tokens)) => (content, tokens, None),
@@ -712,6 +717,9 @@ impl Executor<'_> {
         let answer = client.chat(&req, self.halt.token()).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Ok(r) = &answer {
+            // Its usage first: an answer replayed after a crash reports what it cost.
+            let usage = json!({"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens});
+            self.write_json(&step_doc(key, "usage.json"), &usage).await?;
             self.persist(save_to, r.content.as_bytes()).await?;
         }
         if answer.is_err() {
