@@ -139,7 +139,9 @@ pub(crate) enum Command {
     Gate {
         /// The run id.
         run: String,
-        /// `continue`: go on (at a hard gate, one more pass with a fresh budget); `abort`: fail the job.
+        /// `continue`: go on (at a hard gate, one more pass with a fresh budget); `abort`: fail the
+        /// job; `skip`: set the waiting micro-task aside and go on with the next (the job then
+        /// completes with issues).
         #[arg(value_enum)]
         decision: GateDecision,
         /// Why, recorded with the decision.
@@ -286,6 +288,7 @@ pub(crate) enum MtCommand {
 pub(crate) enum GateDecision {
     Continue,
     Abort,
+    Skip,
 }
 
 #[derive(Debug, Subcommand)]

@@ -192,6 +192,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let decision = match decision {
                 args::GateDecision::Continue => HumanDecision::Continue,
                 args::GateDecision::Abort => HumanDecision::Abort,
+                args::GateDecision::Skip => HumanDecision::Skip,
             };
             // Issue 11: human decisions come from humans, never from a step's command.
             if let Some(why) = human::inside_a_step() {

@@ -388,7 +388,7 @@ pub const REGISTRY: &[EventSpec] = &[
         family: Family::Human,
         actor: Some(Actor::Human),
         fields: &[
-            req("decision", OneOf(&["continue", "abort", "approve", "reject", "cancel", "resume"])),
+            req("decision", OneOf(&["continue", "abort", "skip", "approve", "reject", "cancel", "resume"])),
             opt("gate", Str),
             opt("reason", Str),
             // Who decided: the operating-system user for the CLI.

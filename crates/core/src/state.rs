@@ -233,6 +233,9 @@ pub enum HumanDecision {
     Continue,
     /// Stop: the step fails.
     Abort,
+    /// At a micro-task gate or pause point: skip the waiting task (MT-016) and go on with the
+    /// next; the job then completes with issues.
+    Skip,
     /// At an approval step: go on by `on_approve`.
     Approve,
     /// At an approval step: go by `on_reject`, or fail the step.
@@ -241,14 +244,21 @@ pub enum HumanDecision {
 
 impl HumanDecision {
     /// Every decision.
-    pub const ALL: [HumanDecision; 4] =
-        [HumanDecision::Continue, HumanDecision::Abort, HumanDecision::Approve, HumanDecision::Reject];
+    pub const ALL: [HumanDecision; 5] = [
+        HumanDecision::Continue,
+        HumanDecision::Abort,
+        HumanDecision::Skip,
+        HumanDecision::Approve,
+        HumanDecision::Reject,
+    ];
 
-    /// The spelling of `steward gate RUN continue|abort` and of the `human_decision` event.
+    /// The spelling of `steward gate RUN continue|abort|skip`, `steward approve|reject`, and of
+    /// the `human_decision` event.
     pub fn as_str(self) -> &'static str {
         match self {
             HumanDecision::Continue => "continue",
             HumanDecision::Abort => "abort",
+            HumanDecision::Skip => "skip",
             HumanDecision::Approve => "approve",
             HumanDecision::Reject => "reject",
         }

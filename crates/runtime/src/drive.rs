@@ -135,7 +135,7 @@ impl RunCtx {
                             a.step_id
                         ),
                         _ => format!(
-                            "step {}: {} (`steward gate {run_id} continue|abort`)",
+                            "step {}: {} (`steward gate {run_id} continue|abort|skip`)",
                             a.step_id,
                             a.error.as_deref().unwrap_or("waiting for a person")
                         ),

@@ -660,7 +660,7 @@ impl<S: Store + Clone> Engine<S> {
                 return Err(Error::WrongState {
                     run_id: run.run_id,
                     state: run.state,
-                    hint: "it waits for a person: answer a gate with `steward gate RUN continue|abort`, an approval with `steward approve|reject RUN STEP`",
+                    hint: "it waits for a person: answer a gate with `steward gate RUN continue|abort|skip`, an approval with `steward approve|reject RUN STEP`",
                 });
             }
             finished => {

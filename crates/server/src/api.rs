@@ -531,8 +531,10 @@ async fn gate<S: Store + Clone + Send + Sync + 'static>(
     body: Result<Json<GateBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(body) = body.map_err(rejected)?;
-    let decision: HumanDecision =
-        body.decision.parse().map_err(|e| ApiError::bad_request(format!("`decision`: {e} (continue or abort)")))?;
+    let decision: HumanDecision = body
+        .decision
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("`decision`: {e} (continue, abort or skip)")))?;
     st.engine.record_gate(&id, API_ACTOR, decision, body.reason.as_deref()).await?;
     Ok(Json(shown(&st, &id).await?))
 }

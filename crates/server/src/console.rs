@@ -171,7 +171,7 @@ async fn run_page<S: Store + Clone + Send + Sync + 'static>(
         let _ = write!(
             body,
             "<form method=\"post\" action=\"/runs/{}/gate\" class=\"gate\"><input name=\"reason\" placeholder=\"why (optional)\">\
-             <button name=\"decision\" value=\"continue\">Continue</button><button name=\"decision\" value=\"abort\">Abort</button></form>",
+             <button name=\"decision\" value=\"continue\">Continue</button><button name=\"decision\" value=\"skip\">Skip the task</button><button name=\"decision\" value=\"abort\">Abort</button></form>",
             esc(&id)
         );
     }

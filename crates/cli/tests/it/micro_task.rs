@@ -157,6 +157,33 @@ fn gate_project() -> Steward {
     s
 }
 
+/// MT-016: `steward gate RUN skip` sets the task that stopped at the hard gate aside; the job
+/// goes on and completes with issues, and the events and the progress artifact say so.
+#[test]
+fn gate_skip_sets_the_waiting_task_aside() {
+    let s = gate_project();
+    let out = s.run(&["mt", "run", "packet.yaml", "--policy", "policy.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let run = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
+    let out = s.run(&["gate", &run, "skip", "--reason", "not worth a person's time", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "completed with issues is not a success: {}", text(&out));
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["state"], "completed_with_issues", "{done}");
+    assert_eq!(done["micro_task_jobs"][0]["metrics"]["mt_metrics"]["MT-001"]["status"], "skipped", "{done}");
+    assert_eq!(done["micro_task_jobs"][0]["metrics"]["skipped_mts"], 1);
+    let events = events_of(&s, &run);
+    let types: Vec<&str> = events.iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    let decided = types.iter().position(|t| *t == "human_decision").unwrap();
+    let skipped = types.iter().position(|t| *t == "micro_task_skipped").unwrap();
+    assert!(decided < skipped, "{types:?}");
+    assert_eq!(events[decided]["payload"]["decision"], "skip");
+    assert!(types.contains(&"micro_task_loop_completed"), "{types:?}");
+    assert!(
+        std::fs::read_to_string(s.path("calc.py")).unwrap().contains("return a - b"),
+        "nothing of the task applied"
+    );
+}
+
 /// §2.6.6.8 HARD_GATE: the run waits in awaiting_user, `resume` refuses it, `gate continue`
 /// finishes it and `gate abort` fails it, each recorded as a human decision.
 #[test]

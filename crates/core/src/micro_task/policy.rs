@@ -253,6 +253,11 @@ impl ExecutionPolicy {
         top
     }
 
+    /// The level a task starts at: the chain's first.
+    pub fn min_model_level(&self) -> u32 {
+        self.escalation_chain.first().map_or(0, |l| l.level)
+    }
+
     /// The level after `level`, skipping cloud levels that are not allowed; `None` when the next
     /// reachable rung is the hard gate (or the chain ends).
     pub fn next_model_level(&self, level: u32) -> Option<u32> {

@@ -283,6 +283,25 @@ impl Executor<'_> {
                         .fail(&mut st, format!("aborted by a person at {} ({})", pause.mt_id, pause.reason))
                         .await;
                 }
+                Some(HumanDecision::Skip) => {
+                    // MT-016: the waiting task is set aside; the job goes on with the next one
+                    // and ends completed with issues. Budgets are not extended: a limit that
+                    // stopped this task stops the next one too.
+                    if let Some(e) = st.progress.micro_tasks.iter_mut().find(|e| e.mt_id == pause.mt_id) {
+                        e.status = MtStatus::Skipped;
+                    }
+                    let cs = &mut st.progress.current_state;
+                    if pause.reason == "escalation_exhausted" {
+                        cs.active_model_level = st.progress.policy.min_model_level();
+                    }
+                    cs.iteration = 1;
+                    cs.false_completion_streak = 0;
+                    cs.pause = None;
+                    st.progress.status = ProgressStatus::InProgress;
+                    st.ledger.resume_reason = None;
+                    self.save(&mut st).await?;
+                    self.mt_event("micro_task_skipped", json!({"wp_id": self.wp(), "mt_id": pause.mt_id})).await?;
+                }
                 Some(HumanDecision::Continue | HumanDecision::Approve) => {
                     let policy = &st.progress.policy;
                     let cs = &mut st.progress.current_state;
