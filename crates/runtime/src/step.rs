@@ -317,6 +317,7 @@ impl Scope<'_> {
             profile: self.wf.profile().to_owned(),
             workflow_id: self.wf.id.clone(),
             decision,
+            data_dir: self.data_dir.to_path_buf(),
             env: self.env.clone(),
             sink: Arc::new(sink),
             clock: self.writer.clock.clone(),

@@ -282,14 +282,21 @@ fn a_kill_in_the_middle_of_an_iteration_loses_nothing_and_asks_no_model_twice() 
     );
     let mut child = s.cmd(&["mt", "run", "packet.yaml"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !s.path("verify.started").exists() {
+    while s.staged("verify.started").is_none() {
         assert!(Instant::now() < deadline, "the verify command never started");
         std::thread::sleep(Duration::from_millis(10));
     }
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     child.wait().unwrap();
     assert_eq!(server.received().len(), 1);
-    assert!(std::fs::read_to_string(s.path("calc.py")).unwrap().contains("a + b"), "applied before the kill");
+    assert!(
+        std::fs::read_to_string(s.path("calc.py")).unwrap().contains("a - b"),
+        "DG-WF-08: not in the workspace before the task is done"
+    );
+    assert!(
+        std::fs::read_to_string(s.staged("calc.py").unwrap()).unwrap().contains("a + b"),
+        "applied in its stage before the kill"
+    );
 
     let run = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
     // No waiting for a stall threshold: the killed process is seen to be gone.
@@ -347,7 +354,7 @@ fn ctrl_c_on_mt_run_leaves_the_job_resumable() {
     );
     let child = s.cmd(&["mt", "run", "packet.yaml"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !s.path("verify.started").exists() {
+    while s.staged("verify.started").is_none() {
         assert!(Instant::now() < deadline, "the verify command never started");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -412,7 +419,7 @@ fn a_micro_task_job_killed_on_one_worker_finishes_on_another_with_another_data_d
     first.extend(["mt", "run", "packet.yaml"]);
     let mut child = s.cmd(&first).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !s.path("verify.started").exists() {
+    while s.staged("verify.started").is_none() {
         assert!(Instant::now() < deadline, "the verify command never started");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -420,10 +427,15 @@ fn a_micro_task_job_killed_on_one_worker_finishes_on_another_with_another_data_d
     child.wait().unwrap();
     assert_eq!(server.received().len(), 1);
 
+    assert!(std::fs::read_to_string(s.path("calc.py")).unwrap().contains("a - b"), "nothing in the workspace yet");
+
+    // Another machine: another data directory and another temporary directory, so the task's
+    // stage is made again there from the workspace and the job's documents.
+    let machine_b_tmp = tempfile::tempdir().unwrap();
     let mut second: Vec<&str> = vec!["--data-dir", "machine-b"];
     second.extend(leases);
     second.extend(["worker", "--exit-when-idle", "--poll", "0.2"]);
-    let out = s.run(&second);
+    let out = s.cmd(&second).env("TMPDIR", machine_b_tmp.path()).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let run = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
     let status = s.json(&["status", &run, "--json"]);

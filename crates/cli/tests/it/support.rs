@@ -11,12 +11,14 @@ pub(crate) const HELLO: &str = include_str!("../../../../examples/hello.yaml");
 /// PostgreSQL database its commands use instead of the embedded SQLite file, if one is given.
 pub(crate) struct Steward {
     pub(crate) work: tempfile::TempDir,
+    /// The commands' `TMPDIR` (so their micro-task stages are this workspace's alone).
+    pub(crate) tmp: tempfile::TempDir,
     pub(crate) database_url: Option<String>,
 }
 
 impl Steward {
     pub(crate) fn new() -> Steward {
-        Steward { work: tempfile::tempdir().unwrap(), database_url: None }
+        Steward { work: tempfile::tempdir().unwrap(), tmp: tempfile::tempdir().unwrap(), database_url: None }
     }
 
     /// A workspace whose commands record runs in the PostgreSQL database at `url`.
@@ -34,6 +36,27 @@ impl Steward {
         if let Some(url) = &self.database_url {
             c.env("STEWARD_DATABASE_URL", url);
         }
+        // This workspace's own temporary directory: where its micro-tasks are staged.
+        c.env("TMPDIR", self.tmp.path());
+    }
+
+    /// A file named `name` in any micro-task stage of this workspace (see `isolate`).
+    pub(crate) fn staged(&self, name: &str) -> Option<PathBuf> {
+        fn find(dir: &std::path::Path, name: &str) -> Option<PathBuf> {
+            for entry in std::fs::read_dir(dir).ok()?.flatten() {
+                let path = entry.path();
+                if entry.file_name() == name {
+                    return Some(path);
+                }
+                if entry.file_type().is_ok_and(|t| t.is_dir())
+                    && let Some(found) = find(&path, name)
+                {
+                    return Some(found);
+                }
+            }
+            None
+        }
+        find(self.tmp.path(), name)
     }
 
     pub(crate) fn data_dir(&self) -> PathBuf {

@@ -143,6 +143,10 @@ pub enum IterationOutcome {
     Blocked,
     /// The user skipped the micro-task.
     Skipped,
+    /// The iteration cannot be judged and the micro-task fails with its job (a verify command
+    /// the tool bus refused: `capability_violation`). Not in the catalogue's list, which has no
+    /// word for an iteration that ends its job.
+    Failed,
 }
 
 impl IterationOutcome {
@@ -154,6 +158,7 @@ impl IterationOutcome {
             IterationOutcome::Escalate => "ESCALATE",
             IterationOutcome::Blocked => "BLOCKED",
             IterationOutcome::Skipped => "SKIPPED",
+            IterationOutcome::Failed => "FAILED",
         }
     }
 }
@@ -197,6 +202,12 @@ pub struct IterationFacts {
     /// What [`should_drop_back`] needs, consulted only when the micro-task completes. Used as given:
     /// its `escalation_level` should be the same as the field above.
     pub drop_back: DropBackInputs,
+    /// A verify command the tool bus refused, and why: a `capability_violation`, which no
+    /// retry or model can fix (§2.6.6.8.16: the micro-task and its job fail).
+    pub refused_verify: Option<String>,
+    /// A blocking verify command timed out, and again with twice the time (`validation_timeout`
+    /// then `validation_error`: escalate).
+    pub validation_timed_out: bool,
 }
 
 /// The verdict on one iteration: what to do next and what to record.
@@ -213,6 +224,8 @@ pub struct Decision {
 
 /// Decides what follows an iteration (§2.6.6.8.7.2), first matching rule wins:
 ///
+/// 0. a verify command the tool bus refused fails the micro-task and its job; a claim whose
+///    validation timed out twice escalates (`validation_timeout`, then `validation_error`);
 /// 1. a claim backed by passing validation and evidence completes;
 /// 2. a user's skip;
 /// 3. a blocked signal escalates at once, claim or not;
@@ -224,6 +237,18 @@ pub struct Decision {
 pub fn decide_next_action(f: &IterationFacts) -> Decision {
     let validated = f.validation_passed && f.evidence_ok;
     let out_of_iterations = f.iteration >= f.max_iterations_per_mt;
+
+    if let Some(why) = &f.refused_verify {
+        let reason = format!("capability_violation: {why}");
+        return decision(LoopDecision::Abort { reason }, IterationOutcome::Failed, false);
+    }
+    if f.claimed_complete && f.validation_timed_out && !validated {
+        return decision(
+            LoopDecision::Escalate { category: FailureCategory::TimeoutExceeded },
+            IterationOutcome::Escalate,
+            true,
+        );
+    }
 
     if f.claimed_complete && validated {
         return decision(
@@ -454,8 +479,27 @@ mod tests {
                     last_escalation_category: None,
                     remaining_mts_simpler: false,
                 },
+                refused_verify: None,
+                validation_timed_out: false,
             }
         }
+    }
+
+    /// §2.6.6.8.16: a refused verify command fails the task and its job, whatever else the
+    /// iteration says; a validation that timed out twice escalates at once, not another try.
+    #[test]
+    fn a_refused_verify_command_aborts_and_a_second_validation_timeout_escalates() {
+        let done = Row { claimed: true, passed: true, evidence: true, ..BASE };
+        let mut f = done.facts();
+        f.refused_verify = Some("`curl x`: denied by G-CAP".into());
+        let d = decide_next_action(&f);
+        assert_eq!(d.action, D::Abort { reason: "capability_violation: `curl x`: denied by G-CAP".into() });
+        assert_eq!(d.outcome, O::Failed);
+
+        let mut f = Row { claimed: true, passed: false, evidence: true, ..BASE }.facts();
+        f.validation_timed_out = true;
+        let d = decide_next_action(&f);
+        assert_eq!((d.action, d.outcome), (D::Escalate { category: FailureCategory::TimeoutExceeded }, O::Escalate));
     }
 
     fn decision_table() -> Vec<Row> {

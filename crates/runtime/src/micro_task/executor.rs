@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -40,9 +40,9 @@ use steward_tools::redact::Redactor;
 use steward_tools::terminal::SessionKind;
 
 use super::plan::Plan;
+use super::stage::{self, StageError};
 use crate::agent::{Inference, inference_event};
 use crate::clock::Clock;
-use crate::files::{temporary_beside, write_new};
 use crate::halt::{Halt, Stop};
 
 /// Evidence files larger than this are not read to check a cited line.
@@ -174,11 +174,38 @@ pub struct Executor<'a> {
     /// What is scrubbed from everything the loop records: the bus's secrets plus the chain's
     /// API keys, which a provider's error text may echo.
     pub redactor: &'a Redactor,
+    /// Where this job's tasks are staged, one directory each (see `stage`): this machine's own
+    /// disk, made again from the job's documents when missing.
+    pub stage: &'a Path,
+    /// The engine's own directories under the workspace (its data directory), left out of stages.
+    pub engine_dirs: &'a [PathBuf],
+}
+
+impl From<StageError> for ExecError {
+    fn from(e: StageError) -> ExecError {
+        ExecError::Workspace { path: e.path, source: e.source }
+    }
+}
+
+/// The promotion document of a task: what its completion writes into the workspace.
+fn promotion_doc(mt_id: &str) -> String {
+    format!("promotions/{mt_id}.json")
 }
 
 struct State {
     progress: ProgressArtifact,
     ledger: RunLedger,
+}
+
+/// What a task's verify commands said.
+struct Validation {
+    passed: bool,
+    report: Value,
+    events: Vec<Payload>,
+    /// A command the tool bus refused, and why.
+    refused: Option<String>,
+    /// A blocking command timed out, and again with twice the time.
+    timed_out_twice: bool,
 }
 
 struct Iteration {
@@ -257,6 +284,8 @@ impl Executor<'_> {
             st.progress.updated_at = self.clock.now().to_rfc3339();
             self.save_parts(&st).await?;
         }
+        // Nothing of an unfinished task ever reached the workspace; its stage goes too.
+        stage::remove(self.stage);
         // The run is no longer running, so its log may refuse this; the state file says it.
         let _ = self.mt_event("micro_task_loop_cancelled", json!({"wp_id": self.wp()})).await;
         Ok(Outcome::Cancelled)
@@ -270,6 +299,10 @@ impl Executor<'_> {
             ProgressStatus::Cancelled => return Ok(Outcome::Cancelled),
             ProgressStatus::Failed => return Ok(Outcome::Failed { reason: "the job has already failed".into() }),
             ProgressStatus::InProgress | ProgressStatus::Paused => {}
+        }
+        // A completion whose promotion a crash cut short is finished before anything else.
+        for e in st.progress.micro_tasks.iter().filter(|e| e.status == MtStatus::Completed) {
+            self.promote(&e.mt_id).await?;
         }
         let session_start = self.clock.now();
         let elapsed_base = st.progress.current_state.elapsed_ms;
@@ -290,6 +323,7 @@ impl Executor<'_> {
                     if let Some(e) = st.progress.micro_tasks.iter_mut().find(|e| e.mt_id == pause.mt_id) {
                         e.status = MtStatus::Skipped;
                     }
+                    stage::remove(&self.stage.join(&pause.mt_id));
                     let cs = &mut st.progress.current_state;
                     if pause.reason == "escalation_exhausted" {
                         cs.active_model_level = st.progress.policy.min_model_level();
@@ -393,6 +427,7 @@ impl Executor<'_> {
                     }
                     LoopDecision::Skip => {
                         st.progress.micro_tasks[idx].status = MtStatus::Skipped;
+                        stage::remove(&self.stage.join(mt_id));
                         self.save(&mut st).await?;
                         self.mt_event("micro_task_skipped", json!({"wp_id": self.wp(), "mt_id": mt_id})).await?;
                         break;
@@ -421,13 +456,15 @@ impl Executor<'_> {
             json!({"wp_id": wp, "mt_id": mt.mt_id, "iteration": iteration, "model_id": model_id, "lora_id": lora, "escalation_level": level}),
         )
         .await?;
-        // Context: fresh every iteration, from the files as they are now.
+        // The task works in its stage; context is fresh every iteration, from the files as the
+        // stage has them now.
+        let root = self.staged(st, mt).await?;
         let files: Vec<FileSource> = mt
             .context_files()
             .into_iter()
             .map(str::to_owned)
             .chain(mt.files.create.iter().cloned())
-            .map(|p| FileSource { content: std::fs::read_to_string(self.plan.root.join(&p)).ok(), path: p })
+            .map(|p| FileSource { content: std::fs::read_to_string(root.join(&p)).ok(), path: p })
             .collect();
         let completed: Vec<String> = st
             .progress
@@ -551,7 +588,7 @@ impl Executor<'_> {
                 None => match edits::parse_changes(&content) {
                     Err(e) => Err((false, format!("unreadable change block: {e}"))),
                     Ok(changes) => edits::plan_changes(&changes, &modifiable, &mt.files.create, |p| {
-                        std::fs::read_to_string(self.plan.root.join(p)).ok()
+                        std::fs::read_to_string(root.join(p)).ok()
                     })
                     .map_err(|e| (e.is_scope_violation(), format!("{}: {e}", e.category()))),
                 },
@@ -560,7 +597,7 @@ impl Executor<'_> {
                 Ok(writes) => {
                     self.fence().await?;
                     self.write_json(&planned_doc, &json!(writes)).await?;
-                    self.apply(&writes)?.map_err(|why| (true, format!("scope_violation: {why}")))
+                    stage::write_files(&root, &writes)?.map_err(|why| (true, format!("scope_violation: {why}")))
                 }
                 Err(e) => Err(e),
             };
@@ -580,6 +617,7 @@ impl Executor<'_> {
         };
         let mut evidence_ok = true;
         let mut validation_passed = None;
+        let (mut refused_verify, mut validation_timed_out) = (None, false);
         let mut evidence_ref = None;
         if signal.claimed_complete {
             let task_files: Vec<&str> =
@@ -588,7 +626,7 @@ impl Executor<'_> {
                 if !task_files.contains(&p) {
                     return None;
                 }
-                let path = self.plan.root.join(p);
+                let path = root.join(p);
                 let meta = std::fs::symlink_metadata(&path).ok()?;
                 if !meta.file_type().is_file() || meta.len() > MAX_EVIDENCE_FILE_BYTES {
                     return None;
@@ -612,7 +650,10 @@ impl Executor<'_> {
                     problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
                 ));
             }
-            let (passed, report, events) = self.validate(mt, &key).await?;
+            let Validation { passed, report, events, refused, timed_out_twice } =
+                self.validate(mt, &key, &root).await?;
+            refused_verify = refused;
+            validation_timed_out = timed_out_twice;
             self.emit(events).await?;
             let evidence = self.write_json(&doc("validation.json"), &report).await?;
             evidence_ref = Some(evidence);
@@ -653,6 +694,8 @@ impl Executor<'_> {
                 last_escalation_category: cs.last_escalation_category,
                 remaining_mts_simpler: false,
             },
+            refused_verify,
+            validation_timed_out,
         };
         let decision = decide_next_action(&facts);
         let finished = self.clock.now();
@@ -673,6 +716,13 @@ impl Executor<'_> {
             error_summary: if decision.outcome == IterationOutcome::Success { None } else { error_summary },
             context_snapshot_id: snapshot_id.clone(),
         };
+        if matches!(decision.action, LoopDecision::Complete { .. }) {
+            // What the completion promotes is written down before the task is settled completed,
+            // so a crash in between is finished at the next start (`promote`).
+            let declared: Vec<String> = mt.writable().cloned().collect();
+            let writes = stage::changed(&self.plan.root, &root, &declared);
+            self.write_json(&promotion_doc(&mt.mt_id), &json!(writes)).await?;
+        }
         let output = json!({"record": record, "decision": decision.action, "signal": signal});
         let output_ref = self.write_json(&doc("output.json"), &output).await?;
         if let Some(s) = st.ledger.steps.iter_mut().find(|s| s.step_id == step_id) {
@@ -760,40 +810,57 @@ impl Executor<'_> {
         Ok(answer.map(|r| (r.content, (r.usage.prompt_tokens, r.usage.completion_tokens))).map_err(|e| model_error(&e)))
     }
 
-    /// Writes every planned file through a temporary file and a rename, all temporaries first.
-    /// Refuses (inner `Err`) a target reached through a symlink anywhere under the root, checked
-    /// right before writing: verify commands run model-written code that could plant one.
-    fn apply(&self, writes: &[edits::FileWrite]) -> Result<Result<(), String>> {
-        for w in writes {
-            let mut at = self.plan.root.clone();
-            for part in w.path.split('/') {
-                at.push(part);
-                if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
-                    return Ok(Err(format!("`{}` goes through a symlink; writes to symlinks are denied", w.path)));
-                }
+    /// The task's stage, made (from the workspace and the changes its iterations applied so
+    /// far) if this machine does not have it.
+    async fn staged(&self, st: &State, mt: &MicroTaskDefinition) -> Result<PathBuf> {
+        let dir = self.stage.join(&mt.mt_id);
+        if dir.join(stage::READY).is_file() {
+            return Ok(dir);
+        }
+        // Each applied iteration's writes, in order: the complete contents it gave each file.
+        let mut batches = Vec::new();
+        for s in st.ledger.steps.iter().filter(|s| s.step_id.starts_with(&format!("{}_", mt.mt_id))) {
+            if self.read_doc(&step_doc(&s.idempotency_key, "applied")).await?.is_none() {
+                continue;
+            }
+            if let Some(writes) =
+                self.read_json::<Vec<edits::FileWrite>>(&step_doc(&s.idempotency_key, "planned_writes.json")).await?
+            {
+                batches.push(writes);
             }
         }
-        let mut staged = Vec::new();
-        for w in writes {
-            let target = self.plan.root.join(&w.path);
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|source| ExecError::Workspace { path: parent.to_owned(), source })?;
-            }
-            let tmp = temporary_beside(&target);
-            write_new(&tmp, w.content.as_bytes())
-                .map_err(|source| ExecError::Workspace { path: tmp.clone(), source })?;
-            staged.push((tmp, target));
+        // The job's other stages are left out too, wherever its stage base is.
+        let skip: Vec<PathBuf> = self.engine_dirs.iter().cloned().chain([self.stage.to_path_buf()]).collect();
+        stage::ensure(&self.plan.root, &dir, &skip, || batches)?;
+        Ok(dir)
+    }
+
+    /// Writes a completed task's changes into the workspace, once: the promotion document says
+    /// what, the `.done` mark that it happened. The task's stage goes with it.
+    async fn promote(&self, mt_id: &str) -> Result<()> {
+        let doc = promotion_doc(mt_id);
+        let done = format!("{doc}.done");
+        if self.read_doc(&done).await?.is_some() {
+            return Ok(());
         }
-        for (tmp, target) in staged {
-            std::fs::rename(&tmp, &target).map_err(|source| ExecError::Workspace { path: target.clone(), source })?;
+        let Some(writes) = self.read_json::<Vec<edits::FileWrite>>(&doc).await? else { return Ok(()) };
+        self.fence().await?;
+        if let Err(why) = stage::write_files(&self.plan.root, &writes)? {
+            // The workspace changed under the task (a symlink where its file was): nothing of
+            // it was written, and the person is told.
+            return Err(ExecError::Workspace {
+                path: self.plan.root.clone(),
+                source: std::io::Error::other(format!("cannot promote {mt_id}: {why}")),
+            });
         }
-        Ok(Ok(()))
+        self.persist(&done, b"").await?;
+        stage::remove(&self.stage.join(mt_id));
+        Ok(())
     }
 
     /// Runs the task's verify commands through the tool bus (DG-MT-14): one `engine.shell`/`exec`
     /// each; the validation fails only when a blocking one fails.
-    async fn validate(&self, mt: &MicroTaskDefinition, key: &str) -> Result<(bool, Value, Vec<Payload>)> {
+    async fn validate(&self, mt: &MicroTaskDefinition, key: &str, root: &Path) -> Result<Validation> {
         let ctx = CallContext {
             job_id: self.job_id.to_owned(),
             trace_id: self.trace_id.to_owned(),
@@ -802,25 +869,43 @@ impl Executor<'_> {
             session: SessionKind::AiJob,
             session_id: key.to_owned(),
             workflow_id: self.workflow_id.to_owned(),
-            workspace_root: self.plan.root.clone(),
+            workspace_root: root.to_path_buf(),
             idempotency_key: key.to_owned(),
         };
         let mut passed = true;
         let mut results = Vec::new();
         let mut events = Vec::new();
+        let (mut refused, mut timed_out_twice) = (None, false);
         for (i, v) in mt.verify.iter().enumerate() {
-            let op = self.bus.shell_op(
-                &format!("{key}-verify-{i}"),
-                &v.command,
-                None,
-                &[],
-                std::time::Duration::from_millis(v.timeout_ms),
-                self.profile,
-            );
-            let executed = self.bus.execute(&op, &ctx, self.halt.token(), self.recorder).await;
+            let run = |id: String, timeout_ms: u64| {
+                let op = self.bus.shell_op(
+                    &id,
+                    &v.command,
+                    None,
+                    &[],
+                    std::time::Duration::from_millis(timeout_ms),
+                    self.profile,
+                );
+                let ctx = &ctx;
+                async move { self.bus.execute(&op, ctx, self.halt.token(), self.recorder).await }
+            };
+            let mut executed = run(format!("{key}-verify-{i}"), v.timeout_ms).await;
             // A command stopped by an interrupt says nothing about the task.
             self.check_interrupt()?;
-            events.extend(executed.events);
+            if executed.output.as_ref().is_some_and(|o| o.ending == Ending::TimedOut) {
+                // `validation_timeout`: run again, once, with twice the time (§2.6.6.8.16).
+                events.extend(std::mem::take(&mut executed.events));
+                executed = run(format!("{key}-verify-{i}-again"), v.timeout_ms.saturating_mul(2)).await;
+                self.check_interrupt()?;
+                timed_out_twice |= v.blocking && executed.output.as_ref().is_some_and(|o| o.ending == Ending::TimedOut);
+            }
+            if executed.output.is_none() {
+                // Refused before it ran: a `capability_violation`, which fails the job.
+                let why =
+                    executed.refusal.as_ref().map_or_else(|| "refused by the tool bus".to_owned(), |r| r.to_string());
+                refused = Some(format!("`{}`: {why}", self.redactor.redact(&v.command).0));
+            }
+            events.extend(std::mem::take(&mut executed.events));
             let (spec_passed, exit_code, error, duration_ms, stdout_tail) = match &executed.output {
                 Some(out) => {
                     let (code, timed_out) = match out.ending {
@@ -859,7 +944,8 @@ impl Executor<'_> {
                 "evidence": executed.result.evidence.iter().map(|a| a.hash.clone()).collect::<Vec<_>>(),
             }));
         }
-        Ok((passed, json!({"passed": passed, "spec_results": results}), events))
+        let report = json!({"passed": passed, "spec_results": results});
+        Ok(Validation { passed, report, events, refused, timed_out_twice })
     }
 
     /// Stops the loop, leaving its state as it is, if the engine is stopping on a signal.
@@ -878,6 +964,7 @@ impl Executor<'_> {
         it: &Iteration,
         drop_back: bool,
     ) -> Result<()> {
+        self.promote(&mt.mt_id).await?;
         let level = st.progress.current_state.active_model_level;
         let entry = &st.progress.micro_tasks[idx];
         // DG-MT-18: the candidate of an escalation is written once the escalated task succeeds,
@@ -1024,6 +1111,7 @@ impl Executor<'_> {
             e.status = MtStatus::Failed;
         }
         self.save(st).await?;
+        stage::remove(self.stage);
         self.mt_event("micro_task_loop_failed", json!({"wp_id": self.wp(), "reason": reason})).await?;
         Ok(Outcome::Failed { reason })
     }
@@ -1034,6 +1122,7 @@ impl Executor<'_> {
         st.progress.current_state.active_mt = None;
         st.progress.completed_at = Some(self.clock.now().to_rfc3339());
         self.save(st).await?;
+        stage::remove(self.stage);
         self.mt_event(
             "micro_task_loop_completed",
             json!({"wp_id": self.wp(), "status": if skipped { "completed_with_issues" } else { "completed" }}),

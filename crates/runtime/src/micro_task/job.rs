@@ -58,11 +58,22 @@ pub(crate) struct MicroTaskWork {
     pub(crate) workflow_id: String,
     /// A person's answer to the pause the previous attempt stopped at.
     pub(crate) decision: Option<HumanDecision>,
+    /// The engine's data directory, left out of the tasks' stages.
+    pub(crate) data_dir: PathBuf,
     /// Variables seen before the process environment (API keys).
     pub(crate) env: Arc<BTreeMap<String, String>>,
     /// Where the job's events go.
     pub(crate) sink: Arc<dyn EventSink>,
     pub(crate) clock: Arc<dyn Clock>,
+}
+
+/// Where a job's tasks are staged: under the system's temporary directory (where the sandbox
+/// binds a command's workspace back, and outside the data directory it hides), one directory
+/// per user (made mode 0700) and job.
+pub(crate) fn stage_base(job_id: &str) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+    std::env::temp_dir().join(format!("steward-stage-{uid}")).join(job_id)
 }
 
 /// The job of a visit of a `micro_tasks` step: its id is the scope of its state documents.
@@ -238,6 +249,8 @@ pub(crate) async fn execute(
         halt: halt.clone(),
         recorder,
         redactor: &redactor,
+        stage: &stage_base(&work.job_id),
+        engine_dirs: std::slice::from_ref(&work.data_dir),
     };
     let outcome = exec.run(work.decision).await;
     if let Ok(Some(metrics)) = artifacts.read_document(&work.job_id, "metrics.json").await

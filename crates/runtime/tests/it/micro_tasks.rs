@@ -32,6 +32,8 @@ struct Sink {
     crash_after: Option<&'static str>,
     /// After this event type, the run is no longer the loop's (taken over elsewhere).
     taken_after: Option<&'static str>,
+    /// After this event type, the run is cancelled (its halt stopped, as `steward cancel` does).
+    cancel_after: Option<(&'static str, steward_runtime::Halt)>,
 }
 
 impl EventSink for Sink {
@@ -45,6 +47,11 @@ impl EventSink for Sink {
                 self.events.lock().unwrap().push((t.clone(), body));
                 if self.crash_after == Some(t.as_str()) {
                     return Err(format!("simulated crash after {t}"));
+                }
+                if let Some((after, halt)) = &self.cancel_after
+                    && *after == t
+                {
+                    halt.stop(steward_runtime::Stop::Cancelled);
                 }
             }
             Ok(())
@@ -80,6 +87,11 @@ impl Project {
     fn state(&self) -> std::path::PathBuf {
         self.dir.path().join(".state").join("job-1")
     }
+
+    /// The job's stages.
+    pub(crate) fn stage(&self) -> std::path::PathBuf {
+        self.dir.path().join(".stage")
+    }
 }
 
 pub(crate) async fn project(replies: Vec<Reply>, policy: &str) -> Project {
@@ -104,6 +116,15 @@ fn models(level: &EscalationLevel) -> Result<Arc<dyn ModelClient>, String> {
 }
 
 async fn run(p: &Project, sink: &Sink, decision: Option<HumanDecision>) -> Result<Outcome, ExecError> {
+    run_with(p, sink, decision, steward_runtime::Halt::new()).await
+}
+
+async fn run_with(
+    p: &Project,
+    sink: &Sink,
+    decision: Option<HumanDecision>,
+    halt: steward_runtime::Halt,
+) -> Result<Outcome, ExecError> {
     let bus = bus();
     let plan = plan(&p.dir.path().join("packet.yaml"), None, None, &bus, "Coder").unwrap();
     assert!(!plan.report.has_errors(), "{:?}", plan.report);
@@ -121,9 +142,13 @@ async fn run(p: &Project, sink: &Sink, decision: Option<HumanDecision>) -> Resul
         clock: clock.as_ref(),
         profile: "Coder",
         workflow_id: "wf",
-        halt: Default::default(),
+        halt,
         recorder: &steward_tools::exec::Unrecorded,
         redactor: bus.redactor(),
+        // Inside the project, as a data directory would be: left out of every stage, like the
+        // job's state.
+        stage: &p.stage(),
+        engine_dirs: &[p.dir.path().join(".state"), p.dir.path().join(".blobs")],
     };
     exec.run(decision).await
 }
@@ -222,6 +247,65 @@ async fn an_exhausted_chain_stops_at_the_hard_gate_until_a_person_decides() {
     assert!(matches!(run(&q, &sink, Some(HumanDecision::Abort)).await.unwrap(), Outcome::Failed { .. }));
     assert_eq!(sink.of("micro_task_loop_failed").len(), 1);
     assert_eq!(calc(&q), BUGGY);
+    assert!(!q.stage().exists(), "the job's stages go with it");
+}
+
+const FIX_NO_CLAIM: &str = "<edit path=\"calc.py\">\n<search>\n    return a - b\n</search>\n<replace>\n    return a * b\n</replace>\n</edit>\nI changed it.\n";
+
+/// DG-WF-08/09/11, every ending: a task's edits land in its stage (where its verify commands
+/// run) and reach the workspace only when it completes. Changes made and then abandoned at the
+/// hard gate, skipped, or cancelled leave the workspace as it was and the stage is removed.
+#[tokio::test]
+async fn edits_reach_the_workspace_only_when_their_task_completes() {
+    // Abort at the gate after a wrong change was made: nothing of it in the workspace.
+    let wrong = || Reply::openai(FIX_NO_CLAIM);
+    let q = project(vec![wrong(), wrong()], "  max_iterations_per_mt: 1\n").await;
+    let sink = Sink::default();
+    assert!(matches!(run(&q, &sink, None).await.unwrap(), Outcome::Paused(_)));
+    assert_eq!(calc(&q), BUGGY, "waiting at the gate, the workspace is as it was");
+    assert!(std::fs::read_to_string(q.stage().join("MT-001/calc.py")).unwrap().contains("a * b"));
+    assert!(matches!(run(&q, &sink, Some(HumanDecision::Abort)).await.unwrap(), Outcome::Failed { .. }));
+    assert_eq!(calc(&q), BUGGY);
+    assert!(!q.stage().exists());
+
+    // Skipped at the gate: the same.
+    let q = project(vec![wrong(), wrong()], "  max_iterations_per_mt: 1\n").await;
+    assert!(matches!(run(&q, &sink, None).await.unwrap(), Outcome::Paused(_)));
+    assert_eq!(run(&q, &sink, Some(HumanDecision::Skip)).await.unwrap(), Outcome::CompletedWithIssues);
+    assert_eq!(calc(&q), BUGGY);
+    assert!(!q.stage().exists());
+
+    // Cancelled while the model thinks: the same.
+    let q = project(vec![wrong(), wrong()], "  max_iterations_per_mt: 1\n").await;
+    let halt = steward_runtime::Halt::new();
+    let cancelling = Sink { cancel_after: Some(("llm_inference", halt.clone())), ..Sink::default() };
+    assert_eq!(run_with(&q, &cancelling, None, halt).await.unwrap(), Outcome::Cancelled);
+    assert_eq!(calc(&q), BUGGY);
+    assert!(!q.stage().exists());
+
+    // Completed: promoted once, recorded, and the stage is gone.
+    let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    assert_eq!(run(&p, &Sink::default(), None).await.unwrap(), Outcome::Completed);
+    assert!(calc(&p).contains("a + b"));
+    assert!(p.state().join("promotions/MT-001.json.done").exists());
+    assert!(!p.stage().exists());
+}
+
+/// A crash between a task settled completed and its promotion: the workspace is untouched
+/// until the next start finishes the promotion from its document, whole.
+#[tokio::test]
+async fn a_crash_mid_promotion_is_finished_at_the_next_start() {
+    let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    let crashing = Sink { crash_after: Some("micro_task_iteration_complete"), ..Sink::default() };
+    assert!(matches!(run(&p, &crashing, None).await, Err(ExecError::Sink(_))));
+    let progress: Value =
+        serde_json::from_slice(&std::fs::read(p.state().join("progress_artifact.json")).unwrap()).unwrap();
+    assert_eq!(progress["micro_tasks"][0]["status"], "completed");
+    assert!(p.state().join("promotions/MT-001.json").exists());
+    assert_eq!(calc(&p), BUGGY, "not promoted yet");
+    assert_eq!(run(&p, &Sink::default(), None).await.unwrap(), Outcome::Completed);
+    assert_eq!(calc(&p).matches("a + b").count(), 1);
+    assert_eq!(p.server.received().len(), 1);
 }
 
 /// DG-MT-20: a change outside the task's files is refused, nothing of the answer is applied.
@@ -279,14 +363,16 @@ async fn a_crash_after_the_answer_does_not_ask_again() {
     assert!(calc(&p).contains("a + b"));
 }
 
-/// A crash after the changes were applied and validated but before the iteration's output was
-/// written: the step is retried from its saved answer, still without a second model call.
+/// A crash after the changes were applied (in the task's stage) and validated but before the
+/// iteration's output was written: nothing reached the workspace, and the step is retried from
+/// its saved answer, still without a second model call.
 #[tokio::test]
 async fn a_crash_after_applying_reuses_the_saved_answer() {
     let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
     let crashing = Sink { crash_after: Some("micro_task_validation"), ..Sink::default() };
     assert!(matches!(run(&p, &crashing, None).await, Err(ExecError::Sink(_))));
-    assert!(calc(&p).contains("a + b"));
+    assert_eq!(calc(&p), BUGGY, "DG-WF-08: nothing reaches the workspace before the task is done");
+    assert!(std::fs::read_to_string(p.stage().join("MT-001/calc.py")).unwrap().contains("a + b"), "the stage has it");
     let sink = Sink::default();
     assert_eq!(run(&p, &sink, None).await.unwrap(), Outcome::Completed);
     assert_eq!(p.server.received().len(), 1);
@@ -388,4 +474,38 @@ async fn a_created_file_can_be_rewritten_on_a_retry() {
     let outcomes: Vec<Value> =
         sink.of("micro_task_iteration_complete").iter().map(|e| e["outcome"]["status"].clone()).collect();
     assert_eq!(outcomes, [serde_json::json!("RETRY"), serde_json::json!("SUCCESS")]);
+}
+
+/// Writes the project's packet again with `test_plan` as given (YAML flow text).
+fn with_test_plan(p: &Project, test_plan: &str) {
+    let path = p.dir.path().join("packet.yaml");
+    let packet = std::fs::read_to_string(&path).unwrap();
+    let packet = packet.replace("test_plan: [python3 -m unittest -q test_calc]", &format!("test_plan: {test_plan}"));
+    std::fs::write(path, packet).unwrap();
+}
+
+/// §2.6.6.8.16 `validation_timeout`: a verify command that times out runs again, once, with
+/// twice the time, and only then counts; timing out again escalates the task at once.
+#[tokio::test]
+async fn a_verify_command_that_times_out_runs_again_with_twice_the_time() {
+    // Slow only the first time: the second run, with 2 s, passes.
+    let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    with_test_plan(
+        &p,
+        r#"[{command: "[ -e slow.once ] || { touch slow.once; sleep 30; }; python3 -m unittest -q test_calc", timeout_ms: 1000}]"#,
+    );
+    let sink = Sink::default();
+    assert_eq!(run(&p, &sink, None).await.unwrap(), Outcome::Completed);
+    assert_eq!(sink.of("micro_task_iteration_complete").len(), 1, "one iteration: the timeout did not count");
+    let ops: Vec<String> = sink.of("terminal_command").iter().map(|e| e["timeout_ms"].to_string()).collect();
+    assert!(ops.len() >= 2, "{ops:?}");
+
+    // Slow every time: the task escalates straight away, not another try at the same level.
+    let q = project(vec![Reply::openai(&format!("{FIX}{CLAIM}")), Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    with_test_plan(&q, r#"[{command: "sleep 30", timeout_ms: 1000}]"#);
+    let sink = Sink::default();
+    let _ = run(&q, &sink, None).await.unwrap();
+    let escalated = sink.of("micro_task_escalated");
+    assert_eq!(escalated[0]["failure_category"], "timeout_exceeded", "{escalated:?}");
+    assert_eq!(escalated[0]["from_level"], 0);
 }
