@@ -139,14 +139,12 @@ pub enum IterationOutcome {
     Retry,
     /// The micro-task escalated for a reason other than a blocked signal.
     Escalate,
-    /// The model signalled it is blocked.
+    /// The model signalled it is blocked, or the tool bus refused a verify command (a
+    /// `capability_violation`, which ends the job: the catalogue's closed list of outcomes has
+    /// no other word for it).
     Blocked,
     /// The user skipped the micro-task.
     Skipped,
-    /// The iteration cannot be judged and the micro-task fails with its job (a verify command
-    /// the tool bus refused: `capability_violation`). Not in the catalogue's list, which has no
-    /// word for an iteration that ends its job.
-    Failed,
 }
 
 impl IterationOutcome {
@@ -158,7 +156,6 @@ impl IterationOutcome {
             IterationOutcome::Escalate => "ESCALATE",
             IterationOutcome::Blocked => "BLOCKED",
             IterationOutcome::Skipped => "SKIPPED",
-            IterationOutcome::Failed => "FAILED",
         }
     }
 }
@@ -240,7 +237,7 @@ pub fn decide_next_action(f: &IterationFacts) -> Decision {
 
     if let Some(why) = &f.refused_verify {
         let reason = format!("capability_violation: {why}");
-        return decision(LoopDecision::Abort { reason }, IterationOutcome::Failed, false);
+        return decision(LoopDecision::Abort { reason }, IterationOutcome::Blocked, false);
     }
     if f.claimed_complete && f.validation_timed_out && !validated {
         return decision(
@@ -494,7 +491,7 @@ mod tests {
         f.refused_verify = Some("`curl x`: denied by G-CAP".into());
         let d = decide_next_action(&f);
         assert_eq!(d.action, D::Abort { reason: "capability_violation: `curl x`: denied by G-CAP".into() });
-        assert_eq!(d.outcome, O::Failed);
+        assert_eq!(d.outcome, O::Blocked);
 
         let mut f = Row { claimed: true, passed: false, evidence: true, ..BASE }.facts();
         f.validation_timed_out = true;

@@ -125,6 +125,17 @@ async fn run_with(
     decision: Option<HumanDecision>,
     halt: steward_runtime::Halt,
 ) -> Result<Outcome, ExecError> {
+    run_as(p, sink, decision, halt, "Coder").await
+}
+
+/// Runs the job with its verify commands under `profile` (planned under `Coder`).
+async fn run_as(
+    p: &Project,
+    sink: &Sink,
+    decision: Option<HumanDecision>,
+    halt: steward_runtime::Halt,
+    profile: &str,
+) -> Result<Outcome, ExecError> {
     let bus = bus();
     let plan = plan(&p.dir.path().join("packet.yaml"), None, None, &bus, "Coder").unwrap();
     assert!(!plan.report.has_errors(), "{:?}", plan.report);
@@ -140,7 +151,7 @@ async fn run_with(
         models: &models,
         sink,
         clock: clock.as_ref(),
-        profile: "Coder",
+        profile,
         workflow_id: "wf",
         halt,
         recorder: &steward_tools::exec::Unrecorded,
@@ -508,4 +519,20 @@ async fn a_verify_command_that_times_out_runs_again_with_twice_the_time() {
     let escalated = sink.of("micro_task_escalated");
     assert_eq!(escalated[0]["failure_category"], "timeout_exceeded", "{escalated:?}");
     assert_eq!(escalated[0]["from_level"], 0);
+}
+
+/// §2.6.6.8.16 `capability_violation`: a verify command the tool bus refuses when it is run
+/// (here the job runs under a profile that runs no commands) fails the task and the job with
+/// MT-010, instead of counting as a failed iteration to retry.
+#[tokio::test]
+async fn a_refused_verify_command_fails_the_task_and_the_job() {
+    let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}")), Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    let sink = Sink::default();
+    let outcome = run_as(&p, &sink, None, steward_runtime::Halt::new(), "Analyst").await.unwrap();
+    let Outcome::Failed { reason } = outcome else { panic!("{outcome:?}") };
+    assert!(reason.starts_with("capability_violation: `python3 -m unittest -q test_calc`"), "{reason}");
+    assert_eq!(sink.of("micro_task_loop_failed").len(), 1);
+    assert_eq!(sink.of("micro_task_iteration_started").len(), 1, "no second iteration");
+    assert_eq!(p.server.received().len(), 1);
+    assert_eq!(calc(&p), BUGGY);
 }
