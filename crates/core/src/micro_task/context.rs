@@ -750,6 +750,71 @@ fn files_section(retrieval: &Retrieval) -> String {
     out
 }
 
+/// GenerateMTSummary for a retry: what the previous attempt's answer did, in a line or two for
+/// the next prompt. Which files it changed and how, whether it claimed completion or said it was
+/// blocked, and the start of what it said besides its change and signal blocks. (Why it failed
+/// travels beside it, as the previous iteration's error.)
+pub fn summarize_answer(answer: &str) -> String {
+    let mut parts = Vec::new();
+    match crate::micro_task::edits::parse_changes(answer) {
+        Ok(changes) if changes.is_empty() => parts.push("It changed no file.".to_owned()),
+        Ok(changes) => {
+            let mut files: Vec<String> = Vec::new();
+            for c in &changes {
+                let (path, how) = match c {
+                    crate::micro_task::edits::Change::WholeFile { path, .. } => (path, "rewrote"),
+                    crate::micro_task::edits::Change::SearchReplace { path, .. } => (path, "edited"),
+                };
+                let line = format!("{how} `{path}`");
+                if !files.contains(&line) {
+                    files.push(line);
+                }
+            }
+            parts.push(format!("It {}.", files.join(", ")));
+        }
+        Err(e) => parts.push(format!("Its change blocks could not be read ({e}).")),
+    }
+    let signal = crate::micro_task::signal::parse_completion_signal(answer);
+    if signal.claimed_complete {
+        parts.push("It claimed the task complete.".to_owned());
+    } else if signal.blocked {
+        let why = signal.blocked_reason.as_deref().unwrap_or("no reason given");
+        parts.push(format!("It said it was blocked: {why}."));
+    } else {
+        parts.push("It did not claim completion.".to_owned());
+    }
+    let prose = without_blocks(answer);
+    let prose = prose.split_whitespace().collect::<Vec<_>>().join(" ");
+    if !prose.is_empty() {
+        let (shown, cut) = truncate_chars(&prose, 240);
+        parts.push(format!("It said: \"{shown}{}\"", if cut { " ..." } else { "" }));
+    }
+    parts.join(" ")
+}
+
+/// `text` without its `<file>`, `<edit>`, `<mt_complete>` and `<blocked>` blocks.
+fn without_blocks(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    loop {
+        let next = ["<file", "<edit", "<mt_complete>", "<blocked>"]
+            .iter()
+            .filter_map(|open| rest.find(open).map(|at| (at, *open)))
+            .min_by_key(|(at, _)| *at);
+        let Some((at, open)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..at]);
+        let tag = open.trim_start_matches('<').trim_end_matches('>');
+        let close = format!("</{tag}>");
+        match rest[at..].find(&close) {
+            Some(end) => rest = &rest[at + end + close.len()..],
+            None => return out,
+        }
+    }
+}
+
 /// Cuts `text` to at most `max` characters; says whether it cut.
 fn truncate_chars(text: &str, max: usize) -> (&str, bool) {
     match text.char_indices().nth(max) {
@@ -1314,5 +1379,22 @@ NEED: what would unblock it
 BEGIN WORK:
 "##;
         assert_eq!(env.prompt, expected, "\n{}", env.prompt);
+    }
+
+    /// GenerateMTSummary: a retry's prompt says what the previous answer did, not "(none)".
+    #[test]
+    fn the_previous_answer_is_summarized_for_the_retry() {
+        let answer = "I think the sign is wrong.\n<edit path=\"calc.py\">\n<search>\n-\n</search>\n<replace>\n+\n</replace>\n</edit>\n<mt_complete>\nMT_ID: MT-001\n</mt_complete>\n";
+        assert_eq!(
+            summarize_answer(answer),
+            "It edited `calc.py`. It claimed the task complete. It said: \"I think the sign is wrong.\""
+        );
+        assert_eq!(
+            summarize_answer("Looks fine to me."),
+            "It changed no file. It did not claim completion. It said: \"Looks fine to me.\""
+        );
+        let blocked = "<blocked>\nREASON: the tests are missing\n</blocked>";
+        assert_eq!(summarize_answer(blocked), "It changed no file. It said it was blocked: the tests are missing.");
+        assert!(summarize_answer("<file path=\"a.py\">\nunclosed").starts_with("Its change blocks could not be read"));
     }
 }

@@ -475,10 +475,20 @@ impl Executor<'_> {
             .collect();
         let last = st.progress.micro_tasks[idx].iterations.last().cloned();
         let prev_outcome = last.as_ref().map(|r| format!("FAIL: {}", r.outcome.as_str()));
+        // GenerateMTSummary: what the previous answer did, read from where it was saved.
+        let mut prev_summary = String::new();
+        if let Some(r) = &last {
+            let prev_step = ledger_step_id(&mt.mt_id, r.iteration);
+            if let Some(s) = st.ledger.steps.iter().find(|s| s.step_id == prev_step)
+                && let Some(answer) = self.read_text(&step_doc(&s.idempotency_key, "response.txt")).await?
+            {
+                prev_summary = self.redactor.redact(&context::summarize_answer(&answer)).0;
+            }
+        }
         let previous = last.as_ref().zip(prev_outcome.as_deref()).map(|(r, outcome)| PreviousIteration {
             outcome,
             error: r.error_summary.as_deref(),
-            output_summary: "",
+            output_summary: &prev_summary,
         });
         let envelope = context::compile(&CompileInput {
             mt,

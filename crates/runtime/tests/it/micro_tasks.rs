@@ -536,3 +536,27 @@ async fn a_refused_verify_command_fails_the_task_and_the_job() {
     assert_eq!(p.server.received().len(), 1);
     assert_eq!(calc(&p), BUGGY);
 }
+
+/// GenerateMTSummary: the retry's fresh prompt says what the previous answer did and why it
+/// failed, instead of "Summary: (none)".
+#[tokio::test]
+async fn a_retry_prompt_says_what_the_previous_answer_did() {
+    let p = project(
+        vec![
+            Reply::openai(&format!("The function looks right to me.\n{CLAIM}")),
+            Reply::openai(&format!("{FIX}{CLAIM}")),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(run(&p, &Sink::default(), None).await.unwrap(), Outcome::Completed);
+    let asked = p.server.received();
+    let prompt = asked[1].json()["messages"][0]["content"].as_str().unwrap().to_owned();
+    assert!(
+        prompt.contains(
+            "**Summary:** It changed no file. It claimed the task complete. It said: \"The function looks right to me.\""
+        ),
+        "{prompt}"
+    );
+    assert!(prompt.contains("validation failed"), "{prompt}");
+}
