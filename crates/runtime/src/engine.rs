@@ -837,9 +837,11 @@ impl<S: Store + Clone> Engine<S> {
         } else {
             Vec::new()
         };
+        let mut events = reaped;
+        events.extend(self.cancel_jobs(run_id).await);
         let mut c = self.commit(&run.run_id, run.state, Actor::Human);
         c.actor_id = actor_id.to_owned();
-        c.events = reaped;
+        c.events = events;
         c.finish_running_as = Some(AttemptStatus::Cancelled);
         c.transition = Some(Transition {
             to: RunState::Cancelled,
@@ -852,6 +854,36 @@ impl<S: Store + Clone> Engine<S> {
             d.halt.stop(Stop::Cancelled);
         }
         Ok(self.inner.store.get_run(run_id).await?)
+    }
+
+    /// The micro-task jobs of a run being cancelled that have not ended: each is marked cancelled
+    /// in its documents, and gets its MT-011 (`micro_task_loop_cancelled`) to record with the
+    /// cancel, whether its loop runs somewhere or the run waits at a gate with no loop at all.
+    async fn cancel_jobs(&self, run_id: &str) -> Vec<NewEvent> {
+        let Ok(attempts) = self.inner.store.list_attempts(run_id).await else { return Vec::new() };
+        let now = self.inner.clock.now().to_rfc3339();
+        let mut events = Vec::new();
+        for a in crate::drive::latest_per_step(&attempts) {
+            if a.input["type"] != "micro_tasks" {
+                continue;
+            }
+            let Some(job_id) = a.input["job_id"].as_str() else { continue };
+            let artifacts = self.inner.bus.artifacts();
+            let Ok(Some(wp_id)) = crate::micro_task::cancel_documents(artifacts.as_ref(), job_id, &now).await else {
+                continue;
+            };
+            let payload = Payload::recorded("micro_task_loop_cancelled", serde_json::json!({"wp_id": wp_id}));
+            let actor = steward_core::event_registry::spec_of(payload.event_type())
+                .and_then(|s| s.actor)
+                .unwrap_or(Actor::System);
+            events.push(NewEvent {
+                actor,
+                actor_id: "micro-task-executor".into(),
+                step_id: Some(a.step_id.clone()),
+                payload,
+            });
+        }
+        events
     }
 
     /// Stops every run this process drives because it received `signal`: their commands'

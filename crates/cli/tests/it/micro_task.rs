@@ -157,6 +157,31 @@ fn gate_project() -> Steward {
     s
 }
 
+/// MT-011: `steward cancel` of a job waiting at the hard gate (no loop runs to notice) records
+/// `micro_task_loop_cancelled` with the cancel and leaves the progress artifact `cancelled`; the
+/// workspace keeps nothing of the task.
+#[test]
+fn cancel_at_the_gate_records_mt_011_and_the_progress_says_cancelled() {
+    let s = gate_project();
+    let out = s.run(&["mt", "run", "packet.yaml", "--policy", "policy.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let run = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
+    let out = s.run(&["cancel", &run]);
+    assert!(out.status.success(), "{}", text(&out));
+    let events = events_of(&s, &run);
+    let types: Vec<&str> = events.iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    let cancelled = types.iter().position(|t| *t == "micro_task_loop_cancelled").expect("MT-011");
+    assert_eq!(events[cancelled]["payload"]["wp_id"], "WP-demo-add");
+    let to_cancelled = events.iter().position(|e| e["payload"]["to_state"] == "cancelled").unwrap();
+    assert!(cancelled < to_cancelled, "recorded with the cancel: {types:?}");
+    let status = s.json(&["status", &run, "--json"]);
+    let state_dir = std::path::PathBuf::from(status["micro_task_jobs"][0]["state_dir"].as_str().unwrap());
+    let progress: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state_dir.join("progress_artifact.json")).unwrap()).unwrap();
+    assert_eq!(progress["status"], "cancelled");
+    assert!(std::fs::read_to_string(s.path("calc.py")).unwrap().contains("return a - b"));
+}
+
 /// MT-016: `steward gate RUN skip` sets the task that stopped at the hard gate aside; the job
 /// goes on and completes with issues, and the events and the progress artifact say so.
 #[test]

@@ -276,18 +276,12 @@ impl Executor<'_> {
         outcome
     }
 
-    /// Marks the job cancelled in its progress artifact, past the fence: its run has ended.
+    /// Marks the job cancelled in its documents, past the fence: its run has ended. (MT-011 is
+    /// recorded by the write that cancelled the run, `Engine::cancel`.)
     async fn record_cancelled(&self) -> Result<Outcome> {
-        if let (Some(progress), Some(ledger)) = (self.read_json(PROGRESS).await?, self.read_json(LEDGER).await?) {
-            let mut st = State { progress, ledger };
-            st.progress.status = ProgressStatus::Cancelled;
-            st.progress.updated_at = self.clock.now().to_rfc3339();
-            self.save_parts(&st).await?;
-        }
+        cancel_documents(self.artifacts, self.job_id, &self.clock.now().to_rfc3339()).await?;
         // Nothing of an unfinished task ever reached the workspace; its stage goes too.
         stage::remove(self.stage);
-        // The run is no longer running, so its log may refuse this; the state file says it.
-        let _ = self.mt_event("micro_task_loop_cancelled", json!({"wp_id": self.wp()})).await;
         Ok(Outcome::Cancelled)
     }
 
@@ -1284,6 +1278,29 @@ impl Executor<'_> {
         self.write_json(METRICS, &metrics).await?;
         Ok(())
     }
+}
+
+/// Marks a job cancelled in its documents (progress artifact and metrics), whether or not its
+/// loop runs: a run cancelled while it waits at a gate has none. Returns the job's work packet
+/// id, for MT-011; `None` for a job with no progress yet, or one that had already ended.
+pub(crate) async fn cancel_documents(
+    artifacts: &dyn ArtifactStore,
+    job_id: &str,
+    now: &str,
+) -> std::result::Result<Option<String>, steward_artifacts::Error> {
+    let Some(bytes) = artifacts.read_document(job_id, PROGRESS).await? else { return Ok(None) };
+    let Ok(mut progress) = serde_json::from_slice::<ProgressArtifact>(&bytes) else { return Ok(None) };
+    if !matches!(progress.status, ProgressStatus::InProgress | ProgressStatus::Paused) {
+        return Ok(None);
+    }
+    progress.status = ProgressStatus::Cancelled;
+    progress.current_state.pause = None;
+    progress.updated_at = now.to_owned();
+    let body = serde_json::to_vec_pretty(&progress).unwrap_or_default();
+    artifacts.write_document(job_id, PROGRESS, &body).await?;
+    let m = serde_json::to_vec_pretty(&metrics(&progress)).unwrap_or_default();
+    artifacts.write_document(job_id, METRICS, &m).await?;
+    Ok(Some(progress.wp_id))
 }
 
 /// Records an iteration and the state its decision leaves the task in, in one save with it, so a

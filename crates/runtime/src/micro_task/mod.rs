@@ -8,5 +8,6 @@ pub(crate) mod job;
 mod plan;
 mod stage;
 
+pub(crate) use executor::cancel_documents;
 pub use executor::{BoxFuture, EventSink, ExecError, Executor, ModelFactory, Outcome};
 pub use plan::{Plan, PlanError, plan};
