@@ -10,6 +10,7 @@ pub mod decide;
 pub mod definition;
 pub mod edits;
 pub mod generate;
+pub mod learning;
 pub mod packet;
 pub mod policy;
 pub mod signal;

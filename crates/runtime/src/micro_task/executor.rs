@@ -26,6 +26,7 @@ use steward_core::micro_task::decide::{
 };
 use steward_core::micro_task::definition::MicroTaskDefinition;
 use steward_core::micro_task::edits::{self, FORMAT_HELP};
+use steward_core::micro_task::learning;
 use steward_core::micro_task::policy::EscalationLevel;
 use steward_core::micro_task::signal::{self, CompletionSignal};
 use steward_core::micro_task::state::{
@@ -970,20 +971,15 @@ impl Executor<'_> {
     ) -> Result<()> {
         self.promote(&mt.mt_id).await?;
         let level = st.progress.current_state.active_model_level;
-        let entry = &st.progress.micro_tasks[idx];
-        // DG-MT-18: the candidate of an escalation is written once the escalated task succeeds,
-        // because it pairs the student's failed attempt with the teacher's passing one.
-        let student = entry.iterations.iter().rev().find(|r| r.escalation_level < level).cloned();
-        let candidate = match (st.progress.policy.enable_distillation, student) {
-            (true, Some(s)) => Some(self.distillation_candidate(mt, &s, &it.record, entry).await?),
-            _ => None,
-        };
-        if let Some(c) = candidate {
-            self.mt_event(
-                "micro_task_distillation_candidate",
-                json!({"wp_id": self.wp(), "mt_id": mt.mt_id, "candidate_ref": c}),
-            )
-            .await?;
+        if st.progress.policy.enable_distillation {
+            // DG-MT-18: each escalation's candidate, written when it happened with no teacher,
+            // now pairs its student with the success that followed.
+            let history = st.progress.micro_tasks[idx].iterations.clone();
+            let students =
+                history.iter().filter(|r| matches!(r.outcome, IterationOutcome::Escalate | IterationOutcome::Blocked));
+            for student in students {
+                self.distillation_candidate(st, mt, student, Some(&it.record), &history).await?;
+            }
         }
         self.mt_event("micro_task_complete", json!({"wp_id": self.wp(), "mt_id": mt.mt_id})).await?;
         if drop_back && level > 0 {
@@ -998,37 +994,55 @@ impl Executor<'_> {
         Ok(())
     }
 
+    /// Writes (or rewrites) the distillation candidate of the escalation that `student` made,
+    /// with its teacher's success once there is one, and emits MT-015. Trust and eligibility are
+    /// computed from the task's `history` (`learning::trust`), never set.
     async fn distillation_candidate(
         &self,
+        st: &State,
         mt: &MicroTaskDefinition,
         student: &IterationRecord,
-        teacher: &IterationRecord,
-        entry: &MtProgress,
-    ) -> Result<Value> {
-        let at = |level: u32| entry.iterations.iter().filter(|r| r.escalation_level == level).count();
+        teacher: Option<&IterationRecord>,
+        history: &[IterationRecord],
+    ) -> Result<()> {
+        let at = |level: u32| history.iter().filter(|r| r.escalation_level == level).count();
+        // The saved answer of an iteration: its output, where the job's documents keep it.
+        let output_ref = |r: &IterationRecord| {
+            let step = ledger_step_id(&mt.mt_id, r.iteration);
+            st.ledger
+                .steps
+                .iter()
+                .find(|s| s.step_id == step)
+                .map(|s| self.shown(&step_doc(&s.idempotency_key, "response.txt")))
+        };
+        let trust = learning::trust(history, student, teacher);
         let candidate = json!({
-            "skill_log_entry_id": format!("{}-{}-{}", self.job_id, mt.mt_id, teacher.iteration),
+            "skill_log_entry_id": learning::candidate_id(self.job_id, &mt.mt_id, student.iteration),
             "mt_id": mt.mt_id, "wp_id": self.wp(),
             "student_attempt": {
                 "model_id": student.model_id, "lora_id": student.lora_id,
-                "prompt_snapshot_ref": student.context_snapshot_id, "output_snapshot_ref": format!("iteration {}", student.iteration),
-                "outcome": if student.claimed_complete { "VALIDATION_FAILED" } else { "INCOMPLETE" },
+                "prompt_snapshot_ref": student.context_snapshot_id, "output_snapshot_ref": output_ref(student),
+                "outcome": learning::StudentOutcome::of(student),
                 "iterations": at(student.escalation_level),
             },
-            "teacher_success": {
-                "model_id": teacher.model_id, "lora_id": teacher.lora_id,
-                "prompt_snapshot_ref": teacher.context_snapshot_id, "output_snapshot_ref": format!("iteration {}", teacher.iteration),
-                "outcome": "VALIDATION_PASSED", "iterations": at(teacher.escalation_level),
-            },
+            "teacher_success": teacher.map(|t| json!({
+                "model_id": t.model_id, "lora_id": t.lora_id,
+                "prompt_snapshot_ref": t.context_snapshot_id, "output_snapshot_ref": output_ref(t),
+                "outcome": "VALIDATION_PASSED", "iterations": at(t.escalation_level),
+            })),
             "task_type_tags": mt.task_tags,
             "contributing_factors": [student.error_summary],
-            "data_trust_score": 1.0,
-            "distillation_eligible": true,
+            "data_trust_score": trust.data_trust_score,
+            "distillation_eligible": trust.distillation_eligible,
             "status": "LOGGING_ONLY_PHASE_1",
         });
-        let name = format!("distillation/{}-{}.json", mt.mt_id, teacher.iteration);
+        let name = format!("distillation/{}-{}.json", mt.mt_id, student.iteration);
         let hash = self.write_json(&name, &candidate).await?;
-        Ok(json!({"path": name, "sha256": hash}))
+        self.mt_event(
+            "micro_task_distillation_candidate",
+            json!({"wp_id": self.wp(), "mt_id": mt.mt_id, "candidate_ref": {"path": name, "sha256": hash}}),
+        )
+        .await
     }
 
     /// Records the escalation (record file and MT-005); true when the next rung is the hard gate.
@@ -1061,6 +1075,12 @@ impl Executor<'_> {
         });
         let name = format!("{}-{}.json", mt.mt_id, it.record.iteration);
         let sha = self.write_json(&format!("escalations/{name}"), &record).await?;
+        if policy.enable_distillation {
+            // Every escalation has its candidate, whether a success ever follows (the teacher is
+            // added then) or the task ends at the hard gate or in an abort.
+            let history = st.progress.micro_tasks[idx].iterations.clone();
+            self.distillation_candidate(st, mt, &it.record, None, &history).await?;
+        }
         let cs = &mut st.progress.current_state;
         cs.total_escalations += 1;
         cs.last_escalation_category = Some(category);

@@ -222,14 +222,21 @@ async fn two_false_completions_escalate_and_the_teacher_succeeds() {
     assert_eq!(esc.len(), 1);
     assert_eq!(esc[0]["failure_category"], "false_completion");
     assert_eq!((esc[0]["from_level"].as_u64(), esc[0]["to_level"].as_u64()), (Some(0), Some(1)));
+    // DG-MT-18: written at the escalation (no teacher yet), written again with the teacher.
     let cand = sink.of("micro_task_distillation_candidate");
-    assert_eq!(cand.len(), 1, "DG-MT-18");
-    let path = p.state().join(cand[0]["candidate_ref"]["path"].as_str().unwrap());
+    assert_eq!(cand.len(), 2, "DG-MT-18");
+    assert_eq!(cand[0]["candidate_ref"]["path"], cand[1]["candidate_ref"]["path"], "one candidate per escalation");
+    let path = p.state().join(cand[1]["candidate_ref"]["path"].as_str().unwrap());
     let c: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     assert_eq!(c["student_attempt"]["model_id"], "small");
     assert_eq!(c["student_attempt"]["outcome"], "VALIDATION_FAILED");
     assert_eq!(c["teacher_success"]["model_id"], "large");
     assert_eq!(c["teacher_success"]["outcome"], "VALIDATION_PASSED");
+    // Two false completions before the teacher: 1 - 2 × 0.15, eligible (learning::trust).
+    assert_eq!((c["data_trust_score"].as_f64(), c["distillation_eligible"].as_bool()), (Some(0.7), Some(true)));
+    let id = c["skill_log_entry_id"].as_str().unwrap();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    assert!(c["student_attempt"]["output_snapshot_ref"].as_str().unwrap().ends_with("response.txt"), "{c}");
     // Smart drop-back keeps a task escalated after false completions (§2.6.6.8.7.3).
     assert!(!sink.types().contains(&"micro_task_drop_back".to_owned()));
 }
@@ -259,6 +266,21 @@ async fn an_exhausted_chain_stops_at_the_hard_gate_until_a_person_decides() {
     assert_eq!(sink.of("micro_task_loop_failed").len(), 1);
     assert_eq!(calc(&q), BUGGY);
     assert!(!q.stage().exists(), "the job's stages go with it");
+    // Every escalation has its candidate, also when the task ends in an abort: no teacher,
+    // no trust, not eligible.
+    let cand = sink.of("micro_task_distillation_candidate");
+    assert_eq!(cand.len(), 2, "one per escalation: {cand:?}");
+    for c in cand {
+        let doc: Value = serde_json::from_slice(
+            &std::fs::read(q.state().join(c["candidate_ref"]["path"].as_str().unwrap())).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (doc["teacher_success"].clone(), doc["data_trust_score"].as_f64(), doc["distillation_eligible"].as_bool()),
+            (Value::Null, Some(0.0), Some(false))
+        );
+        assert_eq!(doc["student_attempt"]["outcome"], "INCOMPLETE");
+    }
 }
 
 const FIX_NO_CLAIM: &str = "<edit path=\"calc.py\">\n<search>\n    return a - b\n</search>\n<replace>\n    return a * b\n</replace>\n</edit>\nI changed it.\n";
