@@ -228,6 +228,42 @@ impl ExecutionPolicy {
                 ));
             }
         }
+        // An escalation that asks the same model the same way again is a retry under another
+        // name: it spends the budget of a rung and teaches nothing.
+        for (i, pair) in self.escalation_chain.windows(2).enumerate() {
+            let (a, b) = (&pair[0], &pair[1]);
+            let same = |x: &EscalationLevel, y: &EscalationLevel| {
+                (
+                    x.provider.as_deref().unwrap_or("ollama"),
+                    &x.base_url,
+                    &x.model_id,
+                    &x.lora_id,
+                    &x.lora_selector,
+                    &x.options,
+                    &x.script,
+                ) == (
+                    y.provider.as_deref().unwrap_or("ollama"),
+                    &y.base_url,
+                    &y.model_id,
+                    &y.lora_id,
+                    &y.lora_selector,
+                    &y.options,
+                    &y.script,
+                )
+            };
+            if !a.stops_for_human() && !b.stops_for_human() && same(a, b) {
+                return Err(policy_error(
+                    format!("escalation_chain[{}]", i + 1),
+                    format!(
+                        "levels {} and {} would send the same request to the same model `{}`; give level {} another model, a LoRA (`lora_id`, `lora_selector`) or other options",
+                        i,
+                        i + 1,
+                        a.model(),
+                        i + 1
+                    ),
+                ));
+            }
+        }
         let first = &self.escalation_chain[0];
         if first.stops_for_human() || first.is_cloud {
             return Err(policy_error("escalation_chain[0]", "the first level must be a local model"));
@@ -330,6 +366,32 @@ mod tests {
         }
         let e = ExecutionPolicy::from_json(&json!({"max_iterations": 3})).unwrap_err();
         assert!(e.message.contains("max_iterations"), "{e}");
+    }
+
+    /// A rung that would ask the same model the same way as the one below it is refused, naming
+    /// both levels; another model, a LoRA or other options make it a rung.
+    #[test]
+    fn a_chain_that_asks_the_same_model_twice_is_refused() {
+        let chain = |second: serde_json::Value| {
+            json!({"escalation_chain": [
+                {"level": 0, "provider": "openai", "base_url": "http://127.0.0.1:8081/v1", "model": "small"},
+                second,
+                {"level": 2, "hard_gate": true}
+            ]})
+        };
+        let same =
+            chain(json!({"level": 1, "provider": "openai", "base_url": "http://127.0.0.1:8081/v1", "model": "small"}));
+        let e = ExecutionPolicy::from_json(&same).unwrap_err();
+        assert_eq!(e.field, "escalation_chain[1]");
+        assert!(e.message.contains("levels 0 and 1 would send the same request to the same model `small`"), "{e}");
+        for differs in [
+            json!({"level": 1, "provider": "openai", "base_url": "http://127.0.0.1:8081/v1", "model": "large"}),
+            json!({"level": 1, "provider": "openai", "base_url": "http://127.0.0.1:8081/v1", "model": "small", "lora_id": "fix-py"}),
+            json!({"level": 1, "provider": "openai", "base_url": "http://127.0.0.1:8081/v1", "model": "small", "options": {"temperature": 0.7}}),
+        ] {
+            ExecutionPolicy::from_json(&chain(differs.clone())).unwrap_or_else(|e| panic!("{differs}: {e}"));
+        }
+        ExecutionPolicy::default().check().unwrap();
     }
 
     /// The inline chain: two levels on one server, then the gate.
