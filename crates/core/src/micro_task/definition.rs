@@ -208,6 +208,15 @@ impl MicroTaskDefinition {
         self.files.modify.iter().chain(&self.files.create)
     }
 
+    /// Whether this task is simpler than `other` (ShouldDropBack's "remaining micro-tasks are
+    /// simpler than the escalated one", §2.6.6.8.7.3): it writes no more files, risks no more
+    /// and needs no larger prompt budget, and is smaller in at least one of them.
+    pub fn simpler_than(&self, other: &MicroTaskDefinition) -> bool {
+        let size = |m: &MicroTaskDefinition| (m.writable().count(), m.risk_level as u8, m.token_budget);
+        let (a, b) = (size(self), size(other));
+        a.0 <= b.0 && a.1 <= b.1 && a.2 <= b.2 && a != b
+    }
+
     /// The files given as context: `files.read ∪ files.modify`, without duplicates, in order.
     pub fn context_files(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
@@ -223,6 +232,22 @@ impl MicroTaskDefinition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ShouldDropBack's "simpler": no more files, risk or budget, and less of one.
+    #[test]
+    fn a_task_is_simpler_when_it_is_smaller_and_no_larger() {
+        let packet = crate::micro_task::packet::parse(
+            "wp_id: W\ndescription: d\nin_scope_paths: [a.py, b.py, c.py, d.py, e.py, f.py]\ndone_means: [x]\ntest_plan: [make test]\n",
+        )
+        .unwrap();
+        let mts = crate::micro_task::generate::generate(&packet, 2, |_| true);
+        assert!(mts.len() >= 2, "{}", mts.len());
+        let (big, small) = (&mts[0], mts.last().unwrap());
+        assert!(big.writable().count() > small.writable().count());
+        assert!(small.simpler_than(big));
+        assert!(!big.simpler_than(small));
+        assert!(!big.simpler_than(big), "not simpler than itself");
+    }
 
     /// §2.6.6.8.10 pass semantics, timeouts included.
     #[test]

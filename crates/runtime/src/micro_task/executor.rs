@@ -697,7 +697,7 @@ impl Executor<'_> {
                 strategy: policy.drop_back_strategy,
                 escalation_level: level,
                 last_escalation_category: cs.last_escalation_category,
-                remaining_mts_simpler: false,
+                remaining_mts_simpler: self.remaining_simpler(st, mt),
             },
             refused_verify,
             validation_timed_out,
@@ -813,6 +813,20 @@ impl Executor<'_> {
         let answered = answer.as_ref().map_err(|_| why.as_str());
         self.emit(vec![inference_event(call, answered, self.redactor)]).await?;
         Ok(answer.map(|r| (r.content, (r.usage.prompt_tokens, r.usage.completion_tokens))).map_err(|e| model_error(&e)))
+    }
+
+    /// Whether every task still to run is simpler than `mt` (none left: no).
+    fn remaining_simpler(&self, st: &State, mt: &MicroTaskDefinition) -> bool {
+        let remaining: Vec<&MicroTaskDefinition> = st
+            .progress
+            .micro_tasks
+            .iter()
+            .filter(|e| {
+                e.mt_id != mt.mt_id && matches!(e.status, MtStatus::Pending | MtStatus::InProgress | MtStatus::Blocked)
+            })
+            .filter_map(|e| self.plan.mts.iter().find(|m| m.mt_id == e.mt_id))
+            .collect();
+        !remaining.is_empty() && remaining.iter().all(|r| r.simpler_than(mt))
     }
 
     /// The task's stage, made (from the workspace and the changes its iterations applied so
