@@ -129,7 +129,7 @@ mod tests {
 
         // No teacher: the task ended at the gate.
         assert_eq!(
-            trust(&[student.clone()], &student, None),
+            trust(std::slice::from_ref(&student), &student, None),
             Trust { data_trust_score: 0.0, distillation_eligible: false }
         );
 
