@@ -193,6 +193,18 @@ fn promotion_doc(mt_id: &str) -> String {
     format!("promotions/{mt_id}.json")
 }
 
+/// What the task's declared files were in the workspace when its stage was first made (their
+/// SHA-256, or null for a file that did not exist): a promotion over a file someone changed
+/// since would lose their change.
+fn base_doc(mt_id: &str) -> String {
+    format!("promotions/{mt_id}.base.json")
+}
+
+/// The SHA-256 of a workspace file's content, or `None` when there is none.
+fn content_hash(path: &Path) -> Option<String> {
+    std::fs::read(path).ok().map(|b| steward_core::sha256_hex(&b))
+}
+
 struct State {
     progress: ProgressArtifact,
     ledger: RunLedger,
@@ -296,8 +308,18 @@ impl Executor<'_> {
             ProgressStatus::InProgress | ProgressStatus::Paused => {}
         }
         // A completion whose promotion a crash cut short is finished before anything else.
-        for e in st.progress.micro_tasks.iter().filter(|e| e.status == MtStatus::Completed) {
-            self.promote(&e.mt_id).await?;
+        let completed: Vec<String> = st
+            .progress
+            .micro_tasks
+            .iter()
+            .filter(|e| e.status == MtStatus::Completed)
+            .map(|e| e.mt_id.clone())
+            .collect();
+        for mt_id in completed {
+            if let Some(conflict) = self.promote(&mt_id).await? {
+                st.progress.current_state.active_mt = Some(mt_id);
+                return self.fail(&mut st, conflict).await;
+            }
         }
         let session_start = self.clock.now();
         let elapsed_base = st.progress.current_state.elapsed_ms;
@@ -403,7 +425,9 @@ impl Executor<'_> {
                 let it = self.iterate(&mut st, mt, idx).await?;
                 match it.decision {
                     LoopDecision::Complete { drop_back } => {
-                        self.complete(&mut st, mt, idx, &it, drop_back).await?;
+                        if let Some(conflict) = self.complete(&mut st, mt, idx, &it, drop_back).await? {
+                            return self.fail(&mut st, conflict).await;
+                        }
                         break;
                     }
                     LoopDecision::Retry => {}
@@ -849,20 +873,41 @@ impl Executor<'_> {
             }
         }
         // The job's other stages are left out too, wherever its stage base is.
+        if self.read_doc(&base_doc(&mt.mt_id)).await?.is_none() {
+            let base: serde_json::Map<String, Value> =
+                mt.writable().map(|p| (p.clone(), json!(content_hash(&self.plan.root.join(p))))).collect();
+            self.write_json(&base_doc(&mt.mt_id), &Value::Object(base)).await?;
+        }
         let skip: Vec<PathBuf> = self.engine_dirs.iter().cloned().chain([self.stage.to_path_buf()]).collect();
         stage::ensure(&self.plan.root, &dir, &skip, || batches)?;
         Ok(dir)
     }
 
     /// Writes a completed task's changes into the workspace, once: the promotion document says
-    /// what, the `.done` mark that it happened. The task's stage goes with it.
-    async fn promote(&self, mt_id: &str) -> Result<()> {
+    /// what, the `.done` mark that it happened. The task's stage goes with it. A declared file
+    /// someone changed in the workspace since the task began is not overwritten: the promotion is
+    /// refused whole (`Some(why)`), their change stays, and the task's result stays in its
+    /// promotion document.
+    async fn promote(&self, mt_id: &str) -> Result<Option<String>> {
         let doc = promotion_doc(mt_id);
         let done = format!("{doc}.done");
         if self.read_doc(&done).await?.is_some() {
-            return Ok(());
+            return Ok(None);
         }
-        let Some(writes) = self.read_json::<Vec<edits::FileWrite>>(&doc).await? else { return Ok(()) };
+        let Some(writes) = self.read_json::<Vec<edits::FileWrite>>(&doc).await? else { return Ok(None) };
+        let base: serde_json::Map<String, Value> = self.read_json(&base_doc(mt_id)).await?.unwrap_or_default();
+        let changed: Vec<&str> = writes
+            .iter()
+            .filter(|w| base.get(&w.path).is_some_and(|b| *b != json!(content_hash(&self.plan.root.join(&w.path)))))
+            .map(|w| w.path.as_str())
+            .collect();
+        if !changed.is_empty() {
+            return Ok(Some(format!(
+                "{} changed in the workspace while {mt_id} worked on it; the workspace was left as it is and the task's result is in {}",
+                changed.join(", "),
+                self.shown(&doc)
+            )));
+        }
         self.fence().await?;
         if let Err(why) = stage::write_files(&self.plan.root, &writes)? {
             // The workspace changed under the task (a symlink where its file was): nothing of
@@ -874,7 +919,7 @@ impl Executor<'_> {
         }
         self.persist(&done, b"").await?;
         stage::remove(&self.stage.join(mt_id));
-        Ok(())
+        Ok(None)
     }
 
     /// Runs the task's verify commands through the tool bus (DG-MT-14): one `engine.shell`/`exec`
@@ -982,8 +1027,10 @@ impl Executor<'_> {
         idx: usize,
         it: &Iteration,
         drop_back: bool,
-    ) -> Result<()> {
-        self.promote(&mt.mt_id).await?;
+    ) -> Result<Option<String>> {
+        if let Some(conflict) = self.promote(&mt.mt_id).await? {
+            return Ok(Some(conflict));
+        }
         let level = st.progress.current_state.active_model_level;
         if st.progress.policy.enable_distillation {
             // DG-MT-18: each escalation's candidate, written when it happened with no teacher,
@@ -1005,7 +1052,7 @@ impl Executor<'_> {
             self.mt_event("micro_task_drop_back", json!({"wp_id": self.wp(), "from_level": level, "to_level": 0}))
                 .await?;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Writes (or rewrites) the distillation candidate of the escalation that `student` made,

@@ -582,3 +582,21 @@ async fn a_retry_prompt_says_what_the_previous_answer_did() {
     );
     assert!(prompt.contains("validation failed"), "{prompt}");
 }
+
+/// A declared file someone changed in the workspace while the task worked on it is not
+/// overwritten by the task's promotion: the job fails saying so, their change stays, and the
+/// task's result is kept in its promotion document.
+#[tokio::test]
+async fn a_promotion_never_overwrites_a_change_made_in_the_workspace_meanwhile() {
+    let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    let crashing = Sink { crash_after: Some("micro_task_iteration_complete"), ..Sink::default() };
+    assert!(matches!(run(&p, &crashing, None).await, Err(ExecError::Sink(_))));
+    let mine = BUGGY.replace("return a - b", "return b + a  # my own fix");
+    std::fs::write(p.dir.path().join("calc.py"), &mine).unwrap();
+    let Outcome::Failed { reason } = run(&p, &Sink::default(), None).await.unwrap() else {
+        panic!("expected a failure")
+    };
+    assert!(reason.contains("calc.py changed in the workspace while MT-001 worked on it"), "{reason}");
+    assert_eq!(calc(&p), mine, "their change stays");
+    assert!(p.state().join("promotions/MT-001.json").exists(), "the task's result is kept");
+}
