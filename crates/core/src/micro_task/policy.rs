@@ -9,6 +9,9 @@ use super::decide::DropBackStrategy;
 pub const DEFAULT_MAX_ITERATIONS_PER_MT: u32 = 5;
 /// Default `max_total_iterations`.
 pub const DEFAULT_MAX_TOTAL_ITERATIONS: u32 = 100;
+/// Default `max_iteration_ms`: the catalogue's per-iteration cap of 300 s (§2.6.6.8.17).
+pub const DEFAULT_MAX_ITERATION_MS: u64 = 300_000;
+
 /// Default `max_duration_ms` (one hour).
 pub const DEFAULT_MAX_DURATION_MS: u64 = 3_600_000;
 
@@ -115,6 +118,9 @@ pub struct ExecutionPolicy {
     pub max_total_iterations: u32,
     /// Wall-clock budget of the job before a hard gate.
     pub max_duration_ms: u64,
+    /// Wall-clock cap of one model call (1,000..=3,600,000; the catalogue's 300 s by default),
+    /// further cut to what is left of `max_duration_ms`: the call is cancelled when it runs out.
+    pub max_iteration_ms: u64,
     /// The levels, ending in a hard gate.
     pub escalation_chain: Vec<EscalationLevel>,
     /// Whether cloud levels may be used at all (still with consent). Refused for now: consent
@@ -136,6 +142,7 @@ impl Default for ExecutionPolicy {
             max_iterations_per_mt: DEFAULT_MAX_ITERATIONS_PER_MT,
             max_total_iterations: DEFAULT_MAX_TOTAL_ITERATIONS,
             max_duration_ms: DEFAULT_MAX_DURATION_MS,
+            max_iteration_ms: DEFAULT_MAX_ITERATION_MS,
             escalation_chain: default_escalation_chain(),
             cloud_escalation_allowed: false,
             drop_back_strategy: DropBackStrategy::default(),
@@ -194,6 +201,12 @@ impl ExecutionPolicy {
         }
         if self.max_duration_ms == 0 {
             return Err(policy_error("max_duration_ms", "must be at least 1"));
+        }
+        if !(1_000..=3_600_000).contains(&self.max_iteration_ms) {
+            return Err(policy_error(
+                "max_iteration_ms",
+                format!("{} is outside 1000..=3600000", self.max_iteration_ms),
+            ));
         }
         if self.escalation_chain.is_empty() {
             return Err(policy_error("escalation_chain", "must have at least one level and end in a hard gate"));

@@ -577,6 +577,10 @@ impl Executor<'_> {
         .await?;
         // The response is saved before it is used; a saved one is never asked for again.
         let response_doc = doc("response.txt");
+        // A model call may take the iteration's cap, and never more than the job has left.
+        let cs = &st.progress.current_state;
+        let left_ms = cs.duration_allowance_ms.saturating_sub(cs.elapsed_ms).max(1);
+        let time_cap = std::time::Duration::from_millis(policy.max_iteration_ms.min(left_ms));
         let saved = match saved {
             Some(response) => Some(response),
             None => self.read_text(&response_doc).await?,
@@ -588,11 +592,12 @@ impl Executor<'_> {
                 let used = |k: &str| usage.as_ref().and_then(|u| u[k].as_u64()).unwrap_or(0);
                 (saved, (used("prompt_tokens"), used("completion_tokens")), None)
             }
-            None => match self.ask(&chain_level, &model_id, &envelope.prompt, &mt.mt_id, n, &key, &response_doc).await?
-            {
-                Ok((content, tokens)) => (content, tokens, None),
-                Err(e) => (String::new(), (0, 0), Some(e)),
-            },
+            None => {
+                match self.ask(&chain_level, &model_id, &envelope.prompt, mt, n, &key, &response_doc, time_cap).await? {
+                    Ok((content, tokens)) => (content, tokens, None),
+                    Err(e) => (String::new(), (0, 0), Some(e)),
+                }
+            }
         };
         let signal = signal::parse_completion_signal(&content);
         // Changes first, so the evidence and the verify commands see them.
@@ -786,15 +791,17 @@ impl Executor<'_> {
     /// event included), so a crash after the call never costs a second one. A model error is an
     /// iteration outcome, not an executor error.
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     async fn ask(
         &self,
         level: &EscalationLevel,
         model_id: &str,
         prompt: &str,
-        mt_id: &str,
+        mt: &MicroTaskDefinition,
         n: u32,
         key: &str,
         save_to: &str,
+        time_cap: std::time::Duration,
     ) -> Result<Result<(String, (u64, u64)), String>> {
         let model_error =
             |e: &dyn std::fmt::Display| format!("model_error: {}", self.redactor.redact(&e.to_string()).0);
@@ -802,17 +809,34 @@ impl Executor<'_> {
             Ok(c) => c,
             Err(e) => return Ok(Err(model_error(&e))),
         };
+        // Every request is capped: an answer as long as the task's prompt budget, unless the
+        // level says otherwise (§2.6.6.8.17: an iteration spends at most twice the budget).
+        let mut options = level.options.clone();
+        let cap_key = match client.provider() {
+            "openai" => Some("max_tokens"),
+            "ollama" => Some("num_predict"),
+            _ => None,
+        };
+        if let Some(k) = cap_key.filter(|k| !options.contains_key(*k) && !options.contains_key("max_tokens")) {
+            options.insert(k.to_owned(), json!(mt.token_budget));
+        }
         let req = ChatRequest {
             model: model_id.to_owned(),
             messages: vec![Message { role: Role::User, content: prompt.to_owned() }],
-            options: level.options.clone(),
+            options,
             // A scripted provider answers by task and iteration (`MT-001: {1: ...}`).
-            step_id: mt_id.to_owned(),
+            step_id: mt.mt_id.clone(),
             attempt: n,
             idempotency_key: key.to_owned(),
         };
         let started = std::time::Instant::now();
-        let answer = client.chat(&req, self.halt.token()).await;
+        // The iteration's time cap cancels the call (the request is dropped with its future).
+        let answer = match tokio::time::timeout(time_cap, client.chat(&req, self.halt.token())).await {
+            Ok(answer) => answer.map_err(|e| e.to_string()),
+            Err(_) => {
+                Err(format!("model_timeout: no answer within the iteration's {:.1}s cap", time_cap.as_secs_f64()))
+            }
+        };
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Ok(r) = &answer {
             // Its usage first: an answer replayed after a crash reports what it cost.
@@ -833,7 +857,7 @@ impl Executor<'_> {
             latency_ms,
             scripted: client.provider() == "scripted",
         };
-        let why = answer.as_ref().err().map(ToString::to_string).unwrap_or_default();
+        let why = answer.as_ref().err().cloned().unwrap_or_default();
         let answered = answer.as_ref().map_err(|_| why.as_str());
         self.emit(vec![inference_event(call, answered, self.redactor)]).await?;
         Ok(answer.map(|r| (r.content, (r.usage.prompt_tokens, r.usage.completion_tokens))).map_err(|e| model_error(&e)))

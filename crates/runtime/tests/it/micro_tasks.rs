@@ -600,3 +600,21 @@ async fn a_promotion_never_overwrites_a_change_made_in_the_workspace_meanwhile()
     assert_eq!(calc(&p), mine, "their change stays");
     assert!(p.state().join("promotions/MT-001.json").exists(), "the task's result is kept");
 }
+
+/// §2.6.6.8.17 caps: every model request carries a `max_tokens` (the task's prompt budget unless
+/// the level sets one), and a call that runs past the iteration's time cap is cancelled and
+/// counted as a failed iteration, not waited for.
+#[tokio::test]
+async fn model_calls_are_capped_in_tokens_and_in_time() {
+    let slow = Reply::openai("too late").after(std::time::Duration::from_secs(30));
+    let p = project(vec![slow, Reply::openai(&format!("{FIX}{CLAIM}"))], "  max_iteration_ms: 1000\n").await;
+    let sink = Sink::default();
+    assert_eq!(run(&p, &sink, None).await.unwrap(), Outcome::Completed);
+    let asked = p.server.received();
+    assert_eq!(asked.len(), 2);
+    assert!(asked[0].json()["max_tokens"].as_u64().is_some_and(|n| n >= 512), "{}", asked[0].json());
+    let calls = sink.of("llm_inference");
+    assert_eq!(calls[0]["ok"], false);
+    let it = sink.of("micro_task_iteration_complete");
+    assert!(it[0]["outcome"]["error_summary"].as_str().unwrap().contains("model_timeout"), "{:?}", it[0]);
+}
