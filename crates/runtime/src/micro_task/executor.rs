@@ -308,14 +308,7 @@ impl Executor<'_> {
             ProgressStatus::InProgress | ProgressStatus::Paused => {}
         }
         // A completion whose promotion a crash cut short is finished before anything else.
-        let completed: Vec<String> = st
-            .progress
-            .micro_tasks
-            .iter()
-            .filter(|e| e.status == MtStatus::Completed)
-            .map(|e| e.mt_id.clone())
-            .collect();
-        for mt_id in completed {
+        for mt_id in completed_ids(&st.progress) {
             if let Some(conflict) = self.promote(&mt_id).await? {
                 st.progress.current_state.active_mt = Some(mt_id);
                 return self.fail(&mut st, conflict).await;
@@ -485,13 +478,7 @@ impl Executor<'_> {
             .chain(mt.files.create.iter().cloned())
             .map(|p| FileSource { content: std::fs::read_to_string(root.join(&p)).ok(), path: p })
             .collect();
-        let completed: Vec<String> = st
-            .progress
-            .micro_tasks
-            .iter()
-            .filter(|e| e.status == MtStatus::Completed)
-            .map(|e| e.mt_id.clone())
-            .collect();
+        let completed = completed_ids(&st.progress);
         let last = st.progress.micro_tasks[idx].iterations.last().cloned();
         let prev_outcome = last.as_ref().map(|r| format!("FAIL: {}", r.outcome.as_str()));
         // GenerateMTSummary: what the previous answer did, read from where it was saved.
@@ -896,13 +883,16 @@ impl Executor<'_> {
                 batches.push(writes);
             }
         }
-        // The job's other stages are left out too, wherever its stage base is.
+        // What the task's files were when it began, for the promotion's lost-update check.
         if self.read_doc(&base_doc(&mt.mt_id)).await?.is_none() {
             let base: serde_json::Map<String, Value> =
                 mt.writable().map(|p| (p.clone(), json!(content_hash(&self.plan.root.join(p))))).collect();
             self.write_json(&base_doc(&mt.mt_id), &Value::Object(base)).await?;
         }
-        let skip: Vec<PathBuf> = self.engine_dirs.iter().cloned().chain([self.stage.to_path_buf()]).collect();
+        // Every stage is left out too (this job's and other jobs'), should the workspace hold
+        // the temporary directory they are made in.
+        let stages = self.stage.parent().unwrap_or(self.stage).to_path_buf();
+        let skip: Vec<PathBuf> = self.engine_dirs.iter().cloned().chain([self.stage.to_path_buf(), stages]).collect();
         stage::ensure(&self.plan.root, &dir, &skip, || batches)?;
         Ok(dir)
     }
@@ -1383,6 +1373,11 @@ impl Executor<'_> {
         self.write_json(METRICS, &metrics).await?;
         Ok(())
     }
+}
+
+/// The ids of the job's completed tasks.
+fn completed_ids(progress: &ProgressArtifact) -> Vec<String> {
+    progress.micro_tasks.iter().filter(|e| e.status == MtStatus::Completed).map(|e| e.mt_id.clone()).collect()
 }
 
 /// Marks a job cancelled in its documents (progress artifact and metrics), whether or not its
