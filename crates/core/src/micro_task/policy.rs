@@ -65,6 +65,10 @@ pub struct EscalationLevel {
     /// A mandatory human pause.
     #[serde(default, alias = "hard_gate")]
     pub is_hard_gate: bool,
+    /// The model's context window in tokens, as configured (MT-VAL-006 checks each task's prompt
+    /// budget against the smallest in the chain); 8,192 when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u32>,
 }
 
 impl EscalationLevel {
@@ -97,6 +101,7 @@ pub fn default_escalation_chain() -> Vec<EscalationLevel> {
         options: serde_json::Map::new(),
         is_cloud: false,
         is_hard_gate: model == HARD_GATE,
+        context_window: None,
     };
     vec![
         level(0, "qwen2.5-coder:7b", "auto"),
@@ -202,6 +207,16 @@ impl ExecutionPolicy {
         if self.max_duration_ms == 0 {
             return Err(policy_error("max_duration_ms", "must be at least 1"));
         }
+        for (i, l) in self.escalation_chain.iter().enumerate() {
+            if let Some(w) = l.context_window
+                && !(1_024..=2_097_152).contains(&w)
+            {
+                return Err(policy_error(
+                    format!("escalation_chain[{i}].context_window"),
+                    format!("{w} is outside 1024..=2097152"),
+                ));
+            }
+        }
         if !(1_000..=3_600_000).contains(&self.max_iteration_ms) {
             return Err(policy_error(
                 "max_iteration_ms",
@@ -302,6 +317,19 @@ impl ExecutionPolicy {
         top
     }
 
+    /// The smallest context window among the levels a task may run a model at (configured, else
+    /// [`crate::micro_task::validate::DEFAULT_MODEL_CONTEXT_TOKENS`]): what every prompt budget
+    /// must fit (MT-VAL-006).
+    pub fn smallest_context_window(&self) -> u32 {
+        self.escalation_chain
+            .iter()
+            .take_while(|l| !l.stops_for_human())
+            .filter(|l| !l.is_cloud || self.cloud_escalation_allowed)
+            .map(|l| l.context_window.unwrap_or(crate::micro_task::validate::DEFAULT_MODEL_CONTEXT_TOKENS))
+            .min()
+            .unwrap_or(crate::micro_task::validate::DEFAULT_MODEL_CONTEXT_TOKENS)
+    }
+
     /// The level a task starts at: the chain's first.
     pub fn min_model_level(&self) -> u32 {
         self.escalation_chain.first().map_or(0, |l| l.level)
@@ -379,6 +407,31 @@ mod tests {
         }
         let e = ExecutionPolicy::from_json(&json!({"max_iterations": 3})).unwrap_err();
         assert!(e.message.contains("max_iterations"), "{e}");
+    }
+
+    /// MT-VAL-006 is checked against the smallest configured context window of the chain's
+    /// model levels (8,192 where a level says nothing), not a fixed one.
+    #[test]
+    fn the_smallest_context_window_of_the_chain_bounds_every_prompt_budget() {
+        let p = ExecutionPolicy::from_json(&json!({"escalation_chain": [
+            {"level": 0, "provider": "openai", "base_url": "http://127.0.0.1:8081/v1", "model": "small", "context_window": 2048},
+            {"level": 1, "provider": "openai", "base_url": "http://127.0.0.1:8081/v1", "model": "large"},
+            {"level": 2, "hard_gate": true}
+        ]}))
+        .unwrap();
+        assert_eq!(p.smallest_context_window(), 2048);
+        assert_eq!(ExecutionPolicy::default().smallest_context_window(), 8192);
+        let packet = crate::micro_task::packet::parse(
+            "wp_id: W\ndescription: d\nin_scope_paths: [a.py]\ndone_means: [x]\ntest_plan: [make test]\n",
+        )
+        .unwrap();
+        let mts = crate::micro_task::generate::generate(&packet, 2, |_| true);
+        let limits =
+            |w| crate::micro_task::validate::Limits { in_scope_paths: &packet.in_scope_paths, model_context_tokens: w };
+        let report = crate::micro_task::validate::validate(&mts, &limits(p.smallest_context_window()));
+        assert!(report.errors.iter().any(|e| e.to_string().contains("MT-VAL-006")), "{report:?}");
+        let bad = json!({"escalation_chain": [{"level": 0, "model": "m", "context_window": 10}, {"level": 1, "hard_gate": true}]});
+        assert_eq!(ExecutionPolicy::from_json(&bad).unwrap_err().field, "escalation_chain[0].context_window");
     }
 
     /// A rung that would ask the same model the same way as the one below it is refused, naming

@@ -762,7 +762,7 @@ impl Executor<'_> {
             "micro_task_iteration_complete",
             json!({
                 "wp_id": wp, "mt_id": mt.mt_id, "iteration": iteration,
-                "model": {"base": model_id, "lora": lora, "context_window": steward_core::micro_task::validate::DEFAULT_MODEL_CONTEXT_TOKENS},
+                "model": {"base": model_id, "lora": lora, "context_window": chain_level.context_window.unwrap_or(steward_core::micro_task::validate::DEFAULT_MODEL_CONTEXT_TOKENS)},
                 "execution": {"tokens_prompt": tokens.0, "tokens_completion": tokens.1, "duration_ms": record.duration_ms, "escalation_level": level},
                 "outcome": {"claimed_complete": signal.claimed_complete, "validation_passed": validation_passed, "status": decision.outcome.as_str(), "failure_category": category, "error_summary": record.error_summary},
                 "context_snapshot_id": snapshot_id,

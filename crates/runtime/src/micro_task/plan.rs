@@ -7,7 +7,7 @@ use steward_core::micro_task::definition::MicroTaskDefinition;
 use steward_core::micro_task::generate::{execution_waves, generate};
 use steward_core::micro_task::packet::{self, PacketError, WorkPacket};
 use steward_core::micro_task::policy::{ExecutionPolicy, PolicyError};
-use steward_core::micro_task::validate::{DEFAULT_MODEL_CONTEXT_TOKENS, Limits, Report, Severity, validate};
+use steward_core::micro_task::validate::{Limits, Report, Severity, validate};
 use steward_tools::bus::{CallContext, ToolBus};
 use steward_tools::terminal::SessionKind;
 
@@ -98,7 +98,7 @@ pub fn plan(
     let mts = generate(&packet, retry_budget, |p| root.join(p).is_file());
     let mut report = validate(
         &mts,
-        &Limits { in_scope_paths: &packet.in_scope_paths, model_context_tokens: DEFAULT_MODEL_CONTEXT_TOKENS },
+        &Limits { in_scope_paths: &packet.in_scope_paths, model_context_tokens: policy.smallest_context_window() },
     );
     // A path through a symlink could land anywhere: refuse it at creation (§2.6.6.8.15); the
     // executor checks again right before every write.
