@@ -618,3 +618,53 @@ async fn model_calls_are_capped_in_tokens_and_in_time() {
     let it = sink.of("micro_task_iteration_complete");
     assert!(it[0]["outcome"]["error_summary"].as_str().unwrap().contains("model_timeout"), "{:?}", it[0]);
 }
+
+/// Issue 14 point 3: a packet of three tasks; the first escalates (its answer at the base level
+/// edits a file outside its scope, a `scope_violation`), the larger model completes it, and
+/// smart drop-back returns the next tasks to the base model (§2.6.6.8.7.3: a transient
+/// category).
+#[tokio::test]
+async fn the_first_task_escalates_and_the_next_drop_back() {
+    let edit = |path: &str| {
+        format!("<edit path=\"{path}\">\n<search>\nx = 1\n</search>\n<replace>\nx = 2\n</replace>\n</edit>\n")
+    };
+    let claim = |mt: &str| format!("<mt_complete>\nMT_ID: {mt}\n</mt_complete>\n");
+    let replies = vec![
+        Reply::openai(&format!("{}{}", edit("f06.py"), claim("MT-001"))),
+        Reply::openai(&format!("{}{}", edit("f01.py"), claim("MT-001"))),
+        Reply::openai(&format!("{}{}", edit("f06.py"), claim("MT-002"))),
+        Reply::openai(&format!("{}{}", edit("f11.py"), claim("MT-003"))),
+    ];
+    let p = project(replies, "  max_iterations_per_mt: 1\n").await;
+    let files: Vec<String> = (1..=11).map(|i| format!("f{i:02}.py")).collect();
+    for f in &files {
+        std::fs::write(p.dir.path().join(f), "x = 1\n").unwrap();
+    }
+    let path = p.dir.path().join("packet.yaml");
+    let packet = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("in_scope_paths: [calc.py]", &format!("in_scope_paths: [{}]", files.join(", ")))
+        .replace("read_paths: [test_calc.py]\n", "")
+        .replace("test_plan: [python3 -m unittest -q test_calc]", "test_plan: [\"grep -q 'x = 2' f01.py || true\"]");
+    std::fs::write(&path, packet).unwrap();
+
+    let sink = Sink::default();
+    assert_eq!(run(&p, &sink, None).await.unwrap(), Outcome::Completed);
+    let models: Vec<String> =
+        p.server.received().iter().map(|r| r.json()["model"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(models, ["small", "large", "small", "small"]);
+    let escalated = sink.of("micro_task_escalated");
+    assert_eq!(escalated.len(), 1);
+    assert_eq!(
+        (escalated[0]["mt_id"].as_str(), escalated[0]["failure_category"].as_str()),
+        (Some("MT-001"), Some("scope_violation"))
+    );
+    let dropped = sink.of("micro_task_drop_back");
+    assert_eq!(
+        (dropped.len(), dropped[0]["from_level"].as_u64(), dropped[0]["to_level"].as_u64()),
+        (1, Some(1), Some(0))
+    );
+    for f in ["f01.py", "f06.py", "f11.py"] {
+        assert_eq!(std::fs::read_to_string(p.dir.path().join(f)).unwrap(), "x = 2\n", "{f} promoted");
+    }
+}
