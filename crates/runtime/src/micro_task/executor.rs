@@ -27,7 +27,7 @@ use steward_core::micro_task::decide::{
 use steward_core::micro_task::definition::MicroTaskDefinition;
 use steward_core::micro_task::edits::{self, FORMAT_HELP};
 use steward_core::micro_task::learning;
-use steward_core::micro_task::policy::EscalationLevel;
+use steward_core::micro_task::policy::{EscalationLevel, ExecutionPolicy};
 use steward_core::micro_task::signal::{self, CompletionSignal};
 use steward_core::micro_task::state::{
     CurrentState, IterationRecord, LedgerStep, MtProgress, MtStatus, PROGRESS_SCHEMA_VERSION, Pause, PauseKind,
@@ -850,6 +850,30 @@ impl Executor<'_> {
         Ok(answer.map(|r| (r.content, (r.usage.prompt_tokens, r.usage.completion_tokens))).map_err(|e| model_error(&e)))
     }
 
+    /// Records a move to another model (FR-EVT-MODEL-001/002, DG-MT-09): nothing when the two
+    /// levels use the same model.
+    async fn model_switch(
+        &self,
+        policy: &ExecutionPolicy,
+        mt_id: Option<&str>,
+        from: u32,
+        to: u32,
+        reason: &str,
+    ) -> Result<()> {
+        let model = |l: u32| policy.level(l).map(EscalationLevel::model).unwrap_or_default().to_owned();
+        let (from_model, to_model) = (model(from), model(to));
+        if from_model == to_model || policy.level(to).is_none_or(EscalationLevel::stops_for_human) {
+            return Ok(());
+        }
+        let body = json!({
+            "wp_id": self.wp(), "mt_id": mt_id, "from_model": from_model, "to_model": to_model,
+            "from_level": from, "to_level": to, "reason": reason,
+        });
+        let events =
+            ["model_swap_requested", "model_swap_completed"].map(|t| Payload::recorded(t, body.clone())).to_vec();
+        self.emit(events).await
+    }
+
     /// Whether every task still to run is simpler than `mt` (none left: no).
     fn remaining_simpler(&self, st: &State, mt: &MicroTaskDefinition) -> bool {
         let remaining: Vec<&MicroTaskDefinition> = st
@@ -1065,6 +1089,8 @@ impl Executor<'_> {
             self.save(st).await?;
             self.mt_event("micro_task_drop_back", json!({"wp_id": self.wp(), "from_level": level, "to_level": 0}))
                 .await?;
+            let policy = st.progress.policy.clone();
+            self.model_switch(&policy, None, level, 0, "drop_back").await?;
         }
         Ok(None)
     }
@@ -1176,6 +1202,9 @@ impl Executor<'_> {
             }),
         )
         .await?;
+        if let Some(level) = next {
+            self.model_switch(&policy, Some(&mt.mt_id), from, level, "escalation").await?;
+        }
         Ok(next.is_none())
     }
 

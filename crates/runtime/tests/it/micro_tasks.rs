@@ -667,4 +667,18 @@ async fn the_first_task_escalates_and_the_next_drop_back() {
     for f in ["f01.py", "f06.py", "f11.py"] {
         assert_eq!(std::fs::read_to_string(p.dir.path().join(f)).unwrap(), "x = 2\n", "{f} promoted");
     }
+    // DG-MT-09: each move to another model is recorded, there and back (FR-EVT-MODEL-001/002).
+    let swaps: Vec<(String, String, String)> = sink
+        .of("model_swap_completed")
+        .iter()
+        .map(|e| {
+            let t = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (t("from_model"), t("to_model"), t("reason"))
+        })
+        .collect();
+    assert_eq!(
+        swaps,
+        [("small".into(), "large".into(), "escalation".into()), ("large".into(), "small".into(), "drop_back".into())]
+    );
+    assert_eq!(sink.of("model_swap_requested").len(), 2);
 }
