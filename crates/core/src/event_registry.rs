@@ -152,6 +152,17 @@ const fn spec(event_type: &'static str, id: &'static str, family: Family, fields
     EventSpec { event_type, id, family, actor: None, fields }
 }
 
+/// The fields of every FR-EVT-MODEL event: which job and task moved between which models.
+const MODEL_SWAP: &[Field] = &[
+    req("wp_id", Str),
+    opt("mt_id", Str),
+    req("from_model", Str),
+    req("to_model", Str),
+    req("from_level", Int),
+    req("to_level", Int),
+    opt("reason", Str),
+];
+
 /// Every event type Steward records.
 pub const REGISTRY: &[EventSpec] = &[
     // Workflow lifecycle.
@@ -362,76 +373,11 @@ pub const REGISTRY: &[EventSpec] = &[
     // own endpoint and model, so nothing is loaded: a switch is requested and completed at once,
     // and a model that cannot answer shows in the next call's `llm_inference`. `failed`,
     // `timeout` and `rollback` are registered for the catalogue and not emitted.
-    spec(
-        "model_swap_requested",
-        "FR-EVT-MODEL-001",
-        Family::Model,
-        &[
-            req("wp_id", Str),
-            opt("mt_id", Str),
-            req("from_model", Str),
-            req("to_model", Str),
-            req("from_level", Int),
-            req("to_level", Int),
-            opt("reason", Str),
-        ],
-    ),
-    spec(
-        "model_swap_completed",
-        "FR-EVT-MODEL-002",
-        Family::Model,
-        &[
-            req("wp_id", Str),
-            opt("mt_id", Str),
-            req("from_model", Str),
-            req("to_model", Str),
-            req("from_level", Int),
-            req("to_level", Int),
-            opt("reason", Str),
-        ],
-    ),
-    spec(
-        "model_swap_failed",
-        "FR-EVT-MODEL-003",
-        Family::Model,
-        &[
-            req("wp_id", Str),
-            opt("mt_id", Str),
-            req("from_model", Str),
-            req("to_model", Str),
-            req("from_level", Int),
-            req("to_level", Int),
-            opt("reason", Str),
-        ],
-    ),
-    spec(
-        "model_swap_timeout",
-        "FR-EVT-MODEL-004",
-        Family::Model,
-        &[
-            req("wp_id", Str),
-            opt("mt_id", Str),
-            req("from_model", Str),
-            req("to_model", Str),
-            req("from_level", Int),
-            req("to_level", Int),
-            opt("reason", Str),
-        ],
-    ),
-    spec(
-        "model_swap_rollback",
-        "FR-EVT-MODEL-005",
-        Family::Model,
-        &[
-            req("wp_id", Str),
-            opt("mt_id", Str),
-            req("from_model", Str),
-            req("to_model", Str),
-            req("from_level", Int),
-            req("to_level", Int),
-            opt("reason", Str),
-        ],
-    ),
+    spec("model_swap_requested", "FR-EVT-MODEL-001", Family::Model, MODEL_SWAP),
+    spec("model_swap_completed", "FR-EVT-MODEL-002", Family::Model, MODEL_SWAP),
+    spec("model_swap_failed", "FR-EVT-MODEL-003", Family::Model, MODEL_SWAP),
+    spec("model_swap_timeout", "FR-EVT-MODEL-004", Family::Model, MODEL_SWAP),
+    spec("model_swap_rollback", "FR-EVT-MODEL-005", Family::Model, MODEL_SWAP),
     // Models (DG-FR-07: trace_id and model_id are required).
     spec(
         "llm_inference",
