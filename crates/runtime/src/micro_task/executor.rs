@@ -740,8 +740,7 @@ impl Executor<'_> {
         if matches!(decision.action, LoopDecision::Complete { .. }) {
             // What the completion promotes is written down before the task is settled completed,
             // so a crash in between is finished at the next start (`promote`).
-            let declared: Vec<String> = mt.writable().cloned().collect();
-            let writes = stage::changed(&self.plan.root, &root, &declared);
+            let writes = stage::net_writes(&self.plan.root, &self.applied_writes(st, mt).await?);
             self.write_json(&promotion_doc(&mt.mt_id), &json!(writes)).await?;
         }
         let output = json!({"record": record, "decision": decision.action, "signal": signal});
@@ -888,6 +887,22 @@ impl Executor<'_> {
         !remaining.is_empty() && remaining.iter().all(|r| r.simpler_than(mt))
     }
 
+    /// Each applied iteration's writes of the task, in order: the complete contents it gave each
+    /// file, as recorded before they were written.
+    async fn applied_writes(&self, st: &State, mt: &MicroTaskDefinition) -> Result<Vec<Vec<edits::FileWrite>>> {
+        let mut batches = Vec::new();
+        for s in st.ledger.steps.iter().filter(|s| s.step_id.starts_with(&format!("{}_", mt.mt_id))) {
+            if self.read_doc(&step_doc(&s.idempotency_key, "applied")).await?.is_none() {
+                continue;
+            }
+            let planned = step_doc(&s.idempotency_key, "planned_writes.json");
+            if let Some(writes) = self.read_json::<Vec<edits::FileWrite>>(&planned).await? {
+                batches.push(writes);
+            }
+        }
+        Ok(batches)
+    }
+
     /// The task's stage, made (from the workspace and the changes its iterations applied so
     /// far) if this machine does not have it.
     async fn staged(&self, st: &State, mt: &MicroTaskDefinition) -> Result<PathBuf> {
@@ -895,18 +910,7 @@ impl Executor<'_> {
         if dir.join(stage::READY).is_file() {
             return Ok(dir);
         }
-        // Each applied iteration's writes, in order: the complete contents it gave each file.
-        let mut batches = Vec::new();
-        for s in st.ledger.steps.iter().filter(|s| s.step_id.starts_with(&format!("{}_", mt.mt_id))) {
-            if self.read_doc(&step_doc(&s.idempotency_key, "applied")).await?.is_none() {
-                continue;
-            }
-            if let Some(writes) =
-                self.read_json::<Vec<edits::FileWrite>>(&step_doc(&s.idempotency_key, "planned_writes.json")).await?
-            {
-                batches.push(writes);
-            }
-        }
+        let batches = self.applied_writes(st, mt).await?;
         // What the task's files were when it began, for the promotion's lost-update check.
         if self.read_doc(&base_doc(&mt.mt_id)).await?.is_none() {
             let base: serde_json::Map<String, Value> =

@@ -125,19 +125,23 @@ pub(crate) fn write_files(root: &Path, writes: &[FileWrite]) -> Result<Result<()
     Ok(Ok(()))
 }
 
-/// The task's declared files (`paths`) whose contents in `stage` differ from `root`'s: what a
-/// completed task promotes.
-pub(crate) fn changed(root: &Path, stage: &Path, paths: &[String]) -> Vec<FileWrite> {
-    paths
-        .iter()
-        .filter_map(|p| {
-            let staged = std::fs::read_to_string(stage.join(p)).ok()?;
-            let current = std::fs::read_to_string(root.join(p)).ok();
-            (current.as_deref() != Some(staged.as_str())).then(|| FileWrite {
-                path: p.clone(),
-                content: staged,
-                created: current.is_none(),
-            })
+/// What a completed task promotes: the last content its applied iterations gave each file
+/// (`batches`, in order), where that differs from `root`'s. Taken from the task's recorded writes,
+/// never from the stage's files: a verify command runs model-written code in the stage, which
+/// could turn a declared file into a link to a secret outside it, or leave its own output in it.
+pub(crate) fn net_writes(root: &Path, batches: &[Vec<FileWrite>]) -> Vec<FileWrite> {
+    let mut last: Vec<FileWrite> = Vec::new();
+    for w in batches.iter().flatten() {
+        match last.iter_mut().find(|l| l.path == w.path) {
+            Some(l) => l.content = w.content.clone(),
+            None => last.push(w.clone()),
+        }
+    }
+    last.into_iter()
+        .filter_map(|mut w| {
+            let current = std::fs::read_to_string(root.join(&w.path)).ok();
+            w.created = current.is_none();
+            (current.as_deref() != Some(w.content.as_str())).then_some(w)
         })
         .collect()
 }
@@ -176,12 +180,15 @@ mod tests {
 
         // A complete stage is kept as it is; the writes are not asked for again.
         ensure(root.path(), &stage, &[], || panic!("rebuilt")).unwrap();
-        let paths = vec!["src/a.py".to_owned(), "missing.py".to_owned()];
-        let promoted = changed(root.path(), &stage, &paths);
+        // What is promoted is the last content recorded for each file, not the stage's files.
+        let older = FileWrite { content: "older\n".into(), ..write.clone() };
+        std::fs::write(stage.join("src/a.py"), "changed by a verify command\n").unwrap();
+        let batches = vec![vec![older], vec![write.clone()]];
+        let promoted = net_writes(root.path(), &batches);
         assert_eq!(promoted, vec![write]);
         write_files(root.path(), &promoted).unwrap().unwrap();
         assert_eq!(std::fs::read_to_string(root.path().join("src/a.py")).unwrap(), "new\n");
-        assert!(changed(root.path(), &stage, &paths).is_empty());
+        assert!(net_writes(root.path(), &batches).is_empty(), "nothing left to promote");
         remove(&stage);
         assert!(!stage.exists());
     }

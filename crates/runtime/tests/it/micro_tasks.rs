@@ -682,3 +682,19 @@ async fn the_first_task_escalates_and_the_next_drop_back() {
     );
     assert_eq!(sink.of("model_swap_requested").len(), 2);
 }
+
+/// A verify command runs model-written code in the stage; whatever it leaves there is not what
+/// is promoted. Here it turns the task's file into a link to a secret outside the workspace:
+/// the workspace gets the content the task's answer wrote, and never the secret.
+#[tokio::test]
+async fn a_promotion_takes_the_recorded_writes_not_what_a_verify_command_left_in_the_stage() {
+    let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("id_rsa");
+    std::fs::write(&secret, "-----BEGIN PRIVATE KEY----- not yours\n").unwrap();
+    with_test_plan(&p, &format!("[\"python3 -m unittest -q test_calc && ln -sf {} calc.py\"]", secret.display()));
+    assert_eq!(run(&p, &Sink::default(), None).await.unwrap(), Outcome::Completed);
+    let promoted = calc(&p);
+    assert!(promoted.contains("return a + b") && !promoted.contains("PRIVATE KEY"), "{promoted}");
+    assert!(!std::fs::symlink_metadata(p.dir.path().join("calc.py")).unwrap().file_type().is_symlink());
+}
