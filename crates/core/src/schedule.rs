@@ -84,6 +84,9 @@ pub struct Plan {
     pub start: Vec<Start>,
     /// The earliest time a delayed retry becomes due or a waiting approval times out.
     pub wake_at: Option<Timestamp>,
+    /// Approvals that wait for a decision the facts do not carry yet, in file order: while other
+    /// work goes on, the caller looks for their decisions.
+    pub approvals_waiting: Vec<String>,
     /// The run's verdict.
     pub verdict: Verdict,
 }
@@ -217,12 +220,17 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
     let awaiting = |mut steps: Vec<String>| {
         steps.extend(approvals.iter().cloned());
         steps.sort_by_key(|s| wf.step_index(s));
-        Plan { start: Vec::new(), wake_at: approval_due, verdict: Verdict::AwaitingUser { steps } }
+        Plan {
+            start: Vec::new(),
+            wake_at: approval_due,
+            approvals_waiting: approvals.clone(),
+            verdict: Verdict::AwaitingUser { steps },
+        }
     };
     if !waiting.is_empty() {
         // A run waiting at a gate starts nothing new; what runs finishes first.
         if running > 0 {
-            return Plan { start: Vec::new(), wake_at: None, verdict: Verdict::Continue };
+            return Plan { start: Vec::new(), wake_at: None, approvals_waiting: approvals, verdict: Verdict::Continue };
         }
         return awaiting(waiting);
     }
@@ -241,7 +249,8 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
     }
     if !start.is_empty() || running > 0 || wake_at.is_some() {
         // An approval's timeout wakes the run like a retry's backoff while other work goes on.
-        return Plan { start, wake_at: earliest(wake_at, approval_due), verdict: Verdict::Continue };
+        let wake_at = earliest(wake_at, approval_due);
+        return Plan { start, wake_at, approvals_waiting: approvals, verdict: Verdict::Continue };
     }
     if !approvals.is_empty() {
         // Only approvals are left to wait for: the run waits for a person, woken by a decision
@@ -261,7 +270,7 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
         }
     }
     let with_issues = facts.iter().any(|f| f.status == AttemptStatus::Completed && f.with_issues);
-    Plan { start, wake_at: None, verdict: Verdict::Completed { with_issues } }
+    Plan { start, wake_at: None, approvals_waiting: Vec::new(), verdict: Verdict::Completed { with_issues } }
 }
 
 /// Whether an attempt counts against its step's retries and the run's iteration budget. Waiting
@@ -310,7 +319,7 @@ pub fn waited_for_people(facts: &[AttemptFact<'_>], now: Timestamp) -> i64 {
 }
 
 fn failed(reason: String) -> Plan {
-    Plan { start: Vec::new(), wake_at: None, verdict: Verdict::Failed { reason } }
+    Plan { start: Vec::new(), wake_at: None, approvals_waiting: Vec::new(), verdict: Verdict::Failed { reason } }
 }
 
 /// The steps a restart from step `from` runs again: `from` and every step its completion can
@@ -611,6 +620,7 @@ mod tests {
         ];
         let p = plan(&wf, &Hist(rows.clone()).facts(), Timestamp(1000));
         assert_eq!(p.start.iter().map(|s| s.step_id.as_str()).collect::<Vec<_>>(), ["docs"]);
+        assert_eq!(p.approvals_waiting, ["sign"], "the caller looks for its decision meanwhile");
         assert_eq!((p.verdict, p.wake_at), (Verdict::Continue, Some(Timestamp(61_000))));
 
         rows.push(Row("docs".into(), 1, 1, Completed, false, 2000, vec![]));

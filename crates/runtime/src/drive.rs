@@ -73,7 +73,12 @@ impl RunCtx {
         self.deadline = self.deadline_at(&facts, now);
         if now >= self.deadline {
             let reason = format!("workflow run timed out after {}s", self.wf.limits.run_timeout_seconds);
-            return Plan { start: Vec::new(), wake_at: None, verdict: Verdict::Failed { reason } };
+            return Plan {
+                start: Vec::new(),
+                wake_at: None,
+                approvals_waiting: Vec::new(),
+                verdict: Verdict::Failed { reason },
+            };
         }
         schedule::plan(&self.wf, &facts, now)
     }
@@ -84,13 +89,6 @@ impl RunCtx {
         self.started_at
             .plus_millis((self.wf.limits.run_timeout_seconds as i64).saturating_mul(1000))
             .plus_millis(schedule::waited_for_people(facts, now))
-    }
-
-    /// Whether an approval of this run waits for a decision this view does not have yet.
-    fn awaits_decision(&self) -> bool {
-        waiting(&self.attempts).iter().any(|a| {
-            a.answer.is_none() && matches!(self.wf.step(&a.step_id).map(|s| &s.kind), Some(StepKind::Approval(_)))
-        })
     }
 
     fn view(&self, finished: &[StepDone], now: Timestamp) -> Vec<Attempt> {
@@ -607,7 +605,7 @@ impl<S: Store + Clone> Engine<S> {
             }
             let wake = plan.wake_at.unwrap_or(deadline).min(deadline);
             let wake_in = std::time::Duration::from_millis(wake.since(self.inner.clock.now()).max(0) as u64);
-            let awaits_decision = ctx.awaits_decision();
+            let awaits_decision = !plan.approvals_waiting.is_empty();
             tokio::select! {
                 // A decision lands on a running run without moving it: look for it as often as
                 // for a cancel.

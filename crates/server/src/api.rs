@@ -450,7 +450,7 @@ async fn bundle<S: Store + Clone + Send + Sync + 'static>(
 /// A decision on an approval step: its form's fields (typed JSON, or text read by the field's
 /// type), a comment, and who decides (recorded as `api:<name>`, and checked against the step's
 /// approvers).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DecisionBody {
     #[serde(default)]

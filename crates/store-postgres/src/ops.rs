@@ -493,8 +493,9 @@ const WAVE_APPLIED: &str = "SELECT a.run_id FROM applied_commits AS a
 /// The attempts the commits' checks look at: those each ends, starts, answers or records a
 /// process for, and, for a commit that ends all running ones or releases its run, every
 /// running one; by run, in the order they started.
-/// Each says whether a later attempt of its step exists (an answer may not land on it then).
-const WAVE_ATTEMPTS: &str = "SELECT a.*, EXISTS (SELECT 1 FROM step_attempts AS b
+/// An attempt that waits for a person says whether a later attempt of its step exists (an answer
+/// may not land on it then); for the rest, which are most, nothing is looked up.
+const WAVE_ATTEMPTS: &str = "SELECT a.*, a.status = 'awaiting_user' AND EXISTS (SELECT 1 FROM step_attempts AS b
          WHERE b.run_id = a.run_id AND b.step_id = a.step_id AND b.attempt > a.attempt)
      FROM (SELECT run_id, step_id, attempt, status, started_at, answer, ordinal
            FROM step_attempts WHERE run_id = ANY($1::text[]) AND status = 'running'
