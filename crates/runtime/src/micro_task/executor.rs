@@ -938,9 +938,15 @@ impl Executor<'_> {
         }
         let Some(writes) = self.read_json::<Vec<edits::FileWrite>>(&doc).await? else { return Ok(None) };
         let base: serde_json::Map<String, Value> = self.read_json(&base_doc(mt_id)).await?.unwrap_or_default();
+        // A file is someone else's change when it is neither what the task began with nor what
+        // this promotion writes (a crash in the middle of the renames leaves some of those).
         let changed: Vec<&str> = writes
             .iter()
-            .filter(|w| base.get(&w.path).is_some_and(|b| *b != json!(content_hash(&self.plan.root.join(&w.path)))))
+            .filter(|w| {
+                let now = content_hash(&self.plan.root.join(&w.path));
+                let ours = Some(steward_core::sha256_hex(w.content.as_bytes()));
+                now != ours && base.get(&w.path).is_some_and(|b| *b != json!(now))
+            })
             .map(|w| w.path.as_str())
             .collect();
         if !changed.is_empty() {
