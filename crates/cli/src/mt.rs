@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde_json::{Map, Value, json};
 
 use steward_core::job::{JobContract, JobKind, MICRO_TASK_PROFILE};
+use steward_core::micro_task::caps::Effect;
 use steward_core::micro_task::definition::Verification;
 use steward_core::micro_task::validate::Finding;
 use steward_runtime::CreateRun;
@@ -123,10 +124,35 @@ pub(crate) fn jobs_text(jobs: &[JobView], run_id: &str) -> String {
                 t.iterations
             );
         }
+        let limits = steward_server::views::job_limits(p);
+        let pair = |k: &str| (limits[k]["used"].as_u64().unwrap_or(0), limits[k]["limit"].as_u64().unwrap_or(0));
+        let ((it, it_max), (tok, tok_max), (ms, ms_max)) = (pair("iterations"), pair("tokens"), pair("executing_ms"));
+        let _ = writeln!(
+            s,
+            "  limits:      {it}/{it_max} iterations, {tok}/{tok_max} tokens, {:.1}s/{:.0}s executing",
+            ms as f64 / 1000.0,
+            ms_max as f64 / 1000.0
+        );
+        for c in &p.caps_reached {
+            let _ = writeln!(
+                s,
+                "  cap reached: {} at {}: {} of {} {} ({})",
+                c.cap.as_str(),
+                c.mt_id,
+                c.used,
+                c.limit,
+                c.cap.unit(),
+                match c.effect {
+                    Effect::Recorded => "recorded",
+                    Effect::HardGate => "hard gate",
+                    Effect::Poisoned => "poisoned",
+                }
+            );
+        }
         if let Some(pause) = &p.current_state.pause {
             let _ = writeln!(
                 s,
-                "  waiting:     {} ({}) at {}: `steward gate {run_id} continue` or `abort`",
+                "  waiting:     {} ({}) at {}: `steward gate {run_id} continue`, `skip` or `abort`",
                 pause.kind.as_str(),
                 pause.reason,
                 pause.mt_id

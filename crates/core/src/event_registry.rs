@@ -128,7 +128,7 @@ const RUN_STATES: &[&str] = &[
     "poisoned",
 ];
 const ATTEMPT_STATES: &[&str] =
-    &["running", "completed", "failed", "timed_out", "cancelled", "interrupted", "awaiting_user"];
+    &["running", "completed", "failed", "timed_out", "cancelled", "interrupted", "awaiting_user", "poisoned"];
 const MT_STATUS: &[&str] = &["SUCCESS", "RETRY", "ESCALATE", "BLOCKED", "SKIPPED"];
 
 const MT_MODEL: &[Field] = &[
@@ -153,6 +153,17 @@ const fn spec(event_type: &'static str, id: &'static str, family: Family, fields
 }
 
 /// The fields of every FR-EVT-MODEL event: which job and task moved between which models.
+/// The spellings of `core::micro_task::caps::Cap` (a test keeps them equal).
+const CAPS: &[&str] = &[
+    "iteration_tokens",
+    "task_tokens_warning",
+    "task_tokens",
+    "max_total_tokens",
+    "max_total_iterations",
+    "max_duration",
+    "poison_duration",
+];
+
 const MODEL_SWAP: &[Field] = &[
     req("wp_id", Str),
     opt("mt_id", Str),
@@ -551,6 +562,23 @@ pub const REGISTRY: &[EventSpec] = &[
         Family::MicroTask,
         &[req("wp_id", Str), req("mt_id", Str), req("reason", Str)],
     ),
+    // Steward's own: §2.6.6.8.17 names the caps and what reaching them does, but no event.
+    spec(
+        "micro_task_cap_reached",
+        "FR-EVT-MT-CAP",
+        Family::MicroTask,
+        &[
+            req("wp_id", Str),
+            req("mt_id", Str),
+            req("cap", OneOf(CAPS)),
+            req("used", Int),
+            req("limit", Int),
+            req("unit", OneOf(&["tokens", "iterations", "ms"])),
+            req("effect", OneOf(&["recorded", "hard_gate", "poisoned"])),
+        ],
+    ),
+    // §2.6.6.8.16 poison prevention: the job is unsafe to retry (DG-WF-12).
+    spec("micro_task_loop_poisoned", "FR-EVT-MT-POISONED", Family::MicroTask, &[req("wp_id", Str), req("reason", Str)]),
 ];
 
 /// A minimal valid payload for a type: every field present, with a plain value.
@@ -690,6 +718,12 @@ mod tests {
         for id in ["FR-EVT-001", "FR-EVT-006", "FR-EVT-007", "FR-EVT-WF-RECOVERY"] {
             assert!(REGISTRY.iter().any(|s| s.id == id), "{id} missing");
         }
+    }
+
+    #[test]
+    fn cap_spellings_are_the_caps() {
+        let caps: Vec<&str> = crate::micro_task::caps::Cap::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(caps, CAPS);
     }
 
     /// DG-FR-05 / DG-MT-17: unknown types, missing or mistyped fields and wrong actors are refused.

@@ -70,6 +70,12 @@ pub enum Verdict {
         /// The terminal reason.
         reason: String,
     },
+    /// A step ended `poisoned`: the run ends `poisoned`, never retried (DG-WF-12); in-flight
+    /// steps should be stopped.
+    Poisoned {
+        /// The terminal reason.
+        reason: String,
+    },
     /// Nothing runs and a step waits for a person's answer: the run moves to `awaiting_user`.
     AwaitingUser {
         /// The waiting steps, in file order.
@@ -182,6 +188,10 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
                     continue;
                 }
                 let why = last.error.unwrap_or(last.status.as_str());
+                if last.status == AttemptStatus::Poisoned {
+                    let reason = format!("step `{}` is poisoned: {why}", step.id);
+                    return Plan { verdict: Verdict::Poisoned { reason }, ..failed(String::new()) };
+                }
                 let tries = visit.iter().filter(|f| charged(f.status)).count() as u32;
                 if !last.retryable || last.status == AttemptStatus::Cancelled {
                     return failed(format!("step `{}` failed: {why}", step.id));

@@ -175,11 +175,14 @@ pub enum AttemptStatus {
     /// Stopped to wait for a person (a hard gate, a pause point): not a failed try. The run
     /// moves to `awaiting_user` in the same write, and the answer starts a fresh attempt.
     AwaitingUser,
+    /// Known unsafe to retry (a micro-task job that ran past twice its `max_duration_ms`): the
+    /// run ends `poisoned` and is never retried (DG-WF-12).
+    Poisoned,
 }
 
 impl AttemptStatus {
     /// Every status.
-    pub const ALL: [AttemptStatus; 7] = [
+    pub const ALL: [AttemptStatus; 8] = [
         AttemptStatus::Running,
         AttemptStatus::Completed,
         AttemptStatus::Failed,
@@ -187,6 +190,7 @@ impl AttemptStatus {
         AttemptStatus::Cancelled,
         AttemptStatus::Interrupted,
         AttemptStatus::AwaitingUser,
+        AttemptStatus::Poisoned,
     ];
 
     /// The canonical snake_case spelling.
@@ -199,6 +203,7 @@ impl AttemptStatus {
             AttemptStatus::Cancelled => "cancelled",
             AttemptStatus::Interrupted => "interrupted",
             AttemptStatus::AwaitingUser => "awaiting_user",
+            AttemptStatus::Poisoned => "poisoned",
         }
     }
 

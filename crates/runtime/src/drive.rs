@@ -154,6 +154,11 @@ impl RunCtx {
                     Some(Transition { to: RunState::Failed, cause: TransitionCause::Engine, reason: reason.clone() });
                 c.summary = Some(format!("failed: {reason}"));
             }
+            Verdict::Poisoned { reason } => {
+                c.transition =
+                    Some(Transition { to: RunState::Poisoned, cause: TransitionCause::Engine, reason: reason.clone() });
+                c.summary = Some(format!("poisoned: {reason}"));
+            }
             Verdict::Continue if may_start => {
                 let view = self.view(&finished, now);
                 let scope = Scope {
@@ -557,7 +562,7 @@ impl<S: Store + Clone> Engine<S> {
         loop {
             let now = self.inner.clock.now();
             let plan = ctx.plan(&mut finished, now);
-            if matches!(plan.verdict, Verdict::Failed { .. }) && !in_flight.is_empty() {
+            if matches!(plan.verdict, Verdict::Failed { .. } | Verdict::Poisoned { .. }) && !in_flight.is_empty() {
                 // Stop whatever still runs; its attempts end in the same commit as the run.
                 halt.stop(Stop::RunEnded);
                 finished.extend(in_flight.all().await);

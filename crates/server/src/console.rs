@@ -806,6 +806,7 @@ mod tests {
             status: ProgressStatus::InProgress,
             policy: steward_core::micro_task::policy::ExecutionPolicy::default(),
             current_state: CurrentState::default(),
+            caps_reached: Vec::new(),
             micro_tasks: vec![MtProgress {
                 mt_id: "MT-001".into(),
                 name: "fix add".into(),

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use steward_artifacts::ArtifactStore;
 use steward_core::Timestamp;
 use steward_core::event::Event;
+use steward_core::micro_task::caps;
 use steward_core::micro_task::state::{MicroTaskMetrics, ProgressArtifact, metrics};
 use steward_core::progress;
 use steward_store::{Attempt, Run};
@@ -209,9 +210,22 @@ pub fn micro_task_jobs_json(jobs: &[JobView]) -> Value {
                 "status": j.progress.as_ref().map(|p| p.status),
                 "pause": j.progress.as_ref().and_then(|p| p.current_state.pause.clone()),
                 "metrics": j.metrics(),
+                "limits": j.progress.as_ref().map(job_limits),
+                "caps_reached": j.progress.as_ref().map(|p| p.caps_reached.clone()).unwrap_or_default(),
             })
         })
         .collect()
+}
+
+/// What a micro-task job has spent against the limits in force (§2.6.6.8.17), for `status`.
+pub fn job_limits(p: &ProgressArtifact) -> Value {
+    let cs = &p.current_state;
+    json!({
+        "iterations": {"used": cs.total_iterations, "limit": cs.iteration_allowance},
+        "tokens": {"used": caps::job_tokens(p), "limit": caps::job_token_limit(&p.policy, cs)},
+        "executing_ms": {"used": cs.elapsed_ms, "limit": cs.duration_allowance_ms},
+        "poisoned_past_ms": p.policy.max_duration_ms.saturating_mul(caps::POISON_DURATION_FACTOR),
+    })
 }
 
 /// A run as `steward status --json` and `GET /api/v1/runs/{id}` show it: [`run_json`] with its

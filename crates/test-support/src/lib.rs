@@ -62,10 +62,15 @@ impl Reply {
 
     /// An OpenAI chat completion whose message is `content`, with usage.
     pub fn openai(content: &str) -> Reply {
+        Reply::openai_usage(content, 11, 7)
+    }
+
+    /// An OpenAI chat completion whose message is `content`, saying it used these tokens.
+    pub fn openai_usage(content: &str, prompt_tokens: u64, completion_tokens: u64) -> Reply {
         Reply::json(json!({
             "id": "chatcmpl-test", "object": "chat.completion", "model": "fake-model",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
         }))
     }
 

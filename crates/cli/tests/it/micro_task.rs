@@ -268,6 +268,64 @@ fn the_hard_gate_waits_for_steward_gate() {
     assert_eq!(std::fs::read_to_string(s.path("calc.py")).unwrap(), CALC, "nothing was changed");
 }
 
+/// §2.6.6.8.17: a job that reaches `max_total_tokens` stops at its hard gate, and `steward
+/// status` shows the limits in force, what was spent, and each cap reached.
+#[test]
+fn status_shows_the_caps_a_job_reached() {
+    let s = gate_project();
+    s.write(
+        "policy.yaml",
+        &format!(
+            "max_total_tokens: 1000
+{}",
+            std::fs::read_to_string(s.path("policy.yaml")).unwrap()
+        ),
+    );
+    let out = s.run(&["mt", "run", "packet.yaml", "--policy", "policy.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let shown = text(&out);
+    assert!(shown.contains("waiting:     hard_gate (max_total_tokens) at MT-001"), "{shown}");
+    assert!(shown.contains("cap reached: max_total_tokens at MT-001:"), "{shown}");
+    assert!(shown.contains("of 1000 tokens (hard gate)"), "{shown}");
+    assert!(shown.contains("limits:      1/100 iterations,"), "{shown}");
+    let run = s.json(&["list", "--json"])[0]["run_id"].as_str().unwrap().to_owned();
+    let job = &s.json(&["status", &run, "--json"])["micro_task_jobs"][0];
+    assert_eq!(job["caps_reached"][0]["cap"], "max_total_tokens", "{job}");
+    assert_eq!(job["limits"]["tokens"]["limit"], 1000, "{job}");
+    assert!(job["limits"]["tokens"]["used"].as_u64().unwrap() >= 1000, "{job}");
+    let events = events_of(&s, &run);
+    let cap = events.iter().find(|e| e["event_type"] == "micro_task_cap_reached").expect("the cap's event");
+    assert_eq!(cap["payload"]["effect"], "hard_gate");
+}
+
+/// §2.6.6.8.16 / DG-WF-12: a job that runs past twice its `max_duration_ms` ends the run
+/// `poisoned`; nothing retries or resumes it. (A millisecond's budget: the first iteration,
+/// which spawns its verify command, is always longer than two.)
+#[test]
+fn a_job_past_twice_its_duration_poisons_its_run() {
+    let s = demo();
+    s.write("answers.yaml", &format!("MT-001:\n  default: |\n{}", indent(DEMO_FIX)));
+    s.write(
+        "policy.yaml",
+        "max_duration_ms: 1\nescalation_chain:\n  - {level: 0, provider: scripted, script: answers.yaml, model: s}\n  - {level: 1, hard_gate: true}\n",
+    );
+    let out = s.run(&["mt", "run", "packet.yaml", "--policy", "policy.yaml", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["state"], "poisoned", "{done}");
+    assert_eq!(done["micro_task_jobs"][0]["status"], "poisoned", "{done}");
+    let run = done["run_id"].as_str().unwrap().to_owned();
+    let types: Vec<String> = events_of(&s, &run).iter().map(|e| e["event_type"].as_str().unwrap().to_owned()).collect();
+    assert!(types.iter().any(|t| t == "micro_task_loop_poisoned"), "{types:?}");
+    let out = s.run(&["resume", &run]);
+    assert_eq!(out.status.code(), Some(2), "a poisoned run is not resumed: {}", text(&out));
+    assert!(std::fs::read_to_string(s.path("calc.py")).unwrap().contains("return a - b"));
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
 /// MT-VAL errors block the job before a run exists.
 #[test]
 fn a_blocked_packet_never_becomes_a_run() {

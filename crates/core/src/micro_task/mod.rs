@@ -5,6 +5,7 @@
 //! Nothing here touches the filesystem, a model or the clock; the runtime's executor feeds these
 //! functions what it read and records what they decide.
 
+pub mod caps;
 pub mod context;
 pub mod decide;
 pub mod definition;

@@ -15,6 +15,10 @@ pub const DEFAULT_MAX_ITERATION_MS: u64 = 300_000;
 /// Default `max_duration_ms` (one hour).
 pub const DEFAULT_MAX_DURATION_MS: u64 = 3_600_000;
 
+/// Default `max_total_tokens`. The catalogue names the field and leaves it undefined (§9); a
+/// million is about 25 tasks each spending ten times the default budget of 4,096.
+pub const DEFAULT_MAX_TOTAL_TOKENS: u64 = 1_000_000;
+
 /// How LoRA adapters are chosen per level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -126,6 +130,9 @@ pub struct ExecutionPolicy {
     /// Wall-clock cap of one model call (1,000..=3,600,000; the catalogue's 300 s by default),
     /// further cut to what is left of `max_duration_ms`: the call is cancelled when it runs out.
     pub max_iteration_ms: u64,
+    /// Tokens (prompts and answers) the whole job may spend before a hard gate
+    /// (1,000..=1,000,000,000).
+    pub max_total_tokens: u64,
     /// The levels, ending in a hard gate.
     pub escalation_chain: Vec<EscalationLevel>,
     /// Whether cloud levels may be used at all (still with consent). Refused for now: consent
@@ -148,6 +155,7 @@ impl Default for ExecutionPolicy {
             max_total_iterations: DEFAULT_MAX_TOTAL_ITERATIONS,
             max_duration_ms: DEFAULT_MAX_DURATION_MS,
             max_iteration_ms: DEFAULT_MAX_ITERATION_MS,
+            max_total_tokens: DEFAULT_MAX_TOTAL_TOKENS,
             escalation_chain: default_escalation_chain(),
             cloud_escalation_allowed: false,
             drop_back_strategy: DropBackStrategy::default(),
@@ -221,6 +229,12 @@ impl ExecutionPolicy {
             return Err(policy_error(
                 "max_iteration_ms",
                 format!("{} is outside 1000..=3600000", self.max_iteration_ms),
+            ));
+        }
+        if !(1_000..=1_000_000_000).contains(&self.max_total_tokens) {
+            return Err(policy_error(
+                "max_total_tokens",
+                format!("{} is outside 1000..=1000000000", self.max_total_tokens),
             ));
         }
         if self.escalation_chain.is_empty() {

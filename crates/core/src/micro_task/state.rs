@@ -64,6 +64,8 @@ pub enum ProgressStatus {
     Cancelled,
     /// Waiting at a gate or pause point.
     Paused,
+    /// Ran past twice its `max_duration_ms`: unsafe to retry, never resumed (DG-WF-12).
+    Poisoned,
 }
 
 impl ProgressStatus {
@@ -76,6 +78,7 @@ impl ProgressStatus {
             ProgressStatus::Failed => "failed",
             ProgressStatus::Cancelled => "cancelled",
             ProgressStatus::Paused => "paused",
+            ProgressStatus::Poisoned => "poisoned",
         }
     }
 }
@@ -179,6 +182,13 @@ pub struct CurrentState {
     /// Executing time allowed before the `max_duration` gate; `continue` there adds a policy's worth.
     #[serde(default)]
     pub duration_allowance_ms: u64,
+    /// Tokens people granted the job at its `max_total_tokens` gate, on top of the policy's.
+    #[serde(default)]
+    pub job_token_grants: u64,
+    /// Tokens people granted the active task at its `task_tokens` gate, on top of 20 × its
+    /// budget; back to 0 when the next task starts.
+    #[serde(default)]
+    pub task_token_grants: u64,
     /// Where the loop waits for a person, if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<Pause>,
@@ -239,6 +249,9 @@ pub struct ProgressArtifact {
     pub current_state: CurrentState,
     /// One entry per task, in execution order.
     pub micro_tasks: Vec<MtProgress>,
+    /// Every cap the job reached, in order (§2.6.6.8.17).
+    #[serde(default)]
+    pub caps_reached: Vec<super::caps::CapReached>,
 }
 
 /// A ledger step's state.
@@ -560,6 +573,7 @@ mod tests {
             status: ProgressStatus::Completed,
             policy: ExecutionPolicy::default(),
             current_state: CurrentState { total_escalations: 1, ..CurrentState::default() },
+            caps_reached: Vec::new(),
             micro_tasks: vec![
                 entry(
                     "MT-001",
@@ -639,6 +653,7 @@ mod tests {
             ProgressStatus::Failed,
             ProgressStatus::Cancelled,
             ProgressStatus::Paused,
+            ProgressStatus::Poisoned,
         ] {
             assert_eq!(json(serde_json::to_value(st).unwrap()).as_deref(), Some(st.as_str()));
         }

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use steward_artifacts::{ArtifactStore, hash};
+use steward_core::Timestamp;
 use steward_core::event::Payload;
+use steward_core::micro_task::caps::{self, Cap, CapReached, Effect};
 use steward_core::micro_task::context::{self, CompileInput, FileSource, PreviousIteration};
 use steward_core::micro_task::decide::{
     DropBackInputs, FailureCategory, IterationFacts, IterationOutcome, LoopDecision, decide_next_action,
@@ -96,6 +98,11 @@ pub enum Outcome {
     Paused(Pause),
     /// Cancelled.
     Cancelled,
+    /// Ran past twice its `max_duration_ms` (§2.6.6.8.16): unsafe to retry, and never retried.
+    Poisoned {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Why the loop could not go on (not a task failing: that is an [`Outcome`]).
@@ -219,6 +226,8 @@ struct Validation {
     refused: Option<String>,
     /// A blocking command timed out, and again with twice the time.
     timed_out_twice: bool,
+    /// A command was stopped because the job's `max_duration_ms` ran out.
+    out_of_time: bool,
 }
 
 struct Iteration {
@@ -305,6 +314,7 @@ impl Executor<'_> {
             ProgressStatus::CompletedWithIssues => return Ok(Outcome::CompletedWithIssues),
             ProgressStatus::Cancelled => return Ok(Outcome::Cancelled),
             ProgressStatus::Failed => return Ok(Outcome::Failed { reason: "the job has already failed".into() }),
+            ProgressStatus::Poisoned => return Ok(Outcome::Poisoned { reason: "the job is poisoned".into() }),
             ProgressStatus::InProgress | ProgressStatus::Paused => {}
         }
         // A completion whose promotion a crash cut short is finished before anything else.
@@ -338,6 +348,7 @@ impl Executor<'_> {
                     if pause.reason == "escalation_exhausted" {
                         cs.active_model_level = st.progress.policy.min_model_level();
                     }
+                    cs.task_token_grants = 0;
                     cs.iteration = 1;
                     cs.false_completion_streak = 0;
                     cs.pause = None;
@@ -349,17 +360,15 @@ impl Executor<'_> {
                 Some(HumanDecision::Continue | HumanDecision::Approve) => {
                     let policy = &st.progress.policy;
                     let cs = &mut st.progress.current_state;
-                    match pause.reason.as_str() {
-                        "max_total_iterations" => cs.iteration_allowance += policy.max_total_iterations,
-                        "max_duration" => cs.duration_allowance_ms += policy.max_duration_ms,
+                    let budget = self.plan.mts.iter().find(|m| m.mt_id == pause.mt_id).map_or(0, |m| m.token_budget);
+                    if let Some(cap) = Cap::of_gate(&pause.reason) {
+                        caps::grant(cap, policy, cs, budget);
+                    } else if pause.reason == "escalation_exhausted" {
                         // One more pass at the top local level with a fresh iteration budget
                         // (design decision 10).
-                        "escalation_exhausted" => {
-                            cs.active_model_level = policy.max_model_level();
-                            cs.iteration = 1;
-                            cs.false_completion_streak = 0;
-                        }
-                        _ => {}
+                        cs.active_model_level = policy.max_model_level();
+                        cs.iteration = 1;
+                        cs.false_completion_streak = 0;
                     }
                     if pause.kind == PauseKind::PausePoint
                         && let Some(e) = st.progress.micro_tasks.iter_mut().find(|e| e.mt_id == pause.mt_id)
@@ -392,8 +401,10 @@ impl Executor<'_> {
                 }
                 MtStatus::Pending | MtStatus::Blocked => {
                     st.progress.micro_tasks[idx].status = MtStatus::InProgress;
-                    st.progress.current_state.iteration = 1;
-                    st.progress.current_state.false_completion_streak = 0;
+                    let cs = &mut st.progress.current_state;
+                    cs.iteration = 1;
+                    cs.false_completion_streak = 0;
+                    cs.task_token_grants = 0;
                 }
                 MtStatus::InProgress => {}
             }
@@ -404,18 +415,22 @@ impl Executor<'_> {
                     return Ok(Outcome::Cancelled);
                 }
                 let cs = &mut st.progress.current_state;
-                cs.elapsed_ms = elapsed_base + u64::try_from(self.clock.now().since(session_start)).unwrap_or(0);
-                let gate = if cs.total_iterations >= cs.iteration_allowance {
-                    Some("max_total_iterations")
-                } else if cs.elapsed_ms >= cs.duration_allowance_ms {
-                    Some("max_duration")
-                } else {
-                    None
-                };
-                if let Some(reason) = gate {
-                    return self.hard_gate(&mut st, mt_id, reason).await;
+                // (Never less than recorded: a verify command cut short by the job's time used it up.)
+                let since = u64::try_from(self.clock.now().since(session_start)).unwrap_or(0);
+                cs.elapsed_ms = cs.elapsed_ms.max(elapsed_base + since);
+                let checked = caps::before_iteration(&st.progress, idx, mt.token_budget);
+                if let Some(warning) = checked.warning {
+                    self.cap_reached(&mut st, warning).await?;
                 }
-                let it = self.iterate(&mut st, mt, idx).await?;
+                if let Some(stop) = checked.stop {
+                    let cap = stop.cap;
+                    self.cap_reached(&mut st, stop).await?;
+                    return match cap.effect() {
+                        Effect::Poisoned => self.poison(&mut st).await,
+                        _ => self.hard_gate(&mut st, mt_id, cap.as_str()).await,
+                    };
+                }
+                let it = self.iterate(&mut st, mt, idx, (elapsed_base, session_start)).await?;
                 match it.decision {
                     LoopDecision::Complete { drop_back } => {
                         if let Some(conflict) = self.complete(&mut st, mt, idx, &it, drop_back).await? {
@@ -452,7 +467,13 @@ impl Executor<'_> {
     }
 
     /// One iteration: steps c to h of §2.6.6.8.7.1, then the decision.
-    async fn iterate(&self, st: &mut State, mt: &MicroTaskDefinition, idx: usize) -> Result<Iteration> {
+    async fn iterate(
+        &self,
+        st: &mut State,
+        mt: &MicroTaskDefinition,
+        idx: usize,
+        (elapsed_base, session_start): (u64, Timestamp),
+    ) -> Result<Iteration> {
         let policy = st.progress.policy.clone();
         let level = st.progress.current_state.active_model_level;
         let chain_level = policy.level(level).or(policy.escalation_chain.first()).cloned().ok_or_else(|| {
@@ -586,6 +607,9 @@ impl Executor<'_> {
                 }
             }
         };
+        if let Some(over) = caps::after_call(&mt.mt_id, tokens.0 + tokens.1, mt.token_budget) {
+            self.cap_reached(st, over).await?;
+        }
         let signal = signal::parse_completion_signal(&content);
         // Changes first, so the evidence and the verify commands see them.
         let mut hint = None;
@@ -671,8 +695,18 @@ impl Executor<'_> {
                     problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
                 ));
             }
-            let Validation { passed, report, events, refused, timed_out_twice } =
-                self.validate(mt, &key, &root).await?;
+            // The verify commands get what is left of the job's time, too: `max_duration_ms`
+            // holds during an iteration, not only between them.
+            let cs = &st.progress.current_state;
+            let elapsed = elapsed_base + u64::try_from(self.clock.now().since(session_start)).unwrap_or(0);
+            let left_ms = cs.duration_allowance_ms.saturating_sub(elapsed).max(1);
+            let Validation { passed, report, events, refused, timed_out_twice, out_of_time } =
+                self.validate(mt, &key, &root, left_ms).await?;
+            if out_of_time {
+                // The job's time is spent: the loop stops at the `max_duration` gate next.
+                let cs = &mut st.progress.current_state;
+                cs.elapsed_ms = cs.elapsed_ms.max(elapsed).max(cs.duration_allowance_ms);
+            }
             refused_verify = refused;
             validation_timed_out = timed_out_twice;
             self.emit(events).await?;
@@ -972,7 +1006,9 @@ impl Executor<'_> {
 
     /// Runs the task's verify commands through the tool bus (DG-MT-14): one `engine.shell`/`exec`
     /// each; the validation fails only when a blocking one fails.
-    async fn validate(&self, mt: &MicroTaskDefinition, key: &str, root: &Path) -> Result<Validation> {
+    /// Commands share the job's `left_ms`: one cut short by it is not run again, and the loop
+    /// stops at the `max_duration` gate before the next iteration.
+    async fn validate(&self, mt: &MicroTaskDefinition, key: &str, root: &Path, left_ms: u64) -> Result<Validation> {
         let ctx = CallContext {
             job_id: self.job_id.to_owned(),
             trace_id: self.trace_id.to_owned(),
@@ -987,8 +1023,12 @@ impl Executor<'_> {
         let mut passed = true;
         let mut results = Vec::new();
         let mut events = Vec::new();
-        let (mut refused, mut timed_out_twice) = (None, false);
+        let (mut refused, mut timed_out_twice, mut out_of_time) = (None, false, false);
+        let started = std::time::Instant::now();
         for (i, v) in mt.verify.iter().enumerate() {
+            let left = left_ms.saturating_sub(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+            let cut_by_job = left < v.timeout_ms;
+            let timeout_ms = v.timeout_ms.min(left.max(1));
             let run = |id: String, timeout_ms: u64| {
                 let op = self.bus.shell_op(
                     &id,
@@ -1001,10 +1041,12 @@ impl Executor<'_> {
                 let ctx = &ctx;
                 async move { self.bus.execute(&op, ctx, self.halt.token(), self.recorder).await }
             };
-            let mut executed = run(format!("{key}-verify-{i}"), v.timeout_ms).await;
+            let mut executed = run(format!("{key}-verify-{i}"), timeout_ms).await;
             // A command stopped by an interrupt says nothing about the task.
             self.check_interrupt()?;
-            if executed.output.as_ref().is_some_and(|o| o.ending == Ending::TimedOut) {
+            let stopped_by_job = cut_by_job && executed.output.as_ref().is_some_and(|o| o.ending == Ending::TimedOut);
+            out_of_time |= stopped_by_job;
+            if !cut_by_job && executed.output.as_ref().is_some_and(|o| o.ending == Ending::TimedOut) {
                 // `validation_timeout`: run again, once, with twice the time (§2.6.6.8.16).
                 events.extend(std::mem::take(&mut executed.events));
                 executed = run(format!("{key}-verify-{i}-again"), v.timeout_ms.saturating_mul(2)).await;
@@ -1033,7 +1075,13 @@ impl Executor<'_> {
                     (
                         ok,
                         code,
-                        timed_out.then(|| "timed out".to_owned()),
+                        timed_out.then(|| {
+                            if stopped_by_job {
+                                format!("stopped after {timeout_ms} ms: the job's max_duration_ms ran out")
+                            } else {
+                                "timed out".to_owned()
+                            }
+                        }),
                         out.duration.as_millis() as u64,
                         format!("{tail}{err_tail}"),
                     )
@@ -1057,7 +1105,7 @@ impl Executor<'_> {
             }));
         }
         let report = json!({"passed": passed, "spec_results": results});
-        Ok(Validation { passed, report, events, refused, timed_out_twice })
+        Ok(Validation { passed, report, events, refused, timed_out_twice, out_of_time })
     }
 
     /// Stops the loop, leaving its state as it is, if the engine is stopping on a signal.
@@ -1218,6 +1266,35 @@ impl Executor<'_> {
         Ok(next.is_none())
     }
 
+    /// Writes down a cap the job reached (progress artifact and event).
+    async fn cap_reached(&self, st: &mut State, reached: CapReached) -> Result<()> {
+        let body = json!({
+            "wp_id": self.wp(), "mt_id": reached.mt_id, "cap": reached.cap.as_str(), "used": reached.used,
+            "limit": reached.limit, "unit": reached.cap.unit(), "effect": reached.effect,
+        });
+        st.progress.caps_reached.push(reached);
+        self.save(st).await?;
+        self.mt_event("micro_task_cap_reached", body).await
+    }
+
+    /// Ends the job `poisoned` (§2.6.6.8.16): nothing of the unfinished task is promoted, and the
+    /// job is never resumed.
+    async fn poison(&self, st: &mut State) -> Result<Outcome> {
+        let reason = format!(
+            "ran {} ms, past {} × max_duration_ms ({} ms): poisoned, not retried",
+            st.progress.current_state.elapsed_ms,
+            caps::POISON_DURATION_FACTOR,
+            st.progress.policy.max_duration_ms
+        );
+        st.progress.status = ProgressStatus::Poisoned;
+        st.progress.current_state.pause = None;
+        st.progress.completed_at = Some(self.clock.now().to_rfc3339());
+        self.save(st).await?;
+        stage::remove(self.stage);
+        self.mt_event("micro_task_loop_poisoned", json!({"wp_id": self.wp(), "reason": reason})).await?;
+        Ok(Outcome::Poisoned { reason })
+    }
+
     async fn hard_gate(&self, st: &mut State, mt_id: &str, reason: &str) -> Result<Outcome> {
         let level = st.progress.current_state.active_model_level;
         self.mt_event(
@@ -1340,6 +1417,7 @@ impl Executor<'_> {
                 ..CurrentState::default()
             },
             policy,
+            caps_reached: Vec::new(),
             micro_tasks: self
                 .plan
                 .mts
@@ -1471,12 +1549,12 @@ fn failing_summary(report: &Value) -> String {
                 .map(|r| {
                     let tail = r["output_tail"].as_str().unwrap_or_default();
                     let tail: String = tail.chars().rev().take(600).collect::<Vec<_>>().into_iter().rev().collect();
-                    format!(
-                        "`{}` exit {}: {}",
-                        r["command"].as_str().unwrap_or_default(),
-                        r["actual_exit_code"],
-                        tail.trim()
-                    )
+                    let ended = match (r["actual_exit_code"].as_i64(), r["error"].as_str()) {
+                        (Some(code), _) => format!("exit {code}"),
+                        (None, Some(error)) => error.to_owned(),
+                        (None, None) => "no exit code".to_owned(),
+                    };
+                    format!("`{}` {ended}: {}", r["command"].as_str().unwrap_or_default(), tail.trim())
                 })
                 .collect::<Vec<_>>()
                 .join("\n")

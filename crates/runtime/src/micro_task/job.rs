@@ -265,6 +265,8 @@ pub(crate) async fn execute(
             (ending, None)
         }
         Ok(Outcome::Failed { reason }) => (Ending::FAILED, Some(reason)),
+        // DG-WF-12: never retried, by the engine or by a person's resume.
+        Ok(Outcome::Poisoned { reason }) => (Ending::of(AttemptStatus::Poisoned, "poisoned"), Some(reason)),
         Ok(Outcome::Cancelled) => (Ending::of(AttemptStatus::Cancelled, "cancelled"), Some("cancelled".to_owned())),
         Ok(Outcome::Paused(pause)) => {
             let why = format!("waiting for a person at {}: {}", pause.mt_id, pause.reason.replace('_', " "));

@@ -34,6 +34,9 @@ struct Sink {
     taken_after: Option<&'static str>,
     /// After this event type, the run is cancelled (its halt stopped, as `steward cancel` does).
     cancel_after: Option<(&'static str, steward_runtime::Halt)>,
+    /// Each event of this type moves the clock on by this many seconds (a model call that took
+    /// that long).
+    tick: Option<(&'static str, Arc<SimClock>, i64)>,
 }
 
 impl EventSink for Sink {
@@ -52,6 +55,11 @@ impl EventSink for Sink {
                     && *after == t
                 {
                     halt.stop(steward_runtime::Stop::Cancelled);
+                }
+                if let Some((on, clock, secs)) = &self.tick
+                    && *on == t
+                {
+                    clock.advance_secs(*secs);
                 }
             }
             Ok(())
@@ -80,6 +88,8 @@ impl Sink {
 pub(crate) struct Project {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) server: ModelServer,
+    /// The job's clock: it moves only when a test moves it.
+    pub(crate) clock: Arc<SimClock>,
 }
 
 impl Project {
@@ -107,7 +117,7 @@ pub(crate) async fn project(replies: Vec<Reply>, policy: &str) -> Project {
          - {{level: 1, provider: openai, base_url: \"{url}\", model: large}}\n    - {{level: 2, hard_gate: true}}\n{policy}"
     );
     std::fs::write(dir.path().join("packet.yaml"), packet).unwrap();
-    Project { dir, server }
+    Project { dir, server, clock: SimClock::new(T0) }
 }
 
 fn models(level: &EscalationLevel) -> Result<Arc<dyn ModelClient>, String> {
@@ -139,7 +149,6 @@ async fn run_as(
     let bus = bus();
     let plan = plan(&p.dir.path().join("packet.yaml"), None, None, &bus, "Coder").unwrap();
     assert!(!plan.report.has_errors(), "{:?}", plan.report);
-    let clock = SimClock::new(T0);
     let artifacts = FsArtifacts::new(p.dir.path().join(".blobs"), p.dir.path().join(".state"));
     let exec = Executor {
         plan: &plan,
@@ -150,7 +159,7 @@ async fn run_as(
         bus: &bus,
         models: &models,
         sink,
-        clock: clock.as_ref(),
+        clock: p.clock.as_ref(),
         profile,
         workflow_id: "wf",
         halt,
@@ -708,4 +717,123 @@ async fn a_promotion_takes_the_recorded_writes_not_what_a_verify_command_left_in
     let promoted = calc(&p);
     assert!(promoted.contains("return a + b") && !promoted.contains("PRIVATE KEY"), "{promoted}");
     assert!(!std::fs::symlink_metadata(p.dir.path().join("calc.py")).unwrap().file_type().is_symlink());
+}
+
+fn progress_of(p: &Project) -> Value {
+    serde_json::from_slice(&std::fs::read(p.state().join("progress_artifact.json")).unwrap()).unwrap()
+}
+
+/// The caps of the job's progress artifact, as `cap@effect`.
+fn caps_of(p: &Project) -> Vec<String> {
+    progress_of(p)["caps_reached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}@{}", c["cap"].as_str().unwrap(), c["effect"].as_str().unwrap()))
+        .collect()
+}
+
+/// §2.6.6.8.17: a call over twice the task's budget is recorded; a task past ten budgets is
+/// warned about once; past twenty it stops at a hard gate, and `continue` grants ten more.
+#[tokio::test]
+async fn a_task_past_its_token_caps_is_warned_then_stopped_at_a_gate() {
+    let talk = || Reply::openai_usage("Let me think about it at length.", 30_000, 15_000);
+    let p = project(vec![talk(), talk(), Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
+    let sink = Sink::default();
+    let Outcome::Paused(pause) = run(&p, &sink, None).await.unwrap() else { panic!("expected a pause") };
+    assert_eq!((pause.kind, pause.reason.as_str()), (PauseKind::HardGate, "task_tokens"));
+    assert_eq!(
+        caps_of(&p),
+        [
+            "iteration_tokens@recorded",
+            "task_tokens_warning@recorded",
+            "iteration_tokens@recorded",
+            "task_tokens@hard_gate"
+        ]
+    );
+    let gate = sink.of("micro_task_cap_reached").pop().unwrap();
+    assert_eq!(
+        (gate["used"].as_u64(), gate["limit"].as_u64(), gate["unit"].as_str()),
+        (Some(90_000), Some(20 * 4096), Some("tokens"))
+    );
+    assert_eq!(sink.of("micro_task_hard_gate")[0]["reason"], "task_tokens");
+    assert_eq!(p.server.received().len(), 2, "no call past the cap");
+    assert_eq!(run(&p, &sink, Some(HumanDecision::Continue)).await.unwrap(), Outcome::Completed);
+    assert!(calc(&p).contains("a + b"));
+    assert_eq!(progress_of(&p)["current_state"]["task_token_grants"], 10 * 4096);
+}
+
+/// The job's tokens stop at `max_total_tokens`; `continue` grants as much again.
+#[tokio::test]
+async fn the_job_stops_at_max_total_tokens_until_a_person_continues() {
+    let p = project(
+        vec![Reply::openai_usage("Hmm.", 900, 200), Reply::openai(&format!("{FIX}{CLAIM}"))],
+        "  max_total_tokens: 1000\n",
+    )
+    .await;
+    let sink = Sink::default();
+    let Outcome::Paused(pause) = run(&p, &sink, None).await.unwrap() else { panic!("expected a pause") };
+    assert_eq!(pause.reason, "max_total_tokens");
+    assert_eq!(caps_of(&p), ["max_total_tokens@hard_gate"]);
+    assert_eq!(run(&p, &sink, Some(HumanDecision::Continue)).await.unwrap(), Outcome::Completed);
+    assert_eq!(progress_of(&p)["current_state"]["job_token_grants"], 1000);
+}
+
+/// `max_total_iterations` stops the job at a hard gate before the iteration past it, and
+/// `continue` grants as many again.
+#[tokio::test]
+async fn the_job_stops_at_max_total_iterations_until_a_person_continues() {
+    let p =
+        project(vec![Reply::openai("Hmm."), Reply::openai(&format!("{FIX}{CLAIM}"))], "  max_total_iterations: 1\n")
+            .await;
+    let sink = Sink::default();
+    let Outcome::Paused(pause) = run(&p, &sink, None).await.unwrap() else { panic!("expected a pause") };
+    assert_eq!(pause.reason, "max_total_iterations");
+    assert_eq!(p.server.received().len(), 1);
+    assert_eq!(caps_of(&p), ["max_total_iterations@hard_gate"]);
+    assert_eq!(run(&p, &sink, Some(HumanDecision::Continue)).await.unwrap(), Outcome::Completed);
+    assert_eq!(progress_of(&p)["current_state"]["iteration_allowance"], 2);
+}
+
+/// `max_duration_ms` holds inside an iteration: a verify command gets only what is left of the
+/// job's time (and is not run again with twice the time, as a command's own timeout would be);
+/// the job stops at the `max_duration` gate; `continue` grants as much again; and a job that
+/// runs past twice `max_duration_ms` ends `poisoned` (§2.6.6.8.16), never resumed, nothing of
+/// its task promoted.
+#[tokio::test]
+async fn max_duration_holds_during_validation_and_twice_it_poisons_the_job() {
+    let p = project(
+        vec![Reply::openai(&format!("{FIX}{CLAIM}")), Reply::openai(&format!("{FIX}{CLAIM}"))],
+        "  max_duration_ms: 60000\n",
+    )
+    .await;
+    with_test_plan(&p, r#"[{command: "sleep 30; python3 -m unittest -q test_calc", timeout_ms: 50000}]"#);
+    // The model call takes 59 s of the job's minute; the verify command gets the last second.
+    let sink = Sink { tick: Some(("llm_inference", p.clock.clone(), 59)), ..Sink::default() };
+    let Outcome::Paused(pause) = run(&p, &sink, None).await.unwrap() else { panic!("expected a pause") };
+    assert_eq!(pause.reason, "max_duration");
+    let verify = sink.of("terminal_command");
+    assert_eq!(verify.len(), 1, "cut by the job's time: not run again with twice the time");
+    assert_eq!(verify[0]["timed_out"], true);
+    let why = &sink.of("micro_task_iteration_complete")[0]["outcome"]["error_summary"];
+    assert!(why.as_str().unwrap().contains("the job's max_duration_ms ran out"), "{why}");
+    assert_eq!(caps_of(&p), ["max_duration@hard_gate"]);
+
+    // Continue: another minute; the next call takes 62 s, and past two minutes of executing
+    // time the job is poisoned.
+    let sink = Sink { tick: Some(("llm_inference", p.clock.clone(), 62)), ..Sink::default() };
+    let outcome = run(&p, &sink, Some(HumanDecision::Continue)).await.unwrap();
+    let Outcome::Poisoned { reason } = outcome else { panic!("{outcome:?}") };
+    assert!(reason.contains("2 × max_duration_ms (60000 ms)"), "{reason}");
+    assert_eq!(sink.of("micro_task_loop_poisoned").len(), 1);
+    assert_eq!(caps_of(&p), ["max_duration@hard_gate", "poison_duration@poisoned"]);
+    assert_eq!(progress_of(&p)["status"], "poisoned");
+    assert_eq!(calc(&p), BUGGY, "nothing of the unfinished task reaches the workspace");
+    assert!(!p.stage().exists());
+    // Poisoned is final: another session does nothing.
+    assert!(matches!(
+        run(&p, &Sink::default(), Some(HumanDecision::Continue)).await.unwrap(),
+        Outcome::Poisoned { .. }
+    ));
+    assert_eq!(p.server.received().len(), 2);
 }
