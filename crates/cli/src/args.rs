@@ -282,6 +282,25 @@ pub(crate) enum MtCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run every work packet of a directory (each a directory with packet.yaml, and optionally
+    /// bench.yaml: the expected ending and a hidden check), each on a fresh copy, and report per
+    /// packet and in total: ending, iterations, escalations, false completions caught and
+    /// accepted, tokens, wall time and the engine's own time. Exits 1 unless every packet ends
+    /// as expected.
+    Bench {
+        /// The directory of packets.
+        dir: PathBuf,
+        /// An execution policy file for every packet (a scripted level's answers file is
+        /// relative to each packet's directory).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Keep the copies (their path is printed).
+        #[arg(long)]
+        keep: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

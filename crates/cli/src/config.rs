@@ -45,7 +45,7 @@ struct File {
 }
 
 /// `[server]`: `steward serve`.
-#[derive(Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServerFile {
     /// Where to listen [default: 127.0.0.1:8420].
@@ -63,7 +63,7 @@ impl std::fmt::Debug for ServerFile {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TerminalFile {
     /// Regular expressions matched against the command and each simple command the shell
@@ -86,7 +86,7 @@ struct TerminalFile {
 }
 
 /// `[sandbox]`: how commands are contained (issue 11).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SandboxFile {
     /// `required` (the default), `if_available` or `off`.
@@ -104,7 +104,7 @@ struct SandboxFile {
     grant: Vec<GrantFile>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GrantFile {
     profile: Option<String>,
@@ -120,7 +120,7 @@ struct EnginesFile {
 }
 
 /// Everything resolved.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) data_dir: PathBuf,
     /// PostgreSQL's URL when runs are recorded there; `None` for the embedded SQLite file.
@@ -176,6 +176,12 @@ fn env_overrides(table: &mut toml::Table) {
 }
 
 impl Settings {
+    /// The same settings over the embedded store in `data_dir` (what `mt bench` gives each
+    /// packet's copy, so a bench never writes into the runs it was started beside).
+    pub(crate) fn embedded_at(&self, data_dir: PathBuf) -> Settings {
+        Settings { data_dir, database_url: None, ..self.clone() }
+    }
+
     /// Reads the configuration the way every command sees it.
     pub(crate) fn load(cli: &Cli) -> Result<Settings> {
         let explicit = cli.config.clone();

@@ -12,6 +12,7 @@ mod bench;
 mod config;
 mod human;
 mod mt;
+mod mt_bench;
 mod output;
 mod recorder;
 mod serve;
@@ -185,6 +186,9 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Mt(args::MtCommand::Plan { packet, policy, root, profile, json }) => {
             mt::plan(cfg, packet, policy.as_deref(), root.as_deref(), profile, *json)
         }
+        Command::Mt(args::MtCommand::Bench { dir, policy, keep, json }) => {
+            mt_bench::bench(cfg, dir, policy.as_deref(), *json, *keep).await
+        }
         Command::Mt(args::MtCommand::Run { packet, policy, detach, json }) => {
             mt::run(cfg, packet, policy.as_deref(), *detach, *json).await
         }
@@ -257,7 +261,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
 pub(crate) use human::actor;
 
 /// An engine whose recovery scan has run, so it may accept work.
-async fn booted(cfg: &Settings) -> Result<Engine<app::Db>> {
+pub(crate) async fn booted(cfg: &Settings) -> Result<Engine<app::Db>> {
     let engine = app::engine(cfg).await?;
     for r in engine.boot().await? {
         eprintln!(

@@ -60,7 +60,7 @@ pub(crate) async fn run(
 }
 
 /// The one-step workflow a micro-task job runs.
-fn job_workflow(wp_id: &str, packet: &Path, policy: Option<&Path>) -> String {
+pub(crate) fn job_workflow(wp_id: &str, packet: &Path, policy: Option<&Path>) -> String {
     let id: String = wp_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
     // JSON strings are YAML double-quoted scalars: any path survives.
     let quote = |p: &Path| Value::String(p.display().to_string()).to_string();

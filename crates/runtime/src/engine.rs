@@ -872,6 +872,9 @@ impl<S: Store + Clone> Engine<S> {
             let Ok(Some(wp_id)) = crate::micro_task::cancel_documents(artifacts.as_ref(), job_id, &now).await else {
                 continue;
             };
+            // Nothing of an unfinished task reaches the workspace: this machine's stages go (a
+            // loop that runs here removes them too when it sees the cancel).
+            crate::micro_task::remove_stages(job_id);
             let payload = Payload::recorded("micro_task_loop_cancelled", serde_json::json!({"wp_id": wp_id}));
             let actor = steward_core::event_registry::spec_of(payload.event_type())
                 .and_then(|s| s.actor)

@@ -11,6 +11,7 @@ mod governance;
 mod hostile_corpus;
 mod local_model;
 mod micro_task;
+mod mt_bench;
 mod recorder;
 mod restart;
 mod sandbox;

@@ -428,7 +428,8 @@ pub struct MicroTaskMetrics {
     pub escalation_count: u32,
     /// Drop-backs.
     pub drop_back_count: u32,
-    /// Tasks that succeeded above a level where they had failed (DG-MT-18), when enabled.
+    /// Distillation candidates written (DG-MT-18), when enabled: one per escalation, whether a
+    /// success followed it or not.
     pub distillation_candidates_generated: u32,
     /// Percentage of completed tasks that completed at level 0.
     pub success_rate_level_0: f64,
@@ -449,7 +450,11 @@ pub fn metrics(p: &ProgressArtifact) -> MicroTaskMetrics {
         total_duration_ms: 0,
         escalation_count: p.current_state.total_escalations,
         drop_back_count: p.current_state.total_drop_backs,
-        distillation_candidates_generated: 0,
+        distillation_candidates_generated: if p.policy.enable_distillation {
+            p.current_state.total_escalations
+        } else {
+            0
+        },
         success_rate_level_0: 0.0,
     };
     let mut at_level_0 = 0u32;
@@ -462,13 +467,6 @@ pub fn metrics(p: &ProgressArtifact) -> MicroTaskMetrics {
         }
         if e.status == MtStatus::Completed && e.final_model_level == Some(0) {
             at_level_0 += 1;
-        }
-        if e.status == MtStatus::Completed
-            && p.policy.enable_distillation
-            && let Some(level) = e.final_model_level
-            && e.iterations.iter().any(|r| r.escalation_level < level)
-        {
-            m.distillation_candidates_generated += 1;
         }
         let mut t = MtMetrics {
             mt_id: e.mt_id.clone(),

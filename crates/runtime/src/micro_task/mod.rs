@@ -9,5 +9,10 @@ mod plan;
 mod stage;
 
 pub(crate) use executor::cancel_documents;
+
+/// Removes this machine's stages of job `job_id`.
+pub(crate) fn remove_stages(job_id: &str) {
+    stage::remove(&job::stage_base(job_id));
+}
 pub use executor::{BoxFuture, EventSink, ExecError, Executor, ModelFactory, Outcome};
 pub use plan::{Plan, PlanError, plan};

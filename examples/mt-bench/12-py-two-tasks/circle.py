@@ -1,0 +1,7 @@
+"""Circles."""
+
+import math
+
+
+def area(radius):
+    return math.pi * radius * radius
