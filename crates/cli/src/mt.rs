@@ -8,9 +8,9 @@ use anyhow::{Context, Result};
 use serde_json::{Map, Value, json};
 
 use steward_core::job::{JobContract, JobKind, MICRO_TASK_PROFILE};
-use steward_core::micro_task::caps::Effect;
-use steward_core::micro_task::definition::Verification;
-use steward_core::micro_task::validate::Finding;
+use steward_micro_task::caps::Effect;
+use steward_micro_task::definition::Verification;
+use steward_micro_task::validate::Finding;
 use steward_runtime::CreateRun;
 use steward_runtime::micro_task::{Plan, plan as make_plan};
 

@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
 use steward_core::job::{JobContract, JobKind, MICRO_TASK_PROFILE};
-use steward_core::micro_task::caps;
-use steward_core::micro_task::state::{PauseKind, ProgressArtifact};
 use steward_core::state::RunState;
+use steward_micro_task::caps;
+use steward_micro_task::state::{PauseKind, ProgressArtifact};
 use steward_runtime::CreateRun;
 use steward_store::Store;
 use steward_tools::bus::CallContext;

@@ -777,8 +777,8 @@ mod tests {
     /// A micro-task job's tasks and iterations, escaped.
     #[test]
     fn a_jobs_tasks_and_iterations_are_shown() {
-        use steward_core::micro_task::decide::IterationOutcome;
-        use steward_core::micro_task::state::*;
+        use steward_micro_task::decide::IterationOutcome;
+        use steward_micro_task::state::*;
         let iteration = IterationRecord {
             iteration: 2,
             model_id: "qwen-7b".into(),
@@ -804,7 +804,7 @@ mod tests {
             updated_at: "t".into(),
             completed_at: None,
             status: ProgressStatus::InProgress,
-            policy: steward_core::micro_task::policy::ExecutionPolicy::default(),
+            policy: steward_micro_task::policy::ExecutionPolicy::default(),
             current_state: CurrentState::default(),
             caps_reached: Vec::new(),
             micro_tasks: vec![MtProgress {

@@ -6,9 +6,9 @@ use serde_json::{Value, json};
 use steward_artifacts::ArtifactStore;
 use steward_core::Timestamp;
 use steward_core::event::Event;
-use steward_core::micro_task::caps;
-use steward_core::micro_task::state::{MicroTaskMetrics, ProgressArtifact, metrics};
 use steward_core::progress;
+use steward_micro_task::caps;
+use steward_micro_task::state::{MicroTaskMetrics, ProgressArtifact, metrics};
 use steward_store::{Attempt, Run};
 use steward_tools::redact::Redactor;
 

@@ -54,8 +54,27 @@ fn dependency_direction_holds() {
     for banned in ["tokio", "futures", "rusqlite", "sqlx", "reqwest", "hyper", "axum", "clap", "anyhow", "steward-"] {
         assert!(!core.contains(banned), "steward-core must not depend on {banned}");
     }
-    for krate in ["core", "artifacts", "store", "store-sqlite", "store-testkit", "tools", "models", "runtime", "server"]
-    {
+    // The micro-task executor's pure half is as pure as the core, and knows only the core.
+    let micro_task = dependencies("micro-task");
+    for banned in ["tokio", "futures", "rusqlite", "sqlx", "reqwest", "hyper", "axum", "clap", "anyhow"] {
+        assert!(!micro_task.contains(banned), "steward-micro-task must not depend on {banned}");
+    }
+    assert!(
+        micro_task.lines().filter(|l| l.contains("steward-")).all(|l| l.contains("steward-core")),
+        "steward-micro-task depends on no internal crate but the core: {micro_task}"
+    );
+    for krate in [
+        "core",
+        "micro-task",
+        "artifacts",
+        "store",
+        "store-sqlite",
+        "store-testkit",
+        "tools",
+        "models",
+        "runtime",
+        "server",
+    ] {
         let deps = dependencies(krate);
         assert!(!deps.contains("anyhow"), "library crate {krate} must not use anyhow");
         if krate != "store-sqlite" {

@@ -768,7 +768,7 @@ impl Reader {
                 let f = join(&field, key);
                 let Some(text) = self.string(v, &f) else { continue };
                 // The same rule as every path a model or packet names (absolute, `..`, `\`, ...).
-                if crate::micro_task::edits::path_problem(&text).is_some() {
+                if crate::relative_path::problem(&text).is_some() {
                     self.err(
                         v.pos.line,
                         &f,

@@ -21,21 +21,21 @@ use serde_json::{Value, json};
 use steward_artifacts::{ArtifactStore, hash};
 use steward_core::Timestamp;
 use steward_core::event::Payload;
-use steward_core::micro_task::caps::{self, Cap, CapReached, Effect};
-use steward_core::micro_task::context::{self, CompileInput, FileSource, PreviousIteration};
-use steward_core::micro_task::decide::{
+use steward_core::state::HumanDecision;
+use steward_micro_task::caps::{self, Cap, CapReached, Effect};
+use steward_micro_task::context::{self, CompileInput, FileSource, PreviousIteration};
+use steward_micro_task::decide::{
     DropBackInputs, FailureCategory, IterationFacts, IterationOutcome, LoopDecision, decide_next_action,
 };
-use steward_core::micro_task::definition::MicroTaskDefinition;
-use steward_core::micro_task::edits::{self, FORMAT_HELP};
-use steward_core::micro_task::learning;
-use steward_core::micro_task::policy::{EscalationLevel, ExecutionPolicy};
-use steward_core::micro_task::signal::{self, CompletionSignal};
-use steward_core::micro_task::state::{
+use steward_micro_task::definition::MicroTaskDefinition;
+use steward_micro_task::edits::{self, FORMAT_HELP};
+use steward_micro_task::learning;
+use steward_micro_task::policy::{EscalationLevel, ExecutionPolicy};
+use steward_micro_task::signal::{self, CompletionSignal};
+use steward_micro_task::state::{
     CurrentState, IterationRecord, LedgerStep, MtProgress, MtStatus, PROGRESS_SCHEMA_VERSION, Pause, PauseKind,
     ProgressArtifact, ProgressStatus, RunLedger, StepStatus, idempotency_key, ledger_step_id, metrics, recover,
 };
-use steward_core::state::HumanDecision;
 use steward_models::{ChatRequest, Message, ModelClient, Role};
 use steward_tools::bus::{CallContext, ToolBus};
 use steward_tools::exec::{Ending, ProcessRecorder};
@@ -681,7 +681,7 @@ impl Executor<'_> {
             let required = mt
                 .done
                 .iter()
-                .any(|d| d.verification == steward_core::micro_task::definition::Verification::EvidenceRequired);
+                .any(|d| d.verification == steward_micro_task::definition::Verification::EvidenceRequired);
             let other_task = signal.mt_id.as_deref().is_some_and(|id| id != mt.mt_id);
             // A claim on top of refused changes, or naming another task, is not this task done.
             evidence_ok = problems.is_empty() && !(required && signal.evidence.is_empty()) && changes_ok && !other_task;
@@ -795,7 +795,7 @@ impl Executor<'_> {
             "micro_task_iteration_complete",
             json!({
                 "wp_id": wp, "mt_id": mt.mt_id, "iteration": iteration,
-                "model": {"base": model_id, "lora": lora, "context_window": chain_level.context_window.unwrap_or(steward_core::micro_task::validate::DEFAULT_MODEL_CONTEXT_TOKENS)},
+                "model": {"base": model_id, "lora": lora, "context_window": chain_level.context_window.unwrap_or(steward_micro_task::validate::DEFAULT_MODEL_CONTEXT_TOKENS)},
                 "execution": {"tokens_prompt": tokens.0, "tokens_completion": tokens.1, "duration_ms": record.duration_ms, "escalation_level": level},
                 "outcome": {"claimed_complete": signal.claimed_complete, "validation_passed": validation_passed, "status": decision.outcome.as_str(), "failure_category": category, "error_summary": record.error_summary},
                 "context_snapshot_id": snapshot_id,
@@ -1475,8 +1475,8 @@ impl Executor<'_> {
         let progress = serde_json::to_vec_pretty(&st.progress).unwrap_or_default();
         let ledger = serde_json::to_vec_pretty(&st.ledger).unwrap_or_default();
         for (name, bytes, cap) in [
-            (PROGRESS, &progress, steward_core::micro_task::state::MAX_PROGRESS_BYTES),
-            (LEDGER, &ledger, steward_core::micro_task::state::MAX_LEDGER_BYTES),
+            (PROGRESS, &progress, steward_micro_task::state::MAX_PROGRESS_BYTES),
+            (LEDGER, &ledger, steward_micro_task::state::MAX_LEDGER_BYTES),
         ] {
             if bytes.len() > cap {
                 return Err(ExecError::Corrupt {

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 
 use steward_core::event::{Actor, NewEvent, Payload};
 use steward_core::event_registry::spec_of;
-use steward_core::micro_task::policy::EscalationLevel;
 use steward_core::state::AttemptStatus;
 use steward_core::workflow::{Provider, Step};
+use steward_micro_task::policy::EscalationLevel;
 use steward_models::ModelClient;
 use steward_models::http::HttpConfig;
 use steward_store::{Commit, Expect};

@@ -1,7 +1,7 @@
 //! The micro-task executor's runtime half: reading a work packet from disk into a checked plan
 //! (generated tasks, waves, the MT-VAL report and the tool bus's verdict on every verify
 //! command), the loop that runs it, and the staged copy of the workspace each task works in
-//! (`stage`). The decisions themselves live in `steward_core::micro_task`.
+//! (`stage`). The decisions themselves live in `steward_micro_task`.
 
 mod executor;
 pub(crate) mod job;

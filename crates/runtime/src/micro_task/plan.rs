@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use steward_core::micro_task::definition::MicroTaskDefinition;
-use steward_core::micro_task::generate::{execution_waves, generate};
-use steward_core::micro_task::packet::{self, PacketError, WorkPacket};
-use steward_core::micro_task::policy::{ExecutionPolicy, PolicyError};
-use steward_core::micro_task::validate::{Limits, Report, Severity, validate};
+use steward_micro_task::definition::MicroTaskDefinition;
+use steward_micro_task::generate::{execution_waves, generate};
+use steward_micro_task::packet::{self, PacketError, WorkPacket};
+use steward_micro_task::policy::{ExecutionPolicy, PolicyError};
+use steward_micro_task::validate::{Limits, Report, Severity, validate};
 use steward_tools::bus::{CallContext, ToolBus};
 use steward_tools::terminal::SessionKind;
 

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use steward_core::micro_task::edits::FileWrite;
+use steward_micro_task::edits::FileWrite;
 
 use crate::files::{temporary_beside, write_new};
 

@@ -229,8 +229,8 @@ pub fn grant(cap: Cap, policy: &ExecutionPolicy, cs: &mut CurrentState, budget: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::micro_task::decide::IterationOutcome;
-    use crate::micro_task::state::{IterationRecord, MtStatus, ProgressStatus};
+    use crate::decide::IterationOutcome;
+    use crate::state::{IterationRecord, MtStatus, ProgressStatus};
 
     fn record(tokens: u64) -> IterationRecord {
         IterationRecord {
@@ -346,6 +346,17 @@ mod tests {
         assert_eq!(after_call("MT-001", 2_000, 1_000), None);
         let c = after_call("MT-001", 2_001, 1_000).unwrap();
         assert_eq!((c.cap, c.effect), (Cap::IterationTokens, Effect::Recorded));
+    }
+
+    /// The event registry (in the core, which knows no caps) spells them the same.
+    #[test]
+    fn the_event_registry_spells_the_caps_alike() {
+        use steward_core::event_registry::{FieldType, spec_of};
+        let spec = spec_of("micro_task_cap_reached").unwrap();
+        let field = spec.fields.iter().find(|f| f.name == "cap").unwrap();
+        let FieldType::OneOf(spellings) = field.ty else { panic!("{:?}", field.ty) };
+        let caps: Vec<&str> = Cap::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(caps, spellings);
     }
 
     #[test]

@@ -178,7 +178,7 @@ pub fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::micro_task::packet;
+    use crate::packet;
 
     fn packet(paths: &[&str]) -> WorkPacket {
         let doc = serde_json::json!({

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
+use steward_core::relative_path::{self, strip_dot_slash};
 use thiserror::Error;
 
 /// How the prompt explains the two change formats to the model.
@@ -337,7 +338,7 @@ pub fn plan_changes(
     for change in changes {
         let written = change.path();
         let path = strip_dot_slash(written);
-        if let Some(reason) = path_problem(path) {
+        if let Some(reason) = relative_path::problem(path) {
             return Err(scope(written, reason));
         }
         if !modify.contains(path) && !create.contains(path) {
@@ -396,41 +397,6 @@ fn occurrences(haystack: &str, needle: &str) -> (usize, Option<usize>) {
         from = at + haystack.get(at..).and_then(|rest| rest.chars().next()).map_or(1, char::len_utf8);
     }
     (count, first)
-}
-
-fn strip_dot_slash(path: &str) -> &str {
-    let mut path = path;
-    while let Some(rest) = path.strip_prefix("./") {
-        path = rest;
-    }
-    path
-}
-
-/// Why `path` could not name a file inside the workspace, if it could not. A leading `./` is allowed.
-pub(crate) fn path_problem(path: &str) -> Option<&'static str> {
-    let path = strip_dot_slash(path);
-    if path.is_empty() {
-        return Some("the path is empty");
-    }
-    if path.contains('\\') {
-        return Some("the path contains a backslash");
-    }
-    if path.chars().any(char::is_control) {
-        return Some("the path contains a control character");
-    }
-    let bytes = path.as_bytes();
-    if path.starts_with('/') || (bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':') {
-        return Some("the path is absolute");
-    }
-    for component in path.split('/') {
-        match component {
-            "" => return Some("the path has an empty component"),
-            ".." => return Some("the path contains a `..` component"),
-            "." => return Some("the path contains a `.` component"),
-            _ => {}
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -655,7 +621,7 @@ mod tests {
         assert_eq!(json, serde_json::json!({"kind": "missing_file", "path": "a", "block": 2}));
     }
 
-    use crate::micro_task::fuzz::XorShift;
+    use crate::fuzz::XorShift;
 
     const FRAGMENTS: &[&str] = &[
         "<file",

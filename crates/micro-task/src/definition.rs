@@ -236,11 +236,11 @@ mod tests {
     /// ShouldDropBack's "simpler": no more files, risk or budget, and less of one.
     #[test]
     fn a_task_is_simpler_when_it_is_smaller_and_no_larger() {
-        let packet = crate::micro_task::packet::parse(
+        let packet = crate::packet::parse(
             "wp_id: W\ndescription: d\nin_scope_paths: [a.py, b.py, c.py, d.py, e.py, f.py]\ndone_means: [x]\ntest_plan: [make test]\n",
         )
         .unwrap();
-        let mts = crate::micro_task::generate::generate(&packet, 2, |_| true);
+        let mts = crate::generate::generate(&packet, 2, |_| true);
         assert!(mts.len() >= 2, "{}", mts.len());
         let (big, small) = (&mts[0], mts.last().unwrap());
         assert!(big.writable().count() > small.writable().count());

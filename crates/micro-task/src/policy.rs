@@ -332,16 +332,16 @@ impl ExecutionPolicy {
     }
 
     /// The smallest context window among the levels a task may run a model at (configured, else
-    /// [`crate::micro_task::validate::DEFAULT_MODEL_CONTEXT_TOKENS`]): what every prompt budget
+    /// [`crate::validate::DEFAULT_MODEL_CONTEXT_TOKENS`]): what every prompt budget
     /// must fit (MT-VAL-006).
     pub fn smallest_context_window(&self) -> u32 {
         self.escalation_chain
             .iter()
             .take_while(|l| !l.stops_for_human())
             .filter(|l| !l.is_cloud || self.cloud_escalation_allowed)
-            .map(|l| l.context_window.unwrap_or(crate::micro_task::validate::DEFAULT_MODEL_CONTEXT_TOKENS))
+            .map(|l| l.context_window.unwrap_or(crate::validate::DEFAULT_MODEL_CONTEXT_TOKENS))
             .min()
-            .unwrap_or(crate::micro_task::validate::DEFAULT_MODEL_CONTEXT_TOKENS)
+            .unwrap_or(crate::validate::DEFAULT_MODEL_CONTEXT_TOKENS)
     }
 
     /// The level a task starts at: the chain's first.
@@ -435,14 +435,13 @@ mod tests {
         .unwrap();
         assert_eq!(p.smallest_context_window(), 2048);
         assert_eq!(ExecutionPolicy::default().smallest_context_window(), 8192);
-        let packet = crate::micro_task::packet::parse(
+        let packet = crate::packet::parse(
             "wp_id: W\ndescription: d\nin_scope_paths: [a.py]\ndone_means: [x]\ntest_plan: [make test]\n",
         )
         .unwrap();
-        let mts = crate::micro_task::generate::generate(&packet, 2, |_| true);
-        let limits =
-            |w| crate::micro_task::validate::Limits { in_scope_paths: &packet.in_scope_paths, model_context_tokens: w };
-        let report = crate::micro_task::validate::validate(&mts, &limits(p.smallest_context_window()));
+        let mts = crate::generate::generate(&packet, 2, |_| true);
+        let limits = |w| crate::validate::Limits { in_scope_paths: &packet.in_scope_paths, model_context_tokens: w };
+        let report = crate::validate::validate(&mts, &limits(p.smallest_context_window()));
         assert!(report.errors.iter().any(|e| e.to_string().contains("MT-VAL-006")), "{report:?}");
         let bad = json!({"escalation_chain": [{"level": 0, "model": "m", "context_window": 10}, {"level": 1, "hard_gate": true}]});
         assert_eq!(ExecutionPolicy::from_json(&bad).unwrap_err().field, "escalation_chain[0].context_window");

@@ -8,8 +8,8 @@
 use std::cmp::Reverse;
 use std::collections::HashSet;
 
-use crate::sha256_hex;
 use serde::{Deserialize, Serialize};
+use steward_core::sha256_hex;
 
 use super::definition::{Expect, MicroTaskDefinition, Verification};
 
@@ -756,14 +756,14 @@ fn files_section(retrieval: &Retrieval) -> String {
 /// travels beside it, as the previous iteration's error.)
 pub fn summarize_answer(answer: &str) -> String {
     let mut parts = Vec::new();
-    match crate::micro_task::edits::parse_changes(answer) {
+    match crate::edits::parse_changes(answer) {
         Ok(changes) if changes.is_empty() => parts.push("It changed no file.".to_owned()),
         Ok(changes) => {
             let mut files: Vec<String> = Vec::new();
             for c in &changes {
                 let (path, how) = match c {
-                    crate::micro_task::edits::Change::WholeFile { path, .. } => (path, "rewrote"),
-                    crate::micro_task::edits::Change::SearchReplace { path, .. } => (path, "edited"),
+                    crate::edits::Change::WholeFile { path, .. } => (path, "rewrote"),
+                    crate::edits::Change::SearchReplace { path, .. } => (path, "edited"),
                 };
                 let line = format!("{how} `{path}`");
                 if !files.contains(&line) {
@@ -774,7 +774,7 @@ pub fn summarize_answer(answer: &str) -> String {
         }
         Err(e) => parts.push(format!("Its change blocks could not be read ({e}).")),
     }
-    let signal = crate::micro_task::signal::parse_completion_signal(answer);
+    let signal = crate::signal::parse_completion_signal(answer);
     if signal.claimed_complete {
         parts.push("It claimed the task complete.".to_owned());
     } else if signal.blocked {
@@ -904,7 +904,7 @@ fn protocol_section(mt: &MicroTaskDefinition, format_help: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::micro_task::definition::{DoneCriterion, ExecutionTier, FileAccess, RiskLevel, VerifySpec};
+    use crate::definition::{DoneCriterion, ExecutionTier, FileAccess, RiskLevel, VerifySpec};
 
     const HELP: &str = "Send changes as <file> or <edit> blocks.";
 

@@ -76,7 +76,7 @@ pub fn trust(history: &[IterationRecord], student: &IterationRecord, teacher: Op
 /// the job, the task and the student's iteration, so the same escalation written again after a
 /// crash is the same entry.
 pub fn candidate_id(job_id: &str, mt_id: &str, student_iteration: u32) -> String {
-    let hex = crate::sha256_hex(format!("{job_id}\u{0}{mt_id}\u{0}{student_iteration}").as_bytes());
+    let hex = steward_core::sha256_hex(format!("{job_id}\u{0}{mt_id}\u{0}{student_iteration}").as_bytes());
     let mut b: Vec<char> = hex.chars().take(32).collect();
     b[12] = '5';
     b[16] = match b[16] {

@@ -265,7 +265,7 @@ fn cyclic(mts: &[MicroTaskDefinition]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::micro_task::definition::{DoneCriterion, ExpectedOutput, FileAccess, RiskLevel, VerifySpec};
+    use crate::definition::{DoneCriterion, ExpectedOutput, FileAccess, RiskLevel, VerifySpec};
 
     fn mt(id: &str) -> MicroTaskDefinition {
         MicroTaskDefinition {

@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::edits::path_problem;
+use steward_core::relative_path::problem as path_problem;
 
 const COMPLETE_OPEN: &str = "<mt_complete>";
 const COMPLETE_CLOSE: &str = "</mt_complete>";
@@ -434,7 +434,7 @@ mod tests {
         assert_eq!(json, serde_json::json!({"kind": "missing_file", "path": "a"}));
     }
 
-    use crate::micro_task::fuzz::XorShift;
+    use crate::fuzz::XorShift;
 
     const FRAGMENTS: &[&str] = &[
         "<mt_complete>",

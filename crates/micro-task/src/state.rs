@@ -332,7 +332,7 @@ pub fn idempotency_key(
         "mt_id={mt_id}\niteration={iteration}\nmodel_id={model_id}\nlora_id={}\nprompt_hash={prompt_hash}\n",
         lora_id.unwrap_or_default()
     );
-    crate::sha256_hex(text.as_bytes())
+    steward_core::sha256_hex(text.as_bytes())
 }
 
 /// What the recovery procedure found and did.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::definition::{DEFAULT_VERIFY_TIMEOUT_MS, Expect, MAX_VERIFY_TIMEOUT_MS, VerifySpec};
 use super::policy::{ExecutionPolicy, PolicyError};
-use crate::yaml::{self, Node, NodeKind, Pos};
+use steward_core::yaml::{self, Node, NodeKind, Pos};
 
 /// A checked work packet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -169,7 +169,7 @@ pub fn unsafe_path(p: &str) -> Option<&'static str> {
     if p.starts_with("./") {
         return Some("must be written without a leading `./`");
     }
-    super::edits::path_problem(p).or_else(|| p.contains(':').then_some("must not contain `:`"))
+    steward_core::relative_path::problem(p).or_else(|| p.contains(':').then_some("must not contain `:`"))
 }
 
 fn required_str(node: Option<&Node>, key: &str, at: Pos, errors: &mut Vec<PacketError>) -> String {
