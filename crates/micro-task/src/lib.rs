@@ -16,6 +16,7 @@ pub mod packet;
 pub mod policy;
 pub mod signal;
 pub mod state;
+pub mod transitions;
 pub mod validate;
 
 /// A seeded xorshift generator for the parsers' fuzz tests: deterministic, no dependency.
