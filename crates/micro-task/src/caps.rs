@@ -248,6 +248,7 @@ mod tests {
             validation_evidence_ref: None,
             outcome: IterationOutcome::Retry,
             error_summary: None,
+            failure_category: None,
             context_snapshot_id: String::new(),
         }
     }

@@ -190,12 +190,11 @@ pub struct IterationFacts {
     pub max_escalation_level: u32,
     /// Consecutive false completions at this level, counting this iteration if it is one.
     pub consecutive_false_completions: u32,
-    /// Consecutive failed iterations at this level, counting this one. Recorded, not consulted:
-    /// see the poison-prevention note in [`decide_next_action`].
-    pub consecutive_failures_at_level: u32,
-    /// The category the caller already knows applies (e.g. `scope_violation` after a refused
-    /// edit); used when a false completion runs out of iterations.
-    pub failure_hint: Option<FailureCategory>,
+    /// Consecutive failed iterations at this level whose category is this one's
+    /// (`classify::classify`), counting this one: poison prevention's streak.
+    pub same_failures_in_a_row: u32,
+    /// This iteration's failure category, when it failed (`classify::classify`).
+    pub failure: Option<FailureCategory>,
     /// What [`should_drop_back`] needs, consulted only when the micro-task completes. Used as given:
     /// its `escalation_level` should be the same as the field above.
     pub drop_back: DropBackInputs,
@@ -226,8 +225,16 @@ pub struct Decision {
 /// 1. a claim backed by passing validation and evidence completes;
 /// 2. a user's skip;
 /// 3. a blocked signal escalates at once, claim or not;
-/// 4. a false completion escalates on its second in a row, or at the iteration limit, else retries;
-/// 5. no claim escalates at the iteration limit, else retries.
+/// 4. poison prevention (§2.6.6.8.16): the second failure in a row of the same category at one
+///    level escalates with that category, whatever the category;
+/// 5. a false completion escalates on its second in a row (`false_completion`: the two failed
+///    differently);
+/// 6. at the iteration limit a claim escalates with its category (`incomplete_implementation`
+///    when it has none), no claim with `max_iterations`; else the loop retries.
+///
+/// Rule 4 counts failures of one category, not every failure: counted over every failure it
+/// would cap each level at two iterations and make `max_iterations_per_mt` mean nothing above
+/// 2. A model that fails the same way twice is stuck; one that fails differently is moving.
 ///
 /// An escalation here is always one step up; whether that step lands on the hard gate, and so
 /// possibly ends in [`LoopDecision::Abort`], is the caller's to work out from the chain.
@@ -266,29 +273,20 @@ pub fn decide_next_action(f: &IterationFacts) -> Decision {
             false,
         );
     }
-    if f.claimed_complete {
-        // Poison prevention (two failures in a row at one level force escalation) applies only to
-        // false completions: applied to every failed iteration it would cap each level at two
-        // iterations and make `max_iterations_per_mt` meaningless above 2. A model that keeps
-        // asserting success it did not achieve is the case retrying cannot fix.
-        let action = if f.consecutive_false_completions >= 2 {
-            LoopDecision::Escalate { category: FailureCategory::FalseCompletion }
-        } else if out_of_iterations {
-            LoopDecision::Escalate { category: f.failure_hint.unwrap_or(FailureCategory::IncompleteImplementation) }
-        } else {
-            LoopDecision::Retry
-        };
-        let outcome = outcome_of(&action);
-        return decision(action, outcome, true);
-    }
-    if out_of_iterations {
-        return decision(
-            LoopDecision::Escalate { category: FailureCategory::MaxIterations },
-            IterationOutcome::Escalate,
-            false,
-        );
-    }
-    decision(LoopDecision::Retry, IterationOutcome::Retry, false)
+    let stuck = f.failure.filter(|_| f.same_failures_in_a_row >= 2);
+    let action = if let Some(category) = stuck {
+        LoopDecision::Escalate { category }
+    } else if f.claimed_complete && f.consecutive_false_completions >= 2 {
+        LoopDecision::Escalate { category: FailureCategory::FalseCompletion }
+    } else if out_of_iterations && f.claimed_complete {
+        LoopDecision::Escalate { category: f.failure.unwrap_or(FailureCategory::IncompleteImplementation) }
+    } else if out_of_iterations {
+        LoopDecision::Escalate { category: FailureCategory::MaxIterations }
+    } else {
+        LoopDecision::Retry
+    };
+    let outcome = outcome_of(&action);
+    decision(action, outcome, f.claimed_complete)
 }
 
 fn decision(action: LoopDecision, outcome: IterationOutcome, false_completion: bool) -> Decision {
@@ -429,8 +427,8 @@ mod tests {
         max: u32,
         level: u32,
         false_streak: u32,
-        failures_at_level: u32,
-        hint: Option<FailureCategory>,
+        same_failures: u32,
+        failure: Option<FailureCategory>,
         action: LoopDecision,
         outcome: IterationOutcome,
         false_completion: bool,
@@ -447,8 +445,8 @@ mod tests {
         max: 5,
         level: 0,
         false_streak: 0,
-        failures_at_level: 1,
-        hint: None,
+        same_failures: 1,
+        failure: None,
         action: D::Retry,
         outcome: O::Retry,
         false_completion: false,
@@ -467,8 +465,8 @@ mod tests {
                 escalation_level: self.level,
                 max_escalation_level: 3,
                 consecutive_false_completions: self.false_streak,
-                consecutive_failures_at_level: self.failures_at_level,
-                failure_hint: self.hint,
+                same_failures_in_a_row: self.same_failures,
+                failure: self.failure,
                 // `always` makes drop_back a visible function of the level in the table.
                 drop_back: DropBackInputs {
                     strategy: DropBackStrategy::Always,
@@ -656,7 +654,7 @@ mod tests {
                 name: "false_completion_at_limit_uses_hint",
                 iteration: 5,
                 false_streak: 1,
-                hint: Some(C::ScopeViolation),
+                failure: Some(C::ScopeViolation),
                 action: D::Escalate { category: C::ScopeViolation },
                 outcome: O::Escalate,
                 false_completion: true,
@@ -666,7 +664,7 @@ mod tests {
                 name: "false_completion_streak_beats_limit",
                 iteration: 5,
                 false_streak: 2,
-                hint: Some(C::ScopeViolation),
+                failure: Some(C::ScopeViolation),
                 action: D::Escalate { category: C::FalseCompletion },
                 outcome: O::Escalate,
                 false_completion: true,
@@ -692,12 +690,40 @@ mod tests {
             Row {
                 name: "no_claim_at_limit_ignores_hint",
                 iteration: 5,
-                hint: Some(C::ScopeViolation),
+                failure: Some(C::ScopeViolation),
                 action: D::Escalate { category: C::MaxIterations },
                 outcome: O::Escalate,
                 ..BASE
             },
-            Row { name: "no_claim_poison_prevention_not_applied", iteration: 4, failures_at_level: 4, ..BASE },
+            Row { name: "no_claim_without_a_category_is_never_poison", iteration: 4, same_failures: 4, ..BASE },
+            // Rule 4: poison prevention, any category.
+            Row {
+                name: "the_same_failure_twice_escalates_with_it",
+                iteration: 2,
+                same_failures: 2,
+                failure: Some(C::IncompleteImplementation),
+                action: D::Escalate { category: C::IncompleteImplementation },
+                outcome: O::Escalate,
+                ..BASE
+            },
+            Row {
+                name: "a_claim_failing_the_same_way_twice_escalates_with_it",
+                iteration: 2,
+                false_streak: 1,
+                same_failures: 2,
+                failure: Some(C::SyntaxErrorIsolated),
+                action: D::Escalate { category: C::SyntaxErrorIsolated },
+                outcome: O::Escalate,
+                false_completion: true,
+                ..false_claim
+            },
+            Row {
+                name: "a_different_failure_retries",
+                iteration: 2,
+                same_failures: 1,
+                failure: Some(C::HallucinationApi),
+                ..BASE
+            },
             Row { name: "no_claim_validation_passing_is_not_completion", passed: true, evidence: true, ..BASE },
             Row {
                 name: "no_claim_zero_iteration_budget_escalates",

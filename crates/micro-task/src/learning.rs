@@ -115,6 +115,7 @@ mod tests {
             validation_evidence_ref: None,
             outcome,
             error_summary: None,
+            failure_category: None,
             context_snapshot_id: String::new(),
         }
     }

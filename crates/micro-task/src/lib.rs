@@ -6,6 +6,7 @@
 //! functions what it read and records what they decide.
 
 pub mod caps;
+pub mod classify;
 pub mod context;
 pub mod decide;
 pub mod definition;

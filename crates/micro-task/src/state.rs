@@ -118,6 +118,9 @@ pub struct IterationRecord {
     /// Why it did not succeed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_summary: Option<String>,
+    /// Its failure category (`classify::classify`), when it did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_category: Option<super::decide::FailureCategory>,
     /// The context snapshot the prompt was compiled from.
     pub context_snapshot_id: String,
 }
@@ -543,6 +546,7 @@ mod tests {
             validation_evidence_ref: None,
             outcome,
             error_summary: None,
+            failure_category: None,
             context_snapshot_id: "c".into(),
         }
     }

@@ -794,6 +794,7 @@ mod tests {
             validation_evidence_ref: None,
             outcome: IterationOutcome::Escalate,
             error_summary: Some("assert 1 < 2 <b>".into()),
+            failure_category: None,
             context_snapshot_id: "c".into(),
         };
         let progress = ProgressArtifact {

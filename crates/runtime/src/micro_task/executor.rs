@@ -23,6 +23,7 @@ use steward_core::Timestamp;
 use steward_core::event::Payload;
 use steward_core::state::HumanDecision;
 use steward_micro_task::caps::{self, CapReached, Effect};
+use steward_micro_task::classify::{FailureEvidence, classify};
 use steward_micro_task::context::{self, CompileInput, FileSource, PreviousIteration};
 use steward_micro_task::decide::{
     DropBackInputs, FailureCategory, IterationFacts, IterationOutcome, LoopDecision, decide_next_action,
@@ -391,7 +392,10 @@ impl Executor<'_> {
             .collect();
         let completed = st.progress.completed_ids();
         let last = st.progress.micro_tasks[idx].iterations.last().cloned();
-        let prev_outcome = last.as_ref().map(|r| format!("FAIL: {}", r.outcome.as_str()));
+        // The previous failure by its category (`FAIL: syntax_error_isolated`), else its outcome.
+        let prev_outcome = last
+            .as_ref()
+            .map(|r| format!("FAIL: {}", r.failure_category.map_or(r.outcome.as_str(), FailureCategory::as_str)));
         // GenerateMTSummary: what the previous answer did, read from where it was saved.
         let mut prev_summary = String::new();
         if let Some(r) = &last {
@@ -504,10 +508,12 @@ impl Executor<'_> {
         // Changes first, so the evidence and the verify commands see them.
         let mut hint = None;
         let mut error_summary = model_error.clone();
+        let mut change_error = None;
         let changes_ok = match self.apply(&key, &content, mt, &root).await? {
             Ok(()) => true,
             Err((category, why)) => {
                 hint = category;
+                change_error = Some(why.clone());
                 error_summary = Some(why);
                 false
             }
@@ -516,6 +522,7 @@ impl Executor<'_> {
         let mut validation_passed = None;
         let (mut refused_verify, mut validation_timed_out) = (None, false);
         let mut evidence_ref = None;
+        let mut validation_output = String::new();
         if signal.claimed_complete {
             let task_files: Vec<&str> =
                 mt.context_files().into_iter().chain(mt.files.create.iter().map(String::as_str)).collect();
@@ -565,8 +572,11 @@ impl Executor<'_> {
             let evidence = self.write_json(&doc("validation.json"), &report).await?;
             evidence_ref = Some(evidence);
             validation_passed = Some(passed);
-            if !passed && error_summary.is_none() {
-                error_summary = Some(format!("validation failed: {}", failing_summary(&report)));
+            if !passed {
+                validation_output = failing_summary(&report);
+                if error_summary.is_none() {
+                    error_summary = Some(format!("validation failed: {validation_output}"));
+                }
             }
             self.mt_event(
                 "micro_task_validation",
@@ -582,6 +592,25 @@ impl Executor<'_> {
         } else {
             0
         };
+        let validated = validation_passed == Some(true) && evidence_ok;
+        let failure = (!(signal.claimed_complete && validated)).then(|| {
+            classify(&FailureEvidence {
+                model_error: model_error.as_deref(),
+                change_error: change_error.as_deref(),
+                scope_violation: hint == Some(FailureCategory::ScopeViolation),
+                blocked: signal.blocked,
+                claimed_complete: signal.claimed_complete,
+                validation_failed: validation_passed == Some(false),
+                validation_timed_out,
+                evidence_refuted: !evidence_ok,
+                validation_output: &validation_output,
+            })
+        });
+        // Poison prevention's streak: this task's failures of this category in a row at this level.
+        let same_failures = failure.map_or(0, |f| {
+            let earlier = st.progress.micro_tasks[idx].iterations.iter().rev();
+            1 + earlier.take_while(|r| r.escalation_level == level && r.failure_category == Some(f)).count() as u32
+        });
         let facts = IterationFacts {
             claimed_complete: signal.claimed_complete,
             validation_passed: validation_passed == Some(true),
@@ -593,8 +622,8 @@ impl Executor<'_> {
             escalation_level: level,
             max_escalation_level: policy.max_model_level(),
             consecutive_false_completions: false_streak,
-            consecutive_failures_at_level: iteration,
-            failure_hint: hint,
+            same_failures_in_a_row: same_failures,
+            failure,
             drop_back: DropBackInputs {
                 strategy: policy.drop_back_strategy,
                 escalation_level: level,
@@ -621,6 +650,7 @@ impl Executor<'_> {
             validation_evidence_ref: evidence_ref.clone(),
             outcome: decision.outcome,
             error_summary: if decision.outcome == IterationOutcome::Success { None } else { error_summary },
+            failure_category: if decision.outcome == IterationOutcome::Success { None } else { failure },
             context_snapshot_id: snapshot_id.clone(),
         };
         if matches!(decision.action, LoopDecision::Complete { .. }) {
@@ -641,7 +671,7 @@ impl Executor<'_> {
         self.save(st).await?;
         let category = match &decision.action {
             LoopDecision::Escalate { category } => Some(category.as_str()),
-            _ => hint.map(FailureCategory::as_str),
+            _ => record.failure_category.map(FailureCategory::as_str),
         };
         self.mt_event(
             "micro_task_iteration_complete",

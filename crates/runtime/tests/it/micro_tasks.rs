@@ -837,3 +837,35 @@ async fn max_duration_holds_during_validation_and_twice_it_poisons_the_job() {
     ));
     assert_eq!(p.server.received().len(), 2);
 }
+
+/// Issue 14 point 3: failures are classified into the catalogue's categories from what the
+/// verify commands printed, and poison prevention escalates the second failure of the same
+/// category in a row with that category (here two claims whose code Python cannot read).
+#[tokio::test]
+async fn the_same_failure_twice_escalates_with_its_category() {
+    let whole = |body: &str| format!("<file path=\"calc.py\">\ndef add(a, b):\n{body}\n</file>\n{CLAIM}");
+    let p = project(
+        vec![
+            Reply::openai(&whole("    return a +")),
+            Reply::openai(&whole("    return (a + b")),
+            Reply::openai(&whole("    return a + b")),
+        ],
+        "",
+    )
+    .await;
+    let sink = Sink::default();
+    assert_eq!(run(&p, &sink, None).await.unwrap(), Outcome::Completed);
+    let categories: Vec<Value> =
+        sink.of("micro_task_iteration_complete").iter().map(|e| e["outcome"]["failure_category"].clone()).collect();
+    assert_eq!(
+        categories,
+        [serde_json::json!("syntax_error_isolated"), serde_json::json!("syntax_error_isolated"), Value::Null]
+    );
+    let escalated = sink.of("micro_task_escalated");
+    assert_eq!((escalated.len(), escalated[0]["failure_category"].as_str()), (1, Some("syntax_error_isolated")));
+    // The retry's prompt names the failure by its category.
+    let second = p.server.received()[1].json();
+    let prompt = second["messages"][0]["content"].as_str().unwrap();
+    assert!(prompt.contains("FAIL: syntax_error_isolated"), "{prompt}");
+    assert!(calc(&p).contains("a + b"));
+}
