@@ -13,6 +13,7 @@ pub mod definition;
 pub mod edits;
 pub mod generate;
 pub mod learning;
+pub mod lora;
 pub mod packet;
 pub mod policy;
 pub mod signal;

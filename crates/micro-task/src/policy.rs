@@ -142,6 +142,13 @@ pub struct ExecutionPolicy {
     pub drop_back_strategy: DropBackStrategy,
     /// How LoRAs are chosen.
     pub lora_selection: LoraSelection,
+    /// The adapter `lora_selection: explicit` uses (named by the catalogue, left undefined, §9).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explicit_lora_id: Option<String>,
+    /// What is known of the adapters the chain's servers offer, for `auto` and `alternate`
+    /// selection (`lora::score`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<super::lora::LoraInfo>,
     /// Micro-task ids before which the loop pauses for a person.
     pub pause_points: Vec<String>,
     /// Whether escalations produce distillation candidates.
@@ -160,6 +167,8 @@ impl Default for ExecutionPolicy {
             cloud_escalation_allowed: false,
             drop_back_strategy: DropBackStrategy::default(),
             lora_selection: LoraSelection::default(),
+            explicit_lora_id: None,
+            loras: Vec::new(),
             pause_points: Vec::new(),
             enable_distillation: true,
         }
@@ -230,6 +239,17 @@ impl ExecutionPolicy {
                 "max_iteration_ms",
                 format!("{} is outside 1000..=3600000", self.max_iteration_ms),
             ));
+        }
+        for (i, l) in self.loras.iter().enumerate() {
+            if l.pass_at_1.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+                return Err(policy_error(format!("loras[{i}].pass_at_1"), "must be within 0..=1"));
+            }
+            if l.last_trained_at.as_deref().is_some_and(|t| steward_core::Timestamp::parse_rfc3339(t).is_none()) {
+                return Err(policy_error(format!("loras[{i}].last_trained_at"), "must be an RFC 3339 time"));
+            }
+        }
+        if self.lora_selection == LoraSelection::Explicit && self.explicit_lora_id.is_none() {
+            return Err(policy_error("explicit_lora_id", "`lora_selection: explicit` needs the adapter to use"));
         }
         if !(1_000..=1_000_000_000).contains(&self.max_total_tokens) {
             return Err(policy_error(

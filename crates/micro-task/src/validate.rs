@@ -88,6 +88,34 @@ pub fn is_mt_id(id: &str) -> bool {
     id.len() == 6 && id.starts_with("MT-") && id[3..].bytes().all(|b| b.is_ascii_digit())
 }
 
+/// MT-VAL-006: the task's prompt budget and the system's share fit the smallest context window
+/// of the chain.
+fn context_fits(mt: &MicroTaskDefinition, window: u32, r: &mut Report) {
+    let room = window.saturating_sub(SYSTEM_OVERHEAD_TOKENS);
+    if mt.token_budget > room {
+        r.add(
+            "MT-VAL-006",
+            Severity::Error,
+            Some(&mt.mt_id),
+            format!(
+                "token_budget {} exceeds the model context window {window} minus {SYSTEM_OVERHEAD_TOKENS} system tokens",
+                mt.token_budget
+            ),
+        );
+    }
+}
+
+/// MT-VAL-006 again over `mts` for the context `window` the chain's servers reported: the
+/// findings the configured windows gave are replaced.
+pub fn recheck_context(mts: &[MicroTaskDefinition], window: u32, r: &mut Report) {
+    for list in [&mut r.errors, &mut r.warnings, &mut r.infos] {
+        list.retain(|f| f.rule != "MT-VAL-006");
+    }
+    for mt in mts {
+        context_fits(mt, window, r);
+    }
+}
+
 /// Runs every rule over `mts`.
 pub fn validate(mts: &[MicroTaskDefinition], limits: &Limits<'_>) -> Report {
     use Severity::*;
@@ -114,18 +142,7 @@ pub fn validate(mts: &[MicroTaskDefinition], limits: &Limits<'_>) -> Report {
                 r.add("MT-VAL-005", Error, id, format!("`{path}` is not in the packet's in_scope_paths"));
             }
         }
-        let room = limits.model_context_tokens.saturating_sub(SYSTEM_OVERHEAD_TOKENS);
-        if mt.token_budget > room {
-            r.add(
-                "MT-VAL-006",
-                Error,
-                id,
-                format!(
-                    "token_budget {} exceeds the model context window {} minus {SYSTEM_OVERHEAD_TOKENS} system tokens",
-                    mt.token_budget, limits.model_context_tokens
-                ),
-            );
-        }
+        context_fits(mt, limits.model_context_tokens, &mut r);
         if !mt.verify.iter().any(|v| v.blocking) {
             r.add("MT-VAL-007", Warning, id, "no verify spec is blocking, so validation cannot fail".into());
         }

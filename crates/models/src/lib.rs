@@ -160,6 +160,26 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A boxed future, so clients can be chosen at run time.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What a model server says about itself, where it says: llama.cpp's server reports its
+/// context window (`GET /props`) and the LoRA adapters it has loaded (`GET /lora-adapters`); a
+/// hosted API or Ollama says neither here, and the configured values stand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The context window one request gets, in tokens.
+    pub context_window: Option<u32>,
+    /// The LoRA adapters it can apply per request.
+    pub lora_adapters: Vec<LoraAdapter>,
+}
+
+/// A LoRA adapter a server has loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoraAdapter {
+    /// The id a request applies it by (`"lora": [{"id": 0, "scale": 1.0}]`).
+    pub id: u32,
+    /// Its file, as the server was started with it.
+    pub path: String,
+}
+
 /// A model provider.
 pub trait ModelClient: Send + Sync {
     /// `openai`, `ollama`, `scripted`.
@@ -167,4 +187,11 @@ pub trait ModelClient: Send + Sync {
 
     /// One answer to `req`; stops early when `cancel` fires.
     fn chat<'a>(&'a self, req: &'a ChatRequest, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<ChatResponse>>;
+
+    /// What the server says about itself; nothing, unless the provider knows how to ask. Never
+    /// an error: a server that does not answer says nothing.
+    fn server_info<'a>(&'a self, cancel: &'a CancellationToken) -> BoxFuture<'a, ServerInfo> {
+        let _ = cancel;
+        Box::pin(async { ServerInfo::default() })
+    }
 }

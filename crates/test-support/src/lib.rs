@@ -118,6 +118,7 @@ pub struct ModelServer {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
     received: Arc<Mutex<Vec<Received>>>,
+    probes: Arc<Mutex<Vec<Received>>>,
 }
 
 impl std::fmt::Debug for ModelServer {
@@ -136,21 +137,34 @@ impl ModelServer {
         .await
     }
 
-    /// Starts a server that answers each request with what `respond` makes of it.
+    /// Starts a server that answers each request with what `respond` makes of it. Questions
+    /// about the server itself (`GET`s: llama.cpp's `/props`, `/lora-adapters`) are answered 404,
+    /// as a hosted API does.
     pub async fn answering(respond: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> ModelServer {
+        ModelServer::answering_probes(respond, |_| Reply::status(404, "not found")).await
+    }
+
+    /// As [`ModelServer::answering`], with `probe` answering the `GET`s (a llama.cpp server's
+    /// `/props` and `/lora-adapters`); they are kept apart from the model calls ([`Self::probes`]).
+    pub async fn answering_probes(
+        respond: impl Fn(&Received) -> Reply + Send + Sync + 'static,
+        probe: impl Fn(&Received) -> Reply + Send + Sync + 'static,
+    ) -> ModelServer {
         let respond: Arc<Responder> = Arc::new(respond);
+        let probe: Arc<Responder> = Arc::new(probe);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = ModelServer { url, received: Arc::default() };
+        let server = ModelServer { url, received: Arc::default(), probes: Arc::default() };
         let s = server.clone();
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let s = s.clone();
-                let respond = respond.clone();
+                let (respond, probe) = (respond.clone(), probe.clone());
                 tokio::spawn(async move {
                     let Some(req) = read_request(&mut conn).await else { return };
-                    let reply = respond(&req);
-                    s.received.lock().unwrap().push(req);
+                    let is_probe = req.request_line.starts_with("GET ");
+                    let reply = if is_probe { probe(&req) } else { respond(&req) };
+                    if is_probe { &s.probes } else { &s.received }.lock().unwrap().push(req);
                     tokio::time::sleep(reply.delay).await;
                     let mut out = format!(
                         "HTTP/1.1 {} X\r\ncontent-length: {}\r\ncontent-type: application/json\r\nconnection: close\r\n",
@@ -170,9 +184,14 @@ impl ModelServer {
         server
     }
 
-    /// What it has been asked so far.
+    /// The model calls it has been asked so far.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// The questions about itself (`GET`s) it has been asked so far.
+    pub fn probes(&self) -> Vec<Received> {
+        self.probes.lock().unwrap().clone()
     }
 }
 

@@ -84,7 +84,9 @@ fn mt_run_against_a_real_local_model_server() {
     assert_eq!((inference["model_id"].as_str(), inference["payload"]["ok"].as_bool()), (Some("smollm2"), Some(true)));
     assert_eq!(inference["payload"]["usage_source"], "server");
     assert!(inference["payload"]["token_usage"]["prompt_tokens"].as_u64().unwrap() > 0);
-    assert!(events.iter().any(|e| e["event_type"] == "micro_task_iteration_complete"));
+    let it = events.iter().find(|e| e["event_type"] == "micro_task_iteration_complete").unwrap();
+    // The context window is the one the server reports (`GET /props`), not the default 8,192.
+    assert_eq!(it["payload"]["model"]["context_window"], 4096, "{it}");
     let job = &run["micro_task_jobs"][0];
     assert_eq!(job["metrics"]["total_iterations"], 1, "{job}");
     let state_dir = std::path::PathBuf::from(job["state_dir"].as_str().unwrap());

@@ -31,6 +31,7 @@ use steward_micro_task::decide::{
 use steward_micro_task::definition::MicroTaskDefinition;
 use steward_micro_task::edits::{self, FORMAT_HELP};
 use steward_micro_task::learning;
+use steward_micro_task::lora::{self, Offered};
 use steward_micro_task::policy::{EscalationLevel, ExecutionPolicy};
 use steward_micro_task::signal::{self, CompletionSignal};
 use steward_micro_task::state::{
@@ -190,6 +191,9 @@ pub struct Executor<'a> {
     pub stage: &'a Path,
     /// The engine's own directories under the workspace (its data directory), left out of stages.
     pub engine_dirs: &'a [PathBuf],
+    /// What each level's server said about itself at the job's start (`probe_servers`): the
+    /// LoRA adapters it offers.
+    pub servers: &'a std::collections::BTreeMap<u32, steward_models::ServerInfo>,
 }
 
 impl From<StageError> for ExecError {
@@ -367,11 +371,36 @@ impl Executor<'_> {
     ) -> Result<Iteration> {
         let policy = st.progress.policy.clone();
         let level = st.progress.current_state.active_model_level;
-        let chain_level = policy.level(level).or(policy.escalation_chain.first()).cloned().ok_or_else(|| {
+        let mut chain_level = policy.level(level).or(policy.escalation_chain.first()).cloned().ok_or_else(|| {
             ExecError::Corrupt { document: self.shown(PROGRESS), message: "the policy has no escalation chain".into() }
         })?;
         let model_id = chain_level.model().to_owned();
-        let lora = chain_level.lora_id.clone();
+        // §2.6.6.8.9.2: an adapter the level's server offers, chosen by the task's tags (the
+        // alternate rung takes another than the task's last), applied to this request alone.
+        let offered: Vec<Offered> = self
+            .servers
+            .get(&chain_level.level)
+            .map(|info| {
+                info.lora_adapters
+                    .iter()
+                    .map(|a| Offered {
+                        server_id: a.id,
+                        name: Path::new(&a.path)
+                            .file_name()
+                            .map_or(a.path.clone(), |n| n.to_string_lossy().into_owned()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let previous = st.progress.micro_tasks[idx].iterations.last().and_then(|r| r.lora_id.clone());
+        let chosen =
+            lora::select(&policy, &chain_level, &offered, &mt.task_tags, previous.as_deref(), self.clock.now());
+        if let Some(adapter) = chosen
+            && !chain_level.options.contains_key("lora")
+        {
+            chain_level.options.insert("lora".into(), json!([{"id": adapter.server_id, "scale": 1.0}]));
+        }
+        let lora = chosen.map(|a| a.name.clone()).or_else(|| chain_level.lora_id.clone());
         let iteration = st.progress.current_state.iteration;
         let n = st.progress.micro_tasks[idx].iterations.len() as u32 + 1;
         let wp = self.wp().to_owned();

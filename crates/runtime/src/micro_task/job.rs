@@ -205,7 +205,7 @@ pub(crate) async fn execute(
         // Where the job's state is, for people: its documents in the artifact store.
         "state_dir": artifacts.location(&work.job_id),
     });
-    let plan = match plan(&work.packet, work.policy.as_deref(), None, bus, &work.profile) {
+    let mut plan = match plan(&work.packet, work.policy.as_deref(), None, bus, &work.profile) {
         Ok(p) => p,
         Err(e) => return end(step, attempt, Ending::FAILED, Some(format!("cannot plan the job: {e}")), output),
     };
@@ -234,6 +234,17 @@ pub(crate) async fn execute(
     let models = move |level: &EscalationLevel| {
         clients.get(&level.level).cloned().unwrap_or_else(|| Err(format!("level {} has no model", level.level)))
     };
+    // What the servers say of themselves: the real context windows (MT-VAL-006 again with
+    // them) and the LoRA adapters they offer.
+    let servers = super::probe_servers(&plan.policy, &models, halt.token()).await;
+    plan.apply_server_windows(&servers);
+    if plan.report.has_errors() {
+        output["report"] = serde_json::to_value(&plan.report).unwrap_or_default();
+        let errors: Vec<String> = plan.report.errors.iter().map(ToString::to_string).collect();
+        let why =
+            format!("MT-VAL blocked the job with the context windows its model servers report: {}", errors.join("; "));
+        return end(step, attempt, Ending::FAILED, Some(why), output);
+    }
     let exec = Executor {
         plan: &plan,
         job_id: &work.job_id,
@@ -251,6 +262,7 @@ pub(crate) async fn execute(
         redactor: &redactor,
         stage: &stage_base(&work.job_id),
         engine_dirs: std::slice::from_ref(&work.data_dir),
+        servers: &servers,
     };
     let outcome = exec.run(work.decision).await;
     if let Ok(Some(metrics)) = artifacts.read_document(&work.job_id, "metrics.json").await

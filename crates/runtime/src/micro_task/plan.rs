@@ -1,15 +1,20 @@
 //! `plan`: packet file → generated micro-tasks and the full validation report, with the checks
-//! that need the filesystem (which files exist, symlinks) and the tool bus (DG-MT-19).
+//! that need the filesystem (which files exist, symlinks) and the tool bus (DG-MT-19); and what
+//! the chain's model servers say about themselves (their context windows for MT-VAL-006).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use steward_micro_task::definition::MicroTaskDefinition;
 use steward_micro_task::generate::{execution_waves, generate};
 use steward_micro_task::packet::{self, PacketError, WorkPacket};
 use steward_micro_task::policy::{ExecutionPolicy, PolicyError};
-use steward_micro_task::validate::{Limits, Report, Severity, validate};
+use steward_micro_task::validate::{Limits, Report, Severity, recheck_context, validate};
+use steward_models::ServerInfo;
 use steward_tools::bus::{CallContext, ToolBus};
 use steward_tools::terminal::SessionKind;
+
+use super::executor::ModelFactory;
 
 /// A packet read, decomposed and checked. It may run only when `report.has_errors()` is false.
 #[derive(Debug, Clone)]
@@ -56,6 +61,44 @@ pub enum PlanError {
         /// What is wrong.
         error: PolicyError,
     },
+}
+
+impl Plan {
+    /// Takes the context window each level's server reported over the configured one (issue 14
+    /// point 4: the real window where the server says), and checks MT-VAL-006 again with them.
+    pub fn apply_server_windows(&mut self, servers: &BTreeMap<u32, ServerInfo>) {
+        let mut changed = false;
+        for level in &mut self.policy.escalation_chain {
+            if let Some(w) = servers.get(&level.level).and_then(|s| s.context_window)
+                && level.context_window != Some(w)
+            {
+                level.context_window = Some(w);
+                changed = true;
+            }
+        }
+        if changed {
+            recheck_context(&self.mts, self.policy.smallest_context_window(), &mut self.report);
+        }
+    }
+}
+
+/// Asks each model level's server about itself (its context window, its LoRA adapters), once per
+/// job; a level whose client could not be built, or whose server says nothing, is absent.
+pub async fn probe_servers(
+    policy: &ExecutionPolicy,
+    models: &ModelFactory,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> BTreeMap<u32, ServerInfo> {
+    let mut servers = BTreeMap::new();
+    for level in policy.escalation_chain.iter().filter(|l| !l.stops_for_human()) {
+        if let Ok(client) = models(level) {
+            let info = client.server_info(cancel).await;
+            if info != ServerInfo::default() {
+                servers.insert(level.level, info);
+            }
+        }
+    }
+    servers
 }
 
 fn read(path: &Path) -> Result<String, PlanError> {

@@ -13,7 +13,7 @@ use steward_micro_task::state::PauseKind;
 use steward_models::ModelClient;
 use steward_models::http::HttpConfig;
 use steward_models::openai::OpenAiClient;
-use steward_runtime::micro_task::{BoxFuture, EventSink, ExecError, Executor, Outcome, plan};
+use steward_runtime::micro_task::{BoxFuture, EventSink, ExecError, Executor, Outcome, plan, probe_servers};
 use steward_test_support::{LlamaServer, ModelServer, Reply};
 
 use crate::support::{SimClock, T0, bus};
@@ -147,7 +147,10 @@ async fn run_as(
     profile: &str,
 ) -> Result<Outcome, ExecError> {
     let bus = bus();
-    let plan = plan(&p.dir.path().join("packet.yaml"), None, None, &bus, "Coder").unwrap();
+    let mut plan = plan(&p.dir.path().join("packet.yaml"), None, None, &bus, "Coder").unwrap();
+    // As a job does: the servers say what they can (llama.cpp: window and adapters; others 404).
+    let servers = probe_servers(&plan.policy, &models, halt.token()).await;
+    plan.apply_server_windows(&servers);
     assert!(!plan.report.has_errors(), "{:?}", plan.report);
     let artifacts = FsArtifacts::new(p.dir.path().join(".blobs"), p.dir.path().join(".state"));
     let exec = Executor {
@@ -169,6 +172,7 @@ async fn run_as(
         // job's state.
         stage: &p.stage(),
         engine_dirs: &[p.dir.path().join(".state"), p.dir.path().join(".blobs")],
+        servers: &servers,
     };
     exec.run(decision).await
 }
@@ -868,4 +872,79 @@ async fn the_same_failure_twice_escalates_with_its_category() {
     let prompt = second["messages"][0]["content"].as_str().unwrap();
     assert!(prompt.contains("FAIL: syntax_error_isolated"), "{prompt}");
     assert!(calc(&p).contains("a + b"));
+}
+
+/// A llama.cpp server as the chain's levels see it: it reports its context window and the LoRA
+/// adapters it has loaded; answers model calls from `replies` in order.
+async fn llama_like(replies: Vec<Reply>, n_ctx: u32) -> ModelServer {
+    let replies = Mutex::new(std::collections::VecDeque::from(replies));
+    ModelServer::answering_probes(
+        move |_| replies.lock().unwrap().pop_front().unwrap_or_else(|| Reply::status(500, "script exhausted")),
+        move |req| match req.request_line.split_whitespace().nth(1) {
+            Some("/props") => Reply::json(serde_json::json!({"default_generation_settings": {"n_ctx": n_ctx}})),
+            Some("/lora-adapters") => Reply::json(serde_json::json!([
+                {"id": 0, "path": "/models/general.gguf", "scale": 0.0},
+                {"id": 1, "path": "/models/py-fix.gguf", "scale": 0.0}
+            ])),
+            _ => Reply::status(404, "not found"),
+        },
+    )
+    .await
+}
+
+/// Issue 14 points 3 and 4: one model behind a llama.cpp server with two adapters; the `auto`
+/// rung applies the adapter the task's tags fit (py-fix, trained on python), the `alternate`
+/// rung the other one, each on its own request; the context window is the server's.
+#[tokio::test]
+async fn the_alternate_rung_applies_another_lora_adapter_of_the_server() {
+    let mut p = project(vec![], "").await;
+    p.server = llama_like(
+        vec![Reply::openai("<blocked>\nI need more context.\n</blocked>\n"), Reply::openai(&format!("{FIX}{CLAIM}"))],
+        16384,
+    )
+    .await;
+    let url = format!("{}/v1", p.server.url);
+    let packet = format!(
+        "wp_id: WP-1\ndescription: Fix add().\nin_scope_paths: [calc.py]\nread_paths: [test_calc.py]\n\
+         done_means: [the unit tests pass]\ntest_plan: [python3 -m unittest -q test_calc]\ntask_tags: [python]\n\
+         execution_policy:\n  loras:\n    - {{adapter: py-fix.gguf, trained_on_task_types: [python]}}\n  escalation_chain:\n    \
+         - {{level: 0, provider: openai, base_url: \"{url}\", model: coder, lora_selector: auto}}\n    \
+         - {{level: 1, provider: openai, base_url: \"{url}\", model: coder, lora_selector: alternate}}\n    - {{level: 2, hard_gate: true}}\n"
+    );
+    std::fs::write(p.dir.path().join("packet.yaml"), packet).unwrap();
+    let sink = Sink::default();
+    assert_eq!(run(&p, &sink, None).await.unwrap(), Outcome::Completed);
+    let applied: Vec<Value> = p.server.received().iter().map(|r| r.json()["lora"].clone()).collect();
+    assert_eq!(applied, [serde_json::json!([{"id": 1, "scale": 1.0}]), serde_json::json!([{"id": 0, "scale": 1.0}])]);
+    let chosen: Vec<Value> = sink.of("micro_task_lora_selection").iter().map(|e| e["lora_id"].clone()).collect();
+    assert_eq!(chosen, [serde_json::json!("py-fix.gguf"), serde_json::json!("general.gguf")]);
+    let it = sink.of("micro_task_iteration_complete");
+    assert_eq!(
+        (it[0]["model"]["lora"].as_str(), it[0]["model"]["context_window"].as_u64()),
+        (Some("py-fix.gguf"), Some(16384))
+    );
+    assert_eq!(sink.of("micro_task_escalated")[0]["failure_category"], "blocked");
+    assert!(p.server.probes().iter().any(|r| r.request_line.starts_with("GET /props")));
+}
+
+/// MT-VAL-006 with the window the server reports: a task whose budget does not fit a 2,048-token
+/// server is refused before any model call, whatever the policy configured.
+#[tokio::test]
+async fn a_server_window_too_small_for_the_budget_is_refused() {
+    let mut p = project(vec![], "").await;
+    p.server = llama_like(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], 2048).await;
+    // The project's packet names its first server; point it at this one.
+    let path = p.dir.path().join("packet.yaml");
+    let packet = std::fs::read_to_string(&path).unwrap();
+    let old = packet.split("base_url: \"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    std::fs::write(&path, packet.replace(&old, &format!("{}/v1", p.server.url))).unwrap();
+    let mut plan = plan(&path, None, None, &bus(), "Coder").unwrap();
+    assert!(!plan.report.has_errors(), "configured: the default 8,192");
+    let servers = probe_servers(&plan.policy, &models, &tokio_util::sync::CancellationToken::new()).await;
+    plan.apply_server_windows(&servers);
+    let rules: Vec<&str> = plan.report.errors.iter().map(|f| f.rule).collect();
+    assert_eq!(rules, ["MT-VAL-006"], "{:?}", plan.report);
+    assert!(plan.report.errors[0].message.contains("context window 2048"), "{:?}", plan.report.errors);
+    assert_eq!(servers[&0].context_window, Some(2048));
+    assert!(p.server.received().is_empty(), "no model was asked");
 }
