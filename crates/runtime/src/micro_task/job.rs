@@ -14,6 +14,7 @@ use steward_core::event_registry::spec_of;
 use steward_core::state::AttemptStatus;
 use steward_core::workflow::{Provider, Step};
 use steward_micro_task::policy::EscalationLevel;
+use steward_micro_task::state::{ProgressArtifact, ProgressStatus};
 use steward_models::ModelClient;
 use steward_models::http::HttpConfig;
 use steward_store::{Commit, Expect};
@@ -70,10 +71,27 @@ pub(crate) struct MicroTaskWork {
 /// Where a job's tasks are staged: under the system's temporary directory (where the sandbox
 /// binds a command's workspace back, and outside the data directory it hides), one directory
 /// per user (made mode 0700) and job.
-pub(crate) fn stage_base(job_id: &str) -> PathBuf {
+pub fn stage_base(job_id: &str) -> PathBuf {
     use std::os::unix::fs::MetadataExt;
     let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
     std::env::temp_dir().join(format!("steward-stage-{uid}")).join(job_id)
+}
+
+/// Removes this machine's stages of jobs that have ended: a stage outlives its job only when the
+/// job's process was killed and the job then ended elsewhere (or was cancelled while nobody ran
+/// it here). A job this artifact store does not know, or one still going, keeps its stage.
+pub async fn sweep_stages(artifacts: &dyn steward_artifacts::ArtifactStore) {
+    let Some(root) = stage_base("x").parent().map(Path::to_path_buf) else { return };
+    let Ok(entries) = std::fs::read_dir(&root) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let job = name.strip_suffix(".building").unwrap_or(&name);
+        let Ok(Some(bytes)) = artifacts.read_document(job, "progress_artifact.json").await else { continue };
+        let Ok(progress) = serde_json::from_slice::<ProgressArtifact>(&bytes) else { continue };
+        if !matches!(progress.status, ProgressStatus::InProgress | ProgressStatus::Paused) {
+            super::stage::remove(&root.join(job));
+        }
+    }
 }
 
 /// The job of a visit of a `micro_tasks` step: its id is the scope of its state documents.
@@ -200,6 +218,7 @@ pub(crate) async fn execute(
     recorder: &dyn ProcessRecorder,
 ) -> StepDone {
     let artifacts = bus.artifacts().as_ref();
+    sweep_stages(artifacts).await;
     let mut output = json!({
         "job_id": work.job_id,
         // Where the job's state is, for people: its documents in the artifact store.

@@ -15,4 +15,5 @@ pub(crate) fn remove_stages(job_id: &str) {
     stage::remove(&job::stage_base(job_id));
 }
 pub use executor::{BoxFuture, EventSink, ExecError, Executor, ModelFactory, Outcome};
+pub use job::{stage_base, sweep_stages};
 pub use plan::{Plan, PlanError, plan, probe_servers};

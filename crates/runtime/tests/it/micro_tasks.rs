@@ -328,6 +328,26 @@ async fn edits_reach_the_workspace_only_when_their_task_completes() {
     assert_eq!(run_with(&q, &cancelling, None, halt).await.unwrap(), Outcome::Cancelled);
     assert_eq!(calc(&q), BUGGY);
     assert!(!q.stage().exists());
+    // Issue 14 point 7: the progress artifact, the ledger and the events agree that nothing was
+    // applied: the job is cancelled, its task not completed, nothing promoted or recorded done.
+    let progress: Value =
+        serde_json::from_slice(&std::fs::read(q.state().join("progress_artifact.json")).unwrap()).unwrap();
+    assert_eq!(
+        (progress["status"].as_str(), progress["micro_tasks"][0]["status"].as_str()),
+        (Some("cancelled"), Some("in_progress"))
+    );
+    let ledger: Value = serde_json::from_slice(&std::fs::read(q.state().join("run_ledger.json")).unwrap()).unwrap();
+    assert!(
+        ledger["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] != "completed" || s["output_artifact_ref"].is_string()),
+        "{ledger}"
+    );
+    assert!(!q.state().join("promotions/MT-001.json").exists());
+    let types = cancelling.types();
+    assert!(!types.iter().any(|t| t == "micro_task_complete" || t == "micro_task_loop_completed"), "{types:?}");
 
     // Completed: promoted once, recorded, and the stage is gone.
     let p = project(vec![Reply::openai(&format!("{FIX}{CLAIM}"))], "").await;
@@ -947,4 +967,41 @@ async fn a_server_window_too_small_for_the_budget_is_refused() {
     assert!(plan.report.errors[0].message.contains("context window 2048"), "{:?}", plan.report.errors);
     assert_eq!(servers[&0].context_window, Some(2048));
     assert!(p.server.received().is_empty(), "no model was asked");
+}
+
+/// A stage outlives its job only when the job's process was killed and the job ended elsewhere:
+/// the next job started on this machine removes the stages of jobs its artifact store knows have
+/// ended, and keeps those of jobs still going or unknown to it.
+#[tokio::test]
+async fn stages_of_ended_jobs_are_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = FsArtifacts::new(dir.path().join("blobs"), dir.path().join("state"));
+    let tag = std::process::id();
+    let job = |what: &str| format!("sweep-{tag}-{what}");
+    let progress = |status: &str| {
+        serde_json::json!({
+            "schema_version": "1.0", "wp_id": "WP", "job_id": "j", "created_at": "t", "updated_at": "t",
+            "status": status, "policy": {}, "current_state": {"active_model_level": 0, "total_iterations": 0,
+            "total_escalations": 0, "total_drop_backs": 0}, "micro_tasks": []
+        })
+    };
+    use steward_artifacts::ArtifactStore;
+    for (what, status) in [
+        ("done", Some("completed")),
+        ("cancelled", Some("cancelled")),
+        ("live", Some("in_progress")),
+        ("unknown", None),
+    ] {
+        if let Some(status) = status {
+            let body = serde_json::to_vec(&progress(status)).unwrap();
+            artifacts.write_document(&job(what), "progress_artifact.json", &body).await.unwrap();
+        }
+        std::fs::create_dir_all(steward_runtime::micro_task::stage_base(&job(what)).join("MT-001")).unwrap();
+    }
+    steward_runtime::micro_task::sweep_stages(&artifacts).await;
+    let kept = |what: &str| steward_runtime::micro_task::stage_base(&job(what)).exists();
+    assert_eq!([kept("done"), kept("cancelled"), kept("live"), kept("unknown")], [false, false, true, true]);
+    for what in ["live", "unknown"] {
+        std::fs::remove_dir_all(steward_runtime::micro_task::stage_base(&job(what))).unwrap();
+    }
 }
