@@ -230,7 +230,7 @@ pub fn grant(cap: Cap, policy: &ExecutionPolicy, cs: &mut CurrentState, budget: 
 mod tests {
     use super::*;
     use crate::decide::IterationOutcome;
-    use crate::state::{IterationRecord, MtStatus, ProgressStatus};
+    use crate::state::{IterationRecord, MtStatus};
 
     fn record(tokens: u64) -> IterationRecord {
         IterationRecord {
@@ -256,33 +256,10 @@ mod tests {
     fn progress(spent: &[u64]) -> ProgressArtifact {
         let policy =
             ExecutionPolicy { max_total_tokens: 100_000, max_duration_ms: 1_000, ..ExecutionPolicy::default() };
-        ProgressArtifact {
-            schema_version: String::new(),
-            wp_id: "WP".into(),
-            job_id: "j".into(),
-            created_at: String::new(),
-            updated_at: String::new(),
-            completed_at: None,
-            status: ProgressStatus::InProgress,
-            current_state: CurrentState {
-                iteration_allowance: policy.max_total_iterations,
-                duration_allowance_ms: policy.max_duration_ms,
-                ..CurrentState::default()
-            },
-            policy,
-            micro_tasks: vec![MtProgress {
-                mt_id: "MT-001".into(),
-                name: "t".into(),
-                status: MtStatus::InProgress,
-                iterations: spent.iter().map(|t| record(*t)).collect(),
-                final_iteration: None,
-                final_model_level: None,
-                escalation_record_ref: None,
-                summary_ref: None,
-                evidence_refs: Vec::new(),
-            }],
-            caps_reached: Vec::new(),
-        }
+        let mut p = ProgressArtifact::start("WP", "j", "", policy, &[("MT-001", "t")]);
+        p.micro_tasks[0].status = MtStatus::InProgress;
+        p.micro_tasks[0].iterations = spent.iter().map(|t| record(*t)).collect();
+        p
     }
 
     #[test]

@@ -7,7 +7,11 @@ use steward_core::state::HumanDecision;
 use super::caps::{self, Cap};
 use super::decide::{FailureCategory, LoopDecision};
 use super::definition::MicroTaskDefinition;
-use super::state::{IterationRecord, MtStatus, Pause, PauseKind, ProgressArtifact, ProgressStatus};
+use super::policy::ExecutionPolicy;
+use super::state::{
+    CurrentState, IterationRecord, MtProgress, MtStatus, PROGRESS_SCHEMA_VERSION, Pause, PauseKind, ProgressArtifact,
+    ProgressStatus,
+};
 
 /// What a person's answer to a waiting loop did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +34,42 @@ pub enum Answered {
 }
 
 impl ProgressArtifact {
+    /// A job's progress when it starts (at `now`, RFC 3339): every task pending, the policy's
+    /// iteration and time allowances, nothing spent.
+    /// `tasks` are the job's (id, name) pairs in execution order.
+    pub fn start(wp_id: &str, job_id: &str, now: &str, policy: ExecutionPolicy, tasks: &[(&str, &str)]) -> Self {
+        ProgressArtifact {
+            schema_version: PROGRESS_SCHEMA_VERSION.into(),
+            wp_id: wp_id.to_owned(),
+            job_id: job_id.to_owned(),
+            created_at: now.to_owned(),
+            updated_at: now.to_owned(),
+            completed_at: None,
+            status: ProgressStatus::InProgress,
+            current_state: CurrentState {
+                iteration_allowance: policy.max_total_iterations,
+                duration_allowance_ms: policy.max_duration_ms,
+                ..CurrentState::default()
+            },
+            policy,
+            micro_tasks: tasks
+                .iter()
+                .map(|(id, name)| MtProgress {
+                    mt_id: (*id).to_owned(),
+                    name: (*name).to_owned(),
+                    status: MtStatus::Pending,
+                    iterations: Vec::new(),
+                    final_iteration: None,
+                    final_model_level: None,
+                    escalation_record_ref: None,
+                    summary_ref: None,
+                    evidence_refs: Vec::new(),
+                })
+                .collect(),
+            caps_reached: Vec::new(),
+        }
+    }
+
     /// The ids of the job's completed tasks.
     pub fn completed_ids(&self) -> Vec<String> {
         self.micro_tasks.iter().filter(|e| e.status == MtStatus::Completed).map(|e| e.mt_id.clone()).collect()
@@ -171,39 +211,9 @@ impl ProgressArtifact {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::ExecutionPolicy;
-    use crate::state::{CurrentState, MtProgress};
 
     fn progress() -> ProgressArtifact {
-        let policy = ExecutionPolicy::default();
-        let entry = |id: &str| MtProgress {
-            mt_id: id.into(),
-            name: id.into(),
-            status: MtStatus::Pending,
-            iterations: Vec::new(),
-            final_iteration: None,
-            final_model_level: None,
-            escalation_record_ref: None,
-            summary_ref: None,
-            evidence_refs: Vec::new(),
-        };
-        ProgressArtifact {
-            schema_version: String::new(),
-            wp_id: "WP".into(),
-            job_id: "j".into(),
-            created_at: String::new(),
-            updated_at: String::new(),
-            completed_at: None,
-            status: ProgressStatus::InProgress,
-            current_state: CurrentState {
-                iteration_allowance: policy.max_total_iterations,
-                duration_allowance_ms: policy.max_duration_ms,
-                ..CurrentState::default()
-            },
-            policy,
-            micro_tasks: vec![entry("MT-001"), entry("MT-002")],
-            caps_reached: Vec::new(),
-        }
+        ProgressArtifact::start("WP", "j", "t", ExecutionPolicy::default(), &[("MT-001", "a"), ("MT-002", "b")])
     }
 
     fn gate(reason: &str) -> Pause {

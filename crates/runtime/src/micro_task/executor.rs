@@ -35,8 +35,8 @@ use steward_micro_task::lora::{self, Offered};
 use steward_micro_task::policy::{EscalationLevel, ExecutionPolicy};
 use steward_micro_task::signal::{self, CompletionSignal};
 use steward_micro_task::state::{
-    CurrentState, IterationRecord, LedgerStep, MtProgress, MtStatus, PROGRESS_SCHEMA_VERSION, Pause, PauseKind,
-    ProgressArtifact, ProgressStatus, RunLedger, StepStatus, idempotency_key, ledger_step_id, metrics, recover,
+    IterationRecord, LedgerStep, MtStatus, Pause, PauseKind, ProgressArtifact, ProgressStatus, RunLedger, StepStatus,
+    idempotency_key, ledger_step_id, metrics, recover,
 };
 use steward_micro_task::transitions::Answered;
 use steward_models::{ChatRequest, Message, ModelClient, Role};

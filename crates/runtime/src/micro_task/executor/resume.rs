@@ -60,39 +60,8 @@ impl Executor<'_> {
             return Ok(State { progress, ledger });
         }
         let now = self.clock.now().to_rfc3339();
-        let policy = self.plan.policy.clone();
-        let progress = ProgressArtifact {
-            schema_version: PROGRESS_SCHEMA_VERSION.into(),
-            wp_id: self.wp().to_owned(),
-            job_id: self.job_id.to_owned(),
-            created_at: now.clone(),
-            updated_at: now.clone(),
-            completed_at: None,
-            status: ProgressStatus::InProgress,
-            current_state: CurrentState {
-                iteration_allowance: policy.max_total_iterations,
-                duration_allowance_ms: policy.max_duration_ms,
-                ..CurrentState::default()
-            },
-            policy,
-            caps_reached: Vec::new(),
-            micro_tasks: self
-                .plan
-                .mts
-                .iter()
-                .map(|m| MtProgress {
-                    mt_id: m.mt_id.clone(),
-                    name: m.name.clone(),
-                    status: MtStatus::Pending,
-                    iterations: Vec::new(),
-                    final_iteration: None,
-                    final_model_level: None,
-                    escalation_record_ref: None,
-                    summary_ref: None,
-                    evidence_refs: Vec::new(),
-                })
-                .collect(),
-        };
+        let tasks: Vec<(&str, &str)> = self.plan.mts.iter().map(|m| (m.mt_id.as_str(), m.name.as_str())).collect();
+        let progress = ProgressArtifact::start(self.wp(), self.job_id, &now, self.plan.policy.clone(), &tasks);
         let ledger = RunLedger {
             ledger_id: format!("{}-ledger", self.job_id),
             wp_id: self.wp().to_owned(),
