@@ -111,6 +111,8 @@ struct StepTally {
 pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
     let n = wf.steps.len();
     let mut tally = vec![StepTally::default(); n];
+    // Each step's attempts of its latest visit, gathered in the one pass over the facts.
+    let mut latest_visit: Vec<Vec<&AttemptFact<'_>>> = vec![Vec::new(); n];
     let mut arrivals = vec![0u32; n];
     for (i, t) in arrivals.iter_mut().enumerate() {
         if wf.graph.is_start(i) {
@@ -122,6 +124,12 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
             continue;
         };
         let t = &mut tally[i];
+        if f.visit > t.visits {
+            latest_visit[i].clear();
+        }
+        if f.visit >= t.visits {
+            latest_visit[i].push(f);
+        }
         t.visits = t.visits.max(f.visit);
         t.max_attempt = t.max_attempt.max(f.attempt);
         match f.status {
@@ -157,8 +165,7 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
             continue;
         }
         if t.visits > 0 {
-            let visit: Vec<&AttemptFact<'_>> =
-                facts.iter().filter(|f| f.step_id == step.id && f.visit == t.visits).collect();
+            let visit = &latest_visit[i];
             let done = visit.iter().any(|f| f.status == AttemptStatus::Completed);
             if !done {
                 // The current visit failed; `visit` is non-empty because visits > 0.

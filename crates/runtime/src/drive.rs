@@ -4,7 +4,8 @@
 //! soon as the planner allows and folding every completion that arrived
 //! meanwhile into the next commit. [`Engine::execute_next`] does one round
 //! of the same mechanism and returns. Both build their commits through
-//! [`RunCtx`], whose view of the run is exactly what has been committed.
+//! [`RunCtx`], whose view of the run is what has been committed, plus the ends of the commit
+//! it is building (a driver whose commit fails stops and never reads the view again).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,8 +69,25 @@ impl RunCtx {
                 d.finish.routes = schedule::routes_of(&self.wf, &d.finish.step_id, decided(d.finish.output.as_ref()));
             }
         }
-        let view = self.view(finished, now);
-        let facts = facts(&self.wf, &view);
+        // The committed attempts' facts with the ends not yet committed laid over them: the
+        // planner sees the run as the next commit will leave it, without a copy of its history.
+        let mut facts = facts(&self.wf, &self.attempts);
+        for d in finished.iter() {
+            let f = &d.finish;
+            let pending = facts
+                .iter_mut()
+                .rev()
+                .find(|x| x.step_id == f.step_id && x.attempt == f.attempt && x.status == AttemptStatus::Running);
+            if let Some(x) = pending {
+                x.status = f.status;
+                x.retryable = f.retryable;
+                x.error = f.error.as_deref();
+                x.finished_at = Some(now);
+                x.routes = &f.routes;
+                x.with_issues = f.with_issues;
+                x.declined = declined(&self.wf, &f.step_id, f.status, f.output.as_ref());
+            }
+        }
         self.deadline = self.deadline_at(&facts, now);
         if now >= self.deadline {
             let reason = format!("workflow run timed out after {}s", self.wf.limits.run_timeout_seconds);
@@ -91,13 +109,6 @@ impl RunCtx {
             .plus_millis(schedule::waited_for_people(facts, now))
     }
 
-    fn view(&self, finished: &[StepDone], now: Timestamp) -> Vec<Attempt> {
-        let mut view = self.attempts.clone();
-        let ends: Vec<AttemptFinish> = finished.iter().map(|d| d.finish.clone()).collect();
-        apply_finishes(&mut view, &ends, now);
-        view
-    }
-
     /// The commit that records `finished` and does what `plan` says; the
     /// attempts it starts are returned to be executed after it commits.
     async fn commit_for(
@@ -110,6 +121,11 @@ impl RunCtx {
     ) -> (Commit, Vec<Spawn>) {
         let mut c = self.writer.fenced(now);
         let mut spawn = Vec::new();
+        // The view takes this commit's ends now, as the store will (`applied` finds nothing more
+        // to end): steps about to start read their predecessors' outputs from it. A commit that
+        // fails ends this driver, which never reads the view again.
+        let ends: Vec<AttemptFinish> = finished.iter().map(|d| d.finish.clone()).collect();
+        apply_finishes(&mut self.attempts, &ends, now);
         match &plan.verdict {
             Verdict::Completed { with_issues } => {
                 let (to, summary) = if *with_issues {
@@ -122,7 +138,7 @@ impl RunCtx {
                 c.summary = Some(summary.into());
             }
             Verdict::AwaitingUser { steps } => {
-                let view = self.view(&finished, now);
+                let view = &self.attempts;
                 let run_id = &self.run.run_id;
                 let why: Vec<String> = steps
                     .iter()
@@ -160,12 +176,11 @@ impl RunCtx {
                 c.summary = Some(format!("poisoned: {reason}"));
             }
             Verdict::Continue if may_start => {
-                let view = self.view(&finished, now);
                 let scope = Scope {
                     run: &self.run,
                     inputs: &self.inputs,
                     wf: &self.wf,
-                    attempts: &view,
+                    attempts: &self.attempts,
                     bus,
                     data_dir: &self.data_dir,
                     actor_id: &self.writer.owner,
@@ -211,15 +226,20 @@ fn decided(output: Option<&serde_json::Value>) -> Option<Decided> {
     output.and_then(|o| o.get("decision")).and_then(|v| v.as_str()).and_then(Decided::parse)
 }
 
+/// Whether a completed approval was rejected or timed out, so the steps that need it stay put.
+fn declined(wf: &Workflow, step_id: &str, status: AttemptStatus, output: Option<&serde_json::Value>) -> bool {
+    status == AttemptStatus::Completed
+        && matches!(wf.step(step_id).map(|s| &s.kind), Some(StepKind::Approval(_)))
+        && decided(output) != Some(Decided::Approved)
+}
+
 fn facts<'a>(wf: &Workflow, attempts: &'a [Attempt]) -> Vec<AttemptFact<'a>> {
     attempts
         .iter()
         .map(|a| AttemptFact {
             answered: a.answer.is_some(),
             with_issues: a.with_issues,
-            declined: a.status == AttemptStatus::Completed
-                && matches!(wf.step(&a.step_id).map(|s| &s.kind), Some(StepKind::Approval(_)))
-                && decided(a.output.as_ref()) != Some(Decided::Approved),
+            declined: declined(wf, &a.step_id, a.status, a.output.as_ref()),
             started_at: a.started_at,
             step_id: &a.step_id,
             attempt: a.attempt,

@@ -11,6 +11,7 @@ mod graph;
 mod literals;
 mod parse;
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde_json::Value;
@@ -55,17 +56,20 @@ pub struct Workflow {
     pub steps: Vec<Step>,
     /// The routing graph derived from `next`, `needs` and file order.
     pub graph: Graph,
+    /// Each step's index by id: the planner asks for it for every attempt of every turn, so a
+    /// search through the steps would make a run's cost grow with the square of its size.
+    index: HashMap<String, usize>,
 }
 
 impl Workflow {
     /// The step with this id.
     pub fn step(&self, id: &str) -> Option<&Step> {
-        self.steps.iter().find(|s| s.id == id)
+        self.step_index(id).map(|i| &self.steps[i])
     }
 
     /// The index of the step with this id.
     pub fn step_index(&self, id: &str) -> Option<usize> {
-        self.steps.iter().position(|s| s.id == id)
+        self.index.get(id).copied()
     }
 
     /// The profile the run's steps run under: the one it names, or the

@@ -293,7 +293,20 @@ impl Reader {
         let steps = self.resolve(raw, &inputs, &limits, &agents)?;
         let (id, version) = (id?, version?);
         let graph = steps.1;
-        Some(Workflow { id, version, description, capability_profile, inputs, agents, limits, steps: steps.0, graph })
+        // Ids are unique (checked above), so each names one index.
+        let index = steps.0.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
+        Some(Workflow {
+            id,
+            version,
+            description,
+            capability_profile,
+            inputs,
+            agents,
+            limits,
+            steps: steps.0,
+            graph,
+            index,
+        })
     }
 
     /// Typed declarations: a workflow's `inputs`, or an approval's `form` (at `field`).
