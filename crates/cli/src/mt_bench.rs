@@ -20,6 +20,7 @@ use serde_json::{Map, json};
 use steward_core::job::{JobContract, JobKind, MICRO_TASK_PROFILE};
 use steward_core::state::RunState;
 use steward_micro_task::caps;
+use steward_micro_task::decide::IterationOutcome;
 use steward_micro_task::state::{PauseKind, ProgressArtifact};
 use steward_runtime::CreateRun;
 use steward_store::Store;
@@ -233,7 +234,7 @@ fn count(p: &ProgressArtifact, f: &mut Figures) {
         .micro_tasks
         .iter()
         .flat_map(|t| &t.iterations)
-        .filter(|r| r.claimed_complete && r.validation_passed.is_some() && r.outcome.as_str() != "SUCCESS")
+        .filter(|r| r.claimed_complete && r.validation_passed.is_some() && r.outcome != IterationOutcome::Success)
         .count() as u32;
 }
 

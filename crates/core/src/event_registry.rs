@@ -575,6 +575,7 @@ pub const REGISTRY: &[EventSpec] = &[
             req("limit", Int),
             req("unit", OneOf(&["tokens", "iterations", "ms"])),
             req("effect", OneOf(&["recorded", "hard_gate", "poisoned"])),
+            opt("iteration", Int),
         ],
     ),
     // §2.6.6.8.16 poison prevention: the job is unsafe to retry (DG-WF-12).

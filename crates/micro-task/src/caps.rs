@@ -128,11 +128,26 @@ pub struct CapReached {
     pub limit: u64,
     /// What it did.
     pub effect: Effect,
+    /// For a per-call cap: the task's iteration whose call it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iteration: Option<u32>,
 }
 
 impl CapReached {
     fn new(cap: Cap, mt_id: &str, used: u64, limit: u64) -> CapReached {
-        CapReached { cap, mt_id: mt_id.to_owned(), used, limit, effect: cap.effect() }
+        CapReached { cap, mt_id: mt_id.to_owned(), used, limit, effect: cap.effect(), iteration: None }
+    }
+
+    /// Whether `self` records the same reaching as `earlier`, so a session that starts again
+    /// after a crash between writing a cap down and acting on it does not write it twice: a gate
+    /// or a poisoning is the same while its limit is (only a person's answer moves the limit, and
+    /// time goes on counting); a per-call cap is the same for the same iteration's call (its
+    /// answer replayed); a task's warning comes once anyway.
+    pub fn same_as(&self, earlier: &CapReached) -> bool {
+        self.cap == earlier.cap
+            && self.mt_id == earlier.mt_id
+            && self.limit == earlier.limit
+            && self.iteration == earlier.iteration
     }
 }
 
@@ -201,12 +216,15 @@ pub struct Checked {
     pub warning: Option<CapReached>,
 }
 
-/// The per-call cap, checked after a model call of task `mt_id` spent `tokens`: `Some` when the
-/// call spent more than twice the task's budget (a server that ignored the request's answer
-/// cap, or counts the prompt differently).
-pub fn after_call(mt_id: &str, tokens: u64, budget: u32) -> Option<CapReached> {
+/// The per-call cap, checked after the model call of task `mt_id`'s `iteration` spent `tokens`:
+/// `Some` when the call spent more than twice the task's budget (a server that ignored the
+/// request's answer cap, or counts the prompt differently).
+pub fn after_call(mt_id: &str, iteration: u32, tokens: u64, budget: u32) -> Option<CapReached> {
     let limit = ITERATION_TOKENS_FACTOR * u64::from(budget);
-    (tokens > limit).then(|| CapReached::new(Cap::IterationTokens, mt_id, tokens, limit))
+    (tokens > limit).then(|| CapReached {
+        iteration: Some(iteration),
+        ..CapReached::new(Cap::IterationTokens, mt_id, tokens, limit)
+    })
 }
 
 /// What a person's `continue` at the hard gate of `cap` grants: one more policy's worth of the
@@ -320,9 +338,19 @@ mod tests {
     }
 
     #[test]
+    fn a_cap_reached_again_after_a_restart_is_the_same_one() {
+        let gate = CapReached::new(Cap::Duration, "MT-001", 60_000, 60_000);
+        assert!(CapReached::new(Cap::Duration, "MT-001", 60_004, 60_000).same_as(&gate), "time went on");
+        assert!(!CapReached::new(Cap::Duration, "MT-001", 120_000, 120_000).same_as(&gate), "after a grant");
+        let call = after_call("MT-001", 1, 9_000, 4_096).unwrap();
+        assert!(after_call("MT-001", 1, 9_000, 4_096).unwrap().same_as(&call), "its answer replayed");
+        assert!(!after_call("MT-001", 2, 9_000, 4_096).unwrap().same_as(&call), "the next call, as costly");
+    }
+
+    #[test]
     fn a_call_over_twice_the_budget_is_recorded() {
-        assert_eq!(after_call("MT-001", 2_000, 1_000), None);
-        let c = after_call("MT-001", 2_001, 1_000).unwrap();
+        assert_eq!(after_call("MT-001", 1, 2_000, 1_000), None);
+        let c = after_call("MT-001", 1, 2_001, 1_000).unwrap();
         assert_eq!((c.cap, c.effect), (Cap::IterationTokens, Effect::Recorded));
     }
 

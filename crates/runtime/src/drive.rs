@@ -300,8 +300,11 @@ pub(crate) fn waiting(attempts: &[Attempt]) -> Vec<&Attempt> {
 /// Applies finishes to a view exactly as the store applies them.
 fn apply_finishes(attempts: &mut [Attempt], finished: &[AttemptFinish], now: Timestamp) {
     for f in finished {
+        // From the end: the attempts in flight are the latest (a pass from the front would cost
+        // every turn the run's whole history).
         if let Some(a) = attempts
             .iter_mut()
+            .rev()
             .find(|a| a.step_id == f.step_id && a.attempt == f.attempt && a.status == AttemptStatus::Running)
         {
             a.finish(f, now);

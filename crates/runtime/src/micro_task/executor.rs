@@ -530,7 +530,7 @@ impl Executor<'_> {
                 }
             }
         };
-        if let Some(over) = caps::after_call(&mt.mt_id, tokens.0 + tokens.1, mt.token_budget) {
+        if let Some(over) = caps::after_call(&mt.mt_id, n, tokens.0 + tokens.1, mt.token_budget) {
             self.cap_reached(st, over).await?;
         }
         let signal = signal::parse_completion_signal(&content);
@@ -759,10 +759,16 @@ impl Executor<'_> {
     }
 
     /// Writes down a cap the job reached (progress artifact and event).
+    /// A cap already written down (the session started again after a crash in between) is not
+    /// written twice.
     async fn cap_reached(&self, st: &mut State, reached: CapReached) -> Result<()> {
+        if st.progress.caps_reached.iter().any(|c| reached.same_as(c)) {
+            return Ok(());
+        }
         let body = json!({
             "wp_id": self.wp(), "mt_id": reached.mt_id, "cap": reached.cap.as_str(), "used": reached.used,
             "limit": reached.limit, "unit": reached.cap.unit(), "effect": reached.effect,
+            "iteration": reached.iteration,
         });
         st.progress.caps_reached.push(reached);
         self.save(st).await?;

@@ -810,11 +810,16 @@ async fn the_job_stops_at_max_total_iterations_until_a_person_continues() {
     let p =
         project(vec![Reply::openai("Hmm."), Reply::openai(&format!("{FIX}{CLAIM}"))], "  max_total_iterations: 1\n")
             .await;
+    // A crash right after the cap is written down: the next session stops at the same gate and
+    // writes the cap once.
+    let crashing = Sink { crash_after: Some("micro_task_cap_reached"), ..Sink::default() };
+    assert!(matches!(run(&p, &crashing, None).await, Err(ExecError::Sink(_))));
     let sink = Sink::default();
     let Outcome::Paused(pause) = run(&p, &sink, None).await.unwrap() else { panic!("expected a pause") };
     assert_eq!(pause.reason, "max_total_iterations");
     assert_eq!(p.server.received().len(), 1);
     assert_eq!(caps_of(&p), ["max_total_iterations@hard_gate"]);
+    assert!(sink.of("micro_task_cap_reached").is_empty(), "not written again");
     assert_eq!(run(&p, &sink, Some(HumanDecision::Continue)).await.unwrap(), Outcome::Completed);
     assert_eq!(progress_of(&p)["current_state"]["iteration_allowance"], 2);
 }
