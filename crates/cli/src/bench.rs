@@ -1,5 +1,6 @@
-//! `steward bench`: durable step latency (B1), throughput under concurrency (B2), and the same
-//! throughput through workers claiming from the database with their claim-to-start latency (W).
+//! `steward bench`: durable step latency (B1), throughput under concurrency (B2), the same
+//! throughput through workers claiming from the database with their claim-to-start latency (W),
+//! and the cost of a step as one run grows long (L).
 //!
 //! Every figure comes from the real engine on a real database (a fresh SQLite file with the
 //! chosen durability, or the PostgreSQL database `--database-url` names), running `noop` steps
@@ -43,9 +44,12 @@ pub(crate) struct BenchArgs {
     /// B2 concurrency levels, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
     concurrency: Vec<usize>,
-    /// Which workloads: all, b1, b2 or w (workers).
+    /// Which workloads: all, b1, b2, w (workers) or l (one long run).
     #[arg(long, default_value = "all")]
     only: String,
+    /// L: no-op steps in the one long run.
+    #[arg(long, default_value_t = 10_000)]
+    long_steps: usize,
     /// W: worker counts, comma-separated; each claims from the database and drives up to
     /// `--worker-concurrency` runs at once.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
@@ -317,6 +321,66 @@ async fn w(args: &BenchArgs, workers: usize) -> Result<Value> {
     }))
 }
 
+/// L: one run of `long_steps` no-op steps, one after another; what a step costs (the time
+/// between its commit and the one before, the median of the ten steps up to it) at steps 10,
+/// 100, 1,000 and 10,000, so that a cost that grows with the run's history shows.
+async fn long(args: &BenchArgs) -> Result<Value> {
+    let (engine, _dir) = setup(args, "l-").await?;
+    let n = args.long_steps.max(1);
+    let mut source =
+        format!("id: long\nversion: 1\nlimits: {{max_total_iterations: {n}, run_timeout_seconds: 86400}}\nsteps:\n");
+    for i in 0..n {
+        source.push_str(&format!("  - {{id: s{i}, type: noop}}\n"));
+    }
+    let run = submit(&engine, &source).await?;
+    let mut updates = engine.subscribe();
+    let run_id = run.run_id.clone();
+    let collector = tokio::spawn(async move {
+        // When each step's start was committed, by its index: a summary names the step that
+        // its commit started (a lagging receiver loses some updates, never misplaces one).
+        let mut at: Vec<Option<Instant>> = vec![None; n + 1];
+        loop {
+            match updates.recv().await {
+                Ok(u) if u.run_id == run_id => {
+                    let now = Instant::now();
+                    let step = u.summary.strip_prefix("step s").and_then(|r| r.split(' ').next());
+                    if let Some(i) = step.and_then(|i| i.parse::<usize>().ok()).filter(|&i| i < n) {
+                        at[i + 1] = Some(now);
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+        at
+    });
+    let started = Instant::now();
+    let done = engine.start(&run.run_id).await?;
+    let elapsed = started.elapsed();
+    if done.state != RunState::Completed {
+        bail!("bench run {} ended {}: {}", done.run_id, done.state, done.summary);
+    }
+    drop(engine);
+    let at = collector.await.unwrap_or_default();
+    let mut points = Vec::new();
+    for k in [10usize, 100, 1_000, 10_000, 100_000].into_iter().filter(|&k| k <= n) {
+        let mut gaps: Vec<f64> = (k.saturating_sub(9).max(2)..=k)
+            .filter_map(|i| Some(at.get(i).copied()??.duration_since(at.get(i - 1).copied()??).as_secs_f64() * 1000.0))
+            .collect();
+        gaps.sort_by(f64::total_cmp);
+        if !gaps.is_empty() {
+            points.push(json!({"step": k, "per_step_ms": round(percentile(&gaps, 0.5))}));
+        }
+    }
+    Ok(json!({
+        "steps": n,
+        "events": done.last_event_seq,
+        "seconds": round(elapsed.as_secs_f64()),
+        "steps_per_sec": round(n as f64 / elapsed.as_secs_f64()),
+        "per_step": points,
+    }))
+}
+
 /// Milliseconds per fsync of a small file in `dir`: the floor for one durable commit.
 fn fsync_ms(dir: &std::path::Path) -> Result<f64> {
     use std::io::Write;
@@ -340,12 +404,13 @@ fn round(x: f64) -> f64 {
 
 pub(crate) async fn run(args: &BenchArgs, database_url: Option<String>) -> Result<std::process::ExitCode> {
     let args = &BenchArgs { database_url, ..args.clone() };
-    let (want_b1, want_b2, want_w) = match args.only.as_str() {
-        "all" => (true, true, true),
-        "b1" => (true, false, false),
-        "b2" => (false, true, false),
-        "w" => (false, false, true),
-        other => bail!("--only must be all, b1, b2 or w, not `{other}`"),
+    let (want_b1, want_b2, want_w, want_l) = match args.only.as_str() {
+        "all" => (true, true, true, true),
+        "b1" => (true, false, false, false),
+        "b2" => (false, true, false, false),
+        "w" => (false, false, true, false),
+        "l" => (false, false, false, true),
+        other => bail!("--only must be all, b1, b2, w or l, not `{other}`"),
     };
     let durability = match args.durability {
         DurabilityArg::Full => "full",
@@ -418,6 +483,26 @@ pub(crate) async fn run(args: &BenchArgs, database_url: Option<String>) -> Resul
             rows.push(r);
         }
         report["w"] = Value::Array(rows);
+    }
+    if want_l {
+        let r = long(args).await?;
+        if !args.json {
+            let points: Vec<String> = r["per_step"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| format!("step {}: {} ms", p["step"], p["per_step_ms"]))
+                .collect();
+            println!(
+                "L   one run of {} steps ({} events): {} steps/s ({} s); per step at {}",
+                r["steps"],
+                r["events"],
+                r["steps_per_sec"],
+                r["seconds"],
+                points.join(", ")
+            );
+        }
+        report["l"] = r;
     }
     if args.json {
         crate::print_json(&report)?;

@@ -7,6 +7,8 @@
 //! step owes one visit per arrival, a join step one visit per completion of
 //! all its needs, and a visit is done when one of its attempts completed.
 
+use std::collections::BTreeSet;
+
 use crate::state::AttemptStatus;
 use crate::time::Timestamp;
 use crate::workflow::{Decided, StepKind, Workflow};
@@ -97,79 +99,257 @@ pub struct Plan {
     pub verdict: Verdict,
 }
 
-#[derive(Default, Clone)]
+/// One attempt of a step's latest visit, as the tally keeps it: what the planner reads of it,
+/// and what it added to the run's counts (taken back if the attempt changes).
+#[derive(Debug, Clone)]
+struct Kept {
+    attempt: u32,
+    status: AttemptStatus,
+    retryable: bool,
+    error: Option<String>,
+    finished_at: Option<Timestamp>,
+    answered: bool,
+    declined: bool,
+    with_issues: bool,
+    /// The steps its completion routed to, by index.
+    routes: Vec<usize>,
+}
+
+#[derive(Debug, Default, Clone)]
 struct StepTally {
     completed: u32,
     /// Completions that let the steps needing it go: all but declined approvals.
     passed: u32,
     visits: u32,
     max_attempt: u32,
-    running: bool,
+    /// Its attempts now running.
+    running: u32,
+    /// Completions elsewhere that routed to it (a join step counts its needs instead).
+    routed: u32,
+    /// The attempts of its latest visit, in the order they started.
+    latest: Vec<Kept>,
 }
 
-/// Decides the next actions for a run.
-pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
-    let n = wf.steps.len();
-    let mut tally = vec![StepTally::default(); n];
-    // Each step's attempts of its latest visit, gathered in the one pass over the facts.
-    let mut latest_visit: Vec<Vec<&AttemptFact<'_>>> = vec![Vec::new(); n];
-    let mut arrivals = vec![0u32; n];
-    for (i, t) in arrivals.iter_mut().enumerate() {
-        if wf.graph.is_start(i) {
-            *t = 1;
+/// A span some step waited for a person: from the end of the attempt that stopped for one to
+/// the start of the step's next attempt (still open while there is none).
+#[derive(Debug, Clone)]
+struct Wait {
+    step: usize,
+    attempt: u32,
+    from: Timestamp,
+    until: Option<Timestamp>,
+}
+
+/// The planner's running account of one run's attempts.
+///
+/// Every attempt is applied once when it is first seen and again each time it changes (a
+/// running attempt ends, a waiting one is answered); only attempts of a step's latest visit
+/// change, as the store's rules ensure. What a plan needs is kept up to date as they are applied
+/// (per step its visits, attempts, completions and arrivals; the run's tries and the steps that
+/// may have something to do), so that a plan costs what the run does now, not what it did
+/// before: a driver keeps one tally for a run's whole life instead of folding its history
+/// again on every turn.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    steps: Vec<StepTally>,
+    /// For each step, the join steps that need it.
+    needed_by: Vec<Vec<usize>>,
+    /// Steps with an attempt running.
+    running_steps: usize,
+    /// Attempts charged to the run's iteration budget.
+    tries: usize,
+    /// Completed attempts that skipped some of their work.
+    with_issues: u32,
+    /// Steps that may start or need a look: nothing of theirs runs, and their latest visit did
+    /// not complete or more arrivals wait than they have visits. Ordered, so plans go in file
+    /// order.
+    open: BTreeSet<usize>,
+    waits: Vec<Wait>,
+}
+
+impl Tally {
+    /// The tally of a run that has no attempts yet.
+    pub fn new(wf: &Workflow) -> Tally {
+        let n = wf.steps.len();
+        let mut needed_by = vec![Vec::new(); n];
+        for (j, needs) in wf.graph.joins.iter().enumerate() {
+            for &d in needs.iter().flatten() {
+                if d < n {
+                    needed_by[d].push(j);
+                }
+            }
         }
-    }
-    for f in facts {
-        let Some(i) = wf.step_index(f.step_id) else {
-            continue;
+        let mut t = Tally {
+            steps: vec![StepTally::default(); n],
+            needed_by,
+            running_steps: 0,
+            tries: 0,
+            with_issues: 0,
+            open: BTreeSet::new(),
+            waits: Vec::new(),
         };
-        let t = &mut tally[i];
-        if f.visit > t.visits {
-            latest_visit[i].clear();
+        for i in 0..n {
+            t.refresh(wf, i);
         }
-        if f.visit >= t.visits {
-            latest_visit[i].push(f);
+        t
+    }
+
+    /// The tally of `facts`, in the order they started.
+    pub fn of(wf: &Workflow, facts: &[AttemptFact<'_>]) -> Tally {
+        let mut t = Tally::new(wf);
+        for f in facts {
+            t.apply(wf, f);
         }
-        t.visits = t.visits.max(f.visit);
-        t.max_attempt = t.max_attempt.max(f.attempt);
-        match f.status {
-            AttemptStatus::Running => t.running = true,
+        t
+    }
+
+    /// Takes in an attempt that is new or has changed since it was last applied (applying the
+    /// same fact again changes nothing). Attempts of steps the workflow does not have are
+    /// ignored.
+    pub fn apply(&mut self, wf: &Workflow, f: &AttemptFact<'_>) {
+        let Some(i) = wf.step_index(f.step_id).filter(|&i| i < self.steps.len()) else {
+            return;
+        };
+        let kept = Kept {
+            attempt: f.attempt,
+            status: f.status,
+            retryable: f.retryable,
+            error: f.error.map(str::to_owned),
+            finished_at: f.finished_at,
+            answered: f.answered,
+            declined: f.declined,
+            with_issues: f.with_issues,
+            routes: if f.status == AttemptStatus::Completed {
+                f.routes.iter().filter_map(|r| wf.step_index(r)).collect()
+            } else {
+                Vec::new()
+            },
+        };
+        let s = &mut self.steps[i];
+        let known = if f.visit == s.visits { s.latest.iter().position(|k| k.attempt == f.attempt) } else { None };
+        match known {
+            Some(pos) => {
+                let old = std::mem::replace(&mut s.latest[pos], kept.clone());
+                self.count(wf, i, &old, false);
+            }
+            None => {
+                if f.visit > s.visits {
+                    s.latest.clear();
+                    s.visits = f.visit;
+                }
+                if f.visit == s.visits {
+                    s.latest.push(kept.clone());
+                }
+                s.max_attempt = s.max_attempt.max(f.attempt);
+                // A later attempt of the step ends its waits for a person.
+                for w in self.waits.iter_mut().filter(|w| w.step == i && w.attempt < f.attempt) {
+                    w.until = Some(w.until.map_or(f.started_at, |u| u.min(f.started_at)));
+                }
+            }
+        }
+        if f.status == AttemptStatus::AwaitingUser
+            && let Some(from) = f.finished_at
+            && !self.waits.iter().any(|w| w.step == i && w.attempt == f.attempt)
+        {
+            self.waits.push(Wait { step: i, attempt: f.attempt, from, until: None });
+        }
+        self.count(wf, i, &kept, true);
+    }
+
+    /// Adds (or takes back) what one attempt of step `i` counts for.
+    fn count(&mut self, wf: &Workflow, i: usize, k: &Kept, add: bool) {
+        let step = |x: &mut u32| *x = if add { *x + 1 } else { x.saturating_sub(1) };
+        let run = |x: &mut usize| *x = if add { *x + 1 } else { x.saturating_sub(1) };
+        if charged(k.status) {
+            run(&mut self.tries);
+        }
+        match k.status {
+            AttemptStatus::Running => {
+                let s = &mut self.steps[i];
+                let was = s.running > 0;
+                step(&mut s.running);
+                if was != (s.running > 0) {
+                    run(&mut self.running_steps);
+                }
+            }
             AttemptStatus::Completed => {
-                t.completed += 1;
-                t.passed += u32::from(!f.declined);
-                for r in f.routes {
-                    if let Some(j) = wf.step_index(r) {
-                        arrivals[j] += 1;
-                    }
+                let s = &mut self.steps[i];
+                step(&mut s.completed);
+                if !k.declined {
+                    step(&mut s.passed);
+                }
+                if k.with_issues {
+                    step(&mut self.with_issues);
+                }
+                for &r in &k.routes {
+                    step(&mut self.steps[r].routed);
+                    self.refresh(wf, r);
+                }
+                for j in self.needed_by[i].clone() {
+                    self.refresh(wf, j);
                 }
             }
             _ => {}
         }
+        self.refresh(wf, i);
     }
-    for (i, needs) in wf.graph.joins.iter().enumerate() {
-        if let Some(needs) = needs {
-            arrivals[i] = needs.iter().map(|&d| tally[d].passed).min().unwrap_or(1);
+
+    /// How many visits step `i` is owed: a routed step one per arrival (the first step one to
+    /// begin with), a join step one per completion of all its needs.
+    fn arrivals(&self, wf: &Workflow, i: usize) -> u32 {
+        match &wf.graph.joins[i] {
+            Some(needs) => needs.iter().map(|&d| self.steps[d].passed).min().unwrap_or(1),
+            None => self.steps[i].routed + u32::from(wf.graph.is_start(i)),
         }
     }
 
-    let running = tally.iter().filter(|t| t.running).count();
-    let mut candidates = Vec::new();
-    // Steps stopped for a person: a gate holds the whole run, an approval only what needs it.
-    let mut waiting = Vec::new();
-    let mut approvals = Vec::new();
-    let mut wake_at: Option<Timestamp> = None;
-    let mut approval_due: Option<Timestamp> = None;
-    for (i, step) in wf.steps.iter().enumerate() {
-        let t = &tally[i];
-        if t.running {
-            continue;
+    fn refresh(&mut self, wf: &Workflow, i: usize) {
+        let s = &self.steps[i];
+        let unfinished = s.visits > 0 && !s.latest.iter().any(|k| k.status == AttemptStatus::Completed);
+        if s.running == 0 && (unfinished || self.arrivals(wf, i) > s.visits) {
+            self.open.insert(i);
+        } else {
+            self.open.remove(&i);
         }
-        if t.visits > 0 {
-            let visit = &latest_visit[i];
-            let done = visit.iter().any(|f| f.status == AttemptStatus::Completed);
-            if !done {
-                // The current visit failed; `visit` is non-empty because visits > 0.
-                let Some(last) = visit.iter().max_by_key(|f| f.attempt) else {
+    }
+
+    /// How long, in all, some step of the run has waited for a person by `now`: from the end of
+    /// each attempt that stopped for one to the start of the attempt after it (or `now`),
+    /// overlaps counted once. A run's `run_timeout_seconds` bounds its own time, not a person's.
+    pub fn waited_for_people(&self, now: Timestamp) -> i64 {
+        let mut spans: Vec<(i64, i64)> = self
+            .waits
+            .iter()
+            .map(|w| (w.from.0, w.until.unwrap_or(now).0))
+            .filter(|(from, until)| until > from)
+            .collect();
+        spans.sort_unstable();
+        let mut total = 0;
+        let mut covered = i64::MIN;
+        for (from, until) in spans {
+            let from = from.max(covered);
+            if until > from {
+                total += until - from;
+                covered = until;
+            }
+        }
+        total
+    }
+
+    /// Decides the next actions for the run at `now`.
+    pub fn plan(&self, wf: &Workflow, now: Timestamp) -> Plan {
+        let running = self.running_steps;
+        let mut candidates = Vec::new();
+        // Steps stopped for a person: a gate holds the whole run, an approval only what needs it.
+        let mut waiting = Vec::new();
+        let mut approvals = Vec::new();
+        let mut wake_at: Option<Timestamp> = None;
+        let mut approval_due: Option<Timestamp> = None;
+        for &i in &self.open {
+            let (step, t) = (&wf.steps[i], &self.steps[i]);
+            if t.visits > 0 && !t.latest.iter().any(|k| k.status == AttemptStatus::Completed) {
+                // The current visit failed.
+                let Some(last) = t.latest.iter().max_by_key(|k| k.attempt) else {
                     continue;
                 };
                 let again =
@@ -194,12 +374,12 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
                     }
                     continue;
                 }
-                let why = last.error.unwrap_or(last.status.as_str());
+                let why = last.error.as_deref().unwrap_or(last.status.as_str());
                 if last.status == AttemptStatus::Poisoned {
                     let reason = format!("step `{}` is poisoned: {why}", step.id);
                     return Plan { verdict: Verdict::Poisoned { reason }, ..failed(String::new()) };
                 }
-                let tries = visit.iter().filter(|f| charged(f.status)).count() as u32;
+                let tries = t.latest.iter().filter(|k| charged(k.status)).count() as u32;
                 if !last.retryable || last.status == AttemptStatus::Cancelled {
                     return failed(format!("step `{}` failed: {why}", step.id));
                 }
@@ -223,71 +403,85 @@ pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
                 }
                 continue;
             }
+            if self.arrivals(wf, i) > t.visits {
+                candidates.push(Start {
+                    step_index: i,
+                    step_id: step.id.clone(),
+                    attempt: t.max_attempt + 1,
+                    visit: t.visits + 1,
+                });
+            }
         }
-        if arrivals[i] > t.visits {
-            candidates.push(Start {
-                step_index: i,
-                step_id: step.id.clone(),
-                attempt: t.max_attempt + 1,
-                visit: t.visits + 1,
-            });
-        }
-    }
 
-    let awaiting = |mut steps: Vec<String>| {
-        steps.extend(approvals.iter().cloned());
-        steps.sort_by_key(|s| wf.step_index(s));
+        let awaiting = |mut steps: Vec<String>| {
+            steps.extend(approvals.iter().cloned());
+            steps.sort_by_key(|s| wf.step_index(s));
+            Plan {
+                start: Vec::new(),
+                wake_at: approval_due,
+                approvals_waiting: approvals.clone(),
+                verdict: Verdict::AwaitingUser { steps },
+            }
+        };
+        if !waiting.is_empty() {
+            // A run waiting at a gate starts nothing new; what runs finishes first.
+            if running > 0 {
+                return Plan {
+                    start: Vec::new(),
+                    wake_at: None,
+                    approvals_waiting: approvals,
+                    verdict: Verdict::Continue,
+                };
+            }
+            return awaiting(waiting);
+        }
+        let capacity = (wf.limits.max_concurrent_steps as usize).saturating_sub(running);
+        let mut start: Vec<Start> = candidates.into_iter().take(capacity).collect();
+        let budget = (wf.limits.max_total_iterations as usize).saturating_sub(self.tries);
+        if start.len() > budget {
+            start.truncate(budget);
+            if start.is_empty() && running == 0 {
+                return failed(format!(
+                    "workflow execution exceeded max total iterations ({})",
+                    wf.limits.max_total_iterations
+                ));
+            }
+        }
+        if !start.is_empty() || running > 0 || wake_at.is_some() {
+            // An approval's timeout wakes the run like a retry's backoff while other work goes on.
+            let wake_at = earliest(wake_at, approval_due);
+            return Plan { start, wake_at, approvals_waiting: approvals, verdict: Verdict::Continue };
+        }
+        if !approvals.is_empty() {
+            // Only approvals are left to wait for: the run waits for a person, woken by a
+            // decision or by the first timeout.
+            return awaiting(Vec::new());
+        }
+        // Nothing runs and nothing can start: a join still short of some needs is stuck.
+        for (i, needs) in wf.graph.joins.iter().enumerate() {
+            let visits = self.steps[i].visits;
+            if let Some(needs) = needs
+                && let Some(&missing) = needs.iter().find(|&&d| self.steps[d].passed <= visits)
+                && needs.iter().any(|&d| self.steps[d].passed > visits)
+            {
+                return failed(format!(
+                    "step `{}` waits for `{}`, which can no longer run",
+                    wf.steps[i].id, wf.steps[missing].id
+                ));
+            }
+        }
         Plan {
-            start: Vec::new(),
-            wake_at: approval_due,
-            approvals_waiting: approvals.clone(),
-            verdict: Verdict::AwaitingUser { steps },
-        }
-    };
-    if !waiting.is_empty() {
-        // A run waiting at a gate starts nothing new; what runs finishes first.
-        if running > 0 {
-            return Plan { start: Vec::new(), wake_at: None, approvals_waiting: approvals, verdict: Verdict::Continue };
-        }
-        return awaiting(waiting);
-    }
-    let capacity = (wf.limits.max_concurrent_steps as usize).saturating_sub(running);
-    let mut start: Vec<Start> = candidates.into_iter().take(capacity).collect();
-    let tries = facts.iter().filter(|f| charged(f.status)).count();
-    let budget = (wf.limits.max_total_iterations as usize).saturating_sub(tries);
-    if start.len() > budget {
-        start.truncate(budget);
-        if start.is_empty() && running == 0 {
-            return failed(format!(
-                "workflow execution exceeded max total iterations ({})",
-                wf.limits.max_total_iterations
-            ));
+            start,
+            wake_at: None,
+            approvals_waiting: Vec::new(),
+            verdict: Verdict::Completed { with_issues: self.with_issues > 0 },
         }
     }
-    if !start.is_empty() || running > 0 || wake_at.is_some() {
-        // An approval's timeout wakes the run like a retry's backoff while other work goes on.
-        let wake_at = earliest(wake_at, approval_due);
-        return Plan { start, wake_at, approvals_waiting: approvals, verdict: Verdict::Continue };
-    }
-    if !approvals.is_empty() {
-        // Only approvals are left to wait for: the run waits for a person, woken by a decision
-        // or by the first timeout.
-        return awaiting(Vec::new());
-    }
-    // Nothing runs and nothing can start: a join still short of some needs is stuck.
-    for (i, needs) in wf.graph.joins.iter().enumerate() {
-        if let Some(needs) = needs
-            && let Some(&missing) = needs.iter().find(|&&d| tally[d].passed <= tally[i].visits)
-            && needs.iter().any(|&d| tally[d].passed > tally[i].visits)
-        {
-            return failed(format!(
-                "step `{}` waits for `{}`, which can no longer run",
-                wf.steps[i].id, wf.steps[missing].id
-            ));
-        }
-    }
-    let with_issues = facts.iter().any(|f| f.status == AttemptStatus::Completed && f.with_issues);
-    Plan { start, wake_at: None, approvals_waiting: Vec::new(), verdict: Verdict::Completed { with_issues } }
+}
+
+/// Decides the next actions for a run from its whole history (a driver keeps a [`Tally`]).
+pub fn plan(wf: &Workflow, facts: &[AttemptFact<'_>], now: Timestamp) -> Plan {
+    Tally::of(wf, facts).plan(wf, now)
 }
 
 /// Whether an attempt counts against its step's retries and the run's iteration budget. Waiting
@@ -302,37 +496,6 @@ fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
-}
-
-/// How long, in all, some step of the run has waited for a person by `now`: from the end of
-/// each attempt that stopped for one to the start of the attempt after it (or `now`), overlaps
-/// counted once. A run's `run_timeout_seconds` bounds its own time, not a person's.
-pub fn waited_for_people(facts: &[AttemptFact<'_>], now: Timestamp) -> i64 {
-    let mut spans: Vec<(i64, i64)> = facts
-        .iter()
-        .filter(|f| f.status == AttemptStatus::AwaitingUser)
-        .filter_map(|w| {
-            let from = w.finished_at?;
-            let until = facts
-                .iter()
-                .filter(|n| n.step_id == w.step_id && n.attempt > w.attempt)
-                .map(|n| n.started_at)
-                .min()
-                .unwrap_or(now);
-            (until > from).then_some((from.0, until.0))
-        })
-        .collect();
-    spans.sort_unstable();
-    let mut total = 0;
-    let mut covered = i64::MIN;
-    for (from, until) in spans {
-        let from = from.max(covered);
-        if until > from {
-            total += until - from;
-            covered = until;
-        }
-    }
-    total
 }
 
 fn failed(reason: String) -> Plan {
@@ -682,6 +845,136 @@ mod tests {
         assert_eq!(p.wake_at, None, "an approval without a timeout waits for ever");
     }
 
+    /// One attempt as a driver sees it change: started, then ended, then perhaps answered.
+    struct Seen {
+        step: String,
+        attempt: u32,
+        visit: u32,
+        status: AttemptStatus,
+        retryable: bool,
+        started: i64,
+        finished: Option<i64>,
+        routes: Vec<String>,
+        answered: bool,
+        declined: bool,
+    }
+
+    fn seen_fact(a: &Seen) -> AttemptFact<'_> {
+        AttemptFact {
+            step_id: &a.step,
+            attempt: a.attempt,
+            visit: a.visit,
+            status: a.status,
+            retryable: a.retryable,
+            error: None,
+            started_at: Timestamp(a.started),
+            finished_at: a.finished.map(Timestamp),
+            routes: &a.routes,
+            answered: a.answered,
+            with_issues: false,
+            declined: a.declined,
+        }
+    }
+
+    /// A tally kept up to date attempt by attempt, as a driver keeps it (each attempt applied
+    /// when it starts, when it ends and when it is answered), plans exactly as one folded from
+    /// the whole history, over seeded random outcomes of every kind on workflows with joins,
+    /// routes, review loops, retries, gates and approvals.
+    #[test]
+    fn a_tally_kept_up_to_date_plans_as_one_folded_from_the_whole_history() {
+        let review = "id: r\nversion: 1\nlimits: {max_total_iterations: 12}\nagents: {a: {provider: scripted, script: s.yaml}}\nsteps:\n  - {id: plan, type: agent_task, agent: a, prompt: p, retry: {max_attempts: 3, backoff: {initial_seconds: 1}}}\n  - {id: review, type: agent_review, agent: a, prompt: r, on_reject: plan}\n  - {id: ship, type: noop}\n";
+        let next = "id: n\nversion: 1\nsteps:\n  - {id: a, type: noop, next: c, retry: {max_attempts: 4}}\n  - {id: b, type: noop, next: c, needs: []}\n  - {id: c, type: noop}\n";
+        let mut plans = 0;
+        for src in [HELLO, DAG, review, SIGN_OFF, next] {
+            let wf = parse(src).unwrap();
+            for seed in 0..40u64 {
+                let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let mut roll = |n: u64| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state % n
+                };
+                let mut seen: Vec<Seen> = Vec::new();
+                let mut kept = Tally::new(&wf);
+                let mut now = 0i64;
+                for _turn in 0..80 {
+                    let facts: Vec<AttemptFact<'_>> = seen.iter().map(seen_fact).collect();
+                    let folded = Tally::of(&wf, &facts);
+                    let p = folded.plan(&wf, Timestamp(now));
+                    plans += 1;
+                    assert_eq!(kept.plan(&wf, Timestamp(now)), p, "{src} seed {seed} at {now}");
+                    assert_eq!(
+                        kept.waited_for_people(Timestamp(now)),
+                        folded.waited_for_people(Timestamp(now)),
+                        "{src} seed {seed} at {now}"
+                    );
+                    match &p.verdict {
+                        Verdict::Continue => {}
+                        Verdict::AwaitingUser { .. } => {
+                            // A person answers every waiting attempt.
+                            for a in seen.iter_mut().filter(|a| a.status == AwaitingUser && !a.answered) {
+                                a.answered = true;
+                                kept.apply(&wf, &seen_fact(a));
+                            }
+                            now += 1000;
+                            continue;
+                        }
+                        _ => break,
+                    }
+                    for s in &p.start {
+                        seen.push(Seen {
+                            step: s.step_id.clone(),
+                            attempt: s.attempt,
+                            visit: s.visit,
+                            status: Running,
+                            retryable: false,
+                            started: now,
+                            finished: None,
+                            routes: Vec::new(),
+                            answered: false,
+                            declined: false,
+                        });
+                        kept.apply(&wf, &seen_fact(seen.last().unwrap()));
+                    }
+                    now += 1 + roll(1500) as i64;
+                    let running: Vec<usize> = (0..seen.len()).filter(|&i| seen[i].status == Running).collect();
+                    for (n, &i) in running.iter().enumerate() {
+                        if n > 0 && roll(2) == 0 {
+                            continue;
+                        }
+                        let a = &mut seen[i];
+                        let decided = if roll(3) == 0 { Decided::Rejected } else { Decided::Approved };
+                        a.finished = Some(now);
+                        a.retryable = true;
+                        a.status = match roll(12) {
+                            0..=5 => Completed,
+                            6 | 7 => Failed,
+                            8 => Interrupted,
+                            9 | 10 => AwaitingUser,
+                            _ => {
+                                a.retryable = false;
+                                Failed
+                            }
+                        };
+                        if a.status == Completed {
+                            let kind = &wf.step(&a.step).unwrap().kind;
+                            let decision = match kind {
+                                StepKind::Agent(g) if g.review => Some(decided),
+                                StepKind::Approval(_) => Some(decided),
+                                _ => None,
+                            };
+                            a.routes = routes_of(&wf, &a.step, decision);
+                            a.declined = matches!(kind, StepKind::Approval(_)) && decided != Decided::Approved;
+                        }
+                        kept.apply(&wf, &seen_fact(a));
+                    }
+                }
+            }
+        }
+        assert!(plans > 1000, "the comparison ran {plans} plans");
+    }
+
     #[test]
     fn time_waiting_for_people_is_counted_once() {
         let hist = Hist(vec![
@@ -691,7 +984,11 @@ mod tests {
             Row("b".into(), 2, 1, Completed, false, 4000, vec![]),
             Row("c".into(), 1, 1, AwaitingUser, false, 9000, vec![]),
         ]);
+        let wf = parse(
+            "id: w\nversion: 1\nsteps:\n  - {id: a, type: noop}\n  - {id: b, type: noop}\n  - {id: c, type: noop}\n",
+        )
+        .unwrap();
         // [1000, 3000) and [1500, 4000) overlap into 3000 ms; `c` has waited 1000 ms by 10000.
-        assert_eq!(waited_for_people(&hist.facts(), Timestamp(10_000)), 4000);
+        assert_eq!(Tally::of(&wf, &hist.facts()).waited_for_people(Timestamp(10_000)), 4000);
     }
 }

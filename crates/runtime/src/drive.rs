@@ -5,7 +5,9 @@
 //! meanwhile into the next commit. [`Engine::execute_next`] does one round
 //! of the same mechanism and returns. Both build their commits through
 //! [`RunCtx`], whose view of the run is what has been committed, plus the ends of the commit
-//! it is building (a driver whose commit fails stops and never reads the view again).
+//! it is building (a driver whose commit fails stops and never reads the view again). The view
+//! keeps the planner's [`Tally`] beside the attempts, updated attempt by attempt, so a turn
+//! costs what it changes, not the run's history.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use tokio::task::JoinSet;
 
 use steward_core::Timestamp;
 use steward_core::event::Actor;
-use steward_core::schedule::{self, AttemptFact, Plan, Verdict};
+use steward_core::schedule::{self, AttemptFact, Plan, Tally, Verdict};
 use steward_core::state::{AttemptStatus, RunState, TransitionCause};
 use steward_core::workflow::{Decided, Step, StepKind, Workflow};
 use steward_store::{Attempt, AttemptFinish, AttemptStart, Commit, Lease, Release, Run, Store, Transition};
@@ -52,6 +54,8 @@ struct RunCtx {
     data_dir: std::path::PathBuf,
     wf: Workflow,
     attempts: Vec<Attempt>,
+    /// The planner's account of `attempts`, kept up to date with them.
+    tally: Tally,
     /// When the run started: its timeout counts from here.
     started_at: Timestamp,
     /// When it times out, as of the last plan (see [`RunCtx::deadline_at`]); every use of a
@@ -62,33 +66,16 @@ struct RunCtx {
 }
 
 impl RunCtx {
-    /// The planner's answer for the committed attempts plus `finished`.
+    /// The planner's answer for the committed attempts plus `finished`, which the view takes
+    /// now, as the commit that records them will leave it.
     fn plan(&mut self, finished: &mut [StepDone], now: Timestamp) -> Plan {
         for d in finished.iter_mut() {
             if d.finish.status == AttemptStatus::Completed {
                 d.finish.routes = schedule::routes_of(&self.wf, &d.finish.step_id, decided(d.finish.output.as_ref()));
             }
         }
-        // The committed attempts' facts with the ends not yet committed laid over them: the
-        // planner sees the run as the next commit will leave it, without a copy of its history.
-        let mut facts = facts(&self.wf, &self.attempts);
-        for d in finished.iter() {
-            let f = &d.finish;
-            let pending = facts
-                .iter_mut()
-                .rev()
-                .find(|x| x.step_id == f.step_id && x.attempt == f.attempt && x.status == AttemptStatus::Running);
-            if let Some(x) = pending {
-                x.status = f.status;
-                x.retryable = f.retryable;
-                x.error = f.error.as_deref();
-                x.finished_at = Some(now);
-                x.routes = &f.routes;
-                x.with_issues = f.with_issues;
-                x.declined = declined(&self.wf, &f.step_id, f.status, f.output.as_ref());
-            }
-        }
-        self.deadline = self.deadline_at(&facts, now);
+        self.take_ends(finished.iter().map(|d| &d.finish), now);
+        self.deadline = self.deadline_at(now);
         if now >= self.deadline {
             let reason = format!("workflow run timed out after {}s", self.wf.limits.run_timeout_seconds);
             return Plan {
@@ -98,15 +85,31 @@ impl RunCtx {
                 verdict: Verdict::Failed { reason },
             };
         }
-        schedule::plan(&self.wf, &facts, now)
+        self.tally.plan(&self.wf, now)
+    }
+
+    /// Ends the view's running attempts that `ends` name, exactly as the store ends them, and
+    /// tells the tally. An attempt already ended is left as it is, so ends may be taken twice.
+    fn take_ends<'a>(&mut self, ends: impl IntoIterator<Item = &'a AttemptFinish>, now: Timestamp) {
+        for f in ends {
+            // From the end, and only as far as the attempt: the attempts in flight are the
+            // latest, and an end taken before stops the search there too (a pass that went on
+            // would cost every turn the run's whole history).
+            if let Some(a) = self.attempts.iter_mut().rev().find(|a| a.attempt == f.attempt && a.step_id == f.step_id)
+                && a.status == AttemptStatus::Running
+            {
+                a.finish(f, now);
+                self.tally.apply(&self.wf, &fact(&self.wf, a));
+            }
+        }
     }
 
     /// When the run times out: `run_timeout_seconds` after it started, plus the time some step
     /// has waited for a person (an approval may wait for days; the run's own work may not).
-    fn deadline_at(&self, facts: &[AttemptFact<'_>], now: Timestamp) -> Timestamp {
+    fn deadline_at(&self, now: Timestamp) -> Timestamp {
         self.started_at
             .plus_millis((self.wf.limits.run_timeout_seconds as i64).saturating_mul(1000))
-            .plus_millis(schedule::waited_for_people(facts, now))
+            .plus_millis(self.tally.waited_for_people(now))
     }
 
     /// The commit that records `finished` and does what `plan` says; the
@@ -121,11 +124,10 @@ impl RunCtx {
     ) -> (Commit, Vec<Spawn>) {
         let mut c = self.writer.fenced(now);
         let mut spawn = Vec::new();
-        // The view takes this commit's ends now, as the store will (`applied` finds nothing more
-        // to end): steps about to start read their predecessors' outputs from it. A commit that
-        // fails ends this driver, which never reads the view again.
-        let ends: Vec<AttemptFinish> = finished.iter().map(|d| d.finish.clone()).collect();
-        apply_finishes(&mut self.attempts, &ends, now);
+        // The view takes this commit's ends now (most already at `plan`), as the store will
+        // (`applied` finds nothing more to end): steps about to start read their predecessors'
+        // outputs from it. A commit that fails ends this driver, which never reads the view again.
+        self.take_ends(finished.iter().map(|d| &d.finish), now);
         match &plan.verdict {
             Verdict::Completed { with_issues } => {
                 let (to, summary) = if *with_issues {
@@ -214,9 +216,11 @@ impl RunCtx {
 
     /// Makes the in-memory view match a commit that the store accepted.
     fn applied(&mut self, c: &Commit) {
-        apply_finishes(&mut self.attempts, &c.finished, c.now);
+        self.take_ends(&c.finished, c.now);
         for s in &c.started {
-            self.attempts.push(Attempt::started(&c.run_id, s, c.now));
+            let a = Attempt::started(&c.run_id, s, c.now);
+            self.tally.apply(&self.wf, &fact(&self.wf, &a));
+            self.attempts.push(a);
         }
     }
 }
@@ -233,24 +237,22 @@ fn declined(wf: &Workflow, step_id: &str, status: AttemptStatus, output: Option<
         && decided(output) != Some(Decided::Approved)
 }
 
-fn facts<'a>(wf: &Workflow, attempts: &'a [Attempt]) -> Vec<AttemptFact<'a>> {
-    attempts
-        .iter()
-        .map(|a| AttemptFact {
-            answered: a.answer.is_some(),
-            with_issues: a.with_issues,
-            declined: declined(wf, &a.step_id, a.status, a.output.as_ref()),
-            started_at: a.started_at,
-            step_id: &a.step_id,
-            attempt: a.attempt,
-            visit: a.visit,
-            status: a.status,
-            retryable: a.retryable,
-            error: a.error.as_deref(),
-            finished_at: a.finished_at,
-            routes: &a.routes,
-        })
-        .collect()
+/// What the planner knows of an attempt.
+fn fact<'a>(wf: &Workflow, a: &'a Attempt) -> AttemptFact<'a> {
+    AttemptFact {
+        answered: a.answer.is_some(),
+        with_issues: a.with_issues,
+        declined: declined(wf, &a.step_id, a.status, a.output.as_ref()),
+        started_at: a.started_at,
+        step_id: &a.step_id,
+        attempt: a.attempt,
+        visit: a.visit,
+        status: a.status,
+        retryable: a.retryable,
+        error: a.error.as_deref(),
+        finished_at: a.finished_at,
+        routes: &a.routes,
+    }
 }
 
 /// Every string inside a JSON value.
@@ -295,21 +297,6 @@ pub(crate) fn waiting(attempts: &[Attempt]) -> Vec<&Attempt> {
     let mut last = latest_per_step(attempts);
     last.retain(|a| a.status == AttemptStatus::AwaitingUser);
     last
-}
-
-/// Applies finishes to a view exactly as the store applies them.
-fn apply_finishes(attempts: &mut [Attempt], finished: &[AttemptFinish], now: Timestamp) {
-    for f in finished {
-        // From the end: the attempts in flight are the latest (a pass from the front would cost
-        // every turn the run's whole history).
-        if let Some(a) = attempts
-            .iter_mut()
-            .rev()
-            .find(|a| a.step_id == f.step_id && a.attempt == f.attempt && a.status == AttemptStatus::Running)
-        {
-            a.finish(f, now);
-        }
-    }
 }
 
 /// Step tasks in flight, remembering which attempt each task runs.
@@ -475,7 +462,8 @@ impl<S: Store + Clone> Engine<S> {
         let data_dir = &self.inner.config.data_dir;
         let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.clone());
         let deadline = started_at; // Set by the first plan.
-        Ok(Ok(RunCtx { run, inputs, bus, data_dir, wf, attempts, started_at, deadline, env, writer }))
+        let tally = Tally::of(&wf, &attempts.iter().map(|a| fact(&wf, a)).collect::<Vec<_>>());
+        Ok(Ok(RunCtx { run, inputs, bus, data_dir, wf, attempts, tally, started_at, deadline, env, writer }))
     }
 
     /// Copies the decisions people recorded on the run's waiting attempts since this view was
@@ -486,6 +474,9 @@ impl<S: Store + Clone> Engine<S> {
             if let Some(s) = stored.iter().find(|s| s.step_id == a.step_id && s.attempt == a.attempt) {
                 a.answer = s.answer;
                 a.answer_detail = s.answer_detail.clone();
+                if a.answer.is_some() {
+                    ctx.tally.apply(&ctx.wf, &fact(&ctx.wf, a));
+                }
             }
         }
     }

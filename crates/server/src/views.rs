@@ -54,11 +54,15 @@ fn attempt_json(a: &Attempt, redactor: &Redactor) -> Value {
 /// Step ids in the order they first started, with their attempts.
 pub fn by_step(attempts: &[Attempt]) -> Vec<(&str, Vec<&Attempt>)> {
     let mut out: Vec<(&str, Vec<&Attempt>)> = Vec::new();
+    // Each step's place in `out`, by id: a scan per attempt would cost a long run's page the
+    // square of its size.
+    let mut place: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for a in attempts {
-        match out.iter_mut().find(|(s, _)| *s == a.step_id) {
-            Some((_, v)) => v.push(a),
-            None => out.push((&a.step_id, vec![a])),
-        }
+        let i = *place.entry(a.step_id.as_str()).or_insert_with(|| {
+            out.push((&a.step_id, Vec::new()));
+            out.len() - 1
+        });
+        out[i].1.push(a);
     }
     out
 }

@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/004_typed_answers.sql"),
     include_str!("../migrations/005_lineage.sql"),
     include_str!("../migrations/006_answer_detail.sql"),
+    include_str!("../migrations/007_claimable_without_in.sql"),
 ];
 
 /// How much a commit survives.

@@ -1019,9 +1019,13 @@ impl Reader {
         agents: &[AgentDecl],
     ) -> Option<(Vec<Step>, Graph)> {
         let mut ok = true;
-        // Duplicate ids.
+        // Duplicate ids; each id's first step, looked up by id (a scan per step would make a
+        // workflow's parse cost the square of its size).
+        let mut first_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(raw.len());
         for (i, s) in raw.iter().enumerate() {
-            if let Some(first) = raw[..i].iter().find(|p| p.id == s.id) {
+            let first = *first_of.entry(s.id.as_str()).or_insert(i);
+            if first != i {
+                let first = &raw[first];
                 self.step = Some(s.id.clone());
                 self.err(
                     s.node.pos.line,
@@ -1031,7 +1035,7 @@ impl Reader {
                 ok = false;
             }
         }
-        let index = |id: &str| raw.iter().position(|s| s.id == id);
+        let index = |id: &str| first_of.get(id).copied();
         let mut needs = Vec::new();
         let mut next = Vec::new();
         for (i, s) in raw.iter().enumerate() {
