@@ -37,6 +37,12 @@ use steward_store::{Run, RunFilter, Store};
 use args::{Cli, Command};
 use config::Settings;
 
+/// mimalloc instead of glibc's malloc, whose arenas trimmed and refilled themselves with page
+/// faults on every burst of allocation: a fifth of a step's CPU at 128 runs in flight
+/// (`docs/benchmarks.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // `steward __sandbox ...` is the sandbox launcher, for where `steward-sandbox` is not
     // installed beside this binary (`cargo run` builds only `steward`). It must run before the

@@ -375,12 +375,12 @@ impl InFlight {
 }
 
 impl<S: Store + Clone> Engine<S> {
-    /// Loads what a driver needs, or fails the run if its definition no longer parses.
-    async fn load(&self, lease: &Lease) -> Result<std::result::Result<RunCtx, Run>> {
+    /// Reads a run this process holds, its definition and its attempts, or fails the run if its
+    /// definition no longer parses.
+    async fn read_held(&self, lease: &Lease) -> Result<std::result::Result<(Run, Workflow, Vec<Attempt>), Run>> {
         let store = &self.inner.store;
         let run_id = lease.run_id.as_str();
         let run = store.get_run(run_id).await?;
-        let owner = self.inner.config.owner.clone();
         let wf = match self.workflow(&run).await {
             Ok(wf) => wf,
             Err(e) => {
@@ -395,7 +395,15 @@ impl<S: Store + Clone> Engine<S> {
             }
         };
         let attempts = store.list_attempts(run_id).await?;
-        let store = store.clone();
+        Ok(Ok((run, wf, attempts)))
+    }
+
+    /// What a driver needs of a run this process holds under `lease`: the run as claimed, its
+    /// definition and its attempts, which the claim has just read.
+    fn load(&self, run: Run, wf: Workflow, attempts: Vec<Attempt>, lease: &Lease) -> Result<RunCtx> {
+        let run_id = lease.run_id.as_str();
+        let owner = self.inner.config.owner.clone();
+        let store = self.inner.store.clone();
         let commit: Arc<CommitFn> = Arc::new({
             let (store, engine) = (store.clone(), self.clone());
             move |c: Commit| {
@@ -463,7 +471,7 @@ impl<S: Store + Clone> Engine<S> {
         let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.clone());
         let deadline = started_at; // Set by the first plan.
         let tally = Tally::of(&wf, &attempts.iter().map(|a| fact(&wf, a)).collect::<Vec<_>>());
-        Ok(Ok(RunCtx { run, inputs, bus, data_dir, wf, attempts, tally, started_at, deadline, env, writer }))
+        Ok(RunCtx { run, inputs, bus, data_dir, wf, attempts, tally, started_at, deadline, env, writer })
     }
 
     /// Copies the decisions people recorded on the run's waiting attempts since this view was
@@ -560,16 +568,20 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     /// Drives a `running` run this process holds under `lease` until it is no longer running
-    /// here: it ended, waits for a person, was taken away, or was handed back.
+    /// here: it ended, waits for a person, was taken away, or was handed back. `run`, `wf` and
+    /// `attempts` are the run as claimed, its definition and its attempts.
     ///
     /// The run was registered as this process's (`register`) when it was claimed, so that its
     /// lease is renewed from then on.
-    pub(crate) async fn drive(&self, lease: Lease, halt: Halt, _guard: ActiveGuard<'_, S>) -> Result<Run> {
+    pub(crate) async fn drive(
+        &self,
+        (run, wf, attempts): (Run, Workflow, Vec<Attempt>),
+        lease: Lease,
+        halt: Halt,
+        _guard: ActiveGuard<'_, S>,
+    ) -> Result<Run> {
         let run_id = lease.run_id.as_str();
-        let mut ctx = match self.load(&lease).await? {
-            Ok(ctx) => ctx,
-            Err(failed) => return Ok(failed),
-        };
+        let mut ctx = self.load(run, wf, attempts, &lease)?;
         let bus = ctx.bus.clone();
         let mut in_flight = InFlight::default();
         let mut finished: Vec<StepDone> = Vec::new();
@@ -689,8 +701,8 @@ impl<S: Store + Clone> Engine<S> {
                 });
             }
         };
-        let mut ctx = match self.load(&lease).await? {
-            Ok(ctx) => ctx,
+        let mut ctx = match self.read_held(&lease).await? {
+            Ok(held) => self.load(held.0, held.1, held.2, &lease)?,
             Err(failed) => return Ok(failed),
         };
         let (halt, _guard) = self.register(&lease);

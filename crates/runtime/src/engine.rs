@@ -596,7 +596,9 @@ impl<S: Store + Clone> Engine<S> {
         if !c.events.is_empty() {
             self.inner.store.commit(c).await?;
         }
-        self.drive(lease, halt, guard).await
+        // The driver starts from what was just read (the commit above added events alone)
+        // instead of reading the run again.
+        self.drive((run, wf, attempts), lease, halt, guard).await
     }
 
     /// Gives a claimed run back, untouched, for another process to take after a lease's time.

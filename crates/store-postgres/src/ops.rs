@@ -299,7 +299,7 @@ impl Ctx<'_> {
         step_id: Option<&str>,
         payload: &Payload,
     ) -> Result<(), OpError> {
-        rules::check_event(actor, payload)?;
+        let json = rules::check_event(actor, payload)?;
         h.last_event_seq += 1;
         self.pending.events.push(PendingEvent {
             run_id: w.run_id.to_owned(),
@@ -315,7 +315,7 @@ impl Ctx<'_> {
             mt_id: payload.mt_id().map(str::to_owned),
             model_id: payload.model_id().map(str::to_owned),
             capability_id: payload.capability_id().map(str::to_owned),
-            payload: payload.to_json().to_string(),
+            payload: json.to_string(),
         });
         Ok(())
     }

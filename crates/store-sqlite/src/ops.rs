@@ -98,7 +98,7 @@ impl Tx<'_> {
         step_id: Option<&str>,
         payload: &Payload,
     ) -> Result<()> {
-        rules::check_event(actor, payload)?;
+        let json = rules::check_event(actor, payload)?;
         h.last_event_seq += 1;
         self.conn
             .prepare_cached(
@@ -120,7 +120,7 @@ impl Tx<'_> {
                     payload.capability_id(),
                     payload.model_id(),
                     payload.mt_id(),
-                    payload.to_json().to_string(),
+                    json.to_string(),
                 ])
             })
             .map_err(map_err(""))?;
@@ -304,6 +304,34 @@ pub(crate) fn get_run(conn: &Connection, run_id: &str) -> Result<Run> {
     row.ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })?
 }
 
+/// What a commit writes to its run's row. `state` is set only by a commit that moves the run:
+/// SQLite updates the entries of every index on a column an UPDATE sets, changed or not, and two
+/// of the run's indexes lead with its state.
+fn update_run_sql(sets_state: bool) -> String {
+    format!(
+        "UPDATE runs SET {}
+            current_step_id = COALESCE(?3, current_step_id),
+            current_attempt = COALESCE(?4, current_attempt),
+            summary = COALESCE(?5, summary),
+            terminal_reason = COALESCE(?6, terminal_reason),
+            total_iterations = ?7,
+            owner = CASE WHEN ?8 THEN owner ELSE NULL END,
+            owner_process = CASE WHEN ?8 THEN owner_process ELSE NULL END,
+            lease_expires_at = CASE WHEN ?8 THEN lease_expires_at ELSE NULL END,
+            started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?9) ELSE started_at END,
+            updated_at = ?9,
+            last_progress_at = ?9,
+            finished_at = ?10,
+            last_event_seq = ?11,
+            ready_at = CASE WHEN ?12 IS NOT NULL THEN ?12 WHEN ?13 THEN NULL ELSE ready_at END
+         WHERE run_id = ?1",
+        if sets_state { "state = ?2," } else { "" }
+    )
+}
+
+static UPDATE_RUN_AND_STATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| update_run_sql(true));
+static UPDATE_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| update_run_sql(false));
+
 pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, db_now: Timestamp, c: &Commit) -> Result<CommitOutcome> {
     let mut h = head(conn, &c.run_id)?;
     if let Some(id) = &c.id {
@@ -393,43 +421,25 @@ pub(crate) fn commit(conn: &Connection, ids: &dyn IdGen, db_now: Timestamp, c: &
     };
     let keep_owner = rules::keeps_owner(h.state, c);
     let current = c.started.last().map(|s| (s.step_id.clone(), s.attempt));
-    conn.prepare_cached(
-        "UPDATE runs SET
-            state = ?2,
-            current_step_id = COALESCE(?3, current_step_id),
-            current_attempt = COALESCE(?4, current_attempt),
-            summary = COALESCE(?5, summary),
-            terminal_reason = COALESCE(?6, terminal_reason),
-            total_iterations = ?7,
-            owner = CASE WHEN ?8 THEN owner ELSE NULL END,
-            owner_process = CASE WHEN ?8 THEN owner_process ELSE NULL END,
-            lease_expires_at = CASE WHEN ?8 THEN lease_expires_at ELSE NULL END,
-            started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?9) ELSE started_at END,
-            updated_at = ?9,
-            last_progress_at = ?9,
-            finished_at = ?10,
-            last_event_seq = ?11,
-            ready_at = CASE WHEN ?12 IS NOT NULL THEN ?12 WHEN ?13 THEN NULL ELSE ready_at END
-         WHERE run_id = ?1",
-    )
-    .and_then(|mut st| {
-        st.execute(params![
-            c.run_id,
-            h.state.as_str(),
-            current.as_ref().map(|c| c.0.clone()),
-            current.as_ref().map(|c| c.1),
-            c.summary,
-            terminal_reason,
-            h.total_iterations,
-            keep_owner,
-            now,
-            h.state.is_terminal().then_some(now),
-            h.last_event_seq,
-            ready_at,
-            entered_running || entered_waiting,
-        ])
-    })
-    .map_err(map_err(""))?;
+    conn.prepare_cached(if c.transition.is_some() { &UPDATE_RUN_AND_STATE } else { &UPDATE_RUN })
+        .and_then(|mut st| {
+            st.execute(params![
+                c.run_id,
+                h.state.as_str(),
+                current.as_ref().map(|c| c.0.clone()),
+                current.as_ref().map(|c| c.1),
+                c.summary,
+                terminal_reason,
+                h.total_iterations,
+                keep_owner,
+                now,
+                h.state.is_terminal().then_some(now),
+                h.last_event_seq,
+                ready_at,
+                entered_running || entered_waiting,
+            ])
+        })
+        .map_err(map_err(""))?;
     Ok(CommitOutcome { state: h.state, last_event_seq: h.last_event_seq })
 }
 

@@ -86,11 +86,17 @@ impl Writer {
     }
 }
 
+/// Runs one of the writer's own statements, kept prepared (`execute_batch` would parse it again
+/// on every job).
+fn run_statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT job").map_err(map_err(""))?;
+    run_statement(conn, "SAVEPOINT job").map_err(map_err(""))?;
     match f(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE job").map_err(map_err(""))?;
+            run_statement(conn, "RELEASE job").map_err(map_err(""))?;
             Ok(v)
         }
         Err(e) => {
@@ -112,7 +118,7 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>, path: String, stats: &CommitRe
         }
         let began = std::time::Instant::now();
         let size = batch.len();
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err(&path)) {
+        if let Err(e) = run_statement(&conn, "BEGIN IMMEDIATE").map_err(map_err(&path)) {
             // Nothing ran; every job hears why.
             for job in batch {
                 job(Err(&e));
@@ -120,7 +126,7 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>, path: String, stats: &CommitRe
             continue;
         }
         let replies: Vec<Reply> = batch.into_iter().filter_map(|job| job(Ok(&conn))).collect();
-        let commit = conn.execute_batch("COMMIT").map_err(map_err(&path));
+        let commit = run_statement(&conn, "COMMIT").map_err(map_err(&path));
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }

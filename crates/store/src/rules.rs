@@ -64,11 +64,13 @@ pub fn event_time(now: Timestamp, updated_at: Timestamp) -> Timestamp {
 pub const RECOVERY_ACTOR: &str = "recovery-scan";
 
 /// Every event is checked against the registry before it is written (DG-FR-05):
-/// a refused event fails the whole write with `HSK-400-INVALID-EVENT`.
-pub fn check_event(actor: steward_core::event::Actor, payload: &Payload) -> Result<()> {
-    steward_core::event_registry::validate(payload.event_type(), actor, &payload.to_json())
-        .map(|_| ())
-        .map_err(|e| Error::Invalid(e.to_string()))
+/// a refused event fails the whole write with `HSK-400-INVALID-EVENT`. An accepted one's payload
+/// comes back as the JSON that was checked, which is what a backend stores.
+pub fn check_event(actor: steward_core::event::Actor, payload: &Payload) -> Result<serde_json::Value> {
+    let json = payload.to_json();
+    steward_core::event_registry::validate(payload.event_type(), actor, &json)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(json)
 }
 
 /// A new run's contract must hold (DG-JOB-06); its `run_created` payload.
