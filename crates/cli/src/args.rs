@@ -120,9 +120,12 @@ pub(crate) enum Command {
         /// Only runs in this state (queued, running, stalled, completed, failed, cancelled, ...).
         #[arg(long)]
         state: Option<String>,
-        /// At most this many.
-        #[arg(long)]
+        /// At most this many, the newest first (default 50).
+        #[arg(long, conflicts_with = "all")]
         limit: Option<u32>,
+        /// Every run, however many.
+        #[arg(long)]
+        all: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,

@@ -1,6 +1,6 @@
 //! `steward bench`: durable step latency (B1), throughput under concurrency (B2), the same
 //! throughput through workers claiming from the database with their claim-to-start latency (W),
-//! and the cost of a step as one run grows long (L).
+//! the cost of a step as one run grows long (L), and recovery and listing at scale (R).
 //!
 //! Every figure comes from the real engine on a real database (a fresh SQLite file with the
 //! chosen durability, or the PostgreSQL database `--database-url` names), running `noop` steps
@@ -47,6 +47,12 @@ pub(crate) struct BenchArgs {
     /// Which workloads: all, b1, b2, w (workers) or l (one long run).
     #[arg(long, default_value = "all")]
     only: String,
+    /// R: runs left `running` by a killed process, for the recovery scan to find.
+    #[arg(long, default_value_t = 10_000)]
+    recovery_runs: usize,
+    /// R: runs in the database in all when `steward list` is timed (the rest are queued).
+    #[arg(long, default_value_t = 100_000)]
+    list_runs: usize,
     /// L: no-op steps in the one long run.
     #[arg(long, default_value_t = 10_000)]
     long_steps: usize,
@@ -99,7 +105,7 @@ impl Target {
                 steward_store_postgres::PgStore::connect(url, Default::default(), Arc::new(UuidIds)).await?,
             ),
             None => Db::Sqlite(SqliteStore::open(
-                &self.dir.path().join("bench.db"),
+                &self.dir.path().join(crate::app::DB_FILE),
                 Options { durability: self.durability, read_only: false },
                 Arc::new(UuidIds),
             )?),
@@ -412,6 +418,113 @@ async fn long(args: &BenchArgs) -> Result<Value> {
     }))
 }
 
+/// Creates `n` queued runs of `source`, many at a time (they share group commits).
+async fn submit_many(engine: &Engine<Db>, source: &Arc<String>, n: usize) -> Result<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..256 {
+        let (engine, source, next) = (engine.clone(), source.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                submit(&engine, &source).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await.context("bench submitter panicked")??;
+    }
+    Ok(())
+}
+
+/// R: `recovery_runs` runs are claimed by a process that is then killed (a `sleep` child whose
+/// identity the claims record, SIGKILLed and reaped), so they are left `running` with their
+/// first step started; an engine's recovery scan (`Engine::recover`, what `steward recover` and
+/// every start run first) is timed finding them and marking each `stalled` with its events.
+/// Then the database is filled to `list_runs` runs and `steward list` (this binary, a process
+/// of its own) is timed over it.
+async fn recovery(args: &BenchArgs) -> Result<Value> {
+    let target = target(args, "r-").await?;
+    let engine = target.engine(format!("bench:{}", std::process::id()), Handoff::Person).await?;
+    let source = Arc::new(workflow_source(args.steps));
+    let doomed_runs = args.recovery_runs;
+    submit_many(&engine, &source, doomed_runs).await?;
+    let mut child = std::process::Command::new("sleep").arg("600").spawn().context("cannot start `sleep`")?;
+    let pid = i32::try_from(child.id()).context("pid out of range")?;
+    let identity = steward_tools::process::identify(pid).context("cannot read the child's identity")?;
+    let owner = steward_store::Owner { id: format!("bench-doomed:{pid}"), process: Some(identity) };
+    let store = engine.store();
+    let mut claimed = 0;
+    while claimed < doomed_runs {
+        let got = store
+            .claim(steward_store::Claim {
+                owner: owner.clone(),
+                lease_ms: 3_600_000,
+                limit: 1_000,
+                run_id: None,
+                workdirs: Vec::new(),
+                resume_stalled: false,
+                spare_owners: Vec::new(),
+                now: steward_store::host_now(),
+            })
+            .await?;
+        if got.is_empty() {
+            bail!("only {claimed} of {doomed_runs} runs could be claimed");
+        }
+        // Each with its first step started, as a process killed mid-run leaves it.
+        for c in &got {
+            let mut commit = steward_store::Commit::new(
+                &c.run.run_id,
+                steward_store::Expect::held(c.run.lease_epoch),
+                steward_store::host_now(),
+                steward_core::event::Actor::System,
+                &owner.id,
+            );
+            commit.started.push(steward_store::AttemptStart {
+                step_id: "s0".into(),
+                attempt: 1,
+                visit: 1,
+                input: json!({"type": "noop"}),
+            });
+            store.commit(commit).await?;
+        }
+        claimed += got.len();
+    }
+    child.kill().context("cannot kill the child")?;
+    child.wait().context("cannot reap the child")?;
+    let started = Instant::now();
+    let recovered = engine.recover().await?;
+    let recover_secs = started.elapsed().as_secs_f64();
+    if recovered.len() != doomed_runs {
+        bail!("the recovery scan found {} of the {doomed_runs} runs", recovered.len());
+    }
+    submit_many(&engine, &source, args.list_runs.saturating_sub(doomed_runs)).await?;
+    drop(engine);
+    let exe = std::env::current_exe().context("cannot find this program")?;
+    let mut list_ms = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let out = std::process::Command::new(&exe)
+            .arg("--data-dir")
+            .arg(target.dir.path())
+            .arg("list")
+            .env_remove("STEWARD_DATABASE_URL")
+            .output()
+            .context("cannot run `steward list`")?;
+        list_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        if !out.status.success() {
+            bail!("`steward list` failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    list_ms.sort_by(f64::total_cmp);
+    Ok(json!({
+        "recovered_runs": recovered.len(),
+        "recover_seconds": round_to(recover_secs, 3),
+        "list_runs": args.list_runs.max(doomed_runs),
+        "list_ms_p50": round(percentile(&list_ms, 0.5)),
+    }))
+}
+
 /// Milliseconds per fsync of a small file in `dir`: the floor for one durable commit.
 fn fsync_ms(dir: &std::path::Path) -> Result<f64> {
     use std::io::Write;
@@ -440,13 +553,14 @@ fn round_to(x: f64, places: i32) -> f64 {
 
 pub(crate) async fn run(args: &BenchArgs, database_url: Option<String>) -> Result<std::process::ExitCode> {
     let args = &BenchArgs { database_url, ..args.clone() };
-    let (want_b1, want_b2, want_w, want_l) = match args.only.as_str() {
-        "all" => (true, true, true, true),
-        "b1" => (true, false, false, false),
-        "b2" => (false, true, false, false),
-        "w" => (false, false, true, false),
-        "l" => (false, false, false, true),
-        other => bail!("--only must be all, b1, b2, w or l, not `{other}`"),
+    let (want_b1, want_b2, want_w, want_l, want_r) = match args.only.as_str() {
+        "all" => (true, true, true, true, true),
+        "b1" => (true, false, false, false, false),
+        "b2" => (false, true, false, false, false),
+        "w" => (false, false, true, false, false),
+        "l" => (false, false, false, true, false),
+        "r" => (false, false, false, false, true),
+        other => bail!("--only must be all, b1, b2, w, l or r, not `{other}`"),
     };
     let durability = match args.durability {
         DurabilityArg::Full => "full",
@@ -546,6 +660,19 @@ pub(crate) async fn run(args: &BenchArgs, database_url: Option<String>) -> Resul
             );
         }
         report["l"] = r;
+    }
+    if want_r && args.database_url.is_some() && args.only == "r" {
+        bail!("--only r runs on SQLite only: `steward list` is timed on the bench's own data directory");
+    }
+    if want_r && args.database_url.is_none() {
+        let r = recovery(args).await?;
+        if !args.json {
+            println!(
+                "R   {} runs left running by a killed process, found and stalled in {} s; `steward list` over {} runs: {} ms (p50 of 5)",
+                r["recovered_runs"], r["recover_seconds"], r["list_runs"], r["list_ms_p50"]
+            );
+        }
+        report["r"] = r;
     }
     if args.json {
         crate::print_json(&report)?;

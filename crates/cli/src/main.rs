@@ -37,6 +37,9 @@ use steward_store::{Run, RunFilter, Store};
 use args::{Cli, Command};
 use config::Settings;
 
+/// How many runs `steward list` shows unless told otherwise.
+const LIST_PAGE: u32 = 50;
+
 /// mimalloc instead of glibc's malloc, whose arenas trimmed and refilled themselves with page
 /// faults on every burst of allocation: a fifth of a step's CPU at 128 runs in flight
 /// (`docs/benchmarks.md`).
@@ -163,18 +166,32 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::List { state, limit, json } => {
+        Command::List { state, limit, all, json } => {
             let state = state.as_deref().map(|s| s.parse::<RunState>()).transpose().map_err(|e| {
                 anyhow::anyhow!("{e} (expected one of: {})", RunState::ALL.map(|s| s.as_str()).join(", "))
             })?;
-            let runs = match app::open_db_ro_if_any(cfg).await? {
-                Some(store) => store.list_runs(RunFilter { state, limit: *limit, ..Default::default() }).await?,
+            // The newest page by default: a store of a hundred thousand runs answers as fast as
+            // one of ten. One run more than shown says whether there are more.
+            let limit = (!*all).then(|| limit.unwrap_or(LIST_PAGE));
+            let mut runs = match app::open_db_ro_if_any(cfg).await? {
+                Some(store) => {
+                    let filter = RunFilter { state, limit: limit.map(|l| l.saturating_add(1)), ..Default::default() };
+                    store.list_runs(filter).await?
+                }
                 None => Vec::new(),
             };
+            let more = limit.is_some_and(|l| runs.len() > l as usize);
+            runs.truncate(limit.map_or(usize::MAX, |l| l as usize));
             if *json {
                 print_json(&output::list_json(&runs, &cfg.redactor()))?
             } else {
-                print_text(&output::list_text(&runs))?
+                print_text(&output::list_text(&runs))?;
+                if more {
+                    eprintln!(
+                        "(the newest {} shown; `steward list --limit N` or `steward list --all` for more)",
+                        runs.len()
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -172,6 +172,15 @@ fn first_use_of_a_data_directory_by_many_processes_at_once() {
         assert!(out.status.success(), "{}", text(&out));
     }
     assert_eq!(s.json(&["list", "--json"]).as_array().unwrap().len(), 20);
+    // `list` shows the newest page and says when there is more; `--all` shows every run.
+    let page = s.cmd(&["list", "--limit", "3"]).output().unwrap();
+    let shown = String::from_utf8_lossy(&page.stdout).lines().filter(|l| l.starts_with("run-")).count();
+    assert_eq!(shown, 3, "{}", text(&page));
+    assert!(String::from_utf8_lossy(&page.stderr).contains("`steward list --all`"), "{}", text(&page));
+    assert_eq!(s.json(&["list", "--limit", "3", "--json"]).as_array().unwrap().len(), 3);
+    assert_eq!(s.json(&["list", "--all", "--json"]).as_array().unwrap().len(), 20);
+    let whole = s.cmd(&["list", "--limit", "20"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&whole.stderr).contains("for more"), "{}", text(&whole));
     let leftovers: Vec<_> = std::fs::read_dir(s.data_dir())
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
