@@ -285,7 +285,8 @@ impl Tally {
                     step(&mut self.steps[r].routed);
                     self.refresh(wf, r);
                 }
-                for j in self.needed_by[i].clone() {
+                for k in 0..self.needed_by[i].len() {
+                    let j = self.needed_by[i][k];
                     self.refresh(wf, j);
                 }
             }
