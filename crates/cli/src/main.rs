@@ -38,7 +38,7 @@ use args::{Cli, Command};
 use config::Settings;
 
 /// How many runs `steward list` shows unless told otherwise.
-const LIST_PAGE: u32 = 50;
+pub(crate) const LIST_PAGE: u32 = 50;
 
 /// mimalloc instead of glibc's malloc, whose arenas trimmed and refilled themselves with page
 /// faults on every burst of allocation: a fifth of a step's CPU at 128 runs in flight

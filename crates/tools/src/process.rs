@@ -70,6 +70,17 @@ pub fn current() -> Option<ProcessRef> {
     ME.get_or_init(|| identify(i32::try_from(std::process::id()).ok()?)).clone()
 }
 
+/// The identity of a process that has run and exited: one started (`sleep`), identified, killed
+/// with SIGKILL and reaped. What a record left by a killed engine names, for benchmarks of
+/// recovery.
+pub fn exited() -> std::io::Result<ProcessRef> {
+    let mut child = std::process::Command::new("sleep").arg("600").spawn()?;
+    let identity = i32::try_from(child.id()).ok().and_then(identify);
+    child.kill()?;
+    child.wait()?;
+    identity.ok_or_else(|| std::io::Error::other("cannot read the identity of a child process"))
+}
+
 /// A process of this machine, by pid; `None` if there is no such process.
 pub fn identify(pid: i32) -> Option<ProcessRef> {
     let st = stat(pid)?;

@@ -57,7 +57,7 @@ fn submit(s: &Steward, wf: &str, n: usize) -> Vec<String> {
 }
 
 fn states(s: &Steward) -> Vec<Value> {
-    s.json(&["list", "--json"]).as_array().cloned().unwrap_or_default()
+    s.json(&["list", "--all", "--json"]).as_array().cloned().unwrap_or_default()
 }
 
 fn count(runs: &[Value], state: &str) -> usize {
