@@ -214,7 +214,7 @@ def steward_crash(a: argparse.Namespace) -> dict:
     if rc != 0:
         fail(f"the restarted Steward worker exited {rc}: see {base}/worker-2.log")
     runs = json.loads(run(
-        [a.steward, "list", "--json", "--limit", str(a.crash_runs + 10)], "steward list", cwd=ws, env=env
+        [a.steward, "list", "--json", "--all"], "steward list", cwd=ws, env=env
     ))
     runs = [r for r in runs if r["run_id"] in set(run_ids)]
     states = collections.Counter(r["state"] for r in runs)

@@ -121,7 +121,7 @@ pub(crate) enum Command {
         #[arg(long)]
         state: Option<String>,
         /// At most this many, the newest first (default 50).
-        #[arg(long, conflicts_with = "all")]
+        #[arg(long, conflicts_with = "all", value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
         /// Every run, however many.
         #[arg(long)]

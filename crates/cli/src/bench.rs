@@ -247,22 +247,14 @@ async fn b1(args: &BenchArgs) -> Result<Value> {
 async fn b2(args: &BenchArgs, concurrency: usize) -> Result<Value> {
     let (engine, _dir) = setup(args, "b2-").await?;
     let source = Arc::new(workflow_source(args.steps));
-    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let cpu = cpu_time();
-    let mut workers = Vec::new();
-    for _ in 0..concurrency.max(1) {
-        let (engine, source, next, total) = (engine.clone(), source.clone(), next.clone(), args.runs);
-        workers.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < total {
-                one_run(&engine, &source).await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for w in workers {
-        w.await.context("bench worker panicked")??;
-    }
+    let driver = engine.clone();
+    in_flight(args.runs, concurrency, move |_| {
+        let (engine, source) = (driver.clone(), source.clone());
+        async move { one_run(&engine, &source).await }
+    })
+    .await?;
     let secs = started.elapsed().as_secs_f64();
     Ok(json!({
         "concurrency": concurrency,
@@ -418,23 +410,41 @@ async fn long(args: &BenchArgs) -> Result<Value> {
     }))
 }
 
-/// Creates `n` queued runs of `source`, many at a time (they share group commits).
-async fn submit_many(engine: &Engine<Db>, source: &Arc<String>, n: usize) -> Result<()> {
+/// Does `job(0)` .. `job(total - 1)`, `concurrency` of them at a time: each of `concurrency`
+/// tasks takes the next job as soon as its last one is done.
+async fn in_flight<F, Fut>(total: usize, concurrency: usize, job: F) -> Result<()>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..256 {
-        let (engine, source, next) = (engine.clone(), source.clone(), next.clone());
+    for _ in 0..concurrency.max(1) {
+        let (next, job) = (next.clone(), job.clone());
         tasks.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < n {
-                submit(&engine, &source).await?;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return anyhow::Ok(());
+                }
+                job(i).await?;
             }
-            anyhow::Ok(())
         }));
     }
     for t in tasks {
-        t.await.context("bench submitter panicked")??;
+        t.await.context("bench task panicked")??;
     }
     Ok(())
+}
+
+/// Creates `n` queued runs of `source`, many at a time (they share group commits).
+async fn submit_many(engine: &Engine<Db>, source: &Arc<String>, n: usize) -> Result<()> {
+    let (engine, source) = (engine.clone(), source.clone());
+    in_flight(n, 256, move |_| {
+        let (engine, source) = (engine.clone(), source.clone());
+        async move { submit(&engine, &source).await.map(|_| ()) }
+    })
+    .await
 }
 
 /// R: `recovery_runs` runs are claimed in the name of a process that has been killed
@@ -469,24 +479,30 @@ async fn recovery(args: &BenchArgs) -> Result<Value> {
         if got.is_empty() {
             bail!("only {claimed} of {doomed_runs} runs could be claimed");
         }
-        // Each with its first step started, as a process killed mid-run leaves it.
-        for c in &got {
-            let mut commit = steward_store::Commit::new(
-                &c.run.run_id,
-                steward_store::Expect::held(c.run.lease_epoch),
-                steward_store::host_now(),
-                steward_core::event::Actor::System,
-                &owner.id,
-            );
-            commit.started.push(steward_store::AttemptStart {
-                step_id: "s0".into(),
-                attempt: 1,
-                visit: 1,
-                input: json!({"type": "noop"}),
-            });
-            store.commit(commit).await?;
-        }
         claimed += got.len();
+        // Each with its first step started, as a process killed mid-run leaves it.
+        let (got, store, owner) = (Arc::new(got), store.clone(), Arc::new(owner.id.clone()));
+        in_flight(got.len(), 256, move |i| {
+            let (got, store, owner) = (got.clone(), store.clone(), owner.clone());
+            async move {
+                let c = &got[i];
+                let mut commit = steward_store::Commit::new(
+                    &c.run.run_id,
+                    steward_store::Expect::held(c.run.lease_epoch),
+                    steward_store::host_now(),
+                    steward_core::event::Actor::System,
+                    &owner,
+                );
+                commit.started.push(steward_store::AttemptStart {
+                    step_id: "s0".into(),
+                    attempt: 1,
+                    visit: 1,
+                    input: json!({"type": "noop"}),
+                });
+                store.commit(commit).await.map(|_| ()).map_err(Into::into)
+            }
+        })
+        .await?;
     }
     let started = Instant::now();
     let recovered = engine.recover().await?;
