@@ -52,6 +52,17 @@ async fn documents(store: &dyn ArtifactStore) -> Result<(), String> {
     store.write_document("job-1", "run_ledger.json", b"").await.map_err(fail("write of nothing"))?;
     expect(read("job-1", "run_ledger.json").await?.as_deref() == Some(b""), "an empty document is not an absent one")?;
     expect(read("job-2", "run_ledger.json").await?.is_none(), "scopes are separate")?;
+    let batch: [(&str, &[u8]); 3] = [("run_ledger.json", b"v3"), ("metrics.json", b"m"), ("escalations/e1.json", b"e")];
+    store.write_documents("job-4", &batch).await.map_err(fail("write_documents"))?;
+    store.write_documents("job-4", &batch[..1]).await.map_err(fail("write_documents again"))?;
+    for (name, bytes) in batch {
+        let got = store.read_document("job-4", name).await.map_err(fail("read_document"))?;
+        expect(got.as_deref() == Some(bytes), "write_documents writes every document of the batch")?;
+    }
+    let refused = store.write_documents("job-5", &[("fine.json", b"x"), ("../escape", b"x")]).await;
+    expect(matches!(refused, Err(Error::BadName { .. })), "a batch with a bad name is refused as BadName")?;
+    let touched = store.list_documents("job-5", "").await.map_err(fail("list_documents"))?;
+    expect(touched.is_empty(), "a refused batch writes none of its documents")?;
     for name in ["step_outputs/k2/response.txt", "step_outputs/k1/response.txt", "step_outputs/k1/prompt.txt", "steps"]
     {
         store.write_document("job-1", name, name.as_bytes()).await.map_err(fail("write_document"))?;

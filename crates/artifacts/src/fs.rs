@@ -1,6 +1,6 @@
 //! `FsArtifacts`: the artifact store on the local file system, the embedded default. Every write
-//! goes through a fresh temporary file (fsync, rename, fsync of the directory), and no symlink
-//! inside its directories is ever followed.
+//! goes through a fresh temporary file (fsync, rename, fsync of the directory, once per batch),
+//! and no symlink inside its directories is ever followed.
 //!
 //! The layout is the data directory's from before this seam, so existing data directories keep
 //! working: blobs at `<data dir>/artifacts/<first two hex digits>/<64 hex digits>`, documents at
@@ -92,9 +92,15 @@ fn ensure_dirs(root: &Path, parts: &[&str]) -> Result<PathBuf> {
     Ok(at)
 }
 
-/// Writes `bytes` to `root/parts...` through a fresh temporary beside it: fsync, rename, fsync
-/// of the directory. A symlink at the target is replaced, never followed.
-fn write_atomic(root: &Path, parts: &[&str], bytes: &[u8]) -> Result<()> {
+/// A file written and synced under a temporary name, not yet in place.
+struct Staged {
+    tmp: PathBuf,
+    target: PathBuf,
+    dir: PathBuf,
+}
+
+/// Writes `bytes` to a fresh temporary beside `root/parts...` and syncs it.
+fn stage(root: &Path, parts: &[&str], bytes: &[u8]) -> Result<Staged> {
     let Some((file, dirs)) = parts.split_last() else {
         return Err(Error::Corrupt { location: root.display().to_string(), what: "no file name".into() });
     };
@@ -112,12 +118,43 @@ fn write_atomic(root: &Path, parts: &[&str], bytes: &[u8]) -> Result<()> {
     };
     let written = f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io("write", &tmp));
     drop(f);
-    let placed = written.and_then(|()| std::fs::rename(&tmp, &target).map_err(io("replace", &target)));
-    if let Err(e) = placed {
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    sync_dir(&dir)
+    Ok(Staged { tmp, target, dir })
+}
+
+/// Writes each `(parts, bytes)` to `root/parts...`: every file to a fresh temporary, synced,
+/// then renamed over its target in order, then each directory synced once. A symlink at a
+/// target is replaced, never followed. The directory syncs are what a batch saves: a file's own
+/// sync cannot be shared, a directory's can.
+fn write_atomic(root: &Path, files: &[(Vec<&str>, &[u8])]) -> Result<()> {
+    let mut staged: Vec<Staged> = Vec::with_capacity(files.len());
+    let mut placed = 0;
+    let result = (|| {
+        for (parts, bytes) in files {
+            staged.push(stage(root, parts, bytes)?);
+        }
+        for s in &staged {
+            std::fs::rename(&s.tmp, &s.target).map_err(io("replace", &s.target))?;
+            placed += 1;
+        }
+        let mut synced: Vec<&Path> = Vec::new();
+        for s in &staged {
+            if !synced.contains(&s.dir.as_path()) {
+                sync_dir(&s.dir)?;
+                synced.push(&s.dir);
+            }
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for s in &staged[placed..] {
+            let _ = std::fs::remove_file(&s.tmp);
+        }
+    }
+    result
 }
 
 /// Reads `root/parts...`, `None` if it is not there; a link on the way is refused.
@@ -221,7 +258,7 @@ impl FsArtifacts {
         {
             return Ok(handle);
         }
-        write_atomic(&self.blobs, &[&hex[..2], hex], bytes)?;
+        write_atomic(&self.blobs, &[(vec![&hex[..2], hex], bytes)])?;
         Ok(handle)
     }
 
@@ -238,10 +275,15 @@ impl FsArtifacts {
         Ok(bytes)
     }
 
-    fn write_now(&self, scope: &str, name: &str, bytes: &[u8]) -> Result<()> {
-        check_name(scope, name)?;
-        let parts: Vec<&str> = std::iter::once(scope).chain(name.split('/')).collect();
-        write_atomic(&self.documents, &parts, bytes)
+    fn write_now(&self, scope: &str, docs: &[(&str, &[u8])]) -> Result<()> {
+        for (name, _) in docs {
+            check_name(scope, name)?;
+        }
+        let files: Vec<(Vec<&str>, &[u8])> = docs
+            .iter()
+            .map(|(name, bytes)| (std::iter::once(scope).chain(name.split('/')).collect(), *bytes))
+            .collect();
+        write_atomic(&self.documents, &files)
     }
 
     fn read_now(&self, scope: &str, name: &str) -> Result<Option<Vec<u8>>> {
@@ -283,7 +325,11 @@ impl ArtifactStore for FsArtifacts {
     }
 
     fn write_document<'a>(&'a self, scope: &'a str, name: &'a str, bytes: &'a [u8]) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.write_now(scope, name, bytes) })
+        Box::pin(async move { self.write_now(scope, &[(name, bytes)]) })
+    }
+
+    fn write_documents<'a>(&'a self, scope: &'a str, docs: &'a [(&'a str, &'a [u8])]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.write_now(scope, docs) })
     }
 
     fn read_document<'a>(&'a self, scope: &'a str, name: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {

@@ -202,6 +202,10 @@ pub fn check_name(scope: &str, name: &str) -> Result<()> {
 ///   their name are [`Error::Corrupt`], never content.
 /// - `write_document` replaces the document whole, atomically and durably before it returns; a
 ///   concurrent or later `read_document` sees the old bytes or the new ones.
+/// - `write_documents` does the same for several documents of a scope, every name checked
+///   before any is written. Each is replaced whole; a crash part way may leave some replaced and
+///   others not, so a caller whose documents depend on one another writes them in separate
+///   calls, the depended-on first.
 /// - `read_document` returns `None` for a document never written.
 /// - `list_documents` returns the names under a scope that start with a prefix, sorted by
 ///   their bytes.
@@ -243,6 +247,21 @@ pub trait ArtifactStore: Send + Sync + std::fmt::Debug {
 
     /// Replaces (or creates) the document `name` of `scope` with `bytes`.
     fn write_document<'a>(&'a self, scope: &'a str, name: &'a str, bytes: &'a [u8]) -> BoxFuture<'a, Result<()>>;
+
+    /// Replaces (or creates) several documents of `scope`, each as [`Self::write_document`]
+    /// would; durable when it returns. The default writes them one by one; a backend that can
+    /// make one batch cheaper than its parts (one directory sync, one transaction) does so.
+    fn write_documents<'a>(&'a self, scope: &'a str, docs: &'a [(&'a str, &'a [u8])]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            for (name, _) in docs {
+                check_name(scope, name)?;
+            }
+            for (name, bytes) in docs {
+                self.write_document(scope, name, bytes).await?;
+            }
+            Ok(())
+        })
+    }
 
     /// The document `name` of `scope`, or `None` if it was never written.
     fn read_document<'a>(&'a self, scope: &'a str, name: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>>;

@@ -235,6 +235,9 @@ impl Executor<'_> {
             // job is recorded cancelled. (A loop whose run was taken over writes nothing.)
             return self.record_cancelled().await;
         }
+        if !matches!(outcome, Err(ExecError::Fenced(_))) && self.fence().await.is_ok() {
+            self.save_metrics().await?;
+        }
         outcome
     }
 
@@ -404,11 +407,11 @@ impl Executor<'_> {
         let iteration = st.progress.current_state.iteration;
         let n = st.progress.micro_tasks[idx].iterations.len() as u32 + 1;
         let wp = self.wp().to_owned();
-        self.mt_event(
+        // Recorded with the iteration's start, in one commit, before the model is asked.
+        let lora_selection = Payload::recorded(
             "micro_task_lora_selection",
             json!({"wp_id": wp, "mt_id": mt.mt_id, "iteration": iteration, "model_id": model_id, "lora_id": lora, "escalation_level": level}),
-        )
-        .await?;
+        );
         // The task works in its stage; context is fresh every iteration, from the files as the
         // stage has them now.
         let root = self.staged(st, mt).await?;
@@ -476,11 +479,11 @@ impl Executor<'_> {
         };
         let doc = |file: &str| step_doc(&key, file);
         if !replay {
-            self.persist(&doc("prompt.txt"), envelope.prompt.as_bytes()).await?;
-            self.write_json(
-                &doc("context_snapshot.json"),
-                &serde_json::to_value(&envelope.snapshot).unwrap_or_default(),
-            )
+            let snapshot = serde_json::to_vec_pretty(&envelope.snapshot).unwrap_or_default();
+            self.persist_all(&[
+                (&doc("prompt.txt"), envelope.prompt.as_bytes()),
+                (&doc("context_snapshot.json"), &snapshot),
+            ])
             .await?;
         }
         let started = self.clock.now();
@@ -501,11 +504,11 @@ impl Executor<'_> {
             }),
         }
         self.save(st).await?;
-        self.mt_event(
+        let started_event = Payload::recorded(
             "micro_task_iteration_started",
             json!({"wp_id": wp, "mt_id": mt.mt_id, "iteration": iteration, "step_id": step_id, "model_id": model_id}),
-        )
-        .await?;
+        );
+        self.emit(vec![lora_selection, started_event]).await?;
         // The response is saved before it is used; a saved one is never asked for again.
         let response_doc = doc("response.txt");
         // A model call may take the iteration's cap, and never more than the job has left.
@@ -597,7 +600,6 @@ impl Executor<'_> {
             }
             refused_verify = refused;
             validation_timed_out = timed_out_twice;
-            self.emit(events).await?;
             let evidence = self.write_json(&doc("validation.json"), &report).await?;
             evidence_ref = Some(evidence);
             validation_passed = Some(passed);
@@ -607,11 +609,14 @@ impl Executor<'_> {
                     error_summary = Some(format!("validation failed: {validation_output}"));
                 }
             }
-            self.mt_event(
+            // The commands' own events (each one's start was committed before it ran) and the
+            // verdict on them, in one commit once the evidence they name is saved.
+            let mut events = events;
+            events.push(Payload::recorded(
                 "micro_task_validation",
                 json!({"wp_id": wp, "mt_id": mt.mt_id, "iteration": iteration, "passed": passed, "evidence_artifact_ref": evidence_ref}),
-            )
-            .await?;
+            ));
+            self.emit(events).await?;
         } else if error_summary.is_none() {
             error_summary = Some(if signal.blocked { "blocked".into() } else { "no_completion_claimed".into() });
         }
@@ -682,14 +687,19 @@ impl Executor<'_> {
             failure_category: if decision.outcome == IterationOutcome::Success { None } else { failure },
             context_snapshot_id: snapshot_id.clone(),
         };
-        if matches!(decision.action, LoopDecision::Complete { .. }) {
-            // What the completion promotes is written down before the task is settled completed,
-            // so a crash in between is finished at the next start (`promote`).
-            let writes = stage::net_writes(&self.plan.root, &self.applied_writes(st, mt).await?);
-            self.write_json(&promotion_doc(&mt.mt_id), &json!(writes)).await?;
-        }
         let output = json!({"record": record, "decision": decision.action, "signal": signal});
-        let output_ref = self.write_json(&doc("output.json"), &output).await?;
+        let output = serde_json::to_vec_pretty(&output).unwrap_or_default();
+        let output_ref = hash(&output);
+        let output_doc = doc("output.json");
+        if matches!(decision.action, LoopDecision::Complete { .. }) {
+            // What the completion promotes is written down (with the output) before the task is
+            // settled completed, so a crash in between is finished at the next start (`promote`).
+            let writes = stage::net_writes(&self.plan.root, &self.applied_writes(st, mt).await?);
+            let writes = serde_json::to_vec_pretty(&json!(writes)).unwrap_or_default();
+            self.persist_all(&[(&promotion_doc(&mt.mt_id), &writes), (&output_doc, &output)]).await?;
+        } else {
+            self.persist(&output_doc, &output).await?;
+        }
         if let Some(s) = st.ledger.steps.iter_mut().find(|s| s.step_id == step_id) {
             s.status = StepStatus::Completed;
             s.completed_at = Some(finished.to_rfc3339());

@@ -1,5 +1,7 @@
 //! The job's documents in the artifact store: their names, reading and writing them (every
 //! write fenced), and the progress artifact and ledger saved after every change (DG-MT-07).
+//! `metrics.json`, which is computed from the progress artifact, is written when a session of
+//! the loop stops, not at every save: it adds nothing a crash could lose.
 
 use super::*;
 
@@ -68,6 +70,13 @@ impl Executor<'_> {
         Ok(self.artifacts.write_document(self.job_id, name, bytes).await?)
     }
 
+    /// Writes documents that do not depend on one another in one batch (one directory sync
+    /// per directory on the file system). A crash part way may leave some written and not the
+    /// others, so a document that names another goes in a later call.
+    pub(super) async fn persist_all(&self, docs: &[(&str, &[u8])]) -> Result<()> {
+        Ok(self.artifacts.write_documents(self.job_id, docs).await?)
+    }
+
     /// Writes JSON and returns its SHA-256.
     pub(super) async fn write_json(&self, name: &str, value: &Value) -> Result<String> {
         let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
@@ -87,6 +96,8 @@ impl Executor<'_> {
         self.sink.check().await.map_err(ExecError::Fenced)
     }
 
+    /// Writes the progress artifact and the ledger, in one batch: recovery (`recover`) takes
+    /// either one as it finds it, so neither depends on the other being the newer.
     pub(super) async fn save_parts(&self, st: &State) -> Result<()> {
         let progress = serde_json::to_vec_pretty(&st.progress).unwrap_or_default();
         let ledger = serde_json::to_vec_pretty(&st.ledger).unwrap_or_default();
@@ -100,10 +111,15 @@ impl Executor<'_> {
                     message: format!("{} bytes is over the {cap}-byte cap", bytes.len()),
                 });
             }
-            self.persist(name, bytes).await?;
         }
-        let metrics = serde_json::to_value(metrics(&st.progress)).unwrap_or_default();
-        self.write_json(METRICS, &metrics).await?;
-        Ok(())
+        self.persist_all(&[(PROGRESS, &progress), (LEDGER, &ledger)]).await
+    }
+
+    /// Writes `metrics.json` from the progress artifact as it is saved now: when a session of
+    /// the loop stops, however it stopped (nothing, if the job has no progress yet).
+    pub(super) async fn save_metrics(&self) -> Result<()> {
+        let Some(progress) = self.read_json::<ProgressArtifact>(PROGRESS).await? else { return Ok(()) };
+        let m = serde_json::to_vec_pretty(&metrics(&progress)).unwrap_or_default();
+        self.persist(METRICS, &m).await
     }
 }
