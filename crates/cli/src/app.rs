@@ -228,6 +228,17 @@ pub(crate) async fn engine_for(settings: &Settings, handoff: Handoff) -> Result<
 }
 
 /// Reads a workflow file, naming it in any error.
-pub(crate) fn read_workflow(file: &Path) -> Result<String> {
-    std::fs::read_to_string(file).with_context(|| format!("cannot read workflow file {}", file.display()))
+/// A workflow file's text as a run stores it: a DireClaw orchestrator file with the workflow
+/// `--workflow` names appended (`steward_core::workflow::direclaw::select`), any other file as
+/// it is.
+pub(crate) fn read_workflow(file: &Path, workflow: Option<&str>) -> Result<String> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read workflow file {}", file.display()))?;
+    Ok(match workflow {
+        Some(id) => {
+            let origin = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+            steward_core::workflow::direclaw::select(&text, id, &origin.display().to_string())
+        }
+        None => text,
+    })
 }

@@ -216,8 +216,11 @@ pub(crate) enum Command {
     },
     /// Check a workflow file and report every problem with its line, step and field.
     Validate {
-        /// The workflow YAML file.
+        /// The workflow YAML file (or a DireClaw `orchestrator.yaml`: all of its workflows).
         file: PathBuf,
+        /// For an orchestrator file: check the one workflow it would run.
+        #[arg(long, value_name = "ID")]
+        workflow: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -429,4 +432,7 @@ pub(crate) struct InputArgs {
     /// A JSON object of input values (`--input` wins on conflicts).
     #[arg(long, value_name = "FILE")]
     pub(crate) input_file: Option<PathBuf>,
+    /// For a DireClaw `orchestrator.yaml`: which of its workflows to run.
+    #[arg(long, value_name = "ID")]
+    pub(crate) workflow: Option<String>,
 }

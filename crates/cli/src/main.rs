@@ -94,9 +94,7 @@ pub(crate) fn print_text(s: &str) -> Result<()> {
 async fn dispatch(cli: &Cli) -> Result<ExitCode> {
     let cfg = &Settings::load(cli)?;
     match &cli.command {
-        Command::Run { file, given, detach, json } => {
-            run(cfg, file, &given.inputs, given.input_file.as_deref(), *detach, *json).await
-        }
+        Command::Run { file, given, detach, json } => run(cfg, file, given, *detach, *json).await,
         Command::Restart { run, from, detach, json } => {
             let engine = booted(cfg).await?;
             let created = engine
@@ -117,7 +115,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             drive_created(cfg, engine, created, *detach, *json).await
         }
         Command::Submit { file, given, json } => {
-            let req = request(cfg, file, &given.inputs, given.input_file.as_deref())?;
+            let req = request(cfg, file, given)?;
             let engine = booted(cfg).await?;
             let what = file.display().to_string();
             let created = engine.create_run(req).await.with_context(|| format!("cannot submit {what}"))?;
@@ -151,7 +149,12 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 )?
             } else {
                 let jobs = mt::jobs(&attempts, artifacts.as_ref()).await;
-                let text = output::status_text(&r, &attempts, &redactor);
+                // A run of a DireClaw orchestrator file says which file and workflow.
+                let origin = match store.get_definition(&r.definition_hash).await {
+                    Ok(source) => workflow::parse(&source).ok().and_then(|wf| wf.origin),
+                    Err(_) => None,
+                };
+                let text = output::status_text(&r, &attempts, origin.as_deref(), &redactor);
                 print_text(&format!("{text}{}", mt::jobs_text(&jobs, &r.run_id)))?
             }
             Ok(ExitCode::SUCCESS)
@@ -198,7 +201,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Events(args) => recorder::events(cfg, args).await,
         Command::Gc { dry_run, json } => recorder::gc(cfg, *dry_run, *json).await,
         Command::Bundle { run, output } => recorder::bundle(cfg, run, output).await,
-        Command::Validate { file, json } => validate(cfg, file, *json),
+        Command::Validate { file, workflow, json } => validate(cfg, file, workflow.as_deref(), *json),
         Command::Tools(args::ToolsCommand::Check { profile, cwd, json, from: Some(from), null, .. }) => {
             tools::check_many(cfg, profile, cwd, from, *null, *json)
         }
@@ -331,8 +334,13 @@ fn warnings(cfg: &Settings, source: &str) -> Vec<workflow::Diagnostic> {
     workflow::literal_secrets(source, &|key, text| redactor.literal_secret(key, text))
 }
 
-fn validate(cfg: &Settings, file: &Path, json: bool) -> Result<ExitCode> {
-    let source = app::read_workflow(file)?;
+fn validate(cfg: &Settings, file: &Path, workflow: Option<&str>, json: bool) -> Result<ExitCode> {
+    let source = app::read_workflow(file, workflow)?;
+    if workflow.is_none()
+        && let Some(listed) = orchestrator_workflows(&source)
+    {
+        return validate_orchestrator(file, listed, json);
+    }
     let workspace = std::env::current_dir().context("cannot read the current directory")?;
     let name = file.display();
     let warnings = warnings(cfg, &source);
@@ -382,6 +390,48 @@ fn validate(cfg: &Settings, file: &Path, json: bool) -> Result<ExitCode> {
                 all.extend(warnings);
                 all.sort_by_key(|d| d.line);
                 print_text(&diagnostics(file, &all))?;
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// An orchestrator file's workflows after checking the whole file, or every problem in it;
+/// `None` for a Steward workflow file.
+fn orchestrator_workflows(source: &str) -> Option<Result<Vec<workflow::direclaw::Listed>, Vec<workflow::Diagnostic>>> {
+    workflow::direclaw::is_orchestrator_text(source).then(|| workflow::direclaw::workflows(source))
+}
+
+/// `steward validate ORCHESTRATOR.yaml`: every workflow of the file checked, as DireClaw checks
+/// it when it loads it.
+fn validate_orchestrator(
+    file: &Path,
+    listed: Result<Vec<workflow::direclaw::Listed>, Vec<workflow::Diagnostic>>,
+    json: bool,
+) -> Result<ExitCode> {
+    let name = file.display().to_string();
+    match listed {
+        Ok(listed) => {
+            let ids: Vec<&str> = listed.iter().map(|l| l.id.as_str()).collect();
+            if json {
+                print_json(
+                    &json!({"file": name, "valid": true, "orchestrator": true, "workflows": ids, "errors": []}),
+                )?;
+            } else {
+                println!(
+                    "{name}: ok: DireClaw orchestrator, {} workflow(s) ({}); run one with --workflow ID",
+                    ids.len(),
+                    ids.join(", ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            if json {
+                let errors: Vec<Value> = errors.iter().map(steward_server::views::diagnostic_json).collect();
+                print_json(&json!({"file": name, "valid": false, "orchestrator": true, "errors": errors}))?;
+            } else {
+                print_text(&diagnostics(file, &errors))?;
             }
             Ok(ExitCode::from(1))
         }
@@ -446,22 +496,15 @@ fn gather_inputs(file: &Path, source: &str, pairs: &[String], input_file: Option
     Ok(inputs)
 }
 
-async fn run(
-    cfg: &Settings,
-    file: &Path,
-    pairs: &[String],
-    input_file: Option<&Path>,
-    detach: bool,
-    json: bool,
-) -> Result<ExitCode> {
-    let req = request(cfg, file, pairs, input_file)?;
+async fn run(cfg: &Settings, file: &Path, given: &args::InputArgs, detach: bool, json: bool) -> Result<ExitCode> {
+    let req = request(cfg, file, given)?;
     launch(cfg, req, &file.display().to_string(), detach, json).await
 }
 
 /// A request for a run of a workflow file in the current directory, its warnings printed.
-fn request(cfg: &Settings, file: &Path, pairs: &[String], input_file: Option<&Path>) -> Result<CreateRun> {
-    let source = app::read_workflow(file)?;
-    let inputs = gather_inputs(file, &source, pairs, input_file)?;
+fn request(cfg: &Settings, file: &Path, given: &args::InputArgs) -> Result<CreateRun> {
+    let source = app::read_workflow(file, given.workflow.as_deref())?;
+    let inputs = gather_inputs(file, &source, &given.inputs, given.input_file.as_deref())?;
     // On stderr, so that `--json` output stays one document.
     eprint!("{}", diagnostics(file, &warnings(cfg, &source)));
     let workdir = std::env::current_dir().context("cannot read the current directory")?;

@@ -20,7 +20,7 @@ fn duration(a: &Attempt) -> String {
     }
 }
 
-pub(crate) fn status_text(run: &Run, attempts: &[Attempt], redactor: &Redactor) -> String {
+pub(crate) fn status_text(run: &Run, attempts: &[Attempt], origin: Option<&str>, redactor: &Redactor) -> String {
     let mut s = String::new();
     let shown = shown_inputs(run, redactor);
     let inputs: Vec<String> = run.input_keys().iter().map(|k| format!("{k}={}", shown[k])).collect();
@@ -32,6 +32,9 @@ pub(crate) fn status_text(run: &Run, attempts: &[Attempt], redactor: &Redactor) 
         run.workflow_version,
         &run.definition_hash[..12.min(run.definition_hash.len())]
     );
+    if let Some(origin) = origin {
+        let _ = writeln!(s, "from:        {origin}");
+    }
     let _ = writeln!(s, "state:       {}", run.state);
     let _ = writeln!(s, "summary:     {}", run.summary);
     if let Some(r) = &run.terminal_reason {

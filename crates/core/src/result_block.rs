@@ -2,7 +2,8 @@
 //!
 //! The block is `[workflow_result]{json}[/workflow_result]`, exactly once. Its
 //! JSON object may carry `status` (`complete` or `failed`), `summary`, and
-//! `outputs` (an object). Text outside the block is ignored.
+//! `outputs` (an object); without `outputs`, the object itself is the outputs (DireClaw's
+//! reference shape). Text outside the block is ignored.
 
 use serde_json::{Map, Value};
 
@@ -52,15 +53,18 @@ pub fn parse(text: &str) -> Result<Option<Envelope>, String> {
             return Err(format!("`status` must be \"complete\" or \"failed\", found {other}"));
         }
     };
+    // DireClaw's agents write the outputs themselves as the object (its reference code's
+    // shape): without an `outputs` key, every key but `status` is an output.
+    let flat = (!obj.contains_key("outputs")).then(|| obj.clone());
     let summary = match obj.remove("summary") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
         Some(other) => Some(other.to_string()),
     };
-    let outputs = match obj.remove("outputs") {
-        None => Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err("`outputs` must be a JSON object".into()),
+    let outputs = match (obj.remove("outputs"), flat) {
+        (Some(Value::Object(m)), _) => m,
+        (Some(_), _) => return Err("`outputs` must be a JSON object".into()),
+        (None, flat) => flat.unwrap_or_default(),
     };
     let decision = obj.remove("decision").or_else(|| outputs.get("decision").cloned()).map(|d| match d {
         Value::String(s) => s,
@@ -109,6 +113,23 @@ mod tests {
             }
         );
         assert_eq!(parse("no block").unwrap(), None);
+    }
+
+    /// DireClaw's reference shape: the object is the outputs (its `decision` and `summary`
+    /// among them, read as well).
+    #[test]
+    fn without_outputs_the_object_is_the_outputs() {
+        let env = parse(
+            "[workflow_result]{\"plan_doc\": \"p\", \"decision\": \"approve\", \"summary\": \"s\"}[/workflow_result]",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(env.outputs, *json!({"plan_doc": "p", "decision": "approve", "summary": "s"}).as_object().unwrap());
+        assert_eq!((env.decision.as_deref(), env.summary.as_deref()), (Some("approve"), Some("s")));
+        let env = parse("[workflow_result]{\"status\": \"complete\", \"outputs\": {}, \"x\": 1}[/workflow_result]")
+            .unwrap()
+            .unwrap();
+        assert!(env.outputs.is_empty(), "with `outputs`, other keys are not outputs");
     }
 
     #[test]

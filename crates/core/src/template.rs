@@ -38,14 +38,24 @@ pub enum WorkflowVar {
     Attempt,
     /// `workflow.workflow_id`
     WorkflowId,
+    /// `workflow.run_workspace`: the run's own work area (DireClaw HEAD's
+    /// `work/runs/<run_id>` under the directory the run works in), made before the step runs.
+    RunWorkspace,
+    /// `workflow.output_schema_json`: the step's declared outputs as a JSON Schema object.
+    OutputSchemaJson,
+    /// `workflow.output_paths_json`: the step's output files as a JSON object, key to path.
+    OutputPathsJson,
 }
 
 impl WorkflowVar {
-    const ALL: [(&'static str, WorkflowVar); 4] = [
+    const ALL: [(&'static str, WorkflowVar); 7] = [
         ("run_id", WorkflowVar::RunId),
         ("step_id", WorkflowVar::StepId),
         ("attempt", WorkflowVar::Attempt),
         ("workflow_id", WorkflowVar::WorkflowId),
+        ("run_workspace", WorkflowVar::RunWorkspace),
+        ("output_schema_json", WorkflowVar::OutputSchemaJson),
+        ("output_paths_json", WorkflowVar::OutputPathsJson),
     ];
 }
 
@@ -149,7 +159,8 @@ pub enum TemplateError {
     Shell(String),
 }
 
-const WORKFLOW_VARS: &str = "run_id|step_id|attempt|workflow_id|output_paths.<key>";
+const WORKFLOW_VARS: &str =
+    "run_id|step_id|attempt|workflow_id|run_workspace|output_schema_json|output_paths_json|output_paths.<key>";
 
 fn is_ident(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')

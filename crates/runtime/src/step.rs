@@ -173,6 +173,19 @@ impl Scope<'_> {
             Ref::Workflow(WorkflowVar::StepId) => Ok(json!(step_id)),
             Ref::Workflow(WorkflowVar::Attempt) => Ok(json!(attempt)),
             Ref::Workflow(WorkflowVar::WorkflowId) => Ok(json!(self.wf.id)),
+            Ref::Workflow(WorkflowVar::RunWorkspace) => Ok(json!(self.run_workspace().display().to_string())),
+            Ref::Workflow(WorkflowVar::OutputSchemaJson) => {
+                let declared = self.wf.step(step_id).map_or(&[][..], |s| s.outputs.as_slice());
+                let properties: Map<String, Value> =
+                    declared.iter().map(|o| (o.key.clone(), json!({"type": "string"}))).collect();
+                let required: Vec<&str> = declared.iter().filter(|o| !o.optional).map(|o| o.key.as_str()).collect();
+                Ok(json!({"type": "object", "properties": properties, "required": required}).to_string().into())
+            }
+            Ref::Workflow(WorkflowVar::OutputPathsJson) => {
+                let paths: Map<String, Value> =
+                    paths.iter().map(|(k, p)| (k.clone(), json!(p.display().to_string()))).collect();
+                Ok(Value::Object(paths).to_string().into())
+            }
             Ref::State(key) => Ok(self.state(key)),
             Ref::OutputPath(key) => paths
                 .iter()
@@ -186,8 +199,9 @@ impl Scope<'_> {
         t.render(|r| self.resolve(r, step_id, attempt, &[], fetched))
     }
 
-    /// `state.<key>`: run facts and the latest outputs of completed steps as
-    /// `<step>_<key>` (DireClaw §8.3); a key nobody set is empty.
+    /// `state.<key>`: run facts, a key a step's `write_state` sets (as its latest completion
+    /// wrote it), and the latest outputs of completed steps as `<step>_<key>` (DireClaw
+    /// §8.3); a key nobody set is empty.
     fn state(&self, key: &str) -> Value {
         match key {
             "run_state" => return json!(self.run.state.as_str()),
@@ -195,7 +209,17 @@ impl Scope<'_> {
             "started_at" => return json!(self.run.started_at.map(|t| t.to_rfc3339())),
             _ => {}
         }
-        for a in self.attempts.iter().rev().filter(|a| a.status == AttemptStatus::Completed) {
+        let setter = |step_id: &str| match self.wf.step(step_id).map(|s| &s.kind) {
+            Some(StepKind::Agent(a)) => a.write_state.iter().find(|(k, _)| k == key).map(|(_, t)| t),
+            _ => None,
+        };
+        let completed = self.attempts.iter().rev().filter(|a| a.status == AttemptStatus::Completed);
+        if let Some((a, t)) = completed.clone().find_map(|a| setter(&a.step_id).map(|t| (a, t))) {
+            // Its template reads that step's outputs, inputs and workflow values, never state
+            // (the parser refuses it), so this does not recurse.
+            return self.render(t, &a.step_id, a.attempt, &Fetched::default()).map_or(Value::Null, Value::String);
+        }
+        for a in completed {
             let Some(rest) = key.strip_prefix(&format!("{}_", a.step_id)) else { continue };
             let Some(out) = &a.output else { continue };
             if let Some(v) = out.get("outputs").and_then(|o| o.get(rest)).or_else(|| out.get(rest)) {
@@ -203,6 +227,12 @@ impl Scope<'_> {
             }
         }
         Value::Null
+    }
+
+    /// The run's own work area, `<workdir>/work/runs/<run id>` (DireClaw HEAD's): outside the
+    /// data directory, so that the sandbox lets an agent write there.
+    fn run_workspace(&self) -> PathBuf {
+        Path::new(&self.run.workdir).join("work").join("runs").join(&self.run.run_id)
     }
 
     /// Where a step attempt's files live: `<data dir>/runs/<run>/steps/<step>/attempts/<n>`.
@@ -249,6 +279,13 @@ impl Scope<'_> {
         for (k, t) in &a.output_files {
             let rel = t.render(|r| self.resolve(r, &step.id, attempt, &[], fetched))?;
             paths.push((k.clone(), dir.join("outputs").join(rel)));
+        }
+        if a.prompt.refs().any(|r| matches!(r, Ref::Workflow(WorkflowVar::RunWorkspace))) {
+            let area = self.run_workspace();
+            std::fs::create_dir_all(&area).map_err(|e| RenderError {
+                reference: "workflow.run_workspace".into(),
+                reason: format!("cannot make {}: {e}", area.display()),
+            })?;
         }
         let body = a.prompt.render(|r| self.resolve(r, &step.id, attempt, &paths, fetched))?;
         let prompt = format!("{body}{}", agent::contract(a.review, &step.outputs, &paths));

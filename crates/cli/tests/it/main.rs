@@ -6,6 +6,7 @@ mod support;
 mod approvals;
 mod bad_input;
 mod crash;
+mod direclaw;
 mod e2e;
 mod governance;
 mod hostile_corpus;

@@ -7,6 +7,7 @@
 //! (identified by [`definition_hash`]) so a resumed run uses the definition it
 //! started with.
 
+pub mod direclaw;
 mod graph;
 mod literals;
 mod parse;
@@ -44,6 +45,9 @@ pub struct Workflow {
     pub version: u32,
     /// Free text.
     pub description: Option<String>,
+    /// Where it came from when it is not a Steward file: the orchestrator file and workflow of a
+    /// DireClaw `orchestrator.yaml` (see [`direclaw`]).
+    pub origin: Option<String>,
     /// The capability profile its steps run under, if it names one.
     pub capability_profile: Option<String>,
     /// Declared inputs, in file order.
@@ -283,6 +287,24 @@ pub struct AgentStep {
     pub on_approve: Option<String>,
     /// Where a rejection goes (default: the run fails).
     pub on_reject: Option<String>,
+    /// DireClaw's `workspace_mode`: which directory the step works in.
+    pub workspace_mode: WorkspaceMode,
+    /// DireClaw's `write_state`: run state keys this step sets from its outputs once it
+    /// completes (`{{outputs.<key>}}` in the file, read as this step's output).
+    pub write_state: Vec<(String, Template)>,
+}
+
+/// Which directory an agent step works in (DireClaw's `workspace_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkspaceMode {
+    /// `run_workspace` (the default): the run's own work area.
+    #[default]
+    Run,
+    /// `orchestrator_workspace`: the directory the run was started in, shared by its runs.
+    Orchestrator,
+    /// `agent_workspace`: DireClaw's baseline per-agent directory, dropped at its HEAD; read
+    /// as `run_workspace`.
+    Agent,
 }
 
 /// How an agent is reached.
@@ -529,7 +551,7 @@ steps:
             "line 3, field `colour`: unknown key `colour` (expected one of: id, version, description, capability_profile, inputs, limits, agents, steps)",
             "line 5, field `inputs.n.type`: unknown input type `integer` (expected string, number, bool or json)",
             "line 9, step `a`, field `steps[0].run`: template `{{inputs.missing}}` names unknown input `missing`",
-            "line 10, step `a`, field `steps[0].timout_seconds`: unknown key `timout_seconds` (did you mean `timeout_seconds`?) (expected one of: id, type, description, run, env, cwd, agent, prompt, output_files, timeout_seconds, retry, limits, needs, next, on_approve, on_reject, on_timeout, outputs, packet, policy, form, approvers)",
+            "line 10, step `a`, field `steps[0].timout_seconds`: unknown key `timout_seconds` (did you mean `timeout_seconds`?) (expected one of: id, type, description, run, env, cwd, agent, prompt, output_files, timeout_seconds, retry, limits, needs, next, on_approve, on_reject, on_timeout, outputs, packet, policy, form, approvers, workspace_mode, write_state)",
             "line 11, step `a`, field `steps[1].id`: duplicate step id `a` (first defined at line 7)",
             "line 12, step `a`, field `steps[1].type`: unknown step type `python` (expected one of: shell, noop, agent_task, agent_review, micro_tasks, approval)",
             "line 15, step `c`, field `steps[2].needs`: unknown step `b`",

@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::graph::Route;
 use super::{
     AgentDecl, AgentStep, ApprovalStep, Diagnostic, Graph, InputDecl, InputType, Limits, MicroTasksStep, OutputDecl,
-    Provider, RetryPolicy, ShellStep, Step, StepKind, Workflow,
+    Provider, RetryPolicy, ShellStep, Step, StepKind, Workflow, WorkspaceMode,
 };
 use crate::template::{Part, Ref, Template, TemplateError, WorkflowVar};
 use crate::yaml::{self, Node, NodeKind};
@@ -47,9 +47,13 @@ const STEP_KEYS: &[&str] = &[
     "policy",
     "form",
     "approvers",
+    "workspace_mode",
+    "write_state",
 ];
 const SHELL_ONLY: &[&str] = &["run", "env", "cwd"];
-const AGENT_ONLY: &[&str] = &["agent", "output_files"];
+const AGENT_ONLY: &[&str] = &["agent", "output_files", "workspace_mode", "write_state"];
+/// DireClaw's `workspace_mode` values; `agent_workspace` is the baseline's, dropped at HEAD.
+const WORKSPACE_MODES: &str = "run_workspace, orchestrator_workspace, agent_workspace";
 const PROMPTED_ONLY: &[&str] = &["prompt"];
 const MICRO_TASKS_ONLY: &[&str] = &["packet", "policy"];
 const APPROVAL_ONLY: &[&str] = &["form", "approvers", "on_timeout"];
@@ -65,7 +69,7 @@ pub fn parse(source: &str) -> Result<Workflow, Vec<Diagnostic>> {
             .collect::<Vec<_>>()
     })?;
     let mut r = Reader::default();
-    let wf = r.workflow(&root);
+    let wf = if super::direclaw::is_orchestrator(&root) { r.orchestrator(&root) } else { r.workflow(&root) };
     if r.diags.is_empty()
         && let Some(wf) = wf
     {
@@ -76,9 +80,14 @@ pub fn parse(source: &str) -> Result<Workflow, Vec<Diagnostic>> {
 }
 
 #[derive(Default)]
-struct Reader {
-    diags: Vec<Diagnostic>,
-    step: Option<String>,
+pub(super) struct Reader {
+    pub(super) diags: Vec<Diagnostic>,
+    pub(super) step: Option<String>,
+    /// Put before every diagnostic's field: `workflows[2]` while one workflow of an
+    /// orchestrator file is read.
+    pub(super) prefix: String,
+    /// An orchestrator's `max_step_timeout_seconds`: no step's timeout is longer.
+    pub(super) max_step_timeout: Option<u64>,
 }
 
 /// A step as read, before references are resolved.
@@ -92,6 +101,9 @@ struct RawStep<'a> {
     timeout_seconds: Option<u64>,
     retry: Option<RetryPolicyRaw>,
     templates: Vec<(String, usize, Template)>,
+    /// Templates rendered once the step has completed (`write_state`): they may read its own
+    /// outputs.
+    after: Vec<(String, usize, Template)>,
     /// `(agent, line)` for agent steps.
     agent: Option<(String, usize)>,
     on_approve: Option<(String, usize)>,
@@ -107,12 +119,18 @@ struct RetryPolicyRaw {
 }
 
 impl Reader {
-    fn err(&mut self, line: usize, field: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn err(&mut self, line: usize, field: impl Into<String>, message: impl Into<String>) {
+        let field = join(&self.prefix, &field.into());
         self.diags.push(Diagnostic::error(line, self.step.clone(), field, message));
     }
 
     /// The entries of a mapping, reporting unknown keys. `None` if not a mapping.
-    fn map<'a>(&mut self, node: &'a Node, field: &str, allowed: &[&str]) -> Option<Vec<(&'a str, &'a Node)>> {
+    pub(super) fn map<'a>(
+        &mut self,
+        node: &'a Node,
+        field: &str,
+        allowed: &[&str],
+    ) -> Option<Vec<(&'a str, &'a Node)>> {
         let NodeKind::Map(entries) = &node.kind else {
             self.err(node.pos.line, field, format!("expected a mapping, found a {}", node.kind_name()));
             return None;
@@ -141,7 +159,7 @@ impl Reader {
         Some(out)
     }
 
-    fn string(&mut self, node: &Node, field: &str) -> Option<String> {
+    pub(super) fn string(&mut self, node: &Node, field: &str) -> Option<String> {
         match &node.kind {
             NodeKind::Scalar(s) if !s.text.is_empty() || s.quoted => Some(s.text.clone()),
             _ => {
@@ -151,7 +169,7 @@ impl Reader {
         }
     }
 
-    fn uint(&mut self, node: &Node, field: &str, min: u64) -> Option<u64> {
+    pub(super) fn uint(&mut self, node: &Node, field: &str, min: u64) -> Option<u64> {
         match node.to_json() {
             Value::Number(n) if n.as_u64().is_some_and(|v| v >= min) => n.as_u64(),
             other => {
@@ -161,7 +179,7 @@ impl Reader {
         }
     }
 
-    fn u32(&mut self, node: &Node, field: &str, min: u64) -> Option<u32> {
+    pub(super) fn u32(&mut self, node: &Node, field: &str, min: u64) -> Option<u32> {
         let v = self.uint(node, field, min)?;
         match u32::try_from(v) {
             Ok(v) => Some(v),
@@ -182,7 +200,7 @@ impl Reader {
         }
     }
 
-    fn bool(&mut self, node: &Node, field: &str) -> Option<bool> {
+    pub(super) fn bool(&mut self, node: &Node, field: &str) -> Option<bool> {
         match node.to_json() {
             Value::Bool(b) => Some(b),
             other => {
@@ -192,7 +210,7 @@ impl Reader {
         }
     }
 
-    fn string_list(&mut self, node: &Node, field: &str) -> Option<Vec<(String, usize)>> {
+    pub(super) fn string_list(&mut self, node: &Node, field: &str) -> Option<Vec<(String, usize)>> {
         let NodeKind::Seq(items) = &node.kind else {
             self.err(node.pos.line, field, format!("expected a list of strings, found a {}", node.kind_name()));
             return None;
@@ -206,7 +224,7 @@ impl Reader {
         Some(out)
     }
 
-    fn template(&mut self, text: &str, line: usize, field: &str, shell: bool) -> Option<Template> {
+    pub(super) fn template(&mut self, text: &str, line: usize, field: &str, shell: bool) -> Option<Template> {
         let parsed = if shell { Template::parse_shell(text) } else { Template::parse(text) };
         match parsed {
             Ok(t) => Some(t),
@@ -228,7 +246,20 @@ impl Reader {
 
     fn workflow(&mut self, root: &Node) -> Option<Workflow> {
         let entries = self.map(root, "", TOP_KEYS)?;
-        let get = |k: &str| entries.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+        let agents = lookup(&entries, "agents").map(|n| self.agents(n)).unwrap_or_default();
+        self.workflow_body(root, &entries, agents, Limits::default())
+    }
+
+    /// A workflow from its mapping's entries, with its agents already read and `base` for the
+    /// limits it does not set (a Steward file's, or those its orchestrator file resolves).
+    pub(super) fn workflow_body(
+        &mut self,
+        root: &Node,
+        entries: &[(&str, &Node)],
+        agents: Vec<AgentDecl>,
+        base: Limits,
+    ) -> Option<Workflow> {
+        let get = |k: &str| lookup(entries, k);
 
         let id = match get("id") {
             Some(n) => self.string(n, "id"),
@@ -269,8 +300,10 @@ impl Reader {
             Some(name)
         });
         let inputs = get("inputs").map(|n| self.inputs(n, "inputs")).unwrap_or_default();
-        let limits = get("limits").map(|n| self.limits(n)).unwrap_or_default();
-        let agents = get("agents").map(|n| self.agents(n)).unwrap_or_default();
+        let mut limits = get("limits").map_or(base, |n| self.limits(n, base));
+        if let Some(max) = self.max_step_timeout {
+            limits.step_timeout_seconds = limits.step_timeout_seconds.min(max);
+        }
 
         let Some(steps_node) = get("steps") else {
             self.err(root.pos.line, "steps", "missing required key `steps`");
@@ -299,6 +332,7 @@ impl Reader {
             id,
             version,
             description,
+            origin: None,
             capability_profile,
             inputs,
             agents,
@@ -310,7 +344,7 @@ impl Reader {
     }
 
     /// Typed declarations: a workflow's `inputs`, or an approval's `form` (at `field`).
-    fn inputs(&mut self, node: &Node, field: &str) -> Vec<InputDecl> {
+    pub(super) fn inputs(&mut self, node: &Node, field: &str) -> Vec<InputDecl> {
         let mut out: Vec<InputDecl> = Vec::new();
         match &node.kind {
             // `inputs: [a, b]` declares required strings (DireClaw's list form).
@@ -428,8 +462,8 @@ impl Reader {
         }
     }
 
-    fn limits(&mut self, node: &Node) -> Limits {
-        let mut l = Limits::default();
+    pub(super) fn limits(&mut self, node: &Node, base: Limits) -> Limits {
+        let mut l = base;
         for (k, v) in self.map(node, "limits", LIMIT_KEYS).unwrap_or_default() {
             let f = join("limits", k);
             match k {
@@ -483,6 +517,7 @@ impl Reader {
             timeout_seconds: None,
             retry: None,
             templates: Vec::new(),
+            after: Vec::new(),
             agent: None,
             on_approve: None,
             on_reject: None,
@@ -800,6 +835,57 @@ impl Reader {
                 output_files.push((key.to_owned(), t));
             }
         }
+        let workspace_mode = match get("workspace_mode") {
+            Some(n) => {
+                let field = join(base, "workspace_mode");
+                match self.string(n, &field).as_deref() {
+                    Some("run_workspace") => WorkspaceMode::Run,
+                    Some("orchestrator_workspace") => WorkspaceMode::Orchestrator,
+                    Some("agent_workspace") => WorkspaceMode::Agent,
+                    Some(other) => {
+                        self.err(
+                            n.pos.line,
+                            &field,
+                            format!(
+                                "unknown workspace_mode `{other}`{} (expected one of: {WORKSPACE_MODES})",
+                                suggest(other, WORKSPACE_MODES.split(", "))
+                            ),
+                        );
+                        WorkspaceMode::default()
+                    }
+                    None => WorkspaceMode::default(),
+                }
+            }
+            None => WorkspaceMode::default(),
+        };
+        let mut write_state = Vec::new();
+        if let Some(n) = get("write_state") {
+            let field = join(base, "write_state");
+            for (key, v) in self.map(n, &field, &[]).unwrap_or_default() {
+                let f = join(&field, key);
+                if !valid_id(key) {
+                    self.err(
+                        v.pos.line,
+                        &f,
+                        format!("`{key}` is not a valid state key (letters, digits, `_` and `-`)"),
+                    );
+                    continue;
+                }
+                let Some(text) = self.string(v, &f) else { continue };
+                // `{{outputs.<key>}}` is this step's own output: the same value as
+                // `{{steps.<this step>.outputs.<key>}}`, which is what it is read as.
+                let own = format!("steps.{}.outputs.", raw.id);
+                let text = own_outputs(&text, &own);
+                if let Some(t) = self.template(&text, v.pos.line, &f, false) {
+                    if let Some(r) = t.refs().find(|r| matches!(r, Ref::State(_))) {
+                        self.err(v.pos.line, &f, format!("`{{{{{r}}}}}`: write_state is set from the step's outputs, inputs and workflow values, not from state"));
+                        continue;
+                    }
+                    raw.after.push((f, v.pos.line, t.clone()));
+                    write_state.push((key.to_owned(), t));
+                }
+            }
+        }
         let prompt = prompt?;
         raw.templates.push((prompt_field, prompt_node.pos.line, prompt.clone()));
         Some(StepKind::Agent(AgentStep {
@@ -810,6 +896,8 @@ impl Reader {
             review,
             on_approve: None,
             on_reject: None,
+            workspace_mode,
+            write_state,
         }))
     }
 
@@ -1209,7 +1297,8 @@ impl Reader {
         // Templates.
         for (i, s) in raw.iter().enumerate() {
             self.step = Some(s.id.clone());
-            for (field, line, t) in &s.templates {
+            let templates = s.templates.iter().map(|t| (t, false)).chain(s.after.iter().map(|t| (t, true)));
+            for ((field, line, t), own_ok) in templates {
                 for r in t.refs() {
                     match r {
                         Ref::Input { name, .. } if !inputs.iter().any(|d| &d.name == name) => {
@@ -1232,7 +1321,7 @@ impl Reader {
                                         suggest(step, raw.iter().map(|s| s.id.as_str()))
                                     ),
                                 ),
-                                Some(j) if j == i => self.err(
+                                Some(j) if j == i && !own_ok => self.err(
                                     *line,
                                     field,
                                     format!("template `{{{{{r}}}}}`: a step cannot read its own outputs"),
@@ -1244,7 +1333,7 @@ impl Reader {
                                         && !producer.outputs.iter().any(|o| &o.key == key)
                                     {
                                         self.err(*line, field, format!("template `{{{{{r}}}}}`: step `{step}` has no output `{key}` (it has: {})", output_names(builtin, &producer.outputs)));
-                                    } else if ok && !graph.has_path(j, i) {
+                                    } else if ok && j != i && !graph.has_path(j, i) {
                                         self.err(*line, field, format!("template `{{{{{r}}}}}`: step `{step}` does not run before `{}`; add it to `needs`", s.id));
                                     }
                                 }
@@ -1291,7 +1380,28 @@ impl Reader {
     }
 }
 
-fn lookup<'a>(entries: &[(&str, &'a Node)], key: &str) -> Option<&'a Node> {
+/// `text` with each `{{outputs.` placeholder (spaces allowed inside the braces) spelled
+/// `{{<own>`.
+fn own_outputs(text: &str, own: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("{{") {
+        let (before, after) = rest.split_at(at + 2);
+        out.push_str(before);
+        let inner = after.trim_start();
+        match inner.strip_prefix("outputs.") {
+            Some(tail) => {
+                out.push_str(own);
+                rest = tail;
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+pub(super) fn lookup<'a>(entries: &[(&str, &'a Node)], key: &str) -> Option<&'a Node> {
     entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
 }
 
@@ -1302,11 +1412,11 @@ fn node_get<'a>(node: &'a Node, key: &str) -> Option<&'a Node> {
     }
 }
 
-fn join(base: &str, key: &str) -> String {
+pub(super) fn join(base: &str, key: &str) -> String {
     if base.is_empty() { key.to_owned() } else { format!("{base}.{key}") }
 }
 
-fn valid_id(s: &str) -> bool {
+pub(super) fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
@@ -1326,7 +1436,7 @@ fn output_names(builtin: &[&str], declared: &[OutputDecl]) -> String {
 
 /// " (did you mean `x`?)" when a known name is one or two edits away.
 /// " (did you mean `x`?)" when a known name is one or two edits away, or extends it.
-fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
+pub(super) fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
     known
         .filter_map(|k| {
             let d = edit_distance(name, k);

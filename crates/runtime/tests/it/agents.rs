@@ -136,6 +136,32 @@ async fn ollama_review_rejects_then_approves() {
     assert!(asked[3].json()["messages"][0]["content"].as_str().unwrap().starts_with("check draft 2"));
 }
 
+/// DireClaw's `write_state`: a review sets a state key from its own outputs when it completes,
+/// and the next prompt reads it (empty before it was ever set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_state_sets_a_key_the_next_prompt_reads() {
+    let review =
+        |d: &str| format!("[workflow_result]{}[/workflow_result]", json!({"summary": format!("{d}!"), "decision": d}));
+    let server = ModelServer::start(vec![
+        Reply::ollama(&block(json!({"text": "draft 1"}))),
+        Reply::ollama(&review("reject")),
+        Reply::ollama(&block(json!({"text": "draft 2"}))),
+        Reply::ollama(&review("approve")),
+    ])
+    .await;
+    let e = env().await;
+    let src = format!(
+        "id: r\nversion: 1\nagents:\n  a: {{provider: ollama, base_url: \"{}\", model: small}}\nsteps:\n  - {{id: write, type: agent_task, agent: a, prompt: \"write; feedback: [{{{{state.feedback_for_writer}}}}]\", outputs: [text]}}\n  - {{id: check, type: agent_review, agent: a, prompt: \"check {{{{steps.write.outputs.text}}}}\", on_reject: write, write_state: {{feedback_for_writer: \"{{{{outputs.summary}}}} (decided {{{{ outputs.decision }}}})\"}}}}\n",
+        server.url
+    );
+    let run = e.run(&src, json!({})).await;
+    assert_eq!(run.state, RunState::Completed, "{}", run.summary);
+    let asked = server.received();
+    let prompt = |i: usize| asked[i].json()["messages"][0]["content"].as_str().unwrap().to_owned();
+    assert!(prompt(0).starts_with("write; feedback: []"), "not set yet: {}", prompt(0));
+    assert!(prompt(2).starts_with("write; feedback: [reject! (decided reject)]"), "{}", prompt(2));
+}
+
 /// A review that never approves is stopped by `max_total_iterations` with a clear reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_rejections_hit_the_iteration_limit() {

@@ -1,0 +1,679 @@
+//! DireClaw's `orchestrator.yaml`, read as it is (its spec §3): the file's agents, its
+//! `workflow_orchestration` defaults and one of its workflows become a Steward workflow.
+//!
+//! A run of one workflow of such a file stores the file's text unchanged with two lines
+//! appended ([`select`]): `steward_workflow: <id>` and `steward_origin: <path>`. Every reader of
+//! a stored definition calls [`super::parse`], which reads a document that lists `workflows`
+//! through here, so a resumed run reads the file it started with, and every diagnostic names
+//! the line of the orchestrator file itself (the appended lines come after it).
+//!
+//! How DireClaw's terms map onto Steward's:
+//! - an agent's `provider: anthropic` runs the `claude` CLI and `openai` the `codex` CLI
+//!   (Steward's `provider: command`, spec 06's command contract); Anthropic's aliases
+//!   `sonnet`, `opus` and `haiku` are mapped to their model names, an unknown alias is refused.
+//! - limits resolve as §4.8 says: a workflow's `limits`, then the orchestrator's
+//!   `workflow_orchestration` (`max_total_iterations`, `default_run_timeout_seconds`,
+//!   `default_step_timeout_seconds` capped by `max_step_timeout_seconds`), then DireClaw's
+//!   defaults, which are Steward's.
+//! - where DireClaw's baseline and its HEAD differ, both are accepted: `inputs` as a list or a
+//!   map, `workspace_mode: agent_workspace` (read as `run_workspace`), an agent's
+//!   `private_workspace` and `shared_access` (which Steward's sandbox replaces; ignored).
+//!
+//! Every workflow of the file is checked, as DireClaw checks the whole file when it loads it;
+//! the selected one is returned.
+
+use super::parse::{Reader, join, lookup, suggest, valid_id};
+use super::{AgentDecl, Limits, Provider, Workflow};
+use crate::yaml::{Node, NodeKind};
+
+/// The key [`select`] appends: which workflow of the file the run runs.
+pub const SELECT_KEY: &str = "steward_workflow";
+/// The key [`select`] appends: the file the run came from, for people.
+pub const ORIGIN_KEY: &str = "steward_origin";
+
+const ORCHESTRATOR_KEYS: &[&str] = &[
+    "id",
+    "selector_agent",
+    "default_workflow",
+    "selection_max_retries",
+    "selector_timeout_seconds",
+    "agents",
+    "workflows",
+    "workflow_orchestration",
+    SELECT_KEY,
+    ORIGIN_KEY,
+];
+const AGENT_KEYS: &[&str] = &["provider", "model", "can_orchestrate_workflows", "private_workspace", "shared_access"];
+const WORKFLOW_KEYS: &[&str] = &["id", "version", "description", "tags", "inputs", "limits", "steps"];
+const ORCHESTRATION_KEYS: &[&str] = &[
+    "max_total_iterations",
+    "default_run_timeout_seconds",
+    "default_step_timeout_seconds",
+    "max_step_timeout_seconds",
+];
+const PROVIDERS: &str = "anthropic, openai";
+const STEP_TYPES: &str = "agent_task, agent_review";
+
+/// Anthropic's model aliases (spec 06) and the names they stand for; either spelling is taken.
+const ANTHROPIC_MODELS: &[(&str, &str)] =
+    &[("sonnet", "claude-sonnet-4-5"), ("opus", "claude-opus-4-6"), ("haiku", "claude-haiku-4-5")];
+
+/// Whether a document is an orchestrator file (it lists `workflows`) rather than one workflow.
+pub(super) fn is_orchestrator(root: &Node) -> bool {
+    match &root.kind {
+        NodeKind::Map(entries) => entries.iter().any(|(k, _)| k.as_str() == Some("workflows")),
+        _ => false,
+    }
+}
+
+/// Whether `text` is an orchestrator file (for commands that treat one differently).
+pub fn is_orchestrator_text(text: &str) -> bool {
+    crate::yaml::parse(text).is_ok_and(|root| is_orchestrator(&root))
+}
+
+/// What Steward stores for a run of `workflow` of the orchestrator file `text` read from
+/// `origin`: the file as it is, with the selection appended after its last line.
+pub fn select(text: &str, workflow: &str, origin: &str) -> String {
+    let mut out = String::with_capacity(text.len() + workflow.len() + origin.len() + 48);
+    out.push_str(text);
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    // A JSON string is a YAML double-quoted scalar: any id or path is written safely.
+    let quoted = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
+    out.push_str(&format!("{SELECT_KEY}: {}\n{ORIGIN_KEY}: {}\n", quoted(workflow), quoted(origin)));
+    out
+}
+
+/// One workflow of an orchestrator file, as `steward workflow list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its id.
+    pub id: String,
+    /// Its description, if it has one.
+    pub description: Option<String>,
+}
+
+/// The workflows of an orchestrator file after checking all of it, or every problem found.
+pub fn workflows(text: &str) -> Result<Vec<Listed>, Vec<super::Diagnostic>> {
+    let root = crate::yaml::parse(text).map_err(|errs| {
+        errs.into_iter()
+            .map(|e| super::Diagnostic::error(e.pos.line, None, "", format!("invalid YAML: {}", e.message)))
+            .collect::<Vec<_>>()
+    })?;
+    if !is_orchestrator(&root) {
+        return Err(vec![super::Diagnostic::error(
+            root.pos.line,
+            None,
+            "workflows",
+            "not an orchestrator file: it lists no `workflows`",
+        )]);
+    }
+    let mut r = Reader::default();
+    let read = r.orchestrator_file(&root);
+    if !r.diags.is_empty() {
+        r.diags.sort_by_key(|d| d.line);
+        return Err(r.diags);
+    }
+    Ok(read.map(|o| o.workflows.into_iter().map(|(listed, _)| listed).collect()).unwrap_or_default())
+}
+
+/// An orchestrator file as read: its id and each workflow with what it became.
+struct Orchestrator {
+    id: String,
+    workflows: Vec<(Listed, Option<Workflow>)>,
+    selected: Option<(String, usize)>,
+    origin: Option<String>,
+}
+
+impl Reader {
+    /// The workflow of an orchestrator file that its appended `steward_workflow` selects.
+    pub(super) fn orchestrator(&mut self, root: &Node) -> Option<Workflow> {
+        let o = self.orchestrator_file(root)?;
+        let Some((selected, line)) = o.selected else {
+            let ids: Vec<&str> = o.workflows.iter().map(|(l, _)| l.id.as_str()).collect();
+            self.err(
+                root.pos.line,
+                SELECT_KEY,
+                format!(
+                    "orchestrator `{}` holds {} workflow(s) ({}): name the one to run (`--workflow ID`)",
+                    o.id,
+                    ids.len(),
+                    ids.join(", ")
+                ),
+            );
+            return None;
+        };
+        let known: Vec<String> = o.workflows.iter().map(|(l, _)| l.id.clone()).collect();
+        let Some(wf) = o.workflows.into_iter().find(|(l, _)| l.id == selected).map(|(_, wf)| wf) else {
+            self.err(
+                line,
+                SELECT_KEY,
+                format!(
+                    "invalid workflow id `{selected}`{}: orchestrator `{}` declares {}",
+                    suggest(&selected, known.iter().map(String::as_str)),
+                    o.id,
+                    known.join(", ")
+                ),
+            );
+            return None;
+        };
+        let mut wf = wf?;
+        let from = o.origin.unwrap_or_else(|| "an orchestrator file".to_owned());
+        wf.origin = Some(format!("{from}: orchestrator {}, workflow {}", o.id, wf.id));
+        Some(wf)
+    }
+
+    /// Reads and checks the whole file.
+    fn orchestrator_file(&mut self, root: &Node) -> Option<Orchestrator> {
+        let entries = self.map(root, "", ORCHESTRATOR_KEYS)?;
+        let get = |k: &str| lookup(&entries, k);
+        let required = |r: &mut Reader, k: &str| match get(k) {
+            Some(n) => r.string(n, k).map(|s| (s, n.pos.line)),
+            None => {
+                r.err(root.pos.line, k, format!("missing required key `{k}`"));
+                None
+            }
+        };
+        let id = required(self, "id");
+        let selector = required(self, "selector_agent");
+        let default_workflow = required(self, "default_workflow");
+        for k in ["selection_max_retries", "selector_timeout_seconds"] {
+            if let Some(n) = get(k) {
+                self.uint(n, k, 1);
+            }
+        }
+        let selected = get(SELECT_KEY).and_then(|n| self.string(n, SELECT_KEY).map(|s| (s, n.pos.line)));
+        let origin = get(ORIGIN_KEY).and_then(|n| self.string(n, ORIGIN_KEY));
+
+        let agents = match get("agents") {
+            Some(n) => self.direclaw_agents(n),
+            None => {
+                self.err(root.pos.line, "agents", "missing required key `agents`: no agents are configured");
+                Vec::new()
+            }
+        };
+        if let Some((selector, line)) = &selector {
+            match agents.iter().find(|(a, _)| &a.id == selector) {
+                None => {
+                    self.err(*line, "selector_agent", format!("selector agent `{selector}` is missing from `agents`"))
+                }
+                Some((_, false)) => self.err(
+                    *line,
+                    "selector_agent",
+                    format!(
+                        "selector agent `{selector}` cannot orchestrate workflows (`can_orchestrate_workflows: true`)"
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        let base = get("workflow_orchestration").map_or_else(Limits::default, |n| self.orchestration(n));
+        let agents: Vec<AgentDecl> = agents.into_iter().map(|(a, _)| a).collect();
+
+        let list = get("workflows")?;
+        let NodeKind::Seq(items) = &list.kind else {
+            self.err(list.pos.line, "workflows", format!("expected a list of workflows, found a {}", list.kind_name()));
+            return None;
+        };
+        if items.is_empty() {
+            self.err(list.pos.line, "workflows", "an orchestrator needs at least one workflow");
+        }
+        let mut workflows: Vec<(Listed, Option<Workflow>)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let field = format!("workflows[{i}]");
+            let Some(wf_entries) = self.map(item, &field, WORKFLOW_KEYS) else { continue };
+            let wf_get = |k: &str| lookup(&wf_entries, k);
+            if let Some(n) = wf_get("tags") {
+                self.string_list(n, &join(&field, "tags"));
+            }
+            let wf_id = wf_get("id").and_then(|n| self.string(n, &join(&field, "id")));
+            if let Some(wf_id) = &wf_id
+                && let Some((first, _)) = workflows.iter().find(|(l, _)| &l.id == wf_id)
+            {
+                let line = wf_get("id").map_or(item.pos.line, |n| n.pos.line);
+                self.err(line, join(&field, "id"), format!("duplicate workflow id `{}`", first.id));
+            }
+            let steps = wf_get("steps");
+            if let Some(steps) = steps {
+                self.direclaw_steps(steps, &join(&field, "steps"));
+            }
+            self.prefix = field;
+            let wf = self.workflow_body(item, &wf_entries, agents.clone(), base);
+            self.prefix.clear();
+            self.step = None;
+            let description = wf.as_ref().and_then(|w| w.description.clone());
+            workflows.push((Listed { id: wf_id.unwrap_or_default(), description }, wf));
+        }
+        if let Some((default, line)) = &default_workflow
+            && !workflows.iter().any(|(l, _)| &l.id == default)
+        {
+            self.err(*line, "default_workflow", format!("default workflow `{default}` is not among the workflows"));
+        }
+        Some(Orchestrator { id: id.map(|(id, _)| id).unwrap_or_default(), workflows, selected, origin })
+    }
+
+    /// `agents:` with whether each may orchestrate workflows.
+    fn direclaw_agents(&mut self, node: &Node) -> Vec<(AgentDecl, bool)> {
+        let mut out = Vec::new();
+        let entries = self.map(node, "agents", &[]).unwrap_or_default();
+        if entries.is_empty() && matches!(node.kind, NodeKind::Map(_)) {
+            self.err(node.pos.line, "agents", "no agents are configured");
+        }
+        for (id, decl) in entries {
+            let field = format!("agents.{id}");
+            if !valid_id(id) {
+                self.err(
+                    decl.pos.line,
+                    &field,
+                    format!("`{id}` is not a valid agent id (letters, digits, `_` and `-`)"),
+                );
+            }
+            let Some(a) = self.map(decl, &field, AGENT_KEYS) else { continue };
+            let get = |k: &str| lookup(&a, k);
+            let provider = match get("provider") {
+                Some(n) => self.string(n, &join(&field, "provider")).map(|p| (p, n.pos.line)),
+                None => {
+                    self.err(
+                        decl.pos.line,
+                        join(&field, "provider"),
+                        format!("missing required key `provider` ({PROVIDERS})"),
+                    );
+                    None
+                }
+            };
+            let model = match get("model") {
+                Some(n) => self.string(n, &join(&field, "model")).map(|m| (m, n.pos.line)),
+                None => {
+                    self.err(decl.pos.line, join(&field, "model"), "missing required key `model`");
+                    None
+                }
+            };
+            let orchestrates = get("can_orchestrate_workflows")
+                .and_then(|n| self.bool(n, &join(&field, "can_orchestrate_workflows")))
+                .unwrap_or(false);
+            if let Some(n) = get("private_workspace") {
+                self.string(n, &join(&field, "private_workspace"));
+            }
+            if let Some(n) = get("shared_access") {
+                self.string_list(n, &join(&field, "shared_access"));
+            }
+            let cli = match provider.as_ref().map(|(p, line)| (p.as_str(), *line)) {
+                Some(("anthropic", _)) => "claude",
+                Some(("openai", _)) => "codex",
+                Some((other, line)) => {
+                    self.err(
+                        line,
+                        join(&field, "provider"),
+                        format!(
+                            "unknown provider `{other}`{} (expected one of: {PROVIDERS})",
+                            suggest(other, PROVIDERS.split(", "))
+                        ),
+                    );
+                    continue;
+                }
+                None => continue,
+            };
+            let Some((model, line)) = model else { continue };
+            let model = if cli == "claude" {
+                match ANTHROPIC_MODELS.iter().find(|(alias, name)| *alias == model || *name == model) {
+                    Some((_, name)) => (*name).to_owned(),
+                    None => {
+                        let known: Vec<&str> = ANTHROPIC_MODELS.iter().flat_map(|(a, n)| [*a, *n]).collect();
+                        self.err(
+                            line,
+                            join(&field, "model"),
+                            format!(
+                                "unknown anthropic model `{model}`{} (expected one of: {})",
+                                suggest(&model, known.iter().copied()),
+                                known.join(", ")
+                            ),
+                        );
+                        continue;
+                    }
+                }
+            } else {
+                model
+            };
+            let agent = AgentDecl {
+                id: id.to_owned(),
+                provider: Provider::Command,
+                model,
+                base_url: None,
+                api_key_env: None,
+                options: Default::default(),
+                cli: Some(cli.to_owned()),
+                script: None,
+                line: decl.pos.line,
+            };
+            out.push((agent, orchestrates));
+        }
+        out
+    }
+
+    /// `workflow_orchestration:` as the limits a workflow starts from (§4.8).
+    fn orchestration(&mut self, node: &Node) -> Limits {
+        let mut l = Limits::default();
+        for (k, v) in self.map(node, "workflow_orchestration", ORCHESTRATION_KEYS).unwrap_or_default() {
+            let f = join("workflow_orchestration", k);
+            match k {
+                "max_total_iterations" => l.max_total_iterations = self.u32(v, &f, 1).unwrap_or(l.max_total_iterations),
+                "default_run_timeout_seconds" => {
+                    l.run_timeout_seconds = self.uint(v, &f, 1).unwrap_or(l.run_timeout_seconds)
+                }
+                "default_step_timeout_seconds" => {
+                    l.step_timeout_seconds = self.uint(v, &f, 1).unwrap_or(l.step_timeout_seconds)
+                }
+                _ => self.max_step_timeout = self.uint(v, &f, 1),
+            }
+        }
+        l
+    }
+
+    /// DireClaw's own rules for steps, beyond Steward's: agent steps only, a non-empty prompt,
+    /// and `outputs` that come with an `output_files` entry for each key.
+    fn direclaw_steps(&mut self, steps: &Node, field: &str) {
+        let NodeKind::Seq(items) = &steps.kind else { return };
+        for (i, step) in items.iter().enumerate() {
+            let base = format!("{field}[{i}]");
+            let NodeKind::Map(entries) = &step.kind else { continue };
+            let get = |k: &str| entries.iter().find(|(key, _)| key.as_str() == Some(k)).map(|(_, v)| v);
+            self.step = get("id").and_then(|n| n.as_str()).map(str::to_owned);
+            if let Some(t) = get("type").and_then(|n| n.as_str())
+                && !matches!(t, "agent_task" | "agent_review")
+            {
+                let line = get("type").map_or(step.pos.line, |n| n.pos.line);
+                self.err(line, join(&base, "type"), format!("an orchestrator's steps are {STEP_TYPES}, not `{t}`"));
+            }
+            if let Some(p) = get("prompt")
+                && p.as_str().is_some_and(|p| p.trim().is_empty())
+            {
+                self.err(p.pos.line, join(&base, "prompt"), "the prompt is empty");
+            }
+            let Some(outputs) = get("outputs") else { continue };
+            let keys: Vec<String> = match &outputs.kind {
+                NodeKind::Seq(keys) => {
+                    keys.iter().filter_map(|k| k.as_str()).map(|k| k.trim_end_matches('?').to_owned()).collect()
+                }
+                _ => continue,
+            };
+            if keys.is_empty() {
+                self.err(outputs.pos.line, join(&base, "outputs"), "`outputs` is empty: list a key, or leave it out");
+                continue;
+            }
+            let Some(files) = get("output_files") else {
+                self.err(
+                    outputs.pos.line,
+                    join(&base, "output_files"),
+                    format!("`outputs` needs `output_files` with a path for each key ({})", keys.join(", ")),
+                );
+                continue;
+            };
+            let NodeKind::Map(mapped) = &files.kind else { continue };
+            let missing: Vec<&str> = keys
+                .iter()
+                .filter(|k| !mapped.iter().any(|(m, _)| m.as_str() == Some(k.as_str())))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                self.err(
+                    files.pos.line,
+                    join(&base, "output_files"),
+                    format!(
+                        "no path for output key(s) {}: `output_files` maps every key of `outputs`",
+                        missing.join(", ")
+                    ),
+                );
+            }
+        }
+        self.step = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::Ref;
+    use crate::workflow::{StepKind, WorkspaceMode, parse};
+
+    /// Spec §5's minimal orchestrator (baseline: `agent_workspace`, `outputs: [result]`).
+    const MINIMAL: &str = r#"id: default_orchestrator
+selector_agent: workflow_router
+default_workflow: minimal_single_agent
+selection_max_retries: 2
+agents:
+  workflow_router:
+    provider: anthropic
+    model: sonnet
+    can_orchestrate_workflows: true
+  default:
+    provider: anthropic
+    model: sonnet
+workflows:
+  - id: minimal_single_agent
+    version: 1
+    inputs: [user_prompt]
+    steps:
+      - id: generate
+        type: agent_task
+        agent: default
+        workspace_mode: agent_workspace
+        prompt: |
+          {{inputs.user_prompt}}
+          Write the result to {{workflow.output_paths.result}}.
+        outputs: [result]
+        output_files:
+          result: output/result__{{workflow.run_id}}__{{workflow.step_id}}__a{{workflow.attempt}}.md
+  - id: review_loop
+    version: 2
+    description: plan, then review
+    inputs:
+      user_message: string
+    limits:
+      max_total_iterations: 6
+    steps:
+      - id: plan
+        type: agent_task
+        agent: default
+        prompt: "Plan {{inputs.user_message}}. Feedback: {{state.review_feedback}}"
+        outputs: [plan_doc]
+        output_files: {plan_doc: "plan/{{workflow.run_id}}.md"}
+      - id: review
+        type: agent_review
+        agent: workflow_router
+        prompt: "Review {{steps.plan.outputs.plan_doc}}"
+        on_approve: plan
+        on_reject: plan
+        outputs: [decision, feedback?]
+        output_files: {decision: "review/d.md", feedback: "review/f.md"}
+        limits: {max_retries: 3}
+        write_state: {review_feedback: "{{ outputs.feedback }}"}
+workflow_orchestration:
+  max_total_iterations: 12
+  default_run_timeout_seconds: 3600
+  default_step_timeout_seconds: 900
+  max_step_timeout_seconds: 600
+"#;
+
+    fn errors_of(text: &str) -> Vec<String> {
+        parse(text).unwrap_err().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_selected_workflow_becomes_a_steward_workflow() {
+        let wf = parse(&select(MINIMAL, "minimal_single_agent", "examples/o.yaml")).unwrap();
+        assert_eq!(wf.id, "minimal_single_agent");
+        assert_eq!(
+            wf.origin.as_deref(),
+            Some("examples/o.yaml: orchestrator default_orchestrator, workflow minimal_single_agent")
+        );
+        // provider anthropic runs the claude CLI, the alias mapped (spec 06).
+        let agent = wf.agent("default").unwrap();
+        assert_eq!(
+            (agent.provider, agent.cli.as_deref(), agent.model.as_str()),
+            (Provider::Command, Some("claude"), "claude-sonnet-4-5")
+        );
+        // §4.8: the orchestrator's defaults, the step timeout capped by max_step_timeout_seconds.
+        assert_eq!((wf.limits.max_total_iterations, wf.limits.run_timeout_seconds), (12, 3600));
+        assert_eq!(wf.limits.step_timeout_seconds, 600);
+        assert_eq!(wf.steps[0].timeout_seconds, 600);
+        let StepKind::Agent(a) = &wf.steps[0].kind else { panic!("an agent step") };
+        assert_eq!(a.workspace_mode, WorkspaceMode::Agent, "the baseline's agent_workspace is accepted");
+        assert!(wf.input("user_prompt").is_some_and(|i| i.required), "the list form declares required inputs");
+    }
+
+    #[test]
+    fn workflow_limits_inputs_as_a_map_and_write_state() {
+        let wf = parse(&select(MINIMAL, "review_loop", "o.yaml")).unwrap();
+        assert_eq!(wf.limits.max_total_iterations, 6, "the workflow's own limit wins");
+        assert_eq!(wf.limits.run_timeout_seconds, 3600);
+        assert_eq!(wf.description.as_deref(), Some("plan, then review"));
+        assert!(wf.input("user_message").is_some());
+        let review = wf.step("review").unwrap();
+        assert_eq!(review.retry.max_attempts, 4, "limits.max_retries: 3");
+        let StepKind::Agent(a) = &review.kind else { panic!("an agent step") };
+        assert!(a.review);
+        let (key, t) = &a.write_state[0];
+        assert_eq!(key, "review_feedback");
+        let refs: Vec<&Ref> = t.refs().collect();
+        assert_eq!(
+            refs,
+            [&Ref::StepOutput { step: "review".into(), key: "feedback".into() }],
+            "{{outputs.k}} is the step's own"
+        );
+        let StepKind::Agent(plan) = &wf.step("plan").unwrap().kind else { panic!("an agent step") };
+        assert_eq!(plan.workspace_mode, WorkspaceMode::Run);
+        let other = wf.agent("workflow_router").unwrap();
+        assert_eq!(other.model, "claude-sonnet-4-5");
+    }
+
+    #[test]
+    fn the_workflow_to_run_is_named() {
+        let errors = errors_of(MINIMAL);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("holds 2 workflow(s) (minimal_single_agent, review_loop)")
+                && errors[0].contains("--workflow"),
+            "{errors:?}"
+        );
+        let errors = errors_of(&select(MINIMAL, "review-lop", "o.yaml"));
+        assert!(
+            errors[0].contains("invalid workflow id `review-lop`") && errors[0].contains("review_loop"),
+            "{errors:?}"
+        );
+        assert_eq!(
+            workflows(MINIMAL).unwrap(),
+            [
+                Listed { id: "minimal_single_agent".into(), description: None },
+                Listed { id: "review_loop".into(), description: Some("plan, then review".into()) }
+            ]
+        );
+    }
+
+    /// Spec §3's validation rules, each a located error naming the file's line and field.
+    #[test]
+    fn the_rules_of_spec_3_hold_with_located_errors() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "    can_orchestrate_workflows: true\n",
+                "    can_orchestrate_workflows: false\n",
+                "line 2, field `selector_agent`: selector agent `workflow_router` cannot orchestrate workflows",
+            ),
+            (
+                "default_workflow: minimal_single_agent",
+                "default_workflow: nope",
+                "line 3, field `default_workflow`: default workflow `nope` is not among the workflows",
+            ),
+            (
+                "  default:\n    provider: anthropic",
+                "  default:\n    provider: gemini",
+                "line 11, field `agents.default.provider`: unknown provider `gemini`",
+            ),
+            (
+                "  default:\n    provider: anthropic\n    model: sonnet",
+                "  default:\n    provider: anthropic\n    model: sonet",
+                "line 12, field `agents.default.model`: unknown anthropic model `sonet` (did you mean `sonnet`?)",
+            ),
+            (
+                "        outputs: [result]\n",
+                "        outputs: [result, extra]\n",
+                "step `generate`, field `workflows[0].steps[0].output_files`: no path for output key(s) extra",
+            ),
+            (
+                "        type: agent_task\n        agent: default\n        workspace_mode",
+                "        type: shell\n        agent: default\n        workspace_mode",
+                "step `generate`, field `workflows[0].steps[0].type`: an orchestrator's steps are agent_task, agent_review, not `shell`",
+            ),
+            (
+                "workspace_mode: agent_workspace",
+                "workspace_mode: my_workspace",
+                "line 21, step `generate`, field `workflows[0].steps[0].workspace_mode`: unknown workspace_mode `my_workspace`",
+            ),
+            (
+                "selection_max_retries: 2",
+                "selection_max_retries: 0",
+                "line 4, field `selection_max_retries`: expected a whole number >= 1, found `0`",
+            ),
+            (
+                "    version: 2\n",
+                "    version: 2\n    tags: [a]\n    needs: x\n",
+                "field `workflows[1].needs`: unknown key `needs`",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            assert!(MINIMAL.contains(from), "{from:?}");
+            let text = select(&MINIMAL.replacen(from, to, 1), "minimal_single_agent", "o.yaml");
+            let errors = errors_of(&text);
+            assert!(errors.iter().any(|e| e.contains(expected)), "expected {expected:?} in {errors:#?}");
+        }
+        // Outputs without their files; an empty prompt; a step of another workflow is checked too.
+        let text = MINIMAL
+            .replacen("        output_files: {plan_doc: \"plan/{{workflow.run_id}}.md\"}\n", "", 1)
+            .replacen("prompt: \"Review {{steps.plan.outputs.plan_doc}}\"", "prompt: \" \"", 1);
+        let errors = errors_of(&select(&text, "minimal_single_agent", "o.yaml"));
+        assert!(errors.iter().any(|e| e.contains("step `plan`, field `workflows[1].steps[0].output_files`: `outputs` needs `output_files` with a path for each key (plan_doc)")), "{errors:#?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("step `review`, field `workflows[1].steps[1].prompt`: the prompt is empty")),
+            "{errors:#?}"
+        );
+        // No agents at all.
+        let bare = "id: o\nselector_agent: r\ndefault_workflow: w\nagents: {}\nworkflows: []\n";
+        let errors = errors_of(bare);
+        assert!(errors.iter().any(|e| e.contains("no agents are configured")), "{errors:#?}");
+        assert!(errors.iter().any(|e| e.contains("an orchestrator needs at least one workflow")), "{errors:#?}");
+        assert!(errors.iter().any(|e| e.contains("selector agent `r` is missing")), "{errors:#?}");
+    }
+
+    #[test]
+    fn openai_agents_run_codex_with_the_model_as_written() {
+        let text = MINIMAL.replacen(
+            "  default:\n    provider: anthropic\n    model: sonnet",
+            "  default:\n    provider: openai\n    model: gpt-5.3-codex",
+            1,
+        );
+        let wf = parse(&select(&text, "minimal_single_agent", "o.yaml")).unwrap();
+        let a = wf.agent("default").unwrap();
+        assert_eq!((a.cli.as_deref(), a.model.as_str()), (Some("codex"), "gpt-5.3-codex"));
+        // The baseline's agent fields are accepted (HEAD refuses them; Steward's sandbox replaces them).
+        let text = MINIMAL.replacen(
+            "    model: sonnet\n  workflows",
+            "    model: sonnet\n    private_workspace: /tmp/x\n    shared_access: [docs]\n  workflows",
+            1,
+        );
+        parse(&select(&text, "minimal_single_agent", "o.yaml")).unwrap();
+    }
+
+    #[test]
+    fn the_selection_is_appended_after_the_last_line() {
+        let text = select("id: o\nworkflows: []", "w \"x\"", "a path/o.yaml");
+        assert_eq!(
+            text,
+            "id: o\nworkflows: []\nsteward_workflow: \"w \\\"x\\\"\"\nsteward_origin: \"a path/o.yaml\"\n"
+        );
+        // A file that ends inside a block scalar keeps its text: the appended keys close it.
+        let wf = parse(&select(MINIMAL, "review_loop", "o.yaml")).unwrap();
+        assert!(matches!(&wf.steps[0].kind, StepKind::Agent(_)));
+    }
+}
