@@ -498,6 +498,14 @@ fn gather_inputs(file: &Path, source: &str, pairs: &[String], input_file: Option
 
 async fn run(cfg: &Settings, file: &Path, given: &args::InputArgs, detach: bool, json: bool) -> Result<ExitCode> {
     let req = request(cfg, file, given)?;
+    // This process drives the run: an agent CLI it cannot find is said now, before anything
+    // is recorded. (`submit` leaves it to the workers, which may have other programs.)
+    if let Ok(wf) = workflow::parse(&req.source) {
+        let missing = steward_runtime::missing_agent_clis(&wf, &Default::default());
+        if !missing.is_empty() {
+            bail!("cannot run {}:\n  {}", file.display(), missing.join("\n  "));
+        }
+    }
     launch(cfg, req, &file.display().to_string(), detach, json).await
 }
 

@@ -7,6 +7,7 @@
 //! artifacts and every call is an `llm_inference` event (FR-EVT-006) that
 //! holds their hashes, never the prompt itself.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use steward_artifacts::hash;
 use steward_core::event::Payload;
 use steward_core::result_block;
 use steward_core::state::AttemptStatus;
-use steward_core::workflow::{AgentDecl, OutputDecl, Provider, Step};
+use steward_core::workflow::{AgentDecl, OutputDecl, Provider, Step, StepKind, Workflow};
 use steward_models::http::HttpConfig;
 use steward_models::ollama::OllamaClient;
 use steward_models::openai::OpenAiClient;
@@ -61,7 +62,7 @@ impl AgentWork {
 }
 
 /// A variable from the engine's own environment first (embedding, tests), then the process's.
-pub(crate) fn env_var(env: &std::collections::BTreeMap<String, String>, name: &str) -> Option<String> {
+pub(crate) fn env_var(env: &BTreeMap<String, String>, name: &str) -> Option<String> {
     env.get(name).cloned().or_else(|| std::env::var(name).ok())
 }
 
@@ -143,13 +144,51 @@ pub(crate) fn connect(
     })
 }
 
+/// The agent CLI a `command` agent runs (`claude` unless it says `codex`), the variable that may
+/// name another program for it, and the program it is run as.
+fn cli_program(agent: &AgentDecl, env: &BTreeMap<String, String>) -> (&'static str, &'static str, String) {
+    let (cli, var) = match agent.cli.as_deref() {
+        Some("codex") => ("codex", "STEWARD_CODEX_BIN"),
+        _ => ("claude", "STEWARD_CLAUDE_BIN"),
+    };
+    (cli, var, env_var(env, var).unwrap_or_else(|| cli.to_owned()))
+}
+
+/// Why each agent CLI the workflow's steps run cannot be found here, one line per agent: checked
+/// before a run starts, so that a missing `claude` or `codex` is said plainly and not as a
+/// failed attempt. A program named with a `/` must be that file; a bare name is looked up on
+/// `PATH`, as the shell that runs it looks it up.
+pub fn missing_agent_clis(wf: &Workflow, env: &BTreeMap<String, String>) -> Vec<String> {
+    let executable = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let path = env_var(env, "PATH").unwrap_or_default();
+    let mut missing = Vec::new();
+    for agent in wf.agents.iter().filter(|a| a.provider == Provider::Command) {
+        let used = wf.steps.iter().any(|s| matches!(&s.kind, StepKind::Agent(a) if a.agent == agent.id));
+        let (cli, var, program) = cli_program(agent, env);
+        let found = if program.contains('/') {
+            executable(Path::new(&program))
+        } else {
+            std::env::split_paths(&path).any(|dir| executable(&dir.join(&program)))
+        };
+        if used && !found {
+            missing.push(format!(
+                "agent `{}` runs the `{cli}` CLI, which is not installed here: no `{program}` {}; install it, or set {var} to its path",
+                agent.id,
+                if program.contains('/') { "executable file" } else { "on PATH" },
+            ));
+        }
+    }
+    missing
+}
+
 /// The shell command an agent CLI is run with (DireClaw §8.2), the prompt passed as a file.
 fn cli_command(work: &AgentWork, prompt_file: &Path) -> (String, Vec<(String, String)>) {
     let agent = &work.agent;
-    let cli = agent.cli.as_deref().unwrap_or("claude");
+    let (cli, _, bin) = cli_program(agent, &work.env);
     let message = format!("Read the prompt file at {} and do exactly what it says.", prompt_file.display());
-    let bin_var = if cli == "codex" { "STEWARD_CODEX_BIN" } else { "STEWARD_CLAUDE_BIN" };
-    let bin = work.var(bin_var).unwrap_or_else(|| cli.to_owned());
     let quoted = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
     let command = if cli == "codex" {
         format!(

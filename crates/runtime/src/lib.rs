@@ -33,6 +33,7 @@ mod worker;
 
 pub mod micro_task;
 
+pub use agent::missing_agent_clis;
 pub use approval::Decision;
 pub use clock::{Clock, SystemClock, UuidIds, new_run_id};
 pub use engine::{CreateRun, Engine, EngineConfig, Error, Handoff, ProgressUpdate, Result};

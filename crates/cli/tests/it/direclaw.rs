@@ -121,3 +121,25 @@ fn a_workflow_of_the_file_runs_with_the_claude_cli_and_status_says_where_it_came
         "{shown}"
     );
 }
+
+/// Issue 16 point 1: an agent CLI that is not installed is a clear error before the run starts,
+/// and nothing is recorded.
+#[test]
+fn a_missing_agent_cli_is_said_before_the_run_starts() {
+    let s = Steward::new();
+    s.write("orchestrator.yaml", ORCHESTRATOR);
+    let args = ["run", "orchestrator.yaml", "--workflow", "minimal_single_agent", "--input", "user_prompt=x"];
+    let out = s.cmd(&args).env("PATH", "/usr/bin:/bin").env_remove("STEWARD_CLAUDE_BIN").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("agent `default` runs the `claude` CLI, which is not installed here: no `claude` on PATH; install it, or set STEWARD_CLAUDE_BIN to its path"),
+        "{}",
+        text(&out)
+    );
+    let out = s.cmd(&args).env("STEWARD_CLAUDE_BIN", s.path("nowhere/claude")).output().unwrap();
+    assert!(text(&out).contains("executable file; install it, or set STEWARD_CLAUDE_BIN"), "{}", text(&out));
+    if s.data_dir().join("steward.db").exists() {
+        let runs = s.json(&["list", "--json", "--all"]);
+        assert_eq!(runs.as_array().map(Vec::len), Some(0), "nothing was recorded: {runs}");
+    }
+}
