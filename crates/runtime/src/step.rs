@@ -496,6 +496,30 @@ pub(crate) async fn execute(
     halt: &Halt,
     recorder: &AttemptRecorder,
 ) -> StepDone {
+    let mut done = execute_work(step, attempt, work, bus, halt, recorder).await;
+    // DireClaw's TransitionValidation: the step did its work, but where it leads is no step.
+    if done.finish.status == AttemptStatus::Completed
+        && step.next_is_missing()
+        && let Some(target) = &step.next
+    {
+        done.finish.status = AttemptStatus::Failed;
+        done.finish.retryable = false;
+        done.finish.error = Some(format!(
+            "transition target `{target}` of step `{}` is not a step of the workflow (TransitionValidation)",
+            step.id
+        ));
+    }
+    done
+}
+
+async fn execute_work(
+    step: &Step,
+    attempt: u32,
+    work: Work,
+    bus: &ToolBus,
+    halt: &Halt,
+    recorder: &AttemptRecorder,
+) -> StepDone {
     let cancel = halt.token();
     let done = |finish| StepDone { finish, events: Vec::new() };
     let (op, ctx) = match work {

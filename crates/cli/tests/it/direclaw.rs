@@ -143,3 +143,30 @@ fn a_missing_agent_cli_is_said_before_the_run_starts() {
         assert_eq!(runs.as_array().map(Vec::len), Some(0), "nothing was recorded: {runs}");
     }
 }
+
+/// Issue 16 point 2's engineering example ends with `next: done`, a step that does not exist:
+/// DireClaw's HEAD loads the file and fails the run when that step completes
+/// (TransitionValidation, not retried). So does Steward.
+#[test]
+fn a_next_that_names_no_step_fails_the_run_when_the_step_completes() {
+    let s = Steward::new();
+    s.write("orchestrator.yaml", &ORCHESTRATOR.replace("prompt: \"say hi\"}", "prompt: \"say hi\", next: done}"));
+    with_fake_claude(&s);
+    let out = s.run(&["validate", "orchestrator.yaml"]);
+    assert!(out.status.success(), "the file loads: {}", text(&out));
+    let out = s
+        .cmd(&["run", "orchestrator.yaml", "--workflow", "second", "--json"])
+        .env("STEWARD_CLAUDE_BIN", s.path("claude"))
+        .output()
+        .unwrap();
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    assert_eq!(run["state"], "failed", "{run}");
+    assert!(
+        run["terminal_reason"]
+            .as_str()
+            .unwrap()
+            .contains("transition target `done` of step `only` is not a step of the workflow (TransitionValidation)"),
+        "{run}"
+    );
+    assert_eq!(run["total_iterations"], 1, "not retried: {run}");
+}

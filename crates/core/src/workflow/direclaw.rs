@@ -15,6 +15,9 @@
 //!   `workflow_orchestration` (`max_total_iterations`, `default_run_timeout_seconds`,
 //!   `default_step_timeout_seconds` capped by `max_step_timeout_seconds`), then DireClaw's
 //!   defaults, which are Steward's.
+//! - a `next` that names no step (spec §5's engineering example ends with `next: done`) loads,
+//!   and the run fails when that step completes, as DireClaw's HEAD reports it
+//!   (`TransitionValidation`, not retried).
 //! - where DireClaw's baseline and its HEAD differ, both are accepted: `inputs` as a list or a
 //!   map, `workspace_mode: agent_workspace` (read as `run_workspace`), an agent's
 //!   `private_workspace` and `shared_access` (which Steward's sandbox replaces; ignored).
@@ -166,6 +169,7 @@ impl Reader {
 
     /// Reads and checks the whole file.
     fn orchestrator_file(&mut self, root: &Node) -> Option<Orchestrator> {
+        self.dangling_next = true;
         let entries = self.map(root, "", ORCHESTRATOR_KEYS)?;
         let get = |k: &str| lookup(&entries, k);
         let required = |r: &mut Reader, k: &str| match get(k) {
@@ -663,6 +667,18 @@ workflow_orchestration:
             1,
         );
         parse(&select(&text, "minimal_single_agent", "o.yaml")).unwrap();
+    }
+
+    #[test]
+    fn a_next_that_names_no_step_loads_from_an_orchestrator_file_only() {
+        let text =
+            MINIMAL.replacen("        outputs: [result]\n", "        next: done\n        outputs: [result]\n", 1);
+        let wf = parse(&select(&text, "minimal_single_agent", "o.yaml")).unwrap();
+        assert!(wf.steps[0].next_is_missing());
+        assert!(!parse(&select(MINIMAL, "minimal_single_agent", "o.yaml")).unwrap().steps[0].next_is_missing());
+        let steward = "id: s\nversion: 1\nsteps:\n  - {id: a, type: noop, next: done}\n";
+        let errors = errors_of(steward);
+        assert!(errors[0].contains("unknown step `done`"), "{errors:?}");
     }
 
     #[test]

@@ -65,6 +65,14 @@ pub struct Workflow {
     index: HashMap<String, usize>,
 }
 
+impl Step {
+    /// Whether its `next` names no step of the workflow: only an orchestrator file's may (see
+    /// [`direclaw`]); the step's completion then fails it, and the run with it.
+    pub fn next_is_missing(&self) -> bool {
+        self.next.is_some() && !matches!(self.route, Route::Next(_))
+    }
+}
+
 impl Workflow {
     /// The step with this id.
     pub fn step(&self, id: &str) -> Option<&Step> {

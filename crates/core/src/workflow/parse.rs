@@ -88,6 +88,8 @@ pub(super) struct Reader {
     pub(super) prefix: String,
     /// An orchestrator's `max_step_timeout_seconds`: no step's timeout is longer.
     pub(super) max_step_timeout: Option<u64>,
+    /// Whether a `next` that names no step is read (an orchestrator file's) rather than refused.
+    pub(super) dangling_next: bool,
 }
 
 /// A step as read, before references are resolved.
@@ -1154,6 +1156,9 @@ impl Reader {
             next.push(match &s.next {
                 Some((target, line)) => match index(target) {
                     Some(j) => Some((j, *line)),
+                    // DireClaw's HEAD loads such a file and fails the run when the step
+                    // completes (`Step::next_is_missing`); a Steward file may not.
+                    None if self.dangling_next => None,
                     None => {
                         self.err(
                             *line,
