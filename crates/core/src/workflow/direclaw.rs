@@ -25,7 +25,7 @@
 //! Every workflow of the file is checked, as DireClaw checks the whole file when it loads it;
 //! the selected one is returned.
 
-use super::parse::{Reader, join, lookup, suggest, valid_id};
+use super::parse::{Reader, join, lookup, suggest};
 use super::{AgentDecl, Limits, Provider, Workflow};
 use crate::yaml::{Node, NodeKind};
 
@@ -260,20 +260,11 @@ impl Reader {
     /// `agents:` with whether each may orchestrate workflows.
     fn direclaw_agents(&mut self, node: &Node) -> Vec<(AgentDecl, bool)> {
         let mut out = Vec::new();
-        let entries = self.map(node, "agents", &[]).unwrap_or_default();
-        if entries.is_empty() && matches!(node.kind, NodeKind::Map(_)) {
+        if matches!(&node.kind, NodeKind::Map(entries) if entries.is_empty()) {
             self.err(node.pos.line, "agents", "no agents are configured");
         }
-        for (id, decl) in entries {
+        for (id, decl, a) in self.agent_entries(node, AGENT_KEYS) {
             let field = format!("agents.{id}");
-            if !valid_id(id) {
-                self.err(
-                    decl.pos.line,
-                    &field,
-                    format!("`{id}` is not a valid agent id (letters, digits, `_` and `-`)"),
-                );
-            }
-            let Some(a) = self.map(decl, &field, AGENT_KEYS) else { continue };
             let get = |k: &str| lookup(&a, k);
             let provider = match get("provider") {
                 Some(n) => self.string(n, &join(&field, "provider")).map(|p| (p, n.pos.line)),

@@ -79,6 +79,9 @@ pub fn parse(source: &str) -> Result<Workflow, Vec<Diagnostic>> {
     Err(r.diags)
 }
 
+/// A mapping's entries as [`Reader::map`] returns them: key and value, in file order.
+pub(super) type Entries<'a> = Vec<(&'a str, &'a Node)>;
+
 #[derive(Default)]
 pub(super) struct Reader {
     pub(super) diags: Vec<Diagnostic>,
@@ -127,12 +130,7 @@ impl Reader {
     }
 
     /// The entries of a mapping, reporting unknown keys. `None` if not a mapping.
-    pub(super) fn map<'a>(
-        &mut self,
-        node: &'a Node,
-        field: &str,
-        allowed: &[&str],
-    ) -> Option<Vec<(&'a str, &'a Node)>> {
+    pub(super) fn map<'a>(&mut self, node: &'a Node, field: &str, allowed: &[&str]) -> Option<Entries<'a>> {
         let NodeKind::Map(entries) = &node.kind else {
             self.err(node.pos.line, field, format!("expected a mapping, found a {}", node.kind_name()));
             return None;
@@ -903,7 +901,9 @@ impl Reader {
         }))
     }
 
-    fn agents(&mut self, node: &Node) -> Vec<AgentDecl> {
+    /// Each agent of an `agents:` mapping with its entries (of `keys`), its id checked: a
+    /// Steward file's agents and an orchestrator file's are read alike up to here.
+    pub(super) fn agent_entries<'a>(&mut self, node: &'a Node, keys: &[&str]) -> Vec<(&'a str, &'a Node, Entries<'a>)> {
         let mut out = Vec::new();
         for (id, decl) in self.map(node, "agents", &[]).unwrap_or_default() {
             let field = format!("agents.{id}");
@@ -914,7 +914,17 @@ impl Reader {
                     format!("`{id}` is not a valid agent id (letters, digits, `_` and `-`)"),
                 );
             }
-            let Some(entries) = self.map(decl, &field, AGENT_KEYS) else { continue };
+            if let Some(entries) = self.map(decl, &field, keys) {
+                out.push((id, decl, entries));
+            }
+        }
+        out
+    }
+
+    fn agents(&mut self, node: &Node) -> Vec<AgentDecl> {
+        let mut out = Vec::new();
+        for (id, decl, entries) in self.agent_entries(node, AGENT_KEYS) {
+            let field = format!("agents.{id}");
             let get = |k: &str| lookup(&entries, k);
             let text = |r: &mut Self, k: &str| get(k).and_then(|n| r.string(n, &join(&field, k)));
             let provider = match text(self, "provider").as_deref() {
