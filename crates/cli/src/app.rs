@@ -235,6 +235,12 @@ pub(crate) fn read_workflow(file: &Path, workflow: Option<&str>) -> Result<Strin
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read workflow file {}", file.display()))?;
     Ok(match workflow {
+        Some(_) if !steward_core::workflow::direclaw::is_orchestrator_text(&text) => {
+            bail!(
+                "--workflow picks one workflow of a DireClaw orchestrator file; {} is not one (it lists no `workflows`)",
+                file.display()
+            )
+        }
         Some(id) => {
             let origin = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
             steward_core::workflow::direclaw::select(&text, id, &origin.display().to_string())

@@ -70,6 +70,14 @@ fn validate_checks_every_workflow_of_the_file() {
         "{}",
         text(&out)
     );
+    s.write("plain.yaml", "id: p\nversion: 1\nsteps:\n  - {id: a, type: noop}\n");
+    let out = s.run(&["run", "plain.yaml", "--workflow", "a"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--workflow picks one workflow of a DireClaw orchestrator file; plain.yaml is not one"),
+        "{}",
+        text(&out)
+    );
     let out = s.run(&["validate", "orchestrator.yaml", "--workflow", "nope"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("invalid workflow id `nope`"), "{}", text(&out));
