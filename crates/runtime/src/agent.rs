@@ -165,15 +165,16 @@ pub fn missing_agent_clis(wf: &Workflow, env: &BTreeMap<String, String>) -> Vec<
     };
     let path = env_var(env, "PATH").unwrap_or_default();
     let mut missing = Vec::new();
-    for agent in wf.agents.iter().filter(|a| a.provider == Provider::Command) {
-        let used = wf.steps.iter().any(|s| matches!(&s.kind, StepKind::Agent(a) if a.agent == agent.id));
+    let used =
+        |agent: &AgentDecl| wf.steps.iter().any(|s| matches!(&s.kind, StepKind::Agent(a) if a.agent == agent.id));
+    for agent in wf.agents.iter().filter(|a| a.provider == Provider::Command && used(a)) {
         let (cli, var, program) = cli_program(agent, env);
         let found = if program.contains('/') {
             executable(Path::new(&program))
         } else {
             std::env::split_paths(&path).any(|dir| executable(&dir.join(&program)))
         };
-        if used && !found {
+        if !found {
             missing.push(format!(
                 "agent `{}` runs the `{cli}` CLI, which is not installed here: no `{program}` {}; install it, or set {var} to its path",
                 agent.id,

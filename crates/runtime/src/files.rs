@@ -15,6 +15,29 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// `root/parts...` as a directory, each missing part made; a part that is a symlink (or not a
+/// directory) is refused, never followed, so nothing a step planted under `root` can send the
+/// engine's own writes outside it.
+pub(crate) fn dirs_within(root: &Path, parts: &[&str]) -> std::io::Result<PathBuf> {
+    let mut at = root.to_path_buf();
+    for part in parts {
+        at.push(part);
+        match std::fs::create_dir(&at) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        // Checked after the create, so a link made meanwhile is caught too.
+        if !std::fs::symlink_metadata(&at)?.file_type().is_dir() {
+            return Err(std::io::Error::other(format!(
+                "{} is not a directory (a symlink is never followed)",
+                at.display()
+            )));
+        }
+    }
+    Ok(at)
+}
+
 /// `<name>.steward-tmp` in the same directory, so the rename stays on one filesystem and two
 /// targets never share a temporary.
 pub(crate) fn temporary_beside(path: &Path) -> PathBuf {
@@ -32,4 +55,22 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_are_made_within_the_root_and_a_link_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let made = dirs_within(root.path(), &["work", "runs", "r1"]).unwrap();
+        assert!(made.is_dir() && made.starts_with(root.path()));
+        assert_eq!(dirs_within(root.path(), &["work", "runs", "r1"]).unwrap(), made, "again: the same");
+        std::os::unix::fs::symlink(outside.path(), root.path().join("planted")).unwrap();
+        let refused = dirs_within(root.path(), &["planted", "runs", "r1"]).unwrap_err();
+        assert!(refused.to_string().contains("a symlink is never followed"), "{refused}");
+        assert!(!outside.path().join("runs").exists(), "nothing was made through the link");
+    }
 }

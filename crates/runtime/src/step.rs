@@ -232,7 +232,7 @@ impl Scope<'_> {
     /// The run's own work area, `<workdir>/work/runs/<run id>` (DireClaw HEAD's): outside the
     /// data directory, so that the sandbox lets an agent write there.
     fn run_workspace(&self) -> PathBuf {
-        Path::new(&self.run.workdir).join("work").join("runs").join(&self.run.run_id)
+        Path::new(&self.run.workdir).join(RUN_WORKSPACE[0]).join(RUN_WORKSPACE[1]).join(&self.run.run_id)
     }
 
     /// Where a step attempt's files live: `<data dir>/runs/<run>/steps/<step>/attempts/<n>`.
@@ -281,10 +281,11 @@ impl Scope<'_> {
             paths.push((k.clone(), dir.join("outputs").join(rel)));
         }
         if a.prompt.refs().any(|r| matches!(r, Ref::Workflow(WorkflowVar::RunWorkspace))) {
-            let area = self.run_workspace();
-            std::fs::create_dir_all(&area).map_err(|e| RenderError {
+            // An earlier step may have left a link where the work area goes: never followed.
+            let parts = [RUN_WORKSPACE[0], RUN_WORKSPACE[1], self.run.run_id.as_str()];
+            crate::files::dirs_within(Path::new(&self.run.workdir), &parts).map_err(|e| RenderError {
                 reference: "workflow.run_workspace".into(),
-                reason: format!("cannot make {}: {e}", area.display()),
+                reason: format!("cannot make {}: {e}", self.run_workspace().display()),
             })?;
         }
         let body = a.prompt.render(|r| self.resolve(r, &step.id, attempt, &paths, fetched))?;
@@ -486,6 +487,9 @@ impl ProcessRecorder for AttemptRecorder {
         self.writer.send(c)
     }
 }
+
+/// Where a run's work area is under the directory it works in: `work/runs/<run id>`.
+const RUN_WORKSPACE: [&str; 2] = ["work", "runs"];
 
 /// Runs a prepared attempt to its end. Never fails: every outcome is an attempt ending.
 pub(crate) async fn execute(

@@ -366,7 +366,7 @@ impl Reader {
     }
 
     /// DireClaw's own rules for steps, beyond Steward's: agent steps only, a non-empty prompt,
-    /// and `outputs` that come with an `output_files` entry for each key.
+    /// and `outputs` that come with `output_files`.
     fn direclaw_steps(&mut self, steps: &Node, field: &str) {
         let NodeKind::Seq(items) = &steps.kind else { return };
         for (i, step) in items.iter().enumerate() {
@@ -396,28 +396,13 @@ impl Reader {
                 self.err(outputs.pos.line, join(&base, "outputs"), "`outputs` is empty: list a key, or leave it out");
                 continue;
             }
-            let Some(files) = get("output_files") else {
+            // Each key's path is Steward's own rule (`output ... has no file in output_files`);
+            // DireClaw's adds that `outputs` come with `output_files` at all.
+            if get("output_files").is_none() {
                 self.err(
                     outputs.pos.line,
                     join(&base, "output_files"),
                     format!("`outputs` needs `output_files` with a path for each key ({})", keys.join(", ")),
-                );
-                continue;
-            };
-            let NodeKind::Map(mapped) = &files.kind else { continue };
-            let missing: Vec<&str> = keys
-                .iter()
-                .filter(|k| !mapped.iter().any(|(m, _)| m.as_str() == Some(k.as_str())))
-                .map(String::as_str)
-                .collect();
-            if !missing.is_empty() {
-                self.err(
-                    files.pos.line,
-                    join(&base, "output_files"),
-                    format!(
-                        "no path for output key(s) {}: `output_files` maps every key of `outputs`",
-                        missing.join(", ")
-                    ),
                 );
             }
         }
@@ -592,7 +577,7 @@ workflow_orchestration:
             (
                 "        outputs: [result]\n",
                 "        outputs: [result, extra]\n",
-                "step `generate`, field `workflows[0].steps[0].output_files`: no path for output key(s) extra",
+                "step `generate`, field `workflows[0].steps[0].output_files`: output `extra` has no file in `output_files`",
             ),
             (
                 "        type: agent_task\n        agent: default\n        workspace_mode",

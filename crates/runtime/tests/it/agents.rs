@@ -162,6 +162,46 @@ async fn write_state_sets_a_key_the_next_prompt_reads() {
     assert!(prompt(2).starts_with("write; feedback: [reject! (decided reject)]"), "{}", prompt(2));
 }
 
+/// DireClaw's prompt placeholders: the run's work area (made before the step, refused through
+/// a planted link), the step's outputs as a JSON Schema and its output paths as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direclaw_placeholders_render_the_work_area_schema_and_paths() {
+    let server = ModelServer::start(vec![Reply::ollama(&block(json!({"plan": "p"})))]).await;
+    let e = env().await;
+    let src = format!(
+        "id: r\nversion: 1\nagents:\n  a: {{provider: ollama, base_url: \"{}\", model: small}}\nsteps:\n  - {{id: write, type: agent_task, agent: a, prompt: \"in {{{{workflow.run_workspace}}}} schema {{{{workflow.output_schema_json}}}} paths {{{{workflow.output_paths_json}}}} end\", outputs: [plan, note?], output_files: {{plan: plan.md, note: note.md}}}}\n",
+        server.url
+    );
+    let run = e.run(&src, json!({})).await;
+    assert_eq!(run.state, RunState::Completed, "{}", run.summary);
+    let area = e.dir.path().join("work").join("runs").join(&run.run_id);
+    assert!(area.is_dir(), "the work area is made before the step");
+    let prompt = server.received()[0].json()["messages"][0]["content"].as_str().unwrap().to_owned();
+    assert!(prompt.starts_with(&format!("in {} schema ", area.display())), "{prompt}");
+    let schema: serde_json::Value =
+        serde_json::from_str(prompt.split(" schema ").nth(1).unwrap().split(" paths ").next().unwrap()).unwrap();
+    assert_eq!(
+        schema,
+        json!({"type": "object", "properties": {"plan": {"type": "string"}, "note": {"type": "string"}}, "required": ["plan"]})
+    );
+    let paths: serde_json::Value =
+        serde_json::from_str(prompt.split(" paths ").nth(1).unwrap().split(" end").next().unwrap()).unwrap();
+    assert!(paths["plan"].as_str().unwrap().ends_with("/outputs/plan.md"), "{paths}");
+
+    // A link where the work area goes (an earlier step's doing) is refused, never followed.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::remove_dir_all(e.dir.path().join("work")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), e.dir.path().join("work")).unwrap();
+    let run = e.run(&src, json!({})).await;
+    assert_eq!(run.state, RunState::Failed, "{}", run.summary);
+    assert!(
+        run.terminal_reason.as_deref().unwrap().contains("a symlink is never followed"),
+        "{:?}",
+        run.terminal_reason
+    );
+    assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none(), "nothing was made through the link");
+}
+
 /// A review that never approves is stopped by `max_total_iterations` with a clear reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_rejections_hit_the_iteration_limit() {
