@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use steward_core::Timestamp;
 use steward_core::capability::{self, CapabilityId};
 use steward_core::event::Payload;
-use steward_core::workflow::{StepKind, Workflow};
+use steward_core::workflow::{Provider, StepKind, Workflow};
 
 use steward_artifacts::{ArtifactStore, hash};
 
@@ -681,15 +681,32 @@ impl ToolBus {
         Executed { result, events, refusal: None, output: Some(output), redactor }
     }
 
-    /// Checks every shell step of a workflow under its profile before a run
-    /// starts: the gates and the command policy, on the command as it will run
-    /// (placeholders as the environment variables that carry their values), in
-    /// `workspace`.
+    /// Checks every step that runs a process before a run starts, under the workflow's
+    /// profile: a shell step's command against the gates and the command policy, as it will
+    /// run (placeholders as the environment variables that carry their values), in
+    /// `workspace`; an agent CLI step's against the gates (its budget: a step timeout the
+    /// shell engine would refuse is said now, not when the step is reached).
     pub fn preflight(&self, wf: &Workflow, profile: &str, workspace: &std::path::Path) -> Vec<(String, Refusal)> {
         let mut refused = Vec::new();
         for step in &wf.steps {
-            let StepKind::Shell(shell) = &step.kind else {
-                continue;
+            let shell = match &step.kind {
+                StepKind::Shell(shell) => shell,
+                StepKind::Agent(a) if wf.agent(&a.agent).is_some_and(|d| d.provider == Provider::Command) => {
+                    let program = wf.agent(&a.agent).and_then(|d| d.cli.clone()).unwrap_or_else(|| "claude".into());
+                    let op = self.shell_op(
+                        "preflight",
+                        &program,
+                        None,
+                        &[],
+                        Duration::from_secs(step.timeout_seconds),
+                        profile,
+                    );
+                    if let Some(d) = gates::evaluate(&op, &self.registry, &|_| true).denial() {
+                        refused.push((step.id.clone(), refusal_of(d)));
+                    }
+                    continue;
+                }
+                _ => continue,
             };
             let command =
                 shell.run.render_shell(|_| Ok(Value::Null)).map_or_else(|_| shell.run_source.clone(), |(c, _)| c);
@@ -698,11 +715,7 @@ impl ToolBus {
                 self.shell_op("preflight", &command, None, &[], Duration::from_secs(step.timeout_seconds), profile);
             let checked = gates::evaluate(&op, &self.registry, &|_| true);
             let refusal = match checked.denial() {
-                Some(d) => Some(Refusal {
-                    by: d.gate.name().into(),
-                    code: d.code.clone().unwrap_or_default(),
-                    reason: d.reason.clone().unwrap_or_default(),
-                }),
+                Some(d) => Some(refusal_of(d)),
                 None => self.policy.check_command_at(&command, Some(workspace), &cwd).err().map(|d| Refusal {
                     by: "terminal".into(),
                     code: d.code,
@@ -714,6 +727,15 @@ impl ToolBus {
             }
         }
         refused
+    }
+}
+
+/// What a gate's denial says, as a refusal.
+fn refusal_of(d: &gates::GateOutcome) -> Refusal {
+    Refusal {
+        by: d.gate.name().into(),
+        code: d.code.clone().unwrap_or_default(),
+        reason: d.reason.clone().unwrap_or_default(),
     }
 }
 
@@ -748,6 +770,24 @@ mod tests {
 
     fn kinds(events: &[Payload]) -> Vec<&str> {
         events.iter().map(Payload::event_type).collect()
+    }
+
+    /// A step whose timeout the shell engine's budget would refuse is refused before the run
+    /// starts, an agent CLI's step as a shell step (DireClaw's examples ask for hours).
+    #[test]
+    fn preflight_checks_the_budget_of_shell_and_agent_cli_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let wf = |timeout: u64| {
+            steward_core::workflow::parse(&format!(
+                "id: w\nversion: 1\nagents:\n  a: {{provider: command, cli: codex, model: m}}\nsteps:\n  - {{id: s, type: shell, run: \"true\", timeout_seconds: {timeout}, next: t}}\n  - {{id: t, type: agent_task, agent: a, prompt: hi, timeout_seconds: {timeout}}}\n"
+            ))
+            .unwrap()
+        };
+        let b = bus(dir.path());
+        assert!(b.preflight(&wf(10_800), "Coder", dir.path()).is_empty(), "three hours is within the cap");
+        let refused = b.preflight(&wf(200_000), "Coder", dir.path());
+        let steps: Vec<(&str, &str)> = refused.iter().map(|(s, r)| (s.as_str(), r.code.as_str())).collect();
+        assert_eq!(steps, [("s", "MEX-BUDGET-EXCEEDED"), ("t", "MEX-BUDGET-EXCEEDED")], "{refused:?}");
     }
 
     /// DG-CAP-05: every capability check is recorded, allow and deny, with actor and job.

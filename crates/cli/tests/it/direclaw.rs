@@ -1,72 +1,95 @@
-//! Issue 16: a DireClaw `orchestrator.yaml` runs as it is, one of its workflows at a time, with
-//! its problems reported against the file's own lines.
+//! Issue 16: DireClaw `orchestrator.yaml` files run as they are, one of their workflows at a
+//! time, with their problems reported against the file's own lines; the three example
+//! orchestrators of DireClaw's spec run end to end against stand-ins for the `claude` and
+//! `codex` CLIs that print what those CLIs print.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
 
 use crate::support::{Steward, text};
 
-const ORCHESTRATOR: &str = r#"id: default_orchestrator
-selector_agent: workflow_router
-default_workflow: minimal_single_agent
-selection_max_retries: 2
-agents:
-  workflow_router:
-    provider: anthropic
-    model: sonnet
-    can_orchestrate_workflows: true
-  default:
-    provider: anthropic
-    model: sonnet
-workflows:
-  - id: minimal_single_agent
-    version: 1
-    inputs: [user_prompt]
-    steps:
-      - id: generate
-        type: agent_task
-        agent: default
-        workspace_mode: run_workspace
-        prompt: |
-          {{inputs.user_prompt}}
-          Write the result to {{workflow.output_paths.result}}.
-        outputs: [result]
-        output_files:
-          result: output/result__{{workflow.run_id}}__{{workflow.step_id}}__a{{workflow.attempt}}.md
-  - id: second
-    version: 1
-    steps:
-      - {id: only, type: agent_task, agent: default, prompt: "say hi"}
-workflow_orchestration:
-  max_total_iterations: 12
-  default_run_timeout_seconds: 3600
-  default_step_timeout_seconds: 900
-  max_step_timeout_seconds: 1800
-"#;
+/// `examples/direclaw/NAME`.
+fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/direclaw").join(name)
+}
 
-/// A `claude` that answers every prompt with one result.
-const FAKE_CLAUDE: &str = "#!/bin/sh\necho \"$@\" > claude-args.txt\necho '[workflow_result]{\"result\": \"tide tables, done\"}[/workflow_result]'\n";
+fn example_text(name: &str) -> String {
+    std::fs::read_to_string(example(name)).unwrap()
+}
 
-fn with_fake_claude(s: &Steward) {
-    s.write("claude", FAKE_CLAUDE);
-    std::fs::set_permissions(s.path("claude"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+/// `cmd` with the example's stand-in `claude` and `codex` (`examples/direclaw/fake`).
+fn with_fakes(mut cmd: Command) -> Command {
+    cmd.env("STEWARD_CLAUDE_BIN", example("fake/claude")).env("STEWARD_CODEX_BIN", example("fake/codex"));
+    cmd
+}
+
+/// Runs `args` with the stand-in CLIs; the `--json` report of the run.
+fn run_json(s: &Steward, args: &[&str]) -> Value {
+    let out = with_fakes(s.cmd(args)).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("steward {args:?}: {}", text(&out)))
+}
+
+/// What the stand-in CLIs were asked, in order: (cli, model, step) per call.
+fn calls(s: &Steward) -> Vec<(String, String, String)> {
+    let log = std::fs::read_to_string(s.path(".fake-agent-cli/calls.jsonl")).unwrap_or_default();
+    log.lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let step = v["step"].as_str().unwrap();
+            let step = step.rsplit_once('-').map_or(step, |(_, s)| s);
+            (v["cli"].as_str().unwrap().into(), v["model"].as_str().unwrap().into(), step.into())
+        })
+        .collect()
+}
+
+/// Each attempt of the run's `--json` report as `step#attempt status`, in the order they ran.
+fn attempts(run: &Value) -> Vec<String> {
+    let mut all: Vec<(String, String)> = Vec::new();
+    for step in run["steps"].as_array().unwrap() {
+        for a in step["attempts"].as_array().unwrap() {
+            let at = a["started_at"].as_str().unwrap().to_owned();
+            all.push((
+                at,
+                format!("{}#{} {}", step["step_id"].as_str().unwrap(), a["attempt"], a["status"].as_str().unwrap()),
+            ));
+        }
+    }
+    all.sort();
+    all.into_iter().map(|(_, a)| a).collect()
+}
+
+/// The outputs of a step's last attempt.
+fn outputs<'a>(run: &'a Value, step: &str) -> &'a Value {
+    let step = run["steps"].as_array().unwrap().iter().find(|s| s["step_id"] == step).unwrap();
+    &step["attempts"].as_array().unwrap().last().unwrap()["output"]["outputs"]
 }
 
 #[test]
 fn validate_checks_every_workflow_of_the_file() {
     let s = Steward::new();
-    s.write("orchestrator.yaml", ORCHESTRATOR);
-    let out = s.run(&["validate", "orchestrator.yaml"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out)
-            .contains("orchestrator.yaml: ok: DireClaw orchestrator, 2 workflow(s) (minimal_single_agent, second)"),
-        "{}",
-        text(&out)
-    );
-    // A problem in the workflow that would not run still fails the file, at its own line.
-    s.write("bad.yaml", &ORCHESTRATOR.replace("prompt: \"say hi\"", "prompt: \"say {{inputs.nope}}\""));
+    for (name, ids) in [
+        ("minimal.orchestrator.yaml", "1 workflow(s) (minimal_single_agent)"),
+        ("product.orchestrator.yaml", "1 workflow(s) (product_default)"),
+        ("engineering.orchestrator.yaml", "2 workflow(s) (engineering_default, code_with_reviews)"),
+    ] {
+        let out = s.run(&["validate", example(name).to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains(&format!("ok: DireClaw orchestrator, {ids}")), "{}", text(&out));
+    }
+    // A problem in a workflow that would not run still fails the file, at its own line.
+    let engineering = example_text("engineering.orchestrator.yaml");
+    let bad = engineering.replacen("{{inputs.user_prompt}}", "{{inputs.nope}}", 1);
+    // A block scalar's problems are located at its first line.
+    let line = 1 + bad.lines().position(|l| l.contains("Work in {{workflow.run_workspace}}.")).unwrap();
+    s.write("bad.yaml", &bad);
     let out = s.run(&["validate", "bad.yaml"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text(&out).contains("bad.yaml:31: step `only`, field `workflows[1].steps[0].prompt`: template `{{inputs.nope}}` names unknown input `nope`"),
+        text(&out).contains(&format!(
+            "bad.yaml:{line}: step `default_execute`, field `workflows[0].steps[0].prompt`: template `{{{{inputs.nope}}}}` names unknown input `nope`"
+        )),
         "{}",
         text(&out)
     );
@@ -78,49 +101,49 @@ fn validate_checks_every_workflow_of_the_file() {
         "{}",
         text(&out)
     );
-    let out = s.run(&["validate", "orchestrator.yaml", "--workflow", "nope"]);
+    let out = s.run(&["validate", example("minimal.orchestrator.yaml").to_str().unwrap(), "--workflow", "nope"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("invalid workflow id `nope`"), "{}", text(&out));
-}
-
-#[test]
-fn a_workflow_of_the_file_runs_with_the_claude_cli_and_status_says_where_it_came_from() {
-    let s = Steward::new();
-    s.write("orchestrator.yaml", ORCHESTRATOR);
-    with_fake_claude(&s);
-    // Which workflow: DireClaw's file holds several.
-    let out = s.run(&["run", "orchestrator.yaml"]);
-    assert!(!out.status.success());
+    // Which workflow: DireClaw's file may hold several.
+    let out = s.run(&["run", example("engineering.orchestrator.yaml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        text(&out)
-            .contains("holds 2 workflow(s) (minimal_single_agent, second): name the one to run (`--workflow ID`)"),
+        text(&out).contains(
+            "holds 2 workflow(s) (engineering_default, code_with_reviews): name the one to run (`--workflow ID`)"
+        ),
         "{}",
         text(&out)
     );
+}
 
-    let out = s
-        .cmd(&[
+/// Issue 16 point 2: spec §5's minimal and product orchestrators, unchanged, run with the
+/// `claude` CLI (the baseline's `agent_workspace`, and `inputs` as a list and as a map), and
+/// `steward status` says which file and workflow a run came from.
+#[test]
+fn the_minimal_and_product_examples_run_with_the_claude_cli() {
+    let s = Steward::new();
+    let minimal = example("minimal.orchestrator.yaml");
+    let run = run_json(
+        &s,
+        &[
             "run",
-            "orchestrator.yaml",
+            minimal.to_str().unwrap(),
             "--workflow",
             "minimal_single_agent",
             "--input",
             "user_prompt=tide tables",
             "--json",
-        ])
-        .env("STEWARD_CLAUDE_BIN", s.path("claude"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ],
+    );
     assert_eq!(run["state"], "completed", "{run}");
+    assert_eq!(outputs(&run, "generate")["result"], "result by claude (claude-sonnet-4-5)", "{run}");
     let id = run["run_id"].as_str().unwrap();
-    // spec 06: the anthropic agent is `claude` with the alias mapped.
-    let args = std::fs::read_to_string(s.path("claude-args.txt")).unwrap();
-    assert!(args.contains("--model claude-sonnet-4-5"), "{args}");
-    let status = s.run(&["status", id]);
-    let shown = text(&status);
-    let origin = std::path::absolute(s.path("orchestrator.yaml")).unwrap();
+    // The output file the step maps, under the attempt, with the run's id in its name.
+    let file =
+        s.data_dir().join(format!("runs/{id}/steps/generate/attempts/1/outputs/output/result__{id}__generate__a1.md"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "result by claude (claude-sonnet-4-5)");
+    let shown = text(&s.run(&["status", id]));
+    let origin = std::path::absolute(&minimal).unwrap();
     assert!(
         shown.contains(&format!(
             "from:        {}: orchestrator default_orchestrator, workflow minimal_single_agent",
@@ -128,6 +151,119 @@ fn a_workflow_of_the_file_runs_with_the_claude_cli_and_status_says_where_it_came
         )),
         "{shown}"
     );
+
+    let product = example("product.orchestrator.yaml");
+    let run = run_json(
+        &s,
+        &[
+            "run",
+            product.to_str().unwrap(),
+            "--workflow",
+            "product_default",
+            "--input",
+            "user_message=what changed?",
+            "--json",
+        ],
+    );
+    assert_eq!(run["state"], "completed", "{run}");
+    assert_eq!(outputs(&run, "answer")["artifact"], "artifact by claude (claude-sonnet-4-5)", "{run}");
+    // spec 06: opus and sonnet mapped; the prompt handed over as a file.
+    assert_eq!(
+        calls(&s).iter().map(|(cli, model, _)| format!("{cli} {model}")).collect::<Vec<_>>(),
+        ["claude claude-sonnet-4-5", "claude claude-sonnet-4-5"]
+    );
+}
+
+/// Issue 16 point 2: the engineering orchestrator's `code_with_reviews` against `codex` (the
+/// planner and builder) and `claude` (the reviewers). Each review rejects once, its feedback
+/// reaches the next attempt's prompt through `write_state`, then approves; the last step's
+/// `next: done` names no step, and the run fails there as DireClaw's HEAD reports it
+/// (TransitionValidation, not retried).
+#[test]
+fn the_engineering_example_reviews_reject_once_then_approve_and_next_done_fails_the_run() {
+    let s = Steward::new();
+    let engineering = example("engineering.orchestrator.yaml");
+    let run = run_json(
+        &s,
+        &[
+            "run",
+            engineering.to_str().unwrap(),
+            "--workflow",
+            "code_with_reviews",
+            "--input",
+            "user_prompt=add retries to the fetcher",
+            "--input",
+            "repository_url=https://git.example/fetcher.git",
+            "--input",
+            "base_branch=main",
+            "--input",
+            "feature_branch=retries",
+            "--json",
+        ],
+    );
+    assert_eq!(run["state"], "failed", "{run}");
+    assert!(
+        run["terminal_reason"].as_str().unwrap().contains(
+            "transition target `done` of step `create_pull_request` is not a step of the workflow (TransitionValidation)"
+        ),
+        "{run}"
+    );
+    assert_eq!(
+        attempts(&run),
+        [
+            "clone_repository#1 completed",
+            "plan_create#1 completed",
+            "plan_review#1 completed",
+            "plan_create#2 completed",
+            "plan_review#2 completed",
+            "build_create#1 completed",
+            "build_review#1 completed",
+            "build_create#2 completed",
+            "build_review#2 completed",
+            "create_pull_request#1 failed",
+        ],
+        "{run}"
+    );
+    assert_eq!(run["total_iterations"], 10, "{run}");
+    // The rejection's feedback, kept by write_state, is in the revised plan's prompt.
+    assert_eq!(
+        outputs(&run, "plan_create")["plan_doc"],
+        "plan_doc by codex (gpt-5.2), revised after: fake reviewer: add a rollback section",
+        "{run}"
+    );
+    assert_eq!(outputs(&run, "build_review")["decision"], "approve", "{run}");
+    // spec 06: openai models pass through to codex, anthropic aliases map for claude.
+    let asked: Vec<String> = calls(&s).iter().map(|(cli, model, step)| format!("{step}: {cli} {model}")).collect();
+    assert_eq!(
+        asked,
+        [
+            "clone_repository: codex gpt-5.3-codex",
+            "plan_create: codex gpt-5.2",
+            "plan_review: claude claude-opus-4-6",
+            "plan_create: codex gpt-5.2",
+            "plan_review: claude claude-opus-4-6",
+            "build_create: codex gpt-5.3-codex",
+            "build_review: claude claude-opus-4-6",
+            "build_create: codex gpt-5.3-codex",
+            "build_review: claude claude-opus-4-6",
+            "create_pull_request: codex gpt-5.3-codex",
+        ]
+    );
+    // The other workflow of the file completes with codex alone.
+    let run = run_json(
+        &s,
+        &[
+            "run",
+            engineering.to_str().unwrap(),
+            "--workflow",
+            "engineering_default",
+            "--input",
+            "user_prompt=tidy",
+            "--json",
+        ],
+    );
+    assert_eq!(run["state"], "completed", "{run}");
+    assert_eq!(outputs(&run, "default_execute")["result"], "result by codex (gpt-5.3-codex)", "{run}");
 }
 
 /// Issue 16 point 1: an agent CLI that is not installed is a clear error before the run starts,
@@ -135,8 +271,8 @@ fn a_workflow_of_the_file_runs_with_the_claude_cli_and_status_says_where_it_came
 #[test]
 fn a_missing_agent_cli_is_said_before_the_run_starts() {
     let s = Steward::new();
-    s.write("orchestrator.yaml", ORCHESTRATOR);
-    let args = ["run", "orchestrator.yaml", "--workflow", "minimal_single_agent", "--input", "user_prompt=x"];
+    let minimal = example("minimal.orchestrator.yaml");
+    let args = ["run", minimal.to_str().unwrap(), "--workflow", "minimal_single_agent", "--input", "user_prompt=x"];
     let out = s.cmd(&args).env("PATH", "/usr/bin:/bin").env_remove("STEWARD_CLAUDE_BIN").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
@@ -150,31 +286,4 @@ fn a_missing_agent_cli_is_said_before_the_run_starts() {
         let runs = s.json(&["list", "--json", "--all"]);
         assert_eq!(runs.as_array().map(Vec::len), Some(0), "nothing was recorded: {runs}");
     }
-}
-
-/// Issue 16 point 2's engineering example ends with `next: done`, a step that does not exist:
-/// DireClaw's HEAD loads the file and fails the run when that step completes
-/// (TransitionValidation, not retried). So does Steward.
-#[test]
-fn a_next_that_names_no_step_fails_the_run_when_the_step_completes() {
-    let s = Steward::new();
-    s.write("orchestrator.yaml", &ORCHESTRATOR.replace("prompt: \"say hi\"}", "prompt: \"say hi\", next: done}"));
-    with_fake_claude(&s);
-    let out = s.run(&["validate", "orchestrator.yaml"]);
-    assert!(out.status.success(), "the file loads: {}", text(&out));
-    let out = s
-        .cmd(&["run", "orchestrator.yaml", "--workflow", "second", "--json"])
-        .env("STEWARD_CLAUDE_BIN", s.path("claude"))
-        .output()
-        .unwrap();
-    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
-    assert_eq!(run["state"], "failed", "{run}");
-    assert!(
-        run["terminal_reason"]
-            .as_str()
-            .unwrap()
-            .contains("transition target `done` of step `only` is not a step of the workflow (TransitionValidation)"),
-        "{run}"
-    );
-    assert_eq!(run["total_iterations"], 1, "not retried: {run}");
 }
