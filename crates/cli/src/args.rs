@@ -237,6 +237,11 @@ pub(crate) enum Command {
     /// The micro-task executor: plan a work packet into micro-tasks, or run it.
     #[command(subcommand)]
     Mt(MtCommand),
+    /// DireClaw's workflow commands, with its arguments and plain `key=value` output:
+    /// ORCHESTRATOR is an `orchestrator.yaml` file or the id of one listed in steward.toml's
+    /// `[direclaw] orchestrators`.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
     /// List capability profiles and what they grant.
     Capabilities {
         /// Print JSON.
@@ -250,6 +255,69 @@ pub(crate) enum Command {
     Drive {
         /// The run id.
         run: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WorkflowCommand {
+    /// The orchestrator's workflow ids, one per line.
+    List {
+        /// An orchestrator file, or a registered orchestrator's id.
+        orchestrator: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One workflow of the orchestrator, as YAML.
+    Show {
+        /// An orchestrator file, or a registered orchestrator's id.
+        orchestrator: String,
+        /// The workflow's id.
+        workflow: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a run of one workflow and drive it to its end (`workflow started`, `run_id=...`);
+    /// exits 0 only if the run completes.
+    Run {
+        /// An orchestrator file, or a registered orchestrator's id.
+        orchestrator: String,
+        /// The workflow's id.
+        workflow: String,
+        /// An input value, `key=value`, stored as a string. Repeatable.
+        #[arg(long = "input", value_name = "KEY=VALUE")]
+        inputs: Vec<String>,
+        /// Drive the run in the background.
+        #[arg(long)]
+        detach: bool,
+        /// Print Steward's JSON report of the run instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// `run_id`, `state`, `summary`, `input_count` and `input_keys` of a run. Never writes.
+    Status {
+        /// The run id.
+        run: String,
+        /// Print Steward's JSON (`steward status --json`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// A run's progress snapshot as DireClaw's camelCase JSON. Never writes.
+    Progress {
+        /// The run id.
+        run: String,
+        /// Print Steward's JSON (`steward progress --json`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a run that has not ended (one that has is left as it is).
+    Cancel {
+        /// The run id.
+        run: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

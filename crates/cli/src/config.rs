@@ -39,6 +39,8 @@ struct File {
     sandbox: SandboxFile,
     #[serde(default)]
     server: ServerFile,
+    #[serde(default)]
+    direclaw: DireclawFile,
     /// `days = 30` and `<family>_days = N` (FR-EVT-004).
     #[serde(default)]
     retention: std::collections::BTreeMap<String, u32>,
@@ -112,6 +114,15 @@ struct GrantFile {
     capabilities: Vec<String>,
 }
 
+/// `[direclaw]`: DireClaw's orchestrator files that `steward workflow` finds by their id.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DireclawFile {
+    /// Orchestrator files, each known by the `id` it declares.
+    #[serde(default)]
+    orchestrators: Vec<PathBuf>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EnginesFile {
@@ -136,10 +147,20 @@ pub(crate) struct Settings {
     sandbox: SandboxFile,
     server: ServerFile,
     retention: steward_store::RetentionPolicy,
+    /// `[direclaw] orchestrators`, relative paths taken from the configuration file's directory.
+    pub(crate) orchestrators: Vec<PathBuf>,
 }
 
-const LIST_KEYS: &[&str] =
-    &["denylist", "allowlist", "disabled_rules", "allowed_cwd_roots", "secret_env", "protect_git", "hide"];
+const LIST_KEYS: &[&str] = &[
+    "denylist",
+    "allowlist",
+    "disabled_rules",
+    "allowed_cwd_roots",
+    "secret_env",
+    "protect_git",
+    "hide",
+    "orchestrators",
+];
 
 /// `STEWARD_TERMINAL_<KEY>` and `STEWARD_ENGINES_<KEY>` become keys of their section.
 fn env_overrides(table: &mut toml::Table) {
@@ -152,6 +173,7 @@ fn env_overrides(table: &mut toml::Table) {
             Some(("ENGINES", k)) => ("engines", k.to_lowercase()),
             Some(("SANDBOX", k)) => ("sandbox", k.to_lowercase()),
             Some(("RETENTION", k)) => ("retention", k.to_lowercase()),
+            Some(("DIRECLAW", k)) => ("direclaw", k.to_lowercase()),
             _ => continue,
         };
         let v = if LIST_KEYS.contains(&key.as_str()) {
@@ -224,7 +246,11 @@ impl Settings {
                  the heartbeat by --heartbeat-secs, STEWARD_HEARTBEAT_SECS or heartbeat_secs)"
             )
         })?;
+        // A registry names files from where it is written, so it reads the same from anywhere.
+        let base = path.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+        let orchestrators = file.direclaw.orchestrators.iter().map(|p| base.join(p)).collect();
         Ok(Settings {
+            orchestrators,
             data_dir: cli.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(".steward")),
             database_url: cli.database_url.clone().or(file.database_url).filter(|u| !u.trim().is_empty()),
             database_poll_only: file.database_poll_only.unwrap_or(false),

@@ -10,6 +10,7 @@ mod app;
 mod args;
 mod bench;
 mod config;
+mod direclaw;
 mod human;
 mod mt;
 mod mt_bench;
@@ -101,7 +102,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 .fork(run, Some(from), Map::new(), &actor())
                 .await
                 .with_context(|| format!("cannot restart run {run} from step {from}"))?;
-            drive_created(cfg, engine, created, *detach, *json).await
+            drive_created(cfg, engine, created, *detach, Shown::from_json(*json)).await
         }
         Command::Fork { run, from, given, detach, json } => {
             let engine = booted(cfg).await?;
@@ -112,7 +113,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 .fork(run, from.as_deref(), given, &actor())
                 .await
                 .with_context(|| format!("cannot fork run {run}"))?;
-            drive_created(cfg, engine, created, *detach, *json).await
+            drive_created(cfg, engine, created, *detach, Shown::from_json(*json)).await
         }
         Command::Submit { file, given, json } => {
             let req = request(cfg, file, given)?;
@@ -133,28 +134,21 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let done = wait_for(&store, run, *json).await?;
             let attempts = store.list_attempts(run).await?;
             let jobs = mt::jobs(&attempts, app::artifacts_of(cfg, &store).as_ref()).await;
-            report_run(&done, &attempts, jobs, &cfg.redactor(), None, *json)
+            report_run(&done, &attempts, jobs, &cfg.redactor(), None, Shown::from_json(*json))
         }
         Command::Worker(w) => worker::run(cfg, w).await,
         Command::Serve(a) => serve::run(cfg, a).await,
         Command::Status { run, json } => {
             let store = app::open_db_ro(cfg).await?;
-            let (r, attempts) = (store.get_run(run).await?, store.list_attempts(run).await?);
-            let artifacts = app::artifacts_of(cfg, &store);
-            let redactor = cfg.redactor();
+            let r = store.get_run(run).await?;
             if *json {
-                // The API's shape for `GET /api/v1/runs/{id}`.
-                print_json(
-                    &steward_server::views::run_with_jobs_json(&r, &attempts, &redactor, artifacts.as_ref()).await,
-                )?
+                print_json(&status_json(cfg, &store, &r).await?)?
             } else {
-                let jobs = mt::jobs(&attempts, artifacts.as_ref()).await;
+                let attempts = store.list_attempts(run).await?;
+                let jobs = mt::jobs(&attempts, app::artifacts_of(cfg, &store).as_ref()).await;
                 // A run of a DireClaw orchestrator file says which file and workflow.
-                let origin = match store.get_definition(&r.definition_hash).await {
-                    Ok(source) => workflow::parse(&source).ok().and_then(|wf| wf.origin),
-                    Err(_) => None,
-                };
-                let text = output::status_text(&r, &attempts, origin.as_deref(), &redactor);
+                let origin = steward_server::views::origin_of(&store, &r).await;
+                let text = output::status_text(&r, &attempts, origin.as_deref(), &cfg.redactor());
                 print_text(&format!("{text}{}", mt::jobs_text(&jobs, &r.run_id)))?
             }
             Ok(ExitCode::SUCCESS)
@@ -232,7 +226,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let started = engine.store().get_run(run).await?.created_at;
             cfg.check_unchanged_since(run, started)?;
             let done = follow(&engine, *json, engine.gate(run, &actor(), decision, reason.as_deref())).await?;
-            report(&engine, done, *json).await
+            report(&engine, done, Shown::from_json(*json)).await
         }
         Command::Approve { run, step, fields, comment, json } => {
             decide(cfg, run, step, HumanDecision::Approve, fields, comment.as_deref(), *json).await
@@ -263,7 +257,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let started = engine.store().get_run(run).await?.created_at;
             cfg.check_unchanged_since(run, started)?;
             let done = follow(&engine, *json, engine.resume(run, &actor())).await?;
-            report(&engine, done, *json).await
+            report(&engine, done, Shown::from_json(*json)).await
         }
         Command::Cancel { run, json } => {
             let engine = app::engine(cfg).await?;
@@ -275,6 +269,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Workflow(command) => direclaw::workflow(cfg, command).await,
         Command::Bench(args) => bench::run(args, cfg.database_url.clone()).await,
         Command::Drive { run } => {
             let engine = booted(cfg).await?;
@@ -285,6 +280,13 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
 }
 
 pub(crate) use human::actor;
+
+/// A run as `steward status --json` shows it: the API's shape for `GET /api/v1/runs/{id}`.
+pub(crate) async fn status_json(cfg: &Settings, store: &app::Db, r: &Run) -> Result<Value> {
+    let attempts = store.list_attempts(&r.run_id).await?;
+    let artifacts = app::artifacts_of(cfg, store);
+    Ok(steward_server::views::run_with_jobs_json(store, r, &attempts, &cfg.redactor(), artifacts.as_ref()).await)
+}
 
 /// An engine whose recovery scan has run, so it may accept work.
 pub(crate) async fn booted(cfg: &Settings) -> Result<Engine<app::Db>> {
@@ -325,7 +327,7 @@ async fn decide(
     cfg.check_unchanged_since(run, started)?;
     let d = steward_runtime::Decision { decision, fields, comment: comment.map(str::to_owned) };
     let done = follow(&engine, json, engine.approve(run, step, &actor(), &d)).await?;
-    report(&engine, done, json).await
+    report(&engine, done, Shown::from_json(json)).await
 }
 
 /// Warnings about a definition that runs but should change: secrets written in it (issue 11).
@@ -398,21 +400,23 @@ fn validate(cfg: &Settings, file: &Path, workflow: Option<&str>, json: bool) -> 
 
 /// An orchestrator file's workflows after checking the whole file, or every problem in it;
 /// `None` for a Steward workflow file.
-fn orchestrator_workflows(source: &str) -> Option<Result<Vec<workflow::direclaw::Listed>, Vec<workflow::Diagnostic>>> {
-    workflow::direclaw::is_orchestrator_text(source).then(|| workflow::direclaw::workflows(source))
+fn orchestrator_workflows(
+    source: &str,
+) -> Option<Result<workflow::direclaw::OrchestratorFile, Vec<workflow::Diagnostic>>> {
+    workflow::direclaw::is_orchestrator_text(source).then(|| workflow::direclaw::read(source))
 }
 
 /// `steward validate ORCHESTRATOR.yaml`: every workflow of the file checked, as DireClaw checks
 /// it when it loads it.
 fn validate_orchestrator(
     file: &Path,
-    listed: Result<Vec<workflow::direclaw::Listed>, Vec<workflow::Diagnostic>>,
+    listed: Result<workflow::direclaw::OrchestratorFile, Vec<workflow::Diagnostic>>,
     json: bool,
 ) -> Result<ExitCode> {
     let name = file.display().to_string();
     match listed {
         Ok(listed) => {
-            let ids: Vec<&str> = listed.iter().map(|l| l.id.as_str()).collect();
+            let ids: Vec<&str> = listed.workflows.iter().map(|l| l.id.as_str()).collect();
             if json {
                 print_json(
                     &json!({"file": name, "valid": true, "orchestrator": true, "workflows": ids, "errors": []}),
@@ -439,7 +443,7 @@ fn validate_orchestrator(
 }
 
 /// `FILE:LINE: step, field: message` per problem (`warning: ` before a warning's), then a count.
-fn diagnostics(file: &Path, diags: &[workflow::Diagnostic]) -> String {
+pub(crate) fn diagnostics(file: &Path, diags: &[workflow::Diagnostic]) -> String {
     let name = file.display();
     let mut out = String::new();
     for d in diags {
@@ -498,19 +502,24 @@ fn gather_inputs(file: &Path, source: &str, pairs: &[String], input_file: Option
 
 async fn run(cfg: &Settings, file: &Path, given: &args::InputArgs, detach: bool, json: bool) -> Result<ExitCode> {
     let req = request(cfg, file, given)?;
-    // This process drives the run: an agent CLI it cannot find is said now, before anything
-    // is recorded. (`submit` leaves it to the workers, which may have other programs.)
-    if let Ok(wf) = workflow::parse(&req.source) {
+    check_agent_clis(file, &req.source)?;
+    launch(cfg, req, &file.display().to_string(), detach, json).await
+}
+
+/// For a run this process drives: an agent CLI it cannot find is said now, before anything is
+/// recorded. (`submit` leaves it to the workers, which may have other programs.)
+pub(crate) fn check_agent_clis(file: &Path, source: &str) -> Result<()> {
+    if let Ok(wf) = workflow::parse(source) {
         let missing = steward_runtime::missing_agent_clis(&wf, &Default::default());
         if !missing.is_empty() {
             bail!("cannot run {}:\n  {}", file.display(), missing.join("\n  "));
         }
     }
-    launch(cfg, req, &file.display().to_string(), detach, json).await
+    Ok(())
 }
 
 /// A request for a run of a workflow file in the current directory, its warnings printed.
-fn request(cfg: &Settings, file: &Path, given: &args::InputArgs) -> Result<CreateRun> {
+pub(crate) fn request(cfg: &Settings, file: &Path, given: &args::InputArgs) -> Result<CreateRun> {
     let source = app::read_workflow(file, given.workflow.as_deref())?;
     let inputs = gather_inputs(file, &source, &given.inputs, given.input_file.as_deref())?;
     // On stderr, so that `--json` output stays one document.
@@ -529,25 +538,43 @@ fn request(cfg: &Settings, file: &Path, given: &args::InputArgs) -> Result<Creat
 pub(crate) async fn launch(cfg: &Settings, req: CreateRun, what: &str, detach: bool, json: bool) -> Result<ExitCode> {
     let engine = booted(cfg).await?;
     let created = engine.create_run(req).await.with_context(|| format!("cannot start {what}"))?;
-    drive_created(cfg, engine, created, detach, json).await
+    drive_created(cfg, engine, created, detach, Shown::from_json(json)).await
+}
+
+/// How a command shows the run it drove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shown {
+    /// Text on stdout.
+    Text,
+    /// One JSON document on stdout.
+    Json,
+    /// Text on stderr: stdout carries DireClaw's `key=value` lines (`steward workflow run`).
+    TextOnStderr,
+}
+
+impl Shown {
+    pub(crate) fn from_json(json: bool) -> Shown {
+        if json { Shown::Json } else { Shown::Text }
+    }
 }
 
 /// Drives a run just created in the foreground (or in a background driver with `detach`).
-async fn drive_created(
+pub(crate) async fn drive_created(
     cfg: &Settings,
     engine: steward_runtime::Engine<app::Db>,
     created: Run,
     detach: bool,
-    json: bool,
+    shown: Shown,
 ) -> Result<ExitCode> {
+    let json = shown == Shown::Json;
     if detach {
         detach_drive(cfg, &created.run_id)?;
-        if json {
-            print_json(
+        match shown {
+            Shown::Json => print_json(
                 &json!({"run_id": created.run_id, "state": created.state, "summary": "started in the background"}),
-            )?;
-        } else {
-            println!("{}", created.run_id);
+            )?,
+            Shown::Text => println!("{}", created.run_id),
+            Shown::TextOnStderr => {}
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -565,9 +592,9 @@ async fn drive_created(
         let run = wait_for(engine.store(), &created.run_id, json).await?;
         let attempts = engine.store().list_attempts(&run.run_id).await?;
         let jobs = mt::jobs(&attempts, engine.bus().artifacts().as_ref()).await;
-        return report_run(&run, &attempts, jobs, engine.bus().redactor(), None, json);
+        return report_run(&run, &attempts, jobs, engine.bus().redactor(), None, shown);
     }
-    report(&engine, done?, json).await
+    report(&engine, done?, shown).await
 }
 
 /// Follows a run in the store until it no longer runs (or waits for a worker), with the live
@@ -685,10 +712,10 @@ fn exit_code(done: &Driven) -> ExitCode {
     }
 }
 
-async fn report(engine: &Engine<app::Db>, done: Driven, json: bool) -> Result<ExitCode> {
+async fn report(engine: &Engine<app::Db>, done: Driven, shown: Shown) -> Result<ExitCode> {
     let attempts = engine.store().list_attempts(&done.run.run_id).await?;
     let jobs = mt::jobs(&attempts, engine.bus().artifacts().as_ref()).await;
-    report_run(&done.run, &attempts, jobs, engine.bus().redactor(), done.signal, json)
+    report_run(&done.run, &attempts, jobs, engine.bus().redactor(), done.signal, shown)
 }
 
 /// Prints how a run ended and answers `run`'s exit code for it.
@@ -698,9 +725,9 @@ fn report_run(
     jobs: Vec<mt::JobView>,
     redactor: &steward_tools::redact::Redactor,
     signal: Option<&'static str>,
-    json: bool,
+    shown: Shown,
 ) -> Result<ExitCode> {
-    if json {
+    if shown == Shown::Json {
         let mut v = output::finished_json(run, attempts, redactor);
         v["micro_task_jobs"] = mt::jobs_json(&jobs);
         if let Some(signal) = signal {
@@ -708,7 +735,12 @@ fn report_run(
         }
         print_json(&v)?;
     } else {
-        print_text(&format!("{}{}", output::finished_text(run, attempts), mt::jobs_text(&jobs, &run.run_id)))?;
+        let text = format!("{}{}", output::finished_text(run, attempts), mt::jobs_text(&jobs, &run.run_id));
+        if shown == Shown::TextOnStderr {
+            eprint!("{text}");
+        } else {
+            print_text(&text)?;
+        }
         if let Some(signal) = signal
             && run.state == RunState::Stalled
         {

@@ -93,6 +93,9 @@ pub fn resolve(wf: &Workflow, given: &Map<String, Value>) -> Result<Map<String, 
     let mut out = Map::new();
     for (name, value) in given {
         match wf.input(name) {
+            None if wf.open_inputs => {
+                out.insert(name.clone(), value.clone());
+            }
             None => {
                 let known: Vec<&str> = wf.inputs.iter().map(|d| d.name.as_str()).collect();
                 errors.push(format!(

@@ -45,10 +45,14 @@ pub enum WorkflowVar {
     OutputSchemaJson,
     /// `workflow.output_paths_json`: the step's output files as a JSON object, key to path.
     OutputPathsJson,
+    /// `workflow.channel`, `workflow.channel_profile_id`, `workflow.conversation_id`,
+    /// `workflow.sender_id`, `workflow.selector_id`: the run input of that name (DireClaw's
+    /// channel-started runs carry them), an error when the run was not given it.
+    FromInput(&'static str),
 }
 
 impl WorkflowVar {
-    const ALL: [(&'static str, WorkflowVar); 7] = [
+    const ALL: [(&'static str, WorkflowVar); 12] = [
         ("run_id", WorkflowVar::RunId),
         ("step_id", WorkflowVar::StepId),
         ("attempt", WorkflowVar::Attempt),
@@ -56,6 +60,11 @@ impl WorkflowVar {
         ("run_workspace", WorkflowVar::RunWorkspace),
         ("output_schema_json", WorkflowVar::OutputSchemaJson),
         ("output_paths_json", WorkflowVar::OutputPathsJson),
+        ("channel", WorkflowVar::FromInput("channel")),
+        ("channel_profile_id", WorkflowVar::FromInput("channel_profile_id")),
+        ("conversation_id", WorkflowVar::FromInput("conversation_id")),
+        ("sender_id", WorkflowVar::FromInput("sender_id")),
+        ("selector_id", WorkflowVar::FromInput("selector_id")),
     ];
 }
 
@@ -159,8 +168,7 @@ pub enum TemplateError {
     Shell(String),
 }
 
-const WORKFLOW_VARS: &str =
-    "run_id|step_id|attempt|workflow_id|run_workspace|output_schema_json|output_paths_json|output_paths.<key>";
+const WORKFLOW_VARS: &str = "run_id|step_id|attempt|workflow_id|run_workspace|output_schema_json|output_paths_json|output_paths.<key>|channel|channel_profile_id|conversation_id|sender_id|selector_id";
 
 fn is_ident(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')

@@ -94,6 +94,38 @@ impl Node {
     }
 }
 
+/// The node written back as YAML (block style, long strings as literal blocks), its scalars
+/// typed as [`Node::to_json`] types them: what `steward workflow show` prints.
+pub fn to_yaml(node: &Node) -> String {
+    fn convert(node: &Node) -> yaml_rust2::Yaml {
+        use yaml_rust2::Yaml;
+        match &node.kind {
+            NodeKind::Scalar(s) => match scalar_to_json(s) {
+                serde_json::Value::Null => Yaml::Null,
+                serde_json::Value::Bool(b) => Yaml::Boolean(b),
+                serde_json::Value::Number(n) => n.as_i64().map_or_else(|| Yaml::Real(s.text.clone()), Yaml::Integer),
+                _ => Yaml::String(s.text.clone()),
+            },
+            NodeKind::Seq(items) => Yaml::Array(items.iter().map(convert).collect()),
+            NodeKind::Map(entries) => Yaml::Hash(
+                entries
+                    .iter()
+                    .map(|(k, v)| (Yaml::String(k.as_str().unwrap_or_default().to_owned()), convert(v)))
+                    .collect(),
+            ),
+        }
+    }
+    let mut out = String::new();
+    let mut emitter = yaml_rust2::YamlEmitter::new(&mut out);
+    emitter.multiline_strings(true);
+    // Writing into a String cannot fail; the document marker is left off.
+    let _ = emitter.dump(&convert(node));
+    let body = out.strip_prefix("---\n").unwrap_or(&out);
+    // The emitter indents a block scalar's empty lines; an empty line reads the same.
+    let lines: Vec<&str> = body.trim_end().lines().map(|l| if l.trim().is_empty() { "" } else { l }).collect();
+    format!("{}\n", lines.join("\n"))
+}
+
 fn is_null(text: &str) -> bool {
     matches!(text, "" | "~" | "null" | "Null" | "NULL")
 }
@@ -255,6 +287,16 @@ mod tests {
     fn scalars_follow_the_core_schema() {
         let node = parse("[1, 1.5, true, 'true', ~, x, '', 1e3]").unwrap();
         assert_eq!(node.to_json(), serde_json::json!([1, 1.5, true, "true", null, "x", "", 1000.0]));
+    }
+
+    #[test]
+    fn a_node_written_back_reads_the_same() {
+        let src = "id: w\nversion: 1\nquoted: '1'\nprompt: |\n  line one\n\n  line two\nlist: [a, {b: 2.5}]\nnone: ~\n";
+        let node = parse(src).unwrap();
+        let written = to_yaml(&node);
+        assert!(written.contains("prompt: |"), "{written}");
+        assert!(!written.lines().any(|l| l.ends_with(' ')), "{written}");
+        assert_eq!(parse(&written).unwrap().to_json(), node.to_json(), "{written}");
     }
 
     #[test]

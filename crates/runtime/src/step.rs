@@ -186,6 +186,11 @@ impl Scope<'_> {
                     paths.iter().map(|(k, p)| (k.clone(), json!(p.display().to_string()))).collect();
                 Ok(Value::Object(paths).to_string().into())
             }
+            Ref::Workflow(WorkflowVar::FromInput(name)) => self
+                .inputs
+                .get(*name)
+                .cloned()
+                .ok_or_else(|| err(format!("it reads the run's `{name}` input, which the run was not given"))),
             Ref::State(key) => Ok(self.state(key)),
             Ref::OutputPath(key) => paths
                 .iter()
@@ -502,9 +507,10 @@ pub(crate) async fn execute(
 ) -> StepDone {
     let mut done = execute_work(step, attempt, work, bus, halt, recorder).await;
     // DireClaw's TransitionValidation: the step did its work, but where it leads is no step.
+    let approved =
+        done.finish.output.as_ref().and_then(|o| o.get("decision")).and_then(Value::as_str).map(|d| d == "approve");
     if done.finish.status == AttemptStatus::Completed
-        && step.next_is_missing()
-        && let Some(target) = &step.next
+        && let Some(target) = step.missing_target(approved)
     {
         done.finish.status = AttemptStatus::Failed;
         done.finish.retryable = false;

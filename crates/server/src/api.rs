@@ -183,7 +183,7 @@ async fn shown<S: Store + Clone + Send + Sync + 'static>(st: &ApiState<S>, id: &
     let run = store.get_run(id).await?;
     let attempts = store.list_attempts(id).await?;
     let bus = st.engine.bus();
-    Ok(views::run_with_jobs_json(&run, &attempts, bus.redactor(), bus.artifacts().as_ref()).await)
+    Ok(views::run_with_jobs_json(store, &run, &attempts, bus.redactor(), bus.artifacts().as_ref()).await)
 }
 
 #[derive(Debug, Deserialize)]

@@ -158,6 +158,10 @@ async fn run_page<S: Store + Clone + Send + Sync + 'static>(
         state_badge(run.state),
         esc(&redactor.redact(&run.summary).0)
     );
+    // A run of a DireClaw orchestrator file says which file and workflow.
+    if let Some(origin) = wf.as_ref().and_then(|wf| wf.origin.as_deref()) {
+        let _ = write!(body, "<p class=\"origin\">From {}</p>", esc(origin));
+    }
     body.push_str("<div class=\"actions\">");
     if !run.state.is_terminal() {
         let _ =

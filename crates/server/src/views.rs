@@ -9,7 +9,7 @@ use steward_core::event::Event;
 use steward_core::progress;
 use steward_micro_task::caps;
 use steward_micro_task::state::{MicroTaskMetrics, ProgressArtifact, metrics};
-use steward_store::{Attempt, Run};
+use steward_store::{Attempt, Run, Store};
 use steward_tools::redact::Redactor;
 
 fn ts(t: Option<Timestamp>) -> Value {
@@ -233,8 +233,10 @@ pub fn job_limits(p: &ProgressArtifact) -> Value {
 }
 
 /// A run as `steward status --json` and `GET /api/v1/runs/{id}` show it: [`run_json`] with its
-/// micro-task jobs.
-pub async fn run_with_jobs_json(
+/// micro-task jobs and, for a run of a DireClaw orchestrator file, which file and workflow it
+/// came from (`origin`, else null).
+pub async fn run_with_jobs_json<S: Store>(
+    store: &S,
     run: &Run,
     attempts: &[Attempt],
     redactor: &Redactor,
@@ -242,5 +244,13 @@ pub async fn run_with_jobs_json(
 ) -> Value {
     let mut v = run_json(run, attempts, redactor);
     v["micro_task_jobs"] = micro_task_jobs_json(&micro_task_jobs(attempts, artifacts).await);
+    v["origin"] = json!(origin_of(store, run).await);
     v
+}
+
+/// Which orchestrator file and workflow a run came from (`FILE: orchestrator O, workflow W`);
+/// `None` for a run of a Steward workflow file.
+pub async fn origin_of<S: Store>(store: &S, run: &Run) -> Option<String> {
+    let source = store.get_definition(&run.definition_hash).await.ok()?;
+    steward_core::workflow::parse(&source).ok().and_then(|wf| wf.origin)
 }

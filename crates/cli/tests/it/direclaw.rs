@@ -249,6 +249,27 @@ fn the_engineering_example_reviews_reject_once_then_approve_and_next_done_fails_
             "create_pull_request: codex gpt-5.3-codex",
         ]
     );
+    // A review whose decision leads to no step fails the run when that decision is taken.
+    let text = example_text("engineering.orchestrator.yaml").replacen(
+        "on_approve: create_pull_request",
+        "on_approve: merged",
+        1,
+    );
+    s.write("approve-to-nowhere.yaml", &text);
+    let args = ["user_prompt=x", "repository_url=u", "base_branch=main", "feature_branch=f"];
+    let mut cmd = vec!["run", "approve-to-nowhere.yaml", "--workflow", "code_with_reviews", "--json"];
+    for a in &args {
+        cmd.extend(["--input", a]);
+    }
+    let run = run_json(&s, &cmd);
+    assert_eq!(attempts(&run).last().map(String::as_str), Some("build_review#2 failed"), "{run}");
+    assert!(
+        run["terminal_reason"]
+            .as_str()
+            .unwrap()
+            .contains("transition target `merged` of step `build_review` is not a step of the workflow"),
+        "{run}"
+    );
     // The other workflow of the file completes with codex alone.
     let run = run_json(
         &s,
@@ -286,4 +307,148 @@ fn a_missing_agent_cli_is_said_before_the_run_starts() {
         let runs = s.json(&["list", "--json", "--all"]);
         assert_eq!(runs.as_array().map(Vec::len), Some(0), "nothing was recorded: {runs}");
     }
+}
+
+/// Issue 16 point 3: DireClaw's `workflow` commands with its arguments and its `key=value`
+/// lines; the orchestrator named by its file or by its id in steward.toml's registry;
+/// `status` and `progress` never write.
+#[test]
+fn direclaw_workflow_commands_answer_in_its_key_value_lines() {
+    let s = Steward::new();
+    std::fs::create_dir(s.path("orchestrators")).unwrap();
+    s.write("orchestrators/product.yaml", &example_text("product.orchestrator.yaml"));
+    // Paths in the registry are read from the configuration file's directory.
+    s.write(
+        "steward.toml",
+        &format!(
+            "[direclaw]\norchestrators = [\"orchestrators/product.yaml\", \"{}\", \"{}\"]\n",
+            example("minimal.orchestrator.yaml").display(),
+            example("engineering.orchestrator.yaml").display()
+        ),
+    );
+    let stdout = |args: &[&str]| {
+        let out = with_fakes(s.cmd(args)).output().unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    assert_eq!(stdout(&["workflow", "list", "engineering_orchestrator"]).1, "engineering_default\ncode_with_reviews\n");
+    assert_eq!(stdout(&["workflow", "list", "product_orchestrator"]).1, "product_default\n");
+    let file = example("minimal.orchestrator.yaml");
+    assert_eq!(stdout(&["workflow", "list", file.to_str().unwrap()]).1, "minimal_single_agent\n");
+    let (code, _, err) = stdout(&["workflow", "list", "ops_orchestrator"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("no orchestrator `ops_orchestrator`: it is not a file, and no file listed in `[direclaw] orchestrators` declares that id (product_orchestrator, default_orchestrator, engineering_orchestrator are registered)"),
+        "{err}"
+    );
+
+    // `show`: the workflow as YAML that reads back as the file's entry.
+    let (_, shown, _) = stdout(&["workflow", "show", "engineering_orchestrator", "code_with_reviews"]);
+    assert!(shown.starts_with("id: code_with_reviews\n"), "{shown}");
+    assert!(shown.contains("    on_reject: plan_create\n"), "{shown}");
+    let json: Value = serde_json::from_str(
+        &stdout(&["workflow", "show", "engineering_orchestrator", "code_with_reviews", "--json"]).1,
+    )
+    .unwrap();
+    assert_eq!(json["workflow"]["steps"].as_array().unwrap().len(), 6, "{json}");
+    let (code, _, err) = stdout(&["workflow", "show", "engineering_orchestrator", "code_with_review"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("invalid workflow id `code_with_review`"), "{err}");
+
+    // `run`: DireClaw's two lines, the run driven to its end; DireClaw's input errors.
+    let (code, out, err) =
+        stdout(&["workflow", "run", "default_orchestrator", "minimal_single_agent", "--input", "user_prompt=tides"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let id = out
+        .strip_prefix("workflow started\nrun_id=")
+        .and_then(|r| r.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(!id.contains('\n'), "{out}");
+    assert!(err.contains(&format!("run {id} completed")), "Steward's report goes to stderr: {err}");
+    let (code, _, err) =
+        stdout(&["workflow", "run", "default_orchestrator", "minimal_single_agent", "--input", "user_prompt"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--input requires key=value"), "{err}");
+    let (_, _, err) = stdout(&["workflow", "run", "default_orchestrator", "minimal_single_agent", "--input", "=x"]);
+    assert!(err.contains("input key cannot be empty"), "{err}");
+
+    // `status` and `progress` read only.
+    let before = s.db_bytes();
+    assert_eq!(
+        stdout(&["workflow", "status", id]).1,
+        format!("run_id={id}\nstate=succeeded\nsummary=workflow completed\ninput_count=1\ninput_keys=user_prompt\n")
+    );
+    let progress: Value = serde_json::from_str(&stdout(&["workflow", "progress", id]).1).unwrap();
+    let mut keys: Vec<&str> = progress.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "currentAttempt",
+            "currentStepId",
+            "inputCount",
+            "inputKeys",
+            "lastProgressAt",
+            "nextExpectedAction",
+            "pendingHumanInput",
+            "runId",
+            "startedAt",
+            "state",
+            "summary",
+            "updatedAt",
+            "workflowId"
+        ]
+    );
+    assert_eq!(
+        (progress["state"].as_str(), progress["inputKeys"][0].as_str()),
+        (Some("succeeded"), Some("user_prompt"))
+    );
+    assert!(progress["startedAt"].as_i64().is_some_and(|t| t > 1_700_000_000), "unix seconds: {progress}");
+    // `--json` is Steward's own shape, which says where the run came from.
+    let status: Value = serde_json::from_str(&stdout(&["workflow", "status", id, "--json"]).1).unwrap();
+    assert_eq!(status["state"], "completed");
+    assert_eq!(
+        status["origin"],
+        format!("{}: orchestrator default_orchestrator, workflow minimal_single_agent", file.display())
+    );
+    assert_eq!(s.db_bytes(), before, "status and progress never write");
+
+    // A run that fails: still DireClaw's two lines, and a failing exit.
+    let (code, out, _) = stdout(&[
+        "workflow",
+        "run",
+        "engineering_orchestrator",
+        "code_with_reviews",
+        "--input",
+        "user_prompt=x",
+        "--input",
+        "repository_url=u",
+        "--input",
+        "base_branch=main",
+        "--input",
+        "feature_branch=f",
+    ]);
+    assert_eq!(code, Some(1));
+    let failed = out.lines().nth(1).and_then(|l| l.strip_prefix("run_id=")).unwrap().to_owned();
+    assert!(
+        stdout(&["workflow", "status", &failed])
+            .1
+            .contains("\nstate=failed\nsummary=failed: step `create_pull_request` failed: transition target `done`")
+    );
+
+    // `cancel`: a queued run is cancelled; one that has ended is left as it is.
+    let queued = s.json(&[
+        "submit",
+        example("product.orchestrator.yaml").to_str().unwrap(),
+        "--workflow",
+        "product_default",
+        "--input",
+        "user_message=later",
+        "--json",
+    ]);
+    let queued = queued["run_id"].as_str().unwrap();
+    assert_eq!(
+        stdout(&["workflow", "cancel", queued]).1,
+        format!("workflow canceled\nrun_id={queued}\nstate=canceled\n")
+    );
+    assert_eq!(stdout(&["workflow", "cancel", id]).1, format!("workflow canceled\nrun_id={id}\nstate=succeeded\n"));
 }

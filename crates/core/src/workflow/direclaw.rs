@@ -61,6 +61,21 @@ const STEP_TYPES: &str = "agent_task, agent_review";
 const ANTHROPIC_MODELS: &[(&str, &str)] =
     &[("sonnet", "claude-sonnet-4-5"), ("opus", "claude-opus-4-6"), ("haiku", "claude-haiku-4-5")];
 
+/// A run's state in DireClaw's words (spec §4.1: `queued`, `running`, `waiting`, `succeeded`,
+/// `failed`, `canceled`), for scripts written against DireClaw's `workflow status`. A stalled
+/// run waits for `steward resume`; one awaiting a person waits for that person.
+pub fn run_state(state: crate::state::RunState) -> &'static str {
+    use crate::state::RunState;
+    match state {
+        RunState::Queued => "queued",
+        RunState::Running => "running",
+        RunState::Stalled | RunState::AwaitingUser => "waiting",
+        RunState::Completed | RunState::CompletedWithIssues => "succeeded",
+        RunState::Failed | RunState::Poisoned => "failed",
+        RunState::Cancelled => "canceled",
+    }
+}
+
 /// Whether a document is an orchestrator file (it lists `workflows`) rather than one workflow.
 pub(super) fn is_orchestrator(root: &Node) -> bool {
     match &root.kind {
@@ -88,17 +103,36 @@ pub fn select(text: &str, workflow: &str, origin: &str) -> String {
     out
 }
 
-/// One workflow of an orchestrator file, as `steward workflow list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One workflow of an orchestrator file, as `steward workflow list|show` shows it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Listed {
     /// Its id.
     pub id: String,
     /// Its description, if it has one.
     pub description: Option<String>,
+    /// Its entry in the file, as written.
+    pub entry: Node,
 }
 
-/// The workflows of an orchestrator file after checking all of it, or every problem found.
-pub fn workflows(text: &str) -> Result<Vec<Listed>, Vec<super::Diagnostic>> {
+/// An orchestrator file after checking all of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrchestratorFile {
+    /// The orchestrator's id.
+    pub id: String,
+    /// Its workflows, in the file's order.
+    pub workflows: Vec<Listed>,
+}
+
+/// An orchestrator file's id as written (`None` if it has none), without checking the rest:
+/// what a registry of orchestrator files looks up.
+pub fn orchestrator_id(text: &str) -> Option<String> {
+    let root = crate::yaml::parse(text).ok()?;
+    let NodeKind::Map(entries) = &root.kind else { return None };
+    entries.iter().find(|(k, _)| k.as_str() == Some("id")).and_then(|(_, v)| v.as_str()).map(str::to_owned)
+}
+
+/// An orchestrator file's workflows after checking all of it, or every problem found.
+pub fn read(text: &str) -> Result<OrchestratorFile, Vec<super::Diagnostic>> {
     let root = crate::yaml::parse(text).map_err(|errs| {
         errs.into_iter()
             .map(|e| super::Diagnostic::error(e.pos.line, None, "", format!("invalid YAML: {}", e.message)))
@@ -118,7 +152,9 @@ pub fn workflows(text: &str) -> Result<Vec<Listed>, Vec<super::Diagnostic>> {
         r.diags.sort_by_key(|d| d.line);
         return Err(r.diags);
     }
-    Ok(read.map(|o| o.workflows.into_iter().map(|(listed, _)| listed).collect()).unwrap_or_default())
+    let o =
+        read.unwrap_or_else(|| Orchestrator { id: String::new(), workflows: Vec::new(), selected: None, origin: None });
+    Ok(OrchestratorFile { id: o.id, workflows: o.workflows.into_iter().map(|(listed, _)| listed).collect() })
 }
 
 /// An orchestrator file as read: its id and each workflow with what it became.
@@ -169,7 +205,7 @@ impl Reader {
 
     /// Reads and checks the whole file.
     fn orchestrator_file(&mut self, root: &Node) -> Option<Orchestrator> {
-        self.dangling_next = true;
+        self.direclaw = true;
         let entries = self.map(root, "", ORCHESTRATOR_KEYS)?;
         let get = |k: &str| lookup(&entries, k);
         let required = |r: &mut Reader, k: &str| match get(k) {
@@ -247,7 +283,7 @@ impl Reader {
             self.prefix.clear();
             self.step = None;
             let description = wf.as_ref().and_then(|w| w.description.clone());
-            workflows.push((Listed { id: wf_id.unwrap_or_default(), description }, wf));
+            workflows.push((Listed { id: wf_id.unwrap_or_default(), description, entry: item.clone() }, wf));
         }
         if let Some((default, line)) = &default_workflow
             && !workflows.iter().any(|(l, _)| &l.id == default)
@@ -541,13 +577,35 @@ workflow_orchestration:
             errors[0].contains("invalid workflow id `review-lop`") && errors[0].contains("review_loop"),
             "{errors:?}"
         );
-        assert_eq!(
-            workflows(MINIMAL).unwrap(),
-            [
-                Listed { id: "minimal_single_agent".into(), description: None },
-                Listed { id: "review_loop".into(), description: Some("plan, then review".into()) }
-            ]
+        let file = read(MINIMAL).unwrap();
+        assert_eq!(file.id, "default_orchestrator");
+        let listed: Vec<(&str, Option<&str>, usize)> =
+            file.workflows.iter().map(|l| (l.id.as_str(), l.description.as_deref(), l.entry.pos.line)).collect();
+        assert_eq!(listed, [("minimal_single_agent", None, 14), ("review_loop", Some("plan, then review"), 28)]);
+        assert_eq!(orchestrator_id(MINIMAL).as_deref(), Some("default_orchestrator"));
+        assert_eq!(orchestrator_id("workflows: []"), None);
+    }
+
+    /// DireClaw stores every `--input` of a run; its channel-started runs carry `channel`,
+    /// `sender_id`, ... that `{{workflow.channel}}` reads. A Steward file declares what it reads.
+    #[test]
+    fn an_orchestrators_runs_take_any_input_and_channel_placeholders_read_them() {
+        let text = MINIMAL.replace("Write the result to", "From {{workflow.channel}}. Write the result to");
+        let wf = parse(&select(&text, "minimal_single_agent", "o.yaml")).unwrap();
+        assert!(wf.open_inputs);
+        let given = serde_json::json!({"user_prompt": "x", "channel": "slack"});
+        let resolved = crate::inputs::resolve(&wf, given.as_object().unwrap()).unwrap();
+        assert_eq!(resolved["channel"], "slack");
+        let errors =
+            errors_of("id: s\nversion: 1\nsteps:\n  - {id: a, type: shell, run: \"echo {{workflow.channel}}\"}\n");
+        assert!(
+            errors[0].contains(
+                "template `{{workflow.channel}}` reads the run's `channel` input, which the workflow does not declare"
+            ),
+            "{errors:?}"
         );
+        let steward = parse("id: s\nversion: 1\nsteps:\n  - {id: a, type: noop}\n").unwrap();
+        assert!(crate::inputs::resolve(&steward, given.as_object().unwrap()).is_err(), "a Steward file's are refused");
     }
 
     /// Spec §3's validation rules, each a located error naming the file's line and field.
@@ -646,15 +704,23 @@ workflow_orchestration:
     }
 
     #[test]
-    fn a_next_that_names_no_step_loads_from_an_orchestrator_file_only() {
+    fn a_transition_that_names_no_step_loads_from_an_orchestrator_file_only() {
         let text =
             MINIMAL.replacen("        outputs: [result]\n", "        next: done\n        outputs: [result]\n", 1);
         let wf = parse(&select(&text, "minimal_single_agent", "o.yaml")).unwrap();
-        assert!(wf.steps[0].next_is_missing());
-        assert!(!parse(&select(MINIMAL, "minimal_single_agent", "o.yaml")).unwrap().steps[0].next_is_missing());
+        assert_eq!(wf.steps[0].missing_target(None), Some("done"));
+        assert_eq!(
+            parse(&select(MINIMAL, "minimal_single_agent", "o.yaml")).unwrap().steps[0].missing_target(None),
+            None
+        );
         let steward = "id: s\nversion: 1\nsteps:\n  - {id: a, type: noop, next: done}\n";
         let errors = errors_of(steward);
         assert!(errors[0].contains("unknown step `done`"), "{errors:?}");
+        // So may a review's targets (spec §4.7's fixture approves to `done`).
+        let text = MINIMAL.replacen("on_approve: plan", "on_approve: done", 1);
+        let wf = parse(&select(&text, "review_loop", "o.yaml")).unwrap();
+        let review = wf.step("review").unwrap();
+        assert_eq!((review.missing_target(Some(true)), review.missing_target(Some(false))), (Some("done"), None));
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct Workflow {
     /// Where it came from when it is not a Steward file: the orchestrator file and workflow of a
     /// DireClaw `orchestrator.yaml` (see [`direclaw`]).
     pub origin: Option<String>,
+    /// Whether inputs it does not declare are taken as given, as DireClaw takes every
+    /// `--input` of an orchestrator's workflow (its channel-started runs carry `channel`,
+    /// `sender_id`, ... that `{{workflow.channel}}` reads); a Steward file's are refused.
+    pub open_inputs: bool,
     /// The capability profile its steps run under, if it names one.
     pub capability_profile: Option<String>,
     /// Declared inputs, in file order.
@@ -66,10 +70,16 @@ pub struct Workflow {
 }
 
 impl Step {
-    /// Whether its `next` names no step of the workflow: only an orchestrator file's may (see
-    /// [`direclaw`]); the step's completion then fails it, and the run with it.
-    pub fn next_is_missing(&self) -> bool {
-        self.next.is_some() && !matches!(self.route, Route::Next(_))
+    /// The transition target its completion would take that names no step of the workflow
+    /// (`approved`: a review's decision): only an orchestrator file's may (see [`direclaw`]);
+    /// the completion then fails the step, and the run with it.
+    pub fn missing_target(&self, approved: Option<bool>) -> Option<&str> {
+        match (&self.route, &self.kind, approved) {
+            (Route::Decision { approve: None, .. }, StepKind::Agent(a), Some(true)) => a.on_approve.as_deref(),
+            (Route::Decision { reject: None, .. }, StepKind::Agent(a), Some(false)) => a.on_reject.as_deref(),
+            (Route::Decision { .. } | Route::Next(_), _, _) => None,
+            (Route::FileOrder, _, _) => self.next.as_deref(),
+        }
     }
 }
 

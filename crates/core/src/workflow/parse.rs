@@ -91,8 +91,9 @@ pub(super) struct Reader {
     pub(super) prefix: String,
     /// An orchestrator's `max_step_timeout_seconds`: no step's timeout is longer.
     pub(super) max_step_timeout: Option<u64>,
-    /// Whether a `next` that names no step is read (an orchestrator file's) rather than refused.
-    pub(super) dangling_next: bool,
+    /// Whether the file is read as DireClaw reads an orchestrator file: a `next` that names no
+    /// step loads (the run fails when it is taken), and inputs need not be declared.
+    pub(super) direclaw: bool,
 }
 
 /// A step as read, before references are resolved.
@@ -333,6 +334,7 @@ impl Reader {
             version,
             description,
             origin: None,
+            open_inputs: self.direclaw,
             capability_profile,
             inputs,
             agents,
@@ -1167,8 +1169,8 @@ impl Reader {
                 Some((target, line)) => match index(target) {
                     Some(j) => Some((j, *line)),
                     // DireClaw's HEAD loads such a file and fails the run when the step
-                    // completes (`Step::next_is_missing`); a Steward file may not.
-                    None if self.dangling_next => None,
+                    // completes (`Step::missing_target`); a Steward file may not.
+                    None if self.direclaw => None,
                     None => {
                         self.err(
                             *line,
@@ -1215,6 +1217,9 @@ impl Reader {
                         None
                     }
                     Some(j) => Some(j),
+                    // As a `next` above: an agent review's decision that leads nowhere fails
+                    // the run when it is taken.
+                    None if me.direclaw && field != "on_timeout" => None,
                     None => {
                         let hint = suggest(name, raw.iter().map(|s| s.id.as_str()));
                         me.err(*line, format!("steps[{i}].{field}"), format!("unknown step `{name}`{hint}"));
@@ -1323,6 +1328,19 @@ impl Reader {
                                 format!(
                                     "template `{{{{{r}}}}}` names unknown input `{name}`{}",
                                     suggest(name, inputs.iter().map(|d| d.name.as_str()))
+                                ),
+                            );
+                        }
+                        // A Steward file declares what its runs are given; an orchestrator's
+                        // runs take any input, as DireClaw's channel-started ones do.
+                        Ref::Workflow(WorkflowVar::FromInput(name))
+                            if !self.direclaw && !inputs.iter().any(|d| d.name == *name) =>
+                        {
+                            self.err(
+                                *line,
+                                field,
+                                format!(
+                                    "template `{{{{{r}}}}}` reads the run's `{name}` input, which the workflow does not declare"
                                 ),
                             );
                         }

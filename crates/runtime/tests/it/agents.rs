@@ -202,6 +202,31 @@ async fn direclaw_placeholders_render_the_work_area_schema_and_paths() {
     assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none(), "nothing was made through the link");
 }
 
+/// DireClaw's channel placeholders (`workflow.channel`, `workflow.sender_id`, ...) read the
+/// run's inputs of those names (a Steward file declares them; an orchestrator file's runs take
+/// any input); a run not given one fails the step saying which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direclaw_channel_placeholders_read_the_runs_inputs() {
+    let server = ModelServer::start(vec![Reply::ollama(&block(json!({"note": "ok"})))]).await;
+    let e = env().await;
+    let src = format!(
+        "id: c\nversion: 1\ninputs:\n  channel: {{type: string}}\n  sender_id: {{type: string}}\nagents:\n  a: {{provider: ollama, base_url: \"{}\", model: small}}\nsteps:\n  - {{id: say, type: agent_task, agent: a, prompt: \"from {{{{workflow.channel}}}} by {{{{workflow.sender_id}}}} end\"}}\n",
+        server.url
+    );
+    let run = e.run(&src, json!({"channel": "slack", "sender_id": "U42"})).await;
+    assert_eq!(run.state, RunState::Completed, "{}", run.summary);
+    let prompt = server.received()[0].json()["messages"][0]["content"].as_str().unwrap().to_owned();
+    assert!(prompt.starts_with("from slack by U42 end"), "{prompt}");
+    let run = e.run(&src, json!({"channel": "slack"})).await;
+    assert_eq!(run.state, RunState::Failed, "{}", run.summary);
+    let reason = run.terminal_reason.unwrap();
+    assert!(
+        reason.contains("workflow.sender_id")
+            && reason.contains("reads the run's `sender_id` input, which the run was not given"),
+        "{reason}"
+    );
+}
+
 /// A review that never approves is stopped by `max_total_iterations` with a clear reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_rejections_hit_the_iteration_limit() {
