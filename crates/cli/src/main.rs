@@ -330,10 +330,14 @@ async fn decide(
     report(&engine, done, Shown::from_json(json)).await
 }
 
-/// Warnings about a definition that runs but should change: secrets written in it (issue 11).
+/// Warnings about a definition that runs but should change: secrets written in it (issue 11),
+/// and what a DireClaw file says that Steward reads differently or ignores.
 fn warnings(cfg: &Settings, source: &str) -> Vec<workflow::Diagnostic> {
     let redactor = cfg.redactor();
-    workflow::literal_secrets(source, &|key, text| redactor.literal_secret(key, text))
+    let mut all = workflow::literal_secrets(source, &|key, text| redactor.literal_secret(key, text));
+    all.extend(workflow::compatibility_notes(source));
+    all.sort_by_key(|d| d.line);
+    all
 }
 
 fn validate(cfg: &Settings, file: &Path, workflow: Option<&str>, json: bool) -> Result<ExitCode> {
@@ -341,7 +345,7 @@ fn validate(cfg: &Settings, file: &Path, workflow: Option<&str>, json: bool) -> 
     if workflow.is_none()
         && let Some(listed) = orchestrator_workflows(&source)
     {
-        return validate_orchestrator(file, listed, json);
+        return validate_orchestrator(file, listed, &warnings(cfg, &source), json);
     }
     let workspace = std::env::current_dir().context("cannot read the current directory")?;
     let name = file.display();
@@ -411,17 +415,20 @@ fn orchestrator_workflows(
 fn validate_orchestrator(
     file: &Path,
     listed: Result<workflow::direclaw::OrchestratorFile, Vec<workflow::Diagnostic>>,
+    warnings: &[workflow::Diagnostic],
     json: bool,
 ) -> Result<ExitCode> {
     let name = file.display().to_string();
+    let warnings_json: Vec<Value> = warnings.iter().map(steward_server::views::diagnostic_json).collect();
     match listed {
         Ok(listed) => {
             let ids: Vec<&str> = listed.workflows.iter().map(|l| l.id.as_str()).collect();
             if json {
                 print_json(
-                    &json!({"file": name, "valid": true, "orchestrator": true, "workflows": ids, "errors": []}),
+                    &json!({"file": name, "valid": true, "orchestrator": true, "workflows": ids, "errors": [], "warnings": warnings_json}),
                 )?;
             } else {
+                print_text(&diagnostics(file, warnings))?;
                 println!(
                     "{name}: ok: DireClaw orchestrator, {} workflow(s) ({}); run one with --workflow ID",
                     ids.len(),
@@ -433,9 +440,14 @@ fn validate_orchestrator(
         Err(errors) => {
             if json {
                 let errors: Vec<Value> = errors.iter().map(steward_server::views::diagnostic_json).collect();
-                print_json(&json!({"file": name, "valid": false, "orchestrator": true, "errors": errors}))?;
+                print_json(
+                    &json!({"file": name, "valid": false, "orchestrator": true, "errors": errors, "warnings": warnings_json}),
+                )?;
             } else {
-                print_text(&diagnostics(file, &errors))?;
+                let mut all = errors;
+                all.extend_from_slice(warnings);
+                all.sort_by_key(|d| d.line);
+                print_text(&diagnostics(file, &all))?;
             }
             Ok(ExitCode::from(1))
         }

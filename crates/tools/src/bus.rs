@@ -684,8 +684,9 @@ impl ToolBus {
     /// Checks every step that runs a process before a run starts, under the workflow's
     /// profile: a shell step's command against the gates and the command policy, as it will
     /// run (placeholders as the environment variables that carry their values), in
-    /// `workspace`; an agent CLI step's against the gates (its budget: a step timeout the
-    /// shell engine would refuse is said now, not when the step is reached).
+    /// `workspace`; an agent CLI step's against the gates (the profile's capabilities, and its
+    /// budget: a step timeout the shell engine would refuse is said now, not when the step is
+    /// reached).
     pub fn preflight(&self, wf: &Workflow, profile: &str, workspace: &std::path::Path) -> Vec<(String, Refusal)> {
         let mut refused = Vec::new();
         for step in &wf.steps {

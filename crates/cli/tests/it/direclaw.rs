@@ -78,6 +78,13 @@ fn validate_checks_every_workflow_of_the_file() {
         assert!(out.status.success(), "{}", text(&out));
         assert!(text(&out).contains(&format!("ok: DireClaw orchestrator, {ids}")), "{}", text(&out));
     }
+    // What Steward reads differently is said, and the file is still valid.
+    let out = s.run(&["validate", example("minimal.orchestrator.yaml").to_str().unwrap()]);
+    assert!(
+        text(&out).contains(": warning: step `generate`, field `workflows[0].steps[0].workspace_mode`: `agent_workspace` (DireClaw's baseline)"),
+        "{}",
+        text(&out)
+    );
     // A problem in a workflow that would not run still fails the file, at its own line.
     let engineering = example_text("engineering.orchestrator.yaml");
     let bad = engineering.replacen("{{inputs.user_prompt}}", "{{inputs.nope}}", 1);

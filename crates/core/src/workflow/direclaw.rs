@@ -323,11 +323,27 @@ impl Reader {
             let orchestrates = get("can_orchestrate_workflows")
                 .and_then(|n| self.bool(n, &join(&field, "can_orchestrate_workflows")))
                 .unwrap_or(false);
+            // The baseline's; the sandbox decides what a step may touch, so both are read and
+            // said to be ignored.
             if let Some(n) = get("private_workspace") {
-                self.string(n, &join(&field, "private_workspace"));
+                let key = join(&field, "private_workspace");
+                if self.string(n, &key).is_some() {
+                    self.note(
+                        n.pos.line,
+                        key,
+                        "ignored: the agent's CLI runs in the run's directory, in Steward's sandbox",
+                    );
+                }
             }
             if let Some(n) = get("shared_access") {
-                self.string_list(n, &join(&field, "shared_access"));
+                let key = join(&field, "shared_access");
+                if self.string_list(n, &key).is_some() {
+                    self.note(
+                        n.pos.line,
+                        key,
+                        "ignored: what the agent's CLI may read and write is the sandbox's to decide ([sandbox] in steward.toml)",
+                    );
+                }
             }
             let cli = match provider.as_ref().map(|(p, line)| (p.as_str(), *line)) {
                 Some(("anthropic", _)) => "claude",
@@ -696,11 +712,21 @@ workflow_orchestration:
         assert_eq!((a.cli.as_deref(), a.model.as_str()), (Some("codex"), "gpt-5.3-codex"));
         // The baseline's agent fields are accepted (HEAD refuses them; Steward's sandbox replaces them).
         let text = MINIMAL.replacen(
-            "    model: sonnet\n  workflows",
-            "    model: sonnet\n    private_workspace: /tmp/x\n    shared_access: [docs]\n  workflows",
+            "    model: sonnet\nworkflows:",
+            "    model: sonnet\n    private_workspace: /tmp/x\n    shared_access: [docs]\nworkflows:",
             1,
         );
+        assert_ne!(text, MINIMAL);
         parse(&select(&text, "minimal_single_agent", "o.yaml")).unwrap();
+        // ... and said to be ignored, as is the baseline's agent_workspace, each at its line.
+        let notes: Vec<String> = crate::workflow::compatibility_notes(&text).iter().map(ToString::to_string).collect();
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert!(notes[0].starts_with("line 13, field `agents.default.private_workspace`: ignored"), "{notes:?}");
+        assert!(notes[1].starts_with("line 14, field `agents.default.shared_access`: ignored"), "{notes:?}");
+        assert!(
+            notes[2].contains("field `workflows[0].steps[0].workspace_mode`: `agent_workspace` (DireClaw's baseline)"),
+            "{notes:?}"
+        );
     }
 
     #[test]

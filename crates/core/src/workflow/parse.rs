@@ -63,13 +63,7 @@ const STEP_TYPES: &str = "shell, noop, agent_task, agent_review, micro_tasks, ap
 
 /// Parses and validates a workflow definition. On failure, every problem found.
 pub fn parse(source: &str) -> Result<Workflow, Vec<Diagnostic>> {
-    let root = yaml::parse(source).map_err(|errs| {
-        errs.into_iter()
-            .map(|e| Diagnostic::error(e.pos.line, None, "", format!("invalid YAML: {}", e.message)))
-            .collect::<Vec<_>>()
-    })?;
-    let mut r = Reader::default();
-    let wf = if super::direclaw::is_orchestrator(&root) { r.orchestrator(&root) } else { r.workflow(&root) };
+    let (wf, mut r) = read(source)?;
     if r.diags.is_empty()
         && let Some(wf) = wf
     {
@@ -79,12 +73,34 @@ pub fn parse(source: &str) -> Result<Workflow, Vec<Diagnostic>> {
     Err(r.diags)
 }
 
+/// What reading `source` decided on its author's behalf that a DireClaw user may not expect (a
+/// key Steward ignores, or reads as DireClaw's later versions do), as located warnings: the
+/// definition runs, and says so once.
+pub fn compatibility_notes(source: &str) -> Vec<Diagnostic> {
+    let mut notes = read(source).map(|(_, r)| r.notes).unwrap_or_default();
+    notes.sort_by_key(|d| d.line);
+    notes
+}
+
+fn read(source: &str) -> Result<(Option<Workflow>, Reader), Vec<Diagnostic>> {
+    let root = yaml::parse(source).map_err(|errs| {
+        errs.into_iter()
+            .map(|e| Diagnostic::error(e.pos.line, None, "", format!("invalid YAML: {}", e.message)))
+            .collect::<Vec<_>>()
+    })?;
+    let mut r = Reader::default();
+    let wf = if super::direclaw::is_orchestrator(&root) { r.orchestrator(&root) } else { r.workflow(&root) };
+    Ok((wf, r))
+}
+
 /// A mapping's entries as [`Reader::map`] returns them: key and value, in file order.
 pub(super) type Entries<'a> = Vec<(&'a str, &'a Node)>;
 
 #[derive(Default)]
 pub(super) struct Reader {
     pub(super) diags: Vec<Diagnostic>,
+    /// Warnings about what was read differently than a DireClaw user may expect.
+    pub(super) notes: Vec<Diagnostic>,
     pub(super) step: Option<String>,
     /// Put before every diagnostic's field: `workflows[2]` while one workflow of an
     /// orchestrator file is read.
@@ -128,6 +144,12 @@ impl Reader {
     pub(super) fn err(&mut self, line: usize, field: impl Into<String>, message: impl Into<String>) {
         let field = join(&self.prefix, &field.into());
         self.diags.push(Diagnostic::error(line, self.step.clone(), field, message));
+    }
+
+    /// A located warning: the definition is valid, but reads differently than DireClaw did.
+    pub(super) fn note(&mut self, line: usize, field: impl Into<String>, message: impl Into<String>) {
+        let field = join(&self.prefix, &field.into());
+        self.notes.push(Diagnostic::warning(line, self.step.clone(), field, message));
     }
 
     /// The entries of a mapping, reporting unknown keys. `None` if not a mapping.
@@ -843,7 +865,15 @@ impl Reader {
                 match self.string(n, &field).as_deref() {
                     Some("run_workspace") => WorkspaceMode::Run,
                     Some("orchestrator_workspace") => WorkspaceMode::Orchestrator,
-                    Some("agent_workspace") => WorkspaceMode::Agent,
+                    Some("agent_workspace") => {
+                        self.note(
+                            n.pos.line,
+                            &field,
+                            "`agent_workspace` (DireClaw's baseline) ran the agent in a workspace of its own; \
+                             here the step runs in the run's directory, as DireClaw's later versions run it",
+                        );
+                        WorkspaceMode::Agent
+                    }
                     Some(other) => {
                         self.err(
                             n.pos.line,

@@ -312,13 +312,11 @@ async fn command_agents_run_through_the_tool_bus() {
     let term = events.iter().find(|ev| ev.event_type == "terminal_command").unwrap();
     assert!(term.payload["command"].as_str().unwrap().contains("--dangerously-skip-permissions --model"));
 
-    // The CLI runs under the workflow's profile: one that runs no commands refuses it.
+    // The CLI runs under the workflow's profile: one that runs no commands refuses it, before
+    // the run starts, as it refuses a shell step.
     let analyst = src.replace("version: 1\n", "version: 1\ncapability_profile: Analyst\n");
-    let created = eng.create_run(create(&analyst, e.dir.path(), json!({"topic": "cli"}))).await.unwrap();
-    let run = eng.start(&created.run_id).await.unwrap();
-    assert_eq!(run.state, RunState::Failed, "{}", run.summary);
-    let error = e.store.list_attempts(&run.run_id).await.unwrap()[0].error.clone().unwrap();
-    assert!(error.contains("G-CAP"), "{error}");
+    let refused = eng.create_run(create(&analyst, e.dir.path(), json!({"topic": "cli"}))).await.unwrap_err();
+    assert!(refused.to_string().contains("G-CAP"), "{refused}");
 }
 
 /// Issue 11 (point 6): a secret input an agent CLI's prompt names reaches the CLI, and is left
