@@ -307,6 +307,8 @@ struct NewRunBody {
     workflow: Option<String>,
     /// Or a workflow file, relative to the server's workspace.
     file: Option<String>,
+    /// For a DireClaw orchestrator file: which of its workflows to run.
+    orchestrator_workflow: Option<String>,
     #[serde(default)]
     inputs: Map<String, Value>,
 }
@@ -316,14 +318,27 @@ async fn create_run<S: Store + Clone + Send + Sync + 'static>(
     body: Result<Json<NewRunBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body.map_err(rejected)?;
-    let source = match (body.workflow, body.file) {
-        (Some(yaml), None) => yaml,
+    let (source, origin) = match (body.workflow, body.file) {
+        (Some(yaml), None) => (yaml, "the request".to_owned()),
         (None, Some(file)) => {
             let path = inside(&st.workspace, &file)?;
-            std::fs::read_to_string(&path)
-                .map_err(|e| ApiError::invalid(format!("cannot read the workflow file `{file}`: {e}")))?
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ApiError::invalid(format!("cannot read the workflow file `{file}`: {e}")))?;
+            (text, path.display().to_string())
         }
         _ => return Err(ApiError::bad_request("give exactly one of `workflow` (the YAML) and `file` (a path)")),
+    };
+    // As `steward run FILE --workflow ID`: the file's text with the choice appended.
+    let source = match &body.orchestrator_workflow {
+        Some(id) if steward_core::workflow::direclaw::is_orchestrator_text(&source) => {
+            steward_core::workflow::direclaw::select(&source, id, &origin)
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "`orchestrator_workflow` picks one workflow of a DireClaw orchestrator file; this definition lists no `workflows`",
+            ));
+        }
+        None => source,
     };
     let request = CreateRun {
         source,

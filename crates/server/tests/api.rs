@@ -737,3 +737,36 @@ async fn a_run_page_shows_its_model_calls_and_their_prompts_and_responses() {
     let (status, _, _) = get(format!("{prefix}..%2f..%2fsteward.db")).await;
     assert_eq!(status, 400, "only hashes");
 }
+
+/// Issue 16 point 4: a workflow of a DireClaw orchestrator file, created over the API, is a run
+/// like any other that says which file and workflow it came from, in its JSON and on its
+/// console page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direclaw_workflow_is_created_over_the_api_and_shows_where_it_came_from() {
+    let api = start("127.0.0.1:0", None).await;
+    api.engine.boot().await.unwrap();
+    let orchestrator = include_str!("../../../examples/direclaw/engineering.orchestrator.yaml");
+    std::fs::write(api.dir.path().join("orch.yaml"), orchestrator).unwrap();
+    let body =
+        json!({"file": "orch.yaml", "orchestrator_workflow": "engineering_default", "inputs": {"user_prompt": "tidy"}});
+    let (status, created) = api.post("/api/v1/runs", body).await;
+    assert_eq!(status, 201, "{created}");
+    let origin = created["origin"].as_str().unwrap();
+    assert!(
+        origin.ends_with("/orch.yaml: orchestrator engineering_orchestrator, workflow engineering_default"),
+        "{origin}"
+    );
+    let id = created["run_id"].as_str().unwrap();
+    let page = api.http.get(format!("{}/runs/{id}", api.base)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("orchestrator engineering_orchestrator, workflow engineering_default"), "{page}");
+    let (_, hello) = api.post("/api/v1/runs", json!({"workflow": HELLO, "inputs": {"name": "x"}})).await;
+    assert_eq!(hello["origin"], Value::Null, "a Steward file's run came from no orchestrator");
+
+    // Without a choice the file's workflows are named; a Steward file has none to choose.
+    let (status, body) = api.post("/api/v1/runs", json!({"file": "orch.yaml"})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("name the one to run"), "{body}");
+    let (status, body) = api.post("/api/v1/runs", json!({"workflow": HELLO, "orchestrator_workflow": "hello"})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("lists no `workflows`"), "{body}");
+}

@@ -90,16 +90,49 @@ pub fn is_orchestrator_text(text: &str) -> bool {
 }
 
 /// What Steward stores for a run of `workflow` of the orchestrator file `text` read from
-/// `origin`: the file as it is, with the selection appended after its last line.
+/// `origin`: the file as it is, with the selection added to its top-level mapping where no
+/// line before it moves: after its last line (before a closing `...`), or inside the closing
+/// `}` of a file written as one flow mapping.
 pub fn select(text: &str, workflow: &str, origin: &str) -> String {
-    let mut out = String::with_capacity(text.len() + workflow.len() + origin.len() + 48);
-    out.push_str(text);
-    if !out.is_empty() && !out.ends_with('\n') {
-        out.push('\n');
-    }
     // A JSON string is a YAML double-quoted scalar: any id or path is written safely.
     let quoted = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
-    out.push_str(&format!("{SELECT_KEY}: {}\n{ORIGIN_KEY}: {}\n", quoted(workflow), quoted(origin)));
+    let (workflow, origin) = (quoted(workflow), quoted(origin));
+    let significant = |l: &str| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#')
+    };
+    // Where the document's content ends: before a document end marker, if it has one.
+    let mut end = text.len();
+    let mut at = 0;
+    let mut first = None;
+    for line in text.split_inclusive('\n') {
+        if significant(line) {
+            first.get_or_insert(line);
+            if line.trim_end() == "..." {
+                end = at;
+                break;
+            }
+        }
+        at += line.len();
+    }
+    let (body, tail) = text.split_at(end);
+    let flow = first.is_some_and(|l| l.trim_start().trim_start_matches("---").trim_start().starts_with('{'));
+    let mut out = String::with_capacity(text.len() + workflow.len() + origin.len() + 48);
+    match body.rfind('}').filter(|_| flow) {
+        Some(close) => {
+            out.push_str(&body[..close]);
+            out.push_str(&format!(", {SELECT_KEY}: {workflow}, {ORIGIN_KEY}: {origin}"));
+            out.push_str(&body[close..]);
+        }
+        None => {
+            out.push_str(body);
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&format!("{SELECT_KEY}: {workflow}\n{ORIGIN_KEY}: {origin}\n"));
+        }
+    }
+    out.push_str(tail);
     out
 }
 
@@ -759,5 +792,16 @@ workflow_orchestration:
         // A file that ends inside a block scalar keeps its text: the appended keys close it.
         let wf = parse(&select(MINIMAL, "review_loop", "o.yaml")).unwrap();
         assert!(matches!(&wf.steps[0].kind, StepKind::Agent(_)));
+        // A document end marker closes the file: the selection goes before it.
+        let ended = format!("{MINIMAL}...\n# the end\n");
+        assert_eq!(parse(&select(&ended, "review_loop", "o.yaml")).unwrap().id, "review_loop");
+        // A file written as one flow mapping takes the selection inside its braces, on its
+        // last line, so every line keeps its number.
+        let flow = "{id: o, selector_agent: r, default_workflow: w,\n agents: {r: {provider: anthropic, model: sonnet, can_orchestrate_workflows: true}},\n workflows: [{id: w, version: 1, steps: [{id: s, type: agent_task, agent: r, prompt: hi}]}]}  # done\n";
+        let selected = select(flow, "w", "o.yaml");
+        assert_eq!(selected.lines().count(), flow.lines().count(), "{selected}");
+        let wf = parse(&selected).unwrap();
+        assert_eq!((wf.id.as_str(), wf.origin.as_deref()), ("w", Some("o.yaml: orchestrator o, workflow w")));
+        assert_eq!(wf.steps[0].line, 3);
     }
 }
