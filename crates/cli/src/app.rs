@@ -235,6 +235,8 @@ pub(crate) fn read_workflow(file: &Path, workflow: Option<&str>) -> Result<Strin
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read workflow file {}", file.display()))?;
     Ok(match workflow {
+        // Text that is not YAML at all is the parser's to report, at its line.
+        Some(_) if steward_core::yaml::parse(&text).is_err() => text,
         Some(_) if !steward_core::workflow::direclaw::is_orchestrator_text(&text) => {
             bail!(
                 "--workflow picks one workflow of a DireClaw orchestrator file; {} is not one (it lists no `workflows`)",

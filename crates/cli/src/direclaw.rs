@@ -158,7 +158,8 @@ impl Orchestrator {
     /// `name` as a file, else the file of `[direclaw] orchestrators` that declares `name` as
     /// its id.
     fn find(cfg: &Settings, name: &str) -> Result<Orchestrator> {
-        if Path::new(name).is_file() {
+        let looks_like_a_path = name.contains('/') || name.ends_with(".yaml") || name.ends_with(".yml");
+        if Path::new(name).is_file() || looks_like_a_path {
             return Orchestrator::load(Path::new(name));
         }
         let mut declared = Vec::new();
@@ -194,9 +195,7 @@ impl Orchestrator {
     fn load(path: &Path) -> Result<Orchestrator> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read orchestrator file {}", path.display()))?;
-        if !direclaw::is_orchestrator_text(&text) {
-            bail!("{} is not a DireClaw orchestrator file (it lists no `workflows`)", path.display());
-        }
+        // Broken YAML and a file that is not an orchestrator's are said at their line too.
         let file = direclaw::read(&text).map_err(|diags| {
             anyhow!("invalid orchestrator file {}:\n{}", path.display(), crate::diagnostics(path, &diags).trim_end())
         })?;

@@ -348,6 +348,21 @@ fn direclaw_workflow_commands_answer_in_its_key_value_lines() {
         "{err}"
     );
 
+    // Bad files are said as what they are, at their line.
+    s.write("broken.yaml", "id: o\nworkflows: [\n");
+    s.write("hello.yaml", crate::support::HELLO);
+    for (file, said) in [
+        ("missing.yaml", "cannot read orchestrator file missing.yaml: No such file"),
+        ("broken.yaml", "broken.yaml:3: invalid YAML"),
+        ("hello.yaml", "hello.yaml:1: field `workflows`: not an orchestrator file: it lists no `workflows`"),
+    ] {
+        let (code, _, err) = stdout(&["workflow", "list", file]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(said), "{file}: {err}");
+    }
+    let out = s.run(&["run", "broken.yaml", "--workflow", "w"]);
+    assert!(text(&out).contains("broken.yaml:3: invalid YAML"), "{}", text(&out));
+
     // `show`: the workflow as YAML that reads back as the file's entry.
     let (_, shown, _) = stdout(&["workflow", "show", "engineering_orchestrator", "code_with_reviews"]);
     assert!(shown.starts_with("id: code_with_reviews\n"), "{shown}");
@@ -357,6 +372,7 @@ fn direclaw_workflow_commands_answer_in_its_key_value_lines() {
     )
     .unwrap();
     assert_eq!(json["workflow"]["steps"].as_array().unwrap().len(), 6, "{json}");
+    assert_eq!(steward_core::yaml::parse(&shown).unwrap().to_json(), json["workflow"], "{shown}");
     let (code, _, err) = stdout(&["workflow", "show", "engineering_orchestrator", "code_with_review"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("invalid workflow id `code_with_review`"), "{err}");
