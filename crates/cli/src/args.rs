@@ -278,8 +278,8 @@ pub(crate) enum WorkflowCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Start a run of one workflow and drive it to its end (`workflow started`, `run_id=...`);
-    /// exits 0 only if the run completes.
+    /// Start a run of one workflow (`workflow started`, `run_id=...`) and drive it to its end;
+    /// exits 0 only if the run completes (with --detach, once it has started).
     Run {
         /// An orchestrator file, or a registered orchestrator's id.
         orchestrator: String,

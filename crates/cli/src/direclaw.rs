@@ -60,18 +60,24 @@ pub(crate) async fn workflow(cfg: &Settings, command: &WorkflowCommand) -> Resul
             let store = app::open_db_ro(cfg).await?;
             let r = store.get_run(run).await?;
             if *json {
-                print_json(&serde_json::to_value(crate::output::progress_of(&r))?)?;
+                print_json(&crate::progress_json(cfg, &r)?)?;
             } else {
                 print_json(&progress(cfg, &r))?;
             }
         }
         WorkflowCommand::Cancel { run, json } => {
             let engine = app::engine(cfg).await?;
-            let r = engine.store().get_run(run).await?;
-            // DireClaw leaves a run that has ended as it is, and says its state.
-            let r = if r.state.is_terminal() { r } else { engine.cancel(run, &crate::actor()).await? };
+            // DireClaw leaves a run that has ended as it is, and says its state: one that ends
+            // while this cancels it too.
+            let r = match engine.cancel(run, &crate::actor()).await {
+                Ok(r) => r,
+                Err(e) => match engine.store().get_run(run).await {
+                    Ok(r) if r.state.is_terminal() => r,
+                    _ => return Err(e.into()),
+                },
+            };
             if *json {
-                print_json(&json!({"run_id": r.run_id, "state": r.state, "summary": r.summary}))?;
+                print_json(&crate::cancelled_json(cfg, &r))?;
             } else {
                 print_text(&format!(
                     "workflow canceled\nrun_id={}\nstate={}\n",
@@ -164,14 +170,15 @@ impl Orchestrator {
         }
         let mut declared = Vec::new();
         let mut found = Vec::new();
+        // A registered file that cannot be read, or has no id, does not hide the others; it is
+        // named if the id is not found.
+        let mut unread = Vec::new();
         for path in &cfg.orchestrators {
-            let text = std::fs::read_to_string(path).with_context(|| {
-                format!("cannot read orchestrator file {} (listed in `[direclaw] orchestrators`)", path.display())
-            })?;
-            match direclaw::orchestrator_id(&text) {
-                Some(id) if id == name => found.push(path),
-                Some(id) => declared.push(id),
-                None => {}
+            match std::fs::read_to_string(path).map(|text| direclaw::orchestrator_id(&text)) {
+                Ok(Some(id)) if id == name => found.push(path),
+                Ok(Some(id)) => declared.push(id),
+                Ok(None) => unread.push(format!("{} declares no `id`, or is not YAML", path.display())),
+                Err(e) => unread.push(format!("{} cannot be read: {e}", path.display())),
             }
         }
         match found.as_slice() {
@@ -179,9 +186,10 @@ impl Orchestrator {
             [] => {
                 let registered =
                     if declared.is_empty() { "none is".to_owned() } else { format!("{} are", declared.join(", ")) };
+                let unread = unread.iter().map(|u| format!("; {u}")).collect::<String>();
                 bail!(
                     "no orchestrator `{name}`: it is not a file, and no file listed in `[direclaw] orchestrators` \
-                     declares that id ({registered} registered)"
+                     declares that id ({registered} registered{unread})"
                 )
             }
             several => bail!(

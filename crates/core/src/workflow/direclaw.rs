@@ -1,11 +1,13 @@
 //! DireClaw's `orchestrator.yaml`, read as it is (its spec §3): the file's agents, its
 //! `workflow_orchestration` defaults and one of its workflows become a Steward workflow.
 //!
-//! A run of one workflow of such a file stores the file's text unchanged with two lines
-//! appended ([`select`]): `steward_workflow: <id>` and `steward_origin: <path>`. Every reader of
-//! a stored definition calls [`super::parse`], which reads a document that lists `workflows`
-//! through here, so a resumed run reads the file it started with, and every diagnostic names
-//! the line of the orchestrator file itself (the appended lines come after it).
+//! A run of one workflow of such a file stores the file's text unchanged with two comment
+//! lines added at its end ([`select`]): `# steward_workflow: <id>` and `# steward_origin: <path>`.
+//! Comments, because they may follow any document (one that ends in a block scalar, a flow
+//! mapping, a `...`) without changing what it says or moving a line. Every reader of a stored
+//! definition calls [`super::parse`], which reads a document that lists `workflows` through
+//! here, so a resumed run reads the file it started with, and every diagnostic names the line
+//! of the orchestrator file itself.
 //!
 //! How DireClaw's terms map onto Steward's:
 //! - an agent's `provider: anthropic` runs the `claude` CLI and `openai` the `codex` CLI
@@ -29,10 +31,10 @@ use super::parse::{Reader, join, lookup, suggest};
 use super::{AgentDecl, Limits, Provider, Workflow};
 use crate::yaml::{Node, NodeKind};
 
-/// The key [`select`] appends: which workflow of the file the run runs.
-pub const SELECT_KEY: &str = "steward_workflow";
-/// The key [`select`] appends: the file the run came from, for people.
-pub const ORIGIN_KEY: &str = "steward_origin";
+/// The comment [`select`] adds: which workflow of the file the run runs.
+const SELECT_MARK: &str = "# steward_workflow: ";
+/// The comment [`select`] adds: the file the run came from, for people.
+const ORIGIN_MARK: &str = "# steward_origin: ";
 
 const ORCHESTRATOR_KEYS: &[&str] = &[
     "id",
@@ -43,8 +45,6 @@ const ORCHESTRATOR_KEYS: &[&str] = &[
     "agents",
     "workflows",
     "workflow_orchestration",
-    SELECT_KEY,
-    ORIGIN_KEY,
 ];
 const AGENT_KEYS: &[&str] = &["provider", "model", "can_orchestrate_workflows", "private_workspace", "shared_access"];
 const WORKFLOW_KEYS: &[&str] = &["id", "version", "description", "tags", "inputs", "limits", "steps"];
@@ -90,50 +90,45 @@ pub fn is_orchestrator_text(text: &str) -> bool {
 }
 
 /// What Steward stores for a run of `workflow` of the orchestrator file `text` read from
-/// `origin`: the file as it is, with the selection added to its top-level mapping where no
-/// line before it moves: after its last line (before a closing `...`), or inside the closing
-/// `}` of a file written as one flow mapping.
+/// `origin`: the file as it is, with the choice noted in two comment lines after its last.
 pub fn select(text: &str, workflow: &str, origin: &str) -> String {
-    // A JSON string is a YAML double-quoted scalar: any id or path is written safely.
+    // A JSON string is read back exactly, whatever the id or path holds.
     let quoted = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
-    let (workflow, origin) = (quoted(workflow), quoted(origin));
-    let significant = |l: &str| {
-        let t = l.trim();
-        !t.is_empty() && !t.starts_with('#')
-    };
-    // Where the document's content ends: before a document end marker, if it has one.
-    let mut end = text.len();
-    let mut at = 0;
-    let mut first = None;
-    for line in text.split_inclusive('\n') {
-        if significant(line) {
-            first.get_or_insert(line);
-            if line.trim_end() == "..." {
-                end = at;
-                break;
-            }
-        }
-        at += line.len();
-    }
-    let (body, tail) = text.split_at(end);
-    let flow = first.is_some_and(|l| l.trim_start().trim_start_matches("---").trim_start().starts_with('{'));
     let mut out = String::with_capacity(text.len() + workflow.len() + origin.len() + 48);
-    match body.rfind('}').filter(|_| flow) {
-        Some(close) => {
-            out.push_str(&body[..close]);
-            out.push_str(&format!(", {SELECT_KEY}: {workflow}, {ORIGIN_KEY}: {origin}"));
-            out.push_str(&body[close..]);
+    out.push_str(text);
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(&format!("{SELECT_MARK}{}\n{ORIGIN_MARK}{}\n", quoted(workflow), quoted(origin)));
+    out
+}
+
+/// What [`select`] noted at the end of a stored text: the workflow with the line it is noted
+/// on, and the origin. Only the trailing comment lines are read, where `select` writes.
+#[derive(Debug, Default)]
+pub(super) struct Selection {
+    workflow: Option<(String, usize)>,
+    origin: Option<String>,
+}
+
+pub(super) fn selection(text: &str) -> Selection {
+    let mut found = Selection::default();
+    let read = |rest: &str| serde_json::from_str::<String>(rest.trim()).ok();
+    for (i, line) in text.lines().enumerate().collect::<Vec<_>>().into_iter().rev() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
         }
-        None => {
-            out.push_str(body);
-            if !out.is_empty() && !out.ends_with('\n') {
-                out.push('\n');
-            }
-            out.push_str(&format!("{SELECT_KEY}: {workflow}\n{ORIGIN_KEY}: {origin}\n"));
+        if !line.starts_with('#') {
+            break;
+        }
+        if let Some(id) = line.strip_prefix(SELECT_MARK).and_then(read) {
+            found.workflow.get_or_insert((id, i + 1));
+        } else if let Some(origin) = line.strip_prefix(ORIGIN_MARK).and_then(read) {
+            found.origin.get_or_insert(origin);
         }
     }
-    out.push_str(tail);
-    out
+    found
 }
 
 /// One workflow of an orchestrator file, as `steward workflow list|show` shows it.
@@ -166,11 +161,7 @@ pub fn orchestrator_id(text: &str) -> Option<String> {
 
 /// An orchestrator file's workflows after checking all of it, or every problem found.
 pub fn read(text: &str) -> Result<OrchestratorFile, Vec<super::Diagnostic>> {
-    let root = crate::yaml::parse(text).map_err(|errs| {
-        errs.into_iter()
-            .map(|e| super::Diagnostic::error(e.pos.line, None, "", format!("invalid YAML: {}", e.message)))
-            .collect::<Vec<_>>()
-    })?;
+    let root = super::parse::root_of(text)?;
     if !is_orchestrator(&root) {
         return Err(vec![super::Diagnostic::error(
             root.pos.line,
@@ -180,33 +171,32 @@ pub fn read(text: &str) -> Result<OrchestratorFile, Vec<super::Diagnostic>> {
         )]);
     }
     let mut r = Reader::default();
-    let read = r.orchestrator_file(&root);
-    if !r.diags.is_empty() {
-        r.diags.sort_by_key(|d| d.line);
-        return Err(r.diags);
+    match r.orchestrator_file(&root) {
+        Some(o) if r.diags.is_empty() => {
+            Ok(OrchestratorFile { id: o.id, workflows: o.workflows.into_iter().map(|(listed, _)| listed).collect() })
+        }
+        _ => {
+            r.diags.sort_by_key(|d| d.line);
+            Err(r.diags)
+        }
     }
-    let o =
-        read.unwrap_or_else(|| Orchestrator { id: String::new(), workflows: Vec::new(), selected: None, origin: None });
-    Ok(OrchestratorFile { id: o.id, workflows: o.workflows.into_iter().map(|(listed, _)| listed).collect() })
 }
 
 /// An orchestrator file as read: its id and each workflow with what it became.
 struct Orchestrator {
     id: String,
     workflows: Vec<(Listed, Option<Workflow>)>,
-    selected: Option<(String, usize)>,
-    origin: Option<String>,
 }
 
 impl Reader {
-    /// The workflow of an orchestrator file that its appended `steward_workflow` selects.
-    pub(super) fn orchestrator(&mut self, root: &Node) -> Option<Workflow> {
+    /// The workflow of an orchestrator file that [`select`]'s note chose.
+    pub(super) fn orchestrator(&mut self, root: &Node, chosen: Selection) -> Option<Workflow> {
         let o = self.orchestrator_file(root)?;
-        let Some((selected, line)) = o.selected else {
+        let Some((selected, line)) = chosen.workflow else {
             let ids: Vec<&str> = o.workflows.iter().map(|(l, _)| l.id.as_str()).collect();
             self.err(
                 root.pos.line,
-                SELECT_KEY,
+                "",
                 format!(
                     "orchestrator `{}` holds {} workflow(s) ({}): name the one to run (`--workflow ID`)",
                     o.id,
@@ -217,10 +207,10 @@ impl Reader {
             return None;
         };
         let known: Vec<String> = o.workflows.iter().map(|(l, _)| l.id.clone()).collect();
-        let Some(wf) = o.workflows.into_iter().find(|(l, _)| l.id == selected).map(|(_, wf)| wf) else {
+        let Some(index) = known.iter().position(|id| *id == selected) else {
             self.err(
                 line,
-                SELECT_KEY,
+                "",
                 format!(
                     "invalid workflow id `{selected}`{}: orchestrator `{}` declares {}",
                     suggest(&selected, known.iter().map(String::as_str)),
@@ -230,8 +220,11 @@ impl Reader {
             );
             return None;
         };
-        let mut wf = wf?;
-        let from = o.origin.unwrap_or_else(|| "an orchestrator file".to_owned());
+        // What was noted about the other workflows of the file is not this run's concern.
+        let own = format!("workflows[{index}]");
+        self.notes.retain(|n| !n.field.starts_with("workflows[") || n.field.starts_with(&own));
+        let mut wf = o.workflows.into_iter().nth(index).and_then(|(_, wf)| wf)?;
+        let from = chosen.origin.unwrap_or_else(|| "an orchestrator file".to_owned());
         wf.origin = Some(format!("{from}: orchestrator {}, workflow {}", o.id, wf.id));
         Some(wf)
     }
@@ -256,8 +249,6 @@ impl Reader {
                 self.uint(n, k, 1);
             }
         }
-        let selected = get(SELECT_KEY).and_then(|n| self.string(n, SELECT_KEY).map(|s| (s, n.pos.line)));
-        let origin = get(ORIGIN_KEY).and_then(|n| self.string(n, ORIGIN_KEY));
 
         let agents = match get("agents") {
             Some(n) => self.direclaw_agents(n),
@@ -323,7 +314,7 @@ impl Reader {
         {
             self.err(*line, "default_workflow", format!("default workflow `{default}` is not among the workflows"));
         }
-        Some(Orchestrator { id: id.map(|(id, _)| id).unwrap_or_default(), workflows, selected, origin })
+        Some(Orchestrator { id: id.map(|(id, _)| id).unwrap_or_default(), workflows })
     }
 
     /// `agents:` with whether each may orchestrate workflows.
@@ -783,25 +774,29 @@ workflow_orchestration:
     }
 
     #[test]
-    fn the_selection_is_appended_after_the_last_line() {
+    fn the_choice_is_noted_in_comments_after_the_last_line() {
         let text = select("id: o\nworkflows: []", "w \"x\"", "a path/o.yaml");
         assert_eq!(
             text,
-            "id: o\nworkflows: []\nsteward_workflow: \"w \\\"x\\\"\"\nsteward_origin: \"a path/o.yaml\"\n"
+            "id: o\nworkflows: []\n# steward_workflow: \"w \\\"x\\\"\"\n# steward_origin: \"a path/o.yaml\"\n"
         );
-        // A file that ends inside a block scalar keeps its text: the appended keys close it.
-        let wf = parse(&select(MINIMAL, "review_loop", "o.yaml")).unwrap();
-        assert!(matches!(&wf.steps[0].kind, StepKind::Agent(_)));
-        // A document end marker closes the file: the selection goes before it.
-        let ended = format!("{MINIMAL}...\n# the end\n");
-        assert_eq!(parse(&select(&ended, "review_loop", "o.yaml")).unwrap().id, "review_loop");
-        // A file written as one flow mapping takes the selection inside its braces, on its
-        // last line, so every line keeps its number.
-        let flow = "{id: o, selector_agent: r, default_workflow: w,\n agents: {r: {provider: anthropic, model: sonnet, can_orchestrate_workflows: true}},\n workflows: [{id: w, version: 1, steps: [{id: s, type: agent_task, agent: r, prompt: hi}]}]}  # done\n";
-        let selected = select(flow, "w", "o.yaml");
-        assert_eq!(selected.lines().count(), flow.lines().count(), "{selected}");
-        let wf = parse(&selected).unwrap();
-        assert_eq!((wf.id.as_str(), wf.origin.as_deref()), ("w", Some("o.yaml: orchestrator o, workflow w")));
-        assert_eq!(wf.steps[0].line, 3);
+        let chosen = selection(&text);
+        assert_eq!((chosen.workflow, chosen.origin.as_deref()), (Some(("w \"x\"".into(), 3)), Some("a path/o.yaml")));
+        // Whatever the file ends with, the comments say nothing to YAML: a block scalar, a
+        // document end marker, a flow mapping (after a `---` line, a comment with braces).
+        let flow = "---\n{id: o, selector_agent: r, default_workflow: w,\n agents: {r: {provider: anthropic, model: sonnet, can_orchestrate_workflows: true}},\n workflows: [{id: w, version: 1, steps: [{id: s, type: agent_task, agent: r, prompt: hi}]}]}  # see {x}\n";
+        for (file, id) in [
+            (MINIMAL.to_owned(), "review_loop"),
+            (format!("{MINIMAL}... # the end\n"), "review_loop"),
+            (flow.to_owned(), "w"),
+        ] {
+            let wf = parse(&select(&file, id, "o.yaml")).unwrap_or_else(|e| panic!("{file}: {e:?}"));
+            assert_eq!(wf.id, id);
+            assert!(wf.origin.as_deref().unwrap().starts_with("o.yaml: orchestrator "));
+        }
+        assert_eq!(parse(&select(flow, "w", "o.yaml")).unwrap().steps[0].line, 4, "no line moves");
+        // A prompt's own text is not a choice: only the trailing comment lines are read.
+        let inside = MINIMAL.replacen("Review {{", "# steward_workflow: \"minimal_single_agent\"\n Review {{", 1);
+        assert!(selection(&inside).workflow.is_none());
     }
 }

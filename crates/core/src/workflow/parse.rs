@@ -83,14 +83,23 @@ pub fn compatibility_notes(source: &str) -> Vec<Diagnostic> {
 }
 
 fn read(source: &str) -> Result<(Option<Workflow>, Reader), Vec<Diagnostic>> {
-    let root = yaml::parse(source).map_err(|errs| {
+    let root = root_of(source)?;
+    let mut r = Reader::default();
+    let wf = if super::direclaw::is_orchestrator(&root) {
+        r.orchestrator(&root, super::direclaw::selection(source))
+    } else {
+        r.workflow(&root)
+    };
+    Ok((wf, r))
+}
+
+/// The document's tree, or where it is not YAML.
+pub(super) fn root_of(source: &str) -> Result<Node, Vec<Diagnostic>> {
+    yaml::parse(source).map_err(|errs| {
         errs.into_iter()
             .map(|e| Diagnostic::error(e.pos.line, None, "", format!("invalid YAML: {}", e.message)))
             .collect::<Vec<_>>()
-    })?;
-    let mut r = Reader::default();
-    let wf = if super::direclaw::is_orchestrator(&root) { r.orchestrator(&root) } else { r.workflow(&root) };
-    Ok((wf, r))
+    })
 }
 
 /// A mapping's entries as [`Reader::map`] returns them: key and value, in file order.
@@ -1351,6 +1360,18 @@ impl Reader {
             for ((field, line, t), own_ok) in templates {
                 for r in t.refs() {
                     match r {
+                        // An orchestrator's runs take inputs it does not declare (DireClaw
+                        // fails such a placeholder when it renders without one): said, not refused.
+                        Ref::Input { name, .. } if self.direclaw && !inputs.iter().any(|d| &d.name == name) => {
+                            self.note(
+                                *line,
+                                field,
+                                format!(
+                                    "template `{{{{{r}}}}}` names input `{name}`, which the workflow does not declare{}: a run must be given it",
+                                    suggest(name, inputs.iter().map(|d| d.name.as_str()))
+                                ),
+                            );
+                        }
                         Ref::Input { name, .. } if !inputs.iter().any(|d| &d.name == name) => {
                             self.err(
                                 *line,
