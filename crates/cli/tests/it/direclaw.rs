@@ -490,3 +490,57 @@ fn direclaw_workflow_commands_answer_in_its_key_value_lines() {
     );
     assert_eq!(stdout(&["workflow", "cancel", id]).1, format!("workflow canceled\nrun_id={id}\nstate=succeeded\n"));
 }
+
+/// Issue 16 point 4: a run of an orchestrator file is Steward's like any other. `steward
+/// workflow run` says the run's id before it drives it; SIGKILLed while its agent CLI works,
+/// the run is resumed from the file's text as it started, and completes.
+#[test]
+fn a_killed_workflow_run_is_resumed_and_completes() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let s = Steward::new();
+    // The first call blocks in the agent CLI (until it is killed); later calls answer.
+    s.write(
+        "claude",
+        &format!(
+            "#!/bin/sh\nif [ ! -e started ]; then touch started; exec sleep 600; fi\nexec '{}' \"$@\"\n",
+            example("fake/claude").display()
+        ),
+    );
+    std::fs::set_permissions(s.path("claude"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let minimal = example("minimal.orchestrator.yaml");
+    let args = ["workflow", "run", minimal.to_str().unwrap(), "minimal_single_agent", "--input", "user_prompt=x"];
+    let mut child = s
+        .cmd(&args)
+        .env("STEWARD_CLAUDE_BIN", s.path("claude"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !s.path("started").exists() {
+        assert!(Instant::now() < deadline, "the agent CLI never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let id = printed
+        .strip_prefix("workflow started\nrun_id=")
+        .and_then(|r| r.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("{printed}"));
+
+    let out = s.cmd(&["resume", id]).env("STEWARD_CLAUDE_BIN", s.path("claude")).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = s.run(&["workflow", "status", id]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\nstate=succeeded\n"), "{}", text(&out));
+    let run = s.json(&["status", id, "--json"]);
+    let attempts: Vec<&str> =
+        run["steps"][0]["attempts"].as_array().unwrap().iter().map(|a| a["status"].as_str().unwrap()).collect();
+    assert_eq!(attempts.last(), Some(&"completed"), "{run}");
+    assert!(attempts.len() >= 2, "the killed attempt is recorded, not lost: {run}");
+    assert!(
+        run["origin"].as_str().unwrap().ends_with("orchestrator default_orchestrator, workflow minimal_single_agent")
+    );
+}
