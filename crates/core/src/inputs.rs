@@ -93,8 +93,14 @@ pub fn resolve(wf: &Workflow, given: &Map<String, Value>) -> Result<Map<String, 
     let mut out = Map::new();
     for (name, value) in given {
         match wf.input(name) {
-            None if wf.open_inputs => {
+            // Named as a declared input must be: a name with a line break or `=` in it would
+            // forge lines of `steward workflow status`'s `key=value` output.
+            None if wf.open_inputs && crate::workflow::valid_id(name) => {
                 out.insert(name.clone(), value.clone());
+            }
+            None if wf.open_inputs => {
+                errors
+                    .push(format!("input name {:?} is not a valid name (letters, digits, `_` and `-`)", name.as_str()));
             }
             None => {
                 let known: Vec<&str> = wf.inputs.iter().map(|d| d.name.as_str()).collect();

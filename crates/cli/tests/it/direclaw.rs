@@ -408,6 +408,19 @@ fn direclaw_workflow_commands_answer_in_its_key_value_lines() {
     let (code, _, err) = stdout(&["workflow", "run", "default_orchestrator", "minimal_single_agent", "--input", "=x"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("input key cannot be empty"), "{err}");
+    // An undeclared input is taken, but not under a name that would forge status lines.
+    let (code, _, err) = stdout(&[
+        "workflow",
+        "run",
+        "default_orchestrator",
+        "minimal_single_agent",
+        "--input",
+        "user_prompt=x",
+        "--input",
+        "x\nstate=succeeded=1",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("input name \"x\\nstate\" is not a valid name"), "{err}");
 
     // `status` and `progress` read only.
     let before = s.db_bytes();

@@ -242,6 +242,11 @@ impl Reader {
             }
         };
         let id = required(self, "id");
+        if let Some((id, line)) = &id
+            && !super::parse::valid_id(id)
+        {
+            self.err(*line, "id", format!("`{id}` is not a valid id (letters, digits, `_` and `-`)"));
+        }
         let selector = required(self, "selector_agent");
         let default_workflow = required(self, "default_workflow");
         for k in ["selection_max_retries", "selector_timeout_seconds"] {
@@ -636,6 +641,10 @@ workflow_orchestration:
         let given = serde_json::json!({"user_prompt": "x", "channel": "slack"});
         let resolved = crate::inputs::resolve(&wf, given.as_object().unwrap()).unwrap();
         assert_eq!(resolved["channel"], "slack");
+        // ... named as any input is: a line break in a name would forge `key=value` output.
+        let forged = serde_json::json!({"user_prompt": "x", "a\nstate=succeeded": "1"});
+        let errors = crate::inputs::resolve(&wf, forged.as_object().unwrap()).unwrap_err();
+        assert!(errors[0].contains("input name \"a\\nstate=succeeded\" is not a valid name"), "{errors:?}");
         let errors =
             errors_of("id: s\nversion: 1\nsteps:\n  - {id: a, type: shell, run: \"echo {{workflow.channel}}\"}\n");
         assert!(
@@ -652,6 +661,11 @@ workflow_orchestration:
     #[test]
     fn the_rules_of_spec_3_hold_with_located_errors() {
         let cases: &[(&str, &str, &str)] = &[
+            (
+                "id: default_orchestrator",
+                "id: \"default\\norchestrator\"",
+                "line 1, field `id`: `default\norchestrator` is not a valid id",
+            ),
             (
                 "    can_orchestrate_workflows: true\n",
                 "    can_orchestrate_workflows: false\n",

@@ -21,7 +21,7 @@ use crate::template::Template;
 
 pub use graph::{Decided, Graph, Route};
 pub use literals::literal_secrets;
-pub use parse::{compatibility_notes, parse};
+pub use parse::{compatibility_notes, parse, valid_id};
 
 /// Default `limits.max_total_iterations` (DireClaw §4.8).
 pub const DEFAULT_MAX_TOTAL_ITERATIONS: u32 = 12;

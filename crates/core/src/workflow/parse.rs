@@ -1500,7 +1500,8 @@ pub(super) fn join(base: &str, key: &str) -> String {
     if base.is_empty() { key.to_owned() } else { format!("{base}.{key}") }
 }
 
-pub(super) fn valid_id(s: &str) -> bool {
+/// Whether `s` may name a workflow, step, agent, input or key: letters, digits, `_` and `-`.
+pub fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
