@@ -400,20 +400,34 @@ fn validate(cfg: &Settings, file: &Path, workflow: Option<&str>, json: bool) -> 
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(errors) => {
-            if json {
-                let errors: Vec<Value> = errors.iter().map(steward_server::views::diagnostic_json).collect();
-                let warnings: Vec<Value> = warnings.iter().map(steward_server::views::diagnostic_json).collect();
-                print_json(&json!({"file": name.to_string(), "valid": false, "errors": errors, "warnings": warnings}))?;
-            } else {
-                let mut all = errors;
-                all.extend(warnings);
-                all.sort_by_key(|d| d.line);
-                print_text(&diagnostics(file, &all))?;
-            }
-            Ok(ExitCode::from(1))
-        }
+        Err(errors) => invalid(file, errors, &warnings, json, json!({})),
     }
+}
+
+/// `validate`'s answer for a file with errors: every problem, warnings among them by line, or
+/// the JSON document (with `fields` added); exit code 1.
+fn invalid(
+    file: &Path,
+    mut errors: Vec<workflow::Diagnostic>,
+    warnings: &[workflow::Diagnostic],
+    json: bool,
+    fields: Value,
+) -> Result<ExitCode> {
+    if json {
+        let shown = |d: &[workflow::Diagnostic]| -> Vec<Value> {
+            d.iter().map(steward_server::views::diagnostic_json).collect()
+        };
+        let mut v = json!({"file": file.display().to_string(), "valid": false, "errors": shown(&errors), "warnings": shown(warnings)});
+        if let (Value::Object(v), Value::Object(fields)) = (&mut v, fields) {
+            v.extend(fields);
+        }
+        print_json(&v)?;
+    } else {
+        errors.extend_from_slice(warnings);
+        errors.sort_by_key(|d| d.line);
+        print_text(&diagnostics(file, &errors))?;
+    }
+    Ok(ExitCode::from(1))
 }
 
 /// An orchestrator file's workflows after checking the whole file, or every problem in it;
@@ -433,11 +447,11 @@ fn validate_orchestrator(
     json: bool,
 ) -> Result<ExitCode> {
     let name = file.display().to_string();
-    let warnings_json: Vec<Value> = warnings.iter().map(steward_server::views::diagnostic_json).collect();
     match listed {
         Ok(listed) => {
             let ids: Vec<&str> = listed.workflows.iter().map(|l| l.id.as_str()).collect();
             if json {
+                let warnings_json: Vec<Value> = warnings.iter().map(steward_server::views::diagnostic_json).collect();
                 print_json(
                     &json!({"file": name, "valid": true, "orchestrator": true, "workflows": ids, "errors": [], "warnings": warnings_json}),
                 )?;
@@ -451,20 +465,7 @@ fn validate_orchestrator(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(errors) => {
-            if json {
-                let errors: Vec<Value> = errors.iter().map(steward_server::views::diagnostic_json).collect();
-                print_json(
-                    &json!({"file": name, "valid": false, "orchestrator": true, "errors": errors, "warnings": warnings_json}),
-                )?;
-            } else {
-                let mut all = errors;
-                all.extend_from_slice(warnings);
-                all.sort_by_key(|d| d.line);
-                print_text(&diagnostics(file, &all))?;
-            }
-            Ok(ExitCode::from(1))
-        }
+        Err(errors) => invalid(file, errors, warnings, json, json!({"orchestrator": true})),
     }
 }
 

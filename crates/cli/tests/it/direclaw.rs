@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{Steward, text};
 
@@ -99,6 +99,22 @@ fn validate_checks_every_workflow_of_the_file() {
         )),
         "{}",
         text(&out)
+    );
+    let out = s.run(&["validate", "bad.yaml", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&v["valid"], &v["orchestrator"], &v["errors"][0]["line"]),
+        (&json!(false), &json!(true), &json!(line)),
+        "{v}"
+    );
+    assert!(v["warnings"].is_array(), "{v}");
+    s.write("broken-steward.yaml", "id: b\nversion: 1\nsteps:\n  - {id: a, type: nope}\n");
+    let v: Value = serde_json::from_slice(&s.run(&["validate", "broken-steward.yaml", "--json"]).stdout).unwrap();
+    assert_eq!(
+        (&v["valid"], &v["orchestrator"], &v["errors"][0]["line"]),
+        (&json!(false), &Value::Null, &json!(4)),
+        "{v}"
     );
     // An input the workflow does not declare is DireClaw's to take: said, and the file is valid.
     s.write("undeclared.yaml", &engineering.replacen("{{inputs.user_prompt}}", "{{inputs.sender}}", 1));

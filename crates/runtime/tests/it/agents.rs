@@ -105,18 +105,24 @@ async fn malformed_answers_rate_limits_and_timeouts() {
     assert!(run.terminal_reason.as_deref().unwrap().contains("did not answer within 2"), "{:?}", run.terminal_reason);
 }
 
-/// Ollama's protocol, and a review that rejects then approves.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ollama_review_rejects_then_approves() {
+/// An Ollama server that answers a draft, a rejection, a second draft, then `approve` (as
+/// spelled): a write step and a review that sends it back once.
+async fn draft_reject_draft_approve(approve: &str) -> ModelServer {
     let review =
         |d: &str| format!("[workflow_result]{}[/workflow_result]", json!({"summary": format!("{d}!"), "decision": d}));
-    let server = ModelServer::start(vec![
+    ModelServer::start(vec![
         Reply::ollama(&block(json!({"text": "draft 1"}))),
         Reply::ollama(&review("reject")),
         Reply::ollama(&block(json!({"text": "draft 2"}))),
-        Reply::ollama(&review("Approve")),
+        Reply::ollama(&review(approve)),
     ])
-    .await;
+    .await
+}
+
+/// Ollama's protocol, and a review that rejects then approves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_review_rejects_then_approves() {
+    let server = draft_reject_draft_approve("Approve").await;
     let e = env().await;
     let src = format!(
         "id: r\nversion: 1\nagents:\n  a: {{provider: ollama, base_url: \"{}\", model: small}}\nsteps:\n  - {{id: write, type: agent_task, agent: a, prompt: \"write; feedback: {{{{state.check_summary}}}}\", outputs: [text]}}\n  - {{id: check, type: agent_review, agent: a, prompt: \"check {{{{steps.write.outputs.text}}}}\", on_reject: write}}\n",
@@ -140,15 +146,7 @@ async fn ollama_review_rejects_then_approves() {
 /// and the next prompt reads it (empty before it was ever set).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_state_sets_a_key_the_next_prompt_reads() {
-    let review =
-        |d: &str| format!("[workflow_result]{}[/workflow_result]", json!({"summary": format!("{d}!"), "decision": d}));
-    let server = ModelServer::start(vec![
-        Reply::ollama(&block(json!({"text": "draft 1"}))),
-        Reply::ollama(&review("reject")),
-        Reply::ollama(&block(json!({"text": "draft 2"}))),
-        Reply::ollama(&review("approve")),
-    ])
-    .await;
+    let server = draft_reject_draft_approve("approve").await;
     let e = env().await;
     let src = format!(
         "id: r\nversion: 1\nagents:\n  a: {{provider: ollama, base_url: \"{}\", model: small}}\nsteps:\n  - {{id: write, type: agent_task, agent: a, prompt: \"write; feedback: [{{{{state.feedback_for_writer}}}}]\", outputs: [text]}}\n  - {{id: check, type: agent_review, agent: a, prompt: \"check {{{{steps.write.outputs.text}}}}\", on_reject: write, write_state: {{feedback_for_writer: \"{{{{outputs.summary}}}} (decided {{{{ outputs.decision }}}})\"}}}}\n",
