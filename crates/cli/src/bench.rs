@@ -6,6 +6,7 @@
 //! chosen durability, or the PostgreSQL database `--database-url` names), running `noop` steps
 //! so that what is measured is the engine and its commits, not the steps.
 
+use crate::outln;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -593,7 +594,7 @@ pub(crate) async fn run(args: &BenchArgs, database_url: Option<String>) -> Resul
     };
     let fsync = round(fsync_ms(probe_dir.path())?);
     if !args.json {
-        println!("fsync of a small file here: {fsync} ms (the floor for one durable commit)");
+        outln!("fsync of a small file here: {fsync} ms (the floor for one durable commit)")?;
     }
     let mut report = json!({
         "backend": if args.database_url.is_some() { "postgres" } else { "sqlite" },
@@ -603,10 +604,15 @@ pub(crate) async fn run(args: &BenchArgs, database_url: Option<String>) -> Resul
     if want_b1 {
         let r = b1(args).await?;
         if !args.json {
-            println!(
+            outln!(
                 "B1  {} runs x {} steps, one at a time: per-step p50 {} ms, p99 {} ms ({} steps/s, {} ms of CPU a step)",
-                r["runs"], r["steps_per_run"], r["p50_ms"], r["p99_ms"], r["steps_per_sec"], r["cpu_ms_per_step"]
-            );
+                r["runs"],
+                r["steps_per_run"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["steps_per_sec"],
+                r["cpu_ms_per_step"]
+            )?;
         }
         report["b1"] = r;
     }
@@ -615,7 +621,7 @@ pub(crate) async fn run(args: &BenchArgs, database_url: Option<String>) -> Resul
         for &c in &args.concurrency {
             let r = b2(args, c).await?;
             if !args.json {
-                println!(
+                outln!(
                     "B2  {} runs x {} steps, concurrency {:>3}: {:>9} runs/s {:>10} steps/s ({} s, {} ms of CPU a step)",
                     r["runs"],
                     r["steps_per_run"],
@@ -624,7 +630,7 @@ pub(crate) async fn run(args: &BenchArgs, database_url: Option<String>) -> Resul
                     r["steps_per_sec"],
                     r["seconds"],
                     r["cpu_ms_per_step"]
-                );
+                )?;
             }
             rows.push(r);
         }
@@ -635,7 +641,7 @@ pub(crate) async fn run(args: &BenchArgs, database_url: Option<String>) -> Resul
         for &n in &args.workers {
             let r = w(args, n).await?;
             if !args.json {
-                println!(
+                outln!(
                     "W   {} runs x {} steps, {n} workers x {}: {:>9} runs/s {:>10} steps/s ({} s); claim-to-start p50 {} ms, p99 {} ms",
                     r["runs"],
                     r["steps_per_run"],
@@ -645,7 +651,7 @@ pub(crate) async fn run(args: &BenchArgs, database_url: Option<String>) -> Resul
                     r["seconds"],
                     r["claim_to_start_p50_ms"],
                     r["claim_to_start_p99_ms"]
-                );
+                )?;
             }
             rows.push(r);
         }
@@ -660,7 +666,7 @@ pub(crate) async fn run(args: &BenchArgs, database_url: Option<String>) -> Resul
                 .flatten()
                 .map(|p| format!("step {}: {} ms", p["step"], p["per_step_ms"]))
                 .collect();
-            println!(
+            outln!(
                 "L   one run of {} steps ({} events): {} steps/s ({} s, {} ms of CPU a step); per step at {}",
                 r["steps"],
                 r["events"],
@@ -668,7 +674,7 @@ pub(crate) async fn run(args: &BenchArgs, database_url: Option<String>) -> Resul
                 r["seconds"],
                 r["cpu_ms_per_step"],
                 points.join(", ")
-            );
+            )?;
         }
         report["l"] = r;
     }
@@ -678,10 +684,13 @@ pub(crate) async fn run(args: &BenchArgs, database_url: Option<String>) -> Resul
     if want_r && args.database_url.is_none() {
         let r = recovery(args).await?;
         if !args.json {
-            println!(
+            outln!(
                 "R   {} runs left running by a killed process, found and stalled in {} s; `steward list` over {} runs: {} ms (p50 of 5, the process's start not counted)",
-                r["recovered_runs"], r["recover_seconds"], r["list_runs"], r["list_ms_p50"]
-            );
+                r["recovered_runs"],
+                r["recover_seconds"],
+                r["list_runs"],
+                r["list_ms_p50"]
+            )?;
         }
         report["r"] = r;
     }

@@ -4,7 +4,9 @@
 //! completed), 1 when a run ended any other way, 2 for errors (bad input, a
 //! missing run, an unreadable database), 128 + the signal's number when a run
 //! was interrupted by SIGINT (130) or SIGTERM (143) and released for `resume`.
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+// Stdout is written through `print_text`/`print_json`/`outln!` only, which return an error
+// where `println!` would panic on a reader gone away; clippy holds the line.
+#![allow(clippy::print_stderr)]
 
 mod app;
 mod args;
@@ -81,10 +83,20 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 pub(crate) fn print_json(v: &Value) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
+    // As an I/O error, so that a reader gone away is seen as one (`is_broken_pipe`).
+    serde_json::to_writer_pretty(&mut out, v).map_err(std::io::Error::from)?;
     writeln!(out)?;
     Ok(())
 }
+
+/// `println!` that answers an error (a reader gone away ends the command quietly, see
+/// `is_broken_pipe`) where `println!` would panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::print_text(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+pub(crate) use outln;
 
 pub(crate) fn print_text(s: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
@@ -125,7 +137,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                     &json!({"run_id": created.run_id, "state": created.state, "workflow_id": created.workflow_id}),
                 )?;
             } else {
-                println!("{}", created.run_id);
+                outln!("{}", created.run_id)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -242,14 +254,16 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             if *json {
                 print_json(&serde_json::to_value(&recovered)?)?;
             } else if recovered.is_empty() {
-                println!("no stalled runs (threshold {}s)", cfg.stall_threshold_secs);
+                outln!("no stalled runs (threshold {}s)", cfg.stall_threshold_secs)?;
             } else {
                 for r in &recovered {
                     let hb = r.last_heartbeat_at.map_or("never".into(), |t| t.to_rfc3339());
-                    println!(
+                    outln!(
                         "stalled {} ({}), last heartbeat {hb}; resume with `steward resume {}`",
-                        r.run_id, r.workflow_id, r.run_id
-                    );
+                        r.run_id,
+                        r.workflow_id,
+                        r.run_id
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -267,7 +281,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             if *json {
                 print_json(&cancelled_json(cfg, &r))?;
             } else {
-                println!("run {} cancelled", r.run_id);
+                outln!("run {} cancelled", r.run_id)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -389,14 +403,14 @@ fn validate(cfg: &Settings, file: &Path, workflow: Option<&str>, json: bool) -> 
             } else {
                 // Warnings do not make a definition invalid: they are printed, and it is ok.
                 print_text(&diagnostics(file, &warnings))?;
-                println!(
+                outln!(
                     "{name}: ok: workflow {} v{}, {} steps ({}), profile {}",
                     wf.id,
                     wf.version,
                     ids.len(),
                     ids.join(", "),
                     wf.profile()
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -457,11 +471,11 @@ fn validate_orchestrator(
                 )?;
             } else {
                 print_text(&diagnostics(file, warnings))?;
-                println!(
+                outln!(
                     "{name}: ok: DireClaw orchestrator, {} workflow(s) ({}); run one with --workflow ID",
                     ids.len(),
                     ids.join(", ")
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -600,7 +614,7 @@ pub(crate) async fn drive_created(
             Shown::Json => print_json(
                 &json!({"run_id": created.run_id, "state": created.state, "summary": "started in the background"}),
             )?,
-            Shown::Text => println!("{}", created.run_id),
+            Shown::Text => outln!("{}", created.run_id)?,
             Shown::TextOnStderr => {}
         }
         return Ok(ExitCode::SUCCESS);

@@ -1,6 +1,7 @@
 //! The Flight Recorder from the command line: filtered and followed event lists,
 //! SQL over the DuckDB mirror, retention (`gc`) and debug bundles.
 
+use crate::outln;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -222,13 +223,13 @@ pub(crate) async fn gc(cfg: &Settings, dry_run: bool, json: bool) -> Result<Exit
     } else {
         let verb = if dry_run { "would prune" } else { "pruned" };
         let pruned = report.pruned_ids.len() as u64;
-        println!(
+        outln!(
             "scanned {} events: {verb} {pruned} ({} bytes), spared {} past retention of unfinished runs, kept {} inside retention",
             report.scanned,
             report.bytes,
             report.spared,
             report.scanned.saturating_sub(pruned + report.spared)
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

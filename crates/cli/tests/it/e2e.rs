@@ -263,3 +263,30 @@ fn bench_prints_the_documented_json_shape() {
         assert!(r["claim_to_start_p99_ms"].as_f64().unwrap() >= r["claim_to_start_p50_ms"].as_f64().unwrap(), "{r}");
     }
 }
+
+/// Output into a pipe nobody reads any more (`steward status RUN --json | head -1`) is not an
+/// error: the command stops writing and exits 0, whichever way it prints (JSON, text, a line).
+#[test]
+fn a_reader_that_went_away_is_not_an_error() {
+    let s = Steward::new();
+    let wf = s.write("hello.yaml", HELLO);
+    let run = s.json(&["run", wf.to_str().unwrap(), "--input", "name=pipe", "--json"]);
+    let id = run["run_id"].as_str().unwrap();
+    for args in [
+        vec!["status", id, "--json"],
+        vec!["status", id],
+        vec!["progress", id, "--json"],
+        vec!["list", "--json"],
+        vec!["workflow", "progress", id],
+        vec!["workflow", "status", id],
+        vec!["validate", "hello.yaml"],
+        vec!["recover"],
+    ] {
+        // The reading end is closed before the command starts: every write it makes fails.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = s.cmd(&args).stdout(writer).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && err.is_empty(), "steward {args:?}: {:?} {err}", out.status);
+    }
+}
